@@ -1,0 +1,8 @@
+"""bot4: a low-latency trading pipeline of pinned processes joined by shared-memory rings.
+
+The package is layered (see docs/DESIGN.md in the shared folder): ``records`` (dtypes,
+fixed point, error taxonomy) < ``shm`` (segments, atomics, the SPSC ring) < ``stages`` <
+``pipeline`` < ``cli``. Lower layers never import higher ones.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,419 @@
+"""The single-producer / single-consumer ring over a POSIX shared-memory segment.
+
+:func:`create_ring` lays out a segment (``ring_layout``); :class:`Producer` and
+:class:`Consumer` attach to it, validate the header against what they expect, and claim
+their side by writing their pid (refused while the recorded owner is alive). Each exposes:
+
+* ``hdr`` / ``slots`` — the numpy views that numba kernels take (see ``ring_ops``);
+* a Python API: ``try_push``/``push`` and ``try_pop``/``pop`` for one record, and
+  ``claim``/``commit`` and ``peek``/``release`` for zero-copy batches (views of the slots,
+  contiguous, never crossing the wrap point).
+
+The Python fast path reads and writes the shared words through a ``memoryview`` of the
+header: each access is one aligned 8-byte ``mov`` inside CPython's C code, which neither
+the C compiler nor the CPU reorders with the slot copies around it on x86-64 (TSO: loads
+are acquire, stores are release). On other architectures the module refuses to load the
+fast path and goes through the numba functions instead. Ordering guarantees are those of
+``ring_ops``: a slot is visible to the consumer only after the producer's position store.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import psutil
+
+from bot4.records import dtype_fingerprint
+from bot4.records.errors import Code
+from bot4.shm import ring_ops as ops
+from bot4.shm.ring_layout import (
+    BP_REJECT,
+    HEADER_BYTES,
+    HEADER_WORDS,
+    LAYOUT_VERSION,
+    MAGIC,
+    W_BACKPRESSURE,
+    W_CAPACITY,
+    W_CONSUMER_CACHED_PRODUCER,
+    W_CONSUMER_PID,
+    W_CONSUMER_POSITION,
+    W_CREATED_NS,
+    W_FINGERPRINT,
+    W_INITIAL_POSITION,
+    W_MAGIC,
+    W_PRODUCER_CACHED_CONSUMER,
+    W_PRODUCER_PID,
+    W_PRODUCER_POSITION,
+    W_RECORD_TYPE,
+    W_SLOT_SIZE,
+    W_VERSION,
+    W_WAIT,
+    WAIT_SPIN_PARK,
+    is_power_of_two,
+    segment_bytes,
+)
+from bot4.shm.segment import Segment, ShmError, SegmentTooSmallError
+
+_X86 = platform.machine() in ("x86_64", "AMD64")
+_M64 = (1 << 64) - 1
+DEFAULT_WAIT_TIMEOUT_NS = 50_000_000
+
+
+class RingLayoutError(ShmError):
+    """The segment is not a ring, or not the ring the attacher expects."""
+
+
+class OwnerAliveError(ShmError):
+    def __init__(self, segment: str, side: str, pid: int) -> None:
+        super().__init__(Code.OWNER_ALIVE, segment, f"{side} side is owned by live pid {pid}")
+        self.pid = pid
+
+
+class RingFullError(ShmError):
+    def __init__(self, segment: str) -> None:
+        super().__init__(Code.RING_FULL_REJECTED, segment, "ring full: record rejected")
+
+
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` runs and is not a zombie (a zombie can no longer write)."""
+    if pid <= 0:
+        return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def create_ring(
+    name: str,
+    dtype: np.dtype,
+    capacity: int,
+    *,
+    wait: int = WAIT_SPIN_PARK,
+    backpressure: int = 0,
+    initial_position: int = 0,
+    record_type: int = 0,
+) -> None:
+    """Create ring segment ``name`` (a full POSIX name) of ``capacity`` slots of ``dtype``.
+
+    ``initial_position`` (any u64) is where both positions start; tests use values just
+    below 2^63 and 2^64 to cross the wrap.
+    """
+    if not is_power_of_two(capacity):
+        raise RingLayoutError(
+            Code.CAPACITY_NOT_POWER_OF_TWO, name, f"capacity {capacity} is not a power of two"
+        )
+    dtype = np.dtype(dtype)
+    if dtype.itemsize % 8:
+        raise RingLayoutError(Code.DTYPE_MISMATCH, name, f"slot size {dtype.itemsize} not a multiple of 8")
+    seg = Segment.create(name, segment_bytes(capacity, dtype.itemsize))
+    try:
+        hdr = np.frombuffer(seg.buf, np.uint64, HEADER_WORDS)
+        hdr[W_VERSION] = LAYOUT_VERSION
+        hdr[W_FINGERPRINT] = dtype_fingerprint(dtype)
+        hdr[W_CAPACITY] = capacity
+        hdr[W_SLOT_SIZE] = dtype.itemsize
+        hdr[W_WAIT] = wait
+        hdr[W_BACKPRESSURE] = backpressure
+        hdr[W_CREATED_NS] = time.monotonic_ns()
+        p = initial_position & _M64
+        hdr[W_INITIAL_POSITION] = p
+        hdr[W_RECORD_TYPE] = record_type
+        for w in (W_PRODUCER_POSITION, W_CONSUMER_POSITION, W_PRODUCER_CACHED_CONSUMER, W_CONSUMER_CACHED_PRODUCER):
+            hdr[w] = p
+        hdr[W_MAGIC] = MAGIC  # last: a half-initialised segment never validates
+        del hdr
+    finally:
+        seg.close()
+
+
+@dataclass(frozen=True)
+class RingHeader:
+    """The creator-written identity of a ring."""
+
+    capacity: int
+    slot_size: int
+    fingerprint: int
+    wait: int
+    backpressure: int
+    record_type: int
+    initial_position: int
+
+
+def validate_header(
+    seg: Segment, dtype: np.dtype | None = None, capacity: int | None = None
+) -> RingHeader:
+    """Check magic, layout version, size, and (if given) dtype and capacity; raise naming the difference."""
+    name = seg.name
+    if seg.size < HEADER_BYTES:
+        raise SegmentTooSmallError(name, seg.size, HEADER_BYTES)
+    hdr = np.frombuffer(seg.buf, np.uint64, HEADER_WORDS)
+    if int(hdr[W_MAGIC]) != MAGIC:
+        raise RingLayoutError(Code.LAYOUT_VERSION_MISMATCH, name, "is not a bot4 ring (bad magic)")
+    if int(hdr[W_VERSION]) != LAYOUT_VERSION:
+        raise RingLayoutError(
+            Code.LAYOUT_VERSION_MISMATCH,
+            name,
+            f"layout version {int(hdr[W_VERSION])}, this build reads {LAYOUT_VERSION}",
+        )
+    h = RingHeader(
+        capacity=int(hdr[W_CAPACITY]),
+        slot_size=int(hdr[W_SLOT_SIZE]),
+        fingerprint=int(hdr[W_FINGERPRINT]),
+        wait=int(hdr[W_WAIT]),
+        backpressure=int(hdr[W_BACKPRESSURE]),
+        record_type=int(hdr[W_RECORD_TYPE]),
+        initial_position=int(hdr[W_INITIAL_POSITION]),
+    )
+    del hdr
+    if not is_power_of_two(h.capacity):
+        raise RingLayoutError(
+            Code.CAPACITY_NOT_POWER_OF_TWO, name, f"header capacity {h.capacity} is not a power of two"
+        )
+    needed = segment_bytes(h.capacity, h.slot_size)
+    if seg.size < needed:
+        raise SegmentTooSmallError(name, seg.size, needed)
+    if dtype is not None:
+        dtype = np.dtype(dtype)
+        fp = dtype_fingerprint(dtype)
+        if fp != h.fingerprint or dtype.itemsize != h.slot_size:
+            raise RingLayoutError(
+                Code.DTYPE_MISMATCH,
+                name,
+                f"record dtype differs: segment holds fingerprint {h.fingerprint:#018x} "
+                f"({h.slot_size} B slots), caller expects {fp:#018x} ({dtype.itemsize} B)",
+            )
+    if capacity is not None and capacity != h.capacity:
+        raise RingLayoutError(
+            Code.CAPACITY_MISMATCH, name, f"capacity {h.capacity}, caller expects {capacity}"
+        )
+    return h
+
+
+class _Side:
+    _pid_word: int
+    _side: str
+
+    def __init__(
+        self,
+        name: str,
+        dtype: np.dtype,
+        capacity: int | None = None,
+        *,
+        takeover: bool = False,
+    ) -> None:
+        self.name = name
+        self.dtype = np.dtype(dtype)
+        self.segment = Segment.attach(name)
+        try:
+            self.header = validate_header(self.segment, self.dtype, capacity)
+            self.capacity = self.header.capacity
+            self.mask = self.capacity - 1
+            self.hdr = np.frombuffer(self.segment.buf, np.uint64, HEADER_WORDS)
+            self.slots = np.frombuffer(self.segment.buf, self.dtype, self.capacity, HEADER_BYTES)
+            self._w = memoryview(self.segment.buf)[:HEADER_BYTES].cast("Q") if _X86 else None
+            self.pid = os.getpid()
+            self._claim(takeover)
+        except BaseException:
+            self._drop_views()
+            self.segment.close()
+            raise
+
+    def _claim(self, takeover: bool) -> None:
+        while True:
+            old = int(self.hdr[self._pid_word])
+            if old != 0 and pid_alive(old) and not takeover:
+                raise OwnerAliveError(self.name, self._side, old)
+            if ops.claim_owner(self.hdr, self._pid_word, old, self.pid):
+                return
+
+    def _drop_views(self) -> None:
+        for attr in ("_w",):
+            v = getattr(self, attr, None)
+            if v is not None:
+                v.release()
+        self.hdr = self.slots = None  # type: ignore[assignment]
+
+    def close(self) -> None:
+        """Give up the side (clear our pid if still ours) and unmap."""
+        if self.hdr is not None:
+            ops.claim_owner(self.hdr, self._pid_word, self.pid, 0)
+        self._drop_views()
+        try:
+            self.segment.close()
+        except BufferError:
+            pass  # a caller still holds a slot view; the mapping goes when it does
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def producer_position(self) -> int:
+        return int(self.hdr[W_PRODUCER_POSITION])
+
+    @property
+    def consumer_position(self) -> int:
+        return int(self.hdr[W_CONSUMER_POSITION])
+
+
+class Producer(_Side):
+    """The single writer of a ring. Owns the producer position and producer counter lines."""
+
+    _pid_word = W_PRODUCER_PID
+    _side = "producer"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.reject = self.header.backpressure == BP_REJECT
+        # exact local copies of what only we write, and of what we cached last
+        self._pos = int(self.hdr[W_PRODUCER_POSITION])
+        self._cached = int(self.hdr[W_PRODUCER_CACHED_CONSUMER])
+        self._park = self.header.wait == WAIT_SPIN_PARK
+
+    def try_push(self, record) -> bool:
+        """Copy one record (np.void, tuple or 0-d array) in; False when full."""
+        w = self._w
+        if w is None or self._park:
+            return bool(ops.try_push(self.hdr, self.slots, np.asarray(record, self.dtype)[()]))
+        pos = self._pos
+        if (pos - self._cached) & _M64 >= self.capacity:
+            self._cached = w[W_CONSUMER_POSITION]
+            w[W_PRODUCER_CACHED_CONSUMER] = self._cached
+            if (pos - self._cached) & _M64 >= self.capacity:
+                return False
+        self.slots[pos & self.mask] = record
+        self._pos = pos = (pos + 1) & _M64
+        w[W_PRODUCER_POSITION] = pos
+        w[49] += 1  # W_PRODUCER_RECORDS
+        w[50] += 1  # W_PRODUCER_BATCHES
+        return True
+
+    def push(self, record, timeout: float | None = None) -> bool:
+        """Push under the ring's backpressure policy.
+
+        ``block``: wait (ring's wait strategy) until there is room or ``timeout`` seconds
+        pass (None: forever); ``reject``: one try; on failure the rejection is counted and
+        False returned — the caller has been told and decides.
+        """
+        if self.try_push(record):
+            return True
+        if self.reject:
+            ops.count_rejection(self.hdr, 1)
+            return False
+        deadline = None if timeout is None else time.monotonic() + timeout
+        rec = np.asarray(record, self.dtype)[()]
+        while True:
+            if ops.push_wait(self.hdr, self.slots, rec, DEFAULT_WAIT_TIMEOUT_NS):
+                self._sync()
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    def claim(self, n: int, timeout: float | None = 0.0) -> np.ndarray:
+        """A writable view of up to ``n`` free contiguous slots (may be shorter, or empty).
+
+        ``timeout`` > 0 waits for at least one slot with the ring's strategy.
+        """
+        if timeout:
+            pos, count = ops.wait_claim(self.hdr, n, int(timeout * 1e9))
+        else:
+            pos, count = ops.producer_claim(self.hdr, n)
+        i = int(pos) & self.mask
+        return self.slots[i : i + int(count)]
+
+    def commit(self, count: int) -> None:
+        """Publish the first ``count`` slots of the last claim."""
+        if count:
+            ops.producer_commit(self.hdr, count)
+            self._sync()
+
+    def _sync(self) -> None:
+        self._pos = int(self.hdr[W_PRODUCER_POSITION])
+        self._cached = int(self.hdr[W_PRODUCER_CACHED_CONSUMER])
+
+    def beat(self) -> None:
+        ops.beat_producer(self.hdr)
+
+
+class Consumer(_Side):
+    """The single reader of a ring. Owns the consumer position and consumer counter lines."""
+
+    _pid_word = W_CONSUMER_PID
+    _side = "consumer"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._pos = int(self.hdr[W_CONSUMER_POSITION])
+        self._cached = int(self.hdr[W_CONSUMER_CACHED_PRODUCER])
+        self._park = self.header.wait == WAIT_SPIN_PARK
+
+    def try_pop(self):
+        """The oldest record as a copy (np.void), or None when empty."""
+        w = self._w
+        if w is None or self._park:
+            out = np.empty(1, self.dtype)
+            return out[0] if ops.try_pop(self.hdr, self.slots, out, 0) else None
+        pos = self._pos
+        if pos == self._cached:
+            self._cached = w[W_PRODUCER_POSITION]
+            w[W_CONSUMER_CACHED_PRODUCER] = self._cached
+            if pos == self._cached:
+                return None
+        rec = self.slots[pos & self.mask].copy()
+        self._pos = pos = (pos + 1) & _M64
+        w[W_CONSUMER_POSITION] = pos
+        w[65] += 1  # W_CONSUMER_RECORDS
+        w[66] += 1  # W_CONSUMER_BATCHES
+        return rec
+
+    def pop(self, timeout: float | None = None):
+        """The oldest record, waiting with the ring's strategy; None after ``timeout`` s."""
+        rec = self.try_pop()
+        if rec is not None:
+            return rec
+        view = self.peek(1, timeout=timeout if timeout is not None else 3600.0 * 24 * 365)
+        if len(view) == 0:
+            return None
+        rec = view[0].copy()
+        self.release(1)
+        return rec
+
+    def peek(self, n: int, timeout: float | None = 0.0) -> np.ndarray:
+        """A read-only view of up to ``n`` readable contiguous slots (may be shorter, or empty).
+
+        The view stays valid until :meth:`release`; ``timeout`` > 0 waits for one record.
+        """
+        if timeout:
+            deadline = time.monotonic() + timeout
+            while True:
+                step = min(DEFAULT_WAIT_TIMEOUT_NS, max(1, int((deadline - time.monotonic()) * 1e9)))
+                pos, count = ops.wait_peek(self.hdr, n, step)
+                if count or time.monotonic() >= deadline:
+                    break
+        else:
+            pos, count = ops.consumer_peek(self.hdr, n)
+        i = int(pos) & self.mask
+        view = self.slots[i : i + int(count)]
+        view.flags.writeable = False
+        return view
+
+    def release(self, count: int) -> None:
+        """Hand back the first ``count`` slots of the last peek."""
+        if count:
+            ops.consumer_release(self.hdr, count)
+            self._pos = int(self.hdr[W_CONSUMER_POSITION])
+            self._cached = int(self.hdr[W_CONSUMER_CACHED_PRODUCER])
+
+    @property
+    def depth(self) -> int:
+        return (int(self.hdr[W_PRODUCER_POSITION]) - int(self.hdr[W_CONSUMER_POSITION])) & _M64
+
+    def beat(self) -> None:
+        ops.beat_consumer(self.hdr)

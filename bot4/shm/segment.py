@@ -1,0 +1,145 @@
+"""Named POSIX shared-memory segments: create, attach, unlink.
+
+Built on ``posix_ipc`` and ``mmap``, never ``multiprocessing.shared_memory``: the latter's
+resource tracker unlinks a segment when any unrelated process that attached it exits.
+
+Names are namespaced per pipeline instance: ``/bot4.<instance>.<name>`` (so two instances on
+one host never share a word, and ``bot4 shm ls`` finds an instance's segments by prefix in
+``/dev/shm``). Creation reserves the memory with ``posix_fallocate`` so a full ``/dev/shm``
+is a clear :class:`ShmFullError` at creation, not a SIGBUS in the middle of a run.
+
+Ownership: the process that creates a segment (launcher or ``bot4 shm create``) owns its
+lifetime and unlinks it; attachers only map it. A read-only attach maps it ``PROT_READ``
+so an operator tool physically cannot write.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import re
+from dataclasses import dataclass
+
+import posix_ipc
+
+from bot4.records.errors import Bot4Error, Code
+
+PREFIX = "bot4."
+SHM_DIR = "/dev/shm"
+_NAME_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+
+
+class ShmError(Bot4Error):
+    """Base of every shared-memory error; carries the segment name."""
+
+    def __init__(self, code: Code, segment: str, detail: str) -> None:
+        super().__init__(f"segment {segment}: {detail}")
+        self.code = code
+        self.segment = segment
+
+
+class SegmentMissingError(ShmError):
+    def __init__(self, segment: str) -> None:
+        super().__init__(Code.SEGMENT_MISSING, segment, "does not exist (was `bot4 shm create` run?)")
+
+
+class SegmentExistsError(ShmError):
+    def __init__(self, segment: str) -> None:
+        super().__init__(
+            Code.SEGMENT_EXISTS, segment, "already exists (another instance running, or stale: `bot4 shm destroy`)"
+        )
+
+
+class SegmentTooSmallError(ShmError):
+    def __init__(self, segment: str, size: int, needed: int) -> None:
+        super().__init__(Code.SEGMENT_TOO_SMALL, segment, f"is {size} bytes, layout needs {needed}")
+
+
+class ShmFullError(ShmError):
+    def __init__(self, segment: str, size: int) -> None:
+        super().__init__(Code.SHM_FULL, segment, f"cannot reserve {size} bytes: {SHM_DIR} is full")
+
+
+def segment_name(instance: str, name: str) -> str:
+    """The POSIX name of segment ``name`` of pipeline ``instance`` (validated)."""
+    for part, what in ((instance, "instance"), (name, "segment")):
+        if not _NAME_RE.match(part):
+            raise ValueError(f"{what} name {part!r} must match {_NAME_RE.pattern}")
+    return f"/{PREFIX}{instance}.{name}"
+
+
+def instance_segments(instance: str) -> list[str]:
+    """POSIX names of every segment of ``instance`` present in /dev/shm, sorted."""
+    prefix = f"{PREFIX}{instance}."
+    try:
+        entries = os.listdir(SHM_DIR)
+    except FileNotFoundError:
+        return []
+    return sorted("/" + e for e in entries if e.startswith(prefix))
+
+
+@dataclass
+class Segment:
+    """A mapped segment. ``buf`` is the mmap; ``size`` its length in bytes."""
+
+    name: str
+    buf: mmap.mmap
+    size: int
+    readonly: bool
+
+    @classmethod
+    def create(cls, name: str, size: int) -> Segment:
+        """Create ``name`` (must not exist) of ``size`` bytes, zero-filled and reserved."""
+        try:
+            shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o660, size=0)
+        except posix_ipc.ExistentialError:
+            raise SegmentExistsError(name) from None
+        try:
+            try:
+                os.posix_fallocate(shm.fd, 0, size)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+                    raise ShmFullError(name, size) from exc
+                raise
+            buf = mmap.mmap(shm.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            shm.close_fd()
+            posix_ipc.unlink_shared_memory(name)
+            raise
+        shm.close_fd()
+        return cls(name, buf, size, False)
+
+    @classmethod
+    def attach(cls, name: str, *, readonly: bool = False, min_size: int = 0) -> Segment:
+        """Map an existing segment; ``readonly`` maps it PROT_READ."""
+        flags = os.O_RDONLY if readonly else 0
+        try:
+            shm = posix_ipc.SharedMemory(name, flags, read_only=readonly)
+        except posix_ipc.ExistentialError:
+            raise SegmentMissingError(name) from None
+        try:
+            size = os.fstat(shm.fd).st_size
+            if size < max(min_size, 1):
+                raise SegmentTooSmallError(name, size, max(min_size, 1))
+            prot = mmap.PROT_READ if readonly else mmap.PROT_READ | mmap.PROT_WRITE
+            buf = mmap.mmap(shm.fd, size, mmap.MAP_SHARED, prot)
+        finally:
+            shm.close_fd()
+        return cls(name, buf, size, readonly)
+
+    def close(self) -> None:
+        """Unmap. Raises BufferError while numpy views of the buffer are alive."""
+        if not self.buf.closed:
+            self.buf.close()
+
+    @staticmethod
+    def unlink(name: str, *, missing_ok: bool = True) -> bool:
+        """Remove ``name`` from /dev/shm (mappings stay valid until closed)."""
+        try:
+            posix_ipc.unlink_shared_memory(name)
+        except posix_ipc.ExistentialError:
+            if not missing_ok:
+                raise SegmentMissingError(name) from None
+            return False
+        return True
