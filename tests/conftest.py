@@ -1,0 +1,60 @@
+"""Shared fixtures: a unique pipeline instance per test, and the /dev/shm leak check.
+
+Every test that creates segments takes ``instance``: a name no other test or run uses.
+After the test, whatever happened, the fixture kills any process the test registered in
+``procs`` (by pid), unlinks the instance's segments, and then fails the test if any had
+been left behind. PostgreSQL's own segments (``PostgreSQL.*``) are never ours to check.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+
+import pytest
+
+from bot4.shm.segment import Segment, instance_segments
+
+
+class ProcessRegistry:
+    """Processes a test started; each is ended by pid at teardown."""
+
+    def __init__(self) -> None:
+        self._procs: list = []
+
+    def add(self, proc):
+        self._procs.append(proc)
+        return proc
+
+    def end_all(self) -> None:
+        for proc in self._procs:
+            pid = getattr(proc, "pid", None)
+            if pid is None:
+                continue
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.join(5) if hasattr(proc, "join") else proc.wait(5)
+            except Exception:
+                pass
+
+
+@pytest.fixture
+def procs():
+    reg = ProcessRegistry()
+    yield reg
+    reg.end_all()
+
+
+@pytest.fixture
+def instance(procs):
+    name = f"t{uuid.uuid4().hex[:10]}"
+    yield name
+    procs.end_all()
+    leaked = instance_segments(name)
+    for seg in leaked:
+        Segment.unlink(seg)
+    assert not leaked, f"test left shared-memory segments behind: {leaked}"
