@@ -8,6 +8,7 @@ been left behind. PostgreSQL's own segments (``PostgreSQL.*``) are never ours to
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import uuid
@@ -32,14 +33,10 @@ class ProcessRegistry:
             pid = getattr(proc, "pid", None)
             if pid is None:
                 continue
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:
+            with contextlib.suppress(Exception):
                 proc.join(5) if hasattr(proc, "join") else proc.wait(5)
-            except Exception:
-                pass
 
 
 @pytest.fixture

@@ -178,7 +178,15 @@ def futex_wait(typingctx, arr, idx, expected, timeout_ns):
         zero = ir.Constant(i64, 0)
         res = builder.call(
             fn,
-            [ir.Constant(i64, SYS_FUTEX), addr, ir.Constant(i64, FUTEX_WAIT), exp32, ts, zero, zero],
+            [
+                ir.Constant(i64, SYS_FUTEX),
+                addr,
+                ir.Constant(i64, FUTEX_WAIT),
+                exp32,
+                ts,
+                zero,
+                zero,
+            ],
         )
         return res
 
@@ -198,7 +206,16 @@ def futex_wake(typingctx, arr, idx, count):
         fn = _libc_fn(builder, "syscall", i64, [i64], var_arg=True)
         zero = ir.Constant(i64, 0)
         return builder.call(
-            fn, [ir.Constant(i64, SYS_FUTEX), addr, ir.Constant(i64, FUTEX_WAKE), cnt, zero, zero, zero]
+            fn,
+            [
+                ir.Constant(i64, SYS_FUTEX),
+                addr,
+                ir.Constant(i64, FUTEX_WAKE),
+                cnt,
+                zero,
+                zero,
+                zero,
+            ],
         )
 
     return types.int64(arr, idx, count), codegen

@@ -56,7 +56,7 @@ from bot4.shm.ring_layout import (
     is_power_of_two,
     segment_bytes,
 )
-from bot4.shm.segment import Segment, ShmError, SegmentTooSmallError
+from bot4.shm.segment import Segment, SegmentTooSmallError, ShmError
 
 _X86 = platform.machine() in ("x86_64", "AMD64")
 _M64 = (1 << 64) - 1
@@ -109,7 +109,9 @@ def create_ring(
         )
     dtype = np.dtype(dtype)
     if dtype.itemsize % 8:
-        raise RingLayoutError(Code.DTYPE_MISMATCH, name, f"slot size {dtype.itemsize} not a multiple of 8")
+        raise RingLayoutError(
+            Code.DTYPE_MISMATCH, name, f"slot size {dtype.itemsize} not a multiple of 8"
+        )
     seg = Segment.create(name, segment_bytes(capacity, dtype.itemsize))
     try:
         hdr = np.frombuffer(seg.buf, np.uint64, HEADER_WORDS)
@@ -123,7 +125,12 @@ def create_ring(
         p = initial_position & _M64
         hdr[W_INITIAL_POSITION] = p
         hdr[W_RECORD_TYPE] = record_type
-        for w in (W_PRODUCER_POSITION, W_CONSUMER_POSITION, W_PRODUCER_CACHED_CONSUMER, W_CONSUMER_CACHED_PRODUCER):
+        for w in (
+            W_PRODUCER_POSITION,
+            W_CONSUMER_POSITION,
+            W_PRODUCER_CACHED_CONSUMER,
+            W_CONSUMER_CACHED_PRODUCER,
+        ):
             hdr[w] = p
         hdr[W_MAGIC] = MAGIC  # last: a half-initialised segment never validates
         del hdr
@@ -151,9 +158,10 @@ def validate_header(
     name = seg.name
     if seg.size < HEADER_BYTES:
         raise SegmentTooSmallError(name, seg.size, HEADER_BYTES)
-    hdr = np.frombuffer(seg.buf, np.uint64, HEADER_WORDS)
+    # a copy: an exception raised below must not keep an export of the mapping alive
+    hdr = np.frombuffer(seg.buf, np.uint64, HEADER_WORDS).copy()
     if int(hdr[W_MAGIC]) != MAGIC:
-        raise RingLayoutError(Code.LAYOUT_VERSION_MISMATCH, name, "is not a bot4 ring (bad magic)")
+        raise RingLayoutError(Code.BAD_MAGIC, name, "is not a bot4 ring (bad magic)")
     if int(hdr[W_VERSION]) != LAYOUT_VERSION:
         raise RingLayoutError(
             Code.LAYOUT_VERSION_MISMATCH,
@@ -169,10 +177,11 @@ def validate_header(
         record_type=int(hdr[W_RECORD_TYPE]),
         initial_position=int(hdr[W_INITIAL_POSITION]),
     )
-    del hdr
     if not is_power_of_two(h.capacity):
         raise RingLayoutError(
-            Code.CAPACITY_NOT_POWER_OF_TWO, name, f"header capacity {h.capacity} is not a power of two"
+            Code.CAPACITY_NOT_POWER_OF_TWO,
+            name,
+            f"header capacity {h.capacity} is not a power of two",
         )
     needed = segment_bytes(h.capacity, h.slot_size)
     if seg.size < needed:
@@ -393,7 +402,9 @@ class Consumer(_Side):
         if timeout:
             deadline = time.monotonic() + timeout
             while True:
-                step = min(DEFAULT_WAIT_TIMEOUT_NS, max(1, int((deadline - time.monotonic()) * 1e9)))
+                step = min(
+                    DEFAULT_WAIT_TIMEOUT_NS, max(1, int((deadline - time.monotonic()) * 1e9))
+                )
                 pos, count = ops.wait_peek(self.hdr, n, step)
                 if count or time.monotonic() >= deadline:
                     break

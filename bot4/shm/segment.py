@@ -41,13 +41,17 @@ class ShmError(Bot4Error):
 
 class SegmentMissingError(ShmError):
     def __init__(self, segment: str) -> None:
-        super().__init__(Code.SEGMENT_MISSING, segment, "does not exist (was `bot4 shm create` run?)")
+        super().__init__(
+            Code.SEGMENT_MISSING, segment, "does not exist (was `bot4 shm create` run?)"
+        )
 
 
 class SegmentExistsError(ShmError):
     def __init__(self, segment: str) -> None:
         super().__init__(
-            Code.SEGMENT_EXISTS, segment, "already exists (another instance running, or stale: `bot4 shm destroy`)"
+            Code.SEGMENT_EXISTS,
+            segment,
+            "already exists (another instance running, or stale: `bot4 shm destroy`)",
         )
 
 

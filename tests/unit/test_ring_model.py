@@ -94,7 +94,9 @@ class RingModel(RuleBasedStateMachine):
     def depth_matches(self):
         if self.name:
             assert self.c.depth == len(self.model)
-            assert (self.p.producer_position - self.p.consumer_position) % (1 << 64) == len(self.model)
+            assert (self.p.producer_position - self.p.consumer_position) % (1 << 64) == len(
+                self.model
+            )
 
     @precondition(lambda self: self.name is not None)
     @rule()
