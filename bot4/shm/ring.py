@@ -19,6 +19,7 @@ fast path and goes through the numba functions instead. Ordering guarantees are 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
@@ -252,10 +253,9 @@ class _Side:
         if self.hdr is not None:
             ops.claim_owner(self.hdr, self._pid_word, self.pid, 0)
         self._drop_views()
-        try:
+        # a caller may still hold a slot view; the mapping then goes when the view does
+        with contextlib.suppress(BufferError):
             self.segment.close()
-        except BufferError:
-            pass  # a caller still holds a slot view; the mapping goes when it does
 
     def __enter__(self):
         return self
