@@ -1,0 +1,157 @@
+"""The ``bot4`` command.
+
+Subcommands: ``run`` (the whole pipeline), ``stage`` (one stage, for systemd), ``shm``
+(segment lifecycle), ``stats`` (read-only operator view), ``warm`` (compile and cache
+every numba kernel once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import orjson
+
+
+def _load(path, instance):
+    from bot4.pipeline.topology import load_topology
+
+    return load_topology(path, instance=instance)
+
+
+def cmd_run(args) -> int:
+    from bot4.pipeline.supervisor import Supervisor
+
+    t = _load(args.topology, args.instance)
+    sup = Supervisor(
+        t, keep_shm=args.keep_shm, duration=args.duration, live=None if not args.quiet else False
+    )
+    code = sup.run()
+    report = sup.final
+    if args.report:
+        with open(args.report, "wb") as f:
+            f.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    print(f"{'stage':<14}{'in':>12}{'out':>12}{'restarts':>10}  state")
+    for name, s in report.get("stages", {}).items():
+        print(
+            f"{name:<14}{s['records_in']:>12,}{s['records_out']:>12,}{s['restarts']:>10}  {s['state']}"
+        )
+    if report.get("halted"):
+        print(f"bot4: error: {report['halted']}", file=sys.stderr)
+    return code
+
+
+def cmd_stage(args) -> int:
+    from bot4.stages.loop import stage_main
+
+    t = _load(args.topology, args.instance)
+    return stage_main(t, args.name)
+
+
+def cmd_shm(args) -> int:
+    from bot4.pipeline.segments import create_segments, destroy_segments
+    from bot4.shm.segment import instance_segments
+
+    if args.action == "ls":
+        inst = args.instance or _load(args.topology, None).instance
+        for name in instance_segments(inst):
+            print(name)
+        return 0
+    if args.action == "create":
+        t = _load(args.topology, args.instance)
+        for name in create_segments(t):
+            print(f"created {name}")
+        return 0
+    inst = args.instance or _load(args.topology, None).instance
+    for name in destroy_segments(inst):
+        print(f"unlinked {name}")
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from bot4.ops_stats import render, snapshot, to_json
+
+    names = None
+    inst = args.instance
+    if args.topology or not inst:
+        t = _load(args.topology, args.instance)
+        inst = t.instance
+        names = [s.name for s in t.stages]
+    if args.json:
+        sys.stdout.buffer.write(to_json(snapshot(inst)) + b"\n")
+        return 0
+    prev = None
+    while True:
+        snap = snapshot(inst)
+        text = render(snap, prev, names)
+        if args.once:
+            print(text)
+            return 0
+        print("\033[H\033[J" + text, flush=True)
+        prev = snap
+        time.sleep(args.interval)
+
+
+def cmd_warm(args) -> int:
+    from bot4.warm import warm
+
+    t0 = time.monotonic()
+    n = warm()
+    print(f"warmed {n} kernels in {time.monotonic() - t0:.1f} s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bot4", description="low-latency trading pipeline")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="run the whole pipeline (default topology without arguments)")
+    r.add_argument("topology", nargs="?", help="topology TOML (default: the packaged default)")
+    r.add_argument("--duration", type=float, help="run this many seconds, then drain and stop")
+    r.add_argument("--keep-shm", action="store_true", help="leave the segments in /dev/shm at exit")
+    r.add_argument("--instance", help="override the topology's instance name")
+    r.add_argument("--report", help="write the end-of-run figures as JSON here")
+    r.add_argument("--quiet", action="store_true", help="no live line")
+    r.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("stage", help="run one stage against existing segments (systemd)")
+    s.add_argument("name")
+    s.add_argument("--topology", help="topology TOML (default: the packaged default)")
+    s.add_argument("--instance")
+    s.set_defaults(fn=cmd_stage)
+
+    m = sub.add_parser("shm", help="create, destroy or list an instance's segments")
+    m.add_argument("action", choices=["create", "destroy", "ls"])
+    m.add_argument("--topology")
+    m.add_argument("--instance")
+    m.set_defaults(fn=cmd_shm)
+
+    st = sub.add_parser("stats", help="stages and rings of a running instance (read-only)")
+    st.add_argument("--topology")
+    st.add_argument("--instance")
+    st.add_argument("--json", action="store_true", help="one JSON snapshot (orjson)")
+    st.add_argument("--once", action="store_true", help="print one table and exit")
+    st.add_argument("--interval", type=float, default=1.0)
+    st.set_defaults(fn=cmd_stats)
+
+    w = sub.add_parser("warm", help="compile every numba kernel into the on-disk cache")
+    w.set_defaults(fn=cmd_warm)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bot4.records.errors import Bot4Error
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args) or 0
+    except Bot4Error as exc:
+        print(f"bot4: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

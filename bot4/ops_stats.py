@@ -1,0 +1,98 @@
+"""The operator view: every stage and ring of a pipeline instance, read-only.
+
+Attaches the control block and the rings ``PROT_READ`` (it cannot write a word), takes a
+snapshot per interval and prints a table, or JSON (orjson) for scripts.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+
+from bot4.shm import control as C
+from bot4.shm.segment import SegmentMissingError, instance_segments, segment_name
+from bot4.shm.stats import instance_ring_snapshots
+
+
+def snapshot(instance: str) -> dict:
+    """Stages (from the control block, if present) and rings of ``instance``."""
+    out: dict = {
+        "instance": instance,
+        "taken_ns": time.monotonic_ns(),
+        "pipeline": None,
+        "stages": [],
+        "rings": [],
+    }
+    if segment_name(instance, C.CONTROL_SEGMENT) in instance_segments(instance):
+        try:
+            cb = C.ControlBlock(instance, readonly=True)
+        except (SegmentMissingError, ValueError):
+            cb = None
+        if cb is not None:
+            now = time.monotonic_ns()
+            out["pipeline"] = C.PIPE_NAMES.get(cb.pipeline_state, "?")
+            for i in range(cb.n_stages):
+                b = cb.stage(i)
+                beat = int(b[C.S_HEARTBEAT_NS])
+                out["stages"].append(
+                    {
+                        "index": i,
+                        "pid": int(b[C.S_PID]),
+                        "core": int(b[C.S_CORE]),
+                        "state": C.STAGE_NAMES.get(int(b[C.S_STATE]), "?"),
+                        "heartbeat_age_ns": (now - beat) if beat else None,
+                        "restarts": int(b[C.S_RESTARTS]),
+                        "last_error": int(b[C.S_LAST_ERROR]),
+                        "batches": int(b[C.S_BATCHES]),
+                        "records_in": int(b[C.S_RECORDS_IN]),
+                        "records_out": int(b[C.S_RECORDS_OUT]),
+                    }
+                )
+            del b
+            cb.close()
+    out["rings"] = [r.as_dict() for r in instance_ring_snapshots(instance)]
+    return out
+
+
+def to_json(snap: dict) -> bytes:
+    return orjson.dumps(snap, option=orjson.OPT_INDENT_2)
+
+
+def _age(ns) -> str:
+    return "-" if ns is None else f"{ns / 1e9:.2f}s"
+
+
+def render(snap: dict, prev: dict | None = None, stage_names: list[str] | None = None) -> str:
+    """A text table; with ``prev`` (the snapshot before), rates per second."""
+    dt = (snap["taken_ns"] - prev["taken_ns"]) / 1e9 if prev else 0.0
+    lines = [f"instance {snap['instance']}  pipeline {snap['pipeline'] or '-'}"]
+    if snap["stages"]:
+        lines.append(
+            f"{'stage':<14}{'pid':>8}{'core':>5} {'state':<9}{'beat':>8}{'restarts':>9}{'in':>12}{'out':>12}{'in/s':>10}"
+        )
+        for k, s in enumerate(snap["stages"]):
+            name = stage_names[k] if stage_names and k < len(stage_names) else f"#{s['index']}"
+            rate = ""
+            if prev and dt > 0 and k < len(prev["stages"]):
+                rate = f"{(s['records_in'] - prev['stages'][k]['records_in']) / dt:,.0f}"
+            lines.append(
+                f"{name:<14}{s['pid']:>8}{s['core']:>5} {s['state']:<9}{_age(s['heartbeat_age_ns']):>8}"
+                f"{s['restarts']:>9}{s['records_in']:>12,}{s['records_out']:>12,}{rate:>10}"
+            )
+    lines.append(
+        f"{'ring':<26}{'cap':>7}{'depth':>7}{'high':>7}{'produced':>12}{'rate/s':>10}{'fullw':>7}{'emptyw':>8}{'rej':>6}{'pids':>14}{'beat p/c':>14}"
+    )
+    prev_rings = {r["name"]: r for r in prev["rings"]} if prev else {}
+    for r in snap["rings"]:
+        rate = ""
+        if r["name"] in prev_rings and dt > 0:
+            rate = f"{(r['produced'] - prev_rings[r['name']]['produced']) / dt:,.0f}"
+        short = r["name"].split(".", 2)[-1]
+        lines.append(
+            f"{short:<26}{r['capacity']:>7}{r['depth']:>7}{r['high_water']:>7}{r['produced']:>12,}{rate:>10}"
+            f"{r['full_waits']:>7}{r['empty_waits']:>8}{r['rejections']:>6}"
+            f"{str(r['producer_pid']) + '/' + str(r['consumer_pid']):>14}"
+            f"{_age(r['producer_heartbeat_age_ns']) + '/' + _age(r['consumer_heartbeat_age_ns']):>14}"
+        )
+    return "\n".join(lines)

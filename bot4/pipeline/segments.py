@@ -1,0 +1,47 @@
+"""Create and destroy every segment of a topology: its rings and its control block.
+
+Used by the launcher (``bot4 run``) and by ``bot4 shm create|destroy|ls`` (the oneshot
+``bot4-shm.service`` under systemd). Creation is all-or-nothing: on any error the
+segments created so far are unlinked again.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bot4.records import RECORD_TYPE_IDS, RECORD_TYPES
+from bot4.shm import Segment, create_ring, segment_name
+from bot4.shm.control import CONTROL_SEGMENT, create_control
+from bot4.shm.segment import instance_segments
+
+
+def create_segments(topology) -> list[str]:
+    made: list[str] = []
+    try:
+        for r in topology.rings:
+            name = segment_name(topology.instance, r.name)
+            create_ring(
+                name,
+                RECORD_TYPES[r.type],
+                r.capacity,
+                wait=r.wait,
+                backpressure=r.backpressure,
+                record_type=RECORD_TYPE_IDS[r.type],
+            )
+            made.append(name)
+        create_control(topology.instance, len(topology.stages), time.monotonic_ns())
+        made.append(segment_name(topology.instance, CONTROL_SEGMENT))
+    except BaseException:
+        for name in made:
+            Segment.unlink(name)
+        raise
+    return made
+
+
+def destroy_segments(instance: str) -> list[str]:
+    """Unlink every segment of ``instance``; returns the names removed."""
+    gone = []
+    for name in instance_segments(instance):
+        if Segment.unlink(name):
+            gone.append(name)
+    return gone

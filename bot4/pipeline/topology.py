@@ -1,0 +1,335 @@
+"""Topology files (TOML): which stages run, on which core, joined by which rings.
+
+::
+
+    instance = "default"            # segment namespace: /bot4.<instance>.*
+
+    [[stage]]
+    name = "md"                     # unique; [A-Za-z0-9_-]
+    kind = "synthetic-md"           # a registered stage kind (bot4.stages.KINDS)
+    core = 0                        # CPU the process is pinned to
+    wait = "park"                   # idle strategy when it has no work: busy-spin|yield|park
+    heartbeat_timeout = 5.0         # s without a heartbeat before the supervisor kills it
+    realtime = false                # opt-in SCHED_FIFO at `priority` (off by default)
+    priority = 50
+    mlock = false                   # opt-in mlockall
+    batch = 256                     # max input records per kernel call
+    params = { rate = 20000 }       # kind-specific
+
+    [[ring]]
+    name = "ticks"
+    from = "md"                     # the one producer stage
+    to = "signals"                  # the one consumer stage
+    type = "market_data"            # record type (bot4.records.RECORD_TYPES)
+    capacity = 4096                 # slots, a power of two
+    wait = "park"                   # busy-spin|yield|park
+    backpressure = "block"          # block|reject
+    feedback = false                # true: this ring closes a cycle on purpose
+
+Every problem is a :class:`TopologyError` naming the file, the key and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from bot4.records import RECORD_TYPES
+from bot4.records.errors import Bot4Error, Code
+from bot4.shm.ring_layout import BACKPRESSURE_NAMES, WAIT_NAMES, is_power_of_two
+
+_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,48}$")
+TOP_KEYS = {"instance", "stage", "ring"}
+STAGE_KEYS = {
+    "name", "kind", "core", "wait", "heartbeat_timeout", "realtime", "priority", "mlock",
+    "batch", "params",
+}  # fmt: skip
+RING_KEYS = {"name", "from", "to", "type", "capacity", "wait", "backpressure", "feedback"}
+
+
+class TopologyError(Bot4Error):
+    """A topology file is invalid; ``source``, ``key`` and ``reason`` say where and why."""
+
+    def __init__(self, source: str, key: str, reason: str) -> None:
+        super().__init__(f"{source}: {key}: {reason}", Code.TOPOLOGY_INVALID)
+        self.source, self.key, self.reason = source, key, reason
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    kind: str
+    core: int
+    index: int
+    wait: int = WAIT_NAMES["park"]
+    heartbeat_timeout: float = 5.0
+    realtime: bool = False
+    priority: int = 50
+    mlock: bool = False
+    batch: int = 256
+    params: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RingSpec:
+    name: str
+    producer: str
+    consumer: str
+    type: str
+    capacity: int
+    wait: int
+    backpressure: int
+    feedback: bool
+
+
+@dataclass(frozen=True)
+class Topology:
+    instance: str
+    stages: tuple[StageSpec, ...]
+    rings: tuple[RingSpec, ...]
+    source: str
+
+    def stage(self, name: str) -> StageSpec:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(f"{self.source}: no stage named {name!r}")
+
+    def inputs_of(self, name: str) -> list[RingSpec]:
+        return [r for r in self.rings if r.consumer == name]
+
+    def outputs_of(self, name: str) -> list[RingSpec]:
+        return [r for r in self.rings if r.producer == name]
+
+    def order(self) -> list[str]:
+        """Stage names upstream-first (topological order ignoring feedback rings)."""
+        return _toposort(self)
+
+    def with_instance(self, instance: str) -> Topology:
+        return Topology(instance, self.stages, self.rings, self.source)
+
+
+def _toposort(t: Topology) -> list[str]:
+    indeg = {s.name: 0 for s in t.stages}
+    for r in t.rings:
+        if not r.feedback:
+            indeg[r.consumer] += 1
+    ready = [s.name for s in t.stages if indeg[s.name] == 0]
+    out = []
+    while ready:
+        n = ready.pop(0)
+        out.append(n)
+        for r in t.rings:
+            if r.producer == n and not r.feedback:
+                indeg[r.consumer] -= 1
+                if indeg[r.consumer] == 0:
+                    ready.append(r.consumer)
+    return out
+
+
+def _choice(src: str, key: str, value: Any, names: dict[str, int]) -> int:
+    if value not in names:
+        raise TopologyError(src, key, f"{value!r} is not one of {', '.join(names)}")
+    return names[value]
+
+
+def _typed(src: str, key: str, value: Any, typ: type | tuple) -> Any:
+    if isinstance(value, bool) and typ is not bool and typ != (int, float):
+        raise TopologyError(src, key, f"expected {getattr(typ, '__name__', typ)}, got a boolean")
+    if not isinstance(value, typ):
+        raise TopologyError(src, key, f"expected {getattr(typ, '__name__', typ)}, got {value!r}")
+    return value
+
+
+def parse_topology(
+    data: dict, source: str = "<topology>", *, cpu_count: int | None = None
+) -> Topology:
+    """Validate a parsed TOML document and build the :class:`Topology`."""
+    from bot4.stages import KINDS  # kinds register themselves; imported late on purpose
+
+    cpus = cpu_count if cpu_count is not None else len(os.sched_getaffinity(0))
+    for k in data:
+        if k not in TOP_KEYS:
+            raise TopologyError(source, k, "unknown key (allowed: instance, stage, ring)")
+    instance = _typed(source, "instance", data.get("instance", "default"), str)
+    if not _NAME.match(instance):
+        raise TopologyError(source, "instance", f"{instance!r} must match {_NAME.pattern}")
+    raw_stages = _typed(source, "stage", data.get("stage", []), list)
+    if not raw_stages:
+        raise TopologyError(source, "stage", "no stages declared")
+    stages: list[StageSpec] = []
+    names: set[str] = set()
+    for i, st in enumerate(raw_stages):
+        where = f"stage[{i}]"
+        _typed(source, where, st, dict)
+        for k in st:
+            if k not in STAGE_KEYS:
+                raise TopologyError(source, f"{where}.{k}", "unknown key")
+        for req in ("name", "kind", "core"):
+            if req not in st:
+                raise TopologyError(source, f"{where}.{req}", "missing")
+        name = _typed(source, f"{where}.name", st["name"], str)
+        where = f"stage[{i}] ({name})"
+        if not _NAME.match(name):
+            raise TopologyError(source, f"{where}.name", f"must match {_NAME.pattern}")
+        if name in names:
+            raise TopologyError(source, f"{where}.name", "declared twice")
+        names.add(name)
+        kind = _typed(source, f"{where}.kind", st["kind"], str)
+        if kind not in KINDS:
+            raise TopologyError(
+                source,
+                f"{where}.kind",
+                f"unknown stage kind {kind!r} (known: {', '.join(sorted(KINDS))})",
+            )
+        core = _typed(source, f"{where}.core", st["core"], int)
+        if not 0 <= core < cpus:
+            raise TopologyError(
+                source,
+                f"{where}.core",
+                f"core {core} does not exist on this machine (cores 0..{cpus - 1})",
+            )
+        batch = _typed(source, f"{where}.batch", st.get("batch", 256), int)
+        if not 1 <= batch <= 65536:
+            raise TopologyError(source, f"{where}.batch", "must be in 1..65536")
+        hb = float(
+            _typed(
+                source, f"{where}.heartbeat_timeout", st.get("heartbeat_timeout", 5.0), (int, float)
+            )
+        )
+        if hb <= 0:
+            raise TopologyError(source, f"{where}.heartbeat_timeout", "must be positive")
+        stages.append(
+            StageSpec(
+                name=name,
+                kind=kind,
+                core=core,
+                index=i,
+                wait=_choice(source, f"{where}.wait", st.get("wait", "park"), WAIT_NAMES),
+                heartbeat_timeout=hb,
+                realtime=_typed(source, f"{where}.realtime", st.get("realtime", False), bool),
+                priority=_typed(source, f"{where}.priority", st.get("priority", 50), int),
+                mlock=_typed(source, f"{where}.mlock", st.get("mlock", False), bool),
+                batch=batch,
+                params=dict(_typed(source, f"{where}.params", st.get("params", {}), dict)),
+            )
+        )
+    rings: list[RingSpec] = []
+    ring_names: set[str] = set()
+    for i, rg in enumerate(_typed(source, "ring", data.get("ring", []), list)):
+        where = f"ring[{i}]"
+        _typed(source, where, rg, dict)
+        for k in rg:
+            if k not in RING_KEYS:
+                raise TopologyError(source, f"{where}.{k}", "unknown key")
+        for req in ("name", "from", "to", "type", "capacity"):
+            if req not in rg:
+                raise TopologyError(source, f"{where}.{req}", "missing")
+        name = _typed(source, f"{where}.name", rg["name"], str)
+        where = f"ring[{i}] ({name})"
+        if not _NAME.match(name) or name == "control":
+            raise TopologyError(
+                source, f"{where}.name", f"must match {_NAME.pattern} and not be 'control'"
+            )
+        if name in ring_names:
+            raise TopologyError(
+                source,
+                f"{where}.name",
+                "declared twice: a ring has exactly one producer and one consumer",
+            )
+        ring_names.add(name)
+        for end, what in (("from", "producer"), ("to", "consumer")):
+            v = rg[end]
+            if isinstance(v, list):
+                if len(v) != 1:
+                    raise TopologyError(
+                        source,
+                        f"{where}.{end}",
+                        f"a ring has exactly one {what}, got {len(v)}: {v}",
+                    )
+                v = v[0]
+            _typed(source, f"{where}.{end}", v, str)
+            if v not in names:
+                raise TopologyError(source, f"{where}.{end}", f"stage {v!r} does not exist")
+        prod = rg["from"][0] if isinstance(rg["from"], list) else rg["from"]
+        cons = rg["to"][0] if isinstance(rg["to"], list) else rg["to"]
+        if prod == cons:
+            raise TopologyError(source, f"{where}.to", "a ring cannot loop a stage onto itself")
+        rtype = _typed(source, f"{where}.type", rg["type"], str)
+        if rtype.upper() not in RECORD_TYPES:
+            raise TopologyError(
+                source,
+                f"{where}.type",
+                f"unknown record type {rtype!r} (known: {', '.join(k.lower() for k in RECORD_TYPES)})",
+            )
+        cap = _typed(source, f"{where}.capacity", rg["capacity"], int)
+        if not is_power_of_two(cap):
+            raise TopologyError(source, f"{where}.capacity", f"{cap} is not a power of two")
+        rings.append(
+            RingSpec(
+                name=name,
+                producer=prod,
+                consumer=cons,
+                type=rtype.upper(),
+                capacity=cap,
+                wait=_choice(source, f"{where}.wait", rg.get("wait", "park"), WAIT_NAMES),
+                backpressure=_choice(
+                    source,
+                    f"{where}.backpressure",
+                    rg.get("backpressure", "block"),
+                    BACKPRESSURE_NAMES,
+                ),
+                feedback=_typed(source, f"{where}.feedback", rg.get("feedback", False), bool),
+            )
+        )
+    t = Topology(instance, tuple(stages), tuple(rings), source)
+    order = _toposort(t)
+    if len(order) != len(stages):
+        stuck = sorted(set(names) - set(order))
+        cyc = [
+            r.name for r in rings if not r.feedback and r.producer in stuck and r.consumer in stuck
+        ]
+        raise TopologyError(
+            source,
+            "ring",
+            f"cycle through stages {stuck} via rings {cyc} not declared as feedback (set feedback = true on the ring that closes it)",
+        )
+    for s in stages:
+        kind = KINDS[s.kind]
+        n_in, n_out = len(t.inputs_of(s.name)), len(t.outputs_of(s.name))
+        problem = kind.check_arity(
+            n_in,
+            n_out,
+            [r.type for r in t.inputs_of(s.name)],
+            [r.type for r in t.outputs_of(s.name)],
+        )
+        if problem:
+            raise TopologyError(source, f"stage[{s.index}] ({s.name})", problem)
+    return t
+
+
+def load_topology(
+    path: str | os.PathLike | None = None, *, instance: str | None = None
+) -> Topology:
+    """Load and validate a topology file; ``None`` loads the packaged default."""
+    if path is None:
+        text = resources.files("bot4.config").joinpath("default.toml").read_text()
+        source = "bot4/config/default.toml"
+    else:
+        p = Path(path)
+        source = str(p)
+        try:
+            text = p.read_text()
+        except OSError as exc:
+            raise TopologyError(source, "-", f"cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TopologyError(source, "-", f"not valid TOML: {exc}") from None
+    t = parse_topology(data, source)
+    return t.with_instance(instance) if instance else t

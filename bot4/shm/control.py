@@ -1,0 +1,133 @@
+"""Layout of the control block: one segment per pipeline instance, ``/bot4.<instance>.control``.
+
+Stages use it through this module alone (they never import the runtime). All words are
+little-endian u64; every field has exactly one writing process.
+
+::
+
+    byte              owner        field
+    0                 creator      magic "BOT4CTRL", layout version, stage count,
+                                   max inputs, max outputs, created ns       (words 0..5)
+    128               supervisor   pipeline state (PIPE_*), supervisor pid     (words 16..17)
+    1024 + 1024*i     stage i block:
+      +0              supervisor   pid, core, restarts, started ns             (4 words)
+      +128            stage        state (STAGE_*), heartbeat ns, last error code,
+                                   batches, records in, records out, pid seen  (7 words)
+      +256            stage        cursor buffer A (see below)
+      +512            stage        cursor buffer B
+
+A cursor buffer is how a restarted stage neither skips an input nor emits a duplicate. It
+holds ``gen`` (written last), ``next_seq`` (the stage's next output sequence number),
+``valid_at[j]`` (output ring j's producer position once this batch's outputs are
+committed) and ``cursor[i]`` (the input ring i position up to which inputs are fully
+reflected in the outputs). A stage writes the *other* buffer before committing a batch's
+outputs, then commits, then releases its input. On restart, for each output j the
+effective buffer is the highest-``gen`` one whose ``valid_at[j]`` the ring's producer
+position has reached: inputs below its ``cursor`` were already emitted on j and are
+re-read with j muted, never emitted again; inputs at or beyond it are processed normally.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bot4.shm.segment import Segment, segment_name
+
+MAGIC = int.from_bytes(b"BOT4CTRL", "little")
+LAYOUT_VERSION = 1
+HEADER_BYTES = 1024
+STAGE_BYTES = 1024
+STAGE_WORDS = STAGE_BYTES // 8
+MAX_INPUTS = 8
+MAX_OUTPUTS = 8
+
+W_MAGIC, W_VERSION, W_NSTAGES, W_MAX_IN, W_MAX_OUT, W_CREATED_NS = range(6)
+W_PIPE_STATE = 16
+W_SUPERVISOR_PID = 17
+
+# offsets inside a stage block, in words
+S_PID, S_CORE, S_RESTARTS, S_STARTED_NS = 0, 1, 2, 3  # supervisor-owned
+S_STATE = 16  # stage-owned from here
+S_HEARTBEAT_NS = 17
+S_LAST_ERROR = 18
+S_BATCHES = 19
+S_RECORDS_IN = 20
+S_RECORDS_OUT = 21
+S_PID_SEEN = 22
+S_CURSOR_A = 32
+S_CURSOR_B = 64
+# inside a cursor buffer
+C_GEN = 0
+C_NEXT_SEQ = 1
+C_VALID_AT = 2  # .. 2 + MAX_OUTPUTS
+C_CURSOR = 2 + MAX_OUTPUTS  # .. + MAX_INPUTS
+CURSOR_WORDS = C_CURSOR + MAX_INPUTS
+
+PIPE_STARTING, PIPE_RUNNING, PIPE_DRAINING, PIPE_STOPPED = 1, 2, 3, 4
+PIPE_NAMES = {0: "none", 1: "starting", 2: "running", 3: "draining", 4: "stopped"}
+
+STAGE_NONE, STAGE_STARTING, STAGE_RUNNING, STAGE_DRAINING, STAGE_STOPPED, STAGE_FAILED = range(6)
+STAGE_NAMES = {0: "none", 1: "starting", 2: "running", 3: "draining", 4: "stopped", 5: "failed"}
+
+CONTROL_SEGMENT = "control"
+
+
+def control_bytes(n_stages: int) -> int:
+    return HEADER_BYTES + n_stages * STAGE_BYTES
+
+
+def create_control(instance: str, n_stages: int, created_ns: int) -> None:
+    """Create and initialise the control block of ``instance`` (the launcher does this once)."""
+    seg = Segment.create(segment_name(instance, CONTROL_SEGMENT), control_bytes(n_stages))
+    w = np.frombuffer(seg.buf, np.uint64)
+    w[W_VERSION] = LAYOUT_VERSION
+    w[W_NSTAGES] = n_stages
+    w[W_MAX_IN] = MAX_INPUTS
+    w[W_MAX_OUT] = MAX_OUTPUTS
+    w[W_CREATED_NS] = created_ns
+    w[W_PIPE_STATE] = PIPE_STARTING
+    w[W_MAGIC] = MAGIC
+    del w
+    seg.close()
+
+
+class ControlBlock:
+    """An attachment to the control block. ``words`` is the whole segment as u64.
+
+    ``stage(i)`` gives stage i's block as a u64 view (writable unless ``readonly``).
+    """
+
+    def __init__(self, instance: str, *, readonly: bool = False) -> None:
+        self.segment = Segment.attach(
+            segment_name(instance, CONTROL_SEGMENT), readonly=readonly, min_size=HEADER_BYTES
+        )
+        self.words = np.frombuffer(self.segment.buf, np.uint64)
+        name = self.segment.name
+        if int(self.words[W_MAGIC]) != MAGIC:
+            self.close()
+            raise ValueError(f"segment {name}: not a bot4 control block (bad magic)")
+        if int(self.words[W_VERSION]) != LAYOUT_VERSION:
+            v = int(self.words[W_VERSION])
+            self.close()
+            raise ValueError(
+                f"segment {name}: control layout version {v}, this build reads {LAYOUT_VERSION}"
+            )
+        self.n_stages = int(self.words[W_NSTAGES])
+        if self.segment.size < control_bytes(self.n_stages):
+            n = self.n_stages
+            self.close()
+            raise ValueError(f"segment {name}: too small for {n} stages")
+
+    def stage(self, i: int) -> np.ndarray:
+        if not 0 <= i < self.n_stages:
+            raise IndexError(f"stage index {i} outside 0..{self.n_stages - 1}")
+        off = (HEADER_BYTES + i * STAGE_BYTES) // 8
+        return self.words[off : off + STAGE_WORDS]
+
+    @property
+    def pipeline_state(self) -> int:
+        return int(self.words[W_PIPE_STATE])
+
+    def close(self) -> None:
+        self.words = None  # type: ignore[assignment]
+        self.segment.close()

@@ -1,0 +1,31 @@
+"""Stage kinds: one module per stage, numba kernels plus a thin :class:`Stage` class.
+
+``KINDS`` maps the ``kind`` of a topology stage to its class. The stand-ins serve the
+default topology until the market data, signals, risk, orders and persistence issues land.
+"""
+
+from bot4.stages.base import Stage
+from bot4.stages.standins import (
+    CountSink,
+    OrdersStandin,
+    RiskStandin,
+    SignalsStandin,
+    SyntheticMarketData,
+)
+from bot4.stages.testing import Relay, TestSink, TestSource
+
+KINDS: dict[str, type[Stage]] = {
+    cls.kind: cls
+    for cls in (
+        SyntheticMarketData,
+        SignalsStandin,
+        RiskStandin,
+        OrdersStandin,
+        CountSink,
+        TestSource,
+        Relay,
+        TestSink,
+    )
+}
+
+__all__ = ["KINDS", "Stage"]

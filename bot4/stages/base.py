@@ -1,0 +1,97 @@
+"""The stage interface: setup in Python, a numba kernel per batch.
+
+A stage kind is a subclass of :class:`Stage`. The loop (``bot4.stages.loop``) owns the
+rings, the cursors and the control block; the stage owns only its state arrays and its
+kernels. Per batch the loop hands the stage:
+
+* ``process(i, batch, outs, counts, seq)`` — ``batch`` is a view of input ring ``i``'s
+  slots (read it, do not keep it), ``outs[j]`` a writable view of output ring ``j`` with
+  room for ``len(batch) * max_out_per_in`` records (claimed ring slots, or scratch when
+  that output is muted during a resume). The stage writes ``counts[j]`` records to
+  ``outs[j][:counts[j]]``, numbering them from ``seq``, and returns the next sequence
+  number. It must not allocate in steady state.
+* sources instead implement ``generate(position, n, outs, counts, seq)``, producing the
+  records for source positions ``position .. position + k - 1`` (k <= n, returned with the
+  next sequence number as ``(k, seq)``). A source must be a pure function of its
+  position so a restarted source re-derives what it already emitted.
+
+Restart semantics are the loop's: nothing skipped, nothing emitted twice. A stage
+documents in ``restart_state`` what it cannot rebuild (state built from inputs that
+were consumed before the restart).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bot4.records import RECORD_TYPES
+
+
+class Stage:
+    kind: str = ""
+    source: bool = False
+    max_out_per_in: int = 1
+    restart_state: str = "stateless: nothing is lost on restart"
+    #: (min inputs, max inputs, min outputs, max outputs)
+    arity: tuple[int, int, int, int] = (1, 1, 1, 1)
+    #: required record types per input/output position, or None for any
+    input_types: tuple[str, ...] | None = None
+    output_types: tuple[str, ...] | None = None
+
+    def __init__(self, spec, inputs, outputs, instance: str = "default") -> None:
+        self.spec = spec
+        self.instance = instance
+        self.params = dict(spec.params)
+        self.inputs = list(inputs)
+        self.outputs = list(outputs)
+        self.in_dtypes = [RECORD_TYPES[r.type] for r in self.inputs]
+        self.out_dtypes = [RECORD_TYPES[r.type] for r in self.outputs]
+
+    @classmethod
+    def check_arity(
+        cls, n_in: int, n_out: int, in_types: list[str], out_types: list[str]
+    ) -> str | None:
+        lo_i, hi_i, lo_o, hi_o = cls.arity
+        if not lo_i <= n_in <= hi_i:
+            return f"kind {cls.kind!r} takes {lo_i}..{hi_i} input rings, topology gives {n_in}"
+        if not lo_o <= n_out <= hi_o:
+            return f"kind {cls.kind!r} takes {lo_o}..{hi_o} output rings, topology gives {n_out}"
+        for what, want, got in (
+            ("input", cls.input_types, in_types),
+            ("output", cls.output_types, out_types),
+        ):
+            if want is None:
+                continue
+            for k, t in enumerate(got):
+                w = want[min(k, len(want) - 1)]
+                if w != "*" and t != w:
+                    return f"kind {cls.kind!r} {what} {k} must carry {w.lower()}, topology gives {t.lower()}"
+        return None
+
+    def setup(self) -> None:
+        """Allocate state (numpy arrays) and warm kernels. Called once per process."""
+
+    def process(
+        self, i: int, batch: np.ndarray, outs: list[np.ndarray], counts: np.ndarray, seq: int
+    ) -> int:
+        raise NotImplementedError(f"stage kind {self.kind!r} has inputs but no process()")
+
+    def generate(
+        self, position: int, n: int, outs: list[np.ndarray], counts: np.ndarray, seq: int
+    ) -> tuple[int, int]:
+        raise NotImplementedError(f"stage kind {self.kind!r} is a source but has no generate()")
+
+    def source_done(self, position: int) -> bool:
+        """A finite source says it has produced everything (then it stops and exits)."""
+        return False
+
+    def source_ready(self, position: int, now_ns: int) -> int:
+        """How many positions a rate-limited source may emit now (default: unlimited)."""
+        return 1 << 30
+
+    def on_drain(self) -> None:
+        """Called once when the stage stops, after its inputs are drained (shutdown policy)."""
+
+    def summary(self) -> dict:
+        """Figures for the end-of-run report."""
+        return {}

@@ -1,0 +1,388 @@
+"""The stage loop: attach, recover cursors, then batch after batch until drained.
+
+Per batch (one input ring, or the source's generator):
+
+1. peek up to ``batch`` input records (contiguous slots);
+2. claim room on every output (``max_out_per_in`` per input); an output that is muted
+   (its outputs for these inputs were already published before a restart) gets scratch;
+3. call the stage's kernel;
+4. write the cursor buffer not written last time (``bot4.shm.control``): the input
+   position reached, each output's position after this commit, the next sequence number,
+   and its generation last;
+5. commit the outputs (release stores), then release the input.
+
+A process killed anywhere in 1–5 is recovered exactly: see ``recover``. Every 64 batches
+and whenever idle the loop beats its heartbeat, updates its counters, talks to systemd
+and reads the pipeline state from the control block.
+
+Shutdown (pipeline state ``draining``, or SIGTERM to this process alone): a source stops
+producing; a stage with inputs keeps going until every non-feedback input's producer
+has stopped and the input is empty. It then runs ``on_drain`` (the stage's shutdown
+policy), marks itself stopped and exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+import numpy as np
+
+from bot4.records import RECORD_TYPES
+from bot4.records.errors import Code
+from bot4.shm import Consumer, Producer, segment_name
+from bot4.shm import control as C
+from bot4.shm import ring_ops as ops
+from bot4.shm.ring_layout import WAIT_BUSY_SPIN, WAIT_SPIN_YIELD
+from bot4.shm.wait import idle_consumer
+from bot4.stages.notify import Notifier
+
+log = logging.getLogger("bot4.stage")
+_M64 = (1 << 64) - 1
+HOUSEKEEP_EVERY = 64
+IDLE_WAIT_NS = 1_000_000
+
+
+def _behind(a: int, b: int) -> bool:
+    """Position ``a`` is strictly before ``b`` (wrapping u64 comparison)."""
+    return 0 < ((b - a) & _M64) < (1 << 63)
+
+
+def apply_process_settings(spec) -> list[str]:
+    """Pin to the stage's core; opt-in SCHED_FIFO and mlockall. Returns warnings."""
+    warnings = []
+    os.sched_setaffinity(0, {spec.core})
+    if spec.realtime:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(spec.priority))
+        except (PermissionError, OSError) as exc:
+            warnings.append(
+                f"stage {spec.name}: SCHED_FIFO priority {spec.priority} not permitted ({exc}); running SCHED_OTHER"
+            )
+    if spec.mlock:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.mlockall(3) != 0:  # MCL_CURRENT | MCL_FUTURE
+            err = ctypes.get_errno()
+            warnings.append(
+                f"stage {spec.name}: mlockall not permitted ({os.strerror(err)}); raise LimitMEMLOCK"
+            )
+    return warnings
+
+
+class StageRunner:
+    def __init__(self, topology, name: str) -> None:
+        from bot4.stages import KINDS
+
+        self.topology = topology
+        self.spec = topology.stage(name)
+        self.in_specs = topology.inputs_of(name)
+        self.out_specs = topology.outputs_of(name)
+        self.stage = KINDS[self.spec.kind](
+            self.spec, self.in_specs, self.out_specs, topology.instance
+        )
+        self.upstream = [topology.stage(r.producer).index for r in self.in_specs if not r.feedback]
+        self.notifier = Notifier()
+        self.local_stop = False
+
+    # -- attach ---------------------------------------------------------------------------
+    def attach(self) -> None:
+        inst = self.topology.instance
+        self.cb = C.ControlBlock(inst)
+        self.blk = self.cb.stage(self.spec.index)
+        self.blk[C.S_PID_SEEN] = os.getpid()
+        self.blk[C.S_STATE] = C.STAGE_STARTING
+        self.ins = [
+            Consumer(segment_name(inst, r.name), RECORD_TYPES[r.type], r.capacity)
+            for r in self.in_specs
+        ]
+        self.outs = [
+            Producer(segment_name(inst, r.name), RECORD_TYPES[r.type], r.capacity)
+            for r in self.out_specs
+        ]
+        b = self.spec.batch
+        self.cap_out = b * self.stage.max_out_per_in
+        self.scratch = [np.zeros(self.cap_out, RECORD_TYPES[r.type]) for r in self.out_specs]
+        self.counts = np.zeros(max(1, len(self.outs)), np.int64)
+        self.bufs = [
+            self.blk[C.S_CURSOR_A : C.S_CURSOR_A + C.CURSOR_WORDS],
+            self.blk[C.S_CURSOR_B : C.S_CURSOR_B + C.CURSOR_WORDS],
+        ]
+        self.stage.setup()
+
+    # -- recovery -------------------------------------------------------------------------
+    def recover(self) -> None:
+        """Work out where to resume and which outputs to mute for how long.
+
+        For output j the effective cursor buffer is the highest-generation one whose
+        ``valid_at[j]`` the ring's producer position has reached (its batch's outputs on j
+        were committed). Inputs below that buffer's cursor are already reflected on j.
+        """
+        gens = [int(b[C.C_GEN]) for b in self.bufs]
+        self.gen = max(gens)
+        self.next_buf = 0 if gens[0] <= gens[1] else 1
+        n_in = max(1, len(self.ins))
+        eff = []
+        for j, out in enumerate(self.outs):
+            pos = out.producer_position
+            best = None
+            for b in self.bufs:
+                g = int(b[C.C_GEN])
+                if (
+                    g
+                    and not _behind(pos, int(b[C.C_VALID_AT + j]))
+                    and (best is None or g > int(best[C.C_GEN]))
+                ):
+                    best = b
+            eff.append(best)
+        if not self.outs:
+            top = max(self.bufs, key=lambda b: int(b[C.C_GEN]))
+            eff_all = [top] if int(top[C.C_GEN]) else []
+        else:
+            eff_all = [b for b in eff if b is not None]
+        self.next_seq = max([int(b[C.C_NEXT_SEQ]) for b in eff_all] + [1])
+        # where each input resumes: inputs from the released consumer position; the source
+        # from the least advanced output (the others are muted until they catch up)
+        if self.stage.source:
+            if self.outs:
+                self.cur = [min(int(b[C.C_CURSOR]) if b is not None else 0 for b in eff)]
+            else:
+                self.cur = [int(eff_all[0][C.C_CURSOR]) if eff_all else 0]
+        else:
+            self.cur = [c.consumer_position for c in self.ins]
+        # mute_until[j][i]: output j already holds the outputs of input i below this position
+        self.mute_until = []
+        for j in range(len(self.outs)):
+            b = eff[j]
+            row = []
+            for i in range(n_in):
+                m = int(b[C.C_CURSOR + i]) if b is not None else self.cur[i]
+                if self.stage.source and b is None:
+                    m = 0
+                row.append(m if _behind(self.cur[i], m) else None)
+            self.mute_until.append(row)
+        self.muted_records = 0
+        if any(x is not None for row in self.mute_until for x in row):
+            log.warning(
+                "stage %s: resuming with outputs muted until %s (already published before restart)",
+                self.spec.name,
+                self.mute_until,
+            )
+
+    # -- one batch ------------------------------------------------------------------------
+    def _step(self, i: int) -> int:
+        stage = self.stage
+        b = self.spec.batch
+        pos = self.cur[i]
+        if stage.source:
+            if stage.source_done(pos):
+                return -1
+            if int(self.cb.words[C.W_PIPE_STATE]) == C.PIPE_STARTING:
+                return 0  # sources hold until every stage is running
+            k = min(b, stage.source_ready(pos, time.monotonic_ns()))
+            if k <= 0:
+                return 0
+            in_view = None
+        else:
+            inp = self.ins[i]
+            p, k = ops.consumer_peek(inp.hdr, b)
+            k = int(k)
+            if k == 0:
+                return 0
+            pos = int(p)
+            ix = pos & inp.mask
+            in_view = inp.slots[ix : ix + k]
+        # mutes bound the batch so a batch is either muted or live on each output
+        muted = []
+        for j in range(len(self.outs)):
+            m = self.mute_until[j][i]
+            if m is not None:
+                if _behind(pos, m):
+                    k = min(k, (m - pos) & _M64)
+                    muted.append(True)
+                    continue
+                self.mute_until[j][i] = None
+            muted.append(False)
+        # room on every live output
+        mo = stage.max_out_per_in
+        views = []
+        claims = []
+        for j, out in enumerate(self.outs):
+            if muted[j]:
+                views.append(self.scratch[j])
+                claims.append(None)
+                continue
+            want = k * mo
+            cpos, got = ops.producer_claim(out.hdr, want)
+            got = int(got)
+            if got < mo and out.reject:
+                views.append(self.scratch[j])  # full reject-ring: outputs counted as rejected
+                claims.append(-1)
+                continue
+            if got < mo:
+                cpos, got = ops.wait_claim(out.hdr, want, IDLE_WAIT_NS)
+                got = int(got)
+                if got < mo:
+                    return 0  # blocked by backpressure; housekeeping runs, then we retry
+            k = min(k, got // mo)
+            ix = int(cpos) & out.mask
+            views.append(out.slots[ix : ix + got])
+            claims.append(int(cpos))
+        if not stage.source:
+            in_view = in_view[:k]
+        counts = self.counts
+        counts[:] = 0
+        if stage.source:
+            k, seq = stage.generate(pos, k, views, counts, self.next_seq)
+            if k == 0:
+                return 0
+        else:
+            seq = stage.process(i, in_view, views, counts, self.next_seq)
+        # the cursor buffer first, generation last: it becomes effective for output j only
+        # once j's producer position reaches valid_at[j]
+        buf = self.bufs[self.next_buf]
+        self.cur[i] = (pos + k) & _M64
+        for ii, c in enumerate(self.cur):
+            buf[C.C_CURSOR + ii] = c
+        for j, out in enumerate(self.outs):
+            n = int(counts[j]) if claims[j] is not None and claims[j] >= 0 else 0
+            buf[C.C_VALID_AT + j] = (out.producer_position + n) & _M64
+        buf[C.C_NEXT_SEQ] = seq
+        self.gen += 1
+        buf[C.C_GEN] = self.gen
+        self.next_buf ^= 1
+        out_n = 0
+        for j, out in enumerate(self.outs):
+            n = int(counts[j])
+            if claims[j] is None:
+                self.muted_records += n
+            elif claims[j] == -1:
+                if n:
+                    ops.count_rejection(out.hdr, n)
+            elif n:
+                ops.producer_commit(out.hdr, n)
+                out_n += n
+        if not stage.source:
+            ops.consumer_release(self.ins[i].hdr, k)
+        self.next_seq = seq
+        self.records_in += k
+        self.records_out += out_n
+        return k
+
+    # -- housekeeping ---------------------------------------------------------------------
+    def _housekeep(self) -> None:
+        now = time.monotonic_ns()
+        blk = self.blk
+        blk[C.S_HEARTBEAT_NS] = now
+        blk[C.S_BATCHES] = self.batches
+        blk[C.S_RECORDS_IN] = self.records_in
+        blk[C.S_RECORDS_OUT] = self.records_out
+        for c in self.ins:
+            ops.beat_consumer(c.hdr)
+        for p in self.outs:
+            ops.beat_producer(p.hdr)
+        self.notifier.watchdog(now)
+
+    def _draining(self) -> bool:
+        st = int(self.cb.words[C.W_PIPE_STATE])
+        return self.local_stop or st in (C.PIPE_DRAINING, C.PIPE_STOPPED)
+
+    def _upstream_stopped(self) -> bool:
+        for idx in self.upstream:
+            if int(self.cb.stage(idx)[C.S_STATE]) not in (C.STAGE_STOPPED, C.STAGE_FAILED):
+                return False
+        return True
+
+    def _inputs_empty(self) -> bool:
+        return all(
+            c.depth == 0 for c, r in zip(self.ins, self.in_specs, strict=True) if not r.feedback
+        )
+
+    def _idle(self, iteration: int) -> None:
+        if len(self.ins) == 1 and not self.stage.source:
+            ops.wait_peek(self.ins[0].hdr, 1, IDLE_WAIT_NS)
+        elif self.stage.source:
+            time.sleep(0.0002 if iteration > 16 else 0)
+        else:
+            strat = self.spec.wait
+            if strat == WAIT_BUSY_SPIN:
+                return
+            if strat == WAIT_SPIN_YIELD or iteration < 64:
+                os.sched_yield()
+            else:
+                c = self.ins[0]
+                idle_consumer(c.hdr, 2, 1 << 20, np.uint64(c.consumer_position))
+
+    # -- main -----------------------------------------------------------------------------
+    def run(self) -> int:
+        self.batches = self.records_in = self.records_out = 0
+        self.attach()
+        self.recover()
+        self._housekeep()
+        self.blk[C.S_STATE] = C.STAGE_RUNNING
+        self.notifier.send(
+            "READY=1", f"STATUS=stage {self.spec.name} running on core {self.spec.core}"
+        )
+        n_src = 1 if self.stage.source else len(self.ins)
+        idle_iter = 0
+        rr = 0
+        try:
+            while True:
+                done = 0
+                finished = False
+                for _ in range(n_src):
+                    got = self._step(rr)
+                    rr = (rr + 1) % n_src
+                    if got < 0:
+                        finished = True
+                        break
+                    done += got
+                self.batches += 1
+                if done:
+                    idle_iter = 0
+                    if self.batches % HOUSEKEEP_EVERY == 0:
+                        self._housekeep()
+                    continue
+                self._housekeep()
+                if int(self.cb.words[C.W_PIPE_STATE]) == C.PIPE_STOPPED:
+                    break  # halted: leave at once
+                if self.stage.source and (finished or self._draining()):
+                    break
+                if (
+                    not self.stage.source
+                    and self._draining()
+                    and self._upstream_stopped()
+                    and self._inputs_empty()
+                ):
+                    break
+                self._idle(idle_iter)
+                idle_iter += 1
+            self.blk[C.S_STATE] = C.STAGE_DRAINING
+            self.notifier.send("STOPPING=1")
+            self.stage.on_drain()
+            self._housekeep()
+            self.blk[C.S_STATE] = C.STAGE_STOPPED
+            return 0
+        except BaseException:
+            self.blk[C.S_STATE] = C.STAGE_FAILED
+            self.blk[C.S_LAST_ERROR] = int(Code.STAGE_DIED)
+            raise
+        finally:
+            for side in (*self.ins, *self.outs):
+                side.close()
+
+
+def stage_main(topology, name: str) -> int:
+    """Process body of one stage (spawned by the supervisor or run by ``bot4 stage``)."""
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s"
+    )
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to coordinate
+    runner = StageRunner(topology, name)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(runner, "local_stop", True))
+    for w in apply_process_settings(runner.spec):
+        log.warning(w)
+    return runner.run()

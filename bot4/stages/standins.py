@@ -1,0 +1,388 @@
+"""Stand-in stages for the default topology, until the market data, signals, risk, orders
+and persistence issues replace them. Each does real work on real records, simply:
+
+* ``synthetic-md`` — a seeded source of top-of-book quotes and trades for several
+  instruments: a random-walk mid with volatility clustering (GARCH-like variance), a
+  spread of one or more ticks, Poisson-ish bursty arrivals at ``rate`` ticks/s.
+* ``signals-standin`` — per instrument EWMA of the mid; an intent to fade moves larger
+  than ``threshold_bp`` (mean reversion), with a stop-loss ``stop_bp`` away.
+* ``risk-standin`` — fan-in of intents and fills; per-instrument position limit counted
+  with open orders; passes orders on with ``ts_risk_ns`` stamped.
+* ``orders-standin`` — a stand-in venue: fills each order at its limit price; fan-out of
+  the execution report to risk (fills, a feedback ring) and to persistence.
+* ``count-sink`` — counts what arrives by record kind and keeps a tick-to-order latency
+  histogram (``ts_order_ns - ts_recv_ns``) of execution reports.
+
+Restart state (not rebuilt): the mid walk of ``synthetic-md`` restarts from its
+instruments' base prices; signal EWMAs restart empty; risk positions restart flat
+(the risk issue rebuilds them from persistence); the sink's counts cover one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+from numba import njit
+
+from bot4.records import (
+    ACTION_NEW,
+    EXEC_FILL,
+    MD_QUOTE,
+    MD_TRADE,
+    OS_FILLED,
+    OT_LIMIT,
+    SIDE_BUY,
+    SIDE_SELL,
+    TIF_DAY,
+)
+from bot4.shm.atomics import monotonic_ns
+from bot4.stages.base import Stage
+
+log = logging.getLogger("bot4.stage")
+
+
+@njit(nogil=True, cache=True)
+def _splitmix(x):
+    z = x + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(nogil=True, cache=True)
+def _u01(seed, p, salt):
+    return (
+        _splitmix(seed ^ (np.uint64(p) * np.uint64(0x100000001B3) + np.uint64(salt)))
+        >> np.uint64(11)
+    ) * (1.0 / 9007199254740992.0)
+
+
+@njit(nogil=True, cache=True)
+def _normal(seed, p, salt):
+    u1 = max(_u01(seed, p, salt), 1e-300)
+    u2 = _u01(seed, p, salt + 7)
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
+@njit(nogil=True, cache=True)
+def _md_kernel(out, position, k, seq, now, seed, mids, var, tick, n_inst):
+    omega, alpha, beta = 1e-10, 0.08, 0.9
+    for i in range(k):
+        p = position + i
+        inst = np.int64(_splitmix(seed ^ np.uint64(p)) % np.uint64(n_inst))
+        z = _normal(seed, p, 1)
+        ret = np.sqrt(var[inst]) * z
+        var[inst] = omega + alpha * ret * ret + beta * var[inst]
+        var[inst] = min(max(var[inst], 1e-10), 1e-4)
+        mids[inst] = mids[inst] * (1.0 + ret)
+        r = out[i]
+        r.seq = seq + i
+        r.parent_seq = 0
+        r.ts_event_ns = now
+        r.ts_recv_ns = now
+        r.instrument = inst + 1
+        r.order_id = 0
+        r.flags = 2  # MDF_SYNTHETIC
+        half = tick[inst] * (1 + np.int64(_u01(seed, p, 3) * 3.0))
+        mid_units = np.int64(mids[inst] / tick[inst]) * tick[inst]
+        u = _u01(seed, p, 5)
+        if u < 0.15:
+            r.kind = MD_TRADE
+            r.side = SIDE_BUY if z > 0 else SIDE_SELL
+            r.price = mid_units + half if z > 0 else mid_units - half
+            r.qty = 100 * (1 + np.int64(_u01(seed, p, 9) * 5))
+        else:
+            r.kind = MD_QUOTE
+            side = SIDE_BUY if u < 0.575 else SIDE_SELL
+            r.side = side
+            r.price = mid_units - half if side == SIDE_BUY else mid_units + half
+            r.qty = 100 * (1 + np.int64(_u01(seed, p, 11) * 20))
+    return seq + k
+
+
+class SyntheticMarketData(Stage):
+    """params: ``rate`` ticks/s (default 20000), ``instruments`` (3), ``seed`` (1),
+    ``count`` (0 = unbounded)."""
+
+    kind = "synthetic-md"
+    source = True
+    arity = (0, 0, 1, 4)
+    output_types = ("MARKET_DATA",)
+    restart_state = "the mid-price walk restarts from the base prices"
+
+    def setup(self) -> None:
+        self.rate = float(self.params.get("rate", 20000))
+        self.count = int(self.params.get("count", 0))
+        n = int(self.params.get("instruments", 3))
+        self.seed = np.uint64(int(self.params.get("seed", 1)))
+        self.mids = np.array(
+            [100.0 * 10_000 * (1 + 0.5 * i) for i in range(n)]
+        )  # price units (1e-4 $)
+        self.var = np.full(n, 1e-8)
+        self.tick = np.full(n, 100, np.int64)  # $0.01 at scale 1e4
+        self.n = n
+        self.t_last = time.monotonic_ns()
+        self.tokens = 0.0
+
+    def source_done(self, position: int) -> bool:
+        return self.count > 0 and position >= self.count
+
+    def source_ready(self, position: int, now_ns: int) -> int:
+        """Token bucket: ``rate`` ticks/s, 5x during one 100 ms slot in ten (bursts)."""
+        left = self.count - position if self.count else 1 << 30
+        if self.rate <= 0:
+            return left
+        burst = 5.0 if (now_ns // 100_000_000) % 10 == 0 else 1.0
+        dt = (now_ns - self.t_last) / 1e9
+        self.t_last = now_ns
+        self.tokens = min(self.tokens + dt * self.rate * burst, max(1.0, self.rate * 0.01))
+        k = min(left, int(self.tokens))
+        self.tokens -= k
+        return k
+
+    def generate(self, position, n, outs, counts, seq):
+        nxt = _md_kernel(
+            outs[0],
+            position,
+            n,
+            seq,
+            time.monotonic_ns(),
+            self.seed,
+            self.mids,
+            self.var,
+            self.tick,
+            self.n,
+        )
+        for j in range(1, len(outs)):
+            outs[j][:n] = outs[0][:n]
+        counts[: len(outs)] = n
+        return n, nxt
+
+
+@njit(nogil=True, cache=True)
+def _signals_kernel(inp, out, seq, ewma, count, every, threshold_bp, stop_bp, qty):
+    n = 0
+    now = monotonic_ns()
+    for i in range(inp.shape[0]):
+        r = inp[i]
+        inst = r.instrument - 1
+        if inst < 0 or inst >= ewma.shape[0] or r.price <= 0:
+            continue
+        px = float(r.price)
+        if ewma[inst] == 0.0:
+            ewma[inst] = px
+        ewma[inst] = 0.99 * ewma[inst] + 0.01 * px
+        count[inst] += 1
+        dev_bp = (px - ewma[inst]) / ewma[inst] * 1e4
+        if count[inst] % every != 0 or abs(dev_bp) < threshold_bp:
+            continue
+        o = out[n]
+        o.seq = seq + n
+        o.parent_seq = r.seq
+        o.ts_event_ns = r.ts_event_ns
+        o.ts_recv_ns = r.ts_recv_ns
+        o.ts_signal_ns = now
+        o.instrument = r.instrument
+        o.strategy = 1
+        o.side = SIDE_SELL if dev_bp > 0 else SIDE_BUY
+        o.order_type = OT_LIMIT
+        o.tif = TIF_DAY
+        o.qty = qty
+        o.limit_price = r.price
+        stop = np.int64(px * stop_bp / 1e4)
+        o.stop_price = r.price + stop if o.side == SIDE_SELL else r.price - stop
+        o.signal_value = -dev_bp
+        o.model_version = 0
+        n += 1
+    return n
+
+
+class SignalsStandin(Stage):
+    kind = "signals-standin"
+    arity = (1, 1, 1, 1)
+    input_types = ("MARKET_DATA",)
+    output_types = ("ORDER_INTENT",)
+    restart_state = "EWMAs restart empty"
+
+    def setup(self) -> None:
+        self.ewma = np.zeros(64)
+        self.cnt = np.zeros(64, np.int64)
+        self.every = int(self.params.get("every", 10))
+        self.threshold = float(self.params.get("threshold_bp", 0.5))
+        self.stop_bp = float(self.params.get("stop_bp", 100))
+        self.qty = int(self.params.get("qty", 100))
+
+    def process(self, i, batch, outs, counts, seq):
+        n = _signals_kernel(
+            batch,
+            outs[0],
+            seq,
+            self.ewma,
+            self.cnt,
+            self.every,
+            self.threshold,
+            self.stop_bp,
+            self.qty,
+        )
+        counts[0] = n
+        return seq + n
+
+
+@njit(nogil=True, cache=True)
+def _risk_intents(inp, out, seq, position, open_qty, limit):
+    n = 0
+    now = monotonic_ns()
+    for i in range(inp.shape[0]):
+        r = inp[i]
+        inst = r.instrument - 1
+        signed = r.qty if r.side == SIDE_BUY else -r.qty
+        worst = abs(position[inst] + open_qty[inst] + signed)
+        if worst > limit:
+            continue
+        open_qty[inst] += signed
+        o = out[n]
+        o.seq = seq + n
+        o.parent_seq = r.seq
+        o.ts_event_ns = r.ts_event_ns
+        o.ts_recv_ns = r.ts_recv_ns
+        o.ts_signal_ns = r.ts_signal_ns
+        o.ts_risk_ns = now
+        o.client_order_id = r.seq
+        o.instrument = r.instrument
+        o.strategy = r.strategy
+        o.side = r.side
+        o.order_type = r.order_type
+        o.tif = r.tif
+        o.action = ACTION_NEW
+        o.qty = r.qty
+        o.limit_price = r.limit_price
+        o.stop_price = r.stop_price
+        n += 1
+    return n
+
+
+@njit(nogil=True, cache=True)
+def _risk_fills(inp, position, open_qty):
+    for i in range(inp.shape[0]):
+        r = inp[i]
+        inst = r.instrument - 1
+        signed = r.last_qty if r.side == SIDE_BUY else -r.last_qty
+        position[inst] += signed
+        open_qty[inst] -= signed
+
+
+class RiskStandin(Stage):
+    kind = "risk-standin"
+    arity = (1, 2, 1, 1)
+    input_types = ("ORDER_INTENT", "EXEC_REPORT")
+    output_types = ("ORDER",)
+    restart_state = "positions and open quantities restart flat"
+
+    def setup(self) -> None:
+        self.position = np.zeros(64, np.int64)
+        self.open_qty = np.zeros(64, np.int64)
+        self.limit = int(self.params.get("max_position", 1000))
+
+    def process(self, i, batch, outs, counts, seq):
+        if i == 0:
+            n = _risk_intents(batch, outs[0], seq, self.position, self.open_qty, self.limit)
+            counts[0] = n
+            return seq + n
+        _risk_fills(batch, self.position, self.open_qty)
+        counts[0] = 0
+        return seq
+
+
+@njit(nogil=True, cache=True)
+def _venue_fill(inp, out, seq, exec_id0):
+    now = monotonic_ns()
+    for i in range(inp.shape[0]):
+        r = inp[i]
+        e = out[i]
+        e.seq = seq + i
+        e.parent_seq = r.seq
+        e.ts_event_ns = r.ts_event_ns
+        e.ts_recv_ns = r.ts_recv_ns
+        e.ts_order_ns = now
+        e.ts_venue_ns = now
+        e.exec_id = exec_id0 + i
+        e.client_order_id = r.client_order_id
+        e.order_id = r.seq
+        e.instrument = r.instrument
+        e.strategy = r.strategy
+        e.side = r.side
+        e.exec_type = EXEC_FILL
+        e.status = OS_FILLED
+        e.last_qty = r.qty
+        e.last_price = r.limit_price
+        e.cum_qty = r.qty
+        e.leaves_qty = 0
+        e.fee = 0
+    return seq + inp.shape[0]
+
+
+class OrdersStandin(Stage):
+    """Shutdown policy: orders fill at once, so nothing rests to cancel at drain."""
+
+    kind = "orders-standin"
+    arity = (1, 1, 1, 2)
+    input_types = ("ORDER",)
+    output_types = ("EXEC_REPORT",)
+    restart_state = "stateless (every order is filled immediately)"
+
+    def process(self, i, batch, outs, counts, seq):
+        nxt = _venue_fill(batch, outs[0], seq, np.uint64(seq))
+        for j in range(1, len(outs)):
+            outs[j][: batch.shape[0]] = outs[0][: batch.shape[0]]
+        counts[: len(outs)] = batch.shape[0]
+        return nxt
+
+
+@njit(nogil=True, cache=True)
+def _count_exec(inp, hist):
+    for i in range(inp.shape[0]):
+        d = inp[i].ts_order_ns - inp[i].ts_recv_ns
+        b = 0
+        while d > 1 and b < hist.shape[0] - 1:
+            d >>= 1
+            b += 1
+        hist[b] += 1
+
+
+class CountSink(Stage):
+    """Counts records; for execution reports keeps a log2 histogram of tick-to-order ns."""
+
+    kind = "count-sink"
+    arity = (1, 8, 0, 0)
+    input_types = ("*",)
+    restart_state = "counts and histogram cover the current process only"
+
+    def setup(self) -> None:
+        self.counts_by_input = np.zeros(len(self.inputs), np.int64)
+        self.hist = np.zeros(48, np.int64)
+
+    def process(self, i, batch, outs, counts, seq):
+        self.counts_by_input[i] += batch.shape[0]
+        if self.inputs[i].type == "EXEC_REPORT":
+            _count_exec(batch, self.hist)
+        return seq
+
+    def summary(self) -> dict:
+        total = int(self.hist.sum())
+        pct = {}
+        if total:
+            cum = np.cumsum(self.hist)
+            for q in (0.5, 0.99, 0.999):
+                b = int(np.searchsorted(cum, q * total))
+                pct[f"p{q * 100:g}_ns_upper"] = 1 << b
+        return {
+            "records": {
+                r.name: int(c) for r, c in zip(self.inputs, self.counts_by_input, strict=True)
+            },
+            "tick_to_order_latency": pct,
+        }
+
+    def on_drain(self) -> None:
+        log.info("summary %s", self.summary())

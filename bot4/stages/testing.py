@@ -1,0 +1,138 @@
+"""Stage kinds for tests and benchmarks: a deterministic source, a relay, a logging sink.
+
+The source's records are a pure function of their position ``p`` (0-based):
+``order_id = p + 1``, ``price = order_id * 3 + 1``, ``qty = order_id ^ 0x5A5A``, and
+``ts_recv_ns`` = the clock when emitted (for end-to-end latency). Relays keep
+``order_id``, ``price``, ``qty`` and ``ts_recv_ns``, renumber ``seq`` and set ``parent_seq``.
+The sink logs every ``order_id`` it receives (and its latency) into segments of the
+pipeline instance, so a test can check every record arrived exactly once and in order.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from numba import njit
+
+from bot4.shm import Segment, segment_name
+from bot4.shm.atomics import load_acquire, monotonic_ns, store_release
+from bot4.stages.base import Stage
+
+
+@njit(nogil=True, cache=True)
+def _source_kernel(out, position, k, seq, now):
+    for i in range(k):
+        oid = np.uint64(position + i + 1)
+        r = out[i]
+        r.seq = seq + i
+        r.parent_seq = 0
+        r.order_id = oid
+        r.price = np.int64(oid) * 3 + 1
+        r.qty = np.int64(oid ^ np.uint64(0x5A5A))
+        r.ts_event_ns = now
+        r.ts_recv_ns = now
+        r.instrument = 1
+        r.kind = 9
+    return seq + k
+
+
+@njit(nogil=True, cache=True)
+def _relay_kernel(inp, out, seq, spin_ns):
+    for i in range(inp.shape[0]):
+        out[i] = inp[i]
+        out[i].seq = seq + i
+        out[i].parent_seq = inp[i].seq
+    if spin_ns > 0:  # a deliberately slow stage, to widen kill windows in tests
+        t = monotonic_ns() + spin_ns
+        while monotonic_ns() < t:
+            pass
+    return seq + inp.shape[0]
+
+
+@njit(nogil=True, cache=True)
+def _sink_kernel(inp, log, lat):
+    now = monotonic_ns()
+    n = load_acquire(log, 0)
+    for i in range(inp.shape[0]):
+        k = n + np.uint64(i + 1)
+        if k < log.shape[0]:
+            log[k] = inp[i].order_id
+            lat[k] = np.uint64(now - inp[i].ts_recv_ns)
+    store_release(log, 0, n + np.uint64(inp.shape[0]))
+
+
+class TestSource(Stage):
+    """params: ``count`` records in all (0 = unbounded), ``rate`` records/s (0 = flat out)."""
+
+    kind = "test-source"
+    source = True
+    arity = (0, 0, 1, 1)
+    output_types = ("MARKET_DATA",)
+
+    def setup(self) -> None:
+        self.count = int(self.params.get("count", 0))
+        self.rate = float(self.params.get("rate", 0))
+        self.t0 = time.monotonic_ns()
+        self.p0: int | None = None
+
+    def source_done(self, position: int) -> bool:
+        return self.count > 0 and position >= self.count
+
+    def source_ready(self, position: int, now_ns: int) -> int:
+        left = self.count - position if self.count else 1 << 30
+        if self.rate <= 0:
+            return left
+        if self.p0 is None:
+            self.p0 = position
+        due = int((now_ns - self.t0) * self.rate / 1e9) - (position - self.p0)
+        return min(left, due)
+
+    def generate(self, position, n, outs, counts, seq):
+        nxt = _source_kernel(outs[0], position, n, seq, time.monotonic_ns())
+        counts[0] = n
+        return n, nxt
+
+
+class Relay(Stage):
+    """Copies every record through, renumbered. params: ``spin_us`` per batch (tests)."""
+
+    kind = "relay"
+    input_types = ("*",)
+    output_types = ("*",)
+
+    @classmethod
+    def check_arity(cls, n_in, n_out, in_types, out_types):
+        problem = super().check_arity(n_in, n_out, in_types, out_types)
+        if problem is None and in_types != out_types:
+            return f"kind 'relay' passes records through: input carries {in_types[0].lower()}, output {out_types[0].lower()}"
+        return problem
+
+    def setup(self) -> None:
+        self.spin_ns = int(float(self.params.get("spin_us", 0)) * 1000)
+
+    def process(self, i, batch, outs, counts, seq):
+        counts[0] = batch.shape[0]
+        return _relay_kernel(batch, outs[0], seq, self.spin_ns)
+
+
+class TestSink(Stage):
+    """Logs each record's ``order_id`` and latency (ns) into the instance's segments
+    ``<log>`` and ``<log>-lat`` (u64 words; word 0 of the log counts records).
+    The segments are created by whoever reads them (a test, a benchmark)."""
+
+    kind = "test-sink"
+    arity = (1, 1, 0, 0)
+    input_types = ("MARKET_DATA",)
+    restart_state = "none; a restarted sink re-logs its unreleased batch (tests never kill it)"
+
+    def setup(self) -> None:
+        base = self.params.get("log", "sinklog")
+        self.log_seg = Segment.attach(segment_name(self.instance, base))
+        self.lat_seg = Segment.attach(segment_name(self.instance, base + "-lat"))
+        self.log = np.frombuffer(self.log_seg.buf, np.uint64)
+        self.lat = np.frombuffer(self.lat_seg.buf, np.uint64)
+
+    def process(self, i, batch, outs, counts, seq):
+        _sink_kernel(batch, self.log, self.lat)
+        return seq
