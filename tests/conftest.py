@@ -33,8 +33,11 @@ class ProcessRegistry:
             pid = getattr(proc, "pid", None)
             if pid is None:
                 continue
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if getattr(proc, "group", False):  # a `bot4 run`: its stages share its group
+                    os.killpg(pid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(Exception):
                 proc.join(5) if hasattr(proc, "join") else proc.wait(5)
 

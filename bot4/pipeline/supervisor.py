@@ -36,7 +36,14 @@ _CTX = mp.get_context("spawn")
 
 
 def _stage_entry(topology, name: str) -> None:
+    import ctypes
+
     from bot4.stages.loop import stage_main
+
+    # a stage never outlives its supervisor: no orphan writer on a ring nobody supervises
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:
+        sys.exit(3)
 
     sys.exit(stage_main(topology, name))
 

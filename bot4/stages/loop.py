@@ -341,10 +341,14 @@ class StageRunner:
                         break
                     done += got
                 self.batches += 1
-                if done:
+                if done and not finished:
                     idle_iter = 0
                     if self.batches % HOUSEKEEP_EVERY == 0:
                         self._housekeep()
+                        if self.stage.source and self._draining():
+                            break  # a busy source stops producing as soon as told
+                        if int(self.cb.words[C.W_PIPE_STATE]) == C.PIPE_STOPPED:
+                            break
                     continue
                 self._housekeep()
                 if int(self.cb.words[C.W_PIPE_STATE]) == C.PIPE_STOPPED:

@@ -117,9 +117,10 @@ class Relay(Stage):
 
 
 class TestSink(Stage):
-    """Logs each record's ``order_id`` and latency (ns) into the instance's segments
-    ``<log>`` and ``<log>-lat`` (u64 words; word 0 of the log counts records).
-    The segments are created by whoever reads them (a test, a benchmark)."""
+    """Logs each record's ``order_id`` and latency (ns) into segments ``<log>`` and
+    ``<log>-lat`` of instance ``log_instance`` (default: the pipeline's own) as u64 words;
+    word 0 of the log counts records. Whoever reads them (a test, a benchmark) creates
+    them, in a namespace of its own so they outlive the pipeline's segments."""
 
     kind = "test-sink"
     arity = (1, 1, 0, 0)
@@ -128,8 +129,9 @@ class TestSink(Stage):
 
     def setup(self) -> None:
         base = self.params.get("log", "sinklog")
-        self.log_seg = Segment.attach(segment_name(self.instance, base))
-        self.lat_seg = Segment.attach(segment_name(self.instance, base + "-lat"))
+        inst = self.params.get("log_instance", self.instance)
+        self.log_seg = Segment.attach(segment_name(inst, base))
+        self.lat_seg = Segment.attach(segment_name(inst, base + "-lat"))
         self.log = np.frombuffer(self.log_seg.buf, np.uint64)
         self.lat = np.frombuffer(self.lat_seg.buf, np.uint64)
 
