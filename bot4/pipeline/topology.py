@@ -167,6 +167,8 @@ def parse_topology(
     for i, st in enumerate(raw_stages):
         where = f"stage[{i}]"
         _typed(source, where, st, dict)
+        if isinstance(st.get("name"), str):
+            where = f"stage[{i}] ({st['name']})"
         for k in st:
             if k not in STAGE_KEYS:
                 raise TopologyError(source, f"{where}.{k}", "unknown key")
@@ -224,6 +226,8 @@ def parse_topology(
     for i, rg in enumerate(_typed(source, "ring", data.get("ring", []), list)):
         where = f"ring[{i}]"
         _typed(source, where, rg, dict)
+        if isinstance(rg.get("name"), str):
+            where = f"ring[{i}] ({rg['name']})"
         for k in rg:
             if k not in RING_KEYS:
                 raise TopologyError(source, f"{where}.{k}", "unknown key")

@@ -464,3 +464,16 @@ def test_bot4_error_carries_code() -> None:
     err = Bot4Error("segment gone", Code.SEGMENT_MISSING)
     assert err.code is Code.SEGMENT_MISSING and str(err) == "segment gone"
     assert Bot4Error("x").code is Code.INTERNAL_ERROR
+
+
+def test_docs_list_every_record_layout_with_its_current_fingerprint():
+    from pathlib import Path
+
+    from bot4.records import RECORD_TYPES, dtype_fingerprint
+
+    doc = (Path(__file__).parents[2] / "docs" / "records.md").read_text()
+    for name, dt in RECORD_TYPES.items():
+        assert f"## {name} " in doc
+        assert f"`{dtype_fingerprint(dt):#018x}`" in doc, f"docs/records.md is stale for {name}"
+        for field in dt.names:
+            assert f"`{field}`" in doc

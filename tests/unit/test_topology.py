@@ -1,0 +1,128 @@
+"""Every invalid topology is rejected with the file, the key and the reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot4.pipeline.topology import TopologyError, load_topology, parse_topology
+from bot4.records import Code
+
+GOOD = {
+    "instance": "t",
+    "stage": [
+        {"name": "src", "kind": "test-source", "core": 0},
+        {"name": "mid", "kind": "relay", "core": 1},
+        {"name": "sink", "kind": "count-sink", "core": 0},
+    ],
+    "ring": [
+        {"name": "r1", "from": "src", "to": "mid", "type": "market_data", "capacity": 1024},
+        {"name": "r2", "from": "mid", "to": "sink", "type": "market_data", "capacity": 1024},
+    ],
+}
+
+
+def variant(**changes):
+    import copy
+
+    d = copy.deepcopy(GOOD)
+    for path, value in changes.items():
+        where, _, key = path.partition("__")
+        if where == "top":
+            d[key] = value
+        else:
+            kind, idx = where[:-1], int(where[-1])
+            d[kind][idx][key] = value
+    return d
+
+
+def parse(d):
+    return parse_topology(d, "topo.toml", cpu_count=2)
+
+
+def test_good_topology_loads_in_order():
+    t = parse(GOOD)
+    assert t.order() == ["src", "mid", "sink"]
+    assert [r.name for r in t.inputs_of("mid")] == ["r1"]
+
+
+@pytest.mark.parametrize(
+    "doc, key, reason",
+    [
+        (variant(top__colour="blue"), "colour", "unknown key"),
+        (variant(stage1__colour="blue"), "stage[1] (mid).colour", "unknown key"),
+        (variant(ring0__colour="blue"), "ring[0] (r1).colour", "unknown key"),
+        (variant(ring0__to="nowhere"), "ring[0] (r1).to", "stage 'nowhere' does not exist"),
+        (variant(ring0__from=["src", "sink"]), "ring[0] (r1).from", "exactly one producer"),
+        (variant(ring0__to=["mid", "sink"]), "ring[0] (r1).to", "exactly one consumer"),
+        (variant(stage1__core=7), "stage[1] (mid).core", "core 7 does not exist on this machine"),
+        (variant(ring1__capacity=1000), "ring[1] (r2).capacity", "1000 is not a power of two"),
+        (variant(stage0__kind="teleporter"), "stage[0] (src).kind", "unknown stage kind 'teleporter'"),
+        (variant(ring0__type="pizza"), "ring[0] (r1).type", "unknown record type 'pizza'"),
+        (variant(ring0__wait="sometimes"), "ring[0] (r1).wait", "'sometimes' is not one of"),
+        (variant(ring0__backpressure="drop"), "ring[0] (r1).backpressure", "'drop' is not one of"),
+        (variant(stage2__name="mid"), "stage[2] (mid).name", "declared twice"),
+        (variant(ring1__name="r1"), "ring[1] (r1).name", "declared twice"),
+        (variant(ring1__type="order"), "stage[1] (mid)", "passes records through"),
+    ],
+)
+def test_invalid_topology_names_file_key_and_reason(doc, key, reason):
+    with pytest.raises(TopologyError) as ei:
+        parse(doc)
+    e = ei.value
+    assert e.source == "topo.toml" and e.key == key and reason in e.reason, str(e)
+    assert str(e).startswith(f"topo.toml: {key}: ")
+    assert e.code == Code.TOPOLOGY_INVALID
+
+
+def test_two_rings_into_one_single_input_stage_is_rejected():
+    d = variant()
+    d["stage"].append({"name": "src2", "kind": "test-source", "core": 0})
+    d["ring"].append({"name": "r3", "from": "src2", "to": "mid", "type": "market_data", "capacity": 64})
+    with pytest.raises(TopologyError, match=r"stage\[1\] \(mid\): kind 'relay' takes 1..1 input rings, topology gives 2"):
+        parse(d)
+
+
+def cyclic(feedback):
+    return {
+        "stage": [
+            {"name": "src", "kind": "synthetic-md", "core": 0},
+            {"name": "sig", "kind": "signals-standin", "core": 0},
+            {"name": "risk", "kind": "risk-standin", "core": 1},
+            {"name": "ord", "kind": "orders-standin", "core": 1},
+        ],
+        "ring": [
+            {"name": "ticks", "from": "src", "to": "sig", "type": "market_data", "capacity": 64},
+            {"name": "intents", "from": "sig", "to": "risk", "type": "order_intent", "capacity": 64},
+            {"name": "orders", "from": "risk", "to": "ord", "type": "order", "capacity": 64},
+            {"name": "fills", "from": "ord", "to": "risk", "type": "exec_report", "capacity": 64, "feedback": feedback},
+        ],
+    }
+
+
+def test_cycle_not_declared_as_feedback_is_rejected():
+    with pytest.raises(TopologyError) as ei:
+        parse(cyclic(False))
+    assert ei.value.key == "ring"
+    assert "cycle through stages ['ord', 'risk']" in ei.value.reason and "feedback = true" in ei.value.reason
+
+
+def test_cycle_declared_as_feedback_is_accepted():
+    t = parse(cyclic(True))
+    assert t.order() == ["src", "sig", "risk", "ord"]
+
+
+def test_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("instance = [unclosed")
+    with pytest.raises(TopologyError, match=r"bad.toml: -: not valid TOML"):
+        load_topology(bad)
+    with pytest.raises(TopologyError, match=r"missing.toml: -: cannot read"):
+        load_topology(tmp_path / "missing.toml")
+
+
+def test_default_topology_is_valid_and_parks():
+    t = load_topology()
+    assert [s.name for s in t.stages] == ["md", "signals", "risk", "orders", "persistence"]
+    assert all(r.wait == 2 for r in t.rings)  # park: never busy-spin on a small machine
+    assert all(not s.realtime and not s.mlock for s in t.stages)
+    assert [r.name for r in t.rings if r.feedback] == ["fills"]
