@@ -56,7 +56,11 @@ def test_good_topology_loads_in_order():
         (variant(ring0__to=["mid", "sink"]), "ring[0] (r1).to", "exactly one consumer"),
         (variant(stage1__core=7), "stage[1] (mid).core", "core 7 does not exist on this machine"),
         (variant(ring1__capacity=1000), "ring[1] (r2).capacity", "1000 is not a power of two"),
-        (variant(stage0__kind="teleporter"), "stage[0] (src).kind", "unknown stage kind 'teleporter'"),
+        (
+            variant(stage0__kind="teleporter"),
+            "stage[0] (src).kind",
+            "unknown stage kind 'teleporter'",
+        ),
         (variant(ring0__type="pizza"), "ring[0] (r1).type", "unknown record type 'pizza'"),
         (variant(ring0__wait="sometimes"), "ring[0] (r1).wait", "'sometimes' is not one of"),
         (variant(ring0__backpressure="drop"), "ring[0] (r1).backpressure", "'drop' is not one of"),
@@ -77,8 +81,13 @@ def test_invalid_topology_names_file_key_and_reason(doc, key, reason):
 def test_two_rings_into_one_single_input_stage_is_rejected():
     d = variant()
     d["stage"].append({"name": "src2", "kind": "test-source", "core": 0})
-    d["ring"].append({"name": "r3", "from": "src2", "to": "mid", "type": "market_data", "capacity": 64})
-    with pytest.raises(TopologyError, match=r"stage\[1\] \(mid\): kind 'relay' takes 1..1 input rings, topology gives 2"):
+    d["ring"].append(
+        {"name": "r3", "from": "src2", "to": "mid", "type": "market_data", "capacity": 64}
+    )
+    with pytest.raises(
+        TopologyError,
+        match=r"stage\[1\] \(mid\): kind 'relay' takes 1..1 input rings, topology gives 2",
+    ):
         parse(d)
 
 
@@ -92,9 +101,22 @@ def cyclic(feedback):
         ],
         "ring": [
             {"name": "ticks", "from": "src", "to": "sig", "type": "market_data", "capacity": 64},
-            {"name": "intents", "from": "sig", "to": "risk", "type": "order_intent", "capacity": 64},
+            {
+                "name": "intents",
+                "from": "sig",
+                "to": "risk",
+                "type": "order_intent",
+                "capacity": 64,
+            },
             {"name": "orders", "from": "risk", "to": "ord", "type": "order", "capacity": 64},
-            {"name": "fills", "from": "ord", "to": "risk", "type": "exec_report", "capacity": 64, "feedback": feedback},
+            {
+                "name": "fills",
+                "from": "ord",
+                "to": "risk",
+                "type": "exec_report",
+                "capacity": 64,
+                "feedback": feedback,
+            },
         ],
     }
 
@@ -103,7 +125,10 @@ def test_cycle_not_declared_as_feedback_is_rejected():
     with pytest.raises(TopologyError) as ei:
         parse(cyclic(False))
     assert ei.value.key == "ring"
-    assert "cycle through stages ['ord', 'risk']" in ei.value.reason and "feedback = true" in ei.value.reason
+    assert (
+        "cycle through stages ['ord', 'risk']" in ei.value.reason
+        and "feedback = true" in ei.value.reason
+    )
 
 
 def test_cycle_declared_as_feedback_is_accepted():
