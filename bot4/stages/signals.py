@@ -1,0 +1,305 @@
+"""Signals stage: ticks in, order intents out, in one allocation-free numba kernel.
+
+Per instrument (state in preallocated arrays indexed by instrument id), on every quote:
+
+* mid, microprice, spread, order-book imbalance from the top of book;
+* the mid's log return r (basis points), EWMA returns at three half-lives (ticks),
+  realised volatility (sqrt of an EWMA of r^2), and the GARCH(1,1) conditional variance
+  updated recursively from calibrated parameters (``bot4 calibrate``);
+* the feature vector x (``FEATURES``) rotated into decorrelated signals z = W (x - mean)
+  by the orthogonaliser fitted offline — computed as a sum of W's columns so it
+  vectorises across features without reassociating any reduction (results do not depend
+  on the SIMD width);
+* a linear model s = w0 + w . z, its weights memory-mapped from a model file; |s| above
+  ``threshold`` (and the instrument's cooldown over) makes an intent: buy when s > 0 at
+  the bid, sell when s < 0 at the ask, with a stop-loss ``stop_vols`` GARCH volatilities
+  away (at least ``min_stop_ticks`` ticks, at most ``max_stop_bp``).
+
+Restart state: the top of book, EWMAs, realised and GARCH variances restart empty and
+warm up again over the first ticks (``warmup`` ticks before any intent).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from numba import njit
+
+from bot4.records import MD_QUOTE, OT_LIMIT, SIDE_BUY, SIDE_SELL, TIF_DAY
+from bot4.shm.atomics import monotonic_ns
+from bot4.stages.base import Stage
+
+FEATURES = (
+    "microprice_dev_bp",
+    "spread_bp",
+    "imbalance",
+    "ewma_ret_fast_bp",
+    "ewma_ret_mid_bp",
+    "ewma_ret_slow_bp",
+    "realised_vol_bp",
+    "garch_vol_bp",
+)
+NF = len(FEATURES)
+HALF_LIVES = (8.0, 32.0, 128.0)  # ticks
+RV_HALF_LIFE = 64.0
+PARAMS_VERSION = 1
+
+# columns of the per-instrument state table (float64)
+S_BID, S_BIDQ, S_ASK, S_ASKQ, S_MID, S_E0, S_E1, S_E2, S_RV, S_G2, S_EPS2, S_N, S_COOL = range(13)
+NSTATE = 13
+# columns of the per-instrument GARCH table
+G_OMEGA, G_ALPHA, G_BETA, G_MU = range(4)
+
+
+def ewma_alpha(half_life: float) -> float:
+    return 1.0 - 2.0 ** (-1.0 / half_life)
+
+
+@njit(nogil=True, cache=True)
+def update_features(st, g, inst, price, qty, side, a_fast, a_mid, a_slow, a_rv, x):
+    """Apply one quote to instrument ``inst``'s state; write its features into ``x``.
+
+    Returns True when both sides are known (x is valid).
+    """
+    if side > 0:
+        st[inst, S_BID] = price
+        st[inst, S_BIDQ] = qty
+    else:
+        st[inst, S_ASK] = price
+        st[inst, S_ASKQ] = qty
+    bid = st[inst, S_BID]
+    ask = st[inst, S_ASK]
+    bq = st[inst, S_BIDQ]
+    aq = st[inst, S_ASKQ]
+    if bid <= 0.0 or ask <= 0.0 or bq <= 0.0 or aq <= 0.0 or ask <= bid:
+        return False
+    mid = 0.5 * (bid + ask)
+    last = st[inst, S_MID]
+    r = 0.0
+    if last > 0.0:
+        r = np.log(mid / last) * 1e4
+    st[inst, S_MID] = mid
+    st[inst, S_E0] += a_fast * (r - st[inst, S_E0])
+    st[inst, S_E1] += a_mid * (r - st[inst, S_E1])
+    st[inst, S_E2] += a_slow * (r - st[inst, S_E2])
+    st[inst, S_RV] += a_rv * (r * r - st[inst, S_RV])
+    # GARCH(1,1) recursion on r - mu (bp): sigma2 <- omega + alpha eps^2 + beta sigma2
+    if st[inst, S_G2] <= 0.0:
+        st[inst, S_G2] = g[inst, G_OMEGA] / max(1e-12, 1.0 - g[inst, G_ALPHA] - g[inst, G_BETA])
+    else:
+        st[inst, S_G2] = (
+            g[inst, G_OMEGA]
+            + g[inst, G_ALPHA] * st[inst, S_EPS2]
+            + g[inst, G_BETA] * st[inst, S_G2]
+        )
+    eps = r - g[inst, G_MU]
+    st[inst, S_EPS2] = eps * eps
+    st[inst, S_N] += 1.0
+    micro = (bid * aq + ask * bq) / (bq + aq)
+    x[0] = (micro - mid) / mid * 1e4
+    x[1] = (ask - bid) / mid * 1e4
+    x[2] = (bq - aq) / (bq + aq)
+    x[3] = st[inst, S_E0]
+    x[4] = st[inst, S_E1]
+    x[5] = st[inst, S_E2]
+    x[6] = np.sqrt(st[inst, S_RV])
+    x[7] = np.sqrt(st[inst, S_G2])
+    return True
+
+
+@njit(nogil=True, cache=True)
+def orthogonalise(x, mean, WT, z):
+    """z = W (x - mean), as a sum of W's columns (WT is W transposed): lanes are features,
+    no reduction is reassociated, so any SIMD width gives identical bits."""
+    for k in range(z.shape[0]):
+        z[k] = 0.0
+    for j in range(x.shape[0]):
+        d = x[j] - mean[j]
+        for k in range(z.shape[0]):
+            z[k] += WT[j, k] * d
+
+
+@njit(nogil=True, cache=True)
+def signals_kernel(inp, out, seq, st, g, mean, WT, model, cfg, tick, x, z, counters):
+    """One batch: MARKET_DATA in, ORDER_INTENT out. Returns the number of intents.
+
+    cfg: [a_fast, a_mid, a_slow, a_rv, threshold, qty, stop_vols, min_stop_ticks,
+    max_stop_bp, cooldown, warmup, model_version]; counters: [quotes, skipped, intents].
+    """
+    n = 0
+    now = monotonic_ns()
+    n_inst = st.shape[0]
+    for i in range(inp.shape[0]):
+        r = inp[i]
+        inst = np.int64(r.instrument)
+        if r.kind != MD_QUOTE:
+            continue
+        if inst <= 0 or inst >= n_inst or r.price <= 0 or r.qty < 0:
+            counters[1] += 1
+            continue
+        counters[0] += 1
+        if not update_features(
+            st, g, inst, float(r.price), float(r.qty), r.side, cfg[0], cfg[1], cfg[2], cfg[3], x
+        ):
+            continue
+        orthogonalise(x, mean, WT, z)
+        s = model[0]
+        for k in range(z.shape[0]):
+            s += model[k + 1] * z[k]
+        if st[inst, S_COOL] > 0.0:
+            st[inst, S_COOL] -= 1.0
+            continue
+        if st[inst, S_N] < cfg[10] or abs(s) < cfg[4] or not np.isfinite(s):
+            continue
+        st[inst, S_COOL] = cfg[9]
+        o = out[n]
+        o.seq = seq + n
+        o.parent_seq = r.seq
+        o.ts_event_ns = r.ts_event_ns
+        o.ts_recv_ns = r.ts_recv_ns
+        o.ts_signal_ns = now
+        o.instrument = r.instrument
+        o.strategy = 1
+        o.order_type = OT_LIMIT
+        o.tif = TIF_DAY
+        o.qty = np.int64(cfg[5])
+        o.signal_value = s
+        o.model_version = np.uint32(cfg[11])
+        mid = st[inst, S_MID]
+        t = tick[inst]
+        dist = max(cfg[6] * x[7] * mid / 1e4, cfg[7] * t)
+        dist = min(dist, cfg[8] * mid / 1e4)
+        dist_units = np.int64(np.ceil(dist / t)) * t
+        if s > 0:
+            o.side = SIDE_BUY
+            o.limit_price = np.int64(st[inst, S_BID])
+            o.stop_price = o.limit_price - dist_units
+        else:
+            o.side = SIDE_SELL
+            o.limit_price = np.int64(st[inst, S_ASK])
+            o.stop_price = o.limit_price + dist_units
+        n += 1
+    counters[2] += n
+    return n
+
+
+def default_garch(n: int) -> np.ndarray:
+    g = np.zeros((n, 4))
+    g[:, G_OMEGA] = 0.05
+    g[:, G_ALPHA] = 0.05
+    g[:, G_BETA] = 0.9
+    return g
+
+
+def load_params(path: str | None, symbols: dict[int, str], n_inst: int):
+    """(garch table, orthogonaliser) from a ``bot4 calibrate`` file, or defaults."""
+    from bot4.models.orthogonal import Orthogonaliser
+
+    g = default_garch(n_inst)
+    ortho = Orthogonaliser.identity(NF)
+    if not path:
+        return g, ortho
+    doc = json.loads(Path(path).read_text())
+    if doc.get("bot4_params_version") != PARAMS_VERSION:
+        raise ValueError(
+            f"{path}: bot4_params_version {doc.get('bot4_params_version')!r}, expected {PARAMS_VERSION}"
+        )
+    if tuple(doc.get("features", ())) != FEATURES:
+        raise ValueError(
+            f"{path}: fitted on features {doc.get('features')}, this build computes {list(FEATURES)}"
+        )
+    for iid, sym in symbols.items():
+        p = doc.get("garch", {}).get(sym)
+        if p and iid < n_inst:
+            g[iid] = (p["omega"], p["alpha"], p["beta"], p.get("mu", 0.0))
+    if "orthogonaliser" in doc:
+        ortho = Orthogonaliser.from_dict(doc["orthogonaliser"])
+    return g, ortho
+
+
+DEFAULT_MODEL = np.array([0.0, 0.6, 0.0, 1.5, -0.8, 0.0, 0.0, 0.0, 0.0])  # bias, then per signal
+
+
+def load_model(path: str | None) -> np.ndarray:
+    """Linear model weights [bias, w_1..w_F], memory-mapped read-only from a ``.npy`` file."""
+    if not path:
+        return DEFAULT_MODEL.copy()
+    w = np.load(path, mmap_mode="r")
+    if w.dtype != np.float64 or w.shape != (NF + 1,):
+        raise ValueError(
+            f"{path}: model weights must be float64 of shape ({NF + 1},), got {w.dtype} {w.shape}"
+        )
+    return w
+
+
+class SignalsStage(Stage):
+    """params: ``params_file`` (bot4 calibrate output), ``model_file`` (.npy weights),
+    ``model_version``, ``threshold`` (1.0), ``qty`` (100), ``stop_vols`` (3),
+    ``min_stop_ticks`` (2), ``max_stop_bp`` (200), ``cooldown`` (50 ticks), ``warmup`` (20)."""
+
+    kind = "signals"
+    arity = (1, 1, 1, 1)
+    input_types = ("MARKET_DATA",)
+    output_types = ("ORDER_INTENT",)
+    restart_state = "top of book, EWMAs, realised and GARCH variance restart empty (warm-up)"
+
+    def setup(self) -> None:
+        from bot4.records import DEFAULT_INSTRUMENTS
+
+        p = self.params
+        table = DEFAULT_INSTRUMENTS
+        n_inst = int(max(table.ids)) + 1
+        self.st = np.zeros((n_inst, NSTATE))
+        self.tick = np.ones(n_inst)
+        symbols = {}
+        for iid in table.ids:
+            self.tick[iid] = float(table.tick_size(iid))
+            symbols[int(iid)] = table.symbol_of(iid)
+        self.g, ortho = load_params(p.get("params_file"), symbols, n_inst)
+        self.mean = np.ascontiguousarray(ortho.mean)
+        self.WT = np.ascontiguousarray(ortho.W.T)
+        self.model = load_model(p.get("model_file"))
+        self.cfg = np.array(
+            [
+                ewma_alpha(HALF_LIVES[0]),
+                ewma_alpha(HALF_LIVES[1]),
+                ewma_alpha(HALF_LIVES[2]),
+                ewma_alpha(RV_HALF_LIFE),
+                float(p.get("threshold", 1.0)),
+                float(p.get("qty", 100)),
+                float(p.get("stop_vols", 3.0)),
+                float(p.get("min_stop_ticks", 2)),
+                float(p.get("max_stop_bp", 200)),
+                float(p.get("cooldown", 50)),
+                float(p.get("warmup", 20)),
+                float(p.get("model_version", 1)),
+            ]
+        )
+        self.x = np.zeros(NF)
+        self.z = np.zeros(NF)
+        self.counters = np.zeros(3, np.int64)
+
+    def process(self, i, batch, outs, counts, seq):
+        n = signals_kernel(
+            batch,
+            outs[0],
+            seq,
+            self.st,
+            self.g,
+            self.mean,
+            self.WT,
+            self.model,
+            self.cfg,
+            self.tick,
+            self.x,
+            self.z,
+            self.counters,
+        )
+        counts[0] = n
+        return seq + n
+
+    def summary(self) -> dict:
+        q, skipped, intents = (int(v) for v in self.counters)
+        return {"quotes": q, "skipped": skipped, "intents": intents}
