@@ -185,6 +185,39 @@ def signals_kernel(inp, out, seq, st, g, mean, WT, model, cfg, tick, x, z, count
     return n
 
 
+@njit(nogil=True, cache=True)
+def features_kernel(inp, st, g, cfg, X, insts):
+    """Feature rows for every quote that leaves both sides known (calibration, tests):
+    row k of ``X`` and its instrument id ``insts[k]``. Returns the number of rows."""
+    x = np.empty(X.shape[1])
+    n = 0
+    n_inst = st.shape[0]
+    for i in range(inp.shape[0]):
+        r = inp[i]
+        inst = np.int64(r.instrument)
+        if r.kind != MD_QUOTE or inst <= 0 or inst >= n_inst or r.price <= 0 or r.qty < 0:
+            continue
+        if update_features(
+            st, g, inst, float(r.price), float(r.qty), r.side, cfg[0], cfg[1], cfg[2], cfg[3], x
+        ):
+            X[n, :] = x
+            insts[n] = inst
+            n += 1
+    return n
+
+
+def default_cfg() -> np.ndarray:
+    """The EWMA coefficients in the layout ``signals_kernel`` and ``features_kernel`` read."""
+    cfg = np.zeros(12)
+    cfg[0:4] = [
+        ewma_alpha(HALF_LIVES[0]),
+        ewma_alpha(HALF_LIVES[1]),
+        ewma_alpha(HALF_LIVES[2]),
+        ewma_alpha(RV_HALF_LIFE),
+    ]
+    return cfg
+
+
 def default_garch(n: int) -> np.ndarray:
     g = np.zeros((n, 4))
     g[:, G_OMEGA] = 0.05
