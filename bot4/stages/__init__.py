@@ -5,6 +5,7 @@ default topology until the market data, signals, risk, orders and persistence is
 """
 
 from bot4.stages.base import Stage
+from bot4.stages.marketdata import MarketDataStage
 from bot4.stages.signals import SignalsStage
 from bot4.stages.standins import (
     CountSink,
@@ -19,6 +20,7 @@ KINDS: dict[str, type[Stage]] = {
     cls.kind: cls
     for cls in (
         SyntheticMarketData,
+        MarketDataStage,
         SignalsStandin,
         SignalsStage,
         RiskStandin,

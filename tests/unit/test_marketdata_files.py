@@ -1,0 +1,103 @@
+"""CSV / Parquet tick files: documented columns, exact prices, bad rows counted and kept out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bot4.marketdata.files import MarketDataFileError, read_table
+from bot4.records import MD_QUOTE, MD_TRADE, SIDE_BUY, SIDE_SELL, Code
+
+HEADER = "ts_event_ns,symbol,kind,side,price,qty\n"
+GOOD = [
+    "1000,AAPL,quote,bid,585.33,100",
+    "1001,AAPL,quote,ask,585.35,200",
+    "1002,AAPL,trade,buy,585.35,50",
+    "1003,AMZN,quote,bid,220.0001,300",
+    "1004,AMZN,quote,ask,220.02,300",
+]
+
+
+def write(tmp_path, lines, name="t.csv", newline=True):
+    p = tmp_path / name
+    p.write_text(HEADER + "\n".join(lines) + ("\n" if newline else ""))
+    return p
+
+
+def test_good_rows_become_exact_fixed_point_records(tmp_path):
+    recs, rep = read_table(write(tmp_path, GOOD))
+    assert rep.total == 0 and rep.rows_kept == 5
+    assert recs["price"].tolist() == [5853300, 5853500, 5853500, 2200001, 2200200]
+    assert recs["kind"].tolist() == [MD_QUOTE, MD_QUOTE, MD_TRADE, MD_QUOTE, MD_QUOTE]
+    assert recs["side"].tolist() == [SIDE_BUY, SIDE_SELL, SIDE_BUY, SIDE_BUY, SIDE_SELL]
+    assert recs["instrument"].tolist() == [1, 1, 1, 2, 2]
+    assert recs["ts_event_ns"].tolist() == [1000, 1001, 1002, 1003, 1004]
+
+
+@pytest.mark.parametrize(
+    "bad, code",
+    [
+        ("1002,AAPL,quote,bid,585.3x,100", Code.MALFORMED_ROW),
+        ("1002,AAPL,quote,bid,585.33", Code.MALFORMED_ROW),  # a field missing
+        ("1002,AAPL,quote,sideways,585.33,100", Code.MALFORMED_ROW),
+        ("1002,AAPL,quote,bid,585.333333,100", Code.MALFORMED_ROW),  # finer than the scale
+        ("1002,ZZZZ,quote,bid,585.33,100", Code.UNKNOWN_INSTRUMENT),
+        ("1002,AAPL,quote,bid,-585.33,100", Code.NEGATIVE_PRICE),
+        ("1002,AAPL,quote,bid,585.33,-5", Code.INVALID_QTY),
+        ("0999,AAPL,quote,bid,585.33,100", Code.TIME_BACKWARDS),
+        ("1002,AAPL,quote,bid,585.40,100", Code.CROSSED_QUOTE),  # bid above the 585.35 ask
+    ],
+)
+def test_each_bad_row_is_counted_by_reason_and_kept_out(tmp_path, bad, code):
+    lines = GOOD[:2] + [bad] + GOOD[2:]
+    recs, rep = read_table(write(tmp_path, lines))
+    assert rep.counts == {code: 1}
+    assert rep.lines[code] == [4]  # header is line 1
+    assert len(recs) == 5  # every good row survives
+    assert recs["price"].tolist() == [5853300, 5853500, 5853500, 2200001, 2200200]
+
+
+def test_truncated_last_line_is_counted_as_truncation(tmp_path):
+    p = write(tmp_path, [*GOOD, "1005,AMZN,qu"], newline=False)
+    recs, rep = read_table(p)
+    assert rep.counts == {Code.TRUNCATED_FILE: 1} and len(recs) == 5
+
+
+def test_whole_file_problems_raise_before_any_work(tmp_path):
+    with pytest.raises(MarketDataFileError, match="no such file"):
+        read_table(tmp_path / "missing.csv")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(MarketDataFileError, match="file is empty"):
+        read_table(tmp_path / "empty.csv")
+    (tmp_path / "cols.csv").write_text("time,sym,px\n1,AAPL,1.0\n")
+    with pytest.raises(MarketDataFileError, match=r"missing columns \['ts_event_ns', 'symbol'"):
+        read_table(tmp_path / "cols.csv")
+    (tmp_path / "hdr.csv").write_text(HEADER)
+    with pytest.raises(MarketDataFileError, match="no data rows"):
+        read_table(tmp_path / "hdr.csv")
+
+
+def test_parquet_reads_the_same_columns(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [r.split(",") for r in GOOD] + [["1005", "AAPL", "quote", "bid", "585.40", "1"]]
+    cols = list(zip(*rows, strict=True))
+    t = pa.table(
+        {
+            "ts_event_ns": pa.array([int(x) for x in cols[0]], pa.int64()),
+            "symbol": cols[1],
+            "kind": cols[2],
+            "side": cols[3],
+            "price": cols[4],
+            "qty": pa.array([int(x) for x in cols[5]], pa.int64()),
+        }
+    )
+    pq.write_table(t, tmp_path / "t.parquet")
+    recs, rep = read_table(tmp_path / "t.parquet")
+    assert rep.counts == {Code.CROSSED_QUOTE: 1}
+    assert recs["price"].tolist() == [5853300, 5853500, 5853500, 2200001, 2200200]
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(MarketDataFileError, match="not a readable Parquet file"):
+        read_table(tmp_path / "bad.parquet")
+    assert np.all(recs["flags"] == 4)  # MDF_REPLAY
