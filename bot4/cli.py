@@ -59,9 +59,15 @@ def cmd_shm(args) -> int:
             print(name)
         return 0
     if args.action == "create":
+        from bot4.shm import control as C
+
         t = _load(args.topology, args.instance)
         for name in create_segments(t):
             print(f"created {name}")
+        # no supervisor under systemd: the pipeline runs as soon as its segments exist
+        cb = C.ControlBlock(t.instance)
+        cb.words[C.W_PIPE_STATE] = C.PIPE_RUNNING
+        cb.close()
         return 0
     inst = args.instance or _load(args.topology, None).instance
     for name in destroy_segments(inst):
@@ -91,6 +97,23 @@ def cmd_stats(args) -> int:
         print("\033[H\033[J" + text, flush=True)
         prev = snap
         time.sleep(args.interval)
+
+
+def cmd_calibrate(args) -> int:
+    from bot4.calibrate import calibrate, write_params
+
+    t0 = time.monotonic()
+    doc = calibrate(args.data, source=args.source, method=args.method, mean=args.mean)
+    write_params(doc, args.output)
+    for sym, p in doc["garch"].items():
+        print(
+            f"{sym}: GARCH omega={p['omega']:.6g} alpha={p['alpha']:.4f} beta={p['beta']:.4f} "
+            f"mu={p['mu']:.4g} loglik={p['loglik']:.2f} ({p['returns']} returns)"
+        )
+    print(
+        f"orthogonaliser {args.method} on {doc['fitted_rows']} feature rows -> {args.output} ({time.monotonic() - t0:.1f} s)"
+    )
+    return 0
 
 
 def cmd_warm(args) -> int:
@@ -134,6 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--once", action="store_true", help="print one table and exit")
     st.add_argument("--interval", type=float, default=1.0)
     st.set_defaults(fn=cmd_stats)
+
+    c = sub.add_parser(
+        "calibrate", help="fit GARCH(1,1) and the orthogonalisation from recorded data"
+    )
+    c.add_argument("data", help="CSV/Parquet tick file, or a LOBSTER pair (file, zip or directory)")
+    c.add_argument("--source", choices=["file", "lobster"], help="default: from the path")
+    c.add_argument("--method", choices=["pca", "qr", "ica"], default="pca")
+    c.add_argument("--mean", choices=["zero", "constant"], default="constant")
+    c.add_argument("-o", "--output", default="bot4-params.json")
+    c.set_defaults(fn=cmd_calibrate)
 
     w = sub.add_parser("warm", help="compile every numba kernel into the on-disk cache")
     w.set_defaults(fn=cmd_warm)

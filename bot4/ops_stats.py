@@ -38,7 +38,8 @@ def snapshot(instance: str) -> dict:
                 out["stages"].append(
                     {
                         "index": i,
-                        "pid": int(b[C.S_PID]),
+                        # supervised: the supervisor's record; under systemd: the stage's own
+                        "pid": int(b[C.S_PID]) or int(b[C.S_PID_SEEN]),
                         "core": int(b[C.S_CORE]),
                         "state": C.STAGE_NAMES.get(int(b[C.S_STATE]), "?"),
                         "heartbeat_age_ns": (now - beat) if beat else None,

@@ -355,13 +355,15 @@ class StageRunner:
                     break  # halted: leave at once
                 if self.stage.source and (finished or self._draining()):
                     break
-                if (
-                    not self.stage.source
-                    and self._draining()
-                    and self._upstream_stopped()
-                    and self._inputs_empty()
-                ):
-                    break
+                if not self.stage.source and self._draining():
+                    upstream_stopped = self._upstream_stopped()
+                    if upstream_stopped and self._inputs_empty():
+                        break
+                    pipe = int(self.cb.words[C.W_PIPE_STATE])
+                    if self.local_stop and pipe == C.PIPE_RUNNING and not upstream_stopped:
+                        # stopped alone (systemctl stop/restart of this unit): leave now; what
+                        # is in its inputs stays there for the restarted stage's cursors
+                        break
                 self._idle(idle_iter)
                 idle_iter += 1
             self.blk[C.S_STATE] = C.STAGE_DRAINING

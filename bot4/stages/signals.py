@@ -206,6 +206,32 @@ def features_kernel(inp, st, g, cfg, X, insts):
     return n
 
 
+@njit(nogil=True, cache=True)
+def returns_kernel(inp, book, R, insts):
+    """Mid log returns (bp) per quote that leaves both sides known, in tick time, the
+    series ``update_features`` feeds its GARCH recursion. ``book``: (n_inst, 3) bid, ask,
+    last mid. Returns the number of returns written."""
+    n = 0
+    for i in range(inp.shape[0]):
+        r = inp[i]
+        inst = np.int64(r.instrument)
+        if r.kind != MD_QUOTE or inst <= 0 or inst >= book.shape[0] or r.price <= 0:
+            continue
+        if r.side > 0:
+            book[inst, 0] = r.price
+        else:
+            book[inst, 1] = r.price
+        if book[inst, 0] <= 0 or book[inst, 1] <= book[inst, 0]:
+            continue
+        mid = 0.5 * (book[inst, 0] + book[inst, 1])
+        if book[inst, 2] > 0:
+            R[n] = np.log(mid / book[inst, 2]) * 1e4
+            insts[n] = inst
+            n += 1
+        book[inst, 2] = mid
+    return n
+
+
 def default_cfg() -> np.ndarray:
     """The EWMA coefficients in the layout ``signals_kernel`` and ``features_kernel`` read."""
     cfg = np.zeros(12)
