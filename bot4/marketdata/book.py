@@ -1,0 +1,533 @@
+"""Order books rebuilt from ``MARKET_DATA`` book events: per price level, and per order id.
+
+**Price levels** (:class:`LevelBook`). Each side is two fixed-capacity int64 rows, ``keys``
+and ``sizes``, sorted ascending by key with the best level *last*: key = price on the bid
+side and -price on the ask side, so both sides share one search and one shift, and the
+frequent changes near the top of the book move few elements. ``n[side]`` counts the
+levels in use. ``apply`` follows LOBSTER's aggregation exactly: ``MD_BOOK_ADD`` adds
+``qty`` at ``price`` on ``side``; ``MD_BOOK_CANCEL``, ``MD_BOOK_DELETE`` and
+``MD_BOOK_EXEC`` subtract it; every other kind (hidden executions included) changes
+nothing; a level at zero size disappears. Oddities are counted in ``stats``, never raised:
+a subtraction at a price with no level (``ST_MISSING_LEVEL``), one that takes a level
+below zero (``ST_UNDERFLOW``, the level is removed), an add to a full side
+(``ST_OVERFLOW``, the worst level is dropped), a side that is neither buy nor sell
+(``ST_BAD_SIDE``).
+
+**Orders** (:class:`OrderTable`). Open-addressing hash table (linear probing,
+backward-shift deletion, power-of-two capacity, load <= 3/4, grown by the Python wrapper
+between kernel calls) from order id to remaining size, price, side and the ``seq`` of the
+add, the last of which gives time priority for a queue model. References to ids that were
+never added (LOBSTER files start mid-stream: thousands per day) are counted
+(``ORD_UNKNOWN``) and ignored.
+
+Ownership: a book and its arrays belong to the one stage (or test) that applies records
+to it; readers copy out with :meth:`LevelBook.top`. The ``*_kernel`` functions are the hot
+path, ``@njit(nogil=True, cache=True)``, and can be called from other kernels with the
+arrays of a book.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from bot4.marketdata.lobster import DUMMY_ASK_PRICE, DUMMY_BID_PRICE
+from bot4.records import (
+    MARKET_DATA,
+    MD_BOOK_ADD,
+    MD_BOOK_CANCEL,
+    MD_BOOK_DELETE,
+    MD_BOOK_EXEC,
+    SIDE_BUY,
+    SIDE_SELL,
+)
+
+__all__ = [
+    "ASK",
+    "BID",
+    "LEVEL_STATS",
+    "ORDER_STATS",
+    "LevelBook",
+    "OrderTable",
+    "book_apply_batch_kernel",
+    "book_apply_kernel",
+    "book_seed_kernel",
+    "book_top_kernel",
+    "one_step_check",
+]
+
+BID = 0  # row of the bid side in LevelBook arrays
+ASK = 1  # row of the ask side
+
+# LevelBook.stats slots (counts of records)
+ST_APPLIED = 0  # book events applied (kinds 1-4 with a valid side)
+ST_IGNORED = 1  # other kinds: hidden executions, trades, quotes, halts
+ST_MISSING_LEVEL = 2  # cancel / delete / exec at a price with no level on that side
+ST_UNDERFLOW = 3  # subtraction larger than the level: level removed
+ST_OVERFLOW = 4  # add of a new level to a full side: the worst level was dropped
+ST_BAD_SIDE = 5  # side neither SIDE_BUY nor SIDE_SELL
+LEVEL_STATS = ("applied", "ignored", "missing_level", "underflow", "overflow", "bad_side")
+
+# OrderTable.stats slots (counts of records)
+ORD_ADDED = 0  # adds of a new id
+ORD_REMOVED = 1  # orders gone: deleted, or cancelled / executed to zero
+ORD_UNKNOWN = 2  # cancel / delete / exec of an id not in the table
+ORD_DUPLICATE = 3  # add of an id already live: the new add replaces it
+ORD_OVERFILL = 4  # cancel / exec larger than the remaining size: order removed
+ORD_DELETE_MISMATCH = 5  # delete whose size differs from the remaining size
+ORD_IGNORED = 6  # other kinds, and adds with order id 0
+ORDER_STATS = ("added", "removed", "unknown", "duplicate", "overfill", "delete_mismatch", "ignored")
+
+
+# --- price levels: kernels ------------------------------------------------------------------
+
+
+@njit(nogil=True, cache=True)
+def _side_row(side):
+    if side == SIDE_BUY:
+        return BID
+    if side == SIDE_SELL:
+        return ASK
+    return -1
+
+
+@njit(nogil=True, cache=True)
+def _level_add(keys, sizes, n, stats, s, key, qty):
+    m = n[s]
+    pos = np.searchsorted(keys[s, :m], key)
+    if pos < m and keys[s, pos] == key:
+        sizes[s, pos] += qty
+        return
+    if m == keys.shape[1]:
+        stats[ST_OVERFLOW] += 1
+        if pos == 0:
+            return
+        for j in range(pos - 1):
+            keys[s, j] = keys[s, j + 1]
+            sizes[s, j] = sizes[s, j + 1]
+        keys[s, pos - 1] = key
+        sizes[s, pos - 1] = qty
+        return
+    for j in range(m, pos, -1):
+        keys[s, j] = keys[s, j - 1]
+        sizes[s, j] = sizes[s, j - 1]
+    keys[s, pos] = key
+    sizes[s, pos] = qty
+    n[s] = m + 1
+
+
+@njit(nogil=True, cache=True)
+def _level_sub(keys, sizes, n, stats, s, key, qty):
+    m = n[s]
+    pos = np.searchsorted(keys[s, :m], key)
+    if pos >= m or keys[s, pos] != key:
+        stats[ST_MISSING_LEVEL] += 1
+        return
+    left = sizes[s, pos] - qty
+    if left > 0:
+        sizes[s, pos] = left
+        return
+    if left < 0:
+        stats[ST_UNDERFLOW] += 1
+    for j in range(pos, m - 1):
+        keys[s, j] = keys[s, j + 1]
+        sizes[s, j] = sizes[s, j + 1]
+    n[s] = m - 1
+
+
+@njit(nogil=True, cache=True)
+def book_apply_kernel(keys, sizes, n, stats, kind, side, price, qty):
+    """Apply one book event (fields of a MARKET_DATA record) to the level arrays."""
+    if kind < MD_BOOK_ADD or kind > MD_BOOK_EXEC:
+        stats[ST_IGNORED] += 1
+        return
+    s = _side_row(side)
+    if s < 0:
+        stats[ST_BAD_SIDE] += 1
+        return
+    key = price if s == BID else -price
+    if kind == MD_BOOK_ADD:
+        _level_add(keys, sizes, n, stats, s, key, qty)
+    else:
+        _level_sub(keys, sizes, n, stats, s, key, qty)
+    stats[ST_APPLIED] += 1
+
+
+@njit(nogil=True, cache=True)
+def book_apply_batch_kernel(keys, sizes, n, stats, records):
+    """Apply every record of a MARKET_DATA array, in order."""
+    for i in range(records.size):
+        r = records[i]
+        book_apply_kernel(keys, sizes, n, stats, r.kind, r.side, r.price, r.qty)
+
+
+@njit(nogil=True, cache=True)
+def book_top_kernel(keys, sizes, n, depth, out):
+    """Best ``depth`` levels into ``out`` (int64[4 * depth]) in LOBSTER's column order:
+    AskPrice, AskSize, BidPrice, BidSize per level; missing levels as LOBSTER's dummies."""
+    for i in range(depth):
+        if i < n[ASK]:
+            j = n[ASK] - 1 - i
+            out[4 * i] = -keys[ASK, j]
+            out[4 * i + 1] = sizes[ASK, j]
+        else:
+            out[4 * i] = DUMMY_ASK_PRICE
+            out[4 * i + 1] = 0
+        if i < n[BID]:
+            j = n[BID] - 1 - i
+            out[4 * i + 2] = keys[BID, j]
+            out[4 * i + 3] = sizes[BID, j]
+        else:
+            out[4 * i + 2] = DUMMY_BID_PRICE
+            out[4 * i + 3] = 0
+
+
+@njit(nogil=True, cache=True)
+def book_seed_kernel(keys, sizes, n, row):
+    """Replace the book with a LOBSTER orderbook row (4 columns per level, best first).
+
+    Dummy levels and sizes <= 0 are skipped; beyond capacity the worst levels are left
+    out. Returns False (book left as far as filled) if a side is not strictly ordered.
+    """
+    levels = row.size // 4
+    cap = keys.shape[1]
+    ok = True
+    for s in range(2):
+        col = 0 if s == ASK else 2
+        m = 0
+        for i in range(min(levels, cap) - 1, -1, -1):
+            px = row[4 * i + col]
+            sz = row[4 * i + col + 1]
+            if sz <= 0 or px == DUMMY_ASK_PRICE or px == DUMMY_BID_PRICE:
+                continue
+            key = px if s == BID else -px
+            if m > 0 and key <= keys[s, m - 1]:
+                ok = False
+            keys[s, m] = key
+            sizes[s, m] = sz
+            m += 1
+        n[s] = m
+    return ok
+
+
+@njit(nogil=True, cache=True)
+def _one_step_kernel(records, rows, orderbook, depth, keys, sizes, n, stats, match, emptied):
+    width = 4 * depth
+    top = np.empty(width, np.int64)
+    for i in range(records.size):
+        row = rows[i]
+        if row < 1 or row >= orderbook.shape[0]:
+            continue
+        book_seed_kernel(keys, sizes, n, orderbook[row - 1])
+        r = records[i]
+        s = _side_row(r.side)
+        best = np.int64(0)
+        had = False
+        if s >= 0 and n[s] > 0:
+            had = True
+            best = keys[s, n[s] - 1]
+        book_apply_kernel(keys, sizes, n, stats, r.kind, r.side, r.price, r.qty)
+        if had and r.kind != MD_BOOK_ADD:
+            emptied[i] = n[s] == 0 or keys[s, n[s] - 1] != best
+        book_top_kernel(keys, sizes, n, depth, top)
+        same = True
+        for c in range(width):
+            if top[c] != orderbook[row, c]:
+                same = False
+                break
+        match[i] = same
+
+
+# --- price levels: Python API ----------------------------------------------------------------
+
+
+class LevelBook:
+    """Aggregated size per price level, both sides, for one instrument.
+
+    ``keys``/``sizes`` int64[2, capacity] (row BID / ASK, ascending key, best last, see the
+    module doc), ``n`` int64[2] levels in use, ``stats`` int64 counters (``ST_*``).
+    """
+
+    def __init__(self, capacity: int = 1024) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1 level per side, got {capacity}")
+        self.keys = np.zeros((2, capacity), np.int64)
+        self.sizes = np.zeros((2, capacity), np.int64)
+        self.n = np.zeros(2, np.int64)
+        self.stats = np.zeros(len(LEVEL_STATS), np.int64)
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[1]
+
+    def clear(self) -> None:
+        self.n[:] = 0
+
+    def apply(self, record) -> None:
+        """Apply one MARKET_DATA record (a structured scalar)."""
+        book_apply_kernel(
+            self.keys,
+            self.sizes,
+            self.n,
+            self.stats,
+            int(record["kind"]),
+            int(record["side"]),
+            int(record["price"]),
+            int(record["qty"]),
+        )
+
+    def apply_batch(self, records: np.ndarray) -> None:
+        """Apply a MARKET_DATA array in order (one kernel call)."""
+        if records.dtype != MARKET_DATA:
+            raise TypeError(f"expected MARKET_DATA records, got {records.dtype}")
+        book_apply_batch_kernel(self.keys, self.sizes, self.n, self.stats, records)
+
+    def seed(self, orderbook_row: np.ndarray) -> None:
+        """Replace the book with one LOBSTER orderbook row; ValueError if it is unordered."""
+        row = np.ascontiguousarray(orderbook_row, dtype=np.int64)
+        if row.ndim != 1 or row.size % 4:
+            raise ValueError(f"an orderbook row has 4 columns per level, got shape {row.shape}")
+        if not book_seed_kernel(self.keys, self.sizes, self.n, row):
+            self.clear()
+            raise ValueError("orderbook row is not strictly ordered best-first on each side")
+
+    def top(self, depth: int = 1) -> np.ndarray:
+        """int64[4 * depth]: AskPrice, AskSize, BidPrice, BidSize per level, best first."""
+        out = np.empty(4 * depth, np.int64)
+        book_top_kernel(self.keys, self.sizes, self.n, depth, out)
+        return out
+
+    def levels(self, side: int) -> tuple[np.ndarray, np.ndarray]:
+        """(prices, sizes) of every level of ``side`` (SIDE_BUY / SIDE_SELL), best first."""
+        s = BID if side == SIDE_BUY else ASK
+        m = int(self.n[s])
+        keys = self.keys[s, :m][::-1]
+        return (keys.copy() if s == BID else -keys), self.sizes[s, :m][::-1].copy()
+
+    def counters(self) -> dict[str, int]:
+        return dict(zip(LEVEL_STATS, self.stats.tolist(), strict=True))
+
+
+def one_step_check(
+    records: np.ndarray,
+    orderbook: np.ndarray,
+    depth: int | None = None,
+    rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check each record against a reference book, re-seeding before every record.
+
+    For record ``i`` with orderbook row ``k = rows[i]`` (default ``seq - 1``, as
+    :func:`~bot4.marketdata.lobster.read_messages` numbers them): seed a LevelBook from
+    row ``k - 1``, apply the record, compare the best ``depth`` levels (default LEVELS - 1,
+    at least 1) with row ``k``. Returns bool arrays ``(match, emptied)``; ``emptied[i]``:
+    the record removed the best level of its side (the next best is then beyond what a
+    ``depth``-level reference row shows when depth = LEVELS). Records whose row ``k`` has
+    no row ``k - 1`` are neither matched nor emptied.
+    """
+    if records.dtype != MARKET_DATA:
+        raise TypeError(f"expected MARKET_DATA records, got {records.dtype}")
+    orderbook = np.ascontiguousarray(orderbook, dtype=np.int64)
+    levels = orderbook.shape[1] // 4
+    if depth is None:
+        depth = max(levels - 1, 1)
+    if not 1 <= depth <= levels:
+        raise ValueError(f"depth {depth} outside 1..{levels}")
+    if rows is None:
+        rows = records["seq"].astype(np.int64) - 1
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    book = LevelBook(capacity=max(levels, 1))
+    match = np.zeros(records.size, dtype=np.bool_)
+    emptied = np.zeros(records.size, dtype=np.bool_)
+    _one_step_kernel(
+        records, rows, orderbook, depth, book.keys, book.sizes, book.n, book.stats, match, emptied
+    )
+    return match, emptied
+
+
+# --- orders: kernels -------------------------------------------------------------------------
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit(nogil=True, cache=True)
+def _home(order_id, mask):
+    return np.int64(((order_id * _GOLDEN) >> np.uint64(32)) & np.uint64(mask))
+
+
+@njit(nogil=True, cache=True)
+def _lookup(ids, order_id):
+    mask = ids.size - 1
+    i = _home(order_id, mask)
+    while ids[i] != 0:
+        if ids[i] == order_id:
+            return i
+        i = (i + 1) & mask
+    return -1
+
+
+@njit(nogil=True, cache=True)
+def _insert(ids, qty, price, side, seq, order_id, q, p, s, sq):
+    mask = ids.size - 1
+    i = _home(order_id, mask)
+    while ids[i] != 0:
+        i = (i + 1) & mask
+    ids[i] = order_id
+    qty[i] = q
+    price[i] = p
+    side[i] = s
+    seq[i] = sq
+
+
+@njit(nogil=True, cache=True)
+def _remove(ids, qty, price, side, seq, i):
+    """Backward-shift deletion: no tombstones, probe chains stay short."""
+    mask = ids.size - 1
+    j = i
+    while True:
+        j = (j + 1) & mask
+        if ids[j] == 0:
+            break
+        k = _home(ids[j], mask)
+        if (i <= j and i < k <= j) or (i > j and (k > i or k <= j)):
+            continue
+        ids[i] = ids[j]
+        qty[i] = qty[j]
+        price[i] = price[j]
+        side[i] = side[j]
+        seq[i] = seq[j]
+        i = j
+    ids[i] = 0
+
+
+@njit(nogil=True, cache=True)
+def orders_apply_kernel(ids, qty, price, side, seq, live, stats, records, start):
+    """Apply ``records[start:]``; returns the index of the first record not applied
+    (``records.size`` when all were): an add stops the batch when the table is 3/4 full,
+    so the caller can grow it and call again from there. ``live[0]`` counts live orders.
+    """
+    limit = ids.size * 3 // 4
+    for i in range(start, records.size):
+        r = records[i]
+        k = r.kind
+        if k == MD_BOOK_ADD:
+            if r.order_id == 0:
+                stats[ORD_IGNORED] += 1
+                continue
+            j = _lookup(ids, r.order_id)
+            if j >= 0:
+                stats[ORD_DUPLICATE] += 1
+                qty[j] = r.qty
+                price[j] = r.price
+                side[j] = r.side
+                seq[j] = r.seq
+                continue
+            if live[0] + 1 > limit:
+                return i
+            _insert(ids, qty, price, side, seq, r.order_id, r.qty, r.price, r.side, r.seq)
+            live[0] += 1
+            stats[ORD_ADDED] += 1
+        elif k == MD_BOOK_CANCEL or k == MD_BOOK_DELETE or k == MD_BOOK_EXEC:
+            j = _lookup(ids, r.order_id) if r.order_id != 0 else -1
+            if j < 0:
+                stats[ORD_UNKNOWN] += 1
+                continue
+            left = qty[j] - r.qty
+            if k == MD_BOOK_DELETE:
+                if left != 0:
+                    stats[ORD_DELETE_MISMATCH] += 1
+                left = 0
+            if left > 0:
+                qty[j] = left
+                continue
+            if left < 0:
+                stats[ORD_OVERFILL] += 1
+            _remove(ids, qty, price, side, seq, j)
+            live[0] -= 1
+            stats[ORD_REMOVED] += 1
+        else:
+            stats[ORD_IGNORED] += 1
+    return records.size
+
+
+@njit(nogil=True, cache=True)
+def _rehash(ids, qty, price, side, seq, new_ids, new_qty, new_price, new_side, new_seq):
+    for i in range(ids.size):
+        if ids[i] != 0:
+            _insert(
+                new_ids, new_qty, new_price, new_side, new_seq, ids[i], qty[i], price[i],
+                side[i], seq[i],
+            )  # fmt: skip
+
+
+# --- orders: Python API ----------------------------------------------------------------------
+
+
+class OrderTable:
+    """Live orders by venue order id: remaining size, price, side and the add's ``seq``.
+
+    ``capacity`` is rounded up to a power of two; the table doubles when 3/4 full.
+    """
+
+    def __init__(self, capacity: int = 1 << 16) -> None:
+        cap = 1 << max(int(capacity) - 1, 3).bit_length()
+        self._alloc(cap)
+        self.live = np.zeros(1, np.int64)
+        self.stats = np.zeros(len(ORDER_STATS), np.int64)
+
+    def _alloc(self, cap: int) -> None:
+        self.ids = np.zeros(cap, np.uint64)  # 0 = empty slot
+        self.qty = np.zeros(cap, np.int64)  # remaining shares
+        self.price = np.zeros(cap, np.int64)  # price units
+        self.side = np.zeros(cap, np.int8)  # SIDE_*
+        self.seq = np.zeros(cap, np.uint64)  # seq of the add: time priority
+
+    @property
+    def capacity(self) -> int:
+        return self.ids.size
+
+    def __len__(self) -> int:
+        return int(self.live[0])
+
+    def __contains__(self, order_id: object) -> bool:
+        return isinstance(order_id, int) and order_id > 0 and self._slot(order_id) >= 0
+
+    def _slot(self, order_id: int) -> int:
+        return int(_lookup(self.ids, np.uint64(order_id)))
+
+    def get(self, order_id: int) -> tuple[int, int, int, int] | None:
+        """(remaining qty, price, side, add seq) of a live order, None if not live."""
+        i = self._slot(order_id)
+        if i < 0:
+            return None
+        return int(self.qty[i]), int(self.price[i]), int(self.side[i]), int(self.seq[i])
+
+    def remaining(self, order_id: int) -> int:
+        """Remaining size of a live order, 0 if it is not live (or was never seen)."""
+        i = self._slot(order_id)
+        return int(self.qty[i]) if i >= 0 else 0
+
+    def _grow(self) -> None:
+        old = (self.ids, self.qty, self.price, self.side, self.seq)
+        self._alloc(2 * self.capacity)
+        _rehash(*old, self.ids, self.qty, self.price, self.side, self.seq)
+
+    def apply_batch(self, records: np.ndarray) -> None:
+        """Apply a MARKET_DATA array in order, growing the table between kernel calls."""
+        if records.dtype != MARKET_DATA:
+            raise TypeError(f"expected MARKET_DATA records, got {records.dtype}")
+        i = 0
+        while True:
+            i = orders_apply_kernel(
+                self.ids, self.qty, self.price, self.side, self.seq, self.live, self.stats,
+                records, i,
+            )  # fmt: skip
+            if i >= records.size:
+                return
+            self._grow()
+
+    def apply(self, record) -> None:
+        """Apply one MARKET_DATA record (a structured scalar)."""
+        self.apply_batch(np.array([record], dtype=MARKET_DATA))
+
+    def counters(self) -> dict[str, int]:
+        return dict(zip(ORDER_STATS, self.stats.tolist(), strict=True))
