@@ -96,4 +96,7 @@ def _warm_stages() -> int:
 
 def warm() -> int:
     """Compile (or load from cache) every kernel; returns how many entry points ran."""
-    return _warm_ring_ops() + _warm_stages()
+    import bot4.marketdata
+
+    bot4.marketdata.warm()
+    return _warm_ring_ops() + _warm_stages() + 1

@@ -2,7 +2,9 @@
 
 Modules: :mod:`~bot4.marketdata.lobster` (LOBSTER message / orderbook files: pair
 discovery, byte parsers, bad-input accounting) and :mod:`~bot4.marketdata.book` (price-level
-book and order-id table, numba kernels over ``MARKET_DATA`` batches).
+book and order-id table, numba kernels over ``MARKET_DATA`` batches). Also here:
+``files`` (recorded CSV / Parquet ticks), ``replay`` (a LOBSTER pair as the stage publishes
+it) and ``report`` (their bad-input report).
 """
 
 from bot4.marketdata.book import (

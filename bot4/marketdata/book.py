@@ -28,6 +28,8 @@ arrays of a book.
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 from numba import njit
 
@@ -198,7 +200,7 @@ def book_seed_kernel(keys, sizes, n, row):
         for i in range(min(levels, cap) - 1, -1, -1):
             px = row[4 * i + col]
             sz = row[4 * i + col + 1]
-            if sz <= 0 or px == DUMMY_ASK_PRICE or px == DUMMY_BID_PRICE:
+            if sz <= 0 or px in (DUMMY_ASK_PRICE, DUMMY_BID_PRICE):
                 continue
             key = px if s == BID else -px
             if m > 0 and key <= keys[s, m - 1]:
@@ -426,7 +428,7 @@ def orders_apply_kernel(ids, qty, price, side, seq, live, stats, records, start)
             _insert(ids, qty, price, side, seq, r.order_id, r.qty, r.price, r.side, r.seq)
             live[0] += 1
             stats[ORD_ADDED] += 1
-        elif k == MD_BOOK_CANCEL or k == MD_BOOK_DELETE or k == MD_BOOK_EXEC:
+        elif k in (MD_BOOK_CANCEL, MD_BOOK_DELETE, MD_BOOK_EXEC):
             j = _lookup(ids, r.order_id) if r.order_id != 0 else -1
             if j < 0:
                 stats[ORD_UNKNOWN] += 1
@@ -489,7 +491,11 @@ class OrderTable:
         return int(self.live[0])
 
     def __contains__(self, order_id: object) -> bool:
-        return isinstance(order_id, int) and order_id > 0 and self._slot(order_id) >= 0
+        try:
+            oid = operator.index(order_id)
+        except TypeError:
+            return False
+        return 0 < oid < 1 << 64 and self._slot(oid) >= 0
 
     def _slot(self, order_id: int) -> int:
         return int(_lookup(self.ids, np.uint64(order_id)))

@@ -38,7 +38,7 @@ COLUMNS = ("ts_event_ns", "symbol", "kind", "side", "price", "qty")
 
 class MarketDataFileError(Bot4Error):
     def __init__(self, path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}", Code.MALFORMED_ROW)
+        super().__init__(f"{path}: {reason}", Code.INPUT_MISSING)
         self.path = str(path)
 
 
@@ -109,7 +109,7 @@ def read_table(path: str | os.PathLike, instruments=None) -> tuple[np.ndarray, B
     else:
         cols, line_of = _read_csv(p, report)
     n = len(line_of)
-    report.rows_read += n
+    report.rows += n
     if n == 0:
         raise MarketDataFileError(p, "no data rows")
     keep = np.ones(n, bool)
@@ -179,7 +179,7 @@ def read_table(path: str | os.PathLike, instruments=None) -> tuple[np.ndarray, B
     out["kind"] = kind[idx]
     out["side"] = np.where(side[idx] == 0, SIDE_NONE, side[idx])
     out["flags"] = MDF_REPLAY
-    report.rows_kept = len(out)
+    report.kept = len(out)
     return out, report
 
 
@@ -208,7 +208,7 @@ def _read_csv(p: Path, report: BadInputReport):
             code = (
                 Code.TRUNCATED_FILE if (ln == last_line and truncated_last) else Code.MALFORMED_ROW
             )
-            report.rows_read += 1
+            report.rows += 1
             report.add(code, ln)
             continue
         good.append(row)

@@ -53,6 +53,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from numba import njit
 
+from bot4.marketdata.report import BadInputReport
 from bot4.records import (
     DEFAULT_INSTRUMENTS,
     MARKET_DATA,
@@ -64,7 +65,7 @@ from bot4.records import (
     MDF_RESUME,
     InstrumentTable,
 )
-from bot4.records.errors import Bot4Error, Code, describe
+from bot4.records.errors import Bot4Error, Code
 
 __all__ = [
     "DUMMY_ASK_PRICE",
@@ -112,12 +113,12 @@ _ZERO = 48
 class LobsterError(Bot4Error, ValueError):
     """A LOBSTER input that cannot be read at all; ``path`` names the file or container.
 
-    Codes: ``CONFIG_INVALID`` (missing path, not a LOBSTER name, no pair, bad zip),
+    Codes: ``INPUT_MISSING`` (missing path, not a LOBSTER name, no pair, bad zip),
     ``TRUNCATED_FILE`` (empty file), ``UNKNOWN_INSTRUMENT`` (ticker not in the table),
     ``MALFORMED_ROW`` (an orderbook row that does not parse).
     """
 
-    code = Code.CONFIG_INVALID
+    code = Code.INPUT_MISSING
 
     def __init__(self, path: object, problem: str, code: Code | None = None) -> None:
         super().__init__(f"{path}: {problem}", code)
@@ -499,40 +500,6 @@ def _parse_int_rows(buf, out):
 # --- messages -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class BadInputReport:
-    """What :func:`read_messages` excluded, by reason.
-
-    ``rows``: lines read (a final newline does not start a line); ``kept``: records
-    returned; ``counts``: Code -> rows excluded for it; ``first_lines``: Code -> the first
-    few 1-based line numbers excluded for it, ascending.
-    """
-
-    source: str
-    rows: int
-    kept: int
-    counts: dict[Code, int]
-    first_lines: dict[Code, tuple[int, ...]]
-
-    @property
-    def excluded(self) -> int:
-        return self.rows - self.kept
-
-    @property
-    def clean(self) -> bool:
-        return self.excluded == 0
-
-    def __str__(self) -> str:
-        if self.clean:
-            return f"{self.source}: {self.rows} rows, all kept"
-        parts = [
-            f"{code.name} x{n} ({describe(code)}; first at lines "
-            f"{', '.join(map(str, self.first_lines[code]))})"
-            for code, n in sorted(self.counts.items())
-        ]
-        return f"{self.source}: {self.rows} rows, {self.excluded} excluded: " + "; ".join(parts)
-
-
 def _instrument_id(
     symbol: str, instruments: InstrumentTable | Mapping[str, int], where: object
 ) -> int:
@@ -541,7 +508,9 @@ def _instrument_id(
             return instruments.id_of(symbol)
     elif symbol in instruments:
         return int(instruments[symbol])
-    raise LobsterError(where, f"ticker {symbol!r} not in the instrument table", Code.UNKNOWN_INSTRUMENT)
+    raise LobsterError(
+        where, f"ticker {symbol!r} not in the instrument table", Code.UNKNOWN_INSTRUMENT
+    )
 
 
 def _utc_offsets_ns(day: date, hours: int, tz: ZoneInfo) -> np.ndarray:
@@ -549,9 +518,8 @@ def _utc_offsets_ns(day: date, hours: int, tz: ZoneInfo) -> np.ndarray:
     midnight = datetime(day.year, day.month, day.day)
     return np.array(
         [
-            (midnight + timedelta(hours=h)).replace(tzinfo=tz).utcoffset() // timedelta(
-                microseconds=1
-            )
+            (midnight + timedelta(hours=h)).replace(tzinfo=tz).utcoffset()
+            // timedelta(microseconds=1)
             * 1000
             for h in range(hours + 1)
         ],
@@ -569,9 +537,11 @@ def local_to_utc_ns(
     """
     zone = tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
     local_ns = np.asarray(local_ns, dtype=np.int64)
-    midnight_as_utc = (datetime(day.year, day.month, day.day) - datetime(1970, 1, 1)) // timedelta(
-        microseconds=1
-    ) * 1000
+    midnight_as_utc = (
+        (datetime(day.year, day.month, day.day) - datetime(1970, 1, 1))
+        // timedelta(microseconds=1)
+        * 1000
+    )
     if local_ns.size == 0:
         return local_ns.copy()
     hour = local_ns // _NS_PER_HOUR

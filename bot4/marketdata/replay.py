@@ -75,13 +75,9 @@ def read_lobster_stream(path, **kwargs) -> tuple[np.ndarray, BadInputReport]:
     """Records for the one message/orderbook pair at ``path`` (file, zip or directory)."""
     from bot4.marketdata.lobster import read_pair
 
-    msgs, book, rep = read_pair(path, **kwargs)
+    msgs, book, report = read_pair(path, **kwargs)
     out = np.zeros(4 * len(msgs) + 2, MARKET_DATA)
     n = _interleave(msgs, book, out)
-    report = BadInputReport(rep.source, rows_read=rep.rows, rows_kept=rep.kept)
-    for code, cnt in rep.counts.items():
-        report.add(code, None, cnt)
-        report.lines[code] = list(rep.first_lines.get(code, ()))
     stream = out[:n].copy()
     stream["seq"] = 0  # the stage numbers what it publishes
     return stream, report

@@ -55,6 +55,7 @@ class Code(IntEnum):
     INVALID_QTY = 207
     UNKNOWN_KIND = 208
     SEQUENCE_GAP = 209
+    INPUT_MISSING = 210
 
     # 3xx risk denials
     MAX_ORDER_QTY = 300
@@ -137,6 +138,7 @@ _DESCRIPTIONS: dict[Code, str] = {
     Code.INVALID_QTY: "quantity zero, negative or out of range",
     Code.UNKNOWN_KIND: "unknown event kind",
     Code.SEQUENCE_GAP: "sequence number skipped: records missing",
+    Code.INPUT_MISSING: "input file missing, empty, or not in a format bot4 reads",
     Code.MAX_ORDER_QTY: "order quantity above the per-order limit",
     Code.MAX_NOTIONAL: "order notional above the per-order limit",
     Code.POSITION_LIMIT: "position would exceed the instrument position limit",

@@ -112,6 +112,27 @@ class StageRunner:
             self.blk[C.S_CURSOR_B : C.S_CURSOR_B + C.CURSOR_WORDS],
         ]
         self.stage.setup()
+        self._prime()
+
+    def _prime(self) -> None:
+        """Load every kernel this stage will call (numba's cache loads lazily, tens of ms
+        each) before reporting running, so the first records do not pay for it."""
+        for c in self.ins:
+            ops.consumer_peek(c.hdr, 0)
+            ops.wait_peek(c.hdr, 0, 0)
+            ops.consumer_release(c.hdr, 0)
+        for p in self.outs:
+            ops.producer_claim(p.hdr, 0)
+            ops.wait_claim(p.hdr, 0, 0)
+            ops.producer_commit(p.hdr, 0)
+            ops.count_rejection(p.hdr, 0)
+        counts = self.counts.copy()
+        views = [s[:0] for s in self.scratch]
+        if self.stage.source:
+            self.stage.generate(0, 0, views, counts, 1)
+        else:
+            for i, c in enumerate(self.ins):
+                self.stage.process(i, c.slots[:0], views, counts, 1)
 
     # -- recovery -------------------------------------------------------------------------
     def recover(self) -> None:

@@ -83,9 +83,10 @@ class TestSource(Stage):
         left = self.count - position if self.count else 1 << 30
         if self.rate <= 0:
             return left
-        if self.p0 is None:
+        if self.p0 is None:  # the clock starts at the first emission, not at set-up
             self.p0 = position
-        due = int((now_ns - self.t0) * self.rate / 1e9) - (position - self.p0)
+            self.t0 = now_ns
+        due = int((now_ns - self.t0) * self.rate / 1e9) + 1 - (position - self.p0)
         return min(left, due)
 
     def generate(self, position, n, outs, counts, seq):

@@ -26,7 +26,7 @@ def write(tmp_path, lines, name="t.csv", newline=True):
 
 def test_good_rows_become_exact_fixed_point_records(tmp_path):
     recs, rep = read_table(write(tmp_path, GOOD))
-    assert rep.total == 0 and rep.rows_kept == 5
+    assert rep.total == 0 and rep.kept == 5
     assert recs["price"].tolist() == [5853300, 5853500, 5853500, 2200001, 2200200]
     assert recs["kind"].tolist() == [MD_QUOTE, MD_QUOTE, MD_TRADE, MD_QUOTE, MD_QUOTE]
     assert recs["side"].tolist() == [SIDE_BUY, SIDE_SELL, SIDE_BUY, SIDE_BUY, SIDE_SELL]
@@ -52,7 +52,7 @@ def test_each_bad_row_is_counted_by_reason_and_kept_out(tmp_path, bad, code):
     lines = GOOD[:2] + [bad] + GOOD[2:]
     recs, rep = read_table(write(tmp_path, lines))
     assert rep.counts == {code: 1}
-    assert rep.lines[code] == [4]  # header is line 1
+    assert rep.first_lines[code] == (4,)  # header is line 1
     assert len(recs) == 5  # every good row survives
     assert recs["price"].tolist() == [5853300, 5853500, 5853500, 2200001, 2200200]
 
