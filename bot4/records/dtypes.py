@@ -56,6 +56,8 @@ __all__ = [
     "ACTION_CANCEL",
     "ACTION_NEW",
     "ACTION_NONE",
+    "ACTION_QUERY",
+    "ACTION_CANCEL_ALL",
     "ACTION_REPLACE",
     "BOOK_TOP",
     "COMMON_FIELDS",
@@ -72,6 +74,7 @@ __all__ = [
     "EXEC_REJECTED",
     "EXEC_REPLACED",
     "EXEC_REPORT",
+    "EXEC_STATUS",
     "MARKET_DATA",
     "MDF_HALT",
     "MDF_LAST_IN_BATCH",
@@ -177,6 +180,8 @@ ACTION_NONE = 0
 ACTION_NEW = 1
 ACTION_CANCEL = 2  # cancels orig_client_order_id
 ACTION_REPLACE = 3  # replaces orig_client_order_id with client_order_id, qty, prices
+ACTION_QUERY = 4  # status of client_order_id (restart reconciliation); venue answers EXEC_STATUS
+ACTION_CANCEL_ALL = 5  # kill switch: cancel every resting order of `instrument` (0 = all)
 
 # --- EXEC_REPORT.exec_type (uint8) ----------------------------------------------------------
 EXEC_NONE = 0
@@ -188,6 +193,7 @@ EXEC_REJECTED = 5  # reason says why
 EXEC_EXPIRED = 6  # time in force ran out
 EXEC_REPLACED = 7
 EXEC_CANCEL_REJECTED = 8  # cancel / replace refused (e.g. already filled); order unchanged
+EXEC_STATUS = 9  # answer to ACTION_QUERY: status, cum_qty, leaves_qty as the venue has them
 
 # --- EXEC_REPORT.status: order status after the report (uint8) ------------------------------
 OS_NONE = 0
