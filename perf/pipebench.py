@@ -42,10 +42,14 @@ def _topology(instance: str, *, n: int, rate: float, wait: str, hops: int) -> st
     stages = [("src", "test-source", 0, f"{{ count = {n}, rate = {rate} }}")]
     for k in range(hops - 1):
         stages.append((f"relay{k}", "relay", (k + 1) % 2, "{}"))
-    stages.append(("sink", "test-sink", hops % 2, f'{{ log = "sink", log_instance = "{instance}x" }}'))
+    stages.append(
+        ("sink", "test-sink", hops % 2, f'{{ log = "sink", log_instance = "{instance}x" }}')
+    )
     text = [f'instance = "{instance}"']
     for name, kind, core, params in stages:
-        text.append(f'[[stage]]\nname = "{name}"\nkind = "{kind}"\ncore = {core}\nwait = "{wait}"\nparams = {params}')
+        text.append(
+            f'[[stage]]\nname = "{name}"\nkind = "{kind}"\ncore = {core}\nwait = "{wait}"\nparams = {params}'
+        )
     for a, b in zip(stages, stages[1:], strict=False):
         text.append(
             f'[[ring]]\nname = "{a[0]}-{b[0]}"\nfrom = "{a[0]}"\nto = "{b[0]}"\ntype = "market_data"\ncapacity = 8192\nwait = "{wait}"'
@@ -58,7 +62,9 @@ def _percentiles(lat_ns: np.ndarray) -> dict:
     return {"p50_ns": float(p50), "p99_ns": float(p99), "p999_ns": float(p999)}
 
 
-def bot4_chain(n: int, rate: float, *, wait: str = "park", hops: int = 3, timeout: float = 300) -> dict:
+def bot4_chain(
+    n: int, rate: float, *, wait: str = "park", hops: int = 3, timeout: float = 300
+) -> dict:
     """Run the bot4 chain for ``n`` records at ``rate`` (0 = flat out)."""
     inst = f"pipe{os.getpid()}"
     log_names = [segment_name(inst + "x", "sink"), segment_name(inst + "x", "sink-lat")]
@@ -106,7 +112,11 @@ def bot4_chain(n: int, rate: float, *, wait: str = "park", hops: int = 3, timeou
                 proc.wait()
         for name in log_names + instance_segments(inst):
             Segment.unlink(name)
-    return {**_percentiles(lat), "records_per_s": n / max(t_last - t_first, 1e-9), "latencies_ns": lat}
+    return {
+        **_percentiles(lat),
+        "records_per_s": n / max(t_last - t_first, 1e-9),
+        "latencies_ns": lat,
+    }
 
 
 # -- the same chain on multiprocessing.Queue --------------------------------------------------
