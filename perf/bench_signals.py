@@ -36,12 +36,13 @@ def _time(loops: int, fn) -> float:
 
 def simd_pass(mode: str) -> float:
     """ticks/s of the numba pass under BOT4_SIMD=mode, in a fresh process."""
+    here = os.path.dirname(os.path.abspath(__file__))
     code = (
-        "import sys; sys.path.insert(0, %r); import sigbench as sb, bot4;"
+        f"import sys; sys.path.insert(0, {here!r}); import sigbench as sb, bot4;"
         "from bot4.models.orthogonal import Orthogonaliser; from bot4.stages import signals as S;"
-        "r = sb.make_quotes(%d); nb = sb.NumbaSignals(Orthogonaliser.identity(S.NF)); nb.run(r[:1000]);"
+        f"r = sb.make_quotes({N}); nb = sb.NumbaSignals(Orthogonaliser.identity(S.NF)); nb.run(r[:1000]);"
         "print(bot4.SIMD_MODE, sb.ticks_per_second(lambda: nb.run(r), len(r), 5))"
-    ) % (os.path.dirname(os.path.abspath(__file__)), N)
+    )
     env = dict(os.environ, BOT4_SIMD=mode)
     env.pop("NUMBA_CPU_FEATURES", None)
     out = subprocess.run(
