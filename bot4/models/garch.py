@@ -19,7 +19,13 @@ dist="normal", rescale=False).fit()`` (arch 8.0):
   bind at absurd parameter values and keep the likelihood finite along the way;
 * **constraints** — ``omega`` in ``[1e-8 v, 10 v]`` (``v`` = mean squared starting
   residual), ``alpha, beta`` in ``[0, 1]``, ``alpha + beta <= 1`` (an integrated fit is
-  allowed, as in arch); SLSQP from the best few of arch's 16 starting values, best kept.
+  allowed, as in arch). SLSQP may end a hair outside; arch reports that point (``alpha +
+  beta`` up to ~1e-7 above 1, a log-likelihood ~1e-8 relative higher than feasible), this
+  module projects it back onto the constraints first;
+* **optimiser** — SLSQP, as arch, but with the analytic gradient and from several starts:
+  arch's own (the best of its 16-point grid) and the best point of each other persistence
+  level, see :func:`_starting_values`. The highest log-likelihood wins, so the result is
+  arch's optimum or a better one where the likelihood has several local maxima.
 
 Units: whatever the returns are in. The fit is scale-equivariant: returns times ``c`` give
 ``mu`` times ``c``, ``omega`` times ``c**2``, the same ``alpha`` and ``beta``, and a
@@ -50,7 +56,8 @@ SV_ALPHAS = (0.01, 0.05, 0.1, 0.2)  # arch's starting-value grid: alpha
 SV_PERSISTENCE = (0.5, 0.7, 0.9, 0.98)  # ... times alpha + beta
 SV_LOW_PERSISTENCE = 0.2  # an extra level for the low-persistence basin (not in arch's grid)
 FTOL = 1e-12  # SLSQP tolerance on the mean negative log-likelihood per observation
-MAXITER = 500
+MAXITER = 500  # SLSQP iterations per start (a well-posed fit takes 10-40)
+SAME_BASIN = 1e-2  # a later start within this of the incumbent (every coordinate) is dropped
 
 
 # --------------------------------------------------------------------------- kernels
@@ -251,7 +258,9 @@ class GarchFit:
     def variance_path(self, returns: np.ndarray) -> np.ndarray:
         """Conditional variances of ``returns`` under these parameters (unbounded recursion)."""
         eps = np.ascontiguousarray(returns, dtype=np.float64) - self.mu
-        return garch_variance(eps, self.omega, self.alpha, self.beta, self.backcast, np.empty_like(eps))
+        return garch_variance(
+            eps, self.omega, self.alpha, self.beta, self.backcast, np.empty_like(eps)
+        )
 
     def to_dict(self) -> dict:
         """The versioned parameter file: plain JSON/TOML-able scalars."""
@@ -288,7 +297,9 @@ class GarchFit:
         values = (fit.mu, fit.omega, fit.alpha, fit.beta, fit.backcast)
         if not all(math.isfinite(v) for v in values):
             raise ValueError(f"garch parameters must be finite: {d!r}")
-        if not (fit.omega > 0.0 and fit.alpha >= 0.0 and fit.beta >= 0.0 and fit.persistence <= 1.0):
+        if not (
+            fit.omega > 0.0 and fit.alpha >= 0.0 and fit.beta >= 0.0 and fit.persistence <= 1.0
+        ):
             raise ValueError(
                 "garch parameters out of range (need omega > 0, alpha >= 0, beta >= 0, "
                 f"alpha + beta <= 1): {d!r}"
@@ -297,38 +308,38 @@ class GarchFit:
 
 
 def _starting_values(resids: np.ndarray, backcast: float, var_bounds: np.ndarray) -> list:
-    """Starting (omega, alpha, beta): the best alpha for each persistence level, arch's first.
+    """Starting (omega, alpha, beta) points: arch's own start, then one per persistence level.
 
-    arch scores its 16-point grid (alpha x persistence) by log-likelihood and starts from the
-    best point only. The likelihood can have two basins — high persistence, and a low
-    persistence ARCH-like one — and the grid's best point nearly always lies in the first, so
-    one start per persistence level (plus a low level, 0.2, that arch's grid lacks) covers both.
+    arch scores its 16-point grid (alpha x persistence, omega from variance targeting) by
+    log-likelihood and starts from the best point only. The likelihood can have more than one
+    local maximum — typically a persistent one and a low-persistence, ARCH-like one — and
+    the grid's best point tends to sit in the persistent basin. So the optimiser also starts
+    from the best alpha at every other persistence level, plus a low level (0.2) that arch's
+    grid lacks.
     """
     target = float(np.mean(np.absolute(resids) ** 2.0))
     sigma2 = np.empty_like(resids)
     grad = np.empty(4)
-    arch_best = None
-    per_level = []
+    levels = []
     for agb in (*SV_PERSISTENCE, SV_LOW_PERSISTENCE):
-        level_best = None
+        level = []
         for alpha in SV_ALPHAS:
             sv = ((1.0 - agb) * target, alpha, agb - alpha)
-            nll = _neg_loglik_grad(resids, 0.0, *sv, backcast, var_bounds, sigma2, grad)
-            if level_best is None or nll < level_best[0]:
-                level_best = (nll, sv)
-        per_level.append(level_best)
-        if agb in SV_PERSISTENCE and (arch_best is None or level_best[0] < arch_best[0]):
-            arch_best = level_best
-    return [arch_best[1]] + [sv for _, sv in per_level if sv is not arch_best[1]]
+            level.append(
+                (_neg_loglik_grad(resids, 0.0, *sv, backcast, var_bounds, sigma2, grad), sv)
+            )
+        levels.append(min(level, key=lambda s: s[0]))
+    arch_start = min(levels[: len(SV_PERSISTENCE)], key=lambda s: s[0])
+    return [arch_start[1]] + [s[1] for s in levels if s is not arch_start]
 
 
 def fit_garch(returns: np.ndarray, mean: str = "zero") -> GarchFit:
-    """Maximum-likelihood GARCH(1,1) with Gaussian errors, matching arch (see module doc).
+    """Maximum-likelihood GARCH(1,1) with Gaussian errors, as arch fits it (see module doc).
 
     ``returns``: 1-d, finite, at least 2 values, not all equal; any units (see module doc).
     ``mean``: ``"zero"`` (``eps = returns``) or ``"constant"`` (``eps = returns - mu``, ``mu``
-    estimated). Runs SLSQP with the analytic gradient from the starting values of
-    :func:`_starting_values` (arch's own start first) and keeps the highest log-likelihood.
+    estimated). SLSQP with the analytic gradient runs from each of :func:`_starting_values`
+    (arch's own start first); the highest log-likelihood is kept.
     """
     from scipy.optimize import minimize
 
@@ -339,6 +350,7 @@ def fit_garch(returns: np.ndarray, mean: str = "zero") -> GarchFit:
         raise ValueError(f"garch returns must be 1-d with at least 2 values, got shape {y.shape}")
     if not np.all(np.isfinite(y)):
         raise ValueError("garch returns must be finite")
+    nobs = y.shape[0]
     has_mu = mean == "constant"
     mu0 = float(np.mean(y)) if has_mu else 0.0
     resids0 = y - mu0
@@ -346,33 +358,43 @@ def fit_garch(returns: np.ndarray, mean: str = "zero") -> GarchFit:
     if not var0 > 0.0:
         raise ValueError("garch returns have zero variance")
 
-    # Power-of-two rescale: exact, so the mapping back below loses nothing.
+    # Optimise on returns * 2**k with variance near 1: binary scaling is exact, so the
+    # scaled residuals, backcast and bounds are the originals times 2**k, bit for bit.
     scale = math.ldexp(1.0, -round(math.log2(var0) / 2.0))
     ys = y * scale
-    mus0 = mu0 * scale
-    rs0 = ys - mus0
+    rs0 = ys - mu0 * scale
     backcast_s = garch_backcast(rs0)
-    bounds_s = variance_bounds(rs0)
+    var_bounds_s = variance_bounds(rs0)
     v = float(np.mean(np.absolute(rs0) ** 2.0))
-    nobs = y.shape[0]
 
     sigma2 = np.empty(nobs)
     grad = np.empty(4)
-    off = 0 if has_mu else 1
+    first = 0 if has_mu else 1  # x is (mu, omega, alpha, beta) or (omega, alpha, beta)
 
     def objective(x):
-        th = (x[0], x[1], x[2], x[3]) if has_mu else (0.0, x[0], x[1], x[2])
-        nll = _neg_loglik_grad(ys, *th, backcast_s, bounds_s, sigma2, grad)
-        return nll / nobs, grad[off:] / nobs
+        mu = x[0] if has_mu else 0.0
+        nll = _neg_loglik_grad(ys, mu, x[-3], x[-2], x[-1], backcast_s, var_bounds_s, sigma2, grad)
+        return nll / nobs, grad[first:] / nobs
 
-    c = np.zeros(4 - off)
+    c = np.zeros(4 - first)
     c[-2:] = -1.0
     constraints = [{"type": "ineq", "fun": lambda x: 1.0 + c @ x, "jac": lambda x: c}]
-    bounds = ([(None, None)] if has_mu else []) + [(1e-8 * v, 10.0 * v), (0.0, 1.0), (0.0, 1.0)]
-    lo = np.array([-np.inf if b[0] is None else b[0] for b in bounds])
-    hi = np.array([np.inf if b[1] is None else b[1] for b in bounds])
+    bounds = [(-np.inf, np.inf)] * (1 - first) + [(1e-8 * v, 10.0 * v), (0.0, 1.0), (0.0, 1.0)]
+    lo, hi = np.array(bounds).T
 
-    def run(x0, ftol):
+    best = None
+    joined = [False]
+
+    def joined_incumbent(intermediate_result):
+        # A later start that walks into the incumbent's neighbourhood would only find its
+        # optimum again; stopping it there keeps multi-start at about the cost of two runs.
+        if best is not None and np.max(np.abs(intermediate_result.x - best[1])) < SAME_BASIN:
+            joined[0] = True
+            raise StopIteration
+
+    for sv in _starting_values(rs0, backcast_s, var_bounds_s):
+        joined[0] = False
+        x0 = np.array(((mu0 * scale,) if has_mu else ()) + sv)
         opt = minimize(
             objective,
             x0,
@@ -380,32 +402,30 @@ def fit_garch(returns: np.ndarray, mean: str = "zero") -> GarchFit:
             method="SLSQP",
             bounds=bounds,
             constraints=constraints,
-            options={"ftol": ftol, "maxiter": MAXITER},
+            callback=joined_incumbent,
+            options={"ftol": FTOL, "maxiter": MAXITER},
         )
+        if joined[0]:
+            continue
         x = np.clip(opt.x, lo, hi)
         if x[-2] + x[-1] > 1.0:
             x[-1] = 1.0 - x[-2]
-        while x[-2] + x[-1] > 1.0:
-            x[-1] = np.nextafter(x[-1], 0.0)
+            while x[-2] + x[-1] > 1.0:
+                x[-1] = np.nextafter(x[-1], 0.0)
         fun = objective(x)[0]
-        return (fun if np.isfinite(fun) else np.inf), x, bool(opt.success)
-
-    best = None
-    for sv in _starting_values(rs0, backcast_s, bounds_s):
-        result = run(np.array(((mus0,) if has_mu else ()) + sv), FTOL)
-        if best is None or result[0] < best[0]:
-            best = result
-    if not np.isfinite(best[0]):
+        if np.isfinite(fun) and (best is None or fun < best[0]):
+            best = (fun, x, bool(opt.success))
+    if best is None:
         raise RuntimeError("garch fit failed from every starting value")
     _, x, converged = best
 
-    mu_s = float(x[0]) if has_mu else 0.0
-    inv2 = 1.0 / (scale * scale)
-    mu = mu_s / scale
-    omega = float(x[-3]) * inv2
+    mu = float(x[0]) / scale if has_mu else 0.0
+    omega = float(x[-3]) / (scale * scale)
     alpha, beta = float(x[-2]), float(x[-1])
     backcast = garch_backcast(resids0)
-    nll = _neg_loglik_grad(y, mu, omega, alpha, beta, backcast, variance_bounds(resids0), sigma2, grad)
+    nll = _neg_loglik_grad(
+        y, mu, omega, alpha, beta, backcast, variance_bounds(resids0), sigma2, grad
+    )
     return GarchFit(
         mu=mu,
         omega=omega,
