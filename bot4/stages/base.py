@@ -74,12 +74,12 @@ class Stage:
     def process(
         self, i: int, batch: np.ndarray, outs: list[np.ndarray], counts: np.ndarray, seq: int
     ) -> int:
-        raise NotImplementedError(f"stage kind {self.kind!r} has inputs but no process()")
+        raise TypeError(f"stage kind {self.kind!r} has inputs but defines no process()")
 
     def generate(
         self, position: int, n: int, outs: list[np.ndarray], counts: np.ndarray, seq: int
     ) -> tuple[int, int]:
-        raise NotImplementedError(f"stage kind {self.kind!r} is a source but has no generate()")
+        raise TypeError(f"stage kind {self.kind!r} is a source but defines no generate()")
 
     def source_done(self, position: int) -> bool:
         """A finite source says it has produced everything (then it stops and exits)."""
