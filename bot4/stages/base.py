@@ -89,6 +89,20 @@ class Stage:
         """How many positions a rate-limited source may emit now (default: unlimited)."""
         return 1 << 30
 
+    def input_ready(self, i: int, now_ns: int) -> bool:
+        """False leaves input ``i``'s records in their ring for now (e.g. new intents while
+        a restarted OMS reconciles with the venue)."""
+        return True
+
+    def pending(self, now_ns: int) -> int:
+        """How many records the stage wants to send on its own, outside any input batch."""
+        return 0
+
+    def emit(self, outs: list[np.ndarray], counts: np.ndarray, seq: int) -> int:
+        """Write up to ``len(outs[j])`` pending records to each output (``counts[j]``);
+        returns the next sequence number. Called by the loop when ``pending`` > 0."""
+        return seq
+
     def on_drain(self) -> None:
         """Called once when the stage stops, after its inputs are drained (shutdown policy)."""
 

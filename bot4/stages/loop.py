@@ -208,6 +208,8 @@ class StageRunner:
                 return 0
             in_view = None
         else:
+            if not stage.input_ready(i, time.monotonic_ns()):
+                return 0  # the stage holds this input (e.g. reconciling after a restart)
             inp = self.ins[i]
             p, k = ops.consumer_peek(inp.hdr, b)
             k = int(k)
@@ -262,10 +264,21 @@ class StageRunner:
                 return 0
         else:
             seq = stage.process(i, in_view, views, counts, self.next_seq)
-        # the cursor buffer first, generation last: it becomes effective for output j only
-        # once j's producer position reaches valid_at[j]
-        buf = self.bufs[self.next_buf]
         self.cur[i] = (pos + k) & _M64
+        self._publish(claims, counts, seq)
+        if not stage.source:
+            ops.consumer_release(self.ins[i].hdr, k)
+        self.next_seq = seq
+        self.records_in += k
+        return k
+
+    def _publish(self, claims: list, counts: np.ndarray, seq: int) -> int:
+        """Write the cursor buffer (generation last), then commit the outputs.
+
+        The buffer becomes effective for output j only once j's producer position reaches
+        ``valid_at[j]``, i.e. once this commit has happened. ``claims[j]``: the claimed
+        position, None for a muted output, -1 for a full reject-ring (counted)."""
+        buf = self.bufs[self.next_buf]
         for ii, c in enumerate(self.cur):
             buf[C.C_CURSOR + ii] = c
         for j, out in enumerate(self.outs):
@@ -286,12 +299,34 @@ class StageRunner:
             elif n:
                 ops.producer_commit(out.hdr, n)
                 out_n += n
-        if not stage.source:
-            ops.consumer_release(self.ins[i].hdr, k)
-        self.next_seq = seq
-        self.records_in += k
         self.records_out += out_n
-        return k
+        return out_n
+
+    def _emit_pending(self) -> int:
+        """Records the stage sends on its own (not derived from an input batch: queries at
+        restart, the cancel-all of its shutdown policy), published like a batch with the
+        input cursors unchanged. Returns how many were published."""
+        stage = self.stage
+        want = stage.pending(time.monotonic_ns())
+        if want <= 0 or not self.outs:
+            return 0
+        views, claims = [], []
+        k = want
+        for out in self.outs:
+            cpos, got = ops.wait_claim(out.hdr, want, IDLE_WAIT_NS)
+            got = int(got)
+            if got == 0:
+                return 0  # backpressure: try again on the next iteration
+            ix = int(cpos) & out.mask
+            views.append(out.slots[ix : ix + got])
+            claims.append(int(cpos))
+            k = min(k, got)
+        counts = self.counts
+        counts[:] = 0
+        seq = stage.emit([v[:k] for v in views], counts, self.next_seq)
+        n = self._publish(claims, counts, seq)
+        self.next_seq = seq
+        return n
 
     # -- housekeeping ---------------------------------------------------------------------
     def _housekeep(self) -> None:
@@ -361,6 +396,7 @@ class StageRunner:
                         finished = True
                         break
                     done += got
+                done += self._emit_pending()
                 self.batches += 1
                 if done and not finished:
                     idle_iter = 0
@@ -390,6 +426,9 @@ class StageRunner:
             self.blk[C.S_STATE] = C.STAGE_DRAINING
             self.notifier.send("STOPPING=1")
             self.stage.on_drain()
+            deadline = time.monotonic() + 5.0
+            while self.stage.pending(time.monotonic_ns()) > 0 and time.monotonic() < deadline:
+                self._emit_pending()  # the shutdown policy's records leave before we do
             self._housekeep()
             self.blk[C.S_STATE] = C.STAGE_STOPPED
             return 0
