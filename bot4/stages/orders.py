@@ -1,0 +1,855 @@
+"""The orders stage (OMS): our orders' state, identity, self-trade prevention, the venue.
+
+Rings (``docs/protocol.md``)::
+
+    input 0   orders          ORDER        from risk: ACTION_NEW, ACTION_CANCEL_ALL (kill
+                                           switch), ACTION_CANCEL (orig_client_order_id)
+    input 1   venue_execs     EXEC_REPORT  from the venue (a feedback ring: it closes the
+                                           orders -> venue -> orders cycle)
+    output 0  venue_orders    ORDER        NEW, CANCEL, REPLACE, QUERY, CANCEL_ALL
+    output 1  fills           EXEC_REPORT  to risk: every report that changes position or
+                                           open quantity (fills, partial fills, cancels,
+                                           rejects, expiries, replaces), ours included
+    output 2  order_events    ORDER        optional: copy of output 0 (persistence)
+    output 3  exec_events     EXEC_REPORT  optional: every report received (less duplicates)
+                                           and every report the OMS generated (persistence)
+
+Identity. Risk sets ``client_order_id = (intent producer << 48) | intent seq`` and leaves
+``order_id`` 0; the OMS assigns ``order_id`` from a monotonic counter when it creates the
+order and sends it on every venue message. The idempotency key of an order is
+``client_order_id:order_id`` (persistence stores orders and events under it; a replay
+of the same intent yields the same client order id, and the OMS refuses to create a
+second order for it). On restart the counter continues above anything seen: the
+``first_order_id`` param, a restored snapshot and every ``order_id`` in a venue report.
+The venue must echo ``ORDER.order_id`` in ``EXEC_REPORT.order_id``.
+
+* A client order id seen before (LRU of ``seen_capacity`` ids, or an open order) never
+  yields a second venue order: counted, and answered on ``fills`` with a REJECTED report,
+  reason ``DUPLICATE_ORDER``, ``order_id`` 0 (it refers to the refused repeat; the
+  original order stands). An LRU miss is not proof of a first use (eviction, restart):
+  the database lookup behind a miss comes with the persistence issue.
+* A report whose ``exec_id`` was seen (LRU of ``exec_capacity`` ids) is dropped and
+  counted. OMS-generated reports carry ``exec_id`` 0.
+* A replace gets an OMS client order id, ``(0xFFFF << 48) | n``: intent producer id
+  0xFFFF is reserved for the OMS. Reports to risk always carry the id risk sent.
+
+Order states follow ``bot4.oms.states.TABLE``; an event the table refuses leaves the order
+as it is and is counted per event (``summary()["illegal"]``). A fill is forwarded to risk
+even then: the venue's fills are the position. Reports for orders the OMS does not know
+(after a restart) are counted as ``UNKNOWN_ORDER`` and forwarded if they change position
+or open quantity. Self-trade prevention (``bot4.oms.stp``) runs on every new order
+against our open orders, per strategy policy: params ``stp`` (default ``cancel_new``) and
+``stp_by_strategy`` (``{ "2" = "decrement_both" }``). Orders it expires or reduces before
+sending are reported to risk (EXPIRED, or REPLACED with the new ``leaves_qty``) with reason
+``SELF_TRADE``; makers it cancels or reduces are cancelled / replaced at the venue, whose
+answers reach risk as usual.
+
+Shutdown policy: when the stage drains, it sends ``ACTION_CANCEL_ALL`` (instrument 0, all)
+to the venue before it exits, so nothing of ours rests while no OMS runs; every open order
+is marked CANCEL_PENDING locally. The venue's CANCELLED answers stay in ``venue_execs`` for
+the next OMS to read.
+
+Restart reconciliation: an OMS that starts with open orders (``restore_open_orders``, from
+the snapshot ``book_open`` gives; storing it is the persistence issue) sends
+``ACTION_QUERY`` for each and holds new intents in their ring until every ``EXEC_STATUS``
+answer is back, or ``reconcile_timeout_ms`` passed. A venue status that disagrees with the
+local state (status, cum or leaves), or a query left unanswered, marks the instrument as
+needing an operator (``summary()["needs_operator"]``); the venue's view is adopted.
+
+Hooks beyond ``Stage``: ``input_ready(i, now_ns)`` (False: leave input i in its ring),
+``pending(now_ns)`` and ``emit(outs, counts, seq)`` (records the stage sends outside an
+input batch: the queries, the drain's CANCEL_ALL). The loop must call them; see the
+report accompanying this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import namedtuple
+
+import numpy as np
+from numba import njit
+
+from bot4.oms.book import (
+    B_FREE,
+    F_AWAIT_STATUS,
+    F_STP,
+    book_add,
+    book_drop_alias,
+    book_find,
+    book_new,
+    book_open,
+    book_rekey,
+    book_remove,
+    book_set_alias,
+)
+from bot4.oms.lru import M_EVICTIONS, M_SIZE, lru_contains, lru_get, lru_new, lru_put
+from bot4.oms.states import (
+    EV_CANCEL_REQUEST,
+    EV_EXPIRE,
+    EV_REJECT,
+    EV_REPLACE_REQUEST,
+    EV_SEND,
+    EVENT_NAMES,
+    EVENT_OF_EXEC,
+    IS_OPEN,
+    IS_TERMINAL,
+    ST_CANCELLED,
+    ST_NEW,
+    ST_REJECTED,
+    STATE_NAMES,
+    STATUS_OF,
+    TABLE,
+    state_from_status,
+    transition_counted,
+)
+from bot4.oms.stp import (
+    A_CANCEL,
+    OUT_FALLBACK,
+    OUT_NONE,
+    POLICY_NAMES,
+    parse_policy,
+    stp_plan,
+)
+from bot4.records import (
+    ACTION_CANCEL,
+    ACTION_CANCEL_ALL,
+    ACTION_NEW,
+    ACTION_QUERY,
+    ACTION_REPLACE,
+    EXEC_CANCEL_REJECTED,
+    EXEC_CANCELLED,
+    EXEC_EXPIRED,
+    EXEC_FILL,
+    EXEC_PARTIAL_FILL,
+    EXEC_REJECTED,
+    EXEC_REPLACED,
+    EXEC_REPORT,
+    EXEC_STATUS,
+    ORDER,
+    OS_EXPIRED,
+    OS_PENDING_NEW,
+    OS_REJECTED,
+    OT_MARKET,
+    OT_STOP,
+    OT_STOP_LIMIT,
+    SIDE_BUY,
+    SIDE_SELL,
+)
+from bot4.records.errors import Code
+from bot4.shm.atomics import monotonic_ns
+from bot4.stages.base import Stage
+
+log = logging.getLogger("bot4.stage")
+
+OMS_PRODUCER = 0xFFFF  # intent producer id reserved for ids the OMS makes (replaces)
+MAX_STP_MAKERS = 7  # makers one incoming order may act on: max_out_per_in = 1 + this
+
+# --- counters (int64, index into Oms.ctr; written by this stage only) -----------------------
+C_INTENTS = 0  # ORDER records read from risk
+C_NEW_SENT = 1  # NEW orders sent to the venue
+C_DUPLICATE_INTENT = 2  # NEW with a client order id seen before: refused
+C_INVALID = 3  # NEW refused as malformed (qty, side, id, instrument)
+C_BOOK_FULL = 4  # NEW refused: open-order book full
+C_CANCEL_SENT = 5  # CANCEL sent (risk's or STP's)
+C_REPLACE_SENT = 6  # REPLACE sent (STP DecrementBoth)
+C_CANCEL_ALL = 7  # CANCEL_ALL sent (kill switch, drain)
+C_CANCEL_ALL_MARKED = 8  # open orders marked cancel-pending by a CANCEL_ALL
+C_BAD_ACTION = 9  # ORDER from risk with an action the OMS does not take
+C_STP_EXPIRED = 10  # incoming orders expired by STP (policy or fallback)
+C_STP_AMENDED = 11  # incoming orders reduced by DecrementBoth
+C_STP_MAKER_CANCEL = 12  # resting orders cancelled by STP
+C_STP_MAKER_DECREMENT = 13  # resting orders replaced down by STP
+C_STP_FALLBACK = 14  # STP could not apply the policy: CancelNew instead
+C_EXECS = 15  # EXEC_REPORT records read from the venue
+C_DUPLICATE_EXEC = 16  # dropped: exec_id seen before
+C_BAD_EXEC = 17  # dropped: exec_type unknown
+C_UNKNOWN_ORDER = 18  # report / cancel for an order the OMS does not know
+C_FORWARDED = 19  # reports sent to risk (fills ring), generated ones included
+C_ILLEGAL = 20  # events refused by the state table (per event: Oms.illegal)
+C_STATUS = 21  # EXEC_STATUS answers read
+C_RECON_MISMATCH = 22  # venue status disagreed with ours
+C_RECON_OUTSTANDING = 23  # gauge: queries not yet answered
+C_QUERIES_SENT = 24  # ACTION_QUERY sent
+C_UNHELD_INTENTS = 25  # intents handed in while reconciling (loop without input_ready)
+C_RECON_UNANSWERED = 26  # queries still unanswered at the reconciliation timeout
+C_GENERATED = 27  # EXEC_REPORTs the OMS generated (rejects, STP)
+N_CTR = 32
+
+COUNTER_NAMES = {
+    C_INTENTS: "intents", C_NEW_SENT: "new_sent", C_DUPLICATE_INTENT: "duplicate_intents",
+    C_INVALID: "invalid_intents", C_BOOK_FULL: "book_full", C_CANCEL_SENT: "cancels_sent",
+    C_REPLACE_SENT: "replaces_sent", C_CANCEL_ALL: "cancel_all_sent",
+    C_CANCEL_ALL_MARKED: "cancel_all_marked", C_BAD_ACTION: "bad_actions",
+    C_STP_EXPIRED: "stp_expired_incoming", C_STP_AMENDED: "stp_amended_incoming",
+    C_STP_MAKER_CANCEL: "stp_cancelled_resting", C_STP_MAKER_DECREMENT: "stp_decremented_resting",
+    C_STP_FALLBACK: "stp_fallbacks", C_EXECS: "exec_reports", C_DUPLICATE_EXEC: "duplicate_execs",
+    C_BAD_EXEC: "bad_execs", C_UNKNOWN_ORDER: "unknown_order", C_FORWARDED: "forwarded_to_risk",
+    C_ILLEGAL: "illegal_transitions", C_STATUS: "status_reports",
+    C_RECON_MISMATCH: "reconcile_mismatches", C_RECON_OUTSTANDING: "reconcile_outstanding",
+    C_QUERIES_SENT: "queries_sent", C_UNHELD_INTENTS: "unheld_intents",
+    C_RECON_UNANSWERED: "reconcile_unanswered", C_GENERATED: "generated_reports",
+}  # fmt: skip
+
+I_NEXT_ORDER_ID = 0
+I_NEXT_ALIAS = 1
+
+# reasons as plain ints (numba unifies them with 0)
+R_INVALID_QTY = int(Code.INVALID_QTY)
+R_MALFORMED = int(Code.INTERNAL_ERROR)  # no client order id, or no side: a bug upstream
+R_UNKNOWN_INSTRUMENT = int(Code.UNKNOWN_INSTRUMENT)
+R_DUPLICATE_ORDER = int(Code.DUPLICATE_ORDER)
+R_MAX_OPEN_ORDERS = int(Code.MAX_OPEN_ORDERS)
+R_SELF_TRADE = int(Code.SELF_TRADE)
+
+RECON_READY = 0  # taking intents
+RECON_QUERYING = 1  # queries to send
+RECON_WAITING = 2  # queries sent, answers outstanding
+
+#: the OMS state a kernel takes as one argument (every array preallocated in setup)
+Oms = namedtuple(
+    "Oms",
+    "table illegal ctr ids book seen execs policy needs_operator "
+    "plan_makers plan_actions plan_amounts zero_order zero_exec",
+)
+
+
+def oms_new(
+    *,
+    max_open_orders: int = 4096,
+    n_instruments: int = 1024,
+    seen_capacity: int = 1 << 16,
+    exec_capacity: int = 1 << 16,
+    stp_max_makers: int = MAX_STP_MAKERS,
+    first_order_id: int = 1,
+) -> Oms:
+    """Preallocate the OMS state (policy CancelNew for every strategy)."""
+    if not 1 <= stp_max_makers <= MAX_STP_MAKERS:
+        raise ValueError(f"stp_max_makers {stp_max_makers} outside 1 .. {MAX_STP_MAKERS}")
+    ids = np.zeros(4, np.uint64)
+    ids[I_NEXT_ORDER_ID] = max(1, int(first_order_id))
+    ids[I_NEXT_ALIAS] = 1
+    return Oms(
+        TABLE,
+        np.zeros(len(EVENT_NAMES), np.int64),
+        np.zeros(N_CTR, np.int64),
+        ids,
+        book_new(max_open_orders, n_instruments),
+        lru_new(seen_capacity),
+        lru_new(exec_capacity),
+        np.zeros(1 << 16, np.int8),
+        np.zeros(n_instruments, np.int64),
+        np.zeros(stp_max_makers, np.int64),
+        np.zeros(stp_max_makers, np.int8),
+        np.zeros(stp_max_makers, np.int64),
+        np.zeros(1, ORDER),
+        np.zeros(1, EXEC_REPORT),
+    )
+
+
+# --- record writers ---------------------------------------------------------------------------
+@njit(nogil=True, cache=True)
+def _report(out, k, seq, r, order_id, exec_type, status, leaves, reason, now, st):
+    """An OMS-generated report about risk's ORDER ``r`` (exec_id 0, no venue time)."""
+    out[k] = st.zero_exec[0]
+    e = out[k]
+    e.seq = seq
+    e.parent_seq = r.seq
+    e.ts_event_ns = r.ts_event_ns
+    e.ts_recv_ns = r.ts_recv_ns
+    e.ts_order_ns = now
+    e.client_order_id = r.client_order_id
+    e.order_id = order_id
+    e.leaves_qty = leaves
+    e.instrument = r.instrument
+    e.reason = reason
+    e.strategy = r.strategy
+    e.side = r.side
+    e.exec_type = exec_type
+    e.status = status
+    st.ctr[C_GENERATED] += 1
+    st.ctr[C_FORWARDED] += 1
+
+
+@njit(nogil=True, cache=True)
+def _venue_msg(out, k, seq, parent, st, s, action, client_order_id, qty, now):
+    """A venue message about our open order in slot ``s``; stamps copied from ``parent``
+    (the record that caused it) when given."""
+    o = st.book.slots[s]
+    out[k] = st.zero_order[0]
+    v = out[k]
+    v.seq = seq
+    if parent.shape[0]:
+        p = parent[0]
+        v.parent_seq = p.seq
+        v.ts_event_ns = p.ts_event_ns
+        v.ts_recv_ns = p.ts_recv_ns
+        v.ts_signal_ns = p.ts_signal_ns
+        v.ts_risk_ns = p.ts_risk_ns
+    v.ts_order_ns = now
+    v.client_order_id = client_order_id
+    v.orig_client_order_id = o.client_order_id
+    v.order_id = o.order_id
+    v.qty = qty
+    v.limit_price = o.price
+    v.stop_price = o.stop_price
+    v.instrument = o.instrument
+    v.strategy = o.strategy
+    v.side = o.side
+    v.order_type = o.order_type
+    v.tif = o.tif
+    v.action = action
+
+
+@njit(nogil=True, cache=True)
+def _close(st, s, state):
+    """Order in slot ``s`` reached terminal ``state``: remember it by every id it had."""
+    o = st.book.slots[s]
+    lru_put(st.seen, o.risk_client_order_id, state)
+    if o.client_order_id != o.risk_client_order_id:
+        lru_put(st.seen, o.client_order_id, state)
+    if o.alias_client_order_id != 0:
+        lru_put(st.seen, o.alias_client_order_id, state)
+    if o.flags & F_AWAIT_STATUS:
+        st.ctr[C_RECON_OUTSTANDING] -= 1  # its closing report answers the query
+    book_remove(st.book, s)
+
+
+# --- input 0: orders from risk --------------------------------------------------------------
+@njit(nogil=True, cache=True)
+def _on_new(batch, i, venue, fills, nv, nf, seq, now, st):
+    r = batch[i]
+    book = st.book
+    cl = r.client_order_id
+    reason = 0
+    if r.qty <= 0:
+        reason = R_INVALID_QTY
+    elif cl == 0 or (r.side != SIDE_BUY and r.side != SIDE_SELL):
+        reason = R_MALFORMED
+    elif r.instrument == 0 or r.instrument >= book.head.shape[0]:
+        reason = R_UNKNOWN_INSTRUMENT
+    elif lru_contains(st.seen, cl) or book_find(book, cl) >= 0:
+        reason = R_DUPLICATE_ORDER
+    if reason != 0:
+        st.ctr[C_DUPLICATE_INTENT if reason == R_DUPLICATE_ORDER else C_INVALID] += 1
+        _report(fills, nf, seq, r, 0, EXEC_REJECTED, OS_REJECTED, 0, reason, now, st)
+        return nv, nf + 1, seq + 1
+    oid = st.ids[I_NEXT_ORDER_ID]
+    st.ids[I_NEXT_ORDER_ID] += np.uint64(1)
+    if book.meta[B_FREE] == 0:
+        transition_counted(st.table, ST_NEW, EV_REJECT, st.illegal)
+        lru_put(st.seen, cl, ST_REJECTED)
+        st.ctr[C_BOOK_FULL] += 1
+        _report(fills, nf, seq, r, oid, EXEC_REJECTED, OS_REJECTED, 0, R_MAX_OPEN_ORDERS, now, st)
+        return nv, nf + 1, seq + 1
+    qty = r.qty
+    n_act = 0
+    outcome = OUT_NONE
+    if r.order_type != OT_STOP and r.order_type != OT_STOP_LIMIT:
+        is_market = r.order_type == OT_MARKET or r.limit_price == 0
+        n_act, qty, outcome = stp_plan(
+            book,
+            st.table,
+            np.int64(r.instrument),
+            r.side,
+            r.limit_price,
+            is_market,
+            r.qty,
+            st.policy[r.strategy],
+            st.plan_makers,
+            st.plan_actions,
+            st.plan_amounts,
+        )
+    if outcome == OUT_FALLBACK:
+        st.ctr[C_STP_FALLBACK] += 1
+    for k in range(n_act):
+        s = st.plan_makers[k]
+        m = book.slots[s]
+        m.flags |= F_STP
+        if st.plan_actions[k] == A_CANCEL:
+            m.state = transition_counted(st.table, m.state, EV_CANCEL_REQUEST, st.illegal)
+            _venue_msg(
+                venue, nv, seq, batch[i : i + 1], st, s, ACTION_CANCEL, m.client_order_id,
+                m.leaves_qty, now,
+            )  # fmt: skip
+            st.ctr[C_STP_MAKER_CANCEL] += 1
+            st.ctr[C_CANCEL_SENT] += 1
+        else:
+            alias = (np.uint64(OMS_PRODUCER) << np.uint64(48)) | st.ids[I_NEXT_ALIAS]
+            st.ids[I_NEXT_ALIAS] += np.uint64(1)
+            m.state = transition_counted(st.table, m.state, EV_REPLACE_REQUEST, st.illegal)
+            book_set_alias(book, s, alias)
+            _venue_msg(
+                venue, nv, seq, batch[i : i + 1], st, s, ACTION_REPLACE, alias,
+                m.qty - st.plan_amounts[k], now,
+            )  # fmt: skip
+            st.ctr[C_STP_MAKER_DECREMENT] += 1
+            st.ctr[C_REPLACE_SENT] += 1
+        nv += 1
+        seq += 1
+    if qty == 0:
+        state = transition_counted(st.table, ST_NEW, EV_EXPIRE, st.illegal)
+        lru_put(st.seen, cl, state)
+        st.ctr[C_STP_EXPIRED] += 1
+        _report(fills, nf, seq, r, oid, EXEC_EXPIRED, OS_EXPIRED, 0, R_SELF_TRADE, now, st)
+        return nv, nf + 1, seq + 1
+    if qty < r.qty:
+        st.ctr[C_STP_AMENDED] += 1
+        _report(fills, nf, seq, r, oid, EXEC_REPLACED, OS_PENDING_NEW, qty, R_SELF_TRADE, now, st)
+        nf += 1
+        seq += 1
+    state = transition_counted(st.table, ST_NEW, EV_SEND, st.illegal)
+    lru_put(st.seen, cl, 0)  # open: the book has it
+    book_add(
+        book, cl, cl, oid, r.instrument, r.side, r.limit_price, r.stop_price, qty, 0,
+        r.strategy, r.order_type, r.tif, state, now,
+    )  # fmt: skip
+    venue[nv] = r
+    v = venue[nv]
+    v.seq = seq
+    v.parent_seq = r.seq
+    v.ts_order_ns = now
+    v.order_id = oid
+    v.orig_client_order_id = 0
+    v.qty = qty
+    st.ctr[C_NEW_SENT] += 1
+    return nv + 1, nf, seq + 1
+
+
+@njit(nogil=True, cache=True)
+def mark_cancel_all(st, instrument):
+    """Apply a CANCEL_ALL of ``instrument`` (0 = all) to local state: every open order that
+    can take a cancel request goes cancel-pending. Returns how many did."""
+    book = st.book
+    n = 0
+    for s in range(book.slots.shape[0]):
+        o = book.slots[s]
+        if o.state == 0 or (instrument != 0 and o.instrument != instrument):
+            continue
+        nxt = st.table[o.state, EV_CANCEL_REQUEST]  # a probe: already-pending is no error
+        if nxt >= 0:
+            o.state = nxt
+            n += 1
+    st.ctr[C_CANCEL_ALL_MARKED] += n
+    return n
+
+
+@njit(nogil=True, cache=True)
+def orders_kernel(batch, venue, fills, seq, st):
+    """Orders from risk -> venue messages (``venue``) and generated reports (``fills``).
+    Returns ``(n_venue, n_fills, next seq)``."""
+    now = monotonic_ns()
+    nv = 0
+    nf = 0
+    for i in range(batch.shape[0]):
+        r = batch[i]
+        st.ctr[C_INTENTS] += 1
+        a = r.action
+        if a == ACTION_NEW:
+            nv, nf, seq = _on_new(batch, i, venue, fills, nv, nf, seq, now, st)
+        elif a == ACTION_CANCEL_ALL:
+            venue[nv] = r
+            v = venue[nv]
+            v.seq = seq
+            v.parent_seq = r.seq
+            v.ts_order_ns = now
+            nv += 1
+            seq += 1
+            st.ctr[C_CANCEL_ALL] += 1
+            mark_cancel_all(st, r.instrument)
+        elif a == ACTION_CANCEL:
+            s = book_find(st.book, r.orig_client_order_id)
+            if s < 0:
+                st.ctr[C_UNKNOWN_ORDER] += 1
+                continue
+            o = st.book.slots[s]
+            nxt = transition_counted(st.table, o.state, EV_CANCEL_REQUEST, st.illegal)
+            if nxt < 0:
+                st.ctr[C_ILLEGAL] += 1
+                continue
+            o.state = nxt
+            _venue_msg(
+                venue, nv, seq, batch[i : i + 1], st, s, ACTION_CANCEL, o.client_order_id,
+                o.leaves_qty, now,
+            )  # fmt: skip
+            st.ctr[C_CANCEL_SENT] += 1
+            nv += 1
+            seq += 1
+        else:
+            st.ctr[C_BAD_ACTION] += 1
+    return nv, nf, seq
+
+
+# --- input 1: execution reports from the venue ----------------------------------------------
+@njit(nogil=True, cache=True)
+def _reconcile(st, s, r):
+    """An EXEC_STATUS answer for the open order in slot ``s``."""
+    o = st.book.slots[s]
+    if o.flags & F_AWAIT_STATUS:
+        o.flags &= ~np.uint8(F_AWAIT_STATUS)
+        st.ctr[C_RECON_OUTSTANDING] -= 1
+    if STATUS_OF[o.state] == r.status and o.cum_qty == r.cum_qty and o.leaves_qty == r.leaves_qty:
+        return
+    st.ctr[C_RECON_MISMATCH] += 1
+    st.needs_operator[o.instrument] += 1
+    want = state_from_status(r.status, r.cum_qty)
+    if want < 0:
+        want = ST_CANCELLED  # the venue does not know it: it rests nowhere
+    o.state = want
+    o.cum_qty = r.cum_qty
+    o.leaves_qty = r.leaves_qty
+    if IS_TERMINAL[want]:
+        _close(st, s, want)
+
+
+@njit(nogil=True, cache=True)
+def _apply_exec(st, r):
+    """Apply one (non-duplicate) report; returns (forward to risk, client order id for risk)."""
+    book = st.book
+    et = r.exec_type
+    cl = r.client_order_id
+    changes_open = et in (
+        EXEC_PARTIAL_FILL,
+        EXEC_FILL,
+        EXEC_CANCELLED,
+        EXEC_REJECTED,
+        EXEC_EXPIRED,
+        EXEC_REPLACED,
+    )
+    s = book_find(book, cl)
+    if et == EXEC_STATUS:
+        st.ctr[C_STATUS] += 1
+        if s >= 0:
+            _reconcile(st, s, r)
+            return False, cl
+        found, v = lru_get(st.seen, cl)
+        if found and IS_TERMINAL[v]:
+            if STATUS_OF[v] != r.status:
+                st.ctr[C_RECON_MISMATCH] += 1
+                if r.instrument < st.needs_operator.shape[0]:
+                    st.needs_operator[r.instrument] += 1
+        else:
+            st.ctr[C_UNKNOWN_ORDER] += 1
+        return False, cl
+    ev = EVENT_OF_EXEC[et]
+    if s < 0:
+        found, v = lru_get(st.seen, cl)
+        if found and IS_TERMINAL[v]:
+            if transition_counted(st.table, v, ev, st.illegal) < 0:
+                st.ctr[C_ILLEGAL] += 1
+            return r.last_qty > 0, cl
+        st.ctr[C_UNKNOWN_ORDER] += 1
+        return changes_open, cl
+    o = book.slots[s]
+    risk_cl = o.risk_client_order_id
+    nxt = transition_counted(st.table, o.state, ev, st.illegal)
+    if nxt < 0:
+        st.ctr[C_ILLEGAL] += 1
+        return r.last_qty > 0, risk_cl
+    o.state = nxt
+    if et in (EXEC_PARTIAL_FILL, EXEC_FILL, EXEC_REPLACED):
+        o.cum_qty = r.cum_qty
+        o.leaves_qty = r.leaves_qty
+    if et == EXEC_REPLACED:
+        o.qty = r.cum_qty + r.leaves_qty
+        book_rekey(book, s)
+        o.flags &= ~np.uint8(F_STP)
+    elif et == EXEC_CANCEL_REJECTED:
+        book_drop_alias(book, s)
+        o.flags &= ~np.uint8(F_STP)
+    if IS_TERMINAL[nxt]:
+        _close(st, s, nxt)
+    return changes_open, risk_cl
+
+
+@njit(nogil=True, cache=True)
+def execs_kernel(batch, fills, events, keep_events, seq, st):
+    """Venue reports -> risk (``fills``) and persistence (``events`` if ``keep_events``).
+    Returns ``(n_fills, n_events, next seq)``; a forwarded report and its event copy share
+    their ``seq``."""
+    nf = 0
+    ne = 0
+    for i in range(batch.shape[0]):
+        r = batch[i]
+        st.ctr[C_EXECS] += 1
+        if r.exec_type == 0 or r.exec_type > EXEC_STATUS:
+            st.ctr[C_BAD_EXEC] += 1
+            continue
+        if r.exec_id != 0:
+            if lru_contains(st.execs, r.exec_id):
+                st.ctr[C_DUPLICATE_EXEC] += 1
+                continue
+            lru_put(st.execs, r.exec_id, 0)
+        if r.order_id >= st.ids[I_NEXT_ORDER_ID]:
+            st.ids[I_NEXT_ORDER_ID] = r.order_id + np.uint64(1)
+        fwd, risk_cl = _apply_exec(st, r)
+        if not (fwd or keep_events):
+            continue
+        if keep_events:
+            events[ne] = r
+            ev = events[ne]
+            ev.seq = seq
+            ev.parent_seq = r.seq
+            ne += 1
+        if fwd:
+            fills[nf] = r
+            f = fills[nf]
+            f.seq = seq
+            f.parent_seq = r.seq
+            f.client_order_id = risk_cl
+            nf += 1
+            st.ctr[C_FORWARDED] += 1
+        seq += 1
+    return nf, ne, seq
+
+
+# --- records sent outside an input batch ----------------------------------------------------
+@njit(nogil=True, cache=True)
+def emit_queries(st, slots, start, k, out, seq):
+    """ACTION_QUERY for the orders of ``slots[start : start + k]`` still awaiting one (a
+    restored order may have closed, its slot even been reused, before its query went out)
+    into ``out``; returns ``(records written, next seq)``."""
+    now = monotonic_ns()
+    none = st.zero_order[:0]
+    n = 0
+    for j in range(k):
+        s = slots[start + j]
+        o = st.book.slots[s]
+        if o.state == 0 or not (o.flags & F_AWAIT_STATUS):
+            continue
+        _venue_msg(out, n, seq + n, none, st, s, ACTION_QUERY, o.client_order_id, o.qty, now)
+        n += 1
+    st.ctr[C_QUERIES_SENT] += n
+    return n, seq + n
+
+
+@njit(nogil=True, cache=True)
+def emit_cancel_all(st, out, seq, instrument):
+    """One ACTION_CANCEL_ALL of ``instrument`` (0 = all) into ``out[0]``, applied to local
+    state; next seq."""
+    out[0] = st.zero_order[0]
+    v = out[0]
+    v.seq = seq
+    v.ts_order_ns = monotonic_ns()
+    v.instrument = instrument
+    v.action = ACTION_CANCEL_ALL
+    st.ctr[C_CANCEL_ALL] += 1
+    mark_cancel_all(st, instrument)
+    return seq + 1
+
+
+# --- the stage --------------------------------------------------------------------------------
+class OrdersStage(Stage):
+    """params: ``stp`` (default policy, ``cancel_new``), ``stp_by_strategy`` (``{id: policy}``),
+    ``stp_max_makers`` (7), ``max_open_orders`` (4096), ``max_instrument`` (1023),
+    ``seen_capacity`` / ``exec_capacity`` (65536 ids each), ``first_order_id`` (1),
+    ``reconcile_timeout_ms`` (2000)."""
+
+    kind = "orders"
+    arity = (2, 2, 2, 4)
+    input_types = ("ORDER", "EXEC_REPORT")
+    output_types = ("ORDER", "EXEC_REPORT", "ORDER", "EXEC_REPORT")
+    max_out_per_in = 1 + MAX_STP_MAKERS
+    restart_state = (
+        "rebuilt: the order-id counter (above every order_id in unread venue reports) and, "
+        "given a snapshot (restore_open_orders; persistence issue), the open orders, "
+        "reconciled with the venue by ACTION_QUERY before new intents are taken. "
+        "Not rebuilt: seen client order ids and exec ids (duplicates across a restart are "
+        "caught only by the database fallback, persistence issue), closed orders; after a "
+        "cold restart orders resting from the previous run are unknown (their reports are "
+        "counted as UNKNOWN_ORDER and still forwarded to risk)"
+    )
+
+    def setup(self) -> None:
+        p = self.params
+        self.oms = oms_new(
+            max_open_orders=int(p.get("max_open_orders", 4096)),
+            n_instruments=int(p.get("max_instrument", 1023)) + 1,
+            seen_capacity=int(p.get("seen_capacity", 1 << 16)),
+            exec_capacity=int(p.get("exec_capacity", 1 << 16)),
+            stp_max_makers=int(p.get("stp_max_makers", MAX_STP_MAKERS)),
+            first_order_id=int(p.get("first_order_id", 1)),
+        )
+        self.default_policy = parse_policy(p.get("stp", "cancel_new"))
+        self.oms.policy[:] = self.default_policy
+        for strategy, name in dict(p.get("stp_by_strategy", {})).items():
+            sid = int(strategy)
+            if not 0 <= sid < 1 << 16:
+                raise ValueError(f"stp_by_strategy: strategy id {strategy!r} outside u16")
+            self.oms.policy[sid] = parse_policy(name)
+        self.reconcile_timeout_ns = int(float(p.get("reconcile_timeout_ms", 2000)) * 1e6)
+        self.recon = RECON_READY
+        self.recon_deadline_ns = 0
+        self.query_slots = np.zeros(0, np.int64)
+        self.query_next = 0
+        self.drain_cancel_all = False
+        self.n_out = len(self.outputs)
+        self.no_events = np.zeros(1, EXEC_REPORT)
+        self._prime_kernels()
+
+    def _prime_kernels(self) -> None:
+        """Load the kernels of the rare paths now, not at the first restart or drain."""
+        o = np.zeros(1, ORDER)
+        e = np.zeros(1, EXEC_REPORT)
+        orders_kernel(o[:0], o, e, 1, self.oms)
+        execs_kernel(e[:0], e, e, True, 1, self.oms)
+        emit_queries(self.oms, self.query_slots, 0, 0, o, 1)
+        mark_cancel_all(self.oms, 0)
+
+    # -- restart reconciliation ------------------------------------------------------------
+    def restore_open_orders(self, open_orders: np.ndarray, next_order_id: int = 0) -> int:
+        """Load a snapshot of open orders (``OPEN_ORDER`` rows, as ``book_open`` returns them)
+        and start reconciling: one ACTION_QUERY each, new intents held until answered.
+        Call after ``setup`` and before the first batch. Returns how many were restored."""
+        st = self.oms
+        slots = []
+        for row in open_orders:
+            state = int(row["state"])
+            if not IS_OPEN[state]:
+                continue
+            s = book_add(
+                st.book, np.uint64(row["client_order_id"]),
+                np.uint64(row["risk_client_order_id"] or row["client_order_id"]),
+                np.uint64(row["order_id"]), int(row["instrument"]), int(row["side"]),
+                int(row["price"]), int(row["stop_price"]), int(row["qty"]),
+                int(row["cum_qty"]), int(row["strategy"]), int(row["order_type"]),
+                int(row["tif"]), state, int(row["ts_order_ns"]),
+            )  # fmt: skip
+            if s < 0:
+                raise ValueError(
+                    f"snapshot order {int(row['client_order_id'])}: book full or instrument "
+                    f"{int(row['instrument'])} outside the book"
+                )
+            st.book.slots["leaves_qty"][s] = int(row["leaves_qty"])
+            st.book.slots["flags"][s] |= F_AWAIT_STATUS  # until its EXEC_STATUS, or it closes
+            lru_put(st.seen, np.uint64(st.book.slots["risk_client_order_id"][s]), 0)
+            slots.append(s)
+            st.ids[I_NEXT_ORDER_ID] = max(int(st.ids[I_NEXT_ORDER_ID]), int(row["order_id"]) + 1)
+        st.ids[I_NEXT_ORDER_ID] = max(int(st.ids[I_NEXT_ORDER_ID]), int(next_order_id))
+        self.query_slots = np.array(slots, np.int64)
+        self.query_next = 0
+        if slots:
+            self.recon = RECON_QUERYING
+            st.ctr[C_RECON_OUTSTANDING] += len(slots)
+            log.info("orders: %d open orders restored; reconciling before new intents", len(slots))
+        return len(slots)
+
+    @property
+    def reconciling(self) -> bool:
+        return self.recon != RECON_READY
+
+    def _finish_reconcile(self, now_ns: int) -> None:
+        st = self.oms
+        if self.recon == RECON_WAITING and st.ctr[C_RECON_OUTSTANDING] > 0:
+            if now_ns < self.recon_deadline_ns:
+                return
+            sl = st.book.slots
+            late = (sl["state"] != 0) & ((sl["flags"] & F_AWAIT_STATUS) != 0)
+            np.add.at(st.needs_operator, sl["instrument"][late].astype(np.int64), 1)
+            sl["flags"][late] &= ~np.uint8(F_AWAIT_STATUS)
+            st.ctr[C_RECON_UNANSWERED] += int(late.sum())
+            st.ctr[C_RECON_OUTSTANDING] = 0
+            log.warning("orders: %d queries unanswered at the timeout", int(late.sum()))
+        if self.recon == RECON_WAITING:
+            self.recon = RECON_READY
+            log.info("orders: reconciled; taking new intents")
+
+    def input_ready(self, i: int, now_ns: int) -> bool:
+        """False while new intents (input 0) must stay in their ring: reconciling."""
+        if i != 0 or self.recon == RECON_READY:
+            return True
+        self._finish_reconcile(now_ns)
+        return self.recon == RECON_READY
+
+    def pending(self, now_ns: int) -> int:
+        """How many records the stage has to send outside an input batch."""
+        n = len(self.query_slots) - self.query_next if self.recon == RECON_QUERYING else 0
+        return n + (1 if self.drain_cancel_all else 0)
+
+    def emit(self, outs, counts, seq: int) -> int:
+        """Write up to ``len(outs[0])`` pending records (queries, then the drain's
+        CANCEL_ALL) to output 0 and their copies to output 2; next seq."""
+        counts[:] = 0
+        room = len(outs[0]) if self.n_out < 3 else min(len(outs[0]), len(outs[2]))
+        n = 0
+        if self.recon == RECON_QUERYING:
+            k = min(room, len(self.query_slots) - self.query_next)
+            n, seq = emit_queries(self.oms, self.query_slots, self.query_next, k, outs[0], seq)
+            self.query_next += k
+            if self.query_next == len(self.query_slots):
+                self.recon = RECON_WAITING
+                self.recon_deadline_ns = time.monotonic_ns() + self.reconcile_timeout_ns
+        if self.drain_cancel_all and n < room:
+            seq = emit_cancel_all(self.oms, outs[0][n : n + 1], seq, 0)
+            self.drain_cancel_all = False
+            n += 1
+        counts[0] = n
+        if self.n_out > 2:
+            outs[2][:n] = outs[0][:n]
+            counts[2] = n
+        return seq
+
+    # -- batches ---------------------------------------------------------------------------
+    def process(self, i, batch, outs, counts, seq):
+        st = self.oms
+        if i == 0:
+            if self.recon != RECON_READY:
+                st.ctr[C_UNHELD_INTENTS] += len(batch)
+            nv, nf, seq = orders_kernel(batch, outs[0], outs[1], seq, st)
+            counts[0] = nv
+            counts[1] = nf
+            if self.n_out > 2:
+                outs[2][:nv] = outs[0][:nv]
+                counts[2] = nv
+            if self.n_out > 3:
+                outs[3][:nf] = outs[1][:nf]
+                counts[3] = nf
+            return seq
+        keep = self.n_out > 3
+        nf, ne, seq = execs_kernel(
+            batch, outs[1], outs[3] if keep else self.no_events, keep, seq, st
+        )
+        counts[0] = 0
+        counts[1] = nf
+        if self.n_out > 2:
+            counts[2] = 0
+        if keep:
+            counts[3] = ne
+        if self.recon == RECON_WAITING and st.ctr[C_RECON_OUTSTANDING] <= 0:
+            self._finish_reconcile(time.monotonic_ns())
+        return seq
+
+    def on_drain(self) -> None:
+        """Shutdown policy: cancel everything we have resting (one CANCEL_ALL, sent by the
+        loop through ``emit`` before the stage exits)."""
+        self.drain_cancel_all = True
+        log.info(
+            "orders: draining with %d open orders; sending CANCEL_ALL",
+            int(self.oms.book.meta[2]),
+        )
+
+    def open_orders(self) -> np.ndarray:
+        """Snapshot of the open orders (``OPEN_ORDER`` rows) for ``restore_open_orders``."""
+        return book_open(self.oms.book)
+
+    def summary(self) -> dict:
+        st = self.oms
+        ctr = {name: int(st.ctr[k]) for k, name in COUNTER_NAMES.items()}
+        states: dict[str, int] = {}
+        for s in st.book.slots["state"][st.book.slots["state"] != 0]:
+            states[STATE_NAMES[s]] = states.get(STATE_NAMES[s], 0) + 1
+        return {
+            "counters": ctr,
+            "illegal": {EVENT_NAMES[e]: int(v) for e, v in enumerate(st.illegal) if v},
+            "needs_operator": {int(i): int(v) for i, v in enumerate(st.needs_operator) if v},
+            "open_orders": int(st.book.meta[2]),
+            "open_by_state": states,
+            "next_order_id": int(st.ids[I_NEXT_ORDER_ID]),
+            "reconciling": self.reconciling,
+            "stp_default": POLICY_NAMES[self.default_policy],
+            "seen_ids": int(st.seen.meta[M_SIZE]),
+            "seen_evictions": int(st.seen.meta[M_EVICTIONS]),
+            "exec_ids": int(st.execs.meta[M_SIZE]),
+            "exec_evictions": int(st.execs.meta[M_EVICTIONS]),
+        }
