@@ -39,16 +39,21 @@ from bot4.shm.ring_layout import (
     MAGIC,
     W_BACKPRESSURE,
     W_CAPACITY,
+    W_CONSUMER_BATCHES,
     W_CONSUMER_CACHED_PRODUCER,
+    W_CONSUMER_HIGH_WATER,
     W_CONSUMER_PID,
     W_CONSUMER_POSITION,
+    W_CONSUMER_RECORDS,
     W_CREATED_NS,
     W_FINGERPRINT,
     W_INITIAL_POSITION,
     W_MAGIC,
+    W_PRODUCER_BATCHES,
     W_PRODUCER_CACHED_CONSUMER,
     W_PRODUCER_PID,
     W_PRODUCER_POSITION,
+    W_PRODUCER_RECORDS,
     W_RECORD_TYPE,
     W_SLOT_SIZE,
     W_VERSION,
@@ -226,6 +231,9 @@ class _Side:
             self.hdr = np.frombuffer(self.segment.buf, np.uint64, HEADER_WORDS)
             self.slots = np.frombuffer(self.segment.buf, self.dtype, self.capacity, HEADER_BYTES)
             self._w = memoryview(self.segment.buf)[:HEADER_BYTES].cast("Q") if _X86 else None
+            self._buf = self.segment.buf
+            self._off0 = HEADER_BYTES
+            self._size = self.dtype.itemsize
             self.pid = os.getpid()
             self._claim(takeover)
         except BaseException:
@@ -281,27 +289,36 @@ class Producer(_Side):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.reject = self.header.backpressure == BP_REJECT
-        # exact local copies of what only we write, and of what we cached last
-        self._pos = int(self.hdr[W_PRODUCER_POSITION])
-        self._cached = int(self.hdr[W_PRODUCER_CACHED_CONSUMER])
         self._park = self.header.wait == WAIT_SPIN_PARK
 
     def try_push(self, record) -> bool:
-        """Copy one record (np.void, tuple or 0-d array) in; False when full."""
+        """Copy one record (np.void, 0-d array, bytes of the slot size, or tuple) in;
+        False when full.
+
+        Every position is read from the header (never a private copy), so Python calls
+        and numba kernels may drive the same side in turn.
+        """
         w = self._w
-        if w is None or self._park:
+        if w is None:
             return bool(ops.try_push(self.hdr, self.slots, np.asarray(record, self.dtype)[()]))
-        pos = self._pos
-        if (pos - self._cached) & _M64 >= self.capacity:
-            self._cached = w[W_CONSUMER_POSITION]
-            w[W_PRODUCER_CACHED_CONSUMER] = self._cached
-            if (pos - self._cached) & _M64 >= self.capacity:
+        pos = w[W_PRODUCER_POSITION]
+        if (pos - w[W_PRODUCER_CACHED_CONSUMER]) & _M64 >= self.capacity:
+            cons = w[W_CONSUMER_POSITION]
+            w[W_PRODUCER_CACHED_CONSUMER] = cons
+            if (pos - cons) & _M64 >= self.capacity:
                 return False
-        self.slots[pos & self.mask] = record
-        self._pos = pos = (pos + 1) & _M64
-        w[W_PRODUCER_POSITION] = pos
-        w[49] += 1  # W_PRODUCER_RECORDS
-        w[50] += 1  # W_PRODUCER_BATCHES
+        off = self._off0 + (pos & self.mask) * self._size
+        if isinstance(record, bytes):
+            self._buf[off : off + self._size] = record
+        elif isinstance(record, np.void | np.ndarray) and record.dtype == self.dtype:
+            self._buf[off : off + self._size] = record.tobytes()
+        else:
+            self._buf[off : off + self._size] = np.asarray(record, self.dtype).tobytes()
+        w[W_PRODUCER_POSITION] = (pos + 1) & _M64
+        w[W_PRODUCER_RECORDS] += 1
+        w[W_PRODUCER_BATCHES] += 1
+        if self._park:
+            ops.wake_consumer(self.hdr)
         return True
 
     def push(self, record, timeout: float | None = None) -> bool:
@@ -320,7 +337,6 @@ class Producer(_Side):
         rec = np.asarray(record, self.dtype)[()]
         while True:
             if ops.push_wait(self.hdr, self.slots, rec, DEFAULT_WAIT_TIMEOUT_NS):
-                self._sync()
                 return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False
@@ -341,11 +357,6 @@ class Producer(_Side):
         """Publish the first ``count`` slots of the last claim."""
         if count:
             ops.producer_commit(self.hdr, count)
-            self._sync()
-
-    def _sync(self) -> None:
-        self._pos = int(self.hdr[W_PRODUCER_POSITION])
-        self._cached = int(self.hdr[W_PRODUCER_CACHED_CONSUMER])
 
     def beat(self) -> None:
         ops.beat_producer(self.hdr)
@@ -359,27 +370,30 @@ class Consumer(_Side):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._pos = int(self.hdr[W_CONSUMER_POSITION])
-        self._cached = int(self.hdr[W_CONSUMER_CACHED_PRODUCER])
         self._park = self.header.wait == WAIT_SPIN_PARK
 
     def try_pop(self):
-        """The oldest record as a copy (np.void), or None when empty."""
+        """The oldest record as a copy (a read-only np.void over its own bytes), or None."""
         w = self._w
-        if w is None or self._park:
+        if w is None:
             out = np.empty(1, self.dtype)
             return out[0] if ops.try_pop(self.hdr, self.slots, out, 0) else None
-        pos = self._pos
-        if pos == self._cached:
-            self._cached = w[W_PRODUCER_POSITION]
-            w[W_CONSUMER_CACHED_PRODUCER] = self._cached
-            if pos == self._cached:
+        pos = w[W_CONSUMER_POSITION]
+        if pos == w[W_CONSUMER_CACHED_PRODUCER]:
+            prod = w[W_PRODUCER_POSITION]
+            w[W_CONSUMER_CACHED_PRODUCER] = prod
+            if pos == prod:
                 return None
-        rec = self.slots[pos & self.mask].copy()
-        self._pos = pos = (pos + 1) & _M64
-        w[W_CONSUMER_POSITION] = pos
-        w[65] += 1  # W_CONSUMER_RECORDS
-        w[66] += 1  # W_CONSUMER_BATCHES
+            depth = (prod - pos) & _M64
+            if depth > w[W_CONSUMER_HIGH_WATER]:
+                w[W_CONSUMER_HIGH_WATER] = depth
+        off = self._off0 + (pos & self.mask) * self._size
+        rec = np.frombuffer(self._buf[off : off + self._size], self.dtype)[0]  # bytes: a copy
+        w[W_CONSUMER_POSITION] = (pos + 1) & _M64
+        w[W_CONSUMER_RECORDS] += 1
+        w[W_CONSUMER_BATCHES] += 1
+        if self._park:
+            ops.wake_producer(self.hdr)
         return rec
 
     def pop(self, timeout: float | None = None):
@@ -419,8 +433,6 @@ class Consumer(_Side):
         """Hand back the first ``count`` slots of the last peek."""
         if count:
             ops.consumer_release(self.hdr, count)
-            self._pos = int(self.hdr[W_CONSUMER_POSITION])
-            self._cached = int(self.hdr[W_CONSUMER_CACHED_PRODUCER])
 
     @property
     def depth(self) -> int:

@@ -86,10 +86,17 @@ def producer_commit(hdr, count):
     store_relaxed(hdr, W_PRODUCER_RECORDS, hdr[W_PRODUCER_RECORDS] + c)
     store_relaxed(hdr, W_PRODUCER_BATCHES, hdr[W_PRODUCER_BATCHES] + _ONE)
     if hdr[W_WAIT] == WAIT_SPIN_PARK:
-        fence_seq_cst()
-        if load_acquire(hdr, W_CONSUMER_PARKED) != 0:
-            store_release(hdr, W_DATA_SIGNAL, hdr[W_DATA_SIGNAL] + _ONE)
-            futex_wake(hdr, W_DATA_SIGNAL, 1)
+        wake_consumer(hdr)
+
+
+@njit(nogil=True, cache=True)
+def wake_consumer(hdr):
+    """After publishing: wake the consumer if it sleeps (parking rings). The fence orders
+    the position store before the load of the parked flag (see ``wait``)."""
+    fence_seq_cst()
+    if load_acquire(hdr, W_CONSUMER_PARKED) != 0:
+        store_release(hdr, W_DATA_SIGNAL, hdr[W_DATA_SIGNAL] + _ONE)
+        futex_wake(hdr, W_DATA_SIGNAL, 1)
 
 
 @njit(nogil=True, cache=True)
@@ -119,10 +126,16 @@ def consumer_release(hdr, count):
     store_relaxed(hdr, W_CONSUMER_RECORDS, hdr[W_CONSUMER_RECORDS] + c)
     store_relaxed(hdr, W_CONSUMER_BATCHES, hdr[W_CONSUMER_BATCHES] + _ONE)
     if hdr[W_WAIT] == WAIT_SPIN_PARK:
-        fence_seq_cst()
-        if load_acquire(hdr, W_PRODUCER_PARKED) != 0:
-            store_release(hdr, W_SPACE_SIGNAL, hdr[W_SPACE_SIGNAL] + _ONE)
-            futex_wake(hdr, W_SPACE_SIGNAL, 1)
+        wake_producer(hdr)
+
+
+@njit(nogil=True, cache=True)
+def wake_producer(hdr):
+    """After releasing: wake the producer if it sleeps on a full ring (parking rings)."""
+    fence_seq_cst()
+    if load_acquire(hdr, W_PRODUCER_PARKED) != 0:
+        store_release(hdr, W_SPACE_SIGNAL, hdr[W_SPACE_SIGNAL] + _ONE)
+        futex_wake(hdr, W_SPACE_SIGNAL, 1)
 
 
 @njit(nogil=True, cache=True)
@@ -160,13 +173,20 @@ def wait_claim(hdr, n, timeout_ns):
     store_relaxed(hdr, W_PRODUCER_FULL_WAITS, hdr[W_PRODUCER_FULL_WAITS] + _ONE)
     strategy = hdr[W_WAIT]
     deadline = monotonic_ns() + timeout_ns
+    cap = hdr[W_CAPACITY]
+    # a producer that found the ring full resumes once an eighth of it is free (or what it
+    # asked for): claiming each slot the moment it frees would run both sides in lock-step,
+    # fighting over the consumer's line once per record
+    resume = min(cap, max(np.uint64(n), cap >> np.uint64(3)))
     i = 0
     while True:
         idle_producer(hdr, strategy, i, hdr[W_PRODUCER_CACHED_CONSUMER])
         i += 1
-        pos, count = producer_claim(hdr, n)
-        if count > 0 or ((i & 63) == 0 and monotonic_ns() >= deadline):
-            return pos, count
+        free = cap - (pos - load_acquire(hdr, W_CONSUMER_POSITION))
+        if free >= resume:
+            return producer_claim(hdr, n)
+        if (i & 63) == 0 and monotonic_ns() >= deadline:
+            return producer_claim(hdr, n)
 
 
 @njit(nogil=True, cache=True)

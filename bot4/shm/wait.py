@@ -7,7 +7,8 @@ Disruptor's WaitStrategy):
 * ``busy-spin`` — PAUSE and re-check. Lowest latency, burns its core: only for machines
   with a core per stage. On one shared core a busy-spinning pair hands off once per
   scheduler tick (milliseconds).
-* ``yield`` — spin ``SPIN_TRIES`` times, then ``sched_yield`` each iteration.
+* ``yield`` — spin ``SPIN_TRIES`` times (PAUSE, ~25 ns each here), then ``sched_yield``
+  each iteration.
 * ``park`` — spin, yield ``YIELD_TRIES`` times, then sleep on a futex in the segment until
   the other side signals (or ``PARK_TIMEOUT_NS`` passes, so the loop still beats its
   heartbeat and reads the control block). The sleeper announces itself in its ``parked``
@@ -42,7 +43,7 @@ from bot4.shm.ring_layout import (
     WAIT_SPIN_YIELD,
 )
 
-SPIN_TRIES = 64
+SPIN_TRIES = 8  # ~0.2 us of PAUSE: a waiter sharing its core gives it up quickly
 YIELD_TRIES = 16
 PARK_TIMEOUT_NS = 2_000_000
 

@@ -174,3 +174,32 @@ def test_created_segment_is_fully_reserved(instance):
     finally:
         seg.close()
         Segment.unlink(name)
+
+
+@pytest.mark.parametrize("park", [False, True])
+def test_python_calls_and_numba_kernels_drive_one_side_in_turn(instance, park):
+    from bot4.shm import ring_ops as ops
+
+    name = segment_name(instance, "r")
+    create_ring(name, MARKET_DATA, 8, wait=2 if park else 1)
+    try:
+        with Producer(name, MARKET_DATA) as p, Consumer(name, MARKET_DATA) as c:
+            rec = np.zeros((), MARKET_DATA)
+            out = np.zeros(1, MARKET_DATA)
+            got = []
+            for round_ in range(5):  # across several wraps of 8 slots
+                for k in range(3):
+                    rec["seq"] = round_ * 6 + k + 1
+                    assert ops.try_push(p.hdr, p.slots, rec[()])
+                for k in range(3, 6):
+                    rec["seq"] = round_ * 6 + k + 1
+                    assert p.try_push(rec)
+                for _ in range(3):
+                    assert ops.try_pop(c.hdr, c.slots, out, 0)
+                    got.append(int(out[0]["seq"]))
+                got.extend(int(c.try_pop()["seq"]) for _ in range(3))
+                assert c.try_pop() is None
+            assert got == list(range(1, 31))
+            assert int(p.hdr[49]) == int(c.hdr[65]) == 30  # records counted once each
+    finally:
+        Segment.unlink(name)
