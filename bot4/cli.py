@@ -1,8 +1,9 @@
 """The ``bot4`` command.
 
 Subcommands: ``run`` (the whole pipeline), ``stage`` (one stage, for systemd), ``shm``
-(segment lifecycle), ``stats`` (read-only operator view), ``warm`` (compile and cache
-every numba kernel once).
+(segment lifecycle), ``stats`` (read-only operator view), ``calibrate`` (fit the signals
+stage's parameters), ``warm`` (compile and cache every numba kernel once), ``breaker``
+and ``halt`` / ``reduce`` / ``resume`` (operator actions, each recorded for persistence).
 """
 
 from __future__ import annotations
@@ -125,6 +126,128 @@ def cmd_warm(args) -> int:
     return 0
 
 
+def _instance_of(args) -> str:
+    return args.instance or _load(args.topology, None).instance
+
+
+def _log_action(inst, action, target_kind, target, old, new, note) -> None:
+    """Append an OPERATOR_ACTION for persistence (warn, do not fail, if the log is missing)."""
+    from bot4.records.errors import Bot4Error
+    from bot4.shm.operator_log import OperatorLog
+
+    try:
+        with OperatorLog(inst) as oplog:
+            oplog.append(action, target_kind, target, old, new, 0, note)
+    except Bot4Error as exc:
+        print(f"bot4: warning: action not logged for persistence: {exc}", file=sys.stderr)
+
+
+def cmd_breaker(args) -> int:
+    from bot4.records import OP_BREAKER_RESET, OP_BREAKER_TRIP, TARGET_BREAKER
+    from bot4.shm.breakers import STATE_NAMES, Breakers
+
+    inst = _instance_of(args)
+    if args.action == "ls":
+        with Breakers(inst, readonly=True) as brk:
+            rows = brk.snapshot()
+        if args.json:
+            for r in rows:
+                r["config"] = vars(r["config"])
+            sys.stdout.buffer.write(orjson.dumps(rows) + b"\n")
+            return 0
+        print(
+            f"{'#':>2} {'name':<16}{'state':<11}{'window':>14}{'probes':>8}  {'trips':>5}{'denied':>9}"
+        )
+        for r in rows:
+            state = r["state"] + ("*" if r["forced"] else "")
+            window = f"{r['window_failures']}/{r['window_calls']}"
+            print(
+                f"{r['index']:>2} {r['name']:<16}{state:<11}{window:>14}"
+                f"{r['probes_in_flight']:>8}  {r['trips']:>5}{r['denied']:>9}  {r['probe_results']}"
+            )
+        return 0
+    if args.name is None:
+        raise SystemExit(f"bot4 breaker {args.action}: which breaker? (name or index)")
+    with Breakers(inst) as brk:
+        i = brk.index_of(args.name)
+        old = brk.trip(i) if args.action == "trip" else brk.reset(i)
+        new = brk.snapshot()[i]
+        name = new["name"]
+    action = OP_BREAKER_TRIP if args.action == "trip" else OP_BREAKER_RESET
+    new_state = {v: k for k, v in STATE_NAMES.items()}[new["state"]]
+    _log_action(inst, action, TARGET_BREAKER, i, old, new_state, args.note)
+    print(f"breaker {i} {name}: {STATE_NAMES[old]} -> {new['state']}")
+    return 0
+
+
+def cmd_trading(args) -> int:
+    from bot4.records import (
+        DEFAULT_INSTRUMENTS,
+        OP_HALT,
+        OP_REDUCE,
+        OP_RESUME,
+        TARGET_GLOBAL,
+        TARGET_INSTRUMENT,
+        load_instruments,
+    )
+    from bot4.shm.trading_state import (
+        ACTIVE,
+        HALTED,
+        REDUCING,
+        SRC_OPERATOR,
+        STATE_NAMES,
+        TradingState,
+    )
+
+    state, action = {
+        "halt": (HALTED, OP_HALT),
+        "reduce": (REDUCING, OP_REDUCE),
+        "resume": (ACTIVE, OP_RESUME),
+    }[args.cmd]
+    inst = _instance_of(args)
+    target, label = 0, "all instruments"
+    if args.instrument is not None:
+        table = load_instruments(args.instruments) if args.instruments else DEFAULT_INSTRUMENTS
+        target = int(args.instrument) if args.instrument.isdigit() else table.id_of(args.instrument)
+        label = f"instrument {target}" + (
+            f" ({table.symbol_of(target)})" if target in table else ""
+        )
+    with TradingState(inst) as ts:
+        old = ts.set(target, state, 0, SRC_OPERATOR)
+    kind = TARGET_INSTRUMENT if target else TARGET_GLOBAL
+    _log_action(inst, action, kind, target, old, state, args.note)
+    print(f"{label}: {STATE_NAMES[old]} -> {STATE_NAMES[state]}")
+    if state == HALTED:
+        print("the risk stage cancels resting orders (CANCEL_ALL) with its next batch")
+    return 0
+
+
+# --- in build_parser(), before `return p` ------------------------------------------------
+
+
+def add_operator_parsers(sub) -> None:
+    b = sub.add_parser("breaker", help="trip, reset or list the instance's circuit breakers")
+    b.add_argument("action", choices=["trip", "reset", "ls"])
+    b.add_argument("name", nargs="?", help="breaker name or index (trip, reset)")
+    b.add_argument("--topology")
+    b.add_argument("--instance")
+    b.add_argument("--note", default="", help="free text for the audit record (40 bytes)")
+    b.add_argument("--json", action="store_true", help="ls: one JSON document")
+    b.set_defaults(fn=cmd_breaker)
+    for name, text in (
+        ("halt", "HALT trading (all, or one instrument): no orders; resting ones cancelled"),
+        ("reduce", "REDUCING (all, or one instrument): only position-reducing orders"),
+        ("resume", "back to ACTIVE (all, or one instrument)"),
+    ):
+        h = sub.add_parser(name, help=text)
+        h.add_argument("instrument", nargs="?", help="symbol or id (default: every instrument)")
+        h.add_argument("--instruments", help="instrument TOML for symbols (default: built-in)")
+        h.add_argument("--topology")
+        h.add_argument("--instance")
+        h.add_argument("--note", default="", help="free text for the audit record (40 bytes)")
+        h.set_defaults(fn=cmd_trading)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bot4", description="low-latency trading pipeline")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -170,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("warm", help="compile every numba kernel into the on-disk cache")
     w.set_defaults(fn=cmd_warm)
+    add_operator_parsers(sub)
     return p
 
 

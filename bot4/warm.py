@@ -54,6 +54,11 @@ def _warm_stages() -> int:
 
     n = 0
     for kind, cls in KINDS.items():
+        if kind == "risk":  # its setup attaches shared segments: warm its kernels directly
+            from bot4.stages.risk import warm_kernels
+
+            n += warm_kernels()
+            continue
         if kind == "test-sink":
             from bot4.stages.testing import _sink_kernel
 

@@ -31,11 +31,29 @@ def create_segments(topology) -> list[str]:
             made.append(name)
         create_control(topology.instance, len(topology.stages), time.monotonic_ns())
         made.append(segment_name(topology.instance, CONTROL_SEGMENT))
+        made += _risk_segments(topology)
     except BaseException:
         for name in made:
             Segment.unlink(name)
         raise
     return made
+
+
+def _risk_segments(topology) -> list[str]:
+    """Breakers, trading states and the operator log, when a shared risk stage runs."""
+    for s in topology.stages:
+        if s.kind == "risk" and s.params.get("shared", True):
+            from bot4.risk import create_risk_segments
+            from bot4.risk.limits import RiskLimits
+            from bot4.shm.operator_log import create_operator_log
+
+            lim = RiskLimits.from_params({k: v for k, v in s.params.items() if k != "shared"})
+            made = create_risk_segments(
+                topology.instance, len(lim.breakers), max(lim.instrument_table().ids), lim.breakers
+            )
+            made.append(create_operator_log(topology.instance))
+            return made
+    return []
 
 
 def destroy_segments(instance: str) -> list[str]:

@@ -42,6 +42,10 @@ A single row that carried both quote sides would have pushed every book message 
 cache line; keeping the event record at 64 bytes and giving two-sided quotes their own
 record keeps the hot, high-volume path at one line per event.
 
+``OPERATOR_ACTION`` (128 B) is the audit record of an operator tool acting on a circuit
+breaker or a trading state (``bot4 breaker``, ``bot4 halt|reduce|resume``): who, what,
+the state before and after.
+
 Constants are plain module-level ints (numba reads module globals as compile-time
 constants). Record-type ids (``RT_*``) name the record type in ring headers and the journal.
 """
@@ -110,6 +114,13 @@ __all__ = [
     "OT_NONE",
     "OT_STOP",
     "OT_STOP_LIMIT",
+    "OPERATOR_ACTION",
+    "OP_BREAKER_RESET",
+    "OP_BREAKER_TRIP",
+    "OP_HALT",
+    "OP_NONE",
+    "OP_REDUCE",
+    "OP_RESUME",
     "RECORD_ALIGN",
     "RECORD_TYPES",
     "RECORD_TYPE_IDS",
@@ -117,12 +128,17 @@ __all__ = [
     "RT_BOOK_TOP",
     "RT_EXEC_REPORT",
     "RT_MARKET_DATA",
+    "RT_OPERATOR_ACTION",
     "RT_ORDER",
     "RT_ORDER_INTENT",
     "RT_RISK_DECISION",
     "SIDE_BUY",
     "SIDE_NONE",
     "SIDE_SELL",
+    "TARGET_BREAKER",
+    "TARGET_GLOBAL",
+    "TARGET_INSTRUMENT",
+    "TARGET_NONE",
     "TIF_DAY",
     "TIF_FOK",
     "TIF_GTC",
@@ -211,6 +227,20 @@ OS_EXPIRED = 9
 DECISION_NONE = 0
 DECISION_ACCEPT = 1
 DECISION_DENY = 2  # reason says which rule
+
+# --- OPERATOR_ACTION.action (uint8) ---------------------------------------------------------
+OP_NONE = 0
+OP_BREAKER_TRIP = 1  # force a breaker OPEN (stays open until reset)
+OP_BREAKER_RESET = 2  # force a breaker CLOSED, window cleared
+OP_HALT = 3  # trading state HALTED (risk cancels resting orders: kill switch)
+OP_REDUCE = 4  # trading state REDUCING (only position-reducing orders)
+OP_RESUME = 5  # trading state ACTIVE
+
+# --- OPERATOR_ACTION.target_kind (uint8) ----------------------------------------------------
+TARGET_NONE = 0
+TARGET_BREAKER = 1  # target = breaker index (bot4.shm.breakers)
+TARGET_INSTRUMENT = 2  # target = instrument id
+TARGET_GLOBAL = 3  # target = 0: every instrument
 
 COMMON_FIELDS = ("seq", "parent_seq")
 
@@ -369,6 +399,23 @@ RISK_DECISION = _record(
     ],
 )
 
+OPERATOR_ACTION = _record(
+    "OPERATOR_ACTION",
+    [
+        ("ts_ns", np.int64),  # when the operator tool acted, ns (host monotonic)
+        ("who", "S32"),  # OS user who ran the tool, ASCII, NUL padded
+        ("target", np.uint32),  # breaker index or instrument id, per target_kind (0 = global)
+        ("reason", np.uint16),  # errors.Code given by the operator (0 = none)
+        ("action", np.uint8),  # OP_*
+        ("target_kind", np.uint8),  # TARGET_*
+        ("old_state", np.uint8),  # state before: breaker CLOSED/OPEN/HALF_OPEN 0/1/2,
+        ("new_state", np.uint8),  #   trading ACTIVE/REDUCING/HALTED 0/1/2; state after
+        ("note", "S40"),  # free text from the operator, ASCII, NUL padded
+        ("reserved", np.uint8, (22,)),  # zero
+    ],
+)
+_check(OPERATOR_ACTION.itemsize == 128, "OPERATOR_ACTION must be two cache lines")
+
 # --- record types ---------------------------------------------------------------------------
 RT_MARKET_DATA = 1
 RT_BOOK_TOP = 2
@@ -376,6 +423,7 @@ RT_ORDER_INTENT = 3
 RT_ORDER = 4
 RT_EXEC_REPORT = 5
 RT_RISK_DECISION = 6
+RT_OPERATOR_ACTION = 7
 
 RECORD_TYPES: dict[str, np.dtype] = {
     "MARKET_DATA": MARKET_DATA,
@@ -384,6 +432,7 @@ RECORD_TYPES: dict[str, np.dtype] = {
     "ORDER": ORDER,
     "EXEC_REPORT": EXEC_REPORT,
     "RISK_DECISION": RISK_DECISION,
+    "OPERATOR_ACTION": OPERATOR_ACTION,
 }
 
 RECORD_TYPE_IDS: dict[str, int] = {
@@ -393,6 +442,7 @@ RECORD_TYPE_IDS: dict[str, int] = {
     "ORDER": RT_ORDER,
     "EXEC_REPORT": RT_EXEC_REPORT,
     "RISK_DECISION": RT_RISK_DECISION,
+    "OPERATOR_ACTION": RT_OPERATOR_ACTION,
 }
 
 

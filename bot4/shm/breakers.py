@@ -106,6 +106,7 @@ __all__ = [
     "BreakerHandle",
     "BreakerOpenError",
     "Breakers",
+    "UnknownBreakerError",
     "breaker_allow",
     "breaker_enter",
     "breaker_exit",
@@ -182,6 +183,12 @@ class BreakerOpenError(Bot4Error):
     """A guarded call was refused: its breaker is open (or half-open with no probe room)."""
 
     code = Code.BREAKER_OPEN
+
+
+class UnknownBreakerError(Bot4Error, LookupError):
+    """No breaker of that name or index in the segment."""
+
+    code = Code.CONFIG_INVALID
 
 
 @dataclass(frozen=True)
@@ -320,7 +327,7 @@ class Breakers:
         self.configs = [_config_of(self.words, i) for i in range(self.count)]
 
     def index_of(self, name_or_index: str | int) -> int:
-        """Index of a breaker given by name or by index (as text or int); KeyError if none."""
+        """Index of a breaker given by name or by index (as text or int)."""
         for i, c in enumerate(self.configs):
             if c.name == name_or_index:
                 return i
@@ -331,7 +338,7 @@ class Breakers:
         if 0 <= i < self.count:
             return i
         known = ", ".join(f"{i}={c.name}" for i, c in enumerate(self.configs))
-        raise KeyError(f"no breaker {name_or_index!r} (have {known or 'none'})")
+        raise UnknownBreakerError(f"no breaker {name_or_index!r} (have {known or 'none'})")
 
     def handle(self, name_or_index: str | int) -> BreakerHandle:
         return BreakerHandle(self.words, self.index_of(name_or_index))

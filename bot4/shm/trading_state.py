@@ -50,6 +50,7 @@ __all__ = [
     "STATE_NAMES",
     "TRADING_SEGMENT",
     "TradingState",
+    "UnknownTargetError",
     "create_trading_state",
     "effective_state",
     "init_trading_state",
@@ -81,6 +82,12 @@ REASON_SHIFT = 8
 SOURCE_SHIFT = 24
 CHANGES_SHIFT = 32
 CHANGES_MASK = (1 << 31) - 1
+
+
+class UnknownTargetError(Bot4Error, IndexError):
+    """An instrument id with no slot in the trading-state segment."""
+
+    code = Code.UNKNOWN_INSTRUMENT
 
 
 def trading_bytes(n_instruments: int) -> int:
@@ -236,7 +243,9 @@ class TradingState:
 
     def _check(self, target: int) -> int:
         if not 0 <= target <= self.n_instruments:
-            raise IndexError(f"instrument {target} outside 1..{self.n_instruments} (0 = global)")
+            raise UnknownTargetError(
+                f"instrument {target} outside 1..{self.n_instruments} (0 = global)"
+            )
         return target
 
     def get(self, target: int = 0) -> int:

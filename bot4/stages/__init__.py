@@ -6,6 +6,8 @@ default topology until the market data, signals, risk, orders and persistence is
 
 from bot4.stages.base import Stage
 from bot4.stages.marketdata import MarketDataStage
+from bot4.stages.orders import OrdersStage
+from bot4.stages.risk import RiskStage
 from bot4.stages.signals import SignalsStage
 from bot4.stages.standins import (
     CountSink,
@@ -15,12 +17,16 @@ from bot4.stages.standins import (
     SyntheticMarketData,
 )
 from bot4.stages.testing import Relay, TestSink, TestSource
+from bot4.stages.venue import VenueStage
 
 KINDS: dict[str, type[Stage]] = {
     cls.kind: cls
     for cls in (
         SyntheticMarketData,
         MarketDataStage,
+        OrdersStage,
+        RiskStage,
+        VenueStage,
         SignalsStandin,
         SignalsStage,
         RiskStandin,

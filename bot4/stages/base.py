@@ -38,9 +38,10 @@ class Stage:
     input_types: tuple[str, ...] | None = None
     output_types: tuple[str, ...] | None = None
 
-    def __init__(self, spec, inputs, outputs, instance: str = "default") -> None:
+    def __init__(self, spec, inputs, outputs, instance: str = "default", topology=None) -> None:
         self.spec = spec
         self.instance = instance
+        self.topology = topology  # the whole Topology when run by the loop (None in tests)
         self.params = dict(spec.params)
         self.inputs = list(inputs)
         self.outputs = list(outputs)

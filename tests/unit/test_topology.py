@@ -147,7 +147,7 @@ def test_file_errors_name_the_file(tmp_path):
 
 def test_default_topology_is_valid_and_parks():
     t = load_topology()
-    assert [s.name for s in t.stages] == ["md", "signals", "risk", "orders", "persistence"]
+    assert [s.name for s in t.stages] == ["md", "signals", "risk", "orders", "venue", "persistence"]
     assert all(r.wait == 2 for r in t.rings)  # park: never busy-spin on a small machine
     assert all(not s.realtime and not s.mlock for s in t.stages)
-    assert [r.name for r in t.rings if r.feedback] == ["fills"]
+    assert [r.name for r in t.rings if r.feedback] == ["fills", "venue_execs"]

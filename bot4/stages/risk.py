@@ -1,0 +1,176 @@
+"""Risk stage: intents in, orders and risk decisions out; fills and market data in.
+
+Inputs: 0 = ORDER_INTENT (intents), 1 = EXEC_REPORT (fills, a feedback ring), optional
+2 = MARKET_DATA (reference prices). Outputs: 0 = ORDER (``ACTION_NEW`` for accepted
+intents, ``ACTION_CANCEL_ALL`` on entering HALTED), optional 1 = RISK_DECISION (one per
+intent). The checks are :mod:`bot4.risk.checks`; the params are
+:class:`bot4.risk.limits.RiskLimits` (plus ``shared``, below).
+
+Shared state: the stage attaches the instance's breaker and trading-state segments
+(``/bot4.<instance>.breakers``, ``/bot4.<instance>.trading``); the launcher creates them
+(:func:`bot4.risk.create_risk_segments`). With ``shared = false`` it uses process-local
+copies instead (warm-up, backtests), which no operator tool can reach.
+
+Kill switch: a CANCEL_ALL queued by a new HALT goes out with the next batch of any input
+(wire the MARKET_DATA input, so batches keep coming when intents stop) or, where the loop
+calls the ``pending`` / ``emit`` hooks, at its next idle turn without any input.
+
+The daily-loss reset instant (``daily_reset`` local time in ``timezone``) is computed here
+in Python, converted to host monotonic ns and handed to the kernels, which apply it at the
+first batch at or after it; the next one is scheduled after each reset.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from bot4.records import MARKET_DATA, RISK_DECISION
+from bot4.records.errors import Bot4Error, Code
+from bot4.risk.checks import C_CANCEL_ALL, RiskBook
+from bot4.risk.limits import L_BREAKER, RiskLimits, build_arrays, next_reset_utc_ns
+from bot4.shm.breakers import Breakers, breakers_bytes, init_breakers
+from bot4.shm.trading_state import TradingState, init_trading_state, trading_bytes
+from bot4.stages.base import Stage
+
+log = logging.getLogger("bot4.stage")
+
+
+def monotonic_of_utc(utc_ns: int) -> int:
+    """Host monotonic ns of a wall-clock instant (ns since the Unix epoch), as of now."""
+    return time.monotonic_ns() + (utc_ns - time.time_ns())
+
+
+class RiskStage(Stage):
+    """params: every :class:`~bot4.risk.limits.RiskLimits` key (see that module), and
+    ``shared`` (default true: attach the instance's breaker and trading-state segments)."""
+
+    kind = "risk"
+    arity = (2, 3, 1, 2)
+    input_types = ("ORDER_INTENT", "EXEC_REPORT", "MARKET_DATA")
+    output_types = ("ORDER", "RISK_DECISION")
+    max_out_per_in = 2  # an order and a decision per intent, plus room for CANCEL_ALLs
+    restart_state = (
+        "positions, open orders, average cost, realised and unrealised PnL, rate buckets and "
+        "the daily-loss baseline restart flat (to be rebuilt by replaying fills from "
+        "persistence); reference prices restart empty (orders wait for market data); breakers "
+        "and trading states are shared memory and survive; a HALTED state found at start is "
+        "swept again with CANCEL_ALL"
+    )
+
+    def setup(self) -> None:
+        params = dict(self.params)
+        shared = params.pop("shared", True)
+        if not isinstance(shared, bool):
+            raise Bot4Error("risk params: shared must be true or false", Code.CONFIG_INVALID)
+        self.limits = RiskLimits.from_params(params)
+        table = self.limits.instrument_table()
+        self.table = table
+        self.arrays = build_arrays(self.limits, table, risk_producer=self.spec.index)
+        max_id = max(table.ids)
+        if shared:
+            brk = Breakers(self.instance)
+            ts = TradingState(self.instance)
+            self._attachments = (brk, ts)  # mapped for the life of the process
+            used = {int(b) for b in self.arrays.ilim[:, L_BREAKER] if b >= 0}
+            if used and max(used) >= brk.count:
+                raise Bot4Error(
+                    f"risk: breaker index {max(used)} configured, segment has {brk.count}",
+                    Code.CONFIG_INVALID,
+                )
+            if ts.n_instruments < max_id:
+                raise Bot4Error(
+                    f"risk: instrument ids up to {max_id}, trading-state segment has "
+                    f"{ts.n_instruments}",
+                    Code.CONFIG_INVALID,
+                )
+            brk_words, ts_words = brk.words, ts.words
+        else:
+            brk_words = np.zeros(breakers_bytes(len(self.limits.breakers)) // 8, np.uint64)
+            init_breakers(brk_words, self.limits.breakers, time.monotonic_ns())
+            ts_words = np.zeros(trading_bytes(max_id) // 8, np.uint64)
+            init_trading_state(ts_words, max_id, time.monotonic_ns())
+        self.book = RiskBook(self.arrays, brk_words, ts_words, self.limits.max_tracked_orders)
+        self.scratch = np.zeros(max(1, self.spec.batch) * self.max_out_per_in, RISK_DECISION)
+        self._no_md = np.zeros(0, MARKET_DATA)
+        self._schedule_reset()
+
+    def _schedule_reset(self) -> None:
+        utc = next_reset_utc_ns(time.time_ns(), self.limits.timezone, self.limits.daily_reset)
+        self.book.schedule_reset(max(1, monotonic_of_utc(utc)))
+
+    def process(self, i, batch, outs, counts, seq):
+        now = time.monotonic_ns()
+        if i == 0:
+            decisions = outs[1] if len(outs) > 1 else self.scratch
+            n_o, n_d = self.book.check(batch, outs[0], decisions, seq, now)
+            counts[0] = n_o
+            if len(outs) > 1:
+                counts[1] = n_d
+            seq += n_o + n_d
+        else:
+            fn = self.book.fills if i == 1 else self.book.market_data
+            n_o = fn(batch, outs[0], seq, now)
+            counts[0] = n_o
+            seq += n_o
+        if self.book.reset_due:
+            self._schedule_reset()
+        return seq
+
+    def summary(self) -> dict:
+        return {
+            "decisions": self.book.decision_counts(),
+            "cancel_all_sent": int(self.book.counters[C_CANCEL_ALL]),
+            "daily_pnl": self.book.daily_pnl(),
+            "positions": {
+                self.table.symbol_of(i): p
+                for i, p in self.book.positions().items()
+                if p["position"] or p["open_orders"] or p["realised"]
+            },
+        }
+
+    def pending(self, now_ns: int) -> int:
+        """CANCEL_ALLs waiting to go out (loop hook: records sent outside an input batch,
+        so the kill switch does not wait for the next input)."""
+        return self.book.poll()
+
+    def emit(self, outs, counts, seq: int) -> int:
+        """Write waiting CANCEL_ALLs (at most ``len(outs[0])``) to output 0; next seq."""
+        counts[:] = 0
+        n = self.book.market_data(self._no_md, outs[0], seq, time.monotonic_ns())
+        counts[0] = n
+        return seq + n
+
+    def on_drain(self) -> None:
+        """Shutdown policy: none of its own (the OMS cancels what rests when it drains);
+        logs the summary."""
+        log.info("risk summary %s", self.summary())
+
+
+def warm_kernels() -> int:
+    """Compile (or load from numba's cache) the risk kernels on process-local state."""
+    from bot4.pipeline.topology import RingSpec, StageSpec
+    from bot4.records import EXEC_REPORT, ORDER, ORDER_INTENT
+
+    spec = StageSpec(name="warm", kind="risk", core=0, index=0, params={"shared": False})
+    ins = [
+        RingSpec(f"i{k}", "a", "warm", t, 8, 2, 0, False)
+        for k, t in enumerate(("ORDER_INTENT", "EXEC_REPORT", "MARKET_DATA"))
+    ]
+    outs = [
+        RingSpec(f"o{k}", "warm", "b", t, 8, 2, 0, False)
+        for k, t in enumerate(("ORDER", "RISK_DECISION"))
+    ]
+    st = RiskStage(spec, ins, outs, "warm")
+    st.setup()
+    views = [np.zeros(16, ORDER), np.zeros(16, RISK_DECISION)]
+    counts = np.zeros(2, np.int64)
+    for k, dt in enumerate((ORDER_INTENT, EXEC_REPORT, MARKET_DATA)):
+        batch = np.zeros(2, dt)
+        batch["seq"] = [1, 2]
+        st.process(k, batch, views, counts, 1)
+    st.pending(0)
+    st.emit(views, counts, 1)
+    return 5

@@ -1,0 +1,184 @@
+"""Venue stage: the simulated exchange. Orders and market data in, execution reports out.
+
+Inputs: ring 0 carries ORDER records from the orders stage (NEW, CANCEL, REPLACE, QUERY,
+CANCEL_ALL); the optional ring 1 carries MARKET_DATA from the md stage (other
+participants' orders, quotes and trades: the liquidity our orders meet). Output ring 0
+carries EXEC_REPORT records to the orders stage. Matching, market data handling and the
+report delay queue are :mod:`bot4.venue.matching`; this class only wires them to the loop.
+
+params (all optional):
+
+* ``latency_ns`` (0): a report is released no earlier than ``latency_ns`` after the venue
+  transaction that produced it;
+* ``maker_fee`` / ``taker_fee`` (0 / 0): price units per share on each fill, negative for
+  a rebate; a report's ``fee`` is that times ``last_qty``;
+* ``instruments`` (16): books for instrument ids 1 .. instruments (others are rejected with
+  ``UNKNOWN_INSTRUMENT``); ``capacity`` (65536): resting orders, ours and external;
+  ``levels`` (1024): price levels per side and book; ``max_open`` (4096): live orders of
+  ours; ``history`` (65536): finished orders remembered for duplicate detection and
+  queries; ``queue`` (16384): undelivered reports;
+* ``max_out_per_in`` (16): reports released per input record at most in one call. The
+  kernels put reports in the delay queue, never straight into the ring, so one input may
+  produce any number (a taker sweeping many levels, a cancel-all): what does not fit is
+  released by the next calls, oldest first;
+* ``orders_stage_index`` (-1 = off) and ``disconnect_after_s`` (2.0): cancel-on-disconnect.
+  When the orders stage's heartbeat (control block, read-only) is older than
+  ``disconnect_after_s``, every resting order of ours is cancelled once (reports with
+  reason ``Code.STAGE_STALLED``, delivered when the orders stage reads its ring again);
+  the watch re-arms when the heartbeat moves again.
+
+Reports become due ``latency_ns`` after the order; between input batches the loop asks
+:meth:`VenueStage.pending` and releases what is due through :meth:`VenueStage.emit`, which
+is also where the orders stage's heartbeat is watched while no input arrives. Reports
+still delayed at shutdown are released before the stage exits. The orders stage's index
+comes from the topology (the producer of the order input) unless ``orders_stage_index``
+is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from bot4.records.errors import Code
+from bot4.stages.base import Stage
+from bot4.venue.matching import (
+    Venue,
+    venue_cancel_all_kernel,
+    venue_md_kernel,
+    venue_order_kernel,
+    venue_release_kernel,
+)
+
+log = logging.getLogger("bot4.stage")
+
+_DEFAULTS = {
+    "instruments": 16,
+    "capacity": 1 << 16,
+    "levels": 1024,
+    "max_open": 4096,
+    "history": 1 << 16,
+    "queue": 1 << 14,
+    "latency_ns": 0,
+    "maker_fee": 0,
+    "taker_fee": 0,
+}
+
+
+class VenueStage(Stage):
+    kind = "venue"
+    arity = (1, 2, 1, 1)
+    input_types = ("ORDER", "MARKET_DATA")
+    output_types = ("EXEC_REPORT",)
+    max_out_per_in = 16
+    restart_state = (
+        "everything: the books, our resting orders, the order history (duplicate detection, "
+        "queries) and reports not yet released; a restarted venue starts empty and answers "
+        "QUERY for earlier orders with UNKNOWN_ORDER"
+    )
+
+    def __init__(self, spec, inputs, outputs, instance: str = "default") -> None:
+        super().__init__(spec, inputs, outputs, instance)
+        self.max_out_per_in = int(self.params.get("max_out_per_in", type(self).max_out_per_in))
+        if self.max_out_per_in < 1:
+            raise ValueError(f"venue max_out_per_in must be >= 1, got {self.max_out_per_in}")
+
+    def setup(self) -> None:
+        p = self.params
+        self.venue = Venue(**{k: int(p.get(k, d)) for k, d in _DEFAULTS.items()})
+        self.state = self.venue.state
+        self.orders_index = int(p.get("orders_stage_index", -1))
+        if self.orders_index < 0 and self.topology is not None and self.inputs:
+            # the orders stage is the producer of our order input
+            self.orders_index = self.topology.stage(self.inputs[0].producer).index
+        self.latency_ns = int(p.get("latency_ns", _DEFAULTS.get("latency_ns", 0)))
+        self._next_poll_ns = 0
+        self.disconnect_ns = int(float(p.get("disconnect_after_s", 2.0)) * 1e9)
+        self.control = None
+        self.heartbeat: np.ndarray | None = None
+        self.disconnected = False
+        self.disconnect_cancels = 0
+        if self.orders_index >= 0 and self.disconnect_ns > 0:
+            from bot4.shm.control import S_HEARTBEAT_NS, ControlBlock
+
+            self.control = ControlBlock(self.instance, readonly=True)
+            blk = self.control.stage(self.orders_index)
+            self.heartbeat = blk[S_HEARTBEAT_NS : S_HEARTBEAT_NS + 1]
+        venue_cancel_all_kernel(self.state, np.int64(0), np.int64(0), 0)  # load it now
+
+    def process(self, i, batch, outs, counts, seq):
+        now = time.monotonic_ns()
+        if i == 0:
+            venue_order_kernel(self.state, batch, now)
+        else:
+            venue_md_kernel(self.state, batch, now)
+        if self.heartbeat is not None:
+            self._watch_orders_stage(now)
+        n = venue_release_kernel(self.state, outs[0], now, seq)
+        counts[0] = n
+        return seq + n
+
+    def poll(self, now_ns: int, outs, counts, seq: int) -> int:
+        """Without input: check the orders stage's heartbeat and release the reports now
+        due into ``outs[0]`` (``counts[0]`` of them). Returns the next sequence number."""
+        if self.heartbeat is not None:
+            self._watch_orders_stage(now_ns)
+        n = venue_release_kernel(self.state, outs[0], now_ns, seq)
+        counts[0] = n
+        return seq + n
+
+    def pending(self, now_ns: int) -> int:
+        """Reports waiting in the delay queue (polled at most every 50 us, or every
+        ``latency_ns`` if shorter); also where the orders stage's heartbeat is watched
+        while no input arrives."""
+        if now_ns < self._next_poll_ns:
+            return 0
+        self._next_poll_ns = now_ns + min(50_000, max(1, self.latency_ns))
+        if self.heartbeat is not None:
+            self._watch_orders_stage(now_ns)
+        return self.venue.pending
+
+    def emit(self, outs, counts, seq: int) -> int:
+        """The loop's call for stage-initiated records: release what is due."""
+        return self.poll(time.monotonic_ns(), outs, counts, seq)
+
+    def _watch_orders_stage(self, now: int) -> None:
+        beat = int(self.heartbeat[0])
+        if beat == 0:
+            return  # not started yet
+        if now - beat > self.disconnect_ns:
+            if not self.disconnected:
+                self.disconnected = True
+                n = venue_cancel_all_kernel(self.state, 0, now, int(Code.STAGE_STALLED))
+                self.disconnect_cancels += n
+                log.warning(
+                    "orders stage %d silent for %.1f s: cancelled %d resting orders",
+                    self.orders_index,
+                    (now - beat) / 1e9,
+                    n,
+                )
+        elif self.disconnected:
+            self.disconnected = False
+            log.info("orders stage %d beating again", self.orders_index)
+
+    def summary(self) -> dict:
+        return {
+            **self.venue.counters(),
+            "live_orders": self.venue.live_orders,
+            "pending_reports": self.venue.pending,
+            "disconnect_cancels": self.disconnect_cancels,
+        }
+
+    def on_drain(self) -> None:
+        s = self.summary()
+        if s["pending_reports"]:
+            log.warning("venue stops with %d reports undelivered", s["pending_reports"])
+        if s["reports_lost"]:
+            log.error("venue lost %d reports on a full delay queue", s["reports_lost"])
+        log.info("venue summary %s", s)
+        if self.control is not None:
+            self.heartbeat = None
+            self.control.close()
+            self.control = None

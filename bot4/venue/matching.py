@@ -1,0 +1,1382 @@
+"""The simulated venue: price-time-priority limit order books fed by our orders and by
+other participants' market data, with a report delay queue.
+
+**State** lives in preallocated numpy arrays, bundled in one tuple ``st`` (see
+:class:`Venue`, which builds it) that every kernel takes first::
+
+    index  array    shape / dtype           meaning
+    0      pool     [capacity] RESTING       order slots: ours, external, quote (free list)
+    1      free     [capacity] int64         stack of free pool slots, top in v[V_FREE_TOP]
+    2      levels   [books, 2, L, 4] int64   per book and side (BID / ASK) the price levels,
+                                             ascending key, best last; columns key, head,
+                                             tail (pool slots), qty (shares resting)
+    3      nlev     [books, 2] int64         levels in use per book and side
+    4      books    [books, 4] int64         quote slot per side (-1 = none), md mode
+    5, 6   our_keys, our_vals                hash: client_order_id -> pool slot (live,
+                                             >= 0) or -(history index + 1) (done)
+    7, 8   ext_keys, ext_vals                hash: market-data order id -> pool slot
+    9      hist     [history] DONE           ring of our finished orders
+    10     queue    [queue] EXEC_REPORT      the delay queue (FIFO), head / tail in v
+    11     v        [64] int64               counters, configuration and statistics (V_*)
+
+A book is an instrument: book index = instrument id (1 .. books - 1). The key of a level
+is the price on the bid side and minus the price on the ask side, so both sides search and
+shift the same way and the best level is always the last one. A level's orders form a
+doubly linked list through the pool in arrival order: list order *is* time priority.
+
+**Matching.** An incoming order (ours, an external add, a quote) first takes liquidity
+from the opposite side in price-time order at prices better than or equal to its limit;
+fills are at the resting order's price; what is left rests (DAY / GTC), or is cancelled
+(IOC, market); FOK fills completely or is cancelled without touching the book. The book is
+therefore never crossed. Our taker gets one fill report per price level it trades at
+(the fills of one level are summed, so a sweep reports at most one line per level); each
+of our resting makers gets one report per fill. External orders trading against each other
+produce no report. Self-trade prevention: when our taker meets our own resting order, the
+resting order is cancelled (``EXEC_CANCELLED``, reason ``Code.SELF_TRADE``) and matching
+goes on.
+
+**Our orders** (``venue_order_kernel``). NEW is acknowledged first, then trades. It is
+rejected (nothing after) for a client order id of 0 or one the venue remembers (live or
+finished: ``DUPLICATE_ORDER``), an unknown instrument, a side other than buy / sell, a
+quantity <= 0, a limit price <= 0 or a stop order (``VENUE_REJECTED``), and when ours or
+the pool are at capacity (``MAX_OPEN_ORDERS``). ``TIF_NONE`` counts as DAY; ``OT_MARKET``
+is an IOC (or FOK) without a price limit. DAY and GTC orders never expire here (no session
+clock). CANCEL names ``orig_client_order_id``, and its report carries that id. REPLACE
+names ``orig_client_order_id`` and the new ``client_order_id`` (0 = keep the id), the new
+total ``qty`` including what has filled (0 = unchanged; refused with ``INVALID_QTY`` unless
+above the filled quantity) and ``limit_price`` (0 = unchanged); the order loses its time
+priority on a price change or a quantity increase, and trades at once if the new price
+crosses. A new id retires the old one: it is remembered as CANCELLED with its fills, so a
+cancel of it is TOO_LATE. QUERY names ``client_order_id`` (or ``orig_client_order_id``
+when that is 0) and answers STATUS with the order's status, cum and leaves.
+
+**Market data** (``venue_md_kernel``), per book in one of two modes, chosen by the feed:
+
+* order mode (from the first ``MD_BOOK_*`` event of the instrument on; quotes and trade
+  prints of that instrument are then ignored, they are derived from the same events):
+  ``MD_BOOK_ADD`` is an external order (matched, then resting, under its order id);
+  ``MD_BOOK_CANCEL`` reduces it in place (no loss of priority); ``MD_BOOK_DELETE`` removes
+  it; ``MD_BOOK_EXEC`` of order X at price p for q shares is an aggressor of q shares
+  walking X's side in price-time order up to and including X: our orders at better prices,
+  and our orders ahead of X at p, fill *instead of* X (what reaches X executes X, the rest
+  beyond X is dropped and counted). ``MD_BOOK_HIDDEN_EXEC`` fills ours at better prices
+  and those ahead of every external order at p (displayed orders have priority over
+  hidden ones).
+* the initial book: a feed that starts mid-session (LOBSTER) refers to orders placed
+  before its first message. Adds flagged ``MDF_SNAPSHOT`` (order id optional) seed that
+  book as anonymous snapshot orders; a cancel, delete or execution of an order id the
+  venue never saw at price p is taken from the snapshot orders at p (they are older than
+  anything of ours, so ours at p fill only once they are gone; at better prices ours fill).
+* quote mode (quotes and trades only): an ``MD_QUOTE`` is one external order per side,
+  replacing the previous quote order of that side. At an unchanged price it keeps its place
+  in the queue and only its size changes (:func:`queue_model_requeue` decides); at a new
+  price it is a new order at the back. An ``MD_TRADE`` (side = aggressor, 0 = inferred from
+  the book) is an aggressor of its size limited at its price: it consumes the quote order
+  and our orders in price-time order, so ours fill once the volume ahead of them traded.
+
+**Reports** go to the delay queue, never straight out: ``venue_release_kernel`` copies
+those due (``ts_venue_ns + latency_ns <= now``) into an output array, oldest first, as many
+as fit, numbering them with the caller's ``seq``. One input may therefore produce any
+number of reports (a sweep, a cancel-all) while every call stays within its output room.
+A report of a request (ACK, REJECTED, CANCELLED, REPLACED, CANCEL_REJECTED, STATUS) copies
+the request's ``ts_event_ns`` / ``ts_recv_ns`` / ``ts_order_ns``; a fill or a cancellation
+the venue initiates copies those of the order it reports on. ``parent_seq`` is the ``seq``
+of the input record (ORDER or MARKET_DATA) that caused the report (0 for cancel-on-
+disconnect). ``exec_id`` counts from 1 per venue; ``order_id`` echoes the order's
+``order_id`` (OMS-assigned) or, when that is 0, a venue-assigned id from 1.
+
+Ownership: the arrays belong to the one process (the venue stage, or a replay) that calls
+the kernels; nothing here is shared memory.
+
+Limits, each counted in ``v`` and never raised: the pool (``capacity`` orders, ours and
+external), ``max_open`` live orders of ours (beyond: REJECTED ``MAX_OPEN_ORDERS``), ``levels``
+price levels per side (a new better level evicts the worst level if it holds no order of
+ours; otherwise the external order is dropped, or our remainder is cancelled with
+``MAX_OPEN_ORDERS``), ``history`` finished orders remembered for duplicate detection and
+queries (the oldest is forgotten first), and ``queue`` undelivered reports (a report that
+finds the queue full is lost and counted in ``reports_lost``; size it for the worst burst).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from bot4.records import (
+    ACTION_CANCEL,
+    ACTION_CANCEL_ALL,
+    ACTION_NEW,
+    ACTION_QUERY,
+    ACTION_REPLACE,
+    EXEC_ACK,
+    EXEC_CANCEL_REJECTED,
+    EXEC_CANCELLED,
+    EXEC_FILL,
+    EXEC_PARTIAL_FILL,
+    EXEC_REJECTED,
+    EXEC_REPLACED,
+    EXEC_REPORT,
+    EXEC_STATUS,
+    MD_BOOK_ADD,
+    MD_BOOK_CANCEL,
+    MD_BOOK_DELETE,
+    MD_BOOK_EXEC,
+    MD_BOOK_HIDDEN_EXEC,
+    MD_QUOTE,
+    MD_TRADE,
+    MDF_SNAPSHOT,
+    OS_CANCELLED,
+    OS_FILLED,
+    OS_NEW,
+    OS_NONE,
+    OS_PARTIALLY_FILLED,
+    OS_REJECTED,
+    OT_LIMIT,
+    OT_MARKET,
+    OT_NONE,
+    SIDE_BUY,
+    SIDE_SELL,
+    TIF_DAY,
+    TIF_FOK,
+    TIF_IOC,
+    TIF_NONE,
+)
+from bot4.records.errors import Code
+
+__all__ = [
+    "ASK",
+    "BID",
+    "DONE",
+    "OWN_EXTERNAL",
+    "OWN_OURS",
+    "OWN_QUOTE",
+    "OWN_SNAPSHOT",
+    "RESTING",
+    "STATS",
+    "Venue",
+    "queue_model_requeue",
+    "venue_cancel_all_kernel",
+    "venue_md_kernel",
+    "venue_order_kernel",
+    "venue_release_kernel",
+]
+
+BID = 0  # side row of the bid side in `levels`, `nlev` and `books`
+ASK = 1  # side row of the ask side
+
+# levels[..., column]
+LK = 0  # key: price (bid) or -price (ask)
+LH = 1  # head: pool slot of the first order (time priority), -1 = none
+LT = 2  # tail: pool slot of the last order
+LQ = 3  # shares resting at the level
+
+# books[b, column]
+BK_QUOTE = 0  # + side row: pool slot of the quote order of that side, -1 = none
+BK_MODE = 2  # MODE_*
+MODE_NONE = 0
+MODE_QUOTES = 1  # quotes and trade prints drive the book
+MODE_ORDERS = 2  # order-level events drive the book
+
+# RESTING.owner
+OWN_FREE = 0
+OWN_OURS = 1  # our order (reports, client_order_id)
+OWN_EXTERNAL = 2  # another participant's order from order-level market data (ext_id)
+OWN_QUOTE = 3  # the quote order of one side (quote mode)
+OWN_SNAPSHOT = 4  # external liquidity of the initial book (MD_BOOK_ADD flagged MDF_SNAPSHOT)
+
+# how an aggressor treats the level at its limit price (see _take)
+AT_LIMIT_ALL = 0  # the whole queue
+AT_LIMIT_UNTIL = 1  # up to and including one named order
+AT_LIMIT_FRONT = 2  # only our orders ahead of the first external order
+AT_LIMIT_NONE = 3  # nothing at the limit price, strictly better prices only
+AT_LIMIT_SNAPSHOT = 4  # only the initial-book (snapshot) orders at the front of the level
+
+#: an order slot of the pool (128 bytes); ours carry every field, external ones price,
+#: leaves, side, instrument and ext_id
+RESTING = np.dtype(
+    [
+        ("price", np.int64),  # limit price, fixed point, instrument scale
+        ("leaves", np.int64),  # shares still working
+        ("cum_qty", np.int64),  # shares filled so far (ours)
+        ("qty", np.int64),  # order quantity, shares (ours; changed by a replace)
+        ("next", np.int64),  # next pool slot in the level's queue, -1 = last
+        ("prev", np.int64),  # previous pool slot in the level's queue, -1 = first
+        ("client_order_id", np.uint64),  # ours
+        ("order_id", np.uint64),  # ours: the order id reports carry
+        ("ext_id", np.uint64),  # external: the market data order id
+        ("ts_event_ns", np.int64),  # ours: stamps of the request that placed it (copied)
+        ("ts_recv_ns", np.int64),
+        ("ts_order_ns", np.int64),
+        ("instrument", np.uint32),  # = book index
+        ("strategy", np.uint16),  # ours
+        ("side", np.int8),  # SIDE_BUY / SIDE_SELL
+        ("tif", np.uint8),  # ours: TIF_DAY / TIF_GTC (only those rest)
+        ("owner", np.uint8),  # OWN_*
+        ("reserved", np.uint8, (23,)),  # pads a slot to two cache lines
+    ],
+    align=True,
+)
+
+#: one finished order of ours, remembered for duplicate detection and ACTION_QUERY
+DONE = np.dtype(
+    [
+        ("client_order_id", np.uint64),  # 0 = empty entry
+        ("order_id", np.uint64),
+        ("cum_qty", np.int64),  # shares filled
+        ("qty", np.int64),  # order quantity, shares
+        ("price", np.int64),  # last limit price
+        ("instrument", np.uint32),
+        ("strategy", np.uint16),
+        ("side", np.int8),
+        ("status", np.uint8),  # OS_FILLED / OS_CANCELLED / OS_REJECTED
+        ("reserved", np.uint8, (16,)),
+    ],
+    align=True,
+)
+
+# v[...]: counters and configuration
+V_FREE_TOP = 0  # free pool slots (top of the `free` stack)
+V_EXEC_ID = 1  # last exec_id assigned
+V_ORDER_ID = 2  # last venue-assigned order id
+V_LIVE_OURS = 3  # our live (resting) orders
+V_HIST_NEXT = 4  # next history entry to (over)write
+V_Q_HEAD = 5  # delay queue: position of the oldest report (monotonic)
+V_Q_TAIL = 6  # delay queue: position after the newest report
+V_LATENCY = 8  # ns from transaction to release of a report
+V_MAKER_FEE = 9  # price units per share on a resting (maker) fill; < 0 = rebate
+V_TAKER_FEE = 10  # price units per share on a taking fill
+V_MAX_OPEN = 11  # limit on our live orders
+V_STATS = 16  # first statistic
+
+#: statistics, v[V_STATS + i]
+STATS = (
+    "orders_in",  # ORDER records handled
+    "md_in",  # MARKET_DATA records handled
+    "reports",  # reports queued
+    "reports_lost",  # reports dropped on a full delay queue (size the queue up)
+    "rejects",  # REJECTED reports
+    "fills",  # fill reports of ours (taker and maker)
+    "filled_qty",  # shares of ours filled
+    "self_trade_cancels",  # our resting orders cancelled by self-trade prevention
+    "ext_added",  # external orders rested
+    "ext_unknown",  # cancels / deletes / execs of unseen order ids (taken from the snapshot)
+    "ext_duplicate",  # adds of an order id already resting (the old one is replaced)
+    "ext_dropped",  # external orders not kept: pool or level capacity
+    "ext_traded_qty",  # shares traded between external orders
+    "exec_excess_qty",  # shares of an execution left after the named order (dropped)
+    "md_ignored",  # market data records without effect here (mode, kind, bad fields)
+    "levels_evicted",  # worst levels dropped to make room for a better one
+)
+(
+    S_ORDERS_IN,
+    S_MD_IN,
+    S_REPORTS,
+    S_REPORTS_LOST,
+    S_REJECTS,
+    S_FILLS,
+    S_FILLED_QTY,
+    S_SELF_TRADE,
+    S_EXT_ADDED,
+    S_EXT_UNKNOWN,
+    S_EXT_DUPLICATE,
+    S_EXT_DROPPED,
+    S_EXT_TRADED,
+    S_EXEC_EXCESS,
+    S_MD_IGNORED,
+    S_LEVELS_EVICTED,
+) = range(V_STATS, V_STATS + len(STATS))
+V_WORDS = 64
+
+# reasons as plain ints (kernels compare and store them as integers)
+R_OK = 0
+R_DUPLICATE = int(Code.DUPLICATE_ORDER)
+R_SELF_TRADE = int(Code.SELF_TRADE)
+R_UNKNOWN_ORDER = int(Code.UNKNOWN_ORDER)
+R_VENUE_REJECTED = int(Code.VENUE_REJECTED)
+R_TOO_LATE = int(Code.TOO_LATE_TO_CANCEL)
+R_UNKNOWN_INSTRUMENT = int(Code.UNKNOWN_INSTRUMENT)
+R_INVALID_QTY = int(Code.INVALID_QTY)
+R_NEGATIVE_PRICE = int(Code.NEGATIVE_PRICE)
+R_MAX_OPEN = int(Code.MAX_OPEN_ORDERS)
+
+_MARKET_BUY_LIMIT = np.int64(2**62)  # a market buy's limit: above any price
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+# --- queue-position model hook ---------------------------------------------------------------
+
+
+@njit(nogil=True, cache=True)
+def queue_model_requeue(old_qty, new_qty):
+    """Queue-position model hook: does a quote order whose size changes at an unchanged
+    price go to the back of its level (True) or keep its place (False)?
+
+    The quote order stands for the whole displayed size at the top of one side; our orders
+    behind it fill only once it has traded away. The default keeps its place on every
+    change: a decrease is taken to come from ahead of ours (it would be, for a cancel at the
+    front), an increase to join ahead of ours too (pessimistic: new orders really join
+    behind). A probabilistic queue model (e.g. the share of a decrease that was ahead of
+    ours growing with our position) plugs in here, or by splitting the quote order in two
+    at our position. Order-level feeds need no model: positions are known exactly.
+    """
+    return False
+
+
+# --- hash tables: open addressing, linear probing, backward-shift deletion ------------------
+
+
+@njit(nogil=True, cache=True)
+def _home(key, mask):
+    return np.int64(((key * _GOLDEN) >> np.uint64(32)) & np.uint64(mask))
+
+
+@njit(nogil=True, cache=True)
+def _hfind(keys, key):
+    mask = keys.size - 1
+    i = _home(key, mask)
+    while keys[i] != 0:
+        if keys[i] == key:
+            return i
+        i = (i + 1) & mask
+    return -1
+
+
+@njit(nogil=True, cache=True)
+def _hput(keys, vals, key, val):
+    """Insert or overwrite; the table is sized so that it never fills (load <= 1/2)."""
+    mask = keys.size - 1
+    i = _home(key, mask)
+    while keys[i] != 0 and keys[i] != key:
+        i = (i + 1) & mask
+    keys[i] = key
+    vals[i] = val
+
+
+@njit(nogil=True, cache=True)
+def _hdel(keys, vals, i):
+    mask = keys.size - 1
+    j = i
+    while True:
+        j = (j + 1) & mask
+        if keys[j] == 0:
+            break
+        k = _home(keys[j], mask)
+        if (i <= j and i < k <= j) or (i > j and (k > i or k <= j)):
+            continue
+        keys[i] = keys[j]
+        vals[i] = vals[j]
+        i = j
+    keys[i] = 0
+
+
+# --- reports ---------------------------------------------------------------------------------
+
+
+@njit(nogil=True, cache=True)
+def _claim(st, now, pseq, etype, status, reason):
+    """Queue slot of a new report with the venue's fields set and every amount zero; -1
+    when the queue is full (the report is lost, and counted)."""
+    queue = st[10]
+    v = st[11]
+    cap = queue.shape[0]
+    tail = v[V_Q_TAIL]
+    if tail - v[V_Q_HEAD] >= cap:
+        v[S_REPORTS_LOST] += 1
+        return -1
+    v[V_Q_TAIL] = tail + 1
+    v[V_EXEC_ID] += 1
+    v[S_REPORTS] += 1
+    if etype == EXEC_REJECTED:
+        v[S_REJECTS] += 1
+    k = tail & (cap - 1)
+    e = queue[k]
+    e.seq = 0
+    e.parent_seq = pseq
+    e.ts_venue_ns = now
+    e.exec_id = v[V_EXEC_ID]
+    e.exec_type = etype
+    e.status = status
+    e.reason = reason
+    e.last_qty = 0
+    e.last_price = 0
+    e.fee = 0
+    return k
+
+
+@njit(nogil=True, cache=True)
+def _report(st, now, pseq, x, stamps, etype, status, reason, cum, leaves):
+    """Queue a report on order ``x`` (an ORDER, RESTING or DONE record: ids, side,
+    instrument, strategy) with the stamps of ``stamps`` (ORDER or RESTING). Returns the
+    queue slot (to add a fill's amounts) or -1."""
+    k = _claim(st, now, pseq, etype, status, reason)
+    if k >= 0:
+        e = st[10][k]
+        e.client_order_id = x.client_order_id
+        e.order_id = x.order_id
+        e.side = x.side
+        e.instrument = x.instrument
+        e.strategy = x.strategy
+        e.ts_event_ns = stamps.ts_event_ns
+        e.ts_recv_ns = stamps.ts_recv_ns
+        e.ts_order_ns = stamps.ts_order_ns
+        e.cum_qty = cum
+        e.leaves_qty = leaves
+    return k
+
+
+@njit(nogil=True, cache=True)
+def _report_own(st, now, pseq, m, etype, status, reason):
+    """Queue a report on our order in pool slot ``m``, with its own stamps."""
+    o = st[0][m]
+    leaves = 0 if status in (OS_CANCELLED, OS_FILLED) else o.leaves
+    return _report(st, now, pseq, o, o, etype, status, reason, o.cum_qty, leaves)
+
+
+@njit(nogil=True, cache=True)
+def _report_fill(st, now, pseq, m, qty, price, fee_per_share):
+    """Queue the fill of ``qty`` shares at ``price`` of our order in slot ``m`` (its
+    cum_qty / leaves already updated)."""
+    done = st[0][m].leaves == 0
+    etype = EXEC_FILL if done else EXEC_PARTIAL_FILL
+    k = _report_own(st, now, pseq, m, etype, OS_FILLED if done else OS_PARTIALLY_FILLED, R_OK)
+    if k >= 0:
+        e = st[10][k]
+        e.last_qty = qty
+        e.last_price = price
+        e.fee = fee_per_share * qty
+    v = st[11]
+    v[S_FILLS] += 1
+    v[S_FILLED_QTY] += qty
+
+
+@njit(nogil=True, cache=True)
+def _live_status(cum):
+    return OS_PARTIALLY_FILLED if cum > 0 else OS_NEW
+
+
+# --- pool, levels, queues --------------------------------------------------------------------
+
+
+@njit(nogil=True, cache=True)
+def _alloc(st):
+    free = st[1]
+    v = st[11]
+    if v[V_FREE_TOP] == 0:
+        return -1
+    v[V_FREE_TOP] -= 1
+    m = free[v[V_FREE_TOP]]
+    o = st[0][m]
+    o.next = -1
+    o.prev = -1
+    o.cum_qty = 0
+    o.client_order_id = 0
+    o.order_id = 0
+    o.ext_id = 0
+    o.ts_event_ns = 0
+    o.ts_recv_ns = 0
+    o.ts_order_ns = 0
+    o.strategy = 0
+    o.tif = 0
+    return m
+
+
+@njit(nogil=True, cache=True)
+def _release_slot(st, m):
+    free = st[1]
+    v = st[11]
+    st[0][m].owner = OWN_FREE
+    free[v[V_FREE_TOP]] = m
+    v[V_FREE_TOP] += 1
+
+
+@njit(nogil=True, cache=True)
+def _row(side):
+    return BID if side == SIDE_BUY else ASK
+
+
+@njit(nogil=True, cache=True)
+def _level_pos(levels, nlev, b, s, key):
+    """Insertion point of ``key`` in side ``s`` of book ``b`` (binary search)."""
+    lo = 0
+    hi = nlev[b, s]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if levels[b, s, mid, LK] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(nogil=True, cache=True)
+def _level_of(st, m):
+    """(side row, level index) of resting pool slot ``m``."""
+    levels = st[2]
+    nlev = st[3]
+    o = st[0][m]
+    s = _row(o.side)
+    key = o.price if s == BID else -o.price
+    return s, _level_pos(levels, nlev, np.int64(o.instrument), s, key)
+
+
+@njit(nogil=True, cache=True)
+def _unlink(st, m):
+    """Take resting slot ``m`` out of its level's queue (the level goes when empty)."""
+    pool = st[0]
+    levels = st[2]
+    nlev = st[3]
+    o = pool[m]
+    b = np.int64(o.instrument)
+    s, j = _level_of(st, m)
+    if o.prev >= 0:
+        pool[o.prev].next = o.next
+    else:
+        levels[b, s, j, LH] = o.next
+    if o.next >= 0:
+        pool[o.next].prev = o.prev
+    else:
+        levels[b, s, j, LT] = o.prev
+    levels[b, s, j, LQ] -= o.leaves
+    o.next = -1
+    o.prev = -1
+    if levels[b, s, j, LH] < 0:
+        n = nlev[b, s]
+        for k in range(j, n - 1):
+            for c in range(4):
+                levels[b, s, k, c] = levels[b, s, k + 1, c]
+        nlev[b, s] = n - 1
+
+
+@njit(nogil=True, cache=True)
+def _discard_external(st, m):
+    """Forget external / quote slot ``m`` (already unlinked or never rested)."""
+    o = st[0][m]
+    if o.owner == OWN_QUOTE:
+        books = st[4]
+        b = np.int64(o.instrument)
+        s = _row(o.side)
+        if books[b, BK_QUOTE + s] == m:
+            books[b, BK_QUOTE + s] = -1
+    elif o.ext_id != 0:
+        i = _hfind(st[7], o.ext_id)
+        if i >= 0 and st[8][i] == m:
+            _hdel(st[7], st[8], i)
+    _release_slot(st, m)
+
+
+@njit(nogil=True, cache=True)
+def _evict_worst(st, b, s):
+    """Drop the worst level of a full side if it holds no order of ours."""
+    pool = st[0]
+    levels = st[2]
+    m = levels[b, s, 0, LH]
+    while m >= 0:
+        if pool[m].owner == OWN_OURS:
+            return False
+        m = pool[m].next
+    m = levels[b, s, 0, LH]
+    while m >= 0:
+        nxt = pool[m].next
+        _unlink(st, m)
+        _discard_external(st, m)
+        m = nxt
+    st[11][S_LEVELS_EVICTED] += 1
+    return True
+
+
+@njit(nogil=True, cache=True)
+def _append(st, m):
+    """Rest slot ``m`` at the back of its price level; False if no level can be had."""
+    pool = st[0]
+    levels = st[2]
+    nlev = st[3]
+    o = pool[m]
+    b = np.int64(o.instrument)
+    s = _row(o.side)
+    key = o.price if s == BID else -o.price
+    j = _level_pos(levels, nlev, b, s, key)
+    if j >= nlev[b, s] or levels[b, s, j, LK] != key:
+        cap = levels.shape[2]
+        if nlev[b, s] == cap:
+            if j == 0 or not _evict_worst(st, b, s):
+                return False
+            j -= 1
+        n = nlev[b, s]
+        for k in range(n, j, -1):
+            for c in range(4):
+                levels[b, s, k, c] = levels[b, s, k - 1, c]
+        levels[b, s, j, LK] = key
+        levels[b, s, j, LH] = -1
+        levels[b, s, j, LT] = -1
+        levels[b, s, j, LQ] = 0
+        nlev[b, s] = n + 1
+    tail = levels[b, s, j, LT]
+    o.prev = tail
+    o.next = -1
+    if tail >= 0:
+        pool[tail].next = m
+    else:
+        levels[b, s, j, LH] = m
+    levels[b, s, j, LT] = m
+    levels[b, s, j, LQ] += o.leaves
+    return True
+
+
+@njit(nogil=True, cache=True)
+def _resize(st, m, new_leaves):
+    """Change the working size of resting slot ``m`` in place (keeps its priority)."""
+    s, j = _level_of(st, m)
+    o = st[0][m]
+    st[2][np.int64(o.instrument), s, j, LQ] += new_leaves - o.leaves
+    o.leaves = new_leaves
+
+
+@njit(nogil=True, cache=True)
+def _hist_add(st, x, cum, qty, price, status):
+    """Remember a finished order of ours (ids, side, instrument, strategy from record
+    ``x``), forgetting the oldest remembered one; maps its client order id there."""
+    hist = st[9]
+    v = st[11]
+    h = v[V_HIST_NEXT]
+    v[V_HIST_NEXT] = (h + 1) % hist.shape[0]
+    e = hist[h]
+    code = -(h + 1)
+    if e.client_order_id != 0:
+        i = _hfind(st[5], e.client_order_id)
+        if i >= 0 and st[6][i] == code:
+            _hdel(st[5], st[6], i)
+    e.client_order_id = x.client_order_id
+    e.order_id = x.order_id
+    e.cum_qty = cum
+    e.qty = qty
+    e.price = price
+    e.instrument = x.instrument
+    e.strategy = x.strategy
+    e.side = x.side
+    e.status = status
+    _hput(st[5], st[6], x.client_order_id, code)
+
+
+@njit(nogil=True, cache=True)
+def _retire(st, m, status):
+    """Our order in slot ``m`` (unlinked) is done: into the history, slot freed."""
+    o = st[0][m]
+    _hist_add(st, o, o.cum_qty, o.qty, o.price, status)
+    st[11][V_LIVE_OURS] -= 1
+    _release_slot(st, m)
+
+
+# --- matching --------------------------------------------------------------------------------
+
+
+@njit(nogil=True, cache=True)
+def _crosses(aside, px, limit):
+    return px <= limit if aside == SIDE_BUY else px >= limit
+
+
+@njit(nogil=True, cache=True)
+def _take(st, b, aside, limit, qty, taker, at_limit, stop, now, pseq):
+    """An aggressor of side ``aside`` takes up to ``qty`` shares at prices crossing
+    ``limit`` from book ``b``, best price first, in time order within a price.
+
+    ``taker`` is the aggressor's pool slot (ours: reports, self-trade prevention;
+    external: no reports) or -1 for an execution seen in market data. ``at_limit`` says
+    how far into the level at the limit price it may go (AT_LIMIT_*; ``stop`` is the
+    named order of AT_LIMIT_UNTIL). Returns the shares left untraded.
+    """
+    pool = st[0]
+    levels = st[2]
+    nlev = st[3]
+    v = st[11]
+    ms = ASK if aside == SIDE_BUY else BID
+    ours_taker = taker >= 0 and pool[taker].owner == OWN_OURS
+    rem = qty
+    while rem > 0 and nlev[b, ms] > 0:
+        j = nlev[b, ms] - 1
+        key = levels[b, ms, j, LK]
+        px = key if ms == BID else -key
+        if not _crosses(aside, px, limit):
+            break
+        at_lim = px == limit
+        if at_lim and at_limit == AT_LIMIT_NONE:
+            break
+        done_here = False
+        level_fill = 0
+        m = levels[b, ms, j, LH]
+        while m >= 0 and rem > 0:
+            o = pool[m]
+            nxt = o.next
+            if at_lim and (
+                (at_limit == AT_LIMIT_FRONT and o.owner != OWN_OURS)
+                or (at_limit == AT_LIMIT_SNAPSHOT and o.owner != OWN_SNAPSHOT)
+            ):
+                done_here = True
+                break
+            if o.owner == OWN_OURS and ours_taker:
+                _unlink(st, m)
+                _report_own(st, now, pseq, m, EXEC_CANCELLED, OS_CANCELLED, R_SELF_TRADE)
+                _retire(st, m, OS_CANCELLED)
+                v[S_SELF_TRADE] += 1
+                m = nxt
+                continue
+            f = min(rem, o.leaves)
+            o.leaves -= f
+            levels[b, ms, j, LQ] -= f
+            rem -= f
+            level_fill += f
+            if o.owner == OWN_OURS:
+                o.cum_qty += f
+                _report_fill(st, now, pseq, m, f, px, v[V_MAKER_FEE])
+                if o.leaves == 0:
+                    _unlink(st, m)
+                    _retire(st, m, OS_FILLED)
+            else:
+                if not ours_taker:
+                    v[S_EXT_TRADED] += f
+                if o.leaves == 0:
+                    _unlink(st, m)
+                    _discard_external(st, m)
+            if at_lim and at_limit == AT_LIMIT_UNTIL and m == stop:
+                done_here = True
+                break
+            m = nxt
+        if taker >= 0 and level_fill > 0:
+            t = pool[taker]
+            t.leaves -= level_fill
+            if ours_taker:
+                t.cum_qty += level_fill
+                _report_fill(st, now, pseq, taker, level_fill, px, v[V_TAKER_FEE])
+        if done_here:
+            break
+    return rem
+
+
+@njit(nogil=True, cache=True)
+def _available(st, b, aside, limit, want):
+    """Shares of other participants an aggressor could take up to ``limit`` (stops counting
+    at ``want``); our own resting orders do not count (self-trade prevention)."""
+    pool = st[0]
+    levels = st[2]
+    nlev = st[3]
+    ms = ASK if aside == SIDE_BUY else BID
+    total = 0
+    for j in range(nlev[b, ms] - 1, -1, -1):
+        key = levels[b, ms, j, LK]
+        px = key if ms == BID else -key
+        if not _crosses(aside, px, limit):
+            break
+        m = levels[b, ms, j, LH]
+        while m >= 0:
+            if pool[m].owner != OWN_OURS:
+                total += pool[m].leaves
+                if total >= want:
+                    return total
+            m = pool[m].next
+    return total
+
+
+@njit(nogil=True, cache=True)
+def _work(st, m, tif, now, pseq):
+    """Our order in slot ``m`` (not resting) trades what it can, then rests or ends."""
+    o = st[0][m]
+    b = np.int64(o.instrument)
+    _take(st, b, np.int64(o.side), o.price, o.leaves, m, AT_LIMIT_ALL, -1, now, pseq)
+    if o.leaves == 0:
+        _retire(st, m, OS_FILLED)
+        return
+    reason = R_OK
+    if tif != TIF_IOC and tif != TIF_FOK:
+        if _append(st, m):
+            return
+        reason = R_MAX_OPEN
+    _report_own(st, now, pseq, m, EXEC_CANCELLED, OS_CANCELLED, reason)
+    _retire(st, m, OS_CANCELLED)
+
+
+# --- our orders ------------------------------------------------------------------------------
+
+
+@njit(nogil=True, cache=True)
+def _reject(st, now, r, reason, remember):
+    """REJECTED for request ``r``; remembered (so a repeat is a duplicate) if asked."""
+    _report(st, now, r.seq, r, r, EXEC_REJECTED, OS_REJECTED, reason, 0, 0)
+    if remember:
+        _hist_add(st, r, 0, r.qty, r.limit_price, OS_REJECTED)
+
+
+@njit(nogil=True, cache=True)
+def _on_new(st, r, now):
+    pool = st[0]
+    v = st[11]
+    nbooks = st[3].shape[0]
+    clid = r.client_order_id
+    if clid == 0:
+        _reject(st, now, r, R_VENUE_REJECTED, False)
+        return
+    if _hfind(st[5], clid) >= 0:
+        _reject(st, now, r, R_DUPLICATE, False)
+        return
+    tif = r.tif if r.tif != TIF_NONE else TIF_DAY
+    limit = r.limit_price
+    reason = R_OK
+    if r.instrument == 0 or r.instrument >= nbooks:
+        reason = R_UNKNOWN_INSTRUMENT
+    elif r.side != SIDE_BUY and r.side != SIDE_SELL:
+        reason = R_VENUE_REJECTED
+    elif r.qty <= 0:
+        reason = R_INVALID_QTY
+    elif tif > TIF_FOK:
+        reason = R_VENUE_REJECTED
+    elif r.order_type == OT_MARKET:
+        limit = _MARKET_BUY_LIMIT if r.side == SIDE_BUY else np.int64(0)
+        if tif != TIF_FOK:
+            tif = TIF_IOC
+    elif r.order_type != OT_LIMIT and r.order_type != OT_NONE:
+        reason = R_VENUE_REJECTED
+    elif limit <= 0:
+        reason = R_NEGATIVE_PRICE
+    if reason == R_OK and (v[V_FREE_TOP] == 0 or v[V_LIVE_OURS] >= v[V_MAX_OPEN]):
+        reason = R_MAX_OPEN
+    if reason != R_OK:
+        _reject(st, now, r, reason, True)
+        return
+    m = _alloc(st)
+    o = pool[m]
+    o.price = limit
+    o.leaves = r.qty
+    o.qty = r.qty
+    o.client_order_id = clid
+    if r.order_id != 0:
+        o.order_id = r.order_id
+    else:
+        v[V_ORDER_ID] += 1
+        o.order_id = np.uint64(v[V_ORDER_ID])
+    o.ts_event_ns = r.ts_event_ns
+    o.ts_recv_ns = r.ts_recv_ns
+    o.ts_order_ns = r.ts_order_ns
+    o.instrument = r.instrument
+    o.strategy = r.strategy
+    o.side = r.side
+    o.tif = tif
+    o.owner = OWN_OURS
+    _hput(st[5], st[6], clid, m)
+    v[V_LIVE_OURS] += 1
+    _report_own(st, now, r.seq, m, EXEC_ACK, OS_NEW, R_OK)
+    b = np.int64(r.instrument)
+    if tif == TIF_FOK and _available(st, b, np.int64(o.side), limit, o.leaves) < o.leaves:
+        _report_own(st, now, r.seq, m, EXEC_CANCELLED, OS_CANCELLED, R_OK)
+        _retire(st, m, OS_CANCELLED)
+        return
+    _work(st, m, tif, now, r.seq)
+
+
+@njit(nogil=True, cache=True)
+def _live_slot(st, clid):
+    """Pool slot of our live order ``clid``, or -1."""
+    i = _hfind(st[5], clid)
+    if i < 0 or st[6][i] < 0:
+        return -1
+    return st[6][i]
+
+
+@njit(nogil=True, cache=True)
+def _answer(st, now, r, target, etype, reason_live, reason_done, reason_unknown):
+    """Report ``etype`` on ``target`` as the venue knows it, answering request ``r``: a
+    live order (``reason_live``), a finished one (``reason_done``; leaves 0) or an unknown
+    id (status OS_NONE, ``reason_unknown``, ids and side from the request)."""
+    i = _hfind(st[5], target)
+    if i < 0:
+        k = _report(st, now, r.seq, r, r, etype, OS_NONE, reason_unknown, 0, 0)
+        if k >= 0:
+            st[10][k].client_order_id = target
+        return
+    val = st[6][i]
+    if val < 0:
+        h = st[9][-val - 1]
+        _report(st, now, r.seq, h, r, etype, h.status, reason_done, h.cum_qty, 0)
+        return
+    o = st[0][val]
+    _report(st, now, r.seq, o, r, etype, _live_status(o.cum_qty), reason_live, o.cum_qty, o.leaves)
+
+
+@njit(nogil=True, cache=True)
+def _on_cancel(st, r, now):
+    target = r.orig_client_order_id
+    m = _live_slot(st, target)
+    if m < 0:
+        _answer(st, now, r, target, EXEC_CANCEL_REJECTED, R_OK, R_TOO_LATE, R_UNKNOWN_ORDER)
+        return
+    o = st[0][m]
+    _unlink(st, m)
+    _report(st, now, r.seq, o, r, EXEC_CANCELLED, OS_CANCELLED, R_OK, o.cum_qty, 0)
+    _retire(st, m, OS_CANCELLED)
+
+
+@njit(nogil=True, cache=True)
+def _refuse_replace(st, now, r, target, reason):
+    _answer(st, now, r, target, EXEC_CANCEL_REJECTED, reason, R_TOO_LATE, R_UNKNOWN_ORDER)
+
+
+@njit(nogil=True, cache=True)
+def _on_replace(st, r, now):
+    target = r.orig_client_order_id
+    m = _live_slot(st, target)
+    if m < 0:
+        _refuse_replace(st, now, r, target, R_OK)
+        return
+    o = st[0][m]
+    new_id = r.client_order_id if r.client_order_id != 0 else target
+    if new_id != target and _hfind(st[5], new_id) >= 0:
+        _refuse_replace(st, now, r, target, R_DUPLICATE)
+        return
+    qty = r.qty if r.qty > 0 else o.qty
+    price = r.limit_price if r.limit_price > 0 else o.price
+    if qty <= o.cum_qty:
+        _refuse_replace(st, now, r, target, R_INVALID_QTY)
+        return
+    if new_id != target:
+        _hist_add(st, o, o.cum_qty, o.qty, o.price, OS_CANCELLED)
+        _hput(st[5], st[6], new_id, m)
+        o.client_order_id = new_id
+    o.ts_event_ns = r.ts_event_ns
+    o.ts_recv_ns = r.ts_recv_ns
+    o.ts_order_ns = r.ts_order_ns
+    status = _live_status(o.cum_qty)
+    if price != o.price or qty > o.qty:
+        _unlink(st, m)
+        o.price = price
+        o.qty = qty
+        o.leaves = qty - o.cum_qty
+        _report_own(st, now, r.seq, m, EXEC_REPLACED, status, R_OK)
+        _work(st, m, o.tif, now, r.seq)
+        return
+    _resize(st, m, qty - o.cum_qty)
+    o.qty = qty
+    _report_own(st, now, r.seq, m, EXEC_REPLACED, status, R_OK)
+
+
+@njit(nogil=True, cache=True)
+def _on_query(st, r, now):
+    target = r.client_order_id if r.client_order_id != 0 else r.orig_client_order_id
+    _answer(st, now, r, target, EXEC_STATUS, R_OK, R_OK, R_UNKNOWN_ORDER)
+
+
+@njit(nogil=True, cache=True)
+def _cancel_ours(st, m, now, pseq, reason, stamps, own_stamps):
+    """Cancel our resting order in slot ``m``; the report carries the stamps of record
+    ``stamps``, or the order's own (``own_stamps``)."""
+    o = st[0][m]
+    _unlink(st, m)
+    if own_stamps:
+        _report(st, now, pseq, o, o, EXEC_CANCELLED, OS_CANCELLED, reason, o.cum_qty, 0)
+    else:
+        _report(st, now, pseq, o, stamps, EXEC_CANCELLED, OS_CANCELLED, reason, o.cum_qty, 0)
+    _retire(st, m, OS_CANCELLED)
+
+
+@njit(nogil=True, cache=True)
+def _cancel_all(st, inst, now, pseq, reason, stamps, own_stamps):
+    """Cancel every resting order of ours in book ``inst`` (0 = every book), book by book,
+    bids then asks, best level first, time order within a level (see _cancel_ours for the
+    stamps). Returns the number cancelled."""
+    pool = st[0]
+    levels = st[2]
+    nlev = st[3]
+    n = 0
+    lo = 1 if inst == 0 else inst
+    hi = nlev.shape[0] if inst == 0 else min(inst + 1, nlev.shape[0])
+    for b in range(lo, hi):
+        for s in range(2):
+            for j in range(nlev[b, s] - 1, -1, -1):
+                m = levels[b, s, j, LH]
+                while m >= 0:
+                    nxt = pool[m].next
+                    if pool[m].owner == OWN_OURS:
+                        _cancel_ours(st, m, now, pseq, reason, stamps, own_stamps)
+                        n += 1
+                    m = nxt
+    return n
+
+
+@njit(nogil=True, cache=True)
+def venue_order_kernel(st, orders, now_ns):
+    """Handle ORDER records in order (NEW, CANCEL, REPLACE, QUERY, CANCEL_ALL); reports
+    go to the delay queue. Returns the number of reports queued."""
+    v = st[11]
+    before = v[S_REPORTS]
+    for i in range(orders.shape[0]):
+        r = orders[i]
+        v[S_ORDERS_IN] += 1
+        a = r.action
+        if a == ACTION_NEW:
+            _on_new(st, r, now_ns)
+        elif a == ACTION_CANCEL:
+            _on_cancel(st, r, now_ns)
+        elif a == ACTION_REPLACE:
+            _on_replace(st, r, now_ns)
+        elif a == ACTION_QUERY:
+            _on_query(st, r, now_ns)
+        elif a == ACTION_CANCEL_ALL:
+            _cancel_all(st, np.int64(r.instrument), now_ns, r.seq, R_OK, r, False)
+        else:
+            _reject(st, now_ns, r, R_VENUE_REJECTED, False)
+    return v[S_REPORTS] - before
+
+
+@njit(nogil=True, cache=True)
+def venue_cancel_all_kernel(st, instrument, now_ns, reason):
+    """Cancel every resting order of ours (``instrument`` 0 = all books), e.g. when the
+    orders stage stops beating. Reports carry ``reason``, each order's own stamps and
+    ``parent_seq`` 0. Returns the number of orders cancelled."""
+    return _cancel_all(st, instrument, now_ns, np.uint64(0), reason, st[0][0], True)
+
+
+# --- market data -----------------------------------------------------------------------------
+
+
+@njit(nogil=True, cache=True)
+def _set_mode(st, b, mode):
+    books = st[4]
+    if books[b, BK_MODE] == mode:
+        return
+    if mode == MODE_ORDERS:
+        for s in range(2):
+            q = books[b, BK_QUOTE + s]
+            if q >= 0:
+                _unlink(st, q)
+                _discard_external(st, q)
+    books[b, BK_MODE] = mode
+
+
+@njit(nogil=True, cache=True)
+def _external(st, b, side, price, qty, owner, ext_id, now, pseq):
+    """A new external / quote order: trades, then rests. Returns its slot or -1."""
+    v = st[11]
+    m = _alloc(st)
+    if m < 0:
+        v[S_EXT_DROPPED] += 1
+        return -1
+    o = st[0][m]
+    o.price = price
+    o.leaves = qty
+    o.qty = qty
+    o.ext_id = ext_id
+    o.instrument = b
+    o.side = side
+    o.owner = owner
+    _take(st, b, np.int64(side), price, qty, m, AT_LIMIT_ALL, -1, now, pseq)
+    if o.leaves == 0:
+        _release_slot(st, m)
+        return -1
+    if not _append(st, m):
+        v[S_EXT_DROPPED] += 1
+        _release_slot(st, m)
+        return -1
+    return m
+
+
+@njit(nogil=True, cache=True)
+def _shrink_snapshot(st, b, side, price, qty):
+    """A cancel / delete of an order the venue never saw: taken from the initial-book
+    (snapshot) orders at that price, front first."""
+    pool = st[0]
+    levels = st[2]
+    nlev = st[3]
+    s = _row(side)
+    key = price if s == BID else -price
+    j = _level_pos(levels, nlev, b, s, key)
+    if j >= nlev[b, s] or levels[b, s, j, LK] != key:
+        return
+    m = levels[b, s, j, LH]
+    while m >= 0 and qty > 0:
+        nxt = pool[m].next
+        if pool[m].owner == OWN_SNAPSHOT:
+            f = min(qty, pool[m].leaves)
+            qty -= f
+            if f == pool[m].leaves:
+                _unlink(st, m)
+                _discard_external(st, m)
+            else:
+                _resize(st, m, pool[m].leaves - f)
+        m = nxt
+
+
+@njit(nogil=True, cache=True)
+def _md_one(st, r, now):
+    v = st[11]
+    books = st[4]
+    nbooks = books.shape[0]
+    k = r.kind
+    b = np.int64(r.instrument)
+    side = r.side
+    if b <= 0 or b >= nbooks or (side != SIDE_BUY and side != SIDE_SELL and k != MD_TRADE):
+        v[S_MD_IGNORED] += 1
+        return
+    if MD_BOOK_ADD <= k <= MD_BOOK_HIDDEN_EXEC:
+        _set_mode(st, b, MODE_ORDERS)
+        idx = _hfind(st[7], r.order_id) if r.order_id != 0 else -1
+        if k == MD_BOOK_ADD:
+            snapshot = (r.flags & MDF_SNAPSHOT) != 0
+            if (r.order_id == 0 and not snapshot) or r.qty <= 0 or r.price <= 0:
+                v[S_MD_IGNORED] += 1
+                return
+            if idx >= 0:
+                old = st[8][idx]
+                _unlink(st, old)
+                _discard_external(st, old)
+                v[S_EXT_DUPLICATE] += 1
+            owner = OWN_SNAPSHOT if snapshot else OWN_EXTERNAL
+            m = _external(st, b, side, r.price, r.qty, owner, r.order_id, now, r.seq)
+            if m >= 0:
+                if r.order_id != 0:
+                    _hput(st[7], st[8], r.order_id, m)
+                v[S_EXT_ADDED] += 1
+        elif k in (MD_BOOK_CANCEL, MD_BOOK_DELETE):
+            if idx < 0:
+                v[S_EXT_UNKNOWN] += 1
+                _shrink_snapshot(st, b, np.int64(side), r.price, r.qty)
+                return
+            m = st[8][idx]
+            if k == MD_BOOK_DELETE or r.qty >= st[0][m].leaves:
+                _unlink(st, m)
+                _discard_external(st, m)
+            elif r.qty > 0:
+                _resize(st, m, st[0][m].leaves - r.qty)
+        elif k == MD_BOOK_EXEC and idx >= 0:
+            x = st[8][idx]
+            o = st[0][x]
+            rem = _take(st, b, -np.int64(o.side), o.price, r.qty, -1, AT_LIMIT_UNTIL, x, now, r.seq)
+            v[S_EXEC_EXCESS] += rem
+        else:
+            if k == MD_BOOK_EXEC:
+                v[S_EXT_UNKNOWN] += 1
+            mode = AT_LIMIT_SNAPSHOT if k == MD_BOOK_EXEC else AT_LIMIT_FRONT
+            _take(st, b, -np.int64(side), r.price, r.qty, -1, mode, -1, now, r.seq)
+        return
+    if k != MD_QUOTE and k != MD_TRADE:
+        v[S_MD_IGNORED] += 1
+        return
+    if books[b, BK_MODE] == MODE_ORDERS:
+        v[S_MD_IGNORED] += 1
+        return
+    _set_mode(st, b, MODE_QUOTES)
+    if k == MD_TRADE:
+        aside = np.int64(side)
+        if aside != SIDE_BUY and aside != SIDE_SELL:
+            nlev = st[3]
+            levels = st[2]
+            if nlev[b, ASK] > 0 and -levels[b, ASK, nlev[b, ASK] - 1, LK] <= r.price:
+                aside = SIDE_BUY
+            elif nlev[b, BID] > 0 and levels[b, BID, nlev[b, BID] - 1, LK] >= r.price:
+                aside = SIDE_SELL
+            else:
+                v[S_MD_IGNORED] += 1
+                return
+        if r.qty > 0:
+            _take(st, b, aside, r.price, r.qty, -1, AT_LIMIT_ALL, -1, now, r.seq)
+        return
+    s = _row(side)
+    old = books[b, BK_QUOTE + s]
+    if r.qty <= 0 or r.price <= 0:
+        if old >= 0:
+            _unlink(st, old)
+            _discard_external(st, old)
+        return
+    if old >= 0 and st[0][old].price == r.price:
+        o = st[0][old]
+        if r.qty != o.leaves:
+            if queue_model_requeue(o.leaves, r.qty):
+                _unlink(st, old)
+                o.leaves = r.qty
+                if not _append(st, old):
+                    _discard_external(st, old)
+            else:
+                _resize(st, old, r.qty)
+        return
+    if old >= 0:
+        _unlink(st, old)
+        _discard_external(st, old)
+    m = _external(st, b, side, r.price, r.qty, OWN_QUOTE, np.uint64(0), now, r.seq)
+    if m >= 0:
+        books[b, BK_QUOTE + s] = m
+
+
+@njit(nogil=True, cache=True)
+def venue_md_kernel(st, md, now_ns):
+    """Apply MARKET_DATA records in order (other participants' liquidity, see the module
+    doc); fills of our resting orders go to the delay queue. Returns reports queued."""
+    v = st[11]
+    before = v[S_REPORTS]
+    for i in range(md.shape[0]):
+        v[S_MD_IN] += 1
+        _md_one(st, md[i], now_ns)
+    return v[S_REPORTS] - before
+
+
+# --- delay queue -----------------------------------------------------------------------------
+
+
+@njit(nogil=True, cache=True)
+def venue_release_kernel(st, out, now_ns, seq):
+    """Move the reports due at ``now_ns`` (oldest first, as many as ``out`` holds) into
+    ``out``, numbering them ``seq, seq + 1, ...``. Returns how many were moved."""
+    queue = st[10]
+    v = st[11]
+    mask = queue.shape[0] - 1
+    lat = v[V_LATENCY]
+    head = v[V_Q_HEAD]
+    tail = v[V_Q_TAIL]
+    n = 0
+    while head < tail and n < out.shape[0]:
+        e = queue[head & mask]
+        if e.ts_venue_ns + lat > now_ns:
+            break
+        out[n] = e
+        out[n].seq = seq + n
+        head += 1
+        n += 1
+    v[V_Q_HEAD] = head
+    return n
+
+
+# --- Python API ------------------------------------------------------------------------------
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(int(n) - 1, 1).bit_length()
+
+
+class Venue:
+    """The venue's state and its Python entry points (the kernels take ``self.state``).
+
+    ``instruments``: books for instrument ids 1 .. instruments. ``capacity``: order slots,
+    ours and external together. ``levels``: price levels per side and book. ``max_open``:
+    live orders of ours. ``history``: finished orders of ours remembered (duplicates,
+    queries). ``queue``: undelivered reports (rounded up to a power of two).
+    ``latency_ns``: delay before a report is released. ``maker_fee`` / ``taker_fee``: price
+    units per share on each fill (negative = rebate); a report's ``fee`` is that times
+    ``last_qty``.
+    """
+
+    def __init__(
+        self,
+        *,
+        instruments: int = 16,
+        capacity: int = 1 << 16,
+        levels: int = 1024,
+        max_open: int = 4096,
+        history: int = 1 << 16,
+        queue: int = 1 << 14,
+        latency_ns: int = 0,
+        maker_fee: int = 0,
+        taker_fee: int = 0,
+    ) -> None:
+        for name, value in (
+            ("instruments", instruments),
+            ("capacity", capacity),
+            ("levels", levels),
+            ("max_open", max_open),
+            ("history", history),
+            ("queue", queue),
+        ):
+            if int(value) < 1:
+                raise ValueError(f"venue {name} must be >= 1, got {value}")
+        if latency_ns < 0:
+            raise ValueError(f"latency_ns must be >= 0, got {latency_ns}")
+        books = int(instruments) + 1
+        capacity = int(capacity)
+        pool = np.zeros(capacity, RESTING)
+        free = np.arange(capacity - 1, -1, -1, dtype=np.int64)
+        lv = np.zeros((books, 2, int(levels), 4), np.int64)
+        nlev = np.zeros((books, 2), np.int64)
+        bk = np.zeros((books, 4), np.int64)
+        bk[:, BK_QUOTE + BID] = -1
+        bk[:, BK_QUOTE + ASK] = -1
+        n_ours = _pow2(2 * (int(max_open) + int(history)))
+        n_ext = _pow2(2 * capacity)
+        hist = np.zeros(int(history), DONE)
+        q = np.zeros(_pow2(queue), EXEC_REPORT)
+        v = np.zeros(V_WORDS, np.int64)
+        v[V_FREE_TOP] = capacity
+        v[V_LATENCY] = int(latency_ns)
+        v[V_MAKER_FEE] = int(maker_fee)
+        v[V_TAKER_FEE] = int(taker_fee)
+        v[V_MAX_OPEN] = int(max_open)
+        self.state = (
+            pool,
+            free,
+            lv,
+            nlev,
+            bk,
+            np.zeros(n_ours, np.uint64),
+            np.zeros(n_ours, np.int64),
+            np.zeros(n_ext, np.uint64),
+            np.zeros(n_ext, np.int64),
+            hist,
+            q,
+            v,
+        )
+
+    # -- hot path ---------------------------------------------------------------------------
+    def on_orders(self, orders: np.ndarray, now_ns: int) -> int:
+        """Handle ORDER records; returns the number of reports queued."""
+        return int(venue_order_kernel(self.state, orders, np.int64(now_ns)))
+
+    def on_market_data(self, md: np.ndarray, now_ns: int) -> int:
+        """Apply MARKET_DATA records; returns the number of reports queued."""
+        return int(venue_md_kernel(self.state, md, np.int64(now_ns)))
+
+    def cancel_all_ours(self, now_ns: int, instrument: int = 0, reason: int = 0) -> int:
+        """Cancel every resting order of ours (cancel-on-disconnect); returns the count."""
+        return int(
+            venue_cancel_all_kernel(self.state, np.int64(instrument), np.int64(now_ns), reason)
+        )
+
+    def release(self, out: np.ndarray, now_ns: int, seq: int = 1) -> int:
+        """Move due reports into ``out`` (see :func:`venue_release_kernel`)."""
+        return int(venue_release_kernel(self.state, out, np.int64(now_ns), np.int64(seq)))
+
+    # -- inspection (tests, replay, operator tools; allocates) ------------------------------
+    def drain(self, now_ns: int, seq: int = 1) -> np.ndarray:
+        """Every report due at ``now_ns``, as a new array."""
+        out = np.zeros(max(self.pending, 1), EXEC_REPORT)
+        return out[: self.release(out, now_ns, seq)]
+
+    @property
+    def pending(self) -> int:
+        """Reports queued and not yet released."""
+        v = self.state[11]
+        return int(v[V_Q_TAIL] - v[V_Q_HEAD])
+
+    @property
+    def live_orders(self) -> int:
+        """Our resting orders."""
+        return int(self.state[11][V_LIVE_OURS])
+
+    def resting(self, instrument: int, side: int) -> list[tuple[int, int, int, int]]:
+        """``(price, owner, id, leaves)`` of every order resting on ``side`` of the book,
+        in priority order; id is the client order id (ours), the market data order id
+        (external) or 0 (quote)."""
+        pool, _, lv, nlev = self.state[:4]
+        s = BID if side == SIDE_BUY else ASK
+        out = []
+        for j in range(int(nlev[instrument, s]) - 1, -1, -1):
+            m = int(lv[instrument, s, j, LH])
+            while m >= 0:
+                o = pool[m]
+                owner = int(o["owner"])
+                ident = o["client_order_id"] if owner == OWN_OURS else o["ext_id"]
+                out.append((int(o["price"]), owner, int(ident), int(o["leaves"])))
+                m = int(o["next"])
+        return out
+
+    def levels(self, instrument: int, side: int) -> list[tuple[int, int]]:
+        """``(price, shares)`` per level of ``side``, best first."""
+        _, _, lv, nlev = self.state[:4]
+        s = BID if side == SIDE_BUY else ASK
+        rows = lv[instrument, s, : int(nlev[instrument, s])][::-1]
+        return [(int(k) if s == BID else -int(k), int(q)) for k, q in rows[:, [LK, LQ]]]
+
+    def counters(self) -> dict[str, int]:
+        v = self.state[11]
+        return {name: int(v[V_STATS + i]) for i, name in enumerate(STATS)}
