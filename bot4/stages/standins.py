@@ -29,6 +29,7 @@ from numba import njit
 from bot4.records import (
     ACTION_NEW,
     EXEC_FILL,
+    EXEC_PARTIAL_FILL,
     MD_QUOTE,
     MD_TRADE,
     OS_FILLED,
@@ -341,8 +342,13 @@ class OrdersStandin(Stage):
 
 
 @njit(nogil=True, cache=True)
-def _count_exec(inp, hist):
+def _count_exec(inp, hist, net):
     for i in range(inp.shape[0]):
+        e = inp[i]
+        if (
+            e.exec_type == EXEC_FILL or e.exec_type == EXEC_PARTIAL_FILL
+        ) and e.instrument < net.shape[0]:
+            net[e.instrument] += e.last_qty if e.side == SIDE_BUY else -e.last_qty
         d = inp[i].ts_order_ns - inp[i].ts_recv_ns
         b = 0
         while d > 1 and b < hist.shape[0] - 1:
@@ -352,7 +358,8 @@ def _count_exec(inp, hist):
 
 
 class CountSink(Stage):
-    """Counts records; for execution reports keeps a log2 histogram of tick-to-order ns."""
+    """Counts records; for execution reports keeps a log2 histogram of tick-to-order ns and
+    the net filled quantity per instrument (buys minus sells: the position the fills make)."""
 
     kind = "count-sink"
     arity = (1, 8, 0, 0)
@@ -362,11 +369,12 @@ class CountSink(Stage):
     def setup(self) -> None:
         self.counts_by_input = np.zeros(len(self.inputs), np.int64)
         self.hist = np.zeros(48, np.int64)
+        self.net = np.zeros(64, np.int64)
 
     def process(self, i, batch, outs, counts, seq):
         self.counts_by_input[i] += batch.shape[0]
         if self.inputs[i].type == "EXEC_REPORT":
-            _count_exec(batch, self.hist)
+            _count_exec(batch, self.hist, self.net)
         return seq
 
     def summary(self) -> dict:
@@ -382,6 +390,7 @@ class CountSink(Stage):
                 r.name: int(c) for r, c in zip(self.inputs, self.counts_by_input, strict=True)
             },
             "tick_to_order_latency": pct,
+            "net_filled": {int(k): int(self.net[k]) for k in np.flatnonzero(self.net)},
         }
 
     def on_drain(self) -> None:
