@@ -1,7 +1,15 @@
-"""The operator view: every stage and ring of a pipeline instance, read-only.
+"""The operator view: every stage and ring of a pipeline instance, its circuit breakers and
+trading states, read-only.
 
-Attaches the control block and the rings ``PROT_READ`` (it cannot write a word), takes a
-snapshot per interval and prints a table, or JSON (orjson) for scripts.
+Attaches the control block, the rings, the breaker segment and the trading-state segment
+``PROT_READ`` (it cannot write a word), takes a snapshot per interval and prints a table, or
+JSON (orjson) for scripts. Segments the instance does not have are left out (``breakers``
+and ``trading`` are then empty / None).
+
+``breakers``: per breaker its index, name, state (closed / open / half_open), whether an
+operator forced it open, the calls and failures in its rolling window, trips and calls
+denied. ``trading``: the global state and every instrument that is not ACTIVE or has ever
+changed, each with its state, reason (errors.Code name) and source (operator / risk).
 """
 
 from __future__ import annotations
@@ -10,9 +18,75 @@ import time
 
 import orjson
 
+from bot4.records.errors import Bot4Error, Code
 from bot4.shm import control as C
+from bot4.shm.breakers import BREAKERS_SEGMENT, Breakers
 from bot4.shm.segment import SegmentMissingError, instance_segments, segment_name
 from bot4.shm.stats import instance_ring_snapshots
+from bot4.shm.trading_state import TRADING_SEGMENT, TradingState
+
+BREAKER_FIELDS = (
+    "index",
+    "name",
+    "state",
+    "forced",
+    "window_calls",
+    "window_failures",
+    "trips",
+    "denied",
+)
+
+
+def _reason_name(code: int) -> str:
+    if code == 0:
+        return "-"
+    try:
+        return Code(code).name
+    except ValueError:
+        return str(code)
+
+
+def breakers_snapshot(instance: str) -> list[dict]:
+    """Every breaker of ``instance`` (read-only attach); [] without the segment."""
+    if segment_name(instance, BREAKERS_SEGMENT) not in instance_segments(instance):
+        return []
+    try:
+        brk = Breakers(instance, readonly=True)
+    except (Bot4Error, ValueError):
+        return []  # vanished, or not (yet) a valid segment
+    try:
+        return [{k: b[k] for k in BREAKER_FIELDS} for b in brk.snapshot()]
+    finally:
+        brk.close()
+
+
+def trading_snapshot(instance: str) -> dict | None:
+    """Global state and the instruments not ACTIVE or ever changed (read-only attach);
+    None without the segment."""
+    if segment_name(instance, TRADING_SEGMENT) not in instance_segments(instance):
+        return None
+    try:
+        ts = TradingState(instance, readonly=True)
+    except (Bot4Error, ValueError):
+        return None
+    try:
+        rows = ts.snapshot()
+        n = ts.n_instruments
+    finally:
+        ts.close()
+    out: dict = {"n_instruments": n, "global": None, "instruments": []}
+    for r in rows:
+        row = {
+            "state": r["state"],
+            "reason": _reason_name(r["reason"]),
+            "source": r["source"],
+            "changes": r["changes"],
+        }
+        if r["target"] == 0:
+            out["global"] = row
+        else:
+            out["instruments"].append({"instrument": r["target"], **row})
+    return out
 
 
 def snapshot(instance: str) -> dict:
@@ -23,6 +97,8 @@ def snapshot(instance: str) -> dict:
         "pipeline": None,
         "stages": [],
         "rings": [],
+        "breakers": [],
+        "trading": None,
     }
     if segment_name(instance, C.CONTROL_SEGMENT) in instance_segments(instance):
         try:
@@ -53,6 +129,8 @@ def snapshot(instance: str) -> dict:
             del b
             cb.close()
     out["rings"] = [r.as_dict() for r in instance_ring_snapshots(instance)]
+    out["breakers"] = breakers_snapshot(instance)
+    out["trading"] = trading_snapshot(instance)
     return out
 
 
@@ -96,4 +174,34 @@ def render(snap: dict, prev: dict | None = None, stage_names: list[str] | None =
             f"{str(r['producer_pid']) + '/' + str(r['consumer_pid']):>14}"
             f"{_age(r['producer_heartbeat_age_ns']) + '/' + _age(r['consumer_heartbeat_age_ns']):>14}"
         )
+    lines += _render_breakers(snap.get("breakers") or [])
+    lines += _render_trading(snap.get("trading"))
     return "\n".join(lines)
+
+
+def _render_breakers(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    out = [f"{'breaker':<20}{'state':<15}{'calls':>8}{'fails':>8}{'trips':>8}{'denied':>10}"]
+    for b in rows:
+        state = b["state"] + (" (forced)" if b.get("forced") else "")
+        out.append(
+            f"{b['index']:>2} {b['name']:<17}{state:<15}{b['window_calls']:>8,}"
+            f"{b['window_failures']:>8,}{b['trips']:>8,}{b['denied']:>10,}"
+        )
+    return out
+
+
+def _render_trading(tr: dict | None) -> list[str]:
+    if not tr:
+        return []
+    out = [f"{'trading':<20}{'state':<12}{'reason':<22}{'source':<10}{'changes':>8}"]
+    rows = []
+    if tr["global"] is not None:
+        rows.append(("global", tr["global"]))
+    rows += [(f"instrument {r['instrument']}", r) for r in tr["instruments"]]
+    for label, r in rows:
+        out.append(
+            f"{label:<20}{r['state']:<12}{r['reason']:<22}{r['source']:<10}{r['changes']:>8,}"
+        )
+    return out

@@ -9,7 +9,10 @@ Three kernels share one process's state arrays (:class:`RiskBook` allocates and 
 * ``apply_fills`` — EXEC_REPORTs update positions, open quantities, cost and realised PnL,
   and (first answer per order) feed the order's breaker: ack or fill ok, reject failure.
 * ``apply_market_data`` — MARKET_DATA sets reference prices (mid of the quotes, else the
-  last trade) and marks positions to them (unrealised PnL, gross exposure).
+  last trade) and marks positions to them (unrealised PnL, gross exposure); it also stamps
+  each instrument's market-data arrival, which ends a stale-data halt (below).
+* ``check_staleness`` — called between batches (no input needed): halts the instruments
+  whose market data stopped, and global trading when all of it stopped.
 
 Checks, in this order; the first that fails decides (checked / limit values in brackets):
 
@@ -58,6 +61,30 @@ Sequence numbers: one counter for both outputs. Per intent the decision takes ``
 an accepted order ``seq + 1``; each CANCEL_ALL takes one. A kernel consuming ``seq`` returns
 counts whose sum is how far ``seq`` advanced.
 
+Stale market data. Trip conditions cascade to what they protect, and no further: every
+MARKET_DATA record of a known instrument stamps its arrival (``now_ns`` of the batch, the
+host monotonic clock of this stage, not the record's md stamp: a stalled feed and a ring
+that stops delivering look the same). ``check_staleness(now)`` then
+
+* halts an instrument that has had market data and then none for longer than its
+  ``stale_after_ms`` (``raise_state`` HALTED, reason ``R_STALE_FEED``, source risk): the
+  kill switch above sends CANCEL_ALL for that instrument only. An instrument that never had
+  data (since this process started) is never halted for staleness;
+* halts global trading when the newest arrival of any instrument is older than
+  ``feed_gone_after_ms`` (the feed is gone): CANCEL_ALL for all (target 0). Nothing is
+  halted before the first record ever arrives.
+
+Staleness is edge-triggered: one halt per stale episode, so an operator who resumes a stale
+instrument by hand is not overridden until its data has come back and gone stale again.
+The first record for the instrument after that ends the episode: ``relax_state`` undoes
+the halt only if the word is still exactly the one this rule set (HALTED, R_STALE_FEED,
+risk), so an operator's halt, a breaker's halt or anything set since is never undone. It
+relaxes to ACTIVE, or to REDUCING when the halt escalated a REDUCING that no rule
+re-asserts (an operator's; the daily-loss REDUCING is re-asserted by the daily-loss guard
+in the same batch if the loss still holds, and is dropped if a daily reset passed in
+between). Any record of any instrument ends a feed-gone halt the same way. A restarted
+stage adopts the stale halts it finds in the trading state (they end when data resumes).
+
 PnL: a position keeps its signed cost (sum of qty * price of what is open). A fill that
 reduces it releases cost pro rata, truncated toward zero, and realises the difference, so
 the PnL of a round trip is exact once the position is flat. Fees are subtracted from
@@ -96,6 +123,7 @@ from bot4.risk.limits import (
     A_BREAKER_HALTS,
     A_DAILY_HALT,
     A_DAILY_LOSS,
+    A_FEED_GONE_NS,
     A_INTENT_PRODUCER,
     A_MAX_GROSS,
     A_MAX_OPEN_ORDERS,
@@ -109,6 +137,7 @@ from bot4.risk.limits import (
     L_MAX_OPEN_ORDERS,
     L_MAX_ORDER_QTY,
     L_MAX_POSITION,
+    L_STALE_NS,
     S_BURST,
     S_INTERVAL_NS,
     S_MAX_STOP_BP,
@@ -126,8 +155,11 @@ from bot4.shm.breakers import (
 from bot4.shm.trading_state import (
     ACTIVE,
     HALTED,
+    REASON_SHIFT,
     REDUCING,
+    SOURCE_SHIFT,
     SRC_RISK,
+    STATE_MASK,
     W_INSTRUMENTS,
     effective_state,
     raise_state,
@@ -136,7 +168,15 @@ from bot4.shm.trading_state import (
     state_word,
 )
 
-__all__ = ["RiskBook", "apply_fills", "apply_market_data", "check_intents", "poll_states"]
+__all__ = [
+    "R_STALE_FEED",
+    "RiskBook",
+    "apply_fills",
+    "apply_market_data",
+    "check_intents",
+    "check_staleness",
+    "poll_states",
+]
 
 INT64_MAX = np.iinfo(np.int64).max
 INT64_MIN = np.iinfo(np.int64).min
@@ -166,6 +206,9 @@ R_DUPLICATE = int(Code.DUPLICATE_ORDER)
 R_RATE_LIMIT = int(Code.RATE_LIMIT)
 R_BREAKER_OPEN = int(Code.BREAKER_OPEN)
 R_INTERNAL = int(Code.INTERNAL_ERROR)
+# reason of the stale-data halts (instrument and feed-gone). No dedicated code exists yet;
+# NO_REFERENCE_PRICE ("no market price to check the order against") is the closest.
+R_STALE_FEED = int(Code.MARKET_DATA_STALE)
 
 # inst[instrument id, I_*]: per-instrument state
 I_POS = 0  # signed position, shares
@@ -183,7 +226,9 @@ I_REF = 11  # reference price: mid, else last trade (0 = none)
 I_REF_NS = 12  # receive stamp of the reference, ns (host monotonic)
 I_LAST_PX = 13  # price of our last fill or accepted order (mark without a reference)
 I_FEES = 14  # fees paid, price units
-NI = 15
+I_MD_NS = 15  # arrival of the instrument's last market-data record, ns monotonic (0 = never)
+I_STALE = 16  # 0, or 1 + the state to relax to: in a stale episode (halted by this rule)
+NI = 17
 # acct[X_*]: account state
 X_REALISED = 0  # sum of I_REALISED
 X_UNREALISED = 1  # sum of I_UNREALISED
@@ -194,7 +239,9 @@ X_NEXT_RESET_NS = 5  # next daily reset, ns monotonic (Python writes it; 0 = not
 X_LAST_RESET_NS = 6  # the reset instant last applied
 X_TS_GEN = 7  # trading-state generation last seen (-1: never)
 X_PENDING = 8  # CANCEL_ALLs waiting for room
-NX = 9
+X_LAST_MD_NS = 9  # newest market-data arrival of any instrument, ns monotonic (0 = never)
+X_FEED_GONE = 10  # 0, or 1 + the state to relax to: feed gone (global halted by this rule)
+NX = 11
 # vals[slot, O_*]: the open-order table (keys: client_order_id, 0 = empty slot)
 O_INST = 0
 O_SIDE = 1
@@ -208,6 +255,9 @@ C_EXEC_UNKNOWN_ORDER = 1002
 C_MD = 1003
 C_RESETS = 1004
 C_EXEC_BAD = 1005
+C_STALE = 1006  # stale episodes of instruments (each halted once)
+C_FEED_GONE = 1007  # feed-gone episodes (global halted once each)
+C_STALE_RELAXED = 1008  # stale halts undone by resumed data (instrument or global)
 NC = 1024
 
 
@@ -388,6 +438,62 @@ def _maybe_reset(acct, trading, counters, now_ns):
         acct[X_NEXT_RESET_NS] = 0
         relax_state(trading, 0, REDUCING, R_DAILY_LOSS, SRC_RISK, ACTIVE)
         counters[C_RESETS] += 1
+
+
+@njit(nogil=True, cache=True)
+def _stale_halt(trading, target):
+    """Halt ``target`` for stale data; returns its stale flag: 1 + the state to relax to."""
+    w = state_word(trading, target)
+    prev = raise_state(trading, target, HALTED, R_STALE_FEED, SRC_RISK)
+    if prev == REDUCING and w & STATE_MASK == REDUCING:
+        by_daily_loss = (w >> REASON_SHIFT) & 0xFFFF == R_DAILY_LOSS and (
+            w >> SOURCE_SHIFT
+        ) & 0xFF == SRC_RISK
+        if not by_daily_loss:  # nothing would re-assert it: keep it
+            return 1 + REDUCING
+    return 1 + ACTIVE
+
+
+@njit(nogil=True, cache=True)
+def _md_arrived(inst_st, acct, counters, trading, inst, now_ns):
+    """Stamp a market-data arrival for ``inst``; end its stale episode and a feed-gone one."""
+    t = max(now_ns, np.int64(1))
+    inst_st[inst, I_MD_NS] = t
+    if t > acct[X_LAST_MD_NS]:
+        acct[X_LAST_MD_NS] = t
+    f = inst_st[inst, I_STALE]
+    if f != 0:
+        inst_st[inst, I_STALE] = 0
+        if relax_state(trading, inst, HALTED, R_STALE_FEED, SRC_RISK, f - 1):
+            counters[C_STALE_RELAXED] += 1
+    g = acct[X_FEED_GONE]
+    if g != 0:
+        acct[X_FEED_GONE] = 0
+        if relax_state(trading, 0, HALTED, R_STALE_FEED, SRC_RISK, g - 1):
+            counters[C_STALE_RELAXED] += 1
+
+
+@njit(nogil=True, cache=True)
+def check_staleness(now_ns, inst_st, acct, n_targets, counters, ilim, alim, trading):
+    """Halt the instruments whose market data stopped (``L_STALE_NS``) and global trading if
+    all of it stopped (``A_FEED_GONE_NS``); returns the stale episodes started now. The
+    CANCEL_ALLs follow from the kill switch at the next poll."""
+    started = 0
+    for inst in range(1, min(ilim.shape[0], n_targets)):
+        lim = ilim[inst, L_STALE_NS]
+        last = inst_st[inst, I_MD_NS]
+        if lim <= 0 or last == 0 or inst_st[inst, I_STALE] != 0 or now_ns - last <= lim:
+            continue
+        inst_st[inst, I_STALE] = _stale_halt(trading, inst)
+        counters[C_STALE] += 1
+        started += 1
+    gone = alim[A_FEED_GONE_NS]
+    last = acct[X_LAST_MD_NS]
+    if gone > 0 and last > 0 and acct[X_FEED_GONE] == 0 and now_ns - last > gone:
+        acct[X_FEED_GONE] = _stale_halt(trading, 0)
+        counters[C_FEED_GONE] += 1
+        started += 1
+    return started
 
 
 @njit(nogil=True, cache=True)
@@ -822,7 +928,8 @@ def apply_market_data(
 
     Quotes set the bid or ask (qty 0 empties the side); trades (trade prints, crosses,
     book executions) set the last trade. The reference is the mid when both sides are
-    known and not crossed, else the last trade.
+    known and not crossed, else the last trade. Every record of a known instrument, of any
+    kind, stamps its arrival (and ends a stale-data halt: see the module docstring).
     """
     _maybe_reset(acct, trading, counters, now_ns)
     for k in range(md.shape[0]):
@@ -830,6 +937,7 @@ def apply_market_data(
         inst = np.int64(r.instrument)
         if inst <= 0 or inst >= ilim.shape[0] or ilim[inst, L_KNOWN] == 0:
             continue
+        _md_arrived(inst_st, acct, counters, trading, inst, now_ns)
         kind = r.kind
         if kind == MD_QUOTE:
             px = r.price if r.qty > 0 and r.price > 0 else 0
@@ -903,6 +1011,23 @@ class RiskBook:
         self.pend = np.zeros(n_targets, np.int64)
         self.brk_seen = np.full(self.brk_scope.shape[0], -1, np.int64)
         self.counters = np.zeros(NC, np.int64)
+        self.n_targets = n_targets
+        self._adopt_stale_halts()
+
+    def _adopt_stale_halts(self) -> None:
+        """A restarted stage takes over the stale-data halts its predecessor left, so data
+        resuming ends them (it has no arrival times: none is halted again until data comes)."""
+        for t in range(self.n_targets):
+            w = int(state_word(self.trading, t))
+            if (
+                w & STATE_MASK == HALTED
+                and (w >> REASON_SHIFT) & 0xFFFF == R_STALE_FEED
+                and (w >> SOURCE_SHIFT) & 0xFF == SRC_RISK
+            ):
+                if t == 0:
+                    self.acct[X_FEED_GONE] = 1 + ACTIVE
+                else:
+                    self.inst[t, I_STALE] = 1 + ACTIVE
 
     def check(self, intents, out_orders, out_decisions, seq: int, now_ns: int) -> tuple[int, int]:
         n_o, n_d = check_intents(
@@ -988,6 +1113,32 @@ class RiskBook:
                 self.trading,
             )
         )
+
+    def staleness(self, now_ns: int) -> int:
+        """Halt what has gone stale by ``now_ns`` (see the module docstring); returns the
+        stale episodes started. Call :meth:`poll` after it to queue the CANCEL_ALLs."""
+        return int(
+            check_staleness(
+                now_ns,
+                self.inst,
+                self.acct,
+                self.n_targets,
+                self.counters,
+                self.ilim,
+                self.alim,
+                self.trading,
+            )
+        )
+
+    def stale(self) -> dict:
+        """Instruments in a stale episode, whether the feed is gone, and the counts."""
+        return {
+            "instruments": [int(i) for i in np.nonzero(self.inst[:, I_STALE])[0]],
+            "feed_gone": bool(self.acct[X_FEED_GONE]),
+            "stale_episodes": int(self.counters[C_STALE]),
+            "feed_gone_episodes": int(self.counters[C_FEED_GONE]),
+            "relaxed": int(self.counters[C_STALE_RELAXED]),
+        }
 
     def schedule_reset(self, next_reset_ns: int) -> None:
         """Set the next daily reset (ns, host monotonic); kernels apply it once it passes."""

@@ -16,7 +16,12 @@ Units: quantities are shares (int), prices and money are currency amounts writte
 decimal strings (or ints), converted exactly with the instrument's ``price_scale``; floats
 are refused for money. Account-level money (gross, daily loss) is summed across
 instruments, so every instrument must share one ``price_scale``. Times are ns unless the
-name says ``_s``.
+name says ``_s`` (or ``_ms``).
+
+Stale market data (``stale_after_ms``, per instrument; ``feed_gone_after_ms``, account):
+an instrument that has had market data and then none for longer than ``stale_after_ms`` is
+HALTED by the risk stage; no market data at all for longer than ``feed_gone_after_ms`` halts
+global trading. 0 disables either. See :mod:`bot4.stages.risk`.
 """
 
 from __future__ import annotations
@@ -54,7 +59,8 @@ L_MAX_POSITION = 4  # shares, worst case with open orders, either side
 L_MAX_OPEN_ORDERS = 5  # orders resting at once in this instrument
 L_BAND_BP = 6  # limit price at most this far from the reference, bp (0 = no band)
 L_BREAKER = 7  # breaker index guarding this instrument's orders (-1 = none)
-NL = 8
+L_STALE_NS = 8  # no market data for longer than this after some halts the instrument (0 = off)
+NL = 9
 # slim[strategy id, S_*] (row 0: strategies outside the table, and id 0)
 S_STOP_REQUIRED = 0  # 1: orders that add exposure must carry a stop-loss
 S_MAX_STOP_BP = 1  # stop at most this far from the entry price, bp (0 = no bound)
@@ -71,7 +77,8 @@ A_BREAKER_FROM_EXECS = 5  # 1: execution reports feed the breakers (ack ok, reje
 A_REF_MAX_AGE_NS = 6  # a reference price older than this is no reference (0 = any age)
 A_INTENT_PRODUCER = 7  # producer id of the intents (the signals stage index)
 A_RISK_PRODUCER = 8  # producer id of this risk stage (its CANCEL_ALL order ids)
-NA = 9
+A_FEED_GONE_NS = 9  # no market data at all for longer than this halts globally (0 = off)
+NA = 10
 
 MONEY_FIELDS = ("max_notional", "max_gross", "daily_loss_limit", "daily_loss_halt")
 
@@ -92,6 +99,7 @@ class InstrumentLimits:
     max_open_orders: int = 20  # orders resting at once in the instrument
     price_band_bp: int = 500  # limit within this many bp of the reference price (0 = off)
     breaker: int = 0  # breaker index guarding the instrument's orders (-1 = none)
+    stale_after_ms: int = 2_000  # had market data, then none for this long -> HALTED (0 = off)
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,7 @@ class RiskLimits:
     daily_reset: str = "17:00"  # local wall time HH:MM at which the daily PnL restarts
     timezone: str = "America/New_York"  # IANA zone of daily_reset
     max_reference_age_s: float = 5.0  # older reference prices do not count (0 = any age)
+    feed_gone_after_ms: int = 5_000  # no market data at all for this long -> global HALTED
     breaker_action: str = "deny"  # "deny": refuse while open; "halt": also HALT + cancel all
     breaker_from_execs: bool = True  # first answer to each order feeds its breaker
     intent_producer: int = 0  # producer id of the intents ring (signals stage index)
@@ -170,7 +179,13 @@ def _validate(lim: RiskLimits) -> None:
         ("", lim.instrument),
         *((f"instruments.{k}.", v) for k, v in lim.instruments.items()),
     ]:
-        for name in ("max_order_qty", "max_position", "max_open_orders", "max_notional"):
+        for name in (
+            "max_order_qty",
+            "max_position",
+            "max_open_orders",
+            "max_notional",
+            "stale_after_ms",
+        ):
             if getattr(il, name) < 0:
                 raise _fail(where + name, "must be >= 0")
         if not 0 <= il.price_band_bp <= 100_000:
@@ -197,6 +212,8 @@ def _validate(lim: RiskLimits) -> None:
         raise _fail("max_tracked_orders", "must be a power of two >= 2 * max_open_orders_total")
     if lim.max_reference_age_s < 0:
         raise _fail("max_reference_age_s", "must be >= 0")
+    if lim.feed_gone_after_ms < 0:
+        raise _fail("feed_gone_after_ms", "must be >= 0 (0 = off)")
     _parse_hhmm(lim.daily_reset)
     try:
         ZoneInfo(lim.timezone)
@@ -365,6 +382,7 @@ def build_arrays(lim: RiskLimits, table: InstrumentTable, risk_producer: int = 0
         row[L_MAX_OPEN_ORDERS] = il.max_open_orders
         row[L_BAND_BP] = il.price_band_bp
         row[L_BREAKER] = il.breaker
+        row[L_STALE_NS] = il.stale_after_ms * 1_000_000
     n_strat = max([1, *lim.strategies]) + 1
     slim = np.zeros((n_strat, NS), np.int64)
     for sid in range(n_strat):
@@ -383,6 +401,7 @@ def build_arrays(lim: RiskLimits, table: InstrumentTable, risk_producer: int = 0
     alim[A_REF_MAX_AGE_NS] = round(lim.max_reference_age_s * 1e9)
     alim[A_INTENT_PRODUCER] = lim.intent_producer
     alim[A_RISK_PRODUCER] = risk_producer
+    alim[A_FEED_GONE_NS] = lim.feed_gone_after_ms * 1_000_000
     scope = np.full(len(lim.breakers), -1, np.int64)
     for b in range(len(lim.breakers)):
         users = [i for i in table.ids if ilim[i, L_BREAKER] == b]

@@ -15,6 +15,21 @@ Kill switch: a CANCEL_ALL queued by a new HALT goes out with the next batch of a
 (wire the MARKET_DATA input, so batches keep coming when intents stop) or, where the loop
 calls the ``pending`` / ``emit`` hooks, at its next idle turn without any input.
 
+Stale market data (trip conditions cascade to what they protect, and no further): an
+instrument that has had market data on input 2 and then none for longer than its
+``stale_after_ms`` (default 2000; 0 = off; per instrument like any instrument limit) is
+HALTED (source risk, reason ``NO_REFERENCE_PRICE`` — :data:`bot4.risk.checks.R_STALE_FEED`),
+so the kill switch cancels that instrument's orders only; no market data at all for longer
+than ``feed_gone_after_ms`` (default 5000; 0 = off) halts global trading. Instruments that
+never had data are not halted for staleness, and the feed is never "gone" before its first
+record. The first record after a gap undoes what this rule set, and only that
+(``relax_state``): an operator's halt stays. One halt per stale episode: an operator who
+resumes a stale instrument by hand is not overridden until its data returns and stops
+again. Staleness is evaluated between batches in ``pending`` (the loop
+calls it every iteration, with or without input), at most every ``STALE_CHECK_NS`` (50 ms,
+or half the smallest threshold if that is shorter), so a halt comes at most that late;
+without the MARKET_DATA input nothing ever goes stale. See :mod:`bot4.risk.checks`.
+
 The daily-loss reset instant (``daily_reset`` local time in ``timezone``) is computed here
 in Python, converted to host monotonic ns and handed to the kernels, which apply it at the
 first batch at or after it; the next one is scheduled after each reset.
@@ -30,12 +45,22 @@ import numpy as np
 from bot4.records import MARKET_DATA, RISK_DECISION
 from bot4.records.errors import Bot4Error, Code
 from bot4.risk.checks import C_CANCEL_ALL, RiskBook
-from bot4.risk.limits import L_BREAKER, RiskLimits, build_arrays, next_reset_utc_ns
+from bot4.risk.limits import (
+    A_FEED_GONE_NS,
+    L_BREAKER,
+    L_KNOWN,
+    L_STALE_NS,
+    RiskLimits,
+    build_arrays,
+    next_reset_utc_ns,
+)
 from bot4.shm.breakers import Breakers, breakers_bytes, init_breakers
 from bot4.shm.trading_state import TradingState, init_trading_state, trading_bytes
 from bot4.stages.base import Stage
 
 log = logging.getLogger("bot4.stage")
+
+STALE_CHECK_NS = 50_000_000  # staleness is evaluated at most this often (see above)
 
 
 def monotonic_of_utc(utc_ns: int) -> int:
@@ -57,7 +82,9 @@ class RiskStage(Stage):
         "the daily-loss baseline restart flat (to be rebuilt by replaying fills from "
         "persistence); reference prices restart empty (orders wait for market data); breakers "
         "and trading states are shared memory and survive; a HALTED state found at start is "
-        "swept again with CANCEL_ALL"
+        "swept again with CANCEL_ALL; market-data arrival times restart empty (nothing goes "
+        "stale before its data comes back), and stale-data halts found at start are adopted "
+        "(data resuming ends them)"
     )
 
     def setup(self) -> None:
@@ -93,6 +120,20 @@ class RiskStage(Stage):
             ts_words = np.zeros(trading_bytes(max_id) // 8, np.uint64)
             init_trading_state(ts_words, max_id, time.monotonic_ns())
         self.book = RiskBook(self.arrays, brk_words, ts_words, self.limits.max_tracked_orders)
+        self.clock = time.monotonic_ns  # host monotonic ns (tests substitute their clock)
+        thresholds = [
+            int(t)
+            for t in (
+                *self.arrays.ilim[self.arrays.ilim[:, L_KNOWN] != 0, L_STALE_NS],
+                self.arrays.alim[A_FEED_GONE_NS],
+            )
+            if t > 0
+        ]
+        has_md = len(self.inputs) > 2
+        self.stale_every = min(STALE_CHECK_NS, min(thresholds) // 2) if thresholds else 0
+        if not has_md:
+            self.stale_every = 0  # no market data input: nothing can go stale
+        self._stale_due = 0
         self.scratch = np.zeros(max(1, self.spec.batch) * self.max_out_per_in, RISK_DECISION)
         self._no_md = np.zeros(0, MARKET_DATA)
         self._schedule_reset()
@@ -102,7 +143,7 @@ class RiskStage(Stage):
         self.book.schedule_reset(max(1, monotonic_of_utc(utc)))
 
     def process(self, i, batch, outs, counts, seq):
-        now = time.monotonic_ns()
+        now = self.clock()
         if i == 0:
             decisions = outs[1] if len(outs) > 1 else self.scratch
             n_o, n_d = self.book.check(batch, outs[0], decisions, seq, now)
@@ -120,10 +161,13 @@ class RiskStage(Stage):
         return seq
 
     def summary(self) -> dict:
+        stale = self.book.stale()
+        stale["instruments"] = [self.table.symbol_of(i) for i in stale["instruments"]]
         return {
             "decisions": self.book.decision_counts(),
             "cancel_all_sent": int(self.book.counters[C_CANCEL_ALL]),
             "daily_pnl": self.book.daily_pnl(),
+            "stale": stale,
             "positions": {
                 self.table.symbol_of(i): p
                 for i, p in self.book.positions().items()
@@ -133,13 +177,25 @@ class RiskStage(Stage):
 
     def pending(self, now_ns: int) -> int:
         """CANCEL_ALLs waiting to go out (loop hook: records sent outside an input batch,
-        so the kill switch does not wait for the next input)."""
+        so the kill switch does not wait for the next input). Evaluates stale market data
+        first, at most every ``stale_every`` ns."""
+        if self.stale_every and now_ns >= self._stale_due:
+            self._stale_due = now_ns + self.stale_every
+            started = self.book.staleness(now_ns)
+            if started:
+                st = self.book.stale()
+                log.warning(
+                    "risk: market data stale (%d new): instruments %s%s",
+                    started,
+                    [self.table.symbol_of(i) for i in st["instruments"]],
+                    ", feed gone: global HALTED" if st["feed_gone"] else "",
+                )
         return self.book.poll()
 
     def emit(self, outs, counts, seq: int) -> int:
         """Write waiting CANCEL_ALLs (at most ``len(outs[0])``) to output 0; next seq."""
         counts[:] = 0
-        n = self.book.market_data(self._no_md, outs[0], seq, time.monotonic_ns())
+        n = self.book.market_data(self._no_md, outs[0], seq, self.clock())
         counts[0] = n
         return seq + n
 
@@ -173,4 +229,4 @@ def warm_kernels() -> int:
         st.process(k, batch, views, counts, 1)
     st.pending(0)
     st.emit(views, counts, 1)
-    return 5
+    return 6
