@@ -1,0 +1,597 @@
+"""Risk-path kernel costs: pre-trade risk check, breaker check, STP check, order creation.
+
+Every figure is nanoseconds per operation amortised over one ``@njit`` loop that calls the
+operation ``n`` times (the loop is itself a kernel, so the ~µs of Python-to-numba dispatch
+is paid once per measurement, not per operation), against a baseline loop of the same
+shape measured in the same run:
+
+==========  =========================================================================  =====
+name        one loop iteration                                                         ops
+==========  =========================================================================  =====
+``empty``   only the loop-carried dependency, ``acc += 1 + (acc & zero)``: the          1
+            baseline of ``breaker`` and ``stp``
+``clock``   the dependency and two ``monotonic_ns()`` stamps, summing the time          1
+            between them: the baseline of ``risk`` and ``order``
+``risk``    ``check_intents`` on a batch of 64 intents over 5 instruments and 4         64
+            strategies: 40 accepted, 24 denied, 4 each by UNKNOWN_INSTRUMENT,
+            MAX_ORDER_QTY, PRICE_BAND, MAX_NOTIONAL, STOP_LOSS_TOO_FAR and
+            DUPLICATE_ORDER (a replayed intent, the 13th of 15 checks); every
+            intent also gets its RISK_DECISION and every accepted one its ORDER
+``breaker`` ``breaker_allow`` on a CLOSED breaker in a real shared segment              1
+``stp``     ``stp_plan`` (DecrementBoth) of an incoming order against our 8 resting     1
+            orders on the instrument; four incoming orders in rotation crossing 0,
+            1, 2 and 3 of them
+``order``   ``orders_kernel`` on 64 ACTION_NEW orders exactly as risk emits them       64
+            (fresh client order ids every batch): duplicate check against the
+            seen-ids LRU (65536, full and evicting in steady state) and the book,
+            order id, STP against our open orders, book insert, venue ORDER written
+==========  =========================================================================  =====
+
+The loop-carried dependency: ``zero`` is a runtime 0 the compiler cannot see through;
+``acc & zero`` is added to an argument the operation really uses (the breaker index, which
+STP order, ``now_ns`` / ``seq`` of the batch kernels) and the operation's result is added
+to ``acc``. So no call is hoisted out of the loop or overlapped with the next: the figures
+are latencies of back-to-back dependent calls (for the breaker, the load-to-use latency of
+its state word), not throughputs.
+
+``risk`` and ``order`` change state, so after every batch the loop puts it back (risk: the
+per-instrument and account arrays, token buckets and the open-order table as before the
+batch; orders: the 64 orders taken out of the book with ``book_find`` + ``book_remove``).
+The put-back is not what is measured: those loops stamp the clock around the kernel call
+and return the time between the stamps, and their baseline is the same pair of stamps
+(``clock``). The whole-loop time (put-back included) is reported too.
+
+``net = timed - baseline / ops`` is the cost of the operation itself. Every run checks its
+outputs afterwards (the same decisions as the first batch, the breaker still CLOSED, the
+expected STP plans, every order sent and the book empty again) and raises
+:class:`MeasureError` if the loop did not take the path it claims to measure.
+
+Shared segments (breakers, trading state) are created under the instance ``rb<pid>`` and
+unlinked by :meth:`RiskBench.close` (also when setup fails); :func:`sweep_stale_segments`
+removes those of dead processes. Standalone: ``.venv/bin/python perf/riskbench.py [n_ops]``.
+"""
+
+# ruff: noqa: I001  (numba is imported after bot4, which sets its CPU features first)
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import re
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import bot4  # noqa: F401  (configures numba's CPU features before numba is imported)
+from bot4.oms.book import book_add, book_find, book_new, book_remove
+from bot4.oms.states import ST_ACKNOWLEDGED, TABLE
+from bot4.oms.stp import STP_DECREMENT_BOTH, stp_plan
+from bot4.records import (
+    DECISION_ACCEPT,
+    EXEC_REPORT,
+    MARKET_DATA,
+    MD_QUOTE,
+    ORDER,
+    ORDER_INTENT,
+    OT_LIMIT,
+    OT_MARKET,
+    RISK_DECISION,
+    SIDE_BUY,
+    SIDE_SELL,
+    TIF_DAY,
+)
+from bot4.records.errors import Code
+from bot4.risk import create_risk_segments
+from bot4.risk.checks import RiskBook, check_intents
+from bot4.risk.limits import RiskLimits, build_arrays
+from bot4.shm.breakers import CLOSED, Breakers, breaker_allow, breaker_state
+from bot4.shm.atomics import monotonic_ns
+from bot4.shm.segment import PREFIX, SHM_DIR, Segment, instance_segments
+from bot4.shm.trading_state import TradingState
+from bot4.stages.orders import C_NEW_SENT, oms_new, orders_kernel
+
+from numba import njit  # noqa: E402  (after bot4)
+
+BATCH = 64  # intents / orders per kernel call (ops per loop iteration of risk, order)
+N_INST = 5  # DEFAULT_INSTRUMENTS: ids 1..5, price scale 10_000
+BID, ASK = 1_000_000, 1_000_200  # $100.00 / $100.02 on every instrument
+MID = (BID + ASK) // 2
+T0 = 10**12  # the kernels' clock (ns); quotes are stamped T0, checks run at T0 + 1 ms
+INTENT_PRODUCER = 3
+RISK_PRODUCER = 4
+OPS = ("empty", "clock", "risk", "breaker", "stp", "order")
+PER_ITER = {"empty": 1, "clock": 1, "risk": BATCH, "breaker": 1, "stp": 1, "order": BATCH}
+# what each operation's net figure is measured against (same run, same loop shape)
+BASELINE = {"risk": "clock", "breaker": "empty", "stp": "empty", "order": "clock"}
+
+# The figures a comparable system advertises (ns per operation) and this issue's aim: 100x.
+ADVERTISED_NS = {"risk": 10_000.0, "breaker": 100.0, "order": 100_000.0}
+AIM_FACTOR = 100.0
+
+# Risk limits: the defaults (RiskLimits()), with one row per strategy so that each has its
+# own token bucket (default 100/s, burst 20); the batch keeps every strategy within burst.
+RISK_PARAMS = {
+    "strategies": {str(s): {} for s in (1, 2, 3, 4)},
+    "breakers": [{"name": "venue"}],
+}
+
+
+class MeasureError(RuntimeError):
+    """A measurement did not take the path it claims to measure (or its setup failed)."""
+
+
+# ----------------------------------------------------------------------------------------
+# the timed loops
+
+
+@njit(nogil=True, cache=True)
+def loop_empty(n, zero):
+    acc = np.int64(0)
+    for _ in range(n):
+        acc += 1 + (acc & zero)
+    return acc
+
+
+@njit(nogil=True, cache=True)
+def loop_clock(n, zero):
+    """The stamps of the batch loops alone: (acc, ns between the two stamps, summed)."""
+    acc = np.int64(0)
+    inside = np.int64(0)
+    for _ in range(n):
+        t0 = monotonic_ns()
+        t1 = monotonic_ns()
+        inside += t1 - t0
+        acc += 1 + (acc & zero)
+    return acc, inside
+
+
+@njit(nogil=True, cache=True)
+def _restore_risk(inst, acct, tat, keys, inst0, acct0, tat0):
+    inst[:, :] = inst0
+    acct[:] = acct0
+    tat[:] = tat0
+    keys[:] = 0
+
+
+@njit(nogil=True, cache=True)
+def loop_risk(
+    n, zero, intents, out_o, out_d, seq, now, inst, acct, tat, keys, vals, seen, pend,
+    brk_seen, counters, ilim, slim, alim, brk_scope, brk, trading, inst0, acct0, tat0,
+):  # fmt: skip
+    acc = np.int64(0)
+    inside = np.int64(0)
+    for _ in range(n):
+        t0 = monotonic_ns()
+        n_o, n_d = check_intents(
+            intents, out_o, out_d, seq, now + (acc & zero), inst, acct, tat, keys, vals,
+            seen, pend, brk_seen, counters, ilim, slim, alim, brk_scope, brk, trading,
+        )  # fmt: skip
+        t1 = monotonic_ns()
+        inside += t1 - t0
+        acc += n_o + n_d
+        seq += n_o + n_d
+        _restore_risk(inst, acct, tat, keys, inst0, acct0, tat0)
+    return acc, inside
+
+
+@njit(nogil=True, cache=True)
+def loop_breaker(n, zero, words, index, now):
+    acc = np.int64(0)
+    for _ in range(n):
+        acc += np.int64(breaker_allow(words, index + (acc & zero), now))
+    return acc
+
+
+@njit(nogil=True, cache=True)
+def loop_stp(n, zero, book, table, inst, side, px, qty, policy, makers, actions, amounts):
+    acc = np.int64(0)
+    for i in range(n):
+        j = (i + (acc & zero)) & 3
+        n_act, after, outcome = stp_plan(
+            book, table, inst, side[j], px[j], False, qty[j], policy, makers, actions, amounts
+        )
+        acc += n_act + after + outcome
+    return acc
+
+
+@njit(nogil=True, cache=True)
+def loop_order(n, zero, batch, venue, fills, seq, st, prefix, first):
+    acc = np.int64(0)
+    inside = np.int64(0)
+    nxt = first
+    b = batch.shape[0]
+    for _ in range(n):
+        for k in range(b):
+            batch[k].client_order_id = prefix | np.uint64(nxt + k)
+        t0 = monotonic_ns()
+        nv, nf, seq = orders_kernel(batch, venue, fills, seq + (acc & zero), st)
+        t1 = monotonic_ns()
+        inside += t1 - t0
+        acc += nv + 2 * nf
+        nxt += b
+        for k in range(b):
+            s = book_find(st.book, batch[k].client_order_id)
+            if s >= 0:
+                book_remove(st.book, s)
+    return acc, inside, nxt, seq
+
+
+# ----------------------------------------------------------------------------------------
+# fixtures
+
+
+def _intent_specs() -> list[dict]:
+    """64 intents: 40 accepted (8 per instrument, 4 strategies) and 24 denied, 4 each by
+    UNKNOWN_INSTRUMENT, MAX_ORDER_QTY, PRICE_BAND, MAX_NOTIONAL, STOP_LOSS_TOO_FAR and
+    DUPLICATE_ORDER (a replay of an accepted intent: denied by the 13th check of 15)."""
+    accepted = []
+    for j in range(40):
+        inst = 1 + j % N_INST
+        buy = (j // N_INST) % 2 == 0
+        px = BID - 100 * (j // 10) if buy else ASK + 100 * (j // 10)
+        accepted.append(
+            {
+                "instrument": inst,
+                "side": SIDE_BUY if buy else SIDE_SELL,
+                "qty": 100 * (1 + j % 3),
+                "limit_price": px,
+                "stop_price": px - 20_000 if buy else px + 20_000,
+                "strategy": 1 + j % 4,
+            }
+        )
+    a = accepted[0]
+    denied_kinds = [
+        {**a, "instrument": 99},  # UNKNOWN_INSTRUMENT
+        {**a, "qty": 6_000},  # MAX_ORDER_QTY (5000)
+        {**a, "limit_price": MID - 60_000, "stop_price": MID - 70_000},  # PRICE_BAND 500 bp
+        {**a, "side": SIDE_SELL, "qty": 5_000, "limit_price": ASK, "stop_price": ASK + 20_000},
+        {**a, "stop_price": BID - 60_000},  # STOP_LOSS_TOO_FAR (500 bp)
+        "dup",  # DUPLICATE_ORDER
+    ]
+    specs: list[dict] = []
+    acc_iter = iter(accepted)
+    d = 0
+    for k in range(BATCH):
+        if k % 8 in (2, 5, 7):
+            kind = denied_kinds[d % len(denied_kinds)]
+            d += 1
+            if kind == "dup":
+                # a replay of the last accepted intent (same seq, same fields)
+                prev = next(s for s in reversed(specs) if s.get("_accept"))
+                specs.append({**prev, "_accept": False, "_dup_of": prev["_seq"]})
+            else:
+                specs.append({**kind, "_accept": False})
+        else:
+            specs.append({**next(acc_iter), "_accept": True})
+        specs[-1]["_seq"] = specs[-1].get("_dup_of", k + 1)
+    return specs
+
+
+def _intents(specs: list[dict]) -> np.ndarray:
+    it = np.zeros(len(specs), ORDER_INTENT)
+    for k, spec in enumerate(specs):
+        it[k]["seq"] = spec["_seq"]
+        it[k]["ts_event_ns"] = T0 - 3_000
+        it[k]["ts_recv_ns"] = T0 - 2_000
+        it[k]["ts_signal_ns"] = T0 - 1_000
+        it[k]["order_type"] = OT_MARKET if spec["limit_price"] == 0 else OT_LIMIT
+        it[k]["tif"] = TIF_DAY
+        for f in ("instrument", "side", "qty", "limit_price", "stop_price", "strategy"):
+            it[k][f] = spec[f]
+    return it
+
+
+_instances = itertools.count()
+_OUR_SEGMENT = re.compile(rf"^{re.escape(PREFIX)}rb(\d+)(?:n\d+)?\.")
+
+
+def sweep_stale_segments() -> list[str]:
+    """Unlink ``bot4.rb<pid>.*`` segments whose creating process is gone."""
+    try:
+        entries = os.listdir(SHM_DIR)
+    except FileNotFoundError:
+        return []
+    removed = []
+    for entry in sorted(entries):
+        m = _OUR_SEGMENT.match(entry)
+        if m and not os.path.exists(f"/proc/{m.group(1)}"):
+            Segment.unlink("/" + entry)
+            removed.append("/" + entry)
+    return removed
+
+
+class RiskBench:
+    """The four subjects and the two baselines, set up once; ``run(name, iters)`` times
+    one loop of ``iters`` iterations (``PER_ITER[name]`` operations each)."""
+
+    def __init__(self, instance: str | None = None) -> None:
+        k = next(_instances)
+        self.instance = instance or (f"rb{os.getpid()}" + (f"n{k}" if k else ""))
+        self.names: list[str] = []
+        self._attached: list = []
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- setup ------------------------------------------------------------------------
+    def _setup(self) -> None:
+        self.zero = np.int64(0)
+        self.now = np.int64(T0 + 1_000_000)
+        limits = RiskLimits.from_params({**RISK_PARAMS, "intent_producer": INTENT_PRODUCER})
+        table = limits.instrument_table()
+        if sorted(table.ids) != list(range(1, N_INST + 1)):
+            raise MeasureError(f"expected instruments 1..{N_INST}, got {sorted(table.ids)}")
+        self.names = create_risk_segments(
+            self.instance, len(limits.breakers), N_INST, list(limits.breakers)
+        )
+        brk_seg = Breakers(self.instance)
+        ts_seg = TradingState(self.instance)
+        self._attached = [brk_seg, ts_seg]
+        self.brk, self.trading = brk_seg.words, ts_seg.words
+        arrays = build_arrays(limits, table, risk_producer=RISK_PRODUCER)
+
+        # (a) risk: a book with fresh quotes on every instrument, then the mixed batch
+        self.risk = self._risk_book(limits, arrays)
+        self.specs = _intent_specs()
+        self.intents = _intents(self.specs)
+        self.out_o = np.zeros(2 * BATCH, ORDER)
+        self.out_d = np.zeros(BATCH, RISK_DECISION)
+        rb = self.risk
+        self.inst0, self.acct0, self.tat0 = rb.inst.copy(), rb.acct.copy(), rb.tat.copy()
+        self.seq = 1
+        self.want_reasons = None
+        self.run("risk", 1)  # compiles / loads, and fixes the decisions every batch must repeat
+        self.want_reasons = self.out_d["reason"][:BATCH].copy()
+        planned = [s["_accept"] for s in self.specs]
+        if list(self.out_d["decision"][:BATCH] == DECISION_ACCEPT) != planned:
+            raise MeasureError(f"risk batch decisions differ from the plan: {self.decisions()}")
+
+        # (b) breaker 0 of the shared segment, CLOSED
+        self.brk_index = np.int64(0)
+        if breaker_state(self.brk, 0) != CLOSED:
+            raise MeasureError("breaker 0 is not CLOSED")
+
+        # (c) STP: our 4 resting sells above and 4 resting buys below BID on instrument 1
+        self.book = book_new(64, N_INST + 1)
+        for j in range(4):
+            for side, px in ((SIDE_SELL, BID + 100 * (j + 1)), (SIDE_BUY, BID - 100 * (j + 1))):
+                cl = np.uint64(1000 + 2 * j + (side == SIDE_BUY))
+                book_add(
+                    self.book, cl, cl, np.uint64(cl), 1, side, px, 0, 100, 0, 1, OT_LIMIT,
+                    TIF_DAY, ST_ACKNOWLEDGED, T0,
+                )  # fmt: skip
+        # incoming: buy @BID (crosses none), buy 50 @+100 (1), buy 150 @+200 (2),
+        # sell 250 @-300 (3)
+        self.stp_side = np.array([SIDE_BUY, SIDE_BUY, SIDE_BUY, SIDE_SELL], np.int8)
+        self.stp_px = np.array([BID, BID + 100, BID + 200, BID - 300], np.int64)
+        self.stp_qty = np.array([50, 50, 150, 250], np.int64)
+        self.makers = np.zeros(7, np.int64)
+        self.actions = np.zeros(7, np.int8)
+        self.amounts = np.zeros(7, np.int64)
+        self.stp_each = [self._stp_one(j) for j in range(4)]
+        if [p[0] for p in self.stp_each] != [0, 1, 2, 3]:
+            raise MeasureError(f"STP plans cross {[p[0] for p in self.stp_each]} makers")
+
+        # (d) orders: 64 accepted ORDERs exactly as risk emits them, into a default OMS
+        self.order_batch = self._accepted_orders(limits, arrays)
+        self.oms = oms_new()
+        self.venue = np.zeros(BATCH * 8, ORDER)
+        self.fills = np.zeros(BATCH * 8, EXEC_REPORT)
+        self.order_seq = 1
+        self.prefix = np.uint64(INTENT_PRODUCER << 48)
+        self.next_id = 1
+        for name in OPS:
+            self.run(name, 1)
+        # steady state: the seen-ids LRU full, each new order evicting the oldest id
+        self.run("order", len(self.oms.seen.keys) // BATCH)
+
+    def _risk_book(self, limits, arrays) -> RiskBook:
+        rb = RiskBook(arrays, self.brk, self.trading, limits.max_tracked_orders)
+        md = np.zeros(2 * N_INST, MARKET_DATA)
+        md["instrument"] = np.repeat(np.arange(1, N_INST + 1), 2)
+        md["kind"] = MD_QUOTE
+        md["side"] = [SIDE_BUY, SIDE_SELL] * N_INST
+        md["price"] = [BID, ASK] * N_INST
+        md["qty"] = 100
+        md["ts_recv_ns"] = T0
+        n = rb.market_data(md, np.zeros(8, ORDER), 1, T0)
+        if n:
+            raise MeasureError("market data queued cancels")
+        # an empty batch: the book has now seen the trading-state generation, as a running
+        # risk stage has (otherwise every restored batch would re-scan the state words)
+        rb.check(np.zeros(0, ORDER_INTENT), np.zeros(1, ORDER), np.zeros(1, RISK_DECISION), 1, T0)
+        return rb
+
+    def _accepted_orders(self, limits, arrays) -> np.ndarray:
+        """Run a scratch risk book on 64 accepted intents; its ORDER output is the batch."""
+        rb = self._risk_book(limits, arrays)
+        specs = []
+        for j in range(BATCH):
+            inst = 1 + j % N_INST
+            buy = j % 2 == 0
+            px = BID - 100 * (j // 10) if buy else ASK + 100 * (j // 10)
+            specs.append(
+                {
+                    "instrument": inst,
+                    "side": SIDE_BUY if buy else SIDE_SELL,
+                    "qty": 100,
+                    "limit_price": px,
+                    "stop_price": px - 20_000 if buy else px + 20_000,
+                    "strategy": 1 + j % 4,
+                    "_seq": j + 1,
+                }
+            )
+        out = np.zeros(2 * BATCH, ORDER)
+        dec = np.zeros(BATCH, RISK_DECISION)
+        n_o, n_d = rb.check(_intents(specs), out, dec, 1, int(self.now))
+        if n_o != BATCH or (dec["decision"] != DECISION_ACCEPT).any():
+            raise MeasureError(f"scratch risk book accepted {n_o} of {BATCH}")
+        return out[:BATCH].copy()
+
+    def _stp_one(self, j: int) -> tuple[int, int, int]:
+        n, after, outcome = stp_plan(
+            self.book, TABLE, 1, self.stp_side[j], self.stp_px[j], False, self.stp_qty[j],
+            STP_DECREMENT_BOTH, self.makers, self.actions, self.amounts,
+        )  # fmt: skip
+        return int(n), int(after), int(outcome)
+
+    # -- measuring ----------------------------------------------------------------------
+    def run(self, name: str, iters: int) -> tuple[float, float]:
+        """One loop of ``iters`` iterations of ``name``: ``(timed s, whole loop s)``.
+
+        ``timed`` is the whole loop for ``empty``, ``breaker``, ``stp``; for ``clock``,
+        ``risk`` and ``order`` it is the sum of the stamped windows (the batch kernel calls,
+        without the put-back). Checked afterwards: MeasureError if the path was not taken."""
+        n = np.int64(iters)
+        z = self.zero
+        inside = None
+        t = time.perf_counter()
+        if name == "empty":
+            acc = loop_empty(n, z)
+            wall = time.perf_counter() - t
+            ok = acc == iters
+        elif name == "clock":
+            acc, inside = loop_clock(n, z)
+            wall = time.perf_counter() - t
+            ok = acc == iters
+        elif name == "risk":
+            rb = self.risk
+            acc, inside = loop_risk(
+                n, z, self.intents, self.out_o, self.out_d, np.int64(self.seq), self.now,
+                rb.inst, rb.acct, rb.tat, rb.keys, rb.vals, rb.seen, rb.pend, rb.brk_seen,
+                rb.counters, rb.ilim, rb.slim, rb.alim, rb.brk_scope, rb.brk, rb.trading,
+                self.inst0, self.acct0, self.tat0,
+            )  # fmt: skip
+            wall = time.perf_counter() - t
+            self.seq += int(acc)
+            per = BATCH + sum(s["_accept"] for s in self.specs)  # decisions + orders
+            ok = acc == iters * per
+            if self.want_reasons is not None:
+                ok = ok and np.array_equal(self.out_d["reason"][:BATCH], self.want_reasons)
+        elif name == "breaker":
+            acc = loop_breaker(n, z, self.brk, self.brk_index, self.now)
+            wall = time.perf_counter() - t
+            ok = acc == iters and breaker_state(self.brk, 0) == CLOSED
+        elif name == "stp":
+            acc = loop_stp(
+                n, z, self.book, TABLE, np.int64(1), self.stp_side, self.stp_px, self.stp_qty,
+                np.int64(STP_DECREMENT_BOTH), self.makers, self.actions, self.amounts,
+            )  # fmt: skip
+            wall = time.perf_counter() - t
+            each = [sum(p) for p in self.stp_each]
+            ok = acc == sum(each[i] for i in range(iters % 4)) + (iters // 4) * sum(each)
+        elif name == "order":
+            sent0 = int(self.oms.ctr[C_NEW_SENT])
+            acc, inside, nxt, seq = loop_order(
+                n, z, self.order_batch, self.venue, self.fills, np.int64(self.order_seq),
+                self.oms, self.prefix, np.int64(self.next_id),
+            )  # fmt: skip
+            wall = time.perf_counter() - t
+            self.next_id, self.order_seq = int(nxt), int(seq)
+            ok = (
+                acc == iters * BATCH
+                and int(self.oms.ctr[C_NEW_SENT]) - sent0 == iters * BATCH
+                and int(self.oms.book.meta[2]) == 0
+            )
+        else:
+            raise KeyError(name)
+        if not ok:
+            raise MeasureError(f"{name}: the loop did not take the measured path (acc={acc})")
+        return (wall if inside is None else int(inside) * 1e-9), wall
+
+    def ns_per_op(self, name: str, n_ops: int) -> tuple[float, float]:
+        """One loop of about ``n_ops`` operations: ``(timed, whole loop)`` ns per operation."""
+        iters = max(1, n_ops // PER_ITER[name])
+        timed, wall = self.run(name, iters)
+        ops = iters * PER_ITER[name]
+        return timed * 1e9 / ops, wall * 1e9 / ops
+
+    def decisions(self) -> dict[str, int]:
+        """Decision counts of one risk batch, by reason."""
+        out: dict[str, int] = {}
+        for r in self.out_d["reason"][:BATCH]:
+            key = "ACCEPTED" if r == 0 else Code(int(r)).name
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    def close(self) -> None:
+        """Drop the attachments and unlink this instance's segments (idempotent)."""
+        self.brk = self.trading = None
+        if getattr(self, "risk", None) is not None:
+            self.risk.brk = self.risk.trading = None
+        self.risk = None
+        for seg in self._attached:
+            with contextlib.suppress(BufferError):  # a numpy view alive: unmapped at exit
+                seg.close()
+        self._attached = []
+        for name in {*self.names, *instance_segments(self.instance)}:
+            Segment.unlink(name)
+        self.names = []
+
+    def __enter__(self) -> RiskBench:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ----------------------------------------------------------------------------------------
+# figures
+
+
+def net_ns(timed: dict[str, float]) -> dict[str, float]:
+    """ns per operation over the baseline: timed - baseline / ops per iteration."""
+    return {k: timed[k] - timed[BASELINE[k]] / PER_ITER[k] for k in timed if k in BASELINE}
+
+
+def measure(
+    bench: RiskBench, n_ops: int = 1_000_000, rounds: int = 3
+) -> tuple[dict[str, float], dict[str, float]]:
+    """``rounds`` interleaved rounds of one loop per name; medians of ``(timed, whole loop)``
+    ns per operation."""
+    timed: dict[str, list[float]] = {k: [] for k in OPS}
+    wall: dict[str, list[float]] = {k: [] for k in OPS}
+    for _ in range(rounds):
+        for k in OPS:
+            a, b = bench.ns_per_op(k, n_ops)
+            timed[k].append(a)
+            wall[k].append(b)
+    med = statistics.median
+    return {k: med(v) for k, v in timed.items()}, {k: med(v) for k, v in wall.items()}
+
+
+LABELS = {
+    "empty": "empty loop (per iteration)",
+    "clock": "clock stamp pair (per iteration)",
+    "risk": "risk check, per intent (check_intents x64)",
+    "breaker": "breaker check (breaker_allow, CLOSED)",
+    "stp": "STP check (stp_plan, 8 resting)",
+    "order": "order creation, per order (orders_kernel x64)",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    n_ops = int(float(args[0])) if args else 1_000_000
+    sweep_stale_segments()
+    t = time.perf_counter()
+    with RiskBench() as bench:
+        print(f"kernels ready in {time.perf_counter() - t:.1f} s; risk batch: {bench.decisions()}")
+        timed, wall = measure(bench, n_ops)
+    net = net_ns(timed)
+    print(
+        f"{'operation':<48}{'timed ns/op':>12}{'net ns/op':>11}{'baseline':>10}"
+        f"{'whole loop ns/op':>18}"
+    )
+    for k in OPS:
+        n = f"{net[k]:.2f}" if k in net else "-"
+        print(f"{LABELS[k]:<48}{timed[k]:>12.2f}{n:>11}{BASELINE.get(k, '-'):>10}{wall[k]:>18.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
