@@ -93,7 +93,7 @@ from numba import njit
 
 from bot4.records.errors import Bot4Error, Code
 from bot4.shm.atomics import compare_exchange, load_acquire, store_relaxed
-from bot4.shm.segment import Segment, segment_name
+from bot4.shm.segment import Segment, attach_checked, segment_name
 
 __all__ = [
     "BREAKERS_SEGMENT",
@@ -304,25 +304,15 @@ class Breakers:
     """
 
     def __init__(self, instance: str, *, readonly: bool = False) -> None:
-        self.segment = Segment.attach(
-            segment_name(instance, BREAKERS_SEGMENT), readonly=readonly, min_size=HEADER_BYTES
+        self.segment, self.words = attach_checked(
+            segment_name(instance, BREAKERS_SEGMENT),
+            readonly=readonly,
+            min_size=HEADER_BYTES,
+            magic=MAGIC,
+            version=LAYOUT_VERSION,
+            what="breaker",
+            size_for=lambda w: breakers_bytes(int(w[W_COUNT])),
         )
-        self.words = np.frombuffer(self.segment.buf, np.uint64)
-        name = self.segment.name
-        problem = None
-        if int(self.words[W_MAGIC]) != MAGIC:
-            problem = Bot4Error(f"segment {name}: not a bot4 breaker segment", Code.BAD_MAGIC)
-        elif int(self.words[W_VERSION]) != LAYOUT_VERSION:
-            problem = Bot4Error(
-                f"segment {name}: breaker layout version {int(self.words[W_VERSION])}, "
-                f"this build reads {LAYOUT_VERSION}",
-                Code.LAYOUT_VERSION_MISMATCH,
-            )
-        elif self.segment.size < breakers_bytes(int(self.words[W_COUNT])):
-            problem = Bot4Error(f"segment {name}: too small", Code.SEGMENT_TOO_SMALL)
-        if problem is not None:
-            self.close()
-            raise problem
         self.count = int(self.words[W_COUNT])
         self.configs = [_config_of(self.words, i) for i in range(self.count)]
 

@@ -65,6 +65,43 @@ class ShmFullError(ShmError):
         super().__init__(Code.SHM_FULL, segment, f"cannot reserve {size} bytes: {SHM_DIR} is full")
 
 
+def attach_checked(
+    name: str,
+    *,
+    readonly: bool,
+    min_size: int,
+    magic: int,
+    version: int,
+    what: str,
+    size_for,
+):
+    """Attach a versioned u64-word segment: ``(segment, words)``.
+
+    Word 0 must be ``magic``, word 1 ``version``, and the segment at least
+    ``size_for(words)`` bytes; otherwise the segment is unmapped and a :class:`Bot4Error`
+    names it and what differs (``what`` says which kind of segment was expected).
+    """
+    import numpy as np
+
+    seg = Segment.attach(name, readonly=readonly, min_size=min_size)
+    words = np.frombuffer(seg.buf, np.uint64)
+    problem = None
+    if int(words[0]) != magic:
+        problem = Bot4Error(f"segment {seg.name}: not a bot4 {what} segment", Code.BAD_MAGIC)
+    elif int(words[1]) != version:
+        problem = Bot4Error(
+            f"segment {seg.name}: {what} layout version {int(words[1])}, this build reads {version}",
+            Code.LAYOUT_VERSION_MISMATCH,
+        )
+    elif seg.size < size_for(words):
+        problem = Bot4Error(f"segment {seg.name}: too small", Code.SEGMENT_TOO_SMALL)
+    if problem is not None:
+        del words
+        seg.close()
+        raise problem
+    return seg, words
+
+
 def segment_name(instance: str, name: str) -> str:
     """The POSIX name of segment ``name`` of pipeline ``instance`` (validated)."""
     for part, what in ((instance, "instance"), (name, "segment")):

@@ -38,7 +38,7 @@ from numba import njit
 
 from bot4.records.errors import Bot4Error, Code
 from bot4.shm.atomics import compare_exchange, load_acquire
-from bot4.shm.segment import Segment, segment_name
+from bot4.shm.segment import Segment, attach_checked, segment_name
 
 __all__ = [
     "ACTIVE",
@@ -220,25 +220,15 @@ class TradingState:
     """
 
     def __init__(self, instance: str, *, readonly: bool = False) -> None:
-        self.segment = Segment.attach(
-            segment_name(instance, TRADING_SEGMENT), readonly=readonly, min_size=BLOCK_BYTES * 2
+        self.segment, self.words = attach_checked(
+            segment_name(instance, TRADING_SEGMENT),
+            readonly=readonly,
+            min_size=BLOCK_BYTES * 2,
+            magic=MAGIC,
+            version=LAYOUT_VERSION,
+            what="trading-state",
+            size_for=lambda w: trading_bytes(int(w[W_INSTRUMENTS])),
         )
-        self.words = np.frombuffer(self.segment.buf, np.uint64)
-        name = self.segment.name
-        problem = None
-        if int(self.words[W_MAGIC]) != MAGIC:
-            problem = Bot4Error(f"segment {name}: not a bot4 trading-state segment", Code.BAD_MAGIC)
-        elif int(self.words[W_VERSION]) != LAYOUT_VERSION:
-            problem = Bot4Error(
-                f"segment {name}: trading layout version {int(self.words[W_VERSION])}, "
-                f"this build reads {LAYOUT_VERSION}",
-                Code.LAYOUT_VERSION_MISMATCH,
-            )
-        elif self.segment.size < trading_bytes(int(self.words[W_INSTRUMENTS])):
-            problem = Bot4Error(f"segment {name}: too small", Code.SEGMENT_TOO_SMALL)
-        if problem is not None:
-            self.close()
-            raise problem
         self.n_instruments = int(self.words[W_INSTRUMENTS])
 
     def _check(self, target: int) -> int:
