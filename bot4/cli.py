@@ -117,6 +117,49 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def cmd_journal(args) -> int:
+    from bot4.journal import JournalReader
+    from bot4.records import RECORD_TYPES
+
+    names = {i: n for i, n in enumerate(RECORD_TYPES, start=1)}
+    reader = JournalReader(args.dir)
+    if args.action == "verify":
+        rep = reader.verify()
+        print(f"files {rep.files}  frames {rep.frames}  bytes {rep.bytes:,}")
+        for name, n in rep.records.items():
+            if n:
+                print(f"  {name:<16}{n:>12,}")
+        if rep.torn_tail is not None:
+            print(f"torn tail: {rep.torn_tail}")
+        if rep.corruption is not None:
+            print(f"bot4: error: {rep.corruption}", file=sys.stderr)
+            return 1
+        return 0
+    for shown, (pos, rtype, recs) in enumerate(reader, start=1):
+        if args.json:
+            for r in recs:
+                row = {"frame": pos, "type": names.get(rtype, rtype)}
+                row.update(
+                    {
+                        f: (r[f].item() if r[f].ndim == 0 else None)
+                        for f in recs.dtype.names
+                        if f != "reserved"
+                    }
+                )
+                row = {
+                    k: (v.decode(errors="replace").rstrip("\x00") if isinstance(v, bytes) else v)
+                    for k, v in row.items()
+                }
+                sys.stdout.buffer.write(orjson.dumps(row) + b"\n")
+        else:
+            print(
+                f"frame {pos:>8}  {names.get(rtype, rtype):<16} {len(recs):>5} records  seq {int(recs['seq'][0])}..{int(recs['seq'][-1])}"
+            )
+        if args.limit and shown >= args.limit:
+            break
+    return 0
+
+
 def cmd_warm(args) -> int:
     from bot4.warm import warm
 
@@ -290,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--mean", choices=["zero", "constant"], default="constant")
     c.add_argument("-o", "--output", default="bot4-params.json")
     c.set_defaults(fn=cmd_calibrate)
+
+    j = sub.add_parser("journal", help="list or verify a journal directory")
+    j.add_argument("action", choices=["cat", "verify"])
+    j.add_argument("dir", help="journal directory (e.g. bot4-data/journal/default)")
+    j.add_argument("--json", action="store_true", help="cat: one JSON object per record")
+    j.add_argument("--limit", type=int, default=0, help="cat: at most this many frames")
+    j.set_defaults(fn=cmd_journal)
 
     w = sub.add_parser("warm", help="compile every numba kernel into the on-disk cache")
     w.set_defaults(fn=cmd_warm)

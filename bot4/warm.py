@@ -54,6 +54,8 @@ def _warm_stages() -> int:
 
     n = 0
     for kind, cls in KINDS.items():
+        if kind == "persistence":
+            continue  # count-sink's kernels (warmed below) plus a journal file: nothing to compile
         if kind == "risk":  # its setup attaches shared segments: warm its kernels directly
             from bot4.stages.risk import warm_kernels
 

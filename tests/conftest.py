@@ -42,6 +42,12 @@ class ProcessRegistry:
                 proc.join(5) if hasattr(proc, "join") else proc.wait(5)
 
 
+@pytest.fixture(autouse=True)
+def _data_dir(tmp_path, monkeypatch):
+    """Journals and other data of pipelines a test starts go under its own tmp dir."""
+    monkeypatch.setenv("BOT4_DATA_DIR", str(tmp_path / "bot4-data"))
+
+
 @pytest.fixture
 def procs():
     reg = ProcessRegistry()

@@ -7,6 +7,7 @@ default topology until the market data, signals, risk, orders and persistence is
 from bot4.stages.base import Stage
 from bot4.stages.marketdata import MarketDataStage
 from bot4.stages.orders import OrdersStage
+from bot4.stages.persistence import PersistenceStage
 from bot4.stages.risk import RiskStage
 from bot4.stages.signals import SignalsStage
 from bot4.stages.standins import (
@@ -25,6 +26,7 @@ KINDS: dict[str, type[Stage]] = {
         SyntheticMarketData,
         MarketDataStage,
         OrdersStage,
+        PersistenceStage,
         RiskStage,
         VenueStage,
         SignalsStandin,

@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from bot4.journal import JournalReader
 from bot4.shm.segment import instance_segments
 from tests.system.pipeline_util import BOT4
 
