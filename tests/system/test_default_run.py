@@ -51,7 +51,19 @@ def test_default_run_turns_synthetic_ticks_into_intents_orders_and_fills(instanc
     )  # decisions, orders, executions
     assert all(s["state"] == "stopped" and s["restarts"] == 0 for s in st.values())
     log = out.stdout + out.stderr
-    assert (
-        "sending CANCEL_ALL" in log and "'live_orders': 0" in log
-    )  # shutdown policy: nothing rests
+    assert "sending CANCEL_ALL" in log and "'live_orders': 0" in log  # nothing left resting
+    # every event persistence read is in its journal, once, intact
+    journal = tmp_path / "bot4-data" / "journal" / instance
+    rep = JournalReader(journal).verify()
+    assert rep.ok and rep.torn_tail is None
+    assert sum(rep.records.values()) == st["persistence"]["records_in"]
+    seqs: dict[int, list[int]] = {}
+    for _pos, rtype, recs in JournalReader(journal):
+        seqs.setdefault(rtype, []).extend(int(x) for x in recs["seq"])
+    for rtype, ss in seqs.items():
+        assert ss == sorted(set(ss)), f"record type {rtype}: journal out of order or duplicated"
+    verify = subprocess.run(
+        [*BOT4, "journal", "verify", str(journal)], capture_output=True, text=True, timeout=60
+    )
+    assert verify.returncode == 0 and "frames" in verify.stdout
     assert not instance_segments(instance)
