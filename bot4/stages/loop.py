@@ -36,13 +36,14 @@ from bot4.shm import Consumer, Producer, segment_name
 from bot4.shm import control as C
 from bot4.shm import ring_ops as ops
 from bot4.shm.ring_layout import WAIT_BUSY_SPIN, WAIT_SPIN_YIELD
-from bot4.shm.wait import idle_consumer
+from bot4.shm.wait import park_consumer
 from bot4.stages.notify import Notifier
 
 log = logging.getLogger("bot4.stage")
 _M64 = (1 << 64) - 1
 HOUSEKEEP_EVERY = 64
 IDLE_WAIT_NS = 1_000_000
+MULTI_INPUT_PARK_NS = 200_000
 
 
 def _behind(a: int, b: int) -> bool:
@@ -369,8 +370,10 @@ class StageRunner:
             if strat == WAIT_SPIN_YIELD or iteration < 64:
                 os.sched_yield()
             else:
+                # a futex watches one ring: sleep on the first input, but briefly, so the
+                # others (fills, market data) wait at most MULTI_INPUT_PARK_NS
                 c = self.ins[0]
-                idle_consumer(c.hdr, 2, 1 << 20, np.uint64(c.consumer_position))
+                park_consumer(c.hdr, np.uint64(c.consumer_position), MULTI_INPUT_PARK_NS)
 
     # -- main -----------------------------------------------------------------------------
     def run(self) -> int:
