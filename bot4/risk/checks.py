@@ -898,6 +898,41 @@ def apply_fills(
             _apply_fill(inst_st, acct, inst, side, r.last_qty, r.last_price, r.fee)
             counters[C_FILLS] += 1
         _remark(inst_st, acct, inst)
+    return _after_batch(
+        out_orders,
+        seq,
+        now_ns,
+        trading,
+        seen,
+        pend,
+        brk_seen,
+        brk_scope,
+        ilim,
+        alim,
+        acct,
+        brk,
+        counters,
+    )
+
+
+@njit(nogil=True, cache=True)
+def _after_batch(
+    out_orders,
+    seq,
+    now_ns,
+    trading,
+    seen,
+    pend,
+    brk_seen,
+    brk_scope,
+    ilim,
+    alim,
+    acct,
+    brk,
+    counters,
+):
+    """What every batch that moves PnL or state ends with: the daily-loss guard, the state
+    poll, and the CANCEL_ALLs they call for; returns the number of orders written."""
     _daily_guard(acct, alim, trading)
     _poll(trading, seen, pend, brk_seen, brk_scope, ilim, alim, acct, brk)
     n, _ = _emit_cancels(
@@ -960,12 +995,21 @@ def apply_market_data(
         inst_st[inst, I_REF_NS] = r.ts_recv_ns if r.ts_recv_ns > 0 else now_ns
         counters[C_MD] += 1
         _remark(inst_st, acct, inst)
-    _daily_guard(acct, alim, trading)
-    _poll(trading, seen, pend, brk_seen, brk_scope, ilim, alim, acct, brk)
-    n, _ = _emit_cancels(
-        out_orders, 0, out_orders.shape[0], seq, now_ns, pend, acct, alim, counters
+    return _after_batch(
+        out_orders,
+        seq,
+        now_ns,
+        trading,
+        seen,
+        pend,
+        brk_seen,
+        brk_scope,
+        ilim,
+        alim,
+        acct,
+        brk,
+        counters,
     )
-    return n
 
 
 @njit(nogil=True, cache=True)
