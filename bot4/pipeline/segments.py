@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from bot4.paths import next_session
 from bot4.records import RECORD_TYPE_IDS, RECORD_TYPES
 from bot4.shm import Segment, create_ring, segment_name
 from bot4.shm.control import CONTROL_SEGMENT, create_control
@@ -29,7 +30,12 @@ def create_segments(topology) -> list[str]:
                 record_type=RECORD_TYPE_IDS[r.type],
             )
             made.append(name)
-        create_control(topology.instance, len(topology.stages), time.monotonic_ns())
+        create_control(
+            topology.instance,
+            len(topology.stages),
+            time.monotonic_ns(),
+            next_session(topology.instance),
+        )
         made.append(segment_name(topology.instance, CONTROL_SEGMENT))
         made += _risk_segments(topology)
     except BaseException:

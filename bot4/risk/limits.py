@@ -39,6 +39,10 @@ from bot4.records import DEFAULT_INSTRUMENTS, InstrumentTable, load_instruments,
 from bot4.records.errors import Bot4Error, Code
 from bot4.shm.breakers import BreakerConfig
 
+#: the database breaker: opens after 3 failed loads (of at least 3 in the window), probes
+#: again after 2 s; the persistence stage's loader enters it around every transaction
+DB_BREAKER = BreakerConfig(name="db", min_calls=3, cooldown_ns=2_000_000_000, probe_window=3)
+
 __all__ = [
     "InstrumentLimits",
     "LimitArrays",
@@ -134,7 +138,10 @@ class RiskLimits:
     intent_producer: int = 0  # producer id of the intents ring (signals stage index)
     max_tracked_orders: int = 1024  # open-order table size (power of two, >= 2x max open)
     instruments_file: str | None = None  # instrument TOML (default: DEFAULT_INSTRUMENTS)
-    breakers: tuple[BreakerConfig, ...] = (BreakerConfig(),)  # the breaker segment's rows
+    #: the breaker segment's rows; a "db" row is always present (added when missing): the
+    #: persistence stage's database loader runs through it, and no instrument maps to it,
+    #: so an open database breaker gates database writes only, never trading
+    breakers: tuple[BreakerConfig, ...] = (BreakerConfig(), DB_BREAKER)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -323,6 +330,8 @@ def _from_params(params: Mapping[str, Any]) -> RiskLimits:
             )
         except Bot4Error as e:
             raise _fail("breakers", str(e)) from None
+        if not any(b.name == DB_BREAKER.name for b in breakers):
+            breakers += (DB_BREAKER,)
     return RiskLimits(
         instrument=default_inst,
         instruments=per_inst,

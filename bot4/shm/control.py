@@ -7,7 +7,8 @@ little-endian u64; every field has exactly one writing process.
 
     byte              owner        field
     0                 creator      magic "BOT4CTRL", layout version, stage count,
-                                   max inputs, max outputs, created ns       (words 0..5)
+                                   max inputs, max outputs, created ns,
+                                   session (``bot4.paths``)                 (words 0..6)
     128               supervisor   pipeline state (PIPE_*), supervisor pid     (words 16..17)
     1024 + 1024*i     stage i block:
       +0              supervisor   pid, core, restarts, started ns             (4 words)
@@ -41,7 +42,7 @@ STAGE_WORDS = STAGE_BYTES // 8
 MAX_INPUTS = 8
 MAX_OUTPUTS = 8
 
-W_MAGIC, W_VERSION, W_NSTAGES, W_MAX_IN, W_MAX_OUT, W_CREATED_NS = range(6)
+W_MAGIC, W_VERSION, W_NSTAGES, W_MAX_IN, W_MAX_OUT, W_CREATED_NS, W_SESSION = range(7)
 W_PIPE_STATE = 16
 W_SUPERVISOR_PID = 17
 
@@ -76,8 +77,9 @@ def control_bytes(n_stages: int) -> int:
     return HEADER_BYTES + n_stages * STAGE_BYTES
 
 
-def create_control(instance: str, n_stages: int, created_ns: int) -> None:
-    """Create and initialise the control block of ``instance`` (the launcher does this once)."""
+def create_control(instance: str, n_stages: int, created_ns: int, session: int = 0) -> None:
+    """Create and initialise the control block of ``instance`` (the launcher does this once,
+    per session: ``session`` numbers the stages' sequences, see ``bot4.paths``)."""
     seg = Segment.create(segment_name(instance, CONTROL_SEGMENT), control_bytes(n_stages))
     w = np.frombuffer(seg.buf, np.uint64)
     w[W_VERSION] = LAYOUT_VERSION
@@ -85,6 +87,7 @@ def create_control(instance: str, n_stages: int, created_ns: int) -> None:
     w[W_MAX_IN] = MAX_INPUTS
     w[W_MAX_OUT] = MAX_OUTPUTS
     w[W_CREATED_NS] = created_ns
+    w[W_SESSION] = session
     w[W_PIPE_STATE] = PIPE_STARTING
     w[W_MAGIC] = MAGIC
     del w

@@ -18,9 +18,20 @@ kernels. Per batch the loop hands the stage:
 Restart semantics are the loop's: nothing skipped, nothing emitted twice. A stage
 documents in ``restart_state`` what it cannot rebuild (state built from inputs that
 were consumed before the restart).
+
+Clocks: every timestamp a stage writes (``ts_signal_ns``, ``ts_risk_ns``, ``ts_order_ns``,
+``ts_venue_ns``, arrival stamps, deadlines) comes from ``self.clock()`` — host
+``CLOCK_MONOTONIC`` ns live (``time.monotonic_ns``) — and is handed to the kernels as their
+``now`` argument; no kernel reads a clock itself. ``self.wall_clock()`` (``time.time_ns``,
+ns since the Unix epoch) is read only to place wall-clock instants (a daily reset) on the
+``clock`` axis. The replay harness substitutes one simulated clock for both before
+``setup`` (``bot4.replay``), so a backtest is a function of its data and parameters.
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -42,11 +53,16 @@ class Stage:
         self.spec = spec
         self.instance = instance
         self.topology = topology  # the whole Topology when run by the loop (None in tests)
+        self.session = 0  # the instance's session (control block), set by the loop at attach
         self.params = dict(spec.params)
         self.inputs = list(inputs)
         self.outputs = list(outputs)
         self.in_dtypes = [RECORD_TYPES[r.type] for r in self.inputs]
         self.out_dtypes = [RECORD_TYPES[r.type] for r in self.outputs]
+        #: monotonic ns of "now" (live: host CLOCK_MONOTONIC; replay: the simulated clock)
+        self.clock: Callable[[], int] = time.monotonic_ns
+        #: ns since the Unix epoch on the same instant as ``clock()`` (live: time.time_ns)
+        self.wall_clock: Callable[[], int] = time.time_ns
 
     @classmethod
     def check_arity(

@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 
+from bot4.paths import session_seq_base
 from bot4.records import RECORD_TYPES
 from bot4.records.errors import Code
 from bot4.shm import Consumer, Producer, segment_name
@@ -94,6 +95,7 @@ class StageRunner:
         inst = self.topology.instance
         self.cb = C.ControlBlock(inst)
         self.blk = self.cb.stage(self.spec.index)
+        self.stage.session = int(self.cb.words[C.W_SESSION])
         self.blk[C.S_PID_SEEN] = os.getpid()
         self.blk[C.S_STATE] = C.STAGE_STARTING
         self.ins = [
@@ -165,7 +167,10 @@ class StageRunner:
             eff_all = [top] if int(top[C.C_GEN]) else []
         else:
             eff_all = [b for b in eff if b is not None]
-        self.next_seq = max([int(b[C.C_NEXT_SEQ]) for b in eff_all] + [1])
+        # fresh in this session: number from the session's range (unique across sessions)
+        self.next_seq = max(
+            [int(b[C.C_NEXT_SEQ]) for b in eff_all] + [session_seq_base(self.stage.session)]
+        )
         # where each input resumes: inputs from the released consumer position; the source
         # from the least advanced output (the others are muted until they catch up)
         if self.stage.source:

@@ -112,6 +112,7 @@ from bot4.oms.stp import (
     parse_policy,
     stp_plan,
 )
+from bot4.paths import session_seq_base
 from bot4.records import (
     ACTION_CANCEL,
     ACTION_CANCEL_ALL,
@@ -643,7 +644,8 @@ def emit_cancel_all(st, out, seq, instrument):
 class OrdersStage(Stage):
     """params: ``stp`` (default policy, ``cancel_new``), ``stp_by_strategy`` (``{id: policy}``),
     ``stp_max_makers`` (7), ``max_open_orders`` (4096), ``max_instrument`` (1023),
-    ``seen_capacity`` / ``exec_capacity`` (65536 ids each), ``first_order_id`` (1),
+    ``seen_capacity`` / ``exec_capacity`` (65536 ids each), ``first_order_id``
+    (the session's first sequence number, ``bot4.paths``: unique across sessions),
     ``reconcile_timeout_ms`` (2000)."""
 
     kind = "orders"
@@ -669,7 +671,7 @@ class OrdersStage(Stage):
             seen_capacity=int(p.get("seen_capacity", 1 << 16)),
             exec_capacity=int(p.get("exec_capacity", 1 << 16)),
             stp_max_makers=int(p.get("stp_max_makers", MAX_STP_MAKERS)),
-            first_order_id=int(p.get("first_order_id", 1)),
+            first_order_id=int(p.get("first_order_id", session_seq_base(self.session))),
         )
         self.default_policy = parse_policy(p.get("stp", "cancel_new"))
         self.oms.policy[:] = self.default_policy

@@ -22,17 +22,13 @@ Restart state: the counts and histogram of the summary cover one process only.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from bot4.journal import JournalWriter
+from bot4.paths import data_dir
 from bot4.stages.standins import CountSink
 
 log = logging.getLogger("bot4.stage")
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("BOT4_DATA_DIR", "bot4-data"))
 
 
 class PersistenceStage(CountSink):

@@ -42,9 +42,11 @@ import time
 
 import numpy as np
 
+from bot4.paths import session_seq_base
 from bot4.records.errors import Code
 from bot4.stages.base import Stage
 from bot4.venue.matching import (
+    V_EXEC_ID,
     Venue,
     venue_cancel_all_kernel,
     venue_md_kernel,
@@ -89,6 +91,8 @@ class VenueStage(Stage):
         p = self.params
         self.venue = Venue(**{k: int(p.get(k, d)) for k, d in _DEFAULTS.items()})
         self.state = self.venue.state
+        # execution ids unique across sessions (the database keys executions on them)
+        self.state[11][V_EXEC_ID] = session_seq_base(self.session) - 1
         self.orders_index = int(p.get("orders_stage_index", -1))
         if self.orders_index < 0 and self.topology is not None and self.inputs:
             # the orders stage is the producer of our order input

@@ -62,6 +62,9 @@ def test_default_run_turns_synthetic_ticks_into_intents_orders_and_fills(instanc
         seqs.setdefault(rtype, []).extend(int(x) for x in recs["seq"])
     for rtype, ss in seqs.items():
         assert ss == sorted(set(ss)), f"record type {rtype}: journal out of order or duplicated"
+        # the first session of this data dir numbers from 1 << 32 (unique across sessions)
+        assert (1 << 32) <= ss[0] and ss[-1] < 2 << 32, f"record type {rtype}: {ss[0]:#x}"
+    assert (tmp_path / "bot4-data" / "session" / instance).read_text() == "1\n"
     verify = subprocess.run(
         [*BOT4, "journal", "verify", str(journal)], capture_output=True, text=True, timeout=60
     )

@@ -829,7 +829,7 @@ def test_open_quantities_follow_acks_partial_fills_cancels_and_rejects(desk: Des
         ({"daily_reset": "25:00"}, "daily_reset"),
         ({"timezone": "Mars/Olympus"}, "unknown time zone"),
         ({"max_tracked_orders": 100}, "power of two"),
-        ({"breaker": 3}, "breaker: 3 but only 1 breakers"),
+        ({"breaker": 3}, "breaker: 3 but only 2 breakers"),
         ({"breakers": [{"open_failure_pct": 30}]}, "hysteresis"),
     ],
 )
@@ -867,7 +867,8 @@ def test_params_turn_into_kernel_arrays() -> None:
     assert list(a.slim[3]) == [0, 500, 250_000_000, 2]
     assert list(a.slim[0]) == list(a.slim[1]) == [1, 500, 10_000_000, 20]
     assert (a.alim[L.A_RISK_PRODUCER], a.alim[L.A_DAILY_LOSS]) == (7, 250_000_000)
-    assert list(a.breaker_scope) == [0]  # breaker 0 guards some instruments, not MSFT
+    # breaker 0 guards some instruments, not MSFT; the db breaker (always present) guards none
+    assert list(a.breaker_scope) == [0, -1]
 
 
 # --- the stage ------------------------------------------------------------------------------------
