@@ -120,6 +120,7 @@ class OperatorLog:
             self.segment.buf, OPERATOR_ACTION, self.capacity, offset=HEADER_BYTES
         )
         self._waiting_since: int | None = None
+        self._pending: int | None = None  # read position not yet released
         self.skipped = 0
 
     def append(
@@ -149,9 +150,15 @@ class OperatorLog:
         return k + 1
 
     def read(self, out: np.ndarray, stale_ns: int = 5_000_000_000) -> int:
-        """Reader (persistence): copy complete records in order into ``out``; returns how many."""
+        """Reader (persistence): copy complete records in order into ``out``; returns how many.
+
+        The read position does not move until :meth:`release`: a reader that dies after
+        ``read`` and before ``release`` reads the same records again (at-least-once; the
+        database absorbs the repeat by the record's identity). Call ``release`` once the
+        records are durable (journalled).
+        """
         n = 0
-        pos = int(self.words[W_READ])
+        pos = self._pending if self._pending is not None else int(self.words[W_READ])
         claimed = int(_load(self.words, W_CLAIMED))
         while pos < claimed and n < len(out):
             if not _complete(self.words, pos, self.capacity):
@@ -166,8 +173,14 @@ class OperatorLog:
                 n += 1
             self._waiting_since = None
             pos += 1
-            _store(self.words, W_READ, pos)
+        self._pending = pos
         return n
+
+    def release(self) -> None:
+        """Reader: publish the position reached by the reads so far (records now durable)."""
+        if self._pending is not None:
+            _store(self.words, W_READ, self._pending)
+            self._pending = None
 
     def close(self) -> None:
         self.records = None  # type: ignore[assignment]

@@ -24,11 +24,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from bot4.journal import JournalWriter
 from bot4.paths import data_dir
+from bot4.records import OPERATOR_ACTION
+from bot4.shm.operator_log import OperatorLog
+from bot4.shm.segment import SegmentMissingError
 from bot4.stages.standins import CountSink
 
 log = logging.getLogger("bot4.stage")
+
+OPLOG_POLL_NS = 5_000_000  # operator actions are journalled within 5 ms
 
 
 class PersistenceStage(CountSink):
@@ -49,6 +56,34 @@ class PersistenceStage(CountSink):
                 self.writer.truncated_bytes,
             )
         self.frames = 0
+        self.op_actions = 0
+        self.oplog = None
+        self.op_buf = np.zeros(256, OPERATOR_ACTION)
+        self._op_due = 0
+        try:
+            self.oplog = OperatorLog(self.instance)
+        except SegmentMissingError:
+            log.info(
+                "no operator log for instance %s: operator actions not journalled", self.instance
+            )
+
+    def _take_operator_actions(self) -> int:
+        """Journal what operators did (``bot4 breaker|halt|reduce|resume``), then release it
+        from the operator log: an action is on disk before the log forgets it."""
+        n = self.oplog.read(self.op_buf)
+        if n:
+            self.writer.append(self.op_buf[:n])
+            self.writer.flush()
+            self.frames += 1
+            self.op_actions += n
+        self.oplog.release()
+        return n
+
+    def pending(self, now_ns: int) -> int:
+        if self.oplog is not None and now_ns >= self._op_due:
+            self._op_due = now_ns + OPLOG_POLL_NS
+            self._take_operator_actions()
+        return 0
 
     def process(self, i, batch, outs, counts, seq):
         if batch.shape[0]:
@@ -58,8 +93,17 @@ class PersistenceStage(CountSink):
         return super().process(i, batch, outs, counts, seq)
 
     def summary(self) -> dict:
-        return {**super().summary(), "journal": str(self.dir), "frames": self.frames}
+        return {
+            **super().summary(),
+            "journal": str(self.dir),
+            "frames": self.frames,
+            "operator_actions": self.op_actions,
+        }
 
     def on_drain(self) -> None:
+        if self.oplog is not None:
+            while self._take_operator_actions():
+                pass
+            self.oplog.close()
         self.writer.close()
         super().on_drain()
