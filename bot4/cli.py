@@ -43,6 +43,67 @@ def cmd_run(args) -> int:
     return code
 
 
+def record_topology(args) -> dict:
+    """The two-stage pipeline ``bot4 record`` runs: an md stage on the given source, its
+    ticks into a persistence stage whose journal is the recording."""
+    from pathlib import Path
+
+    from bot4.paths import data_dir
+
+    params: dict = {"source": args.source}
+    if args.source == "synthetic":
+        params.update(rate=args.rate, instruments=args.instruments, seed=args.seed)
+        if args.count:
+            params["count"] = args.count
+    else:
+        if not args.path:
+            raise SystemExit(f"bot4 record: --source {args.source} needs a PATH")
+        params.update(path=str(Path(args.path).resolve()), speed=args.speed)
+    instance = args.instance or "record"
+    out = Path(args.out) if args.out else data_dir() / "recordings" / instance
+    return {
+        "instance": instance,
+        "stage": [
+            {"name": "md", "kind": "md", "core": 0, "params": params},
+            {
+                "name": "recorder",
+                "kind": "persistence",
+                "core": 1,
+                "params": {"dir": str(out.resolve()), "fsync": "batch"},
+            },
+        ],
+        "ring": [
+            {
+                "name": "ticks",
+                "from": "md",
+                "to": "recorder",
+                "type": "market_data",
+                "capacity": 1 << 16,
+            }
+        ],
+    }
+
+
+def cmd_record(args) -> int:
+    from bot4.journal import JournalReader
+    from bot4.pipeline.supervisor import Supervisor
+    from bot4.pipeline.topology import parse_topology
+
+    doc = record_topology(args)
+    out = doc["stage"][1]["params"]["dir"]
+    t = parse_topology(doc, "bot4 record")
+    sup = Supervisor(t, duration=args.duration, live=None if not args.quiet else False)
+    code = sup.run()
+    if sup.final.get("halted"):
+        print(f"bot4: error: {sup.final['halted']}", file=sys.stderr)
+    rep = JournalReader(out).verify()
+    print(
+        f"recorded {sum(rep.records.values()):,} market data records in {rep.frames} frames: {out}"
+    )
+    print(f'replay with: bot4 run TOPOLOGY  (md params: source = "journal", path = "{out}")')
+    return code
+
+
 def cmd_stage(args) -> int:
     from bot4.stages.loop import stage_main
 
@@ -303,6 +364,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--report", help="write the end-of-run figures as JSON here")
     r.add_argument("--quiet", action="store_true", help="no live line")
     r.set_defaults(fn=cmd_run)
+
+    rc = sub.add_parser(
+        "record", help="capture a market data source into a journal (replayable by the md stage)"
+    )
+    rc.add_argument("path", nargs="?", help="recorded file / LOBSTER pair (not for synthetic)")
+    rc.add_argument("--source", choices=["synthetic", "file", "lobster"], default="synthetic")
+    rc.add_argument("--out", help="journal directory (default: $BOT4_DATA_DIR/recordings/INSTANCE)")
+    rc.add_argument("--duration", type=float, help="stop after this many seconds")
+    rc.add_argument("--speed", type=float, default=0.0, help="file pace: 0 max, 1 recorded")
+    rc.add_argument("--rate", type=int, default=20000, help="synthetic ticks/s")
+    rc.add_argument("--instruments", type=int, default=3, help="synthetic instruments")
+    rc.add_argument("--seed", type=int, default=1)
+    rc.add_argument("--count", type=int, default=0, help="synthetic: stop after N ticks")
+    rc.add_argument("--instance", help="pipeline instance name (default: record)")
+    rc.add_argument("--quiet", action="store_true", help="no live line")
+    rc.set_defaults(fn=cmd_record)
 
     s = sub.add_parser("stage", help="run one stage against existing segments (systemd)")
     s.add_argument("name")

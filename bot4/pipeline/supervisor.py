@@ -260,12 +260,23 @@ class Supervisor:
                 break
             for slot in self.slots:
                 self._check(slot, False)
+            if self._sources_finished():
+                self._say("market data finished: draining the pipeline")
+                break
             if self.live and now - last >= 1.0:
                 print("\r\033[K" + self._live_line(now - last), end="", file=self.out, flush=True)
                 last = now
             time.sleep(0.02)
         if self.live:
             print(file=self.out)
+
+    def _sources_finished(self) -> bool:
+        """Every source stage came to the end of its data and stopped (a recorded file, a
+        journal, a synthetic ``count``): nothing more will enter the pipeline."""
+        from bot4.stages import KINDS
+
+        src = [s for s in self.slots if KINDS[self.t.stage(s.name).kind].source]
+        return bool(src) and all(s.finished for s in src)
 
     def _drain(self) -> None:
         self.cb.words[C.W_PIPE_STATE] = C.PIPE_DRAINING

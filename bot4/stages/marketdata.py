@@ -4,10 +4,14 @@ params:
 
 * ``source`` — ``synthetic`` (default), ``file`` (CSV or Parquet, see
   ``bot4.marketdata.files``) or ``lobster`` (a LOBSTER message/orderbook pair, plain or
-  zipped, see ``bot4.marketdata.lobster``);
-* ``path`` — the file (file, lobster);
+  zipped, see ``bot4.marketdata.lobster``) or ``journal`` (the MARKET_DATA frames of a
+  journal directory, e.g. what ``bot4 record`` captured, ``bot4.marketdata.journaled``);
+* ``path`` — the file or journal directory (file, lobster, journal);
 * ``speed`` — replay pace: 0 = as fast as the pipeline takes it (default), 1 = the
   recorded pace, 10 = ten times faster;
+* ``snapshot`` — lobster: first publish the initial book as ``MD_BOOK_ADD`` records flagged
+  ``MDF_SNAPSHOT`` (default false; see :func:`lobster_snapshot`), so a venue in order mode
+  starts from the book the file starts in, not from an empty one;
 * synthetic: ``rate`` (ticks/s), ``instruments``, ``seed``, ``count``.
 
 Recorded data is read, validated and normalised once at start-up: bad rows are counted by
@@ -20,7 +24,6 @@ records of a file are a pure function of their position.
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 from numba import njit
@@ -41,8 +44,66 @@ def _emit(data, out, position, k, seq, now):
     return seq + k
 
 
-def load_recorded(source: str, path: str):
-    """(records, bad-input report) for a recorded source."""
+def lobster_snapshot(path: str) -> np.ndarray:
+    """The book a LOBSTER pair starts in, as ``MD_BOOK_ADD`` records flagged
+    ``MDF_SNAPSHOT | MDF_REPLAY`` (order id 0: one anonymous order per visible level, bids
+    best first, then asks), stamped with the first message's time and instrument.
+
+    LOBSTER's orderbook row k is the book *after* message k, so the first row has message 1
+    taken back out: an add's size is removed from its level, a cancel's, delete's or
+    visible execution's size is put back (hidden executions change no visible level).
+    Orders deeper than the file's levels stay unknown; the venue takes executions of
+    unknown ids from these snapshot orders (``bot4.venue.matching``)."""
+    from bot4.marketdata.lobster import read_pair
+    from bot4.records import (
+        MARKET_DATA,
+        MD_BOOK_ADD,
+        MD_BOOK_CANCEL,
+        MD_BOOK_DELETE,
+        MD_BOOK_EXEC,
+        MDF_REPLAY,
+        MDF_SNAPSHOT,
+        SIDE_BUY,
+        SIDE_SELL,
+    )
+
+    msgs, book, _report = read_pair(path)
+    if len(msgs) == 0 or len(book) == 0:
+        return np.zeros(0, MARKET_DATA)
+    first = msgs[0]
+    row = book[int(first["seq"]) - 1]
+    levels: dict[tuple[int, int], int] = {}
+    for i in range(len(row) // 4):
+        ask_px, ask_q, bid_px, bid_q = (int(x) for x in row[4 * i : 4 * i + 4])
+        if ask_q > 0 and 0 < ask_px < 9_999_999_999:
+            levels[(SIDE_SELL, ask_px)] = ask_q
+        if bid_q > 0 and 0 < bid_px < 9_999_999_999:
+            levels[(SIDE_BUY, bid_px)] = bid_q
+    key = (int(first["side"]), int(first["price"]))
+    kind, q = int(first["kind"]), int(first["qty"])
+    if kind == MD_BOOK_ADD and key in levels:
+        levels[key] -= q
+    elif kind in (MD_BOOK_CANCEL, MD_BOOK_DELETE, MD_BOOK_EXEC):
+        levels[key] = levels.get(key, 0) + q
+    order = sorted(
+        ((s, px, q) for (s, px), q in levels.items() if q > 0),
+        key=lambda t: (-t[0], -t[1] if t[0] == SIDE_BUY else t[1]),
+    )
+    out = np.zeros(len(order), MARKET_DATA)
+    for k, (s, px, q) in enumerate(order):
+        out[k]["ts_event_ns"] = first["ts_event_ns"]
+        out[k]["instrument"] = first["instrument"]
+        out[k]["kind"] = MD_BOOK_ADD
+        out[k]["side"] = s
+        out[k]["price"] = px
+        out[k]["qty"] = q
+        out[k]["flags"] = MDF_SNAPSHOT | MDF_REPLAY
+    return out
+
+
+def load_recorded(source: str, path: str, *, snapshot: bool = False):
+    """(records, bad-input report) for a recorded source; ``snapshot`` (lobster) puts
+    :func:`lobster_snapshot` first."""
     if source == "file":
         from bot4.marketdata.files import read_table
 
@@ -50,8 +111,15 @@ def load_recorded(source: str, path: str):
     if source == "lobster":
         from bot4.marketdata.replay import read_lobster_stream
 
-        return read_lobster_stream(path)
-    raise ValueError(f"unknown market data source {source!r} (synthetic, file, lobster)")
+        data, report = read_lobster_stream(path)
+        if snapshot:
+            data = np.concatenate([lobster_snapshot(path), data])
+        return data, report
+    if source == "journal":
+        from bot4.marketdata.journaled import read_journal_market_data
+
+        return read_journal_market_data(path)
+    raise ValueError(f"unknown market data source {source!r} (synthetic, file, lobster, journal)")
 
 
 class MarketDataStage(Stage):
@@ -71,7 +139,9 @@ class MarketDataStage(Stage):
             self.synth.setup()
             self.report = None
             return
-        self.data, self.report = load_recorded(self.mode, p["path"])
+        self.data, self.report = load_recorded(
+            self.mode, p["path"], snapshot=bool(p.get("snapshot", False))
+        )
         log.info("market data %s", self.report.summary())
         self.speed = float(p.get("speed", 0))
         self.t0: int | None = None
@@ -98,7 +168,7 @@ class MarketDataStage(Stage):
     def generate(self, position, n, outs, counts, seq):
         if self.mode == "synthetic":
             return self.synth.generate(position, n, outs, counts, seq)
-        nxt = _emit(self.data, outs[0], position, n, seq, time.monotonic_ns())
+        nxt = _emit(self.data, outs[0], position, n, seq, self.clock())
         for j in range(1, len(outs)):
             outs[j][:n] = outs[0][:n]
         counts[: len(outs)] = n
