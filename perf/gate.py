@@ -33,6 +33,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import ringbench as rb
 
 # name -> (subject, metric, baseline, minimum ratio). The ratio is always "how many times
@@ -49,6 +50,11 @@ BOUNDS: dict[str, tuple[str, str, str, float]] = {
     # three hops through bot4 stages (default park waits) vs the same chain on mp.Queue;
     # measured 1.8-3x at p50 on this VM (parked hops wake through futexes)
     "pipeline 3-hop p50": ("pipeline-bot4", "p50_ns", "pipeline-mpq", 1.2),
+    # tick-to-order of the default pipeline (md -> signals -> risk -> orders, 3 ring hops,
+    # from the stamps on each order) vs the idle 3-hop mp.Queue chain: the default pipeline
+    # carries 20k ticks/s through six parked stages on two cores, so scheduling dominates;
+    # measured 0.4x here (p50 ~600 us vs ~250 us). A regression guard, not a target
+    "tick-to-order p50": ("tick-to-order", "p50_ns", "pipeline-mpq", 0.15),
     # the signals kernel (batches of 256) vs whole-array vectorised numpy on 200k quotes
     # (numpy's arrays stay in cache): measured ~4x here, 7-10x on 1 M quotes
     "signals kernel ticks/s": ("signals-numba", "ticks", "signals-numpy", 2.0),
@@ -208,6 +214,31 @@ class RiskKernelsSubject:
         self.bench.close()
 
 
+class TickToOrderSubject:
+    """Tick-to-order latency of the default pipeline (``ttobench``), from the stamps on the
+    orders it sent. Starting six stage processes takes seconds, so the pipeline runs once,
+    when the subject is made (~4 s of trading); the orders are split into consecutive
+    slices, one per round, and each ``measure`` reports the next slice's percentiles."""
+
+    def __init__(self, scale: float) -> None:
+        import ttobench
+
+        self.tb = ttobench
+        self.lat = ttobench.run_default(4.0)["tick_to_order"]
+        self.slices = np.array_split(self.lat, MIN_ROUNDS)
+        self.k = 0
+        self._p: dict[str, float] | None = None
+
+    def measure(self, metric: str) -> float:
+        if metric == "p50_ns" or self._p is None:
+            self._p = self.tb.percentiles(self.slices[self.k % len(self.slices)])
+            self.k += 1
+        return self._p[metric]
+
+    def close(self) -> None:
+        pass
+
+
 # subject name -> factory(scale). Measured in this order within a round.
 SUBJECTS = {
     "mp-queue": lambda scale: RingSubject("mp-queue", scale),
@@ -215,6 +246,7 @@ SUBJECTS = {
     "ring-python": lambda scale: RingSubject("ring-python", scale),
     "pipeline-mpq": lambda scale: PipelineSubject("mpq", scale),
     "pipeline-bot4": lambda scale: PipelineSubject("bot4", scale),
+    "tick-to-order": lambda scale: TickToOrderSubject(scale),
     "signals-numpy": lambda scale: SignalsSubject("numpy", scale),
     "signals-numba": lambda scale: SignalsSubject("numba", scale),
     "advertised": AdvertisedSubject,

@@ -1,0 +1,90 @@
+"""Tick-to-order latency of the default pipeline, from the timestamps on the records.
+
+Runs ``bot4 run`` on the packaged default topology (synthetic market data, every wait
+parked, six stages on this machine's cores) for a few seconds under a private instance and
+data directory, then reads the NEW orders the orders stage sent (the persistence stage's
+journal, ``order_events`` ring). Each ORDER carries the stamps it picked up on the way:
+
+    ts_recv_ns    md published the tick that triggered it (CLOCK_MONOTONIC)
+    ts_signal_ns  signals emitted the intent
+    ts_risk_ns    risk passed it
+    ts_order_ns   the orders stage sent it to the venue
+
+so tick-to-order = ``ts_order_ns - ts_recv_ns`` is measured on every order, not estimated,
+and the per-hop split comes with it. Three ring hops (md -> signals -> risk -> orders):
+the same count as ``pipebench``'s 3-hop chain, the baseline the gate compares it with.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_default(duration: float = 4.0) -> dict[str, np.ndarray]:
+    """Latencies in ns of every NEW order of one default run: ``tick_to_order`` and the
+    hops ``md_signals``, ``signals_risk``, ``risk_orders``."""
+    from bot4.journal import JournalReader
+    from bot4.records import ACTION_NEW, RT_ORDER
+
+    inst = f"tto{os.getpid()}"
+    with tempfile.TemporaryDirectory(prefix="bot4-tto-") as tmp:
+        env = dict(os.environ, BOT4_DATA_DIR=tmp)
+        out = subprocess.run(
+            [sys.executable, "-m", "bot4.cli", "run", "--duration", str(duration)]
+            + ["--instance", inst, "--quiet"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=240,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"bot4 run failed ({out.returncode}): {out.stderr[-2000:]}")
+        parts = [
+            r[(r["action"] == ACTION_NEW) & (r["ts_recv_ns"] > 0)]
+            for _p, t, r in JournalReader(Path(tmp) / "journal" / inst)
+            if t == RT_ORDER
+        ]
+    o = np.concatenate(parts) if parts else np.zeros(0)
+    if len(o) < 20:
+        raise RuntimeError(f"the default run sent only {len(o)} orders")
+    i64 = np.int64
+    return {
+        "tick_to_order": (o["ts_order_ns"].astype(i64) - o["ts_recv_ns"].astype(i64)),
+        "md_signals": (o["ts_signal_ns"].astype(i64) - o["ts_recv_ns"].astype(i64)),
+        "signals_risk": (o["ts_risk_ns"].astype(i64) - o["ts_signal_ns"].astype(i64)),
+        "risk_orders": (o["ts_order_ns"].astype(i64) - o["ts_risk_ns"].astype(i64)),
+    }
+
+
+def percentiles(lat_ns: np.ndarray) -> dict[str, float]:
+    q = np.percentile(lat_ns, [50, 99, 99.9])
+    return {"p50_ns": float(q[0]), "p99_ns": float(q[1]), "p999_ns": float(q[2])}
+
+
+def main() -> None:
+    import pipebench
+
+    lat = run_default(float(sys.argv[1]) if len(sys.argv) > 1 else 4.0)
+    base = pipebench.mpqueue_chain(5000, 5000, hops=3)
+    print(f"orders: {len(lat['tick_to_order'])}")
+    for k, v in lat.items():
+        p = percentiles(v)
+        print(f"{k:<14} p50 {p['p50_ns'] / 1e3:8.1f} us  p99 {p['p99_ns'] / 1e3:8.1f} us")
+    p = percentiles(lat["tick_to_order"])
+    print(
+        f"3-hop mp.Queue chain p50 {base['p50_ns'] / 1e3:.1f} us: tick-to-order p50 is "
+        f"{base['p50_ns'] / p['p50_ns']:.2f}x lower"
+    )
+
+
+if __name__ == "__main__":
+    main()
