@@ -83,6 +83,7 @@ class Code(IntEnum):
     UNKNOWN_ORDER = 403
     VENUE_REJECTED = 404
     TOO_LATE_TO_CANCEL = 405
+    RECONCILE_MISMATCH = 406
 
     # 5xx persistence / database
     DB_UNAVAILABLE = 500
@@ -163,6 +164,7 @@ _DESCRIPTIONS: dict[Code, str] = {
     Code.UNKNOWN_ORDER: "order id not known",
     Code.VENUE_REJECTED: "venue rejected the order",
     Code.TOO_LATE_TO_CANCEL: "order already filled or closed: cannot cancel or replace",
+    Code.RECONCILE_MISMATCH: "after a restart the venue and our records disagree: an operator must resume trading",
     Code.DB_UNAVAILABLE: "database unreachable",
     Code.SERIALIZATION_FAILURE: "database serialization failure (retried)",
     Code.CONSTRAINT_VIOLATION: "database constraint violated",

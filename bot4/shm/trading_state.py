@@ -46,6 +46,7 @@ __all__ = [
     "REDUCING",
     "SOURCE_NAMES",
     "SRC_OPERATOR",
+    "SRC_OMS",
     "SRC_RISK",
     "STATE_NAMES",
     "TRADING_SEGMENT",
@@ -74,8 +75,8 @@ W_GENERATION = 8
 
 ACTIVE, REDUCING, HALTED = 0, 1, 2
 STATE_NAMES = {ACTIVE: "active", REDUCING: "reducing", HALTED: "halted"}
-SRC_NONE, SRC_OPERATOR, SRC_RISK = 0, 1, 2
-SOURCE_NAMES = {SRC_NONE: "-", SRC_OPERATOR: "operator", SRC_RISK: "risk"}
+SRC_NONE, SRC_OPERATOR, SRC_RISK, SRC_OMS = 0, 1, 2, 3
+SOURCE_NAMES = {SRC_NONE: "-", SRC_OPERATOR: "operator", SRC_RISK: "risk", SRC_OMS: "oms"}
 
 STATE_MASK = 0xFF
 REASON_SHIFT = 8

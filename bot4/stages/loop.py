@@ -84,7 +84,7 @@ class StageRunner:
         self.in_specs = topology.inputs_of(name)
         self.out_specs = topology.outputs_of(name)
         self.stage = KINDS[self.spec.kind](
-            self.spec, self.in_specs, self.out_specs, topology.instance
+            self.spec, self.in_specs, self.out_specs, topology.instance, topology
         )
         self.upstream = [topology.stage(r.producer).index for r in self.in_specs if not r.feedback]
         self.notifier = Notifier()
@@ -209,12 +209,12 @@ class StageRunner:
                 return -1
             if int(self.cb.words[C.W_PIPE_STATE]) == C.PIPE_STARTING:
                 return 0  # sources hold until every stage is running
-            k = min(b, stage.source_ready(pos, time.monotonic_ns()))
+            k = min(b, stage.source_ready(pos, stage.clock()))
             if k <= 0:
                 return 0
             in_view = None
         else:
-            if not stage.input_ready(i, time.monotonic_ns()):
+            if not stage.input_ready(i, stage.clock()):
                 return 0  # the stage holds this input (e.g. reconciling after a restart)
             inp = self.ins[i]
             p, k = ops.consumer_peek(inp.hdr, b)
@@ -313,7 +313,7 @@ class StageRunner:
         restart, the cancel-all of its shutdown policy), published like a batch with the
         input cursors unchanged. Returns how many were published."""
         stage = self.stage
-        want = stage.pending(time.monotonic_ns())
+        want = stage.pending(stage.clock())
         if want <= 0 or not self.outs:
             return 0
         views, claims = [], []
@@ -435,7 +435,7 @@ class StageRunner:
             self.notifier.send("STOPPING=1")
             self.stage.on_drain()
             deadline = time.monotonic() + 5.0
-            while self.stage.pending(time.monotonic_ns()) > 0 and time.monotonic() < deadline:
+            while self.stage.pending(self.stage.clock()) > 0 and time.monotonic() < deadline:
                 self._emit_pending()  # the shutdown policy's records leave before we do
             self._housekeep()
             self.blk[C.S_STATE] = C.STAGE_STOPPED

@@ -65,7 +65,6 @@ report accompanying this module.
 from __future__ import annotations
 
 import logging
-import time
 from collections import namedtuple
 
 import numpy as np
@@ -139,7 +138,8 @@ from bot4.records import (
     SIDE_SELL,
 )
 from bot4.records.errors import Code
-from bot4.shm.atomics import monotonic_ns
+from bot4.shm.segment import SegmentMissingError
+from bot4.shm.trading_state import HALTED, SRC_OMS, W_INSTRUMENTS, raise_state
 from bot4.stages.base import Stage
 
 log = logging.getLogger("bot4.stage")
@@ -437,10 +437,10 @@ def mark_cancel_all(st, instrument):
 
 
 @njit(nogil=True, cache=True)
-def orders_kernel(batch, venue, fills, seq, st):
-    """Orders from risk -> venue messages (``venue``) and generated reports (``fills``).
-    Returns ``(n_venue, n_fills, next seq)``."""
-    now = monotonic_ns()
+def orders_kernel(batch, venue, fills, seq, st, now):
+    """Orders from risk -> venue messages (``venue``) and generated reports (``fills``),
+    stamped ``ts_order_ns = now`` (the stage clock, ns). Returns ``(n_venue, n_fills, next
+    seq)``."""
     nv = 0
     nf = 0
     for i in range(batch.shape[0]):
@@ -607,11 +607,10 @@ def execs_kernel(batch, fills, events, keep_events, seq, st):
 
 # --- records sent outside an input batch ----------------------------------------------------
 @njit(nogil=True, cache=True)
-def emit_queries(st, slots, start, k, out, seq):
+def emit_queries(st, slots, start, k, out, seq, now):
     """ACTION_QUERY for the orders of ``slots[start : start + k]`` still awaiting one (a
     restored order may have closed, its slot even been reused, before its query went out)
-    into ``out``; returns ``(records written, next seq)``."""
-    now = monotonic_ns()
+    into ``out``, stamped ``now``; returns ``(records written, next seq)``."""
     none = st.zero_order[:0]
     n = 0
     for j in range(k):
@@ -626,13 +625,13 @@ def emit_queries(st, slots, start, k, out, seq):
 
 
 @njit(nogil=True, cache=True)
-def emit_cancel_all(st, out, seq, instrument):
-    """One ACTION_CANCEL_ALL of ``instrument`` (0 = all) into ``out[0]``, applied to local
-    state; next seq."""
+def emit_cancel_all(st, out, seq, instrument, now):
+    """One ACTION_CANCEL_ALL of ``instrument`` (0 = all) into ``out[0]``, stamped ``now``
+    and applied to local state; next seq."""
     out[0] = st.zero_order[0]
     v = out[0]
     v.seq = seq
-    v.ts_order_ns = monotonic_ns()
+    v.ts_order_ns = now
     v.instrument = instrument
     v.action = ACTION_CANCEL_ALL
     st.ctr[C_CANCEL_ALL] += 1
@@ -641,6 +640,16 @@ def emit_cancel_all(st, out, seq, instrument):
 
 
 # --- the stage --------------------------------------------------------------------------------
+def _attach_trading(instance: str):
+    """The instance's trading-state words (None when no shared risk stage made them)."""
+    from bot4.shm.trading_state import TradingState
+
+    try:
+        return TradingState(instance).words
+    except SegmentMissingError:
+        return None
+
+
 class OrdersStage(Stage):
     """params: ``stp`` (default policy, ``cancel_new``), ``stp_by_strategy`` (``{id: policy}``),
     ``stp_max_makers`` (7), ``max_open_orders`` (4096), ``max_instrument`` (1023),
@@ -689,14 +698,70 @@ class OrdersStage(Stage):
         self.n_out = len(self.outputs)
         self.no_events = np.zeros(1, EXEC_REPORT)
         self._prime_kernels()
+        self.trading = None
+        self.recovered = None
+        if self.topology is not None and self.session > 0:
+            self.trading = _attach_trading(self.instance)
+            if p.get("recover", True) and self.n_out > 3:
+                self._recover_from_journal()
+
+    # -- restart: what the journal says we had done ----------------------------------------
+    def _journal_dir(self):
+        """The journal of the persistence stage that reads our ``order_events`` output."""
+        from bot4.paths import data_dir
+
+        reader = self.topology.stage(self.outputs[2].consumer)
+        return reader.params.get("dir") or data_dir() / "journal" / self.instance
+
+    def _recover_from_journal(self) -> None:
+        """A restart within the session: rebuild open orders, every client order id used
+        and the order id counter from the journal (``bot4.oms.recovery``), then reconcile
+        the open orders with the venue before taking new intents. A first start in the
+        session finds nothing of the session in the journal and does nothing."""
+        from bot4.oms.recovery import rebuild_from_journal, wait_journalled
+
+        rings = [self.outputs[2].name, self.outputs[3].name]
+        if not wait_journalled(self.instance, rings):
+            log.warning(
+                "orders: persistence has not journalled %s yet; recovering from what it has", rings
+            )
+        rec = rebuild_from_journal(self._journal_dir(), self.session)
+        if not rec.orders:
+            return
+        st = self.oms
+        for cl in rec.risk_ids:
+            lru_put(st.seen, np.uint64(cl), 0)
+        n = self.restore_open_orders(rec.open_orders, rec.max_order_id + 1)
+        self.recovered = {
+            "orders": rec.orders,
+            "reports": rec.reports,
+            "client_ids": len(rec.risk_ids),
+            "open_orders": n,
+        }
+        log.warning("orders: restarted mid-session; from the journal %s", self.recovered)
+
+    def _halt_disagreeing(self) -> None:
+        """Instruments whose venue view disagreed with ours (or went unanswered) stay
+        HALTED until an operator resumes them (``bot4 resume``)."""
+        if self.trading is None:
+            return
+        for ins in np.flatnonzero(self.oms.needs_operator):
+            if ins < 1 or ins > int(self.trading[W_INSTRUMENTS]):
+                continue
+            raise_state(self.trading, int(ins), HALTED, int(Code.RECONCILE_MISMATCH), SRC_OMS)
+            log.error(
+                "orders: instrument %d: venue and OMS disagree after the restart; HALTED until "
+                "an operator resumes it",
+                ins,
+            )
 
     def _prime_kernels(self) -> None:
         """Load the kernels of the rare paths now, not at the first restart or drain."""
         o = np.zeros(1, ORDER)
         e = np.zeros(1, EXEC_REPORT)
-        orders_kernel(o[:0], o, e, 1, self.oms)
+        orders_kernel(o[:0], o, e, 1, self.oms, 0)
         execs_kernel(e[:0], e, e, True, 1, self.oms)
-        emit_queries(self.oms, self.query_slots, 0, 0, o, 1)
+        emit_queries(self.oms, self.query_slots, 0, 0, o, 1, 0)
         mark_cancel_all(self.oms, 0)
 
     # -- restart reconciliation ------------------------------------------------------------
@@ -755,6 +820,7 @@ class OrdersStage(Stage):
             log.warning("orders: %d queries unanswered at the timeout", int(late.sum()))
         if self.recon == RECON_WAITING:
             self.recon = RECON_READY
+            self._halt_disagreeing()
             log.info("orders: reconciled; taking new intents")
 
     def input_ready(self, i: int, now_ns: int) -> bool:
@@ -773,17 +839,18 @@ class OrdersStage(Stage):
         """Write up to ``len(outs[0])`` pending records (queries, then the drain's
         CANCEL_ALL) to output 0 and their copies to output 2; next seq."""
         counts[:] = 0
+        now = self.clock()
         room = len(outs[0]) if self.n_out < 3 else min(len(outs[0]), len(outs[2]))
         n = 0
         if self.recon == RECON_QUERYING:
             k = min(room, len(self.query_slots) - self.query_next)
-            n, seq = emit_queries(self.oms, self.query_slots, self.query_next, k, outs[0], seq)
+            n, seq = emit_queries(self.oms, self.query_slots, self.query_next, k, outs[0], seq, now)
             self.query_next += k
             if self.query_next == len(self.query_slots):
                 self.recon = RECON_WAITING
-                self.recon_deadline_ns = time.monotonic_ns() + self.reconcile_timeout_ns
+                self.recon_deadline_ns = now + self.reconcile_timeout_ns
         if self.drain_cancel_all and n < room:
-            seq = emit_cancel_all(self.oms, outs[0][n : n + 1], seq, 0)
+            seq = emit_cancel_all(self.oms, outs[0][n : n + 1], seq, 0, now)
             self.drain_cancel_all = False
             n += 1
         counts[0] = n
@@ -798,7 +865,7 @@ class OrdersStage(Stage):
         if i == 0:
             if self.recon != RECON_READY:
                 st.ctr[C_UNHELD_INTENTS] += len(batch)
-            nv, nf, seq = orders_kernel(batch, outs[0], outs[1], seq, st)
+            nv, nf, seq = orders_kernel(batch, outs[0], outs[1], seq, st, self.clock())
             counts[0] = nv
             counts[1] = nf
             if self.n_out > 2:
@@ -819,13 +886,14 @@ class OrdersStage(Stage):
         if keep:
             counts[3] = ne
         if self.recon == RECON_WAITING and st.ctr[C_RECON_OUTSTANDING] <= 0:
-            self._finish_reconcile(time.monotonic_ns())
+            self._finish_reconcile(self.clock())
         return seq
 
     def on_drain(self) -> None:
         """Shutdown policy: cancel everything we have resting (one CANCEL_ALL, sent by the
         loop through ``emit`` before the stage exits)."""
         self.drain_cancel_all = True
+        log.info("orders summary %s", self.summary())
         log.info(
             "orders: draining with %d open orders; sending CANCEL_ALL",
             int(self.oms.book.meta[2]),
@@ -849,6 +917,7 @@ class OrdersStage(Stage):
             "open_by_state": states,
             "next_order_id": int(st.ids[I_NEXT_ORDER_ID]),
             "reconciling": self.reconciling,
+            "recovered": self.recovered,
             "stp_default": POLICY_NAMES[self.default_policy],
             "seen_ids": int(st.seen.meta[M_SIZE]),
             "seen_evictions": int(st.seen.meta[M_EVICTIONS]),

@@ -81,8 +81,8 @@ class VenueStage(Stage):
         "QUERY for earlier orders with UNKNOWN_ORDER"
     )
 
-    def __init__(self, spec, inputs, outputs, instance: str = "default") -> None:
-        super().__init__(spec, inputs, outputs, instance)
+    def __init__(self, spec, inputs, outputs, instance: str = "default", topology=None) -> None:
+        super().__init__(spec, inputs, outputs, instance, topology)
         self.max_out_per_in = int(self.params.get("max_out_per_in", type(self).max_out_per_in))
         if self.max_out_per_in < 1:
             raise ValueError(f"venue max_out_per_in must be >= 1, got {self.max_out_per_in}")

@@ -88,4 +88,10 @@ def test_orders_stage_sigkilled_mid_stream_sends_no_order_twice(instance, procs,
     venue = summary(log, "venue", "venue summary")
     assert venue["orders_in"] > 0 and venue["rejects"] == 0  # no client order id twice
     assert venue["live_orders"] == 0  # resting orders cancelled at shutdown
+    # each restarted OMS rebuilt what it had done from the journal before taking intents
+    rebuilt = re.findall(r"restarted mid-session; from the journal (\{.*\})", log)
+    assert len(rebuilt) == 2, log[-3000:]
+    assert all(ast.literal_eval(r)["client_ids"] > 0 for r in rebuilt)
+    orders = summary(log, "orders", "orders summary")
+    assert orders["recovered"]["orders"] >= ast.literal_eval(rebuilt[0])["orders"]
     assert not instance_segments(instance)

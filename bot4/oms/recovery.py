@@ -1,0 +1,272 @@
+"""What a restarted orders stage knew: rebuilt from the persistence stage's journal.
+
+The journal holds, for the session, every venue order the OMS sent (``order_events``:
+ORDER records, NEW / CANCEL / REPLACE / QUERY / CANCEL_ALL) and every execution report it
+received or generated (``exec_events``). Both come from the OMS's one sequence counter, so
+sorting them by ``seq`` gives the order in which the OMS emitted them, whatever order
+persistence read its two rings in. Replaying that history rebuilds:
+
+* the **open orders** (``OPEN_ORDER`` rows for ``OrdersStage.restore_open_orders``, which
+  then queries each at the venue before any new intent is taken: the venue's view wins,
+  and a disagreement is flagged for an operator);
+* every **client order id risk sent** this session (the duplicate check: an intent
+  replayed after the restart is refused even when its id left the in-memory LRU);
+* the highest OMS **order id** used (the counter continues above it);
+* the **net filled quantity** per instrument (the positions the fills made).
+
+Only records of the current session count (``seq`` in the session's range, see
+``bot4.paths``): a journal directory outlives sessions. The journal is read, never written.
+What the OMS emitted but persistence had not yet journalled when the OMS died is still in
+the rings; :func:`wait_journalled` lets persistence catch up first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bot4.journal import JournalReader
+from bot4.oms.book import OPEN_ORDER
+from bot4.oms.states import (
+    ST_ACKNOWLEDGED,
+    ST_CANCEL_PENDING,
+    ST_CANCEL_PENDING_PARTIAL,
+    ST_CANCELLED,
+    ST_EXPIRED,
+    ST_FILLED,
+    ST_PARTIALLY_FILLED,
+    ST_PENDING,
+    ST_REJECTED,
+    ST_REPLACE_PENDING,
+    ST_REPLACE_PENDING_PARTIAL,
+)
+from bot4.paths import SESSION_SEQ_SHIFT
+from bot4.records import (
+    ACTION_CANCEL,
+    ACTION_CANCEL_ALL,
+    ACTION_NEW,
+    ACTION_REPLACE,
+    EXEC_ACK,
+    EXEC_CANCEL_REJECTED,
+    EXEC_CANCELLED,
+    EXEC_EXPIRED,
+    EXEC_FILL,
+    EXEC_PARTIAL_FILL,
+    EXEC_REJECTED,
+    EXEC_REPLACED,
+    EXEC_STATUS,
+    OS_CANCELLED,
+    OS_EXPIRED,
+    OS_FILLED,
+    OS_NEW,
+    OS_PARTIALLY_FILLED,
+    OS_PENDING_NEW,
+    OS_REJECTED,
+    RT_EXEC_REPORT,
+    RT_ORDER,
+    SIDE_BUY,
+)
+from bot4.shm.segment import SegmentMissingError, segment_name
+from bot4.shm.stats import RingReader
+
+log = logging.getLogger("bot4.oms")
+
+_TERMINAL = {ST_FILLED, ST_CANCELLED, ST_REJECTED, ST_EXPIRED}
+_EXEC_TERMINAL = {
+    EXEC_FILL: ST_FILLED,
+    EXEC_CANCELLED: ST_CANCELLED,
+    EXEC_REJECTED: ST_REJECTED,
+    EXEC_EXPIRED: ST_EXPIRED,
+}
+_STATUS_STATE = {
+    OS_PENDING_NEW: ST_PENDING,
+    OS_NEW: ST_ACKNOWLEDGED,
+    OS_PARTIALLY_FILLED: ST_PARTIALLY_FILLED,
+    OS_FILLED: ST_FILLED,
+    OS_CANCELLED: ST_CANCELLED,
+    OS_REJECTED: ST_REJECTED,
+    OS_EXPIRED: ST_EXPIRED,
+}
+
+
+@dataclass
+class Recovered:
+    """What the journal says the OMS had done in the session (see the module docstring)."""
+
+    open_orders: np.ndarray  # OPEN_ORDER rows, state open
+    risk_ids: np.ndarray  # uint64: every client order id risk sent that became an order
+    max_order_id: int = 0
+    net_filled: dict[int, int] = field(default_factory=dict)  # instrument -> shares, signed
+    orders: int = 0  # venue orders replayed
+    reports: int = 0  # execution reports replayed
+
+
+def _working(o: dict) -> int:
+    return ST_PARTIALLY_FILLED if o["cum_qty"] > 0 else ST_ACKNOWLEDGED
+
+
+def session_range(session: int) -> tuple[int, int]:
+    """[first, end) of the sequence numbers of ``session``."""
+    lo = session << SESSION_SEQ_SHIFT
+    return max(lo, 1), lo + (1 << SESSION_SEQ_SHIFT)
+
+
+def rebuild_from_journal(journal_dir: str | Path, session: int) -> Recovered:
+    """Replay the session's ORDER and EXEC_REPORT records of ``journal_dir`` (see module)."""
+    lo, hi = session_range(session)
+    orders, execs = [], []
+    p = Path(journal_dir)
+    if p.is_dir():
+        for _pos, rtype, recs in JournalReader(p):
+            if rtype not in (RT_ORDER, RT_EXEC_REPORT):
+                continue
+            sel = recs[(recs["seq"] >= lo) & (recs["seq"] < hi)]
+            if len(sel):
+                (orders if rtype == RT_ORDER else execs).append(sel)
+    events = [(int(r["seq"]), 0, r) for chunk in orders for r in chunk]
+    events += [(int(r["seq"]), 1, r) for chunk in execs for r in chunk]
+    events.sort(key=lambda e: e[0])
+    book: dict[int, dict] = {}  # venue client order id -> order
+    risk_ids: list[int] = []
+    net: dict[int, int] = {}
+    max_oid = 0
+    n_orders = n_reports = 0
+    for _seq, kind, r in events:
+        if kind == 0:
+            n_orders += 1
+            _apply_order(book, r, risk_ids)
+            max_oid = max(max_oid, int(r["order_id"]))
+        else:
+            n_reports += 1
+            et = int(r["exec_type"])
+            if et in (EXEC_FILL, EXEC_PARTIAL_FILL) and int(r["last_qty"]) > 0:
+                q = int(r["last_qty"])
+                ins = int(r["instrument"])
+                net[ins] = net.get(ins, 0) + (q if int(r["side"]) == SIDE_BUY else -q)
+            _apply_report(book, r)
+    live = list({id(o): o for o in book.values() if o["state"] not in _TERMINAL}.values())
+    out = np.zeros(len(live), OPEN_ORDER)
+    for i, o in enumerate(live):
+        for k, v in o.items():
+            out[i][k] = v
+    return Recovered(
+        open_orders=out,
+        risk_ids=np.array(risk_ids, np.uint64),
+        max_order_id=max_oid,
+        net_filled={k: v for k, v in net.items() if v},
+        orders=n_orders,
+        reports=n_reports,
+    )
+
+
+def _apply_order(book: dict[int, dict], r, risk_ids: list[int]) -> None:
+    action = int(r["action"])
+    if action == ACTION_NEW:
+        cl = int(r["client_order_id"])
+        risk_ids.append(cl)
+        book[cl] = {
+            "client_order_id": cl,
+            "risk_client_order_id": cl,
+            "alias_client_order_id": 0,
+            "order_id": int(r["order_id"]),
+            "ts_order_ns": int(r["ts_order_ns"]),
+            "qty": int(r["qty"]),
+            "cum_qty": 0,
+            "leaves_qty": int(r["qty"]),
+            "price": int(r["limit_price"]),
+            "stop_price": int(r["stop_price"]),
+            "instrument": int(r["instrument"]),
+            "strategy": int(r["strategy"]),
+            "side": int(r["side"]),
+            "state": ST_PENDING,
+            "order_type": int(r["order_type"]),
+            "tif": int(r["tif"]),
+        }
+    elif action == ACTION_CANCEL:
+        o = book.get(int(r["orig_client_order_id"]))
+        if o is not None and o["state"] not in _TERMINAL:
+            o["state"] = ST_CANCEL_PENDING_PARTIAL if o["cum_qty"] else ST_CANCEL_PENDING
+    elif action == ACTION_REPLACE:
+        orig = int(r["orig_client_order_id"])
+        o = book.get(orig)
+        if o is not None and o["state"] not in _TERMINAL:
+            new = int(r["client_order_id"]) or orig
+            if new != orig:
+                book[new] = o  # reports may name either id until the venue answers
+                o["alias_client_order_id"] = new
+            if int(r["qty"]):
+                o["qty"] = int(r["qty"])
+                o["leaves_qty"] = max(0, o["qty"] - o["cum_qty"])
+            if int(r["limit_price"]):
+                o["price"] = int(r["limit_price"])
+            o["state"] = ST_REPLACE_PENDING_PARTIAL if o["cum_qty"] else ST_REPLACE_PENDING
+    elif action == ACTION_CANCEL_ALL:
+        ins = int(r["instrument"])
+        for o in book.values():
+            if o["state"] not in _TERMINAL and (ins == 0 or o["instrument"] == ins):
+                o["state"] = ST_CANCEL_PENDING_PARTIAL if o["cum_qty"] else ST_CANCEL_PENDING
+
+
+def _apply_report(book: dict[int, dict], r) -> None:
+    o = book.get(int(r["client_order_id"]))
+    if o is None:
+        return  # not a venue order of ours this session (an STP expiry before sending, ...)
+    et = int(r["exec_type"])
+    alias = o.get("alias_client_order_id", 0)
+    if alias and et in (EXEC_REPLACED, EXEC_CANCEL_REJECTED):
+        if et == EXEC_REPLACED:  # the venue knows the order by the new id from now on
+            book.pop(o["client_order_id"], None)
+            o["client_order_id"] = alias
+        else:
+            book.pop(alias, None)
+        o["alias_client_order_id"] = 0
+    if et in (EXEC_PARTIAL_FILL, EXEC_FILL, EXEC_REPLACED, EXEC_STATUS):
+        o["cum_qty"] = int(r["cum_qty"])
+        o["leaves_qty"] = int(r["leaves_qty"])
+    if et in _EXEC_TERMINAL:
+        o["state"] = _EXEC_TERMINAL[et]
+        o["leaves_qty"] = 0
+    elif et == EXEC_ACK:
+        if o["state"] == ST_PENDING:
+            o["state"] = ST_ACKNOWLEDGED
+    elif et in (EXEC_PARTIAL_FILL, EXEC_REPLACED, EXEC_CANCEL_REJECTED):
+        if et == EXEC_PARTIAL_FILL and o["state"] in (ST_CANCEL_PENDING, ST_CANCEL_PENDING_PARTIAL):
+            o["state"] = ST_CANCEL_PENDING_PARTIAL
+        elif et == EXEC_PARTIAL_FILL and o["state"] in (
+            ST_REPLACE_PENDING,
+            ST_REPLACE_PENDING_PARTIAL,
+        ):
+            o["state"] = ST_REPLACE_PENDING_PARTIAL
+        else:
+            o["state"] = _working(o)
+    elif et == EXEC_STATUS:
+        o["state"] = _STATUS_STATE.get(int(r["status"]), o["state"])
+        if o["state"] in _TERMINAL:
+            o["leaves_qty"] = 0
+
+
+def wait_journalled(instance: str, rings: list[str], timeout_s: float = 3.0) -> bool:
+    """Wait until persistence has consumed everything in ``rings`` (ring names of
+    ``instance``); True if it has, False at the timeout (persistence down or slow: what
+    is still in a ring is not in the journal yet). Read-only."""
+    readers = []
+    try:
+        for name in rings:
+            try:
+                readers.append(RingReader(segment_name(instance, name)))
+            except SegmentMissingError:
+                continue
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if all(r.snapshot().depth == 0 for r in readers):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+    finally:
+        for r in readers:
+            r.close()
