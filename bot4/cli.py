@@ -40,7 +40,36 @@ def cmd_run(args) -> int:
         )
     if report.get("halted"):
         print(f"bot4: error: {report['halted']}", file=sys.stderr)
+    _trading_report(t, report, args)
     return code
+
+
+def _trading_report(t, final: dict, args) -> None:
+    """End ``bot4 run`` with the replay harness's report of what this session traded, from
+    the persistence stage's journal (JSON + HTML next to the journal)."""
+    from pathlib import Path
+
+    from bot4.paths import data_dir
+    from bot4.records.errors import Bot4Error
+    from bot4.replay.report import report_from_journal
+
+    sinks = [s for s in t.stages if s.kind == "persistence"]
+    if not sinks or "session" not in final:
+        return
+    journal = Path(sinks[0].params.get("dir") or data_dir() / "journal" / t.instance)
+    if not journal.is_dir():
+        return
+    try:
+        # one equity point a second: a run lasts seconds to hours, not days
+        rep = report_from_journal(journal, session=final["session"], interval_ns=1_000_000_000)
+    except Bot4Error as exc:
+        print(f"bot4: warning: no trading report: {exc}", file=sys.stderr)
+        return
+    out = data_dir() / "reports" / t.instance / f"session-{final['session']}"
+    _json, html = rep.write(out)
+    for line in rep.summary_lines():
+        print(line)
+    print(f"trading report: {html}")
 
 
 def record_topology(args) -> dict:
@@ -417,6 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--json", action="store_true", help="cat: one JSON object per record")
     j.add_argument("--limit", type=int, default=0, help="cat: at most this many frames")
     j.set_defaults(fn=cmd_journal)
+
+    from bot4.replay.cli import add_parser as add_replay
+
+    add_replay(sub)
 
     w = sub.add_parser("warm", help="compile every numba kernel into the on-disk cache")
     w.set_defaults(fn=cmd_warm)

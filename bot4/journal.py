@@ -65,7 +65,7 @@ import re
 import struct
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -291,8 +291,8 @@ def _scan_segment(data: bytes, path: Path, first_frame: int, is_last: bool) -> _
     return _SegmentScan(frames, offset, size)
 
 
-def _file_header(first_frame: int) -> bytes:
-    return _FILE.pack(FILE_MAGIC, FILE_VERSION, FILE_HEADER_SIZE, 0, time.time_ns(), first_frame)
+def _file_header(first_frame: int, created_ns: int) -> bytes:
+    return _FILE.pack(FILE_MAGIC, FILE_VERSION, FILE_HEADER_SIZE, 0, created_ns, first_frame)
 
 
 def _write_all(fd: int, buf: bytes) -> None:
@@ -315,7 +315,11 @@ class JournalWriter:
     """
 
     def __init__(
-        self, directory: str | os.PathLike, fsync: str = "batch", max_bytes: int = DEFAULT_MAX_BYTES
+        self,
+        directory: str | os.PathLike,
+        fsync: str = "batch",
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        clock: Callable[[], int] = time.time_ns,
     ) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, not {fsync!r}")
@@ -324,6 +328,7 @@ class JournalWriter:
         self.directory = Path(directory)
         self.fsync = fsync
         self.max_bytes = max_bytes
+        self.clock = clock  # stamps created_ns of new segment files (replay: simulated time)
         self.truncated_bytes = 0
         self.torn_tail: TornTail | None = None
         self._fd = -1
@@ -365,7 +370,7 @@ class JournalWriter:
             )
             os.ftruncate(self._fd, scan.end)
             if scan.end == 0:
-                _write_all(self._fd, _file_header(first))
+                _write_all(self._fd, _file_header(first, int(self.clock())))
             os.fsync(self._fd)
         self._file_bytes = max(scan.end, FILE_HEADER_SIZE)
         self._next_frame = first + len(scan.frames)
@@ -373,7 +378,7 @@ class JournalWriter:
     def _start_segment(self, first_frame: int) -> None:
         path = self.directory / segment_name(first_frame)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-        _write_all(fd, _file_header(first_frame))
+        _write_all(fd, _file_header(first_frame, int(self.clock())))
         if self.fsync != "none":
             os.fsync(fd)
             os.fsync(self._dir_fd)

@@ -106,4 +106,7 @@ def warm() -> int:
     import bot4.marketdata
 
     bot4.marketdata.warm()
-    return _warm_ring_ops() + _warm_stages() + 1
+    n = _warm_ring_ops() + _warm_stages() + 1
+    from bot4.replay.engine import warm as warm_replay
+
+    return n + warm_replay()

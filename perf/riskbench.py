@@ -206,7 +206,7 @@ def loop_order(n, zero, batch, venue, fills, seq, st, prefix, first):
         for k in range(b):
             batch[k].client_order_id = prefix | np.uint64(nxt + k)
         t0 = monotonic_ns()
-        nv, nf, seq = orders_kernel(batch, venue, fills, seq + (acc & zero), st)
+        nv, nf, seq = orders_kernel(batch, venue, fills, seq + (acc & zero), st, t0)
         t1 = monotonic_ns()
         inside += t1 - t0
         acc += nv + 2 * nf

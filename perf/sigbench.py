@@ -85,6 +85,7 @@ class NumbaSignals:
                 self.x,
                 self.z,
                 self.counters,
+                0,
             )
 
 

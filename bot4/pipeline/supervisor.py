@@ -310,6 +310,7 @@ class Supervisor:
         }
         return {
             "instance": self.t.instance,
+            "session": int(self.cb.words[C.W_SESSION]),
             "stages": stages,
             "rings": rings,
             "events": self.events,

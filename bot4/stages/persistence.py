@@ -47,7 +47,10 @@ class PersistenceStage(CountSink):
         p = self.params
         self.dir = Path(p.get("dir") or data_dir() / "journal" / self.instance)
         self.writer = JournalWriter(
-            self.dir, fsync=p.get("fsync", "batch"), max_bytes=int(p.get("max_mb", 64)) << 20
+            self.dir,
+            fsync=p.get("fsync", "batch"),
+            max_bytes=int(p.get("max_mb", 64)) << 20,
+            clock=self.wall_clock,  # replay: simulated, so its journal is byte-identical
         )
         if self.writer.truncated_bytes:
             log.warning(

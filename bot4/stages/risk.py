@@ -63,9 +63,10 @@ log = logging.getLogger("bot4.stage")
 STALE_CHECK_NS = 50_000_000  # staleness is evaluated at most this often (see above)
 
 
-def monotonic_of_utc(utc_ns: int) -> int:
-    """Host monotonic ns of a wall-clock instant (ns since the Unix epoch), as of now."""
-    return time.monotonic_ns() + (utc_ns - time.time_ns())
+def monotonic_of_utc(utc_ns: int, clock=time.monotonic_ns, wall_clock=time.time_ns) -> int:
+    """``clock`` ns of a wall-clock instant (ns since the Unix epoch), as of now (live: host
+    monotonic ns; replay: the simulated clock, for which both are the same axis)."""
+    return clock() + (utc_ns - wall_clock())
 
 
 class RiskStage(Stage):
@@ -116,11 +117,10 @@ class RiskStage(Stage):
             brk_words, ts_words = brk.words, ts.words
         else:
             brk_words = np.zeros(breakers_bytes(len(self.limits.breakers)) // 8, np.uint64)
-            init_breakers(brk_words, self.limits.breakers, time.monotonic_ns())
+            init_breakers(brk_words, self.limits.breakers, self.clock())
             ts_words = np.zeros(trading_bytes(max_id) // 8, np.uint64)
-            init_trading_state(ts_words, max_id, time.monotonic_ns())
+            init_trading_state(ts_words, max_id, self.clock())
         self.book = RiskBook(self.arrays, brk_words, ts_words, self.limits.max_tracked_orders)
-        self.clock = time.monotonic_ns  # host monotonic ns (tests substitute their clock)
         thresholds = [
             int(t)
             for t in (
@@ -139,8 +139,8 @@ class RiskStage(Stage):
         self._schedule_reset()
 
     def _schedule_reset(self) -> None:
-        utc = next_reset_utc_ns(time.time_ns(), self.limits.timezone, self.limits.daily_reset)
-        self.book.schedule_reset(max(1, monotonic_of_utc(utc)))
+        utc = next_reset_utc_ns(self.wall_clock(), self.limits.timezone, self.limits.daily_reset)
+        self.book.schedule_reset(max(1, monotonic_of_utc(utc, self.clock, self.wall_clock)))
 
     def process(self, i, batch, outs, counts, seq):
         now = self.clock()

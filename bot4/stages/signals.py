@@ -28,7 +28,6 @@ import numpy as np
 from numba import njit
 
 from bot4.records import MD_QUOTE, OT_LIMIT, SIDE_BUY, SIDE_SELL, TIF_DAY
-from bot4.shm.atomics import monotonic_ns
 from bot4.stages.base import Stage
 
 FEATURES = (
@@ -122,14 +121,14 @@ def orthogonalise(x, mean, WT, z):
 
 
 @njit(nogil=True, cache=True)
-def signals_kernel(inp, out, seq, st, g, mean, WT, model, cfg, tick, x, z, counters):
+def signals_kernel(inp, out, seq, st, g, mean, WT, model, cfg, tick, x, z, counters, now):
     """One batch: MARKET_DATA in, ORDER_INTENT out. Returns the number of intents.
 
     cfg: [a_fast, a_mid, a_slow, a_rv, threshold, qty, stop_vols, min_stop_ticks,
-    max_stop_bp, cooldown, warmup, model_version]; counters: [quotes, skipped, intents].
+    max_stop_bp, cooldown, warmup, model_version]; counters: [quotes, skipped, intents];
+    ``now``: the stage clock (ns) stamped as ``ts_signal_ns``.
     """
     n = 0
-    now = monotonic_ns()
     n_inst = st.shape[0]
     for i in range(inp.shape[0]):
         r = inp[i]
@@ -144,14 +143,17 @@ def signals_kernel(inp, out, seq, st, g, mean, WT, model, cfg, tick, x, z, count
             st, g, inst, float(r.price), float(r.qty), r.side, cfg[0], cfg[1], cfg[2], cfg[3], x
         ):
             continue
+        if st[inst, S_COOL] > 0.0:
+            st[inst, S_COOL] -= 1.0
+            continue
+        if st[inst, S_N] < cfg[10]:
+            continue
+        # the score only matters once cooldown and warm-up are over (z is scratch)
         orthogonalise(x, mean, WT, z)
         s = model[0]
         for k in range(z.shape[0]):
             s += model[k + 1] * z[k]
-        if st[inst, S_COOL] > 0.0:
-            st[inst, S_COOL] -= 1.0
-            continue
-        if st[inst, S_N] < cfg[10] or abs(s) < cfg[4] or not np.isfinite(s):
+        if abs(s) < cfg[4] or not np.isfinite(s):
             continue
         st[inst, S_COOL] = cfg[9]
         o = out[n]
@@ -355,6 +357,7 @@ class SignalsStage(Stage):
             self.x,
             self.z,
             self.counters,
+            self.clock(),
         )
         counts[0] = n
         return seq + n

@@ -21,7 +21,6 @@ instruments' base prices; signal EWMAs restart empty; risk positions restart fla
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 from numba import njit
@@ -38,7 +37,6 @@ from bot4.records import (
     SIDE_SELL,
     TIF_DAY,
 )
-from bot4.shm.atomics import monotonic_ns
 from bot4.stages.base import Stage
 
 log = logging.getLogger("bot4.stage")
@@ -124,7 +122,7 @@ class SyntheticMarketData(Stage):
         self.var = np.full(n, 1e-8)
         self.tick = np.full(n, 100, np.int64)  # $0.01 at scale 1e4
         self.n = n
-        self.t_last = time.monotonic_ns()
+        self.t_last = self.clock()
         self.tokens = 0.0
 
     def source_done(self, position: int) -> bool:
@@ -149,7 +147,7 @@ class SyntheticMarketData(Stage):
             position,
             n,
             seq,
-            time.monotonic_ns(),
+            self.clock(),
             self.seed,
             self.mids,
             self.var,
@@ -163,9 +161,8 @@ class SyntheticMarketData(Stage):
 
 
 @njit(nogil=True, cache=True)
-def _signals_kernel(inp, out, seq, ewma, count, every, threshold_bp, stop_bp, qty):
+def _signals_kernel(inp, out, seq, ewma, count, every, threshold_bp, stop_bp, qty, now):
     n = 0
-    now = monotonic_ns()
     for i in range(inp.shape[0]):
         r = inp[i]
         inst = r.instrument - 1
@@ -226,15 +223,15 @@ class SignalsStandin(Stage):
             self.threshold,
             self.stop_bp,
             self.qty,
+            self.clock(),
         )
         counts[0] = n
         return seq + n
 
 
 @njit(nogil=True, cache=True)
-def _risk_intents(inp, out, seq, position, open_qty, limit):
+def _risk_intents(inp, out, seq, position, open_qty, limit, now):
     n = 0
-    now = monotonic_ns()
     for i in range(inp.shape[0]):
         r = inp[i]
         inst = r.instrument - 1
@@ -288,7 +285,9 @@ class RiskStandin(Stage):
 
     def process(self, i, batch, outs, counts, seq):
         if i == 0:
-            n = _risk_intents(batch, outs[0], seq, self.position, self.open_qty, self.limit)
+            n = _risk_intents(
+                batch, outs[0], seq, self.position, self.open_qty, self.limit, self.clock()
+            )
             counts[0] = n
             return seq + n
         _risk_fills(batch, self.position, self.open_qty)
@@ -297,8 +296,7 @@ class RiskStandin(Stage):
 
 
 @njit(nogil=True, cache=True)
-def _venue_fill(inp, out, seq, exec_id0):
-    now = monotonic_ns()
+def _venue_fill(inp, out, seq, exec_id0, now):
     for i in range(inp.shape[0]):
         r = inp[i]
         e = out[i]
@@ -334,7 +332,7 @@ class OrdersStandin(Stage):
     restart_state = "stateless (every order is filled immediately)"
 
     def process(self, i, batch, outs, counts, seq):
-        nxt = _venue_fill(batch, outs[0], seq, np.uint64(seq))
+        nxt = _venue_fill(batch, outs[0], seq, np.uint64(seq), self.clock())
         for j in range(1, len(outs)):
             outs[j][: batch.shape[0]] = outs[0][: batch.shape[0]]
         counts[: len(outs)] = batch.shape[0]

@@ -17,6 +17,13 @@ params (all optional):
   ``levels`` (1024): price levels per side and book; ``max_open`` (4096): live orders of
   ours; ``history`` (65536): finished orders remembered for duplicate detection and
   queries; ``queue`` (16384): undelivered reports;
+* ``quote_fill`` (``queue``): how our resting orders fill on quote-level data (quotes
+  and trade prints, no order-level events): ``queue`` (prints consume the displayed size
+  ahead of ours first) or ``trade_through`` (only a price strictly through ours fills it;
+  a touch never does) — see :mod:`bot4.venue.matching`;
+* ``md_time`` (``arrival``): the clock market data is applied on: ``arrival`` (the stage
+  clock when the batch is processed) or ``event`` (each record's ``ts_event_ns``: the
+  venue *is* the exchange that produced the data — replays);
 * ``max_out_per_in`` (16): reports released per input record at most in one call. The
   kernels put reports in the delay queue, never straight into the ring, so one input may
   produce any number (a taker sweeping many levels, a cancel-all): what does not fit is
@@ -38,7 +45,6 @@ is given.
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 
@@ -46,9 +52,11 @@ from bot4.paths import session_seq_base
 from bot4.records.errors import Code
 from bot4.stages.base import Stage
 from bot4.venue.matching import (
+    QUOTE_FILL_NAMES,
     V_EXEC_ID,
     Venue,
     venue_cancel_all_kernel,
+    venue_md_event_time_kernel,
     venue_md_kernel,
     venue_order_kernel,
     venue_release_kernel,
@@ -89,7 +97,18 @@ class VenueStage(Stage):
 
     def setup(self) -> None:
         p = self.params
-        self.venue = Venue(**{k: int(p.get(k, d)) for k, d in _DEFAULTS.items()})
+        quote_fill = p.get("quote_fill", "queue")
+        if quote_fill not in QUOTE_FILL_NAMES:
+            raise ValueError(
+                f"venue quote_fill must be one of {sorted(QUOTE_FILL_NAMES)}, got {quote_fill!r}"
+            )
+        self.md_time = p.get("md_time", "arrival")
+        if self.md_time not in ("arrival", "event"):
+            raise ValueError(f"venue md_time must be arrival or event, got {self.md_time!r}")
+        self.venue = Venue(
+            **{k: int(p.get(k, d)) for k, d in _DEFAULTS.items()},
+            quote_fill=QUOTE_FILL_NAMES[quote_fill],
+        )
         self.state = self.venue.state
         # execution ids unique across sessions (the database keys executions on them)
         self.state[11][V_EXEC_ID] = session_seq_base(self.session) - 1
@@ -113,9 +132,11 @@ class VenueStage(Stage):
         venue_cancel_all_kernel(self.state, np.int64(0), np.int64(0), 0)  # load it now
 
     def process(self, i, batch, outs, counts, seq):
-        now = time.monotonic_ns()
+        now = self.clock()
         if i == 0:
             venue_order_kernel(self.state, batch, now)
+        elif self.md_time == "event":
+            venue_md_event_time_kernel(self.state, batch, now)
         else:
             venue_md_kernel(self.state, batch, now)
         if self.heartbeat is not None:
@@ -146,7 +167,7 @@ class VenueStage(Stage):
 
     def emit(self, outs, counts, seq: int) -> int:
         """The loop's call for stage-initiated records: release what is due."""
-        return self.poll(time.monotonic_ns(), outs, counts, seq)
+        return self.poll(self.clock(), outs, counts, seq)
 
     def _watch_orders_stage(self, now: int) -> None:
         beat = int(self.heartbeat[0])

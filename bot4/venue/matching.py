@@ -70,9 +70,22 @@ when that is 0) and answers STATUS with the order's status, cum and leaves.
 * quote mode (quotes and trades only): an ``MD_QUOTE`` is one external order per side,
   replacing the previous quote order of that side. At an unchanged price it keeps its place
   in the queue and only its size changes (:func:`queue_model_requeue` decides); at a new
-  price it is a new order at the back. An ``MD_TRADE`` (side = aggressor, 0 = inferred from
-  the book) is an aggressor of its size limited at its price: it consumes the quote order
-  and our orders in price-time order, so ours fill once the volume ahead of them traded.
+  price it is a new order at the back. How our resting orders fill is the ``quote_fill``
+  model (``v[V_QUOTE_FILL]``):
+
+  - ``QF_QUEUE`` (0, default): an ``MD_TRADE`` (side = aggressor, 0 = inferred from the
+    book) is an aggressor of its size limited at its price: it consumes the quote order and
+    our orders in price-time order, so ours fill once the volume ahead of them traded; a
+    quote that crosses ours trades with it like any order.
+  - ``QF_TRADE_THROUGH`` (1): without order-level data the queue ahead of ours is unknown,
+    so a touch never fills. A trade print strictly through our price (below our bid, above
+    our ask; either side when the aggressor is unknown) fills ours at our price, best price
+    first, time order within a price, up to the print's size; an opposite quote strictly
+    through our price fills ours completely (the market moved through it). Quotes and
+    prints never consume the quote orders here (the next quote restates them); a quote that
+    touches or crosses the opposite quote order replaces it (the feed moved), and one that
+    touches our order rests beside it: the book may be locked at our price, never crossed
+    by quote orders.
 
 **Reports** go to the delay queue, never straight out: ``venue_release_kernel`` copies
 those due (``ts_venue_ns + latency_ns <= now``) into an output array, oldest first, as many
@@ -100,7 +113,9 @@ finds the queue full is lost and counted in ``reports_lost``; size it for the wo
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from bot4.records import (
     ACTION_CANCEL,
@@ -154,8 +169,13 @@ __all__ = [
     "RESTING",
     "STATS",
     "Venue",
+    "QF_QUEUE",
+    "QF_TRADE_THROUGH",
+    "QUOTE_FILL_NAMES",
+    "next_release_ns",
     "queue_model_requeue",
     "venue_cancel_all_kernel",
+    "venue_md_event_time_kernel",
     "venue_md_kernel",
     "venue_order_kernel",
     "venue_release_kernel",
@@ -246,6 +266,7 @@ V_LATENCY = 8  # ns from transaction to release of a report
 V_MAKER_FEE = 9  # price units per share on a resting (maker) fill; < 0 = rebate
 V_TAKER_FEE = 10  # price units per share on a taking fill
 V_MAX_OPEN = 11  # limit on our live orders
+V_QUOTE_FILL = 12  # quote-mode fill model of our resting orders: QF_*
 V_STATS = 16  # first statistic
 
 #: statistics, v[V_STATS + i]
@@ -288,6 +309,10 @@ STATS = (
 V_WORDS = 64
 
 # reasons as plain ints (kernels compare and store them as integers)
+QF_QUEUE = 0  # quote mode: prints and quotes trade in price-time order (quote orders first)
+QF_TRADE_THROUGH = 1  # quote mode: ours fill only when the price goes strictly through them
+QUOTE_FILL_NAMES = {"queue": QF_QUEUE, "trade_through": QF_TRADE_THROUGH}
+
 R_OK = 0
 R_DUPLICATE = int(Code.DUPLICATE_ORDER)
 R_SELF_TRADE = int(Code.SELF_TRADE)
@@ -301,6 +326,38 @@ R_MAX_OPEN = int(Code.MAX_OPEN_ORDERS)
 
 _MARKET_BUY_LIMIT = np.int64(2**62)  # a market buy's limit: above any price
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+# --- borrowed state ----------------------------------------------------------------------------
+
+
+@intrinsic
+def _unowned(typingctx, arr):
+    """The same array view without its NRT meminfo (and parent): references to it are not
+    counted. Every helper takes the whole state tuple, and numba increfs / decrefs each of
+    its twelve arrays around each call (an atomic add each, ~60 ns per call in all); the
+    entry kernels hand the helpers borrowed views instead. Safe because the caller (the
+    stage or the replay, through :class:`Venue`) keeps the arrays alive for the call."""
+    if not isinstance(arr, types.Array):
+        raise TypeError("_unowned takes an array")
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        ary.meminfo = cgutils.get_null_value(ary.meminfo.type)
+        ary.parent = cgutils.get_null_value(ary.parent.type)
+        return ary._getvalue()
+
+    return arr(arr), codegen
+
+
+@njit(nogil=True, cache=True)
+def _borrow(st):
+    """The state tuple with every array borrowed (see :func:`_unowned`)."""
+    return (
+        _unowned(st[0]), _unowned(st[1]), _unowned(st[2]), _unowned(st[3]), _unowned(st[4]),
+        _unowned(st[5]), _unowned(st[6]), _unowned(st[7]), _unowned(st[8]), _unowned(st[9]),
+        _unowned(st[10]), _unowned(st[11]),
+    )  # fmt: skip
 
 
 # --- queue-position model hook ---------------------------------------------------------------
@@ -752,6 +809,77 @@ def _take(st, b, aside, limit, qty, taker, at_limit, stop, now, pseq):
 
 
 @njit(nogil=True, cache=True)
+def _through(st, b, aside, limit, qty, now, pseq):
+    """Trade-through fills (``QF_TRADE_THROUGH``): an aggressor of side ``aside`` at price
+    ``limit`` fills our resting orders on the other side at prices strictly better than
+    ``limit`` (ours only: other participants' liquidity is neither consumed nor in the way),
+    best price first, time order within a price, at our price, up to ``qty`` shares.
+    Returns the shares left."""
+    pool = st[0]
+    levels = st[2]
+    nlev = st[3]
+    v = st[11]
+    ms = ASK if aside == SIDE_BUY else BID
+    rem = qty
+    j = nlev[b, ms] - 1
+    while j >= 0 and rem > 0:
+        key = levels[b, ms, j, LK]
+        px = key if ms == BID else -key
+        if (ms == BID and px <= limit) or (ms == ASK and px >= limit):
+            break
+        m = levels[b, ms, j, LH]
+        while m >= 0 and rem > 0:
+            o = pool[m]
+            nxt = o.next
+            if o.owner == OWN_OURS:
+                f = min(rem, o.leaves)
+                o.leaves -= f
+                o.cum_qty += f
+                levels[b, ms, j, LQ] -= f
+                rem -= f
+                _report_fill(st, now, pseq, m, f, px, v[V_MAKER_FEE])
+                if o.leaves == 0:
+                    _unlink(st, m)  # an emptied level goes; the worse ones keep their index
+                    _retire(st, m, OS_FILLED)
+            m = nxt
+        j -= 1
+    return rem
+
+
+@njit(nogil=True, cache=True)
+def _quote_through(st, b, side, price, qty, now, pseq):
+    """A new quote order in ``QF_TRADE_THROUGH`` mode: fill ours strictly through its price
+    completely, drop the opposite quote order it touches or crosses, rest it unmatched.
+    Returns its slot or -1."""
+    books = st[4]
+    v = st[11]
+    _through(st, b, np.int64(side), price, np.int64(2**62), now, pseq)
+    opp = books[b, BK_QUOTE + (ASK if side == SIDE_BUY else BID)]
+    if opp >= 0:
+        op = st[0][opp].price
+        if (side == SIDE_BUY and op <= price) or (side == SIDE_SELL and op >= price):
+            _unlink(st, opp)
+            _discard_external(st, opp)
+    m = _alloc(st)
+    if m < 0:
+        v[S_EXT_DROPPED] += 1
+        return -1
+    o = st[0][m]
+    o.price = price
+    o.leaves = qty
+    o.qty = qty
+    o.ext_id = 0
+    o.instrument = b
+    o.side = side
+    o.owner = OWN_QUOTE
+    if not _append(st, m):
+        v[S_EXT_DROPPED] += 1
+        _release_slot(st, m)
+        return -1
+    return m
+
+
+@njit(nogil=True, cache=True)
 def _available(st, b, aside, limit, want):
     """Shares of other participants an aggressor could take up to ``limit`` (stops counting
     at ``want``); our own resting orders do not count (self-trade prevention)."""
@@ -1160,6 +1288,15 @@ def _md_one(st, r, now):
         v[S_MD_IGNORED] += 1
         return
     _set_mode(st, b, MODE_QUOTES)
+    through = v[V_QUOTE_FILL] == QF_TRADE_THROUGH
+    if k == MD_TRADE and through:
+        if r.qty > 0 and r.price > 0:
+            if side in (SIDE_BUY, SIDE_SELL):
+                _through(st, b, np.int64(side), r.price, r.qty, now, r.seq)
+            else:
+                rem = _through(st, b, np.int64(SIDE_BUY), r.price, r.qty, now, r.seq)
+                _through(st, b, np.int64(SIDE_SELL), r.price, rem, now, r.seq)
+        return
     if k == MD_TRADE:
         aside = np.int64(side)
         if aside != SIDE_BUY and aside != SIDE_SELL:
@@ -1196,7 +1333,10 @@ def _md_one(st, r, now):
     if old >= 0:
         _unlink(st, old)
         _discard_external(st, old)
-    m = _external(st, b, side, r.price, r.qty, OWN_QUOTE, np.uint64(0), now, r.seq)
+    if through:
+        m = _quote_through(st, b, side, r.price, r.qty, now, r.seq)
+    else:
+        m = _external(st, b, side, r.price, r.qty, OWN_QUOTE, np.uint64(0), now, r.seq)
     if m >= 0:
         books[b, BK_QUOTE + s] = m
 
@@ -1205,12 +1345,40 @@ def _md_one(st, r, now):
 def venue_md_kernel(st, md, now_ns):
     """Apply MARKET_DATA records in order (other participants' liquidity, see the module
     doc); fills of our resting orders go to the delay queue. Returns reports queued."""
+    st = _borrow(st)
     v = st[11]
     before = v[S_REPORTS]
     for i in range(md.shape[0]):
         v[S_MD_IN] += 1
         _md_one(st, md[i], now_ns)
     return v[S_REPORTS] - before
+
+
+@njit(nogil=True, cache=True)
+def venue_md_event_time_kernel(st, md, now_ns):
+    """``venue_md_kernel`` on the exchange's clock: each record is applied at its own
+    ``ts_event_ns`` (``now_ns`` for a record without one), so the reports it causes carry
+    that ``ts_venue_ns``. For replays, where the venue is the exchange that produced the
+    data. Returns reports queued."""
+    st = _borrow(st)
+    v = st[11]
+    before = v[S_REPORTS]
+    for i in range(md.shape[0]):
+        v[S_MD_IN] += 1
+        t = md[i].ts_event_ns
+        _md_one(st, md[i], t if t > 0 else now_ns)
+    return v[S_REPORTS] - before
+
+
+def next_release_ns(st) -> int:
+    """When the oldest undelivered report becomes due (ns, the kernels' clock), or -1 when
+    the delay queue is empty. Python (a replay's scheduler), not a kernel."""
+    v = st[11]
+    head, tail = int(v[V_Q_HEAD]), int(v[V_Q_TAIL])
+    if head >= tail:
+        return -1
+    q = st[10]
+    return int(q["ts_venue_ns"][head & (q.shape[0] - 1)]) + int(v[V_LATENCY])
 
 
 # --- delay queue -----------------------------------------------------------------------------
@@ -1255,7 +1423,8 @@ class Venue:
     queries). ``queue``: undelivered reports (rounded up to a power of two).
     ``latency_ns``: delay before a report is released. ``maker_fee`` / ``taker_fee``: price
     units per share on each fill (negative = rebate); a report's ``fee`` is that times
-    ``last_qty``.
+    ``last_qty``. ``quote_fill``: the quote-mode fill model, ``QF_QUEUE`` or
+    ``QF_TRADE_THROUGH`` (module doc).
     """
 
     def __init__(
@@ -1270,6 +1439,7 @@ class Venue:
         latency_ns: int = 0,
         maker_fee: int = 0,
         taker_fee: int = 0,
+        quote_fill: int = QF_QUEUE,
     ) -> None:
         for name, value in (
             ("instruments", instruments),
@@ -1302,6 +1472,9 @@ class Venue:
         v[V_MAKER_FEE] = int(maker_fee)
         v[V_TAKER_FEE] = int(taker_fee)
         v[V_MAX_OPEN] = int(max_open)
+        if int(quote_fill) not in QUOTE_FILL_NAMES.values():
+            raise ValueError(f"quote_fill must be one of {sorted(QUOTE_FILL_NAMES)}")
+        v[V_QUOTE_FILL] = int(quote_fill)
         self.state = (
             pool,
             free,

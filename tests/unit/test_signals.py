@@ -166,7 +166,7 @@ from bot4.stages.signals import signals_kernel
 def many(k, recs, out, st, g, mean, WT, model, cfg, tick, x, z, counters):
     n = 0
     for _ in range(k):
-        n += signals_kernel(recs, out, 1, st, g, mean, WT, model, cfg, tick, x, z, counters)
+        n += signals_kernel(recs, out, 1, st, g, mean, WT, model, cfg, tick, x, z, counters, 0)
     return n
 
 s = make_stage(threshold=0.05)

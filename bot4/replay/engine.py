@@ -1,0 +1,758 @@
+"""Deterministic replay: a topology's stages in one process, on a simulated clock.
+
+The stages are the live classes (``bot4.stages.KINDS``) built with the topology's params
+— risk on process-local breaker and trading-state words (``shared = false``), the venue on
+the exchange's clock (``md_time = "event"``; ``quote_fill = "trade_through"`` unless the
+topology says otherwise) and without the heartbeat watch, persistence writing the journal
+under ``out/journal`` (``fsync = "none"``). The md source stage is replaced by the
+harness's feed: the data's records, numbered ``seq = position + 1`` and stamped
+``ts_recv_ns = ts_event_ns + feed latency`` (never decreasing: a feed keeps its order).
+Rings are in-process arrays.
+
+**The simulated clock** is the data's own time axis (ns since the Unix epoch): every stage's
+``clock`` and ``wall_clock`` read it, so every stamp a stage writes is simulated and the
+daily-loss reset falls at the data's local 17:00. The run advances in *steps*: step k has a
+time ``T`` on a grid of ``step_ns`` (empty windows are skipped; a window with more than
+``max_batch`` feed records ends early, at the ``max_batch``-th record's receive time).
+At each step, in topology order (feedback rings ignored):
+
+1. the feed delivers to each consumer the records received by ``T`` (``ts_recv_ns <= T``);
+   the venue gets records by exchange time instead (``ts_event_ns <= T``);
+2. each stage reads its inputs — first those whose records wait in a delay line (feedback
+   and latency rings: records due by ``T``), then market data, then the rest in ring order
+   — one ``process`` call per non-empty input, with its clock at ``T`` plus the sampled
+   ``compute`` latency of each hop before it; then ``pending`` / ``emit`` (kill switch,
+   cancel-alls, released venue reports);
+3. the venue merges its two inputs in time order: market data at each record's event time,
+   each order at its arrival time ``ts_order_ns + order latency`` (orders arriving after
+   ``T`` wait for a later step), so an order meets exactly the liquidity that was there
+   when it arrived. Its reports travel back due at ``ts_venue_ns + latency_ns + report
+   latency``.
+
+Records written to a feedback ring reach its consumer at the next step. A sink stage
+(no outputs: persistence) is called once ``SINK_BATCH`` records wait for it, and at the
+end, so the journal gets few large frames. Latencies are drawn
+from seeded generators (``bot4.replay.latency``), one stream per use, in an order fixed by
+the data: the same data, topology, latency models, step and seed give the same records,
+the same journal bytes (segment file headers stamped by the simulated clock, not the
+wall clock) and the same report, run after run and at any SIMD width.
+
+Ownership: the harness owns every array it hands the stages; a stage's output buffer is
+valid until its next call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from numba import njit
+
+from bot4.pipeline.topology import RingSpec, StageSpec, Topology, load_topology
+from bot4.records import MARKET_DATA, MD_QUOTE, RECORD_TYPES
+from bot4.records.errors import Bot4Error, Code
+from bot4.replay.latency import LatencyConfig, LatencyModel, trailing_load
+from bot4.replay.progress import Progress
+from bot4.replay.sources import CHUNK, DataSource
+from bot4.stages.base import Stage
+from bot4.venue.matching import next_release_ns
+
+__all__ = ["DeterministicReplay", "ReplayResult", "SimClock"]
+
+SOURCE_KINDS = ("md", "synthetic-md", "test-source")
+SINK_BATCH = 4096  # records a sink stage (persistence) waits for before it is called
+
+
+@njit(nogil=True, cache=True)
+def _track_quotes(feed, last_bid, last_ask, quoted):
+    """Latest bid / ask per instrument from the quotes in ``feed``; True when an
+    instrument was quoted for the first time."""
+    new = False
+    for k in range(feed.shape[0]):
+        r = feed[k]
+        i = np.int64(r.instrument)
+        if r.kind != MD_QUOTE or r.qty <= 0 or r.price <= 0 or i <= 0 or i >= last_bid.shape[0]:
+            continue
+        if r.side > 0:
+            last_bid[i] = r.price
+        elif r.side < 0:
+            last_ask[i] = r.price
+        if not quoted[i]:
+            quoted[i] = True
+            new = True
+    return new
+
+
+class SimClock:
+    """The simulated clock every stage reads (ns since the Unix epoch, the data's axis).
+    Written only by the harness."""
+
+    __slots__ = ("t",)
+
+    def __init__(self, t: int = 0) -> None:
+        self.t = int(t)
+
+    def __call__(self) -> int:
+        return self.t
+
+
+class _Direct:
+    """A same-step ring: the producer writes into the buffer, the consumer (later in the
+    same step) reads everything and empties it."""
+
+    __slots__ = ("buf", "n")
+    delayed = False
+
+    def __init__(self, dtype, cap: int = 1024) -> None:
+        self.buf = np.zeros(cap, dtype)
+        self.n = 0
+
+    def room(self, need: int) -> np.ndarray:
+        if self.n + need > len(self.buf):
+            nb = np.zeros(max(2 * len(self.buf), self.n + need), self.buf.dtype)
+            nb[: self.n] = self.buf[: self.n]
+            self.buf = nb
+        return self.buf[self.n : self.n + need]
+
+    def commit(self, k: int, _t: int) -> None:
+        self.n += k
+
+    def take(self, _t: int) -> np.ndarray:
+        k, self.n = self.n, 0
+        return self.buf[:k]
+
+    def next_due(self) -> int | None:
+        return None
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class _Delay:
+    """A ring with a delay line: records reach the consumer at their due time (ns), in
+    the order they were written (due times never decrease). ``model`` None: due at the
+    time written (a feedback ring: the consumer reads it at the next step)."""
+
+    delayed = True
+
+    def __init__(self, dtype, model: LatencyModel | None, rng, stamp: str | None, base) -> None:
+        self.scratch = np.zeros(1024, dtype)
+        self.model = model
+        self.rng = rng
+        self.stamp = stamp  # field the latency starts from (None: the write time)
+        self.base = base  # extra ns per record (the venue's own report latency) or 0
+        self.parts: deque = deque()
+        self.last_due = -(1 << 62)
+        self.count = 0
+        self.load_of = None  # callable(times) -> load array, for load-driven models
+
+    def room(self, need: int) -> np.ndarray:
+        if need > len(self.scratch):
+            self.scratch = np.zeros(max(need, 2 * len(self.scratch)), self.scratch.dtype)
+        return self.scratch[:need]
+
+    def commit(self, k: int, t: int) -> None:
+        if k == 0:
+            return
+        recs = self.scratch[:k].copy()
+        start = recs[self.stamp].astype(np.int64) if self.stamp else np.full(k, t, np.int64)
+        if self.model is not None:
+            load = self.load_of(start) if (self.model.needs_load and self.load_of) else None
+            start = start + self.base + self.model.sample(self.rng, k, load)
+        due = np.maximum.accumulate(np.maximum(start, self.last_due))
+        self.last_due = int(due[-1])
+        self.parts.append([due, recs, 0])
+        self.count += k
+
+    def take(self, t: int) -> np.ndarray:
+        return self.take_with_due(t)[1]
+
+    def take_with_due(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        dues, recs = [], []
+        while self.parts:
+            part = self.parts[0]
+            due, r, i = part
+            j = int(np.searchsorted(due, t, side="right"))
+            if j <= i:
+                break
+            dues.append(due[i:j])
+            recs.append(r[i:j])
+            self.count -= j - i
+            if j == len(due):
+                self.parts.popleft()
+            else:
+                part[2] = j
+                break
+        if not recs:
+            return np.zeros(0, np.int64), self.scratch[:0]
+        if len(recs) == 1:
+            return dues[0], recs[0]
+        return np.concatenate(dues), np.concatenate(recs)
+
+    def next_due(self) -> int | None:
+        if not self.parts:
+            return None
+        due, _r, i = self.parts[0]
+        return int(due[i])
+
+    def __len__(self) -> int:
+        return self.count
+
+
+@dataclass
+class _Node:
+    name: str
+    kind: str
+    stage: object
+    hop: int  # position in topology order (1 = first after the source)
+    inputs: list = field(default_factory=list)  # channel per input ring, or "feed"/"vfeed"
+    outputs: list = field(default_factory=list)  # channel per output ring
+    order: list = field(default_factory=list)  # input indices in reading order
+    plan: list = field(default_factory=list)  # (input index, 0 feed | 1 vfeed | 2 ring, ch)
+    has_pending: bool = False  # the stage sends records of its own (pending / emit)
+    sink: bool = False  # no outputs (persistence): fed in batches of SINK_BATCH records
+    seq: int = 1
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))
+    now: int = 0
+    calls: int = 0
+    records_in: int = 0
+    records_out: int = 0
+
+
+@dataclass
+class ReplayResult:
+    """What a deterministic run leaves: ``out_dir`` with ``journal/`` (orders, reports,
+    decisions), the stage ``summaries``, final ``marks`` (last mid per instrument, price
+    units), the sampled mid series ``mark_series`` for the equity curve, and counts."""
+
+    out_dir: Path
+    journal_dir: Path
+    events: int
+    steps: int
+    first_ns: int
+    last_ns: int
+    wall_s: float
+    source_s: float
+    summaries: dict
+    marks: dict[int, int]
+    mark_series: tuple[np.ndarray, dict[int, np.ndarray]]
+    config: dict
+
+
+class DeterministicReplay:
+    """One deterministic run of ``topology`` over ``source`` (see the module docstring).
+
+    ``step_ns``: the step grid (the reaction granularity of our stages, ns);
+    ``max_batch``: feed records per step at most; ``interval_ns``: the mark sampling
+    interval of the equity curve; ``progress``: a stream for the progress line (None: off).
+    """
+
+    def __init__(
+        self,
+        source: DataSource,
+        out_dir: str | os.PathLike,
+        *,
+        topology: Topology | None = None,
+        latency: LatencyConfig | None = None,
+        seed: int = 1,
+        step_ns: int = 100_000,
+        max_batch: int = 4096,
+        interval_ns: int = 60_000_000_000,
+        progress=None,
+    ) -> None:
+        if step_ns <= 0 or max_batch <= 0 or interval_ns <= 0:
+            raise Bot4Error(
+                "replay: step_ns, max_batch and interval_ns must be > 0", Code.CONFIG_INVALID
+            )
+        self.source = source
+        self.out_dir = Path(out_dir)
+        self.topology = topology or load_topology(None)
+        self.latency = latency or LatencyConfig()
+        self.seed = int(seed)
+        self.step_ns = int(step_ns)
+        self.max_batch = int(max_batch)
+        self.interval_ns = int(interval_ns)
+        self.progress = Progress(source.total, progress) if progress is not None else None
+        self.clock = SimClock(source.first_ns)
+        self.journal_dir = self.out_dir / "journal"
+        seqs = np.random.SeedSequence(self.seed).spawn(4)
+        self.rng_feed, self.rng_order, self.rng_report, self.rng_compute = (
+            np.random.Generator(np.random.PCG64(s)) for s in seqs
+        )
+        self._build()
+
+    # -- wiring -------------------------------------------------------------------------------
+    def _spec(self, s: StageSpec) -> StageSpec:
+        p = dict(s.params)
+        if s.kind == "risk":
+            p["shared"] = False
+        elif s.kind == "venue":
+            p["md_time"] = "event"
+            p.setdefault("quote_fill", "trade_through")
+            p["orders_stage_index"] = -1
+        elif s.kind == "persistence":
+            p["dir"] = str(self.journal_dir)
+            p["fsync"] = "none"
+        return replace(s, params=p)
+
+    def _build(self) -> None:
+        from bot4.stages import KINDS
+
+        t = self.topology
+        sources = [s for s in t.stages if s.kind in SOURCE_KINDS]
+        if len(sources) != 1:
+            raise Bot4Error(
+                f"{t.source}: a replay needs exactly one market data source stage, found "
+                f"{[s.name for s in sources]}",
+                Code.TOPOLOGY_INVALID,
+            )
+        self.src_name = sources[0].name
+        if self.journal_dir.exists() and any(self.journal_dir.iterdir()):
+            raise Bot4Error(
+                f"{self.journal_dir}: not empty; a replay writes a fresh journal (choose --out)",
+                Code.CONFIG_INVALID,
+            )
+        order = [n for n in t.order() if n != self.src_name]
+        self.nodes: dict[str, _Node] = {}
+        for hop, name in enumerate(order, start=1):
+            spec = self._spec(t.stage(name))
+            cls = KINDS[spec.kind]
+            stage = cls(spec, t.inputs_of(name), t.outputs_of(name), t.instance)
+            stage.clock = self.clock
+            stage.wall_clock = self.clock
+            self.nodes[name] = _Node(name, spec.kind, stage, hop)
+        self.channels: dict[str, object] = {}
+        for r in t.rings:
+            if r.producer == self.src_name:
+                continue
+            self.channels[r.name] = self._channel(r)
+        for node in self.nodes.values():
+            ins = t.inputs_of(node.name)
+            for r in ins:
+                if r.producer == self.src_name:
+                    node.inputs.append("vfeed" if node.kind == "venue" else "feed")
+                else:
+                    node.inputs.append(self.channels[r.name])
+            node.outputs = [self.channels[r.name] for r in t.outputs_of(node.name)]
+            delayed = [i for i, c in enumerate(node.inputs) if isinstance(c, _Delay)]
+            md = [i for i, c in enumerate(node.inputs) if c in ("feed", "vfeed")]
+            rest = [i for i in range(len(ins)) if i not in delayed and i not in md]
+            node.order = delayed + md + rest
+            node.plan = [
+                (i, 0 if node.inputs[i] == "feed" else 1 if node.inputs[i] == "vfeed" else 2,
+                 node.inputs[i])
+                for i in node.order
+            ]  # fmt: skip
+            node.has_pending = type(node.stage).pending is not Stage.pending
+            node.sink = not node.outputs and all(c not in ("feed", "vfeed") for c in node.inputs)
+            node.counts = np.zeros(max(4, len(node.outputs)), np.int64)
+        self.delays = [c for c in self.channels.values() if isinstance(c, _Delay)]
+        self.venue = next((n for n in self.nodes.values() if n.kind == "venue"), None)
+
+    def _channel(self, r: RingSpec):
+        dtype = RECORD_TYPES[r.type]
+        prod = self.topology.stage(r.producer).kind
+        cons = self.topology.stage(r.consumer).kind
+        if r.type == "ORDER" and cons == "venue":
+            ch = _Delay(dtype, self.latency.order, self.rng_order, "ts_order_ns", 0)
+            ch.load_of = self._load_at
+            return ch
+        if r.type == "EXEC_REPORT" and prod == "venue":
+            vlat = int(self.topology.stage(r.producer).params.get("latency_ns", 0))
+            ch = _Delay(dtype, self.latency.report_model, self.rng_report, "ts_venue_ns", vlat)
+            ch.load_of = self._load_at
+            return ch
+        if r.feedback:
+            return _Delay(dtype, None, None, None, 0)
+        return _Direct(dtype)
+
+    # -- the feed -----------------------------------------------------------------------------
+    def _feed_init(self) -> None:
+        self._chunks = self.source.chunks(CHUNK)
+        self.buf = np.zeros(0, MARKET_DATA)
+        self.recv = np.zeros(0, np.int64)
+        self.event = np.zeros(0, np.int64)
+        self.cs = 0  # strategy cursor (by ts_recv_ns) into buf
+        self.cv = 0  # venue cursor (by ts_event_ns) into buf
+        self.base = 0  # position of buf[0] in the stream
+        self.exhausted = False
+        self.last_recv = -(1 << 62)
+        self.load_tail = np.zeros(0, np.int64)  # event times before buf, for load windows
+        self.source_s = 0.0
+        self.flush_sinks = False
+        n_inst = 1 << 10
+        self.last_bid = np.zeros(n_inst, np.int64)
+        self.last_ask = np.zeros(n_inst, np.int64)
+        self.quoted = np.zeros(n_inst, np.bool_)
+
+    def _more(self) -> bool:
+        """Append the next chunk to the buffer (dropping what both cursors passed)."""
+        if self.exhausted:
+            return False
+        t0 = time.perf_counter()
+        try:
+            chunk = next(self._chunks)
+        except StopIteration:
+            self.exhausted = True
+            return False
+        finally:
+            self.source_s += time.perf_counter() - t0
+        chunk = np.array(chunk, MARKET_DATA, copy=True)
+        k = len(chunk)
+        chunk["seq"] = np.arange(self.base + len(self.buf) + 1, self.base + len(self.buf) + 1 + k)
+        chunk["parent_seq"] = 0
+        ev = chunk["ts_event_ns"].astype(np.int64)
+        load = None
+        if self.latency.feed.needs_load:
+            hist = np.concatenate([self.load_tail, self.event, ev])
+            load = trailing_load(hist, ev, self.latency.feed.window_ns)
+        lat = self.latency.feed.sample(self.rng_feed, k, load)
+        recv = np.maximum.accumulate(np.maximum(ev + lat, self.last_recv))
+        self.last_recv = int(recv[-1])
+        chunk["ts_recv_ns"] = recv
+        drop = min(self.cs, self.cv)
+        if drop:
+            self.load_tail = self.event[max(0, drop - 4096) : drop].copy()
+        self.buf = np.concatenate([self.buf[drop:], chunk])
+        self.recv = np.concatenate([self.recv[drop:], recv])
+        self.event = np.concatenate([self.event[drop:], ev])
+        self.cs -= drop
+        self.cv -= drop
+        self.base += drop
+        return True
+
+    def _load_at(self, at: np.ndarray) -> np.ndarray:
+        """Market data events in the trailing load window before each time of ``at``."""
+        model = self.latency.order
+        window = getattr(model, "window_ns", 1_000_000)
+        hist = np.concatenate([self.load_tail, self.event])
+        return trailing_load(hist, at, window)
+
+    def _next_feed_times(self) -> tuple[int | None, int | None]:
+        while self.cs >= len(self.buf) or self.cv >= len(self.buf):
+            if not self._more():
+                break
+        r = int(self.recv[self.cs]) if self.cs < len(self.buf) else None
+        v = int(self.event[self.cv]) if self.cv < len(self.buf) else None
+        return r, v
+
+    def _feed_upto(self, t: int, cursor: str) -> tuple[int, int]:
+        """[start, end) of the buffer delivered by ``t`` for a cursor, loading chunks
+        (loading may drop a consumed prefix: indices are read after it)."""
+        while True:
+            times = self.recv if cursor == "cs" else self.event
+            end = int(np.searchsorted(times, t, side="right"))
+            if end < len(self.buf) or not self._more():
+                break
+        return getattr(self, cursor), end
+
+    # -- stage calls --------------------------------------------------------------------------
+    def _call(self, node: _Node, i: int, batch: np.ndarray) -> None:
+        st = node.stage
+        mo = st.max_out_per_in
+        need = len(batch) * mo + 16
+        views = [ch.room(need) for ch in node.outputs]
+        counts = node.counts
+        counts[:] = 0
+        node.seq = st.process(i, batch, views, counts, node.seq)
+        node.calls += 1
+        node.records_in += len(batch)
+        t = self.clock.t
+        for j, ch in enumerate(node.outputs):
+            k = int(counts[j])
+            if k:
+                ch.commit(k, t)
+                node.records_out += k
+
+    def _emit(self, node: _Node) -> None:
+        if not node.has_pending:
+            return
+        st = node.stage
+        want = st.pending(self.clock.t)
+        guard = 0
+        while want > 0 and node.outputs and guard < 64:
+            views = [ch.room(want) for ch in node.outputs]
+            counts = node.counts
+            counts[:] = 0
+            node.seq = st.emit(views, counts, node.seq)
+            t = self.clock.t
+            moved = 0
+            for j, ch in enumerate(node.outputs):
+                k = int(counts[j])
+                if k:
+                    ch.commit(k, t)
+                    node.records_out += k
+                    moved += k
+            if not moved:
+                break
+            want = st.pending(t)
+            guard += 1
+
+    def _run_node(self, node: _Node, T: int, hop_ns, feed: np.ndarray, vfeed: np.ndarray) -> None:
+        if node is self.venue:
+            self._run_venue(node, T, vfeed)
+            return
+        if (
+            node.sink
+            and not self.flush_sinks
+            and sum(len(c) for _i, code, c in node.plan if code == 2) < SINK_BATCH
+        ):
+            return  # a sink (journal) reads in large batches: fewer, larger frames
+        t = T if hop_ns is None else T + int(hop_ns[: node.hop].sum())
+        if t > node.now:
+            node.now = t
+        self.clock.t = node.now
+        for i, code, ch in node.plan:
+            if code == 0:
+                batch = feed
+            elif code == 1:
+                batch = vfeed
+            elif len(ch):
+                batch = ch.take(T)
+            else:
+                continue
+            if len(batch):
+                self._call(node, i, batch)
+        self._emit(node)
+
+    def _run_venue(self, node: _Node, T: int, md: np.ndarray) -> None:
+        """Market data at event time and orders at arrival time, merged (module doc)."""
+        oi = next((i for i, c in enumerate(node.inputs) if isinstance(c, _Delay)), None)
+        mi = next((i for i, c in enumerate(node.inputs) if c in ("feed", "vfeed")), None)
+        pos = 0
+        ev = md["ts_event_ns"] if len(md) else None
+        if oi is not None:
+            due, orders = node.inputs[oi].take_with_due(T)
+            k = 0
+            while k < len(orders):
+                a = int(due[k])
+                k2 = int(np.searchsorted(due, a, side="right"))
+                if ev is not None and mi is not None:
+                    e = int(np.searchsorted(ev, a, side="right"))
+                    if e > pos:
+                        self.clock.t = max(node.now, int(ev[e - 1]))
+                        node.now = self.clock.t
+                        self._call(node, mi, md[pos:e])
+                        pos = e
+                self.clock.t = max(node.now, a)
+                node.now = self.clock.t
+                self._call(node, oi, orders[k:k2])
+                k = k2
+        if mi is not None and pos < len(md):
+            self.clock.t = max(node.now, int(ev[-1]))
+            node.now = self.clock.t
+            self._call(node, mi, md[pos:])
+        self.clock.t = max(node.now, T)
+        node.now = self.clock.t
+        self._emit(node)
+
+    # -- the run ------------------------------------------------------------------------------
+    def _next_time(self, T: int) -> int | None:
+        cands = []
+        r, v = self._next_feed_times()
+        if r is not None:
+            cands.append(r)
+        if v is not None and self.venue is not None:
+            cands.append(v)
+        for ch in self.delays:
+            d = ch.next_due()
+            if d is not None:
+                cands.append(d)
+        if self.venue is not None:
+            d = next_release_ns(self.venue.stage.state)
+            if d >= 0:
+                cands.append(d)
+        if not cands:
+            return None
+        t = min(cands)
+        w = self.step_ns
+        t = -(-t // w) * w
+        if t <= T:
+            t = (T // w + 1) * w
+        return t
+
+    def _sample_marks(self, upto: int) -> None:
+        """Last bid / ask per instrument from the strategy feed delivered so far; a mark
+        (mid, price units) per instrument at every interval boundary passed."""
+        while self.next_mark <= upto:
+            mids = {}
+            for inst in self.mark_insts:
+                b, a = int(self.last_bid[inst]), int(self.last_ask[inst])
+                mids[inst] = (b + a) // 2 if b > 0 and a > b else 0
+            self.mark_t.append(self.next_mark)
+            for inst in self.mark_insts:
+                self.mark_v[inst].append(mids[inst])
+            self.next_mark += self.interval_ns
+
+    def _track_quotes(self, feed: np.ndarray) -> None:
+        if _track_quotes(feed, self.last_bid, self.last_ask, self.quoted):
+            new = set(np.flatnonzero(self.quoted).tolist()) - set(self.mark_insts)
+            self.mark_insts = sorted(set(self.mark_insts) | new)
+            for i in new:  # no mark before its first quote
+                self.mark_v[i] = [0] * len(self.mark_t)
+
+    def run(self) -> ReplayResult:
+        """Replay everything, drain, close the journal; the stages' log lines (halts,
+        summaries) go to ``out/replay.log``, not the terminal."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(self.out_dir / "replay.log", mode="w", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        log = logging.getLogger("bot4.stage")
+        saved = (log.handlers[:], log.propagate, log.level)
+        log.handlers[:] = [handler]
+        log.propagate = False
+        log.setLevel(logging.INFO)
+        try:
+            return self._run()
+        finally:
+            log.handlers[:], log.propagate, _ = saved
+            log.setLevel(saved[2])
+            handler.close()
+
+    def _run(self) -> ReplayResult:
+        wall0 = time.perf_counter()
+        self._feed_init()
+        self.clock.t = self.source.first_ns
+        for node in self.nodes.values():
+            node.now = self.clock.t
+            node.stage.setup()
+        self.mark_insts: list[int] = []
+        self.mark_t: list[int] = []
+        self.mark_v: dict[int, list[int]] = {}
+        self.next_mark = (self.source.first_ns // self.interval_ns + 1) * self.interval_ns
+        compute = self.latency.compute
+        use_compute = not (hasattr(compute, "ns") and compute.ns == 0)
+        n_hops = len(self.nodes) + 1
+        order = list(self.nodes.values())
+        persist = [n for n in order if n.kind == "persistence"]
+        T = -(1 << 62)
+        steps = 0
+        delivered = 0
+        try:
+            while True:
+                Tn = self._next_time(T)
+                if Tn is None:
+                    break
+                s0, e0 = self._feed_upto(Tn, "cs")
+                if e0 - s0 > self.max_batch:
+                    e0 = s0 + self.max_batch
+                    Tn = max(int(self.recv[e0 - 1]), T + 1)
+                T = Tn
+                feed = self.buf[s0:e0]
+                self.cs = e0
+                if self.venue is not None:
+                    v0, v1 = self._feed_upto(T, "cv")
+                    vfeed = self.buf[v0:v1]
+                    self.cv = v1
+                else:
+                    self.cv = self.cs
+                    vfeed = feed[:0]
+                if len(feed):
+                    self._sample_marks(int(feed["ts_recv_ns"][0]) - 1)
+                    self._track_quotes(feed)
+                hop_ns = compute.sample(self.rng_compute, n_hops) if use_compute else None
+                for node in order:
+                    self._run_node(node, T, hop_ns, feed, vfeed)
+                steps += 1
+                delivered += len(feed)
+                if self.progress is not None and steps & 63 == 0:
+                    self.progress.update(self.base + self.cs)
+            self._sample_marks(T)
+            self._drain(order, persist, T)
+        finally:
+            for node in persist:
+                w = getattr(node.stage, "writer", None)
+                if w is not None:
+                    w.close()
+        if self.progress is not None:
+            self.progress.done(self.base + self.cs)
+        marks = {i: self._final_mark(i) for i in self.mark_insts}
+        series = (
+            np.asarray(self.mark_t, np.int64),
+            {i: np.asarray(v, np.int64) for i, v in self.mark_v.items()},
+        )
+        summaries = {n.name: _jsonable(n.stage.summary()) for n in order}
+        return ReplayResult(
+            self.out_dir,
+            self.journal_dir,
+            delivered,
+            steps,
+            self.source.first_ns,
+            self.source.last_ns,
+            time.perf_counter() - wall0,
+            self.source_s,
+            summaries,
+            marks,
+            series,
+            self.describe(),
+        )
+
+    def _final_mark(self, inst: int) -> int:
+        b, a = int(self.last_bid[inst]), int(self.last_ask[inst])
+        return (b + a) // 2 if b > 0 and a > b else 0
+
+    def _drain(self, order: list[_Node], persist: list[_Node], T: int) -> None:
+        """The live shutdown: each stage in topology order runs its ``on_drain`` policy
+        (the OMS cancels what rests), and steps go on until every delay line is empty;
+        persistence drains last (it closes the journal)."""
+        empty = np.zeros(0, MARKET_DATA)
+        self.flush_sinks = True
+        for node in order:
+            if node.kind == "persistence":
+                continue
+            self.clock.t = max(node.now, T)
+            node.stage.on_drain()
+            for _ in range(100_000):
+                for n in order:
+                    self._run_node(n, T, None, empty, empty)
+                Tn = self._next_time(T)
+                if Tn is None:
+                    break
+                T = Tn
+            else:  # pragma: no cover - a stage that never stops emitting
+                raise Bot4Error("replay: the pipeline did not drain", Code.INTERNAL_ERROR)
+        for node in persist:
+            self.clock.t = max(node.now, T)
+            node.stage.on_drain()
+
+    def describe(self) -> dict:
+        return {
+            "mode": "deterministic",
+            "topology": self.topology.source,
+            "seed": self.seed,
+            "step_ns": self.step_ns,
+            "max_batch": self.max_batch,
+            "interval_ns": self.interval_ns,
+            "latency": self.latency.describe(),
+            "source": self.source.describe(),
+        }
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.floating):
+        return float(x)
+    return x
+
+
+def warm() -> int:
+    """Compile (or load from numba's cache) the kernels a replay adds to the stages' own:
+    a 2000-event synthetic replay through the default topology into a temporary
+    directory. Returns the number of entry points run (for ``bot4 warm``)."""
+    import tempfile
+
+    from bot4.replay.sources import SyntheticSource
+
+    with tempfile.TemporaryDirectory() as d:
+        DeterministicReplay(SyntheticSource(2000), d, step_ns=50_000).run()
+    return 3

@@ -1,0 +1,599 @@
+"""The backtest report: what was traded, what it earned, how fast — from a journal.
+
+:func:`report_from_journal` reads the ORDER, EXEC_REPORT and RISK_DECISION frames a
+persistence stage wrote (a replay's ``out/journal``, or ``bot4 run``'s journal) and builds
+a :class:`Report`: a JSON document (``Report.to_json``, orjson, keys sorted) and a
+self-contained HTML page with inline SVG plots (``Report.to_html``: equity curve,
+drawdown, tick-to-order latency histogram; no script, no external file, no network).
+
+Accounting (exact, int64 price units, the risk stage's own method): a position keeps its
+signed cost; a fill that reduces it releases cost pro rata (truncated toward zero) and
+realises the difference; each fill's ``fee`` (negative = rebate) is subtracted from
+realised PnL when it is paid. Unrealised PnL = position x mark - cost, the mark being the
+last mid given in ``marks`` (else the last fill price). Partial fills count one by one.
+Executions are taken once each (by ``exec_id``; a persistence stage restarted mid-batch
+may journal a batch twice). Money in the JSON is exact decimal text in the currency
+(``"-12.3400"``); ratios are floats.
+
+Metrics (see docs/replay.md):
+
+* the equity series: realised + unrealised PnL at the end of every ``interval_ns`` (default
+  60 s of the journal's clock) from the first to the last event, marked with the mark
+  series when given (a replay samples the mid at every boundary), else with the last fill
+  price; its per-interval changes are the *returns* (currency, not percent: the run has no
+  capital base, and the ratios below do not need one);
+* ``sharpe`` = mean / sample standard deviation of the returns; ``sortino`` = mean /
+  downside deviation (root mean square of the negative returns, target 0); both per
+  interval and annualised by sqrt(intervals per year), a year being 252 sessions of 6.5 h;
+* ``max_drawdown``: the largest fall of equity from a previous peak (starting at 0);
+* round trips: per instrument, from a flat position back to flat (a fill that flips the
+  position closes one and opens the next; its fee is split by quantity). ``hit_rate`` =
+  winning round trips / round trips; ``profit_factor`` = sum of winning round trips'
+  PnL / |sum of losing ones'| (null without a loss); both count fees;
+* ``turnover``: sum of |qty x price| of every fill; ``fills``: execution reports with a
+  quantity (partial fills each count);
+* ``denials``: risk decisions denied, by reason name (``bot4.records.errors.Code``), with
+  their total;
+* latency: ``tick_to_order`` = ``ts_order_ns - ts_recv_ns`` of every NEW order (md receive
+  to the OMS sending it), ``order_to_venue`` = ``ts_venue_ns - ts_order_ns`` of every ACK;
+  percentiles and a log2 histogram (bucket ``[2^k, 2^(k+1))`` ns). Measured stamps in a
+  live run; modelled ones in a deterministic replay.
+
+Floating-point values are computed with ``math.fsum`` over Python floats in a fixed order,
+so a report does not depend on the SIMD width.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from decimal import Decimal
+from html import escape
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from bot4.records import (
+    ACTION_NEW,
+    DECISION_DENY,
+    DEFAULT_INSTRUMENTS,
+    EXEC_ACK,
+    EXEC_FILL,
+    EXEC_PARTIAL_FILL,
+    RT_EXEC_REPORT,
+    RT_ORDER,
+    RT_RISK_DECISION,
+    InstrumentTable,
+)
+from bot4.records.errors import Bot4Error, Code
+
+__all__ = [
+    "PERIODS_PER_YEAR_NS",
+    "Report",
+    "equity_metrics",
+    "latency_stats",
+    "report_from_journal",
+    "round_trips",
+]
+
+#: ns of trading in a year: 252 sessions of 6.5 hours (annualisation of per-interval ratios)
+PERIODS_PER_YEAR_NS = 252 * 6.5 * 3600 * 1e9
+SESSION_SHIFT = 32  # bot4.paths.SESSION_SEQ_SHIFT: seq >> 32 is the session
+
+
+def _money(units: int, scale: int) -> str:
+    """Exact decimal text of ``units`` at ``scale`` units per currency unit."""
+    digits = max(0, len(str(scale)) - 1)
+    return str((Decimal(int(units)) / Decimal(scale)).quantize(Decimal(1).scaleb(-digits)))
+
+
+# --- metrics on an equity series ------------------------------------------------------------
+
+
+def equity_metrics(equity_units: list[int], scale: int, interval_ns: int) -> dict:
+    """Sharpe, Sortino and max drawdown of an equity series sampled every ``interval_ns``
+    (int price units, the first point being the start). Returns floats in currency units;
+    ratios are None where undefined (fewer than two returns, zero deviation)."""
+    eq = [int(e) for e in equity_units]
+    rets = [(eq[i] - eq[i - 1]) / scale for i in range(1, len(eq))]
+    n = len(rets)
+    out: dict = {"intervals": n, "interval_ns": int(interval_ns)}
+    ann = math.sqrt(PERIODS_PER_YEAR_NS / interval_ns)
+    mean = math.fsum(rets) / n if n else 0.0
+    if n >= 2:
+        var = math.fsum((r - mean) ** 2 for r in rets) / (n - 1)
+        sd = math.sqrt(var)
+    else:
+        sd = 0.0
+    down = math.sqrt(math.fsum(min(r, 0.0) ** 2 for r in rets) / n) if n else 0.0
+    out["mean_return"] = mean
+    out["stdev_return"] = sd
+    out["downside_deviation"] = down
+    out["sharpe"] = mean / sd if n >= 2 and sd > 0 else None
+    out["sortino"] = mean / down if n and down > 0 else None
+    out["sharpe_annualised"] = out["sharpe"] * ann if out["sharpe"] is not None else None
+    out["sortino_annualised"] = out["sortino"] * ann if out["sortino"] is not None else None
+    out["periods_per_year"] = PERIODS_PER_YEAR_NS / interval_ns
+    peak = 0
+    mdd = 0
+    start = 0
+    for e in [0, *eq]:
+        peak = max(peak, e)
+        mdd = max(mdd, peak - e)
+    out["max_drawdown_units"] = mdd
+    out["start_units"] = start
+    return out
+
+
+def drawdown_series(equity_units: list[int]) -> list[int]:
+    """Equity minus its running peak (<= 0; the peak starts at 0), price units."""
+    peak = 0
+    out = []
+    for e in equity_units:
+        peak = max(peak, int(e))
+        out.append(int(e) - peak)
+    return out
+
+
+# --- accounting -----------------------------------------------------------------------------
+
+
+def _pro_rata(cost: int, q: int, n: int) -> int:
+    a = abs(cost)
+    part = (a // n) * q + (a % n) * q // n
+    return part if cost >= 0 else -part
+
+
+@dataclass
+class _Book:
+    """One instrument's position, as the risk stage keeps it (module docstring)."""
+
+    pos: int = 0
+    cost: int = 0
+    realised: int = 0
+    fees: int = 0
+    last_px: int = 0
+    bought: int = 0
+    sold: int = 0
+    turnover: int = 0
+    fills: int = 0
+    trip: int = 0  # PnL of the open round trip so far (fees included)
+    trips: list = field(default_factory=list)
+
+    def apply(self, side: int, qty: int, px: int, fee: int) -> None:
+        """A fill of ``qty`` shares at ``px`` on ``side`` paying ``fee`` (price units)."""
+        before = self.realised
+        s = qty * side
+        p, c = self.pos, self.cost
+        closing_q = 0
+        if p == 0 or (p > 0) == (s > 0):
+            p += s
+            c += s * px
+        else:
+            closing_q = min(qty, abs(p))
+            closing = side * closing_q
+            released = _pro_rata(c, closing_q, abs(p))
+            self.realised += -(closing * px) - released
+            c -= released
+            p += closing
+            rest = s - closing
+            if rest != 0:
+                p += rest
+                c += rest * px
+        self.pos, self.cost = p, c
+        self.realised -= fee
+        self.fees += fee
+        self.last_px = px
+        self.turnover += qty * px
+        self.fills += 1
+        if side > 0:
+            self.bought += qty
+        else:
+            self.sold += qty
+        gross = self.realised - before + fee  # what the fill realised before its fee
+        if not closing_q:
+            self.trip -= fee  # opening or adding: its fee belongs to the open trip
+            return
+        fee_close = _pro_rata(fee, closing_q, qty)  # the closing share of the fee
+        self.trip += gross - fee_close
+        if p == 0 or closing_q < qty:  # flat, or flipped: the trip is closed
+            self.trips.append(self.trip)
+            self.trip = -(fee - fee_close) if p != 0 else 0
+
+    def unrealised(self, mark: int) -> int:
+        m = mark if mark > 0 else self.last_px
+        return self.pos * m - self.cost if self.pos else 0
+
+
+def round_trips(books: dict[int, _Book]) -> list[int]:
+    """PnL of every closed round trip (price units, fees included), instrument by
+    instrument in id order, in the order they closed."""
+    out: list[int] = []
+    for i in sorted(books):
+        out.extend(books[i].trips)
+    return out
+
+
+# --- latency --------------------------------------------------------------------------------
+
+
+def latency_stats(ns: np.ndarray) -> dict:
+    """Count, mean, percentiles (nearest rank) and a log2 histogram of latencies (ns)."""
+    v = np.sort(np.asarray(ns, np.int64))
+    v = v[v >= 0]
+    n = len(v)
+    if n == 0:
+        return {"count": 0, "histogram": []}
+
+    def pct(p: float) -> int:
+        return int(v[min(n - 1, max(0, math.ceil(p / 100.0 * n) - 1))])
+
+    buckets = np.where(v > 0, np.floor(np.log2(np.maximum(v, 1))).astype(np.int64), -1)
+    hist = []
+    for b in range(int(buckets.min()), int(buckets.max()) + 1):
+        lo = 0 if b < 0 else 1 << b
+        hi = 1 if b < 0 else 1 << (b + 1)
+        hist.append({"lo_ns": lo, "hi_ns": hi, "count": int((buckets == b).sum())})
+    return {
+        "count": n,
+        "mean_ns": math.fsum(float(x) for x in v) / n,
+        "min_ns": int(v[0]),
+        "p50_ns": pct(50),
+        "p90_ns": pct(90),
+        "p99_ns": pct(99),
+        "p999_ns": pct(99.9),
+        "max_ns": int(v[-1]),
+        "histogram": hist,
+    }
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    """A built report: ``doc`` (the JSON document) and the series the plots draw
+    (``times_ns``, ``equity_units``, ``scale``)."""
+
+    doc: dict
+    times_ns: list[int]
+    equity_units: list[int]
+    scale: int
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+
+    def summary_lines(self) -> list[str]:
+        """Two terminal lines: PnL, fills, orders, turnover; Sharpe, drawdown, hit rate."""
+        s, m, d = self.doc["summary"], self.doc["metrics"], self.doc["denials"]
+        sharpe = "-" if m["sharpe_annualised"] is None else f"{m['sharpe_annualised']:.2f}"
+        hit = "-" if s["hit_rate"] is None else f"{s['hit_rate']:.1%}"
+        return [
+            f"pnl {s['total_pnl']} (realised {s['realised']}, unrealised {s['unrealised']}, "
+            f"fees {s['fees']})  fills {s['fills']}  orders {s['orders']}  "
+            f"turnover {s['turnover']}",
+            f"sharpe {sharpe} (annualised)  max drawdown {s['max_drawdown']}  hit rate {hit}  "
+            f"denials {d['total']}",
+        ]
+
+    def write(self, out_dir: str | os.PathLike) -> tuple[Path, Path]:
+        """``report.json`` and ``report.html`` into ``out_dir``; their paths."""
+        d = Path(out_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        j, h = d / "report.json", d / "report.html"
+        j.write_bytes(self.to_json() + b"\n")
+        h.write_text(self.to_html(), encoding="utf-8")
+        return j, h
+
+    def to_html(self) -> str:
+        from bot4.replay.svg import bar_chart, line_chart
+
+        doc = self.doc
+        t0 = self.times_ns[0] if self.times_ns else 0
+        xs = [(t - t0) / 1e9 for t in self.times_ns]
+        eq = [e / self.scale for e in self.equity_units]
+        dd = [d / self.scale for d in drawdown_series(self.equity_units)]
+        span = f"{xs[-1]:,.0f} s" if xs else ""
+        charts = [
+            line_chart(xs, eq, "Equity (realised + unrealised PnL)", x_lo="0 s", x_hi=span),
+            line_chart(
+                xs,
+                dd,
+                "Drawdown from peak",
+                x_lo="0 s",
+                x_hi=span,
+                color="#b03030",
+                fill_to_zero=True,
+            ),  # fmt: skip
+        ]
+        lat = doc["latency"]["tick_to_order"]
+        labels = [_ns_label(b["lo_ns"]) for b in lat.get("histogram", [])]
+        counts = [b["count"] for b in lat.get("histogram", [])]
+        charts.append(bar_chart(labels, counts, "Tick-to-order latency (log2 buckets, ns)"))
+        rows = []
+        s = doc["summary"]
+        for k in (
+            "realised", "unrealised", "total_pnl", "fees", "turnover", "fills", "orders",
+            "round_trips", "hit_rate", "profit_factor", "max_drawdown",
+        ):  # fmt: skip
+            rows.append(f"<tr><th>{escape(k)}</th><td>{escape(_cell(s.get(k)))}</td></tr>")
+        m = doc["metrics"]
+        for k in ("sharpe", "sharpe_annualised", "sortino", "sortino_annualised", "intervals"):
+            rows.append(f"<tr><th>{escape(k)}</th><td>{escape(_cell(m.get(k)))}</td></tr>")
+        pos_rows = "".join(
+            f"<tr><td>{escape(sym)}</td><td>{p['position']}</td><td>{escape(p['realised'])}</td>"
+            f"<td>{escape(p['unrealised'])}</td><td>{escape(p['fees'])}</td>"
+            f"<td>{p['fills']}</td><td>{escape(p['mark'])}</td></tr>"
+            for sym, p in sorted(doc["positions"].items())
+        )
+        den = doc["denials"]
+        den_rows = "".join(
+            f"<tr><td>{escape(k)}</td><td>{v}</td></tr>"
+            for k, v in sorted(den["by_reason"].items())
+        )
+        lat_rows = "".join(
+            f"<tr><th>{escape(name)}</th><td>{v.get('count', 0)}</td>"
+            f"<td>{_ns_label(v.get('p50_ns', 0))}</td><td>{_ns_label(v.get('p99_ns', 0))}</td>"
+            f"<td>{_ns_label(v.get('max_ns', 0))}</td></tr>"
+            for name, v in sorted(doc["latency"].items())
+        )
+        meta = escape(orjson.dumps(doc.get("run", {}), option=orjson.OPT_SORT_KEYS).decode())
+        return (
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            "<title>bot4 replay report</title><style>"
+            "body{font-family:sans-serif;margin:24px;color:#222}"
+            "table{border-collapse:collapse;margin:8px 0 20px}"
+            "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+            "th{background:#f4f4f4;text-align:left}svg{display:block;margin:8px 0}"
+            "code{font-size:11px;word-break:break-all}"
+            "</style></head><body>"
+            "<h1>bot4 replay report</h1>"
+            f"<p><code>{meta}</code></p>"
+            "<h2>Summary</h2><table>"
+            + "".join(rows)
+            + "</table>"
+            + "".join(charts)
+            + "<h2>Positions</h2><table><tr><th>instrument</th><th>position</th>"
+            "<th>realised</th><th>unrealised</th><th>fees</th><th>fills</th><th>mark</th></tr>"
+            + pos_rows
+            + "</table>"
+            f"<h2>Risk denials ({den['total']} of {den['decisions']} decisions)</h2>"
+            "<table><tr><th>reason</th><th>count</th></tr>" + den_rows + "</table>"
+            "<h2>Latency</h2><table><tr><th></th><th>count</th><th>p50</th><th>p99</th>"
+            "<th>max</th></tr>" + lat_rows + "</table>"
+            "</body></html>\n"
+        )
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+def _ns_label(ns: int) -> str:
+    ns = int(ns)
+    if ns >= 1_000_000_000:
+        return f"{ns / 1e9:g}s"
+    if ns >= 1_000_000:
+        return f"{ns / 1e6:g}ms"
+    if ns >= 1_000:
+        return f"{ns / 1e3:g}us"
+    return f"{ns}ns"
+
+
+def _read_journal(journal_dir: Path, session: int | None):
+    from bot4.journal import JournalReader
+
+    parts: dict[int, list[np.ndarray]] = {RT_ORDER: [], RT_EXEC_REPORT: [], RT_RISK_DECISION: []}
+    for _pos, rtype, recs in JournalReader(journal_dir):
+        if rtype in parts:
+            if session is not None:
+                recs = recs[(recs["seq"] >> np.uint64(SESSION_SHIFT)) == np.uint64(session)]
+            if len(recs):
+                parts[rtype].append(recs)
+    from bot4.records import EXEC_REPORT, ORDER, RISK_DECISION
+
+    def cat(rt, dt):
+        return np.concatenate(parts[rt]) if parts[rt] else np.zeros(0, dt)
+
+    return (
+        cat(RT_ORDER, ORDER),
+        cat(RT_EXEC_REPORT, EXEC_REPORT),
+        cat(RT_RISK_DECISION, RISK_DECISION),
+    )
+
+
+def report_from_journal(
+    journal_dir: str | os.PathLike,
+    instruments: InstrumentTable | None = None,
+    marks: dict[int, int] | tuple[np.ndarray, dict[int, np.ndarray]] | None = None,
+    *,
+    interval_ns: int = 60_000_000_000,
+    span_ns: tuple[int, int] | None = None,
+    session: int | None = None,
+    run: dict | None = None,
+) -> Report:
+    """The report of what the journal at ``journal_dir`` traded (module docstring).
+
+    ``instruments``: symbols and price scale (default: the built-in table). ``marks``:
+    final marks ``{instrument id: price units}``, or a mark series ``(times_ns, {id:
+    mids})`` sampled on the journal's clock (0 = no mark yet), or None (last fill prices).
+    ``span_ns``: (first, last) event time the equity grid covers (default: the first and
+    last fill). ``session``: only records of that session (``seq >> 32``). ``run``: extra
+    facts copied under ``"run"`` (configuration; keep it free of wall-clock values for a
+    reproducible document)."""
+    jd = Path(journal_dir)
+    if not jd.is_dir():
+        raise Bot4Error(f"{jd}: no such journal directory", Code.INPUT_MISSING)
+    table = instruments or DEFAULT_INSTRUMENTS
+    scales = {table.price_scale(i) for i in table.ids}
+    if len(scales) != 1:
+        raise Bot4Error("report: instruments must share one price scale", Code.CONFIG_INVALID)
+    scale = scales.pop()
+    orders, execs, decisions = _read_journal(jd, session)
+
+    # executions, each once (exec_id 0: generated by the OMS, never a fill)
+    if len(execs):
+        ids = execs["exec_id"]
+        keep = np.ones(len(execs), bool)
+        nz = np.flatnonzero(ids != 0)
+        _u, first = np.unique(ids[nz], return_index=True)
+        keep[nz] = False
+        keep[nz[first]] = True
+        execs = execs[keep]
+    is_fill = np.isin(execs["exec_type"], (EXEC_PARTIAL_FILL, EXEC_FILL)) & (execs["last_qty"] > 0)
+    fills = execs[is_fill]
+
+    series_t: np.ndarray | None = None
+    series_v: dict[int, np.ndarray] = {}
+    final_marks: dict[int, int] = {}
+    if isinstance(marks, tuple):
+        series_t, series_v = marks
+        series_t = np.asarray(series_t, np.int64)
+        for i, v in series_v.items():
+            nzv = np.asarray(v)[np.asarray(v) > 0]
+            if len(nzv):
+                final_marks[int(i)] = int(nzv[-1])
+    elif isinstance(marks, dict):
+        final_marks = {int(k): int(v) for k, v in marks.items()}
+
+    # the equity grid
+    if span_ns is not None:
+        lo, hi = int(span_ns[0]), int(span_ns[1])
+    elif len(fills):
+        lo, hi = int(fills["ts_venue_ns"].min()), int(fills["ts_venue_ns"].max())
+    else:
+        lo = hi = 0
+    if series_t is not None and len(series_t):
+        grid = (
+            [int(t) for t in series_t if lo <= t <= hi] if span_ns else [int(t) for t in series_t]
+        )
+    else:
+        first = (lo // interval_ns + 1) * interval_ns
+        grid = list(range(first, hi + 1, interval_ns)) if hi > lo else []
+    times = [lo, *grid, hi] if hi > lo else [lo]
+    times = sorted(set(times))
+    mark_at: dict[int, dict[int, int]] = {}
+    if series_t is not None and len(series_t):
+        for i, v in series_v.items():
+            arr = np.asarray(v, np.int64)
+            idx = np.searchsorted(series_t, np.asarray(times, np.int64), side="right") - 1
+            mark_at[int(i)] = {
+                t: (int(arr[k]) if 0 <= k < len(arr) else 0)
+                for t, k in zip(times, idx, strict=True)
+            }
+
+    books: dict[int, _Book] = {}
+    equity: list[int] = []
+    fi = 0
+    fill_t = fills["ts_venue_ns"] if len(fills) else np.zeros(0, np.int64)
+    for t in times:
+        while fi < len(fills) and int(fill_t[fi]) <= t:
+            f = fills[fi]
+            inst = int(f["instrument"])
+            books.setdefault(inst, _Book()).apply(
+                int(f["side"]), int(f["last_qty"]), int(f["last_price"]), int(f["fee"])
+            )
+            fi += 1
+        total = 0
+        for i, b in books.items():
+            m = mark_at.get(i, {}).get(t, 0) if mark_at else 0
+            if t == times[-1] and not mark_at:
+                m = final_marks.get(i, 0)
+            total += b.realised + b.unrealised(m)
+        equity.append(total)
+    while fi < len(fills):  # fills after the grid's end (none when span covers them)
+        f = fills[fi]
+        books.setdefault(int(f["instrument"]), _Book()).apply(
+            int(f["side"]), int(f["last_qty"]), int(f["last_price"]), int(f["fee"])
+        )
+        fi += 1
+    # final figures at the final marks
+    positions = {}
+    realised = unrealised = fees = turnover = 0
+    for i in sorted(books):
+        b = books[i]
+        m = final_marks.get(i, 0)
+        u = b.unrealised(m)
+        realised += b.realised
+        unrealised += u
+        fees += b.fees
+        turnover += b.turnover
+        sym = table.symbol_of(i) if i in table else str(i)
+        positions[sym] = {
+            "instrument": i,
+            "position": b.pos,
+            "bought": b.bought,
+            "sold": b.sold,
+            "cost": _money(b.cost, scale),
+            "realised": _money(b.realised, scale),
+            "unrealised": _money(u, scale),
+            "fees": _money(b.fees, scale),
+            "fills": b.fills,
+            "mark": _money(m if m > 0 else b.last_px, scale),
+            "round_trips": len(b.trips),
+        }
+    if equity:
+        equity[-1] = realised + unrealised  # the last point is the final figure
+    trips = round_trips(books)
+    wins = [p for p in trips if p > 0]
+    losses = [p for p in trips if p < 0]
+    metrics = equity_metrics(equity, scale, interval_ns)
+    denied = decisions[decisions["decision"] == DECISION_DENY] if len(decisions) else decisions
+    by_reason: dict[str, int] = {}
+    for code, n in zip(*np.unique(denied["reason"], return_counts=True), strict=True):
+        try:
+            name = Code(int(code)).name
+        except ValueError:
+            name = f"CODE_{int(code)}"
+        by_reason[name] = int(n)
+    new = orders[orders["action"] == ACTION_NEW] if len(orders) else orders
+    t2o = new[new["ts_recv_ns"] > 0]
+    acks = execs[execs["exec_type"] == EXEC_ACK] if len(execs) else execs
+    acks = acks[acks["ts_order_ns"] > 0]
+    doc = {
+        "summary": {
+            "realised": _money(realised, scale),
+            "unrealised": _money(unrealised, scale),
+            "total_pnl": _money(realised + unrealised, scale),
+            "fees": _money(fees, scale),
+            "turnover": _money(turnover, scale),
+            "shares_traded": sum(b.bought + b.sold for b in books.values()),
+            "fills": int(len(fills)),
+            "partial_fills": int((fills["exec_type"] == EXEC_PARTIAL_FILL).sum()),
+            "orders": int(len(new)),
+            "round_trips": len(trips),
+            "winning_round_trips": len(wins),
+            "hit_rate": len(wins) / len(trips) if trips else None,
+            "profit_factor": (sum(wins) / -sum(losses)) if losses else None,
+            "max_drawdown": _money(metrics["max_drawdown_units"], scale),
+            "price_scale": scale,
+        },
+        "metrics": metrics,
+        "positions": positions,
+        "denials": {
+            "total": int(len(denied)),
+            "decisions": int(len(decisions)),
+            "by_reason": by_reason,
+        },
+        "latency": {
+            "tick_to_order": latency_stats(
+                t2o["ts_order_ns"].astype(np.int64) - t2o["ts_recv_ns"].astype(np.int64)
+            ),
+            "order_to_venue": latency_stats(
+                acks["ts_venue_ns"].astype(np.int64) - acks["ts_order_ns"].astype(np.int64)
+            ),
+        },
+        "equity": {
+            "times_ns": times,
+            "equity_units": equity,
+            "drawdown_units": drawdown_series(equity),
+        },
+        "run": run or {},
+    }
+    return Report(doc, times, equity, scale)

@@ -1,0 +1,462 @@
+"""What a replay reads: recorded market data, checked before any work, then streamed.
+
+:func:`open_source` recognises ``DATA``:
+
+* a LOBSTER pair — a message or orderbook CSV named like LOBSTER's files (its partner
+  beside it), a LOBSTER zip, or a directory holding exactly one pair. Read whole (the
+  files are a day of one ticker), with the initial book first as ``MDF_SNAPSHOT`` adds
+  (:func:`bot4.stages.marketdata.lobster_snapshot`), so the venue's queue model starts from
+  the real book;
+* a CSV or Parquet tick file (columns of :mod:`bot4.marketdata.files`). CSV is read whole
+  by that module; Parquet is streamed by row group when it carries ``price_units`` (int64
+  fixed point), so memory stays flat however long the file is;
+* a journal directory (``journal-*.bj4``) holding MARKET_DATA frames (``bot4 record``),
+  streamed frame by frame;
+* :class:`SyntheticSource` — a generated quote-and-trade stream (benchmarks, tests),
+  produced chunk by chunk as a pure function of its position and seed.
+
+Every source yields ``MARKET_DATA`` chunks in event-time order (``ts_event_ns``
+non-decreasing), ``seq`` and ``ts_recv_ns`` zero (the harness stamps them). Problems that
+make the input unusable are a :class:`ReplayInputError` before any work starts, its
+``problem`` one of ``missing`` (no such path, nothing bot4 reads there), ``columns``
+(unsupported columns), ``unsorted`` (an event earlier than the one before it) and
+``empty`` (no events); bad rows inside a usable file are excluded and counted
+(:class:`bot4.marketdata.report.BadInputReport`) as the market data stage does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numba import njit
+
+from bot4.marketdata.report import BadInputReport
+from bot4.records import (
+    DEFAULT_INSTRUMENTS,
+    MARKET_DATA,
+    MD_QUOTE,
+    MD_TRADE,
+    MDF_REPLAY,
+    MDF_SYNTHETIC,
+    RT_MARKET_DATA,
+    SIDE_BUY,
+    SIDE_NONE,
+    SIDE_SELL,
+)
+from bot4.records.errors import Bot4Error, Code
+
+__all__ = [
+    "DataSource",
+    "ReplayInputError",
+    "SyntheticSource",
+    "open_source",
+    "write_parquet",
+]
+
+CHUNK = 1 << 16  # records per chunk a source yields at most
+
+_PROBLEM_CODES = {
+    "missing": Code.INPUT_MISSING,
+    "columns": Code.INPUT_MISSING,
+    "unsorted": Code.TIME_BACKWARDS,
+    "empty": Code.INPUT_MISSING,
+}
+
+
+class ReplayInputError(Bot4Error):
+    """Replay input that cannot be used. ``problem``: missing | columns | unsorted | empty;
+    ``path``: what was given. The code is ``INPUT_MISSING`` (missing, columns, empty) or
+    ``TIME_BACKWARDS`` (unsorted)."""
+
+    def __init__(self, path: object, problem: str, detail: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {detail}", _PROBLEM_CODES[problem])
+
+
+@dataclass
+class DataSource:
+    """A checked input: ``kind`` (lobster | file | parquet | journal | synthetic), ``path``,
+    ``total`` records it will yield, ``first_ns`` / ``last_ns`` event times (ns since the
+    epoch), the bad-input ``report`` and ``md_params`` (the md stage's params to read the
+    same data in a full-topology run; None when the md stage cannot read it)."""
+
+    kind: str
+    path: str | None
+    total: int
+    first_ns: int
+    last_ns: int
+    report: BadInputReport | None = None
+    md_params: dict | None = None
+    _data: np.ndarray | None = field(default=None, repr=False)
+
+    def chunks(self, size: int = CHUNK) -> Iterator[np.ndarray]:
+        """MARKET_DATA chunks of at most ``size`` records, in event-time order."""
+        if self._data is not None:
+            for i in range(0, len(self._data), size):
+                yield self._data[i : i + size]
+            return
+        if self.kind == "parquet":
+            yield from _parquet_chunks(Path(self.path), size)
+        elif self.kind == "journal":
+            yield from _journal_chunks(Path(self.path), size)
+        else:  # pragma: no cover - every other kind holds its data
+            raise AssertionError(self.kind)
+
+    def describe(self) -> dict:
+        d = {"kind": self.kind, "path": self.path, "records": self.total}
+        if self.report is not None:
+            d["bad_input"] = self.report.as_dict()
+        return d
+
+
+def _unsorted(path, ts: np.ndarray, offset: int = 0, what: str = "row") -> None:
+    back = np.flatnonzero(ts[1:] < ts[:-1])
+    if back.size:
+        first = int(back[0]) + 1 + offset
+        raise ReplayInputError(
+            path,
+            "unsorted",
+            f"timestamps not sorted: {back.size} {what}s earlier than the one before "
+            f"(first at {what} {first + 1}); sort the data by event time",
+        )
+
+
+def _checked(path, kind: str, data: np.ndarray, report, md_params) -> DataSource:
+    if report is not None and report.counts.get(Code.TIME_BACKWARDS):
+        lines = list(report.first_lines.get(Code.TIME_BACKWARDS, ()))
+        raise ReplayInputError(
+            path,
+            "unsorted",
+            f"timestamps not sorted: {report.counts[Code.TIME_BACKWARDS]} rows earlier than "
+            f"the one before (first at lines {lines}); sort the data by event time",
+        )
+    if len(data) == 0:
+        raise ReplayInputError(path, "empty", "no market data events to replay")
+    _unsorted(path, data["ts_event_ns"], what="record")
+    return DataSource(
+        kind,
+        str(path),
+        len(data),
+        int(data["ts_event_ns"][0]),
+        int(data["ts_event_ns"][-1]),
+        report,
+        md_params,
+        data,
+    )
+
+
+def open_source(path: str | os.PathLike) -> DataSource:
+    """Recognise and check ``path`` (module docstring); ReplayInputError before any work."""
+    from bot4.marketdata.files import MarketDataFileError
+    from bot4.marketdata.lobster import LobsterError, LobsterName, find_pairs
+
+    p = Path(path)
+    if not p.exists():
+        raise ReplayInputError(p, "missing", "no such file or directory")
+    if p.is_dir() and any(p.glob("journal-*.bj4")):
+        return _open_journal(p)
+    lobster = p.is_dir() or p.suffix.lower() == ".zip" or LobsterName.parse(p.name) is not None
+    if lobster:
+        from bot4.stages.marketdata import load_recorded
+
+        try:
+            pairs = find_pairs(p)
+            if len(pairs) != 1:
+                raise ReplayInputError(
+                    p, "missing", f"holds {len(pairs)} LOBSTER pairs; name one message file"
+                )
+            data, report = load_recorded("lobster", str(p), snapshot=True)
+        except LobsterError as exc:
+            problem = "empty" if exc.code == Code.TRUNCATED_FILE else "missing"
+            raise ReplayInputError(p, problem, exc.problem) from None
+        params = {"source": "lobster", "path": str(p), "snapshot": True}
+        return _checked(p, "lobster", data, report, params)
+    if not p.is_file():
+        raise ReplayInputError(p, "missing", "not a file, a journal or a LOBSTER directory")
+    if p.stat().st_size == 0:
+        raise ReplayInputError(p, "empty", "file is empty")
+    suffix = p.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return _open_parquet(p)
+    if suffix not in (".csv", ".txt"):
+        raise ReplayInputError(
+            p,
+            "missing",
+            f"unknown format {suffix!r}: expected .csv, .parquet, a LOBSTER "
+            "pair or a journal directory",
+        )
+    from bot4.marketdata.files import read_table
+
+    try:
+        data, report = read_table(p)
+    except MarketDataFileError as exc:
+        text = str(exc)
+        problem = "columns" if "missing columns" in text or "header" in text else "empty"
+        if "no data rows" in text:
+            problem = "empty"
+        raise ReplayInputError(p, problem, text.split(": ", 1)[-1]) from None
+    return _checked(p, "file", data, report, {"source": "file", "path": str(p)})
+
+
+# --- Parquet, streamed ----------------------------------------------------------------------
+
+_COLUMNS = ("ts_event_ns", "symbol", "kind", "side", "qty")
+
+
+def _open_parquet(p: Path) -> DataSource:
+    import pyarrow.parquet as pq
+
+    try:
+        f = pq.ParquetFile(p)
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise ReplayInputError(p, "missing", f"not a readable Parquet file ({exc})") from None
+    names = set(f.schema_arrow.names)
+    missing = [c for c in _COLUMNS if c not in names]
+    if "price_units" not in names and "price" not in names:
+        missing.append("price_units (or price)")
+    if missing:
+        raise ReplayInputError(
+            p, "columns", f"unsupported columns: missing {missing} (have {sorted(names)})"
+        )
+    if "price_units" not in names:  # decimal text prices: the exact (whole-file) reader
+        from bot4.marketdata.files import read_table
+
+        data, report = read_table(p)
+        return _checked(p, "file", data, report, {"source": "file", "path": str(p)})
+    n = f.metadata.num_rows
+    if n == 0:
+        raise ReplayInputError(p, "empty", "no market data events to replay")
+    first = last = None
+    seen = 0
+    for rg in range(f.num_row_groups):
+        ts = f.read_row_group(rg, columns=["ts_event_ns"]).column(0).to_numpy()
+        ts = ts.astype(np.int64, copy=False)
+        if len(ts) == 0:
+            continue
+        if last is not None and ts[0] < last:
+            raise ReplayInputError(
+                p, "unsorted", f"timestamps not sorted: row {seen + 1} is earlier than row {seen}"
+            )
+        _unsorted(p, ts, seen)
+        first = int(ts[0]) if first is None else first
+        last = int(ts[-1])
+        seen += len(ts)
+    report = BadInputReport(str(p), rows=n, kept=n)
+    return DataSource("parquet", str(p), n, first, last, report, {"source": "file", "path": str(p)})
+
+
+def _parquet_chunks(p: Path, size: int) -> Iterator[np.ndarray]:
+    import pyarrow.parquet as pq
+
+    table = DEFAULT_INSTRUMENTS
+    f = pq.ParquetFile(p)
+    for batch in f.iter_batches(batch_size=size, columns=[*_COLUMNS, "price_units"]):
+        n = batch.num_rows
+        out = np.zeros(n, MARKET_DATA)
+        out["ts_event_ns"] = batch.column("ts_event_ns").to_numpy()
+        out["price"] = batch.column("price_units").to_numpy()
+        out["qty"] = batch.column("qty").to_numpy()
+        symbols = {s: table.id_of(s) for s in table.symbols}
+        out["instrument"] = _lookup(batch.column("symbol"), symbols, fold=False)
+        kind = _lookup(batch.column("kind"), {"quote": MD_QUOTE, "trade": MD_TRADE})
+        side = _lookup(
+            batch.column("side"),
+            {"bid": SIDE_BUY, "buy": SIDE_BUY, "ask": SIDE_SELL, "sell": SIDE_SELL, "": SIDE_NONE},
+        )
+        out["kind"] = kind
+        out["side"] = side
+        out["flags"] = MDF_REPLAY
+        yield out
+
+
+def _lookup(col, mapping: dict, fold: bool = True) -> np.ndarray:
+    """Map a string column through ``mapping`` via its dictionary (unknown -> 0); ``fold``:
+    compare stripped lower-case text."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not pa.types.is_dictionary(col.type):
+        col = pc.dictionary_encode(pc.fill_null(col, ""))
+    words = [("" if w is None else str(w)) for w in col.dictionary.to_pylist()]
+    codes = np.asarray([mapping.get(w.strip().lower() if fold else w, 0) for w in words] or [0])
+    idx = col.indices.to_numpy(zero_copy_only=False)
+    return codes[idx]
+
+
+def write_parquet(path: str | os.PathLike, chunks, row_group: int = CHUNK) -> int:
+    """Write MARKET_DATA chunks (quotes and trades) as a Parquet tick file with
+    ``price_units``; returns the rows written. For benchmarks and tests."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = DEFAULT_INSTRUMENTS
+    syms = np.asarray([""] + [table.symbol_of(i) for i in range(1, max(table.ids) + 1)], object)
+    writer = None
+    rows = 0
+    try:
+        for c in chunks:
+            kind = np.where(c["kind"] == MD_QUOTE, "quote", "trade").astype(object)
+            q = c["kind"] == MD_QUOTE
+            side = np.where(
+                q,
+                np.where(c["side"] > 0, "bid", "ask"),
+                np.where(c["side"] > 0, "buy", np.where(c["side"] < 0, "sell", "")),
+            ).astype(object)
+            t = pa.table(
+                {
+                    "ts_event_ns": pa.array(c["ts_event_ns"], pa.int64()),
+                    "symbol": pa.array(syms[c["instrument"]]).dictionary_encode(),
+                    "kind": pa.array(kind).dictionary_encode(),
+                    "side": pa.array(side).dictionary_encode(),
+                    "price_units": pa.array(c["price"], pa.int64()),
+                    "qty": pa.array(c["qty"], pa.int64()),
+                }
+            )
+            if writer is None:
+                writer = pq.ParquetWriter(str(path), t.schema)
+            writer.write_table(t, row_group_size=row_group)
+            rows += len(c)
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows
+
+
+# --- journal, streamed ----------------------------------------------------------------------
+
+
+def _open_journal(p: Path) -> DataSource:
+    from bot4.journal import JournalReader
+
+    n = 0
+    first = last = None
+    for _pos, rtype, recs in JournalReader(p):
+        if rtype != RT_MARKET_DATA or len(recs) == 0:
+            continue
+        ts = recs["ts_event_ns"]
+        if last is not None and ts[0] < last:
+            raise ReplayInputError(
+                p, "unsorted", f"timestamps not sorted: record {n + 1} is earlier than record {n}"
+            )
+        _unsorted(p, ts, n, "record")
+        first = int(ts[0]) if first is None else first
+        last = int(ts[-1])
+        n += len(recs)
+    if n == 0:
+        raise ReplayInputError(p, "empty", "journal holds no market data events")
+    report = BadInputReport(str(p), rows=n, kept=n)
+    return DataSource(
+        "journal", str(p), n, first, last, report, {"source": "journal", "path": str(p)}
+    )
+
+
+def _journal_chunks(p: Path, size: int) -> Iterator[np.ndarray]:
+    from bot4.journal import JournalReader
+
+    for _pos, rtype, recs in JournalReader(p):
+        if rtype != RT_MARKET_DATA:
+            continue
+        for i in range(0, len(recs), size):
+            c = recs[i : i + size].copy()
+            c["seq"] = 0
+            c["parent_seq"] = 0
+            c["ts_recv_ns"] = 0
+            yield c
+
+
+# --- synthetic ------------------------------------------------------------------------------
+
+
+@njit(nogil=True, cache=True)
+def _mix(a, b):
+    z = (a ^ (b * np.uint64(0x9E3779B97F4A7C15))) * np.uint64(0xBF58476D1CE4E5B9)
+    z ^= z >> np.uint64(31)
+    z *= np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(29))
+
+
+@njit(nogil=True, cache=True)
+def _synth(out, start, seed, t0, dt_ns, n_inst, mids, half, base_px):
+    """Records ``start .. start + len(out) - 1`` of the synthetic stream into ``out``.
+
+    Per instrument (round robin): a mid on a 1-cent grid that moves +-1 tick with
+    probability 1/8 per event; each event is a quote of one side (85 %) with a random size,
+    or a trade print (15 %) at the touch (aggressor random), or one tick through it after
+    a move. ``mids`` carries the walk between chunks: chunks must come in order."""
+    for k in range(out.shape[0]):
+        pos = np.uint64(start + k)
+        inst = np.int64(pos % np.uint64(n_inst))
+        h = _mix(seed, pos)
+        r = out[k]
+        r.ts_event_ns = t0 + np.int64(pos) * dt_ns
+        r.instrument = inst + 1
+        r.flags = MDF_SYNTHETIC
+        move = np.int64(h & np.uint64(7))
+        if move == 0:
+            mids[inst] += 100
+        elif move == 1:
+            mids[inst] -= 100
+        if mids[inst] < base_px[inst] // 2:
+            mids[inst] = base_px[inst] // 2
+        u = np.int64((h >> np.uint64(8)) & np.uint64(1023))
+        side = SIDE_BUY if (h >> np.uint64(20)) & np.uint64(1) else SIDE_SELL
+        r.qty = 100 * (1 + np.int64((h >> np.uint64(24)) & np.uint64(15)))
+        if u < 870:
+            r.kind = MD_QUOTE
+            r.side = side
+            r.price = mids[inst] - half if side == SIDE_BUY else mids[inst] + half
+        else:
+            r.kind = MD_TRADE
+            r.side = side  # aggressor
+            px = mids[inst] + half if side == SIDE_BUY else mids[inst] - half
+            if move <= 1:
+                px += 100 if side == SIDE_BUY else -100  # a print through the touch
+            r.price = px
+            r.qty = 100 * (1 + np.int64((h >> np.uint64(28)) & np.uint64(3)))
+
+
+class SyntheticSource(DataSource):
+    """``n`` generated quote/trade events over ``instruments`` instruments, one event every
+    ``dt_ns`` ns from ``t0_ns`` (a pure function of position and ``seed``)."""
+
+    def __init__(
+        self,
+        n: int,
+        *,
+        instruments: int = 3,
+        seed: int = 1,
+        dt_ns: int = 1_000,
+        t0_ns: int = 1_340_285_400_000_000_000,  # 2012-06-21 13:30 UTC
+    ) -> None:
+        if n <= 0:
+            raise ReplayInputError("<synthetic>", "empty", "no market data events to replay")
+        super().__init__("synthetic", None, int(n), t0_ns, t0_ns + (n - 1) * dt_ns)
+        self.instruments = int(instruments)
+        self.seed = int(seed)
+        self.dt_ns = int(dt_ns)
+        self.t0_ns = int(t0_ns)
+
+    def chunks(self, size: int = CHUNK) -> Iterator[np.ndarray]:
+        base = np.array([100 * 10_000 * (1 + i) for i in range(self.instruments)], np.int64)
+        mids = base + 50  # mid half a cent off the grid: bid and ask on whole cents
+        for start in range(0, self.total, size):
+            out = np.zeros(min(size, self.total - start), MARKET_DATA)
+            _synth(
+                out, start, np.uint64(self.seed), self.t0_ns, self.dt_ns, self.instruments,
+                mids, np.int64(50), base,
+            )  # fmt: skip
+            yield out
+
+    def describe(self) -> dict:
+        return {
+            "kind": "synthetic",
+            "records": self.total,
+            "instruments": self.instruments,
+            "seed": self.seed,
+            "dt_ns": self.dt_ns,
+        }

@@ -1,0 +1,242 @@
+"""Replay measurements: the deterministic harness over a synthetic quote-and-trade stream
+through the full default chain (signals, risk, orders, venue, persistence), and
+hftbacktest on the same events when it is importable.
+
+    .venv/bin/python perf/replaybench.py                    # quick look: 1 M events
+    .venv/bin/python perf/replaybench.py --events 10000000  # the issue's size
+    .venv/bin/python perf/replaybench.py --rss 1000000      # one run, prints peak RSS (MB)
+
+What is measured (one run each, after a warm-up run that loads every kernel):
+
+* ``memory``  — :class:`bot4.replay.sources.SyntheticSource` chunks generated on the fly;
+  the time spent inside the source iterator is subtracted ("parsing excluded");
+* ``parquet`` — the same events written once to a Parquet tick file (``price_units``),
+  then streamed by row group and converted ("parsing included": wall time of the run);
+* ``hftbacktest`` — the same events as hftbacktest v2 events (BBO depth updates and
+  trades, one asset per instrument, 20 µs feed and 50 µs order latency, risk-averse queue
+  model), a market maker that looks at the book on every event and requotes both sides
+  every 50 events per asset;
+* ``rss`` — peak resident memory of a fresh process running one replay of N events: the
+  data is streamed in 65 536-record chunks, so it stays flat as N grows.
+
+Events are one every ``dt`` ns (default 1 µs: a 1 M events/s feed over three
+instruments); the replay steps every ``step`` ns (default 1 ms). Both are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from bot4.records import MD_QUOTE  # noqa: E402
+from bot4.replay.engine import DeterministicReplay  # noqa: E402
+from bot4.replay.sources import SyntheticSource, open_source, write_parquet  # noqa: E402
+
+DT_NS = 1_000
+STEP_NS = 1_000_000
+INSTRUMENTS = 3
+
+
+def source(n: int, dt_ns: int = DT_NS) -> SyntheticSource:
+    return SyntheticSource(n, instruments=INSTRUMENTS, seed=1, dt_ns=dt_ns)
+
+
+def run_replay(src, step_ns: int = STEP_NS) -> dict:
+    """One deterministic run of ``src``; wall and source seconds, events, fills."""
+    d = tempfile.mkdtemp(prefix="bot4-replaybench-")
+    try:
+        gc.collect()
+        t0 = time.perf_counter()
+        r = DeterministicReplay(src, d, step_ns=step_ns).run()
+        wall = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    return {
+        "events": r.events,
+        "wall_s": wall,
+        "source_s": r.source_s,
+        "steps": r.steps,
+        "fills": int(r.summaries["venue"]["fills"]),
+        "intents": int(r.summaries["signals"]["intents"]),
+    }
+
+
+def parquet_file(n: int, dt_ns: int = DT_NS, directory: str | None = None) -> Path:
+    """The synthetic events as a Parquet tick file (written once, reused)."""
+    d = Path(directory or tempfile.gettempdir())
+    p = d / f"bot4-replaybench-{n}-{dt_ns}.parquet"
+    if not p.exists():
+        tmp = p.with_suffix(".tmp")
+        write_parquet(tmp, source(n, dt_ns).chunks())
+        tmp.rename(p)
+    return p
+
+
+# --- hftbacktest on the same events ---------------------------------------------------------
+
+
+def hft_events(n: int, dt_ns: int = DT_NS) -> list[np.ndarray]:
+    """Per instrument, the synthetic events as hftbacktest ``event_dtype`` records."""
+    from hftbacktest import (
+        BUY_EVENT,
+        DEPTH_BBO_EVENT,
+        EXCH_EVENT,
+        LOCAL_EVENT,
+        SELL_EVENT,
+        TRADE_EVENT,
+        event_dtype,
+    )
+
+    data = np.concatenate(list(source(n, dt_ns).chunks()))
+    out = []
+    for inst in range(1, INSTRUMENTS + 1):
+        d = data[data["instrument"] == inst]
+        e = np.zeros(len(d), event_dtype)
+        quote = d["kind"] == MD_QUOTE
+        side = np.where(d["side"] > 0, BUY_EVENT, SELL_EVENT).astype(np.uint64)
+        kind = np.where(quote, DEPTH_BBO_EVENT, TRADE_EVENT).astype(np.uint64)
+        e["ev"] = kind | side | EXCH_EVENT | LOCAL_EVENT
+        e["exch_ts"] = d["ts_event_ns"]
+        e["local_ts"] = d["ts_event_ns"] + 20_000
+        e["px"] = d["price"] / 10_000.0
+        e["qty"] = d["qty"]
+        out.append(e)
+    return out
+
+
+def run_hftbacktest(events: list[np.ndarray]) -> dict:
+    from hftbacktest import BacktestAsset, HashMapMarketDepthBacktest
+
+    assets = [
+        BacktestAsset()
+        .data([e])
+        .linear_asset(1.0)
+        .constant_order_latency(50_000, 50_000)
+        .risk_adverse_queue_model()
+        .no_partial_fill_exchange()
+        .trading_value_fee_model(0.0, 0.0)
+        .tick_size(0.01)
+        .lot_size(1.0)
+        for e in events
+    ]
+    hbt = HashMapMarketDepthBacktest(assets)
+    t0 = time.perf_counter()
+    n = _mm(hbt, len(events))
+    wall = time.perf_counter() - t0
+    hbt.close()
+    return {"events": int(n), "wall_s": wall}
+
+
+def _mm_kernel():
+    from hftbacktest import GTX, LIMIT
+    from numba import njit
+
+    @njit
+    def mm(hbt, n_assets):
+        """Every event: read each book; every 50 events of an asset: cancel and requote
+        both sides at the touch (order ids per asset and side)."""
+        seen = np.zeros(n_assets, np.int64)
+        oid = np.int64(1)
+        n = 0
+        while True:
+            rc = hbt.wait_next_feed(False, 1_000_000_000)
+            if rc == 1:
+                break  # end of data (0: a timeout with no feed, 2: a feed)
+            if rc != 2:
+                continue
+            n += 1
+            for a in range(n_assets):
+                d = hbt.depth(a)
+                bid = d.best_bid
+                ask = d.best_ask
+                if not (bid > 0 and ask > bid):
+                    continue
+                seen[a] += 1
+                if seen[a] % 50 != 0:
+                    continue
+                hbt.clear_inactive_orders(a)
+                orders = hbt.orders(a)
+                vals = orders.values()
+                while vals.has_next():
+                    o = vals.get()
+                    if o.cancellable:
+                        hbt.cancel(a, o.order_id, False)
+                hbt.submit_buy_order(a, oid, bid, 100.0, GTX, LIMIT, False)
+                hbt.submit_sell_order(a, oid + 1, ask, 100.0, GTX, LIMIT, False)
+                oid += 2
+        return n
+
+    return mm
+
+
+_MM = None
+
+
+def _mm(hbt, n_assets):
+    global _MM
+    if _MM is None:
+        _MM = _mm_kernel()
+    return _MM(hbt, n_assets)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--dt", type=int, default=DT_NS, help="ns between events")
+    ap.add_argument("--step", type=int, default=STEP_NS, help="replay step, ns")
+    ap.add_argument("--rss", type=int, help="run N events once and print the peak RSS (MB)")
+    ap.add_argument("--parquet", action="store_true", help="with --rss: read the Parquet file")
+    args = ap.parse_args()
+    if args.rss:
+        src = (
+            open_source(parquet_file(args.rss, args.dt))
+            if args.parquet
+            else source(args.rss, args.dt)
+        )
+        r = run_replay(src, args.step)
+        print(f"{peak_rss_mb():.1f} {r['events']} {r['wall_s']:.2f}")
+        return
+    run_replay(source(20_000, args.dt), args.step)  # load every kernel
+    r = run_replay(source(args.events, args.dt), args.step)
+    ex = r["events"] / (r["wall_s"] - r["source_s"])
+    print(
+        f"memory : {r['events']:,} events in {r['wall_s']:.2f} s ({r['source_s']:.2f} s generating)"
+        f" -> {ex / 1e6:.2f} M events/s parsing excluded; {r['steps']:,} steps, "
+        f"{r['intents']:,} intents, {r['fills']:,} fills"
+    )
+    p = parquet_file(args.events, args.dt)
+    r = run_replay(open_source(p), args.step)
+    print(
+        f"parquet: {r['events'] / r['wall_s'] / 1e6:.2f} M events/s parsing included "
+        f"({r['wall_s']:.2f} s, {r['source_s']:.2f} s reading)"
+    )
+    try:
+        ev = hft_events(min(args.events, 2_000_000), args.dt)
+    except ImportError:
+        print("hftbacktest: not installed (pip install hftbacktest)")
+        return
+    run_hftbacktest([e[:20_000] for e in ev])
+    h = run_hftbacktest(ev)
+    print(f"hftbacktest: {h['events'] / h['wall_s'] / 1e6:.2f} M events/s ({h['events']:,} events)")
+    print(f"peak RSS of this process: {peak_rss_mb():.0f} MB (pid {os.getpid()})")
+
+
+if __name__ == "__main__":
+    main()

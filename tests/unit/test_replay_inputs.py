@@ -1,0 +1,114 @@
+"""Replay input problems are clear errors before any work starts: each names its problem
+(``ReplayInputError.problem``), carries a bot4 code and says what is wrong."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bot4.journal import JournalWriter
+from bot4.records import EXEC_REPORT, MARKET_DATA, MD_QUOTE
+from bot4.records.errors import Code
+from bot4.replay.sources import ReplayInputError, SyntheticSource, open_source, write_parquet
+
+HEADER = "ts_event_ns,symbol,kind,side,price,qty\n"
+
+
+def err(path):
+    with pytest.raises(ReplayInputError) as e:
+        open_source(path)
+    return e.value
+
+
+def test_missing_file(tmp_path):
+    e = err(tmp_path / "nope.csv")
+    assert (e.problem, e.code) == ("missing", Code.INPUT_MISSING)
+    assert "no such file or directory" in str(e)
+
+
+def test_unknown_format(tmp_path):
+    p = tmp_path / "ticks.xlsx"
+    p.write_bytes(b"x")
+    e = err(p)
+    assert e.problem == "missing" and "unknown format '.xlsx'" in str(e)
+
+
+def test_unsupported_columns_csv(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("time,sym,px\n1,AAPL,1.0\n")
+    e = err(p)
+    assert (e.problem, e.code) == ("columns", Code.INPUT_MISSING)
+    assert "missing columns" in str(e) and "ts_event_ns" in str(e)
+
+
+def test_unsorted_csv(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text(HEADER + "2000,AAPL,quote,bid,100.00,100\n1000,AAPL,quote,ask,100.01,100\n")
+    e = err(p)
+    assert (e.problem, e.code) == ("unsorted", Code.TIME_BACKWARDS)
+    assert "timestamps not sorted" in str(e) and "lines [3]" in str(e)
+
+
+def test_empty_csv_and_empty_file(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text(HEADER)
+    e = err(p)
+    assert e.problem == "empty" and "no data rows" in str(e)
+    q = tmp_path / "u.csv"
+    q.write_text("")
+    assert err(q).problem == "empty"
+
+
+def test_parquet_unsorted_and_columns(tmp_path):
+    src = list(SyntheticSource(1000).chunks(500))
+    src[1]["ts_event_ns"] -= 10**9  # the second half goes back in time
+    p = tmp_path / "t.parquet"
+    write_parquet(p, src)
+    e = err(p)
+    assert e.problem == "unsorted" and "row 501 is earlier than row 500" in str(e)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    q = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"ts": [1, 2], "px": [1.0, 2.0]}), q)
+    e = err(q)
+    assert e.problem == "columns" and "unsupported columns" in str(e)
+
+
+def test_parquet_streams_what_it_was_given(tmp_path):
+    chunks = list(SyntheticSource(3000, instruments=2).chunks(1000))
+    p = tmp_path / "t.parquet"
+    assert write_parquet(p, chunks, row_group=700) == 3000
+    s = open_source(p)
+    assert (s.kind, s.total) == ("parquet", 3000)
+    got = np.concatenate(list(s.chunks(1024)))
+    want = np.concatenate(chunks)
+    for f in ("ts_event_ns", "instrument", "kind", "side", "price", "qty"):
+        assert (got[f] == want[f]).all(), f
+
+
+def test_journal_without_market_data_is_empty(tmp_path):
+    with JournalWriter(tmp_path / "j", fsync="none") as w:
+        w.append(np.zeros(3, EXEC_REPORT))
+    e = err(tmp_path / "j")
+    assert e.problem == "empty" and "no market data" in str(e)
+
+
+def test_journal_unsorted(tmp_path):
+    recs = np.zeros(4, MARKET_DATA)
+    recs["kind"], recs["instrument"], recs["ts_event_ns"] = MD_QUOTE, 1, [1, 2, 3, 4]
+    with JournalWriter(tmp_path / "j", fsync="none") as w:
+        w.append(recs)
+        w.append(recs[:2])  # 1, 2 after 4
+    e = err(tmp_path / "j")
+    assert e.problem == "unsorted" and "record 5 is earlier than record 4" in str(e)
+
+
+def test_lobster_not_a_pair(tmp_path):
+    p = tmp_path / "AAPL_2012-06-21_34200000_57600000_message_1.csv"
+    p.write_text("34200.1,1,1,100,5850000,1\n")
+    e = err(p)
+    assert e.problem == "missing" and "partner file" in str(e)
+    (tmp_path / "AAPL_2012-06-21_34200000_57600000_orderbook_1.csv").write_text("")
+    e = err(p)
+    assert e.problem == "empty" and "empty" in str(e)
