@@ -25,10 +25,18 @@ def cmd_run(args) -> int:
     from bot4.pipeline.supervisor import Supervisor
 
     t = _load(args.topology, args.instance)
-    sup = Supervisor(
-        t, keep_shm=args.keep_shm, duration=args.duration, live=None if not args.quiet else False
-    )
-    code = sup.run()
+    server = _database_for(t, args)
+    try:
+        sup = Supervisor(
+            t,
+            keep_shm=args.keep_shm,
+            duration=args.duration,
+            live=None if not args.quiet else False,
+        )
+        code = sup.run()
+    finally:
+        if server is not None and server.started:
+            server.stop()  # we started it: the run's data is in it and in the journal
     report = sup.final
     if args.report:
         with open(args.report, "wb") as f:
@@ -42,6 +50,32 @@ def cmd_run(args) -> int:
         print(f"bot4: error: {report['halted']}", file=sys.stderr)
     _trading_report(t, report, args)
     return code
+
+
+def _database_for(t, args):
+    """Point the persistence stages at PostgreSQL: ``--dsn``/``--ledger-dsn``, else
+    ``$BOT4_DSN``/``$BOT4_LEDGER_DSN``, else the embedded server under
+    ``$BOT4_DATA_DIR/pg`` (started here, stopped when the run ends). The stage processes
+    inherit the DSNs through the environment. Returns the embedded server or None."""
+    import os
+
+    wants = [s for s in t.stages if s.kind == "persistence" and s.params.get("database", True)]
+    if args.no_db or not wants:
+        if args.no_db:
+            os.environ.pop("BOT4_DSN", None)
+            os.environ.pop("BOT4_LEDGER_DSN", None)
+            for s in wants:
+                s.params["database"] = False
+        return None
+    from bot4.db.server import resolve_dsns
+
+    dsn, ledger, server = resolve_dsns(args.dsn, args.ledger_dsn)
+    os.environ["BOT4_DSN"] = dsn
+    if ledger:
+        os.environ["BOT4_LEDGER_DSN"] = ledger
+    if server is not None:
+        print(f"bot4: embedded PostgreSQL under {server.data_dir}", file=sys.stderr)
+    return server
 
 
 def _trading_report(t, final: dict, args) -> None:
@@ -392,6 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--instance", help="override the topology's instance name")
     r.add_argument("--report", help="write the end-of-run figures as JSON here")
     r.add_argument("--quiet", action="store_true", help="no live line")
+    r.add_argument("--dsn", help="events database (default: $BOT4_DSN, else embedded)")
+    r.add_argument(
+        "--ledger-dsn", help="ledger database (default: $BOT4_LEDGER_DSN, else embedded)"
+    )
+    r.add_argument("--no-db", action="store_true", help="journal only: load no database")
     r.set_defaults(fn=cmd_run)
 
     rc = sub.add_parser(
@@ -447,9 +486,11 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--limit", type=int, default=0, help="cat: at most this many frames")
     j.set_defaults(fn=cmd_journal)
 
+    from bot4.db.cli import add_parser as add_db
     from bot4.replay.cli import add_parser as add_replay
 
     add_replay(sub)
+    add_db(sub)
 
     w = sub.add_parser("warm", help="compile every numba kernel into the on-disk cache")
     w.set_defaults(fn=cmd_warm)

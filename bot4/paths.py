@@ -1,17 +1,20 @@
 """Where bot4 keeps files, and the session counter of each pipeline instance.
 
-``$BOT4_DATA_DIR`` (default ``./bot4-data``) holds the journal (``journal/<instance>``),
-the embedded PostgreSQL (``pg``) and ``session/<instance>``: the number of the instance's
-current session.
+``$BOT4_DATA_DIR`` (default ``./bot4-data``) holds the journals (``journal/<instance>``),
+the embedded PostgreSQL (``pg``) and ``session/counter``: the number of the last session
+started with this data directory.
 
 A *session* is one creation of an instance's shared segments (one ``bot4 run``, one
 ``bot4 shm create``). Its number is stored in the control block; a stage starting fresh in
 a session numbers its records from ``session << SESSION_SEQ_SHIFT``, so sequence numbers —
-and the identities built from them (client order ids, decisions by producer and sequence)
-— stay unique across sessions, in the journal and in the database, which outlive every
-session. Within a session a restarted stage continues from its cursors, as before.
-Capacity: 2^16 sessions per instance, 2^32 records per stage per session below the next
-session's range (more only reaches records that nothing keys on: market data).
+and the identities built from them (client order ids, OMS order ids, venue execution ids,
+decisions by producer and sequence) — stay unique across sessions, in the journal and in
+the database, which outlive every session. The counter is one per data directory, not per
+instance: every instance loading into the same database must use the same data directory
+(the embedded database lives there anyway). Within a session a restarted stage continues
+from its cursors, as before. Capacity: 2^16 sessions per data directory, 2^32 records per
+stage per session below the next session's range (more only reaches records that nothing
+keys on: market data).
 """
 
 from __future__ import annotations
@@ -30,14 +33,15 @@ def data_dir() -> Path:
 
 
 def next_session(instance: str, root: Path | None = None) -> int:
-    """Advance and return the session number of ``instance`` (1, 2, ...), durably.
+    """Advance and return the data directory's session number (1, 2, ...), durably, for a
+    session of ``instance`` (appended to ``session/log``: number, instance).
 
     Serialised between processes by an exclusive lock on the counter file; the new value
     is fsync'ed before it is returned, so a number is never handed out twice.
     """
     d = (root or data_dir()) / "session"
     d.mkdir(parents=True, exist_ok=True)
-    path = d / instance
+    path = d / "counter"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -48,11 +52,13 @@ def next_session(instance: str, root: Path | None = None) -> int:
             raise ValueError(f"{path}: session counter is not an integer: {raw[:32]!r}") from None
         nxt = cur + 1
         if nxt > MAX_SESSION:
-            raise ValueError(f"{path}: instance {instance!r} has used all {MAX_SESSION} sessions")
+            raise ValueError(f"{path}: all {MAX_SESSION} sessions of this data directory are used")
         data = f"{nxt}\n".encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, data, 0)
         os.fsync(fd)
+        with open(d / "log", "a") as f:  # for people: which instance had which session
+            f.write(f"{nxt} {instance}\n")
         return nxt
     finally:
         os.close(fd)

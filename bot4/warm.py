@@ -13,6 +13,9 @@ import numpy as np
 
 from bot4.records import RECORD_TYPES
 
+#: record types that travel on rings (TXN_DECISION lives only in the 2PC decision log)
+RING_TYPES = {k: v for k, v in RECORD_TYPES.items() if k != "TXN_DECISION"}
+
 
 def _warm_ring_ops() -> int:
     from bot4.shm import Consumer, Producer, Segment, create_ring, segment_name
@@ -21,7 +24,7 @@ def _warm_ring_ops() -> int:
 
     n = 0
     inst = f"warm{os.getpid()}"
-    for rtype, dt in RECORD_TYPES.items():
+    for rtype, dt in RING_TYPES.items():
         name = segment_name(inst, rtype.lower().replace("_", "-"))
         Segment.unlink(name)
         create_ring(name, dt, 8, wait=WAIT_SPIN_PARK)
@@ -71,9 +74,9 @@ def _warm_stages() -> int:
         in_types = list(cls.input_types or ())
         out_types = list(cls.output_types or ())
         if kind == "relay":
-            pairs = [([t], [t]) for t in RECORD_TYPES]
+            pairs = [([t], [t]) for t in RING_TYPES]
         elif kind == "count-sink":
-            pairs = [(list(RECORD_TYPES), [])]
+            pairs = [(list(RING_TYPES), [])]
         else:
             lo_i, hi_i, lo_o, hi_o = cls.arity
             pairs = [

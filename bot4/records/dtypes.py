@@ -46,6 +46,10 @@ record keeps the hot, high-volume path at one line per event.
 breaker or a trading state (``bot4 breaker``, ``bot4 halt|reduce|resume``): who, what,
 the state before and after.
 
+``TXN_DECISION`` (64 B) is the two-phase-commit coordinator's decision about one load
+transaction of the journal loader (``bot4.db.twophase``): it never crosses a ring; it is
+journaled (fsync'ed) in the coordinator's own journal before the first COMMIT PREPARED.
+
 Constants are plain module-level ints (numba reads module globals as compile-time
 constants). Record-type ids (``RT_*``) name the record type in ring headers and the journal.
 """
@@ -144,6 +148,10 @@ __all__ = [
     "TIF_GTC",
     "TIF_IOC",
     "TIF_NONE",
+    "TXN_ABORT",
+    "TXN_COMMIT",
+    "TXN_DECISION",
+    "RT_TXN_DECISION",
     "dtype_by_record_type",
     "dtype_fingerprint",
     "record_type_of",
@@ -235,6 +243,10 @@ OP_BREAKER_RESET = 2  # force a breaker CLOSED, window cleared
 OP_HALT = 3  # trading state HALTED (risk cancels resting orders: kill switch)
 OP_REDUCE = 4  # trading state REDUCING (only position-reducing orders)
 OP_RESUME = 5  # trading state ACTIVE
+
+# --- TXN_DECISION.decision (uint8) -----------------------------------------------------------
+TXN_COMMIT = 1  # both databases prepared: commit them (presumed abort: no record = roll back)
+TXN_ABORT = 2  # explicitly abandoned (optional: absence of COMMIT already means abort)
 
 # --- OPERATOR_ACTION.target_kind (uint8) ----------------------------------------------------
 TARGET_NONE = 0
@@ -416,6 +428,20 @@ OPERATOR_ACTION = _record(
 )
 _check(OPERATOR_ACTION.itemsize == 128, "OPERATOR_ACTION must be two cache lines")
 
+TXN_DECISION = _record(
+    "TXN_DECISION",
+    [
+        ("ts_ns", np.int64),  # when the coordinator decided, ns (wall clock, time.time_ns)
+        ("first_frame", np.int64),  # loaded journal frames [first_frame, end_frame)
+        ("end_frame", np.int64),
+        ("token", np.uint64),  # random id of this transaction attempt, part of its gids
+        ("fills", np.uint32),  # fills (ledger postings) the transaction carries
+        ("decision", np.uint8),  # TXN_*
+        ("reserved", np.uint8, (11,)),  # zero
+    ],
+)
+_check(TXN_DECISION.itemsize == 64, "TXN_DECISION must be exactly one cache line")
+
 # --- record types ---------------------------------------------------------------------------
 RT_MARKET_DATA = 1
 RT_BOOK_TOP = 2
@@ -424,6 +450,7 @@ RT_ORDER = 4
 RT_EXEC_REPORT = 5
 RT_RISK_DECISION = 6
 RT_OPERATOR_ACTION = 7
+RT_TXN_DECISION = 8
 
 RECORD_TYPES: dict[str, np.dtype] = {
     "MARKET_DATA": MARKET_DATA,
@@ -433,6 +460,7 @@ RECORD_TYPES: dict[str, np.dtype] = {
     "EXEC_REPORT": EXEC_REPORT,
     "RISK_DECISION": RISK_DECISION,
     "OPERATOR_ACTION": OPERATOR_ACTION,
+    "TXN_DECISION": TXN_DECISION,
 }
 
 RECORD_TYPE_IDS: dict[str, int] = {
@@ -443,6 +471,7 @@ RECORD_TYPE_IDS: dict[str, int] = {
     "EXEC_REPORT": RT_EXEC_REPORT,
     "RISK_DECISION": RT_RISK_DECISION,
     "OPERATOR_ACTION": RT_OPERATOR_ACTION,
+    "TXN_DECISION": RT_TXN_DECISION,
 }
 
 
@@ -476,8 +505,14 @@ _BY_ID = {RECORD_TYPE_IDS[n]: dt for n, dt in RECORD_TYPES.items()}
 _check(len(_BY_FINGERPRINT) == len(RECORD_TYPES), "two record types share a layout")
 
 
+_RT_OF_DTYPE = {RECORD_TYPES[n]: i for n, i in RECORD_TYPE_IDS.items()}
+
+
 def record_type_of(dtype: np.dtype) -> int:
     """Record-type id (``RT_*``) of a record dtype, matched by layout; ValueError if none."""
+    rt = _RT_OF_DTYPE.get(dtype)  # the common case: one of ours (hash + equality, ~100 ns)
+    if rt is not None:
+        return rt
     try:
         return _BY_FINGERPRINT[dtype_fingerprint(dtype)]
     except KeyError:

@@ -1,20 +1,34 @@
-"""Persistence stage, first part: every event record it reads is in the journal before its
-input ring position moves.
+"""Persistence stage: every event record it reads is in the journal before its input ring
+position moves, and a loader thread moves the journal into PostgreSQL exactly once.
 
 Each input batch becomes one journal frame (``bot4.journal``); with ``fsync = "batch"``
 (default) the frame is fdatasync'ed before ``process`` returns, and the stage loop
 releases the input only after ``process`` returns — so a record the ring no longer holds
 is on disk, and survives a power loss. On start the journal writer truncates a torn tail.
+Operator actions (the operator log) are journalled the same way.
+
+Database. With a DSN (param ``dsn``, else ``$BOT4_DSN``, which ``bot4 run`` sets, starting
+the embedded server when none is given; ``ledger_dsn`` / ``$BOT4_LEDGER_DSN`` likewise) a
+thread of this process runs :meth:`bot4.db.loader.Loader.follow`: it reads the journal
+behind the writer and loads it in SERIALIZABLE batches that store the journal position
+they reached, so the database holds every event exactly once whatever is killed when
+(:mod:`bot4.db.loader`). The journal is the hand-off: the stage loop never waits for the
+database, so a database outage neither stops nor slows trading. Each load transaction
+runs through the instance's ``db`` circuit breaker (when a shared risk stage made the
+breaker segment): it opens after repeated failures, and the loader then backs off until
+the breaker's cool-down lets a probe through; the backlog lands when the database returns.
+At drain the loader gets ``drain_db_s`` (10) seconds to catch up; what it could not load
+stays in the journal and loads at the next start (same journal id).
 
 params: ``dir`` (default ``$BOT4_DATA_DIR/journal/<instance>``, ``$BOT4_DATA_DIR``
 defaulting to ``./bot4-data``), ``fsync`` (``always`` | ``batch`` | ``none``),
-``max_mb`` (segment file size, 64).
+``max_mb`` (segment file size, 64), ``database`` (true; false: journal only), ``dsn``,
+``ledger_dsn``, ``drain_db_s``.
 
-Not yet: loading the journal into PostgreSQL exactly once (the persistence issue's
-database part). A persistence stage killed between writing a frame and releasing its
-input writes that batch again after the restart; the database loader's identity keys
-(orders by ``client_order_id:order_id``, executions by ``exec_id``, decisions by producer
-and sequence) are what make the database exactly once.
+A persistence stage killed between writing a frame and releasing its input writes that
+batch again after the restart; the loader's identity keys (orders by
+``client_order_id:order_id``, executions by ``exec_id``, decisions by producer and
+sequence) make the database exactly once all the same.
 
 Restart state: the counts and histogram of the summary cover one process only.
 """
@@ -22,6 +36,9 @@ Restart state: the counts and histogram of the summary cover one process only.
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -63,12 +80,75 @@ class PersistenceStage(CountSink):
         self.oplog = None
         self.op_buf = np.zeros(256, OPERATOR_ACTION)
         self._op_due = 0
+        self.loader = None
+        self.loader_error: str | None = None
+        if p.get("database", True):
+            self._start_loader()
         try:
             self.oplog = OperatorLog(self.instance)
         except SegmentMissingError:
             log.info(
                 "no operator log for instance %s: operator actions not journalled", self.instance
             )
+
+    # -- the database loader (a thread of this process) ----------------------------------
+    def _start_loader(self) -> None:
+        p = self.params
+        dsn = p.get("dsn") or os.environ.get("BOT4_DSN")
+        if not dsn:
+            log.info("persistence: no database configured (BOT4_DSN): journal only")
+            return
+        from bot4.db.loader import Loader
+
+        ledger = p.get("ledger_dsn") or os.environ.get("BOT4_LEDGER_DSN") or None
+        self.loader = Loader(self.dir, dsn, ledger, guard=self._db_guard())
+        self._stop_loading = threading.Event()
+        self._loader_thread = threading.Thread(
+            target=self._load_forever, name="db-loader", daemon=True
+        )
+        self._loader_thread.start()
+
+    def _db_guard(self):
+        """The instance's ``db`` breaker as a guard factory, or None without one."""
+        from bot4.shm.breakers import Breakers, UnknownBreakerError, guard
+
+        try:
+            self.breakers = Breakers(self.instance)
+            handle = self.breakers.handle("db")
+        except (SegmentMissingError, UnknownBreakerError):
+            return None
+        return lambda: guard(handle)
+
+    def _load_forever(self) -> None:
+        try:
+            self.loader.follow(self._stop_loading)
+        except Exception as exc:  # a corrupt journal, a misconfiguration: say it, keep trading
+            self.loader_error = f"{type(exc).__name__}: {exc}"
+            log.error("persistence: database loader stopped: %s", self.loader_error)
+
+    def _finish_loading(self) -> None:
+        """At drain: let the loader catch up with the journal for up to ``drain_db_s``."""
+        deadline = time.monotonic() + float(self.params.get("drain_db_s", 10.0))
+        end = self.writer.next_frame
+        behind = None
+        while time.monotonic() < deadline and self.loader_error is None:
+            try:
+                behind = end - self.loader.position()
+            except Exception as exc:  # database down: the journal keeps the rest
+                behind = f"unknown ({exc})"
+            if behind == 0:
+                break
+            time.sleep(0.05)
+        self._stop_loading.set()
+        self._loader_thread.join(timeout=30)
+        if behind:
+            log.warning(
+                "persistence: database %s frames behind the journal at exit; they load at "
+                "the next start",
+                behind,
+            )
+        self.db_behind = behind
+        self.loader.close()
 
     def _take_operator_actions(self) -> int:
         """Journal what operators did (``bot4 breaker|halt|reduce|resume``), then release it
@@ -101,6 +181,13 @@ class PersistenceStage(CountSink):
             "journal": str(self.dir),
             "frames": self.frames,
             "operator_actions": self.op_actions,
+            "database": None
+            if self.loader is None
+            else {
+                **self.loader.stats.as_dict(),
+                "behind_frames": getattr(self, "db_behind", None),
+                "error": self.loader_error,
+            },
         }
 
     def on_drain(self) -> None:
@@ -108,5 +195,9 @@ class PersistenceStage(CountSink):
             while self._take_operator_actions():
                 pass
             self.oplog.close()
+            self.oplog = None
+        if self.loader is not None:
+            self.writer.flush()
+            self._finish_loading()
         self.writer.close()
         super().on_drain()

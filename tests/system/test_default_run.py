@@ -10,12 +10,15 @@ import pytest
 
 from bot4.journal import JournalReader
 from bot4.shm.segment import instance_segments
+from tests.system.db_check import assert_exactly_once
 from tests.system.pipeline_util import BOT4
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
 
 
-def test_default_run_turns_synthetic_ticks_into_intents_orders_and_fills(instance, tmp_path):
+def test_default_run_turns_synthetic_ticks_into_intents_orders_and_fills(
+    instance, tmp_path, _pipeline_databases
+):
     report = tmp_path / "report.json"
     out = subprocess.run(
         [
@@ -63,10 +66,14 @@ def test_default_run_turns_synthetic_ticks_into_intents_orders_and_fills(instanc
     for rtype, ss in seqs.items():
         assert ss == sorted(set(ss)), f"record type {rtype}: journal out of order or duplicated"
         # the first session of this data dir numbers from 1 << 32 (unique across sessions)
-        assert (1 << 32) <= ss[0] and ss[-1] < 2 << 32, f"record type {rtype}: {ss[0]:#x}"
-    assert (tmp_path / "bot4-data" / "session" / instance).read_text() == "1\n"
+        assert ss[0] >= 1 << 32 and ss[-1] < 2 << 32, f"record type {rtype}: {ss[0]:#x}"
+    assert (tmp_path / "bot4-data" / "session" / "counter").read_text() == "1\n"
     verify = subprocess.run(
         [*BOT4, "journal", "verify", str(journal)], capture_output=True, text=True, timeout=60
     )
     assert verify.returncode == 0 and "frames" in verify.stdout
+    # ... and in PostgreSQL exactly once, every fill with its ledger legs (2PC)
+    got = assert_exactly_once(journal, *_pipeline_databases)
+    assert got["orders"] > 0 and got["fills"] > 0 and got["risk_decisions"] > 0
+    assert "trading report:" in out.stdout
     assert not instance_segments(instance)

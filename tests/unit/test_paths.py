@@ -13,10 +13,20 @@ def _take(root, n, q):
     q.put([next_session("race", root) for _ in range(n)])
 
 
-def test_sessions_count_up_per_instance(tmp_path):
+def test_sessions_count_up_per_data_directory(tmp_path):
     assert [next_session("a", tmp_path) for _ in range(3)] == [1, 2, 3]
-    assert next_session("b", tmp_path) == 1
-    assert (tmp_path / "session" / "a").read_text() == "3\n"
+    assert next_session("b", tmp_path) == 4  # instances sharing a database never collide
+    assert (tmp_path / "session" / "counter").read_text() == "4\n"
+    assert (tmp_path / "session" / "log").read_text().split() == [
+        "1",
+        "a",
+        "2",
+        "a",
+        "3",
+        "a",
+        "4",
+        "b",
+    ]
 
 
 @pytest.mark.timeout(60)
@@ -35,11 +45,11 @@ def test_racing_processes_never_share_a_session(tmp_path):
 
 def test_garbage_and_exhausted_counters_are_named(tmp_path):
     (tmp_path / "session").mkdir()
-    (tmp_path / "session" / "x").write_text("eleven\n")
+    (tmp_path / "session" / "counter").write_text("eleven\n")
     with pytest.raises(ValueError, match="session counter is not an integer"):
         next_session("x", tmp_path)
-    (tmp_path / "session" / "y").write_text(f"{MAX_SESSION}\n")
-    with pytest.raises(ValueError, match="used all"):
+    (tmp_path / "session" / "counter").write_text(f"{MAX_SESSION}\n")
+    with pytest.raises(ValueError, match="all 65535 sessions of this data directory are used"):
         next_session("y", tmp_path)
 
 

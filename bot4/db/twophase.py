@@ -1,0 +1,193 @@
+"""Two-phase commit across the events and the ledger database: gids, the coordinator's
+decision log, and the resolution of in-doubt transactions.
+
+Protocol of one load transaction that carries fills (driven by :mod:`bot4.db.loader`):
+
+1. both transactions do their work (events: rows, positions, load position; ledger: legs);
+2. ``PREPARE TRANSACTION`` on the events database, then on the ledger database. A failure
+   here rolls back whatever was prepared; nothing is decided yet;
+3. the coordinator appends a ``TXN_DECISION`` (``TXN_COMMIT``) record to its decision log
+   and fsyncs it (:meth:`Coordinator.decide_commit`). This is the commit point: from here
+   the transaction *will* commit on both databases, whatever crashes;
+4. ``COMMIT PREPARED`` on the events database, then on the ledger database.
+
+Presumed abort: a prepared transaction whose token has no ``TXN_COMMIT`` in the log was
+never decided, so it is rolled back. :meth:`Coordinator.resolve` applies this to every
+prepared transaction of its journal found in ``pg_prepared_xacts`` of a database (run on
+start, and after any failure between steps 2 and 4). Both databases therefore agree: a
+fill is in both or in neither.
+
+Gids: ``bot4:<journal_id>:<first>-<end>:<token>:<db>`` with the journal frame range
+``[first, end)``, a random 63-bit ``token`` (hex) naming this attempt, and ``db`` ``e``
+(events) or ``l`` (ledger): gids are unique per *cluster*, and both databases may share a
+server. A retried batch gets a new token, so a stale decision can never commit a later
+attempt.
+
+The decision log is a journal (``bot4.journal``, fsync ``always``) in its own directory,
+by default ``<journal dir>/coordinator``. Its exclusive directory lock also makes the
+coordinator — hence the loader — the only one of its journal: a second loader of the same
+journal fails to open it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from bot4.journal import JournalReader, JournalWriter
+from bot4.records.dtypes import TXN_COMMIT, TXN_DECISION
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["Coordinator", "ParsedGid", "Resolution", "finish", "parse_gid", "prepare"]
+
+_GID_RE = re.compile(
+    r"^bot4:(?P<journal>[^:]+):(?P<first>\d+)-(?P<end>\d+):(?P<token>[0-9a-f]{16}):(?P<db>[el])$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedGid:
+    journal_id: str
+    first_frame: int
+    end_frame: int
+    token: int
+    db: str
+
+
+def parse_gid(gid: str) -> ParsedGid | None:
+    """The parts of a bot4 gid, or None for a gid that is not ours."""
+    m = _GID_RE.match(gid)
+    if m is None:
+        return None
+    return ParsedGid(
+        journal_id=m.group("journal"),
+        first_frame=int(m.group("first")),
+        end_frame=int(m.group("end")),
+        token=int(m.group("token"), 16),
+        db=m.group("db"),
+    )
+
+
+@dataclass(slots=True)
+class Resolution:
+    """What :meth:`Coordinator.resolve` did on one database: gids committed, rolled back."""
+
+    committed: list[str]
+    rolled_back: list[str]
+
+
+class Coordinator:
+    """Decision log and in-doubt resolution for the load transactions of one journal.
+
+    ``directory``: the decision log (created if missing; exclusively locked while open).
+    ``journal_id``: the journal whose transactions this coordinator decides (its gids).
+    Not thread-safe: the loader's thread owns it.
+    """
+
+    def __init__(self, directory: str | os.PathLike, journal_id: str) -> None:
+        self.directory = Path(directory)
+        self.journal_id = journal_id
+        self.prefix = f"bot4:{journal_id}:"
+        self._writer = JournalWriter(self.directory, fsync="always")
+        self._committed: set[int] | None = None  # tokens with TXN_COMMIT, read lazily
+        self._record = np.zeros(1, TXN_DECISION)
+
+    def new_token(self) -> int:
+        """A fresh random 63-bit transaction token."""
+        return secrets.randbits(63) | 1
+
+    def gid(self, token: int, first_frame: int, end_frame: int, db: str) -> str:
+        """The gid of one database's branch (``db`` ``"e"`` or ``"l"``) of a transaction."""
+        return f"{self.prefix}{first_frame}-{end_frame}:{token:016x}:{db}"
+
+    def decide_commit(self, token: int, first_frame: int, end_frame: int, fills: int) -> None:
+        """Durably record the commit decision (one frame, fdatasync'ed before returning).
+        Call only after every branch is prepared, before the first COMMIT PREPARED."""
+        r = self._record
+        r[0] = 0
+        r["seq"] = self._writer.next_frame + 1
+        r["ts_ns"] = time.time_ns()
+        r["first_frame"] = first_frame
+        r["end_frame"] = end_frame
+        r["token"] = token
+        r["fills"] = fills
+        r["decision"] = TXN_COMMIT
+        self._writer.append(r)
+        if self._committed is not None:
+            self._committed.add(token)
+
+    def committed(self, token: int) -> bool:
+        """Whether the log holds a commit decision for ``token`` (reads the log once)."""
+        if self._committed is None:
+            tokens: set[int] = set()
+            for _index, _rtype, records in JournalReader(self.directory):
+                done = records[records["decision"] == TXN_COMMIT]
+                tokens.update(int(t) for t in done["token"])
+            self._committed = tokens
+        return token in self._committed
+
+    def in_doubt(self, conn: psycopg.Connection) -> list[str]:
+        """Gids of this journal's prepared transactions in ``conn``'s database, oldest first."""
+        rows = conn.execute(
+            "SELECT gid FROM pg_prepared_xacts WHERE database = current_database() "
+            "AND left(gid, length(%s)) = %s ORDER BY prepared",
+            (self.prefix, self.prefix),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def resolve(self, conn: psycopg.Connection) -> Resolution:
+        """Commit (decided) or roll back (presumed abort) every in-doubt transaction of this
+        journal in ``conn``'s database. ``conn`` must be in autocommit mode."""
+        from psycopg import errors
+
+        done = Resolution([], [])
+        for gid in self.in_doubt(conn):
+            parsed = parse_gid(gid)
+            commit = parsed is not None and self.committed(parsed.token)
+            with contextlib.suppress(errors.UndefinedObject):  # finished meanwhile
+                finish(conn, gid, commit)
+                (done.committed if commit else done.rolled_back).append(gid)
+        return done
+
+    @property
+    def decisions(self) -> int:
+        """Decisions in the log (frames of its journal)."""
+        return self._writer.next_frame
+
+    def close(self) -> None:
+        """Close the log (releases the directory lock). Idempotent."""
+        self._writer.close()
+
+    def __enter__(self) -> Coordinator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _statement(verb: str, gid: str):
+    from psycopg import sql
+
+    # utility statements take no bind parameters: the gid goes in as a quoted literal
+    return sql.SQL("{} {}").format(sql.SQL(verb), sql.Literal(gid))
+
+
+def prepare(conn: psycopg.Connection, gid: str) -> None:
+    """``PREPARE TRANSACTION gid`` of the transaction open on ``conn``."""
+    conn.execute(_statement("PREPARE TRANSACTION", gid))
+
+
+def finish(conn: psycopg.Connection, gid: str, commit: bool) -> None:
+    """``COMMIT PREPARED`` / ``ROLLBACK PREPARED`` a prepared transaction of ``conn``'s
+    database (from any session)."""
+    conn.execute(_statement("COMMIT PREPARED" if commit else "ROLLBACK PREPARED", gid))

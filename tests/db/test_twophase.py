@@ -1,0 +1,153 @@
+"""Two-phase commit: a loader killed between PREPARE and COMMIT PREPARED, on either
+database, leaves transactions in doubt; the next loader resolves them from the decision
+log (commit if decided, else roll back) and both databases agree: every fill is in both or
+in neither, then everything lands once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from bot4.db.loader import Loader
+from bot4.db.twophase import Coordinator, parse_gid
+from tests.db.conftest import (
+    exec_ids,
+    ledger_check,
+    ledger_exec_ids,
+    load_counts,
+    make_flow,
+    query,
+    write_flow,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+ALLOWED = {
+    # crash point -> (in doubt on events, in doubt on ledger, what recovery does)
+    "prepared-events": (1, 0, "rolled_back"),
+    "prepared-ledger": (1, 1, "rolled_back"),
+    "decided": (1, 1, "committed"),
+    "committed-events": (0, 1, "committed"),
+}
+
+
+def in_doubt(dsn: str) -> list[str]:
+    return [
+        r[0]
+        for r in query(dsn, "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()")
+    ]
+
+
+def run_loader(
+    jdir, ev, lg, journal_id, crash_at=None, batch_records=40, small_batch=128, procs=None,
+    timeout=60,
+):  # fmt: skip
+    env = dict(os.environ)
+    env.pop("BOT4_DB_CRASH_AT", None)
+    if crash_at:
+        env["BOT4_DB_CRASH_AT"] = crash_at
+    cmd = [
+        sys.executable, "-m", "bot4.db.cli", "load", str(jdir), "--dsn", ev, "--ledger-dsn", lg,
+        "--journal-id", journal_id, "--batch-records", str(batch_records),
+        "--small-batch", str(small_batch),
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if procs is not None:
+        procs.add(proc)
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out.decode(errors="replace")
+
+
+def assert_databases_agree(ev: str, lg: str) -> None:
+    """Every fill in the events database has balanced ledger legs, and nothing else does."""
+    assert sorted(exec_ids(ev)) == sorted(ledger_exec_ids(lg))
+    assert ledger_check(lg)["unbalanced"] == 0
+
+
+@pytest.mark.parametrize("small_batch", [128, 0], ids=["pipelined", "copy"])
+@pytest.mark.parametrize("point", list(ALLOWED))
+def test_crash_between_prepare_and_commit_prepared_is_resolved_on_restart(
+    point, small_batch, tmp_path, dbs, procs
+):
+    ev, lg = dbs
+    jdir = tmp_path / "j"
+    flow = make_flow(60, seed=21)
+    write_flow(jdir, flow, frame_size=8)
+    code, out = run_loader(
+        jdir, ev, lg, "tp", crash_at=f"{point}:2", small_batch=small_batch, procs=procs
+    )
+    assert code == -signal.SIGKILL, out  # killed in the second batch's two-phase commit
+    want_e, want_l, action = ALLOWED[point]
+    doubt_e, doubt_l = in_doubt(ev), in_doubt(lg)
+    assert (len(doubt_e), len(doubt_l)) == (want_e, want_l)
+    gids = doubt_e + doubt_l
+    assert {parse_gid(g).first_frame for g in gids} == {parse_gid(gids[0]).first_frame}
+    with Loader(jdir, ev, lg, journal_id="tp", batch_records=40) as loader:
+        done = loader.recover()
+        assert sorted(done[action]) == sorted(gids)
+        assert not done["committed" if action == "rolled_back" else "rolled_back"]
+        assert in_doubt(ev) == [] and in_doubt(lg) == []
+        assert_databases_agree(ev, lg)  # both agree after recovery, before any reload
+        batches_in = 2 if action == "committed" else 1
+        assert len(exec_ids(ev, where="true")) > 0
+        assert query(ev, "SELECT batches FROM load_positions")[0][0] == batches_in
+        loader.load_available()
+    assert_databases_agree(ev, lg)
+    counts = load_counts(ev)
+    assert counts["exec_reports"] == len(flow.execs) and counts["orders"] == 60
+    assert sorted(exec_ids(ev)) == sorted(map(int, flow.fills["exec_id"]))
+
+
+def test_next_load_resolves_in_doubt_transactions_before_loading(tmp_path, dbs, procs):
+    """No explicit recover(): load_available resolves first (an in-doubt transaction holds
+    the load position's row lock, loading past it would block), then loads the rest."""
+    ev, lg = dbs
+    jdir = tmp_path / "j"
+    flow = make_flow(40, seed=22)
+    write_flow(jdir, flow, frame_size=8)
+    code, _ = run_loader(jdir, ev, lg, "tp2", crash_at="decided:1", procs=procs)
+    assert code == -signal.SIGKILL
+    assert len(in_doubt(ev)) == 1 and len(in_doubt(lg)) == 1
+    with Loader(jdir, ev, lg, journal_id="tp2", batch_records=40) as loader:
+        loader.load_available()
+        assert loader.stats.recovered_commits == 2
+    assert in_doubt(ev) == [] and in_doubt(lg) == []
+    assert_databases_agree(ev, lg)
+    assert sorted(exec_ids(ev)) == sorted(map(int, flow.fills["exec_id"]))
+
+
+def test_coordinator_decides_durably_and_leaves_other_journals_alone(tmp_path, dbs):
+    ev, _ = dbs
+    import psycopg
+
+    coord = Coordinator(tmp_path / "c", "jx")
+    decided, undecided = coord.new_token(), coord.new_token()
+    coord.decide_commit(decided, 10, 20, 3)
+    gid = coord.gid(decided, 10, 20, "e")
+    assert parse_gid(gid).token == decided and parse_gid(gid).end_frame == 20
+    assert parse_gid("someone:else") is None
+    coord.close()
+    coord = Coordinator(tmp_path / "c", "jx")  # reopened: the decision is on disk
+    assert coord.decisions == 1
+    assert coord.committed(decided) and not coord.committed(undecided)
+    with psycopg.connect(ev, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (x int)")
+        for token, value in ((decided, 1), (undecided, 2)):
+            conn.execute("BEGIN")
+            conn.execute("INSERT INTO t VALUES (%s)", (value,))
+            conn.execute(f"PREPARE TRANSACTION '{coord.gid(token, 10, 20, 'e')}'")
+        other = Coordinator(tmp_path / "other", "jy")
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO t VALUES (3)")
+        conn.execute(f"PREPARE TRANSACTION '{other.gid(other.new_token(), 0, 1, 'e')}'")
+        res = coord.resolve(conn)
+        assert len(res.committed) == 1 and len(res.rolled_back) == 1
+        assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
+        assert len(other.in_doubt(conn)) == 1  # another journal's: not ours to decide
+        other.resolve(conn)
+        other.close()
+    coord.close()
