@@ -32,6 +32,8 @@ def cmd_run(args) -> int:
             keep_shm=args.keep_shm,
             duration=args.duration,
             live=None if not args.quiet else False,
+            max_restarts=args.max_restarts,
+            max_backoff=args.max_backoff,
         )
         code = sup.run()
     finally:
@@ -431,6 +433,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--ledger-dsn", help="ledger database (default: $BOT4_LEDGER_DSN, else embedded)"
     )
     r.add_argument("--no-db", action="store_true", help="journal only: load no database")
+    r.add_argument(
+        "--max-restarts",
+        type=int,
+        default=5,
+        help="restarts of one stage within 60 s before the pipeline halts (5)",
+    )
+    r.add_argument(
+        "--max-backoff", type=float, default=5.0, help="longest wait before a restart, s (5)"
+    )
     r.set_defaults(fn=cmd_run)
 
     rc = sub.add_parser(

@@ -4,7 +4,7 @@ Creates the topology's segments, starts one spawned, pinned process per stage, w
 until every stage reports running, then supervises:
 
 * a stage process that exits unexpectedly is restarted after a backoff
-  (0.1 s doubling to 5 s); more than ``max_restarts`` restarts of one stage within
+  (0.1 s doubling to ``max_backoff``, 5 s); more than ``max_restarts`` restarts of one stage within
   ``restart_window`` seconds halts the pipeline with an error naming the stage;
 * a stage whose heartbeat is older than its ``heartbeat_timeout`` is reported, SIGKILLed,
   reaped and restarted — a replacement never attaches while the old process can still
@@ -70,6 +70,7 @@ class Supervisor:
         live: bool | None = None,
         max_restarts: int = 5,
         restart_window: float = 60.0,
+        max_backoff: float = 5.0,
         start_timeout: float = 120.0,
         drain_timeout: float = 60.0,
         out=None,
@@ -81,6 +82,7 @@ class Supervisor:
         self.live = self.out.isatty() if live is None else live
         self.max_restarts = max_restarts
         self.restart_window = restart_window
+        self.max_backoff = max_backoff
         self.start_timeout = start_timeout
         self.drain_timeout = drain_timeout
         self.slots = [_Slot(s.name, s.index) for s in topology.stages]
@@ -126,7 +128,7 @@ class Supervisor:
                 f"{self.restart_window:g} s (last: {reason}); halting the pipeline"
             )
             return
-        backoff = min(5.0, 0.1 * (2 ** len(slot.restart_times)))
+        backoff = min(self.max_backoff, 0.1 * (2 ** len(slot.restart_times)))
         slot.restart_times.append(now)
         slot.restarts += 1
         slot.restart_at = now + backoff

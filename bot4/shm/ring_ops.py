@@ -168,7 +168,7 @@ def wait_claim(hdr, n, timeout_ns):
     block. Counts one full wait per episode, not per idle step.
     """
     pos, count = producer_claim(hdr, n)
-    if count > 0:
+    if count > 0 or n == 0:  # asking for nothing (a stage priming its kernels) never waits
         return pos, count
     store_relaxed(hdr, W_PRODUCER_FULL_WAITS, hdr[W_PRODUCER_FULL_WAITS] + _ONE)
     strategy = hdr[W_WAIT]
@@ -193,7 +193,7 @@ def wait_claim(hdr, n, timeout_ns):
 def wait_peek(hdr, n, timeout_ns):
     """Peek like ``consumer_peek``, idling with the ring's strategy while empty."""
     pos, count = consumer_peek(hdr, n)
-    if count > 0:
+    if count > 0 or n == 0:
         return pos, count
     store_relaxed(hdr, W_CONSUMER_EMPTY_WAITS, hdr[W_CONSUMER_EMPTY_WAITS] + _ONE)
     strategy = hdr[W_WAIT]
