@@ -79,9 +79,9 @@ class RiskStage(Stage):
     output_types = ("ORDER", "RISK_DECISION")
     max_out_per_in = 2  # an order and a decision per intent, plus room for CANCEL_ALLs
     restart_state = (
-        "positions, open orders, average cost, realised and unrealised PnL, rate buckets and "
-        "the daily-loss baseline restart flat (to be rebuilt by replaying fills from "
-        "persistence); reference prices restart empty (orders wait for market data); breakers "
+        "positions, average cost and realised PnL are rebuilt from the session's journalled "
+        "fills (those the previous process had consumed; see _recover_positions); open "
+        "orders, rate buckets and the daily-loss baseline restart empty; reference prices restart empty (orders wait for market data); breakers "
         "and trading states are shared memory and survive; a HALTED state found at start is "
         "swept again with CANCEL_ALL; market-data arrival times restart empty (nothing goes "
         "stale before its data comes back), and stale-data halts found at start are adopted "
@@ -137,6 +137,72 @@ class RiskStage(Stage):
         self.scratch = np.zeros(max(1, self.spec.batch) * self.max_out_per_in, RISK_DECISION)
         self._no_md = np.zeros(0, MARKET_DATA)
         self._schedule_reset()
+        self.recovered = None
+        if self.topology is not None and self.session > 0 and params.get("recover", True):
+            self._recover_positions()
+
+    def _recover_positions(self) -> None:
+        """A restart within the session: re-apply the fills the previous process had applied.
+
+        The OMS writes each report to ``fills`` (our input 1) and to ``exec_events`` (to
+        persistence) under the same ``seq``. Everything from the first record still unread
+        in our fills ring on reaches us again through the ring; every fill before it in
+        the session's journal was applied by the previous process and is applied again
+        here, once persistence has journalled ``exec_events`` up to date. Positions,
+        average cost and realised PnL follow; open orders do not (their reports move the
+        position when they come, like any report for an order we do not know).
+        """
+        from bot4.journal import JournalReader
+        from bot4.oms.recovery import session_range, wait_journalled
+        from bot4.paths import data_dir
+        from bot4.records import EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REPORT, ORDER, RT_EXEC_REPORT
+        from bot4.shm.ring_layout import HEADER_BYTES
+        from bot4.shm.segment import segment_name
+        from bot4.shm.stats import RingReader
+
+        if len(self.inputs) < 2:
+            return
+        fills = self.inputs[1]
+        oms = self.topology.stage(fills.producer)
+        events = [r for r in self.topology.outputs_of(oms.name) if r.type == "EXEC_REPORT"]
+        events = [r for r in events if r.name != fills.name]
+        if not events:
+            return
+        sink = self.topology.stage(events[-1].consumer)
+        journal = sink.params.get("dir") or data_dir() / "journal" / self.instance
+        if not wait_journalled(self.instance, [events[-1].name]):
+            log.warning(
+                "risk: persistence is behind on %s; positions from what it has", events[-1].name
+            )
+        ring = RingReader(segment_name(self.instance, fills.name))  # read-only
+        try:
+            snap = ring.snapshot()
+            first_unread = None
+            if snap.depth:
+                slots = np.frombuffer(ring.segment.buf, EXEC_REPORT, snap.capacity, HEADER_BYTES)
+                first_unread = int(slots[snap.consumer_position % snap.capacity]["seq"])
+                del slots
+        finally:
+            ring.close()
+        lo, hi = session_range(self.session)
+        if first_unread is not None:
+            hi = min(hi, first_unread)
+        parts = []
+        for _pos, rtype, recs in JournalReader(journal):
+            if rtype != RT_EXEC_REPORT:
+                continue
+            sel = recs[(recs["seq"] >= lo) & (recs["seq"] < hi) & (recs["last_qty"] > 0)]
+            sel = sel[(sel["exec_type"] == EXEC_FILL) | (sel["exec_type"] == EXEC_PARTIAL_FILL)]
+            if len(sel):
+                parts.append(sel)
+        if not parts:
+            return
+        done = np.concatenate(parts)
+        done = done[np.argsort(done["seq"], kind="stable")]
+        scratch = np.zeros(len(done) * self.max_out_per_in + 1, ORDER)
+        self.book.fills(done, scratch, 0, self.clock())
+        self.recovered = {"fills": len(done), "positions": self.book.positions()}
+        log.warning("risk: restarted mid-session; %d fills re-applied from the journal", len(done))
 
     def _schedule_reset(self) -> None:
         utc = next_reset_utc_ns(self.wall_clock(), self.limits.timezone, self.limits.daily_reset)
@@ -167,6 +233,7 @@ class RiskStage(Stage):
             "decisions": self.book.decision_counts(),
             "cancel_all_sent": int(self.book.counters[C_CANCEL_ALL]),
             "daily_pnl": self.book.daily_pnl(),
+            "recovered": self.recovered,
             "stale": stale,
             "positions": {
                 self.table.symbol_of(i): p

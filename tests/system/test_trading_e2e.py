@@ -95,3 +95,27 @@ def test_orders_stage_sigkilled_mid_stream_sends_no_order_twice(instance, procs,
     orders = summary(log, "orders", "orders summary")
     assert orders["recovered"]["orders"] >= ast.literal_eval(rebuilt[0])["orders"]
     assert not instance_segments(instance)
+
+
+def test_risk_stage_sigkilled_mid_stream_rebuilds_positions_from_the_journal(
+    instance, procs, tmp_path
+):
+    p = procs.add(start(instance, tmp_path, 12))
+    wait_running(instance)
+    for k in (1, 2):
+        time.sleep(2.0)
+        os.kill(stage_block(instance, 2)["pid"], signal.SIGKILL)  # risk
+        deadline = time.monotonic() + 60
+        while stage_block(instance, 2)["restarts"] < k or stage_block(instance, 2)["state"] != 2:
+            assert time.monotonic() < deadline, "risk stage not restarted"
+            time.sleep(0.05)
+    log, _ = p.communicate(timeout=200)
+    assert p.returncode == 0, log
+    risk = summary(log, "risk", "risk summary")
+    sink = summary(log, "persistence", "summary")
+    assert risk["recovered"] and risk["recovered"]["fills"] > 0  # the last one rebuilt
+    assert len(re.findall(r"risk: restarted mid-session; \d+ fills re-applied", log)) == 2
+    net = {DEFAULT_INSTRUMENTS.symbol_of(k): v for k, v in sink["net_filled"].items()}
+    # persistence's counts cover its own process (never restarted here): the whole run
+    positions = {sym: p["position"] for sym, p in risk["positions"].items() if p["position"]}
+    assert positions == net
