@@ -88,6 +88,28 @@ def _track_quotes(feed, last_bid, last_ask, quoted):
     return new
 
 
+@njit(nogil=True, cache=True)
+def _stamp_chunk(dst, chunk, lat, seq0, last_recv, recv, event):
+    """Copy a source chunk into the feed buffer: ``seq`` numbered from ``seq0``,
+    ``parent_seq`` 0, ``ts_recv_ns`` = event time + latency, never below the one before
+    (from ``last_recv``: a feed keeps its order); the receive and event times also into
+    ``recv`` / ``event``. Returns the last receive time."""
+    for k in range(chunk.shape[0]):
+        dst[k] = chunk[k]
+        r = dst[k]
+        e = np.int64(r.ts_event_ns)
+        t = e + lat[k]
+        if t < last_recv:
+            t = last_recv
+        last_recv = t
+        r.seq = seq0 + k
+        r.parent_seq = 0
+        r.ts_recv_ns = t
+        recv[k] = t
+        event[k] = e
+    return last_recv
+
+
 class SimClock:
     """The simulated clock every stage reads (ns since the Unix epoch, the data's axis).
     Written only by the harness."""
@@ -215,6 +237,7 @@ class _Node:
     order: list = field(default_factory=list)  # input indices in reading order
     plan: list = field(default_factory=list)  # (input index, 0 feed | 1 vfeed | 2 ring, ch)
     has_pending: bool = False  # the stage sends records of its own (pending / emit)
+    venue_inputs: tuple = (None, None)  # the venue: (order input, market data input)
     sink: bool = False  # no outputs (persistence): fed in batches of SINK_BATCH records
     seq: int = 1
     counts: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))
@@ -298,6 +321,7 @@ class DeterministicReplay:
         elif s.kind == "persistence":
             p["dir"] = str(self.journal_dir)
             p["fsync"] = "none"
+            p["database"] = False  # a backtest's events stay in its own journal
         return replace(s, params=p)
 
     def _build(self) -> None:
@@ -351,6 +375,11 @@ class DeterministicReplay:
             node.has_pending = type(node.stage).pending is not Stage.pending
             node.sink = not node.outputs and all(c not in ("feed", "vfeed") for c in node.inputs)
             node.counts = np.zeros(max(4, len(node.outputs)), np.int64)
+        for node in self.nodes.values():
+            node.venue_inputs = (
+                next((i for i, c in enumerate(node.inputs) if isinstance(c, _Delay)), None),
+                next((i for i, c in enumerate(node.inputs) if c in ("feed", "vfeed")), None),
+            )
         self.delays = [c for c in self.channels.values() if isinstance(c, _Delay)]
         self.venue = next((n for n in self.nodes.values() if n.kind == "venue"), None)
 
@@ -374,9 +403,17 @@ class DeterministicReplay:
     # -- the feed -----------------------------------------------------------------------------
     def _feed_init(self) -> None:
         self._chunks = self.source.chunks(CHUNK)
-        self.buf = np.zeros(0, MARKET_DATA)
-        self.recv = np.zeros(0, np.int64)
-        self.event = np.zeros(0, np.int64)
+        # the feed buffer: two record stores used in turn (a chunk is appended to what is
+        # left of the buffer in the other store, so the views of the current step stay
+        # valid), receive and event times in one store each; buf / recv / event are views
+        self._stores = [np.zeros(0, MARKET_DATA), np.zeros(0, MARKET_DATA)]
+        self._cur = 0
+        self._pinned = -1  # store holding views handed out in this step (-1: none)
+        self._rstore = np.zeros(0, np.int64)
+        self._estore = np.zeros(0, np.int64)
+        self.buf = self._stores[0][:0]
+        self.recv = self._rstore[:0]
+        self.event = self._estore[:0]
         self.cs = 0  # strategy cursor (by ts_recv_ns) into buf
         self.cv = 0  # venue cursor (by ts_event_ns) into buf
         self.base = 0  # position of buf[0] in the stream
@@ -402,25 +439,55 @@ class DeterministicReplay:
             return False
         finally:
             self.source_s += time.perf_counter() - t0
-        chunk = np.array(chunk, MARKET_DATA, copy=True)
+        if chunk.dtype != MARKET_DATA:
+            chunk = np.array(chunk, MARKET_DATA)
         k = len(chunk)
-        chunk["seq"] = np.arange(self.base + len(self.buf) + 1, self.base + len(self.buf) + 1 + k)
-        chunk["parent_seq"] = 0
-        ev = chunk["ts_event_ns"].astype(np.int64)
+        if k == 0:
+            return True
+        n_old = len(self.buf)
         load = None
         if self.latency.feed.needs_load:
+            ev = chunk["ts_event_ns"].astype(np.int64)
             hist = np.concatenate([self.load_tail, self.event, ev])
             load = trailing_load(hist, ev, self.latency.feed.window_ns)
-        lat = self.latency.feed.sample(self.rng_feed, k, load)
-        recv = np.maximum.accumulate(np.maximum(ev + lat, self.last_recv))
-        self.last_recv = int(recv[-1])
-        chunk["ts_recv_ns"] = recv
+        lat = np.ascontiguousarray(self.latency.feed.sample(self.rng_feed, k, load), np.int64)
         drop = min(self.cs, self.cv)
         if drop:
             self.load_tail = self.event[max(0, drop - 4096) : drop].copy()
-        self.buf = np.concatenate([self.buf[drop:], chunk])
-        self.recv = np.concatenate([self.recv[drop:], recv])
-        self.event = np.concatenate([self.event[drop:], ev])
+        keep = n_old - drop
+        need = keep + k
+        # records: into the other store (the views of this step's feed stay valid), or
+        # a new one when that store holds views of this step too, or is too small
+        tgt = 1 - self._cur
+        dst = self._stores[tgt]
+        if tgt == self._pinned or len(dst) < need:
+            dst = np.zeros(max(need, 2 * k), MARKET_DATA)
+            self._stores[tgt] = dst
+        dst[:keep] = self.buf[drop:]
+        if len(self._rstore) < need:
+            rs = np.zeros(max(need, 2 * k), np.int64)
+            es = np.zeros(max(need, 2 * k), np.int64)
+            rs[:keep] = self.recv[drop:]
+            es[:keep] = self.event[drop:]
+            self._rstore, self._estore = rs, es
+        elif drop:
+            self._rstore[:keep] = self._rstore[drop:n_old]  # numpy copes with the overlap
+            self._estore[:keep] = self._estore[drop:n_old]
+        self.last_recv = int(
+            _stamp_chunk(
+                dst[keep:need],
+                chunk,
+                lat,
+                self.base + n_old + 1,
+                self.last_recv,
+                self._rstore[keep:need],
+                self._estore[keep:need],
+            )
+        )
+        self._cur = tgt
+        self.buf = dst[:need]
+        self.recv = self._rstore[:need]
+        self.event = self._estore[:need]
         self.cs -= drop
         self.cv -= drop
         self.base += drop
@@ -458,13 +525,12 @@ class DeterministicReplay:
         need = len(batch) * mo + 16
         views = [ch.room(need) for ch in node.outputs]
         counts = node.counts
-        counts[:] = 0
+        counts.fill(0)
         node.seq = st.process(i, batch, views, counts, node.seq)
         node.calls += 1
         node.records_in += len(batch)
         t = self.clock.t
-        for j, ch in enumerate(node.outputs):
-            k = int(counts[j])
+        for ch, k in zip(node.outputs, counts.tolist()):  # stops at the last output
             if k:
                 ch.commit(k, t)
                 node.records_out += k
@@ -522,11 +588,10 @@ class DeterministicReplay:
 
     def _run_venue(self, node: _Node, T: int, md: np.ndarray) -> None:
         """Market data at event time and orders at arrival time, merged (module doc)."""
-        oi = next((i for i, c in enumerate(node.inputs) if isinstance(c, _Delay)), None)
-        mi = next((i for i, c in enumerate(node.inputs) if c in ("feed", "vfeed")), None)
+        oi, mi = node.venue_inputs
         pos = 0
         ev = md["ts_event_ns"] if len(md) else None
-        if oi is not None:
+        if oi is not None and len(node.inputs[oi]):
             due, orders = node.inputs[oi].take_with_due(T)
             k = 0
             while k < len(orders):
@@ -635,6 +700,7 @@ class DeterministicReplay:
         delivered = 0
         try:
             while True:
+                self._pinned = -1  # the last step's views are dead
                 Tn = self._next_time(T)
                 if Tn is None:
                     break
@@ -644,6 +710,7 @@ class DeterministicReplay:
                     Tn = max(int(self.recv[e0 - 1]), T + 1)
                 T = Tn
                 feed = self.buf[s0:e0]
+                self._pinned = self._cur
                 self.cs = e0
                 if self.venue is not None:
                     v0, v1 = self._feed_upto(T, "cv")

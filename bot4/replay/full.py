@@ -5,7 +5,8 @@
 
 The topology is the given one with two changes: the md stage's params name the data
 (``DataSource.md_params``: source, path, LOBSTER snapshot) and the pace, and the
-persistence stage journals into ``out/journal``. The venue fills on quote data by trade-
+persistence stage journals into ``out/journal`` and loads no database (a backtest's
+events are not the desk's). The venue fills on quote data by trade-
 through unless the topology chooses (``quote_fill``), as in deterministic mode. The run
 ends by itself: once the md stage has published every record and stopped, the supervisor
 drains the pipeline (upstream first) and removes its shared segments. The report is then
@@ -124,6 +125,7 @@ def run_full(
             p = {**source.md_params, "speed": float(speed)}
         elif s.kind == "persistence":
             p["dir"] = str(journal)
+            p["database"] = False  # a backtest's events stay in its own journal
         elif s.kind == "venue":
             p.setdefault("quote_fill", "trade_through")
         stages.append(replace(s, params=p))
