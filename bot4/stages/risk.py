@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -169,7 +170,9 @@ class RiskStage(Stage):
         if not events:
             return
         sink = self.topology.stage(events[-1].consumer)
-        journal = sink.params.get("dir") or data_dir() / "journal" / self.instance
+        journal = Path(sink.params.get("dir") or data_dir() / "journal" / self.instance)
+        if not journal.is_dir():
+            return  # a first start: persistence has not made its journal yet
         if not wait_journalled(self.instance, [events[-1].name]):
             log.warning(
                 "risk: persistence is behind on %s; positions from what it has", events[-1].name
