@@ -5,6 +5,7 @@ hftbacktest on the same events when it is importable.
     .venv/bin/python perf/replaybench.py                    # quick look: 1 M events
     .venv/bin/python perf/replaybench.py --events 10000000  # the issue's size
     .venv/bin/python perf/replaybench.py --rss 1000000      # one run, prints peak RSS (MB)
+    .venv/bin/python perf/replaybench.py --stages           # where the time goes, per stage
 
 What is measured (one run each, after a warm-up run that loads every kernel):
 
@@ -16,6 +17,8 @@ What is measured (one run each, after a warm-up run that loads every kernel):
   trades, one asset per instrument, 20 µs feed and 50 µs order latency, risk-averse queue
   model), a market maker that looks at the book on every event and requotes both sides
   every 50 events per asset;
+* ``stages`` — one run with every stage's ``process`` timed: per stage and input, ns per
+  event of the run and per call; the rest is the harness (feed, scheduling, rings);
 * ``rss`` — peak resident memory of a fresh process running one replay of N events: the
   data is streamed in 65 536-record chunks, so it stays flat as N grows.
 
@@ -190,6 +193,53 @@ def _mm(hbt, n_assets):
     return _MM(hbt, n_assets)
 
 
+def stage_split(n: int, dt_ns: int = DT_NS, step_ns: int = STEP_NS) -> None:
+    """One run of ``n`` events with each stage class's ``process`` timed (the wrappers
+    add about 0.1 us per call); prints the split."""
+    from collections import defaultdict
+
+    from bot4.stages import KINDS
+
+    acc: dict = defaultdict(float)
+    calls: dict = defaultdict(int)
+    depth = [0]  # a subclass's process calling its base's: timed once, as the subclass
+    saved = {}
+    for cls in set(KINDS.values()):
+        if "process" not in cls.__dict__:
+            continue
+        saved[cls] = orig = cls.__dict__["process"]
+
+        def process(self, i, batch, outs, counts, seq, _orig=orig):
+            depth[0] += 1
+            t = time.perf_counter()
+            try:
+                return _orig(self, i, batch, outs, counts, seq)
+            finally:
+                depth[0] -= 1
+                if not depth[0]:
+                    acc[(self.kind, i)] += time.perf_counter() - t
+                    calls[(self.kind, i)] += 1
+
+        cls.process = process
+    try:
+        run_replay(source(20_000, dt_ns), step_ns)
+        acc.clear()
+        calls.clear()
+        r = run_replay(source(n, dt_ns), step_ns)
+    finally:
+        for cls, orig in saved.items():
+            cls.process = orig
+    ex = r["wall_s"] - r["source_s"]
+    ev = r["events"]
+    print(f"{ev:,} events, {ex:.3f} s parsing excluded: {ex / ev * 1e9:.1f} ns/event")
+    for (kind, i), s in sorted(acc.items(), key=lambda kv: -kv[1]):
+        c = calls[(kind, i)]
+        print(f"  {kind:<12} input {i}  {s / ev * 1e9:7.1f} ns/event  {s / c * 1e6:8.1f} us/call"
+              f"  {c:,} calls")  # fmt: skip
+    rest = ex - sum(acc.values())
+    print(f"  harness              {rest / ev * 1e9:7.1f} ns/event")
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -203,7 +253,11 @@ def main() -> None:
     ap.add_argument("--step", type=int, default=STEP_NS, help="replay step, ns")
     ap.add_argument("--rss", type=int, help="run N events once and print the peak RSS (MB)")
     ap.add_argument("--parquet", action="store_true", help="with --rss: read the Parquet file")
+    ap.add_argument("--stages", action="store_true", help="time per stage (one run)")
     args = ap.parse_args()
+    if args.stages:
+        stage_split(args.events, args.dt, args.step)
+        return
     if args.rss:
         src = (
             open_source(parquet_file(args.rss, args.dt))

@@ -530,7 +530,7 @@ class DeterministicReplay:
         node.calls += 1
         node.records_in += len(batch)
         t = self.clock.t
-        for ch, k in zip(node.outputs, counts.tolist()):  # stops at the last output
+        for ch, k in zip(node.outputs, counts.tolist(), strict=False):  # to the last output
             if k:
                 ch.commit(k, t)
                 node.records_out += k

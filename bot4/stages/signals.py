@@ -62,6 +62,16 @@ def update_features(st, g, inst, price, qty, side, a_fast, a_mid, a_slow, a_rv, 
 
     Returns True when both sides are known (x is valid).
     """
+    if not update_state(st, g, inst, price, qty, side, a_fast, a_mid, a_slow, a_rv):
+        return False
+    features_of(st, inst, x)
+    return True
+
+
+@njit(nogil=True, cache=True, inline="always")
+def update_state(st, g, inst, price, qty, side, a_fast, a_mid, a_slow, a_rv):
+    """The state part of :func:`update_features` (no ``x``); True when both sides are
+    known."""
     if side > 0:
         st[inst, S_BID] = price
         st[inst, S_BIDQ] = qty
@@ -77,7 +87,7 @@ def update_features(st, g, inst, price, qty, side, a_fast, a_mid, a_slow, a_rv, 
     mid = 0.5 * (bid + ask)
     last = st[inst, S_MID]
     r = 0.0
-    if last > 0.0:
+    if last > 0.0 and mid != last:  # an unchanged mid: log(1) = +0, the same r
         r = np.log(mid / last) * 1e4
     st[inst, S_MID] = mid
     st[inst, S_E0] += a_fast * (r - st[inst, S_E0])
@@ -96,6 +106,17 @@ def update_features(st, g, inst, price, qty, side, a_fast, a_mid, a_slow, a_rv, 
     eps = r - g[inst, G_MU]
     st[inst, S_EPS2] = eps * eps
     st[inst, S_N] += 1.0
+    return True
+
+
+@njit(nogil=True, cache=True, inline="always")
+def features_of(st, inst, x):
+    """The features of instrument ``inst``'s state (both sides known) into ``x``."""
+    bid = st[inst, S_BID]
+    ask = st[inst, S_ASK]
+    bq = st[inst, S_BIDQ]
+    aq = st[inst, S_ASKQ]
+    mid = st[inst, S_MID]
     micro = (bid * aq + ask * bq) / (bq + aq)
     x[0] = (micro - mid) / mid * 1e4
     x[1] = (ask - bid) / mid * 1e4
@@ -105,7 +126,6 @@ def update_features(st, g, inst, price, qty, side, a_fast, a_mid, a_slow, a_rv, 
     x[5] = st[inst, S_E2]
     x[6] = np.sqrt(st[inst, S_RV])
     x[7] = np.sqrt(st[inst, S_G2])
-    return True
 
 
 @njit(nogil=True, cache=True)
@@ -139,8 +159,8 @@ def signals_kernel(inp, out, seq, st, g, mean, WT, model, cfg, tick, x, z, count
             counters[1] += 1
             continue
         counters[0] += 1
-        if not update_features(
-            st, g, inst, float(r.price), float(r.qty), r.side, cfg[0], cfg[1], cfg[2], cfg[3], x
+        if not update_state(
+            st, g, inst, float(r.price), float(r.qty), r.side, cfg[0], cfg[1], cfg[2], cfg[3]
         ):
             continue
         if st[inst, S_COOL] > 0.0:
@@ -148,7 +168,9 @@ def signals_kernel(inp, out, seq, st, g, mean, WT, model, cfg, tick, x, z, count
             continue
         if st[inst, S_N] < cfg[10]:
             continue
-        # the score only matters once cooldown and warm-up are over (z is scratch)
+        # the features and score only matter once cooldown and warm-up are over (x, z:
+        # scratch)
+        features_of(st, inst, x)
         orthogonalise(x, mean, WT, z)
         s = model[0]
         for k in range(z.shape[0]):

@@ -58,6 +58,7 @@ from bot4.venue.matching import (
     venue_cancel_all_kernel,
     venue_md_event_time_kernel,
     venue_md_kernel,
+    venue_md_release_kernel,
     venue_order_kernel,
     venue_release_kernel,
 )
@@ -133,6 +134,12 @@ class VenueStage(Stage):
 
     def process(self, i, batch, outs, counts, seq):
         now = self.clock()
+        if i != 0 and self.heartbeat is None:  # market data, release: one kernel call
+            n = venue_md_release_kernel(
+                self.state, batch, now, self.md_time == "event", outs[0], seq
+            )
+            counts[0] = n
+            return seq + n
         if i == 0:
             venue_order_kernel(self.state, batch, now)
         elif self.md_time == "event":

@@ -177,6 +177,7 @@ __all__ = [
     "venue_cancel_all_kernel",
     "venue_md_event_time_kernel",
     "venue_md_kernel",
+    "venue_md_release_kernel",
     "venue_order_kernel",
     "venue_release_kernel",
 ]
@@ -337,7 +338,12 @@ def _unowned(typingctx, arr):
     counted. Every helper takes the whole state tuple, and numba increfs / decrefs each of
     its twelve arrays around each call (an atomic add each, ~60 ns per call in all); the
     entry kernels hand the helpers borrowed views instead. Safe because the caller (the
-    stage or the replay, through :class:`Venue`) keeps the arrays alive for the call."""
+    stage or the replay, through :class:`Venue`) keeps the arrays alive for the call.
+
+    Passing the tuple still costs: its ~100 words go by value into every call. The
+    per-record market-data path therefore unpacks the arrays once per batch and calls the
+    ``_a_*`` helpers, which take only the arrays they use and are inlined
+    (``inline="always"``); the ``st`` helpers are thin wrappers around them."""
     if not isinstance(arr, types.Array):
         raise TypeError("_unowned takes an array")
 
@@ -516,13 +522,16 @@ def _live_status(cum):
 
 @njit(nogil=True, cache=True)
 def _alloc(st):
-    free = st[1]
-    v = st[11]
+    return _a_alloc(st[0], st[1], st[11])
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _a_alloc(pool, free, v):
     if v[V_FREE_TOP] == 0:
         return -1
     v[V_FREE_TOP] -= 1
     m = free[v[V_FREE_TOP]]
-    o = st[0][m]
+    o = pool[m]
     o.next = -1
     o.prev = -1
     o.cum_qty = 0
@@ -539,9 +548,12 @@ def _alloc(st):
 
 @njit(nogil=True, cache=True)
 def _release_slot(st, m):
-    free = st[1]
-    v = st[11]
-    st[0][m].owner = OWN_FREE
+    _a_release_slot(st[0], st[1], st[11], m)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _a_release_slot(pool, free, v, m):
+    pool[m].owner = OWN_FREE
     free[v[V_FREE_TOP]] = m
     v[V_FREE_TOP] += 1
 
@@ -568,9 +580,12 @@ def _level_pos(levels, nlev, b, s, key):
 @njit(nogil=True, cache=True)
 def _level_of(st, m):
     """(side row, level index) of resting pool slot ``m``."""
-    levels = st[2]
-    nlev = st[3]
-    o = st[0][m]
+    return _a_level_of(st[0], st[2], st[3], m)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _a_level_of(pool, levels, nlev, m):
+    o = pool[m]
     s = _row(o.side)
     key = o.price if s == BID else -o.price
     return s, _level_pos(levels, nlev, np.int64(o.instrument), s, key)
@@ -579,12 +594,14 @@ def _level_of(st, m):
 @njit(nogil=True, cache=True)
 def _unlink(st, m):
     """Take resting slot ``m`` out of its level's queue (the level goes when empty)."""
-    pool = st[0]
-    levels = st[2]
-    nlev = st[3]
+    _a_unlink(st[0], st[2], st[3], m)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _a_unlink(pool, levels, nlev, m):
     o = pool[m]
     b = np.int64(o.instrument)
-    s, j = _level_of(st, m)
+    s, j = _a_level_of(pool, levels, nlev, m)
     if o.prev >= 0:
         pool[o.prev].next = o.next
     else:
@@ -607,25 +624,27 @@ def _unlink(st, m):
 @njit(nogil=True, cache=True)
 def _discard_external(st, m):
     """Forget external / quote slot ``m`` (already unlinked or never rested)."""
-    o = st[0][m]
+    _a_discard_external(st[0], st[1], st[4], st[7], st[8], st[11], m)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _a_discard_external(pool, free, books, ext_keys, ext_vals, v, m):
+    o = pool[m]
     if o.owner == OWN_QUOTE:
-        books = st[4]
         b = np.int64(o.instrument)
         s = _row(o.side)
         if books[b, BK_QUOTE + s] == m:
             books[b, BK_QUOTE + s] = -1
     elif o.ext_id != 0:
-        i = _hfind(st[7], o.ext_id)
-        if i >= 0 and st[8][i] == m:
-            _hdel(st[7], st[8], i)
-    _release_slot(st, m)
+        i = _hfind(ext_keys, o.ext_id)
+        if i >= 0 and ext_vals[i] == m:
+            _hdel(ext_keys, ext_vals, i)
+    _a_release_slot(pool, free, v, m)
 
 
 @njit(nogil=True, cache=True)
-def _evict_worst(st, b, s):
+def _a_evict_worst(pool, free, levels, nlev, books, ext_keys, ext_vals, v, b, s):
     """Drop the worst level of a full side if it holds no order of ours."""
-    pool = st[0]
-    levels = st[2]
     m = levels[b, s, 0, LH]
     while m >= 0:
         if pool[m].owner == OWN_OURS:
@@ -634,19 +653,21 @@ def _evict_worst(st, b, s):
     m = levels[b, s, 0, LH]
     while m >= 0:
         nxt = pool[m].next
-        _unlink(st, m)
-        _discard_external(st, m)
+        _a_unlink(pool, levels, nlev, m)
+        _a_discard_external(pool, free, books, ext_keys, ext_vals, v, m)
         m = nxt
-    st[11][S_LEVELS_EVICTED] += 1
+    v[S_LEVELS_EVICTED] += 1
     return True
 
 
 @njit(nogil=True, cache=True)
 def _append(st, m):
     """Rest slot ``m`` at the back of its price level; False if no level can be had."""
-    pool = st[0]
-    levels = st[2]
-    nlev = st[3]
+    return _a_append(st[0], st[1], st[2], st[3], st[4], st[7], st[8], st[11], m)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _a_append(pool, free, levels, nlev, books, ext_keys, ext_vals, v, m):
     o = pool[m]
     b = np.int64(o.instrument)
     s = _row(o.side)
@@ -655,7 +676,9 @@ def _append(st, m):
     if j >= nlev[b, s] or levels[b, s, j, LK] != key:
         cap = levels.shape[2]
         if nlev[b, s] == cap:
-            if j == 0 or not _evict_worst(st, b, s):
+            if j == 0 or not _a_evict_worst(
+                pool, free, levels, nlev, books, ext_keys, ext_vals, v, b, s
+            ):
                 return False
             j -= 1
         n = nlev[b, s]
@@ -682,9 +705,14 @@ def _append(st, m):
 @njit(nogil=True, cache=True)
 def _resize(st, m, new_leaves):
     """Change the working size of resting slot ``m`` in place (keeps its priority)."""
-    s, j = _level_of(st, m)
-    o = st[0][m]
-    st[2][np.int64(o.instrument), s, j, LQ] += new_leaves - o.leaves
+    _a_resize(st[0], st[2], st[3], m, new_leaves)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _a_resize(pool, levels, nlev, m, new_leaves):
+    s, j = _a_level_of(pool, levels, nlev, m)
+    o = pool[m]
+    levels[np.int64(o.instrument), s, j, LQ] += new_leaves - o.leaves
     o.leaves = new_leaves
 
 
@@ -1341,17 +1369,151 @@ def _md_one(st, r, now):
         books[b, BK_QUOTE + s] = m
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _ours_through(pool, levels, nlev, b, aside, limit):
+    """Would :func:`_through` (aside, limit, any size > 0) fill anything: is an order of
+    ours resting at a price strictly through ``limit``? Same walk, no change."""
+    ms = ASK if aside == SIDE_BUY else BID
+    j = nlev[b, ms] - 1
+    while j >= 0:
+        key = levels[b, ms, j, LK]
+        px = key if ms == BID else -key
+        if (ms == BID and px <= limit) or (ms == ASK and px >= limit):
+            return False
+        m = levels[b, ms, j, LH]
+        while m >= 0:
+            if pool[m].owner == OWN_OURS:
+                return True
+            m = pool[m].next
+        j -= 1
+    return False
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _md_quote_fast(pool, free, levels, nlev, books, ext_keys, ext_vals, v, r):
+    """The quote-mode records that touch no order of ours, on the unpacked arrays (no
+    call with the whole state tuple): exactly what :func:`_md_one` does for them. Returns
+    False, having changed nothing, for every other record (order-level events, queue-mode
+    prints, a quote or print that would fill or trade with something): :func:`_md_one`
+    handles those."""
+    k = r.kind
+    if k != MD_QUOTE and k != MD_TRADE:
+        return False
+    b = np.int64(r.instrument)
+    side = r.side
+    if b <= 0 or b >= books.shape[0] or books[b, BK_MODE] == MODE_ORDERS:
+        return False
+    through = v[V_QUOTE_FILL] == QF_TRADE_THROUGH
+    if k == MD_TRADE:
+        if not through:
+            return False
+        if r.qty > 0 and r.price > 0:
+            if side in (SIDE_BUY, SIDE_SELL):
+                if _ours_through(pool, levels, nlev, b, np.int64(side), r.price):
+                    return False
+            elif _ours_through(pool, levels, nlev, b, np.int64(SIDE_BUY), r.price) or (
+                _ours_through(pool, levels, nlev, b, np.int64(SIDE_SELL), r.price)
+            ):
+                return False
+        books[b, BK_MODE] = MODE_QUOTES
+        return True
+    if side != SIDE_BUY and side != SIDE_SELL:
+        return False
+    s = _row(side)
+    old = books[b, BK_QUOTE + s]
+    price = r.price
+    qty = r.qty
+    if qty <= 0 or price <= 0:
+        books[b, BK_MODE] = MODE_QUOTES
+        if old >= 0:
+            _a_unlink(pool, levels, nlev, old)
+            _a_discard_external(pool, free, books, ext_keys, ext_vals, v, old)
+        return True
+    if old >= 0 and pool[old].price == price:
+        books[b, BK_MODE] = MODE_QUOTES
+        o = pool[old]
+        if qty != o.leaves:
+            if queue_model_requeue(o.leaves, qty):
+                _a_unlink(pool, levels, nlev, old)
+                o.leaves = qty
+                if not _a_append(pool, free, levels, nlev, books, ext_keys, ext_vals, v, old):
+                    _a_discard_external(pool, free, books, ext_keys, ext_vals, v, old)
+            else:
+                _a_resize(pool, levels, nlev, old, qty)
+        return True
+    # a quote order at a new price: the opposite side decides whether ours are in play
+    if through:
+        if _ours_through(pool, levels, nlev, b, np.int64(side), price):
+            return False
+    else:
+        ms = ASK if side == SIDE_BUY else BID
+        if nlev[b, ms] > 0:
+            key = levels[b, ms, nlev[b, ms] - 1, LK]
+            if _crosses(np.int64(side), key if ms == BID else -key, price):
+                return False  # it trades (_take)
+    books[b, BK_MODE] = MODE_QUOTES
+    if old >= 0:
+        _a_unlink(pool, levels, nlev, old)
+        _a_discard_external(pool, free, books, ext_keys, ext_vals, v, old)
+    if through:  # _quote_through: the opposite quote order it touches or crosses goes
+        opp = books[b, BK_QUOTE + (ASK if side == SIDE_BUY else BID)]
+        if opp >= 0:
+            op = pool[opp].price
+            if (side == SIDE_BUY and op <= price) or (side == SIDE_SELL and op >= price):
+                _a_unlink(pool, levels, nlev, opp)
+                _a_discard_external(pool, free, books, ext_keys, ext_vals, v, opp)
+    m = _a_alloc(pool, free, v)
+    if m < 0:
+        v[S_EXT_DROPPED] += 1
+        return True
+    o = pool[m]
+    o.price = price
+    o.leaves = qty
+    o.qty = qty
+    o.ext_id = 0
+    o.instrument = b
+    o.side = side
+    o.owner = OWN_QUOTE
+    if not _a_append(pool, free, levels, nlev, books, ext_keys, ext_vals, v, m):
+        v[S_EXT_DROPPED] += 1
+        _a_release_slot(pool, free, v, m)
+        return True
+    books[b, BK_QUOTE + s] = m
+    return True
+
+
 @njit(nogil=True, cache=True)
-def venue_md_kernel(st, md, now_ns):
-    """Apply MARKET_DATA records in order (other participants' liquidity, see the module
-    doc); fills of our resting orders go to the delay queue. Returns reports queued."""
+def _md_batch(st, md, now_ns, event_time):
+    """MARKET_DATA records in order: the common quote-mode cases on the unpacked arrays
+    (:func:`_md_quote_fast`), the rest through :func:`_md_one`."""
     st = _borrow(st)
+    pool = st[0]
+    free = st[1]
+    levels = st[2]
+    nlev = st[3]
+    books = st[4]
+    ext_keys = st[7]
+    ext_vals = st[8]
     v = st[11]
     before = v[S_REPORTS]
     for i in range(md.shape[0]):
         v[S_MD_IN] += 1
-        _md_one(st, md[i], now_ns)
+        r = md[i]
+        if _md_quote_fast(pool, free, levels, nlev, books, ext_keys, ext_vals, v, r):
+            continue
+        now = now_ns
+        if event_time:
+            t = r.ts_event_ns
+            now = t if t > 0 else now_ns
+        _md_one(st, r, now)
     return v[S_REPORTS] - before
+
+
+@njit(nogil=True, cache=True)
+def venue_md_kernel(st, md, now_ns):
+    """Apply MARKET_DATA records in order (other participants' liquidity, see the module
+    doc); fills of our resting orders go to the delay queue. Returns reports queued."""
+    return _md_batch(st, md, now_ns, False)
 
 
 @njit(nogil=True, cache=True)
@@ -1360,13 +1522,29 @@ def venue_md_event_time_kernel(st, md, now_ns):
     ``ts_event_ns`` (``now_ns`` for a record without one), so the reports it causes carry
     that ``ts_venue_ns``. For replays, where the venue is the exchange that produced the
     data. Returns reports queued."""
+    return _md_batch(st, md, now_ns, True)
+
+
+@njit(nogil=True, cache=True)
+def venue_md_release_kernel(st, md, now_ns, event_time, out, seq):
+    """``venue_md_event_time_kernel`` (``event_time``) or ``venue_md_kernel``, then
+    ``venue_release_kernel`` into ``out`` at ``now_ns``, in one call (the stage's market
+    data path without a heartbeat watch). Returns the reports released."""
+    _md_batch(st, md, now_ns, event_time)
+    return venue_release_kernel(st, out, now_ns, seq)
+
+
+@njit(nogil=True, cache=True)
+def _md_reference_kernel(st, md, now_ns, event_time):
+    """Every record through :func:`_md_one` (no fast path): the reference the tests hold
+    :func:`venue_md_kernel` and :func:`venue_md_event_time_kernel` to, state and reports."""
     st = _borrow(st)
     v = st[11]
     before = v[S_REPORTS]
     for i in range(md.shape[0]):
         v[S_MD_IN] += 1
         t = md[i].ts_event_ns
-        _md_one(st, md[i], t if t > 0 else now_ns)
+        _md_one(st, md[i], t if event_time and t > 0 else now_ns)
     return v[S_REPORTS] - before
 
 
