@@ -28,9 +28,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_default(duration: float = 4.0) -> dict[str, np.ndarray]:
+def run_default(duration: float = 4.0, db: bool = False) -> dict[str, np.ndarray]:
     """Latencies in ns of every NEW order of one default run: ``tick_to_order`` and the
-    hops ``md_signals``, ``signals_risk``, ``risk_orders``."""
+    hops ``md_signals``, ``signals_risk``, ``risk_orders``. ``db``: with the persistence
+    stage loading PostgreSQL (an embedded server in the run's temporary data directory,
+    whose processes share the two cores), else journal only (``--no-db``)."""
     from bot4.journal import JournalReader
     from bot4.records import ACTION_NEW, RT_ORDER
 
@@ -39,7 +41,8 @@ def run_default(duration: float = 4.0) -> dict[str, np.ndarray]:
         env = dict(os.environ, BOT4_DATA_DIR=tmp)
         out = subprocess.run(
             [sys.executable, "-m", "bot4.cli", "run", "--duration", str(duration)]
-            + ["--instance", inst, "--quiet"],
+            + ["--instance", inst, "--quiet"]
+            + ([] if db else ["--no-db"]),
             capture_output=True,
             text=True,
             env=env,
@@ -73,17 +76,20 @@ def percentiles(lat_ns: np.ndarray) -> dict[str, float]:
 def main() -> None:
     import pipebench
 
-    lat = run_default(float(sys.argv[1]) if len(sys.argv) > 1 else 4.0)
+    duration = float(sys.argv[1]) if len(sys.argv) > 1 else 4.0
     base = pipebench.mpqueue_chain(5000, 5000, hops=3)
-    print(f"orders: {len(lat['tick_to_order'])}")
-    for k, v in lat.items():
-        p = percentiles(v)
-        print(f"{k:<14} p50 {p['p50_ns'] / 1e3:8.1f} us  p99 {p['p99_ns'] / 1e3:8.1f} us")
-    p = percentiles(lat["tick_to_order"])
-    print(
-        f"3-hop mp.Queue chain p50 {base['p50_ns'] / 1e3:.1f} us: tick-to-order p50 is "
-        f"{base['p50_ns'] / p['p50_ns']:.2f}x lower"
-    )
+    for db in (False, True):
+        lat = run_default(duration, db=db)
+        print(f"default pipeline, {'loading PostgreSQL' if db else 'journal only (--no-db)'}: "
+              f"{len(lat['tick_to_order'])} orders")  # fmt: skip
+        for k, v in lat.items():
+            p = percentiles(v)
+            print(f"  {k:<14} p50 {p['p50_ns'] / 1e3:8.1f} us  p99 {p['p99_ns'] / 1e3:8.1f} us")
+        p = percentiles(lat["tick_to_order"])
+        print(
+            f"  3-hop mp.Queue chain p50 {base['p50_ns'] / 1e3:.1f} us: tick-to-order p50 is "
+            f"{base['p50_ns'] / p['p50_ns']:.2f}x lower"
+        )
 
 
 if __name__ == "__main__":
