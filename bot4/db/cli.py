@@ -339,18 +339,9 @@ def _server(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m bot4.db.cli ACTION ...`` (the same as ``bot4 db ACTION ...``)."""
-    from bot4.records.errors import Bot4Error
+    from bot4.cli import main as bot4_main
 
-    p = argparse.ArgumentParser(prog="bot4 db", description="bot4 PostgreSQL tools")
-    _fill(p)
-    args = p.parse_args(argv)
-    try:
-        return args.fn(args) or 0
-    except Bot4Error as exc:
-        print(f"bot4: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return bot4_main(["db", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

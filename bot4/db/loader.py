@@ -136,6 +136,7 @@ from bot4.records.dtypes import (
 from bot4.records.errors import Bot4Error, Code
 from bot4.records.fixed import from_fixed, to_fixed
 from bot4.records.instruments import DEFAULT_INSTRUMENTS, InstrumentTable
+from bot4.risk.accounting import average_cost_fill
 
 if TYPE_CHECKING:
     import psycopg
@@ -829,24 +830,13 @@ class Position:
     last_ts_venue_ns: int | None = None
 
 
-def _div_half_even(a: int, b: int) -> int:
-    """``a / b`` rounded half to even, exactly (``b`` > 0)."""
-    q, r = divmod(a, b)
-    if 2 * r > b or (2 * r == b and q & 1):
-        q += 1
-    return q
-
-
 def apply_fill(
     p: Position, side: int, qty: int, price: int, fee: int, exec_id: int, ts_venue_ns: int
 ) -> None:
     """Move ``p`` by one fill (``qty`` > 0 shares at ``price`` units, ``fee`` units).
 
-    Average cost: a fill in the position's direction adds ``price * qty`` to the basis; a
-    reducing fill closes ``c = min(qty, |p.qty|)`` shares, releasing
-    ``cost * c / |p.qty|`` (half-even to a whole unit) and realising the difference to
-    the fill's value; the rest of a fill that crosses zero opens the other side at the
-    fill price. The basis is exactly 0 whenever the position is.
+    Average cost by :func:`bot4.risk.accounting.average_cost_fill`, the rule the risk
+    stage keeps its positions by, so the table and risk agree to the unit.
     """
     signed = qty if side == SIDE_BUY else -qty
     p.fills += 1
@@ -855,20 +845,9 @@ def apply_fill(
         p.bought += qty
     else:
         p.sold += qty
-    if p.qty == 0 or (p.qty > 0) == (signed > 0):
-        p.qty += signed
-        p.cost += price * signed
-    else:
-        closed = min(qty, abs(p.qty))
-        closing = closed if signed > 0 else -closed
-        released = _div_half_even(p.cost * closed, abs(p.qty))
-        p.realised += -(price * closing) - released
-        p.cost -= released
-        p.qty += closing
-        rest = signed - closing
-        if rest:
-            p.qty += rest
-            p.cost += price * rest
+    q, c, realised, _closed = average_cost_fill(p.qty, p.cost, signed, price)
+    p.qty, p.cost = int(q), int(c)
+    p.realised += int(realised)
     p.last_exec_id = exec_id
     p.last_ts_venue_ns = ts_venue_ns
 

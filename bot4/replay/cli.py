@@ -122,21 +122,10 @@ def cmd_replay(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m bot4.replay.cli DATA ...``) until ``bot4 replay``
-    is registered in ``bot4.cli``."""
-    from bot4.records.errors import Bot4Error
+    """``python -m bot4.replay.cli DATA ...``: the same as ``bot4 replay DATA ...``."""
+    from bot4.cli import main as bot4_main
 
-    p = argparse.ArgumentParser(prog="bot4")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    add_parser(sub)
-    args = p.parse_args(["replay", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.fn(args)
-    except Bot4Error as exc:
-        print(f"bot4: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return bot4_main(["replay", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

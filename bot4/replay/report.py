@@ -68,6 +68,7 @@ from bot4.records import (
     InstrumentTable,
 )
 from bot4.records.errors import Bot4Error, Code
+from bot4.risk.accounting import average_cost_fill, pro_rata
 
 __all__ = [
     "PERIODS_PER_YEAR_NS",
@@ -140,12 +141,6 @@ def drawdown_series(equity_units: list[int]) -> list[int]:
 # --- accounting -----------------------------------------------------------------------------
 
 
-def _pro_rata(cost: int, q: int, n: int) -> int:
-    a = abs(cost)
-    part = (a // n) * q + (a % n) * q // n
-    return part if cost >= 0 else -part
-
-
 @dataclass
 class _Book:
     """One instrument's position, as the risk stage keeps it (module docstring)."""
@@ -165,25 +160,9 @@ class _Book:
     def apply(self, side: int, qty: int, px: int, fee: int) -> None:
         """A fill of ``qty`` shares at ``px`` on ``side`` paying ``fee`` (price units)."""
         before = self.realised
-        s = qty * side
-        p, c = self.pos, self.cost
-        closing_q = 0
-        if p == 0 or (p > 0) == (s > 0):
-            p += s
-            c += s * px
-        else:
-            closing_q = min(qty, abs(p))
-            closing = side * closing_q
-            released = _pro_rata(c, closing_q, abs(p))
-            self.realised += -(closing * px) - released
-            c -= released
-            p += closing
-            rest = s - closing
-            if rest != 0:
-                p += rest
-                c += rest * px
-        self.pos, self.cost = p, c
-        self.realised -= fee
+        p, c, realised, closing_q = average_cost_fill(self.pos, self.cost, qty * side, px)
+        self.pos, self.cost, closing_q = int(p), int(c), int(closing_q)
+        self.realised += int(realised) - fee
         self.fees += fee
         self.last_px = px
         self.turnover += qty * px
@@ -196,7 +175,7 @@ class _Book:
         if not closing_q:
             self.trip -= fee  # opening or adding: its fee belongs to the open trip
             return
-        fee_close = _pro_rata(fee, closing_q, qty)  # the closing share of the fee
+        fee_close = int(pro_rata(fee, closing_q, qty))  # the closing share of the fee
         self.trip += gross - fee_close
         if p == 0 or closing_q < qty:  # flat, or flipped: the trip is closed
             self.trips.append(self.trip)

@@ -118,6 +118,7 @@ from bot4.records import (
     OS_REJECTED,
 )
 from bot4.records.errors import Code
+from bot4.risk.accounting import average_cost_fill
 from bot4.risk.limits import (
     A_BREAKER_FROM_EXECS,
     A_BREAKER_HALTS,
@@ -286,14 +287,6 @@ def _add_sat(a, b):
 
 
 @njit(nogil=True, cache=True)
-def _pro_rata(cost, q, n):
-    """cost * q / n truncated toward zero, without forming cost * q (q <= n)."""
-    a = abs(cost)
-    part = (a // n) * q + (a % n) * q // n
-    return part if cost >= 0 else -part
-
-
-@njit(nogil=True, cache=True)
 def _gross_qty(pos, open_buy, open_sell):
     return max(abs(pos + open_buy), abs(pos - open_sell))
 
@@ -383,26 +376,12 @@ def _remark(inst_st, acct, inst):
 @njit(nogil=True, cache=True)
 def _apply_fill(inst_st, acct, inst, side, qty, px, fee):
     before = inst_st[inst, I_REALISED]
-    p = inst_st[inst, I_POS]
-    c = inst_st[inst, I_COST]
-    s = qty * side
-    if p == 0 or (p > 0) == (s > 0):
-        p += s
-        c += s * px
-    else:
-        q = min(qty, abs(p))
-        closing = side * q
-        released = _pro_rata(c, q, abs(p))
-        inst_st[inst, I_REALISED] += -(closing * px) - released
-        c -= released
-        p += closing
-        rest = s - closing
-        if rest != 0:
-            p += rest
-            c += rest * px
+    p, c, realised, _closed = average_cost_fill(
+        inst_st[inst, I_POS], inst_st[inst, I_COST], qty * side, px
+    )
     inst_st[inst, I_POS] = p
     inst_st[inst, I_COST] = c
-    inst_st[inst, I_REALISED] -= fee
+    inst_st[inst, I_REALISED] += realised - fee
     inst_st[inst, I_FEES] += fee
     inst_st[inst, I_LAST_PX] = px
     acct[X_REALISED] += inst_st[inst, I_REALISED] - before

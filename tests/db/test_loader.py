@@ -476,7 +476,9 @@ def test_instruments_with_other_scales_convert_exactly(tmp_path, dbs):
         ([(SIDE_BUY, 10, 100), (SIDE_SELL, 4, 120)], 6, 600, 80),
         ([(SIDE_SELL, 10, 100), (SIDE_BUY, 4, 90)], -6, -600, 40),
         ([(SIDE_BUY, 10, 100), (SIDE_SELL, 15, 110)], -5, -550, 100),  # crosses zero
-        ([(SIDE_BUY, 3, 1), (SIDE_SELL, 2, 5)], 1, 1, 8),  # half-even release: 3*2/3 = 2
+        ([(SIDE_BUY, 3, 1), (SIDE_SELL, 2, 5)], 1, 1, 8),  # release 3*2/3 = 2
+        # release 3*1/2 = 1.5 truncates to 1, as the risk stage does (bot4.risk.accounting)
+        ([(SIDE_BUY, 1, 1), (SIDE_BUY, 1, 2), (SIDE_SELL, 1, 5)], 1, 2, 4),
         ([(SIDE_BUY, 3, 10), (SIDE_BUY, 3, 11), (SIDE_SELL, 6, 12)], 0, 0, 9),
     ],
 )
