@@ -82,8 +82,10 @@ def producer_commit(hdr, count):
     """Publish ``count`` claimed slots (release store); wakes a parked consumer."""
     c = np.uint64(count)
     pos = load_relaxed(hdr, W_PRODUCER_POSITION) + c
-    store_release(hdr, W_PRODUCER_POSITION, pos)
+    # the records counter moves before the position (the release store orders it): a
+    # reader that loads the consumer's counter first never sees consumed > produced
     store_relaxed(hdr, W_PRODUCER_RECORDS, hdr[W_PRODUCER_RECORDS] + c)
+    store_release(hdr, W_PRODUCER_POSITION, pos)
     store_relaxed(hdr, W_PRODUCER_BATCHES, hdr[W_PRODUCER_BATCHES] + _ONE)
     if hdr[W_WAIT] == WAIT_SPIN_PARK:
         wake_consumer(hdr)

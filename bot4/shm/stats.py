@@ -55,6 +55,10 @@ _BP_NAMES = {v: k for k, v in L.BACKPRESSURE_NAMES.items()}
 
 def snapshot_header(name: str, hdr: np.ndarray) -> RingSnapshot:
     """Snapshot from a header array (read-only access; never writes ``hdr``)."""
+    # consumer's records counter before the producer's: with the producer counting before
+    # it publishes, consumed <= produced in every snapshot (x86 keeps loads in order)
+    consumed = int(hdr[L.W_CONSUMER_RECORDS])
+    produced = int(hdr[L.W_PRODUCER_RECORDS])
     for _ in range(1000):
         c1 = int(hdr[L.W_CONSUMER_POSITION])
         p = int(hdr[L.W_PRODUCER_POSITION])
@@ -79,8 +83,8 @@ def snapshot_header(name: str, hdr: np.ndarray) -> RingSnapshot:
         high_water=int(hdr[L.W_CONSUMER_HIGH_WATER]),
         producer_pid=int(hdr[L.W_PRODUCER_PID]),
         consumer_pid=int(hdr[L.W_CONSUMER_PID]),
-        produced=int(hdr[L.W_PRODUCER_RECORDS]),
-        consumed=int(hdr[L.W_CONSUMER_RECORDS]),
+        produced=produced,
+        consumed=consumed,
         producer_batches=int(hdr[L.W_PRODUCER_BATCHES]),
         consumer_batches=int(hdr[L.W_CONSUMER_BATCHES]),
         full_waits=int(hdr[L.W_PRODUCER_FULL_WAITS]),
