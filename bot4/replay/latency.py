@@ -25,6 +25,7 @@ Units: ``ns``, ``us``, ``ms``, ``s`` (a bare number is ns). A latency is never n
 
 from __future__ import annotations
 
+import abc
 import re
 from dataclasses import dataclass, field
 
@@ -64,20 +65,22 @@ def parse_duration_ns(text: str | int | float) -> int:
     return int(round(float(m.group(1)) * _UNITS[m.group(2) or "ns"]))
 
 
-class LatencyModel:
-    """A distribution of latencies in ns. ``needs_load``: ``sample`` uses ``load``."""
+class LatencyModel(abc.ABC):
+    """A distribution of latencies in ns (the interface of Constant, Empirical, LoadSpike).
+    ``needs_load``: ``sample`` uses ``load``."""
 
     needs_load: bool = False
 
+    @abc.abstractmethod
     def sample(
         self, rng: np.random.Generator, n: int, load: np.ndarray | None = None
     ) -> np.ndarray:
         """``n`` latencies (int64 ns >= 0); ``load[i]``: events in the trailing window of
         the i-th (only read when ``needs_load``)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def describe(self) -> str:
-        raise NotImplementedError
+        """The model as the ``--latency`` syntax writes it."""
 
 
 @dataclass(frozen=True)
