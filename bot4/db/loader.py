@@ -1164,6 +1164,17 @@ class Loader:
     def _guarded(self) -> AbstractContextManager:
         return self.guard() if self.guard is not None else contextlib.nullcontext()
 
+    def _commit_prepared(
+        self, ev: psycopg.Connection, lg: psycopg.Connection, gid_e: str, gid_l: str
+    ) -> None:
+        """Second phase, once the decision is durable: COMMIT PREPARED on both databases
+        (events first), each step a named crash point for the tests."""
+        finish(ev, gid_e, True)
+        self._hook("committed-events")
+        finish(lg, gid_l, True)
+        self._hook("committed-ledger")
+        self.stats.twophase += 1
+
     # --- public API -------------------------------------------------------------------------
 
     def recover(self) -> dict[str, list[str]]:
@@ -1445,11 +1456,7 @@ class Loader:
             self._coord.decide_commit(token, batch.first, batch.end, len(fills))
             decided = True
             self._hook("decided")
-            finish(ev, gid_e, True)
-            self._hook("committed-events")
-            finish(lg, gid_l, True)
-            self._hook("committed-ledger")
-            self.stats.twophase += 1
+            self._commit_prepared(ev, lg, gid_e, gid_l)
             return out
         except BaseException:
             if ledger_branch is not None:
@@ -1796,11 +1803,7 @@ class Loader:
             self._coord.decide_commit(token, batch.first, batch.end, len(fills))
             decided = True
             self._hook("decided")
-            finish(ev, gid_e, True)
-            self._hook("committed-events")
-            finish(lg, gid_l, True)
-            self._hook("committed-ledger")
-            self.stats.twophase += 1
+            self._commit_prepared(ev, lg, gid_e, gid_l)
             return out
         except BaseException:
             if decided:
