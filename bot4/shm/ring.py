@@ -353,8 +353,34 @@ class Producer(_Side):
         i = int(pos) & self.mask
         return self.slots[i : i + int(count)]
 
+    def room(self, n: int) -> int:
+        """Free slots, up to ``n``, counted across the wrap point (``ring_ops.producer_room``)."""
+        return int(ops.producer_room(self.hdr, n)[1])
+
+    def write_wrapped(self, src: np.ndarray) -> None:
+        """Copy ``src`` into the next ``len(src)`` slots, the tail of the ring then its head.
+
+        The caller has checked :meth:`room` and publishes with :meth:`commit`. Costs one
+        extra copy: use it where a group of records must not be split across two claims
+        (a stage's outputs for one input), not on every batch."""
+        n = len(src)
+        i = int(self.hdr[W_PRODUCER_POSITION]) & self.mask
+        first = min(n, self.capacity - i)
+        self.slots[i : i + first] = src[:first]
+        if n > first:
+            self.slots[: n - first] = src[first:]
+
+    def push_many(self, records: np.ndarray) -> int:
+        """Copy as many of ``records`` as fit (across the wrap) and publish them together;
+        returns how many. Nothing waits and nothing is counted as rejected."""
+        n = self.room(len(records))
+        if n:
+            self.write_wrapped(records[:n])
+            ops.producer_commit(self.hdr, n)
+        return n
+
     def commit(self, count: int) -> None:
-        """Publish the first ``count`` slots of the last claim."""
+        """Publish the first ``count`` slots of the last claim (or of ``write_wrapped``)."""
         if count:
             ops.producer_commit(self.hdr, count)
 

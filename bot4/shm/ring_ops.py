@@ -9,7 +9,8 @@ Protocol (claim, then publish — a half-written slot is never visible):
 * producer: ``producer_claim(hdr, n)`` -> ``(position, count)``, ``count`` in [0, n] free
   slots starting at ``slots[position & mask]``, never crossing the wrap point (a second
   claim continues at index 0); write them; ``producer_commit(hdr, count)`` publishes them
-  with one release store.
+  with one release store. ``producer_room(hdr, n)`` counts free slots across the wrap, for
+  a producer that must place a group of records that does not fit before it.
 * consumer: ``consumer_peek(hdr, n)`` -> ``(position, count)`` readable slots, same rules;
   read them; ``consumer_release(hdr, count)`` hands them back with one release store.
 
@@ -75,6 +76,26 @@ def producer_claim(hdr, n):
     to_wrap = cap - (pos & (cap - _ONE))
     count = min(want, space, to_wrap)
     return pos, np.int64(count)
+
+
+@njit(nogil=True, cache=True)
+def producer_room(hdr, n):
+    """Up to ``n`` free slots *across* the wrap: ``(position, count)``; count 0 when full.
+
+    For a producer that needs more slots than remain before the wrap point (a stage
+    emitting several records per input): it writes ``count`` slots starting at
+    ``slots[position & mask]`` and continuing at index 0 (``Producer.write_wrapped``),
+    then publishes them with one ``producer_commit``.
+    """
+    cap = hdr[W_CAPACITY]
+    pos = load_relaxed(hdr, W_PRODUCER_POSITION)
+    want = np.uint64(n)
+    space = cap - (pos - hdr[W_PRODUCER_CACHED_CONSUMER])
+    if space < want:
+        cons = load_acquire(hdr, W_CONSUMER_POSITION)
+        store_relaxed(hdr, W_PRODUCER_CACHED_CONSUMER, cons)
+        space = cap - (pos - cons)
+    return pos, np.int64(min(want, space))
 
 
 @njit(nogil=True, cache=True)

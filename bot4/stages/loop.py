@@ -45,6 +45,7 @@ _M64 = (1 << 64) - 1
 HOUSEKEEP_EVERY = 64
 IDLE_WAIT_NS = 1_000_000
 MULTI_INPUT_PARK_NS = 200_000
+WRAP = "wrap"  # a claim whose records sit in scratch until they are copied across the wrap
 
 
 def _behind(a: int, b: int) -> bool:
@@ -244,22 +245,10 @@ class StageRunner:
                 views.append(self.scratch[j])
                 claims.append(None)
                 continue
-            want = k * mo
-            cpos, got = ops.producer_claim(out.hdr, want)
-            got = int(got)
-            if got < mo and out.reject:
-                views.append(self.scratch[j])  # full reject-ring: outputs counted as rejected
-                claims.append(-1)
-                continue
-            if got < mo:
-                cpos, got = ops.wait_claim(out.hdr, want, IDLE_WAIT_NS)
-                got = int(got)
-                if got < mo:
-                    return 0  # blocked by backpressure; housekeeping runs, then we retry
-            k = min(k, got // mo)
-            ix = int(cpos) & out.mask
-            views.append(out.slots[ix : ix + got])
-            claims.append(int(cpos))
+            got = self._claim_output(j, out, k, mo, views, claims)
+            if got < 0:
+                return 0  # blocked by backpressure; housekeeping runs, then we retry
+            k = min(k, got)
         if not stage.source:
             in_view = in_view[:k]
         counts = self.counts
@@ -278,17 +267,49 @@ class StageRunner:
         self.records_in += k
         return k
 
+    def _claim_output(self, j: int, out, k: int, mo: int, views: list, claims: list) -> int:
+        """Room on output ``j`` for the outputs of up to ``k`` inputs (``mo`` each).
+
+        Appends the view the kernel writes to and the claim ``_publish`` commits; returns
+        how many inputs fit (>= 1), or -1 when a ``block`` ring stays full past the idle
+        wait. Near the wrap point fewer than ``mo`` contiguous slots may remain although
+        the ring has room: the kernel then writes to scratch and ``_publish`` copies the
+        records across the wrap (claim ``("wrap", n_inputs)``); a contiguous claim would
+        never grow there and the stage would stall for good (issue 11).
+        """
+        want = k * mo
+        cpos, got = ops.producer_claim(out.hdr, want)
+        got = int(got)
+        if got >= mo:
+            ix = int(cpos) & out.mask
+            views.append(out.slots[ix : ix + got])
+            claims.append(int(cpos))
+            return got // mo
+        room = int(ops.producer_room(out.hdr, want)[1])
+        if room < mo and not out.reject:
+            ops.wait_claim(out.hdr, want, IDLE_WAIT_NS)
+            room = int(ops.producer_room(out.hdr, want)[1])
+            if room < mo:
+                return -1
+        views.append(self.scratch[j][: max(room, mo * k)])
+        if room < mo:  # full reject-ring: this batch's outputs are counted as rejected
+            claims.append(-1)
+            return k
+        claims.append(WRAP)
+        return room // mo
+
     def _publish(self, claims: list, counts: np.ndarray, seq: int) -> int:
         """Write the cursor buffer (generation last), then commit the outputs.
 
         The buffer becomes effective for output j only once j's producer position reaches
         ``valid_at[j]``, i.e. once this commit has happened. ``claims[j]``: the claimed
-        position, None for a muted output, -1 for a full reject-ring (counted)."""
+        position, None for a muted output, -1 for a full reject-ring (counted), ``WRAP``
+        for outputs written to scratch that are copied across the wrap here."""
         buf = self.bufs[self.next_buf]
         for ii, c in enumerate(self.cur):
             buf[C.C_CURSOR + ii] = c
         for j, out in enumerate(self.outs):
-            n = int(counts[j]) if claims[j] is not None and claims[j] >= 0 else 0
+            n = int(counts[j]) if claims[j] is not None and claims[j] != -1 else 0
             buf[C.C_VALID_AT + j] = (out.producer_position + n) & _M64
         buf[C.C_NEXT_SEQ] = seq
         self.gen += 1
@@ -303,6 +324,8 @@ class StageRunner:
                 if n:
                     ops.count_rejection(out.hdr, n)
             elif n:
+                if claims[j] is WRAP:
+                    out.write_wrapped(self.scratch[j][:n])
                 ops.producer_commit(out.hdr, n)
                 out_n += n
         self.records_out += out_n
