@@ -37,6 +37,7 @@ def _warm_ring_ops() -> int:
                 ops.try_pop(c.hdr, c.slots, out, 0)
                 ops.wait_peek(c.hdr, 1, 1000)
                 ops.wait_claim(p.hdr, 1, 1000)
+                ops.producer_room(p.hdr, 2)
                 v = p.claim(2)
                 p.commit(len(v))
                 v = c.peek(8)

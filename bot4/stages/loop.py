@@ -127,6 +127,7 @@ class StageRunner:
             ops.consumer_release(c.hdr, 0)
         for p in self.outs:
             ops.producer_claim(p.hdr, 0)
+            ops.producer_room(p.hdr, 0)
             ops.wait_claim(p.hdr, 0, 0)
             ops.producer_commit(p.hdr, 0)
             ops.count_rejection(p.hdr, 0)
