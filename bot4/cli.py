@@ -269,7 +269,7 @@ def cmd_journal(args) -> int:
                     {
                         f: (r[f].item() if r[f].ndim == 0 else None)
                         for f in recs.dtype.names
-                        if f != "reserved"
+                        if not f.startswith("reserved")
                     }
                 )
                 row = {

@@ -76,6 +76,7 @@ from bot4.records.dtypes import (
     RECORD_TYPES,
     dtype_by_record_type,
     dtype_fingerprint,
+    readable_fingerprints,
     record_type_of,
 )
 from bot4.records.errors import Bot4Error, Code
@@ -110,7 +111,11 @@ _FILE = struct.Struct("<8sHHIqQ")
 _FRAME = struct.Struct("<4sIHHIQII")
 _CRC_OFFSET = 24
 _SEGMENT_RE = re.compile(r"^journal-(\d{16})\.bj4$")
-_FINGERPRINTS = {rt: dtype_fingerprint(dtype_by_record_type(rt)) for rt in RECORD_TYPE_IDS.values()}
+# every layout a frame of each record type may carry: today's and compatible earlier versions
+_FINGERPRINTS = {rt: readable_fingerprints(rt) for rt in RECORD_TYPE_IDS.values()}
+_WRITE_FINGERPRINTS = {
+    rt: dtype_fingerprint(dtype_by_record_type(rt)) for rt in RECORD_TYPE_IDS.values()
+}
 _TYPE_NAMES = {rt: name for name, rt in RECORD_TYPE_IDS.items()}
 
 if _FILE.size != FILE_HEADER_SIZE or _FRAME.size != FRAME_HEADER_SIZE:
@@ -225,7 +230,11 @@ def _check_layout(frame: _Frame, path: Path) -> None:
     if expected is None:
         raise JournalCorrupt(path, frame.offset, f"unknown record type {frame.record_type}")
     itemsize = dtype_by_record_type(frame.record_type).itemsize
-    if frame.fingerprint != expected or frame.length != frame.count * itemsize or frame.count < 1:
+    if (
+        frame.fingerprint not in expected
+        or frame.length != frame.count * itemsize
+        or frame.count < 1
+    ):
         raise JournalCorrupt(
             path,
             frame.offset,
@@ -414,7 +423,7 @@ class JournalWriter:
         payload = np.ascontiguousarray(records).tobytes()
         header = bytearray(
             _FRAME.pack(
-                FRAME_MAGIC, len(payload), rtype, 0, len(records), _FINGERPRINTS[rtype], 0, 0
+                FRAME_MAGIC, len(payload), rtype, 0, len(records), _WRITE_FINGERPRINTS[rtype], 0, 0
             )
         )
         struct.pack_into("<I", header, _CRC_OFFSET, _frame_crc(header, payload))

@@ -687,7 +687,7 @@ class _StageLayout:
 
     @classmethod
     def of(cls, dtype: np.dtype, kind: str) -> _StageLayout:
-        return cls(dtype, kind, tuple(f for f in dtype.names if f != "reserved"))
+        return cls(dtype, kind, tuple(f for f in dtype.names if not f.startswith("reserved")))
 
     def columns_sql(self) -> str:
         cols = ["rid bigint", "frame bigint", "idx bigint"]

@@ -83,6 +83,16 @@ __all__ = [
     "EXEC_REPLACED",
     "EXEC_REPORT",
     "EXEC_STATUS",
+    "EXEC_STP_DECREMENTED",
+    "EXEC_STP_EXPIRED",
+    "LEGACY_FINGERPRINTS",
+    "RECORDS_VERSION",
+    "STP_CANCEL_BOTH",
+    "STP_CANCEL_NEW",
+    "STP_CANCEL_RESTING",
+    "STP_DECREMENT",
+    "STP_NONE",
+    "readable_fingerprints",
     "MARKET_DATA",
     "MDF_HALT",
     "MDF_LAST_IN_BATCH",
@@ -218,6 +228,18 @@ EXEC_EXPIRED = 6  # time in force ran out
 EXEC_REPLACED = 7
 EXEC_CANCEL_REJECTED = 8  # cancel / replace refused (e.g. already filled); order unchanged
 EXEC_STATUS = 9  # answer to ACTION_QUERY: status, cum_qty, leaves_qty as the venue has them
+EXEC_STP_EXPIRED = 10  # self-trade prevention expired (cancelled) the order's rest; prevented_qty
+EXEC_STP_DECREMENTED = 11  # self-trade prevention decremented the order by prevented_qty
+
+# self-trade prevention modes an ORDER carries to the venue (applied at match time; the
+# aggressor's mode governs). See docs/stp.md for the mapping to Binance, Coinbase and CME.
+STP_NONE = 0  # no prevention: own orders may match each other
+STP_CANCEL_NEW = (
+    1  # expire the aggressor (Binance EXPIRE_TAKER, Coinbase cn, CME cancel-aggressing)
+)
+STP_CANCEL_RESTING = 2  # expire the resting own order met (EXPIRE_MAKER, co, CME cancel-resting)
+STP_CANCEL_BOTH = 3  # expire both (EXPIRE_BOTH, cb)
+STP_DECREMENT = 4  # decrement both by the smaller size (Binance DECREMENT, Coinbase dc)
 
 # --- EXEC_REPORT.status: order status after the report (uint8) ------------------------------
 OS_NONE = 0
@@ -357,7 +379,11 @@ ORDER = _record(
         ("order_type", np.uint8),  # OT_*
         ("tif", np.uint8),  # TIF_*
         ("action", np.uint8),  # ACTION_*
-        ("reserved", np.uint8, (14,)),  # zero
+        ("stp_mode", np.uint8),  # STP_*: self-trade prevention the venue applies (v2)
+        ("reserved", np.uint8, (1,)),  # zero
+        ("stp_group", np.uint32),  # STP / SMP group: orders of one group never match (v2)
+        ("model_id", np.uint32),  # model registry id that produced the intent, 0 = none (v2)
+        ("reserved2", np.uint8, (4,)),  # zero
     ],
 )
 
@@ -382,7 +408,8 @@ EXEC_REPORT = _record(
         ("side", np.int8),  # SIDE_BUY / SIDE_SELL
         ("exec_type", np.uint8),  # EXEC_*
         ("status", np.uint8),  # OS_*: order status after this report
-        ("reserved", np.uint8, (5,)),  # zero
+        ("venue", np.uint8),  # venue id: an execution is identified by (venue, exec_id) (v2)
+        ("prevented_qty", np.uint32),  # shares / lots an STP match prevented (EXEC_STP_*) (v2)
     ],
 )
 
@@ -443,6 +470,10 @@ TXN_DECISION = _record(
 _check(TXN_DECISION.itemsize == 64, "TXN_DECISION must be exactly one cache line")
 
 # --- record types ---------------------------------------------------------------------------
+#: version of the record schema as a whole (docs/records.md, "Versions"): 2 added ORDER
+#: stp_mode / stp_group / model_id and EXEC_REPORT venue / prevented_qty in bytes v1 kept
+#: reserved. A layout's fingerprint (below) changes only when that layout changes.
+RECORDS_VERSION = 2
 RT_MARKET_DATA = 1
 RT_BOOK_TOP = 2
 RT_ORDER_INTENT = 3
@@ -495,9 +526,24 @@ def dtype_fingerprint(dtype: np.dtype) -> int:
     the itemsize, so the same layout gives the same value in every process, run and host of
     the same byte order; renaming, retyping or moving any field changes it.
     """
-    text = "bot4-record-v1|" + _canonical(np.dtype(dtype))
+    text = "bot4-record-v1|" + _canonical(np.dtype(dtype))  # v1 of the hashing scheme
     digest = hashlib.blake2b(text.encode("ascii"), digest_size=8).digest()
     return int.from_bytes(digest, "little")
+
+
+#: layouts of earlier record versions still readable as today's (journals outlive builds):
+#: fingerprint -> record-type id. v1 -> v2 only named bytes that v1 kept zero in
+#: ``reserved``, so a v1 record read with the v2 dtype has every v2 field 0 (= unset).
+LEGACY_FINGERPRINTS: dict[int, int] = {
+    0x6916464E37833C18: RT_ORDER,  # v1 ORDER
+    0x41BE7893DB49B525: RT_EXEC_REPORT,  # v1 EXEC_REPORT
+}
+
+
+def readable_fingerprints(record_type: int) -> set[int]:
+    """Fingerprints whose bytes read correctly as this build's ``record_type`` dtype."""
+    now = dtype_fingerprint(dtype_by_record_type(record_type))
+    return {now} | {fp for fp, rt in LEGACY_FINGERPRINTS.items() if rt == record_type}
 
 
 _BY_FINGERPRINT = {dtype_fingerprint(RECORD_TYPES[n]): i for n, i in RECORD_TYPE_IDS.items()}

@@ -523,8 +523,13 @@ def _clear_order(o):
     o.side = 0
     o.order_type = 0
     o.tif = 0
+    o.stp_mode = 0
+    o.stp_group = 0
+    o.model_id = 0
     for j in range(o.reserved.shape[0]):
         o.reserved[j] = 0
+    for j in range(o.reserved2.shape[0]):
+        o.reserved2[j] = 0
 
 
 @njit(nogil=True, cache=True)
@@ -797,6 +802,7 @@ def check_intents(
         o.side = r.side
         o.order_type = r.order_type
         o.tif = r.tif
+        o.model_id = r.model_version  # which model decided travels with the order
         o.action = ACTION_NEW
         n_o += 1
         s += 1

@@ -477,3 +477,28 @@ def test_docs_list_every_record_layout_with_its_current_fingerprint():
         assert f"`{dtype_fingerprint(dt):#018x}`" in doc, f"docs/records.md is stale for {name}"
         for field in dt.names:
             assert f"`{field}`" in doc
+
+
+def test_records_v1_layouts_read_as_v2_with_new_fields_unset():
+    """The legacy fingerprints are those of the v1 layouts, and v1 bytes read as v2."""
+    from bot4.records import dtypes as d
+
+    def v1(dt, keep: int):
+        names = list(dt.names[:keep])
+        fields = [(n, dt.fields[n][0]) for n in names]
+        size = sum(dt.fields[n][0].itemsize for n in names)
+        fields.append(("reserved", np.uint8, (dt.itemsize - size,)))
+        return np.dtype(fields, align=True)
+
+    order_v1 = v1(d.ORDER, d.ORDER.names.index("stp_mode"))
+    exec_v1 = v1(d.EXEC_REPORT, d.EXEC_REPORT.names.index("venue"))
+    assert d.dtype_fingerprint(order_v1) == 0x6916464E37833C18
+    assert d.dtype_fingerprint(exec_v1) == 0x41BE7893DB49B525
+    assert d.dtype_fingerprint(order_v1) in d.readable_fingerprints(d.RT_ORDER)
+    assert d.dtype_fingerprint(exec_v1) in d.readable_fingerprints(d.RT_EXEC_REPORT)
+    old = np.zeros(3, order_v1)
+    old["client_order_id"] = [7, 8, 9]
+    new = np.frombuffer(old.tobytes(), d.ORDER)
+    assert new["client_order_id"].tolist() == [7, 8, 9]
+    assert not new["stp_mode"].any() and not new["model_id"].any()
+    assert d.RECORDS_VERSION == 2

@@ -384,7 +384,7 @@ def test_report_fields_stamps_ids_and_sequence():
     assert (r["ts_venue_ns"] == 5_000).all()
     assert (r["instrument"] == 2).all() and (r["strategy"] == 7).all()
     assert r["side"].tolist() == [S, B, S]
-    assert (r["reserved"] == 0).all()
+    assert (r["venue"] == 0).all() and (r["prevented_qty"] == 0).all()
 
 
 def test_latency_holds_reports_until_due():
