@@ -40,6 +40,12 @@ is also where the orders stage's heartbeat is watched while no input arrives. Re
 still delayed at shutdown are released before the stage exits. The orders stage's index
 comes from the topology (the producer of the order input) unless ``orders_stage_index``
 is given.
+
+Execution ids: a report's ``exec_id`` is its sequence number on the output ring, assigned
+when it is released. The loop numbers a fresh stage's output from the session's first
+sequence number and a restarted one from its cursors, so ids continue across a SIGKILL
+and stay unique for the life of the data: 2^32 reports per session, after which the stage
+refuses to number more (``docs/protocol.md``, identities).
 """
 
 from __future__ import annotations
@@ -48,12 +54,11 @@ import logging
 
 import numpy as np
 
-from bot4.paths import session_seq_base
-from bot4.records.errors import Code
+from bot4.paths import SESSION_SEQ_SHIFT, session_seq_base
+from bot4.records.errors import Bot4Error, Code
 from bot4.stages.base import Stage
 from bot4.venue.matching import (
     QUOTE_FILL_NAMES,
-    V_EXEC_ID,
     Venue,
     venue_cancel_all_kernel,
     venue_md_event_time_kernel,
@@ -87,7 +92,8 @@ class VenueStage(Stage):
     restart_state = (
         "everything: the books, our resting orders, the order history (duplicate detection, "
         "queries) and reports not yet released; a restarted venue starts empty and answers "
-        "QUERY for earlier orders with UNKNOWN_ORDER"
+        "QUERY for earlier orders with UNKNOWN_ORDER. Kept: execution ids continue (a "
+        "report's exec_id is its output seq, which the loop's cursors carry over)"
     )
 
     def __init__(self, spec, inputs, outputs, instance: str = "default", topology=None) -> None:
@@ -111,8 +117,9 @@ class VenueStage(Stage):
             quote_fill=QUOTE_FILL_NAMES[quote_fill],
         )
         self.state = self.venue.state
-        # execution ids unique across sessions (the database keys executions on them)
-        self.state[11][V_EXEC_ID] = session_seq_base(self.session) - 1
+        # a report's exec_id is its seq (bot4.venue.matching): unique for the life of the
+        # data while the session's range lasts; past it, ids would enter the next session's
+        self.seq_end = session_seq_base(self.session) + (1 << SESSION_SEQ_SHIFT) - 1
         self.orders_index = int(p.get("orders_stage_index", -1))
         if self.orders_index < 0 and self.topology is not None and self.inputs:
             # the orders stage is the producer of our order input
@@ -132,7 +139,18 @@ class VenueStage(Stage):
             self.heartbeat = blk[S_HEARTBEAT_NS : S_HEARTBEAT_NS + 1]
         venue_cancel_all_kernel(self.state, np.int64(0), np.int64(0), 0)  # load it now
 
+    def _check_ids(self, seq: int, room: int) -> None:
+        """Refuse to number reports past the session's range: an execution id must never
+        repeat (the next session starts there). The stage fails; start a new session."""
+        if seq + room > self.seq_end:
+            raise Bot4Error(
+                f"venue: execution ids of session {self.session} exhausted at {seq} "
+                "(2^32 reports per session): start a new session",
+                Code.INTERNAL_ERROR,
+            )
+
     def process(self, i, batch, outs, counts, seq):
+        self._check_ids(seq, len(outs[0]))
         now = self.clock()
         if i != 0 and self.heartbeat is None:  # market data, release: one kernel call
             n = venue_md_release_kernel(
@@ -157,6 +175,7 @@ class VenueStage(Stage):
         due into ``outs[0]`` (``counts[0]`` of them). Returns the next sequence number."""
         if self.heartbeat is not None:
             self._watch_orders_stage(now_ns)
+        self._check_ids(seq, len(outs[0]))
         n = venue_release_kernel(self.state, outs[0], now_ns, seq)
         counts[0] = n
         return seq + n

@@ -95,8 +95,11 @@ A report of a request (ACK, REJECTED, CANCELLED, REPLACED, CANCEL_REJECTED, STAT
 the request's ``ts_event_ns`` / ``ts_recv_ns`` / ``ts_order_ns``; a fill or a cancellation
 the venue initiates copies those of the order it reports on. ``parent_seq`` is the ``seq``
 of the input record (ORDER or MARKET_DATA) that caused the report (0 for cancel-on-
-disconnect). ``exec_id`` counts from 1 per venue; ``order_id`` echoes the order's
-``order_id`` (OMS-assigned) or, when that is 0, a venue-assigned id from 1.
+disconnect). ``exec_id`` is assigned at release: it is the report's ``seq`` (the caller's
+numbering of the venue's output), so a venue stage's execution ids are as unique as its
+output sequence numbers — session-scoped and continued across restarts by the stage loop's
+cursors (``docs/protocol.md``, identities). ``order_id`` echoes the order's ``order_id``
+(OMS-assigned) or, when that is 0, a venue-assigned id from 1.
 
 Ownership: the arrays belong to the one process (the venue stage, or a replay) that calls
 the kernels; nothing here is shared memory.
@@ -257,7 +260,7 @@ DONE = np.dtype(
 
 # v[...]: counters and configuration
 V_FREE_TOP = 0  # free pool slots (top of the `free` stack)
-V_EXEC_ID = 1  # last exec_id assigned
+# v[1] unused (was the exec_id counter: exec ids are now assigned at release)
 V_ORDER_ID = 2  # last venue-assigned order id
 V_LIVE_OURS = 3  # our live (resting) orders
 V_HIST_NEXT = 4  # next history entry to (over)write
@@ -447,7 +450,6 @@ def _claim(st, now, pseq, etype, status, reason):
         v[S_REPORTS_LOST] += 1
         return -1
     v[V_Q_TAIL] = tail + 1
-    v[V_EXEC_ID] += 1
     v[S_REPORTS] += 1
     if etype == EXEC_REJECTED:
         v[S_REJECTS] += 1
@@ -456,7 +458,7 @@ def _claim(st, now, pseq, etype, status, reason):
     e.seq = 0
     e.parent_seq = pseq
     e.ts_venue_ns = now
-    e.exec_id = v[V_EXEC_ID]
+    e.exec_id = 0  # assigned at release
     e.exec_type = etype
     e.status = status
     e.reason = reason
@@ -1565,7 +1567,8 @@ def next_release_ns(st) -> int:
 @njit(nogil=True, cache=True)
 def venue_release_kernel(st, out, now_ns, seq):
     """Move the reports due at ``now_ns`` (oldest first, as many as ``out`` holds) into
-    ``out``, numbering them ``seq, seq + 1, ...``. Returns how many were moved."""
+    ``out``, numbering them ``seq, seq + 1, ...``; a report's ``exec_id`` is its ``seq``.
+    Returns how many were moved."""
     queue = st[10]
     v = st[11]
     mask = queue.shape[0] - 1
@@ -1579,6 +1582,7 @@ def venue_release_kernel(st, out, now_ns, seq):
             break
         out[n] = e
         out[n].seq = seq + n
+        out[n].exec_id = seq + n
         head += 1
         n += 1
     v[V_Q_HEAD] = head
@@ -1653,6 +1657,7 @@ class Venue:
         if int(quote_fill) not in QUOTE_FILL_NAMES.values():
             raise ValueError(f"quote_fill must be one of {sorted(QUOTE_FILL_NAMES)}")
         v[V_QUOTE_FILL] = int(quote_fill)
+        self.next_seq = 1  # numbering of release() without a seq: 1, 2, ...
         self.state = (
             pool,
             free,
@@ -1683,13 +1688,19 @@ class Venue:
             venue_cancel_all_kernel(self.state, np.int64(instrument), np.int64(now_ns), reason)
         )
 
-    def release(self, out: np.ndarray, now_ns: int, seq: int = 1) -> int:
-        """Move due reports into ``out`` (see :func:`venue_release_kernel`)."""
-        return int(venue_release_kernel(self.state, out, np.int64(now_ns), np.int64(seq)))
+    def release(self, out: np.ndarray, now_ns: int, seq: int | None = None) -> int:
+        """Move due reports into ``out`` (see :func:`venue_release_kernel`), numbered from
+        ``seq`` (default: after the last report released, from 1), which is also their
+        ``exec_id``."""
+        if seq is None:
+            seq = self.next_seq
+        n = int(venue_release_kernel(self.state, out, np.int64(now_ns), np.int64(seq)))
+        self.next_seq = seq + n
+        return n
 
     # -- inspection (tests, replay, operator tools; allocates) ------------------------------
-    def drain(self, now_ns: int, seq: int = 1) -> np.ndarray:
-        """Every report due at ``now_ns``, as a new array."""
+    def drain(self, now_ns: int, seq: int | None = None) -> np.ndarray:
+        """Every report due at ``now_ns``, as a new array (numbered as :meth:`release`)."""
         out = np.zeros(max(self.pending, 1), EXEC_REPORT)
         return out[: self.release(out, now_ns, seq)]
 

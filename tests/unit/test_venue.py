@@ -375,7 +375,7 @@ def test_report_fields_stamps_ids_and_sequence():
     assert r["exec_type"].tolist() == [EXEC_ACK, EXEC_ACK, EXEC_CANCELLED]
     assert r["client_order_id"].tolist() == [(3 << 48) | 1, (3 << 48) | 2, (3 << 48) | 1]
     assert r["seq"].tolist() == [40, 41, 42]
-    assert r["exec_id"].tolist() == [1, 2, 3]
+    assert r["exec_id"].tolist() == [40, 41, 42]  # an execution id is the report's seq
     assert r["parent_seq"].tolist() == [11, 12, 12]
     assert r["order_id"].tolist() == [501, 1, 501]  # echoed, or venue-assigned when 0
     assert r["ts_event_ns"].tolist() == [100, 200, 100]  # the venue's cancel: the order's own
