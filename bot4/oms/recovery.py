@@ -12,6 +12,9 @@ persistence read its two rings in. Replaying that history rebuilds:
 * every **client order id risk sent** this session (the duplicate check: an intent
   replayed after the restart is refused even when its id left the in-memory LRU);
 * the highest OMS **order id** used (the counter continues above it);
+* the venue **execution ids** received, each with its content hash
+  (``bot4.records.identity``), so the restarted OMS still tells a repeated report (same
+  content: dropped) from a reused id (different content: an identity conflict);
 * the **net filled quantity** per instrument (the positions the fills made).
 
 Only records of the current session count (``seq`` in the session's range, see
@@ -58,6 +61,7 @@ from bot4.records import (
     EXEC_PARTIAL_FILL,
     EXEC_REJECTED,
     EXEC_REPLACED,
+    EXEC_REPORT,
     EXEC_STATUS,
     OS_CANCELLED,
     OS_EXPIRED,
@@ -70,6 +74,7 @@ from bot4.records import (
     RT_ORDER,
     SIDE_BUY,
 )
+from bot4.records.identity import exec_content_hashes
 from bot4.shm.segment import SegmentMissingError, segment_name
 from bot4.shm.stats import RingReader
 
@@ -100,6 +105,9 @@ class Recovered:
     open_orders: np.ndarray  # OPEN_ORDER rows, state open
     risk_ids: np.ndarray  # uint64: every client order id risk sent that became an order
     max_order_id: int = 0
+    #: venue exec ids received this session, oldest first, and their content hashes
+    exec_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    exec_contents: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     net_filled: dict[int, int] = field(default_factory=dict)  # instrument -> shares, signed
     orders: int = 0  # venue orders replayed
     reports: int = 0  # execution reports replayed
@@ -127,6 +135,9 @@ def rebuild_from_journal(journal_dir: str | Path, session: int) -> Recovered:
             sel = recs[(recs["seq"] >= lo) & (recs["seq"] < hi)]
             if len(sel):
                 (orders if rtype == RT_ORDER else execs).append(sel)
+    venue = [c[c["exec_id"] != 0] for c in execs]
+    venue_execs = np.concatenate(venue) if venue else np.zeros(0, EXEC_REPORT)
+    venue_execs = venue_execs[np.argsort(venue_execs["seq"], kind="stable")]
     events = [(int(r["seq"]), 0, r) for chunk in orders for r in chunk]
     events += [(int(r["seq"]), 1, r) for chunk in execs for r in chunk]
     events.sort(key=lambda e: e[0])
@@ -157,6 +168,8 @@ def rebuild_from_journal(journal_dir: str | Path, session: int) -> Recovered:
         open_orders=out,
         risk_ids=np.array(risk_ids, np.uint64),
         max_order_id=max_oid,
+        exec_ids=venue_execs["exec_id"].copy(),
+        exec_contents=exec_content_hashes(venue_execs),
         net_filled={k: v for k, v in net.items() if v},
         orders=n_orders,
         reports=n_reports,

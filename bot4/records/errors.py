@@ -84,6 +84,7 @@ class Code(IntEnum):
     VENUE_REJECTED = 404
     TOO_LATE_TO_CANCEL = 405
     RECONCILE_MISMATCH = 406
+    EXEC_ID_CONFLICT = 407
 
     # 5xx persistence / database
     DB_UNAVAILABLE = 500
@@ -92,6 +93,7 @@ class Code(IntEnum):
     JOURNAL_TORN_TAIL = 503
     JOURNAL_CRC = 504
     DEADLOCK_DETECTED = 505
+    DB_RECONCILE_DIFFERENCE = 510
 
     # 6xx runtime
     STAGE_DIED = 600
@@ -165,12 +167,14 @@ _DESCRIPTIONS: dict[Code, str] = {
     Code.VENUE_REJECTED: "venue rejected the order",
     Code.TOO_LATE_TO_CANCEL: "order already filled or closed: cannot cancel or replace",
     Code.RECONCILE_MISMATCH: "after a restart the venue and our records disagree: an operator must resume trading",
+    Code.EXEC_ID_CONFLICT: "an execution id arrived again with different content: two executions under one id",
     Code.DB_UNAVAILABLE: "database unreachable",
     Code.SERIALIZATION_FAILURE: "database serialization failure (retried)",
     Code.CONSTRAINT_VIOLATION: "database constraint violated",
     Code.JOURNAL_TORN_TAIL: "journal ends in a partially written frame",
     Code.JOURNAL_CRC: "journal frame checksum mismatch",
     Code.DEADLOCK_DETECTED: "database deadlock detected (retried)",
+    Code.DB_RECONCILE_DIFFERENCE: "journal and database disagree (executions or positions): an operator must look",
     Code.STAGE_DIED: "stage process exited",
     Code.STAGE_STALLED: "stage heartbeat stopped advancing",
     Code.RESTART_LIMIT: "stage restarted too often: giving up",

@@ -28,8 +28,14 @@ The venue must echo ``ORDER.order_id`` in ``EXEC_REPORT.order_id``.
   reason ``DUPLICATE_ORDER``, ``order_id`` 0 (it refers to the refused repeat; the
   original order stands). An LRU miss is not proof of a first use (eviction, restart):
   the database lookup behind a miss comes with the persistence issue.
-* A report whose ``exec_id`` was seen (LRU of ``exec_capacity`` ids) is dropped and
-  counted. OMS-generated reports carry ``exec_id`` 0.
+* A report whose ``exec_id`` was seen (LRU of ``exec_capacity`` ids, each with the hash of
+  its content, ``bot4.records.identity``) is dropped and counted when its content is the
+  same (a repeat). Under a seen id with *different* content it is an identity conflict:
+  counted (``exec_id_conflicts``), logged at ERROR, raised as an alarm on this stage's
+  control-block words (``bot4 stats``) — and processed like a new report (forwarded to
+  risk, copied to ``exec_events`` for the journal), never dropped: the venue says it
+  happened. OMS-generated reports carry ``exec_id`` 0. A restarted OMS refills the LRU
+  with the session's journalled reports (``bot4.oms.recovery``).
 * A replace gets an OMS client order id, ``(0xFFFF << 48) | n``: intent producer id
   0xFFFF is reserved for the OMS. Reports to risk always carry the id risk sent.
 
@@ -83,7 +89,15 @@ from bot4.oms.book import (
     book_remove,
     book_set_alias,
 )
-from bot4.oms.lru import M_EVICTIONS, M_SIZE, lru_contains, lru_get, lru_new, lru_put
+from bot4.oms.lru import (
+    M_EVICTIONS,
+    M_SIZE,
+    lru_contains,
+    lru_get,
+    lru_new,
+    lru_peek,
+    lru_put,
+)
 from bot4.oms.states import (
     EV_CANCEL_REQUEST,
     EV_EXPIRE,
@@ -138,13 +152,16 @@ from bot4.records import (
     SIDE_SELL,
 )
 from bot4.records.errors import Code
+from bot4.records.identity import exec_content_hash
 from bot4.shm.segment import SegmentMissingError
 from bot4.shm.trading_state import HALTED, SRC_OMS, W_INSTRUMENTS, raise_state
+from bot4.stages.alarms import StageAlarms
 from bot4.stages.base import Stage
 
 log = logging.getLogger("bot4.stage")
 
 OMS_PRODUCER = 0xFFFF  # intent producer id reserved for ids the OMS makes (replaces)
+EXEC_CONFLICT_CAPACITY = 4096  # conflicting (exec_id, content) pairs remembered (repeats)
 MAX_STP_MAKERS = 7  # makers one incoming order may act on: max_out_per_in = 1 + this
 
 # --- counters (int64, index into Oms.ctr; written by this stage only) -----------------------
@@ -176,6 +193,7 @@ C_QUERIES_SENT = 24  # ACTION_QUERY sent
 C_UNHELD_INTENTS = 25  # intents handed in while reconciling (loop without input_ready)
 C_RECON_UNANSWERED = 26  # queries still unanswered at the reconciliation timeout
 C_GENERATED = 27  # EXEC_REPORTs the OMS generated (rejects, STP)
+C_EXEC_CONFLICT = 28  # exec_id seen before with different content: processed, alarmed
 N_CTR = 32
 
 COUNTER_NAMES = {
@@ -191,6 +209,7 @@ COUNTER_NAMES = {
     C_RECON_MISMATCH: "reconcile_mismatches", C_RECON_OUTSTANDING: "reconcile_outstanding",
     C_QUERIES_SENT: "queries_sent", C_UNHELD_INTENTS: "unheld_intents",
     C_RECON_UNANSWERED: "reconcile_unanswered", C_GENERATED: "generated_reports",
+    C_EXEC_CONFLICT: "exec_id_conflicts",
 }  # fmt: skip
 
 I_NEXT_ORDER_ID = 0
@@ -211,7 +230,7 @@ RECON_WAITING = 2  # queries sent, answers outstanding
 #: the OMS state a kernel takes as one argument (every array preallocated in setup)
 Oms = namedtuple(
     "Oms",
-    "table illegal ctr ids book seen execs policy needs_operator "
+    "table illegal ctr ids book seen execs exec_conflicts policy needs_operator "
     "plan_makers plan_actions plan_amounts zero_order zero_exec",
 )
 
@@ -239,6 +258,7 @@ def oms_new(
         book_new(max_open_orders, n_instruments),
         lru_new(seen_capacity),
         lru_new(exec_capacity),
+        lru_new(EXEC_CONFLICT_CAPACITY),
         np.zeros(1 << 16, np.int8),
         np.zeros(n_instruments, np.int64),
         np.zeros(stp_max_makers, np.int64),
@@ -578,10 +598,20 @@ def execs_kernel(batch, fills, events, keep_events, seq, st):
             st.ctr[C_BAD_EXEC] += 1
             continue
         if r.exec_id != 0:
-            if lru_contains(st.execs, r.exec_id):
+            content = exec_content_hash(r)
+            found, first = lru_peek(st.execs, r.exec_id)
+            if not found:
+                lru_put(st.execs, r.exec_id, content)
+            elif first == content:
                 st.ctr[C_DUPLICATE_EXEC] += 1
                 continue
-            lru_put(st.execs, r.exec_id, 0)
+            else:  # two executions under one id: an error, processed and never dropped
+                pair = np.uint64(r.exec_id) ^ np.uint64(content)
+                if lru_contains(st.exec_conflicts, pair):
+                    st.ctr[C_DUPLICATE_EXEC] += 1  # this conflicting report, again
+                    continue
+                lru_put(st.exec_conflicts, pair, 0)
+                st.ctr[C_EXEC_CONFLICT] += 1
         if r.order_id >= st.ids[I_NEXT_ORDER_ID]:
             st.ids[I_NEXT_ORDER_ID] = r.order_id + np.uint64(1)
         fwd, risk_cl = _apply_exec(st, r)
@@ -663,13 +693,12 @@ class OrdersStage(Stage):
     output_types = ("ORDER", "EXEC_REPORT", "ORDER", "EXEC_REPORT")
     max_out_per_in = 1 + MAX_STP_MAKERS
     restart_state = (
-        "rebuilt: the order-id counter (above every order_id in unread venue reports) and, "
-        "given a snapshot (restore_open_orders; persistence issue), the open orders, "
-        "reconciled with the venue by ACTION_QUERY before new intents are taken. "
-        "Not rebuilt: seen client order ids and exec ids (duplicates across a restart are "
-        "caught only by the database fallback, persistence issue), closed orders; after a "
-        "cold restart orders resting from the previous run are unknown (their reports are "
-        "counted as UNKNOWN_ORDER and still forwarded to risk)"
+        "rebuilt from the session's journal (bot4.oms.recovery): the open orders, reconciled "
+        "with the venue by ACTION_QUERY before new intents are taken, every client order id "
+        "used, the order-id counter and the venue exec ids seen with their content hashes "
+        "(the last exec_capacity: a repeat stays a duplicate, a reused id a conflict). "
+        "Without a journal (no persistence output) nothing of this; reports of orders it "
+        "does not know are counted as UNKNOWN_ORDER and still forwarded to risk"
     )
 
     def setup(self) -> None:
@@ -700,6 +729,10 @@ class OrdersStage(Stage):
         self._prime_kernels()
         self.trading = None
         self.recovered = None
+        self.conflicts_alarmed = 0
+        self.alarms = StageAlarms(
+            self.instance, self.spec.index if self.topology is not None else None
+        )
         if self.topology is not None and self.session > 0:
             self.trading = _attach_trading(self.instance)
             if p.get("recover", True) and self.n_out > 3:
@@ -731,6 +764,7 @@ class OrdersStage(Stage):
         st = self.oms
         for cl in rec.risk_ids:
             lru_put(st.seen, np.uint64(cl), 0)
+        self.restore_exec_ids(rec.exec_ids, rec.exec_contents)
         n = self.restore_open_orders(rec.open_orders, rec.max_order_id + 1)
         self.recovered = {
             "orders": rec.orders,
@@ -801,6 +835,15 @@ class OrdersStage(Stage):
             st.ctr[C_RECON_OUTSTANDING] += len(slots)
             log.info("orders: %d open orders restored; reconciling before new intents", len(slots))
         return len(slots)
+
+    def restore_exec_ids(self, exec_ids: np.ndarray, contents: np.ndarray) -> None:
+        """Remember venue exec ids received before a restart with their content hashes
+        (``bot4.records.identity``), oldest first; the most recent ``exec_capacity`` stay.
+        A repeat of one is then dropped as a duplicate, a reuse with other content is a
+        conflict, across the restart as within a process."""
+        keep = len(self.oms.execs.keys)
+        for exec_id, content in zip(exec_ids[-keep:], contents[-keep:], strict=True):
+            lru_put(self.oms.execs, np.uint64(exec_id), np.int64(content))
 
     @property
     def reconciling(self) -> bool:
@@ -887,7 +930,22 @@ class OrdersStage(Stage):
             counts[3] = ne
         if self.recon == RECON_WAITING and st.ctr[C_RECON_OUTSTANDING] <= 0:
             self._finish_reconcile(self.clock())
+        if st.ctr[C_EXEC_CONFLICT] != self.conflicts_alarmed:
+            self._alarm_conflicts()
         return seq
+
+    def _alarm_conflicts(self) -> None:
+        """New identity conflicts in the last batch: an ERROR and an alarm (``bot4 stats``)."""
+        n = int(self.oms.ctr[C_EXEC_CONFLICT]) - self.conflicts_alarmed
+        self.conflicts_alarmed += n
+        total = self.alarms.raise_alarm(Code.EXEC_ID_CONFLICT, n)
+        log.error(
+            "orders: %d execution report(s) reused an exec_id seen with different content "
+            "(%d this process, %d alarms this session): processed and journalled, not dropped",
+            n,
+            self.conflicts_alarmed,
+            total,
+        )
 
     def on_drain(self) -> None:
         """Shutdown policy: cancel everything we have resting (one CANCEL_ALL, sent by the
@@ -922,5 +980,6 @@ class OrdersStage(Stage):
             "seen_ids": int(st.seen.meta[M_SIZE]),
             "seen_evictions": int(st.seen.meta[M_EVICTIONS]),
             "exec_ids": int(st.execs.meta[M_SIZE]),
+            "alarms": self.alarms.count,
             "exec_evictions": int(st.execs.meta[M_EVICTIONS]),
         }

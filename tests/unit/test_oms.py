@@ -69,6 +69,7 @@ from bot4.records import (
     TIF_IOC,
 )
 from bot4.records.errors import Code
+from bot4.records.identity import exec_content_hashes
 from bot4.stages import orders as O
 from bot4.stages.orders import OrdersStage
 
@@ -669,6 +670,30 @@ def test_duplicate_exec_id_dropped_and_counted():
     assert int(st.oms.book.slots["cum_qty"][book_find(st.oms.book, np.uint64(cl))]) == 30
 
 
+def test_reused_exec_id_with_other_content_is_a_conflict_processed_never_dropped():
+    st, v = make_stage(), FakeVenue()
+    d = Driver(st, v)
+    a, b = cid(1, 1), cid(1, 2)
+    d.send(order(a, qty=100), order(b, qty=100, inst=2))
+    d.run()
+    first = v.fill(a, 30)
+    d.run()
+    reused = v.fill(b, 40)  # a restarted venue numbering from where it began: same exec id
+    reused["exec_id"] = first["exec_id"]
+    d.run()
+    assert [int(f["last_qty"]) for f in d.all(1)] == [30, 40]  # both fills reach risk
+    assert [int(f["last_qty"]) for f in d.all(3) if f["last_qty"]] == [30, 40]  # and journal
+    c = st.summary()["counters"]
+    assert (c["exec_id_conflicts"], c["duplicate_execs"]) == (1, 0)
+    assert st.summary()["alarms"] == 1
+    assert int(st.oms.book.slots["cum_qty"][book_find(st.oms.book, np.uint64(b))]) == 40
+    d.q[1].extend([reused.copy(), first.copy()])  # each delivered again: repeats, not news
+    d.run()
+    c = st.summary()["counters"]
+    assert (c["exec_id_conflicts"], c["duplicate_execs"]) == (1, 2)
+    assert len(d.all(1)) == 2 and st.summary()["alarms"] == 1
+
+
 def test_order_ids_monotonic_and_continue_above_seen():
     st, v = make_stage(first_order_id=10), FakeVenue()
     d = Driver(st, v)
@@ -1099,6 +1124,9 @@ def test_journal_replay_rebuilds_the_oms_book_it_came_from(tmp_path):
     assert sorted(int(x) for x in rec.risk_ids) == ids
     assert rec.max_order_id == int(st.oms.ids[O.I_NEXT_ORDER_ID]) - 1
     assert rec.net_filled == {1: 40, 2: 100}
+    venue_reports = d.all(3)[d.all(3)["exec_id"] != 0]
+    assert rec.exec_ids.tolist() == venue_reports["exec_id"].tolist()
+    assert rec.exec_contents.tolist() == exec_content_hashes(venue_reports).tolist()
     # the same journal read for another session holds nothing of it
     assert rebuild_from_journal(tmp_path / "j", 1).orders == 0
 
@@ -1127,6 +1155,34 @@ def test_a_restarted_oms_refuses_journalled_intents_and_reconciles_their_orders(
     dup = [r for r in d2.all(1) if int(r["reason"]) == Code.DUPLICATE_ORDER]
     assert [int(r["client_order_id"]) for r in dup] == [ids[0]]
     assert st2.summary()["needs_operator"] == {}
+
+
+def test_a_restarted_oms_tells_journalled_repeats_from_reused_exec_ids(tmp_path):
+    from bot4.oms.recovery import rebuild_from_journal
+
+    v = FakeVenue()
+    st = make_stage()
+    d = Driver(st, v)
+    a, b = cid(1, 1), cid(1, 2)
+    d.send(order(a, qty=100), order(b, qty=100))
+    d.run()
+    first = v.fill(a, 30)
+    d.run()
+    _journal_outputs(d, tmp_path / "j")
+    rec = rebuild_from_journal(tmp_path / "j", 0)
+    st2 = make_stage()
+    st2.restore_open_orders(rec.open_orders, rec.max_order_id + 1)
+    st2.restore_exec_ids(rec.exec_ids, rec.exec_contents)
+    d2 = Driver(st2, v)
+    d2.run()  # queries answered
+    before = len(d2.all(1))
+    d2.q[1].append(first.copy())  # the old fill again: a repeat
+    reused = v.fill(b, 40)
+    reused["exec_id"] = first["exec_id"]  # a new fill under the old id: a conflict
+    d2.run()
+    c = st2.summary()["counters"]
+    assert (c["duplicate_execs"], c["exec_id_conflicts"]) == (1, 1)
+    assert [int(f["last_qty"]) for f in d2.all(1)[before:]] == [40]
 
 
 def test_reconciliation_mismatch_halts_the_instrument_until_an_operator_acts():
