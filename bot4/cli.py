@@ -243,10 +243,21 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
-def cmd_journal(args) -> int:
-    from bot4.journal import JournalReader
-    from bot4.records import RECORD_TYPES
+JOURNAL_EXIT_DAMAGED = 1  # corruption, a gap, a damaged tail: nothing past it was read
+JOURNAL_EXIT_TORN = 3  # complete up to a torn tail (a crash's trace; the writer truncates it)
 
+
+def cmd_journal(args) -> int:
+    from pathlib import Path
+
+    from bot4.journal import JournalCorrupt, JournalReader
+    from bot4.records import RECORD_TYPES
+    from bot4.records.errors import Bot4Error, Code
+
+    if not Path(args.dir).is_dir():
+        raise Bot4Error(f"{args.dir}: no such journal directory", Code.CONFIG_INVALID)
+    if args.action == "repair":
+        return _journal_repair(args.dir)
     names = {i: n for i, n in enumerate(RECORD_TYPES, start=1)}
     reader = JournalReader(args.dir)
     if args.action == "verify":
@@ -255,12 +266,50 @@ def cmd_journal(args) -> int:
         for name, n in rep.records.items():
             if n:
                 print(f"  {name:<16}{n:>12,}")
-        if rep.torn_tail is not None:
-            print(f"torn tail: {rep.torn_tail}")
         if rep.corruption is not None:
             print(f"bot4: error: {rep.corruption}", file=sys.stderr)
-            return 1
+            return JOURNAL_EXIT_DAMAGED
+        if rep.torn_tail is not None:
+            print(f"bot4: error: {rep.torn_tail.describe()}", file=sys.stderr)
+            return JOURNAL_EXIT_TORN
         return 0
+    try:
+        limited = _journal_cat(reader, names, args)
+    except JournalCorrupt as exc:
+        sys.stdout.flush()
+        print(f"bot4: error: {exc}", file=sys.stderr)
+        return JOURNAL_EXIT_DAMAGED
+    if reader.torn_tail is not None and not limited:
+        sys.stdout.flush()
+        print(f"bot4: error: {reader.torn_tail.describe()}", file=sys.stderr)
+        return JOURNAL_EXIT_TORN
+    return 0
+
+
+def _journal_repair(directory: str) -> int:
+    from pathlib import Path
+
+    from bot4.journal_repair import REPAIR_LOG, RepairRefused, repair
+
+    try:
+        rec = repair(directory)
+    except RepairRefused as exc:
+        print(f"bot4: error: {exc}", file=sys.stderr)
+        return JOURNAL_EXIT_DAMAGED
+    if rec is None:
+        print(f"{directory}: every frame intact, nothing to repair")
+        return 0
+    print(
+        f"cut {rec.bytes} bytes of {rec.file} from offset {rec.offset} (frame {rec.frame} on; "
+        f"{rec.action}): {rec.kind}: {rec.reason}"
+    )
+    where = Path(directory)
+    print(f"saved them to {where / rec.saved}; audit record in {where / REPAIR_LOG}")
+    return 0
+
+
+def _journal_cat(reader, names: dict, args) -> bool:
+    """Print the frames (or records as JSON lines); True if ``--limit`` stopped it early."""
     for shown, (pos, rtype, recs) in enumerate(reader, start=1):
         if args.json:
             for r in recs:
@@ -282,8 +331,8 @@ def cmd_journal(args) -> int:
                 f"frame {pos:>8}  {names.get(rtype, rtype):<16} {len(recs):>5} records  seq {int(recs['seq'][0])}..{int(recs['seq'][-1])}"
             )
         if args.limit and shown >= args.limit:
-            break
-    return 0
+            return True
+    return False
 
 
 def cmd_warm(args) -> int:
@@ -490,8 +539,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", default="bot4-params.json")
     c.set_defaults(fn=cmd_calibrate)
 
-    j = sub.add_parser("journal", help="list or verify a journal directory")
-    j.add_argument("action", choices=["cat", "verify"])
+    j = sub.add_parser(
+        "journal",
+        help="list, verify or repair a journal directory (exit 1: damaged or a gap, 3: torn tail)",
+    )
+    j.add_argument(
+        "action",
+        choices=["cat", "verify", "repair"],
+        help="repair: cut a damaged or torn tail of the last file, saving it, audited",
+    )
     j.add_argument("dir", help="journal directory (e.g. bot4-data/journal/default)")
     j.add_argument("--json", action="store_true", help="cat: one JSON object per record")
     j.add_argument("--limit", type=int, default=0, help="cat: at most this many frames")

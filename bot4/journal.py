@@ -10,9 +10,16 @@ File header (little-endian, 32 bytes)::
     0       8     magic        b"BOT4JRNL"
     8       2     version      FILE_VERSION
     10      2     header_size  32
-    12      4     reserved     zero
+    12      4     prev_crc     crc of the previous segment's last frame (its chain link;
+                               0: first segment, or written by a build without links)
     16      8     created_ns   wall clock (time.time_ns) when the file was created, ns
     24      8     first_frame  global index of the file's first frame (= the file name)
+
+Continuity. Segment names and headers form a chain: the first segment is frame 0, each
+next one is named for (and its header says) the frame where the previous one ends, and
+its ``prev_crc`` is the crc of the previous one's last frame. A missing, renumbered,
+overlapping or foreign segment breaks the chain: :class:`JournalGap`, naming the file and
+the frames missing, from every reader (and from the loader's tail).
 
 Frame (little-endian, 32-byte header, then the payload)::
 
@@ -44,15 +51,31 @@ the page cache and survives a *process crash* (SIGKILL included) under every pol
 - ``"none"``: never fdatasync: survives process crashes only; after a power loss any
   suffix (not necessarily on a frame boundary) may be lost.
 
-Recovery. A crash can leave the *last* frame of the *last* file torn (incomplete header,
-length beyond end of file, CRC mismatch, or garbage such as zeros). Opening a writer drops
-that tail (truncates, logs a warning, reports the bytes in ``truncated_bytes``); every frame
-before it is intact. A bad frame that is followed by an intact frame cannot come from a torn
-write: it is corruption and raises :class:`JournalCorrupt` naming file and offset.
+Recovery. What an interrupted append can leave after the last intact frame of the last
+file, and only there: a *prefix* of its frame (a process crash mid-``write(2)``; a power
+loss before the file grew), or zeros (a power loss after the file grew but before its data
+reached the disk). Opening a writer drops such a **torn tail** (truncates, logs a warning,
+reports it in ``torn_tail`` / ``truncated_bytes``) only when that is provably what it is:
+
+- fewer than 32 bytes, zero or the start of a frame header ("incomplete frame header");
+- a plausible frame header (its record type, fingerprint, count and length agree) whose
+  length runs past the end of the file ("frame length beyond end of file");
+- nothing but zeros up to the end of the file ("zero-filled tail");
+- a last file shorter than its header, or all zeros (rotation interrupted): the writer
+  rewrites its header.
+
+Anything else is never truncated automatically (a frame whose length fits the file may have
+been synced, even loaded, before it was damaged; cutting it would lose it silently): a CRC
+mismatch (a bit flip), a header whose fields disagree, garbage, or a plausible header with a **zeroed payload** (a power loss can leave the header's sector
+on disk and not the payload's) raises :class:`JournalDamagedTail` naming file and offset;
+``bot4 journal repair DIR`` (:mod:`bot4.journal_repair`) cuts it, saving the bytes and
+writing an audit record. A bad frame followed by an intact frame, or in a file that is not
+the last, cannot come from a torn write: :class:`JournalCorrupt`, never repaired by a tool.
 
 Ownership: one writer per journal directory (an exclusive ``flock`` on the directory
-enforces it); readers never write and can read while the writer appends (a torn last frame
-just ends the iteration).
+enforces it; ``bot4 journal repair`` takes the same lock); readers never write and can read
+while the writer appends (a torn last frame just ends the iteration, and is reported in the
+reader's ``torn_tail``).
 """
 
 from __future__ import annotations
@@ -90,6 +113,8 @@ __all__ = [
     "FRAME_MAGIC",
     "FSYNC_POLICIES",
     "JournalCorrupt",
+    "JournalDamagedTail",
+    "JournalGap",
     "JournalReader",
     "JournalReport",
     "JournalWriter",
@@ -134,6 +159,43 @@ class JournalCorrupt(Bot4Error):
         super().__init__(f"{path}: {reason} at offset {offset}", code)
 
 
+class JournalGap(JournalCorrupt):
+    """Frames are missing between segments: a segment is missing, renumbered, overlaps the
+    previous one or does not continue it (``prev_crc``). ``path``: the segment where the
+    chain breaks (``offset`` 0); the message says which frames and why."""
+
+    code = Code.JOURNAL_GAP
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = Path(path)
+        self.offset = 0
+        self.reason = reason
+        Bot4Error.__init__(self, f"{path}: {reason}")
+
+
+class JournalDamagedTail(JournalCorrupt):
+    """The last file ends in a damaged frame that a torn write cannot explain (its length
+    fits the file, or its header is not one bot4 wrote) and no intact frame follows it.
+
+    Never truncated automatically; ``bot4 journal repair`` cuts it, audited. ``bytes``:
+    from ``offset`` to the end of the file. ``kind``: ``"zeroed"`` (a plausible header over
+    a zero-filled payload, as a power loss before the frame was synced leaves it) or
+    ``"damaged"`` (a CRC mismatch, a header whose fields disagree, garbage)."""
+
+    def __init__(self, path: Path, offset: int, size: int, kind: str, reason: str) -> None:
+        self.path = Path(path)
+        self.offset = offset
+        self.reason = reason
+        self.bytes = size - offset
+        self.kind = kind
+        Bot4Error.__init__(
+            self,
+            f"{path}: {reason}, at offset {offset} ({self.bytes} bytes to the end of the "
+            f"file); not truncated automatically: check it, then `bot4 journal repair "
+            f"{self.path.parent}`",
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class TornTail:
     """A partially written last frame: where it starts and how many bytes it spans."""
@@ -142,6 +204,14 @@ class TornTail:
     offset: int
     bytes: int
     reason: str
+
+    def describe(self) -> str:
+        """One line for an operator: where, what, and what happens to it."""
+        return (
+            f"{self.path}: torn tail ({self.reason}) at offset {self.offset}, {self.bytes} "
+            "bytes: an append cut short by a crash (or still being written); the journal's "
+            "writer truncates it when it next opens the journal"
+        )
 
 
 @dataclass(slots=True)
@@ -157,8 +227,13 @@ class JournalReport:
 
     @property
     def ok(self) -> bool:
-        """No corruption (a torn tail is the normal trace of a crash, not an error)."""
+        """No corruption: no damaged frame, no gap (a torn tail is the trace of a crash)."""
         return self.corruption is None
+
+    @property
+    def complete(self) -> bool:
+        """Every byte is in an intact frame: no corruption and no torn tail either."""
+        return self.corruption is None and self.torn_tail is None
 
 
 def segment_name(first_frame: int) -> str:
@@ -175,6 +250,52 @@ def _list_segments(directory: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def _header_first_frame(path: Path) -> int | None:
+    """``first_frame`` of the file header of ``path``, or None if it has no valid header."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(FILE_HEADER_SIZE)
+    except OSError:
+        return None
+    if len(head) < FILE_HEADER_SIZE or head[:8] != FILE_MAGIC:
+        return None
+    return int(_FILE.unpack(head)[5])
+
+
+def _gap(path: Path, first: int, expected: int, previous: Path | None) -> JournalGap:
+    """The error for segment ``path``, named for frame ``first``, met where the journal
+    should continue at frame ``expected`` (after ``previous``, None: at the start)."""
+    said = _header_first_frame(path)
+    if previous is not None:
+        after = f"{previous.name} ends at frame {expected}"
+    else:
+        after = "a journal starts at frame 0" if expected == 0 else f"frame {expected} is wanted"
+    if said == expected:
+        return JournalGap(
+            path,
+            f"renumbered segment: named for frame {first}, its header says frame {said}, "
+            f"where {after} (its name should be {segment_name(expected)})",
+        )
+    if first > expected:
+        return JournalGap(
+            path,
+            f"frames {expected}..{first - 1} missing: {after}, {segment_name(expected)} not "
+            f"found, the next segment is {path.name} (a segment missing or renumbered)",
+        )
+    return JournalGap(
+        path, f"overlapping segment: starts at frame {first}, but {after} (renumbered?)"
+    )
+
+
+def _link_gap(path: Path, link: int, last_crc: int, previous: Path) -> JournalGap:
+    return JournalGap(
+        path,
+        f"does not continue {previous.name}: its header links to a frame with crc "
+        f"{link:08x}, {previous.name} ends with crc {last_crc:08x} (a segment of another "
+        "journal, or renumbered)",
+    )
+
+
 def _frame_crc(header: bytes | memoryview, payload: bytes | memoryview) -> int:
     crc = zlib.crc32(header[:_CRC_OFFSET])
     crc = zlib.crc32(header[_CRC_OFFSET + 4 : FRAME_HEADER_SIZE], crc)
@@ -188,6 +309,7 @@ class _Frame:
     count: int
     fingerprint: int
     length: int
+    crc: int = 0  # the frame's stored crc (the next segment's prev_crc links to the last)
 
     @property
     def payload(self) -> int:
@@ -211,7 +333,76 @@ def _read_frame(data: memoryview, offset: int) -> tuple[_Frame | None, str]:
     header = data[offset : offset + FRAME_HEADER_SIZE]
     if _frame_crc(header, data[offset + FRAME_HEADER_SIZE : end]) != crc:
         return None, "frame CRC mismatch"
-    return _Frame(offset, rtype, count, fp, length), ""
+    return _Frame(offset, rtype, count, fp, length, crc), ""
+
+
+_SECTOR = 512  # bytes: the smallest unit a disk writes; a power loss loses whole sectors
+_ZEROED_MIN = 64  # bytes of zeros from a sector boundary that make a payload "zeroed"
+
+
+def _header_problem(fields: tuple, path: Path, offset: int) -> str:
+    """Why a frame header that has the magic is not one this journal's writer wrote ("" if
+    its record type, fingerprint, count, length and reserved fields all agree)."""
+    _magic, length, rtype, flags, count, fp, _crc, reserved = fields
+    if flags or reserved:
+        return "reserved header fields not zero"
+    try:
+        _check_layout(_Frame(offset, rtype, count, fp, length), path)
+    except JournalCorrupt as exc:
+        return exc.reason
+    return ""
+
+
+def _zeroed_payload(data: memoryview, payload: int, end: int, base: int = 0) -> bool:
+    """The payload ``[payload, end)`` of ``data`` (the file from byte ``base`` on) is all
+    zeros, or zeros from a sector boundary of the file to its end (at least ``_ZEROED_MIN``
+    bytes): what a power loss leaves of sectors that never reached the disk."""
+    body = bytes(data[payload:end])
+    zero_from = payload + len(body.rstrip(b"\0"))
+    if zero_from == payload:
+        return True
+    boundary = -(-(base + zero_from) // _SECTOR) * _SECTOR - base
+    return end - boundary >= min(_ZEROED_MIN, end - payload)
+
+
+def _bad_frame(
+    data: memoryview, offset: int, path: Path, reason: str, is_last: bool, base: int = 0
+) -> TornTail | JournalCorrupt:
+    """What the bytes from ``offset`` (no intact frame there, because of ``reason``) to the
+    end of the file are: a torn tail (provably an interrupted append), a damaged tail
+    (:class:`JournalDamagedTail`) or corruption (an intact frame follows, or this is not
+    the last file). ``data`` holds the file from byte ``base`` on (``offset`` counts from
+    there too; reports give file offsets). See the module docstring for the rules."""
+    size = len(data)
+    at = base + offset
+    follower = _next_intact_frame(data, offset + 1)
+    if follower is not None:
+        return JournalCorrupt(path, at, f"{reason}, intact frame follows at {base + follower}")
+    if not is_last:
+        return JournalCorrupt(path, at, f"{reason} (not the last file)")
+    rest = bytes(data[offset:])
+    end_of_file = base + size
+    if not rest.strip(b"\0"):
+        return TornTail(path, at, size - offset, "zero-filled tail")
+    if len(rest) < FRAME_HEADER_SIZE:
+        if rest[:4] == FRAME_MAGIC[: len(rest)]:
+            return TornTail(path, at, size - offset, "incomplete frame header")
+        return JournalDamagedTail(path, at, end_of_file, "damaged", "garbage after the last frame")
+    fields = _FRAME.unpack_from(data, offset)
+    if fields[0] != FRAME_MAGIC:
+        return JournalDamagedTail(path, at, end_of_file, "damaged", "bad frame magic")
+    problem = _header_problem(fields, path, at)
+    if problem:
+        reason = f"frame header fields disagree ({problem})"
+        return JournalDamagedTail(path, at, end_of_file, "damaged", reason)
+    end = offset + FRAME_HEADER_SIZE + fields[1]
+    if end > size:
+        return TornTail(path, at, size - offset, "frame length beyond end of file")
+    if _zeroed_payload(data, offset + FRAME_HEADER_SIZE, end, base):
+        reason = "zeroed payload under a plausible frame header (power loss before a sync?)"
+        return JournalDamagedTail(path, at, end_of_file, "zeroed", reason)
+    reason = "last frame's CRC does not match and its length fits the file (not a torn write)"
+    return JournalDamagedTail(path, at, end_of_file, "damaged", reason)
 
 
 def _next_intact_frame(data: memoryview, start: int) -> int | None:
@@ -250,20 +441,26 @@ class _SegmentScan:
     size: int
     torn: TornTail | None = None
     corruption: JournalCorrupt | None = None
+    link: int = 0  # the file header's prev_crc
+
+
+def _torn_file_header(data: bytes) -> bool:
+    """A last file whose header an interrupted rotation left short or zero-filled."""
+    if len(data) < FILE_HEADER_SIZE and data[:8] == FILE_MAGIC[: len(data)]:
+        return True
+    return data.count(0) == len(data)
 
 
 def _scan_segment(data: bytes, path: Path, first_frame: int, is_last: bool) -> _SegmentScan:
     """Every intact frame of one segment; a bad tail is torn only in the last segment."""
     mv = memoryview(data)
     size = len(data)
+    if is_last and _torn_file_header(data):
+        reason = "incomplete file header" if size < FILE_HEADER_SIZE else "zero-filled file"
+        return _SegmentScan([], 0, size, torn=TornTail(path, 0, size, reason))
     if size < FILE_HEADER_SIZE:
-        scan = _SegmentScan([], 0, size)
-        if is_last:
-            scan.torn = TornTail(path, 0, size, "incomplete file header")
-        else:
-            scan.corruption = JournalCorrupt(path, 0, "incomplete file header")
-        return scan
-    magic, version, header_size, _res, _created, first = _FILE.unpack_from(mv, 0)
+        return _SegmentScan([], 0, size, corruption=JournalCorrupt(path, 0, "short file header"))
+    magic, version, header_size, link, _created, first = _FILE.unpack_from(mv, 0)
     if magic != FILE_MAGIC or header_size != FILE_HEADER_SIZE:
         return _SegmentScan(
             [], 0, size, corruption=JournalCorrupt(path, 0, "bad file magic", Code.BAD_MAGIC)
@@ -281,27 +478,30 @@ def _scan_segment(data: bytes, path: Path, first_frame: int, is_last: bool) -> _
     while offset < size:
         frame, reason = _read_frame(mv, offset)
         if frame is None:
-            scan = _SegmentScan(frames, offset, size)
-            follower = _next_intact_frame(mv, offset + 1)
-            if follower is not None:
-                reason = f"{reason}, intact frame follows at {follower}"
-                scan.corruption = JournalCorrupt(path, offset, reason)
-            elif is_last:
-                scan.torn = TornTail(path, offset, size - offset, reason)
+            scan = _SegmentScan(frames, offset, size, link=link)
+            bad = _bad_frame(mv, offset, path, reason, is_last)
+            if isinstance(bad, TornTail):
+                scan.torn = bad
             else:
-                scan.corruption = JournalCorrupt(path, offset, f"{reason} (not the last file)")
+                scan.corruption = bad
             return scan
         try:
             _check_layout(frame, path)
         except JournalCorrupt as exc:
-            return _SegmentScan(frames, offset, size, corruption=exc)
+            return _SegmentScan(frames, offset, size, corruption=exc, link=link)
         frames.append(frame)
         offset = frame.end
-    return _SegmentScan(frames, offset, size)
+    return _SegmentScan(frames, offset, size, link=link)
 
 
-def _file_header(first_frame: int, created_ns: int) -> bytes:
-    return _FILE.pack(FILE_MAGIC, FILE_VERSION, FILE_HEADER_SIZE, 0, created_ns, first_frame)
+def _file_header(first_frame: int, created_ns: int, prev_crc: int = 0) -> bytes:
+    return _FILE.pack(FILE_MAGIC, FILE_VERSION, FILE_HEADER_SIZE, prev_crc, created_ns, first_frame)
+
+
+def _last_crc(path: Path, first_frame: int) -> int:
+    """crc of the last intact frame of segment ``path`` (its prev_crc if it has none)."""
+    scan = _scan_segment(path.read_bytes(), path, first_frame, is_last=False)
+    return scan.frames[-1].crc if scan.frames else scan.link
 
 
 def _write_all(fd: int, buf: bytes) -> None:
@@ -319,8 +519,10 @@ class JournalWriter:
     ``max_bytes`` (a single larger frame gets a file of its own).
 
     On open the last segment is scanned: a torn tail is truncated (``truncated_bytes`` > 0,
-    ``torn_tail`` describes it, a warning is logged); corruption raises
-    :class:`JournalCorrupt` and leaves the files untouched.
+    ``torn_tail`` describes it, a warning is logged); a damaged tail raises
+    :class:`JournalDamagedTail` (refused until ``bot4 journal repair``) and other corruption
+    :class:`JournalCorrupt`, both leaving the files untouched. A new segment's header links
+    to the crc of the frame before it (``prev_crc``).
     """
 
     def __init__(
@@ -342,6 +544,7 @@ class JournalWriter:
         self.torn_tail: TornTail | None = None
         self._fd = -1
         self._dirty = False
+        self._last_crc = 0  # crc of the last frame written: the next segment's prev_crc
         self.directory.mkdir(parents=True, exist_ok=True)
         self._dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -379,15 +582,17 @@ class JournalWriter:
             )
             os.ftruncate(self._fd, scan.end)
             if scan.end == 0:
-                _write_all(self._fd, _file_header(first, int(self.clock())))
+                scan.link = _last_crc(segments[-2][1], segments[-2][0]) if segments[1:] else 0
+                _write_all(self._fd, _file_header(first, int(self.clock()), scan.link))
             os.fsync(self._fd)
         self._file_bytes = max(scan.end, FILE_HEADER_SIZE)
         self._next_frame = first + len(scan.frames)
+        self._last_crc = scan.frames[-1].crc if scan.frames else scan.link
 
     def _start_segment(self, first_frame: int) -> None:
         path = self.directory / segment_name(first_frame)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-        _write_all(fd, _file_header(first_frame, int(self.clock())))
+        _write_all(fd, _file_header(first_frame, int(self.clock()), self._last_crc))
         if self.fsync != "none":
             os.fsync(fd)
             os.fsync(self._dir_fd)
@@ -438,6 +643,7 @@ class JournalWriter:
             self._dirty = False
         index = self._next_frame
         self._next_frame += 1
+        self._last_crc = struct.unpack_from("<I", header, _CRC_OFFSET)[0]
         return index
 
     def flush(self) -> None:
@@ -470,29 +676,47 @@ class JournalReader:
 
     Iterating yields ``(frame_index, record_type, records)`` in order across segments;
     ``records`` is a fresh (writable) array of the frame's dtype. A torn last frame ends
-    the iteration quietly; corruption raises :class:`JournalCorrupt` after every intact
-    frame before it has been yielded.
+    the iteration quietly (``torn_tail`` then describes it); corruption — a damaged frame,
+    or a gap between segments (:class:`JournalGap`) — raises :class:`JournalCorrupt` after
+    every intact frame before it has been yielded.
     """
 
     def __init__(self, directory: str | os.PathLike) -> None:
         self.directory = Path(directory)
+        self.torn_tail: TornTail | None = None  # set by an iteration that ended at one
 
     def _scans(self) -> Iterator[tuple[int, Path, bytes, _SegmentScan]]:
+        """Each segment's scan, in order, the chain checked: segment 0 first, each next one
+        named for the frame where the previous one ends and linked to its last crc."""
         segments = _list_segments(self.directory)
-        expected = segments[0][0] if segments else 0
+        expected, last_crc, previous = 0, 0, None
         for i, (first, path) in enumerate(segments):
             data = path.read_bytes()
             if first != expected:
-                reason = f"file starts at frame {first}, previous file ended at frame {expected}"
-                scan = _SegmentScan([], 0, len(data), corruption=JournalCorrupt(path, 0, reason))
+                scan = _SegmentScan(
+                    [], 0, len(data), corruption=_gap(path, first, expected, previous)
+                )
             else:
                 scan = _scan_segment(data, path, first, is_last=i == len(segments) - 1)
+                if (
+                    previous is not None
+                    and scan.end
+                    and scan.link
+                    and last_crc
+                    and scan.link != last_crc
+                ):
+                    scan = _SegmentScan(
+                        [], 0, len(data), corruption=_link_gap(path, scan.link, last_crc, previous)
+                    )
             yield first, path, data, scan
             if scan.corruption is not None:
                 return
             expected = first + len(scan.frames)
+            last_crc = scan.frames[-1].crc if scan.frames else scan.link or last_crc
+            previous = path
 
     def __iter__(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        self.torn_tail = None
         for first, _path, data, scan in self._scans():
             for k, frame in enumerate(scan.frames):
                 dtype = dtype_by_record_type(frame.record_type)
@@ -502,6 +726,7 @@ class JournalReader:
                 yield first + k, frame.record_type, records
             if scan.corruption is not None:
                 raise scan.corruption
+            self.torn_tail = scan.torn or self.torn_tail
 
     def verify(self) -> JournalReport:
         """Check every frame; report counts, the torn tail and corruption (never raises)."""

@@ -93,6 +93,7 @@ class Code(IntEnum):
     JOURNAL_TORN_TAIL = 503
     JOURNAL_CRC = 504
     DEADLOCK_DETECTED = 505
+    JOURNAL_GAP = 506
     DB_RECONCILE_DIFFERENCE = 510
 
     # 6xx runtime
@@ -175,6 +176,7 @@ _DESCRIPTIONS: dict[Code, str] = {
     Code.JOURNAL_CRC: "journal frame checksum mismatch",
     Code.DEADLOCK_DETECTED: "database deadlock detected (retried)",
     Code.DB_RECONCILE_DIFFERENCE: "journal and database disagree (executions or positions): an operator must look",
+    Code.JOURNAL_GAP: "journal frames missing: a segment is missing, renumbered or does not continue the previous one",
     Code.STAGE_DIED: "stage process exited",
     Code.STAGE_STALLED: "stage heartbeat stopped advancing",
     Code.RESTART_LIMIT: "stage restarted too often: giving up",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -14,14 +16,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bot4.cli import main
 from bot4.journal import (
     FILE_HEADER_SIZE,
     FRAME_HEADER_SIZE,
     JournalCorrupt,
+    JournalDamagedTail,
+    JournalGap,
     JournalReader,
     JournalWriter,
+    TornTail,
     segment_name,
 )
+from bot4.journal_repair import REPAIR_LOG, RepairRefused, repair
 from bot4.records import (
     BOOK_TOP,
     EXEC_REPORT,
@@ -162,13 +169,96 @@ def test_zero_filled_tail_is_torn(tmp_path: Path, caplog) -> None:
 
 
 @pytest.mark.parametrize("where", [0, 5, 9, 13, 17, 25, 28, FRAME_HEADER_SIZE + 40, -1])
-def test_flipped_byte_in_last_frame_is_treated_as_torn(tmp_path: Path, caplog, where) -> None:
+def test_flipped_byte_in_last_frame_is_damage_never_truncated(tmp_path: Path, where) -> None:
+    """A bit flip anywhere in the last frame (its length fits the file, or its header's
+    fields disagree) is not a torn write: the writer refuses, nothing is cut."""
     batches = write_frames(tmp_path)
     path = last_file(tmp_path)
     data = bytearray(path.read_bytes())
-    data[(len(data) - FRAME_BYTES + where) if where >= 0 else where] ^= 0x40
+    frame_start = len(data) - FRAME_BYTES
+    data[(frame_start + where) if where >= 0 else where] ^= 0x40
     path.write_bytes(bytes(data))
-    assert_torn_tail_recovered(tmp_path, FRAME_BYTES, caplog, batches)
+
+    with pytest.raises(JournalDamagedTail) as excinfo:
+        JournalWriter(tmp_path)
+    err = excinfo.value
+    assert (err.path, err.offset, err.bytes, err.kind) == (
+        path,
+        frame_start,
+        FRAME_BYTES,
+        "damaged",
+    )
+    assert "\n" not in str(err) and f"offset {frame_start}" in str(err) and str(path) in str(err)
+    assert "bot4 journal repair" in str(err)
+    assert path.read_bytes() == bytes(data)  # nothing truncated
+    report = JournalReader(tmp_path).verify()
+    assert isinstance(report.corruption, JournalDamagedTail) and report.torn_tail is None
+    assert report.frames == N_FRAMES - 1
+    seen = []
+    with pytest.raises(JournalDamagedTail):
+        for pos, _, records in JournalReader(tmp_path):
+            seen.append(pos)
+            assert records.tobytes() == batches[pos].tobytes()
+    assert seen == list(range(N_FRAMES - 1))
+
+
+def zero_payload(directory: Path) -> tuple[Path, int]:
+    """Zero the last frame's payload under its intact header (a power loss after the header
+    sector reached the disk, before the payload's did); the file and the frame's offset."""
+    path = last_file(directory)
+    data = bytearray(path.read_bytes())
+    frame_start = len(data) - FRAME_BYTES
+    data[frame_start + FRAME_HEADER_SIZE :] = bytes(FRAME_BYTES - FRAME_HEADER_SIZE)
+    path.write_bytes(bytes(data))
+    return path, frame_start
+
+
+def test_zeroed_payload_under_a_plausible_header_is_refused_until_repaired(
+    tmp_path: Path, capsys
+) -> None:
+    batches = write_frames(tmp_path)
+    path, frame_start = zero_payload(tmp_path)
+    damaged = path.read_bytes()
+
+    with pytest.raises(JournalDamagedTail) as excinfo:
+        JournalWriter(tmp_path)
+    assert excinfo.value.kind == "zeroed" and excinfo.value.offset == frame_start
+    assert "zeroed payload" in str(excinfo.value)
+    assert path.read_bytes() == damaged
+
+    assert main(["journal", "verify", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("bot4: error: ")
+    assert f"{path}: zeroed payload" in err and f"offset {frame_start}" in err
+
+    assert main(["journal", "repair", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"cut {FRAME_BYTES} bytes of {path.name} from offset {frame_start}" in out
+    assert "zeroed" in out and "repair.log" in out
+
+    (line,) = (tmp_path / REPAIR_LOG).read_text().splitlines()
+    rec = json.loads(line)
+    assert rec["uid"] == os.getuid() and rec["pid"] == os.getpid()
+    assert (rec["file"], rec["offset"], rec["bytes"]) == (path.name, frame_start, FRAME_BYTES)
+    assert (rec["frame"], rec["kind"], rec["action"]) == (N_FRAMES - 1, "zeroed", "truncate")
+    saved = (tmp_path / rec["saved"]).read_bytes()
+    assert saved == damaged[frame_start:]
+    assert rec["sha256"] == hashlib.sha256(saved).hexdigest()
+    assert oct((tmp_path / REPAIR_LOG).stat().st_mode & 0o777) == oct(0o640)
+
+    assert JournalReader(tmp_path).verify().complete
+    with JournalWriter(tmp_path) as writer:  # starts again, appends where the cut was
+        assert writer.truncated_bytes == 0
+        assert writer.append(batches[-1]) == N_FRAMES - 1
+    assert main(["journal", "repair", str(tmp_path)]) == 0  # nothing left to cut
+    assert "nothing to repair" in capsys.readouterr().out
+    assert len((tmp_path / REPAIR_LOG).read_text().splitlines()) == 1
+
+
+def test_repair_refuses_while_a_writer_holds_the_journal(tmp_path: Path) -> None:
+    write_frames(tmp_path)
+    with JournalWriter(tmp_path), pytest.raises(RepairRefused, match="open by a writer"):
+        repair(tmp_path)
 
 
 @pytest.mark.parametrize("where", [0, 4, 24, FRAME_HEADER_SIZE + 8])
@@ -258,3 +348,226 @@ def test_killed_writer_leaves_a_prefix_of_complete_frames(tmp_path: Path, caplog
         assert writer.next_frame == len(frames)
         writer.append(make_batch(MARKET_DATA, n + 1, 3))
     assert len(read_all(tmp_path)) == len(frames) + 1
+
+
+# --- damaged journals: classification, one-line errors, exit codes ---------------------------
+
+PER_SEGMENT = FILE_HEADER_SIZE + 2 * FRAME_BYTES  # max_bytes: two frames per segment
+
+
+def segments(directory: Path) -> list[Path]:
+    return sorted(directory.glob("journal-*.bj4"))
+
+
+def write_segmented(directory: Path, first_seq: int = 1) -> list[np.ndarray]:
+    """N_FRAMES frames, two per segment: journal-0, -2, -4."""
+    batches = [make_batch(MARKET_DATA, first_seq + i * BATCH, BATCH) for i in range(N_FRAMES)]
+    with JournalWriter(directory, max_bytes=PER_SEGMENT) as writer:
+        for batch in batches:
+            writer.append(batch)
+    assert [p.name for p in segments(directory)] == [segment_name(k) for k in (0, 2, 4)]
+    return batches
+
+
+def flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def missing_middle_segment(d: Path) -> None:
+    (d / segment_name(2)).unlink()
+
+
+def missing_first_segment(d: Path) -> None:
+    (d / segment_name(0)).unlink()
+
+
+def renumbered_segment(d: Path) -> None:
+    (d / segment_name(2)).rename(d / segment_name(3))
+
+
+def renumbered_last_segment(d: Path) -> None:
+    (d / segment_name(4)).rename(d / segment_name(9))
+
+
+def foreign_segment(d: Path) -> None:
+    """Segment 4 of another journal (same frame numbers, other records) in its place."""
+    other = d.parent / f"{d.name}-other"
+    write_segmented(other, first_seq=1000)
+    shutil.copyfile(other / segment_name(4), d / segment_name(4))
+
+
+def bit_flip_mid_file(d: Path) -> None:
+    flip(d / segment_name(2), FILE_HEADER_SIZE + FRAME_HEADER_SIZE + 8)  # frame 2's payload
+
+
+def bit_flip_last_frame(d: Path) -> None:
+    flip(d / segment_name(4), PER_SEGMENT - 9)
+
+
+def zeroed_tail_payload(d: Path) -> None:
+    zero_payload(d)
+
+
+def truncated_last_frame(d: Path) -> None:
+    os.truncate(d / segment_name(4), PER_SEGMENT - 100)
+
+
+def zero_filled_tail(d: Path) -> None:
+    with open(d / segment_name(4), "ab") as f:
+        f.write(bytes(4096))
+
+
+def intact(d: Path) -> None:
+    pass
+
+
+DAMAGES = {  # damage: (what verify classifies it as, a fragment of its line, exit code)
+    "missing middle segment": (JournalGap, "frames 2..3 missing", 1),
+    "missing first segment": (JournalGap, "frames 0..1 missing", 1),
+    "renumbered segment": (JournalGap, "renumbered segment: named for frame 3", 1),
+    "renumbered last segment": (JournalGap, "renumbered segment: named for frame 9", 1),
+    "foreign segment": (JournalGap, "does not continue journal-0000000000000002.bj4", 1),
+    "bit flip mid-file": (JournalCorrupt, "intact frame follows", 1),
+    "bit flip in the last frame": (JournalDamagedTail, "CRC does not match", 1),
+    "zeroed tail payload": (JournalDamagedTail, "zeroed payload", 1),
+    "truncated last frame": (TornTail, "torn tail (frame length beyond end of file)", 3),
+    "zero-filled tail": (TornTail, "torn tail (zero-filled tail)", 3),
+    "intact": (None, "", 0),
+}
+DAMAGE_FNS = {
+    "missing middle segment": missing_middle_segment,
+    "missing first segment": missing_first_segment,
+    "renumbered segment": renumbered_segment,
+    "renumbered last segment": renumbered_last_segment,
+    "foreign segment": foreign_segment,
+    "bit flip mid-file": bit_flip_mid_file,
+    "bit flip in the last frame": bit_flip_last_frame,
+    "zeroed tail payload": zeroed_tail_payload,
+    "truncated last frame": truncated_last_frame,
+    "zero-filled tail": zero_filled_tail,
+    "intact": intact,
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_damaged_journal_classification_one_line_error_and_exit_code(
+    tmp_path: Path, capsys, damage: str
+) -> None:
+    journal = tmp_path / "j"
+    write_segmented(journal)
+    DAMAGE_FNS[damage](journal)
+    kind, fragment, code = DAMAGES[damage]
+
+    report = JournalReader(journal).verify()
+    found = report.torn_tail if kind is TornTail else report.corruption
+    if kind is None:
+        assert report.complete
+    else:
+        assert type(found) is kind, (damage, report)
+        assert report.complete is False
+        assert (report.corruption is None) == (kind is TornTail)
+
+    for action in ("verify", "cat"):
+        assert main(["journal", action, str(journal)]) == code, (damage, action)
+        err = capsys.readouterr().err
+        if code == 0:
+            assert err == ""
+        else:
+            assert err.startswith("bot4: error: ") and err.count("\n") == 1, err
+            assert fragment in err, err
+
+
+def test_a_reader_stops_at_a_gap_after_the_frames_before_it(tmp_path: Path) -> None:
+    batches = write_segmented(tmp_path)
+    missing_middle_segment(tmp_path)
+    seen = []
+    with pytest.raises(JournalGap) as excinfo:
+        for pos, _, records in JournalReader(tmp_path):
+            seen.append(pos)
+            assert records.tobytes() == batches[pos].tobytes()
+    assert seen == [0, 1]
+    assert excinfo.value.code == Code.JOURNAL_GAP
+    assert excinfo.value.path == tmp_path / segment_name(4)
+    assert str(excinfo.value) == (
+        f"{tmp_path / segment_name(4)}: frames 2..3 missing: {segment_name(0)} ends at frame 2, "
+        f"{segment_name(2)} not found, the next segment is {segment_name(4)} (a segment "
+        "missing or renumbered)"
+    )
+
+
+def test_segment_headers_link_to_the_previous_segments_last_frame(tmp_path: Path) -> None:
+    write_segmented(tmp_path)
+    first, second, third = (p.read_bytes() for p in segments(tmp_path))
+    crc = FILE_HEADER_SIZE + FRAME_BYTES + 24  # the stored crc of a segment's second frame
+    assert first[12:16] == bytes(4)  # segment 0 links to nothing
+    assert second[12:16] == first[crc : crc + 4]
+    assert third[12:16] == second[crc : crc + 4]
+
+    # a journal written before links (prev_crc 0) still reads: the link is only checked when set
+    data = bytearray(third)
+    data[12:16] = bytes(4)
+    (tmp_path / segment_name(4)).write_bytes(bytes(data))
+    assert JournalReader(tmp_path).verify().complete
+
+
+def test_interrupted_rotation_rewrites_the_header_with_its_link(tmp_path: Path, caplog) -> None:
+    write_segmented(tmp_path)
+    last = tmp_path / segment_name(4)
+    link = last.read_bytes()[12:16]
+    for short in (b"BOT4J", bytes(FILE_HEADER_SIZE)):  # cut short, zero-filled
+        last.write_bytes(short)
+        report = JournalReader(tmp_path).verify()
+        assert report.ok and report.torn_tail is not None and report.torn_tail.offset == 0
+        with JournalWriter(tmp_path, max_bytes=PER_SEGMENT) as writer:
+            assert writer.truncated_bytes == len(short)
+            assert writer.next_frame == 4
+        assert last.read_bytes()[12:16] == link
+        assert JournalReader(tmp_path).verify().complete
+
+
+def test_true_torn_tail_is_still_truncated_and_reported(tmp_path: Path, caplog) -> None:
+    write_segmented(tmp_path)
+    truncated_last_frame(tmp_path)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bot4.journal"):
+        writer = JournalWriter(tmp_path, max_bytes=PER_SEGMENT)
+    with writer:
+        assert writer.torn_tail is not None
+        assert writer.torn_tail.reason == "frame length beyond end of file"
+        assert writer.truncated_bytes == FRAME_BYTES - 100
+        assert writer.next_frame == N_FRAMES - 1
+    assert any("torn tail" in r.getMessage() for r in caplog.records)
+    assert JournalReader(tmp_path).verify().complete
+
+
+@pytest.mark.parametrize(
+    "damage", ["missing middle segment", "renumbered segment", "bit flip mid-file"]
+)
+def test_repair_refuses_damage_that_is_not_a_tail(tmp_path: Path, capsys, damage: str) -> None:
+    write_segmented(tmp_path)
+    DAMAGE_FNS[damage](tmp_path)
+    before = {p.name: p.read_bytes() for p in segments(tmp_path)}
+    assert main(["journal", "repair", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("bot4: error: cannot repair: ") and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in segments(tmp_path)} == before
+    assert not (tmp_path / REPAIR_LOG).exists()
+
+
+@pytest.mark.parametrize("damage", ["bit flip in the last frame", "truncated last frame"])
+def test_repair_cuts_a_damaged_or_torn_tail_and_audits_it(tmp_path: Path, capsys, damage) -> None:
+    batches = write_segmented(tmp_path)
+    DAMAGE_FNS[damage](tmp_path)
+    last = tmp_path / segment_name(4)
+    cut = last.read_bytes()[FILE_HEADER_SIZE + FRAME_BYTES :]
+    assert main(["journal", "repair", str(tmp_path)]) == 0
+    rec = json.loads((tmp_path / REPAIR_LOG).read_text())
+    assert rec["kind"] == ("damaged" if "flip" in damage else "torn")
+    assert rec["frame"] == N_FRAMES - 1 and rec["bytes"] == len(cut)
+    assert (tmp_path / rec["saved"]).read_bytes() == cut
+    assert last.stat().st_size == FILE_HEADER_SIZE + FRAME_BYTES
+    frames = read_all(tmp_path)
+    assert [p for p, _, _ in frames] == list(range(N_FRAMES - 1))
+    assert all(r.tobytes() == batches[p].tobytes() for p, _, r in frames)
