@@ -20,7 +20,11 @@ Identity (each row is inserted at most once): orders ``(client_order_id, order_i
 other order requests ``(client_order_id, order_id, action, seq)``; executions the venue's
 ``exec_id`` (reports the OMS made itself, exec_id 0: ``(client_order_id, order_id,
 exec_type, seq)``); risk decisions ``(intent_producer, intent_seq)``; operator actions
-``(who, seq, ts_ns)``; ledger legs ``(exec_id, leg)``.
+``(who, seq, ts_ns)``; ledger legs ``(exec_id, leg)``. A repeated execution id or ledger
+key with the same content is a no-op; with different content it is an identity conflict
+(:mod:`bot4.db.conflicts`): the record is kept in ``exec_conflicts`` / ``ledger_conflicts``,
+counted (``stats.conflicts``, ``stats.ledger_conflicts``), logged at ERROR and passed to
+``alarm`` — never dropped as a duplicate.
 
 How rows get in. A batch of at most ``small_batch`` (128) loadable records takes
 
@@ -94,13 +98,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bot4.db.conflicts import LEDGER_SQL, exec_conflicts_sql
 from bot4.db.pool import DatabaseUnavailable, db_errors, make_pool
 from bot4.db.twophase import Coordinator, finish, prepare
 from bot4.journal import (
@@ -168,6 +173,7 @@ MAX_RETRIES = 3  # whole-batch retries on 40001 / 40P01
 BACKOFF_BASE_S = 0.02
 BACKOFF_CAP_S = 1.0
 MAX_BATCH_FRAMES = 50_000
+MAX_CONFLICTS_LOGGED = 10  # identity conflicts logged one by one per batch (all are kept)
 MODES = ("pipeline", "fast", "dedupe", "isolate")
 LOADED_TYPES = (RT_ORDER, RT_EXEC_REPORT, RT_RISK_DECISION, RT_OPERATOR_ACTION)
 HOOK_POINTS = (
@@ -745,27 +751,7 @@ _LAYOUTS = {
     RT_OPERATOR_ACTION: _StageLayout.of(OPERATOR_ACTION, "operator"),
 }
 
-_LEDGER_SQL = """
-INSERT INTO ledger_entries (exec_id, leg, account, instrument, strategy, debit, credit,
-                            ts_venue_ns, src_journal, src_frame, src_index)
-SELECT bot4_u64(s.exec_id), l.leg, l.account, s.instrument, s.strategy, l.debit, l.credit,
-       s.ts_venue_ns, %(journal)s, s.frame, s.idx
-FROM {source}
-JOIN instruments i ON i.instrument = s.instrument
-CROSS JOIN LATERAL (SELECT s.last_price::numeric * s.last_qty AS notional,
-                           s.fee::numeric AS fee) u
-CROSS JOIN LATERAL (SELECT CASE WHEN s.side > 0 THEN -u.notional ELSE u.notional END - u.fee
-                           AS cash) c
-CROSS JOIN LATERAL (VALUES
-    (1, 'position:' || i.symbol,
-        CASE WHEN s.side > 0 THEN u.notional ELSE 0 END * i.unit,
-        CASE WHEN s.side > 0 THEN 0 ELSE u.notional END * i.unit),
-    (2, 'fees', greatest(u.fee, 0) * i.unit, greatest(-u.fee, 0) * i.unit),
-    (3, 'cash', greatest(c.cash, 0) * i.unit, greatest(-c.cash, 0) * i.unit)
-) AS l(leg, account, debit, credit)
-WHERE l.leg = 1 OR (l.leg = 2 AND u.fee <> 0) OR (l.leg = 3 AND c.cash <> 0)
-ON CONFLICT DO NOTHING
-"""
+_LEDGER_SQL = LEDGER_SQL  # legs inserted once; legs unlike the ones under their key kept
 
 _ADVANCE_SQL = "SELECT bot4_advance(%(journal)s, %(first)s, %(end)s, %(records)s, %(created)s)"
 _FENCED = "B4001"  # bot4_advance: the stored position is not where this batch starts
@@ -909,6 +895,8 @@ class LoaderStats:
     rejected: int = 0  # records stored in rejected_rows
     fills: int = 0  # fills inserted (positions and ledger moved by them)
     ledger_rows: int = 0  # ledger legs inserted
+    conflicts: int = 0  # executions kept in exec_conflicts: their id holds another execution
+    ledger_conflicts: int = 0  # ledger legs kept in ledger_conflicts (unlike the leg there)
     twophase: int = 0  # batches committed with two-phase commit
     pipelined_batches: int = 0  # small batches committed by the pipelined ON CONFLICT path
     fast_batches: int = 0  # batches committed by direct COPY
@@ -934,6 +922,8 @@ class _Outcome:
     rejected: int = 0
     ledger_rows: int = 0
     fills: _Part | None = None  # the fills inserted, in journal order
+    conflicts: list = field(default_factory=list)  # exec_conflicts rows kept (RETURNING)
+    ledger_conflicts: int = 0
 
 
 class _Instruments:
@@ -1026,6 +1016,7 @@ class Loader:
         fast_path: bool = True,
         guard: Callable[[], AbstractContextManager] | None = None,
         hook: Callable[[str], None] | None = None,
+        alarm: Callable[[Code, int], None] | None = None,
         coordinator_dir: str | os.PathLike | None = None,
         pool_timeout: float = 3.0,
         small_batch: int = SMALL_BATCH_RECORDS,
@@ -1043,6 +1034,7 @@ class Loader:
         self.small_batch = small_batch
         self.guard = guard
         self.hook = hook
+        self.alarm = alarm
         self.stats = LoaderStats()
         self.two_phase = ledger_dsn is not None
         self._inst = _Instruments(instruments or DEFAULT_INSTRUMENTS)
@@ -1277,6 +1269,7 @@ class Loader:
         poll_s: float = 0.05,
         max_backoff_s: float = 5.0,
         batches_per_call: int = 16,
+        caught_up: Callable[[], None] | None = None,
     ) -> None:
         """Load until ``stop`` is set: the loop of the persistence stage's loader thread.
 
@@ -1286,9 +1279,12 @@ class Loader:
         guard refuses (breaker open), it waits with exponential backoff and jitter,
         ``poll_s`` doubling up to ``max_backoff_s``, and tries again: the journal keeps
         everything meanwhile. Anything else (a corrupt journal, a configuration error)
-        propagates.
+        propagates. ``caught_up`` (optional) is called on this thread whenever a call finds
+        nothing new after one that loaded something (and once at the first catch-up): the
+        database then holds the journal up to the tail (e.g. to reconcile the two).
         """
         delay = poll_s
+        fresh = True
         while not stop.is_set():
             try:
                 n = self.load_available(max_batches=batches_per_call)
@@ -1300,6 +1296,11 @@ class Loader:
                 self._backoff_note(exc)
             else:
                 delay = poll_s
+                if n:
+                    fresh = True
+                elif fresh and caught_up is not None:
+                    fresh = False
+                    caught_up()
                 if n == 0:
                     stop.wait(poll_s)
                 continue
@@ -1399,7 +1400,10 @@ class Loader:
         s.staged += out.staged
         s.inserted += out.inserted
         s.rejected += out.rejected
-        s.duplicates += out.staged - out.inserted - out.rejected
+        conflicts = len(out.conflicts)
+        s.duplicates += out.staged - out.inserted - out.rejected - conflicts
+        if conflicts or out.ledger_conflicts:
+            self._report_conflicts(out)
         s.fills += 0 if out.fills is None else len(out.fills)
         s.ledger_rows += out.ledger_rows
         s.skipped += batch.records - out.staged
@@ -1434,11 +1438,13 @@ class Loader:
                 self._move_positions(ev, fills)
             self._advance(ev, batch)
             if ledger_branch is not None:
-                out.ledger_rows = ledger_branch.result()
+                out.ledger_rows, out.ledger_conflicts = ledger_branch.result()
             elif fills is not None:
                 if lg is not None:
                     lg.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
-                out.ledger_rows = self._write_ledger(lg if lg is not None else ev, fills, mode)
+                out.ledger_rows, out.ledger_conflicts = self._write_ledger(
+                    lg if lg is not None else ev, fills, mode
+                )
             self._hook("before-commit")
             if lg is None or fills is None:
                 ev.execute("COMMIT")
@@ -1474,6 +1480,30 @@ class Loader:
                         self._recover_needed = True  # presumed abort on the next recovery
             raise
 
+    def _report_conflicts(self, out: _Outcome) -> None:
+        """A committed batch kept identity conflicts: count, log at ERROR, alarm."""
+        n, legs = len(out.conflicts), out.ledger_conflicts
+        self.stats.conflicts += n
+        self.stats.ledger_conflicts += legs
+        for exec_id, frame, idx, differs, kj, kf, ki in out.conflicts[:MAX_CONFLICTS_LOGGED]:
+            log.error(
+                "journal %s: frame %d record %d: exec_id %s already holds another execution "
+                "(%s:%d[%d]; differs in %s): kept in exec_conflicts, not loaded",
+                self.journal_id, frame, idx, exec_id, kj, kf, ki, ", ".join(differs),
+            )  # fmt: skip
+        if n > MAX_CONFLICTS_LOGGED:
+            log.error("journal %s: %d more exec_id conflicts in exec_conflicts", self.journal_id,
+                      n - MAX_CONFLICTS_LOGGED)  # fmt: skip
+        if legs:
+            log.error(
+                "journal %s: %d ledger legs met a different leg under their (exec_id, leg): "
+                "kept in ledger_conflicts, not entered",
+                self.journal_id,
+                legs,
+            )
+        if self.alarm is not None:
+            self.alarm(Code.EXEC_ID_CONFLICT, n + legs)
+
     def _executor(self):
         if self._pool_executor is None:
             from concurrent.futures import ThreadPoolExecutor
@@ -1481,7 +1511,7 @@ class Loader:
             self._pool_executor = ThreadPoolExecutor(1, thread_name_prefix="bot4-ledger")
         return self._pool_executor
 
-    def _ledger_fast_branch(self, lg: psycopg.Connection, fills: _Part) -> int:
+    def _ledger_fast_branch(self, lg: psycopg.Connection, fills: _Part) -> tuple[int, int]:
         lg.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
         return self._write_ledger(lg, fills, "fast")
 
@@ -1543,6 +1573,9 @@ class Loader:
                     out.rejected += refused
                     if table.rtype == RT_EXEC_REPORT:
                         out.fills = self._fills_of(batch, part, rows)
+                        sql = exec_conflicts_sql(table.columns, f"{stage} s")
+                        cur.execute(sql, {"journal": self.journal_id, "lo": 0, "hi": len(part)})
+                        out.conflicts = cur.fetchall()
         return out
 
     def _encode(self, table: _Table, part: _Part) -> list:
@@ -1750,6 +1783,11 @@ class Loader:
                         cur = ev.cursor()
                         cur.execute(table.insert_sql(layout.unnest_source()), params)
                         inserts.append((table, part, cur))
+                        if table.rtype == RT_EXEC_REPORT:
+                            conflicts = ev.cursor()
+                            conflicts.execute(
+                                exec_conflicts_sql(table.columns, layout.unnest_source()), params
+                            )
                 read = None
                 if maybe is not None and len(maybe):
                     read = ev.cursor()
@@ -1761,6 +1799,7 @@ class Loader:
                     out.inserted += n
                     if table.rtype == RT_EXEC_REPORT:
                         out.fills = self._fills_of(batch, part, rows)
+                        out.conflicts = conflicts.fetchall()
                 current = self._positions_read(read.fetchall()) if read is not None else {}
             fills = out.fills
             if fills is not None:
@@ -1790,14 +1829,14 @@ class Loader:
                     pipe.sync()
                 if not two_phase:
                     if fills is not None:
-                        out.ledger_rows = ledger.rowcount
+                        out.ledger_rows, out.ledger_conflicts = ledger.fetchone()
                     self._hook("committed")
                     return out
                 prepared.append((ev, gid_e))
                 self._hook("prepared-events")
                 prepare(lg, gid_l)
                 side.sync()
-                out.ledger_rows = ledger.rowcount
+                out.ledger_rows, out.ledger_conflicts = ledger.fetchone()
             prepared.append((lg, gid_l))
             self._hook("prepared-ledger")
             self._coord.decide_commit(token, batch.first, batch.end, len(fills))
@@ -1827,22 +1866,24 @@ class Loader:
         cur.execute(_LEDGER_SQL.format(source=layout.unnest_source()), params)
         return cur
 
-    def _write_ledger(self, conn: psycopg.Connection, fills: _Part, mode: str) -> int:
-        """The double-entry legs of ``fills`` (2 or 3 each): the rows inserted."""
+    def _write_ledger(self, conn: psycopg.Connection, fills: _Part, mode: str) -> tuple[int, int]:
+        """The double-entry legs of ``fills`` (2 or 3 each): (legs inserted, legs kept in
+        ``ledger_conflicts``; the COPY path fails on any existing key instead)."""
         if mode == "fast":
             buf, n = self._ledger_stream(fills)
             cols = ", ".join(_LEDGER_COLUMNS)
             copy = f"COPY ledger_entries ({cols}) FROM STDIN (FORMAT BINARY)"
             with conn.cursor() as cur, cur.copy(copy) as cp:
                 _write(cp, buf)
-            return n
+            return n, 0
         stage = self._stage_table(RT_EXEC_REPORT)
         conn.execute(f"TRUNCATE {stage}")
         with conn.cursor() as cur:
             with cur.copy(f"COPY {stage} FROM STDIN (FORMAT BINARY)") as cp:
                 _write(cp, _LAYOUTS[RT_EXEC_REPORT].encode(fills))
             cur.execute(_LEDGER_SQL.format(source=f"{stage} s"), {"journal": self.journal_id})
-            return cur.rowcount
+            rows, kept = cur.fetchone()
+            return int(rows), int(kept)
 
     def _ledger_stream(self, fills: _Part) -> tuple[list, int]:
         """Binary COPY of the legs of ``fills`` (see the ledger migration for the legs)."""

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.timeout(60)
 EVENT_TABLES = {
     "instruments", "load_positions", "orders", "order_actions", "exec_reports",
     "risk_decisions", "operator_actions", "positions", "model_events", "rejected_rows",
+    "exec_conflicts",
 }  # fmt: skip
 
 
@@ -41,13 +42,16 @@ def test_shipped_migrations_are_versioned_from_one():
 def test_migrations_apply_once_and_record_themselves(new_db):
     dsn = new_db()
     done = migrate(dsn, ("events",))
-    assert [str(m) for m in done] == ["events 0001_events"]
+    assert [str(m) for m in done] == ["events 0001_events", "events 0002_exec_conflicts"]
     assert EVENT_TABLES | {"schema_migrations"} <= tables(dsn)
     assert migrate(dsn, ("events",)) == []  # idempotent
     rows = [(a.scope, a.version, a.name) for a in applied_migrations(psycopg.connect(dsn))]
-    assert rows == [("events", 1, "events")]
+    assert rows == [("events", 1, "events"), ("events", 2, "exec_conflicts")]
     # the ledger scope can join the same database (ledger without two-phase commit)
-    assert [str(m) for m in migrate(dsn, ("ledger",))] == ["ledger 0001_ledger"]
+    assert [str(m) for m in migrate(dsn, ("ledger",))] == [
+        "ledger 0001_ledger",
+        "ledger 0002_ledger_conflicts",
+    ]
     assert "ledger_entries" in tables(dsn)
 
 
@@ -71,8 +75,13 @@ def test_concurrent_migrators_apply_each_migration_exactly_once(new_db):
         t.join(30)
     assert not errors
     applied = sorted(str(m) for r in results for m in r)
-    assert applied == ["events 0001_events", "ledger 0001_ledger"]  # once, by one of them
-    assert scalar(dsn, "SELECT count(*) FROM schema_migrations") == 2
+    assert applied == [  # once, by one of them
+        "events 0001_events",
+        "events 0002_exec_conflicts",
+        "ledger 0001_ledger",
+        "ledger 0002_ledger_conflicts",
+    ]
+    assert scalar(dsn, "SELECT count(*) FROM schema_migrations") == 4
 
 
 def test_changed_applied_migration_is_refused(new_db):

@@ -1,0 +1,125 @@
+"""Identity conflicts at the loader: a repeated execution id with different content.
+
+The loader inserts executions with ``ON CONFLICT DO NOTHING`` on their ``exec_id``: right
+for the same execution loaded twice (a journal frame written again, a reload), wrong for a
+*different* execution under a taken id, which would vanish. So, right after the
+executions INSERT and in the same transaction, :func:`exec_conflicts_sql` looks up every
+record of the batch whose id is held by a row loaded from another journal record with
+different content (:data:`bot4.records.identity.EXEC_CONTENT_FIELDS`, compared column by
+column after conversion, so 100.00 equals 100.0000) and keeps it in ``exec_conflicts``
+(events migration 0002) with the columns that differ and the row holding the id. It
+returns the records kept, for the loader to log, count and alarm. A conflicting record
+already kept once (the same frame journalled twice) is not kept again.
+
+The ledger's counterpart is :data:`LEDGER_SQL`: the legs of a batch's fills, inserted
+``ON CONFLICT DO NOTHING`` on ``(exec_id, leg)``, and in the same statement the legs that
+met an existing leg with a different account, instrument, strategy or amount are kept in
+``ledger_conflicts`` (ledger migration 0002); it returns (legs inserted, legs kept).
+
+Both read their rows from ``{source}``: the loader's staging table or ``unnest`` of array
+parameters, aliased ``s``, with ``rid``, ``frame``, ``idx`` and the record's fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from bot4.records.identity import EXEC_CONTENT_FIELDS
+
+__all__ = ["LEDGER_SQL", "exec_conflicts_sql"]
+
+
+class _Column(Protocol):
+    name: str
+
+    def sql(self) -> str: ...
+
+
+def exec_conflicts_sql(columns: Sequence[_Column], source: str) -> str:
+    """The statement keeping ``source``'s rows ``rid`` in [%(lo)s, %(hi)s) that conflict
+    with ``exec_reports``; returns ``(exec_id, src_frame, src_index, differs, kept_journal,
+    kept_frame, kept_index)`` per row kept. ``columns``: the loader's ``exec_reports``
+    column spec (each with the SQL converting the staged field)."""
+    by_name = {c.name: c for c in columns}
+    content = [by_name[f] for f in EXEC_CONTENT_FIELDS]
+    theirs = ", ".join(c.sql() for c in content)
+    differs = ", ".join(
+        f"CASE WHEN e.{c.name} IS DISTINCT FROM {c.sql()} THEN '{c.name}' END" for c in content
+    )
+    names = [c.name for c in columns]
+    cols = ", ".join(
+        [*names, "src_journal", "src_frame", "src_index", "differs", "kept_journal",
+         "kept_frame", "kept_index"]
+    )  # fmt: skip
+    exprs = ", ".join(
+        [*(c.sql() for c in columns), "%(journal)s", "s.frame", "s.idx",
+         f"array_remove(ARRAY[{differs}]::text[], NULL)", "e.src_journal", "e.src_frame",
+         "e.src_index"]
+    )  # fmt: skip
+    return f"""
+WITH kept AS (
+    INSERT INTO exec_conflicts ({cols})
+    SELECT {exprs}
+    FROM {source}
+    LEFT JOIN instruments i ON i.instrument = s.instrument
+    JOIN exec_reports e ON e.exec_id = bot4_u64(s.exec_id) AND e.exec_id <> 0
+    WHERE s.exec_id <> 0 AND s.rid >= %(lo)s AND s.rid < %(hi)s
+      AND (e.src_journal, e.src_frame, e.src_index)
+          IS DISTINCT FROM (%(journal)s::text, s.frame, s.idx)
+      AND ({", ".join(f"e.{c.name}" for c in content)}) IS DISTINCT FROM ({theirs})
+      AND NOT EXISTS (
+          SELECT 1 FROM exec_conflicts x
+          WHERE x.exec_id = e.exec_id
+            AND ({", ".join(f"x.{c.name}" for c in content)}) IS NOT DISTINCT FROM ({theirs}))
+    ON CONFLICT DO NOTHING
+    RETURNING exec_id, src_frame, src_index, differs, kept_journal, kept_frame, kept_index
+)
+SELECT * FROM kept ORDER BY src_frame, src_index
+"""
+
+
+#: the ledger legs of ``{source}``'s fills (see the ledger migrations), inserted once, and
+#: the legs that met a different leg under their key kept in ``ledger_conflicts``;
+#: returns one row: (legs inserted, legs kept as conflicts)
+LEDGER_SQL = """
+WITH legs AS (
+    SELECT bot4_u64(s.exec_id) AS exec_id, l.leg, l.account, s.instrument::integer AS instrument,
+           s.strategy::integer AS strategy, l.debit, l.credit, s.ts_venue_ns,
+           %(journal)s::text AS src_journal, s.frame AS src_frame, s.idx::integer AS src_index
+    FROM {source}
+    JOIN instruments i ON i.instrument = s.instrument
+    CROSS JOIN LATERAL (SELECT s.last_price::numeric * s.last_qty AS notional,
+                               s.fee::numeric AS fee) u
+    CROSS JOIN LATERAL (SELECT CASE WHEN s.side > 0 THEN -u.notional ELSE u.notional END
+                               - u.fee AS cash) c
+    CROSS JOIN LATERAL (VALUES
+        (1, 'position:' || i.symbol,
+            CASE WHEN s.side > 0 THEN u.notional ELSE 0 END * i.unit,
+            CASE WHEN s.side > 0 THEN 0 ELSE u.notional END * i.unit),
+        (2, 'fees', greatest(u.fee, 0) * i.unit, greatest(-u.fee, 0) * i.unit),
+        (3, 'cash', greatest(c.cash, 0) * i.unit, greatest(-c.cash, 0) * i.unit)
+    ) AS l(leg, account, debit, credit)
+    WHERE l.leg = 1 OR (l.leg = 2 AND u.fee <> 0) OR (l.leg = 3 AND c.cash <> 0)
+), inserted AS (
+    INSERT INTO ledger_entries (exec_id, leg, account, instrument, strategy, debit, credit,
+                                ts_venue_ns, src_journal, src_frame, src_index)
+    SELECT * FROM legs
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), kept AS (
+    INSERT INTO ledger_conflicts (exec_id, leg, account, instrument, strategy, debit, credit,
+                                  ts_venue_ns, src_journal, src_frame, src_index,
+                                  kept_account, kept_instrument, kept_strategy, kept_debit,
+                                  kept_credit, kept_journal, kept_frame, kept_index)
+    SELECT n.*, e.account, e.instrument, e.strategy, e.debit, e.credit, e.src_journal,
+           e.src_frame, e.src_index
+    FROM legs n
+    JOIN ledger_entries e ON e.exec_id = n.exec_id AND e.leg = n.leg
+    WHERE (e.account, e.instrument, e.strategy, e.debit, e.credit)
+          IS DISTINCT FROM (n.account, n.instrument, n.strategy, n.debit, n.credit)
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM kept)
+"""
