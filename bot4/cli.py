@@ -15,16 +15,21 @@ import time
 import orjson
 
 
-def _load(path, instance):
-    from bot4.pipeline.topology import load_topology
+def _load(path, instance, *, validate: bool = False):
+    """The topology; ``validate``: also check the files its stages' params name (the
+    commands that start stages do, before any segment exists)."""
+    from bot4.pipeline.topology import load_topology, validate_topology
 
-    return load_topology(path, instance=instance)
+    t = load_topology(path, instance=instance)
+    if validate:
+        validate_topology(t)
+    return t
 
 
 def cmd_run(args) -> int:
     from bot4.pipeline.supervisor import Supervisor
 
-    t = _load(args.topology, args.instance)
+    t = _load(args.topology, args.instance, validate=True)
     server = _database_for(t, args)
     try:
         sup = Supervisor(
@@ -152,11 +157,12 @@ def record_topology(args) -> dict:
 def cmd_record(args) -> int:
     from bot4.journal import JournalReader
     from bot4.pipeline.supervisor import Supervisor
-    from bot4.pipeline.topology import parse_topology
+    from bot4.pipeline.topology import parse_topology, validate_topology
 
     doc = record_topology(args)
     out = doc["stage"][1]["params"]["dir"]
     t = parse_topology(doc, "bot4 record")
+    validate_topology(t)
     sup = Supervisor(t, duration=args.duration, live=None if not args.quiet else False)
     code = sup.run()
     if sup.final.get("halted"):
@@ -188,7 +194,7 @@ def cmd_shm(args) -> int:
     if args.action == "create":
         from bot4.shm import control as C
 
-        t = _load(args.topology, args.instance)
+        t = _load(args.topology, args.instance, validate=True)
         for name in create_segments(t):
             print(f"created {name}")
         # no supervisor under systemd: the pipeline runs as soon as its segments exist

@@ -273,7 +273,12 @@ def _loader(args, dsn: str, ledger: str | None, **kwargs):
     return Loader(args.journal, dsn, ledger, journal_id=args.journal_id, **kwargs)
 
 
+LOAD_EXIT_DAMAGED = 1  # the journal is damaged or has a gap: loaded up to it, no further
+LOAD_EXIT_TORN = 3  # loaded every intact frame; the journal ends in a torn (or unfinished) frame
+
+
 def _load(args) -> int:
+    from bot4.journal import JournalCorrupt
     from bot4.records.instruments import load_instruments
 
     instruments = load_instruments(args.instruments) if args.instruments else None
@@ -283,6 +288,7 @@ def _load(args) -> int:
             fast_path=not args.no_fast_path, small_batch=args.small_batch,
         )  # fmt: skip
         t0 = time.monotonic()
+        damage = torn = None
         try:
             if args.follow:
                 import threading
@@ -294,6 +300,9 @@ def _load(args) -> int:
                     stop.set()
             else:
                 loader.load_available()
+                torn = loader.torn_tail
+        except JournalCorrupt as exc:  # damage or a gap: what precedes it is loaded, no more
+            damage = exc
         finally:
             loader.close()
         s = loader.stats
@@ -303,6 +312,12 @@ def _load(args) -> int:
             f"inserted, {s.duplicates:,} duplicates, {s.rejected:,} rejected, {s.fills:,} fills, "
             f"{s.ledger_rows:,} ledger legs, {s.retries} retries"
         )
+    if damage is not None:
+        print(f"bot4: error: loaded up to the damage, nothing after it: {damage}", file=sys.stderr)
+        return LOAD_EXIT_DAMAGED
+    if torn is not None:
+        print(f"bot4: error: {torn.describe()}", file=sys.stderr)
+        return LOAD_EXIT_TORN
     return 0
 
 

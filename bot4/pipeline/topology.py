@@ -10,6 +10,8 @@
     core = 0                        # CPU the process is pinned to
     wait = "park"                   # idle strategy when it has no work: busy-spin|yield|park
     heartbeat_timeout = 5.0         # s without a heartbeat before the supervisor kills it
+    stall_timeout = 5.0             # s stuck (an input has records, outputs have room, the
+                                    # input does not move) before the supervisor kills it
     realtime = false                # opt-in SCHED_FIFO at `priority` (off by default)
     priority = 50
     mlock = false                   # opt-in mlockall
@@ -46,8 +48,8 @@ from bot4.shm.ring_layout import BACKPRESSURE_NAMES, WAIT_NAMES, is_power_of_two
 _NAME = re.compile(r"^[A-Za-z0-9_\-]{1,48}$")
 TOP_KEYS = {"instance", "stage", "ring"}
 STAGE_KEYS = {
-    "name", "kind", "core", "wait", "heartbeat_timeout", "realtime", "priority", "mlock",
-    "batch", "params",
+    "name", "kind", "core", "wait", "heartbeat_timeout", "stall_timeout", "realtime",
+    "priority", "mlock", "batch", "params",
 }  # fmt: skip
 RING_KEYS = {"name", "from", "to", "type", "capacity", "wait", "backpressure", "feedback"}
 
@@ -73,6 +75,9 @@ class StageSpec:
     mlock: bool = False
     batch: int = 256
     params: dict = field(default_factory=dict)
+    #: s an input may hold records, with room on every output, without its position
+    #: moving, before the supervisor calls the stage stalled (``bot4.pipeline.liveness``)
+    stall_timeout: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,7 @@ def parse_topology(
 ) -> Topology:
     """Validate a parsed TOML document and build the :class:`Topology`."""
     from bot4.stages import KINDS  # kinds register themselves; imported late on purpose
+    from bot4.stages.base import ParamError
 
     cpus = cpu_count if cpu_count is not None else len(os.sched_getaffinity(0))
     for k in data:
@@ -206,6 +212,16 @@ def parse_topology(
         )
         if hb <= 0:
             raise TopologyError(source, f"{where}.heartbeat_timeout", "must be positive")
+        stall = float(
+            _typed(source, f"{where}.stall_timeout", st.get("stall_timeout", 5.0), (int, float))
+        )
+        if not 0 < stall < float("inf"):
+            raise TopologyError(source, f"{where}.stall_timeout", "must be a positive number")
+        params = dict(_typed(source, f"{where}.params", st.get("params", {}), dict))
+        try:
+            KINDS[kind].check_params(params)
+        except ParamError as exc:
+            raise TopologyError(source, f"stage {name}: params.{exc.key}", exc.reason) from None
         stages.append(
             StageSpec(
                 name=name,
@@ -218,7 +234,8 @@ def parse_topology(
                 priority=_typed(source, f"{where}.priority", st.get("priority", 50), int),
                 mlock=_typed(source, f"{where}.mlock", st.get("mlock", False), bool),
                 batch=batch,
-                params=dict(_typed(source, f"{where}.params", st.get("params", {}), dict)),
+                params=params,
+                stall_timeout=stall,
             )
         )
     rings: list[RingSpec] = []
@@ -315,6 +332,20 @@ def parse_topology(
         if problem:
             raise TopologyError(source, f"stage[{s.index}] ({s.name})", problem)
     return t
+
+
+def validate_topology(t: Topology) -> None:
+    """Check what every stage's params point at (data files, parameter files) before any
+    segment exists; the first problem is a :class:`TopologyError`
+    ``FILE: stage NAME: params.KEY: REASON``. Called by the commands that start stages."""
+    from bot4.stages import KINDS
+    from bot4.stages.base import ParamError
+
+    for s in t.stages:
+        try:
+            KINDS[s.kind].validate(s.params)
+        except ParamError as exc:
+            raise TopologyError(t.source, f"stage {s.name}: params.{exc.key}", exc.reason) from None
 
 
 def load_topology(

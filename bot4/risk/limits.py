@@ -167,7 +167,18 @@ class RiskLimits:
 
 
 def _fail(key: str, problem: str) -> RiskConfigError:
-    return RiskConfigError(f"risk params: {key}: {problem}")
+    exc = RiskConfigError(f"risk params: {key}: {problem}")
+    exc.key, exc.problem = key, problem  # for the topology's "params.KEY: REASON"
+    return exc
+
+
+def param_keys() -> frozenset[str]:
+    """Every key :meth:`RiskLimits.from_params` accepts at the top of the params table."""
+    return frozenset(
+        {f.name for f in fields(InstrumentLimits)}
+        | {f.name for f in fields(StrategyLimits)}
+        | ({f.name for f in fields(RiskLimits)} - {"instrument", "strategy"})
+    )
 
 
 def _parse_hhmm(text: str) -> tuple[int, int]:

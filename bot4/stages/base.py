@@ -30,12 +30,60 @@ ns since the Unix epoch) is read only to place wall-clock instants (a daily rese
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
 from bot4.records import RECORD_TYPES
+
+
+class ParamError(ValueError):
+    """A stage's ``params`` cannot be used. ``key`` names the parameter (dotted below
+    ``params``), ``reason`` says why; the topology loader adds the file and the stage:
+    ``FILE: stage NAME: params.KEY: REASON``."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"params.{key}: {reason}")
+        self.key, self.reason = key, reason
+
+
+def check_number(
+    params: Mapping[str, Any],
+    key: str,
+    *,
+    integer: bool = False,
+    lo: float | None = None,
+    hi: float | None = None,
+) -> None:
+    """``params[key]``, when present, is a finite number (an int if ``integer``) in
+    [``lo``, ``hi``]; ParamError otherwise."""
+    if key not in params:
+        return
+    v = params[key]
+    if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)):
+        raise ParamError(key, f"expected {'an integer' if integer else 'a number'}, got {v!r}")
+    if not math.isfinite(v):
+        raise ParamError(key, f"must be finite, got {v!r}")
+    if lo is not None and v < lo:
+        raise ParamError(key, f"must be >= {lo:g}, got {v!r}")
+    if hi is not None and v > hi:
+        raise ParamError(key, f"must be <= {hi:g}, got {v!r}")
+
+
+def check_choice(params: Mapping[str, Any], key: str, choices: Iterable[str]) -> None:
+    """``params[key]``, when present, is one of ``choices``; ParamError otherwise."""
+    choices = list(choices)
+    if key in params and params[key] not in choices:
+        raise ParamError(key, f"{params[key]!r} is not one of {', '.join(choices)}")
+
+
+def check_type(params: Mapping[str, Any], key: str, typ: type | tuple, what: str) -> None:
+    """``params[key]``, when present, is a ``typ`` (``what`` names it in the error)."""
+    if key in params and not isinstance(params[key], typ):
+        raise ParamError(key, f"expected {what}, got {params[key]!r}")
 
 
 class Stage:
@@ -48,6 +96,9 @@ class Stage:
     #: required record types per input/output position, or None for any
     input_types: tuple[str, ...] | None = None
     output_types: tuple[str, ...] | None = None
+    #: every key of ``params`` the kind reads; any other key is refused when the topology
+    #: is loaded (a misspelt ``rat = 20000`` would otherwise run silently at the default)
+    params_keys: frozenset[str] = frozenset()
 
     def __init__(self, spec, inputs, outputs, instance: str = "default", topology=None) -> None:
         self.spec = spec
@@ -84,6 +135,31 @@ class Stage:
                 if w != "*" and t != w:
                     return f"kind {cls.kind!r} {what} {k} must carry {w.lower()}, topology gives {t.lower()}"
         return None
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> None:
+        """Refuse unknown keys and values of the wrong type or range, reading no file
+        (called when a topology is loaded: ParamError). Kinds extend it for their keys."""
+        unknown = sorted(set(params) - cls.params_keys)
+        if unknown:
+            accepted = ", ".join(sorted(cls.params_keys)) or "none"
+            raise ParamError(
+                unknown[0], f"unknown parameter of kind {cls.kind!r} (accepted: {accepted})"
+            )
+
+    @classmethod
+    def validate(cls, params: Mapping[str, Any]) -> None:
+        """Check what ``params`` point at (data files, parameter files) before any segment
+        exists: ``bot4 run``, ``bot4 record``, ``bot4 stage`` and ``bot4 shm create`` call
+        it once per stage, so a missing file is one line at start, not a crash per restart.
+        ParamError on a problem; :meth:`check_params` has already passed."""
+
+    @classmethod
+    def out_per_in(cls, params: Mapping[str, Any]) -> int:
+        """Output slots one input record may need on each output (``max_out_per_in`` of a
+        stage built with ``params``): the room the liveness check requires before it calls
+        a stage with pending input stuck rather than blocked."""
+        return cls.max_out_per_in
 
     def setup(self) -> None:
         """Allocate state (numpy arrays) and warm kernels. Called once per process."""

@@ -28,7 +28,7 @@ import logging
 import numpy as np
 from numba import njit
 
-from bot4.stages.base import Stage
+from bot4.stages.base import ParamError, Stage, check_number, check_type
 from bot4.stages.standins import SyntheticMarketData
 
 log = logging.getLogger("bot4.stage")
@@ -101,6 +101,15 @@ def lobster_snapshot(path: str) -> np.ndarray:
     return out
 
 
+#: market data sources and what their ``path`` names
+SOURCES = {
+    "synthetic": "nothing (generated)",
+    "file": "CSV or Parquet tick file",
+    "lobster": "LOBSTER message/orderbook pair (file, zip or directory)",
+    "journal": "journal directory",
+}
+
+
 def load_recorded(source: str, path: str, *, snapshot: bool = False):
     """(records, bad-input report) for a recorded source; ``snapshot`` (lobster) puts
     :func:`lobster_snapshot` first."""
@@ -130,6 +139,55 @@ class MarketDataStage(Stage):
     restart_state = (
         "recorded sources: none (records are a function of position); synthetic: the mid walk"
     )
+    params_keys = (
+        frozenset({"source", "path", "speed", "snapshot"}) | SyntheticMarketData.params_keys
+    )
+
+    @classmethod
+    def check_params(cls, params):
+        super().check_params(params)
+        mode = params.get("source", "synthetic")
+        if mode not in SOURCES:
+            raise ParamError(
+                "source", f"unknown market data source {mode!r} (one of: {', '.join(SOURCES)})"
+            )
+        if mode == "synthetic":
+            SyntheticMarketData.check_params(
+                {k: v for k, v in params.items() if k in SyntheticMarketData.params_keys}
+            )
+        elif "path" not in params:
+            raise ParamError("path", f'missing: source = "{mode}" reads a {SOURCES[mode]}')
+        check_type(params, "path", str, "a path string")
+        check_number(params, "speed", lo=0)
+        check_type(params, "snapshot", bool, "true or false")
+
+    @classmethod
+    def validate(cls, params):
+        """The recorded source is there: a file, one LOBSTER pair, a journal directory
+        (their rows are read and checked at start-up, once, by ``setup``)."""
+        from pathlib import Path
+
+        mode = params.get("source", "synthetic")
+        if mode == "synthetic":
+            return
+        p = Path(params["path"])
+        if mode == "lobster":
+            from bot4.marketdata.lobster import find_pairs
+            from bot4.records.errors import Bot4Error
+
+            try:
+                pairs = find_pairs(p)
+            except Bot4Error as exc:
+                raise ParamError("path", str(exc)) from None
+            if len(pairs) != 1:
+                raise ParamError("path", f"{p}: holds {len(pairs)} LOBSTER pairs; name one of them")
+        elif mode == "journal":
+            if not p.is_dir():
+                raise ParamError("path", f"{p}: no such journal directory")
+        elif not p.is_file():
+            raise ParamError("path", f"{p}: no such file")
+        elif p.stat().st_size == 0:
+            raise ParamError("path", f"{p}: file is empty")
 
     def setup(self) -> None:
         p = self.params

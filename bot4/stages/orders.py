@@ -156,7 +156,7 @@ from bot4.records.identity import exec_content_hash
 from bot4.shm.segment import SegmentMissingError
 from bot4.shm.trading_state import HALTED, SRC_OMS, W_INSTRUMENTS, raise_state
 from bot4.stages.alarms import StageAlarms
-from bot4.stages.base import Stage
+from bot4.stages.base import ParamError, Stage, check_number, check_type
 
 log = logging.getLogger("bot4.stage")
 
@@ -700,6 +700,41 @@ class OrdersStage(Stage):
         "Without a journal (no persistence output) nothing of this; reports of orders it "
         "does not know are counted as UNKNOWN_ORDER and still forwarded to risk"
     )
+    params_keys = frozenset(
+        {
+            "stp",
+            "stp_by_strategy",
+            "stp_max_makers",
+            "max_open_orders",
+            "max_instrument",
+            "seen_capacity",
+            "exec_capacity",
+            "first_order_id",
+            "reconcile_timeout_ms",
+            "recover",
+        }
+    )
+
+    @classmethod
+    def check_params(cls, params):
+        super().check_params(params)
+        for key in ("max_open_orders", "max_instrument", "seen_capacity", "exec_capacity"):
+            check_number(params, key, integer=True, lo=1)
+        check_number(params, "stp_max_makers", integer=True, lo=1, hi=MAX_STP_MAKERS)
+        check_number(params, "first_order_id", integer=True, lo=0)
+        check_number(params, "reconcile_timeout_ms", lo=0)
+        check_type(params, "recover", bool, "true or false")
+        policies = {"stp": params.get("stp", "cancel_new")}
+        check_type(params, "stp_by_strategy", dict, "a table {strategy id = policy}")
+        for sid, name in params.get("stp_by_strategy", {}).items():
+            if not str(sid).isdigit() or not 0 <= int(sid) < 1 << 16:
+                raise ParamError(f"stp_by_strategy.{sid}", "strategy ids are integers in 0..65535")
+            policies[f"stp_by_strategy.{sid}"] = name
+        for key, name in policies.items():
+            try:
+                parse_policy(name)
+            except ValueError as exc:
+                raise ParamError(key, str(exc)) from None
 
     def setup(self) -> None:
         p = self.params

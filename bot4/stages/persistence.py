@@ -4,7 +4,10 @@ position moves, and a loader thread moves the journal into PostgreSQL exactly on
 Each input batch becomes one journal frame (``bot4.journal``); with ``fsync = "batch"``
 (default) the frame is fdatasync'ed before ``process`` returns, and the stage loop
 releases the input only after ``process`` returns — so a record the ring no longer holds
-is on disk, and survives a power loss. On start the journal writer truncates a torn tail.
+is on disk, and survives a power loss. On start the journal writer truncates a torn tail
+(an append a crash cut short); any other damage at the journal's end (a bit flip, the zeroed
+payload a power loss can leave under an intact header) makes the stage refuse to start with
+one ERROR line naming the file and offset (exit 2) until ``bot4 journal repair DIR``.
 Operator actions (the operator log) are journalled the same way.
 
 Database. With a DSN (param ``dsn``, else ``$BOT4_DSN``, which ``bot4 run`` sets, starting
@@ -18,7 +21,11 @@ runs through the instance's ``db`` circuit breaker (when a shared risk stage mad
 breaker segment): it opens after repeated failures, and the loader then backs off until
 the breaker's cool-down lets a probe through; the backlog lands when the database returns.
 At drain the loader gets ``drain_db_s`` (10) seconds to catch up; what it could not load
-stays in the journal and loads at the next start (same journal id).
+stays in the journal and loads at the next start (same journal id). A loader that stops —
+the journal damaged or with a gap (a segment missing or renumbered), a misconfiguration —
+logs one ERROR line and raises a stage alarm with the error's code (``JOURNAL_GAP``,
+``JOURNAL_CRC``, ...; :mod:`bot4.stages.alarms`, shown by ``bot4 stats``); it never waits at
+the damage, and trading goes on, journalled.
 
 params: ``dir`` (default ``$BOT4_DATA_DIR/journal/<instance>``, ``$BOT4_DATA_DIR``
 defaulting to ``./bot4-data``), ``fsync`` (``always`` | ``batch`` | ``none``),
@@ -43,11 +50,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bot4.journal import JournalWriter
+from bot4.journal import FSYNC_POLICIES, JournalCorrupt, JournalWriter
 from bot4.paths import data_dir
 from bot4.records import OPERATOR_ACTION
+from bot4.records.errors import Code
 from bot4.shm.operator_log import OperatorLog
 from bot4.shm.segment import SegmentMissingError
+from bot4.stages.alarms import StageAlarms
+from bot4.stages.base import check_choice, check_number, check_type
 from bot4.stages.standins import CountSink
 
 log = logging.getLogger("bot4.stage")
@@ -58,17 +68,35 @@ OPLOG_POLL_NS = 5_000_000  # operator actions are journalled within 5 ms
 class PersistenceStage(CountSink):
     kind = "persistence"
     restart_state = "summary counts cover one process; the journal itself survives everything"
+    params_keys = frozenset(
+        {"dir", "fsync", "max_mb", "database", "dsn", "ledger_dsn", "drain_db_s"}
+    )
+
+    @classmethod
+    def check_params(cls, params):
+        super().check_params(params)
+        check_type(params, "dir", str, "a directory path")
+        check_choice(params, "fsync", FSYNC_POLICIES)
+        check_number(params, "max_mb", integer=True, lo=1)
+        check_type(params, "database", bool, "true or false")
+        check_type(params, "dsn", str, "a connection string")
+        check_type(params, "ledger_dsn", str, "a connection string")
+        check_number(params, "drain_db_s", lo=0)
 
     def setup(self) -> None:
         super().setup()
         p = self.params
         self.dir = Path(p.get("dir") or data_dir() / "journal" / self.instance)
-        self.writer = JournalWriter(
-            self.dir,
-            fsync=p.get("fsync", "batch"),
-            max_bytes=int(p.get("max_mb", 64)) << 20,
-            clock=self.wall_clock,  # replay: simulated, so its journal is byte-identical
-        )
+        try:
+            self.writer = JournalWriter(
+                self.dir,
+                fsync=p.get("fsync", "batch"),
+                max_bytes=int(p.get("max_mb", 64)) << 20,
+                clock=self.wall_clock,  # replay: simulated, so its journal is byte-identical
+            )
+        except JournalCorrupt as exc:  # refused, never truncated: an operator decides
+            log.error("persistence: journal refused: %s", exc)
+            raise SystemExit(2) from None
         if self.writer.truncated_bytes:
             log.warning(
                 "journal %s: torn tail of %d bytes truncated at start",
@@ -82,6 +110,9 @@ class PersistenceStage(CountSink):
         self._op_due = 0
         self.loader = None
         self.loader_error: str | None = None
+        self.alarms = StageAlarms(
+            self.instance, self.spec.index if self.topology is not None else None
+        )
         if p.get("database", True):
             self._start_loader()
         try:
@@ -122,9 +153,16 @@ class PersistenceStage(CountSink):
     def _load_forever(self) -> None:
         try:
             self.loader.follow(self._stop_loading)
-        except Exception as exc:  # a corrupt journal, a misconfiguration: say it, keep trading
+        except Exception as exc:  # a damaged journal, a gap, a misconfiguration: keep trading
             self.loader_error = f"{type(exc).__name__}: {exc}"
-            log.error("persistence: database loader stopped: %s", self.loader_error)
+            code = getattr(exc, "code", Code.INTERNAL_ERROR)
+            total = self.alarms.raise_alarm(code)
+            log.error(
+                "persistence: database loader stopped (alarm %d, code %d): %s",
+                total,
+                int(code),
+                self.loader_error,
+            )
 
     def _finish_loading(self) -> None:
         """At drain: let the loader catch up with the journal for up to ``drain_db_s``."""

@@ -39,7 +39,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,13 +53,15 @@ from bot4.risk.limits import (
     L_BREAKER,
     L_KNOWN,
     L_STALE_NS,
+    RiskConfigError,
     RiskLimits,
     build_arrays,
     next_reset_utc_ns,
+    param_keys,
 )
 from bot4.shm.breakers import Breakers, breakers_bytes, init_breakers
 from bot4.shm.trading_state import TradingState, init_trading_state, trading_bytes
-from bot4.stages.base import Stage
+from bot4.stages.base import ParamError, Stage, check_type
 
 log = logging.getLogger("bot4.stage")
 
@@ -68,6 +72,12 @@ def monotonic_of_utc(utc_ns: int, clock=time.monotonic_ns, wall_clock=time.time_
     """``clock`` ns of a wall-clock instant (ns since the Unix epoch), as of now (live: host
     monotonic ns; replay: the simulated clock, for which both are the same axis)."""
     return clock() + (utc_ns - wall_clock())
+
+
+def limits_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The :class:`RiskLimits` part of a risk stage's params (without ``shared``,
+    ``recover``)."""
+    return {k: v for k, v in params.items() if k not in ("shared", "recover")}
 
 
 class RiskStage(Stage):
@@ -88,10 +98,27 @@ class RiskStage(Stage):
         "stale before its data comes back), and stale-data halts found at start are adopted "
         "(data resuming ends them)"
     )
+    params_keys = param_keys() | {"shared", "recover"}
+
+    @classmethod
+    def check_params(cls, params):
+        super().check_params(params)
+        check_type(params, "shared", bool, "true or false")
+        check_type(params, "recover", bool, "true or false")
+
+    @classmethod
+    def validate(cls, params):
+        """The limits parse (an ``instruments_file`` is read here)."""
+        try:
+            RiskLimits.from_params(limits_params(params))
+        except RiskConfigError as exc:
+            key = getattr(exc, "key", "-").removeprefix("params.")
+            raise ParamError(key, getattr(exc, "problem", str(exc))) from None
 
     def setup(self) -> None:
         params = dict(self.params)
         shared = params.pop("shared", True)
+        recover = params.pop("recover", True)
         if not isinstance(shared, bool):
             raise Bot4Error("risk params: shared must be true or false", Code.CONFIG_INVALID)
         self.limits = RiskLimits.from_params(params)
@@ -139,7 +166,7 @@ class RiskStage(Stage):
         self._no_md = np.zeros(0, MARKET_DATA)
         self._schedule_reset()
         self.recovered = None
-        if self.topology is not None and self.session > 0 and params.get("recover", True):
+        if self.topology is not None and self.session > 0 and recover:
             self._recover_positions()
 
     def _recover_positions(self) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit
 
 from bot4.records import MD_QUOTE, OT_LIMIT, SIDE_BUY, SIDE_SELL, TIF_DAY
-from bot4.stages.base import Stage
+from bot4.stages.base import ParamError, Stage, check_number, check_type
 
 FEATURES = (
     "microprice_dev_bp",
@@ -327,6 +327,53 @@ class SignalsStage(Stage):
     input_types = ("MARKET_DATA",)
     output_types = ("ORDER_INTENT",)
     restart_state = "top of book, EWMAs, realised and GARCH variance restart empty (warm-up)"
+    params_keys = frozenset(
+        {
+            "params_file",
+            "model_file",
+            "model_version",
+            "threshold",
+            "qty",
+            "stop_vols",
+            "min_stop_ticks",
+            "max_stop_bp",
+            "cooldown",
+            "warmup",
+        }
+    )
+
+    @classmethod
+    def check_params(cls, params):
+        super().check_params(params)
+        check_type(params, "params_file", str, "a path string")
+        check_type(params, "model_file", str, "a path string")
+        check_number(params, "model_version", integer=True, lo=0)
+        for key in ("threshold", "stop_vols", "min_stop_ticks", "max_stop_bp", "cooldown"):
+            check_number(params, key, lo=0)
+        check_number(params, "qty", lo=1)
+        check_number(params, "warmup", lo=0)
+
+    @classmethod
+    def validate(cls, params):
+        """The parameter file and the model weights load (they are small: read whole)."""
+        from bot4.records import DEFAULT_INSTRUMENTS
+
+        table = DEFAULT_INSTRUMENTS
+        symbols = {int(i): table.symbol_of(i) for i in table.ids}
+        for key, load in (
+            ("params_file", lambda f: load_params(f, symbols, int(max(table.ids)) + 1)),
+            ("model_file", load_model),
+        ):
+            path = params.get(key)
+            if not path:
+                continue
+            if not Path(path).is_file():
+                raise ParamError(key, f"{path}: no such file")
+            try:
+                load(path)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                msg = str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
+                raise ParamError(key, f"cannot be used: {msg}") from None
 
     def setup(self) -> None:
         from bot4.records import DEFAULT_INSTRUMENTS

@@ -37,7 +37,7 @@ from bot4.records import (
     SIDE_SELL,
     TIF_DAY,
 )
-from bot4.stages.base import Stage
+from bot4.stages.base import Stage, check_number
 
 log = logging.getLogger("bot4.stage")
 
@@ -110,6 +110,15 @@ class SyntheticMarketData(Stage):
     arity = (0, 0, 1, 4)
     output_types = ("MARKET_DATA",)
     restart_state = "the mid-price walk restarts from the base prices"
+    params_keys = frozenset({"rate", "count", "instruments", "seed"})
+
+    @classmethod
+    def check_params(cls, params):
+        super().check_params(params)
+        check_number(params, "rate", lo=0)
+        check_number(params, "count", integer=True, lo=0)
+        check_number(params, "instruments", integer=True, lo=1)
+        check_number(params, "seed", integer=True, lo=0)
 
     def setup(self) -> None:
         self.rate = float(self.params.get("rate", 20000))
@@ -203,6 +212,15 @@ class SignalsStandin(Stage):
     input_types = ("MARKET_DATA",)
     output_types = ("ORDER_INTENT",)
     restart_state = "EWMAs restart empty"
+    params_keys = frozenset({"every", "threshold_bp", "stop_bp", "qty"})
+
+    @classmethod
+    def check_params(cls, params):
+        super().check_params(params)
+        check_number(params, "every", integer=True, lo=1)
+        check_number(params, "threshold_bp", lo=0)
+        check_number(params, "stop_bp", lo=0)
+        check_number(params, "qty", integer=True, lo=1)
 
     def setup(self) -> None:
         self.ewma = np.zeros(64)
@@ -277,6 +295,12 @@ class RiskStandin(Stage):
     input_types = ("ORDER_INTENT", "EXEC_REPORT")
     output_types = ("ORDER",)
     restart_state = "positions and open quantities restart flat"
+    params_keys = frozenset({"max_position"})
+
+    @classmethod
+    def check_params(cls, params):
+        super().check_params(params)
+        check_number(params, "max_position", integer=True, lo=0)
 
     def setup(self) -> None:
         self.position = np.zeros(64, np.int64)

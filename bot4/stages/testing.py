@@ -17,7 +17,7 @@ from numba import njit
 
 from bot4.shm import Segment, segment_name
 from bot4.shm.atomics import load_acquire, monotonic_ns, store_release
-from bot4.stages.base import Stage
+from bot4.stages.base import Stage, check_number, check_type
 
 
 @njit(nogil=True, cache=True)
@@ -69,6 +69,13 @@ class TestSource(Stage):
     source = True
     arity = (0, 0, 1, 1)
     output_types = ("MARKET_DATA",)
+    params_keys = frozenset({"count", "rate"})
+
+    @classmethod
+    def check_params(cls, params):
+        super().check_params(params)
+        check_number(params, "count", integer=True, lo=0)
+        check_number(params, "rate", lo=0)
 
     def setup(self) -> None:
         self.count = int(self.params.get("count", 0))
@@ -101,6 +108,12 @@ class Relay(Stage):
     kind = "relay"
     input_types = ("*",)
     output_types = ("*",)
+    params_keys = frozenset({"spin_us"})
+
+    @classmethod
+    def check_params(cls, params):
+        super().check_params(params)
+        check_number(params, "spin_us", lo=0)
 
     @classmethod
     def check_arity(cls, n_in, n_out, in_types, out_types):
@@ -127,6 +140,13 @@ class TestSink(Stage):
     arity = (1, 1, 0, 0)
     input_types = ("MARKET_DATA",)
     restart_state = "none; a restarted sink re-logs its unreleased batch (tests never kill it)"
+    params_keys = frozenset({"log", "log_instance"})
+
+    @classmethod
+    def check_params(cls, params):
+        super().check_params(params)
+        check_type(params, "log", str, "a segment name")
+        check_type(params, "log_instance", str, "an instance name")
 
     def setup(self) -> None:
         base = self.params.get("log", "sinklog")

@@ -56,7 +56,7 @@ import numpy as np
 
 from bot4.paths import SESSION_SEQ_SHIFT, session_seq_base
 from bot4.records.errors import Bot4Error, Code
-from bot4.stages.base import Stage
+from bot4.stages.base import Stage, check_choice, check_number
 from bot4.venue.matching import (
     QUOTE_FILL_NAMES,
     Venue,
@@ -96,9 +96,38 @@ class VenueStage(Stage):
         "report's exec_id is its output seq, which the loop's cursors carry over)"
     )
 
+    params_keys = frozenset(
+        {
+            *_DEFAULTS,
+            "quote_fill",
+            "md_time",
+            "max_out_per_in",
+            "orders_stage_index",
+            "disconnect_after_s",
+        }
+    )
+
+    @classmethod
+    def check_params(cls, params):
+        super().check_params(params)
+        for key in ("instruments", "capacity", "levels", "max_open", "history", "queue"):
+            check_number(params, key, lo=1)
+        check_number(params, "latency_ns", lo=0)
+        check_number(params, "maker_fee")
+        check_number(params, "taker_fee")
+        check_choice(params, "quote_fill", sorted(QUOTE_FILL_NAMES))
+        check_choice(params, "md_time", ("arrival", "event"))
+        check_number(params, "max_out_per_in", integer=True, lo=1)
+        check_number(params, "orders_stage_index", integer=True, lo=-1)
+        check_number(params, "disconnect_after_s", lo=0)
+
+    @classmethod
+    def out_per_in(cls, params):
+        return int(params.get("max_out_per_in", cls.max_out_per_in))
+
     def __init__(self, spec, inputs, outputs, instance: str = "default", topology=None) -> None:
         super().__init__(spec, inputs, outputs, instance, topology)
-        self.max_out_per_in = int(self.params.get("max_out_per_in", type(self).max_out_per_in))
+        self.max_out_per_in = type(self).out_per_in(self.params)
         if self.max_out_per_in < 1:
             raise ValueError(f"venue max_out_per_in must be >= 1, got {self.max_out_per_in}")
 
