@@ -1,9 +1,11 @@
 """``bot4 db``: the database from the command line.
 
     bot4 db migrate                 apply pending migrations (events and ledger databases)
-    bot4 db status [--json]         migrations, load positions, row counts, in-doubt txns
+    bot4 db status [--json] [--journal DIR]   migrations, load positions, row counts,
+                                    in-doubt txns, conflicts, journal reconciliation
     bot4 db locks [--json] [--all]  who waits for whom (wait-for graph), cycles flagged
-    bot4 db load DIR [--follow]     load a journal directory now, exactly once
+    bot4 db load DIR [--follow]     load a journal directory now, exactly once, then
+                                    reconcile it with the database
     bot4 db recover DIR             resolve the journal's in-doubt two-phase transactions
     bot4 db server start|stop|status   the embedded server under the data directory
 
@@ -35,7 +37,10 @@ EVENT_TABLES = (
     "positions",
     "model_events",
     "rejected_rows",
+    "exec_conflicts",
 )
+LEDGER_TABLES = ("ledger_entries", "ledger_conflicts")
+LOAD_EXIT_DIFFER = 4  # loaded, but the journal and the database disagree (reconciliation)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -58,6 +63,11 @@ def _fill(p: argparse.ArgumentParser) -> None:
     s = sub.add_parser("status", help="migrations, load positions, row counts, in-doubt txns")
     _common(s)
     s.add_argument("--json", action="store_true", help="one JSON document")
+    s.add_argument(
+        "--journal", action="append", metavar="DIR",
+        help="reconcile this journal directory with the database (repeatable; default: the "
+        "journals of load_positions found under $BOT4_DATA_DIR/journal)",
+    )  # fmt: skip
     k = sub.add_parser("locks", help="who waits for whom; cycles (deadlocks in the making)")
     _common(k)
     k.add_argument("--json", action="store_true", help="one JSON document")
@@ -217,17 +227,56 @@ def _status(args) -> int:
     import orjson
 
     with _dsns(args, start=False) as (dsn, ledger):
-        report = {"events": _db_status(dsn, EVENT_TABLES + (() if ledger else ("ledger_entries",)))}
+        report = {"events": _db_status(dsn, EVENT_TABLES + (() if ledger else LEDGER_TABLES))}
         if ledger:
-            report["ledger"] = _db_status(ledger, ("ledger_entries",))
-    if args.json:
-        sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
-        return 0
-    for label, st in report.items():
-        _print_status(label, st)
+            report["ledger"] = _db_status(ledger, LEDGER_TABLES)
+        recs, unchecked = _reconcile_journals(args, dsn, ledger, report["events"])
     doubt = sum(len(st["in_doubt"]) for st in report.values())
     bad = sum(st.get("ledger", {}).get("unbalanced_fills", 0) for st in report.values())
-    return 1 if doubt or bad else 0
+    kept = sum(st["rows"].get(t, 0) for st in report.values() for t in _CONFLICT_TABLES)
+    differ = sum(not r.ok for r in recs)
+    status = 1 if doubt or bad or kept or differ else 0
+    if args.json:
+        report["reconciliation"] = [r.as_dict() for r in recs]
+        report["not_reconciled"] = unchecked
+        sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+        return status
+    for label, st in report.items():
+        _print_status(label, st)
+    for r in recs:
+        print(f"  {r.summary()}")
+    for j in unchecked:
+        print(f"  journal {j}: not reconciled (no directory {_journal_dir(j)}; pass --journal)")
+    if kept:
+        print(f"  IDENTITY CONFLICTS: {kept} rows kept in exec_conflicts / ledger_conflicts")
+    return status
+
+
+_CONFLICT_TABLES = ("exec_conflicts", "ledger_conflicts")
+
+
+def _journal_dir(journal_id: str):
+    from bot4.paths import data_dir
+
+    return data_dir() / "journal" / journal_id
+
+
+def _reconcile_journals(args, dsn: str, ledger: str | None, events: dict) -> tuple[list, list]:
+    """Reconcile the journals of ``--journal``, else those of ``load_positions`` that have a
+    directory under the data directory: (reconciliations, journal ids not reconciled)."""
+    from pathlib import Path
+
+    from bot4.db.reconcile import reconcile
+
+    dirs, unchecked = [Path(d) for d in args.journal or ()], []
+    if not dirs:
+        for lp in events.get("load_positions", []):
+            d = _journal_dir(lp["journal"])
+            if d.is_dir():
+                dirs.append(d)
+            else:
+                unchecked.append(lp["journal"])
+    return [reconcile(d, dsn, ledger) for d in dirs], unchecked
 
 
 def _same_server(a: str, b: str) -> bool:
@@ -294,10 +343,21 @@ def _load(args) -> int:
                 import threading
 
                 stop = threading.Event()
+                from bot4.db.reconcile import LiveReconciler
+
+                live = LiveReconciler(args.journal, dsn, ledger, loader.journal_id, every_s=10.0)
+
+                def caught_up() -> None:
+                    rec = live.maybe_check()
+                    if rec is not None:
+                        print(rec.summary(), file=sys.stdout if rec.ok else sys.stderr)
+
                 try:
-                    loader.follow(stop, poll_s=args.interval)
+                    loader.follow(stop, poll_s=args.interval, caught_up=caught_up)
                 except KeyboardInterrupt:
                     stop.set()
+                finally:
+                    live.close()
             else:
                 loader.load_available()
                 torn = loader.torn_tail
@@ -312,12 +372,26 @@ def _load(args) -> int:
             f"inserted, {s.duplicates:,} duplicates, {s.rejected:,} rejected, {s.fills:,} fills, "
             f"{s.ledger_rows:,} ledger legs, {s.retries} retries"
         )
+        if s.conflicts or s.ledger_conflicts:
+            print(
+                f"bot4: error: {s.conflicts:,} executions and {s.ledger_conflicts:,} ledger legs "
+                "reuse an id that holds another execution: kept in exec_conflicts / "
+                "ledger_conflicts, not loaded",
+                file=sys.stderr,
+            )
+        from bot4.db.reconcile import reconcile
+
+        rec = reconcile(args.journal, dsn, ledger, loader.journal_id)
+        print(rec.summary())
     if damage is not None:
         print(f"bot4: error: loaded up to the damage, nothing after it: {damage}", file=sys.stderr)
         return LOAD_EXIT_DAMAGED
     if torn is not None:
         print(f"bot4: error: {torn.describe()}", file=sys.stderr)
         return LOAD_EXIT_TORN
+    if not rec.ok or s.conflicts or s.ledger_conflicts:
+        print("bot4: error: the journal and the database disagree (see above)", file=sys.stderr)
+        return LOAD_EXIT_DIFFER
     return 0
 
 

@@ -32,6 +32,14 @@ defaulting to ``./bot4-data``), ``fsync`` (``always`` | ``batch`` | ``none``),
 ``max_mb`` (segment file size, 64), ``database`` (true; false: journal only), ``dsn``,
 ``ledger_dsn``, ``drain_db_s``.
 
+Reconciliation and alarms. Whenever the loader thread has caught up with the journal (at
+most every ``RECONCILE_EVERY_S`` seconds) and once more at drain, it reconciles the journal
+with the database (``bot4.db.reconcile``: executions, fills and net positions per
+instrument, positions and ledger against the executions); a difference is logged at ERROR
+and raised as a stage alarm (``DB_RECONCILE_DIFFERENCE``, ``bot4 stats``). Identity
+conflicts the loader keeps (an ``exec_id`` carrying another execution) raise an alarm
+(``EXEC_ID_CONFLICT``) too.
+
 A persistence stage killed between writing a frame and releasing its input writes that
 batch again after the restart; the loader's identity keys (orders by
 ``client_order_id:order_id``, executions by ``exec_id``, decisions by producer and
@@ -63,6 +71,7 @@ from bot4.stages.standins import CountSink
 log = logging.getLogger("bot4.stage")
 
 OPLOG_POLL_NS = 5_000_000  # operator actions are journalled within 5 ms
+RECONCILE_EVERY_S = 30.0  # journal-vs-database reconciliation while loading, at most this often
 
 
 class PersistenceStage(CountSink):
@@ -132,7 +141,11 @@ class PersistenceStage(CountSink):
         from bot4.db.loader import Loader
 
         ledger = p.get("ledger_dsn") or os.environ.get("BOT4_LEDGER_DSN") or None
-        self.loader = Loader(self.dir, dsn, ledger, guard=self._db_guard())
+        self.loader = Loader(self.dir, dsn, ledger, guard=self._db_guard(), alarm=self._alarm)
+        from bot4.db.reconcile import LiveReconciler
+
+        self.reconciler = LiveReconciler(self.dir, dsn, ledger, every_s=RECONCILE_EVERY_S)
+        self.reconciled: bool | None = None  # the last reconciliation's verdict
         self._stop_loading = threading.Event()
         self._loader_thread = threading.Thread(
             target=self._load_forever, name="db-loader", daemon=True
@@ -152,7 +165,7 @@ class PersistenceStage(CountSink):
 
     def _load_forever(self) -> None:
         try:
-            self.loader.follow(self._stop_loading)
+            self.loader.follow(self._stop_loading, caught_up=self._reconcile)
         except Exception as exc:  # a damaged journal, a gap, a misconfiguration: keep trading
             self.loader_error = f"{type(exc).__name__}: {exc}"
             code = getattr(exc, "code", Code.INTERNAL_ERROR)
@@ -163,6 +176,32 @@ class PersistenceStage(CountSink):
                 int(code),
                 self.loader_error,
             )
+
+    def _alarm(self, code: Code, n: int) -> None:
+        """The loader kept identity conflicts (it logged them): the stage's alarm."""
+        self.alarms.raise_alarm(code, n)
+
+    def _reconcile(self, final: bool = False) -> None:
+        """Journal against database (``bot4.db.reconcile``) when the loader has caught up:
+        at most every ``RECONCILE_EVERY_S`` seconds, and once more at drain (``final``). A
+        difference is logged at ERROR at every check and raised as an alarm when it
+        appears; a database that cannot be reached only postpones the check."""
+        try:
+            rec = self.reconciler.check() if final else self.reconciler.maybe_check()
+        except Exception as exc:  # database down, journal unreadable: the loader says why
+            log.warning("persistence: reconciliation not run: %s", exc)
+            return
+        if rec is None:
+            return
+        if rec.ok:
+            if final or not self.reconciled:
+                log.info("persistence: %s", rec.summary())
+            self.reconciled = True
+            return
+        if self.reconciled is not False:
+            self.alarms.raise_alarm(Code.DB_RECONCILE_DIFFERENCE)
+        self.reconciled = False
+        log.error("persistence: %s", rec.summary())
 
     def _finish_loading(self) -> None:
         """At drain: let the loader catch up with the journal for up to ``drain_db_s``."""
@@ -179,6 +218,9 @@ class PersistenceStage(CountSink):
             time.sleep(0.05)
         self._stop_loading.set()
         self._loader_thread.join(timeout=30)
+        if not self._loader_thread.is_alive():  # the reconciler is the loader thread's
+            self._reconcile(final=True)
+            self.reconciler.close()
         if behind:
             log.warning(
                 "persistence: database %s frames behind the journal at exit; they load at "
@@ -224,6 +266,7 @@ class PersistenceStage(CountSink):
             else {
                 **self.loader.stats.as_dict(),
                 "behind_frames": getattr(self, "db_behind", None),
+                "reconciled": self.reconciled,
                 "error": self.loader_error,
             },
         }

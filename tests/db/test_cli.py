@@ -73,3 +73,37 @@ def test_bot4_db_parser_registers_on_a_subparsers_object():
     cli.add_parser(sub)
     args = p.parse_args(["db", "locks", "--dsn", "dbname=x", "--all"])
     assert args.fn is cli.cmd_db and args.db_action == "locks" and args.all
+
+
+def test_load_and_status_reconcile_and_fail_loudly_on_a_reused_exec_id(tmp_path, dbs, capsys):
+    import numpy as np
+
+    from bot4.journal import JournalWriter
+
+    ev, lg = dbs
+    args = ["--dsn", ev, "--ledger-dsn", lg]
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    write_flow(good, make_flow(20, seed=4))
+    assert cli.main(["load", str(good), *args]) == 0
+    assert "reconciliation of journal good" in capsys.readouterr().out
+    assert cli.main(["status", *args, "--journal", str(good)]) == 0
+    assert "net positions equal: OK" in capsys.readouterr().out
+    # another journal whose venue reused ids: two executions under one id
+    flow = make_flow(20, start=100, seed=5)
+    reused = flow.fills[:3].copy()
+    reused["last_qty"] += 5
+    write_flow(bad, flow)
+    with JournalWriter(bad, fsync="none") as w:
+        w.append(reused)
+    assert cli.main(["load", str(bad), *args]) == cli.LOAD_EXIT_DIFFER
+    out, err = capsys.readouterr()
+    assert "3 executions and 0 ledger legs reuse an id" in err and "DIFFER" in out
+    assert cli.main(["status", *args, "--journal", str(good), "--journal", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "IDENTITY CONFLICTS: 3 rows" in out and out.count("DIFFER") == 1
+    assert cli.main(["status", *args, "--journal", str(bad), "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["events"]["rows"]["exec_conflicts"] == 3
+    (rec,) = doc["reconciliation"]
+    assert not rec["ok"] and rec["journal"]["executions"] == len(flow.execs) + 3
+    assert np.int64(rec["database"]["executions"]) == len(flow.execs)
