@@ -7,6 +7,8 @@ fixed point, error taxonomy) < ``shm`` (segments, atomics, the SPSC ring) < ``st
 
 __version__ = "0.1.0"
 
+from bot4 import nbcache as _nbcache
 from bot4 import simd as _simd
 
 SIMD_MODE = _simd.configure()  # before anything imports numba
+_nbcache.install()  # before any kernel module: numba's cache keyed by its dependencies

@@ -342,11 +342,34 @@ def _journal_cat(reader, names: dict, args) -> bool:
 
 
 def cmd_warm(args) -> int:
+    from bot4 import nbcache
     from bot4.warm import warm
 
-    t0 = time.monotonic()
-    n = warm()
-    print(f"warmed {n} kernels in {time.monotonic() - t0:.1f} s")
+    if args.dry_run and not (args.prune or args.prune_only):
+        raise SystemExit("bot4: error: --dry-run goes with --prune or --prune-only")
+    if not args.prune_only:
+        t0 = time.monotonic()
+        n = warm()
+        print(f"warmed {n} kernels in {time.monotonic() - t0:.1f} s (cache {nbcache.cache_root()})")
+    if args.prune or args.prune_only:
+        rep = nbcache.prune(dry_run=args.dry_run)
+        verb = "would remove" if args.dry_run else "removed"
+        print(
+            f"prune {rep.root}: {verb} {len(rep.removed)} key directories "
+            f"({rep.freed_bytes / 1e6:.1f} MB); kept {len(rep.current)} current, "
+            f"{len(rep.other_target)} for another CPU/SIMD setting, "
+            f"{len(rep.in_use)} in use by running processes"
+        )
+        for name in rep.in_use:
+            print(f"  in use: {name}")
+        if rep.legacy:
+            print(
+                f"  {len(rep.legacy)} directories of numba's unkeyed layout for this tree "
+                "(from before keyed caching) left alone: remove them once no older bot4 runs"
+            )
+        for err in rep.errors:
+            print(f"bot4: error: prune {err}", file=sys.stderr)
+        return 1 if rep.errors else 0
     return 0
 
 
@@ -566,6 +589,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_db(sub)
 
     w = sub.add_parser("warm", help="compile every numba kernel into the on-disk cache")
+    w.add_argument(
+        "--prune",
+        action="store_true",
+        help="then remove cache keys this tree does not use and no running process holds",
+    )
+    w.add_argument("--prune-only", action="store_true", help="prune without compiling")
+    w.add_argument("--dry-run", action="store_true", help="prune: only list what would go")
     w.set_defaults(fn=cmd_warm)
     add_operator_parsers(sub)
     return p
