@@ -6,6 +6,11 @@ Attaches the control block, the rings, the breaker segment and the trading-state
 JSON (orjson) for scripts. Segments the instance does not have are left out (``breakers``
 and ``trading`` are then empty / None).
 
+``stages``: per stage its pid, core, state, heartbeat age, restarts, records in and out,
+and its integrity alarms this session (``alarms``, with ``alarm`` the latest one's
+errors.Code name: an execution id carrying two executions, the journal and the database
+disagreeing — ``bot4.stages.alarms``), flagged ``ALARM`` in the table.
+
 ``breakers``: per breaker its index, name, state (closed / open / half_open), whether an
 operator forced it open, the calls and failures in its rolling window, trips and calls
 denied. ``trading``: the global state and every instrument that is not ACTIVE or has ever
@@ -124,6 +129,9 @@ def snapshot(instance: str) -> dict:
                         "batches": int(b[C.S_BATCHES]),
                         "records_in": int(b[C.S_RECORDS_IN]),
                         "records_out": int(b[C.S_RECORDS_OUT]),
+                        # integrity alarms this session and the latest one's code name
+                        "alarms": int(b[C.S_ALARMS]),
+                        "alarm": _reason_name(int(b[C.S_ALARM_CODE])),
                     }
                 )
             del b
@@ -148,7 +156,7 @@ def render(snap: dict, prev: dict | None = None, stage_names: list[str] | None =
     lines = [f"instance {snap['instance']}  pipeline {snap['pipeline'] or '-'}"]
     if snap["stages"]:
         lines.append(
-            f"{'stage':<14}{'pid':>8}{'core':>5} {'state':<9}{'beat':>8}{'restarts':>9}{'in':>12}{'out':>12}{'in/s':>10}"
+            f"{'stage':<14}{'pid':>8}{'core':>5} {'state':<9}{'beat':>8}{'restarts':>9}{'in':>12}{'out':>12}{'in/s':>10}  alarms"
         )
         for k, s in enumerate(snap["stages"]):
             name = stage_names[k] if stage_names and k < len(stage_names) else f"#{s['index']}"
@@ -158,6 +166,7 @@ def render(snap: dict, prev: dict | None = None, stage_names: list[str] | None =
             lines.append(
                 f"{name:<14}{s['pid']:>8}{s['core']:>5} {s['state']:<9}{_age(s['heartbeat_age_ns']):>8}"
                 f"{s['restarts']:>9}{s['records_in']:>12,}{s['records_out']:>12,}{rate:>10}"
+                + (f"  {s['alarms']} ALARM {s['alarm']}" if s.get("alarms") else "")
             )
     lines.append(
         f"{'ring':<26}{'cap':>7}{'depth':>7}{'high':>7}{'produced':>12}{'rate/s':>10}{'fullw':>7}{'emptyw':>8}{'rej':>6}{'pids':>14}{'beat p/c':>14}"
