@@ -481,6 +481,23 @@ def test_stage_processes_orders_and_market_data_into_reports():
     assert stage.summary()["live_orders"] == 1
 
 
+def test_stage_exec_ids_are_its_seq_and_never_pass_the_session_range():
+    from bot4.paths import SESSION_SEQ_SHIFT
+    from bot4.records.errors import Bot4Error
+
+    stage = make_stage(latency_ns=0)  # session 0: ids 1 .. 2^32
+    out = [np.zeros(8, EXEC_REPORT)]
+    counts = np.zeros(1, np.int64)
+    start = 12_345  # a restarted stage resumes its numbering from its cursors
+    seq = stage.process(
+        0, order_batch(new(1, B, 1000, 10), new(2, S, 1010, 10)), out, counts, start
+    )
+    assert out[0][: counts[0]]["exec_id"].tolist() == [start, start + 1] and seq == start + 2
+    last = 1 << SESSION_SEQ_SHIFT
+    with pytest.raises(Bot4Error, match="exhausted"):
+        stage.process(0, order_batch(new(3, B, 1000, 10)), out, counts, last - 2)
+
+
 def test_stage_cancels_on_orders_stage_disconnect(instance):
     from bot4.shm import control as C
     from bot4.shm.segment import Segment, segment_name
