@@ -43,9 +43,9 @@ held is skipped), renames it away before deleting, and a process that was waitin
 shared lock meanwhile notices (the lock file's inode changed) and creates the directory
 afresh. So a key a running process uses is never deleted.
 
-``NUMBA_CACHE_LOCATOR_CLASSES`` (numba >= 0.62) replaces numba's locator list; if it is
-set without ``bot4.nbcache.KeyedCacheLocator``, bot4's kernels are not keyed and a
-warning says so.
+``NUMBA_CACHE_LOCATOR_CLASSES`` (recent numba, e.g. 0.68) replaces numba's locator list;
+if it is set without ``bot4.nbcache.KeyedCacheLocator``, bot4's kernels are not keyed and
+a warning says so.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ import os
 import sys
 
 TYPE_CHECKING = False  # typing itself is not imported either
-if TYPE_CHECKING:  # pathlib and dataclasses are imported on first use: `import bot4` stays cheap
+if TYPE_CHECKING:  # pathlib is imported on first use: `import bot4` stays cheap
     from pathlib import Path
 
 PACKAGE = "bot4"
@@ -451,6 +451,16 @@ def _write_info(d: Path, key: ModuleKey) -> None:
     os.replace(tmp, path)
 
 
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (not removed or replaced)."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
 def _claim(d: Path, key: ModuleKey) -> int:
     """Create ``d`` if needed and hold a shared lock on its ``.in-use``; returns the fd."""
     import fcntl
@@ -465,12 +475,7 @@ def _claim(d: Path, key: ModuleKey) -> int:
             continue  # pruned between mkdir and open
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
-            held = os.fstat(fd)
-            try:
-                now = os.stat(lock)
-            except FileNotFoundError:
-                now = None
-            if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            if _same_file(fd, lock):
                 os.utime(fd)  # "last used", for operators
                 _write_info(d, key)
                 tempfile.TemporaryFile(dir=d).close()  # writable, as numba checks
@@ -661,7 +666,7 @@ def prune(root: Path | None = None, dry_run: bool = False) -> PruneReport:
         return rep
     pattern = re.compile(rf"^{PACKAGE}(?:\.[A-Za-z_][A-Za-z0-9_]*)*-[0-9a-f]{{{KEY_HEX}}}$")
     keys = {m: key_of(m) for m in all_modules()}
-    if not dry_run:  # forget the imports of files this tree no longer has
+    if not dry_run and root == cache_root():  # forget imports of files this tree no longer has
         _save_memo(keep={f"{m}:{_digest(m).hex()}" for m in keys})
     current = {k.dirname for k in keys.values()}
     toolchain = _env["toolchain"][1]
@@ -694,6 +699,8 @@ def prune(root: Path | None = None, dry_run: bool = False) -> PruneReport:
             continue
         try:
             fd = os.open(d / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except FileNotFoundError:
+            continue  # another prune took it
         except OSError as exc:
             rep.errors.append(f"{name}: {exc}")
             continue
@@ -703,11 +710,15 @@ def prune(root: Path | None = None, dry_run: bool = False) -> PruneReport:
             except BlockingIOError:
                 rep.in_use.append(name)
                 continue
+            if not _same_file(fd, d / LOCK_NAME):
+                continue  # removed and recreated since we opened it: leave it to the next prune
             size = _tree_size(d)
             if not dry_run:
                 trash = root / f"{_TRASH_PREFIX}{name}-{os.getpid()}"
                 try:
                     os.rename(d, trash)  # new users recreate `d`; nobody opens `trash`
+                except FileNotFoundError:
+                    continue
                 except OSError as exc:
                     rep.errors.append(f"{name}: {exc}")
                     continue
