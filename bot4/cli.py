@@ -39,6 +39,7 @@ def cmd_run(args) -> int:
             live=None if not args.quiet else False,
             max_restarts=args.max_restarts,
             max_backoff=args.max_backoff,
+            drain_timeout=args.drain_timeout,
         )
         code = sup.run()
     finally:
@@ -520,6 +521,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--max-backoff", type=float, default=5.0, help="longest wait before a restart, s (5)"
     )
+    r.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=60.0,
+        help="longest drain after a stop; stages still running then are killed, exit 1 (60)",
+    )
     r.set_defaults(fn=cmd_run)
 
     rc = sub.add_parser(
@@ -602,16 +609,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bot4.records.errors import Bot4Error
-
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        return args.fn(args) or 0
-    except Bot4Error as exc:
-        print(f"bot4: error: {exc}", file=sys.stderr)
-        return 2
+        from bot4.records.errors import Bot4Error
+
+        args = build_parser().parse_args(argv)
+        try:
+            return args.fn(args) or 0
+        except Bot4Error as exc:
+            print(f"bot4: error: {exc}", file=sys.stderr)
+            return 2
     except KeyboardInterrupt:
-        return 130
+        # Ctrl-C outside the supervisor (which takes SIGINT over while stages run): during
+        # the imports or the database's start a `bot4 run` stops as asked, nothing to
+        # drain yet; any other command ends the conventional way
+        print("bot4: interrupted", file=sys.stderr)
+        return 0 if argv[:1] == ["run"] else 130
 
 
 if __name__ == "__main__":

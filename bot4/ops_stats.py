@@ -9,7 +9,12 @@ and ``trading`` are then empty / None).
 ``stages``: per stage its pid, core, state, heartbeat age, restarts, records in and out,
 and its integrity alarms this session (``alarms``, with ``alarm`` the latest one's
 errors.Code name: an execution id carrying two executions, the journal and the database
-disagreeing — ``bot4.stages.alarms``), flagged ``ALARM`` in the table.
+disagreeing — ``bot4.stages.alarms``), flagged ``ALARM`` in the table; and the
+supervisor's liveness verdict from the ring cursors (``liveness``: idle, moving, blocked —
+an output it needs is full —, stuck — an input holds records, the outputs have room, the
+input does not move —, with ``liveness_ring``, ``liveness_records`` and ``stuck_for_ns``;
+``-`` without a supervisor, under systemd). ``pipeline_stuck_for_ns``: no ring has moved
+for this long while some hold records (None otherwise).
 
 ``breakers``: per breaker its index, name, state (closed / open / half_open), whether an
 operator forced it open, the calls and failures in its rolling window, trips and calls
@@ -113,6 +118,8 @@ def snapshot(instance: str) -> dict:
         if cb is not None:
             now = time.monotonic_ns()
             out["pipeline"] = C.PIPE_NAMES.get(cb.pipeline_state, "?")
+            stuck = int(cb.words[C.W_PIPE_STUCK_SINCE_NS])
+            out["pipeline_stuck_for_ns"] = (now - stuck) if stuck else None
             for i in range(cb.n_stages):
                 b = cb.stage(i)
                 beat = int(b[C.S_HEARTBEAT_NS])
@@ -132,6 +139,15 @@ def snapshot(instance: str) -> dict:
                         # integrity alarms this session and the latest one's code name
                         "alarms": int(b[C.S_ALARMS]),
                         "alarm": _reason_name(int(b[C.S_ALARM_CODE])),
+                        # the supervisor's verdict from the ring cursors (bot4.pipeline.liveness)
+                        "liveness": C.LIVE_NAMES.get(int(b[C.S_LIVENESS]), "?"),
+                        "liveness_ring": C.read_live_ring(b) or None,
+                        "liveness_records": int(b[C.S_LIVE_RECORDS]),
+                        "stuck_for_ns": (
+                            (now - int(b[C.S_STUCK_SINCE_NS]))
+                            if int(b[C.S_STUCK_SINCE_NS])
+                            else None
+                        ),
                     }
                 )
             del b
@@ -146,6 +162,17 @@ def to_json(snap: dict) -> bytes:
     return orjson.dumps(snap, option=orjson.OPT_INDENT_2)
 
 
+def _live(s: dict) -> str:
+    """``moving``, ``idle``, ``blocked>RING`` (its full output), ``STUCK 3.2s<RING`` (an
+    input with records that does not move while the outputs have room), or ``-``."""
+    live, ring = s.get("liveness") or "-", s.get("liveness_ring")
+    if live == "blocked" and ring:
+        return f"blocked>{ring}"
+    if live == "stuck" and ring:
+        return f"STUCK {(s.get('stuck_for_ns') or 0) / 1e9:.1f}s<{ring}"
+    return live
+
+
 def _age(ns) -> str:
     return "-" if ns is None else f"{ns / 1e9:.2f}s"
 
@@ -153,10 +180,13 @@ def _age(ns) -> str:
 def render(snap: dict, prev: dict | None = None, stage_names: list[str] | None = None) -> str:
     """A text table; with ``prev`` (the snapshot before), rates per second."""
     dt = (snap["taken_ns"] - prev["taken_ns"]) / 1e9 if prev else 0.0
-    lines = [f"instance {snap['instance']}  pipeline {snap['pipeline'] or '-'}"]
+    head = f"instance {snap['instance']}  pipeline {snap['pipeline'] or '-'}"
+    if snap.get("pipeline_stuck_for_ns"):
+        head += f"  STUCK: no ring moved for {snap['pipeline_stuck_for_ns'] / 1e9:.1f} s"
+    lines = [head]
     if snap["stages"]:
         lines.append(
-            f"{'stage':<14}{'pid':>8}{'core':>5} {'state':<9}{'beat':>8}{'restarts':>9}{'in':>12}{'out':>12}{'in/s':>10}  alarms"
+            f"{'stage':<14}{'pid':>8}{'core':>5} {'state':<9}{'beat':>8}{'restarts':>9}{'in':>12}{'out':>12}{'in/s':>10}  {'live':<24}alarms"
         )
         for k, s in enumerate(snap["stages"]):
             name = stage_names[k] if stage_names and k < len(stage_names) else f"#{s['index']}"
@@ -166,7 +196,8 @@ def render(snap: dict, prev: dict | None = None, stage_names: list[str] | None =
             lines.append(
                 f"{name:<14}{s['pid']:>8}{s['core']:>5} {s['state']:<9}{_age(s['heartbeat_age_ns']):>8}"
                 f"{s['restarts']:>9}{s['records_in']:>12,}{s['records_out']:>12,}{rate:>10}"
-                + (f"  {s['alarms']} ALARM {s['alarm']}" if s.get("alarms") else "")
+                f"  {_live(s):<24}"
+                + (f"{s['alarms']} ALARM {s['alarm']}" if s.get("alarms") else "")
             )
     lines.append(
         f"{'ring':<26}{'cap':>7}{'depth':>7}{'high':>7}{'produced':>12}{'rate/s':>10}{'fullw':>7}{'emptyw':>8}{'rej':>6}{'pids':>14}{'beat p/c':>14}"

@@ -8,13 +8,31 @@ until every stage reports running, then supervises:
   ``restart_window`` seconds halts the pipeline with an error naming the stage;
 * a stage whose heartbeat is older than its ``heartbeat_timeout`` is reported, SIGKILLed,
   reaped and restarted — a replacement never attaches while the old process can still
-  wake up and write;
+  wake up and write — unless the ring cursors show it blocked on a full output ring
+  (backpressure: it waits for its consumer, and is never killed for that);
+* liveness from the ring cursors (:mod:`bot4.pipeline.liveness`, every 100 ms): a stage
+  whose input has records, whose outputs have room, and whose input position does not move
+  for its ``stall_timeout`` is stalled: named with the ring, killed, reaped and restarted
+  like a dead stage (it counts towards ``max_restarts``); a pipeline in which no ring
+  moves while some hold records and every stage is alive and running (a deadlock through
+  full rings) halts. The verdicts go to the control block for ``bot4 stats``;
 * SIGINT / SIGTERM (or ``--duration``): the pipeline state goes to ``draining``; sources
   stop; each stage drains its inputs once its upstream stages stopped (topology order)
-  and exits; segments are unlinked (kept with ``keep_shm``); exit code 0.
+  and exits; segments are unlinked (kept with ``keep_shm``); exit code 0. Stage processes
+  ignore SIGINT from their first instruction (inherited ``SIG_IGN``), so a terminal's
+  Ctrl-C, which reaches the whole process group, is the supervisor's alone. A signal
+  while the stages are still starting stops them (SIGTERM, then SIGKILL after
+  ``STARTUP_STOP_S``) without restarts: nothing has flowed yet (sources hold until every
+  stage runs). A second signal stops at once: every stage killed, exit code 130.
 
-Ownership in the control block: the supervisor writes the pipeline state, its pid and
-each stage's pid / core / restarts / started ns; stages write everything else.
+Exit codes of :meth:`Supervisor.run`: 0 stopped and drained; 1 the drain did not finish
+within ``drain_timeout`` (the stages left were killed); 2 halted (a stage failed or stalled
+more than ``max_restarts`` times, the pipeline stalled, or the start failed); 130 a second
+interrupt stopped it without draining.
+
+Ownership in the control block: the supervisor writes the pipeline state, its pid, the
+pipeline's stuck-since time and each stage's pid / core / restarts / started ns and
+liveness words; stages write everything else.
 """
 
 from __future__ import annotations
@@ -27,15 +45,38 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from bot4.pipeline.liveness import CursorReader, ProgressWatch, Verdict
 from bot4.pipeline.segments import create_segments, destroy_segments
 from bot4.shm import control as C
 from bot4.shm.control import ControlBlock
 from bot4.shm.stats import instance_ring_snapshots
 
 _CTX = mp.get_context("spawn")
+LOOK_EVERY_S = 0.1  # ring cursors are read this often for the liveness verdicts
+STARTUP_STOP_S = 10.0  # stages asked to stop while starting are killed after this
+EXIT_DRAIN_FAILED, EXIT_HALTED, EXIT_FORCED = 1, 2, 130
+
+
+@contextlib.contextmanager
+def _children_ignore_sigint():
+    """Start processes with SIGINT ignored: ``SIG_IGN`` survives fork and exec, and Python
+    keeps a SIGINT it finds ignored ignored, so a spawned stage never sees the terminal's
+    Ctrl-C, not even while it imports numba. SIGINT is blocked meanwhile so one arriving
+    here stays pending for the supervisor's own handler instead of being lost."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _stage_entry(topology, name: str) -> None:
+    # before any import that can take seconds (numba): Ctrl-C is the supervisor's to act
+    # on (it arrives ignored already, see _children_ignore_sigint; this keeps it so)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     import ctypes
 
     from bot4.stages.loop import stage_main
@@ -58,6 +99,8 @@ class _Slot:
     restart_at: float | None = None
     finished: bool = False
     last_records: int = 0
+    live_ring: str = ""  # ring name last written to the control block
+    hb_blocked_on: str = ""  # stale heartbeat, but blocked on this full ring: said once
 
 
 class Supervisor:
@@ -87,7 +130,13 @@ class Supervisor:
         self.drain_timeout = drain_timeout
         self.slots = [_Slot(s.name, s.index) for s in topology.stages]
         self.stop_requested = False
+        self.force_stop = False
+        self.signals = 0
         self.halt_reason: str | None = None
+        self.cursors: CursorReader | None = None
+        self.watch: ProgressWatch | None = None
+        self.verdicts: dict[str, Verdict] = {}
+        self._next_look = 0.0
         self.events: list[str] = []
         self.final: dict = {}
 
@@ -101,7 +150,8 @@ class Supervisor:
         p = _CTX.Process(
             target=_stage_entry, args=(self.t, slot.name), name=f"bot4-{slot.name}", daemon=False
         )
-        p.start()
+        with _children_ignore_sigint():
+            p.start()
         slot.proc = p
         blk = self.cb.stage(slot.index)
         blk[C.S_PID] = p.pid
@@ -161,6 +211,20 @@ class Supervisor:
         started = int(blk[C.S_STARTED_NS])
         if state in (C.STAGE_RUNNING, C.STAGE_DRAINING) and beat >= started:
             age = (time.monotonic_ns() - beat) / 1e9
+            if age <= spec.heartbeat_timeout:
+                slot.hb_blocked_on = ""
+                return
+            v = self.verdicts.get(slot.name)
+            if v is not None and v.state == C.LIVE_BLOCKED:
+                # waiting for room on a full output ring is backpressure, not a stall: its
+                # consumer (slow, stopped, restarting) is the one to watch
+                if slot.hb_blocked_on != v.ring:
+                    slot.hb_blocked_on = v.ring
+                    self._say(
+                        f"stage {slot.name}: no heartbeat for {age:.1f} s while its output ring "
+                        f"'{v.ring}' is full ({v.records} records): blocked, not killed"
+                    )
+                return
             if age > spec.heartbeat_timeout:
                 self._schedule_restart(
                     slot,
@@ -200,51 +264,71 @@ class Supervisor:
         old_term = signal.signal(signal.SIGTERM, self._on_signal)
         code = 0
         try:
+            self.cursors = CursorReader(self.t.instance, [r.name for r in self.t.rings])
+            self.watch = ProgressWatch.for_topology(self.t)
             for slot in self.slots:
                 self._start(slot)
-            if not self._wait_running():
-                code = 2
-            else:
+            started = self._wait_running()
+            if started == "stopped":
+                self._stop_starting()
+                code = EXIT_FORCED if self.force_stop else 0
+            elif started == "running":
                 self.cb.words[C.W_PIPE_STATE] = C.PIPE_RUNNING
                 self._say(
                     f"pipeline {self.t.instance} running: {len(self.slots)} stages, {len(self.t.rings)} rings"
                 )
                 self._supervise()
-                if self.halt_reason:
-                    code = 2
             if self.halt_reason:
+                code = EXIT_HALTED
                 self._say(f"error: {self.halt_reason}")
                 self.cb.words[C.W_PIPE_STATE] = C.PIPE_STOPPED
                 for slot in self.slots:
                     self._kill_and_reap(slot)
-            else:
-                self._drain()
+            elif started == "running":
+                drained = self._drain()
+                if self.halt_reason:
+                    code = EXIT_HALTED
+                    self._say(f"error: {self.halt_reason}")
+                elif self.force_stop:
+                    code = EXIT_FORCED
+                elif not drained:
+                    code = EXIT_DRAIN_FAILED
             self.final = self._final_figures()
+            self.final["exit_code"] = code
         finally:
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, old_term)
             for slot in self.slots:
                 self._kill_and_reap(slot)
+            if self.cursors is not None:
+                self.cursors.close()
             self.cb.close()
             if not self.keep_shm:
                 destroy_segments(self.t.instance)
         return code
 
     def _on_signal(self, signum, frame) -> None:
+        """The first SIGINT/SIGTERM asks for a drain (or a stop while starting); a second
+        one stops at once."""
+        self.signals += 1
         self.stop_requested = True
+        if self.signals > 1:
+            self.force_stop = True
 
-    def _wait_running(self) -> bool:
+    def _wait_running(self) -> str:
+        """``running`` once every stage runs, ``stopped`` when a signal came first,
+        ``failed`` (with ``halt_reason``) when a stage kept failing or the start timed out."""
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.stop_requested:
-                return True
+                return "stopped"
             for slot in self.slots:
                 self._check(slot, False)
             if self.halt_reason:
-                return False
+                return "failed"
             states = [int(self.cb.stage(s.index)[C.S_STATE]) for s in self.slots]
             if all(st in (C.STAGE_RUNNING, C.STAGE_STOPPED) for st in states):
-                return True
+                return "stopped" if self.stop_requested else "running"
             time.sleep(0.02)
         waiting = [
             s.name for s in self.slots if int(self.cb.stage(s.index)[C.S_STATE]) != C.STAGE_RUNNING
@@ -252,7 +336,32 @@ class Supervisor:
         self.halt_reason = (
             f"stages {waiting} did not report running within {self.start_timeout:g} s"
         )
-        return False
+        return "failed"
+
+    def _stop_starting(self) -> None:
+        """Stop a pipeline interrupted before every stage ran: no drain (nothing has
+        flowed: sources hold while the pipeline starts) and no restarts. The pipeline state
+        goes to ``stopped`` (a stage that reaches its loop leaves at once), every live
+        process gets SIGTERM (one still importing ends there), and what is left after
+        ``STARTUP_STOP_S`` or a second signal is killed."""
+        self._say("interrupted while starting: stopping the stages (no restarts)")
+        self.cb.words[C.W_PIPE_STATE] = C.PIPE_STOPPED
+        procs = {id(s.proc): s.proc for s in self.slots if s.proc is not None}
+        for p in procs.values():
+            if p.exitcode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STARTUP_STOP_S
+        while any(p.exitcode is None for p in procs.values()):
+            if self.force_stop or time.monotonic() >= deadline:
+                left = sorted(s.name for s in self.slots if s.proc and s.proc.exitcode is None)
+                why = "a second interrupt" if self.force_stop else f"{STARTUP_STOP_S:g} s"
+                self._say(f"stages {left} still starting after {why}: killed")
+                break
+            time.sleep(0.02)
+        for slot in self.slots:
+            slot.restart_at = None
+            self._kill_and_reap(slot)
 
     def _supervise(self) -> None:
         t0 = last = time.monotonic()
@@ -262,6 +371,7 @@ class Supervisor:
                 break
             for slot in self.slots:
                 self._check(slot, False)
+            self._look(now)
             if self._sources_finished():
                 self._say("market data finished: draining the pipeline")
                 break
@@ -280,22 +390,99 @@ class Supervisor:
         src = [s for s in self.slots if KINDS[self.t.stage(s.name).kind].source]
         return bool(src) and all(s.finished for s in src)
 
-    def _drain(self) -> None:
+    def _drain(self) -> bool:
+        """Drain once: True when every stage stopped by itself within ``drain_timeout``
+        (stalled stages are restarted meanwhile, as while running); False when the time
+        ran out or a second signal came (the stages left are killed by the caller)."""
         self.cb.words[C.W_PIPE_STATE] = C.PIPE_DRAINING
         deadline = time.monotonic() + self.drain_timeout
-        while time.monotonic() < deadline and not self.halt_reason:
-            for slot in self.slots:
-                self._check(slot, True)
+        drained = False
+        while not self.halt_reason:
             if all(s.finished for s in self.slots):
+                drained = True
                 break
-            time.sleep(0.02)
-        else:
-            if not self.halt_reason:
+            if self.force_stop:
+                stuck = [s.name for s in self.slots if not s.finished]
+                self._say(f"error: second interrupt: stages {stuck} killed without draining")
+                break
+            if time.monotonic() >= deadline:
                 stuck = [s.name for s in self.slots if not s.finished]
                 self._say(
                     f"error: stages {stuck} did not drain within {self.drain_timeout:g} s; killed"
                 )
+                break
+            for slot in self.slots:
+                self._check(slot, True)
+            self._look(time.monotonic())
+            time.sleep(0.02)
         self.cb.words[C.W_PIPE_STATE] = C.PIPE_STOPPED
+        return drained
+
+    # -- liveness from ring cursors ----------------------------------------------------------
+    def _running_and_beating(self, slot: _Slot, now_ns: int) -> bool:
+        p = slot.proc
+        if slot.finished or slot.restart_at is not None or p is None or p.exitcode is not None:
+            return False
+        blk = self.cb.stage(slot.index)
+        if int(blk[C.S_STATE]) != C.STAGE_RUNNING:
+            return False
+        beat, started = int(blk[C.S_HEARTBEAT_NS]), int(blk[C.S_STARTED_NS])
+        spec = self.t.stage(slot.name)
+        return beat >= started and (now_ns - beat) / 1e9 <= spec.heartbeat_timeout
+
+    def _look(self, now: float) -> None:
+        """Read every ring's cursors (every ``LOOK_EVERY_S``), publish the verdicts, and act
+        on a stage stuck longer than its ``stall_timeout`` (restart policy) or a pipeline
+        in which nothing moves while rings hold records (halt)."""
+        if self.cursors is None or self.watch is None or now < self._next_look:
+            return
+        self._next_look = now + LOOK_EVERY_S
+        now_ns = time.monotonic_ns()
+        by_name = {s.name: s for s in self.slots}
+        fresh = {s.name: self._running_and_beating(s, now_ns) for s in self.slots}
+        ready = all(fresh[s.name] for s in self.slots if not s.finished)
+        watched = [r.name for r in self.t.rings if not by_name[r.consumer].finished]
+        self.verdicts, since, held = self.watch.observe(self.cursors.read(), now, ready, watched)
+        self._publish_liveness(since)
+        for slot in self.slots:
+            if not fresh[slot.name]:
+                # starting (a restart recovering from its journal can take seconds), dead,
+                # restarting, draining or not beating: its stall clock starts once it runs
+                self.watch.reset(slot.name)
+        for slot in self.slots:
+            v = self.verdicts[slot.name]
+            if self.halt_reason or not fresh[slot.name] or v.state != C.LIVE_STUCK:
+                continue
+            spec = self.t.stage(slot.name)
+            stuck = v.stuck_for(now)
+            if stuck > spec.stall_timeout:
+                self._schedule_restart(
+                    slot,
+                    f"stalled: input ring '{v.ring}' has {v.records} records, outputs have room, "
+                    f"no progress for {stuck:.1f} s; killed",
+                )
+                self.watch.reset(slot.name)
+        limit = max(s.stall_timeout for s in self.t.stages)
+        if since is not None and not self.halt_reason and now - since > limit:
+            rings = ", ".join(f"'{r}' ({n} records)" for r, n in held[:4])
+            self.halt_reason = (
+                f"pipeline stalled: no ring moved for {now - since:.1f} s while {rings} "
+                f"{'holds' if len(held) == 1 else 'hold'} records and every stage is alive "
+                f"(waiting on each other's full rings); halting"
+            )
+
+    def _publish_liveness(self, since: float | None) -> None:
+        """The verdicts into the supervisor's control-block words (``bot4 stats``)."""
+        for slot in self.slots:
+            v = self.verdicts[slot.name]
+            blk = self.cb.stage(slot.index)
+            blk[C.S_LIVENESS] = v.state
+            blk[C.S_STUCK_SINCE_NS] = int(v.since * 1e9) if v.since is not None else 0
+            blk[C.S_LIVE_RECORDS] = v.records
+            if v.ring != slot.live_ring:
+                C.write_live_ring(blk, v.ring)
+                slot.live_ring = v.ring
+        self.cb.words[C.W_PIPE_STUCK_SINCE_NS] = int(since * 1e9) if since is not None else 0
 
     def _final_figures(self) -> dict:
         stages = {}
@@ -317,4 +504,12 @@ class Supervisor:
             "rings": rings,
             "events": self.events,
             "halted": self.halt_reason,
+            "liveness": {
+                name: {
+                    "state": C.LIVE_NAMES[v.state],
+                    "ring": v.ring,
+                    "records": v.records,
+                }
+                for name, v in self.verdicts.items()
+            },
         }

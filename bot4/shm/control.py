@@ -9,9 +9,12 @@ little-endian u64; every field has exactly one writing process.
     0                 creator      magic "BOT4CTRL", layout version, stage count,
                                    max inputs, max outputs, created ns,
                                    session (``bot4.paths``)                 (words 0..6)
-    128               supervisor   pipeline state (PIPE_*), supervisor pid     (words 16..17)
+    128               supervisor   pipeline state (PIPE_*), supervisor pid,
+                                   pipeline stuck since ns                     (words 16..18)
     1024 + 1024*i     stage i block:
       +0              supervisor   pid, core, restarts, started ns             (4 words)
+      +32             supervisor   liveness (LIVE_*), stuck since ns, records in
+                                   the liveness ring, its name (48 bytes)      (words 4..13)
       +128            stage        state (STAGE_*), heartbeat ns, last error code,
                                    batches, records in, records out, pid seen,
                                    alarms, last alarm code                     (9 words)
@@ -53,9 +56,16 @@ MAX_OUTPUTS = 8
 W_MAGIC, W_VERSION, W_NSTAGES, W_MAX_IN, W_MAX_OUT, W_CREATED_NS, W_SESSION = range(7)
 W_PIPE_STATE = 16
 W_SUPERVISOR_PID = 17
+W_PIPE_STUCK_SINCE_NS = 18  # no ring moved since (monotonic ns) while some hold records; 0 = moving
 
 # offsets inside a stage block, in words
 S_PID, S_CORE, S_RESTARTS, S_STARTED_NS = 0, 1, 2, 3  # supervisor-owned
+# liveness judged by the supervisor from ring cursors (bot4.pipeline.liveness); 0 = unknown
+S_LIVENESS = 4  # LIVE_*
+S_STUCK_SINCE_NS = 5  # monotonic ns since the stage is LIVE_STUCK on S_LIVE_RING (else 0)
+S_LIVE_RECORDS = 6  # records in that ring when observed
+S_LIVE_RING = 8  # .. 13: the ring's name, ASCII, NUL-padded (stuck on / blocked by / reading)
+LIVE_RING_WORDS = 6
 S_STATE = 16  # stage-owned from here
 S_HEARTBEAT_NS = 17
 S_LAST_ERROR = 18
@@ -80,6 +90,12 @@ PIPE_NAMES = {0: "none", 1: "starting", 2: "running", 3: "draining", 4: "stopped
 STAGE_NONE, STAGE_STARTING, STAGE_RUNNING, STAGE_DRAINING, STAGE_STOPPED, STAGE_FAILED = range(6)
 STAGE_NAMES = {0: "none", 1: "starting", 2: "running", 3: "draining", 4: "stopped", 5: "failed"}
 
+#: idle: inputs empty; moving: positions advanced since the last look; blocked: a blocking
+#: output it needs is full (backpressure, never a stall); stuck: an input has records, every
+#: output has room, and the input's position has not moved (killed after ``stall_timeout``)
+LIVE_UNKNOWN, LIVE_IDLE, LIVE_MOVING, LIVE_BLOCKED, LIVE_STUCK = range(5)
+LIVE_NAMES = {0: "-", 1: "idle", 2: "moving", 3: "blocked", 4: "stuck"}
+
 CONTROL_SEGMENT = "control"
 
 
@@ -89,6 +105,19 @@ def raise_alarm(block: np.ndarray, code: int, n: int = 1) -> int:
     block[S_ALARM_CODE] = int(code)
     block[S_ALARMS] = int(block[S_ALARMS]) + int(n)
     return int(block[S_ALARMS])
+
+
+def write_live_ring(block: np.ndarray, name: str) -> None:
+    """Store ``name`` (at most 48 ASCII bytes) in a stage block's liveness ring words
+    (supervisor only: the words' one writer)."""
+    raw = name.encode("ascii", "replace")[: LIVE_RING_WORDS * 8].ljust(LIVE_RING_WORDS * 8, b"\0")
+    block[S_LIVE_RING : S_LIVE_RING + LIVE_RING_WORDS] = np.frombuffer(raw, np.uint64)
+
+
+def read_live_ring(block: np.ndarray) -> str:
+    """The ring name stored by :func:`write_live_ring` ("" when none)."""
+    raw = block[S_LIVE_RING : S_LIVE_RING + LIVE_RING_WORDS].tobytes()
+    return raw.rstrip(b"\0").decode("ascii", "replace")
 
 
 def control_bytes(n_stages: int) -> int:

@@ -39,6 +39,7 @@ from bot4.shm import ring_ops as ops
 from bot4.shm.ring_layout import WAIT_BUSY_SPIN, WAIT_SPIN_YIELD
 from bot4.shm.wait import park_consumer
 from bot4.stages.notify import Notifier
+from bot4.stages.testing import stall_requested
 
 log = logging.getLogger("bot4.stage")
 _M64 = (1 << 64) - 1
@@ -99,6 +100,7 @@ class StageRunner:
         self.stage.session = int(self.cb.words[C.W_SESSION])
         self.blk[C.S_PID_SEEN] = os.getpid()
         self.blk[C.S_STATE] = C.STAGE_STARTING
+        self.test_stall = stall_requested(self.spec.name, int(self.blk[C.S_RESTARTS]))
         self.ins = [
             Consumer(segment_name(inst, r.name), RECORD_TYPES[r.type], r.capacity)
             for r in self.in_specs
@@ -203,6 +205,8 @@ class StageRunner:
 
     # -- one batch ------------------------------------------------------------------------
     def _step(self, i: int) -> int:
+        if self.test_stall:
+            return 0  # test hook (bot4.stages.testing.stall_requested): alive, no progress
         stage = self.stage
         b = self.spec.batch
         pos = self.cur[i]

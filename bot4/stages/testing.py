@@ -10,6 +10,7 @@ pipeline instance, so a test can check every record arrived exactly once and in 
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -60,6 +61,16 @@ def _sink_kernel(inp, log, lat):
             log[k] = inp[i].order_id
             lat[k] = np.uint64(now - inp[i].ts_recv_ns)
     store_release(log, 0, n + np.uint64(inp.shape[0]))
+
+
+def stall_requested(name: str, restarts: int) -> bool:
+    """Test hook: ``BOT4_TEST_STALL_STAGE=NAME`` (or ``NAME:N``) makes stage NAME's loop do
+    nothing with its input while it keeps beating (every process of it, or only while it
+    has been restarted fewer than N times): a stage alive and stuck, for the supervisor's
+    liveness check (``bot4.pipeline.liveness``) to find. Read once, when a stage attaches."""
+    want = os.environ.get("BOT4_TEST_STALL_STAGE", "")
+    stage, _, n = want.partition(":")
+    return bool(stage) and stage == name and (not n or restarts < int(n))
 
 
 class TestSource(Stage):
