@@ -18,11 +18,11 @@ import subprocess
 import time
 import uuid
 
-import numpy as np
 import pytest
 
 from bot4.shm.breakers import Breakers
 from tests.conftest import create_database, drop_database
+from tests.seeds import seeded_rng
 from tests.system.db_check import assert_exactly_once
 from tests.system.pipeline_util import BOT4, stage_block, wait_running
 
@@ -58,7 +58,7 @@ def test_persistence_sigkilled_20_times_loads_every_event_exactly_once(
     p = procs.add(start_run(instance, tmp_path, "--max-restarts", "100", "--max-backoff", "0.2"))
     p.report_path = tmp_path / "r.json"
     wait_running(instance)
-    rng = np.random.default_rng()
+    rng, _seed = seeded_rng("persistence kill times")
     kills = 20
     for k in range(1, kills + 1):
         time.sleep(float(rng.uniform(0.05, 0.5)))

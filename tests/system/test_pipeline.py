@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from bot4.shm.segment import instance_segments
+from tests.seeds import seeded_rng
 from tests.system.pipeline_util import (
     SinkLog,
     chain_topology,
@@ -78,7 +79,7 @@ def test_middle_stage_sigkilled_while_records_flow_is_restarted_and_sink_sees_ea
     log = sink(n + 2)
     p = start_pipeline(tmp_path, chain_topology(instance, count=n, rate=300_000, batch=64), procs)
     wait_running(instance)
-    rng = np.random.default_rng()
+    rng, _seed = seeded_rng("middle stage kill times")
     kills = 0
     while kills < 3:
         time.sleep(float(rng.uniform(0.4, 1.0)))

@@ -17,11 +17,11 @@ import signal
 import subprocess
 import time
 
-import numpy as np
 import pytest
 
 from bot4.records import DEFAULT_INSTRUMENTS
 from bot4.shm.segment import instance_segments
+from tests.seeds import seeded_rng
 from tests.system.pipeline_util import BOT4, stage_block, wait_running
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(300)]
@@ -72,7 +72,7 @@ def test_positions_equal_the_net_of_the_fills(instance, procs, tmp_path):
 def test_orders_stage_sigkilled_mid_stream_sends_no_order_twice(instance, procs, tmp_path):
     p = procs.add(start(instance, tmp_path, 14))
     wait_running(instance)
-    rng = np.random.default_rng()
+    rng, _seed = seeded_rng("orders stage kill times")
     for k in (1, 2):
         time.sleep(float(rng.uniform(1.5, 3.0)))
         o = stage_block(instance, 3)  # orders
