@@ -79,6 +79,7 @@ class _ReplaySupervisor(Supervisor):
         while not self.stop_requested and not self.halt_reason:
             for slot in self.slots:
                 self._check(slot, False)
+            self._look(time.monotonic())  # liveness from the ring cursors, as in bot4 run
             done = int(self.cb.stage(md.index)[C.S_RECORDS_OUT]) // self.md_outputs
             if self.progress is not None:
                 self.progress.update(min(done, self.total))
