@@ -98,3 +98,27 @@ def test_pipeline_is_stuck_only_when_nothing_moves_something_is_held_and_all_are
     _, since, _ = w.observe(rings(), 6.0)
     _, since, held = w.observe(rings(), 7.0)
     assert since is None and held == []  # idle, not stuck
+
+
+def test_stats_table_shows_the_verdicts():
+    from bot4.ops_stats import render
+
+    base = {
+        "index": 0, "pid": 1, "core": 0, "state": "running", "heartbeat_age_ns": 1_000_000,
+        "restarts": 0, "records_in": 0, "records_out": 0, "alarms": 0, "alarm": "-",
+    }  # fmt: skip
+    stages = [
+        {**base, "liveness": "moving", "liveness_ring": "r1", "stuck_for_ns": None},
+        {**base, "liveness": "blocked", "liveness_ring": "r2", "stuck_for_ns": None},
+        {**base, "liveness": "stuck", "liveness_ring": "orders", "stuck_for_ns": 3_200_000_000},
+        {**base, "liveness": "-", "liveness_ring": None, "stuck_for_ns": None},
+    ]
+    snap = {
+        "instance": "t", "taken_ns": 0, "pipeline": "running", "stages": stages, "rings": [],
+        "breakers": [], "trading": None, "pipeline_stuck_for_ns": 6_000_000_000,
+    }  # fmt: skip
+    text = render(snap, None, ["md", "risk", "orders", "venue"])
+    lines = text.splitlines()
+    assert "STUCK: no ring moved for 6.0 s" in lines[0]
+    assert "moving" in lines[2] and "blocked>r2" in lines[3]
+    assert "STUCK 3.2s<orders" in lines[4] and lines[5].split()[-1] == "-"
