@@ -4,7 +4,7 @@ Not a test (it takes minutes and its figures depend on the machine); a script an
 runs after touching the stage loop, the rings or persistence, and before a release.
 
 What it does
-    Starts ``bot4 run`` (the packaged default topology unless ``--topology``; the run's own
+    Runs ``bot4 warm`` (``--no-warm`` skips it), then starts ``bot4 run`` (the packaged default topology unless ``--topology``; the run's own
     defaults otherwise) in a session of its own, with ``$BOT4_DATA_DIR`` a fresh temporary
     directory (never ``./bot4-data``; ``$BOT4_DSN``/``$BOT4_LEDGER_DSN`` are dropped, so the
     database is the run's embedded PostgreSQL under that directory, or none with
@@ -190,6 +190,7 @@ class Soak:
     hung: bool = False
     leftovers: list[str] = field(default_factory=list)
     cb: object = None
+    warm_s: float | None = None
 
     @property
     def report_path(self) -> Path:
@@ -246,8 +247,10 @@ class Soak:
         env = dict(os.environ, BOT4_DATA_DIR=str(self.data))
         env.pop("BOT4_DSN", None)
         env.pop("BOT4_LEDGER_DSN", None)
-        log = open(self.log_path, "wb")  # noqa: SIM115 (closed in finish())
+        log = open(self.log_path, "wb")  # noqa: SIM115 (closed in close())
         self._log = log
+        if a.warm and not self._warm(env):
+            return
         print(f"soak: {' '.join(self.argv()[2:])}  (BOT4_DATA_DIR={self.data})", flush=True)
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(
@@ -297,14 +300,41 @@ class Soak:
                     if self._restarted(pending, rng):
                         pending = None
                 elif kill_plan and now >= kill_plan[0]:
-                    kill_plan.pop(0)
-                    pending = self._kill(rng, now)
+                    if now > self.running_at + a.duration - KILL_TAIL_S / 2:
+                        kill_plan = []  # too late: the drain is near; counted as not done
+                    elif self._pipeline_running():
+                        kill_plan.pop(0)
+                        pending = self._kill(rng, now)
             wake = next_sample
             if pending is not None or kill_plan or self.running_at is None:
                 wake = min(wake, now + POLL_S)
             time.sleep(max(0.0, wake - (time.monotonic() - self.t0)))
         if pending is not None and pending.restarted_at is None and pending.error is None:
             pending.error = "the run ended before the restart"
+
+    def _warm(self, env: dict) -> bool:
+        """``bot4 warm`` first, as the README's run command does: six stage processes
+        compiling the same kernels at once (a fresh cache, or kernels another change made
+        stale) can take longer than the run's start-up timeout on two busy cores."""
+        t = time.monotonic()
+        p = subprocess.Popen(
+            [*BOT4, "warm"],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        while p.poll() is None:
+            if self.interrupted:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGKILL)
+                p.wait()
+                return False
+            time.sleep(0.2)
+        self.warm_s = time.monotonic() - t
+        print(f"soak: bot4 warm: exit {p.returncode} in {self.warm_s:.1f} s", flush=True)
+        return True
 
     def _plan_kills(self, rng: random.Random) -> list[float]:
         """Kill moments in seconds after the pipeline runs: N uniform draws in the window
@@ -413,28 +443,38 @@ class Soak:
 
     def close(self) -> None:
         """Release the control block mapping, stop an orphaned embedded server, remove the
-        instance's segments when no process of the run is left to own them."""
+        instance's segments when no process of the run is left to own them. Each step runs
+        whatever the previous one raised: cleanup never stops half-way."""
         if self.cb is not None:
             with contextlib.suppress(Exception):
                 self.cb.close()
             self.cb = None
-        from bot4.db.server import EmbeddedPostgres
-        from bot4.pipeline.segments import destroy_segments
-        from bot4.shm.segment import instance_segments
-
         pg = self.data / "pg"
-        if not self.args.no_db and pg.is_dir():
-            server = EmbeddedPostgres(pg)
-            if server.running:
-                self.leftovers.append("embedded PostgreSQL still running after the run: stopped")
-                with contextlib.suppress(Exception):
+        if not self.args.no_db and (pg / "postmaster.pid").exists():
+            try:
+                from bot4.db.server import EmbeddedPostgres
+
+                server = EmbeddedPostgres(pg)
+                if server.running:
+                    self.leftovers.append("embedded PostgreSQL running after the run: stopped")
                     server.stop()
-        left = instance_segments(self.instance)
+            except Exception as exc:
+                self.leftovers.append(f"embedded PostgreSQL: could not check or stop: {exc}")
+        left = shm_segments(self.instance)
         if left:
-            self.leftovers.append(f"{len(left)} segments left in /dev/shm: {left[:3]} ...")
-            destroy_segments(self.instance)
+            self.leftovers.append(f"{len(left)} segments left in /dev/shm, e.g. {left[0]}: removed")
+            for path in left:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
         if hasattr(self, "_log"):
             self._log.close()
+
+
+def shm_segments(instance: str) -> list[Path]:
+    """``/dev/shm/bot4.<instance>.*``: the instance's segments (bot4.shm.segment's naming),
+    listed without importing bot4, so cleanup works whatever state the package is in."""
+    shm = Path("/dev/shm")
+    return sorted(shm.glob(f"bot4.{instance}.*")) if shm.is_dir() else []
 
 
 # -- checks -------------------------------------------------------------------------------------
@@ -688,6 +728,9 @@ def conservation_checks(soak: Soak, final: dict) -> tuple[list[Check], dict]:
     # persistence and its journal
     for ps in [s for s in t.stages if s.kind == "persistence"]:
         journal = Path(ps.params.get("dir") or soak.data / "journal" / t.instance)
+        if not journal.is_dir():
+            checks.append(Check(f"journal: {ps.name} exists", False, "missing", "", str(journal)))
+            continue
         rep = JournalReader(journal).verify()
         total = sum(rep.records.values())
         figures.setdefault("journal", {})[ps.name] = {
@@ -881,6 +924,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--json", help="write the checks and figures here")
     ap.add_argument("--stats-cli", action="store_true", help="sample by spawning bot4 stats --json")
+    ap.add_argument(
+        "--no-warm", dest="warm", action="store_false", help="skip bot4 warm before the run"
+    )
     ap.add_argument("--print-every", type=int, default=10, help="progress line every N s")
     a = ap.parse_args(argv)
     if a.seed is None:
@@ -892,7 +938,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from bot4.pipeline.topology import load_topology
     from bot4.records.errors import Bot4Error
-    from bot4.shm.segment import instance_segments
 
     instance = a.instance or f"soak{os.getpid()}"
     try:
@@ -900,7 +945,7 @@ def main(argv: list[str] | None = None) -> int:
     except Bot4Error as exc:
         print(f"soak: error: {exc}", file=sys.stderr)
         return 1
-    if instance_segments(instance):
+    if shm_segments(instance):
         print(
             f"soak: error: instance {instance} has segments in /dev/shm: in use?", file=sys.stderr
         )
@@ -908,6 +953,10 @@ def main(argv: list[str] | None = None) -> int:
     made = a.data_dir is None
     data = Path(a.data_dir or tempfile.mkdtemp(prefix="bot4-soak-")).resolve()
     data.mkdir(parents=True, exist_ok=True)
+    if made and os.geteuid() == 0:
+        # as root the embedded server runs as another user, which must be able to reach
+        # pg/ under it: search permission only (mkdtemp makes it 0700), no listing
+        data.chmod(0o711)
     soak = Soak(a, topology, instance, data)
     if a.kills:
         print(f"soak: {a.kills} kills, seed {a.seed}", flush=True)
@@ -935,22 +984,24 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError):
         final = {}
     checks += run_checks(soak, rc, log, final)
-    c, figures["flow"] = flow_checks(soak, a.flow_bound)
-    checks += c
-    c, figures["conservation"] = conservation_checks(soak, final)
-    checks += c
+    groups = [
+        ("flow", flow_checks, (soak, a.flow_bound)),
+        ("conservation", conservation_checks, (soak, final)),
+    ]
     if not a.no_db:
-        c, figures["database"] = database_checks(soak)
-        checks += c
+        groups.append(("database", database_checks, (soak,)))
     if a.kills:
-        c, figures["kills"] = kill_checks(soak)
+        groups.append(("kills", kill_checks, (soak,)))
+    for name, fn, fargs in groups:
+        try:
+            c, figures[name] = fn(*fargs)
+        except Exception as exc:  # a check that cannot run is a failed check, not a traceback
+            c = [Check(f"{name}: checks ran", False, type(exc).__name__, "", str(exc)[:200])]
         checks += c
-    from bot4.shm.segment import instance_segments as segs
-
     checks.append(
         Check(
             "leftovers: none (processes, server, segments)",
-            not soak.leftovers and not segs(instance),
+            not soak.leftovers and not shm_segments(instance),
             str(len(soak.leftovers)),
             "0",
             "; ".join(soak.leftovers)[:200],
@@ -958,6 +1009,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     figures["rss_mb"] = soak.rss
     figures["run_exit"] = rc
+    figures["warm_s"] = soak.warm_s
     figures["running_after_s"] = soak.running_at
     figures["ctrl_c_at_s"] = soak.ctrl_c_sent_at
     print_table(checks, figures, soak)
@@ -988,4 +1040,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except Exception as exc:  # the run was ended and cleaned up in main's finally
+        print(f"soak: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(1)
