@@ -33,11 +33,18 @@ Checks (a table at the end; ``--json FILE`` writes them with the figures)
                 execution types in another topology): the longest stretch of seconds in
                 which its consumer moved nothing, against ``--flow-bound`` (10 s). The order
                 path is bursty: intents fire when a signal crosses its threshold, then cool
-                down, and risk denies once a position reaches its limit, so seconds without
-                orders are normal. At 20,000 ticks/s the default strategy sends orders
-                every second or so (the longest quiet stretch seen in 10-minute runs is
-                printed by every run); 10 s without a single decision or order is well past
-                that and short enough to catch a stall within a soak.
+                down, and risk denies at its position and rate limits. At ~20,000 ticks/s
+                the default strategy sends ~50-100 orders/s and makes ~430 decisions/s, so
+                10 s without one is a stall, not a lull, and short enough to be caught
+                within a soak. Orders and executions move only when risk lets orders
+                through: their stretches count only while trading is ACTIVE everywhere (the
+                default strategy loses money, and risk's daily-loss guard puts trading in
+                REDUCING within a minute or two; the reducing orders then rest, unfilled,
+                for minutes). Seconds not ACTIVE are shown as an info row.
+    waiting     no second in which a ring holds records and its consumer moves nothing while
+                that consumer's outputs have room (the stall itself, whatever risk decided),
+                and no second the supervisor's own liveness verdict (``bot4 stats``) calls a
+                stage stuck.
     conservation at the end (the run's ``--report``, taken after the drain): every ring
                 produced == consumed + depth; md records_out == (md's rings) x signals
                 records_in and every md ring produced the same count; persistence
@@ -131,7 +138,8 @@ class Sample:
     t: float  # seconds since launch (monotonic)
     pipeline: str | None
     rings: dict[str, dict]  # short name -> produced, consumed, depth, capacity
-    stages: list[dict]  # per stage index: pid, state, restarts, records_in/out, alarms
+    stages: list[dict]  # per stage index: pid, state, restarts, records_in/out, liveness
+    trading: str | None = None  # None: every instrument ACTIVE; else what is not (risk's state)
 
 
 def take_sample(instance: str, t0: float, use_cli: bool) -> Sample:
@@ -154,10 +162,25 @@ def take_sample(instance: str, t0: float, use_cli: bool) -> Sample:
         for r in snap["rings"]
     }
     stages = [
-        {k: s.get(k) for k in ("pid", "state", "restarts", "records_in", "records_out")}
+        {k: s.get(k) for k in ("pid", "state", "restarts", "records_in", "records_out", "liveness")}
         for s in snap["stages"]
     ]
-    return Sample(time.monotonic() - t0, snap.get("pipeline"), rings, stages)
+    return Sample(time.monotonic() - t0, snap.get("pipeline"), rings, stages, trading_label(snap))
+
+
+def trading_label(snap: dict) -> str | None:
+    """None when trading is ACTIVE everywhere (or the instance has no trading state), else
+    e.g. ``global reducing (DAILY_LOSS, risk)`` or ``2 instruments halted``."""
+    tr = snap.get("trading")
+    if not tr:
+        return None
+    g = tr.get("global")
+    if g and g["state"] != "active":
+        return f"global {g['state']} ({g['reason']}, {g['source']})"
+    off = [r for r in tr.get("instruments", []) if r["state"] != "active"]
+    if off:
+        return f"{len(off)} instruments {'/'.join(sorted({r['state'] for r in off}))}"
+    return None
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -409,7 +432,8 @@ class Soak:
         fullest = max(s.rings.items(), key=lambda kv: kv[1]["depth"] / kv[1]["capacity"])
         print(
             f"soak: {now:6.0f} s  ticks {md:>7,.0f}/s  orders {orders:>6,}/s  fullest {fullest[0]} "
-            f"{fullest[1]['depth']}/{fullest[1]['capacity']}  kills {len(self.kills)}",
+            f"{fullest[1]['depth']}/{fullest[1]['capacity']}  kills {len(self.kills)}"
+            + (f"  trading: {s.trading}" if s.trading else ""),
             flush=True,
         )
 
@@ -577,16 +601,86 @@ def flow_checks(soak: Soak, bound: float) -> tuple[list[Check], dict]:
         )
     )
     figures["stuck_full_longest_s"] = stuck
+    # Order path. Intents and decisions owe nothing to risk's verdicts: they must keep
+    # moving. Orders and executions move only when risk lets orders through, so their quiet
+    # stretches count only while trading is ACTIVE everywhere (a daily-loss REDUCING lets
+    # only position-reducing orders pass, and those may rest unfilled for minutes). A
+    # stretch is broken by a second that does not count.
     quiet: dict[str, int] = {}
     rate: dict[str, float] = {}
+    span = sum(s.t - p.t for p, s in clean)
     for r in t.rings:
         if r.type.upper() not in ORDER_PATH_TYPES:
             continue
-        flags = [_moved(p, s, r.name) == 0 for p, s in clean if r.name in s.rings]
+        gated = r.type.upper() in ("ORDER", "EXEC_REPORT")
+        flags = [
+            _moved(p, s, r.name) == 0 and not (gated and (p.trading or s.trading))
+            for p, s in clean
+            if r.name in s.rings
+        ]
         quiet[r.name] = _stretches(flags)
-        total = sum(_moved(p, s, r.name) for p, s in clean)
-        span = sum(s.t - p.t for p, s in clean)
-        rate[r.name] = total / span if span else 0.0
+        rate[r.name] = sum(_moved(p, s, r.name) for p, s in clean) / span if span else 0.0
+    not_active = [s for p, s in clean if p.trading or s.trading]
+    if not_active:
+        first = not_active[0]
+        checks.append(
+            Check(
+                "trading: seconds not ACTIVE everywhere (info)",
+                None,
+                f"{len(not_active)} of {len(clean)}",
+                "",
+                f"from {first.t:.0f} s: {first.trading}; orders/executions gated there",
+            )
+        )
+    figures["seconds_trading_not_active"] = len(not_active)
+    figures["trading_states_seen"] = sorted({s.trading for p, s in clean if s.trading})
+    # records waiting on a ring whose consumer moves nothing for a whole second: the stall
+    # itself, whatever the trading state (a consumer blocked on a full output shows as that
+    # output stuck full instead)
+    held: dict[str, int] = {}
+    for r in t.rings:
+        flags = [
+            p.rings[r.name]["depth"] > 0
+            and s.rings[r.name]["depth"] > 0
+            and _moved(p, s, r.name) == 0
+            and not any(
+                s.rings.get(o.name, {}).get("depth", 0) >= o.capacity
+                for o in t.outputs_of(r.consumer)
+            )
+            for p, s in clean
+            if r.name in p.rings and r.name in s.rings
+        ]
+        held[r.name] = _stretches(flags)
+    worst = max(held.items(), key=lambda kv: kv[1], default=("-", 0))
+    checks.append(
+        Check(
+            "records waiting, consumer not moving: longest (s)",
+            worst[1] == 0,
+            f"{worst[1]} ({worst[0]})" if worst[1] else "0",
+            "0",
+        )
+    )
+    figures["waiting_not_consumed_longest_s"] = held
+    # the supervisor's own verdict from the ring cursors (bot4 stats' liveness column)
+    stuck_seen = sorted(
+        {
+            spec.name
+            for _p, s in clean
+            for spec, st in zip(t.stages, s.stages, strict=False)
+            if st.get("liveness") == "stuck"
+        }
+    )
+    stuck_secs = sum(1 for _p, s in clean if any(st.get("liveness") == "stuck" for st in s.stages))
+    checks.append(
+        Check(
+            "liveness: seconds a stage was 'stuck' (supervisor)",
+            stuck_secs == 0,
+            str(stuck_secs),
+            "0",
+            ", ".join(stuck_seen),
+        )
+    )
+    figures["liveness_stuck_seconds"] = stuck_secs
     figures["order_path_longest_quiet_s"] = quiet
     figures["order_path_rate_per_s"] = rate
     for name, q in quiet.items():
@@ -693,6 +787,19 @@ def conservation_checks(soak: Soak, final: dict) -> tuple[list[Check], dict]:
             str(bad) if bad else "",
         )
     )
+    left = {n: r["depth"] for n, r in rings.items() if r["depth"]}
+    if left:
+        # e.g. venue_execs: the venue's EXEC_CANCELLED replies to the CANCEL_ALL the orders
+        # stage sends as it drains; it exits without reading them, so they are in no journal
+        checks.append(
+            Check(
+                "drain: records left unread in rings (info)",
+                None,
+                str(sum(left.values())),
+                "",
+                ", ".join(f"{n} {d}" for n, d in left.items()),
+            )
+        )
     figures["rings_end"] = {
         n: {k: r[k] for k in ("produced", "consumed", "depth")} for n, r in rings.items()
     }
@@ -874,25 +981,29 @@ def kill_checks(soak: Soak) -> tuple[list[Check], dict]:
 # -- output -------------------------------------------------------------------------------------
 def print_table(checks: list[Check], figures: dict, soak: Soak) -> None:
     print()
-    print(f"{'check':<58}{'result':<7}{'value':<28}{'bound':<12}detail")
+    print(f"{'check':<64}{'result':<7}{'value':<28}{'bound':<12}detail")
     for c in checks:
-        res = "n/a" if c.ok is None else ("PASS" if c.ok else "FAIL")
-        print(f"{c.name:<58}{res:<7}{c.value:<28}{c.bound:<12}{c.detail}")
+        res = "info" if c.ok is None else ("PASS" if c.ok else "FAIL")
+        print(f"{c.name:<64}{res:<7}{c.value:<28}{c.bound:<12}{c.detail}")
     quiet = figures.get("flow", {}).get("order_path_longest_quiet_s", {})
     stuck = figures.get("flow", {}).get("stuck_full_longest_s", {})
+    held = figures.get("flow", {}).get("waiting_not_consumed_longest_s", {})
     rate = figures.get("flow", {}).get("order_path_rate_per_s", {})
     ends = figures.get("conservation", {}).get("rings_end", {})
     if ends:
         print()
         print(
-            f"{'ring':<16}{'produced':>14}{'consumed':>14}{'depth':>7}{'rate/s':>10}{'quiet s':>9}{'stuck s':>9}"
+            f"{'ring':<16}{'produced':>14}{'consumed':>14}{'depth':>7}{'rate/s':>10}"
+            f"{'quiet s':>9}{'stuck s':>9}{'held s':>8}"
         )
         for name, r in ends.items():
             rt = f"{rate[name]:,.0f}" if name in rate else ""
             print(
                 f"{name:<16}{r['produced']:>14,}{r['consumed']:>14,}{r['depth']:>7}{rt:>10}"
-                f"{quiet.get(name, ''):>9}{stuck.get(name, ''):>9}"
+                f"{quiet.get(name, ''):>9}{stuck.get(name, ''):>9}{held.get(name, ''):>8}"
             )
+        print("quiet: longest stretch without consumer progress (order path; see the checks);")
+        print("stuck: full, consumer not moving; held: records waiting, consumer not moving")
     if soak.rss:
         print()
         print(f"{'stage':<14}{'rss first MB':>13}{'max MB':>9}{'last MB':>9}")
