@@ -3,7 +3,8 @@
 Subcommands: ``run`` (the whole pipeline), ``stage`` (one stage, for systemd), ``shm``
 (segment lifecycle), ``stats`` (read-only operator view), ``calibrate`` (fit the signals
 stage's parameters), ``warm`` (compile and cache every numba kernel once), ``breaker``
-and ``halt`` / ``reduce`` / ``resume`` (operator actions, each recorded for persistence).
+and ``halt`` / ``reduce`` / ``resume`` (operator actions, each recorded for persistence
+before it is applied, under the kernel's identity of the caller: docs/security.md).
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ def _load(path, instance, *, validate: bool = False):
 
 
 def cmd_run(args) -> int:
+    from bot4.pipeline.segments import check_not_running
     from bot4.pipeline.supervisor import Supervisor
 
     t = _load(args.topology, args.instance, validate=True)
+    check_not_running(t.instance, [s.name for s in t.stages])  # before starting a database
     server = _database_for(t, args)
     try:
         sup = Supervisor(
@@ -83,6 +86,12 @@ def _database_for(t, args):
         os.environ["BOT4_LEDGER_DSN"] = ledger
     if server is not None:
         print(f"bot4: embedded PostgreSQL under {server.data_dir}", file=sys.stderr)
+        if server.adopted_from is not None:
+            print(
+                f"bot4: adopted the server left running by a dead run ({server.adopted_from}): "
+                "this run stops it when it ends",
+                file=sys.stderr,
+            )
     return server
 
 
@@ -203,7 +212,11 @@ def cmd_shm(args) -> int:
         cb.words[C.W_PIPE_STATE] = C.PIPE_RUNNING
         cb.close()
         return 0
+    from bot4.pipeline.segments import check_not_running
+
     inst = args.instance or _load(args.topology, None).instance
+    if not args.force:
+        check_not_running(inst)  # never unlink the rings under a live pipeline
     for name in destroy_segments(inst):
         print(f"unlinked {name}")
     return 0
@@ -378,8 +391,14 @@ def _instance_of(args) -> str:
     return args.instance or _load(args.topology, None).instance
 
 
-def _log_action(inst, action, target_kind, target, old, new, note) -> None:
-    """Append an OPERATOR_ACTION for persistence (warn, do not fail, if the log is missing)."""
+def _audited(inst, action, target_kind, target, old, new, note, *, escalates: bool, apply):
+    """Record an operator action, then apply it: the OPERATOR_ACTION (``who`` from the
+    kernel, ``old`` as read just before) is published in the operator log first, so no
+    change is applied without its record already there for persistence. If the record
+    cannot be written (no operator log, log full because persistence is not reading), a
+    change towards safety (``escalates``: halt, reduce, breaker trip) is still applied with
+    a warning — a kill switch never waits for bookkeeping — and any other is refused.
+    Returns what ``apply()`` returns."""
     from bot4.records.errors import Bot4Error
     from bot4.shm.operator_log import OperatorLog
 
@@ -387,12 +406,20 @@ def _log_action(inst, action, target_kind, target, old, new, note) -> None:
         with OperatorLog(inst) as oplog:
             oplog.append(action, target_kind, target, old, new, 0, note)
     except Bot4Error as exc:
-        print(f"bot4: warning: action not logged for persistence: {exc}", file=sys.stderr)
+        if not escalates:
+            raise Bot4Error(
+                f"not applied: its audit record could not be written ({exc})", exc.code
+            ) from exc
+        print(
+            f"bot4: warning: applied without an audit record in the operator log: {exc}",
+            file=sys.stderr,
+        )
+    return apply()
 
 
 def cmd_breaker(args) -> int:
     from bot4.records import OP_BREAKER_RESET, OP_BREAKER_TRIP, TARGET_BREAKER
-    from bot4.shm.breakers import STATE_NAMES, Breakers
+    from bot4.shm.breakers import CLOSED, OPEN, STATE_NAMES, Breakers
 
     inst = _instance_of(args)
     if args.action == "ls":
@@ -416,15 +443,24 @@ def cmd_breaker(args) -> int:
         return 0
     if args.name is None:
         raise SystemExit(f"bot4 breaker {args.action}: which breaker? (name or index)")
+    trip = args.action == "trip"
+    by_name = {v: k for k, v in STATE_NAMES.items()}
     with Breakers(inst) as brk:
         i = brk.index_of(args.name)
-        old = brk.trip(i) if args.action == "trip" else brk.reset(i)
+        before = by_name[brk.snapshot()[i]["state"]]
+        old = _audited(
+            inst,
+            OP_BREAKER_TRIP if trip else OP_BREAKER_RESET,
+            TARGET_BREAKER,
+            i,
+            before,
+            OPEN if trip else CLOSED,
+            args.note,
+            escalates=trip,
+            apply=lambda: brk.trip(i) if trip else brk.reset(i),
+        )
         new = brk.snapshot()[i]
-        name = new["name"]
-    action = OP_BREAKER_TRIP if args.action == "trip" else OP_BREAKER_RESET
-    new_state = {v: k for k, v in STATE_NAMES.items()}[new["state"]]
-    _log_action(inst, action, TARGET_BREAKER, i, old, new_state, args.note)
-    print(f"breaker {i} {name}: {STATE_NAMES[old]} -> {new['state']}")
+    print(f"breaker {i} {new['name']}: {STATE_NAMES[old]} -> {new['state']}")
     return 0
 
 
@@ -461,9 +497,18 @@ def cmd_trading(args) -> int:
             f" ({table.symbol_of(target)})" if target in table else ""
         )
     with TradingState(inst) as ts:
-        old = ts.set(target, state, 0, SRC_OPERATOR)
-    kind = TARGET_INSTRUMENT if target else TARGET_GLOBAL
-    _log_action(inst, action, kind, target, old, state, args.note)
+        before = ts.get(target)  # also refuses an unknown instrument before anything is recorded
+        old = _audited(
+            inst,
+            action,
+            TARGET_INSTRUMENT if target else TARGET_GLOBAL,
+            target,
+            before,
+            state,
+            args.note,
+            escalates=state != ACTIVE,
+            apply=lambda: ts.set(target, state, 0, SRC_OPERATOR),
+        )
     print(f"{label}: {STATE_NAMES[old]} -> {STATE_NAMES[state]}")
     if state == HALTED:
         print("the risk stage cancels resting orders (CANCEL_ALL) with its next batch")
@@ -555,6 +600,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("action", choices=["create", "destroy", "ls"])
     m.add_argument("--topology")
     m.add_argument("--instance")
+    m.add_argument(
+        "--force", action="store_true", help="destroy: even while a process of it is alive"
+    )
     m.set_defaults(fn=cmd_shm)
 
     st = sub.add_parser("stats", help="stages and rings of a running instance (read-only)")

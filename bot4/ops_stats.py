@@ -20,6 +20,9 @@ for this long while some hold records (None otherwise).
 operator forced it open, the calls and failures in its rolling window, trips and calls
 denied. ``trading``: the global state and every instrument that is not ACTIVE or has ever
 changed, each with its state, reason (errors.Code name) and source (operator / risk).
+``last_operator_action``: who changed what last — the newest record in the operator log
+(``who`` as the kernel named the caller, action, target, old and new state, note, age),
+None without one.
 """
 
 from __future__ import annotations
@@ -28,11 +31,23 @@ import time
 
 import orjson
 
+from bot4.records import (
+    OP_BREAKER_RESET,
+    OP_BREAKER_TRIP,
+    OP_HALT,
+    OP_REDUCE,
+    OP_RESUME,
+    TARGET_BREAKER,
+    TARGET_GLOBAL,
+)
 from bot4.records.errors import Bot4Error, Code
 from bot4.shm import control as C
 from bot4.shm.breakers import BREAKERS_SEGMENT, Breakers
+from bot4.shm.breakers import STATE_NAMES as BREAKER_STATES
+from bot4.shm.operator_log import OPERATOR_SEGMENT, OperatorLog
 from bot4.shm.segment import SegmentMissingError, instance_segments, segment_name
 from bot4.shm.stats import instance_ring_snapshots
+from bot4.shm.trading_state import STATE_NAMES as TRADING_STATES
 from bot4.shm.trading_state import TRADING_SEGMENT, TradingState
 
 BREAKER_FIELDS = (
@@ -109,6 +124,7 @@ def snapshot(instance: str) -> dict:
         "rings": [],
         "breakers": [],
         "trading": None,
+        "last_operator_action": None,
     }
     if segment_name(instance, C.CONTROL_SEGMENT) in instance_segments(instance):
         try:
@@ -155,6 +171,7 @@ def snapshot(instance: str) -> dict:
     out["rings"] = [r.as_dict() for r in instance_ring_snapshots(instance)]
     out["breakers"] = breakers_snapshot(instance)
     out["trading"] = trading_snapshot(instance)
+    out["last_operator_action"] = last_operator_action(instance)
     return out
 
 
@@ -216,6 +233,7 @@ def render(snap: dict, prev: dict | None = None, stage_names: list[str] | None =
         )
     lines += _render_breakers(snap.get("breakers") or [])
     lines += _render_trading(snap.get("trading"))
+    lines += _render_operator(snap.get("last_operator_action"))
     return "\n".join(lines)
 
 
@@ -230,6 +248,59 @@ def _render_breakers(rows: list[dict]) -> list[str]:
             f"{b['window_failures']:>8,}{b['trips']:>8,}{b['denied']:>10,}"
         )
     return out
+
+
+_OP_NAMES = {
+    OP_BREAKER_TRIP: "breaker trip",
+    OP_BREAKER_RESET: "breaker reset",
+    OP_HALT: "halt",
+    OP_REDUCE: "reduce",
+    OP_RESUME: "resume",
+}
+
+
+def last_operator_action(instance: str) -> dict | None:
+    """The newest operator action still in ``instance``'s operator log (read-only attach):
+    who (the kernel's name of the caller), action, target, old and new state, note and its
+    age in ns; None without the segment or a record."""
+    if segment_name(instance, OPERATOR_SEGMENT) not in instance_segments(instance):
+        return None
+    try:
+        log = OperatorLog(instance, readonly=True)
+    except (Bot4Error, ValueError):
+        return None
+    try:
+        r = log.last()
+    finally:
+        log.close()
+    if r is None:
+        return None
+    kind = int(r["target_kind"])
+    if kind == TARGET_BREAKER:
+        target, names = f"breaker {int(r['target'])}", BREAKER_STATES
+    else:
+        target = "global" if kind == TARGET_GLOBAL else f"instrument {int(r['target'])}"
+        names = TRADING_STATES
+    return {
+        "seq": int(r["seq"]),
+        "who": bytes(r["who"]).rstrip(b"\0").decode("ascii", "replace"),
+        "action": _OP_NAMES.get(int(r["action"]), str(int(r["action"]))),
+        "target": target,
+        "old_state": names.get(int(r["old_state"]), str(int(r["old_state"]))),
+        "new_state": names.get(int(r["new_state"]), str(int(r["new_state"]))),
+        "note": bytes(r["note"]).rstrip(b"\0").decode("ascii", "replace"),
+        "age_ns": max(0, time.monotonic_ns() - int(r["ts_ns"])),
+    }
+
+
+def _render_operator(op: dict | None) -> list[str]:
+    if not op:
+        return []
+    note = f"  ({op['note']})" if op["note"] else ""
+    return [
+        f"last operator action: {op['who']} {op['action']} {op['target']} "
+        f"{op['old_state']} -> {op['new_state']}, {op['age_ns'] / 1e9:.1f} s ago{note}"
+    ]
 
 
 def _render_trading(tr: dict | None) -> list[str]:

@@ -311,6 +311,7 @@ def databases(args):
     admin_ev, admin_lg = args.dsn, args.ledger_dsn or args.dsn
     if admin_ev is None:
         root = tempfile.mkdtemp(prefix="bot4-benchdb-pg-")
+        os.chmod(root, 0o711)  # as root the server's own user must reach data/ (mkdtemp: 0700)
         server = EmbeddedPostgres(
             os.path.join(root, "data"), settings={"shared_buffers": "'256MB'"}
         )

@@ -38,6 +38,7 @@ def run_default(duration: float = 4.0, db: bool = False) -> dict[str, np.ndarray
 
     inst = f"tto{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="bot4-tto-") as tmp:
+        os.chmod(tmp, 0o711)  # as root the embedded server's own user must reach pg/ under it
         env = dict(os.environ, BOT4_DATA_DIR=tmp)
         out = subprocess.run(
             [sys.executable, "-m", "bot4.cli", "run", "--duration", str(duration)]

@@ -90,12 +90,16 @@ def make_test_server(path: Path) -> EmbeddedPostgres:
 
 @contextlib.contextmanager
 def private_server(prefix: str) -> Iterator[EmbeddedPostgres]:
-    """A started test server in a directory of its own under /tmp, removed afterwards.
+    """A started test server in a directory of its own under /tmp (mode 0711), removed
+    afterwards.
 
     Not under pytest's basetemp: pytest deletes all but the newest few basetemps when a
     session starts, so a concurrent session (another checkout, another terminal) would
     delete a running server's data directory."""
     root = Path(tempfile.mkdtemp(prefix=prefix))
+    # mkdtemp makes it 0700; as root the server runs as another user, which must be able to
+    # traverse it (bot4 never widens a parent of the data directory itself)
+    root.chmod(0o711)
     server = make_test_server(root / "data")
     try:
         server.start()
@@ -104,6 +108,17 @@ def private_server(prefix: str) -> Iterator[EmbeddedPostgres]:
         with contextlib.suppress(Exception):
             server.stop(mode="immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_tmp() -> Iterator[Path]:
+    """A directory to put an embedded server's data directory in: under /tmp, mode 0711 so
+    the server's user reaches it when the tests run as root (pytest's ``tmp_path`` sits
+    under a 0700 directory it cannot traverse), removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="bot4-test-pgdir-"))
+    root.chmod(0o711)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -412,7 +412,7 @@ def _server(args) -> int:
 
     server = EmbeddedPostgres(args.data_dir)
     if args.server_action == "start":
-        server.start()
+        server.start(own=False)  # nobody's: it runs until `bot4 db server stop`
         print(f"running (pid {server.pid}) under {server.data_dir}")
     elif args.server_action == "stop":
         server.stop()

@@ -49,6 +49,7 @@ from bot4.pipeline.liveness import CursorReader, ProgressWatch, Verdict
 from bot4.pipeline.segments import create_segments, destroy_segments
 from bot4.shm import control as C
 from bot4.shm.control import ControlBlock
+from bot4.shm.owners import process_start, self_start
 from bot4.shm.stats import instance_ring_snapshots
 
 _CTX = mp.get_context("spawn")
@@ -154,6 +155,7 @@ class Supervisor:
             p.start()
         slot.proc = p
         blk = self.cb.stage(slot.index)
+        blk[C.S_PID_START] = process_start(p.pid) or 0
         blk[C.S_PID] = p.pid
         blk[C.S_CORE] = spec.core
         blk[C.S_RESTARTS] = slot.restarts
@@ -256,8 +258,9 @@ class Supervisor:
 
     # -- main -------------------------------------------------------------------------------
     def run(self) -> int:
-        create_segments(self.t)
+        create_segments(self.t, say=self._say)  # refuses a live instance, replaces a dead one's
         self.cb = ControlBlock(self.t.instance)
+        self.cb.words[C.W_SUPERVISOR_START] = self_start()  # (pid, start): pids are reused
         self.cb.words[C.W_SUPERVISOR_PID] = os.getpid()
         self.cb.words[C.W_PIPE_STATE] = C.PIPE_STARTING
         old_int = signal.signal(signal.SIGINT, self._on_signal)

@@ -43,6 +43,7 @@ class Code(IntEnum):
     SEGMENT_EXISTS = 109
     BAD_MAGIC = 110
     MISALIGNED = 111
+    SEGMENT_ACCESS = 112
 
     # 2xx input / market data
     MALFORMED_ROW = 200
@@ -133,6 +134,7 @@ _DESCRIPTIONS: dict[Code, str] = {
     Code.SEGMENT_EXISTS: "shared-memory segment already exists",
     Code.BAD_MAGIC: "segment does not start with the expected magic: not a bot4 segment",
     Code.MISALIGNED: "segment or slot is not aligned as its layout requires",
+    Code.SEGMENT_ACCESS: "segment's owner or mode does not let this user map it so",
     Code.MALFORMED_ROW: "input row cannot be parsed",
     Code.TRUNCATED_FILE: "input file ends in the middle of a record",
     Code.TIME_BACKWARDS: "event time earlier than the previous event's",

@@ -20,7 +20,9 @@ from bot4.shm.ring_layout import (
     WAIT_SPIN_YIELD,
 )
 from bot4.shm.segment import (
+    ForeignSegmentError,
     Segment,
+    SegmentAccessError,
     SegmentExistsError,
     SegmentMissingError,
     SegmentTooSmallError,
@@ -36,10 +38,12 @@ __all__ = [
     "WAIT_SPIN_PARK",
     "WAIT_SPIN_YIELD",
     "Consumer",
+    "ForeignSegmentError",
     "OwnerAliveError",
     "Producer",
     "RingLayoutError",
     "Segment",
+    "SegmentAccessError",
     "SegmentExistsError",
     "SegmentMissingError",
     "SegmentTooSmallError",

@@ -8,16 +8,19 @@ little-endian u64; every field has exactly one writing process.
     byte              owner        field
     0                 creator      magic "BOT4CTRL", layout version, stage count,
                                    max inputs, max outputs, created ns,
-                                   session (``bot4.paths``)                 (words 0..6)
+                                   session (``bot4.paths``), creator pid,
+                                   creator start                            (words 0..8)
     128               supervisor   pipeline state (PIPE_*), supervisor pid,
-                                   pipeline stuck since ns                     (words 16..18)
+                                   pipeline stuck since ns, supervisor start   (words 16..19)
     1024 + 1024*i     stage i block:
-      +0              supervisor   pid, core, restarts, started ns             (4 words)
+      +0              supervisor   pid, core, restarts, started ns             (words 0..3)
       +32             supervisor   liveness (LIVE_*), stuck since ns, records in
                                    the liveness ring, its name (48 bytes)      (words 4..13)
+                      supervisor   pid start                                   (word 15)
       +128            stage        state (STAGE_*), heartbeat ns, last error code,
                                    batches, records in, records out, pid seen,
-                                   alarms, last alarm code                     (9 words)
+                                   alarms, last alarm code                     (words 16..24)
+                      stage        pid seen start                              (word 31)
       +256            stage        cursor buffer A (see below)
       +512            stage        cursor buffer B
 
@@ -27,6 +30,14 @@ executions (OMS, loader), journal and database disagreeing (the persistence stag
 reconciliation). ``S_ALARMS`` counts them for the session (a restarted stage continues the
 count), ``S_ALARM_CODE`` holds the ``errors.Code`` of the latest; written by the stage's
 process only (:func:`raise_alarm`), shown by ``bot4 stats``.
+
+Owners (``W_CREATOR_*``, ``W_SUPERVISOR_*``, ``S_PID*``): every process that writes an
+instance's segments is recorded as a pid *and* its start (``/proc/<pid>/stat`` field 22,
+:mod:`bot4.shm.owners`), each pair by the process that knows it first-hand: the creator
+its own, the supervisor its own and each stage process it started, a stage its own (under
+systemd, with no supervisor, that is the only record). :func:`owners` lists them; an
+instance none of whose owners is alive is dead, and its segments are replaced by the next
+creation (``bot4.pipeline.segments``). A pid alone never decides: pids are reused.
 
 A cursor buffer is how a restarted stage neither skips an input nor emits a duplicate. It
 holds ``gen`` (written last), ``next_seq`` (the stage's next output sequence number),
@@ -41,12 +52,15 @@ re-read with j muted, never emitted again; inputs at or beyond it are processed 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
+from bot4.shm.owners import Owner, self_start
 from bot4.shm.segment import Segment, segment_name
 
 MAGIC = int.from_bytes(b"BOT4CTRL", "little")
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: owner start times (creator, supervisor, stage pids)
 HEADER_BYTES = 1024
 STAGE_BYTES = 1024
 STAGE_WORDS = STAGE_BYTES // 8
@@ -54,9 +68,12 @@ MAX_INPUTS = 8
 MAX_OUTPUTS = 8
 
 W_MAGIC, W_VERSION, W_NSTAGES, W_MAX_IN, W_MAX_OUT, W_CREATED_NS, W_SESSION = range(7)
+W_CREATOR_PID = 7  # creator: the process that created the segments (bot4 run, bot4 shm create)
+W_CREATOR_START = 8  # creator: its start, clock ticks after boot (bot4.shm.owners)
 W_PIPE_STATE = 16
 W_SUPERVISOR_PID = 17
 W_PIPE_STUCK_SINCE_NS = 18  # no ring moved since (monotonic ns) while some hold records; 0 = moving
+W_SUPERVISOR_START = 19  # supervisor: its own start, clock ticks after boot
 
 # offsets inside a stage block, in words
 S_PID, S_CORE, S_RESTARTS, S_STARTED_NS = 0, 1, 2, 3  # supervisor-owned
@@ -66,6 +83,7 @@ S_STUCK_SINCE_NS = 5  # monotonic ns since the stage is LIVE_STUCK on S_LIVE_RIN
 S_LIVE_RECORDS = 6  # records in that ring when observed
 S_LIVE_RING = 8  # .. 13: the ring's name, ASCII, NUL-padded (stuck on / blocked by / reading)
 LIVE_RING_WORDS = 6
+S_PID_START = 15  # supervisor: start of the process S_PID names, clock ticks after boot
 S_STATE = 16  # stage-owned from here
 S_HEARTBEAT_NS = 17
 S_LAST_ERROR = 18
@@ -75,6 +93,7 @@ S_RECORDS_OUT = 21
 S_PID_SEEN = 22
 S_ALARMS = 23  # integrity alarms raised by the stage this session (only grows)
 S_ALARM_CODE = 24  # errors.Code of the latest alarm (0: none)
+S_PID_SEEN_START = 31  # stage: its own start (with S_PID_SEEN), clock ticks after boot
 S_CURSOR_A = 32
 S_CURSOR_B = 64
 # inside a cursor buffer
@@ -120,6 +139,30 @@ def read_live_ring(block: np.ndarray) -> str:
     return raw.rstrip(b"\0").decode("ascii", "replace")
 
 
+def owners(words: np.ndarray, stage_names: list[str] | None = None) -> list[Owner]:
+    """Every process recorded in a control block (``words``: the whole segment as u64):
+    creator, supervisor, and per stage the pid its supervisor started and the pid the
+    stage saw itself as; pid 0 entries are left out. Plain loads: the caller judges
+    liveness (:attr:`Owner.alive`), which a racing write can only make more conservative."""
+    out = [  # a supervisor that created its segments is listed once, as the supervisor
+        Owner("supervisor", int(words[W_SUPERVISOR_PID]), int(words[W_SUPERVISOR_START])),
+        Owner("creator", int(words[W_CREATOR_PID]), int(words[W_CREATOR_START])),
+    ]
+    n = int(words[W_NSTAGES])
+    for i in range(min(n, (words.size * 8 - HEADER_BYTES) // STAGE_BYTES)):
+        b = words[(HEADER_BYTES + i * STAGE_BYTES) // 8 :][:STAGE_WORDS]
+        name = stage_names[i] if stage_names and i < len(stage_names) else f"#{i}"
+        out.append(Owner(f"stage {name}", int(b[S_PID]), int(b[S_PID_START])))
+        out.append(Owner(f"stage {name}", int(b[S_PID_SEEN]), int(b[S_PID_SEEN_START])))
+    seen: set[tuple[int, int]] = set()
+    uniq = []
+    for o in out:
+        if o.pid and (o.pid, o.start) not in seen:
+            seen.add((o.pid, o.start))
+            uniq.append(o)
+    return uniq
+
+
 def control_bytes(n_stages: int) -> int:
     return HEADER_BYTES + n_stages * STAGE_BYTES
 
@@ -135,6 +178,8 @@ def create_control(instance: str, n_stages: int, created_ns: int, session: int =
     w[W_MAX_OUT] = MAX_OUTPUTS
     w[W_CREATED_NS] = created_ns
     w[W_SESSION] = session
+    w[W_CREATOR_PID] = os.getpid()
+    w[W_CREATOR_START] = self_start()
     w[W_PIPE_STATE] = PIPE_STARTING
     w[W_MAGIC] = MAGIC
     del w

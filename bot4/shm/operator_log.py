@@ -22,11 +22,24 @@ never sees half a record. The reader takes records in order; a slot still incomp
 ``stale_ns`` after the reader first met it belongs to a writer that died between claim and
 publish, and is skipped (counted). Claimed is multi-writer (CAS only); everything else
 has one writer.
+
+Identity (``who``): the kernel's, never the environment's. :func:`operator_identity` is
+the name of the process's real uid (``os.getuid()`` -> ``pwd``; ``uid N`` without a
+name), followed by ``/login`` when the kernel's audit login uid (``/proc/self/loginuid``,
+set at login and kept across ``sudo``/``su``, unchangeable without CAP_AUDIT_CONTROL)
+names another user: ``bot4/alice`` is alice acting as the service user through sudo.
+``$USER``/``$LOGNAME``/``$SUDO_USER`` are never read: anyone can set them.
+
+Order: an operator tool appends its record (published: the release store of its seq)
+*before* it applies the change it records (``bot4.cli``), so no change is ever applied
+without a record already in the log; the record carries the state read just before.
+Readers: persistence (:meth:`OperatorLog.read`, the one that moves ``read``) and
+``bot4 stats`` (:meth:`OperatorLog.last`, a read-only attach).
 """
 
 from __future__ import annotations
 
-import getpass
+import os
 import time
 
 import numpy as np
@@ -45,6 +58,31 @@ W_CLAIMED = 16
 W_READ = 32
 HEADER_BYTES = 384
 RECORD_WORDS = OPERATOR_ACTION.itemsize // 8
+
+
+def operator_identity(uid: int | None = None, loginuid: int | None = None) -> str:
+    """``who`` of an operator record, from the kernel: the real uid's user name, plus
+    ``/<login user>`` when the audit login uid differs (see the module doc). ASCII, at most
+    32 bytes. ``uid`` and ``loginuid`` default to this process's."""
+    import pwd
+
+    def name(u: int) -> str:
+        try:
+            return pwd.getpwuid(u).pw_name
+        except KeyError:
+            return f"uid {u}"
+
+    uid = os.getuid() if uid is None else uid
+    if loginuid is None:
+        try:
+            with open("/proc/self/loginuid") as f:
+                loginuid = int(f.read().strip() or -1)
+        except (OSError, ValueError):
+            loginuid = -1
+    who = name(uid)
+    if 0 <= loginuid < 0xFFFFFFFF and loginuid != uid:
+        who += "/" + name(loginuid)
+    return who.encode("ascii", "replace")[:32].decode("ascii")
 
 
 def operator_log_bytes(capacity: int) -> int:
@@ -101,11 +139,12 @@ def _complete(words, k, capacity):
 
 
 class OperatorLog:
-    """An attachment to the operator log of ``instance``."""
+    """An attachment to the operator log of ``instance`` (``readonly``: mapped PROT_READ,
+    for :meth:`last` only)."""
 
-    def __init__(self, instance: str) -> None:
+    def __init__(self, instance: str, *, readonly: bool = False) -> None:
         self.segment = Segment.attach(
-            segment_name(instance, OPERATOR_SEGMENT), min_size=HEADER_BYTES
+            segment_name(instance, OPERATOR_SEGMENT), readonly=readonly, min_size=HEADER_BYTES
         )
         self.words = np.frombuffer(self.segment.buf, np.uint64)
         if int(self.words[W_MAGIC]) != MAGIC or int(self.words[W_VERSION]) != LAYOUT_VERSION:
@@ -133,7 +172,9 @@ class OperatorLog:
         reason: int = 0,
         note: str = "",
     ) -> int:
-        """Write one OPERATOR_ACTION; returns its seq. Bot4Error if the log is full."""
+        """Write and publish one OPERATOR_ACTION (``who``: :func:`operator_identity`);
+        returns its seq. Bot4Error if the log is full. Once this returns, the record is
+        complete in the log: persistence journals it even if this process dies next."""
         k = int(_claim(self.words, self.capacity))
         if k < 0:
             raise Bot4Error(
@@ -141,13 +182,25 @@ class OperatorLog:
             )
         r = np.zeros((), OPERATOR_ACTION)
         r["ts_ns"] = time.monotonic_ns()
-        r["who"] = getpass.getuser().encode("ascii", "replace")[:32]
+        r["who"] = operator_identity().encode("ascii")
         r["action"], r["target_kind"], r["target"] = action, target_kind, target
         r["old_state"], r["new_state"], r["reason"] = old_state, new_state, reason
         r["note"] = note.encode("ascii", "replace")[:40]
         self.records[k & (self.capacity - 1)] = r  # seq 0: not yet complete
         _publish(self.words, k, self.capacity)
         return k + 1
+
+    def last(self) -> np.ndarray | None:
+        """A copy of the newest complete record still in the log (None if there is none):
+        for ``bot4 stats``. Plain loads on a possibly live log: a record being overwritten
+        meanwhile is detected by its seq and skipped for the one before."""
+        claimed = int(_load(self.words, W_CLAIMED))
+        for k in range(claimed - 1, max(-1, claimed - 1 - self.capacity), -1):
+            if _complete(self.words, k, self.capacity):
+                r = self.records[k & (self.capacity - 1)].copy()
+                if int(r["seq"]) == k + 1:
+                    return r
+        return None
 
     def read(self, out: np.ndarray, stale_ns: int = 5_000_000_000) -> int:
         """Reader (persistence): copy complete records in order into ``out``; returns how many.

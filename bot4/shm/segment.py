@@ -11,6 +11,13 @@ is a clear :class:`ShmFullError` at creation, not a SIGBUS in the middle of a ru
 Ownership: the process that creates a segment (launcher or ``bot4 shm create``) owns its
 lifetime and unlinks it; attachers only map it. A read-only attach maps it ``PROT_READ``
 so an operator tool physically cannot write.
+
+Permissions: a segment is created mode 0640 whatever the umask (owner read-write, group
+read: members of the service user's group can run ``bot4 stats``; nobody else can map
+it), so only processes running as the pipeline's user (or root) can write its words — see
+docs/security.md. A name that already exists and belongs to another user is refused with
+:class:`ForeignSegmentError` naming that user: another local user can squat a name (and so
+block an instance), never slip a segment of theirs under ours.
 """
 
 from __future__ import annotations
@@ -47,11 +54,61 @@ class SegmentMissingError(ShmError):
 
 
 class SegmentExistsError(ShmError):
+    """The name exists and is ours: whether its instance is alive is for the caller to
+    judge (``bot4.pipeline.segments`` does, from the control block's owners)."""
+
     def __init__(self, segment: str) -> None:
+        super().__init__(Code.SEGMENT_EXISTS, segment, "already exists")
+
+
+class ForeignSegmentError(ShmError):
+    """The name exists and belongs to another user: never ours to use or to remove."""
+
+    def __init__(self, segment: str, uid: int) -> None:
         super().__init__(
             Code.SEGMENT_EXISTS,
             segment,
-            "already exists (another instance running, or stale: `bot4 shm destroy`)",
+            f"already exists and belongs to {user_name(uid)}, not to {user_name(os.geteuid())}"
+            " who runs this instance: another user created it (ask root to remove "
+            f"{SHM_DIR}{segment}, or pick another --instance)",
+        )
+        self.uid = uid
+
+
+def user_name(uid: int) -> str:
+    """``name (uid N)``, or ``uid N`` when the user database has no such uid."""
+    import pwd
+
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def segment_owner(name: str) -> int | None:
+    """Owner uid of POSIX segment ``name`` (``/bot4...``), None if it does not exist."""
+    try:
+        return os.lstat(SHM_DIR + name).st_uid
+    except FileNotFoundError:
+        return None
+
+
+class SegmentAccessError(ShmError):
+    """The segment exists but its owner and mode do not let this user map it so (a write
+    attach by anyone but the pipeline's user: the permission model, docs/security.md)."""
+
+    def __init__(self, segment: str, readonly: bool) -> None:
+        try:
+            st = os.lstat(SHM_DIR + segment)
+            whose = f"belongs to {user_name(st.st_uid)}, mode {st.st_mode & 0o777:04o}"
+        except OSError:
+            whose = "is not accessible"
+        how = "read" if readonly else "write"
+        super().__init__(
+            Code.SEGMENT_ACCESS,
+            segment,
+            f"{whose}: {user_name(os.geteuid())} may not {how} it (run this as the "
+            "pipeline's user, e.g. sudo -u bot4 ...)",
         )
 
 
@@ -131,12 +188,18 @@ class Segment:
 
     @classmethod
     def create(cls, name: str, size: int) -> Segment:
-        """Create ``name`` (must not exist) of ``size`` bytes, zero-filled and reserved."""
+        """Create ``name`` (must not exist) of ``size`` bytes, mode 0640, zero-filled and
+        reserved. :class:`ForeignSegmentError` if the name exists and belongs to another
+        user, :class:`SegmentExistsError` if it exists and is ours."""
         try:
-            shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o660, size=0)
+            shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o640, size=0)
         except posix_ipc.ExistentialError:
+            owner = segment_owner(name)
+            if owner is not None and owner != os.geteuid():
+                raise ForeignSegmentError(name, owner) from None
             raise SegmentExistsError(name) from None
         try:
+            os.fchmod(shm.fd, 0o640)  # not the umask's say: group may read, never write
             try:
                 os.posix_fallocate(shm.fd, 0, size)
             except OSError as exc:
@@ -159,6 +222,8 @@ class Segment:
             shm = posix_ipc.SharedMemory(name, flags, read_only=readonly)
         except posix_ipc.ExistentialError:
             raise SegmentMissingError(name) from None
+        except posix_ipc.PermissionsError:
+            raise SegmentAccessError(name, readonly) from None
         try:
             size = os.fstat(shm.fd).st_size
             if size < max(min_size, 1):

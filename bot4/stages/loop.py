@@ -36,6 +36,7 @@ from bot4.records.errors import Code
 from bot4.shm import Consumer, Producer, segment_name
 from bot4.shm import control as C
 from bot4.shm import ring_ops as ops
+from bot4.shm.owners import self_start
 from bot4.shm.ring_layout import WAIT_BUSY_SPIN, WAIT_SPIN_YIELD
 from bot4.shm.wait import park_consumer
 from bot4.stages.notify import Notifier
@@ -98,6 +99,7 @@ class StageRunner:
         self.cb = C.ControlBlock(inst)
         self.blk = self.cb.stage(self.spec.index)
         self.stage.session = int(self.cb.words[C.W_SESSION])
+        self.blk[C.S_PID_SEEN_START] = self_start()  # owner (pid, start): bot4.shm.owners
         self.blk[C.S_PID_SEEN] = os.getpid()
         self.blk[C.S_STATE] = C.STAGE_STARTING
         self.test_stall = stall_requested(self.spec.name, int(self.blk[C.S_RESTARTS]))

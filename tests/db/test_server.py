@@ -49,8 +49,8 @@ def test_second_object_adopts_the_running_server(embedded_pg):
     assert other.dsn(EVENTS_DB) == embedded_pg.dsn(EVENTS_DB)
 
 
-def test_start_failure_names_data_dir_and_log(tmp_path):
-    data = tmp_path / "broken"
+def test_start_failure_names_data_dir_and_log(pg_tmp):
+    data = pg_tmp / "broken"
     data.mkdir()
     (data / "PG_VERSION").write_text("18\n")  # looks initialised, is not a cluster
     server = EmbeddedPostgres(data, start_timeout=10)
