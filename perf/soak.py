@@ -576,8 +576,8 @@ def flow_checks(soak: Soak, bound: float) -> tuple[list[Check], dict]:
     }
     checks = []
     zero_md = [p.t for p, s in clean if md_rate(t, p, s) == 0]
-    rates = [md_rate(t, p, s) for p, s in clean]
-    figures["md_rate_per_s"] = {
+    rates = [md_rate(t, p, s) / max(1, len(md_rings(t))) for p, s in clean]
+    figures["ticks_per_s"] = {  # per md ring: each tick goes to every one of them
         "min": min(rates, default=0),
         "median": sorted(rates)[len(rates) // 2] if rates else 0,
         "max": max(rates, default=0),
