@@ -21,6 +21,16 @@ params (all optional):
   and trade prints, no order-level events): ``queue`` (prints consume the displayed size
   ahead of ours first) or ``trade_through`` (only a price strictly through ours fills it;
   a touch never does) — see :mod:`bot4.venue.matching`;
+* ``stp_profile`` (``binance``): self-trade prevention at match time with the semantics of
+  the exchanges (``docs/stp.md``); the profile sets the default mode an order with
+  ``stp_mode`` 0 gets and the modes an order may carry (others are rejected):
+  ``binance`` (default EXPIRE_MAKER = ``cancel_resting``, all four modes), ``coinbase``
+  (``decrement``, Coinbase's ``dc``, all four), ``cme`` (cancel resting, the Globex default
+  without tag 8000; only ``cancel_new`` / ``cancel_resting``), ``none`` (no prevention
+  unless the order asks for a mode); ``stp_default`` (the profile's): another default
+  mode among the profile's (``cancel_new``, ``cancel_resting``, ``cancel_both``,
+  ``decrement``, or ``none`` = no prevention), like a Binance symbol's
+  ``defaultSelfTradePreventionMode``;
 * ``md_time`` (``arrival``): the clock market data is applied on: ``arrival`` (the stage
   clock when the batch is processed) or ``event`` (each record's ``ts_event_ns``: the
   venue *is* the exchange that produced the data — replays);
@@ -55,8 +65,10 @@ import logging
 import numpy as np
 
 from bot4.paths import SESSION_SEQ_SHIFT, session_seq_base
+from bot4.records import STP_NONE
 from bot4.records.errors import Bot4Error, Code
-from bot4.stages.base import Stage, check_choice, check_number
+from bot4.records.stp import STP_MODE_NAMES, STP_PROFILES
+from bot4.stages.base import ParamError, Stage, check_choice, check_number
 from bot4.venue.matching import (
     QUOTE_FILL_NAMES,
     Venue,
@@ -83,6 +95,24 @@ _DEFAULTS = {
 }
 
 
+def stp_settings(params: dict) -> tuple[int, tuple[int, ...]]:
+    """``(default STP mode, allowed modes)`` of the venue from its ``stp_profile`` and
+    ``stp_default`` params; ValueError for an unknown profile or a default the profile
+    does not allow."""
+    profile = params.get("stp_profile", "binance")
+    if profile not in STP_PROFILES:
+        raise ValueError(f"stp_profile must be one of {sorted(STP_PROFILES)}, got {profile!r}")
+    default, allowed = STP_PROFILES[profile]
+    name = params.get("stp_default")
+    if name is not None:
+        names = {"none": STP_NONE, **{k: m for k, m in STP_MODE_NAMES.items() if m != STP_NONE}}
+        if name not in names or (names[name] != STP_NONE and names[name] not in allowed):
+            ok = ["none"] + [k for k, m in STP_MODE_NAMES.items() if m in allowed]
+            raise ValueError(f"stp_default for profile {profile!r} must be one of {ok}")
+        default = names[name]
+    return default, allowed
+
+
 class VenueStage(Stage):
     kind = "venue"
     arity = (1, 2, 1, 1)
@@ -100,6 +130,8 @@ class VenueStage(Stage):
         {
             *_DEFAULTS,
             "quote_fill",
+            "stp_profile",
+            "stp_default",
             "md_time",
             "max_out_per_in",
             "orders_stage_index",
@@ -116,6 +148,11 @@ class VenueStage(Stage):
         check_number(params, "maker_fee")
         check_number(params, "taker_fee")
         check_choice(params, "quote_fill", sorted(QUOTE_FILL_NAMES))
+        check_choice(params, "stp_profile", sorted(STP_PROFILES))
+        try:
+            stp_settings(params)
+        except ValueError as exc:
+            raise ParamError("stp_default", str(exc)) from None
         check_choice(params, "md_time", ("arrival", "event"))
         check_number(params, "max_out_per_in", integer=True, lo=1)
         check_number(params, "orders_stage_index", integer=True, lo=-1)
@@ -141,9 +178,13 @@ class VenueStage(Stage):
         self.md_time = p.get("md_time", "arrival")
         if self.md_time not in ("arrival", "event"):
             raise ValueError(f"venue md_time must be arrival or event, got {self.md_time!r}")
+        self.stp_profile = p.get("stp_profile", "binance")
+        stp_default, stp_allowed = stp_settings(p)
         self.venue = Venue(
             **{k: int(p.get(k, d)) for k, d in _DEFAULTS.items()},
             quote_fill=QUOTE_FILL_NAMES[quote_fill],
+            stp_default=stp_default,
+            stp_allowed=stp_allowed,
         )
         self.state = self.venue.state
         # a report's exec_id is its seq (bot4.venue.matching): unique for the life of the

@@ -31,24 +31,40 @@ fills are at the resting order's price; what is left rests (DAY / GTC), or is ca
 therefore never crossed. Our taker gets one fill report per price level it trades at
 (the fills of one level are summed, so a sweep reports at most one line per level); each
 of our resting makers gets one report per fill. External orders trading against each other
-produce no report. Self-trade prevention: when our taker meets our own resting order, the
-resting order is cancelled (``EXEC_CANCELLED``, reason ``Code.SELF_TRADE``) and matching
-goes on.
+produce no report.
+
+**Self-trade prevention** (``docs/stp.md``), at match time, with the exchanges' semantics:
+when our taker meets our own resting order of the same ``stp_group``, the *taker's* mode
+(``ORDER.stp_mode``; 0 = the venue's default, ``v[V_STP_DEFAULT]``) is applied to that
+resting order, the one actually met in price-time order: liquidity of others (and of our
+other groups) ahead of it or at better prices trades first. ``STP_CANCEL_RESTING`` expires
+the resting order and the taker goes on; ``STP_CANCEL_NEW`` expires the taker's remaining
+quantity (the resting order stays); ``STP_CANCEL_BOTH`` expires both; ``STP_DECREMENT``
+reduces both by the smaller leaves, expiring the one that reaches 0 (both when equal), and
+the taker goes on with what it has left. An expiry is reported ``EXEC_STP_EXPIRED``
+(status EXPIRED, leaves 0), a reduction ``EXEC_STP_DECREMENTED`` (still live, leaves and
+qty reduced), each with ``prevented_qty`` and reason ``Code.SELF_TRADE``, resting order
+first; neither is a fill. The resting order's own mode is ignored. A FOK taker counts only
+what would fill (prevented quantity does not). Market data never carries our orders, so
+the market-data paths (external aggressors, quote and order-level fills of our resting
+orders) have no self-trade to prevent.
 
 **Our orders** (``venue_order_kernel``). NEW is acknowledged first, then trades. It is
 rejected (nothing after) for a client order id of 0 or one the venue remembers (live or
 finished: ``DUPLICATE_ORDER``), an unknown instrument, a side other than buy / sell, a
-quantity <= 0, a limit price <= 0 or a stop order (``VENUE_REJECTED``), and when ours or
-the pool are at capacity (``MAX_OPEN_ORDERS``). ``TIF_NONE`` counts as DAY; ``OT_MARKET``
-is an IOC (or FOK) without a price limit. DAY and GTC orders never expire here (no session
-clock). CANCEL names ``orig_client_order_id``, and its report carries that id. REPLACE
-names ``orig_client_order_id`` and the new ``client_order_id`` (0 = keep the id), the new
-total ``qty`` including what has filled (0 = unchanged; refused with ``INVALID_QTY`` unless
-above the filled quantity) and ``limit_price`` (0 = unchanged); the order loses its time
-priority on a price change or a quantity increase, and trades at once if the new price
-crosses. A new id retires the old one: it is remembered as CANCELLED with its fills, so a
-cancel of it is TOO_LATE. QUERY names ``client_order_id`` (or ``orig_client_order_id``
-when that is 0) and answers STATUS with the order's status, cum and leaves.
+quantity <= 0, a limit price <= 0, a stop order or an STP mode the venue does not allow
+(``VENUE_REJECTED``), and when ours or the pool are at capacity (``MAX_OPEN_ORDERS``).
+``TIF_NONE`` counts as DAY; ``OT_MARKET`` is an IOC (or FOK) without a price limit. DAY and
+GTC orders never expire here (no session clock). CANCEL names ``orig_client_order_id``, and
+its report carries that id. REPLACE names ``orig_client_order_id`` and the new
+``client_order_id`` (0 = keep the id), the new total ``qty`` including what has filled (0 =
+unchanged; refused with ``INVALID_QTY`` unless above the filled quantity) and
+``limit_price`` (0 = unchanged); the order loses its time priority on a price change or a
+quantity increase, and trades at once if the new price crosses (under its STP mode: the
+REPLACE's ``stp_mode`` if set, else the order's; the ``stp_group`` is the order's). A new
+id retires the old one: it is remembered as CANCELLED with its fills, so a cancel of it is
+TOO_LATE. QUERY names ``client_order_id`` (or ``orig_client_order_id`` when that is 0) and
+answers STATUS with the order's status, cum and leaves.
 
 **Market data** (``venue_md_kernel``), per book in one of two modes, chosen by the feed:
 
@@ -135,6 +151,8 @@ from bot4.records import (
     EXEC_REPLACED,
     EXEC_REPORT,
     EXEC_STATUS,
+    EXEC_STP_DECREMENTED,
+    EXEC_STP_EXPIRED,
     MD_BOOK_ADD,
     MD_BOOK_CANCEL,
     MD_BOOK_DELETE,
@@ -144,6 +162,7 @@ from bot4.records import (
     MD_TRADE,
     MDF_SNAPSHOT,
     OS_CANCELLED,
+    OS_EXPIRED,
     OS_FILLED,
     OS_NEW,
     OS_NONE,
@@ -154,6 +173,11 @@ from bot4.records import (
     OT_NONE,
     SIDE_BUY,
     SIDE_SELL,
+    STP_CANCEL_BOTH,
+    STP_CANCEL_NEW,
+    STP_CANCEL_RESTING,
+    STP_DECREMENT,
+    STP_NONE,
     TIF_DAY,
     TIF_FOK,
     TIF_IOC,
@@ -208,6 +232,9 @@ OWN_EXTERNAL = 2  # another participant's order from order-level market data (ex
 OWN_QUOTE = 3  # the quote order of one side (quote mode)
 OWN_SNAPSHOT = 4  # external liquidity of the initial book (MD_BOOK_ADD flagged MDF_SNAPSHOT)
 
+# RESTING.flags (ours)
+RF_STP_EXPIRED = 1  # the order's rest was expired by self-trade prevention (it retires EXPIRED)
+
 # how an aggressor treats the level at its limit price (see _take)
 AT_LIMIT_ALL = 0  # the whole queue
 AT_LIMIT_UNTIL = 1  # up to and including one named order
@@ -236,7 +263,11 @@ RESTING = np.dtype(
         ("side", np.int8),  # SIDE_BUY / SIDE_SELL
         ("tif", np.uint8),  # ours: TIF_DAY / TIF_GTC (only those rest)
         ("owner", np.uint8),  # OWN_*
-        ("reserved", np.uint8, (23,)),  # pads a slot to two cache lines
+        ("stp_mode", np.uint8),  # ours: STP_* applied when it takes liquidity (resolved)
+        ("flags", np.uint8),  # ours: RF_*
+        ("reserved0", np.uint8, (1,)),
+        ("stp_group", np.uint32),  # ours: STP group; prevention only within one group
+        ("reserved", np.uint8, (16,)),  # pads a slot to two cache lines
     ],
     align=True,
 )
@@ -271,6 +302,8 @@ V_MAKER_FEE = 9  # price units per share on a resting (maker) fill; < 0 = rebate
 V_TAKER_FEE = 10  # price units per share on a taking fill
 V_MAX_OPEN = 11  # limit on our live orders
 V_QUOTE_FILL = 12  # quote-mode fill model of our resting orders: QF_*
+V_STP_DEFAULT = 13  # STP_* an order of ours with stp_mode 0 gets (the venue's default mode)
+V_STP_ALLOWED = 14  # bit (1 << STP_*) per mode an order may carry; others are rejected
 V_STATS = 16  # first statistic
 
 #: statistics, v[V_STATS + i]
@@ -282,7 +315,7 @@ STATS = (
     "rejects",  # REJECTED reports
     "fills",  # fill reports of ours (taker and maker)
     "filled_qty",  # shares of ours filled
-    "self_trade_cancels",  # our resting orders cancelled by self-trade prevention
+    "stp_matches",  # prevented matches: our taker met our resting order of its STP group
     "ext_added",  # external orders rested
     "ext_unknown",  # cancels / deletes / execs of unseen order ids (taken from the snapshot)
     "ext_duplicate",  # adds of an order id already resting (the old one is replaced)
@@ -291,6 +324,9 @@ STATS = (
     "exec_excess_qty",  # shares of an execution left after the named order (dropped)
     "md_ignored",  # market data records without effect here (mode, kind, bad fields)
     "levels_evicted",  # worst levels dropped to make room for a better one
+    "stp_expired",  # orders of ours expired by self-trade prevention (EXEC_STP_EXPIRED)
+    "stp_decremented",  # EXEC_STP_DECREMENTED reports (an order of ours reduced, still live)
+    "stp_prevented_qty",  # shares of ours STP took off orders (prevented_qty of every report)
 )
 (
     S_ORDERS_IN,
@@ -300,7 +336,7 @@ STATS = (
     S_REJECTS,
     S_FILLS,
     S_FILLED_QTY,
-    S_SELF_TRADE,
+    S_STP_MATCHES,
     S_EXT_ADDED,
     S_EXT_UNKNOWN,
     S_EXT_DUPLICATE,
@@ -309,6 +345,9 @@ STATS = (
     S_EXEC_EXCESS,
     S_MD_IGNORED,
     S_LEVELS_EVICTED,
+    S_STP_EXPIRED,
+    S_STP_DECREMENTED,
+    S_STP_PREVENTED_QTY,
 ) = range(V_STATS, V_STATS + len(STATS))
 V_WORDS = 64
 
@@ -519,6 +558,24 @@ def _live_status(cum):
     return OS_PARTIALLY_FILLED if cum > 0 else OS_NEW
 
 
+@njit(nogil=True, cache=True)
+def _report_stp(st, now, pseq, m, etype, prevented):
+    """Queue a self-trade prevention report on our order in slot ``m`` (its leaves / qty
+    already reduced): ``EXEC_STP_EXPIRED`` (status EXPIRED, leaves 0) or
+    ``EXEC_STP_DECREMENTED`` (still live), ``prevented_qty`` = the shares this event took
+    off the order, reason ``SELF_TRADE``, no fill, no fee."""
+    o = st[0][m]
+    expired = etype == EXEC_STP_EXPIRED
+    status = OS_EXPIRED if expired else _live_status(o.cum_qty)
+    leaves = 0 if expired else o.leaves
+    k = _report(st, now, pseq, o, o, etype, status, R_SELF_TRADE, o.cum_qty, leaves)
+    if k >= 0:
+        st[10][k].prevented_qty = prevented
+    v = st[11]
+    v[S_STP_EXPIRED if expired else S_STP_DECREMENTED] += 1
+    v[S_STP_PREVENTED_QTY] += prevented
+
+
 # --- pool, levels, queues --------------------------------------------------------------------
 
 
@@ -545,6 +602,9 @@ def _a_alloc(pool, free, v):
     o.ts_order_ns = 0
     o.strategy = 0
     o.tif = 0
+    o.stp_mode = 0
+    o.flags = 0
+    o.stp_group = 0
     return m
 
 
@@ -770,6 +830,11 @@ def _take(st, b, aside, limit, qty, taker, at_limit, stop, now, pseq):
     external: no reports) or -1 for an execution seen in market data. ``at_limit`` says
     how far into the level at the limit price it may go (AT_LIMIT_*; ``stop`` is the
     named order of AT_LIMIT_UNTIL). Returns the shares left untraded.
+
+    Self-trade prevention: when our taker with a mode other than ``STP_NONE`` meets our
+    resting order of its ``stp_group``, :func:`_prevent` applies the taker's mode to that
+    order (the one actually met, in priority order; liquidity ahead of it has traded); the
+    taker's fills of the level so far are reported first. An expired taker stops here.
     """
     pool = st[0]
     levels = st[2]
@@ -777,6 +842,8 @@ def _take(st, b, aside, limit, qty, taker, at_limit, stop, now, pseq):
     v = st[11]
     ms = ASK if aside == SIDE_BUY else BID
     ours_taker = taker >= 0 and pool[taker].owner == OWN_OURS
+    stp_mode = pool[taker].stp_mode if ours_taker else STP_NONE
+    stp_group = pool[taker].stp_group if ours_taker else np.uint32(0)
     rem = qty
     while rem > 0 and nlev[b, ms] > 0:
         j = nlev[b, ms] - 1
@@ -799,11 +866,14 @@ def _take(st, b, aside, limit, qty, taker, at_limit, stop, now, pseq):
             ):
                 done_here = True
                 break
-            if o.owner == OWN_OURS and ours_taker:
-                _unlink(st, m)
-                _report_own(st, now, pseq, m, EXEC_CANCELLED, OS_CANCELLED, R_SELF_TRADE)
-                _retire(st, m, OS_CANCELLED)
-                v[S_SELF_TRADE] += 1
+            if stp_mode != STP_NONE and o.owner == OWN_OURS and o.stp_group == stp_group:
+                if level_fill > 0:
+                    _taker_fill(st, taker, level_fill, px, now, pseq)
+                    level_fill = 0
+                rem = _prevent(st, m, taker, stp_mode, now, pseq)
+                if rem == 0:
+                    done_here = True
+                    break
                 m = nxt
                 continue
             f = min(rem, o.leaves)
@@ -828,14 +898,83 @@ def _take(st, b, aside, limit, qty, taker, at_limit, stop, now, pseq):
                 break
             m = nxt
         if taker >= 0 and level_fill > 0:
-            t = pool[taker]
-            t.leaves -= level_fill
             if ours_taker:
-                t.cum_qty += level_fill
-                _report_fill(st, now, pseq, taker, level_fill, px, v[V_TAKER_FEE])
+                _taker_fill(st, taker, level_fill, px, now, pseq)
+            else:
+                pool[taker].leaves -= level_fill
         if done_here:
             break
     return rem
+
+
+@njit(nogil=True, cache=True)
+def _taker_fill(st, taker, qty, px, now, pseq):
+    """Our taker in slot ``taker`` filled ``qty`` shares at ``px``: book it, report it."""
+    t = st[0][taker]
+    t.leaves -= qty
+    t.cum_qty += qty
+    _report_fill(st, now, pseq, taker, qty, px, st[11][V_TAKER_FEE])
+
+
+@njit(nogil=True, cache=True)
+def _stp_expire_resting(st, m, prevented, now, pseq):
+    """Our resting order in slot ``m`` expires by self-trade prevention."""
+    _unlink(st, m)
+    _report_stp(st, now, pseq, m, EXEC_STP_EXPIRED, prevented)
+    _retire(st, m, OS_EXPIRED)
+
+
+@njit(nogil=True, cache=True)
+def _stp_expire_taker(st, taker, prevented, now, pseq):
+    """Our taker in slot ``taker`` (not resting) expires: reported now, retired EXPIRED by
+    its caller (``RF_STP_EXPIRED``)."""
+    t = st[0][taker]
+    t.leaves = 0
+    t.flags |= RF_STP_EXPIRED
+    _report_stp(st, now, pseq, taker, EXEC_STP_EXPIRED, prevented)
+
+
+@njit(nogil=True, cache=True)
+def _prevent(st, m, taker, mode, now, pseq):
+    """Our taker (slot ``taker``, mode ``mode``) meets our resting order in slot ``m`` of
+    its STP group: a prevented match. Reports go resting order first, then taker. Returns
+    what the taker has left (0: it expired, matching stops).
+
+    ``STP_CANCEL_RESTING``: the resting order expires (prevented = its leaves), the taker
+    goes on. ``STP_CANCEL_NEW``: the taker expires (prevented = its leaves), the resting
+    order stays untouched. ``STP_CANCEL_BOTH``: both expire. ``STP_DECREMENT``: both are
+    reduced by ``d = min(both leaves)`` (their ``qty`` too, so ``leaves = qty - cum``
+    holds); one that reaches 0 expires (both when equal), the other is reported
+    ``EXEC_STP_DECREMENTED``; the taker goes on if it has shares left."""
+    pool = st[0]
+    o = pool[m]
+    t = pool[taker]
+    st[11][S_STP_MATCHES] += 1
+    if mode == STP_CANCEL_RESTING:
+        _stp_expire_resting(st, m, o.leaves, now, pseq)
+        return t.leaves
+    if mode == STP_CANCEL_NEW:
+        _stp_expire_taker(st, taker, t.leaves, now, pseq)
+        return np.int64(0)
+    if mode == STP_CANCEL_BOTH:
+        _stp_expire_resting(st, m, o.leaves, now, pseq)
+        _stp_expire_taker(st, taker, t.leaves, now, pseq)
+        return np.int64(0)
+    d = min(o.leaves, t.leaves)  # STP_DECREMENT
+    if d == o.leaves:
+        _stp_expire_resting(st, m, d, now, pseq)
+    else:
+        _resize(st, m, o.leaves - d)
+        o.qty -= d
+        _report_stp(st, now, pseq, m, EXEC_STP_DECREMENTED, d)
+    if d == t.leaves:
+        t.qty -= d
+        _stp_expire_taker(st, taker, d, now, pseq)
+        return np.int64(0)
+    t.leaves -= d
+    t.qty -= d
+    _report_stp(st, now, pseq, taker, EXEC_STP_DECREMENTED, d)
+    return t.leaves
 
 
 @njit(nogil=True, cache=True)
@@ -910,9 +1049,12 @@ def _quote_through(st, b, side, price, qty, now, pseq):
 
 
 @njit(nogil=True, cache=True)
-def _available(st, b, aside, limit, want):
-    """Shares of other participants an aggressor could take up to ``limit`` (stops counting
-    at ``want``); our own resting orders do not count (self-trade prevention)."""
+def _available(st, b, aside, limit, want, mode, group):
+    """Shares our aggressor (STP ``mode``, ``group``) could *fill* up to ``limit``, in
+    priority order (stops counting at ``want``): prevented quantity is not filled. Our
+    resting orders of ``group`` are skipped under ``STP_CANCEL_RESTING`` (they would
+    expire) and end the count under the other modes (the taker expires or is
+    decremented there); under ``STP_NONE``, and for other groups, they are liquidity."""
     pool = st[0]
     levels = st[2]
     nlev = st[3]
@@ -925,11 +1067,15 @@ def _available(st, b, aside, limit, want):
             break
         m = levels[b, ms, j, LH]
         while m >= 0:
-            if pool[m].owner != OWN_OURS:
-                total += pool[m].leaves
+            o = pool[m]
+            if mode != STP_NONE and o.owner == OWN_OURS and o.stp_group == group:
+                if mode != STP_CANCEL_RESTING:
+                    return total
+            else:
+                total += o.leaves
                 if total >= want:
                     return total
-            m = pool[m].next
+            m = o.next
     return total
 
 
@@ -940,7 +1086,7 @@ def _work(st, m, tif, now, pseq):
     b = np.int64(o.instrument)
     _take(st, b, np.int64(o.side), o.price, o.leaves, m, AT_LIMIT_ALL, -1, now, pseq)
     if o.leaves == 0:
-        _retire(st, m, OS_FILLED)
+        _retire(st, m, OS_EXPIRED if o.flags & RF_STP_EXPIRED else OS_FILLED)
         return
     reason = R_OK
     if tif != TIF_IOC and tif != TIF_FOK:
@@ -993,6 +1139,9 @@ def _on_new(st, r, now):
         reason = R_VENUE_REJECTED
     elif limit <= 0:
         reason = R_NEGATIVE_PRICE
+    stp = r.stp_mode if r.stp_mode != STP_NONE else v[V_STP_DEFAULT]
+    if reason == R_OK and not _stp_allowed(v, r.stp_mode):
+        reason = R_VENUE_REJECTED
     if reason == R_OK and (v[V_FREE_TOP] == 0 or v[V_LIVE_OURS] >= v[V_MAX_OPEN]):
         reason = R_MAX_OPEN
     if reason != R_OK:
@@ -1017,15 +1166,29 @@ def _on_new(st, r, now):
     o.side = r.side
     o.tif = tif
     o.owner = OWN_OURS
+    o.stp_mode = stp
+    o.stp_group = r.stp_group
     _hput(st[5], st[6], clid, m)
     v[V_LIVE_OURS] += 1
     _report_own(st, now, r.seq, m, EXEC_ACK, OS_NEW, R_OK)
     b = np.int64(r.instrument)
-    if tif == TIF_FOK and _available(st, b, np.int64(o.side), limit, o.leaves) < o.leaves:
+    if tif == TIF_FOK and (
+        _available(st, b, np.int64(o.side), limit, o.leaves, o.stp_mode, o.stp_group) < o.leaves
+    ):
         _report_own(st, now, r.seq, m, EXEC_CANCELLED, OS_CANCELLED, R_OK)
         _retire(st, m, OS_CANCELLED)
         return
     _work(st, m, tif, now, r.seq)
+
+
+@njit(nogil=True, cache=True)
+def _stp_allowed(v, mode):
+    """May an order carry STP ``mode``? 0 (the venue's default) always may."""
+    if mode == STP_NONE:
+        return True
+    if mode > STP_DECREMENT:
+        return False
+    return (v[V_STP_ALLOWED] >> np.int64(mode)) & 1 == 1
 
 
 @njit(nogil=True, cache=True)
@@ -1092,6 +1255,11 @@ def _on_replace(st, r, now):
     if qty <= o.cum_qty:
         _refuse_replace(st, now, r, target, R_INVALID_QTY)
         return
+    if not _stp_allowed(st[11], r.stp_mode):
+        _refuse_replace(st, now, r, target, R_VENUE_REJECTED)
+        return
+    if r.stp_mode != STP_NONE:
+        o.stp_mode = r.stp_mode
     if new_id != target:
         _hist_add(st, o, o.cum_qty, o.qty, o.price, OS_CANCELLED)
         _hput(st[5], st[6], new_id, m)
@@ -1606,7 +1774,9 @@ class Venue:
     ``latency_ns``: delay before a report is released. ``maker_fee`` / ``taker_fee``: price
     units per share on each fill (negative = rebate); a report's ``fee`` is that times
     ``last_qty``. ``quote_fill``: the quote-mode fill model, ``QF_QUEUE`` or
-    ``QF_TRADE_THROUGH`` (module doc).
+    ``QF_TRADE_THROUGH`` (module doc). ``stp_default``: the ``STP_*`` mode of an order of
+    ours with ``stp_mode`` 0; ``stp_allowed``: the modes an order may carry (others are
+    rejected), default all (``bot4.records.stp.STP_PROFILES`` gives both per venue profile).
     """
 
     def __init__(
@@ -1622,6 +1792,13 @@ class Venue:
         maker_fee: int = 0,
         taker_fee: int = 0,
         quote_fill: int = QF_QUEUE,
+        stp_default: int = STP_CANCEL_RESTING,
+        stp_allowed: tuple[int, ...] = (
+            STP_CANCEL_NEW,
+            STP_CANCEL_RESTING,
+            STP_CANCEL_BOTH,
+            STP_DECREMENT,
+        ),
     ) -> None:
         for name, value in (
             ("instruments", instruments),
@@ -1657,6 +1834,13 @@ class Venue:
         if int(quote_fill) not in QUOTE_FILL_NAMES.values():
             raise ValueError(f"quote_fill must be one of {sorted(QUOTE_FILL_NAMES)}")
         v[V_QUOTE_FILL] = int(quote_fill)
+        modes = {int(m) for m in stp_allowed}
+        if not modes <= {STP_CANCEL_NEW, STP_CANCEL_RESTING, STP_CANCEL_BOTH, STP_DECREMENT}:
+            raise ValueError(f"stp_allowed: unknown STP modes {sorted(modes)}")
+        if int(stp_default) != STP_NONE and int(stp_default) not in modes:
+            raise ValueError(f"stp_default {stp_default} is not among the allowed modes")
+        v[V_STP_DEFAULT] = int(stp_default)
+        v[V_STP_ALLOWED] = sum(1 << m for m in modes)
         self.next_seq = 1  # numbering of release() without a seq: 1, 2, ...
         self.state = (
             pool,

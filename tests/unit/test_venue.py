@@ -26,6 +26,7 @@ from bot4.records import (
     EXEC_REPLACED,
     EXEC_REPORT,
     EXEC_STATUS,
+    EXEC_STP_EXPIRED,
     MARKET_DATA,
     MD_BOOK_ADD,
     MD_BOOK_CANCEL,
@@ -37,6 +38,7 @@ from bot4.records import (
     MDF_SNAPSHOT,
     ORDER,
     OS_CANCELLED,
+    OS_EXPIRED,
     OS_FILLED,
     OS_NEW,
     OS_NONE,
@@ -148,6 +150,12 @@ def FILL(clid, q, px, cum, fee=0):
 
 def CXL(clid, cum=0, reason=0):
     return R(EXEC_CANCELLED, clid, OS_CANCELLED, cum=cum, reason=reason)
+
+
+def STP_EXP(clid, cum=0):
+    """Expired by self-trade prevention (the default mode cancels the resting order; the
+    modes themselves are tests/unit/test_stp_venue.py)."""
+    return R(EXEC_STP_EXPIRED, clid, OS_EXPIRED, cum=cum, reason=SELF_TRADE)
 
 
 def venue(**kw):
@@ -316,9 +324,9 @@ CASES = [
       md(MD_QUOTE, B, 1000, 100), md(MD_TRADE, S, 1000, 150), md(MD_TRADE, 0, 1000, 60)],
      [ACK(1, 100), PART(1, 50, 1000, 50, 50), FILL(1, 50, 1000, 100)],
      [], []),
-    ("self_trade_cancels_our_resting_order",
+    ("self_trade_prevention_expires_our_resting_order_by_default",
      [new(1, S, 1010, 100), add(7, S, 1011, 100), new(2, B, 1011, 150)],
-     [ACK(1, 100), ACK(2, 150), CXL(1, reason=SELF_TRADE), PART(2, 100, 1011, 100, 50)],
+     [ACK(1, 100), ACK(2, 150), STP_EXP(1), PART(2, 100, 1011, 100, 50)],
      [(1011, OURS, 2, 50)], []),
     ("order_level_feed_replaces_the_quote_orders",
      [md(MD_QUOTE, S, 1010, 300), add(7, S, 1020, 10), md(MD_QUOTE, S, 1005, 300),
@@ -345,7 +353,7 @@ def test_fees_maker_rebate_and_taker_fee_per_share():
                    new(2, B, 1012, 90)])  # fmt: skip
     assert got == [
         ACK(1, 100), PART(1, 40, 1010, 40, 60, fee=-80),
-        ACK(2, 90), CXL(1, cum=40, reason=SELF_TRADE), FILL(2, 90, 1012, 90, fee=270),
+        ACK(2, 90), STP_EXP(1, cum=40), FILL(2, 90, 1012, 90, fee=270),
     ]  # fmt: skip
 
 
@@ -366,25 +374,25 @@ def test_report_fields_stamps_ids_and_sequence():
     o["ts_event_ns"] = [100, 200]
     o["ts_recv_ns"] = [110, 210]
     o["ts_order_ns"] = [120, 220]
-    # ACK sell, ACK buy, the buy meets our own sell: self-trade cancel, the buy rests
+    # ACK sell, ACK buy, the buy meets our own sell: STP expires the sell, the buy rests
     assert v.on_orders(o, 5_000) == 3
     out = np.zeros(16, EXEC_REPORT)
     n = v.release(out, 5_000, seq=40)
     r = out[:n]
     assert n == 3
-    assert r["exec_type"].tolist() == [EXEC_ACK, EXEC_ACK, EXEC_CANCELLED]
+    assert r["exec_type"].tolist() == [EXEC_ACK, EXEC_ACK, EXEC_STP_EXPIRED]
     assert r["client_order_id"].tolist() == [(3 << 48) | 1, (3 << 48) | 2, (3 << 48) | 1]
     assert r["seq"].tolist() == [40, 41, 42]
     assert r["exec_id"].tolist() == [40, 41, 42]  # an execution id is the report's seq
     assert r["parent_seq"].tolist() == [11, 12, 12]
     assert r["order_id"].tolist() == [501, 1, 501]  # echoed, or venue-assigned when 0
-    assert r["ts_event_ns"].tolist() == [100, 200, 100]  # the venue's cancel: the order's own
+    assert r["ts_event_ns"].tolist() == [100, 200, 100]  # the venue's expiry: the order's own
     assert r["ts_recv_ns"].tolist() == [110, 210, 110]
     assert r["ts_order_ns"].tolist() == [120, 220, 120]
     assert (r["ts_venue_ns"] == 5_000).all()
     assert (r["instrument"] == 2).all() and (r["strategy"] == 7).all()
     assert r["side"].tolist() == [S, B, S]
-    assert (r["venue"] == 0).all() and (r["prevented_qty"] == 0).all()
+    assert (r["venue"] == 0).all() and r["prevented_qty"].tolist() == [0, 0, 10]
 
 
 def test_latency_holds_reports_until_due():
@@ -581,10 +589,15 @@ class Model:
                 if at_lim and at_limit == "front" and o["owner"] != OURS:
                     done_here = True
                     break
-                if o["owner"] == OURS and ours_taker:
+                if o["owner"] == OURS and ours_taker:  # the default STP mode: cancel resting
+                    if level_fill:  # what the taker traded so far is reported first
+                        taker["leaves"] -= level_fill
+                        taker["cum"] += level_fill
+                        self.fill_report(taker, level_fill, px, self.taker_fee)
+                        level_fill = 0
                     opp.pop(i)
-                    self.out.append(CXL(o["clid"], o["cum"], SELF_TRADE))
-                    self.retire(o, OS_CANCELLED)
+                    self.out.append(STP_EXP(o["clid"], o["cum"]))
+                    self.retire(o, OS_EXPIRED)
                     continue
                 f = min(rem, o["leaves"])
                 o["leaves"] -= f
