@@ -146,20 +146,30 @@ class Supervisor:
         self.events.append(msg)
         print(("\r\033[K" if self.live else "") + f"bot4: {msg}", file=self.out, flush=True)
 
+    def _members(self, slot: _Slot) -> list[_Slot]:
+        """Every slot of the process ``slot`` runs in: its group's members, or itself."""
+        g = self.t.group_of(slot.name)
+        return [slot] if g is None else [s for s in self.slots if s.name in g.members]
+
     def _start(self, slot: _Slot) -> None:
-        spec = self.t.stage(slot.name)
+        """Start the process of ``slot``'s unit (a stage, or its whole group)."""
+        g = self.t.group_of(slot.name)
+        unit = slot.name if g is None else g.name
         p = _CTX.Process(
-            target=_stage_entry, args=(self.t, slot.name), name=f"bot4-{slot.name}", daemon=False
+            target=_stage_entry, args=(self.t, unit), name=f"bot4-{unit}", daemon=False
         )
         with _children_ignore_sigint():
             p.start()
-        slot.proc = p
-        blk = self.cb.stage(slot.index)
-        blk[C.S_PID_START] = process_start(p.pid) or 0
-        blk[C.S_PID] = p.pid
-        blk[C.S_CORE] = spec.core
-        blk[C.S_RESTARTS] = slot.restarts
-        blk[C.S_STARTED_NS] = time.monotonic_ns()
+        now = time.monotonic_ns()
+        for m in self._members(slot):
+            m.proc = p
+            m.restart_at = None
+            blk = self.cb.stage(m.index)
+            blk[C.S_PID_START] = process_start(p.pid) or 0
+            blk[C.S_PID] = p.pid
+            blk[C.S_CORE] = self.t.stage(m.name).core
+            blk[C.S_RESTARTS] = m.restarts
+            blk[C.S_STARTED_NS] = now
 
     def _kill_and_reap(self, slot: _Slot) -> None:
         p = slot.proc
@@ -171,20 +181,25 @@ class Supervisor:
         p.join()  # reaped: its pid can no longer be a live owner of a ring side
 
     def _schedule_restart(self, slot: _Slot, reason: str) -> None:
+        """Kill and reap ``slot``'s process, then restart it (with its whole group) after
+        a backoff, or halt the pipeline when it failed too often."""
         self._kill_and_reap(slot)
+        g = self.t.group_of(slot.name)
+        what = f"stage {slot.name}" if g is None else f"group {g.name} (member {slot.name})"
         now = time.monotonic()
         slot.restart_times = [t for t in slot.restart_times if now - t < self.restart_window]
         if len(slot.restart_times) >= self.max_restarts:
             self.halt_reason = (
-                f"stage {slot.name} failed {len(slot.restart_times) + 1} times within "
+                f"{what} failed {len(slot.restart_times) + 1} times within "
                 f"{self.restart_window:g} s (last: {reason}); halting the pipeline"
             )
             return
         backoff = min(self.max_backoff, 0.1 * (2 ** len(slot.restart_times)))
         slot.restart_times.append(now)
-        slot.restarts += 1
-        slot.restart_at = now + backoff
-        self._say(f"stage {slot.name} {reason}; restart {slot.restarts} in {backoff:.1f} s")
+        for m in self._members(slot):
+            m.restarts += 1
+            m.restart_at = now + backoff
+        self._say(f"{what} {reason}; restart {slot.restarts} in {backoff:.1f} s")
 
     def _check(self, slot: _Slot, draining: bool) -> None:
         if slot.finished:
@@ -270,7 +285,8 @@ class Supervisor:
             self.cursors = CursorReader(self.t.instance, [r.name for r in self.t.rings])
             self.watch = ProgressWatch.for_topology(self.t)
             for slot in self.slots:
-                self._start(slot)
+                if slot.proc is None:  # a group's process starts once, for all members
+                    self._start(slot)
             started = self._wait_running()
             if started == "stopped":
                 self._stop_starting()

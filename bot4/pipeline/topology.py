@@ -28,6 +28,13 @@
     backpressure = "block"          # block|reject
     feedback = false                # true: this ring closes a cycle on purpose
 
+    [[group]]                       # shared mode: these stages run in one process
+    name = "hot"                    # unique among stages and groups
+    members = ["signals", "risk", "orders"]
+    core = 1                        # the group's core (members' own `core` may be omitted)
+    idle = "backoff"                # busy-spin|yield|park|backoff (bot4.stages.idle)
+    heartbeat_timeout = 5.0, realtime, priority, mlock   # as for a stage, per process
+
 Every problem is a :class:`TopologyError` naming the file, the key and the reason.
 """
 
@@ -46,7 +53,10 @@ from bot4.records.errors import Bot4Error, Code
 from bot4.shm.ring_layout import BACKPRESSURE_NAMES, WAIT_NAMES, is_power_of_two
 
 _NAME = re.compile(r"^[A-Za-z0-9_\-]{1,48}$")
-TOP_KEYS = {"instance", "stage", "ring"}
+TOP_KEYS = {"instance", "stage", "ring", "group"}
+GROUP_KEYS = {
+    "name", "members", "core", "idle", "heartbeat_timeout", "realtime", "priority", "mlock",
+}  # fmt: skip
 STAGE_KEYS = {
     "name", "kind", "core", "wait", "heartbeat_timeout", "stall_timeout", "realtime",
     "priority", "mlock", "batch", "params",
@@ -93,11 +103,53 @@ class RingSpec:
 
 
 @dataclass(frozen=True)
+class GroupSpec:
+    """Stages that share one process and one core (see ``bot4.stages.loop.GroupRunner``)."""
+
+    name: str
+    members: tuple[str, ...]
+    core: int
+    idle: str = "backoff"
+    heartbeat_timeout: float = 5.0
+    realtime: bool = False
+    priority: int = 50
+    mlock: bool = False
+
+
+@dataclass(frozen=True)
 class Topology:
     instance: str
     stages: tuple[StageSpec, ...]
     rings: tuple[RingSpec, ...]
     source: str
+    groups: tuple[GroupSpec, ...] = ()
+
+    def group(self, name: str) -> GroupSpec | None:
+        """The group called ``name`` (None if ``name`` is not a group)."""
+        for g in self.groups:
+            if g.name == name:
+                return g
+        return None
+
+    def group_of(self, stage: str) -> GroupSpec | None:
+        """The group ``stage`` belongs to (None: it runs in a process of its own)."""
+        for g in self.groups:
+            if stage in g.members:
+                return g
+        return None
+
+    def units(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Processes of this topology: ``(name, member stages)``, a group or one stage,
+        in the order of ``stages`` (a group at its first member)."""
+        out, seen = [], set()
+        for s in self.stages:
+            g = self.group_of(s.name)
+            if g is None:
+                out.append((s.name, (s.name,)))
+            elif g.name not in seen:
+                seen.add(g.name)
+                out.append((g.name, g.members))
+        return out
 
     def stage(self, name: str) -> StageSpec:
         for s in self.stages:
@@ -116,7 +168,7 @@ class Topology:
         return _toposort(self)
 
     def with_instance(self, instance: str) -> Topology:
-        return Topology(instance, self.stages, self.rings, self.source)
+        return Topology(instance, self.stages, self.rings, self.source, self.groups)
 
 
 def _toposort(t: Topology) -> list[str]:
@@ -161,13 +213,15 @@ def parse_topology(
     cpus = cpu_count if cpu_count is not None else len(os.sched_getaffinity(0))
     for k in data:
         if k not in TOP_KEYS:
-            raise TopologyError(source, k, "unknown key (allowed: instance, stage, ring)")
+            raise TopologyError(source, k, "unknown key (allowed: instance, stage, ring, group)")
     instance = _typed(source, "instance", data.get("instance", "default"), str)
     if not _NAME.match(instance):
         raise TopologyError(source, "instance", f"{instance!r} must match {_NAME.pattern}")
     raw_stages = _typed(source, "stage", data.get("stage", []), list)
     if not raw_stages:
         raise TopologyError(source, "stage", "no stages declared")
+    groups = _parse_groups(source, data.get("group", []), cpus)
+    group_core = {m: g.core for g in groups for m in g.members}
     stages: list[StageSpec] = []
     names: set[str] = set()
     for i, st in enumerate(raw_stages):
@@ -179,7 +233,7 @@ def parse_topology(
             if k not in STAGE_KEYS:
                 raise TopologyError(source, f"{where}.{k}", "unknown key")
         for req in ("name", "kind", "core"):
-            if req not in st:
+            if req not in st and not (req == "core" and st.get("name") in group_core):
                 raise TopologyError(source, f"{where}.{req}", "missing")
         name = _typed(source, f"{where}.name", st["name"], str)
         where = f"stage[{i}] ({name})"
@@ -195,7 +249,13 @@ def parse_topology(
                 f"{where}.kind",
                 f"unknown stage kind {kind!r} (known: {', '.join(sorted(KINDS))})",
             )
-        core = _typed(source, f"{where}.core", st["core"], int)
+        if name in group_core and st.get("core", group_core[name]) != group_core[name]:
+            raise TopologyError(
+                source,
+                f"{where}.core",
+                f"member of a group on core {group_core[name]}: omit core or give the group's",
+            )
+        core = _typed(source, f"{where}.core", st.get("core", group_core.get(name)), int)
         if not 0 <= core < cpus:
             raise TopologyError(
                 source,
@@ -308,7 +368,14 @@ def parse_topology(
                 feedback=_typed(source, f"{where}.feedback", rg.get("feedback", False), bool),
             )
         )
-    t = Topology(instance, tuple(stages), tuple(rings), source)
+    for g in groups:
+        where = f"group ({g.name})"
+        if g.name in names:
+            raise TopologyError(source, f"{where}.name", "a stage has this name")
+        for m in g.members:
+            if m not in names:
+                raise TopologyError(source, f"{where}.members", f"stage {m!r} does not exist")
+    t = Topology(instance, tuple(stages), tuple(rings), source, groups)
     order = _toposort(t)
     if len(order) != len(stages):
         stuck = sorted(set(names) - set(order))
@@ -332,6 +399,71 @@ def parse_topology(
         if problem:
             raise TopologyError(source, f"stage[{s.index}] ({s.name})", problem)
     return t
+
+
+def _parse_groups(source: str, raw: Any, cpus: int) -> tuple[GroupSpec, ...]:
+    """The ``[[group]]`` tables; members are checked against the stages by the caller."""
+    from bot4.stages.idle import IDLE_NAMES
+
+    out: list[GroupSpec] = []
+    seen: dict[str, str] = {}
+    for i, g in enumerate(_typed(source, "group", raw, list)):
+        where = f"group[{i}]"
+        _typed(source, where, g, dict)
+        if isinstance(g.get("name"), str):
+            where = f"group[{i}] ({g['name']})"
+        for k in g:
+            if k not in GROUP_KEYS:
+                raise TopologyError(source, f"{where}.{k}", "unknown key")
+        for req in ("name", "members", "core"):
+            if req not in g:
+                raise TopologyError(source, f"{where}.{req}", "missing")
+        name = _typed(source, f"{where}.name", g["name"], str)
+        if not _NAME.match(name):
+            raise TopologyError(source, f"{where}.name", f"must match {_NAME.pattern}")
+        if any(o.name == name for o in out):
+            raise TopologyError(source, f"{where}.name", "declared twice")
+        members = _typed(source, f"{where}.members", g["members"], list)
+        if not members:
+            raise TopologyError(source, f"{where}.members", "a group needs at least one member")
+        for m in members:
+            _typed(source, f"{where}.members", m, str)
+            if m in seen:
+                raise TopologyError(
+                    source, f"{where}.members", f"stage {m!r} is already in group {seen[m]!r}"
+                )
+            seen[m] = name
+        if len(set(members)) != len(members):
+            raise TopologyError(source, f"{where}.members", "a stage is listed twice")
+        core = _typed(source, f"{where}.core", g["core"], int)
+        if not 0 <= core < cpus:
+            raise TopologyError(
+                source,
+                f"{where}.core",
+                f"core {core} does not exist on this machine (cores 0..{cpus - 1})",
+            )
+        idle = _typed(source, f"{where}.idle", g.get("idle", "backoff"), str)
+        if idle not in IDLE_NAMES:
+            raise TopologyError(
+                source, f"{where}.idle", f"{idle!r} is not one of {', '.join(IDLE_NAMES)}"
+            )
+        hb = g.get("heartbeat_timeout", 5.0)
+        hb = float(_typed(source, f"{where}.heartbeat_timeout", hb, (int, float)))
+        if not hb > 0 or hb != hb or hb == float("inf"):
+            raise TopologyError(source, f"{where}.heartbeat_timeout", "must be a positive number")
+        out.append(
+            GroupSpec(
+                name=name,
+                members=tuple(members),
+                core=core,
+                idle=idle,
+                heartbeat_timeout=hb,
+                realtime=_typed(source, f"{where}.realtime", g.get("realtime", False), bool),
+                priority=_typed(source, f"{where}.priority", g.get("priority", 50), int),
+                mlock=_typed(source, f"{where}.mlock", g.get("mlock", False), bool),
+            )
+        )
+    return tuple(out)
 
 
 def validate_topology(t: Topology) -> None:

@@ -36,9 +36,9 @@ from bot4.records.errors import Code
 from bot4.shm import Consumer, Producer, segment_name
 from bot4.shm import control as C
 from bot4.shm import ring_ops as ops
+from bot4.shm.multipark import MultiPark
 from bot4.shm.owners import self_start
 from bot4.shm.ring_layout import WAIT_BUSY_SPIN, WAIT_SPIN_YIELD
-from bot4.shm.wait import park_consumer
 from bot4.stages.notify import Notifier
 from bot4.stages.testing import stall_requested
 
@@ -46,7 +46,9 @@ log = logging.getLogger("bot4.stage")
 _M64 = (1 << 64) - 1
 HOUSEKEEP_EVERY = 64
 IDLE_WAIT_NS = 1_000_000
-MULTI_INPUT_PARK_NS = 200_000
+IDLE_HOUSEKEEP_NS = 200_000  # an idle stage beats and reads the control block this often
+GROUP_PARK_NS = 1_000_000  # longest park of a group (its heartbeat and control-block reads)
+SOURCE_PARK_NS = 200_000  # ... of a group with a source, which is driven by the clock
 WRAP = "wrap"  # a claim whose records sit in scratch until they are copied across the wrap
 
 
@@ -92,6 +94,7 @@ class StageRunner:
         self.upstream = [topology.stage(r.producer).index for r in self.in_specs if not r.feedback]
         self.notifier = Notifier()
         self.local_stop = False
+        self._multipark = None
 
     # -- attach ---------------------------------------------------------------------------
     def attach(self) -> None:
@@ -405,88 +408,214 @@ class StageRunner:
             if strat == WAIT_SPIN_YIELD or iteration < 64:
                 os.sched_yield()
             else:
-                # a futex watches one ring: sleep on the first input, but briefly, so the
-                # others (fills, market data) wait at most MULTI_INPUT_PARK_NS
-                c = self.ins[0]
-                park_consumer(c.hdr, np.uint64(c.consumer_position), MULTI_INPUT_PARK_NS)
+                # asleep until any input's producer publishes (futex_waitv): no input
+                # waits for another's timeout
+                if self._multipark is None:
+                    self._multipark = MultiPark([c.hdr for c in self.ins])
+                self._multipark.park([c.consumer_position for c in self.ins], IDLE_WAIT_NS)
 
     # -- main -----------------------------------------------------------------------------
-    def run(self) -> int:
+    def start(self) -> None:
+        """Attach, recover the cursors, beat once and report running."""
         self.batches = self.records_in = self.records_out = 0
         self.attach()
         self.recover()
         self._housekeep()
         self.blk[C.S_STATE] = C.STAGE_RUNNING
+        self.n_src = 1 if self.stage.source else len(self.ins)
+        self.rr = 0
+        self._last_hk = time.monotonic_ns()
+
+    def cycle(self) -> int:
+        """One duty cycle: a batch from each input (or the source), the stage's own
+        records, housekeeping when due. Returns the records done (> 0), 0 when idle (the
+        caller idles), -1 when the stage is to leave its loop (drained, halted, done)."""
+        done = 0
+        finished = False
+        n_src = self.n_src
+        for _ in range(n_src):
+            got = self._step(self.rr)
+            self.rr = (self.rr + 1) % n_src
+            if got < 0:
+                finished = True
+                break
+            done += got
+        done += self._emit_pending()
+        self.batches += 1
+        if done and not finished:
+            if self.batches % HOUSEKEEP_EVERY == 0:
+                self._housekeep()
+                if self.stage.source and self._draining():
+                    return -1  # a busy source stops producing as soon as told
+                if int(self.cb.words[C.W_PIPE_STATE]) == C.PIPE_STOPPED:
+                    return -1
+            return done
+        now = time.monotonic_ns()
+        if now - self._last_hk >= IDLE_HOUSEKEEP_NS or finished:
+            self._last_hk = now
+            self._housekeep()
+        if int(self.cb.words[C.W_PIPE_STATE]) == C.PIPE_STOPPED:
+            return -1  # halted: leave at once
+        if self.stage.source and (finished or self._draining()):
+            return -1
+        if not self.stage.source and self._draining():
+            upstream_stopped = self._upstream_stopped()
+            if upstream_stopped and self._inputs_empty():
+                return -1
+            pipe = int(self.cb.words[C.W_PIPE_STATE])
+            if self.local_stop and pipe == C.PIPE_RUNNING and not upstream_stopped:
+                # stopped alone (systemctl stop/restart of this unit): leave now; what
+                # is in its inputs stays there for the restarted stage's cursors
+                return -1
+        return 0
+
+    def finish(self) -> None:
+        """The stage's shutdown policy (``on_drain`` and its records), then stopped."""
+        self.blk[C.S_STATE] = C.STAGE_DRAINING
+        self.stage.on_drain()
+        deadline = time.monotonic() + 5.0
+        while self.stage.pending(self.stage.clock()) > 0 and time.monotonic() < deadline:
+            self._emit_pending()  # the shutdown policy's records leave before we do
+        self._housekeep()
+        self.blk[C.S_STATE] = C.STAGE_STOPPED
+
+    def fail(self) -> None:
+        self.blk[C.S_STATE] = C.STAGE_FAILED
+        self.blk[C.S_LAST_ERROR] = int(Code.STAGE_DIED)
+
+    def close(self) -> None:
+        for side in (*self.ins, *self.outs):
+            side.close()
+
+    def run(self) -> int:
+        """The dedicated mode: this stage alone in its process."""
+        self.start()
         self.notifier.send(
             "READY=1", f"STATUS=stage {self.spec.name} running on core {self.spec.core}"
         )
-        n_src = 1 if self.stage.source else len(self.ins)
         idle_iter = 0
-        rr = 0
         try:
             while True:
-                done = 0
-                finished = False
-                for _ in range(n_src):
-                    got = self._step(rr)
-                    rr = (rr + 1) % n_src
-                    if got < 0:
-                        finished = True
-                        break
-                    done += got
-                done += self._emit_pending()
-                self.batches += 1
-                if done and not finished:
-                    idle_iter = 0
-                    if self.batches % HOUSEKEEP_EVERY == 0:
-                        self._housekeep()
-                        if self.stage.source and self._draining():
-                            break  # a busy source stops producing as soon as told
-                        if int(self.cb.words[C.W_PIPE_STATE]) == C.PIPE_STOPPED:
-                            break
-                    continue
-                self._housekeep()
-                if int(self.cb.words[C.W_PIPE_STATE]) == C.PIPE_STOPPED:
-                    break  # halted: leave at once
-                if self.stage.source and (finished or self._draining()):
+                n = self.cycle()
+                if n < 0:
                     break
-                if not self.stage.source and self._draining():
-                    upstream_stopped = self._upstream_stopped()
-                    if upstream_stopped and self._inputs_empty():
-                        break
-                    pipe = int(self.cb.words[C.W_PIPE_STATE])
-                    if self.local_stop and pipe == C.PIPE_RUNNING and not upstream_stopped:
-                        # stopped alone (systemctl stop/restart of this unit): leave now; what
-                        # is in its inputs stays there for the restarted stage's cursors
-                        break
+                if n:
+                    idle_iter = 0
+                    continue
                 self._idle(idle_iter)
                 idle_iter += 1
-            self.blk[C.S_STATE] = C.STAGE_DRAINING
             self.notifier.send("STOPPING=1")
-            self.stage.on_drain()
-            deadline = time.monotonic() + 5.0
-            while self.stage.pending(self.stage.clock()) > 0 and time.monotonic() < deadline:
-                self._emit_pending()  # the shutdown policy's records leave before we do
-            self._housekeep()
-            self.blk[C.S_STATE] = C.STAGE_STOPPED
+            self.finish()
             return 0
         except BaseException:
-            self.blk[C.S_STATE] = C.STAGE_FAILED
-            self.blk[C.S_LAST_ERROR] = int(Code.STAGE_DIED)
+            self.fail()
             raise
         finally:
-            for side in (*self.ins, *self.outs):
-                side.close()
+            self.close()
+
+
+class GroupRunner:
+    """The shared mode: several stages in one process on one core (Aeron's shared agent).
+
+    Members run their duty cycles round-robin in topology order (upstream first, so a
+    record can cross every in-group hop within one round); each keeps its own cursors,
+    outputs, heartbeat and counters in its own control-block slot, so a killed group
+    resumes every member exactly as a killed dedicated stage resumes. The group idles only
+    when no member did any work, with the group's idle strategy (``bot4.stages.idle``),
+    parking on every ring the group reads from outside itself. A member that raises takes
+    the whole group down (the supervisor restarts the group) with its name in the log.
+    """
+
+    def __init__(self, topology, group) -> None:
+        self.topology = topology
+        self.group = group
+        order = topology.order()
+        members = sorted(group.members, key=order.index)
+        self.members = [StageRunner(topology, name) for name in members]
+        self.notifier = self.members[0].notifier
+        self.local_stop = False
+
+    def run(self) -> int:
+        from bot4.stages.idle import Idler
+
+        g = self.group
+        started = []
+        try:
+            for m in self.members:
+                m.start()
+                started.append(m)
+            self.notifier.send(
+                "READY=1", f"STATUS=group {g.name} ({', '.join(g.members)}) on core {g.core}"
+            )
+            external = [
+                (m, i)
+                for m in self.members
+                for i, r in enumerate(m.in_specs)
+                if r.producer not in g.members
+            ]
+            idler = Idler(
+                g.idle,
+                [m.ins[i].hdr for m, i in external],
+                lambda: [m.ins[i].consumer_position for m, i in external],
+                max_park_ns=SOURCE_PARK_NS
+                if any(m.stage.source for m in self.members)
+                else GROUP_PARK_NS,
+            )
+            active = list(self.members)
+            idle_iter = 0
+            while active:
+                work = 0
+                for m in tuple(active):
+                    m.local_stop = self.local_stop
+                    try:
+                        n = m.cycle()
+                        if n < 0:
+                            m.finish()
+                            active.remove(m)
+                        else:
+                            work += n
+                    except BaseException as exc:
+                        if not isinstance(exc, KeyboardInterrupt | SystemExit):
+                            log.error(
+                                "group %s: member %s failed: %s: %s",
+                                g.name,
+                                m.spec.name,
+                                type(exc).__name__,
+                                exc,
+                            )
+                        raise
+                if work:
+                    idle_iter = 0
+                    continue
+                idler.idle(idle_iter)
+                idle_iter += 1
+            self.notifier.send("STOPPING=1")
+            return 0
+        except BaseException:
+            for m in self.members:
+                if int(m.blk[C.S_STATE]) != C.STAGE_STOPPED:
+                    m.fail()
+            raise
+        finally:
+            for m in started:
+                m.close()
 
 
 def stage_main(topology, name: str) -> int:
-    """Process body of one stage (spawned by the supervisor or run by ``bot4 stage``)."""
+    """Process body of one stage or one group of stages (spawned by the supervisor or run
+    by ``bot4 stage NAME``, NAME a stage or a group)."""
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s"
     )
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to coordinate
-    runner = StageRunner(topology, name)
+    group = topology.group(name)
+    if group is not None:
+        runner = GroupRunner(topology, group)
+        spec = group
+    else:
+        runner = StageRunner(topology, name)
+        spec = runner.spec
     signal.signal(signal.SIGTERM, lambda *_: setattr(runner, "local_stop", True))
-    for w in apply_process_settings(runner.spec):
+    for w in apply_process_settings(spec):
         log.warning(w)
     return runner.run()
