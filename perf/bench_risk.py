@@ -36,7 +36,7 @@ TITLES = {
     "clock": "risk: clock stamp pair (baseline)",
     "risk": "risk: pre-trade check per intent (check_intents x64)",
     "breaker": "risk: breaker check (breaker_allow, closed)",
-    "stp": "risk: STP check (stp_plan, 8 resting orders)",
+    "stp": "risk: STP check (guard_plan, 8 resting orders)",
     "order": "risk: order creation per order (orders_kernel x64)",
 }
 ROWS = {

@@ -18,7 +18,7 @@ name        one loop iteration                                                  
             DUPLICATE_ORDER (a replayed intent, the 13th of 15 checks); every
             intent also gets its RISK_DECISION and every accepted one its ORDER
 ``breaker`` ``breaker_allow`` on a CLOSED breaker in a real shared segment              1
-``stp``     ``stp_plan`` (DecrementBoth) of an incoming order against our 8 resting     1
+``stp``     ``guard_plan`` (DecrementBoth) of an incoming order against our 8 resting     1
             orders on the instrument; four incoming orders in rotation crossing 0,
             1, 2 and 3 of them
 ``order``   ``orders_kernel`` on 64 ACTION_NEW orders exactly as risk emits them       64
@@ -67,7 +67,7 @@ import numpy as np
 import bot4  # noqa: F401  (configures numba's CPU features before numba is imported)
 from bot4.oms.book import book_add, book_find, book_new, book_remove
 from bot4.oms.states import ST_ACKNOWLEDGED, TABLE
-from bot4.oms.stp import STP_DECREMENT_BOTH, stp_plan
+from bot4.oms.stp_guard import GUARD_DECREMENT_BOTH, guard_plan
 from bot4.records import (
     DECISION_ACCEPT,
     EXEC_REPORT,
@@ -189,7 +189,7 @@ def loop_stp(n, zero, book, table, inst, side, px, qty, policy, makers, actions,
     acc = np.int64(0)
     for i in range(n):
         j = (i + (acc & zero)) & 3
-        n_act, after, outcome = stp_plan(
+        n_act, after, outcome = guard_plan(
             book, table, inst, side[j], px[j], False, qty[j], policy, makers, actions, amounts
         )
         acc += n_act + after + outcome
@@ -433,9 +433,9 @@ class RiskBench:
         return out[:BATCH].copy()
 
     def _stp_one(self, j: int) -> tuple[int, int, int]:
-        n, after, outcome = stp_plan(
+        n, after, outcome = guard_plan(
             self.book, TABLE, 1, self.stp_side[j], self.stp_px[j], False, self.stp_qty[j],
-            STP_DECREMENT_BOTH, self.makers, self.actions, self.amounts,
+            GUARD_DECREMENT_BOTH, self.makers, self.actions, self.amounts,
         )  # fmt: skip
         return int(n), int(after), int(outcome)
 
@@ -479,7 +479,7 @@ class RiskBench:
         elif name == "stp":
             acc = loop_stp(
                 n, z, self.book, TABLE, np.int64(1), self.stp_side, self.stp_px, self.stp_qty,
-                np.int64(STP_DECREMENT_BOTH), self.makers, self.actions, self.amounts,
+                np.int64(GUARD_DECREMENT_BOTH), self.makers, self.actions, self.amounts,
             )  # fmt: skip
             wall = time.perf_counter() - t
             each = [sum(p) for p in self.stp_each]
@@ -569,7 +569,7 @@ LABELS = {
     "clock": "clock stamp pair (per iteration)",
     "risk": "risk check, per intent (check_intents x64)",
     "breaker": "breaker check (breaker_allow, CLOSED)",
-    "stp": "STP check (stp_plan, 8 resting)",
+    "stp": "STP check (guard_plan, 8 resting)",
     "order": "order creation, per order (orders_kernel x64)",
 }
 

@@ -5,7 +5,8 @@ Modules, one idea each:
 * ``states`` — the order state machine as a transition table, ``transition`` kernels
 * ``lru``    — bounded LRU map of u64 keys (seen client order ids, exec ids, order index)
 * ``book``   — our own open orders by instrument / side / price / time
-* ``stp``    — self-trade prevention: plan what an incoming order does to our makers
+* ``stp_guard`` — the client-side, pre-trade self-trade prevention guard (for venues
+  without STP; the simulated venue applies the exchanges' STP at match time)
 
 Everything is preallocated numpy arrays grouped in namedtuples; the per-record work is
 numba kernels. All of it is owned by the one orders stage process.
@@ -14,7 +15,7 @@ numba kernels. All of it is owned by the one orders stage process.
 from bot4.oms.book import OPEN_ORDER, Book, book_new
 from bot4.oms.lru import Lru, lru_new
 from bot4.oms.states import TABLE, transition, transition_counted
-from bot4.oms.stp import parse_policy, stp_plan
+from bot4.oms.stp_guard import guard_plan, parse_guard_policy
 
 __all__ = [
     "OPEN_ORDER",
@@ -22,9 +23,9 @@ __all__ = [
     "Book",
     "Lru",
     "book_new",
+    "guard_plan",
     "lru_new",
-    "parse_policy",
-    "stp_plan",
+    "parse_guard_policy",
     "transition",
     "transition_counted",
 ]

@@ -16,7 +16,7 @@ A :class:`Book` is a namedtuple of arrays (numba kernels take it as one argument
 Each (instrument, side) list holds the orders that can rest at the venue (limit orders,
 time in force not IOC / FOK) in the venue's matching priority: buys by descending price,
 sells by ascending price, then by arrival. So "our orders an incoming order would cross"
-is a prefix of the opposite list (see ``bot4.oms.stp``). Market, stop and IOC / FOK
+is a prefix of the opposite list (see ``bot4.oms.stp_guard``). Market, stop and IOC / FOK
 orders are open (indexed) but unlinked: they never rest.
 
 Capacity ``C`` bounds our open orders; an order arriving at a full book is refused by

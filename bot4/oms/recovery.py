@@ -63,6 +63,8 @@ from bot4.records import (
     EXEC_REPLACED,
     EXEC_REPORT,
     EXEC_STATUS,
+    EXEC_STP_DECREMENTED,
+    EXEC_STP_EXPIRED,
     OS_CANCELLED,
     OS_EXPIRED,
     OS_FILLED,
@@ -86,6 +88,7 @@ _EXEC_TERMINAL = {
     EXEC_CANCELLED: ST_CANCELLED,
     EXEC_REJECTED: ST_REJECTED,
     EXEC_EXPIRED: ST_EXPIRED,
+    EXEC_STP_EXPIRED: ST_EXPIRED,  # the venue's self-trade prevention
 }
 _STATUS_STATE = {
     OS_PENDING_NEW: ST_PENDING,
@@ -227,7 +230,7 @@ def _apply_order(book: dict[int, dict], r, risk_ids: list[int]) -> None:
 def _apply_report(book: dict[int, dict], r) -> None:
     o = book.get(int(r["client_order_id"]))
     if o is None:
-        return  # not a venue order of ours this session (an STP expiry before sending, ...)
+        return  # not a venue order of ours this session (a guard expiry before sending, ...)
     et = int(r["exec_type"])
     alias = o.get("alias_client_order_id", 0)
     if alias and et in (EXEC_REPLACED, EXEC_CANCEL_REJECTED):
@@ -237,9 +240,13 @@ def _apply_report(book: dict[int, dict], r) -> None:
         else:
             book.pop(alias, None)
         o["alias_client_order_id"] = 0
-    if et in (EXEC_PARTIAL_FILL, EXEC_FILL, EXEC_REPLACED, EXEC_STATUS):
+    if et in (EXEC_PARTIAL_FILL, EXEC_FILL, EXEC_REPLACED, EXEC_STATUS, EXEC_STP_DECREMENTED):
         o["cum_qty"] = int(r["cum_qty"])
         o["leaves_qty"] = int(r["leaves_qty"])
+    if et == EXEC_STP_DECREMENTED:  # the venue took prevented_qty off the order
+        o["qty"] = o["cum_qty"] + o["leaves_qty"]
+        if o["state"] == ST_PENDING:
+            o["state"] = ST_ACKNOWLEDGED
     if et in _EXEC_TERMINAL:
         o["state"] = _EXEC_TERMINAL[et]
         o["leaves_qty"] = 0

@@ -17,7 +17,8 @@ States and the ``OS_*`` status reported for them (``EXEC_REPORT.status``):
     6   ST_CANCELLED               OS_CANCELLED          terminal
     7   ST_REPLACE_PENDING         OS_PENDING_REPLACE    replace sent, nothing filled
     8   ST_REJECTED                OS_REJECTED           terminal
-    9   ST_EXPIRED                 OS_EXPIRED            terminal (also: expired by our STP)
+    9   ST_EXPIRED                 OS_EXPIRED            terminal (time in force, the venue's
+                                                         STP, or our pre-trade STP guard)
     10  ST_NEW                     OS_PENDING_NEW        created by the OMS, not yet sent
     11  ST_CANCEL_PENDING_PARTIAL  OS_PENDING_CANCEL     cancel sent, part filled
     12  ST_REPLACE_PENDING_PARTIAL OS_PENDING_REPLACE    replace sent, part filled
@@ -29,7 +30,8 @@ variants exist so that the table alone knows where a refused cancel / replace re
 
 Events: ``EV_SEND``, ``EV_ACK``, ``EV_PARTIAL_FILL``, ``EV_FILL``, ``EV_CANCEL_REQUEST``,
 ``EV_CANCELLED``, ``EV_REJECT``, ``EV_EXPIRE``, ``EV_CANCEL_REJECTED``,
-``EV_REPLACE_REQUEST``, ``EV_REPLACED``. Requests (send, cancel, replace) are ours; the
+``EV_REPLACE_REQUEST``, ``EV_REPLACED``, ``EV_STP_DECREMENT``. Requests (send, cancel,
+replace) are ours; the
 others come from venue execution reports (``EVENT_OF_EXEC``); ``EXEC_STATUS`` is not an
 event (reconciliation compares it, see ``bot4.stages.orders``).
 
@@ -39,7 +41,11 @@ Rules worth stating:
   replace pending is illegal; a cancel of a sent but unacknowledged order is allowed
   (the venue handles the NEW first), a replace of one is not;
 * a fill before the acknowledgement is an implicit acknowledgement (PENDING -> fills);
-* the venue may cancel or expire a working order unasked (kill switch, time in force);
+* the venue may cancel or expire a working order unasked (kill switch, time in force,
+  self-trade prevention: ``EXEC_STP_EXPIRED`` is an expiry);
+* a self-trade prevention decrement (``EXEC_STP_DECREMENTED``: the venue took
+  ``prevented_qty`` off a working order, nothing filled) leaves the state as it is, pending
+  requests included; on an unacknowledged order it is an implicit acknowledgement;
 * ``CANCEL_REJECTED`` on a terminal order is legal and changes nothing: it is the normal
   answer to a cancel that crossed the fill / cancel / expiry / reject on the wire.
 """
@@ -58,6 +64,8 @@ from bot4.records import (
     EXEC_PARTIAL_FILL,
     EXEC_REJECTED,
     EXEC_REPLACED,
+    EXEC_STP_DECREMENTED,
+    EXEC_STP_EXPIRED,
     OS_CANCELLED,
     OS_EXPIRED,
     OS_FILLED,
@@ -121,11 +129,12 @@ EV_EXPIRE = 7
 EV_CANCEL_REJECTED = 8
 EV_REPLACE_REQUEST = 9
 EV_REPLACED = 10
-N_EVENTS = 11
+EV_STP_DECREMENT = 11  # the venue's self-trade prevention reduced a working order
+N_EVENTS = 12
 
 EVENT_NAMES = (
     "SEND", "ACK", "PARTIAL_FILL", "FILL", "CANCEL_REQUEST", "CANCELLED", "REJECT", "EXPIRE",
-    "CANCEL_REJECTED", "REPLACE_REQUEST", "REPLACED",
+    "CANCEL_REJECTED", "REPLACE_REQUEST", "REPLACED", "STP_DECREMENT",
 )  # fmt: skip
 
 _NEW, _PEN, _ACK, _PF = ST_NEW, ST_PENDING, ST_ACKNOWLEDGED, ST_PARTIALLY_FILLED
@@ -188,6 +197,14 @@ LEGAL: dict[tuple[int, int], int] = {
     (_CAN, EV_CANCEL_REJECTED): _CAN,
     (_REJ, EV_CANCEL_REJECTED): _REJ,
     (_EXP, EV_CANCEL_REJECTED): _EXP,
+    # the venue's STP took shares off a working order: state unchanged (PENDING: implicit ack)
+    (_PEN, EV_STP_DECREMENT): _ACK,
+    (_ACK, EV_STP_DECREMENT): _ACK,
+    (_PF, EV_STP_DECREMENT): _PF,
+    (_CP, EV_STP_DECREMENT): _CP,
+    (_CPP, EV_STP_DECREMENT): _CPP,
+    (_RP, EV_STP_DECREMENT): _RP,
+    (_RPP, EV_STP_DECREMENT): _RPP,
 }
 
 
@@ -230,6 +247,8 @@ EVENT_OF_EXEC[EXEC_REJECTED] = EV_REJECT
 EVENT_OF_EXEC[EXEC_EXPIRED] = EV_EXPIRE
 EVENT_OF_EXEC[EXEC_REPLACED] = EV_REPLACED
 EVENT_OF_EXEC[EXEC_CANCEL_REJECTED] = EV_CANCEL_REJECTED
+EVENT_OF_EXEC[EXEC_STP_EXPIRED] = EV_EXPIRE
+EVENT_OF_EXEC[EXEC_STP_DECREMENTED] = EV_STP_DECREMENT
 
 for _a in (TABLE, IS_TERMINAL, IS_OPEN, STATUS_OF, EVENT_OF_EXEC):
     _a.setflags(write=False)

@@ -1,11 +1,22 @@
-"""Self-trade prevention: what to do when an incoming order of ours would cross our own
-resting orders. The incoming order's strategy policy decides:
+"""The client-side self-trade prevention guard: a conservative *pre-trade* plan, made in
+the OMS before an order is sent, against *our own open orders only*.
+
+It is not the exchanges' self-trade prevention. Binance, Coinbase and CME apply their
+modes at match time to the own order actually met, after the liquidity of others ahead of
+it has traded (``docs/stp.md``; bot4's simulated venue does the same, ``bot4.venue``). The
+guard cannot see the book, so it acts on every own order the incoming one *could* meet,
+as if nothing else stood in between: it gives up fills and queue position the exchanges
+would keep (an own order behind others' liquidity is cancelled, a decrement is computed
+up front). Use it for a venue without self-trade prevention; choose it per venue with the
+orders stage's ``stp = "client"`` (the default is ``"venue"``: the order carries its mode).
+
+The incoming order's strategy policy decides:
 
     policy                 incoming (taker)                  crossed resting orders (makers)
-    STP_CANCEL_NEW         expired, never sent               untouched
-    STP_CANCEL_RESTING     sent in full                      each cancelled
-    STP_CANCEL_BOTH        expired, never sent               each cancelled
-    STP_DECREMENT_BOTH     reduced by what it would trade;   in matching priority, each reduced
+    GUARD_CANCEL_NEW       expired, never sent               untouched
+    GUARD_CANCEL_RESTING   sent in full                      each cancelled
+    GUARD_CANCEL_BOTH      expired, never sent               each cancelled
+    GUARD_DECREMENT_BOTH   reduced by what it would trade;   in matching priority, each reduced
                            expired if that leaves nothing    by min(its leaves, what the taker
                                                              has left); cancelled at zero,
                                                              replaced down otherwise
@@ -16,14 +27,14 @@ order takes effect before it arrives: no self trade happens under any policy.
 "Crossed" means: same instrument, opposite side, able to rest (``book_rests``), priced at
 or through the incoming limit (every one for a market order), taken in the venue's
 matching priority (``bot4.oms.book``). Makers with a cancel in flight are skipped: the
-venue removes them first. When the policy cannot be applied as written — more crossed
-makers than ``max_makers`` (the bound on messages per incoming order, hence on the
-stage's ``max_out_per_in``), or a maker whose state refuses the request the policy needs
-(a replace of an order not yet acknowledged, any request on an order with a replace in
-flight) — the plan falls back to CancelNew: the incoming order is expired and no maker is
-touched. Stop orders are not checked (not active until triggered).
+venue removes them first. The guard's limit: when the policy cannot be applied as written
+— more crossed makers than ``max_makers`` (the bound on messages per incoming order,
+hence on the stage's ``max_out_per_in``), or a maker whose state refuses the request the
+policy needs (a replace of an order not yet acknowledged, any request on an order with a
+replace in flight) — the plan falls back to CancelNew: the incoming order is expired and
+no maker is touched. Stop orders are not checked (not active until triggered).
 
-:func:`stp_plan` only plans (reads the book); the orders stage carries the plan out
+:func:`guard_plan` only plans (reads the book); the orders stage carries the plan out
 (state transitions, venue messages, SELF_TRADE reports).
 """
 
@@ -44,24 +55,26 @@ from bot4.records import SIDE_BUY, SIDE_SELL
 __all__ = [
     "A_CANCEL",
     "A_DECREMENT",
+    "GUARD_CANCEL_BOTH",
+    "GUARD_CANCEL_NEW",
+    "GUARD_CANCEL_RESTING",
+    "GUARD_DECREMENT_BOTH",
+    "GUARD_POLICY_NAMES",
     "OUT_APPLIED",
     "OUT_FALLBACK",
     "OUT_NONE",
-    "POLICY_NAMES",
-    "STP_CANCEL_BOTH",
-    "STP_CANCEL_NEW",
-    "STP_CANCEL_RESTING",
-    "STP_DECREMENT_BOTH",
-    "parse_policy",
-    "stp_plan",
+    "guard_plan",
+    "parse_guard_policy",
 ]
 
-STP_CANCEL_NEW = 0  # the default
-STP_CANCEL_RESTING = 1
-STP_CANCEL_BOTH = 2
-STP_DECREMENT_BOTH = 3
+# guard policies (not the ORDER.stp_mode codes STP_*: those go to the venue)
+GUARD_CANCEL_NEW = 0  # the default
+GUARD_CANCEL_RESTING = 1
+GUARD_CANCEL_BOTH = 2
+GUARD_DECREMENT_BOTH = 3
 
-POLICY_NAMES = ("cancel_new", "cancel_resting", "cancel_both", "decrement_both")
+#: policy names, as the stp_mode names of bot4.records.stp (decrement = decrement both)
+GUARD_POLICY_NAMES = ("cancel_new", "cancel_resting", "cancel_both", "decrement")
 
 A_CANCEL = 1  # cancel the maker
 A_DECREMENT = 2  # replace the maker down by amounts[k]
@@ -71,19 +84,22 @@ OUT_APPLIED = 1  # the policy applied: carry out the actions, send qty_after if 
 OUT_FALLBACK = 2  # could not apply the policy: incoming expired, makers untouched
 
 
-def parse_policy(name) -> int:
-    """Policy id from a name: ``cancel_new`` / ``CancelNew`` / ``cancel-new`` / an id."""
-    if isinstance(name, int) and 0 <= name < len(POLICY_NAMES):
+def parse_guard_policy(name) -> int:
+    """Policy id from a name: ``cancel_new`` / ``CancelNew`` / ``cancel-new`` /
+    ``decrement`` (or ``decrement_both``) / an id."""
+    if isinstance(name, int) and 0 <= name < len(GUARD_POLICY_NAMES):
         return name
     key = "".join(c for c in str(name).lower() if c.isalpha())
-    for i, n in enumerate(POLICY_NAMES):
+    if key == "decrementboth":
+        return GUARD_DECREMENT_BOTH
+    for i, n in enumerate(GUARD_POLICY_NAMES):
         if n.replace("_", "") == key:
             return i
-    raise ValueError(f"unknown self-trade prevention policy {name!r}; one of {POLICY_NAMES}")
+    raise ValueError(f"unknown self-trade prevention policy {name!r}; one of {GUARD_POLICY_NAMES}")
 
 
 @njit(nogil=True, cache=True)
-def stp_plan(
+def guard_plan(
     book, table, instrument, side, limit_price, is_market, qty, policy, makers, actions, amounts
 ):
     """Plan self-trade prevention for an incoming order of ``qty`` on ``instrument`` /
@@ -126,7 +142,7 @@ def stp_plan(
         s = book.nxt[s]
     if n == 0:
         return 0, qty, OUT_NONE
-    if policy in (STP_CANCEL_RESTING, STP_CANCEL_BOTH):
+    if policy in (GUARD_CANCEL_RESTING, GUARD_CANCEL_BOTH):
         if overflow:
             return 0, 0, OUT_FALLBACK
         for k in range(n):
@@ -134,8 +150,8 @@ def stp_plan(
                 return 0, 0, OUT_FALLBACK
             actions[k] = A_CANCEL
             amounts[k] = book.slots[makers[k]].leaves_qty
-        return n, (qty if policy == STP_CANCEL_RESTING else 0), OUT_APPLIED
-    if policy == STP_DECREMENT_BOTH:
+        return n, (qty if policy == GUARD_CANCEL_RESTING else 0), OUT_APPLIED
+    if policy == GUARD_DECREMENT_BOTH:
         rem = qty
         k = 0
         while k < n and rem > 0:
@@ -152,4 +168,4 @@ def stp_plan(
         if rem > 0 and overflow:
             return 0, 0, OUT_FALLBACK
         return k, rem, OUT_APPLIED
-    return 0, 0, OUT_APPLIED  # STP_CANCEL_NEW (and any unknown id: the safe choice)
+    return 0, 0, OUT_APPLIED  # GUARD_CANCEL_NEW (and any unknown id: the safe choice)

@@ -43,12 +43,27 @@ Order states follow ``bot4.oms.states.TABLE``; an event the table refuses leaves
 as it is and is counted per event (``summary()["illegal"]``). A fill is forwarded to risk
 even then: the venue's fills are the position. Reports for orders the OMS does not know
 (after a restart) are counted as ``UNKNOWN_ORDER`` and forwarded if they change position
-or open quantity. Self-trade prevention (``bot4.oms.stp``) runs on every new order
-against our open orders, per strategy policy: params ``stp`` (default ``cancel_new``) and
-``stp_by_strategy`` (``{ "2" = "decrement_both" }``). Orders it expires or reduces before
-sending are reported to risk (EXPIRED, or REPLACED with the new ``leaves_qty``) with reason
-``SELF_TRADE``; makers it cancels or reduces are cancelled / replaced at the venue, whose
-answers reach risk as usual.
+or open quantity.
+
+Self-trade prevention (``docs/stp.md``), chosen per venue with param ``stp``:
+
+* ``venue`` (default): the venue prevents self-trades at match time with the exchanges'
+  semantics. Every NEW carries ``stp_mode`` — param ``stp_mode`` (default
+  ``venue_default``: 0, the venue's default mode; or ``cancel_new``, ``cancel_resting``,
+  ``cancel_both``, ``decrement``), per strategy ``stp_by_strategy`` (``{ "2" =
+  "decrement" }``) — unless risk already set one, and ``stp_group`` (param, default 0:
+  orders of one group never trade with each other, other groups may). The venue's
+  ``EXEC_STP_EXPIRED`` (terminal, EXPIRED) and ``EXEC_STP_DECREMENTED`` (``leaves_qty`` and
+  the order's quantity reduced, state unchanged) reach risk like any report; neither is a
+  fill.
+* ``client``: the conservative pre-trade guard of ``bot4.oms.stp_guard`` runs on every new
+  order against our open orders only, with the policy ``stp_mode`` /
+  ``stp_by_strategy`` name (``venue_default`` = ``cancel_new``), for a venue without STP.
+  Orders it expires or reduces before sending are reported to risk (EXPIRED, or REPLACED
+  with the new ``leaves_qty``) with reason ``SELF_TRADE``; makers it cancels or reduces
+  are cancelled / replaced at the venue, whose answers reach risk as usual. Orders carry
+  ``stp_mode`` 0 and the ``stp_group``.
+* ``none``: neither; orders carry ``stp_mode`` 0 (the venue's default applies, if any).
 
 Shutdown policy: when the stage drains, it sends ``ACTION_CANCEL_ALL`` (instrument 0, all)
 to the venue before it exits, so nothing of ours rests while no OMS runs; every open order
@@ -117,13 +132,13 @@ from bot4.oms.states import (
     state_from_status,
     transition_counted,
 )
-from bot4.oms.stp import (
+from bot4.oms.stp_guard import (
     A_CANCEL,
+    GUARD_CANCEL_NEW,
     OUT_FALLBACK,
     OUT_NONE,
-    POLICY_NAMES,
-    parse_policy,
-    stp_plan,
+    guard_plan,
+    parse_guard_policy,
 )
 from bot4.paths import session_seq_base
 from bot4.records import (
@@ -141,6 +156,8 @@ from bot4.records import (
     EXEC_REPLACED,
     EXEC_REPORT,
     EXEC_STATUS,
+    EXEC_STP_DECREMENTED,
+    EXEC_STP_EXPIRED,
     ORDER,
     OS_EXPIRED,
     OS_PENDING_NEW,
@@ -153,6 +170,7 @@ from bot4.records import (
 )
 from bot4.records.errors import Code
 from bot4.records.identity import exec_content_hash
+from bot4.records.stp import STP_MODE_NAMES, parse_stp_mode
 from bot4.shm.segment import SegmentMissingError
 from bot4.shm.trading_state import HALTED, SRC_OMS, W_INSTRUMENTS, raise_state
 from bot4.stages.alarms import StageAlarms
@@ -162,7 +180,13 @@ log = logging.getLogger("bot4.stage")
 
 OMS_PRODUCER = 0xFFFF  # intent producer id reserved for ids the OMS makes (replaces)
 EXEC_CONFLICT_CAPACITY = 4096  # conflicting (exec_id, content) pairs remembered (repeats)
-MAX_STP_MAKERS = 7  # makers one incoming order may act on: max_out_per_in = 1 + this
+MAX_STP_MAKERS = 7  # makers the guard may act on per incoming order: max_out_per_in = 1 + this
+
+# where self-trade prevention happens (param stp)
+STP_AT_VENUE = 0  # the venue, at match time: orders carry stp_mode / stp_group
+STP_AT_CLIENT = 1  # the pre-trade guard (bot4.oms.stp_guard)
+STP_OFF = 2
+STP_WHERE = {"venue": STP_AT_VENUE, "client": STP_AT_CLIENT, "none": STP_OFF}
 
 # --- counters (int64, index into Oms.ctr; written by this stage only) -----------------------
 C_INTENTS = 0  # ORDER records read from risk
@@ -170,16 +194,16 @@ C_NEW_SENT = 1  # NEW orders sent to the venue
 C_DUPLICATE_INTENT = 2  # NEW with a client order id seen before: refused
 C_INVALID = 3  # NEW refused as malformed (qty, side, id, instrument)
 C_BOOK_FULL = 4  # NEW refused: open-order book full
-C_CANCEL_SENT = 5  # CANCEL sent (risk's or STP's)
-C_REPLACE_SENT = 6  # REPLACE sent (STP DecrementBoth)
+C_CANCEL_SENT = 5  # CANCEL sent (risk's or the STP guard's)
+C_REPLACE_SENT = 6  # REPLACE sent (STP guard DecrementBoth)
 C_CANCEL_ALL = 7  # CANCEL_ALL sent (kill switch, drain)
 C_CANCEL_ALL_MARKED = 8  # open orders marked cancel-pending by a CANCEL_ALL
 C_BAD_ACTION = 9  # ORDER from risk with an action the OMS does not take
-C_STP_EXPIRED = 10  # incoming orders expired by STP (policy or fallback)
-C_STP_AMENDED = 11  # incoming orders reduced by DecrementBoth
-C_STP_MAKER_CANCEL = 12  # resting orders cancelled by STP
-C_STP_MAKER_DECREMENT = 13  # resting orders replaced down by STP
-C_STP_FALLBACK = 14  # STP could not apply the policy: CancelNew instead
+C_STP_EXPIRED = 10  # STP guard: incoming orders expired (policy or fallback)
+C_STP_AMENDED = 11  # STP guard: incoming orders reduced by DecrementBoth
+C_STP_MAKER_CANCEL = 12  # STP guard: resting orders cancelled
+C_STP_MAKER_DECREMENT = 13  # STP guard: resting orders replaced down
+C_STP_FALLBACK = 14  # STP guard could not apply the policy: CancelNew instead
 C_EXECS = 15  # EXEC_REPORT records read from the venue
 C_DUPLICATE_EXEC = 16  # dropped: exec_id seen before
 C_BAD_EXEC = 17  # dropped: exec_type unknown
@@ -194,6 +218,8 @@ C_UNHELD_INTENTS = 25  # intents handed in while reconciling (loop without input
 C_RECON_UNANSWERED = 26  # queries still unanswered at the reconciliation timeout
 C_GENERATED = 27  # EXEC_REPORTs the OMS generated (rejects, STP)
 C_EXEC_CONFLICT = 28  # exec_id seen before with different content: processed, alarmed
+C_VENUE_STP_EXPIRED = 29  # EXEC_STP_EXPIRED reports read: orders the venue's STP expired
+C_VENUE_STP_DECREMENTED = 30  # EXEC_STP_DECREMENTED reports read
 N_CTR = 32
 
 COUNTER_NAMES = {
@@ -201,15 +227,17 @@ COUNTER_NAMES = {
     C_INVALID: "invalid_intents", C_BOOK_FULL: "book_full", C_CANCEL_SENT: "cancels_sent",
     C_REPLACE_SENT: "replaces_sent", C_CANCEL_ALL: "cancel_all_sent",
     C_CANCEL_ALL_MARKED: "cancel_all_marked", C_BAD_ACTION: "bad_actions",
-    C_STP_EXPIRED: "stp_expired_incoming", C_STP_AMENDED: "stp_amended_incoming",
-    C_STP_MAKER_CANCEL: "stp_cancelled_resting", C_STP_MAKER_DECREMENT: "stp_decremented_resting",
-    C_STP_FALLBACK: "stp_fallbacks", C_EXECS: "exec_reports", C_DUPLICATE_EXEC: "duplicate_execs",
+    C_STP_EXPIRED: "guard_expired_incoming", C_STP_AMENDED: "guard_amended_incoming",
+    C_STP_MAKER_CANCEL: "guard_cancelled_resting",
+    C_STP_MAKER_DECREMENT: "guard_decremented_resting", C_STP_FALLBACK: "guard_fallbacks",
+    C_EXECS: "exec_reports", C_DUPLICATE_EXEC: "duplicate_execs",
     C_BAD_EXEC: "bad_execs", C_UNKNOWN_ORDER: "unknown_order", C_FORWARDED: "forwarded_to_risk",
     C_ILLEGAL: "illegal_transitions", C_STATUS: "status_reports",
     C_RECON_MISMATCH: "reconcile_mismatches", C_RECON_OUTSTANDING: "reconcile_outstanding",
     C_QUERIES_SENT: "queries_sent", C_UNHELD_INTENTS: "unheld_intents",
     C_RECON_UNANSWERED: "reconcile_unanswered", C_GENERATED: "generated_reports",
-    C_EXEC_CONFLICT: "exec_id_conflicts",
+    C_EXEC_CONFLICT: "exec_id_conflicts", C_VENUE_STP_EXPIRED: "venue_stp_expired",
+    C_VENUE_STP_DECREMENTED: "venue_stp_decremented",
 }  # fmt: skip
 
 I_NEXT_ORDER_ID = 0
@@ -231,7 +259,7 @@ RECON_WAITING = 2  # queries sent, answers outstanding
 Oms = namedtuple(
     "Oms",
     "table illegal ctr ids book seen execs exec_conflicts policy needs_operator "
-    "plan_makers plan_actions plan_amounts zero_order zero_exec",
+    "plan_makers plan_actions plan_amounts zero_order zero_exec stp_where stp_mode stp_group",
 )
 
 
@@ -244,7 +272,9 @@ def oms_new(
     stp_max_makers: int = MAX_STP_MAKERS,
     first_order_id: int = 1,
 ) -> Oms:
-    """Preallocate the OMS state (policy CancelNew for every strategy)."""
+    """Preallocate the OMS state: STP at the venue, every strategy's orders with stp_mode 0
+    (the venue's default) in group 0; guard policy CancelNew (used with ``stp_where``
+    STP_AT_CLIENT)."""
     if not 1 <= stp_max_makers <= MAX_STP_MAKERS:
         raise ValueError(f"stp_max_makers {stp_max_makers} outside 1 .. {MAX_STP_MAKERS}")
     ids = np.zeros(4, np.uint64)
@@ -266,6 +296,9 @@ def oms_new(
         np.zeros(stp_max_makers, np.int64),
         np.zeros(1, ORDER),
         np.zeros(1, EXEC_REPORT),
+        np.zeros(1, np.int64),  # stp_where: STP_AT_*
+        np.zeros(1 << 16, np.uint8),  # stp_mode per strategy: what a NEW carries
+        np.zeros(1, np.uint32),  # stp_group of every order
     )
 
 
@@ -367,9 +400,10 @@ def _on_new(batch, i, venue, fills, nv, nf, seq, now, st):
     qty = r.qty
     n_act = 0
     outcome = OUT_NONE
-    if r.order_type != OT_STOP and r.order_type != OT_STOP_LIMIT:
+    guard = st.stp_where[0] == STP_AT_CLIENT
+    if guard and r.order_type != OT_STOP and r.order_type != OT_STOP_LIMIT:
         is_market = r.order_type == OT_MARKET or r.limit_price == 0
-        n_act, qty, outcome = stp_plan(
+        n_act, qty, outcome = guard_plan(
             book,
             st.table,
             np.int64(r.instrument),
@@ -434,6 +468,10 @@ def _on_new(batch, i, venue, fills, nv, nf, seq, now, st):
     v.order_id = oid
     v.orig_client_order_id = 0
     v.qty = qty
+    if v.stp_mode == 0 and st.stp_where[0] == STP_AT_VENUE:
+        v.stp_mode = st.stp_mode[r.strategy]
+    if v.stp_group == 0:
+        v.stp_group = st.stp_group[0]
     st.ctr[C_NEW_SENT] += 1
     return nv + 1, nf, seq + 1
 
@@ -537,6 +575,8 @@ def _apply_exec(st, r):
         EXEC_REJECTED,
         EXEC_EXPIRED,
         EXEC_REPLACED,
+        EXEC_STP_EXPIRED,
+        EXEC_STP_DECREMENTED,
     )
     s = book_find(book, cl)
     if et == EXEC_STATUS:
@@ -569,9 +609,11 @@ def _apply_exec(st, r):
         st.ctr[C_ILLEGAL] += 1
         return r.last_qty > 0, risk_cl
     o.state = nxt
-    if et in (EXEC_PARTIAL_FILL, EXEC_FILL, EXEC_REPLACED):
+    if et in (EXEC_PARTIAL_FILL, EXEC_FILL, EXEC_REPLACED, EXEC_STP_DECREMENTED):
         o.cum_qty = r.cum_qty
         o.leaves_qty = r.leaves_qty
+    if et == EXEC_STP_DECREMENTED:
+        o.qty = r.cum_qty + r.leaves_qty  # the venue took prevented_qty off the order
     if et == EXEC_REPLACED:
         o.qty = r.cum_qty + r.leaves_qty
         book_rekey(book, s)
@@ -594,7 +636,7 @@ def execs_kernel(batch, fills, events, keep_events, seq, st):
     for i in range(batch.shape[0]):
         r = batch[i]
         st.ctr[C_EXECS] += 1
-        if r.exec_type == 0 or r.exec_type > EXEC_STATUS:
+        if r.exec_type == 0 or r.exec_type > EXEC_STP_DECREMENTED:
             st.ctr[C_BAD_EXEC] += 1
             continue
         if r.exec_id != 0:
@@ -615,6 +657,10 @@ def execs_kernel(batch, fills, events, keep_events, seq, st):
         if r.order_id >= st.ids[I_NEXT_ORDER_ID]:
             st.ids[I_NEXT_ORDER_ID] = r.order_id + np.uint64(1)
         fwd, risk_cl = _apply_exec(st, r)
+        if r.exec_type == EXEC_STP_EXPIRED:
+            st.ctr[C_VENUE_STP_EXPIRED] += 1
+        elif r.exec_type == EXEC_STP_DECREMENTED:
+            st.ctr[C_VENUE_STP_DECREMENTED] += 1
         if not (fwd or keep_events):
             continue
         if keep_events:
@@ -670,6 +716,23 @@ def emit_cancel_all(st, out, seq, instrument, now):
 
 
 # --- the stage --------------------------------------------------------------------------------
+def _stp_choice(name) -> tuple[int, int]:
+    """``(STP_* an order carries to the venue, the guard's policy)`` for an ``stp_mode`` /
+    ``stp_by_strategy`` name (``bot4.records.stp``; the guard also takes its former names,
+    e.g. ``decrement_both``); ``venue_default`` is 0 at the venue and CancelNew for the
+    guard. ValueError for an unknown name."""
+    try:
+        mode = parse_stp_mode(name)
+    except ValueError:
+        if str(name).lower().replace("-", "_") not in ("decrement_both", "decrementboth"):
+            raise
+        mode = STP_MODE_NAMES["decrement"]
+    if mode == 0:
+        return 0, GUARD_CANCEL_NEW
+    names = {m: k for k, m in STP_MODE_NAMES.items()}
+    return mode, parse_guard_policy(names[mode])
+
+
 def _attach_trading(instance: str):
     """The instance's trading-state words (None when no shared risk stage made them)."""
     from bot4.shm.trading_state import TradingState
@@ -681,8 +744,11 @@ def _attach_trading(instance: str):
 
 
 class OrdersStage(Stage):
-    """params: ``stp`` (default policy, ``cancel_new``), ``stp_by_strategy`` (``{id: policy}``),
-    ``stp_max_makers`` (7), ``max_open_orders`` (4096), ``max_instrument`` (1023),
+    """params: ``stp`` (``venue``, ``client`` or ``none``: where self-trade prevention
+    happens, module doc), ``stp_mode`` (``venue_default``) and ``stp_by_strategy``
+    (``{id: mode}``): the mode orders carry (venue) or the guard's policy (client),
+    ``stp_group`` (0), ``stp_max_makers`` (7, the guard's limit), ``max_open_orders``
+    (4096), ``max_instrument`` (1023),
     ``seen_capacity`` / ``exec_capacity`` (65536 ids each), ``first_order_id``
     (the session's first sequence number, ``bot4.paths``: unique across sessions),
     ``reconcile_timeout_ms`` (2000)."""
@@ -703,7 +769,9 @@ class OrdersStage(Stage):
     params_keys = frozenset(
         {
             "stp",
+            "stp_mode",
             "stp_by_strategy",
+            "stp_group",
             "stp_max_makers",
             "max_open_orders",
             "max_instrument",
@@ -724,15 +792,23 @@ class OrdersStage(Stage):
         check_number(params, "first_order_id", integer=True, lo=0)
         check_number(params, "reconcile_timeout_ms", lo=0)
         check_type(params, "recover", bool, "true or false")
-        policies = {"stp": params.get("stp", "cancel_new")}
-        check_type(params, "stp_by_strategy", dict, "a table {strategy id = policy}")
+        where = params.get("stp", "venue")
+        if where not in STP_WHERE:
+            raise ParamError(
+                "stp",
+                f"{where!r} is not one of {', '.join(STP_WHERE)} (the guard's policy is now "
+                'stp_mode, with stp = "client")',
+            )
+        check_number(params, "stp_group", integer=True, lo=0, hi=(1 << 32) - 1)
+        modes = {"stp_mode": params.get("stp_mode", "venue_default")}
+        check_type(params, "stp_by_strategy", dict, "a table {strategy id = mode}")
         for sid, name in params.get("stp_by_strategy", {}).items():
             if not str(sid).isdigit() or not 0 <= int(sid) < 1 << 16:
                 raise ParamError(f"stp_by_strategy.{sid}", "strategy ids are integers in 0..65535")
-            policies[f"stp_by_strategy.{sid}"] = name
-        for key, name in policies.items():
+            modes[f"stp_by_strategy.{sid}"] = name
+        for key, name in modes.items():
             try:
-                parse_policy(name)
+                _stp_choice(name)
             except ValueError as exc:
                 raise ParamError(key, str(exc)) from None
 
@@ -746,13 +822,20 @@ class OrdersStage(Stage):
             stp_max_makers=int(p.get("stp_max_makers", MAX_STP_MAKERS)),
             first_order_id=int(p.get("first_order_id", session_seq_base(self.session))),
         )
-        self.default_policy = parse_policy(p.get("stp", "cancel_new"))
-        self.oms.policy[:] = self.default_policy
+        self.stp_where = p.get("stp", "venue")
+        if self.stp_where not in STP_WHERE:
+            raise ValueError(f"stp must be one of {list(STP_WHERE)}, got {self.stp_where!r}")
+        self.oms.stp_where[0] = STP_WHERE[self.stp_where]
+        self.oms.stp_group[0] = int(p.get("stp_group", 0))
+        self.default_stp = str(p.get("stp_mode", "venue_default"))
+        mode, policy = _stp_choice(self.default_stp)
+        self.oms.stp_mode[:] = mode
+        self.oms.policy[:] = policy
         for strategy, name in dict(p.get("stp_by_strategy", {})).items():
             sid = int(strategy)
             if not 0 <= sid < 1 << 16:
                 raise ValueError(f"stp_by_strategy: strategy id {strategy!r} outside u16")
-            self.oms.policy[sid] = parse_policy(name)
+            self.oms.stp_mode[sid], self.oms.policy[sid] = _stp_choice(name)
         self.reconcile_timeout_ns = int(float(p.get("reconcile_timeout_ms", 2000)) * 1e6)
         self.recon = RECON_READY
         self.recon_deadline_ns = 0
@@ -1011,7 +1094,8 @@ class OrdersStage(Stage):
             "next_order_id": int(st.ids[I_NEXT_ORDER_ID]),
             "reconciling": self.reconciling,
             "recovered": self.recovered,
-            "stp_default": POLICY_NAMES[self.default_policy],
+            "stp": self.stp_where,
+            "stp_mode": self.default_stp,
             "seen_ids": int(st.seen.meta[M_SIZE]),
             "seen_evictions": int(st.seen.meta[M_EVICTIONS]),
             "exec_ids": int(st.execs.meta[M_SIZE]),

@@ -24,18 +24,18 @@ from bot4.oms.lru import (
     lru_put,
     lru_remove,
 )
-from bot4.oms.stp import (
+from bot4.oms.stp_guard import (
     A_CANCEL,
     A_DECREMENT,
+    GUARD_CANCEL_BOTH,
+    GUARD_CANCEL_NEW,
+    GUARD_CANCEL_RESTING,
+    GUARD_DECREMENT_BOTH,
     OUT_APPLIED,
     OUT_FALLBACK,
     OUT_NONE,
-    STP_CANCEL_BOTH,
-    STP_CANCEL_NEW,
-    STP_CANCEL_RESTING,
-    STP_DECREMENT_BOTH,
-    parse_policy,
-    stp_plan,
+    guard_plan,
+    parse_guard_policy,
 )
 from bot4.pipeline.topology import RingSpec, StageSpec
 from bot4.records import (
@@ -54,6 +54,8 @@ from bot4.records import (
     EXEC_REPLACED,
     EXEC_REPORT,
     EXEC_STATUS,
+    EXEC_STP_DECREMENTED,
+    EXEC_STP_EXPIRED,
     ORDER,
     OS_CANCELLED,
     OS_FILLED,
@@ -89,33 +91,37 @@ EXPECTED = {
     "PENDING": {
         "ACK": "ACKNOWLEDGED", "PARTIAL_FILL": "PARTIALLY_FILLED", "FILL": "FILLED",
         "CANCEL_REQUEST": "CANCEL_PENDING", "REJECT": "REJECTED", "EXPIRE": "EXPIRED",
+        "STP_DECREMENT": "ACKNOWLEDGED",
     },
     "ACKNOWLEDGED": {
         "PARTIAL_FILL": "PARTIALLY_FILLED", "FILL": "FILLED", "CANCEL_REQUEST": "CANCEL_PENDING",
         "CANCELLED": "CANCELLED", "EXPIRE": "EXPIRED", "REPLACE_REQUEST": "REPLACE_PENDING",
+        "STP_DECREMENT": "ACKNOWLEDGED",
     },
     "PARTIALLY_FILLED": {
         "PARTIAL_FILL": "PARTIALLY_FILLED", "FILL": "FILLED",
         "CANCEL_REQUEST": "CANCEL_PENDING_PARTIAL", "CANCELLED": "CANCELLED", "EXPIRE": "EXPIRED",
-        "REPLACE_REQUEST": "REPLACE_PENDING_PARTIAL",
+        "REPLACE_REQUEST": "REPLACE_PENDING_PARTIAL", "STP_DECREMENT": "PARTIALLY_FILLED",
     },
     "CANCEL_PENDING": {
         "ACK": "CANCEL_PENDING", "PARTIAL_FILL": "CANCEL_PENDING_PARTIAL", "FILL": "FILLED",
         "CANCELLED": "CANCELLED", "REJECT": "REJECTED", "EXPIRE": "EXPIRED",
-        "CANCEL_REJECTED": "ACKNOWLEDGED",
+        "CANCEL_REJECTED": "ACKNOWLEDGED", "STP_DECREMENT": "CANCEL_PENDING",
     },
     "CANCEL_PENDING_PARTIAL": {
         "PARTIAL_FILL": "CANCEL_PENDING_PARTIAL", "FILL": "FILLED", "CANCELLED": "CANCELLED",
         "EXPIRE": "EXPIRED", "CANCEL_REJECTED": "PARTIALLY_FILLED",
+        "STP_DECREMENT": "CANCEL_PENDING_PARTIAL",
     },
     "REPLACE_PENDING": {
         "PARTIAL_FILL": "REPLACE_PENDING_PARTIAL", "FILL": "FILLED", "CANCELLED": "CANCELLED",
         "EXPIRE": "EXPIRED", "CANCEL_REJECTED": "ACKNOWLEDGED", "REPLACED": "ACKNOWLEDGED",
+        "STP_DECREMENT": "REPLACE_PENDING",
     },
     "REPLACE_PENDING_PARTIAL": {
         "PARTIAL_FILL": "REPLACE_PENDING_PARTIAL", "FILL": "FILLED", "CANCELLED": "CANCELLED",
         "EXPIRE": "EXPIRED", "CANCEL_REJECTED": "PARTIALLY_FILLED",
-        "REPLACED": "PARTIALLY_FILLED",
+        "REPLACED": "PARTIALLY_FILLED", "STP_DECREMENT": "REPLACE_PENDING_PARTIAL",
     },
     "FILLED": {"CANCEL_REJECTED": "FILLED"},
     "CANCELLED": {"CANCEL_REJECTED": "CANCELLED"},
@@ -256,66 +262,66 @@ CP, RP = S.ST_CANCEL_PENDING, S.ST_REPLACE_PENDING
 # incoming: (side, price, qty, market); want: (outcome, qty_after, [(maker, action, amount)])
 STP_CASES = [
     # one maker
-    ("no cross", [(SL, PX + 100, 50, 0, ACK)], (B, PX, 30, False), STP_CANCEL_BOTH,
+    ("no cross", [(SL, PX + 100, 50, 0, ACK)], (B, PX, 30, False), GUARD_CANCEL_BOTH,
      (OUT_NONE, 30, [])),
-    ("cancel new", [(SL, PX, 50, 0, ACK)], (B, PX, 30, False), STP_CANCEL_NEW,
+    ("cancel new", [(SL, PX, 50, 0, ACK)], (B, PX, 30, False), GUARD_CANCEL_NEW,
      (OUT_APPLIED, 0, [])),
-    ("cancel resting", [(SL, PX, 50, 0, ACK)], (B, PX, 30, False), STP_CANCEL_RESTING,
+    ("cancel resting", [(SL, PX, 50, 0, ACK)], (B, PX, 30, False), GUARD_CANCEL_RESTING,
      (OUT_APPLIED, 30, [(0, A_CANCEL, 50)])),
-    ("cancel both", [(SL, PX, 50, 0, ACK)], (B, PX, 30, False), STP_CANCEL_BOTH,
+    ("cancel both", [(SL, PX, 50, 0, ACK)], (B, PX, 30, False), GUARD_CANCEL_BOTH,
      (OUT_APPLIED, 0, [(0, A_CANCEL, 50)])),
-    ("decrement: taker smaller", [(SL, PX, 50, 0, ACK)], (B, PX, 30, False), STP_DECREMENT_BOTH,
+    ("decrement: taker smaller", [(SL, PX, 50, 0, ACK)], (B, PX, 30, False), GUARD_DECREMENT_BOTH,
      (OUT_APPLIED, 0, [(0, A_DECREMENT, 30)])),
-    ("decrement: taker larger", [(SL, PX, 30, 0, ACK)], (B, PX, 50, False), STP_DECREMENT_BOTH,
+    ("decrement: taker larger", [(SL, PX, 30, 0, ACK)], (B, PX, 50, False), GUARD_DECREMENT_BOTH,
      (OUT_APPLIED, 20, [(0, A_CANCEL, 30)])),
-    ("decrement: equal", [(SL, PX, 30, 0, ACK)], (B, PX, 30, False), STP_DECREMENT_BOTH,
+    ("decrement: equal", [(SL, PX, 30, 0, ACK)], (B, PX, 30, False), GUARD_DECREMENT_BOTH,
      (OUT_APPLIED, 0, [(0, A_CANCEL, 30)])),
     ("decrement: partially filled maker", [(SL, PX, 100, 40, PF)], (B, PX, 50, False),
-     STP_DECREMENT_BOTH, (OUT_APPLIED, 0, [(0, A_DECREMENT, 50)])),
+     GUARD_DECREMENT_BOTH, (OUT_APPLIED, 0, [(0, A_DECREMENT, 50)])),
     ("sell taker vs buy maker", [(B, PX, 50, 0, ACK)], (SL, PX - 100, 80, False),
-     STP_DECREMENT_BOTH, (OUT_APPLIED, 30, [(0, A_CANCEL, 50)])),
+     GUARD_DECREMENT_BOTH, (OUT_APPLIED, 30, [(0, A_CANCEL, 50)])),
     ("buy maker below a sell limit", [(B, PX - 100, 50, 0, ACK)], (SL, PX, 80, False),
-     STP_CANCEL_BOTH, (OUT_NONE, 80, [])),
+     GUARD_CANCEL_BOTH, (OUT_NONE, 80, [])),
     ("market taker crosses any price", [(SL, PX + 900, 50, 0, ACK)], (B, 0, 10, True),
-     STP_CANCEL_RESTING, (OUT_APPLIED, 10, [(0, A_CANCEL, 50)])),
+     GUARD_CANCEL_RESTING, (OUT_APPLIED, 10, [(0, A_CANCEL, 50)])),
     # several makers, in matching priority (price, then time)
     ("several: resting all cancelled", [
         (SL, PX + 200, 10, 0, ACK), (SL, PX, 20, 0, ACK), (SL, PX + 100, 30, 0, ACK),
         (SL, PX + 300, 40, 0, ACK)],
-     (B, PX + 200, 5, False), STP_CANCEL_RESTING,
+     (B, PX + 200, 5, False), GUARD_CANCEL_RESTING,
      (OUT_APPLIED, 5, [(1, A_CANCEL, 20), (2, A_CANCEL, 30), (0, A_CANCEL, 10)])),
     ("several: both", [(SL, PX, 20, 0, ACK), (SL, PX, 30, 0, ACK)], (B, PX, 5, False),
-     STP_CANCEL_BOTH, (OUT_APPLIED, 0, [(0, A_CANCEL, 20), (1, A_CANCEL, 30)])),
+     GUARD_CANCEL_BOTH, (OUT_APPLIED, 0, [(0, A_CANCEL, 20), (1, A_CANCEL, 30)])),
     ("several: decrement walks the book", [
         (SL, PX + 200, 50, 0, ACK), (SL, PX, 20, 0, ACK), (SL, PX + 100, 30, 0, ACK)],
-     (B, PX + 200, 60, False), STP_DECREMENT_BOTH,
+     (B, PX + 200, 60, False), GUARD_DECREMENT_BOTH,
      (OUT_APPLIED, 0, [(1, A_CANCEL, 20), (2, A_CANCEL, 30), (0, A_DECREMENT, 10)])),
     ("several: decrement, taker outlives them", [
         (SL, PX, 20, 0, ACK), (SL, PX + 100, 30, 0, PF)], (B, PX + 100, 80, False),
-     STP_DECREMENT_BOTH, (OUT_APPLIED, 30, [(0, A_CANCEL, 20), (1, A_CANCEL, 30)])),
+     GUARD_DECREMENT_BOTH, (OUT_APPLIED, 30, [(0, A_CANCEL, 20), (1, A_CANCEL, 30)])),
     ("several: decrement stops where the taker runs out", [
         (SL, PX, 20, 0, ACK), (SL, PX, 30, 0, PEN)], (B, PX, 20, False),
-     STP_DECREMENT_BOTH, (OUT_APPLIED, 0, [(0, A_CANCEL, 20)])),
+     GUARD_DECREMENT_BOTH, (OUT_APPLIED, 0, [(0, A_CANCEL, 20)])),
     ("time priority at one price", [(SL, PX, 20, 0, ACK), (SL, PX, 30, 0, ACK)],
-     (B, PX, 25, False), STP_DECREMENT_BOTH,
+     (B, PX, 25, False), GUARD_DECREMENT_BOTH,
      (OUT_APPLIED, 0, [(0, A_CANCEL, 20), (1, A_DECREMENT, 5)])),
     # what is skipped, what forces the fallback
     ("cancel-pending maker is skipped", [(SL, PX, 20, 0, CP)], (B, PX, 5, False),
-     STP_CANCEL_BOTH, (OUT_NONE, 5, [])),
+     GUARD_CANCEL_BOTH, (OUT_NONE, 5, [])),
     ("same side, other instrument, IOC and market makers ignored", [
         (B, PX, 20, 0, ACK), (SL, PX, 20, 0, ACK, OT_LIMIT, TIF_DAY, 2),
         (SL, PX, 20, 0, PEN, OT_LIMIT, TIF_IOC), (SL, 0, 20, 0, PEN, OT_MARKET)],
-     (B, PX, 5, False), STP_CANCEL_BOTH, (OUT_NONE, 5, [])),
+     (B, PX, 5, False), GUARD_CANCEL_BOTH, (OUT_NONE, 5, [])),
     ("unacknowledged maker: cancel is fine", [(SL, PX, 20, 0, PEN)], (B, PX, 5, False),
-     STP_CANCEL_RESTING, (OUT_APPLIED, 5, [(0, A_CANCEL, 20)])),
+     GUARD_CANCEL_RESTING, (OUT_APPLIED, 5, [(0, A_CANCEL, 20)])),
     ("unacknowledged maker: no replace -> fallback", [(SL, PX, 20, 0, PEN)],
-     (B, PX, 5, False), STP_DECREMENT_BOTH, (OUT_FALLBACK, 0, [])),
+     (B, PX, 5, False), GUARD_DECREMENT_BOTH, (OUT_FALLBACK, 0, [])),
     ("replace in flight -> fallback", [(SL, PX, 20, 0, RP)], (B, PX, 50, False),
-     STP_CANCEL_RESTING, (OUT_FALLBACK, 0, [])),
+     GUARD_CANCEL_RESTING, (OUT_FALLBACK, 0, [])),
     ("more makers than actions -> fallback", [(SL, PX, 1, 0, ACK)] * 4, (B, PX, 50, False),
-     STP_CANCEL_RESTING, (OUT_FALLBACK, 0, [])),
+     GUARD_CANCEL_RESTING, (OUT_FALLBACK, 0, [])),
     ("more makers, but the taker is used up first", [(SL, PX, 10, 0, ACK)] * 4,
-     (B, PX, 15, False), STP_DECREMENT_BOTH,
+     (B, PX, 15, False), GUARD_DECREMENT_BOTH,
      (OUT_APPLIED, 0, [(0, A_CANCEL, 10), (1, A_DECREMENT, 5)])),
 ]  # fmt: skip
 
@@ -336,12 +342,12 @@ def _book_with(makers):
 @pytest.mark.parametrize(
     "name,makers,incoming,policy,want", STP_CASES, ids=[c[0] for c in STP_CASES]
 )
-def test_stp_plan(name, makers, incoming, policy, want):
+def test_guard_plan(name, makers, incoming, policy, want):
     book = _book_with(makers)
     side, px, qty, market = incoming
     cap = 3
     mk, act, amt = np.zeros(cap, np.int64), np.zeros(cap, np.int8), np.zeros(cap, np.int64)
-    n, after, outcome = stp_plan(book, S.TABLE, 1, side, px, market, qty, policy, mk, act, amt)
+    n, after, outcome = guard_plan(book, S.TABLE, 1, side, px, market, qty, policy, mk, act, amt)
     got = [(int(mk[k]), int(act[k]), int(amt[k])) for k in range(n)]
     assert (outcome, after, got) == want
 
@@ -354,12 +360,13 @@ def test_book_lists_are_in_matching_priority():
 
 
 def test_parse_policy_names():
-    assert parse_policy("CancelNew") == STP_CANCEL_NEW
-    assert parse_policy("cancel_resting") == STP_CANCEL_RESTING
-    assert parse_policy("cancel-both") == STP_CANCEL_BOTH
-    assert parse_policy("DecrementBoth") == STP_DECREMENT_BOTH
+    assert parse_guard_policy("CancelNew") == GUARD_CANCEL_NEW
+    assert parse_guard_policy("cancel_resting") == GUARD_CANCEL_RESTING
+    assert parse_guard_policy("cancel-both") == GUARD_CANCEL_BOTH
+    assert parse_guard_policy("DecrementBoth") == GUARD_DECREMENT_BOTH
+    assert parse_guard_policy("decrement") == GUARD_DECREMENT_BOTH
     with pytest.raises(ValueError):
-        parse_policy("cancel_oldest")
+        parse_guard_policy("cancel_oldest")
 
 
 # --- the stage, driven as the loop drives it ----------------------------------------------------
@@ -773,7 +780,7 @@ def test_cancel_all_on_drain():
     assert sorted(int(f["client_order_id"]) for f in cancels) == cls
 
 
-# --- 5. self-trade prevention through the stage -----------------------------------------------
+# --- 5. self-trade prevention through the stage: the client-side guard (stp = "client") ----
 STAGE_STP = [
     # policy, maker qty, taker qty -> venue messages after the taker, reports to risk
     ("cancel_new", 50, 30, [], [(EXEC_EXPIRED, "t", 0)]),
@@ -788,7 +795,7 @@ STAGE_STP = [
 
 @pytest.mark.parametrize("policy,mq,tq,want_venue,want_risk", STAGE_STP)
 def test_stp_through_the_stage(policy, mq, tq, want_venue, want_risk):
-    st, v = make_stage(stp_by_strategy={"2": policy}), FakeVenue()
+    st, v = make_stage(stp="client", stp_by_strategy={"2": policy}), FakeVenue()
     d = Driver(st, v)
     maker, taker = cid(1, 1), cid(2, 1)
     d.send(order(maker, side=SL, qty=mq, strategy=1))
@@ -827,19 +834,20 @@ def test_stp_through_the_stage(policy, mq, tq, want_venue, want_risk):
         assert _state(st, maker) == S.ST_ACKNOWLEDGED
 
 
-def test_stp_default_policy_is_cancel_new_and_fallback_counts():
-    st, v = make_stage(stp_by_strategy={"2": "decrement_both"}), FakeVenue()
+def test_stp_guard_default_policy_is_cancel_new_and_fallback_counts():
+    st, v = make_stage(stp="client", stp_by_strategy={"2": "decrement"}), FakeVenue()
     d = Driver(st, v)
     d.send(order(cid(1, 1), side=SL, qty=50))
     d.run()
     d.send(order(cid(1, 2), side=B, qty=10, strategy=1))  # strategy 1: default CancelNew
     d.run()
-    assert st.summary()["counters"]["stp_expired_incoming"] == 1
+    assert st.summary()["counters"]["guard_expired_incoming"] == 1
     d.process(0, order(cid(1, 3), side=SL, qty=50, px=PX + 100))  # a second maker, not acked
     d.process(0, order(cid(2, 1), side=B, qty=60, px=PX + 100, strategy=2))
     c = st.summary()["counters"]
-    assert c["stp_fallbacks"] == 1 and c["stp_expired_incoming"] == 2
-    assert st.summary()["stp_default"] == "cancel_new"
+    assert c["guard_fallbacks"] == 1 and c["guard_expired_incoming"] == 2
+    assert st.summary()["stp"] == "client"
+    assert st.summary()["stp_mode"] == "venue_default"  # = CancelNew for the guard
 
 
 # --- 6. the OMS against its table: random event sequences -------------------------------------
@@ -847,9 +855,10 @@ EXEC_EVENTS = {
     EXEC_ACK: S.EV_ACK, EXEC_PARTIAL_FILL: S.EV_PARTIAL_FILL, EXEC_FILL: S.EV_FILL,
     EXEC_CANCELLED: S.EV_CANCELLED, EXEC_REJECTED: S.EV_REJECT, EXEC_EXPIRED: S.EV_EXPIRE,
     EXEC_CANCEL_REJECTED: S.EV_CANCEL_REJECTED, EXEC_REPLACED: S.EV_REPLACED,
+    EXEC_STP_EXPIRED: S.EV_EXPIRE, EXEC_STP_DECREMENTED: S.EV_STP_DECREMENT,
 }  # fmt: skip
 CHANGES_OPEN = {EXEC_PARTIAL_FILL, EXEC_FILL, EXEC_CANCELLED, EXEC_REJECTED, EXEC_EXPIRED,
-                EXEC_REPLACED}  # fmt: skip
+                EXEC_REPLACED, EXEC_STP_EXPIRED, EXEC_STP_DECREMENTED}  # fmt: skip
 # venue events weighted up: requests push most orders into a pending state quickly
 STEP = hs.sampled_from(
     [("exec", et) for et in sorted(EXEC_EVENTS)] * 3
@@ -861,7 +870,7 @@ STEP = hs.sampled_from(
 @settings(max_examples=400, deadline=None)
 @given(steps=hs.lists(STEP, max_size=30))
 def test_oms_follows_its_table(steps):
-    st = make_stage(stp_by_strategy={"2": "decrement_both"})
+    st = make_stage(stp="client", stp_by_strategy={"2": "decrement_both"})
     d = Driver(st)
     x = cid(1, 1)
     d.process(0, order(x, side=B, qty=1000))
@@ -895,7 +904,7 @@ def test_oms_follows_its_table(steps):
                 lq, c2, l2 = 1, cum + 1, leaves - 1
             elif et == EXEC_FILL:
                 lq, c2, l2 = leaves, cum + leaves, 0
-            elif et == EXEC_REPLACED:
+            elif et in (EXEC_REPLACED, EXEC_STP_DECREMENTED):
                 l2 = leaves - 1
             rep["last_qty"], rep["cum_qty"], rep["leaves_qty"] = lq, c2, l2
             last = rep
@@ -908,7 +917,7 @@ def test_oms_follows_its_table(steps):
                 fwd = (et in CHANGES_OPEN) and not closed
                 if not closed:
                     m = nxt
-                    if et in (EXEC_PARTIAL_FILL, EXEC_FILL, EXEC_REPLACED):
+                    if et in (EXEC_PARTIAL_FILL, EXEC_FILL, EXEC_REPLACED, EXEC_STP_DECREMENTED):
                         cum, leaves = c2, l2
                     if et == EXEC_REPLACED:
                         cur, alias = alias, 0
