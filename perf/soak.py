@@ -94,6 +94,7 @@ SAMPLE_S = 1.0
 POLL_S = 0.05  # control-block polls while a kill waits for its restart
 RESTART_TIMEOUT_S = 60.0  # a killed stage not running again by then is a failed check
 SETTLE_S = 3.0  # after a restart, seconds excluded from the flow checks (backlog catch-up)
+START_GRACE_S = 300.0  # bot4 run's own start-up limit is 120 s (after the embedded server's)
 STOP_GRACE_S = 180.0  # after --duration / Ctrl-C: start-up, drain (60 s) and report fit in this
 KILL_WARMUP_S = 5.0  # no kill in the first seconds of running
 RESTART_RE = re.compile(r"\brestart \d+ in\b")
@@ -307,6 +308,10 @@ class Soak:
                 print(f"soak: pipeline running after {now:.1f} s", flush=True)
                 if kill_plan:
                     kill_plan = [now + k for k in kill_plan]
+            if self.running_at is None and a.ctrl_c_at is None and now > START_GRACE_S:
+                self.hung = True
+                print(f"soak: the run did not start by {START_GRACE_S:.0f} s: stopping it")
+                break
             if deadline is None:
                 if a.ctrl_c_at is not None:
                     deadline = a.ctrl_c_at + STOP_GRACE_S
@@ -329,7 +334,7 @@ class Soak:
                 self._progress(now)
             if self.running_at is not None:
                 if pending is not None:
-                    if self._restarted(pending, rng):
+                    if self._restarted(pending):
                         pending = None
                 elif kill_plan and now >= kill_plan[0]:
                     if now > self.running_at + a.duration - KILL_TAIL_S / 2:
@@ -396,7 +401,7 @@ class Soak:
         self.kills.append(k)
         return k
 
-    def _restarted(self, k: Kill, rng: random.Random) -> bool:
+    def _restarted(self, k: Kill) -> bool:
         """True once every stage of the killed process runs again: a new start recorded by
         the supervisor, state running and a heartbeat since that start."""
         from bot4.shm import control as C
