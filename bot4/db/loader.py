@@ -705,7 +705,7 @@ _TABLES: dict[int, tuple[_Table, ...]] = {
                 "exec_id:u64 client_order_id:u64 order_id:u64 seq:i8 parent_seq:i8 exec_type:i2 "
                 "status:i2 reason:i4 instrument:i4 strategy:i4 side:i2 last_qty:i8 last_price:px "
                 "cum_qty:i8 leaves_qty:i8 fee:px ts_event_ns:i8 ts_recv_ns:i8 ts_order_ns:i8 "
-                "ts_venue_ns:i8"
+                "ts_venue_ns:i8 prevented_qty:i8"
             ),
         ),
     ),

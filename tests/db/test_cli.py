@@ -17,9 +17,9 @@ def test_migrate_load_status(tmp_path, dbs, capsys):
     ev, lg = dbs
     args = ["--dsn", ev, "--ledger-dsn", lg]
     assert cli.main(["migrate", *args]) == 0
-    assert "events: applied 2: events 0001_events, events 0002_exec_conflicts" in (
-        capsys.readouterr().out
-    )
+    assert (
+        "events: applied 3: events 0001_events, events 0002_exec_conflicts, events 0003_stp_reports"
+    ) in (capsys.readouterr().out)
     assert cli.main(["migrate", *args]) == 0
     assert "up to date" in capsys.readouterr().out
     flow = make_flow(30)

@@ -42,11 +42,19 @@ def test_shipped_migrations_are_versioned_from_one():
 def test_migrations_apply_once_and_record_themselves(new_db):
     dsn = new_db()
     done = migrate(dsn, ("events",))
-    assert [str(m) for m in done] == ["events 0001_events", "events 0002_exec_conflicts"]
+    assert [str(m) for m in done] == [
+        "events 0001_events",
+        "events 0002_exec_conflicts",
+        "events 0003_stp_reports",
+    ]
     assert EVENT_TABLES | {"schema_migrations"} <= tables(dsn)
     assert migrate(dsn, ("events",)) == []  # idempotent
     rows = [(a.scope, a.version, a.name) for a in applied_migrations(psycopg.connect(dsn))]
-    assert rows == [("events", 1, "events"), ("events", 2, "exec_conflicts")]
+    assert rows == [
+        ("events", 1, "events"),
+        ("events", 2, "exec_conflicts"),
+        ("events", 3, "stp_reports"),
+    ]
     # the ledger scope can join the same database (ledger without two-phase commit)
     assert [str(m) for m in migrate(dsn, ("ledger",))] == [
         "ledger 0001_ledger",
@@ -78,10 +86,11 @@ def test_concurrent_migrators_apply_each_migration_exactly_once(new_db):
     assert applied == [  # once, by one of them
         "events 0001_events",
         "events 0002_exec_conflicts",
+        "events 0003_stp_reports",
         "ledger 0001_ledger",
         "ledger 0002_ledger_conflicts",
     ]
-    assert scalar(dsn, "SELECT count(*) FROM schema_migrations") == 4
+    assert scalar(dsn, "SELECT count(*) FROM schema_migrations") == 5
 
 
 def test_changed_applied_migration_is_refused(new_db):
