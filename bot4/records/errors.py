@@ -44,6 +44,7 @@ class Code(IntEnum):
     BAD_MAGIC = 110
     MISALIGNED = 111
     SEGMENT_ACCESS = 112
+    RING_POSITIONS_CORRUPT = 113
 
     # 2xx input / market data
     MALFORMED_ROW = 200
@@ -135,6 +136,7 @@ _DESCRIPTIONS: dict[Code, str] = {
     Code.BAD_MAGIC: "segment does not start with the expected magic: not a bot4 segment",
     Code.MISALIGNED: "segment or slot is not aligned as its layout requires",
     Code.SEGMENT_ACCESS: "segment's owner or mode does not let this user map it so",
+    Code.RING_POSITIONS_CORRUPT: "ring positions are further apart than its capacity: the segment is damaged",
     Code.MALFORMED_ROW: "input row cannot be parsed",
     Code.TRUNCATED_FILE: "input file ends in the middle of a record",
     Code.TIME_BACKWARDS: "event time earlier than the previous event's",

@@ -38,7 +38,13 @@ from bot4.shm import control as C
 from bot4.shm import ring_ops as ops
 from bot4.shm.multipark import MultiPark
 from bot4.shm.owners import self_start
-from bot4.shm.ring_layout import WAIT_BUSY_SPIN, WAIT_SPIN_YIELD
+from bot4.shm.ring_layout import (
+    W_CONSUMER_POSITION,
+    W_PRODUCER_POSITION,
+    WAIT_BUSY_SPIN,
+    WAIT_SPIN_YIELD,
+)
+from bot4.shm.segment import ShmError
 from bot4.stages.notify import Notifier
 from bot4.stages.testing import stall_requested
 
@@ -379,7 +385,24 @@ class StageRunner:
             ops.beat_consumer(c.hdr)
         for p in self.outs:
             ops.beat_producer(p.hdr)
+        self._check_positions()
         self.notifier.watchdog(now)
+
+    def _check_positions(self) -> None:
+        """Positions read from shared memory are trusted only within the ring's capacity:
+        a damaged word (a stray write, a bit flip) would otherwise have this stage read
+        billions of phantom records. Raises ``ShmError`` naming the segment."""
+        for side in (*self.ins, *self.outs):
+            prod = int(side.hdr[W_PRODUCER_POSITION])
+            cons = int(side.hdr[W_CONSUMER_POSITION])
+            depth = (prod - cons) & _M64
+            if depth > side.capacity:
+                raise ShmError(
+                    Code.RING_POSITIONS_CORRUPT,
+                    side.name,
+                    f"producer position {prod} and consumer position {cons} are {depth} apart, "
+                    f"more than the capacity {side.capacity}: the segment is damaged",
+                )
 
     def _draining(self) -> bool:
         st = int(self.cb.words[C.W_PIPE_STATE])
@@ -618,4 +641,8 @@ def stage_main(topology, name: str) -> int:
     signal.signal(signal.SIGTERM, lambda *_: setattr(runner, "local_stop", True))
     for w in apply_process_settings(spec):
         log.warning(w)
-    return runner.run()
+    try:
+        return runner.run()
+    except ShmError as exc:  # a damaged or foreign segment: one line, no traceback
+        log.error("%s: %s", name, exc)
+        return 4
