@@ -319,7 +319,7 @@ def test_concurrent_writers_forced_into_serialization_failures_commit_once(tmp_p
              make_flow(60, start=1000, seed=6, instruments=(1,), strategies=(1,))]  # fmt: skip
     for k, flow in enumerate(flows):
         write_flow(tmp_path / f"j{k}", flow, frame_size=8)
-    barrier = threading.Barrier(2, timeout=20)
+    barrier = threading.Barrier(2, timeout=120)  # generous: a loaded CI machine
     first_time: set[str] = set()
 
     def hook(point: str) -> None:
@@ -349,7 +349,7 @@ def test_concurrent_writers_forced_into_serialization_failures_commit_once(tmp_p
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
+        t.join(240)
     assert not errors, errors
     retries = sum(ld.stats.retries for ld in loaders)
     failures = sum(ld.stats.serialization_failures + ld.stats.deadlocks for ld in loaders)
