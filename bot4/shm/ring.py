@@ -44,7 +44,6 @@ from bot4.shm.ring_layout import (
     W_CONSUMER_HIGH_WATER,
     W_CONSUMER_PID,
     W_CONSUMER_POSITION,
-    W_CONSUMER_RECORDS,
     W_CREATED_NS,
     W_FINGERPRINT,
     W_INITIAL_POSITION,
@@ -53,7 +52,6 @@ from bot4.shm.ring_layout import (
     W_PRODUCER_CACHED_CONSUMER,
     W_PRODUCER_PID,
     W_PRODUCER_POSITION,
-    W_PRODUCER_RECORDS,
     W_RECORD_TYPE,
     W_SLOT_SIZE,
     W_VERSION,
@@ -315,7 +313,6 @@ class Producer(_Side):
         else:
             self._buf[off : off + self._size] = np.asarray(record, self.dtype).tobytes()
         w[W_PRODUCER_POSITION] = (pos + 1) & _M64
-        w[W_PRODUCER_RECORDS] += 1
         w[W_PRODUCER_BATCHES] += 1
         if self._park:
             ops.wake_consumer(self.hdr)
@@ -416,7 +413,6 @@ class Consumer(_Side):
         off = self._off0 + (pos & self.mask) * self._size
         rec = np.frombuffer(self._buf[off : off + self._size], self.dtype)[0]  # bytes: a copy
         w[W_CONSUMER_POSITION] = (pos + 1) & _M64
-        w[W_CONSUMER_RECORDS] += 1
         w[W_CONSUMER_BATCHES] += 1
         if self._park:
             ops.wake_producer(self.hdr)

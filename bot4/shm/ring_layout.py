@@ -15,9 +15,9 @@
     72     9     creator    record type id (bot4.records)
     128    16    producer   producer position    -- alone on a 128-byte line pair
     256    32    consumer   consumer position    -- alone on a 128-byte line pair
-    384    48    producer   pid, records, batches, full waits, rejections, heartbeat ns,
+    384    48    producer   pid, (reserved), batches, full waits, rejections, heartbeat ns,
                             cached consumer position          (words 48..54)
-    512    64    consumer   pid, records, batches, empty waits, high-water depth,
+    512    64    consumer   pid, (reserved), batches, empty waits, high-water depth,
                             heartbeat ns, cached producer position (words 64..70)
     640    80    producer   data signal (futex word), producer parked flag (words 80..81)
     768    96    consumer   space signal (futex word), consumer parked flag (words 96..97)
@@ -28,6 +28,10 @@ Positions are u64 counters that only grow, compared only by difference (wrapping
 arithmetic: crossing 2^63 or 2^64 is harmless). ``producer - consumer`` is the depth, in
 [0, capacity]. Each owner writes only its own lines, so neither side's writes invalidate a
 line the other side polls, except the one position it must read.
+
+Records produced and consumed are not stored: they are ``position - initial position``
+(``stats``). Words 49 and 65 held per-commit records counters in earlier builds; they are
+reserved (never written, never read) so a segment an earlier build wrote reads the same.
 """
 
 from __future__ import annotations
@@ -55,8 +59,8 @@ W_CONSUMER_POSITION = 32
 
 # producer-owned counters
 W_PRODUCER_PID = 48
-W_PRODUCER_RECORDS = 49
-W_PRODUCER_BATCHES = 50
+# word 49: reserved (records counter of earlier builds; records = position - initial)
+W_PRODUCER_BATCHES = 50  # commits, counted by producer_commit
 W_PRODUCER_FULL_WAITS = 51
 W_PRODUCER_REJECTIONS = 52
 W_PRODUCER_HEARTBEAT_NS = 53
@@ -64,8 +68,8 @@ W_PRODUCER_CACHED_CONSUMER = 54
 
 # consumer-owned counters
 W_CONSUMER_PID = 64
-W_CONSUMER_RECORDS = 65
-W_CONSUMER_BATCHES = 66
+# word 65: reserved (records counter of earlier builds; records = position - initial)
+W_CONSUMER_BATCHES = 66  # releases, counted by consumer_release
 W_CONSUMER_EMPTY_WAITS = 67
 W_CONSUMER_HIGH_WATER = 68
 W_CONSUMER_HEARTBEAT_NS = 69

@@ -17,6 +17,23 @@ Protocol (claim, then publish — a half-written slot is never visible):
 Each side caches the other's position in its own counter line and reloads it (acquire)
 only when the cached value says it cannot proceed. All arithmetic on positions is u64 and
 by difference, so positions may start anywhere, including just below 2^64.
+
+What one commit costs (single-record streaming is bound by it): the producer's position
+store and its batches count, both on lines only the producer writes; no records counter
+(records are the position's distance from the initial position, which ``stats`` computes);
+on parking rings only, a full fence and a load of the consumer's ``parked`` word
+(``wake_consumer``). Releases mirror it. Nothing here may make numba reference-count
+``hdr``: an incref/decref pair is a ``lock``-prefixed instruction, a full barrier that waits
+for every pending slot store to reach the other core, once per call. Numba prunes the pair
+only when the array's last use is on every path, so ``producer_claim``, ``producer_room``
+and ``consumer_peek`` read ``hdr`` once more after their slow-path branch (inspect a
+caller's assembly for ``NRT_incref`` after editing them: ``perf/ringrace.py --asm``).
+
+A caller that commits many times before it idles (a compiled duty cycle) may publish with
+``producer_commit_nowake`` / ``consumer_release_nowake`` and call ``wake_consumer`` /
+``wake_producer`` once per ring before it idles, waits or returns: one fence per cycle
+instead of one per commit. A sleeper is then woken at most one cycle late, never lost,
+provided the caller always makes that call before it stops publishing.
 """
 
 from __future__ import annotations
@@ -43,7 +60,6 @@ from bot4.shm.ring_layout import (
     W_CONSUMER_HIGH_WATER,
     W_CONSUMER_PARKED,
     W_CONSUMER_POSITION,
-    W_CONSUMER_RECORDS,
     W_DATA_SIGNAL,
     W_PRODUCER_BATCHES,
     W_PRODUCER_CACHED_CONSUMER,
@@ -51,7 +67,6 @@ from bot4.shm.ring_layout import (
     W_PRODUCER_HEARTBEAT_NS,
     W_PRODUCER_PARKED,
     W_PRODUCER_POSITION,
-    W_PRODUCER_RECORDS,
     W_PRODUCER_REJECTIONS,
     W_SPACE_SIGNAL,
     W_WAIT,
@@ -65,17 +80,15 @@ _ONE = np.uint64(1)
 @njit(nogil=True, cache=True)
 def producer_claim(hdr, n):
     """Up to ``n`` free contiguous slots: ``(position, count)``; count 0 when full."""
-    cap = hdr[W_CAPACITY]
     pos = load_relaxed(hdr, W_PRODUCER_POSITION)
     want = np.uint64(n)
-    space = cap - (pos - hdr[W_PRODUCER_CACHED_CONSUMER])
-    if space < want:
+    cons = hdr[W_PRODUCER_CACHED_CONSUMER]
+    if hdr[W_CAPACITY] - (pos - cons) < want:
         cons = load_acquire(hdr, W_CONSUMER_POSITION)
         store_relaxed(hdr, W_PRODUCER_CACHED_CONSUMER, cons)
-        space = cap - (pos - cons)
+    cap = hdr[W_CAPACITY]  # a use of hdr after the branch: see the module docstring
     to_wrap = cap - (pos & (cap - _ONE))
-    count = min(want, space, to_wrap)
-    return pos, np.int64(count)
+    return pos, np.int64(min(want, cap - (pos - cons), to_wrap))
 
 
 @njit(nogil=True, cache=True)
@@ -87,27 +100,30 @@ def producer_room(hdr, n):
     ``slots[position & mask]`` and continuing at index 0 (``Producer.write_wrapped``),
     then publishes them with one ``producer_commit``.
     """
-    cap = hdr[W_CAPACITY]
     pos = load_relaxed(hdr, W_PRODUCER_POSITION)
     want = np.uint64(n)
-    space = cap - (pos - hdr[W_PRODUCER_CACHED_CONSUMER])
-    if space < want:
+    cons = hdr[W_PRODUCER_CACHED_CONSUMER]
+    if hdr[W_CAPACITY] - (pos - cons) < want:
         cons = load_acquire(hdr, W_CONSUMER_POSITION)
         store_relaxed(hdr, W_PRODUCER_CACHED_CONSUMER, cons)
-        space = cap - (pos - cons)
-    return pos, np.int64(min(want, space))
+    cap = hdr[W_CAPACITY]  # a use of hdr after the branch: see the module docstring
+    return pos, np.int64(min(want, cap - (pos - cons)))
+
+
+@njit(nogil=True, cache=True)
+def producer_commit_nowake(hdr, count):
+    """Publish ``count`` claimed slots (release store) and count the batch; never wakes.
+
+    The caller calls ``wake_consumer`` before it idles (see the module docstring)."""
+    pos = load_relaxed(hdr, W_PRODUCER_POSITION) + np.uint64(count)
+    store_release(hdr, W_PRODUCER_POSITION, pos)
+    store_relaxed(hdr, W_PRODUCER_BATCHES, hdr[W_PRODUCER_BATCHES] + _ONE)
 
 
 @njit(nogil=True, cache=True)
 def producer_commit(hdr, count):
     """Publish ``count`` claimed slots (release store); wakes a parked consumer."""
-    c = np.uint64(count)
-    pos = load_relaxed(hdr, W_PRODUCER_POSITION) + c
-    # the records counter moves before the position (the release store orders it): a
-    # reader that loads the consumer's counter first never sees consumed > produced
-    store_relaxed(hdr, W_PRODUCER_RECORDS, hdr[W_PRODUCER_RECORDS] + c)
-    store_release(hdr, W_PRODUCER_POSITION, pos)
-    store_relaxed(hdr, W_PRODUCER_BATCHES, hdr[W_PRODUCER_BATCHES] + _ONE)
+    producer_commit_nowake(hdr, count)
     if hdr[W_WAIT] == WAIT_SPIN_PARK:
         wake_consumer(hdr)
 
@@ -125,29 +141,33 @@ def wake_consumer(hdr):
 @njit(nogil=True, cache=True)
 def consumer_peek(hdr, n):
     """Up to ``n`` readable contiguous slots: ``(position, count)``; count 0 when empty."""
-    cap = hdr[W_CAPACITY]
     pos = load_relaxed(hdr, W_CONSUMER_POSITION)
     want = np.uint64(n)
-    avail = hdr[W_CONSUMER_CACHED_PRODUCER] - pos
-    if avail < want:
+    prod = hdr[W_CONSUMER_CACHED_PRODUCER]
+    if prod - pos < want:
         prod = load_acquire(hdr, W_PRODUCER_POSITION)
         store_relaxed(hdr, W_CONSUMER_CACHED_PRODUCER, prod)
-        avail = prod - pos
-        if avail > hdr[W_CONSUMER_HIGH_WATER]:
-            store_relaxed(hdr, W_CONSUMER_HIGH_WATER, avail)
+        if prod - pos > hdr[W_CONSUMER_HIGH_WATER]:
+            store_relaxed(hdr, W_CONSUMER_HIGH_WATER, prod - pos)
+    cap = hdr[W_CAPACITY]  # a use of hdr after the branch: see the module docstring
     to_wrap = cap - (pos & (cap - _ONE))
-    count = min(want, avail, to_wrap)
-    return pos, np.int64(count)
+    return pos, np.int64(min(want, prod - pos, to_wrap))
+
+
+@njit(nogil=True, cache=True)
+def consumer_release_nowake(hdr, count):
+    """Hand ``count`` read slots back (release store) and count the batch; never wakes.
+
+    The caller calls ``wake_producer`` before it idles (see the module docstring)."""
+    pos = load_relaxed(hdr, W_CONSUMER_POSITION) + np.uint64(count)
+    store_release(hdr, W_CONSUMER_POSITION, pos)
+    store_relaxed(hdr, W_CONSUMER_BATCHES, hdr[W_CONSUMER_BATCHES] + _ONE)
 
 
 @njit(nogil=True, cache=True)
 def consumer_release(hdr, count):
     """Hand ``count`` read slots back to the producer (release store); wakes a parked producer."""
-    c = np.uint64(count)
-    pos = load_relaxed(hdr, W_CONSUMER_POSITION) + c
-    store_release(hdr, W_CONSUMER_POSITION, pos)
-    store_relaxed(hdr, W_CONSUMER_RECORDS, hdr[W_CONSUMER_RECORDS] + c)
-    store_relaxed(hdr, W_CONSUMER_BATCHES, hdr[W_CONSUMER_BATCHES] + _ONE)
+    consumer_release_nowake(hdr, count)
     if hdr[W_WAIT] == WAIT_SPIN_PARK:
         wake_producer(hdr)
 

@@ -4,6 +4,11 @@ A reader maps the segment ``PROT_READ`` — it physically cannot write — and r
 word once. Positions are read consumer, producer, consumer again and retried until the
 two consumer reads agree, so a snapshot always satisfies
 ``0 <= producer - consumer <= capacity`` even while the pair runs flat out.
+
+``produced`` and ``consumed`` are not counters in the segment: they are each position's
+distance from the ring's initial position (u64, wrapping), so the hot path stores nothing
+per commit for them and ``consumed <= produced`` holds in every snapshot. Batches, waits,
+rejections and high-water are counters their owning side keeps in its own line.
 """
 
 from __future__ import annotations
@@ -55,10 +60,6 @@ _BP_NAMES = {v: k for k, v in L.BACKPRESSURE_NAMES.items()}
 
 def snapshot_header(name: str, hdr: np.ndarray) -> RingSnapshot:
     """Snapshot from a header array (read-only access; never writes ``hdr``)."""
-    # consumer's records counter before the producer's: with the producer counting before
-    # it publishes, consumed <= produced in every snapshot (x86 keeps loads in order)
-    consumed = int(hdr[L.W_CONSUMER_RECORDS])
-    produced = int(hdr[L.W_PRODUCER_RECORDS])
     for _ in range(1000):
         c1 = int(hdr[L.W_CONSUMER_POSITION])
         p = int(hdr[L.W_PRODUCER_POSITION])
@@ -66,6 +67,11 @@ def snapshot_header(name: str, hdr: np.ndarray) -> RingSnapshot:
         if c1 == c2:
             break
     now = time.monotonic_ns()
+    # records are positions counted from where both started (no per-commit counter): exact,
+    # and consumed <= produced follows from the consistent pair of positions
+    initial = int(hdr[L.W_INITIAL_POSITION])
+    produced = (p - initial) & _M64
+    consumed = (c1 - initial) & _M64
 
     def age(word: int) -> int | None:
         beat = int(hdr[word])

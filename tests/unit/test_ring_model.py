@@ -13,6 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from bot4.records import MARKET_DATA
 from bot4.shm import Consumer, Producer, Segment, create_ring, segment_name
 from bot4.shm.segment import instance_segments
+from bot4.shm.stats import snapshot_header
 
 CAPACITY = 8
 # start positions: zero, just below 2^63 and just below 2^64 (wrapping u64 arithmetic)
@@ -24,6 +25,8 @@ class RingModel(RuleBasedStateMachine):
         super().__init__()
         self.model: deque[int] = deque()
         self.next_seq = 1
+        self.commits = 0  # batches the producer published (non-empty commits)
+        self.releases = 0
         self.name = None
 
     @initialize(start=st.sampled_from(STARTS), park=st.booleans())
@@ -50,6 +53,7 @@ class RingModel(RuleBasedStateMachine):
         if ok:
             self.model.append(self.next_seq)
             self.next_seq += 1
+            self.commits += 1
 
     @rule()
     def pop(self):
@@ -58,6 +62,7 @@ class RingModel(RuleBasedStateMachine):
             assert rec is None
         else:
             want = self.model.popleft()
+            self.releases += 1
             assert rec is not None and int(rec["seq"]) == want and int(rec["price"]) == want * 7
 
     @rule(n=st.integers(1, 2 * CAPACITY), commit_frac=st.floats(0, 1))
@@ -72,6 +77,7 @@ class RingModel(RuleBasedStateMachine):
             view[i]["seq"] = self.next_seq + i
             view[i]["price"] = (self.next_seq + i) * 7
         self.p.commit(k)
+        self.commits += k > 0
         for i in range(k):
             self.model.append(self.next_seq + i)
         self.next_seq += k
@@ -87,6 +93,7 @@ class RingModel(RuleBasedStateMachine):
         assert all(int(r["price"]) == int(r["seq"]) * 7 for r in view)
         k = int(len(view) * release_frac)
         self.c.release(k)
+        self.releases += k > 0
         for _ in range(k):
             self.model.popleft()
 
@@ -101,9 +108,11 @@ class RingModel(RuleBasedStateMachine):
     @precondition(lambda self: self.name is not None)
     @rule()
     def counters_match(self):
-        produced = int(self.p.hdr[49])
-        consumed = int(self.c.hdr[65])
-        assert produced - consumed == len(self.model)
+        # what operators read: records derived from the positions, batches counted per commit
+        snap = snapshot_header(self.name, self.p.hdr)
+        assert snap.produced - snap.consumed == len(self.model) == snap.depth
+        assert snap.produced == self.next_seq - 1
+        assert snap.producer_batches == self.commits and snap.consumer_batches == self.releases
 
 
 TestRingModel = RingModel.TestCase
