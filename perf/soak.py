@@ -760,16 +760,20 @@ def run_checks(soak: Soak, rc: int | None, log: str, final: dict) -> list[Check]
             errors[0][:100] if errors else "",
         )
     )
-    # the supervisor's line: "bot4: stage NAME <why>; restart N in S s"
+    # the supervisor's line, one per process: "bot4: stage NAME <why>; restart N in S s"
+    # (a group: "bot4: group G (member NAME) <why>; ..."); its report counts every member
     restart_lines = [ln for ln in log.splitlines() if RESTART_RE.search(ln)]
     if a.kills:
-        want = sum(len(k.stages) for k in soak.kills if k.signalled)
+        killed = [k for k in soak.kills if k.signalled]
+        want_members = sum(len(k.stages) for k in killed)
+        counted = sum(s["restarts"] for s in final.get("stages", {}).values())
         checks.append(
             Check(
-                "run: restarts == stages killed",
-                len(restart_lines) == want,
-                str(len(restart_lines)),
-                f"== {want}",
+                "run: one restart per kill (its output, its report)",
+                len(restart_lines) == len(killed) and (not final or counted == want_members),
+                f"{len(restart_lines)} lines, {counted} counted",
+                f"{len(killed)}, {want_members}",
+                next((ln[:100] for ln in restart_lines if "signal 9" not in ln), ""),
             )
         )
     else:
