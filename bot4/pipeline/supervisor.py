@@ -226,7 +226,9 @@ class Supervisor:
         spec = self.t.stage(slot.name)
         beat = int(blk[C.S_HEARTBEAT_NS])
         started = int(blk[C.S_STARTED_NS])
-        if state in (C.STAGE_RUNNING, C.STAGE_DRAINING) and beat >= started:
+        # a draining stage runs its shutdown policy (persistence waits for its loader to
+        # catch up, without beating): the drain timeout bounds it, not the heartbeat
+        if state == C.STAGE_RUNNING and not draining and beat >= started:
             age = (time.monotonic_ns() - beat) / 1e9
             if age <= spec.heartbeat_timeout:
                 slot.hb_blocked_on = ""
