@@ -31,7 +31,9 @@ Metrics (see docs/replay.md):
   winning round trips / round trips; ``profit_factor`` = sum of winning round trips'
   PnL / |sum of losing ones'| (null without a loss); both count fees;
 * ``turnover``: sum of |qty x price| of every fill; ``fills``: execution reports with a
-  quantity (partial fills each count);
+  quantity (partial fills each count); ``stp_expired`` / ``stp_decremented``: the venue's
+  self-trade prevention reports (``EXEC_STP_EXPIRED`` / ``EXEC_STP_DECREMENTED``, never
+  fills: they move no position), ``stp_prevented_qty`` the shares they took off orders;
 * ``denials``: risk decisions denied, by reason name (``bot4.records.errors.Code``), with
   their total;
 * latency: ``tick_to_order`` = ``ts_order_ns - ts_recv_ns`` of every NEW order (md receive
@@ -62,6 +64,8 @@ from bot4.records import (
     EXEC_ACK,
     EXEC_FILL,
     EXEC_PARTIAL_FILL,
+    EXEC_STP_DECREMENTED,
+    EXEC_STP_EXPIRED,
     RT_EXEC_REPORT,
     RT_ORDER,
     RT_RISK_DECISION,
@@ -427,6 +431,7 @@ def report_from_journal(
         execs = execs[keep]
     is_fill = np.isin(execs["exec_type"], (EXEC_PARTIAL_FILL, EXEC_FILL)) & (execs["last_qty"] > 0)
     fills = execs[is_fill]
+    stp = execs[np.isin(execs["exec_type"], (EXEC_STP_EXPIRED, EXEC_STP_DECREMENTED))]
 
     series_t: np.ndarray | None = None
     series_v: dict[int, np.ndarray] = {}
@@ -545,6 +550,9 @@ def report_from_journal(
             "shares_traded": sum(b.bought + b.sold for b in books.values()),
             "fills": int(len(fills)),
             "partial_fills": int((fills["exec_type"] == EXEC_PARTIAL_FILL).sum()),
+            "stp_expired": int((stp["exec_type"] == EXEC_STP_EXPIRED).sum()),
+            "stp_decremented": int((stp["exec_type"] == EXEC_STP_DECREMENTED).sum()),
+            "stp_prevented_qty": int(stp["prevented_qty"].astype(np.int64).sum()),
             "orders": int(len(new)),
             "round_trips": len(trips),
             "winning_round_trips": len(wins),

@@ -12,8 +12,9 @@ Per instrument (state in preallocated arrays indexed by instrument id), on every
   on the SIMD width);
 * a linear model s = w0 + w . z, its weights memory-mapped from a model file; |s| above
   ``threshold`` (and the instrument's cooldown over) makes an intent: buy when s > 0 at
-  the bid, sell when s < 0 at the ask, with a stop-loss ``stop_vols`` GARCH volatilities
-  away (at least ``min_stop_ticks`` ticks, at most ``max_stop_bp``).
+  the bid, sell when s < 0 at the ask (with ``cross``: buy at the ask, sell at the bid,
+  taking liquidity), with a stop-loss ``stop_vols`` GARCH volatilities away (at least
+  ``min_stop_ticks`` ticks, at most ``max_stop_bp``).
 
 Restart state: the top of book, EWMAs, realised and GARCH variances restart empty and
 warm up again over the first ticks (``warmup`` ticks before any intent).
@@ -145,7 +146,8 @@ def signals_kernel(inp, out, seq, st, g, mean, WT, model, cfg, tick, x, z, count
     """One batch: MARKET_DATA in, ORDER_INTENT out. Returns the number of intents.
 
     cfg: [a_fast, a_mid, a_slow, a_rv, threshold, qty, stop_vols, min_stop_ticks,
-    max_stop_bp, cooldown, warmup, model_version]; counters: [quotes, skipped, intents];
+    max_stop_bp, cooldown, warmup, model_version, cross]; counters: [quotes, skipped,
+    intents];
     ``now``: the stage clock (ns) stamped as ``ts_signal_ns``.
     """
     n = 0
@@ -196,13 +198,14 @@ def signals_kernel(inp, out, seq, st, g, mean, WT, model, cfg, tick, x, z, count
         dist = max(cfg[6] * x[7] * mid / 1e4, cfg[7] * t)
         dist = min(dist, cfg[8] * mid / 1e4)
         dist_units = np.int64(np.ceil(dist / t)) * t
+        cross = cfg[12] != 0.0
         if s > 0:
             o.side = SIDE_BUY
-            o.limit_price = np.int64(st[inst, S_BID])
+            o.limit_price = np.int64(st[inst, S_ASK] if cross else st[inst, S_BID])
             o.stop_price = o.limit_price - dist_units
         else:
             o.side = SIDE_SELL
-            o.limit_price = np.int64(st[inst, S_ASK])
+            o.limit_price = np.int64(st[inst, S_BID] if cross else st[inst, S_ASK])
             o.stop_price = o.limit_price + dist_units
         n += 1
     counters[2] += n
@@ -258,7 +261,7 @@ def returns_kernel(inp, book, R, insts):
 
 def default_cfg() -> np.ndarray:
     """The EWMA coefficients in the layout ``signals_kernel`` and ``features_kernel`` read."""
-    cfg = np.zeros(12)
+    cfg = np.zeros(13)
     cfg[0:4] = [
         ewma_alpha(HALF_LIVES[0]),
         ewma_alpha(HALF_LIVES[1]),
@@ -320,7 +323,8 @@ def load_model(path: str | None) -> np.ndarray:
 class SignalsStage(Stage):
     """params: ``params_file`` (bot4 calibrate output), ``model_file`` (.npy weights),
     ``model_version``, ``threshold`` (1.0), ``qty`` (100), ``stop_vols`` (3),
-    ``min_stop_ticks`` (2), ``max_stop_bp`` (200), ``cooldown`` (50 ticks), ``warmup`` (20)."""
+    ``min_stop_ticks`` (2), ``max_stop_bp`` (200), ``cooldown`` (50 ticks), ``warmup`` (20),
+    ``cross`` (false: intents join the touch; true: they take liquidity at the far touch)."""
 
     kind = "signals"
     arity = (1, 1, 1, 1)
@@ -339,6 +343,7 @@ class SignalsStage(Stage):
             "max_stop_bp",
             "cooldown",
             "warmup",
+            "cross",
         }
     )
 
@@ -352,6 +357,7 @@ class SignalsStage(Stage):
             check_number(params, key, lo=0)
         check_number(params, "qty", lo=1)
         check_number(params, "warmup", lo=0)
+        check_type(params, "cross", bool, "true or false")
 
     @classmethod
     def validate(cls, params):
@@ -405,6 +411,7 @@ class SignalsStage(Stage):
                 float(p.get("cooldown", 50)),
                 float(p.get("warmup", 20)),
                 float(p.get("model_version", 1)),
+                1.0 if p.get("cross", False) else 0.0,
             ]
         )
         self.x = np.zeros(NF)

@@ -327,6 +327,7 @@ STATS = (
     "stp_expired",  # orders of ours expired by self-trade prevention (EXEC_STP_EXPIRED)
     "stp_decremented",  # EXEC_STP_DECREMENTED reports (an order of ours reduced, still live)
     "stp_prevented_qty",  # shares of ours STP took off orders (prevented_qty of every report)
+    "own_traded_qty",  # shares our orders traded with each other (STP none, or other groups)
 )
 (
     S_ORDERS_IN,
@@ -348,6 +349,7 @@ STATS = (
     S_STP_EXPIRED,
     S_STP_DECREMENTED,
     S_STP_PREVENTED_QTY,
+    S_OWN_TRADED,
 ) = range(V_STATS, V_STATS + len(STATS))
 V_WORDS = 64
 
@@ -883,6 +885,8 @@ def _take(st, b, aside, limit, qty, taker, at_limit, stop, now, pseq):
             level_fill += f
             if o.owner == OWN_OURS:
                 o.cum_qty += f
+                if ours_taker:
+                    v[S_OWN_TRADED] += f
                 _report_fill(st, now, pseq, m, f, px, v[V_MAKER_FEE])
                 if o.leaves == 0:
                     _unlink(st, m)

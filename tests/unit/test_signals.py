@@ -154,6 +154,23 @@ def test_intents_join_the_touch_with_a_stop_on_the_losing_side():
     assert st.summary()["intents"] == n
 
 
+def test_cross_takes_liquidity_at_the_far_touch_with_the_same_decisions():
+    """``cross``: the same intents, a buy at the ask and a sell at the bid."""
+    runs = []
+    for cross in (False, True):
+        st = make_stage(threshold=0.05, cooldown=5, warmup=5, cross=cross)
+        recs = quotes(n=4000)
+        out = np.zeros(len(recs), ORDER_INTENT)
+        counts = np.zeros(1, np.int64)
+        st.process(0, recs, [out], counts, 1)
+        runs.append(out[: int(counts[0])])
+    touch, far = runs
+    assert len(touch) > 10 and np.array_equal(touch["side"], far["side"])
+    buy = touch["side"] == SIDE_BUY
+    assert np.all(far["limit_price"][buy] > touch["limit_price"][buy])  # ask > bid
+    assert np.all(far["limit_price"][~buy] < touch["limit_price"][~buy])
+
+
 ALLOC_PROBE = """
 import numpy as np
 from numba import njit

@@ -340,6 +340,8 @@ ALL = [(f"{t}/{c[0]}", *c[1:]) for t, cases in TABLES for c in cases]
 def test_documented_scenarios(profile, resting, incoming, want, bids, asks):
     v, got = run_scenario(profile, resting, incoming)
     assert got == want
+    own = sum(r[3] for r in got if r[1] != incoming["clid"])  # our makers our taker filled
+    assert v.counters()["own_traded_qty"] == own
     assert v.resting(1, B) == bids
     assert v.resting(1, S) == asks
 
