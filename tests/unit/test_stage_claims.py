@@ -81,6 +81,7 @@ def _runner(stage, producer, batch: int):
     r.next_buf = 0
     r.cur = [0]
     r.mute_until = [[None]]
+    r.test_stall = False
     r.next_seq = 1
     r.records_in = r.records_out = r.muted_records = 0
     return r
