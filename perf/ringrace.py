@@ -26,6 +26,7 @@ table says how many were.
     .venv/bin/python perf/ringrace.py                      # 5 rounds of 20 M records
     .venv/bin/python perf/ringrace.py --rounds 7 --records 4e6 --kinds reference,bot4
     .venv/bin/python perf/ringrace.py --asm                # NRT calls in the loops (want 0)
+    .venv/bin/python perf/ringrace.py --fifo               # both sides SCHED_FIFO (root)
 
 Segments are ``/dev/shm/bot4.race<pid>.*``, unlinked after every race (and stale ones of
 dead runs at start). ``bench_ringrace.py`` runs the same races under pyperf.
@@ -52,7 +53,7 @@ from bot4.records import MARKET_DATA
 from bot4.shm import Consumer, Producer, Segment, create_ring, segment_name
 from bot4.shm import ring_ops as ops
 from bot4.shm.atomics import cpu_pause
-from bot4.shm.ring_layout import WAIT_BUSY_SPIN, WAIT_SPIN_PARK
+from bot4.shm.ring_layout import HEADER_WORDS, W_CAPACITY, WAIT_BUSY_SPIN, WAIT_SPIN_PARK
 from bot4.shm.segment import PREFIX, SHM_DIR
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -66,13 +67,14 @@ KINDS = ("reference", "bot4", "bot4-park")
 WAITS = {"bot4": WAIT_BUSY_SPIN, "bot4-park": WAIT_SPIN_PARK}
 TARGETS = {1: 0.8, BATCHED: 0.95}  # bot4 / reference, issue 15
 CTX = mp.get_context("fork")  # the children inherit the compiled kernels
+FIFO_PRIORITY = 10
 
 
 class RaceError(RuntimeError):
     """A race lost or reordered records, or a side did not finish in time."""
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True)  # not cached: numba keys a cache on this file only, not on ring_ops
 def b4_produce(hdr, slots, n, batch):
     mask = np.int64(slots.shape[0] - 1)
     i = 0
@@ -91,7 +93,7 @@ def b4_produce(hdr, slots, n, batch):
     return i
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True)  # not cached: numba keys a cache on this file only, not on ring_ops
 def b4_consume(hdr, slots, n, batch):
     mask = np.int64(slots.shape[0] - 1)
     got = 0
@@ -126,8 +128,10 @@ class Race:
         return self.records / self.seconds
 
 
-def _side(kind: str, role: str, name: str, n: int, batch: int, out, barrier) -> None:
+def _side(kind: str, role: str, name: str, n: int, batch: int, fifo: bool, out, barrier) -> None:
     try:
+        if fifo:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(FIFO_PRIORITY))
         _run_side(kind, role, name, n, batch, out, barrier)
     except Exception as exc:  # the parent reports it; a child's traceback helps no one
         out.put(("error", f"{role}: {type(exc).__name__}: {exc}"))
@@ -158,8 +162,9 @@ def _run_side(kind: str, role: str, name: str, n: int, batch: int, out, barrier)
 _count = 0
 
 
-def race(kind: str, batch: int, n: int, timeout_s: float = 120.0) -> Race:
-    """One race of ``n`` records between a producer on core 0 and a consumer on core 1."""
+def race(kind: str, batch: int, n: int, *, fifo: bool = False, timeout_s: float = 120.0) -> Race:
+    """One race of ``n`` records between a producer on core 0 and a consumer on core 1
+    (``fifo``: both sides ``SCHED_FIFO``, see ``--fifo``)."""
     global _count
     _count += 1
     name = segment_name(f"race{os.getpid()}", f"{kind.replace('-', '')}{_count}")
@@ -170,7 +175,8 @@ def race(kind: str, batch: int, n: int, timeout_s: float = 120.0) -> Race:
     out = CTX.Queue()
     barrier = CTX.Barrier(2)
     procs = [
-        CTX.Process(target=_side, args=(kind, role, name, n, batch, out, barrier)) for role in "pc"
+        CTX.Process(target=_side, args=(kind, role, name, n, batch, fifo, out, barrier))
+        for role in "pc"
     ]
     try:
         for p in procs:
@@ -242,23 +248,28 @@ def nrt_calls() -> dict[str, int]:
     """NRT reference-count calls in the native code of bot4's race loops (want 0: each is
     a locked instruction per record)."""
     out = {}
+    hdr = np.zeros(HEADER_WORDS, np.uint64)
+    hdr[W_CAPACITY] = CAPACITY
+    slots = np.zeros(CAPACITY, MARKET_DATA)
     for fn in (b4_produce, b4_consume):
-        n = 0
-        for asm in fn.inspect_asm().values():
-            n += len(re.findall(r"\bNRT_(?:incref|decref)\b", asm.split("_ZN7cpython")[0]))
-        out[fn.__name__] = n
+        fresh = njit(nogil=True)(fn.py_func)  # numba shows no assembly for cached code
+        fresh(hdr, slots, 10, 1)
+        (asm,) = fresh.inspect_asm().values()
+        out[fn.__name__] = len(
+            re.findall(r"\bNRT_(?:incref|decref)\b", asm.split("_ZN7cpython")[0])
+        )
     return out
 
 
 def run_rounds(
-    kinds: list[str], batches: list[int], rounds: int, n: int
+    kinds: list[str], batches: list[int], rounds: int, n: int, *, fifo: bool = False
 ) -> dict[tuple[str, int], list[Race]]:
     """``rounds`` interleaved rounds (every batch size, every kind) of races."""
     out: dict[tuple[str, int], list[Race]] = {}
     for _ in range(rounds):
         for batch in batches:
             for kind in kinds:
-                out.setdefault((kind, batch), []).append(race(kind, batch, n))
+                out.setdefault((kind, batch), []).append(race(kind, batch, n, fifo=fifo))
     return out
 
 
@@ -295,6 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kinds", default=",".join(KINDS), help=f"comma list of {', '.join(KINDS)}")
     ap.add_argument("--batches", default=f"1,{BATCHED}", help="comma list of batch sizes")
     ap.add_argument("--asm", action="store_true", help="print NRT calls in bot4's loops and exit")
+    ap.add_argument(
+        "--fifo",
+        action="store_true",
+        help="run both sides SCHED_FIFO (root): on a shared machine the races measure the "
+        "rings, not the scheduler (the kernel's RT throttling leaves others 5%%)",
+    )
     args = ap.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
     if any(k not in KINDS for k in kinds):
@@ -310,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     batches = [int(b) for b in args.batches.split(",") if b]
     try:
-        results = run_rounds(kinds, batches, args.rounds, int(args.records))
+        results = run_rounds(kinds, batches, args.rounds, int(args.records), fifo=args.fifo)
     except RaceError as exc:
         print(f"ringrace: error: {exc}", file=sys.stderr)
         return 1

@@ -90,6 +90,35 @@ def store_relaxed(typingctx, arr, idx, value):
 
 
 @intrinsic
+def add_pair(typingctx, arr, idx, a, b):
+    """``arr[idx] += a; arr[idx + 1] += b`` as one 16-byte load and one 16-byte store;
+    returns the new ``arr[idx]``. Not atomic and unordered: only for a pair of words that
+    one thread alone reads and writes (a ring side's own position and batch count), where
+    one store instead of two lets the store buffer hold twice as many commits while the
+    other side holds the published position's line."""
+    _check_u64(arr)
+
+    def codegen(context, builder, sig, args):
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        vty = ir.VectorType(i64, 2)
+        ptr = builder.bitcast(
+            _word_ptr(context, builder, sig.args[0], args[0], args[1]), vty.as_pointer()
+        )
+        inc = ir.Constant(vty, None)
+        inc = builder.insert_element(
+            inc, context.cast(builder, args[2], sig.args[2], types.uint64), ir.Constant(i32, 0)
+        )
+        inc = builder.insert_element(
+            inc, context.cast(builder, args[3], sig.args[3], types.uint64), ir.Constant(i32, 1)
+        )
+        new = builder.add(builder.load(ptr, align=8), inc)
+        builder.store(new, ptr, align=8)
+        return builder.extract_element(new, ir.Constant(i32, 0))
+
+    return types.uint64(arr, idx, a, b), codegen
+
+
+@intrinsic
 def compare_exchange(typingctx, arr, idx, expected, desired):
     """Atomically replace ``arr[idx]`` by ``desired`` if it equals ``expected``; True on success."""
     _check_u64(arr)

@@ -42,6 +42,7 @@ from bot4.shm.ring_layout import (
     W_CONSUMER_BATCHES,
     W_CONSUMER_CACHED_PRODUCER,
     W_CONSUMER_HIGH_WATER,
+    W_CONSUMER_OWN_POSITION,
     W_CONSUMER_PID,
     W_CONSUMER_POSITION,
     W_CREATED_NS,
@@ -50,6 +51,7 @@ from bot4.shm.ring_layout import (
     W_MAGIC,
     W_PRODUCER_BATCHES,
     W_PRODUCER_CACHED_CONSUMER,
+    W_PRODUCER_OWN_POSITION,
     W_PRODUCER_PID,
     W_PRODUCER_POSITION,
     W_RECORD_TYPE,
@@ -132,6 +134,8 @@ def create_ring(
         for w in (
             W_PRODUCER_POSITION,
             W_CONSUMER_POSITION,
+            W_PRODUCER_OWN_POSITION,
+            W_CONSUMER_OWN_POSITION,
             W_PRODUCER_CACHED_CONSUMER,
             W_CONSUMER_CACHED_PRODUCER,
         ):
@@ -209,6 +213,8 @@ def validate_header(
 
 class _Side:
     _pid_word: int
+    _position_word: int
+    _own_word: int
     _side: str
 
     def __init__(
@@ -234,6 +240,9 @@ class _Side:
             self._size = self.dtype.itemsize
             self.pid = os.getpid()
             self._claim(takeover)
+            # the side's own copy of its position restarts from what was published: a side
+            # killed inside a commit published nothing of it (ring_layout)
+            self.hdr[self._own_word] = self.hdr[self._position_word]
         except BaseException:
             self._drop_views()
             self.segment.close()
@@ -282,6 +291,8 @@ class Producer(_Side):
     """The single writer of a ring. Owns the producer position and producer counter lines."""
 
     _pid_word = W_PRODUCER_PID
+    _position_word = W_PRODUCER_POSITION
+    _own_word = W_PRODUCER_OWN_POSITION
     _side = "producer"
 
     def __init__(self, *args, **kwargs) -> None:
@@ -299,7 +310,7 @@ class Producer(_Side):
         w = self._w
         if w is None:
             return bool(ops.try_push(self.hdr, self.slots, np.asarray(record, self.dtype)[()]))
-        pos = w[W_PRODUCER_POSITION]
+        pos = w[W_PRODUCER_OWN_POSITION]
         if (pos - w[W_PRODUCER_CACHED_CONSUMER]) & _M64 >= self.capacity:
             cons = w[W_CONSUMER_POSITION]
             w[W_PRODUCER_CACHED_CONSUMER] = cons
@@ -312,8 +323,9 @@ class Producer(_Side):
             self._buf[off : off + self._size] = record.tobytes()
         else:
             self._buf[off : off + self._size] = np.asarray(record, self.dtype).tobytes()
-        w[W_PRODUCER_POSITION] = (pos + 1) & _M64
+        w[W_PRODUCER_OWN_POSITION] = (pos + 1) & _M64
         w[W_PRODUCER_BATCHES] += 1
+        w[W_PRODUCER_POSITION] = (pos + 1) & _M64
         if self._park:
             ops.wake_consumer(self.hdr)
         return True
@@ -361,7 +373,7 @@ class Producer(_Side):
         extra copy: use it where a group of records must not be split across two claims
         (a stage's outputs for one input), not on every batch."""
         n = len(src)
-        i = int(self.hdr[W_PRODUCER_POSITION]) & self.mask
+        i = int(self.hdr[W_PRODUCER_OWN_POSITION]) & self.mask
         first = min(n, self.capacity - i)
         self.slots[i : i + first] = src[:first]
         if n > first:
@@ -389,6 +401,8 @@ class Consumer(_Side):
     """The single reader of a ring. Owns the consumer position and consumer counter lines."""
 
     _pid_word = W_CONSUMER_PID
+    _position_word = W_CONSUMER_POSITION
+    _own_word = W_CONSUMER_OWN_POSITION
     _side = "consumer"
 
     def __init__(self, *args, **kwargs) -> None:
@@ -401,7 +415,7 @@ class Consumer(_Side):
         if w is None:
             out = np.empty(1, self.dtype)
             return out[0] if ops.try_pop(self.hdr, self.slots, out, 0) else None
-        pos = w[W_CONSUMER_POSITION]
+        pos = w[W_CONSUMER_OWN_POSITION]
         if pos == w[W_CONSUMER_CACHED_PRODUCER]:
             prod = w[W_PRODUCER_POSITION]
             w[W_CONSUMER_CACHED_PRODUCER] = prod
@@ -412,8 +426,9 @@ class Consumer(_Side):
                 w[W_CONSUMER_HIGH_WATER] = depth
         off = self._off0 + (pos & self.mask) * self._size
         rec = np.frombuffer(self._buf[off : off + self._size], self.dtype)[0]  # bytes: a copy
-        w[W_CONSUMER_POSITION] = (pos + 1) & _M64
+        w[W_CONSUMER_OWN_POSITION] = (pos + 1) & _M64
         w[W_CONSUMER_BATCHES] += 1
+        w[W_CONSUMER_POSITION] = (pos + 1) & _M64
         if self._park:
             ops.wake_producer(self.hdr)
         return rec
