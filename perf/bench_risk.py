@@ -1,5 +1,6 @@
 """Risk-path benchmark (pyperf): pre-trade risk check, breaker check, STP check and order
-creation, in ns per operation, against the figures a comparable system advertises.
+creation, in ns per operation, against the figures a comparable system advertises and
+against references of comparable work measured in the same run (``riskbench.REFERENCE``).
 
     .venv/bin/python perf/bench_risk.py --fast               # ~2 min (default ~4 min), one table
     .venv/bin/python perf/bench_risk.py -o perf/results/risk.json
@@ -38,6 +39,9 @@ TITLES = {
     "breaker": "risk: breaker check (breaker_allow, closed)",
     "stp": "risk: STP check (guard_plan, 8 resting orders)",
     "order": "risk: order creation per order (orders_kernel x64)",
+    "load": "risk: dependent load (reference of the breaker check)",
+    "py_risk": "risk: pre-trade check per intent in Python (reference)",
+    "py_order": "risk: order creation per order in Python (reference)",
 }
 ROWS = {
     "empty": "empty loop, per iteration",
@@ -46,6 +50,9 @@ ROWS = {
     "breaker": "breaker check",
     "stp": "STP check",
     "order": "order creation, per order",
+    "load": "dependent load (reference)",
+    "py_risk": "risk check in Python (reference)",
+    "py_order": "order creation in Python (ref.)",
 }
 
 _bench: rkb.RiskBench | None = None
@@ -95,6 +102,12 @@ def print_table(ns: dict[str, float]) -> None:
     print("ns/op: pyperf median; net: minus the baseline per operation (same run);")
     print("advertised: a comparable system's figure; x faster: advertised / net;")
     print("aim: advertised / 100, judged on net.")
+    ref = rkb.reference_ratios(ns)
+    if ref:
+        print()
+        print("against a reference of comparable work in the same run (what the gate bounds):")
+        for k, r in ref.items():
+            print(f"  {ROWS[k]:<32} {r:6.2f}x faster than {ROWS[rkb.REFERENCE[k]]}")
 
 
 def _add_worker_args(cmd: list[str], args) -> None:
@@ -109,6 +122,7 @@ def selected(only: list[str] | None) -> list[str]:
         return list(rkb.OPS)
     pick = {k for k in rkb.OPS if any(s in k for s in only)}
     pick |= {rkb.BASELINE[k] for k in pick if k in rkb.BASELINE}
+    pick |= {rkb.REFERENCE[k] for k in pick if k in rkb.REFERENCE}
     return [k for k in rkb.OPS if k in pick]
 
 

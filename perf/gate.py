@@ -19,6 +19,12 @@ fails the exit status is 1 (2 if a measurement itself broke). Segments are unlin
 as both peers attach, and every ``/dev/shm/bot4.perf<pid>.*`` left is removed on any exit,
 including ^C and SIGTERM.
 
+Every bound is a ratio against a baseline measured in the same run on the same machine
+(mp.Queue, numpy, a reference of comparable work), never against a fixed number of ns, so
+the gate passes on a slower or busier machine of the same kind and fails on a lost order
+of magnitude. Figures quoted by others (the risk path's advertised ns) are printed below
+the bounds for information.
+
 Adding a benchmark (pipeline, signals kernel): give it a subject factory in ``SUBJECTS``
 (an object with ``measure(metric) -> float`` and ``close()``) and its bounds in ``BOUNDS``.
 """
@@ -47,27 +53,45 @@ BOUNDS: dict[str, tuple[str, str, str, float]] = {
     "ring-numba records/s batched": ("ring-numba", "batched", "mp-queue", 7.0),
     "ring-python one-way p50": ("ring-python", "p50_ns", "mp-queue", 17.0),
     "ring-python records/s single": ("ring-python", "single", "mp-queue", 1.0),
-    # three hops through bot4 stages (default park waits) vs the same chain on mp.Queue;
-    # measured 1.8-3x at p50 on this VM (parked hops wake through futexes)
+    # three hops through bot4 stages (default park waits) vs the same chain on mp.Queue,
+    # both fair (``pipebench``: sources paced by sleeping, nothing timed before every
+    # process of the chain is up): measured 2.7x at p50 on this VM (216 vs 591 us; parked
+    # hops wake through futexes)
     "pipeline 3-hop p50": ("pipeline-bot4", "p50_ns", "pipeline-mpq", 1.2),
     # tick-to-order of the default pipeline (md -> signals -> risk -> orders, 3 ring hops,
-    # from the stamps on each order) vs the idle 3-hop mp.Queue chain: the default pipeline
-    # carries 20k ticks/s through six parked stages on two cores, so scheduling dominates;
-    # measured 0.7-0.8x here on a quiet machine, journal only (p50 ~325 us vs ~255 us;
-    # ~0.5x with the database loading alongside). A regression guard, not a target
+    # from the stamps on each order) vs the fair 3-hop mp.Queue chain above: the default
+    # pipeline carries 20k ticks/s through six parked stages on two cores, so scheduling
+    # dominates. Measured here, journal only, on the shared 2-core VM: 0.35-0.7x (p50
+    # 0.8-1.4 ms vs the chain's 0.4-0.6 ms). A regression guard, not a target: issue 15's
+    # >= 7x replaces it when stage groups land
     "tick-to-order p50": ("tick-to-order", "p50_ns", "pipeline-mpq", 0.15),
     # the signals kernel (batches of 256) vs whole-array vectorised numpy on 200k quotes
     # (numpy's arrays stay in cache): measured ~4x here, 7-10x on 1 M quotes
     "signals kernel ticks/s": ("signals-numba", "ticks", "signals-numpy", 2.0),
-    # risk-path kernels (``riskbench``) against the figures a comparable system advertises
-    # (subject "advertised": constants, no measurement): < 10 us per risk check, < 100 ns per
-    # breaker check, < 100 us per order creation. The aim (``bench_risk.py``) is 100x; these
-    # bounds are about a third of it for the checks. Measured here, raw (loop overhead
-    # included, no baseline subtracted): ~95 ns per intent (~100x), ~4 ns per breaker
-    # check (~25x), ~1-1.5 us per order (~70-100x)
-    "risk check per intent": ("risk-kernels", "risk_ns", "advertised", 30.0),
-    "breaker check": ("risk-kernels", "breaker_ns", "advertised", 10.0),
-    "order creation per order": ("risk-kernels", "order_ns", "advertised", 30.0),
+    # risk-path kernels (``riskbench``), each against a reference of comparable work measured
+    # in the same run on the same core (subject "risk-reference"), never against a fixed ns
+    # figure: a constant bound passed here and failed on a busier machine of the same kind
+    # (the breaker at 13 ns against <= 10 ns). Ratios are reference ns / kernel ns. Measured
+    # here (2-core VM, medians of 5, three runs): risk check 8.4-9.8x faster than the same
+    # checks in plain Python (~120-155 ns vs 1.0-1.5 us per intent), breaker check ~0.6x a
+    # bare dependent load of its state word (~4.7 vs ~2.8 ns: its load-to-use chain is
+    # longer than one load), order creation 1.2-1.8x faster than the same steps in plain
+    # Python (~1.1 vs 1.3-1.9 us per order). The bounds
+    # sit about 4x below those, so load and machine differences pass while a lost order of
+    # magnitude fails. The advertised figures are printed below the table, for information
+    "risk check per intent": ("risk-kernels", "risk_ns", "risk-reference", 2.5),
+    "breaker check": ("risk-kernels", "breaker_ns", "risk-reference", 0.15),
+    "order creation per order": ("risk-kernels", "order_ns", "risk-reference", 0.3),
+}
+
+# Printed under the bounds for information, never judged: how many times faster than the
+# figure a comparable system advertises (``riskbench.ADVERTISED_NS``: < 10 us per risk
+# check, < 100 ns per breaker check, < 100 us per order creation; raw figures, loop
+# overhead included). name -> (subject, metric, riskbench.ADVERTISED_NS key)
+INFO: dict[str, tuple[str, str, str]] = {
+    "risk check per intent": ("risk-kernels", "risk_ns", "risk"),
+    "breaker check": ("risk-kernels", "breaker_ns", "breaker"),
+    "order creation per order": ("risk-kernels", "order_ns", "order"),
 }
 
 # metric -> (column title, lower is better, unit divisor, unit)
@@ -162,21 +186,33 @@ class SignalsSubject:
         pass
 
 
-class AdvertisedSubject:
-    """Not a measurement: the figures a comparable system advertises, ns per operation.
-    judge() compares a subject's metric with a baseline subject's, so the simplest way to
-    bound the risk kernels by those figures is this constant baseline."""
+class _SharedRiskBench:
+    """One ``riskbench.RiskBench`` (segments ``rb<pid>.*``) for the kernel subject and its
+    reference subject: same process, same breaker segment, set up once."""
 
-    FIGURES = {"risk_ns": 10_000.0, "breaker_ns": 100.0, "order_ns": 100_000.0}
+    bench = None
+    users = 0
 
-    def __init__(self, scale: float) -> None:
-        pass
+    @classmethod
+    def acquire(cls):
+        if cls.bench is None:
+            import riskbench
 
-    def measure(self, metric: str) -> float:
-        return self.FIGURES[metric]
+            riskbench.sweep_stale_segments()
+            try:
+                cls.bench = riskbench.RiskBench()  # unlinked by release()
+            except riskbench.MeasureError as exc:
+                raise rb.BenchError(f"risk kernels: {exc}") from exc
+        cls.users += 1
+        return cls.bench
 
-    def close(self) -> None:
-        pass
+    @classmethod
+    def release(cls) -> None:
+        cls.users -= 1
+        if cls.users <= 0 and cls.bench is not None:
+            cls.bench.close()
+            cls.bench = None
+            cls.users = 0
 
 
 class RiskKernelsSubject:
@@ -197,11 +233,7 @@ class RiskKernelsSubject:
 
         self.rk = riskbench
         self.scale = scale / DEFAULT_SCALE
-        riskbench.sweep_stale_segments()
-        try:
-            self.bench = riskbench.RiskBench()  # segments rb<pid>.*, unlinked by close()
-        except riskbench.MeasureError as exc:
-            raise rb.BenchError(f"risk kernels: {exc}") from exc
+        self.bench = _SharedRiskBench.acquire()
 
     def measure(self, metric: str) -> float:
         name, n_ops = self.OPS[metric]
@@ -212,7 +244,22 @@ class RiskKernelsSubject:
         return timed
 
     def close(self) -> None:
-        self.bench.close()
+        if self.bench is not None:
+            self.bench = None
+            _SharedRiskBench.release()
+
+
+class RiskReferenceSubject(RiskKernelsSubject):
+    """The references of comparable work the risk kernels are bounded against
+    (``riskbench.REFERENCE``), same units: the same risk checks and order creation in plain
+    Python (ns per intent / per order, batches of 64) and a bare dependent acquire load of
+    the breaker's state word (ns per load)."""
+
+    OPS = {
+        "risk_ns": ("py_risk", 40_000),
+        "breaker_ns": ("load", 5_000_000),
+        "order_ns": ("py_order", 40_000),
+    }
 
 
 class TickToOrderSubject:
@@ -252,7 +299,7 @@ SUBJECTS = {
     "tick-to-order": lambda scale: TickToOrderSubject(scale),
     "signals-numpy": lambda scale: SignalsSubject("numpy", scale),
     "signals-numba": lambda scale: SignalsSubject("numba", scale),
-    "advertised": AdvertisedSubject,
+    "risk-reference": RiskReferenceSubject,
     "risk-kernels": RiskKernelsSubject,
 }
 
@@ -343,6 +390,27 @@ def print_table(medians: dict[str, dict[str, float]], verdicts: list[Verdict], t
         )
 
 
+def print_info(medians: dict[str, dict[str, float]]) -> None:
+    """The ``INFO`` lines whose subject was measured (information, not bounds)."""
+    import riskbench
+
+    rows = [
+        (name, subject, metric, riskbench.ADVERTISED_NS[key])
+        for name, (subject, metric, key) in INFO.items()
+        if metric in medians.get(subject, {})
+    ]
+    if not rows:
+        return
+    print()
+    print("information, not bounds: x faster than a comparable system's advertised figure")
+    for name, subject, metric, figure in rows:
+        value = medians[subject][metric]
+        ratio = figure / value if value > 0 else math.nan
+        print(
+            f"  {name} vs advertised {_fmt(metric, figure)}: {ratio:,.1f}x ({_fmt(metric, value)})"
+        )
+
+
 def _terminate(signum, frame):
     raise SystemExit(128 + signum)
 
@@ -389,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"attempt {attempt}: median of {rounds} interleaved rounds, two cores "
                 f"(cores 0 and 1), rings busy-spin, scale {scale:g}, {took:.1f} s",
             )
+            print_info(medians)
             print()
             if all(v.ok for v in verdicts):
                 print(f"gate PASS in {time.monotonic() - t_start:.1f} s")

@@ -13,6 +13,12 @@ bot4 runs with the default waits (``park``) on the machine's cores, as ``bot4 ru
 multiprocessing.Queue chain moves the same 64-byte records, up to 256 per message (the
 stage loop's batch size): its strongest configuration.
 
+Both chains are timed fairly: each source is paced by sleeping until its next record is
+due (the records due by then go together, the first at once), and neither starts before
+every process of its chain is up: the bot4 source holds while the pipeline starts (every
+stage running), the mp.Queue source until all four processes reported ready and a warm-up
+message crossed the three hops.
+
 Every segment this module creates is in instance ``pipe<pid>`` (or ``pipe<pid>x`` for the
 sink's log) and is unlinked on the way out.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -120,21 +127,35 @@ def bot4_chain(
 
 
 # -- the same chain on multiprocessing.Queue --------------------------------------------------
-def _mq_source(q, n, rate, core):
+# A fair baseline: the source sleeps until each record is due (it never spins on a core the
+# relays and the sink need), and nothing is timed until every process of the chain has
+# reported ready and a warm-up message (b"") has crossed all three hops (each queue's feeder
+# thread started, every process past its imports). The bot4 chain is held the same way: its
+# source emits nothing while the pipeline is starting (every stage attached and running),
+# and its clock starts at its first emission.
+START_TIMEOUT_S = 120.0
+
+
+def _mq_source(q, ctl, go, n, rate, core):
     os.sched_setaffinity(0, {core})
     rec = np.zeros(BATCH, MARKET_DATA)
+    ctl.put("ready")
+    q.put(b"")  # warm-up through every hop
+    go.wait()
     sent = 0
     t0 = time.monotonic_ns()
+    period_ns = 1e9 / rate if rate > 0 else 0.0
     while sent < n:
+        now = time.monotonic_ns()
         if rate > 0:
-            due = int((time.monotonic_ns() - t0) * rate / 1e9) - sent
+            # records due by now: the first at t0, then one every period (as TestSource)
+            due = int((now - t0) * rate / 1e9) + 1 - sent
             if due <= 0:
-                time.sleep(0.0002)
+                time.sleep(max(0.0, t0 + sent * period_ns - now) / 1e9)
                 continue
             k = min(BATCH, due, n - sent)
         else:
             k = min(BATCH, n - sent)
-        now = time.monotonic_ns()
         r = rec[:k]
         r["order_id"] = np.arange(sent + 1, sent + k + 1)
         r["ts_recv_ns"] = now
@@ -143,14 +164,18 @@ def _mq_source(q, n, rate, core):
     q.put(None)
 
 
-def _mq_relay(qin, qout, core):
+def _mq_relay(qin, qout, ctl, core):
     os.sched_setaffinity(0, {core})
     seq = 1
+    ctl.put("ready")
     while True:
         b = qin.get()
         if b is None:
             qout.put(None)
             return
+        if not b:
+            qout.put(b)
+            continue
         r = np.frombuffer(b, MARKET_DATA).copy()
         r["parent_seq"] = r["seq"]
         r["seq"] = np.arange(seq, seq + len(r))
@@ -158,17 +183,21 @@ def _mq_relay(qin, qout, core):
         qout.put(r.tobytes())
 
 
-def _mq_sink(qin, out, n, core):
+def _mq_sink(qin, out, ctl, n, core):
     os.sched_setaffinity(0, {core})
     lat = np.zeros(n, np.float64)
     ids = np.zeros(n, np.uint64)
     got = 0
     t_first = None
+    ctl.put("ready")
     while True:
         b = qin.get()
         if b is None:
             break
         now = time.monotonic_ns()
+        if not b:
+            ctl.put("warm")
+            continue
         if t_first is None:
             t_first = time.perf_counter()
         r = np.frombuffer(b, MARKET_DATA)
@@ -177,25 +206,39 @@ def _mq_sink(qin, out, n, core):
         got += len(r)
     t_last = time.perf_counter()
     ok = got == n and np.array_equal(ids, np.arange(1, n + 1, dtype=np.uint64))
-    out.put((ok, lat.tobytes(), n / max(t_last - t_first, 1e-9)))
+    out.put((ok, lat.tobytes(), n / max(t_last - (t_first or t_last), 1e-9)))
 
 
 def mpqueue_chain(n: int, rate: float, *, hops: int = 3) -> dict:
+    """The same chain on multiprocessing.Queue: ``n`` records at ``rate`` records/s (0 =
+    flat out), source paced by sleeping, timed only once every process is up and warm."""
     qs = [CTX.Queue() for _ in range(hops)]
     out = CTX.Queue()
-    procs = [CTX.Process(target=_mq_source, args=(qs[0], n, rate, 0))]
+    ctl = CTX.Queue()
+    go = CTX.Event()
+    procs = [CTX.Process(target=_mq_source, args=(qs[0], ctl, go, n, rate, 0))]
     for k in range(hops - 1):
-        procs.append(CTX.Process(target=_mq_relay, args=(qs[k], qs[k + 1], (k + 1) % 2)))
-    procs.append(CTX.Process(target=_mq_sink, args=(qs[-1], out, n, hops % 2)))
+        procs.append(CTX.Process(target=_mq_relay, args=(qs[k], qs[k + 1], ctl, (k + 1) % 2)))
+    procs.append(CTX.Process(target=_mq_sink, args=(qs[-1], out, ctl, n, hops % 2)))
     for p in procs:
         p.start()
     try:
+        want = {"ready": len(procs), "warm": 1}
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while any(want.values()):
+            try:
+                want[ctl.get(timeout=max(0.0, deadline - time.monotonic()))] -= 1
+            except queue.Empty:
+                raise RuntimeError("multiprocessing.Queue chain did not start") from None
+        go.set()
         ok, lat_b, rps = out.get(timeout=300)
     finally:
+        go.set()
         for p in procs:
             p.join(10)
             if p.is_alive():
                 p.kill()
+                p.join()
     if not ok:
         raise RuntimeError("multiprocessing.Queue chain lost or reordered records")
     lat = np.frombuffer(lat_b, np.float64)

@@ -148,11 +148,11 @@ def _run_side(kind: str, role: str, name: str, n: int, batch: int, out, barrier)
         hdr, slots = keep.hdr, keep.slots
         fn = b4_produce if role == "p" else b4_consume
     barrier.wait(30)
-    sw0 = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
+    sw0 = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
     t0 = time.perf_counter_ns()
     r = fn(hdr, slots, n, batch)
     t1 = time.perf_counter_ns()
-    sw = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - sw0
+    sw = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw - sw0
     out.put((role, t0, t1, r if role == "c" else int(r), sw))
     del hdr, slots
     with contextlib.suppress(BufferError):

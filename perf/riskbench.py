@@ -25,7 +25,27 @@ name        one loop iteration                                                  
             (fresh client order ids every batch): duplicate check against the
             seen-ids LRU (65536, full and evicting in steady state) and the book,
             order id, STP against our open orders, book insert, venue ORDER written
+``load``    reference of ``breaker``: the dependency and one acquire load of the        1
+            breaker's state word (the load ``breaker_allow`` makes on a CLOSED
+            breaker), fed back into the dependency
+``py_risk`` reference of ``risk``: the same batch checked by plain Python over           64
+            dicts and tuples (instrument and strategy limits, quote, price band,
+            notional, stop distance, position, token bucket, duplicate key, a
+            decision tuple per intent and an order tuple per accepted one); must
+            reach the same 40 accepted / 24 denied
+``py_order`` reference of ``order``: the same 64 orders created by plain Python: seen-ids  64
+            LRU (an ``OrderedDict`` of 65536, full and evicting), book dict, order id,
+            STP scan of our resting orders on the other side, book insert, venue
+            order tuple
 ==========  =========================================================================  =====
+
+The references make the figures machine-independent: a gate that compares ns with a
+constant passes on one machine and fails on a slower or busier one, while the ratio of an
+operation to a reference of comparable work, measured in the same run on the same core
+(the breaker's load-to-use latency against a bare dependent load, the compiled kernels
+against the same steps in CPython), moves much less from machine to machine and with load.
+``py_risk`` and ``py_order`` stamp ``perf_counter_ns`` around each batch, like ``risk`` and
+``order``, so their put-back is not counted either.
 
 The loop-carried dependency: ``zero`` is a runtime 0 the compiler cannot see through;
 ``acc & zero`` is added to an argument the operation really uses (the breaker index, which
@@ -56,6 +76,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+from collections import OrderedDict
 import os
 import re
 import statistics
@@ -86,8 +107,16 @@ from bot4.records.errors import Code
 from bot4.risk import create_risk_segments
 from bot4.risk.checks import RiskBook, check_intents
 from bot4.risk.limits import RiskLimits, build_arrays
-from bot4.shm.breakers import CLOSED, Breakers, breaker_allow, breaker_state
-from bot4.shm.atomics import monotonic_ns
+from bot4.shm.breakers import (
+    B_STATE,
+    BLOCK_WORDS,
+    CLOSED,
+    W_COUNT,
+    Breakers,
+    breaker_allow,
+    breaker_state,
+)
+from bot4.shm.atomics import load_acquire, monotonic_ns
 from bot4.shm.segment import PREFIX, SHM_DIR, Segment, instance_segments
 from bot4.shm.trading_state import TradingState
 from bot4.stages.orders import C_NEW_SENT, oms_new, orders_kernel
@@ -101,10 +130,23 @@ MID = (BID + ASK) // 2
 T0 = 10**12  # the kernels' clock (ns); quotes are stamped T0, checks run at T0 + 1 ms
 INTENT_PRODUCER = 3
 RISK_PRODUCER = 4
-OPS = ("empty", "clock", "risk", "breaker", "stp", "order")
-PER_ITER = {"empty": 1, "clock": 1, "risk": BATCH, "breaker": 1, "stp": 1, "order": BATCH}
+OPS = ("empty", "clock", "risk", "breaker", "stp", "order", "load", "py_risk", "py_order")
+PER_ITER = {
+    "empty": 1,
+    "clock": 1,
+    "risk": BATCH,
+    "breaker": 1,
+    "stp": 1,
+    "order": BATCH,
+    "load": 1,
+    "py_risk": BATCH,
+    "py_order": BATCH,
+}
 # what each operation's net figure is measured against (same run, same loop shape)
 BASELINE = {"risk": "clock", "breaker": "empty", "stp": "empty", "order": "clock"}
+# the reference of comparable work each operation's machine-independent ratio is taken
+# against (same run, same core): reference ns / operation ns, "how many times faster"
+REFERENCE = {"risk": "py_risk", "breaker": "load", "order": "py_order"}
 
 # The figures a comparable system advertises (ns per operation) and this issue's aim: 100x.
 ADVERTISED_NS = {"risk": 10_000.0, "breaker": 100.0, "order": 100_000.0}
@@ -216,6 +258,138 @@ def loop_order(n, zero, batch, venue, fills, seq, st, prefix, first):
             if s >= 0:
                 book_remove(st.book, s)
     return acc, inside, nxt, seq
+
+
+@njit(nogil=True, cache=True)
+def loop_load(n, zero, words, index):
+    """Reference of ``loop_breaker``: the dependency through one acquire load of ``words``."""
+    acc = np.int64(0)
+    for _ in range(n):
+        acc += 1 + (np.int64(load_acquire(words, index + (acc & zero))) & zero)
+    return acc
+
+
+# ----------------------------------------------------------------------------------------
+# references of comparable work in plain Python (the same steps, no numba)
+
+
+class PyRisk:
+    """``check_intents``' work on the benchmark's batch in plain Python: per intent the
+    instrument's limits and quote (dicts), order size, price band, notional, stop distance,
+    strategy token bucket, worst-case position, duplicate key; a decision tuple for every
+    intent and an order tuple for every accepted one. ``check`` returns the accepted flags
+    (the plan must match numba's); ``restore`` puts the state back between batches."""
+
+    def __init__(self, limits: RiskLimits, specs: list[dict], scale: int = 10_000) -> None:
+        il, sl = limits.instrument, limits.strategy
+        self.ilim = {
+            i: (il.max_order_qty, int(il.max_notional * scale), il.max_position, il.price_band_bp)
+            for i in range(1, N_INST + 1)
+        }
+        interval = int(1e9 / sl.rate_per_s)
+        self.slim = {s: (sl.max_stop_bp, interval, sl.burst * interval) for s in (1, 2, 3, 4)}
+        self.quotes = {i: (BID, ASK) for i in range(1, N_INST + 1)}
+        fields = ("_seq", "instrument", "side", "qty", "limit_price", "stop_price", "strategy")
+        self.intents = [tuple(spec[f] for f in fields) for spec in specs]
+        self.key_base = INTENT_PRODUCER << 48
+        self.restore()
+
+    def restore(self) -> None:
+        self.position = dict.fromkeys(self.ilim, 0)
+        self.tat = dict.fromkeys(self.slim, 0)
+        self.seen: set[int] = set()
+
+    def check(self, now: int) -> tuple[list, list]:
+        decisions = []
+        orders = []
+        ilim, slim, quotes, position, tat, seen = (
+            self.ilim, self.slim, self.quotes, self.position, self.tat, self.seen,
+        )  # fmt: skip
+        for seq, inst, side, qty, px, stop, strat in self.intents:
+            reason = 0
+            lim = ilim.get(inst)
+            if lim is None:
+                reason = Code.UNKNOWN_INSTRUMENT
+            else:
+                max_qty, max_notional, max_pos, band_bp = lim
+                bid, ask = quotes[inst]
+                mid = (bid + ask) // 2
+                max_stop_bp, interval, burst = slim[strat]
+                signed = qty if side == SIDE_BUY else -qty
+                t = max(tat[strat], now - burst) + interval
+                key = self.key_base | seq
+                if qty > max_qty:
+                    reason = Code.MAX_ORDER_QTY
+                elif band_bp and abs(px - mid) * 10_000 > band_bp * mid:
+                    reason = Code.PRICE_BAND
+                elif qty * px > max_notional:
+                    reason = Code.MAX_NOTIONAL
+                elif max_stop_bp and abs(px - stop) * 10_000 > max_stop_bp * px:
+                    reason = Code.STOP_LOSS_TOO_FAR
+                elif abs(position[inst] + signed) > max_pos:
+                    reason = Code.POSITION_LIMIT
+                elif t > now + interval:
+                    reason = Code.RATE_LIMIT
+                elif key in seen:
+                    reason = Code.DUPLICATE_ORDER
+                else:
+                    seen.add(key)
+                    tat[strat] = t
+                    position[inst] += signed
+                    orders.append((seq, inst, side, qty, px, stop, strat, now))
+            decisions.append((seq, inst, strat, int(reason), now))
+        return decisions, orders
+
+
+class PyOrders:
+    """``orders_kernel``'s work on the benchmark's 64 NEW orders in plain Python: duplicate
+    check against a seen-ids LRU (``OrderedDict`` of 65536, full and evicting) and the book,
+    order id, STP scan of our resting orders on the other side of the instrument, book insert
+    (dict) and per-instrument open list, venue order tuple. ``remove`` takes the batch back
+    out of the book between batches (not timed)."""
+
+    LRU = 65_536
+
+    def __init__(self, batch: np.ndarray) -> None:
+        self.orders = [
+            (int(r["instrument"]), int(r["side"]), int(r["qty"]), int(r["limit_price"]))
+            for r in batch
+        ]
+        self.seen: OrderedDict[int, None] = OrderedDict((-k, None) for k in range(self.LRU))
+        self.book: dict[int, list] = {}
+        self.open = {(i, s): [] for i in range(N_INST + 1) for s in (SIDE_BUY, SIDE_SELL)}
+        self.next_oid = 1
+
+    def create(self, prefix: int, first: int, seq: int, now: int) -> tuple[list, int]:
+        venue = []
+        seen, book, opened = self.seen, self.book, self.open
+        for k, (inst, side, qty, px) in enumerate(self.orders):
+            cl = prefix | (first + k)
+            if cl in seen or cl in book:
+                continue
+            seen[cl] = None
+            if len(seen) > self.LRU:
+                seen.popitem(last=False)
+            other = SIDE_SELL if side == SIDE_BUY else SIDE_BUY
+            crossed = 0
+            for o in opened[(inst, other)]:
+                rest = book[o]
+                if (side == SIDE_BUY and rest[5] <= px) or (side == SIDE_SELL and rest[5] >= px):
+                    crossed += 1
+            if crossed:
+                continue
+            oid = self.next_oid
+            self.next_oid += 1
+            book[cl] = [oid, cl, inst, side, qty, px, qty, 0, ST_ACKNOWLEDGED, now]
+            opened[(inst, side)].append(cl)
+            venue.append((seq, oid, cl, inst, side, qty, px, now))
+            seq += 1
+        return venue, seq
+
+    def remove(self, venue: list) -> None:
+        for v in venue:
+            rec = self.book.pop(v[2])
+            self.open[(rec[2], rec[3])].remove(v[2])
 
 
 # ----------------------------------------------------------------------------------------
@@ -384,6 +558,12 @@ class RiskBench:
         self.order_seq = 1
         self.prefix = np.uint64(INTENT_PRODUCER << 48)
         self.next_id = 1
+        # (e) the references: the breaker's state word; the same batches in plain Python
+        self.brk_state_word = np.int64(BLOCK_WORDS * (1 + int(self.brk[W_COUNT])) + B_STATE)
+        self.py_risk = PyRisk(limits, self.specs)
+        self.py_orders = PyOrders(self.order_batch)
+        self.py_seq = 1
+        self.py_next = 1
         for name in OPS:
             self.run(name, 1)
         # steady state: the seen-ids LRU full, each new order evicting the oldest id
@@ -443,9 +623,10 @@ class RiskBench:
     def run(self, name: str, iters: int) -> tuple[float, float]:
         """One loop of ``iters`` iterations of ``name``: ``(timed s, whole loop s)``.
 
-        ``timed`` is the whole loop for ``empty``, ``breaker``, ``stp``; for ``clock``,
-        ``risk`` and ``order`` it is the sum of the stamped windows (the batch kernel calls,
-        without the put-back). Checked afterwards: MeasureError if the path was not taken."""
+        ``timed`` is the whole loop for ``empty``, ``breaker``, ``stp``, ``load``; for
+        ``clock``, ``risk``, ``order``, ``py_risk`` and ``py_order`` it is the sum of the
+        stamped windows (the batch calls, without the put-back). Checked afterwards:
+        MeasureError if the path was not taken."""
         n = np.int64(iters)
         z = self.zero
         inside = None
@@ -497,6 +678,34 @@ class RiskBench:
                 and int(self.oms.ctr[C_NEW_SENT]) - sent0 == iters * BATCH
                 and int(self.oms.book.meta[2]) == 0
             )
+        elif name == "load":
+            acc = loop_load(n, z, self.brk, self.brk_state_word)
+            wall = time.perf_counter() - t
+            ok = acc == iters
+        elif name == "py_risk":
+            pr, now, inside = self.py_risk, int(self.now), 0
+            decisions: list = []
+            orders: list = []
+            for _ in range(iters):
+                t0 = time.perf_counter_ns()
+                decisions, orders = pr.check(now)
+                inside += time.perf_counter_ns() - t0
+                pr.restore()
+            wall = time.perf_counter() - t
+            acc = len(orders)
+            ok = [d[3] == 0 for d in decisions] == [s["_accept"] for s in self.specs]
+        elif name == "py_order":
+            po, now, inside, acc = self.py_orders, int(self.now), 0, 0
+            prefix = int(self.prefix)
+            for _ in range(iters):
+                t0 = time.perf_counter_ns()
+                venue, self.py_seq = po.create(prefix, self.py_next, self.py_seq, now)
+                inside += time.perf_counter_ns() - t0
+                self.py_next += BATCH
+                acc += len(venue)
+                po.remove(venue)
+            wall = time.perf_counter() - t
+            ok = acc == iters * BATCH and not po.book
         else:
             raise KeyError(name)
         if not ok:
@@ -564,6 +773,16 @@ def measure(
     return {k: med(v) for k, v in timed.items()}, {k: med(v) for k, v in wall.items()}
 
 
+def reference_ratios(timed: dict[str, float]) -> dict[str, float]:
+    """How many times faster than its reference of comparable work (same run): reference
+    ns / operation ns, for each operation in ``REFERENCE`` measured with its reference."""
+    return {
+        k: timed[r] / timed[k]
+        for k, r in REFERENCE.items()
+        if k in timed and r in timed and timed[k] > 0
+    }
+
+
 LABELS = {
     "empty": "empty loop (per iteration)",
     "clock": "clock stamp pair (per iteration)",
@@ -571,6 +790,9 @@ LABELS = {
     "breaker": "breaker check (breaker_allow, CLOSED)",
     "stp": "STP check (guard_plan, 8 resting)",
     "order": "order creation, per order (orders_kernel x64)",
+    "load": "dependent load (reference of breaker)",
+    "py_risk": "risk check in Python, per intent (reference)",
+    "py_order": "order creation in Python, per order (reference)",
 }
 
 
@@ -583,13 +805,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kernels ready in {time.perf_counter() - t:.1f} s; risk batch: {bench.decisions()}")
         timed, wall = measure(bench, n_ops)
     net = net_ns(timed)
+    ref = reference_ratios(timed)
     print(
         f"{'operation':<48}{'timed ns/op':>12}{'net ns/op':>11}{'baseline':>10}"
-        f"{'whole loop ns/op':>18}"
+        f"{'whole loop ns/op':>18}{'x faster than reference':>25}"
     )
     for k in OPS:
         n = f"{net[k]:.2f}" if k in net else "-"
-        print(f"{LABELS[k]:<48}{timed[k]:>12.2f}{n:>11}{BASELINE.get(k, '-'):>10}{wall[k]:>18.2f}")
+        r = f"{ref[k]:.2f}x ({REFERENCE[k]})" if k in ref else "-"
+        print(
+            f"{LABELS[k]:<48}{timed[k]:>12.2f}{n:>11}{BASELINE.get(k, '-'):>10}"
+            f"{wall[k]:>18.2f}{r:>25}"
+        )
     return 0
 
 
