@@ -42,7 +42,6 @@ from bot4.shm.ring_layout import (
     W_CONSUMER_BATCHES,
     W_CONSUMER_CACHED_PRODUCER,
     W_CONSUMER_HIGH_WATER,
-    W_CONSUMER_OWN_POSITION,
     W_CONSUMER_PID,
     W_CONSUMER_POSITION,
     W_CREATED_NS,
@@ -135,7 +134,6 @@ def create_ring(
             W_PRODUCER_POSITION,
             W_CONSUMER_POSITION,
             W_PRODUCER_OWN_POSITION,
-            W_CONSUMER_OWN_POSITION,
             W_PRODUCER_CACHED_CONSUMER,
             W_CONSUMER_CACHED_PRODUCER,
         ):
@@ -214,7 +212,7 @@ def validate_header(
 class _Side:
     _pid_word: int
     _position_word: int
-    _own_word: int
+    _own_word: int | None  # the side's own copy of its position, if it keeps one
     _side: str
 
     def __init__(
@@ -240,9 +238,10 @@ class _Side:
             self._size = self.dtype.itemsize
             self.pid = os.getpid()
             self._claim(takeover)
-            # the side's own copy of its position restarts from what was published: a side
-            # killed inside a commit published nothing of it (ring_layout)
-            self.hdr[self._own_word] = self.hdr[self._position_word]
+            if self._own_word is not None:
+                # the producer's own copy of its position restarts from what was published:
+                # a producer killed inside a commit published nothing of it (ring_layout)
+                self.hdr[self._own_word] = self.hdr[self._position_word]
         except BaseException:
             self._drop_views()
             self.segment.close()
@@ -402,7 +401,7 @@ class Consumer(_Side):
 
     _pid_word = W_CONSUMER_PID
     _position_word = W_CONSUMER_POSITION
-    _own_word = W_CONSUMER_OWN_POSITION
+    _own_word = None
     _side = "consumer"
 
     def __init__(self, *args, **kwargs) -> None:
@@ -415,20 +414,22 @@ class Consumer(_Side):
         if w is None:
             out = np.empty(1, self.dtype)
             return out[0] if ops.try_pop(self.hdr, self.slots, out, 0) else None
-        pos = w[W_CONSUMER_OWN_POSITION]
-        if pos == w[W_CONSUMER_CACHED_PRODUCER]:
+        pos = w[W_CONSUMER_POSITION]
+        prod = w[W_CONSUMER_CACHED_PRODUCER]
+        if pos == prod:
             prod = w[W_PRODUCER_POSITION]
-            w[W_CONSUMER_CACHED_PRODUCER] = prod
-            if pos == prod:
-                return None
             depth = (prod - pos) & _M64
+            if depth == 0 or depth > self.capacity:
+                return None  # empty, or a damaged word (ring_ops): never cached nor read
+            w[W_CONSUMER_CACHED_PRODUCER] = prod
             if depth > w[W_CONSUMER_HIGH_WATER]:
                 w[W_CONSUMER_HIGH_WATER] = depth
+        elif (prod - pos) & _M64 > self.capacity:
+            return None  # this side's own word damaged: never a phantom record
         off = self._off0 + (pos & self.mask) * self._size
         rec = np.frombuffer(self._buf[off : off + self._size], self.dtype)[0]  # bytes: a copy
-        w[W_CONSUMER_OWN_POSITION] = (pos + 1) & _M64
-        w[W_CONSUMER_BATCHES] += 1
         w[W_CONSUMER_POSITION] = (pos + 1) & _M64
+        w[W_CONSUMER_BATCHES] += 1
         if self._park:
             ops.wake_producer(self.hdr)
         return rec

@@ -18,9 +18,8 @@
     384    48    producer   pid, (reserved x2), full waits, rejections, heartbeat ns,
                             cached consumer position          (words 48..54)
     448    56    producer   own position, batches   (a 16-byte pair: words 56..57)
-    512    64    consumer   pid, (reserved x2), empty waits, high-water depth,
+    512    64    consumer   pid, (reserved), batches, empty waits, high-water depth,
                             heartbeat ns, cached producer position (words 64..70)
-    576    72    consumer   own position, batches   (a 16-byte pair: words 72..73)
     640    80    producer   data signal (futex word), producer parked flag (words 80..81)
     768    96    consumer   space signal (futex word), consumer parked flag (words 96..97)
     1024   -     producer   slots: capacity x slot size; slot i holds position p with
@@ -31,17 +30,19 @@ arithmetic: crossing 2^63 or 2^64 is harmless). ``producer - consumer`` is the d
 [0, capacity]. Each owner writes only its own lines, so neither side's writes invalidate a
 line the other side polls, except the one position it must read.
 
-Each side keeps its own copy of its position next to its batch count, on a line the other
-side never reads, and publishes the position with one release store per commit: claims and
-peeks read the private copy, so the hot path never loads the line the other side polls
-(loading it cost single-record streaming a quarter of its rate), and a commit is two
-stores (the pair, with one 16-byte store, and the published position). The private copy
-equals the published position except inside a commit; a side re-reads it from the
-published position when it attaches (``ring.Producer`` / ``ring.Consumer``), so a side
-killed mid-commit, or a segment an earlier build wrote, resumes from what was published.
+The producer keeps its own copy of its position next to its batch count, on a line the
+consumer never reads, and publishes the position with one release store per commit: claims
+read the copy, so the producer never loads the line the consumer polls while it waits for
+data (loading it cost single-record streaming a quarter of its rate), and a commit is two
+stores (the pair, with one 16-byte store, and the published position). The copy equals the
+published position except inside a commit; the producer re-reads it from the published
+position when it attaches (``ring.Producer``), so a producer killed mid-commit, or a
+segment an earlier build wrote, resumes from what was published. The consumer's line is
+polled by the producer only while the ring is full: the consumer reads and publishes its
+position directly.
 
 Records produced and consumed are not stored: they are ``position - initial position``
-(``stats``). Words 49, 50, 65 and 66 held per-commit records and batch counters in earlier
+(``stats``). Words 49, 50 and 65 held per-commit records and batch counters in earlier
 builds; they are reserved (never written, never read).
 """
 
@@ -80,13 +81,12 @@ W_PRODUCER_BATCHES = 57  # commits, counted with the own position in one store
 
 # consumer-owned counters
 W_CONSUMER_PID = 64
-# words 65, 66: reserved (records and batches of earlier builds; records = position - initial)
+# word 65: reserved (records counter of earlier builds; records = position - initial)
+W_CONSUMER_BATCHES = 66  # releases, counted by consumer_release
 W_CONSUMER_EMPTY_WAITS = 67
 W_CONSUMER_HIGH_WATER = 68
 W_CONSUMER_HEARTBEAT_NS = 69
 W_CONSUMER_CACHED_PRODUCER = 70
-W_CONSUMER_OWN_POSITION = 72  # the consumer's copy of its position (16-byte aligned pair)
-W_CONSUMER_BATCHES = 73  # releases, counted with the own position in one store
 
 # parking (futex words: the waiter sleeps on the word the *other* side bumps)
 W_DATA_SIGNAL = 80  # producer bumps after publishing while the consumer is parked

@@ -16,17 +16,22 @@ Protocol (claim, then publish — a half-written slot is never visible):
 
 Each side caches the other's position in its own counter line and reloads it (acquire)
 only when the cached value says it cannot proceed. All arithmetic on positions is u64 and
-by difference, so positions may start anywhere, including just below 2^64.
+by difference, so positions may start anywhere, including just below 2^64. Positions more
+than ``capacity`` apart can only come from a damaged segment: a claim then finds no room
+and a peek no records (nothing is overwritten, no phantom record is read), and while the
+damage lasts the stage's housekeeping stops it with ``RING_POSITIONS_CORRUPT``.
 
-Each side reads its own position from its private copy (``W_*_OWN_POSITION``), never from
-the published word the other side polls, and a commit is two stores: the own position and
-the batch count together (``add_pair``, one 16-byte store) and the published position
-(release). No records counter (records are the position's distance from the initial
-position, which ``stats`` computes). On parking rings only, a full fence and a load of the
-consumer's ``parked`` word (``wake_consumer``). Releases mirror it. In the like-for-like
-race against a bare SPSC ring (``perf/ringrace.py``) single-record streaming runs at about
-the reference's rate; each extra load of the polled line or extra store per commit cost a
-visible share of it (see ``ring_layout``). Nothing here may make numba reference-count
+The producer reads its position from its own copy (``W_PRODUCER_OWN_POSITION``), never
+from the published word the consumer polls, and a commit is two stores: the own position
+and the batch count together (``add_pair``, one 16-byte store) and the published position
+(release). The consumer, whose position line the producer reads only when the ring is
+full, reads and publishes its position as before and counts its batch in its own line. No
+records counter (records are the position's distance from the initial position, which
+``stats`` computes). On parking rings only, a full fence and a load of the other side's
+``parked`` word (``wake_consumer``). In the like-for-like race against a bare SPSC ring
+(``perf/ringrace.py``) single-record streaming runs at about the reference's rate; each
+extra load of the polled line or extra producer store per commit cost a visible share of
+it (see ``ring_layout``). Nothing here may make numba reference-count
 ``hdr``: an incref/decref pair is a ``lock``-prefixed instruction, a full barrier that waits
 for every pending slot store to reach the other core, once per call. Numba prunes the pair
 only when the array's last use is on every path, so ``producer_claim``, ``producer_room``
@@ -51,17 +56,18 @@ from bot4.shm.atomics import (
     fence_seq_cst,
     futex_wake,
     load_acquire,
+    load_relaxed,
     monotonic_ns,
     store_relaxed,
     store_release,
 )
 from bot4.shm.ring_layout import (
     W_CAPACITY,
+    W_CONSUMER_BATCHES,
     W_CONSUMER_CACHED_PRODUCER,
     W_CONSUMER_EMPTY_WAITS,
     W_CONSUMER_HEARTBEAT_NS,
     W_CONSUMER_HIGH_WATER,
-    W_CONSUMER_OWN_POSITION,
     W_CONSUMER_PARKED,
     W_CONSUMER_POSITION,
     W_DATA_SIGNAL,
@@ -88,8 +94,10 @@ def producer_claim(hdr, n):
     want = np.uint64(n)
     cons = hdr[W_PRODUCER_CACHED_CONSUMER]
     if hdr[W_CAPACITY] - (pos - cons) < want:
-        cons = load_acquire(hdr, W_CONSUMER_POSITION)
-        store_relaxed(hdr, W_PRODUCER_CACHED_CONSUMER, cons)
+        fresh = load_acquire(hdr, W_CONSUMER_POSITION)
+        if pos - fresh <= hdr[W_CAPACITY]:  # a damaged word is never acted on (no room)
+            cons = fresh
+            store_relaxed(hdr, W_PRODUCER_CACHED_CONSUMER, cons)
     cap = hdr[W_CAPACITY]  # a use of hdr after the branch: see the module docstring
     to_wrap = cap - (pos & (cap - _ONE))
     return pos, np.int64(min(want, cap - (pos - cons), to_wrap))
@@ -108,8 +116,10 @@ def producer_room(hdr, n):
     want = np.uint64(n)
     cons = hdr[W_PRODUCER_CACHED_CONSUMER]
     if hdr[W_CAPACITY] - (pos - cons) < want:
-        cons = load_acquire(hdr, W_CONSUMER_POSITION)
-        store_relaxed(hdr, W_PRODUCER_CACHED_CONSUMER, cons)
+        fresh = load_acquire(hdr, W_CONSUMER_POSITION)
+        if pos - fresh <= hdr[W_CAPACITY]:  # a damaged word is never acted on (no room)
+            cons = fresh
+            store_relaxed(hdr, W_PRODUCER_CACHED_CONSUMER, cons)
     cap = hdr[W_CAPACITY]  # a use of hdr after the branch: see the module docstring
     return pos, np.int64(min(want, cap - (pos - cons)))
 
@@ -144,17 +154,22 @@ def wake_consumer(hdr):
 @njit(nogil=True, cache=True)
 def consumer_peek(hdr, n):
     """Up to ``n`` readable contiguous slots: ``(position, count)``; count 0 when empty."""
-    pos = hdr[W_CONSUMER_OWN_POSITION]
+    pos = load_relaxed(hdr, W_CONSUMER_POSITION)
     want = np.uint64(n)
     prod = hdr[W_CONSUMER_CACHED_PRODUCER]
     if prod - pos < want:
-        prod = load_acquire(hdr, W_PRODUCER_POSITION)
-        store_relaxed(hdr, W_CONSUMER_CACHED_PRODUCER, prod)
-        if prod - pos > hdr[W_CONSUMER_HIGH_WATER]:
-            store_relaxed(hdr, W_CONSUMER_HIGH_WATER, prod - pos)
+        fresh = load_acquire(hdr, W_PRODUCER_POSITION)
+        if fresh - pos <= hdr[W_CAPACITY]:  # a damaged word is never cached nor acted on
+            prod = fresh
+            store_relaxed(hdr, W_CONSUMER_CACHED_PRODUCER, prod)
+            if prod - pos > hdr[W_CONSUMER_HIGH_WATER]:
+                store_relaxed(hdr, W_CONSUMER_HIGH_WATER, prod - pos)
     cap = hdr[W_CAPACITY]  # a use of hdr after the branch: see the module docstring
+    avail = prod - pos
+    if avail > cap:  # this side's own word damaged: no phantom records, ever
+        avail = np.uint64(0)
     to_wrap = cap - (pos & (cap - _ONE))
-    return pos, np.int64(min(want, prod - pos, to_wrap))
+    return pos, np.int64(min(want, avail, to_wrap))
 
 
 @njit(nogil=True, cache=True)
@@ -162,7 +177,9 @@ def consumer_release_nowake(hdr, count):
     """Hand ``count`` read slots back (release store) and count the batch; never wakes.
 
     The caller calls ``wake_producer`` before it idles (see the module docstring)."""
-    store_release(hdr, W_CONSUMER_POSITION, add_pair(hdr, W_CONSUMER_OWN_POSITION, count, _ONE))
+    pos = load_relaxed(hdr, W_CONSUMER_POSITION) + np.uint64(count)
+    store_release(hdr, W_CONSUMER_POSITION, pos)
+    store_relaxed(hdr, W_CONSUMER_BATCHES, hdr[W_CONSUMER_BATCHES] + _ONE)
 
 
 @njit(nogil=True, cache=True)
