@@ -6,9 +6,28 @@ from __future__ import annotations
 
 import pytest
 
+from bot4.shm.segment import instance_segments
+from tests.system.pipeline_util import SinkLog
+
 
 @pytest.fixture(autouse=True)
 def _pipeline_databases(dbs, monkeypatch) -> tuple[str, str]:
     monkeypatch.setenv("BOT4_DSN", dbs[0])
     monkeypatch.setenv("BOT4_LEDGER_DSN", dbs[1])
     return dbs
+
+
+@pytest.fixture
+def sink(instance):
+    """``sink(words)``: a sink log (``SinkLog``) closed, and checked gone, after the test."""
+    logs = []
+
+    def make(words):
+        s = SinkLog(instance, words)
+        logs.append(s)
+        return s
+
+    yield make
+    for s in logs:
+        s.close()
+    assert not instance_segments(instance + "x")

@@ -34,7 +34,6 @@ from bot4.ops_stats import snapshot
 from bot4.shm import control as C
 from bot4.shm.segment import instance_segments
 from tests.system.pipeline_util import (
-    SinkLog,
     chain_topology,
     stage_block,
     start_pipeline,
@@ -55,21 +54,6 @@ def topology(instance, *, a_stall=1.0, a_hb=1.0, b_hb=5.0, **kw) -> str:
     return text.replace(
         'name = "b"\nkind = "relay"', f'name = "b"\nkind = "relay"\nheartbeat_timeout = {b_hb}'
     )
-
-
-@pytest.fixture
-def sink(instance):
-    logs = []
-
-    def make(words):
-        s = SinkLog(instance, words)
-        logs.append(s)
-        return s
-
-    yield make
-    for s in logs:
-        s.close()
-    assert not instance_segments(instance + "x")
 
 
 def wait_until(what: str, cond, timeout: float = 120, proc=None) -> None:

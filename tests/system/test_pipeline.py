@@ -26,7 +26,6 @@ import pytest
 from bot4.shm.segment import instance_segments
 from tests.seeds import seeded_rng
 from tests.system.pipeline_util import (
-    SinkLog,
     chain_topology,
     stage_block,
     start_pipeline,
@@ -34,21 +33,6 @@ from tests.system.pipeline_util import (
 )
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(300)]
-
-
-@pytest.fixture
-def sink(instance):
-    logs = []
-
-    def make(words):
-        s = SinkLog(instance, words)
-        logs.append(s)
-        return s
-
-    yield make
-    for s in logs:
-        s.close()
-    assert not instance_segments(instance + "x")
 
 
 def stop(p, sig=signal.SIGTERM, timeout=120):

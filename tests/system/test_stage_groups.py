@@ -30,7 +30,6 @@ from bot4.pipeline.topology import TopologyError, parse_topology
 from bot4.shm.segment import instance_segments
 from tests.system.pipeline_util import (
     BOT4,
-    SinkLog,
     chain_topology,
     stage_block,
     start_pipeline,
@@ -46,21 +45,6 @@ members = ["a", "b", "sink"]
 core = 1
 idle = "{idle}"
 """
-
-
-@pytest.fixture
-def sink(instance):
-    logs = []
-
-    def make(words):
-        s = SinkLog(instance, words)
-        logs.append(s)
-        return s
-
-    yield make
-    for s in logs:
-        s.close()
-    assert not instance_segments(instance + "x")
 
 
 def _grouped_chain(instance, idle="backoff", **kw) -> str:
