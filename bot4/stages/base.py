@@ -199,6 +199,11 @@ class Stage:
     def on_drain(self) -> None:
         """Called once when the stage stops, after its inputs are drained (shutdown policy)."""
 
+    def awaiting_replies(self) -> bool:
+        """True while the stage, draining, waits for answers to its shutdown records on a
+        feedback input (the loop keeps reading them, at most ``loop.DRAIN_REPLY_S``)."""
+        return False
+
     def summary(self) -> dict:
         """Figures for the end-of-run report."""
         return {}

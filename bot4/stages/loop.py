@@ -18,7 +18,10 @@ and reads the pipeline state from the control block.
 Shutdown (pipeline state ``draining``, or SIGTERM to this process alone): a source stops
 producing; a stage with inputs keeps going until every non-feedback input's producer
 has stopped and the input is empty. It then runs ``on_drain`` (the stage's shutdown
-policy), marks itself stopped and exits 0.
+policy) and keeps cycling (state DRAINING) while the policy's records are pending or the
+stage awaits their answers on a feedback input (``Stage.awaiting_replies``: the OMS's
+CANCEL_ALL and the venue's CANCELLED reports, journalled before it stops), at most
+``DRAIN_REPLY_S``; then it marks itself stopped and exits 0.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ IDLE_WAIT_NS = 1_000_000
 IDLE_HOUSEKEEP_NS = 200_000  # an idle stage beats and reads the control block this often
 GROUP_PARK_NS = 1_000_000  # longest park of a group (its heartbeat and control-block reads)
 SOURCE_PARK_NS = 200_000  # ... of a group with a source, which is driven by the clock
+DRAIN_REPLY_S = 5.0  # longest wait for the answers to a stage's shutdown records
 WRAP = "wrap"  # a claim whose records sit in scratch until they are copied across the wrap
 
 
@@ -441,6 +445,7 @@ class StageRunner:
     def start(self) -> None:
         """Attach, recover the cursors, beat once and report running."""
         self.batches = self.records_in = self.records_out = 0
+        self._drain_deadline: float | None = None  # set when the shutdown policy ran
         self.attach()
         self.recover()
         self._housekeep()
@@ -484,7 +489,7 @@ class StageRunner:
         if not self.stage.source and self._draining():
             upstream_stopped = self._upstream_stopped()
             if upstream_stopped and self._inputs_empty():
-                return -1
+                return self._drain_policy()
             pipe = int(self.cb.words[C.W_PIPE_STATE])
             if self.local_stop and pipe == C.PIPE_RUNNING and not upstream_stopped:
                 # stopped alone (systemctl stop/restart of this unit): leave now; what
@@ -492,10 +497,36 @@ class StageRunner:
                 return -1
         return 0
 
+    def _drain_policy(self) -> int:
+        """Inputs drained while the pipeline drains: run the shutdown policy once, then
+        keep cycling (0) until its records left and their answers came back on the
+        feedback inputs (``awaiting_replies``), or ``DRAIN_REPLY_S`` passed (-1: leave).
+        Cycling rather than waiting here lets a group's other members (the venue that
+        answers) run."""
+        now = time.monotonic()
+        if self._drain_deadline is None:
+            self.blk[C.S_STATE] = C.STAGE_DRAINING
+            self.stage.on_drain()
+            self._drain_deadline = now + DRAIN_REPLY_S
+            return 0
+        stage = self.stage
+        if stage.pending(stage.clock()) > 0 or stage.awaiting_replies():
+            if now < self._drain_deadline:
+                return 0
+            log.warning(
+                "%s: no answer to its shutdown records within %.0f s; stopping without them",
+                self.spec.name,
+                DRAIN_REPLY_S,
+            )
+        return -1
+
     def finish(self) -> None:
-        """The stage's shutdown policy (``on_drain`` and its records), then stopped."""
+        """The stage's shutdown policy (``on_drain`` and its records, unless the drain ran
+        it already), then stopped."""
         self.blk[C.S_STATE] = C.STAGE_DRAINING
-        self.stage.on_drain()
+        if self._drain_deadline is None:
+            self._drain_deadline = time.monotonic()
+            self.stage.on_drain()
         deadline = time.monotonic() + 5.0
         while self.stage.pending(self.stage.clock()) > 0 and time.monotonic() < deadline:
             self._emit_pending()  # the shutdown policy's records leave before we do

@@ -67,8 +67,9 @@ Self-trade prevention (``docs/stp.md``), chosen per venue with param ``stp``:
 
 Shutdown policy: when the stage drains, it sends ``ACTION_CANCEL_ALL`` (instrument 0, all)
 to the venue before it exits, so nothing of ours rests while no OMS runs; every open order
-is marked CANCEL_PENDING locally. The venue's CANCELLED answers stay in ``venue_execs`` for
-the next OMS to read.
+is marked CANCEL_PENDING locally. The stage then keeps reading ``venue_execs`` until the
+venue's CANCELLED answers closed every open order (at most ``loop.DRAIN_REPLY_S``), so they
+are journalled and loaded like any report.
 
 Restart reconciliation: an OMS that starts with open orders (``restore_open_orders``, from
 the snapshot ``book_open`` gives; storing it is the persistence issue) sends
@@ -842,6 +843,7 @@ class OrdersStage(Stage):
         self.query_slots = np.zeros(0, np.int64)
         self.query_next = 0
         self.drain_cancel_all = False
+        self.drain_cancel_sent = False
         self.n_out = len(self.outputs)
         self.no_events = np.zeros(1, EXEC_REPORT)
         self._prime_kernels()
@@ -1013,6 +1015,7 @@ class OrdersStage(Stage):
         if self.drain_cancel_all and n < room:
             seq = emit_cancel_all(self.oms, outs[0][n : n + 1], seq, 0, now)
             self.drain_cancel_all = False
+            self.drain_cancel_sent = True
             n += 1
         counts[0] = n
         if self.n_out > 2:
@@ -1074,6 +1077,11 @@ class OrdersStage(Stage):
             "orders: draining with %d open orders; sending CANCEL_ALL",
             int(self.oms.book.meta[2]),
         )
+
+    def awaiting_replies(self) -> bool:
+        """Draining: the drain's CANCEL_ALL left and orders are still open (the venue's
+        CANCELLED reports, read before we stop, close them and reach the journal)."""
+        return self.drain_cancel_sent and int(self.oms.book.meta[2]) > 0
 
     def open_orders(self) -> np.ndarray:
         """Snapshot of the open orders (``OPEN_ORDER`` rows) for ``restore_open_orders``."""

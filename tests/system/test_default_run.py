@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from bot4.journal import JournalReader
+from bot4.oms.recovery import rebuild_from_journal
 from bot4.shm.segment import instance_segments
 from tests.system.db_check import assert_exactly_once
 from tests.system.pipeline_util import BOT4
@@ -63,6 +64,10 @@ def test_default_run_turns_synthetic_ticks_into_intents_orders_and_fills(
     seqs: dict[int, list[int]] = {}
     for _pos, rtype, recs in JournalReader(journal):
         seqs.setdefault(rtype, []).extend(int(x) for x in recs["seq"])
+    # the venue's answers to the drain's CANCEL_ALL were read and journalled: by the journal
+    # alone, nothing of ours is left open
+    left = rebuild_from_journal(journal, 1)
+    assert left.orders > 0 and len(left.open_orders) == 0, left.open_orders
     for rtype, ss in seqs.items():
         assert ss == sorted(set(ss)), f"record type {rtype}: journal out of order or duplicated"
         # the first session of this data dir numbers from 1 << 32 (unique across sessions)
