@@ -37,6 +37,10 @@ Market data comes in two shapes, by choice:
   equal LOBSTER message types, so a LOBSTER row maps without a table), a trade print
   (``MD_TRADE``) or one side of a quote (``MD_QUOTE``, ``side`` says which).
 - ``BOOK_TOP`` (128 B): a two-sided top-of-book snapshot (best bid, best ask, last trade).
+- ``BOOK_LEVEL`` (64 B): one price level of the md stage's rebuilt book, by position from
+  the best (level 0), as it is after an event: price, aggregate size, order count. Only
+  positions whose content changed are published, so a consumer keeps a ``depth``-level
+  array per side and overwrites slot ``level`` (qty 0 = no level at that position).
 
 A single row that carried both quote sides would have pushed every book message past one
 cache line; keeping the event record at 64 bytes and giving two-sided quotes their own
@@ -67,6 +71,7 @@ __all__ = [
     "ACTION_QUERY",
     "ACTION_CANCEL_ALL",
     "ACTION_REPLACE",
+    "BOOK_LEVEL",
     "BOOK_TOP",
     "COMMON_FIELDS",
     "DECISION_ACCEPT",
@@ -94,6 +99,7 @@ __all__ = [
     "STP_NONE",
     "readable_fingerprints",
     "MARKET_DATA",
+    "MDF_BOOK_STALE",
     "MDF_HALT",
     "MDF_LAST_IN_BATCH",
     "MDF_QUOTING",
@@ -139,6 +145,7 @@ __all__ = [
     "RECORD_TYPES",
     "RECORD_TYPE_IDS",
     "RISK_DECISION",
+    "RT_BOOK_LEVEL",
     "RT_BOOK_TOP",
     "RT_EXEC_REPORT",
     "RT_MARKET_DATA",
@@ -194,6 +201,8 @@ MDF_LAST_IN_BATCH = 1 << 3  # last event sharing this ts_event_ns: the book is c
 MDF_HALT = 1 << 4  # MD_TRADING_HALT: trading halted
 MDF_QUOTING = 1 << 5  # MD_TRADING_HALT: quoting resumed, trading still halted
 MDF_RESUME = 1 << 6  # MD_TRADING_HALT: trading resumed
+MDF_BOOK_STALE = 1 << 7  # the md stage's book of this instrument is inconsistent (a gap):
+#   no quote or depth is published from it until it is consistent again; risk halts it
 
 # --- order_type (uint8) ---------------------------------------------------------------------
 OT_NONE = 0
@@ -455,6 +464,23 @@ OPERATOR_ACTION = _record(
 )
 _check(OPERATOR_ACTION.itemsize == 128, "OPERATOR_ACTION must be two cache lines")
 
+BOOK_LEVEL = _record(
+    "BOOK_LEVEL",
+    [
+        ("ts_event_ns", np.int64),  # source time of the event that changed the level, ns
+        ("ts_recv_ns", np.int64),  # md stage receive stamp, ns (host monotonic)
+        ("price", np.int64),  # level price, fixed point, instrument scale (0 = no level)
+        ("qty", np.int64),  # aggregate visible size at the level, shares / lots (0 = none)
+        ("instrument", np.uint32),  # instrument id
+        ("orders", np.uint32),  # orders resting at the level (a lower bound, docs/records.md)
+        ("side", np.int8),  # SIDE_BUY (bid) / SIDE_SELL (ask)
+        ("level", np.uint8),  # position from the best on that side, 0 = best
+        ("flags", np.uint16),  # MDF_* bits (MDF_LAST_IN_BATCH: last update of the batch)
+        ("reserved", np.uint8, (4,)),  # zero
+    ],
+)
+_check(BOOK_LEVEL.itemsize == 64, "BOOK_LEVEL must be exactly one cache line")
+
 TXN_DECISION = _record(
     "TXN_DECISION",
     [
@@ -482,6 +508,7 @@ RT_EXEC_REPORT = 5
 RT_RISK_DECISION = 6
 RT_OPERATOR_ACTION = 7
 RT_TXN_DECISION = 8
+RT_BOOK_LEVEL = 9  # an addition (issue 18): no earlier layout changed
 
 RECORD_TYPES: dict[str, np.dtype] = {
     "MARKET_DATA": MARKET_DATA,
@@ -492,6 +519,7 @@ RECORD_TYPES: dict[str, np.dtype] = {
     "RISK_DECISION": RISK_DECISION,
     "OPERATOR_ACTION": OPERATOR_ACTION,
     "TXN_DECISION": TXN_DECISION,
+    "BOOK_LEVEL": BOOK_LEVEL,
 }
 
 RECORD_TYPE_IDS: dict[str, int] = {
@@ -503,6 +531,7 @@ RECORD_TYPE_IDS: dict[str, int] = {
     "RISK_DECISION": RT_RISK_DECISION,
     "OPERATOR_ACTION": RT_OPERATOR_ACTION,
     "TXN_DECISION": RT_TXN_DECISION,
+    "BOOK_LEVEL": RT_BOOK_LEVEL,
 }
 
 

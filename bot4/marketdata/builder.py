@@ -1,0 +1,633 @@
+"""Per-instrument order books built from order messages: what the md stage publishes.
+
+The md stage's books are built here from order-level events (``MD_BOOK_ADD`` / ``CANCEL``
+/ ``DELETE`` / ``EXEC`` records; LOBSTER today, an ITCH gateway later), never copied from
+a reference book. Per instrument and side the book keeps up to ``window`` price levels,
+best first, each with its aggregate visible size and an order count, plus one order map
+(id -> remaining size, price, side, add seq; :mod:`bot4.marketdata.book`'s open-addressing
+table) to apply executes, partial cancels and deletes by order id.
+
+For each message, in order, :func:`build_kernel` writes the records the stage publishes:
+
+1. the order-level event itself (for the venue's queue model);
+2. for an execution (kinds 4 and 5) a trade, ``MD_TRADE`` at the message's price and size,
+   ``side`` the aggressor's (the opposite of the resting order's);
+3. an ``MD_QUOTE`` per side whose best level (price, size) differs from the quote last
+   published for it (qty 0 when a side that was quoted empties);
+4. with ``depth`` > 0, a ``BOOK_LEVEL`` per position 0..depth-1 whose (price, size,
+   orders) differs from what was last published for it.
+
+``MDF_LAST_IN_BATCH`` moves to the last record of the message (and of its levels). With a
+consistent book and the same reference rows, steps 1-3 give exactly the stream
+:func:`bot4.marketdata.replay` used to copy from LOBSTER's orderbook file.
+
+**Reference rows** (LOBSTER's orderbook file, row ``seq - 1`` for a record; optional).
+They are used for three things, each counted:
+
+* *seed* — the orders resting before the data starts: the first row, with the first
+  message taken back out (an add's size removed from its level, a cancel's, delete's or
+  visible execution's size put back), is the snapshot the book starts from; each of its
+  levels counts as one order of unknown id (``seeded`` levels);
+* *slide-in* — a level-N LOBSTER message file only carries events that touched the N
+  visible levels. When a message removes a level, the level that enters the window from
+  below (position N) was never described by any message: it is taken from the reference
+  row, the way a depth-limited market-by-price feed sends the level that slides in
+  (``slide_in`` levels). Nothing the messages determine is ever taken from the row;
+* *check* (``check``, on by default) — after each message the whole window is compared
+  with the row; a difference counts ``check_mismatch`` and is a gap (below).
+
+**Gaps and inconsistencies**, counted by reason (``BUILD_STATS``), never published
+silently: a cancel, delete or execution at a price with no level (``missing_level``), one
+larger than its level (``negative_level``: the level is removed), one for an unknown order
+that carries no price to apply it by (``unknown_order_gap``), a check mismatch — the book
+is then wrong: it is flagged stale and re-seeded from the reference row when there is one
+(``resync``), else it stays stale to the end of the data — and a crossed or locked book
+(``crossed``: stale while it lasts). While an instrument is stale its market-data records
+carry ``MDF_BOOK_STALE`` (risk halts the instrument until they stop) and no quote or level
+is published from its book; the first message after which it is consistent again
+publishes every side and position that differs from what was last published. References
+to orders the map does not know, applied by the message's price (orders resting before
+the data started, or placed beyond a depth-limited window), are counted
+(``unknown_order``) but are no gap: the level's size covers them.
+
+Ownership: a :class:`BookBuilder` and its arrays belong to the one stage (or test) that
+feeds it; ``build_kernel`` is the hot path (``@njit(nogil=True, cache=True)``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from bot4.marketdata.book import _insert, _lookup, _rehash, _remove
+from bot4.marketdata.lobster import DUMMY_ASK_PRICE, DUMMY_BID_PRICE
+from bot4.records import (
+    BOOK_LEVEL,
+    MARKET_DATA,
+    MD_BOOK_ADD,
+    MD_BOOK_DELETE,
+    MD_BOOK_EXEC,
+    MD_BOOK_HIDDEN_EXEC,
+    MD_QUOTE,
+    MD_TRADE,
+    MDF_BOOK_STALE,
+    MDF_LAST_IN_BATCH,
+    SIDE_BUY,
+    SIDE_SELL,
+)
+
+__all__ = ["BUILD_STATS", "GAP_STATS", "BookBuilder", "build_kernel"]
+
+BID = 0  # side row of the book arrays
+ASK = 1
+
+# stats slots (counts of messages, except the *level* counts)
+B_EVENTS = 0  # book events applied (kinds 1-4 with a valid side)
+B_IGNORED = 1  # other kinds (hidden executions, crosses, halts): no visible change
+B_SEEDED = 2  # levels seeded from the first reference row (orders resting before the data)
+B_SLIDE_IN = 3  # levels taken from the reference when they entered a depth-limited window
+B_RESYNC = 4  # books re-seeded from a reference row after a gap
+B_UNKNOWN_ORDER = 5  # cancel / delete / exec of an id the map does not know (applied by price)
+B_DUPLICATE = 6  # add of an id already live (the new add replaces it in the map)
+B_DELETE_MISMATCH = 7  # delete whose size differs from the order's remaining size
+B_OVERFILL = 8  # cancel / exec larger than the order's remaining size
+B_ORDER_MISMATCH = 9  # message price / side differ from the known order's
+B_DROPPED = 10  # levels pushed out of the window by a better one
+B_BAD_SIDE = 11  # book event whose side is neither buy nor sell (ignored)
+B_MISSING_LEVEL = 12  # gap: reduction at a price with no level
+B_NEGATIVE_LEVEL = 13  # gap: reduction larger than the level
+B_UNKNOWN_GAP = 14  # gap: reduction of an unknown order without a price
+B_CHECK_MISMATCH = 15  # gap: the window differs from the reference row
+B_CROSSED = 16  # crossed or locked book (episodes)
+B_STALE_MESSAGES = 17  # messages published flagged MDF_BOOK_STALE
+B_CHECKED = 18  # messages whose window was compared with a reference row
+BUILD_STATS = (
+    "events",
+    "ignored",
+    "seeded",
+    "slide_in",
+    "resync",
+    "unknown_order",
+    "duplicate_order",
+    "delete_mismatch",
+    "overfill",
+    "order_mismatch",
+    "dropped_level",
+    "bad_side",
+    "missing_level",
+    "negative_level",
+    "unknown_order_gap",
+    "check_mismatch",
+    "crossed",
+    "stale_messages",
+    "checked",
+)
+#: the reasons that make a book inconsistent (stale)
+GAP_STATS = ("missing_level", "negative_level", "unknown_order_gap", "check_mismatch", "crossed")
+
+STALE_GAP = 1  # stale until re-seeded from a snapshot
+STALE_CROSSED = 2  # stale while crossed
+
+# cfg slots (int64)
+CFG_WINDOW = 0  # levels kept per side (<= the arrays' capacity)
+CFG_DEPTH = 1  # BOOK_LEVEL positions published per side (0 = none)
+CFG_CHECK = 2  # 1: compare every message's window with its reference row
+CFG_REFERENCE = 3  # 1: reference rows seed, slide in and resync
+NCFG = 4
+
+
+# --- levels ---------------------------------------------------------------------------------
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _better(s, a, b):
+    """Price ``a`` is better than ``b`` on side row ``s``."""
+    return a > b if s == BID else a < b
+
+
+@njit(nogil=True, cache=True)
+def _find(px, n, i, s, p):
+    """Position of price ``p`` on side ``s`` of instrument ``i``, or -(insertion point) - 1."""
+    m = n[i, s]
+    j = 0
+    while j < m and _better(s, px[i, s, j], p):
+        j += 1
+    if j < m and px[i, s, j] == p:
+        return j
+    return -j - 1
+
+
+@njit(nogil=True, cache=True)
+def _insert_level(px, qty, cnt, n, stats, window, i, s, j, p, q, c):
+    """Insert a level at position ``j`` (shifting worse ones back; the worst falls out of a
+    full window). Returns False when ``j`` is beyond the window (nothing inserted)."""
+    if j >= window:
+        return False
+    m = n[i, s]
+    if m >= window:
+        stats[B_DROPPED] += 1
+        m = window - 1
+    for k in range(m, j, -1):
+        px[i, s, k] = px[i, s, k - 1]
+        qty[i, s, k] = qty[i, s, k - 1]
+        cnt[i, s, k] = cnt[i, s, k - 1]
+    px[i, s, j] = p
+    qty[i, s, j] = q
+    cnt[i, s, j] = c
+    n[i, s] = m + 1
+    return True
+
+
+@njit(nogil=True, cache=True)
+def _remove_level(px, qty, cnt, n, i, s, j):
+    m = n[i, s]
+    for k in range(j, m - 1):
+        px[i, s, k] = px[i, s, k + 1]
+        qty[i, s, k] = qty[i, s, k + 1]
+        cnt[i, s, k] = cnt[i, s, k + 1]
+    n[i, s] = m - 1
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _ref_level(row, s, k):
+    """(price, size) of level ``k`` of side ``s`` in a LOBSTER row, size 0 when absent."""
+    c = 4 * k + (2 if s == BID else 0)
+    p = row[c]
+    q = row[c + 1]
+    if q <= 0 or p <= 0 or p >= DUMMY_ASK_PRICE:  # LOBSTER's fillers: -/+9999999999
+        return np.int64(0), np.int64(0)
+    return p, q
+
+
+@njit(nogil=True, cache=True)
+def _seed(px, qty, cnt, n, window, i, row):
+    """Replace instrument ``i``'s book with a reference row (each level one order)."""
+    levels = row.shape[0] // 4
+    seeded = 0
+    for s in range(2):
+        m = 0
+        for k in range(min(levels, window)):
+            p, q = _ref_level(row, s, k)
+            if q == 0:
+                continue
+            px[i, s, m] = p
+            qty[i, s, m] = q
+            cnt[i, s, m] = 1
+            m += 1
+        n[i, s] = m
+        seeded += m
+    return seeded
+
+
+@njit(nogil=True, cache=True)
+def _slide_in(px, qty, cnt, n, window, i, row):
+    """Fill each side's window from the reference levels worse than its worst level."""
+    levels = row.shape[0] // 4
+    added = 0
+    for s in range(2):
+        m = n[i, s]
+        if m >= window:
+            continue
+        for k in range(levels):
+            if m >= window:
+                break
+            p, q = _ref_level(row, s, k)
+            if q == 0 or (m > 0 and not _better(s, px[i, s, m - 1], p)):
+                continue
+            px[i, s, m] = p
+            qty[i, s, m] = q
+            cnt[i, s, m] = 1
+            m += 1
+            added += 1
+        n[i, s] = m
+    return added
+
+
+@njit(nogil=True, cache=True)
+def _matches(px, qty, n, window, i, row):
+    """The window of instrument ``i`` equals the reference row's (prices and sizes)."""
+    levels = row.shape[0] // 4
+    for s in range(2):
+        for k in range(min(levels, window)):
+            p, q = _ref_level(row, s, k)
+            if k < n[i, s]:
+                if px[i, s, k] != p or qty[i, s, k] != q:
+                    return False
+            elif q != 0:
+                return False
+    return True
+
+
+@njit(nogil=True, cache=True)
+def _unapply(px, qty, cnt, n, stats, window, i, kind, side, p, q):
+    """Take one message back out of instrument ``i``'s book (the seed: row 1 is the book
+    *after* message 1)."""
+    if kind < MD_BOOK_ADD or kind > MD_BOOK_EXEC or (side != SIDE_BUY and side != SIDE_SELL):
+        return
+    s = BID if side == SIDE_BUY else ASK
+    j = _find(px, n, i, s, p)
+    if kind == MD_BOOK_ADD:
+        if j >= 0:
+            left = qty[i, s, j] - q
+            if left > 0:
+                qty[i, s, j] = left
+            else:
+                _remove_level(px, qty, cnt, n, i, s, j)
+    elif j >= 0:
+        qty[i, s, j] += q
+    else:
+        _insert_level(px, qty, cnt, n, stats, window, i, s, -j - 1, p, q, 1)
+
+
+# --- one message ----------------------------------------------------------------------------
+
+
+@njit(nogil=True, cache=True)
+def _apply(px, qty, cnt, n, stats, window, ids, oq, op, osd, osq, live, i, r):
+    """Apply one book event to instrument ``i``; returns True when it opened a gap."""
+    kind = r.kind
+    if kind < MD_BOOK_ADD or kind > MD_BOOK_EXEC:
+        stats[B_IGNORED] += 1
+        return False
+    side = r.side
+    p = r.price
+    q = r.qty
+    oid = r.order_id
+    if kind == MD_BOOK_ADD:
+        if side != SIDE_BUY and side != SIDE_SELL:
+            stats[B_BAD_SIDE] += 1
+            return False
+        if oid != 0:
+            k = _lookup(ids, oid)
+            if k >= 0:
+                stats[B_DUPLICATE] += 1
+                oq[k] = q
+                op[k] = p
+                osd[k] = side
+                osq[k] = r.seq
+            else:
+                _insert(ids, oq, op, osd, osq, oid, q, p, side, r.seq)
+                live[0] += 1
+        s = BID if side == SIDE_BUY else ASK
+        j = _find(px, n, i, s, p)
+        if j >= 0:
+            qty[i, s, j] += q
+            cnt[i, s, j] += 1
+        else:
+            _insert_level(px, qty, cnt, n, stats, window, i, s, -j - 1, p, q, 1)
+        stats[B_EVENTS] += 1
+        return False
+    # cancel, delete, execution: by order id, the message's price and side when it has them
+    gone = kind == MD_BOOK_DELETE
+    k = _lookup(ids, oid) if oid != 0 else -1
+    if k >= 0:
+        if p == 0:
+            p = op[k]
+            side = osd[k]
+        elif op[k] != p or osd[k] != side:
+            stats[B_ORDER_MISMATCH] += 1
+        left = oq[k] - q
+        if kind == MD_BOOK_DELETE:
+            if left != 0:
+                stats[B_DELETE_MISMATCH] += 1
+            left = 0
+        if left < 0:
+            stats[B_OVERFILL] += 1
+        if left > 0:
+            oq[k] = left
+        else:
+            _remove(ids, oq, op, osd, osq, k)
+            live[0] -= 1
+            gone = True
+    else:
+        stats[B_UNKNOWN_ORDER] += 1
+        if p == 0:
+            stats[B_UNKNOWN_GAP] += 1
+            return True
+    if side != SIDE_BUY and side != SIDE_SELL:
+        stats[B_BAD_SIDE] += 1
+        return False
+    s = BID if side == SIDE_BUY else ASK
+    j = _find(px, n, i, s, p)
+    stats[B_EVENTS] += 1
+    if j < 0:
+        stats[B_MISSING_LEVEL] += 1
+        return True
+    left = qty[i, s, j] - q
+    if left > 0:
+        qty[i, s, j] = left
+        if gone and cnt[i, s, j] > 1:
+            cnt[i, s, j] -= 1
+        return False
+    _remove_level(px, qty, cnt, n, i, s, j)
+    if left < 0:
+        stats[B_NEGATIVE_LEVEL] += 1
+        return True
+    return False
+
+
+@njit(nogil=True, cache=True)
+def _publish(r, i, flags, px, qty, cnt, n, depth, qpx, qqty, ppx, pqty, pcnt, out, nm, lv, nl,
+             parent):  # fmt: skip
+    """Quotes (into ``out`` from ``nm``) and levels (into ``lv`` from ``nl``) that differ
+    from what was last published; returns the new (nm, nl)."""
+    for s in (ASK, BID):
+        have = n[i, s] > 0
+        p = px[i, s, 0] if have else 0
+        q = qty[i, s, 0] if have else 0
+        if p != qpx[i, s] or q != qqty[i, s]:
+            # an empty side is quoted (qty 0) only once it had been quoted
+            if have or qqty[i, s] > 0:
+                o = out[nm]
+                o.seq = r.seq
+                o.parent_seq = r.parent_seq
+                o.ts_event_ns = r.ts_event_ns
+                o.ts_recv_ns = r.ts_recv_ns
+                o.price = p
+                o.qty = q
+                o.order_id = 0
+                o.instrument = r.instrument
+                o.kind = MD_QUOTE
+                o.side = SIDE_BUY if s == BID else SIDE_SELL
+                o.flags = flags
+                nm += 1
+            qpx[i, s] = p
+            qqty[i, s] = q
+    for s in (ASK, BID):
+        for k in range(depth):
+            have = k < n[i, s]
+            p = px[i, s, k] if have else 0
+            q = qty[i, s, k] if have else 0
+            c = cnt[i, s, k] if have else 0
+            if p == ppx[i, s, k] and q == pqty[i, s, k] and c == pcnt[i, s, k]:
+                continue
+            ppx[i, s, k] = p
+            pqty[i, s, k] = q
+            pcnt[i, s, k] = c
+            o = lv[nl]
+            o.seq = 0
+            o.parent_seq = parent
+            o.ts_event_ns = r.ts_event_ns
+            o.ts_recv_ns = r.ts_recv_ns
+            o.price = p
+            o.qty = q
+            o.instrument = r.instrument
+            o.orders = np.uint32(min(c, 0xFFFFFFFF))
+            o.side = SIDE_BUY if s == BID else SIDE_SELL
+            o.level = k
+            o.flags = flags
+            nl += 1
+    return nm, nl
+
+
+@njit(nogil=True, cache=True)
+def build_kernel(
+    msgs, start, ref, cfg, px, qty, cnt, n, seeded, stale, qpx, qqty, ppx, pqty, pcnt,
+    ids, oq, op, osd, osq, live, stats, out, counts, lv,
+):  # fmt: skip
+    """Apply ``msgs[start:]`` in order, writing what is published to ``out`` (MARKET_DATA)
+    and ``lv`` (BOOK_LEVEL) from ``counts[0]`` / ``counts[1]`` on (advanced).
+
+    ``ref``: int64 (rows, 4 x levels) reference rows, record ``r`` -> row ``r.seq - 1``
+    (0 rows: none). A BOOK_LEVEL's ``parent_seq`` is the index in ``out`` of the event it
+    derives from. Returns the index of the first message not applied: ``msgs.size``, or
+    earlier when the order map is 3/4 full or an output has less room than one message
+    needs (4 records; 2 x depth levels), so the caller can grow them and call again.
+    """
+    window = cfg[CFG_WINDOW]
+    depth = cfg[CFG_DEPTH]
+    check = cfg[CFG_CHECK] != 0
+    use_ref = cfg[CFG_REFERENCE] != 0 and ref.shape[0] > 0
+    limit = ids.size * 3 // 4
+    n_inst = px.shape[0]
+    nm = counts[0]
+    nl = counts[1]
+    for m in range(start, msgs.shape[0]):
+        if nm + 4 > out.shape[0] or nl + 2 * depth > lv.shape[0] or live[0] + 1 > limit:
+            counts[0] = nm
+            counts[1] = nl
+            return m
+        r = msgs[m]
+        i = np.int64(r.instrument)
+        flags = r.flags & ~MDF_LAST_IN_BATCH
+        ev = nm
+        out[nm] = r
+        nm += 1
+        if r.kind == MD_BOOK_EXEC or r.kind == MD_BOOK_HIDDEN_EXEC:
+            out[nm] = r
+            out[nm].kind = MD_TRADE
+            out[nm].side = -r.side
+            nm += 1
+        if i < 0 or i >= n_inst:
+            out[ev].flags = flags
+            if nm > ev + 1:
+                out[nm - 1].flags = flags
+            if r.flags & MDF_LAST_IN_BATCH:
+                out[nm - 1].flags |= MDF_LAST_IN_BATCH
+            continue
+        row = np.int64(r.seq) - 1
+        has_row = use_ref and 0 <= row < ref.shape[0]
+        if has_row and seeded[i] == 0:
+            seeded[i] = 1
+            stats[B_SEEDED] += _seed(px, qty, cnt, n, window, i, ref[row])
+            _unapply(px, qty, cnt, n, stats, window, i, r.kind, r.side, r.price, r.qty)
+        gap = _apply(px, qty, cnt, n, stats, window, ids, oq, op, osd, osq, live, i, r)
+        if has_row:
+            stats[B_SLIDE_IN] += _slide_in(px, qty, cnt, n, window, i, ref[row])
+            if check:
+                stats[B_CHECKED] += 1
+                if not _matches(px, qty, n, window, i, ref[row]):
+                    stats[B_CHECK_MISMATCH] += 1
+                    gap = True
+        if gap:
+            stale[i] |= STALE_GAP
+            if has_row:
+                _seed(px, qty, cnt, n, window, i, ref[row])
+                stats[B_RESYNC] += 1
+                stale[i] &= ~STALE_GAP
+        if n[i, BID] > 0 and n[i, ASK] > 0 and px[i, BID, 0] >= px[i, ASK, 0]:
+            if stale[i] & STALE_CROSSED == 0:
+                stats[B_CROSSED] += 1
+            stale[i] |= STALE_CROSSED
+        else:
+            stale[i] &= ~STALE_CROSSED
+        lv0 = nl
+        if gap or stale[i] != 0:
+            stats[B_STALE_MESSAGES] += 1
+            flags |= MDF_BOOK_STALE
+        else:
+            nm, nl = _publish(r, i, flags, px, qty, cnt, n, depth, qpx, qqty, ppx, pqty, pcnt,
+                              out, nm, lv, nl, ev)  # fmt: skip
+        for k in range(ev, nm):
+            out[k].flags = flags
+        if r.flags & MDF_LAST_IN_BATCH:
+            out[nm - 1].flags |= MDF_LAST_IN_BATCH
+            if nl > lv0:
+                lv[nl - 1].flags |= MDF_LAST_IN_BATCH
+    counts[0] = nm
+    counts[1] = nl
+    return msgs.shape[0]
+
+
+# --- Python API ------------------------------------------------------------------------------
+
+
+class BookBuilder:
+    """Books of ``instruments`` instrument ids (0..instruments-1), ``window`` levels per side,
+    publishing ``depth`` BOOK_LEVEL positions per side (0 = no levels).
+
+    ``check``: compare each message's window with its reference row (when rows are given).
+    ``reference``: use reference rows at all (seed, slide-in, resync); False builds from
+    the messages alone, from an empty book.
+    """
+
+    def __init__(
+        self,
+        instruments: int,
+        window: int,
+        depth: int = 0,
+        *,
+        check: bool = True,
+        reference: bool = True,
+        orders: int = 1 << 16,
+    ) -> None:
+        if window < 1:
+            raise ValueError(f"window must be >= 1 level, got {window}")
+        if not 0 <= depth <= min(window, 255):
+            raise ValueError(f"depth must be in 0..{min(window, 255)}, got {depth}")
+        shape = (instruments, 2, window)
+        self.px = np.zeros(shape, np.int64)
+        self.qty = np.zeros(shape, np.int64)
+        self.cnt = np.zeros(shape, np.int64)
+        self.n = np.zeros((instruments, 2), np.int64)
+        self.seeded = np.zeros(instruments, np.int64)
+        self.stale = np.zeros(instruments, np.int64)
+        self.qpx = np.full((instruments, 2), -1, np.int64)  # last quote published, -1 = none
+        self.qqty = np.full((instruments, 2), -1, np.int64)
+        dshape = (instruments, 2, max(depth, 1))
+        self.ppx = np.zeros(dshape, np.int64)  # last BOOK_LEVEL published per position
+        self.pqty = np.zeros(dshape, np.int64)
+        self.pcnt = np.zeros(dshape, np.int64)
+        self.cfg = np.zeros(NCFG, np.int64)
+        self.cfg[CFG_WINDOW] = window
+        self.cfg[CFG_DEPTH] = depth
+        self.cfg[CFG_CHECK] = int(check)
+        self.cfg[CFG_REFERENCE] = int(reference)
+        cap = 1 << max(int(orders) - 1, 3).bit_length()
+        self._alloc_orders(cap)
+        self.live = np.zeros(1, np.int64)
+        self.stats = np.zeros(len(BUILD_STATS), np.int64)
+
+    def _alloc_orders(self, cap: int) -> None:
+        self.ids = np.zeros(cap, np.uint64)
+        self.oq = np.zeros(cap, np.int64)
+        self.op = np.zeros(cap, np.int64)
+        self.osd = np.zeros(cap, np.int8)
+        self.osq = np.zeros(cap, np.uint64)
+
+    @property
+    def window(self) -> int:
+        return int(self.cfg[CFG_WINDOW])
+
+    @property
+    def depth(self) -> int:
+        return int(self.cfg[CFG_DEPTH])
+
+    def build(
+        self, msgs: np.ndarray, ref: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(MARKET_DATA stream, BOOK_LEVEL stream) for ``msgs`` applied in order.
+
+        The BOOK_LEVEL records' ``parent_seq`` is the index of their event in the first
+        array; ``seq`` is left as the messages' (MARKET_DATA) or 0 (BOOK_LEVEL).
+        """
+        if msgs.dtype != MARKET_DATA:
+            raise TypeError(f"expected MARKET_DATA records, got {msgs.dtype}")
+        if ref is None:
+            ref = np.zeros((0, 4), np.int64)
+        ref = np.ascontiguousarray(ref, dtype=np.int64)
+        out = np.zeros(4 * len(msgs) + 8, MARKET_DATA)
+        lv = np.zeros(max(2 * self.depth * 8, len(msgs) + 2 * self.depth + 8), BOOK_LEVEL)
+        counts = np.zeros(2, np.int64)
+        m = 0
+        while True:
+            m = build_kernel(
+                msgs, m, ref, self.cfg, self.px, self.qty, self.cnt, self.n, self.seeded,
+                self.stale, self.qpx, self.qqty, self.ppx, self.pqty, self.pcnt, self.ids,
+                self.oq, self.op, self.osd, self.osq, self.live, self.stats, out, counts, lv,
+            )  # fmt: skip
+            if m >= len(msgs):
+                break
+            if counts[1] + 2 * self.depth > len(lv):
+                lv = np.concatenate([lv, np.zeros(len(lv), BOOK_LEVEL)])
+            if self.live[0] + 1 > self.ids.size * 3 // 4:
+                old = (self.ids, self.oq, self.op, self.osd, self.osq)
+                self._alloc_orders(2 * self.ids.size)
+                _rehash(*old, self.ids, self.oq, self.op, self.osd, self.osq)
+        return out[: counts[0]].copy(), lv[: counts[1]].copy()
+
+    def top(self, instrument: int, levels: int | None = None) -> np.ndarray:
+        """int64[4 * levels] in LOBSTER's column order (AskPrice, AskSize, BidPrice, BidSize
+        per level, best first; missing levels as LOBSTER's dummies)."""
+        levels = self.window if levels is None else levels
+        out = np.zeros(4 * levels, np.int64)
+        for k in range(levels):
+            for s, col, dummy in ((ASK, 0, DUMMY_ASK_PRICE), (BID, 2, DUMMY_BID_PRICE)):
+                if k < self.n[instrument, s]:
+                    out[4 * k + col] = self.px[instrument, s, k]
+                    out[4 * k + col + 1] = self.qty[instrument, s, k]
+                else:
+                    out[4 * k + col] = dummy
+        return out
+
+    def counters(self) -> dict[str, int]:
+        return dict(zip(BUILD_STATS, self.stats.tolist(), strict=True))
+
+    def gaps(self) -> dict[str, int]:
+        """The inconsistencies met, by reason (all zero: the book never went stale)."""
+        c = self.counters()
+        return {k: c[k] for k in GAP_STATS}
+
+
+def side_name(side: int) -> str:
+    return "bid" if side == SIDE_BUY else "ask" if side == SIDE_SELL else "?"
