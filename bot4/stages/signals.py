@@ -324,7 +324,11 @@ class SignalsStage(Stage):
     """params: ``params_file`` (bot4 calibrate output), ``model_file`` (.npy weights),
     ``model_version``, ``threshold`` (1.0), ``qty`` (100), ``stop_vols`` (3),
     ``min_stop_ticks`` (2), ``max_stop_bp`` (200), ``cooldown`` (50 ticks), ``warmup`` (20),
-    ``cross`` (false: intents join the touch; true: they take liquidity at the far touch)."""
+    ``cross`` (false: intents join the touch; true: they take liquidity at the far touch);
+    registry models (docs/models.md): ``model_slot`` (the registry slot whose champion and
+    challenger decide, instead of ``model_file``), ``model_registry`` (default
+    ``$BOT4_DATA_DIR/models``), ``model_watch`` (true: pick up a new assignment at a batch
+    boundary; false: the one at start for the whole run)."""
 
     kind = "signals"
     arity = (1, 1, 1, 1)
@@ -344,6 +348,9 @@ class SignalsStage(Stage):
             "cooldown",
             "warmup",
             "cross",
+            "model_registry",
+            "model_slot",
+            "model_watch",
         }
     )
 
@@ -358,6 +365,11 @@ class SignalsStage(Stage):
         check_number(params, "qty", lo=1)
         check_number(params, "warmup", lo=0)
         check_type(params, "cross", bool, "true or false")
+        check_type(params, "model_registry", str, "a directory path string")
+        check_type(params, "model_slot", str, "a slot name")
+        check_type(params, "model_watch", bool, "true or false")
+        if "model_slot" in params and "model_file" in params:
+            raise ParamError("model_slot", "give model_slot (registry) or model_file, not both")
 
     @classmethod
     def validate(cls, params):
@@ -380,6 +392,10 @@ class SignalsStage(Stage):
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 msg = str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
                 raise ParamError(key, f"cannot be used: {msg}") from None
+        if params.get("model_slot"):
+            from bot4.stages.signals_models import check_slot
+
+            check_slot(params.get("model_registry"), params["model_slot"])
 
     def setup(self) -> None:
         from bot4.records import DEFAULT_INSTRUMENTS
@@ -417,8 +433,19 @@ class SignalsStage(Stage):
         self.x = np.zeros(NF)
         self.z = np.zeros(NF)
         self.counters = np.zeros(3, np.int64)
+        self.router = None
+        if p.get("model_slot"):
+            from bot4.stages.signals_models import ModelRouter
+
+            self.router = ModelRouter(
+                self, p.get("model_registry"), p["model_slot"], p.get("model_watch", True)
+            )
 
     def process(self, i, batch, outs, counts, seq):
+        if self.router is not None:
+            n = self.router.process(batch, outs[0], seq)
+            counts[0] = n
+            return seq + n
         n = signals_kernel(
             batch,
             outs[0],
@@ -438,6 +465,18 @@ class SignalsStage(Stage):
         counts[0] = n
         return seq + n
 
+    def pending(self, now_ns: int) -> int:
+        if self.router is not None and self.router.n_rows:
+            self.router.shadow_pass()  # after the loop committed the batch's intents
+        return 0
+
+    def on_drain(self) -> None:
+        if self.router is not None:
+            self.router.flush_shadow()
+
     def summary(self) -> dict:
         q, skipped, intents = (int(v) for v in self.counters)
-        return {"quotes": q, "skipped": skipped, "intents": intents}
+        out = {"quotes": q, "skipped": skipped, "intents": intents}
+        if self.router is not None:
+            out.update(self.router.summary())
+        return out
