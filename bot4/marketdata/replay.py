@@ -1,14 +1,25 @@
-"""A LOBSTER pair as the market data stage publishes it: order-level events, trades and
-top-of-book quotes, interleaved in message order.
+"""A LOBSTER pair as the market data stage publishes it: order-level events, trades, and
+top-of-book quotes and depth from the book built from the messages.
 
-For each kept message k (its orderbook row is LOBSTER's book *after* it):
+For each kept message k the stream carries (see :mod:`bot4.marketdata.builder`):
 
 1. the order-level event itself (MD_BOOK_ADD / CANCEL / DELETE / EXEC / HIDDEN_EXEC ...),
    for the venue's queue model;
 2. for an execution (types 4 and 5) a trade, MD_TRADE, at the message's price and size,
    ``side`` = the aggressor's (the opposite of the resting order's direction);
-3. a quote (MD_QUOTE) for each side whose best price or size differs from the previous
-   kept message's orderbook row (both sides for the first message).
+3. a quote (MD_QUOTE) for each side whose best price or size, in the book rebuilt from the
+   messages, differs from the quote last published for it (both sides for the first
+   message);
+4. with ``depth`` > 0, BOOK_LEVEL records for the book positions that changed (a separate
+   array: their ``parent_seq`` is the index of their event in the stream).
+
+The book starts from LOBSTER's first orderbook row (the orders resting before the data
+starts, message 1 taken back out); a level entering the file's depth-limited window is
+taken from the orderbook row (``slide_in``: a level-N message file never describes it);
+with ``check`` every row is compared with the rebuilt window (``check_mismatch``: counted,
+the instrument flagged ``MDF_BOOK_STALE`` and re-seeded from the row). On LOBSTER's sample
+files the rebuilt quotes equal the orderbook file's on every row, so the stream is the
+same, record for record, as the one copied from the orderbook file before (issue 18).
 
 ``MDF_LAST_IN_BATCH`` marks the last record of a run of equal event times, so a consumer
 knows when the book is consistent.
@@ -16,68 +27,54 @@ knows when the book is consistent.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
-from numba import njit
 
+from bot4.marketdata.builder import BookBuilder
 from bot4.marketdata.report import BadInputReport
-from bot4.records import (
-    MARKET_DATA,
-    MD_BOOK_EXEC,
-    MD_BOOK_HIDDEN_EXEC,
-    MD_QUOTE,
-    MD_TRADE,
-    MDF_LAST_IN_BATCH,
-    SIDE_BUY,
-    SIDE_SELL,
-)
+from bot4.records import BOOK_LEVEL
 
 
-@njit(cache=True)
-def _interleave(msgs, book, out):
-    n = 0
-    prev = -1
-    for k in range(msgs.shape[0]):
-        m = msgs[k]
-        row = np.int64(m.seq) - 1
-        last = (m.flags & MDF_LAST_IN_BATCH) != 0
-        out[n] = m
-        out[n].flags = m.flags & ~MDF_LAST_IN_BATCH
-        n += 1
-        if m.kind == MD_BOOK_EXEC or m.kind == MD_BOOK_HIDDEN_EXEC:
-            out[n] = m
-            out[n].kind = MD_TRADE
-            out[n].side = -m.side
-            out[n].flags = m.flags & ~MDF_LAST_IN_BATCH
-            n += 1
-        for side in (SIDE_SELL, SIDE_BUY):
-            c = 0 if side == SIDE_SELL else 2  # AskPrice_1, AskSize_1 | BidPrice_1, BidSize_1
-            px = book[row, c]
-            sz = book[row, c + 1]
-            if prev >= 0 and book[prev, c] == px and book[prev, c + 1] == sz:
-                continue
-            if sz <= 0 or px <= 0 or px >= 9999999999:
-                continue  # LOBSTER's empty-level filler
-            out[n] = m
-            out[n].kind = MD_QUOTE
-            out[n].side = side
-            out[n].price = px
-            out[n].qty = sz
-            out[n].order_id = 0
-            out[n].flags = m.flags & ~MDF_LAST_IN_BATCH
-            n += 1
-        if last:
-            out[n - 1].flags |= MDF_LAST_IN_BATCH
-        prev = row
-    return n
+@dataclass
+class LobsterBuild:
+    """What :func:`build_lobster_stream` made of one pair. ``levels[i]["parent_seq"]`` is
+    the index in ``stream`` of the event the level update derives from; ``counters`` are
+    the builder's (``bot4.marketdata.builder.BUILD_STATS``); ``window`` the file's levels."""
+
+    stream: np.ndarray
+    report: BadInputReport
+    levels: np.ndarray = field(default_factory=lambda: np.zeros(0, BOOK_LEVEL))
+    counters: dict[str, int] = field(default_factory=dict)
+    window: int = 0
+
+    def gaps(self) -> dict[str, int]:
+        from bot4.marketdata.builder import GAP_STATS
+
+        return {k: self.counters.get(k, 0) for k in GAP_STATS}
+
+
+def build_lobster_stream(path, *, depth: int = 0, check: bool = True, **kwargs) -> LobsterBuild:
+    """Build the books of the one message/orderbook pair at ``path`` (file, zip or
+    directory) from its messages; ``depth`` BOOK_LEVEL positions per side (capped at the
+    file's levels), ``check`` the per-row cross-check. ``kwargs`` go to ``read_messages``."""
+    from bot4.marketdata.lobster import find_pairs, read_pair
+
+    pairs = find_pairs(path)
+    if len(pairs) != 1:
+        from bot4.marketdata.lobster import LobsterError
+
+        raise LobsterError(path, f"holds {len(pairs)} pairs; name one of them")
+    msgs, book, report = read_pair(pairs[0], **kwargs)
+    window = max(1, book.shape[1] // 4 if book.ndim == 2 and book.shape[0] else pairs[0].levels)
+    n_inst = int(msgs["instrument"].max()) + 1 if len(msgs) else 1
+    builder = BookBuilder(n_inst, window, min(depth, window), check=check)
+    stream, levels = builder.build(msgs, book)
+    stream["seq"] = 0  # the stage numbers what it publishes
+    return LobsterBuild(stream, report, levels, builder.counters(), window)
 
 
 def read_lobster_stream(path, **kwargs) -> tuple[np.ndarray, BadInputReport]:
     """Records for the one message/orderbook pair at ``path`` (file, zip or directory)."""
-    from bot4.marketdata.lobster import read_pair
-
-    msgs, book, report = read_pair(path, **kwargs)
-    out = np.zeros(4 * len(msgs) + 2, MARKET_DATA)
-    n = _interleave(msgs, book, out)
-    stream = out[:n].copy()
-    stream["seq"] = 0  # the stage numbers what it publishes
-    return stream, report
+    b = build_lobster_stream(path, **kwargs)
+    return b.stream, b.report

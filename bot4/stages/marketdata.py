@@ -12,10 +12,21 @@ params:
 * ``snapshot`` — lobster: first publish the initial book as ``MD_BOOK_ADD`` records flagged
   ``MDF_SNAPSHOT`` (default false; see :func:`lobster_snapshot`), so a venue in order mode
   starts from the book the file starts in, not from an empty one;
+* ``depth`` — lobster: BOOK_LEVEL positions per side published on the stage's
+  ``book_level`` outputs (default 5, capped at the file's levels; outputs of type
+  ``book_level`` get nothing from other sources);
+* ``book_check`` — lobster: compare the rebuilt book with LOBSTER's orderbook file after
+  every message (default true; a difference is a gap: counted, the instrument flagged
+  ``MDF_BOOK_STALE``, the book re-seeded from the row);
 * synthetic: ``rate`` (ticks/s), ``instruments``, ``seed``, ``count``.
 
 Recorded data is read, validated and normalised once at start-up: bad rows are counted by
-reason, logged, and never reach signals (``summary()`` carries the counts). Each record
+reason, logged, and never reach signals (``summary()`` carries the counts). A LOBSTER
+pair's books are built from its order messages at start-up, per instrument
+(:mod:`bot4.marketdata.builder`): the quotes and depth published come from that book, not
+from LOBSTER's orderbook file, which seeds the book (orders resting before the data
+starts), supplies the levels that slide into its depth-limited window, and cross-checks
+it; the builder's counts by reason are logged and in ``summary()``. Each record
 is stamped with this stage's sequence number and its receive time (``ts_recv_ns``) as it is
 published, in batches. A restarted stage resumes at the position its cursors say: the
 records of a file are a pure function of their position.
@@ -42,6 +53,19 @@ def _emit(data, out, position, k, seq, now):
         out[i].parent_seq = 0
         out[i].ts_recv_ns = now
     return seq + k
+
+
+@njit(nogil=True, cache=True)
+def _emit_levels(levels, out, a, b, lv_seq, position, seq, now):
+    """BOOK_LEVEL records ``levels[a:b]`` (``parent_seq``: the stream position of their
+    event) numbered ``lv_seq + index``, their parent renumbered as the market data of
+    positions ``position..`` is (from ``seq``); returns how many were written."""
+    for i in range(b - a):
+        out[i] = levels[a + i]
+        out[i].seq = lv_seq + a + i
+        out[i].parent_seq = seq + (np.int64(levels[a + i].parent_seq) - position)
+        out[i].ts_recv_ns = now
+    return b - a
 
 
 def lobster_snapshot(path: str) -> np.ndarray:
@@ -113,17 +137,31 @@ SOURCES = {
 def load_recorded(source: str, path: str, *, snapshot: bool = False):
     """(records, bad-input report) for a recorded source; ``snapshot`` (lobster) puts
     :func:`lobster_snapshot` first."""
+    if source == "lobster":
+        b = load_lobster(path, snapshot=snapshot)
+        return b.stream, b.report
+    return _load_other(source, path)
+
+
+def load_lobster(path: str, *, snapshot: bool = False, depth: int = 0, check: bool = True):
+    """A LOBSTER pair's books built from its messages (:class:`~bot4.marketdata.replay.
+    LobsterBuild`); ``snapshot`` puts :func:`lobster_snapshot` first (the level updates'
+    ``parent_seq`` indices shift with it)."""
+    from bot4.marketdata.replay import build_lobster_stream
+
+    b = build_lobster_stream(path, depth=depth, check=check)
+    if snapshot:
+        snap = lobster_snapshot(path)
+        b.stream = np.concatenate([snap, b.stream])
+        b.levels["parent_seq"] += len(snap)
+    return b
+
+
+def _load_other(source: str, path: str):
     if source == "file":
         from bot4.marketdata.files import read_table
 
         return read_table(path)
-    if source == "lobster":
-        from bot4.marketdata.replay import read_lobster_stream
-
-        data, report = read_lobster_stream(path)
-        if snapshot:
-            data = np.concatenate([lobster_snapshot(path), data])
-        return data, report
     if source == "journal":
         from bot4.marketdata.journaled import read_journal_market_data
 
@@ -134,14 +172,44 @@ def load_recorded(source: str, path: str, *, snapshot: bool = False):
 class MarketDataStage(Stage):
     kind = "md"
     source = True
-    arity = (0, 0, 1, 4)
-    output_types = ("MARKET_DATA",)
+    arity = (0, 0, 1, 6)
+    output_types = None  # market_data, and book_level (depth; lobster), in any order
     restart_state = (
-        "recorded sources: none (records are a function of position); synthetic: the mid walk"
+        "recorded sources: none (records are a function of position; a LOBSTER pair's "
+        "books are rebuilt from its messages at start-up); synthetic: the mid walk"
     )
     params_keys = (
-        frozenset({"source", "path", "speed", "snapshot"}) | SyntheticMarketData.params_keys
+        frozenset({"source", "path", "speed", "snapshot", "depth", "book_check"})
+        | SyntheticMarketData.params_keys
     )
+    DEFAULT_DEPTH = 5
+
+    def __init__(self, spec, inputs, outputs, instance="default", topology=None) -> None:
+        super().__init__(spec, inputs, outputs, instance, topology)
+        self.level_outs = [j for j, r in enumerate(self.outputs) if r.type == "BOOK_LEVEL"]
+        self.md_outs = [j for j, r in enumerate(self.outputs) if r.type != "BOOK_LEVEL"]
+        if self.level_outs:
+            # one position (a message's event record) carries up to 2 x depth level updates
+            self.max_out_per_in = self.out_per_in(self.params)
+
+    @classmethod
+    def out_per_in(cls, params) -> int:
+        return max(1, 2 * int(params.get("depth", cls.DEFAULT_DEPTH)))
+
+    @classmethod
+    def check_arity(cls, n_in, n_out, in_types, out_types):
+        err = super().check_arity(n_in, n_out, in_types, out_types)
+        if err:
+            return err
+        for k, t in enumerate(out_types):
+            if t not in ("MARKET_DATA", "BOOK_LEVEL"):
+                return (
+                    f"kind 'md' output {k} must carry market_data or book_level, "
+                    f"topology gives {t.lower()}"
+                )
+        if "MARKET_DATA" not in out_types:
+            return "kind 'md' needs a market_data output"
+        return None
 
     @classmethod
     def check_params(cls, params):
@@ -160,6 +228,8 @@ class MarketDataStage(Stage):
         check_type(params, "path", str, "a path string")
         check_number(params, "speed", lo=0)
         check_type(params, "snapshot", bool, "true or false")
+        check_number(params, "depth", integer=True, lo=1, hi=255)
+        check_type(params, "book_check", bool, "true or false")
 
     @classmethod
     def validate(cls, params):
@@ -197,9 +267,35 @@ class MarketDataStage(Stage):
             self.synth.setup()
             self.report = None
             return
-        self.data, self.report = load_recorded(
-            self.mode, p["path"], snapshot=bool(p.get("snapshot", False))
-        )
+        self.levels = None
+        self.book_counters: dict[str, int] | None = None
+        if self.mode == "lobster":
+            from bot4.paths import session_seq_base
+
+            b = load_lobster(
+                p["path"],
+                snapshot=bool(p.get("snapshot", False)),
+                depth=int(p.get("depth", self.DEFAULT_DEPTH)) if self.level_outs else 0,
+                check=bool(p.get("book_check", True)),
+            )
+            self.data, self.report = b.stream, b.report
+            self.book_counters = b.counters
+            if self.level_outs:
+                self.levels = b.levels
+                parents = b.levels["parent_seq"].astype(np.int64)
+                # levels of stream positions [p, q): levels[lv_off[p]:lv_off[q]]
+                self.lv_off = np.searchsorted(parents, np.arange(len(self.data) + 1))
+                self.lv_seq = session_seq_base(self.session)
+            gaps = {k: v for k, v in b.gaps().items() if v}
+            log.info(
+                "market data books built from %d messages (window %d levels): %s%s",
+                int(b.report.kept),
+                b.window,
+                ", ".join(f"{k} {v}" for k, v in b.counters.items() if v),
+                f"; GAPS {gaps}" if gaps else "; no gaps",
+            )
+        else:
+            self.data, self.report = load_recorded(self.mode, p["path"])
         log.info("market data %s", self.report.summary())
         self.speed = float(p.get("speed", 0))
         self.t0: int | None = None
@@ -225,17 +321,34 @@ class MarketDataStage(Stage):
 
     def generate(self, position, n, outs, counts, seq):
         if self.mode == "synthetic":
-            return self.synth.generate(position, n, outs, counts, seq)
-        nxt = _emit(self.data, outs[0], position, n, seq, self.clock())
-        for j in range(1, len(outs)):
-            outs[j][:n] = outs[0][:n]
-        counts[: len(outs)] = n
+            if not self.level_outs:
+                return self.synth.generate(position, n, outs, counts, seq)
+            sub = np.zeros(len(self.md_outs), np.int64)
+            k, nxt = self.synth.generate(position, n, [outs[j] for j in self.md_outs], sub, seq)
+            counts[self.md_outs] = sub
+            counts[self.level_outs] = 0
+            return k, nxt
+        now = self.clock()
+        first = self.md_outs[0]
+        nxt = _emit(self.data, outs[first], position, n, seq, now)
+        for j in self.md_outs[1:]:
+            outs[j][:n] = outs[first][:n]
+        counts[self.md_outs] = n
+        for j in self.level_outs:
+            if self.levels is None:
+                counts[j] = 0
+                continue
+            a, b = int(self.lv_off[position]), int(self.lv_off[position + n])
+            counts[j] = _emit_levels(self.levels, outs[j], a, b, self.lv_seq, position, seq, now)
         return n, nxt
 
     def summary(self) -> dict:
         if self.report is None:
             return {"source": "synthetic"}
-        return {"source": self.mode, **self.report.as_dict()}
+        out = {"source": self.mode, **self.report.as_dict()}
+        if self.book_counters is not None:
+            out["book"] = dict(self.book_counters)
+        return out
 
     def on_drain(self) -> None:
         if self.report is not None:
