@@ -1,11 +1,13 @@
 """Market data from a journal: what ``bot4 record`` captured (or any journal holding
 MARKET_DATA frames), read back for the market data stage and for replay.
 
-Frames of other record types are skipped (counted in the report under their record type
-name, not as bad rows). Records come back in journal order, which is the order the
-recording source published them; a record whose ``ts_event_ns`` is earlier than the one
-before it is kept out and counted as ``TIME_BACKWARDS`` (the stage paces on event time).
-A missing directory or one without market data is an error before any work starts.
+Frames of other record types are skipped (not bad rows). Records come back in journal
+order, which is the order the recording source published them; a record whose
+``ts_event_ns`` is earlier than one before it makes the journal refused, as any unsorted
+input is (:class:`~bot4.marketdata.report.UnsortedInputError`, ``docs/inputs.md``). A
+torn tail (a recording cut by a crash) is counted as one ``TRUNCATED_FILE`` bad row; a
+damaged frame or a gap is :class:`~bot4.journal.JournalCorrupt`. A missing directory or
+one without market data is an error before any work starts.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bot4.journal import JournalReader
-from bot4.marketdata.report import BadInputReport
+from bot4.marketdata.report import BadInputReport, check_sorted
 from bot4.records import MARKET_DATA, RECORD_TYPE_IDS, RT_MARKET_DATA
 from bot4.records.errors import Bot4Error, Code
 
@@ -29,7 +31,8 @@ def read_journal_market_data(path: str | os.PathLike) -> tuple[np.ndarray, BadIn
     report = BadInputReport(str(p))
     chunks = []
     other: dict[int, int] = {}
-    for _pos, rtype, recs in JournalReader(p):
+    reader = JournalReader(p)
+    for _pos, rtype, recs in reader:
         if rtype == RT_MARKET_DATA:
             chunks.append(recs)
         else:
@@ -42,13 +45,11 @@ def read_journal_market_data(path: str | os.PathLike) -> tuple[np.ndarray, BadIn
         )
     data = np.concatenate(chunks) if len(chunks) > 1 else chunks[0].copy()
     report.rows = len(data)
-    ts = data["ts_event_ns"]
-    # a record earlier than the latest event time before it goes back in time
-    back = np.flatnonzero(ts < np.maximum.accumulate(ts))
-    if back.size:
-        report.add_many(Code.TIME_BACKWARDS, back + 1)
-        data = np.delete(data, back)
+    check_sorted(str(p), data["ts_event_ns"], np.arange(1, len(data) + 1), "record")
     report.kept = len(data)
+    if reader.torn_tail is not None:
+        report.rows += 1  # the torn frame: records a crash cut off, counted, never read
+        report.add(Code.TRUNCATED_FILE, len(data) + 1)
     assert data.dtype == MARKET_DATA
     return data, report
 

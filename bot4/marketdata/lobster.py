@@ -31,11 +31,13 @@ Message row ``time,type,order_id,size,price,direction`` -> one ``MARKET_DATA`` r
 Bad rows are excluded and counted by reason (:class:`BadInputReport`), never raised:
 ``MALFORMED_ROW`` (column count, non-numeric field, direction not +-1, halt price not
 -1/0/1), ``TRUNCATED_FILE`` (an unterminated last line that does not parse),
-``UNKNOWN_KIND`` (type not 1..7), ``NEGATIVE_PRICE``, ``INVALID_QTY`` (size <= 0) and
-``TIME_BACKWARDS`` (earlier than the latest kept row), checked in that order so each row
-counts once. A missing, empty or unnamed file, or an unknown ticker, is a
-:class:`LobsterError` before any parsing. The byte parsers are numba kernels; everything
-around them is vectorised numpy.
+``UNKNOWN_KIND`` (type not 1..7), ``NEGATIVE_PRICE`` and ``INVALID_QTY`` (size <= 0),
+checked in that order so each row counts once. A row that parses but is earlier than a
+row before it makes the whole file refused
+(:class:`~bot4.marketdata.report.UnsortedInputError`, ``docs/inputs.md``). A missing,
+empty or unnamed file, or an unknown ticker, is a :class:`LobsterError` before any
+parsing; so is a pair whose orderbook does not have one row per message line. The byte
+parsers are numba kernels; everything around them is vectorised numpy.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from numba import njit
 
-from bot4.marketdata.report import BadInputReport
+from bot4.marketdata.report import BadInputReport, check_sorted
 from bot4.records import (
     DEFAULT_INSTRUMENTS,
     MARKET_DATA,
@@ -608,15 +610,8 @@ def read_messages(
     )
 
     ok = status == _OK
-    if ok.any():
-        # A row is backwards iff it is earlier than the latest earlier good row: rows
-        # excluded for going backwards never raise that running maximum.
-        t_ok = ts[ok]
-        latest = np.maximum.accumulate(t_ok)
-        backwards = np.zeros(t_ok.size, dtype=bool)
-        backwards[1:] = t_ok[1:] < latest[:-1]
-        status[np.flatnonzero(ok)[backwards]] = int(Code.TIME_BACKWARDS)
-        ok = status == _OK
+    # out of time order among the rows that parse: the whole file is refused
+    check_sorted(str(f), ts[ok], np.flatnonzero(ok) + 1, "line")
     counts, first = _count_reasons(status, keep_lines)
 
     keep = np.flatnonzero(ok)
@@ -692,4 +687,13 @@ def read_pair(
             raise LobsterError(pair, f"holds {len(pairs)} pairs; name one of them")
         pair = pairs[0]
     records, report = read_messages(pair, **kwargs)
-    return records, read_orderbook(pair), report
+    book = read_orderbook(pair)
+    if len(book) != report.rows:
+        # row k of the orderbook is the book after message k: a file cut short (or one
+        # from another pair) would put every quote after the cut on the wrong message
+        raise LobsterError(
+            pair.orderbook,
+            f"has {len(book)} rows but its message file {pair.message.filename} has "
+            f"{report.rows}: not a matching pair (one orderbook row per message)",
+        )
+    return records, book, report

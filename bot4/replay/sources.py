@@ -8,8 +8,9 @@
   (:func:`bot4.stages.marketdata.lobster_snapshot`), so the venue's queue model starts from
   the real book;
 * a CSV or Parquet tick file (columns of :mod:`bot4.marketdata.files`). CSV is read whole
-  by that module; Parquet is streamed by row group when it carries ``price_units`` (int64
-  fixed point), so memory stays flat however long the file is;
+  by that module; Parquet is streamed batch by batch through the same checks
+  (:func:`bot4.marketdata.files.iter_parquet`), so memory stays flat however long the
+  file is;
 * a journal directory (``journal-*.bj4``) holding MARKET_DATA frames (``bot4 record``),
   streamed frame by frame;
 * :class:`SyntheticSource` — a generated quote-and-trade stream (benchmarks, tests),
@@ -18,10 +19,12 @@
 Every source yields ``MARKET_DATA`` chunks in event-time order (``ts_event_ns``
 non-decreasing), ``seq`` and ``ts_recv_ns`` zero (the harness stamps them). Problems that
 make the input unusable are a :class:`ReplayInputError` before any work starts, its
-``problem`` one of ``missing`` (no such path, nothing bot4 reads there), ``columns``
-(unsupported columns), ``unsorted`` (an event earlier than the one before it) and
-``empty`` (no events); bad rows inside a usable file are excluded and counted
-(:class:`bot4.marketdata.report.BadInputReport`) as the market data stage does.
+``problem`` one of ``missing`` (no such path, nothing bot4 reads there, a file that
+cannot be read), ``columns`` (unsupported columns), ``unsorted`` (an event earlier than
+one before it: refused, as everywhere, ``docs/inputs.md``) and ``empty`` (no events); bad
+rows inside a usable file are excluded and counted
+(:class:`bot4.marketdata.report.BadInputReport`) by the same readers and checks the
+market data stage uses.
 """
 
 from __future__ import annotations
@@ -40,11 +43,9 @@ from bot4.records import (
     MARKET_DATA,
     MD_QUOTE,
     MD_TRADE,
-    MDF_REPLAY,
     MDF_SYNTHETIC,
     RT_MARKET_DATA,
     SIDE_BUY,
-    SIDE_NONE,
     SIDE_SELL,
 )
 from bot4.records.errors import Bot4Error, Code
@@ -127,14 +128,6 @@ def _unsorted(path, ts: np.ndarray, offset: int = 0, what: str = "row") -> None:
 
 
 def _checked(path, kind: str, data: np.ndarray, report, md_params) -> DataSource:
-    if report is not None and report.counts.get(Code.TIME_BACKWARDS):
-        lines = list(report.first_lines.get(Code.TIME_BACKWARDS, ()))
-        raise ReplayInputError(
-            path,
-            "unsorted",
-            f"timestamps not sorted: {report.counts[Code.TIME_BACKWARDS]} rows earlier than "
-            f"the one before (first at lines {lines}); sort the data by event time",
-        )
     if len(data) == 0:
         raise ReplayInputError(path, "empty", "no market data events to replay")
     _unsorted(path, data["ts_event_ns"], what="record")
@@ -152,10 +145,18 @@ def _checked(path, kind: str, data: np.ndarray, report, md_params) -> DataSource
 
 def open_source(path: str | os.PathLike) -> DataSource:
     """Recognise and check ``path`` (module docstring); ReplayInputError before any work."""
+    from bot4.marketdata.report import UnsortedInputError
+
+    try:
+        return _open(Path(path))
+    except UnsortedInputError as exc:
+        raise ReplayInputError(path, "unsorted", exc.detail) from None
+
+
+def _open(p: Path) -> DataSource:
     from bot4.marketdata.files import MarketDataFileError
     from bot4.marketdata.lobster import LobsterError, LobsterName, find_pairs
 
-    p = Path(path)
     if not p.exists():
         raise ReplayInputError(p, "missing", "no such file or directory")
     if p.is_dir() and any(p.glob("journal-*.bj4")):
@@ -182,7 +183,13 @@ def open_source(path: str | os.PathLike) -> DataSource:
         raise ReplayInputError(p, "empty", "file is empty")
     suffix = p.suffix.lower()
     if suffix in (".parquet", ".pq"):
-        return _open_parquet(p)
+        try:
+            return _open_parquet(p)
+        except MarketDataFileError as exc:
+            text = str(exc).split(": ", 1)[-1]
+            if "column" in text:
+                raise ReplayInputError(p, "columns", f"unsupported columns: {text}") from None
+            raise ReplayInputError(p, "missing", text) from None
     if suffix not in (".csv", ".txt"):
         raise ReplayInputError(
             p,
@@ -205,87 +212,33 @@ def open_source(path: str | os.PathLike) -> DataSource:
 
 # --- Parquet, streamed ----------------------------------------------------------------------
 
-_COLUMNS = ("ts_event_ns", "symbol", "kind", "side", "qty")
-
 
 def _open_parquet(p: Path) -> DataSource:
-    import pyarrow.parquet as pq
+    """One pass over the file through the stage's checks: the bad-row report, the kept
+    count and the first and last event times; :meth:`DataSource.chunks` reads it again
+    through the same checks (they are a function of the file)."""
+    from bot4.marketdata.files import iter_parquet
 
-    try:
-        f = pq.ParquetFile(p)
-    except Exception as exc:  # pyarrow raises several types for a corrupt file
-        raise ReplayInputError(p, "missing", f"not a readable Parquet file ({exc})") from None
-    names = set(f.schema_arrow.names)
-    missing = [c for c in _COLUMNS if c not in names]
-    if "price_units" not in names and "price" not in names:
-        missing.append("price_units (or price)")
-    if missing:
-        raise ReplayInputError(
-            p, "columns", f"unsupported columns: missing {missing} (have {sorted(names)})"
-        )
-    if "price_units" not in names:  # decimal text prices: the exact (whole-file) reader
-        from bot4.marketdata.files import read_table
-
-        data, report = read_table(p)
-        return _checked(p, "file", data, report, {"source": "file", "path": str(p)})
-    n = f.metadata.num_rows
-    if n == 0:
-        raise ReplayInputError(p, "empty", "no market data events to replay")
+    report = BadInputReport(str(p))
+    n = 0
     first = last = None
-    seen = 0
-    for rg in range(f.num_row_groups):
-        ts = f.read_row_group(rg, columns=["ts_event_ns"]).column(0).to_numpy()
-        ts = ts.astype(np.int64, copy=False)
-        if len(ts) == 0:
-            continue
-        if last is not None and ts[0] < last:
-            raise ReplayInputError(
-                p, "unsorted", f"timestamps not sorted: row {seen + 1} is earlier than row {seen}"
-            )
-        _unsorted(p, ts, seen)
-        first = int(ts[0]) if first is None else first
-        last = int(ts[-1])
-        seen += len(ts)
-    report = BadInputReport(str(p), rows=n, kept=n)
+    for recs in iter_parquet(p, report):
+        if len(recs):
+            first = int(recs["ts_event_ns"][0]) if first is None else first
+            last = int(recs["ts_event_ns"][-1])
+            n += len(recs)
+    if report.rows == 0 or n == 0:
+        what = "no data rows" if report.rows == 0 else "no usable rows: " + report.summary()
+        raise ReplayInputError(p, "empty", what)
     return DataSource("parquet", str(p), n, first, last, report, {"source": "file", "path": str(p)})
 
 
 def _parquet_chunks(p: Path, size: int) -> Iterator[np.ndarray]:
-    import pyarrow.parquet as pq
+    from bot4.marketdata.files import iter_parquet
 
-    table = DEFAULT_INSTRUMENTS
-    f = pq.ParquetFile(p)
-    for batch in f.iter_batches(batch_size=size, columns=[*_COLUMNS, "price_units"]):
-        n = batch.num_rows
-        out = np.zeros(n, MARKET_DATA)
-        out["ts_event_ns"] = batch.column("ts_event_ns").to_numpy()
-        out["price"] = batch.column("price_units").to_numpy()
-        out["qty"] = batch.column("qty").to_numpy()
-        symbols = {s: table.id_of(s) for s in table.symbols}
-        out["instrument"] = _lookup(batch.column("symbol"), symbols, fold=False)
-        kind = _lookup(batch.column("kind"), {"quote": MD_QUOTE, "trade": MD_TRADE})
-        side = _lookup(
-            batch.column("side"),
-            {"bid": SIDE_BUY, "buy": SIDE_BUY, "ask": SIDE_SELL, "sell": SIDE_SELL, "": SIDE_NONE},
-        )
-        out["kind"] = kind
-        out["side"] = side
-        out["flags"] = MDF_REPLAY
-        yield out
-
-
-def _lookup(col, mapping: dict, fold: bool = True) -> np.ndarray:
-    """Map a string column through ``mapping`` via its dictionary (unknown -> 0); ``fold``:
-    compare stripped lower-case text."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if not pa.types.is_dictionary(col.type):
-        col = pc.dictionary_encode(pc.fill_null(col, ""))
-    words = [("" if w is None else str(w)) for w in col.dictionary.to_pylist()]
-    codes = np.asarray([mapping.get(w.strip().lower() if fold else w, 0) for w in words] or [0])
-    idx = col.indices.to_numpy(zero_copy_only=False)
-    return codes[idx]
+    for recs in iter_parquet(p, size=size):  # at most ``size``: bad rows only shrink it
+        if len(recs):
+            yield recs
 
 
 def write_parquet(path: str | os.PathLike, chunks, row_group: int = CHUNK) -> int:
@@ -332,24 +285,25 @@ def write_parquet(path: str | os.PathLike, chunks, row_group: int = CHUNK) -> in
 
 def _open_journal(p: Path) -> DataSource:
     from bot4.journal import JournalReader
+    from bot4.marketdata.report import check_sorted
 
     n = 0
     first = last = None
-    for _pos, rtype, recs in JournalReader(p):
+    reader = JournalReader(p)
+    for _pos, rtype, recs in reader:
         if rtype != RT_MARKET_DATA or len(recs) == 0:
             continue
         ts = recs["ts_event_ns"]
-        if last is not None and ts[0] < last:
-            raise ReplayInputError(
-                p, "unsorted", f"timestamps not sorted: record {n + 1} is earlier than record {n}"
-            )
-        _unsorted(p, ts, n, "record")
+        check_sorted(str(p), ts, np.arange(n + 1, n + len(recs) + 1), "record", last, n)
         first = int(ts[0]) if first is None else first
-        last = int(ts[-1])
+        last = max(int(ts[-1]), last if last is not None else int(ts[-1]))
         n += len(recs)
     if n == 0:
         raise ReplayInputError(p, "empty", "journal holds no market data events")
     report = BadInputReport(str(p), rows=n, kept=n)
+    if reader.torn_tail is not None:  # as bot4.marketdata.journaled counts it
+        report.rows += 1
+        report.add(Code.TRUNCATED_FILE, n + 1)
     return DataSource(
         "journal", str(p), n, first, last, report, {"source": "journal", "path": str(p)}
     )

@@ -36,6 +36,7 @@ from bot4.marketdata import (
     warm,
 )
 from bot4.marketdata.book import ORD_UNKNOWN, ST_OVERFLOW
+from bot4.marketdata.report import UnsortedInputError
 from bot4.records import (
     DEFAULT_INSTRUMENTS,
     MARKET_DATA,
@@ -296,7 +297,6 @@ DEFECTS = {
     "unknown type": ("34200.3,9,5,100,2238000,1", Code.UNKNOWN_KIND),
     "negative price": ("34200.3,1,5,100,-2238000,1", Code.NEGATIVE_PRICE),
     "negative size": ("34200.3,1,5,-100,2238000,1", Code.INVALID_QTY),
-    "time backwards": ("34200.1,1,5,100,2238000,1", Code.TIME_BACKWARDS),
 }
 
 
@@ -350,17 +350,22 @@ def test_every_defect_in_one_file(tmp_path, clean):
     assert report.kept == len(GOOD) and _fields(records) == _fields(clean)
 
 
-def test_backwards_rows_do_not_move_the_reference_time(tmp_path):
+def test_a_row_earlier_than_one_before_it_refuses_the_file(tmp_path):
     lines = [
         "34200.5,1,1,1,100,1",
         "34200.9,1,2,1,100,1",
         "34200.6,1,3,1,100,1",
         "34200.7,1,4,1,100,1",
     ]
+    with pytest.raises(UnsortedInputError) as e:
+        read_messages(_write(tmp_path, lines))
+    assert (e.value.line, e.value.prev, e.value.count) == (3, 2, 2)
+    assert e.value.code == Code.TIME_BACKWARDS
+    assert "line 3 is earlier than line 2" in str(e.value)
+    # a malformed row's time does not count: it never reaches the order check
+    lines[2:] = ["34200.1,1,3,1,100", "34200.9,1,4,1,100,1"]
     records, report = read_messages(_write(tmp_path, lines))
-    assert report.counts == {Code.TIME_BACKWARDS: 2}
-    assert report.first_lines == {Code.TIME_BACKWARDS: (3, 4)}
-    assert records["order_id"].tolist() == [1, 2]
+    assert report.counts == {Code.MALFORMED_ROW: 1} and records["order_id"].tolist() == [1, 2, 4]
 
 
 def test_fraction_digits_and_truncation(tmp_path):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from bot4.marketdata.files import MarketDataFileError, read_table
+from bot4.marketdata.report import UnsortedInputError
 from bot4.records import MD_QUOTE, MD_TRADE, SIDE_BUY, SIDE_SELL, Code
 
 HEADER = "ts_event_ns,symbol,kind,side,price,qty\n"
@@ -44,7 +45,11 @@ def test_good_rows_become_exact_fixed_point_records(tmp_path):
         ("1002,ZZZZ,quote,bid,585.33,100", Code.UNKNOWN_INSTRUMENT),
         ("1002,AAPL,quote,bid,-585.33,100", Code.NEGATIVE_PRICE),
         ("1002,AAPL,quote,bid,585.33,-5", Code.INVALID_QTY),
-        ("0999,AAPL,quote,bid,585.33,100", Code.TIME_BACKWARDS),
+        ("1002,AAPL,quote,bid,585.33,99999999999999999999", Code.MALFORMED_ROW),  # > int64
+        ("1002,AAPL,quote,bid,585.33,1000000000001", Code.INVALID_QTY),  # > MAX_QTY
+        ("-1002,AAPL,quote,bid,585.33,100", Code.MALFORMED_ROW),  # before the epoch
+        ("1002,AAPL,quote,bid,٥٨٥.33,100", Code.MALFORMED_ROW),  # digits are ASCII only
+        ("1_002,AAPL,quote,bid,585.33,100", Code.MALFORMED_ROW),
         ("1002,AAPL,quote,bid,585.40,100", Code.CROSSED_QUOTE),  # bid above the 585.35 ask
     ],
 )
@@ -55,6 +60,30 @@ def test_each_bad_row_is_counted_by_reason_and_kept_out(tmp_path, bad, code):
     assert rep.first_lines[code] == (4,)  # header is line 1
     assert len(recs) == 5  # every good row survives
     assert recs["price"].tolist() == [5853300, 5853500, 5853500, 2200001, 2200200]
+
+
+def test_a_row_earlier_than_one_before_it_refuses_the_whole_file(tmp_path):
+    lines = [*GOOD[:2], "0999,AAPL,quote,bid,585.33,100", *GOOD[2:]]
+    with pytest.raises(UnsortedInputError) as e:
+        read_table(write(tmp_path, lines))
+    assert (e.value.line, e.value.prev, e.value.code) == (4, 3, Code.TIME_BACKWARDS)
+    assert "line 4 is earlier than line 3" in str(e.value)
+
+
+def test_damaged_bytes_are_counted_rows_and_a_damaged_header_refuses(tmp_path):
+    p = tmp_path / "b.csv"
+    rows = [r.encode() for r in GOOD]
+    rows[1] = b"1001,AA\xffPL,quote,ask,585.35,200"  # not UTF-8
+    rows[3] = b"1003,AMZN,quote,bid,220.0\x001,300"  # a NUL
+    p.write_bytes(HEADER.encode() + b"\n".join(rows) + b"\n")
+    recs, rep = read_table(p)
+    assert rep.counts == {Code.MALFORMED_ROW: 2} and rep.first_lines[Code.MALFORMED_ROW] == (3, 5)
+    assert len(recs) == 3
+    p.write_bytes(b"ts_event_ns,sym\xfe\n1,2\n")
+    with pytest.raises(MarketDataFileError, match="header row is not UTF-8"):
+        read_table(p)
+    p.write_bytes(b"\xef\xbb\xbf" + HEADER.encode() + b"\n".join(rows[:1]) + b"\n")
+    assert len(read_table(p)[0]) == 1  # a spreadsheet's byte-order mark is not a column
 
 
 def test_truncated_last_line_is_counted_as_truncation(tmp_path):

@@ -46,7 +46,7 @@ def test_unsorted_csv(tmp_path):
     p.write_text(HEADER + "2000,AAPL,quote,bid,100.00,100\n1000,AAPL,quote,ask,100.01,100\n")
     e = err(p)
     assert (e.problem, e.code) == ("unsorted", Code.TIME_BACKWARDS)
-    assert "timestamps not sorted" in str(e) and "lines [3]" in str(e)
+    assert "timestamps not sorted: line 3 is earlier than line 2" in str(e)
 
 
 def test_empty_csv_and_empty_file(tmp_path):
@@ -75,16 +75,63 @@ def test_parquet_unsorted_and_columns(tmp_path):
     assert e.problem == "columns" and "unsupported columns" in str(e)
 
 
-def test_parquet_streams_what_it_was_given(tmp_path):
+def _not_crossed(recs: np.ndarray) -> np.ndarray:
+    """Reference for the crossed-quote check: a quote whose side would meet or pass the
+    other side's latest kept quote is dropped (plain Python, one row at a time)."""
+    touch: dict = {}
+    keep = []
+    for r in recs:
+        if r["kind"] == MD_QUOTE:
+            bid, ask = touch.get((r["instrument"], 1), 0), touch.get((r["instrument"], -1), 0)
+            b = r["price"] if r["side"] > 0 else bid
+            a = r["price"] if r["side"] < 0 else ask
+            if b > 0 and a > 0 and b >= a:
+                keep.append(False)
+                continue
+            touch[(r["instrument"], int(r["side"]))] = r["price"]
+        keep.append(True)
+    return recs[np.asarray(keep)]
+
+
+def test_parquet_streams_what_it_was_given_through_the_stages_checks(tmp_path):
     chunks = list(SyntheticSource(3000, instruments=2).chunks(1000))
     p = tmp_path / "t.parquet"
     assert write_parquet(p, chunks, row_group=700) == 3000
     s = open_source(p)
-    assert (s.kind, s.total) == ("parquet", 3000)
+    want = _not_crossed(np.concatenate(chunks))  # the synthetic walk locks stale sides
+    assert (s.kind, s.total) == ("parquet", len(want)) and 0 < len(want) < 3000
+    assert s.report.counts == {Code.CROSSED_QUOTE: 3000 - len(want)}
     got = np.concatenate(list(s.chunks(1024)))
-    want = np.concatenate(chunks)
+    assert all(len(c) <= 1024 for c in s.chunks(1024))
     for f in ("ts_event_ns", "instrument", "kind", "side", "price", "qty"):
         assert (got[f] == want[f]).all(), f
+
+
+def test_parquet_price_units_rows_are_checked_as_the_stage_checks_them(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = tmp_path / "u.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "ts_event_ns": pa.array([1, 2, 3, 4, 5, 6], pa.int64()),
+                "symbol": ["AAPL", "AAPL", "NOPE", "AAPL", "AAPL", "AAPL"],
+                "kind": ["quote", "quote", "quote", "trade", "quote", "quote"],
+                "side": ["bid", "ask", "bid", "buy", "bid", "sideways"],
+                "price_units": pa.array([100, 200, 150, -5, None, 150], pa.int64()),
+                "qty": pa.array([1, 1, 1, 1, 1, 1], pa.int64()),
+            }
+        ),
+        p,
+    )
+    s = open_source(p)
+    assert s.total == 2 and s.report.counts == {
+        Code.UNKNOWN_INSTRUMENT: 1,
+        Code.NEGATIVE_PRICE: 1,
+        Code.MALFORMED_ROW: 2,
+    }
+    assert np.concatenate(list(s.chunks()))["price"].tolist() == [100, 200]
 
 
 def test_journal_without_market_data_is_empty(tmp_path):
