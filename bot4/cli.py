@@ -231,13 +231,17 @@ def cmd_stats(args) -> int:
         t = _load(args.topology, args.instance)
         inst = t.instance
         names = [s.name for s in t.stages]
+    if not snapshot(inst, names)["exists"]:
+        print(f"bot4: error: instance {inst} has no segments (not running?)", file=sys.stderr)
+        return 1
     if args.json:
-        sys.stdout.buffer.write(to_json(snapshot(inst)) + b"\n")
+        sys.stdout.buffer.write(to_json(snapshot(inst, names)) + b"\n")
         return 0
     prev = None
+    color = sys.stdout.isatty()
     while True:
-        snap = snapshot(inst)
-        text = render(snap, prev, names)
+        snap = snapshot(inst, names)
+        text = render(snap, prev, names, color=color)
         if args.once:
             print(text)
             return 0

@@ -23,14 +23,27 @@ changed, each with its state, reason (errors.Code name) and source (operator / r
 ``last_operator_action``: who changed what last — the newest record in the operator log
 (``who`` as the kernel named the caller, action, target, old and new state, note, age),
 None without one.
+
+Names: every stage carries its ``name`` (from the topology when given, else the names the
+creator stored in the metrics segment), every ring its short name (``ring``).
+``latency``: per hop of the order path (``bot4.shm.metrics``: tick_to_order,
+md_to_signals, signals_to_risk, risk_to_orders) the HdrHistogram summary since the session
+started (count, mean, min, p50, p90, p99, p99.9, max, ns); the live table also shows the
+last interval (the difference of two snapshots). ``flow``: the order flow the metrics
+recorder saw (orders by action, execution reports by type, fills, decisions, denials and
+rejects by reason, net position per instrument). Heartbeat ages are taken against the
+clock read after the heartbeat word (never negative); a stage restarted but not yet
+beating shows none (``None``), not its predecessor's.
 """
 
 from __future__ import annotations
 
 import time
 
+import numpy as np
 import orjson
 
+import bot4.records as R
 from bot4.records import (
     OP_BREAKER_RESET,
     OP_BREAKER_TRIP,
@@ -42,6 +55,8 @@ from bot4.records import (
 )
 from bot4.records.errors import Bot4Error, Code
 from bot4.shm import control as C
+from bot4.shm import histogram as H
+from bot4.shm import metrics as M
 from bot4.shm.breakers import BREAKERS_SEGMENT, Breakers
 from bot4.shm.breakers import STATE_NAMES as BREAKER_STATES
 from bot4.shm.operator_log import OPERATOR_SEGMENT, OperatorLog
@@ -60,6 +75,17 @@ BREAKER_FIELDS = (
     "trips",
     "denied",
 )
+
+
+ACTION_NAMES = {
+    getattr(R, n): n[7:].lower() for n in dir(R) if n.startswith("ACTION_") and n != "ACTION_NONE"
+}
+EXEC_NAMES = {
+    getattr(R, n): n[5:].lower()
+    for n in dir(R)
+    if n.startswith("EXEC_") and isinstance(getattr(R, n), int) and n != "EXEC_NONE"
+}
+STALE_HEARTBEAT_NS = 1_000_000_000  # the live table highlights a heartbeat older than this
 
 
 def _reason_name(code: int) -> str:
@@ -114,10 +140,66 @@ def trading_snapshot(instance: str) -> dict | None:
     return out
 
 
-def snapshot(instance: str) -> dict:
-    """Stages (from the control block, if present) and rings of ``instance``."""
+def metrics_snapshot(instance: str) -> tuple[list[str], dict, dict, dict] | None:
+    """``(stage names, latency summaries, flow, raw histograms)`` from ``instance``'s
+    metrics segment (read-only attach); None without it."""
+    if segment_name(instance, M.METRICS_SEGMENT) not in instance_segments(instance):
+        return None
+    try:
+        m = M.Metrics(instance, readonly=True)
+    except (Bot4Error, ValueError):
+        return None
+    try:
+        w = m.words
+        names = M.stage_names(w)
+        raw = {n: M.hist(w, k).copy() for k, n in enumerate(M.HIST_NAMES)}
+        f = M.flow(w).copy()
+        recorder = m.recorder
+    finally:
+        del w
+        m.close()
+    latency = {n: H.summary(h) for n, h in raw.items()}
+    flow = {
+        "recorder": names[recorder] if recorder is not None and recorder < len(names) else None,
+        "orders": {
+            ACTION_NAMES.get(k, str(k)): v
+            for k, v in M.by_slot(f[M.F_ORDERS : M.F_ORDERS + 16]).items()
+        },
+        "exec_reports": {
+            EXEC_NAMES.get(k, str(k)): v
+            for k, v in M.by_slot(f[M.F_EXECS : M.F_EXECS + 16]).items()
+        },
+        "fills": int(f[M.F_FILLS]),
+        "filled_qty": int(f[M.F_FILLED_QTY]),
+        "decisions_accepted": int(f[M.F_ACCEPTED]),
+        "decisions_denied": int(f[M.F_DENIED]),
+        "denials": {
+            _reason_name(k): v
+            for k, v in M.by_slot(f[M.F_DENIALS : M.F_DENIALS + M.N_REASONS]).items()
+        },
+        "rejects": {
+            _reason_name(k): v
+            for k, v in M.by_slot(f[M.F_REJECTS : M.F_REJECTS + M.N_REASONS]).items()
+        },
+        "positions": {
+            str(k): int(v)
+            for k, v in enumerate(f[M.F_POSITION : M.F_POSITION + M.N_POSITIONS].view(np.int64))
+            if v
+        },
+    }
+    return names, latency, flow, raw
+
+
+def snapshot(instance: str, stage_names: list[str] | None = None) -> dict:
+    """Stages (from the control block, if present), rings, breakers, trading states,
+    latency and flow of ``instance``. ``exists`` is False when it has no segment at all.
+    ``stage_names``: from the topology (default: those stored in the metrics segment).
+    Keys starting with ``_`` (raw histograms, for the live table's interval) are left out
+    of the JSON."""
+    segs = instance_segments(instance)
     out: dict = {
         "instance": instance,
+        "exists": bool(segs),
         "taken_ns": time.monotonic_ns(),
         "pipeline": None,
         "stages": [],
@@ -125,7 +207,14 @@ def snapshot(instance: str) -> dict:
         "breakers": [],
         "trading": None,
         "last_operator_action": None,
+        "latency": {},
+        "flow": None,
     }
+    met = metrics_snapshot(instance)
+    names = list(stage_names or [])
+    if met is not None:
+        names = names or met[0]
+        out["latency"], out["flow"], out["_hist"] = met[1], met[2], met[3]
     if segment_name(instance, C.CONTROL_SEGMENT) in instance_segments(instance):
         try:
             cb = C.ControlBlock(instance, readonly=True)
@@ -135,18 +224,23 @@ def snapshot(instance: str) -> dict:
             now = time.monotonic_ns()
             out["pipeline"] = C.PIPE_NAMES.get(cb.pipeline_state, "?")
             stuck = int(cb.words[C.W_PIPE_STUCK_SINCE_NS])
-            out["pipeline_stuck_for_ns"] = (now - stuck) if stuck else None
+            out["pipeline_stuck_for_ns"] = max(0, now - stuck) if stuck else None
             for i in range(cb.n_stages):
                 b = cb.stage(i)
-                beat = int(b[C.S_HEARTBEAT_NS])
+                beat, started = int(b[C.S_HEARTBEAT_NS]), int(b[C.S_STARTED_NS])
+                # a beat older than the process's start is its predecessor's: none yet
+                fresh = beat if beat and beat >= started else 0
                 out["stages"].append(
                     {
                         "index": i,
+                        "name": names[i] if i < len(names) else f"#{i}",
                         # supervised: the supervisor's record; under systemd: the stage's own
                         "pid": int(b[C.S_PID]) or int(b[C.S_PID_SEEN]),
                         "core": int(b[C.S_CORE]),
                         "state": C.STAGE_NAMES.get(int(b[C.S_STATE]), "?"),
-                        "heartbeat_age_ns": (now - beat) if beat else None,
+                        "heartbeat_age_ns": (
+                            max(0, time.monotonic_ns() - fresh) if fresh else None
+                        ),
                         "restarts": int(b[C.S_RESTARTS]),
                         "last_error": int(b[C.S_LAST_ERROR]),
                         "batches": int(b[C.S_BATCHES]),
@@ -160,7 +254,7 @@ def snapshot(instance: str) -> dict:
                         "liveness_ring": C.read_live_ring(b) or None,
                         "liveness_records": int(b[C.S_LIVE_RECORDS]),
                         "stuck_for_ns": (
-                            (now - int(b[C.S_STUCK_SINCE_NS]))
+                            max(0, now - int(b[C.S_STUCK_SINCE_NS]))
                             if int(b[C.S_STUCK_SINCE_NS])
                             else None
                         ),
@@ -168,7 +262,9 @@ def snapshot(instance: str) -> dict:
                 )
             del b
             cb.close()
-    out["rings"] = [r.as_dict() for r in instance_ring_snapshots(instance)]
+    out["rings"] = [
+        {"ring": r.name.split(".", 2)[-1], **r.as_dict()} for r in instance_ring_snapshots(instance)
+    ]
     out["breakers"] = breakers_snapshot(instance)
     out["trading"] = trading_snapshot(instance)
     out["last_operator_action"] = last_operator_action(instance)
@@ -176,7 +272,9 @@ def snapshot(instance: str) -> dict:
 
 
 def to_json(snap: dict) -> bytes:
-    return orjson.dumps(snap, option=orjson.OPT_INDENT_2)
+    return orjson.dumps(
+        {k: v for k, v in snap.items() if not k.startswith("_")}, option=orjson.OPT_INDENT_2
+    )
 
 
 def _live(s: dict) -> str:
@@ -194,59 +292,143 @@ def _age(ns) -> str:
     return "-" if ns is None else f"{ns / 1e9:.2f}s"
 
 
-def render(snap: dict, prev: dict | None = None, stage_names: list[str] | None = None) -> str:
-    """A text table; with ``prev`` (the snapshot before), rates per second."""
+def _num(n: int) -> str:
+    """A count in at most 10 characters: 9,999,999 then 12.3M, 1.23G."""
+    if n < 10_000_000:
+        return f"{n:,}"
+    if n < 1_000_000_000:
+        return f"{n / 1e6:.1f}M"
+    return f"{n / 1e9:.2f}G"
+
+
+def _us(ns) -> str:
+    """ns as µs in at most 8 characters."""
+    if ns is None:
+        return "-"
+    us = ns / 1e3
+    if us < 1_000:
+        return f"{us:.1f}"
+    if us < 10_000_000:
+        return f"{us:,.0f}"
+    return f"{ns / 1e9:.1f}s"
+
+
+WIDTH = 100  # every line of the table fits this many columns (highlighting aside)
+_RED, _YELLOW, _OFF = "\033[1;31m", "\033[33m", "\033[0m"
+
+
+def _mark(line: str, on: bool, color: bool, code: str = _RED) -> str:
+    return f"{code}{line}{_OFF}" if on and color else line
+
+
+def render(
+    snap: dict,
+    prev: dict | None = None,
+    stage_names: list[str] | None = None,
+    *,
+    color: bool = False,
+) -> str:
+    """A text table at most ``WIDTH`` columns wide; with ``prev`` (the snapshot before),
+    rates per second and the last interval's latencies. ``color`` (a terminal only):
+    full rings, stale heartbeats, stuck or failed stages, open breakers and trading that
+    is not active are highlighted."""
     dt = (snap["taken_ns"] - prev["taken_ns"]) / 1e9 if prev else 0.0
     head = f"instance {snap['instance']}  pipeline {snap['pipeline'] or '-'}"
     if snap.get("pipeline_stuck_for_ns"):
         head += f"  STUCK: no ring moved for {snap['pipeline_stuck_for_ns'] / 1e9:.1f} s"
-    lines = [head]
+    lines = [_mark(head, bool(snap.get("pipeline_stuck_for_ns")), color)]
     if snap["stages"]:
         lines.append(
-            f"{'stage':<14}{'pid':>8}{'core':>5} {'state':<9}{'beat':>8}{'restarts':>9}{'in':>12}{'out':>12}{'in/s':>10}  {'live':<24}alarms"
+            f"{'stage':<13}{'pid':>7}{'core':>5} {'state':<9}{'beat':>6}{'rst':>4}"
+            f"{'in':>10}{'out':>10}{'in/s':>9}  live"
         )
+        prev_stages = prev["stages"] if prev else []
         for k, s in enumerate(snap["stages"]):
-            name = stage_names[k] if stage_names and k < len(stage_names) else f"#{s['index']}"
-            rate = ""
-            if prev and dt > 0 and k < len(prev["stages"]):
-                rate = f"{(s['records_in'] - prev['stages'][k]['records_in']) / dt:,.0f}"
-            lines.append(
-                f"{name:<14}{s['pid']:>8}{s['core']:>5} {s['state']:<9}{_age(s['heartbeat_age_ns']):>8}"
-                f"{s['restarts']:>9}{s['records_in']:>12,}{s['records_out']:>12,}{rate:>10}"
-                f"  {_live(s):<24}"
-                + (f"{s['alarms']} ALARM {s['alarm']}" if s.get("alarms") else "")
+            name = s.get("name") or (
+                stage_names[k] if stage_names and k < len(stage_names) else f"#{s['index']}"
             )
+            if stage_names and k < len(stage_names):
+                name = stage_names[k]
+            rate = ""
+            if prev and dt > 0 and k < len(prev_stages):
+                rate = _num(max(0, round((s["records_in"] - prev_stages[k]["records_in"]) / dt)))
+            age = s["heartbeat_age_ns"]
+            bad = (
+                s["state"] == "failed"
+                or s.get("liveness") == "stuck"
+                or (s["state"] == "running" and (age is None or age > STALE_HEARTBEAT_NS))
+            )
+            row = (
+                f"{name[:13]:<13}{s['pid']:>7}{s['core']:>5} {s['state']:<9}{_age(age):>6}"
+                f"{s['restarts']:>4}{_num(s['records_in']):>10}{_num(s['records_out']):>10}"
+                f"{rate:>9}  {_live(s)}"
+            )
+            lines.append(_mark(row, bad, color))
+            if s.get("alarms"):  # on a line of its own: the code names are long
+                lines.append(_mark(f"{'':13}{s['alarms']} ALARM {s['alarm']}", True, color))
     lines.append(
-        f"{'ring':<26}{'cap':>7}{'depth':>7}{'high':>7}{'produced':>12}{'rate/s':>10}{'fullw':>7}{'emptyw':>8}{'rej':>6}{'pids':>14}{'beat p/c':>14}"
+        f"{'ring':<15}{'cap':>6}{'depth':>6}{'high':>6}{'produced':>10}{'rate/s':>9}"
+        f"{'fullw':>7}{'emptyw':>7}{'rej':>6}{'pids':>14}{'beat p/c':>14}"
     )
     prev_rings = {r["name"]: r for r in prev["rings"]} if prev else {}
     for r in snap["rings"]:
         rate = ""
         if r["name"] in prev_rings and dt > 0:
-            rate = f"{(r['produced'] - prev_rings[r['name']]['produced']) / dt:,.0f}"
-        short = r["name"].split(".", 2)[-1]
-        lines.append(
-            f"{short:<26}{r['capacity']:>7}{r['depth']:>7}{r['high_water']:>7}{r['produced']:>12,}{rate:>10}"
-            f"{r['full_waits']:>7}{r['empty_waits']:>8}{r['rejections']:>6}"
-            f"{str(r['producer_pid']) + '/' + str(r['consumer_pid']):>14}"
-            f"{_age(r['producer_heartbeat_age_ns']) + '/' + _age(r['consumer_heartbeat_age_ns']):>14}"
+            rate = _num(max(0, round((r["produced"] - prev_rings[r["name"]]["produced"]) / dt)))
+        short = r.get("ring") or r["name"].split(".", 2)[-1]
+        pids = f"{r['producer_pid']}/{r['consumer_pid']}"
+        beats = f"{_age(r['producer_heartbeat_age_ns'])}/{_age(r['consumer_heartbeat_age_ns'])}"
+        row = (
+            f"{short[:15]:<15}{r['capacity']:>6}{r['depth']:>6}{r['high_water']:>6}"
+            f"{_num(r['produced']):>10}{rate:>9}{_num(r['full_waits']):>7}"
+            f"{_num(r['empty_waits']):>7}{_num(r['rejections']):>6}{pids:>14}{beats:>14}"
         )
-    lines += _render_breakers(snap.get("breakers") or [])
-    lines += _render_trading(snap.get("trading"))
+        lines.append(_mark(row, r["depth"] >= r["capacity"], color))
+    lines += _render_latency(snap, prev)
+    lines += _render_breakers(snap.get("breakers") or [], color)
+    lines += _render_trading(snap.get("trading"), color)
     lines += _render_operator(snap.get("last_operator_action"))
-    return "\n".join(lines)
+    return "\n".join(ln if "\033" in ln else ln[:WIDTH] for ln in lines)
 
 
-def _render_breakers(rows: list[dict]) -> list[str]:
+def _render_latency(snap: dict, prev: dict | None) -> list[str]:
+    """Per hop of the order path: the last interval and since start, µs."""
+    lat = snap.get("latency") or {}
+    if not lat:
+        return []
+    cols = ("p50_ns", "p99_ns", "p999_ns", "max_ns")
+    out = [
+        f"{'latency us':<16}{'interval n':>11}{'p50':>7}{'p99':>8}{'p99.9':>8}{'max':>8}"
+        f" |{'total n':>9}{'p50':>7}{'p99':>8}{'p99.9':>8}{'max':>8}"
+    ]
+    raw, praw = snap.get("_hist") or {}, (prev or {}).get("_hist") or {}
+    for name, total in lat.items():
+        if name in raw and name in praw:
+            iv = H.summary(raw[name], praw[name])
+            ivs = f"{_num(iv['count']):>11}" + "".join(
+                f"{_us(iv.get(c)):>{w}}" for c, w in zip(cols, (7, 8, 8, 8), strict=True)
+            )
+        else:
+            ivs = f"{'-':>11}{'-':>7}{'-':>8}{'-':>8}{'-':>8}"
+        tot = f"{_num(total['count']):>9}" + "".join(
+            f"{_us(total.get(c)):>{w}}" for c, w in zip(cols, (7, 8, 8, 8), strict=True)
+        )
+        out.append(f"{name:<16}{ivs} |{tot}")
+    return out
+
+
+def _render_breakers(rows: list[dict], color: bool = False) -> list[str]:
     if not rows:
         return []
     out = [f"{'breaker':<20}{'state':<15}{'calls':>8}{'fails':>8}{'trips':>8}{'denied':>10}"]
     for b in rows:
         state = b["state"] + (" (forced)" if b.get("forced") else "")
-        out.append(
-            f"{b['index']:>2} {b['name']:<17}{state:<15}{b['window_calls']:>8,}"
+        row = (
+            f"{b['index']:>2} {b['name'][:17]:<17}{state:<15}{b['window_calls']:>8,}"
             f"{b['window_failures']:>8,}{b['trips']:>8,}{b['denied']:>10,}"
         )
+        code = _RED if b["state"] == "open" else _YELLOW
+        out.append(_mark(row, b["state"] != "closed", color, code))
     return out
 
 
@@ -303,7 +485,7 @@ def _render_operator(op: dict | None) -> list[str]:
     ]
 
 
-def _render_trading(tr: dict | None) -> list[str]:
+def _render_trading(tr: dict | None, color: bool = False) -> list[str]:
     if not tr:
         return []
     out = [f"{'trading':<20}{'state':<12}{'reason':<22}{'source':<10}{'changes':>8}"]
@@ -312,7 +494,7 @@ def _render_trading(tr: dict | None) -> list[str]:
         rows.append(("global", tr["global"]))
     rows += [(f"instrument {r['instrument']}", r) for r in tr["instruments"]]
     for label, r in rows:
-        out.append(
-            f"{label:<20}{r['state']:<12}{r['reason']:<22}{r['source']:<10}{r['changes']:>8,}"
-        )
+        row = f"{label:<20}{r['state']:<12}{r['reason']:<22}{r['source']:<10}{r['changes']:>8,}"
+        code = _RED if r["state"] == "halted" else _YELLOW
+        out.append(_mark(row, r["state"] != "active", color, code))
     return out

@@ -42,6 +42,7 @@ from bot4.records.errors import Bot4Error, Code
 from bot4.shm import Segment, create_ring, segment_name
 from bot4.shm import control as C
 from bot4.shm.control import CONTROL_SEGMENT, create_control
+from bot4.shm.metrics import create_metrics
 from bot4.shm.owners import Owner
 from bot4.shm.segment import (
     SHM_DIR,
@@ -215,11 +216,26 @@ def create_segments(topology, say: Callable[[str], None] | None = None) -> list[
             )
             made.append(name)
         made += _risk_segments(topology)
+        made.append(create_metrics(topology.instance, metrics_recorder(topology), names))
     except BaseException:
         for name in made:
             Segment.unlink(name)
         raise
     return made
+
+
+def metrics_recorder(topology) -> int | None:
+    """Index of the stage that records the metrics segment (``bot4.shm.metrics``): the
+    first whose kind records metrics and that reads orders, executions or decisions."""
+    from bot4.stages import KINDS
+
+    flow = {"ORDER", "EXEC_REPORT", "RISK_DECISION"}
+    for s in topology.stages:
+        if getattr(KINDS.get(s.kind), "records_metrics", False) and any(
+            r.type in flow for r in topology.inputs_of(s.name)
+        ):
+            return s.index
+    return None
 
 
 def _risk_segments(topology) -> list[str]:

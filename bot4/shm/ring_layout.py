@@ -16,7 +16,7 @@
     128    16    producer   producer position    -- alone on a 128-byte line pair
     256    32    consumer   consumer position    -- alone on a 128-byte line pair
     384    48    producer   pid, (reserved x2), full waits, rejections, heartbeat ns,
-                            cached consumer position          (words 48..54)
+                            cached consumer position, high-water depth (words 48..55)
     448    56    producer   own position, batches   (a 16-byte pair: words 56..57)
     512    64    consumer   pid, (reserved), batches, empty waits, high-water depth,
                             heartbeat ns, cached producer position (words 64..70)
@@ -76,6 +76,9 @@ W_PRODUCER_FULL_WAITS = 51
 W_PRODUCER_REJECTIONS = 52
 W_PRODUCER_HEARTBEAT_NS = 53
 W_PRODUCER_CACHED_CONSUMER = 54
+# the depth the producer saw when it found the ring full (or rejected): stored only on that
+# slow path, never per commit; readers show max(this, the consumer's high-water, depth)
+W_PRODUCER_HIGH_WATER = 55
 W_PRODUCER_OWN_POSITION = 56  # the producer's copy of its position (16-byte aligned pair)
 W_PRODUCER_BATCHES = 57  # commits, counted with the own position in one store
 

@@ -74,6 +74,7 @@ from bot4.shm.ring_layout import (
     W_PRODUCER_CACHED_CONSUMER,
     W_PRODUCER_FULL_WAITS,
     W_PRODUCER_HEARTBEAT_NS,
+    W_PRODUCER_HIGH_WATER,
     W_PRODUCER_OWN_POSITION,
     W_PRODUCER_PARKED,
     W_PRODUCER_POSITION,
@@ -232,6 +233,7 @@ def wait_claim(hdr, n, timeout_ns):
     if count > 0 or n == 0:  # asking for nothing (a stage priming its kernels) never waits
         return pos, count
     store_relaxed(hdr, W_PRODUCER_FULL_WAITS, hdr[W_PRODUCER_FULL_WAITS] + _ONE)
+    note_high_water(hdr, pos)
     strategy = hdr[W_WAIT]
     deadline = monotonic_ns() + timeout_ns
     cap = hdr[W_CAPACITY]
@@ -283,6 +285,17 @@ def push_wait(hdr, slots, record, timeout_ns):
 def count_rejection(hdr, n):
     """Backpressure ``reject``: the producer was told; count it in its own line."""
     store_relaxed(hdr, W_PRODUCER_REJECTIONS, hdr[W_PRODUCER_REJECTIONS] + np.uint64(n))
+    if n > 0:
+        note_high_water(hdr, hdr[W_PRODUCER_OWN_POSITION])
+
+
+@njit(nogil=True, cache=True)
+def note_high_water(hdr, pos):
+    """Producer, on its full path only (a full wait or a rejection, never per commit): the
+    depth it sees, from its cached consumer position, into its own high-water word."""
+    depth = pos - hdr[W_PRODUCER_CACHED_CONSUMER]
+    if depth <= hdr[W_CAPACITY] and depth > hdr[W_PRODUCER_HIGH_WATER]:
+        store_relaxed(hdr, W_PRODUCER_HIGH_WATER, depth)
 
 
 @njit(nogil=True, cache=True)

@@ -8,7 +8,8 @@ two consumer reads agree, so a snapshot always satisfies
 ``produced`` and ``consumed`` are not counters in the segment: they are each position's
 distance from the ring's initial position (u64, wrapping), so the hot path stores nothing
 per commit for them and ``consumed <= produced`` holds in every snapshot. Batches, waits,
-rejections and high-water are counters their owning side keeps in its own line.
+rejections and high-water are counters their owning side keeps in its own line; the
+high-water shown is the larger of the consumer's, the producer's and the depth seen.
 """
 
 from __future__ import annotations
@@ -72,21 +73,29 @@ def snapshot_header(name: str, hdr: np.ndarray) -> RingSnapshot:
     initial = int(hdr[L.W_INITIAL_POSITION])
     produced = (p - initial) & _M64
     consumed = (c1 - initial) & _M64
+    cap = int(hdr[L.W_CAPACITY])
+    depth = (p - c1) & _M64
 
     def age(word: int) -> int | None:
         beat = int(hdr[word])
-        return None if beat == 0 else now - beat
+        # the clock is read after the word: a beat stored since ``now`` is age 0, never < 0
+        return None if beat == 0 else max(0, time.monotonic_ns() - beat)
 
     return RingSnapshot(
         name=name,
-        capacity=int(hdr[L.W_CAPACITY]),
+        capacity=cap,
         slot_size=int(hdr[L.W_SLOT_SIZE]),
         wait=_WAIT_NAMES.get(int(hdr[L.W_WAIT]), "?"),
         backpressure=_BP_NAMES.get(int(hdr[L.W_BACKPRESSURE]), "?"),
         producer_position=p,
         consumer_position=c1,
-        depth=(p - c1) & _M64,
-        high_water=int(hdr[L.W_CONSUMER_HIGH_WATER]),
+        depth=depth,
+        # the consumer's (at its peeks), the producer's (on its full path) and what this
+        # snapshot sees: a full ring never reads below its depth
+        high_water=min(
+            cap,
+            max(int(hdr[L.W_CONSUMER_HIGH_WATER]), int(hdr[L.W_PRODUCER_HIGH_WATER]), depth),
+        ),
         producer_pid=int(hdr[L.W_PRODUCER_PID]),
         consumer_pid=int(hdr[L.W_CONSUMER_PID]),
         produced=produced,

@@ -10,8 +10,9 @@ and persistence issues replace them. Each does real work on real records, simply
   with open orders; passes orders on with ``ts_risk_ns`` stamped.
 * ``orders-standin`` — a stand-in venue: fills each order at its limit price; fan-out of
   the execution report to risk (fills, a feedback ring) and to persistence.
-* ``count-sink`` — counts what arrives by record kind and keeps a tick-to-order latency
-  histogram (``ts_order_ns - ts_recv_ns``) of execution reports.
+* ``count-sink`` — counts what arrives by record kind; as the instance's metrics recorder
+  (``bot4.shm.metrics``) it records the order flow and the tick-to-order and per-hop
+  latencies of the NEW orders it reads.
 
 Restart state (not rebuilt): the mid walk of ``synthetic-md`` restarts from its
 instruments' base prices; signal EWMAs restart empty; risk positions restart flat
@@ -36,6 +37,17 @@ from bot4.records import (
     SIDE_BUY,
     SIDE_SELL,
     TIF_DAY,
+)
+from bot4.records.errors import Bot4Error
+from bot4.shm.histogram import summary as hist_summary
+from bot4.shm.metrics import (
+    HIST_TICK_TO_ORDER,
+    Metrics,
+    hist,
+    private_metrics,
+    record_decisions,
+    record_execs,
+    record_orders,
 )
 from bot4.stages.base import Stage, check_number
 
@@ -363,55 +375,75 @@ class OrdersStandin(Stage):
         return nxt
 
 
+_RECORDERS = {
+    "ORDER": record_orders,
+    "EXEC_REPORT": record_execs,
+    "RISK_DECISION": record_decisions,
+}
+
+
 @njit(nogil=True, cache=True)
-def _count_exec(inp, hist, net):
+def _count_exec(inp, net):
     for i in range(inp.shape[0]):
         e = inp[i]
         if (
             e.exec_type == EXEC_FILL or e.exec_type == EXEC_PARTIAL_FILL
         ) and e.instrument < net.shape[0]:
             net[e.instrument] += e.last_qty if e.side == SIDE_BUY else -e.last_qty
-        d = inp[i].ts_order_ns - inp[i].ts_recv_ns
-        b = 0
-        while d > 1 and b < hist.shape[0] - 1:
-            d >>= 1
-            b += 1
-        hist[b] += 1
 
 
 class CountSink(Stage):
-    """Counts records; for execution reports keeps a log2 histogram of tick-to-order ns and
-    the net filled quantity per instrument (buys minus sells: the position the fills make)."""
+    """Counts records and the net filled quantity per instrument (buys minus sells: the
+    position the fills make). The instance's metrics recorder (``bot4.shm.metrics``: the
+    first persistence or count-sink of the topology) also records, per batch in a numba
+    kernel, the order flow and the latencies of every NEW order into the metrics segment;
+    any other (or one without the segment: replay, tests) records into process memory, so
+    its summary has them too."""
 
     kind = "count-sink"
     arity = (1, 8, 0, 0)
     input_types = ("*",)
-    restart_state = "counts and histogram cover the current process only"
+    restart_state = (
+        "counts cover the current process; the metrics segment's cover the session"
+        " (at least once across a restart)"
+    )
+    #: ``bot4.shm.metrics``: this kind records the order flow and latencies it reads
+    records_metrics = True
 
     def setup(self) -> None:
         self.counts_by_input = np.zeros(len(self.inputs), np.int64)
-        self.hist = np.zeros(48, np.int64)
         self.net = np.zeros(64, np.int64)
+        self.metrics_seg = None
+        self.metrics = None
+        if self.topology is not None:
+            try:
+                seg = Metrics(self.instance)
+            except (Bot4Error, ValueError):
+                seg = None  # a topology created without it: record privately
+            if seg is not None and seg.recorder == self.spec.index:
+                self.metrics_seg, self.metrics = seg, seg.words
+            elif seg is not None:
+                seg.close()
+        if self.metrics is None:
+            self.metrics = private_metrics()
+        self._recorders = [_RECORDERS.get(r.type) for r in self.inputs]
 
     def process(self, i, batch, outs, counts, seq):
         self.counts_by_input[i] += batch.shape[0]
         if self.inputs[i].type == "EXEC_REPORT":
-            _count_exec(batch, self.hist, self.net)
+            _count_exec(batch, self.net)
+        rec = self._recorders[i]
+        if rec is not None:
+            rec(self.metrics, batch)
         return seq
 
     def summary(self) -> dict:
-        total = int(self.hist.sum())
-        pct = {}
-        if total:
-            cum = np.cumsum(self.hist)
-            for q in (0.5, 0.99, 0.999):
-                b = int(np.searchsorted(cum, q * total))
-                pct[f"p{q * 100:g}_ns_upper"] = 1 << b
         return {
             "records": {
                 r.name: int(c) for r, c in zip(self.inputs, self.counts_by_input, strict=True)
             },
-            "tick_to_order_latency": pct,
+            # bot4.shm.histogram's summary (ns) of NEW orders' ts_order_ns - ts_recv_ns
+            "tick_to_order_latency": hist_summary(hist(self.metrics, HIST_TICK_TO_ORDER)),
             "net_filled": {int(k): int(self.net[k]) for k in np.flatnonzero(self.net)},
         }
 

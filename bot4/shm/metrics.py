@@ -1,0 +1,293 @@
+"""The metrics segment ``/bot4.<instance>.metrics``: latency histograms and the order flow
+as the journal sees it, written by one stage, read by ``bot4 stats`` and
+``bot4 metrics serve`` (``PROT_READ``).
+
+The *recorder* is the stage that journals the OMS's orders, executions and the risk
+decisions (the first ``persistence`` or ``count-sink`` with such an input; the creator
+writes its index). It records at batch level, in a numba kernel over each input batch it
+already reads (``bot4.stages.standins.CountSink``): off the hot path, the rings' and the
+trading stages' loops store nothing more. Latencies come from the stamps every NEW order
+carries when the OMS sends it (``docs/records.md``):
+
+* ``tick_to_order``  ``ts_order_ns - ts_recv_ns`` (md published the tick -> OMS sent the order)
+* ``md_to_signals``  ``ts_signal_ns - ts_recv_ns``
+* ``signals_to_risk`` ``ts_risk_ns - ts_signal_ns``
+* ``risk_to_orders`` ``ts_order_ns - ts_risk_ns``
+
+A missing stamp (0) is not a latency and is not counted. Each histogram is
+``bot4.shm.histogram``'s HdrHistogram layout.
+
+::
+
+    word        owner     field
+    0           creator   magic "BOT4METR", layout version, histograms, words per
+                          histogram, counts per histogram, significant figures,
+                          highest trackable ns, recorder stage index + 1 (0: none),
+                          positions tracked, reasons tracked, created ns  (words 0..10)
+    16          recorder  updated ns (monotonic, at each batch it recorded)
+    128         creator   stage names, topology order, for operator tools: MAX_STAGES x
+                          48 bytes ASCII, NUL-padded (``bot4 stats --instance`` and the
+                          exporter name stages without the topology file)
+    512         recorder  flow (FLOW_WORDS words):
+      +0                  orders sent by action (ACTION_*)            [16]
+      +16                 execution reports by exec type (EXEC_*)     [16]
+      +32                 fills (FILL + PARTIAL_FILL), filled qty (shares)
+      +48                 decisions accepted, denied
+      +64                 denials by reason (errors.Code; >= N_REASONS: last)  [N_REASONS]
+      +64+N_REASONS       venue rejects (REJECTED, CANCEL_REJECTED) by reason [N_REASONS]
+      +64+2 N_REASONS     net filled position per instrument id, shares, int64 as u64
+                          (buys minus sells; ids >= N_POSITIONS not kept)      [N_POSITIONS]
+    HIST_BASE   recorder  N_HIST histograms of ``histogram.HIST_WORDS`` words each
+
+Counts only grow within a session (the segments are created per session). A recorder
+restarted after a SIGKILL re-reads (and journals again) the batch it had not released, so
+across such a restart the flow counts and histograms are at least once: one batch may be
+counted twice (the database, not this segment, is exact).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from numba import njit
+
+from bot4.records import (
+    ACTION_NEW,
+    DECISION_ACCEPT,
+    DECISION_DENY,
+    EXEC_CANCEL_REJECTED,
+    EXEC_FILL,
+    EXEC_PARTIAL_FILL,
+    EXEC_REJECTED,
+    SIDE_BUY,
+)
+from bot4.shm import histogram as H
+from bot4.shm.atomics import monotonic_ns
+from bot4.shm.segment import Segment, attach_checked, segment_name
+
+MAGIC = int.from_bytes(b"BOT4METR", "little")
+LAYOUT_VERSION = 1
+METRICS_SEGMENT = "metrics"
+
+HIST_NAMES = ("tick_to_order", "md_to_signals", "signals_to_risk", "risk_to_orders")
+HIST_TICK_TO_ORDER, HIST_MD_SIGNALS, HIST_SIGNALS_RISK, HIST_RISK_ORDERS = range(4)
+#: (histogram, stage that stamped the start, stage that stamped the end)
+HOPS = (
+    ("tick_to_order", "md", "orders"),
+    ("md_to_signals", "md", "signals"),
+    ("signals_to_risk", "signals", "risk"),
+    ("risk_to_orders", "risk", "orders"),
+)
+N_HIST = len(HIST_NAMES)
+N_REASONS = 1024
+N_POSITIONS = 256
+
+(
+    W_MAGIC,
+    W_VERSION,
+    W_NHIST,
+    W_HIST_WORDS,
+    W_COUNTS_LEN,
+    W_FIGURES,
+    W_HIGHEST,
+    W_RECORDER,
+    W_NPOS,
+    W_NREASONS,
+    W_CREATED_NS,
+) = range(11)
+W_UPDATED_NS = 16
+
+NAMES_BASE = 128
+MAX_STAGES = 64
+NAME_WORDS = 6  # 48 bytes
+FLOW_BASE = NAMES_BASE + MAX_STAGES * NAME_WORDS  # 512
+F_ORDERS = 0  # by action
+F_EXECS = 16  # by exec type
+F_FILLS = 32
+F_FILLED_QTY = 33
+F_ACCEPTED = 48
+F_DENIED = 49
+F_DENIALS = 64
+F_REJECTS = F_DENIALS + N_REASONS
+F_POSITION = F_REJECTS + N_REASONS
+FLOW_WORDS = F_POSITION + N_POSITIONS
+HIST_BASE = FLOW_BASE + FLOW_WORDS + (-(FLOW_BASE + FLOW_WORDS) % 16)  # 128-byte aligned
+TOTAL_WORDS = HIST_BASE + N_HIST * H.HIST_WORDS
+SEGMENT_BYTES = TOTAL_WORDS * 8
+
+_ONE = np.uint64(1)
+
+
+def init_metrics(
+    words: np.ndarray, recorder: int | None, created_ns: int, stage_names=()
+) -> np.ndarray:
+    """Lay out a zeroed ``TOTAL_WORDS`` u64 array (a new segment or a private array);
+    ``recorder``: the recording stage's index (None: no recorder); ``stage_names`` in
+    topology order (the first ``MAX_STAGES``, each cut to 48 bytes)."""
+    words[W_VERSION] = LAYOUT_VERSION
+    words[W_NHIST] = N_HIST
+    words[W_HIST_WORDS] = H.HIST_WORDS
+    words[W_COUNTS_LEN] = H.COUNTS_LEN
+    words[W_FIGURES] = H.SIGNIFICANT_FIGURES
+    words[W_HIGHEST] = H.HIGHEST_NS
+    words[W_RECORDER] = 0 if recorder is None else recorder + 1
+    words[W_NPOS] = N_POSITIONS
+    words[W_NREASONS] = N_REASONS
+    words[W_CREATED_NS] = created_ns
+    for k in range(N_HIST):
+        H.init(hist(words, k))
+    for i, name in enumerate(list(stage_names)[:MAX_STAGES]):
+        raw = name.encode("ascii", "replace")[: NAME_WORDS * 8].ljust(NAME_WORDS * 8, b"\0")
+        off = NAMES_BASE + i * NAME_WORDS
+        words[off : off + NAME_WORDS] = np.frombuffer(raw, np.uint64)
+    words[W_MAGIC] = MAGIC
+    return words
+
+
+def private_metrics() -> np.ndarray:
+    """The layout in process memory (a recorder without the segment: tests, replay, warm)."""
+    return init_metrics(np.zeros(TOTAL_WORDS, np.uint64), None, time.monotonic_ns())
+
+
+def hist(words: np.ndarray, k: int) -> np.ndarray:
+    """Histogram ``k`` (``HIST_*``) of a metrics array (a view)."""
+    off = HIST_BASE + k * H.HIST_WORDS
+    return words[off : off + H.HIST_WORDS]
+
+
+def flow(words: np.ndarray) -> np.ndarray:
+    """The flow counters (a view)."""
+    return words[FLOW_BASE : FLOW_BASE + FLOW_WORDS]
+
+
+def create_metrics(instance: str, recorder: int | None, stage_names=()) -> str:
+    """Create ``instance``'s metrics segment (the launcher, with the other segments)."""
+    name = segment_name(instance, METRICS_SEGMENT)
+    seg = Segment.create(name, SEGMENT_BYTES)
+    try:
+        w = np.frombuffer(seg.buf, np.uint64)
+        init_metrics(w, recorder, time.monotonic_ns(), stage_names)
+        del w
+    except BaseException:
+        seg.close()
+        Segment.unlink(name)
+        raise
+    seg.close()
+    return name
+
+
+class Metrics:
+    """An attachment to ``instance``'s metrics segment; ``words`` is it as u64.
+    ``readonly`` maps it PROT_READ (operator views); the recorder attaches it writable."""
+
+    def __init__(self, instance: str, *, readonly: bool = False) -> None:
+        self.segment, self.words = attach_checked(
+            segment_name(instance, METRICS_SEGMENT),
+            readonly=readonly,
+            min_size=SEGMENT_BYTES,
+            magic=MAGIC,
+            version=LAYOUT_VERSION,
+            what="metrics",
+            size_for=lambda w: SEGMENT_BYTES,
+        )
+
+    @property
+    def recorder(self) -> int | None:
+        """Index of the recording stage, None when the topology has none."""
+        r = int(self.words[W_RECORDER])
+        return r - 1 if r else None
+
+    def close(self) -> None:
+        self.words = None  # type: ignore[assignment]
+        self.segment.close()
+
+
+# --- recording (numba, the recorder's process only) -----------------------------------------
+
+
+@njit(nogil=True, cache=True)
+def record_orders(words, batch):
+    """Count a batch of ORDER records the OMS sent; latencies of each NEW order."""
+    f = FLOW_BASE
+    h0 = HIST_BASE
+    hw = H.HIST_WORDS
+    for i in range(batch.shape[0]):
+        o = batch[i]
+        a = np.int64(o.action)
+        if a < 16:
+            words[f + F_ORDERS + a] += _ONE
+        if a == ACTION_NEW:
+            H.record_latency(words[h0 : h0 + hw], o.ts_order_ns, o.ts_recv_ns)
+            H.record_latency(words[h0 + hw : h0 + 2 * hw], o.ts_signal_ns, o.ts_recv_ns)
+            H.record_latency(words[h0 + 2 * hw : h0 + 3 * hw], o.ts_risk_ns, o.ts_signal_ns)
+            H.record_latency(words[h0 + 3 * hw : h0 + 4 * hw], o.ts_order_ns, o.ts_risk_ns)
+    words[W_UPDATED_NS] = monotonic_ns()
+
+
+@njit(nogil=True, cache=True)
+def _reason_slot(reason):
+    r = np.int64(reason)
+    return r if r < N_REASONS else np.int64(N_REASONS - 1)
+
+
+@njit(nogil=True, cache=True)
+def record_execs(words, batch):
+    """Count a batch of EXEC_REPORT records the OMS received: by type, fills, rejects by
+    reason, net filled position per instrument."""
+    f = FLOW_BASE
+    for i in range(batch.shape[0]):
+        e = batch[i]
+        t = np.int64(e.exec_type)
+        if t < 16:
+            words[f + F_EXECS + t] += _ONE
+        if t in (EXEC_FILL, EXEC_PARTIAL_FILL):
+            words[f + F_FILLS] += _ONE
+            words[f + F_FILLED_QTY] += np.uint64(abs(e.last_qty))
+            if e.instrument < N_POSITIONS:
+                k = f + F_POSITION + np.int64(e.instrument)
+                d = e.last_qty if e.side == SIDE_BUY else -e.last_qty
+                words[k] = np.uint64(np.int64(words[k]) + d)
+        elif t in (EXEC_REJECTED, EXEC_CANCEL_REJECTED):
+            words[f + F_REJECTS + _reason_slot(e.reason)] += _ONE
+    words[W_UPDATED_NS] = monotonic_ns()
+
+
+@njit(nogil=True, cache=True)
+def record_decisions(words, batch):
+    """Count a batch of RISK_DECISION records: accepted, denied by reason."""
+    f = FLOW_BASE
+    for i in range(batch.shape[0]):
+        d = batch[i]
+        if d.decision == DECISION_ACCEPT:
+            words[f + F_ACCEPTED] += _ONE
+        elif d.decision == DECISION_DENY:
+            words[f + F_DENIED] += _ONE
+            words[f + F_DENIALS + _reason_slot(d.reason)] += _ONE
+    words[W_UPDATED_NS] = monotonic_ns()
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def stage_names(words: np.ndarray) -> list[str]:
+    """The stage names the creator stored, topology order (up to the first empty one)."""
+    out = []
+    for i in range(MAX_STAGES):
+        off = NAMES_BASE + i * NAME_WORDS
+        raw = words[off : off + NAME_WORDS].tobytes().rstrip(b"\0")
+        if not raw:
+            break
+        out.append(raw.decode("ascii", "replace"))
+    return out
+
+
+def positions(words: np.ndarray) -> dict[int, int]:
+    """Net filled position per instrument id (non-zero ones)."""
+    p = flow(words)[F_POSITION : F_POSITION + N_POSITIONS].view(np.int64)
+    return {int(k): int(p[k]) for k in np.flatnonzero(p)}
+
+
+def by_slot(counts: np.ndarray) -> dict[int, int]:
+    """Non-zero counters of an indexed block (action, exec type, reason code)."""
+    return {int(k): int(counts[k]) for k in np.flatnonzero(counts)}

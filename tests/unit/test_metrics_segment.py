@@ -1,0 +1,81 @@
+"""The metrics recorder's kernels: NEW orders' latencies per hop, missing stamps never
+counted, the order flow by action, exec type and reason, net position per instrument."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bot4.records import (
+    ACTION_CANCEL,
+    ACTION_CANCEL_ALL,
+    ACTION_NEW,
+    DECISION_ACCEPT,
+    DECISION_DENY,
+    EXEC_CANCELLED,
+    EXEC_FILL,
+    EXEC_PARTIAL_FILL,
+    EXEC_REJECTED,
+    RECORD_TYPES,
+    SIDE_BUY,
+    SIDE_SELL,
+)
+from bot4.shm import histogram as H
+from bot4.shm import metrics as M
+
+
+def _orders() -> np.ndarray:
+    o = np.zeros(5, RECORD_TYPES["ORDER"])
+    o["action"] = [ACTION_NEW, ACTION_NEW, ACTION_CANCEL, ACTION_CANCEL_ALL, ACTION_NEW]
+    o["ts_recv_ns"] = [1_000, 2_000, 0, 0, 0]  # the last NEW: a tick stamp missing
+    o["ts_signal_ns"] = [1_500, 2_700, 0, 0, 5_000]
+    o["ts_risk_ns"] = [3_000, 4_000, 0, 0, 6_000]
+    o["ts_order_ns"] = [10_000, 6_000, 9_000, 9_000, 8_000]
+    return o
+
+
+def test_new_orders_feed_every_hop_and_missing_stamps_are_skipped():
+    w = M.private_metrics()
+    M.record_orders(w, _orders())
+    f = M.flow(w)
+    assert f[M.F_ORDERS + ACTION_NEW] == 3
+    assert f[M.F_ORDERS + ACTION_CANCEL] == 1 and f[M.F_ORDERS + ACTION_CANCEL_ALL] == 1
+
+    def values(k):
+        h = M.hist(w, k)
+        return int(h[H.H_COUNT]), int(h[H.H_MIN]), int(h[H.H_MAX])
+
+    assert values(M.HIST_TICK_TO_ORDER) == (2, 4_000, 9_000)  # third NEW has no tick stamp
+    assert values(M.HIST_MD_SIGNALS) == (2, 500, 700)
+    assert values(M.HIST_SIGNALS_RISK) == (3, 1_000, 1_500)
+    assert values(M.HIST_RISK_ORDERS) == (3, 2_000, 7_000)
+    assert int(w[M.W_UPDATED_NS]) > 0
+
+
+def test_exec_reports_and_decisions_count_by_type_reason_and_position():
+    w = M.private_metrics()
+    e = np.zeros(6, RECORD_TYPES["EXEC_REPORT"])
+    e["exec_type"] = [EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_FILL, EXEC_REJECTED, EXEC_CANCELLED, 3]
+    e["side"] = [SIDE_BUY, SIDE_BUY, SIDE_SELL, SIDE_BUY, SIDE_BUY, SIDE_BUY]
+    e["last_qty"] = [100, 50, 30, 0, 0, 7]
+    e["instrument"] = [1, 1, 1, 2, 2, 300]  # 300: beyond the positions kept
+    e["reason"] = [0, 0, 0, 42, 0, 0]
+    M.record_execs(w, e)
+    f = M.flow(w)
+    assert f[M.F_FILLS] == 4 and f[M.F_FILLED_QTY] == 187
+    assert M.by_slot(f[M.F_REJECTS : M.F_REJECTS + M.N_REASONS]) == {42: 1}
+    assert M.positions(w) == {1: 120}
+    assert f[M.F_EXECS + EXEC_CANCELLED] == 1
+    d = np.zeros(4, RECORD_TYPES["RISK_DECISION"])
+    d["decision"] = [DECISION_ACCEPT, DECISION_DENY, DECISION_DENY, DECISION_DENY]
+    d["reason"] = [0, 7, 7, 5000]  # a code beyond the table lands in the last slot
+    M.record_decisions(w, d)
+    assert f[M.F_ACCEPTED] == 1 and f[M.F_DENIED] == 3
+    assert M.by_slot(f[M.F_DENIALS : M.F_DENIALS + M.N_REASONS]) == {7: 2, M.N_REASONS - 1: 1}
+
+
+def test_sell_position_reads_back_negative():
+    w = M.private_metrics()
+    e = np.zeros(1, RECORD_TYPES["EXEC_REPORT"])
+    e["exec_type"], e["side"], e["last_qty"], e["instrument"] = EXEC_FILL, SIDE_SELL, 25, 3
+    M.record_execs(w, e)
+    assert M.positions(w) == {3: -25}
