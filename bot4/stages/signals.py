@@ -2,7 +2,8 @@
 
 Per instrument (state in preallocated arrays indexed by instrument id), on every quote:
 
-* mid, microprice, spread, order-book imbalance from the top of book;
+* mid, microprice, spread, order-book imbalance from the top of book (or, with
+  ``imbalance_levels`` N > 1, over the best N levels of the md stage's ``book_level`` ring);
 * the mid's log return r (basis points), EWMA returns at three half-lives (ticks),
   realised volatility (sqrt of an EWMA of r^2), and the GARCH(1,1) conditional variance
   updated recursively from calibrated parameters (``bot4 calibrate``);
@@ -48,7 +49,9 @@ PARAMS_VERSION = 1
 
 # columns of the per-instrument state table (float64)
 S_BID, S_BIDQ, S_ASK, S_ASKQ, S_MID, S_E0, S_E1, S_E2, S_RV, S_G2, S_EPS2, S_N, S_COOL = range(13)
-NSTATE = 13
+S_DIMB = 13  # imbalance over ``imbalance_levels`` levels of the book_level input
+S_DEPTH = 14  # 1.0 once S_DIMB is known: it then replaces the top-of-book imbalance
+NSTATE = 15
 # columns of the per-instrument GARCH table
 G_OMEGA, G_ALPHA, G_BETA, G_MU = range(4)
 
@@ -121,12 +124,41 @@ def features_of(st, inst, x):
     micro = (bid * aq + ask * bq) / (bq + aq)
     x[0] = (micro - mid) / mid * 1e4
     x[1] = (ask - bid) / mid * 1e4
-    x[2] = (bq - aq) / (bq + aq)
+    x[2] = st[inst, S_DIMB] if st[inst, S_DEPTH] > 0.0 else (bq - aq) / (bq + aq)
     x[3] = st[inst, S_E0]
     x[4] = st[inst, S_E1]
     x[5] = st[inst, S_E2]
     x[6] = np.sqrt(st[inst, S_RV])
     x[7] = np.sqrt(st[inst, S_G2])
+
+
+@njit(nogil=True, cache=True)
+def depth_kernel(levels, dq, st):
+    """Apply BOOK_LEVEL records to ``dq`` (n_inst, 2, N): bid / ask size per position,
+    positions >= N ignored; then each touched instrument's imbalance over the N levels,
+    (bid - ask) / (bid + ask), into ``st[:, S_DIMB]`` (``S_DEPTH`` set). Returns the
+    records applied."""
+    n = 0
+    n_inst = dq.shape[0]
+    depth = dq.shape[2]
+    for k in range(levels.shape[0]):
+        r = levels[k]
+        inst = np.int64(r.instrument)
+        if inst <= 0 or inst >= n_inst or r.level >= depth or r.side == 0:
+            continue
+        dq[inst, 0 if r.side > 0 else 1, r.level] = float(r.qty)
+        n += 1
+        if k + 1 < levels.shape[0] and levels[k + 1].instrument == r.instrument:
+            continue  # the instrument's next update follows: sum once, after it
+        b = 0.0
+        a = 0.0
+        for j in range(depth):
+            b += dq[inst, 0, j]
+            a += dq[inst, 1, j]
+        if a + b > 0.0:
+            st[inst, S_DIMB] = (b - a) / (b + a)
+            st[inst, S_DEPTH] = 1.0
+    return n
 
 
 @njit(nogil=True, cache=True)
@@ -328,13 +360,16 @@ class SignalsStage(Stage):
     registry models (docs/models.md): ``model_slot`` (the registry slot whose champion and
     challenger decide, instead of ``model_file``), ``model_registry`` (default
     ``$BOT4_DATA_DIR/models``), ``model_watch`` (true: pick up a new assignment at a batch
-    boundary; false: the one at start for the whole run)."""
+    boundary; false: the one at start for the whole run); ``imbalance_levels`` (1: the
+    imbalance feature is the top of book's; N > 1: it is (bid - ask) / (bid + ask) over the
+    best N levels of the optional second input, the md stage's ``book_level`` ring, once
+    that input has delivered them)."""
 
     kind = "signals"
-    arity = (1, 1, 1, 1)
-    input_types = ("MARKET_DATA",)
+    arity = (1, 2, 1, 1)
+    input_types = ("MARKET_DATA", "BOOK_LEVEL")
     output_types = ("ORDER_INTENT",)
-    restart_state = "top of book, EWMAs, realised and GARCH variance restart empty (warm-up)"
+    restart_state = "top of book, depth, EWMAs, realised and GARCH variance restart empty (warm-up)"
     params_keys = frozenset(
         {
             "params_file",
@@ -351,6 +386,7 @@ class SignalsStage(Stage):
             "model_registry",
             "model_slot",
             "model_watch",
+            "imbalance_levels",
         }
     )
 
@@ -368,6 +404,7 @@ class SignalsStage(Stage):
         check_type(params, "model_registry", str, "a directory path string")
         check_type(params, "model_slot", str, "a slot name")
         check_type(params, "model_watch", bool, "true or false")
+        check_number(params, "imbalance_levels", integer=True, lo=1, hi=255)
         if "model_slot" in params and "model_file" in params:
             raise ParamError("model_slot", "give model_slot (registry) or model_file, not both")
 
@@ -433,6 +470,10 @@ class SignalsStage(Stage):
         self.x = np.zeros(NF)
         self.z = np.zeros(NF)
         self.counters = np.zeros(3, np.int64)
+        # depth feature: sizes per level of the book_level input (input 1), if wired
+        self.dq = np.zeros((n_inst, 2, int(p.get("imbalance_levels", 1))))
+        self.depth_on = len(self.inputs) > 1 and self.dq.shape[2] > 1
+        self.depth_updates = 0
         self.router = None
         if p.get("model_slot"):
             from bot4.stages.signals_models import ModelRouter
@@ -442,6 +483,11 @@ class SignalsStage(Stage):
             )
 
     def process(self, i, batch, outs, counts, seq):
+        if i == 1:  # book_level: depth state only, no intents
+            if self.depth_on:
+                self.depth_updates += depth_kernel(batch, self.dq, self.st)
+            counts[0] = 0
+            return seq
         if self.router is not None:
             n = self.router.process(batch, outs[0], seq)
             counts[0] = n
@@ -477,6 +523,8 @@ class SignalsStage(Stage):
     def summary(self) -> dict:
         q, skipped, intents = (int(v) for v in self.counters)
         out = {"quotes": q, "skipped": skipped, "intents": intents}
+        if self.depth_on:
+            out["depth_updates"] = self.depth_updates
         if self.router is not None:
             out.update(self.router.summary())
         return out
