@@ -4,6 +4,8 @@
 default topology until the market data, signals, risk, orders and persistence issues land.
 """
 
+from bot4.gateways.md_gateway import MdGatewayStage
+from bot4.gateways.order_gateway import OrderGatewayStage
 from bot4.stages.base import Stage
 from bot4.stages.marketdata import MarketDataStage
 from bot4.stages.orders import OrdersStage
@@ -29,6 +31,8 @@ KINDS: dict[str, type[Stage]] = {
         PersistenceStage,
         RiskStage,
         VenueStage,
+        MdGatewayStage,
+        OrderGatewayStage,
         SignalsStandin,
         SignalsStage,
         RiskStandin,

@@ -1,0 +1,100 @@
+"""``bot4 exchange serve``: the exchange simulator (``bot4.gateways.exchange``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+
+def _addr(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def cmd_exchange(args) -> int:
+    from bot4.gateways.exchange import ExchangeConfig, Faults, serve
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s exchange[%(process)d] %(levelname)s %(message)s"
+    )
+    users = {}
+    for u in args.user or []:
+        name, _, pw = u.partition(":")
+        users[name] = pw
+    cfg = ExchangeConfig(
+        lobster=args.lobster,
+        host=args.host,
+        md_to=args.md_to or [("127.0.0.1", 31000)],
+        rerequest_port=args.rerequest_port,
+        ouch_port=args.ouch_port,
+        rate=args.rate,
+        session=args.session,
+        heartbeat_s=args.heartbeat,
+        users=users,
+        cancel_on_disconnect=not args.no_cancel_on_disconnect,
+        stp_profile=args.stp_profile,
+        faults=Faults(
+            drop_every=args.drop_every,
+            duplicate_every=args.duplicate_every,
+            reorder_every=args.reorder_every,
+            delay_ms=args.delay_ms,
+            disconnect_after=args.disconnect_after,
+            refuse_login=args.refuse_login,
+        ),
+    )
+
+    def ready(ex) -> None:
+        if args.ready_file:
+            info = {"ouch_port": ex.ouch_port, "rerequest_port": ex.rerequest_port,
+                    "messages": ex.feed.messages, "day": str(ex.feed.day)}  # fmt: skip
+            with open(args.ready_file + ".tmp", "w") as f:
+                json.dump(info, f)
+            import os
+
+            os.replace(args.ready_file + ".tmp", args.ready_file)
+
+    import signal
+
+    def _stop(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        serve(cfg, ready)
+    except KeyboardInterrupt:
+        return 0
+    except (OSError, ValueError) as exc:
+        print(f"bot4: error: exchange: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_parser(sub) -> None:
+    e = sub.add_parser("exchange", help="the exchange simulator (ITCH/MoldUDP64, OUCH/SoupBinTCP)")
+    esub = e.add_subparsers(dest="exchange_cmd", required=True)
+    s = esub.add_parser("serve", help="serve a LOBSTER day over ITCH and OUCH until stopped")
+    s.add_argument("lobster", nargs="+", help="LOBSTER pairs (file, zip or directory), one day")
+    s.add_argument("--host", default="127.0.0.1", help="address the servers bind (127.0.0.1)")
+    s.add_argument("--md-to", type=_addr, action="append",
+                   help="HOST:PORT the ITCH feed is sent to (repeatable; 127.0.0.1:31000)")  # fmt: skip
+    s.add_argument("--rerequest-port", type=int, default=31001, help="MoldUDP64 re-request (31001)")
+    s.add_argument("--ouch-port", type=int, default=31002, help="SoupBinTCP / OUCH (31002)")
+    s.add_argument("--rate", type=float, default=20000.0, help="ITCH messages/s (0: at once)")
+    s.add_argument("--session", default="BOT4SIM", help="session name (10 chars)")
+    s.add_argument("--heartbeat", type=float, default=1.0, help="MoldUDP64 heartbeat period, s")
+    s.add_argument("--user", action="append", help="USER:PASSWORD allowed (default: anyone)")
+    s.add_argument("--no-cancel-on-disconnect", action="store_true")
+    s.add_argument("--stp-profile", default="binance", help="self-trade prevention profile")
+    s.add_argument("--drop-every", type=int, default=0, help="fault: drop every k-th packet")
+    s.add_argument("--duplicate-every", type=int, default=0, help="fault: send twice")
+    s.add_argument("--reorder-every", type=int, default=0, help="fault: swap with the next")
+    s.add_argument("--delay-ms", type=float, default=0.0, help="fault: delay every packet")
+    s.add_argument("--disconnect-after", type=int, default=0,
+                   help="fault: end an OUCH connection after N sequenced messages")  # fmt: skip
+    s.add_argument("--refuse-login", action="store_true", help="fault: reject every login")
+    s.add_argument("--ready-file", help="write the bound ports as JSON here once serving")
+    s.set_defaults(fn=cmd_exchange)

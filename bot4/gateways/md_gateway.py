@@ -1,0 +1,286 @@
+"""``md_gateway``: NASDAQ TotalView-ITCH 5.0 over MoldUDP64 (UDP) in, MARKET_DATA out.
+
+A source stage whose position is the MoldUDP64 message sequence number minus one: the
+records of message ``s`` are produced when the source reaches position ``s - 1``, in
+sequence order, whatever order the datagrams came in. Datagrams are received on the
+gateway's event loop (uvloop, :mod:`bot4.gateways.runner`) into a fixed-slot message store
+(:mod:`bot4.gateways.mold`); the duty cycle decodes the contiguous run from its position
+(:func:`bot4.gateways.itch.itch_decode_kernel`) and publishes every record to each output
+ring (ticks, risk_md, ...), ``ts_recv_ns`` = the datagram's receive stamp, ``parent_seq`` =
+the message's sequence number.
+
+**Gaps.** A message beyond the contiguous run (a later packet, or a heartbeat announcing a
+higher next sequence) reveals a gap: the gateway asks the re-request server for the
+missing range (at most ``max_request`` messages per request; again after ``rerequest_ms``
+without progress, or as soon as the previous request was satisfied). Until the range
+arrives nothing after the gap is published, so no message is skipped and none is applied
+twice (a message already stored or consumed is dropped, counted as a duplicate).
+
+**Backpressure.** UDP cannot be slowed down: while the output rings are full the duty
+cycle stops consuming, datagrams keep filling the store; a message too far ahead of the
+position to fit the store (``store`` messages) is dropped, counted (``ahead``) and
+re-requested once the store drains. The event loop never blocks.
+
+**Restart.** A restarted gateway resumes at its cursor position ``p`` (the loop's exact
+recovery: nothing published twice, nothing skipped) and first rebuilds its books by
+re-requesting messages 1 .. p and applying them without publishing (the server retains the
+whole day). A fresh gateway joining mid-day starts at sequence 1 the same way, so its books
+are complete.
+
+params (all optional): ``listen`` (``"127.0.0.1:31000"``, the UDP address the feed is sent
+to), ``rerequest`` (``"127.0.0.1:31001"``, the re-request server), ``session``
+(``"BOT4SIM"``), ``symbols`` (every instrument of the instrument table), ``date`` (the
+feed's trading day, ``YYYY-MM-DD``: ITCH timestamps are ns since midnight US/Eastern;
+default today), ``store`` (65536 messages, a power of two), ``levels`` (1024 per side),
+``orders`` (262144: order table capacity), ``rerequest_ms`` (20), ``max_request`` (2000).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from datetime import date
+
+import numpy as np
+
+from bot4.gateways import itch, mold
+from bot4.marketdata.book import LEVEL_STATS, OrderTable
+from bot4.stages.base import ParamError, Stage, check_number, check_type
+
+log = logging.getLogger("bot4.stage")
+
+
+def parse_addr(text: str, key: str) -> tuple[str, int]:
+    host, _, port = str(text).rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ParamError(key, f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+class _Feed(asyncio.DatagramProtocol):
+    def __init__(self, stage: MdGatewayStage) -> None:
+        self.stage = stage
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.stage.on_packet(data)
+
+
+class MdGatewayStage(Stage):
+    kind = "md_gateway"
+    source = True
+    arity = (0, 0, 1, 4)
+    output_types = ("MARKET_DATA",)
+    max_out_per_in = itch.MAX_RECORDS_PER_MESSAGE
+    restart_state = (
+        "the books and order table: rebuilt at start from sequence 1 through the "
+        "re-request server (the day's messages are retained there)"
+    )
+    params_keys = frozenset(
+        {
+            "listen",
+            "rerequest",
+            "session",
+            "symbols",
+            "date",
+            "store",
+            "levels",
+            "orders",
+            "rerequest_ms",
+            "max_request",
+        }
+    )
+
+    @staticmethod
+    def process_main(topology, name: str) -> int:
+        from bot4.gateways.runner import gateway_main
+
+        return gateway_main(topology, name)
+
+    @classmethod
+    def check_params(cls, params):
+        super().check_params(params)
+        for key in ("listen", "rerequest"):
+            if key in params:
+                parse_addr(params[key], key)
+        check_type(params, "session", str, "a string")
+        check_type(params, "symbols", list, "a list of symbols")
+        check_type(params, "date", str, "a date YYYY-MM-DD")
+        if "date" in params:
+            try:
+                date.fromisoformat(params["date"])
+            except ValueError:
+                raise ParamError("date", f"expected YYYY-MM-DD, got {params['date']!r}") from None
+        check_number(params, "store", integer=True, lo=1024)
+        if "store" in params and params["store"] & (params["store"] - 1):
+            raise ParamError("store", "must be a power of two")
+        check_number(params, "levels", integer=True, lo=4)
+        check_number(params, "orders", integer=True, lo=1024)
+        check_number(params, "rerequest_ms", lo=1)
+        check_number(params, "max_request", integer=True, lo=1, hi=65534)
+
+    def setup(self) -> None:
+        from bot4.marketdata.lobster import local_to_utc_ns
+        from bot4.records import DEFAULT_INSTRUMENTS
+
+        p = self.params
+        self.listen = parse_addr(p.get("listen", "127.0.0.1:31000"), "listen")
+        self.rerequest_addr = parse_addr(p.get("rerequest", "127.0.0.1:31001"), "rerequest")
+        self.session_b = mold.session_bytes(p.get("session", "BOT4SIM"))
+        day = date.fromisoformat(p["date"]) if "date" in p else date.today()
+        self.day_ns = int(local_to_utc_ns(day, np.zeros(1, np.int64))[0])
+        symbols = p.get("symbols") or list(DEFAULT_INSTRUMENTS.symbols)
+        ids = [DEFAULT_INSTRUMENTS.id_of(s) for s in symbols]
+        self.sym_keys = np.array([itch.stock_key(s) for s in symbols], np.uint64)
+        self.sym_ids = np.array(ids, np.int64)
+        cap = int(p.get("store", 1 << 16))
+        self.msgs = np.zeros((cap, mold.SLOT), np.uint8)
+        self.lens = np.zeros(cap, np.int64)
+        self.seqs = np.zeros(cap, np.int64)
+        self.recvs = np.zeros(cap, np.int64)
+        self.have = np.zeros(cap, np.bool_)
+        self.cap = cap
+        self.books = itch.new_books(max(ids), int(p.get("levels", 1024)))
+        self.table = OrderTable(int(p.get("orders", 1 << 18)))
+        self.locate_map = np.zeros(1 << 16, np.int64)
+        self.dstats = np.zeros(len(itch.DECODER_STATS), np.int64)
+        self.ingest = np.zeros(mold.INGEST_WORDS, np.int64)
+        self.scratch = itch.decode_scratch(4096)
+        self.rerequest_ns = int(float(p.get("rerequest_ms", 20)) * 1e6)
+        self.max_request = int(p.get("max_request", 2000))
+        self.next_seq_in = 1  # the next sequence the duty cycle consumes (store window base)
+        self.known_end = 1  # one past the highest sequence known to exist
+        self.warm_to = None  # restart: rebuild the books up to this sequence first
+        self.req_end = 0  # end of the outstanding re-request
+        self.req_at = 0
+        self.counters = {"packets": 0, "bad_packets": 0, "heartbeats": 0, "end_of_session": 0,
+                         "gaps": 0, "requests": 0, "requested": 0, "rebuilt": 0}  # fmt: skip
+        self.transport = None
+        self.waker = None
+        self._warm_kernels()
+
+    def _warm_kernels(self) -> None:
+        m = mold
+        m.mold_ingest_kernel(np.zeros(0, np.uint8), 1, 0, self.msgs, self.lens, self.seqs,
+                             self.recvs, self.have, 1, 0, self.ingest)  # fmt: skip
+        m.mold_contiguous_kernel(self.have, self.seqs, 1, 0)
+        m.mold_release_kernel(self.have, 1, 0)
+        self._decode(1, 0, self.scratch, 1, False)
+
+    def _decode(self, start: int, count: int, out: np.ndarray, seq0: int, emit: bool) -> int:
+        t = self.table
+        keys, sizes, nlev, lstats, last_q = self.books
+        return int(
+            itch.itch_decode_kernel(
+                self.msgs, self.lens, self.seqs, self.recvs, start, count, self.day_ns, out,
+                seq0, self.locate_map, self.sym_keys, self.sym_ids, keys, sizes, nlev, lstats,
+                last_q, t.ids, t.qty, t.price, t.side, t.seq, t.live, t.stats, self.dstats, emit,
+            )
+        )  # fmt: skip
+
+    # -- network (event loop) ---------------------------------------------------------------
+    def bind(self, runner, waker) -> None:
+        self.runner = runner
+        self.waker = waker
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        sock.bind(self.listen)
+        self.transport, _ = await loop.create_datagram_endpoint(lambda: _Feed(self), sock=sock)
+        log.info("md_gateway: listening on %s:%d", *self.listen)
+
+    async def shut(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def on_packet(self, pkt: bytes) -> None:
+        now = time.monotonic_ns()
+        c = self.counters
+        c["packets"] += 1
+        if len(pkt) < mold.HEADER_BYTES or pkt[:10] != self.session_b:
+            c["bad_packets"] += 1
+            return
+        seq0 = int.from_bytes(pkt[10:18], "big")
+        count = int.from_bytes(pkt[18:20], "big")
+        if count == mold.HEARTBEAT_COUNT:
+            c["heartbeats"] += 1
+            self.known_end = max(self.known_end, seq0)
+        elif count == mold.END_OF_SESSION:
+            c["end_of_session"] += 1
+            self.known_end = max(self.known_end, seq0)
+        else:
+            body = np.frombuffer(pkt, np.uint8, offset=mold.HEADER_BYTES)
+            res = self.ingest
+            res[mold.IN_HIGH] = 0
+            before = int(res[mold.IN_TRUNCATED])
+            mold.mold_ingest_kernel(body, seq0, count, self.msgs, self.lens, self.seqs,
+                                    self.recvs, self.have, self.next_seq_in, now, res)  # fmt: skip
+            if int(res[mold.IN_TRUNCATED]) != before:
+                c["bad_packets"] += 1
+            self.known_end = max(self.known_end, seq0 + count)
+        if self.waker is not None:
+            self.waker.wake()
+
+    def _gap_check(self, now: int, first_missing: int) -> None:
+        if self.known_end <= first_missing or self.transport is None:
+            return
+        if first_missing < self.req_end and now - self.req_at < self.rerequest_ns:
+            return  # the previous request is still being answered
+        if first_missing >= self.req_end:
+            self.counters["gaps"] += 1
+        n = min(self.known_end - first_missing, self.max_request)
+        self.transport.sendto(mold.request(self.session_b, first_missing, n), self.rerequest_addr)
+        self.counters["requests"] += 1
+        self.counters["requested"] += n
+        self.req_end = first_missing + n
+        self.req_at = now
+
+    # -- duty cycle ---------------------------------------------------------------------------
+    def source_ready(self, position: int, now_ns: int) -> int:
+        if self.warm_to is None:  # first call: where the loop resumes
+            self.warm_to = position + 1
+            if position > 0:
+                log.info("md_gateway: rebuilding the books from sequence 1 to %d", position)
+        while self.next_seq_in < self.warm_to:  # restart: books first, nothing published
+            k = int(mold.mold_contiguous_kernel(self.have, self.seqs, self.next_seq_in,
+                                                min(4096, self.warm_to - self.next_seq_in)))  # fmt: skip
+            if k == 0:
+                self._gap_check(now_ns, self.next_seq_in)
+                self.known_end = max(self.known_end, self.warm_to)
+                return 0
+            self._decode(self.next_seq_in, k, self.scratch, 0, False)
+            mold.mold_release_kernel(self.have, self.next_seq_in, k)
+            self.next_seq_in += k
+            self.counters["rebuilt"] += k
+        k = int(mold.mold_contiguous_kernel(self.have, self.seqs, position + 1, 1 << 20))
+        self._gap_check(now_ns, position + 1 + k)
+        return k
+
+    def generate(self, position, n, outs, counts, seq):
+        if n <= 0 or not outs:
+            return 0, seq
+        start = position + 1
+        w = self._decode(start, n, outs[0], seq, True)
+        for j in range(1, len(outs)):
+            outs[j][:w] = outs[0][:w]
+        counts[: len(outs)] = w
+        mold.mold_release_kernel(self.have, start, n)
+        self.next_seq_in = start + n
+        return n, seq + w
+
+    def summary(self) -> dict:
+        s = dict(self.counters)
+        s.update(zip(itch.DECODER_STATS, self.dstats.tolist(), strict=True))
+        s["duplicates"] = int(self.ingest[mold.IN_DUPLICATE])
+        s["ahead_dropped"] = int(self.ingest[mold.IN_AHEAD])
+        s["next_seq"] = self.next_seq_in
+        s["book"] = dict(zip(LEVEL_STATS, self.books[3][: len(LEVEL_STATS)].tolist(), strict=True))
+        s["orders_live"] = len(self.table)
+        return s
+
+    def on_drain(self) -> None:
+        log.info("md_gateway summary %s", self.summary())

@@ -1,0 +1,17 @@
+"""Which loop runs a stage's process: the stage loop's dedicated or group mode
+(:func:`bot4.stages.loop.stage_main`), or the kind's own (``Stage.process_main``: the
+gateways' uvloop driver, :mod:`bot4.gateways.runner`)."""
+
+from __future__ import annotations
+
+
+def stage_main(topology, name: str) -> int:
+    """Process body of stage or group ``name`` (the supervisor's child, ``bot4 stage``)."""
+    from bot4.stages import KINDS
+    from bot4.stages.loop import stage_main as loop_main
+
+    if topology.group(name) is None:
+        main = getattr(KINDS[topology.stage(name).kind], "process_main", None)
+        if main is not None:
+            return main(topology, name)
+    return loop_main(topology, name)
