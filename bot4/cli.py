@@ -186,7 +186,7 @@ def cmd_record(args) -> int:
 
 
 def cmd_stage(args) -> int:
-    from bot4.stages.loop import stage_main
+    from bot4.stages.entry import stage_main
 
     t = _load(args.topology, args.instance)
     return stage_main(t, args.name)
@@ -642,10 +642,12 @@ def build_parser() -> argparse.ArgumentParser:
     j.set_defaults(fn=cmd_journal)
 
     from bot4.db.cli import add_parser as add_db
+    from bot4.gateways.cli import add_parser as add_exchange
     from bot4.replay.cli import add_parser as add_replay
 
     add_replay(sub)
     add_db(sub)
+    add_exchange(sub)
 
     w = sub.add_parser("warm", help="compile every numba kernel into the on-disk cache")
     w.add_argument(

@@ -80,7 +80,7 @@ def _stage_entry(topology, name: str) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     import ctypes
 
-    from bot4.stages.loop import stage_main
+    from bot4.stages.entry import stage_main
 
     # a stage never outlives its supervisor: no orphan writer on a ring nobody supervises
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
