@@ -231,10 +231,13 @@ def validate(m: Model, path: str = "model") -> None:
     n_nodes, n_leaves = m.thr.shape[0], m.leaf.shape[0]
     if m.nodes.shape != (n_nodes, 4):
         raise ModelError(f"{path}: nodes has shape {m.nodes.shape}, expected ({n_nodes}, 4)")
-    for name in ("lin", "thr", "leaf"):
+    for name in ("lin", "leaf"):
         a = getattr(m, name)
         if a.size and not np.isfinite(a).all():
             raise ModelError(f"{path}: {name} holds NaN or infinite values")
+    # an infinite threshold is LightGBM's "every number one way, missing the other"
+    if m.thr.size and np.isnan(m.thr).any():
+        raise ModelError(f"{path}: thr holds NaN values")
     if n_nodes:
         f = m.nodes[:, 0]
         if f.min() < 0 or f.max() >= nf:

@@ -120,6 +120,8 @@ class Registry:
     def __init__(self, root: str | os.PathLike | None = None, mirror=None) -> None:
         self.root = Path(root) if root is not None else default_root()
         self.mirror = mirror
+        #: the last mirror failure (the files committed; the next command sends it again)
+        self.mirror_error: str | None = None
 
     # -- paths -----------------------------------------------------------------------
     def object_path(self, sha: str) -> Path:
@@ -281,8 +283,7 @@ class Registry:
         for ev in sorted(committed, key=lambda e: e["ts_ns"]):
             if ev["id"] not in have:
                 self._append_event(ev)
-        if self.mirror is not None:
-            self.mirror.sync(self.models(), self.events())
+        self._sync(self.models(), self.events())
 
     # -- internals -------------------------------------------------------------------
     def _event(
@@ -332,12 +333,20 @@ class Registry:
             os.close(fd)
 
     def _mirror_model(self, doc: dict) -> None:
-        if self.mirror is not None:
-            self.mirror.sync([doc], [])
+        self._sync([doc], [])
 
     def _mirror_event(self, ev: dict) -> None:
-        if self.mirror is not None:
-            self.mirror.sync([], [ev])
+        self._sync([], [ev])
+
+    def _sync(self, models: list[dict], events: list[dict]) -> None:
+        """Send to the mirror; a failure is kept in ``mirror_error``, never undoes or
+        blocks a committed change (the database follows the files)."""
+        if self.mirror is None:
+            return
+        try:
+            self.mirror.sync(models, events)
+        except Exception as exc:  # noqa: BLE001 - reported by the caller, retried next time
+            self.mirror_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def _last_byte(p: Path) -> bytes:

@@ -18,7 +18,8 @@ def test_migrate_load_status(tmp_path, dbs, capsys):
     args = ["--dsn", ev, "--ledger-dsn", lg]
     assert cli.main(["migrate", *args]) == 0
     assert (
-        "events: applied 3: events 0001_events, events 0002_exec_conflicts, events 0003_stp_reports"
+        "events: applied 4: events 0001_events, events 0002_exec_conflicts, "
+        "events 0003_stp_reports, events 0004_model_registry"
     ) in (capsys.readouterr().out)
     assert cli.main(["migrate", *args]) == 0
     assert "up to date" in capsys.readouterr().out
@@ -58,7 +59,7 @@ def test_status_fails_on_in_doubt_transactions_and_recover_clears_them(tmp_path,
 
 def test_read_only_actions_do_not_start_the_embedded_server(tmp_path, capsys):
     data = tmp_path / "pg"
-    assert cli.main(["status", "--data-dir", str(data)]) == 2
+    assert cli.main(["status", "--data-dir", str(data)]) == 1
     assert "not running" in capsys.readouterr().err
     assert not data.exists() or not (data / "postmaster.pid").exists()
     assert cli.main(["server", "status", "--data-dir", str(data)]) == 0

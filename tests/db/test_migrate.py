@@ -46,6 +46,7 @@ def test_migrations_apply_once_and_record_themselves(new_db):
         "events 0001_events",
         "events 0002_exec_conflicts",
         "events 0003_stp_reports",
+        "events 0004_model_registry",
     ]
     assert EVENT_TABLES | {"schema_migrations"} <= tables(dsn)
     assert migrate(dsn, ("events",)) == []  # idempotent
@@ -54,6 +55,7 @@ def test_migrations_apply_once_and_record_themselves(new_db):
         ("events", 1, "events"),
         ("events", 2, "exec_conflicts"),
         ("events", 3, "stp_reports"),
+        ("events", 4, "model_registry"),
     ]
     # the ledger scope can join the same database (ledger without two-phase commit)
     assert [str(m) for m in migrate(dsn, ("ledger",))] == [
@@ -87,10 +89,11 @@ def test_concurrent_migrators_apply_each_migration_exactly_once(new_db):
         "events 0001_events",
         "events 0002_exec_conflicts",
         "events 0003_stp_reports",
+        "events 0004_model_registry",
         "ledger 0001_ledger",
         "ledger 0002_ledger_conflicts",
     ]
-    assert scalar(dsn, "SELECT count(*) FROM schema_migrations") == 5
+    assert scalar(dsn, "SELECT count(*) FROM schema_migrations") == 6
 
 
 def test_changed_applied_migration_is_refused(new_db):
