@@ -616,6 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--once", action="store_true", help="print one table and exit")
     st.add_argument("--interval", type=float, default=1.0)
     st.set_defaults(fn=cmd_stats)
+    from bot4.metrics_cli import add_parser as add_metrics
+
+    add_metrics(sub)  # bot4 metrics serve
 
     c = sub.add_parser(
         "calibrate", help="fit GARCH(1,1) and the orthogonalisation from recorded data"
