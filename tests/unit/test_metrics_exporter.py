@@ -1,0 +1,154 @@
+"""The exporter's collector and readiness rules, on segments made here (no pipeline): it
+maps every segment read-only (a write through its mapping faults), its latency histograms
+are cumulative in seconds, and /readyz follows the supervisor's verdicts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+
+from bot4.records import RECORD_TYPES
+from bot4.shm import control as C
+from bot4.shm import create_ring, segment_name
+from bot4.shm import histogram as H
+from bot4.shm import metrics as M
+from bot4.shm.segment import Segment, instance_segments
+
+
+def _make(instance: str) -> None:
+    C.create_control(instance, 2, created_ns=1, session=1)
+    M.create_metrics(instance, 1, ["src", "sink"])
+    create_ring(segment_name(instance, "ticks"), RECORD_TYPES["MARKET_DATA"], 64)
+
+
+def _drop(instance: str) -> None:
+    for n in instance_segments(instance):
+        Segment.unlink(n)
+
+
+def test_every_mapping_is_read_only_and_a_write_through_it_faults(instance):
+    _make(instance)
+    child = textwrap.dedent(
+        f"""
+        import ctypes, numpy as np
+        from bot4.shm.segment import Segment
+        from bot4.ops_metrics import Bot4Collector
+        kept = []
+        real_attach, real_close = Segment.attach, Segment.close
+        def attach(name, *, readonly=False, min_size=0):
+            seg = real_attach(name, readonly=readonly, min_size=min_size)
+            kept.append(seg)
+            return seg
+        Segment.attach = staticmethod(attach)
+        Segment.close = lambda self: None  # keep the exporter's mappings to write through
+        fams = list(Bot4Collector({instance!r}).collect())
+        names = sorted({{s.name for s in kept}})
+        print("families", len(fams), "attached", len(kept), names, flush=True)
+        assert kept and all(s.readonly for s in kept), [(s.name, s.readonly) for s in kept]
+        seg = next(s for s in kept if s.name.endswith(".metrics"))
+        addr = np.frombuffer(seg.buf, np.uint8).ctypes.data
+        print("writing", flush=True)
+        ctypes.memset(addr + 128 * 8, 1, 1)  # the flow counters' first byte
+        print("wrote: the mapping was writable", flush=True)
+        """
+    )
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", child], capture_output=True, text=True, timeout=120
+        )
+        assert "attached" in out.stdout and "writing" in out.stdout, out.stdout + out.stderr
+        assert ".metrics" in out.stdout and ".control" in out.stdout and ".ticks" in out.stdout
+        assert "wrote" not in out.stdout
+        assert out.returncode == -11, (out.returncode, out.stdout, out.stderr)  # SIGSEGV
+        seg = Segment.attach(segment_name(instance, M.METRICS_SEGMENT), readonly=True)
+        assert int(np.frombuffer(seg.buf, np.uint64)[M.FLOW_BASE]) == 0  # nothing written
+        seg.close()
+    finally:
+        _drop(instance)
+
+
+def test_latency_histograms_are_cumulative_le_buckets_in_seconds(instance):
+    from bot4.ops_metrics import LATENCY_BUCKETS_S, Exporter
+
+    _make(instance)
+    try:
+        w = np.zeros(M.TOTAL_WORDS, np.uint64)
+        M.init_metrics(w, 1, 1, ["src", "sink"])
+        values = np.array([800, 3_000, 40_000, 40_000, 2_000_000, 4 * 10**9], np.int64)
+        H.record_many(M.hist(w, M.HIST_TICK_TO_ORDER), values)
+        seg = Segment.attach(segment_name(instance, M.METRICS_SEGMENT))
+        np.frombuffer(seg.buf, np.uint64)[:] = w
+        seg.close()
+        body, ctype = Exporter(instance).metrics(None)
+        assert ctype.startswith("text/plain")
+        fams = {f.name: f for f in text_string_to_metric_families(body.decode())}
+        lat = fams["bot4_latency_seconds"]
+        buckets = [
+            (s.labels["le"], s.value)
+            for s in lat.samples
+            if s.name.endswith("_bucket") and s.labels["hop"] == "tick_to_order"
+        ]
+        assert len(buckets) == len(LATENCY_BUCKETS_S) + 1 and buckets[-1] == ("+Inf", 6)
+        got = dict(buckets)
+        assert got["1e-06"] == 1 and got["5e-06"] == 2 and got["5e-05"] == 4
+        assert got["0.0025"] == 5 and got["2.5"] == 5  # 4 s: only in +Inf
+        counts = [v for _, v in buckets]
+        assert counts == sorted(counts)
+        s = {x.name: x.value for x in lat.samples if x.labels["hop"] == "tick_to_order"}
+        assert s["bot4_latency_seconds_count"] == 6
+        assert abs(s["bot4_latency_seconds_sum"] - values.sum() / 1e9) < 1e-9
+        stage_names = {
+            x.labels["stage"]
+            for x in fams["bot4_stage_restarts"].samples  # the parser drops _total
+        }
+        assert stage_names == {"src", "sink"}
+    finally:
+        _drop(instance)
+
+
+def _snap(**over) -> dict:
+    st = {
+        "name": "risk", "state": "running", "heartbeat_age_ns": 1_000_000, "liveness": "moving",
+        "liveness_ring": None, "liveness_records": 0, "stuck_for_ns": None,
+    }  # fmt: skip
+    snap = {
+        "instance": "t", "exists": True, "pipeline": "running", "pipeline_stuck_for_ns": None,
+        "stages": [dict(st, name="md"), dict(st)],
+        "rings": [{"ring": "orders", "depth": 10, "capacity": 1024}],
+    }  # fmt: skip
+    for k, v in over.items():
+        if k in ("risk",):
+            snap["stages"][1].update(v)
+        else:
+            snap[k] = v
+    return snap
+
+
+def test_readiness_follows_the_supervisors_verdicts():
+    from bot4.ops_metrics import readiness
+
+    assert readiness(_snap()) == []
+    # a stage blocked on its full output: backpressure, ready
+    full = [{"ring": "orders", "depth": 1024, "capacity": 1024}]
+    assert readiness(_snap(risk={"liveness": "blocked", "liveness_ring": "orders"})) == []
+    assert readiness(_snap(rings=full)) == []
+    stuck = {"liveness": "stuck", "liveness_ring": "orders", "liveness_records": 1024,
+             "stuck_for_ns": 2_500_000_000}  # fmt: skip
+    (why,) = readiness(_snap(risk=stuck))
+    assert why.startswith("stage risk stuck: input orders holds 1024 records") and "2.5 s" in why
+    both = readiness(_snap(risk=stuck, rings=full))
+    assert both[-1] == "ring orders stuck full (consumer risk stuck)"
+    assert readiness(_snap(risk={"heartbeat_age_ns": 3_000_000_000})) == [
+        "stage risk: heartbeat 3.0 s old"
+    ]
+    assert readiness(_snap(risk={"heartbeat_age_ns": 3_000_000_000}), stale_after_s=5) == []
+    assert readiness(_snap(risk={"state": "starting"})) == ["stage risk starting"]
+    assert readiness(_snap(pipeline_stuck_for_ns=6_000_000_000)) == [
+        "pipeline stuck: no ring moved for 6.0 s"
+    ]
+    assert readiness(_snap(exists=False)) == ["instance t has no segments"]
+    assert readiness(_snap(pipeline="draining")) == ["pipeline draining"]
