@@ -38,8 +38,9 @@ Metrics (see docs/replay.md):
   their total;
 * latency: ``tick_to_order`` = ``ts_order_ns - ts_recv_ns`` of every NEW order (md receive
   to the OMS sending it), ``order_to_venue`` = ``ts_venue_ns - ts_order_ns`` of every ACK;
-  percentiles and a log2 histogram (bucket ``[2^k, 2^(k+1))`` ns). Measured stamps in a
-  live run; modelled ones in a deterministic replay.
+  percentiles (HdrHistogram's, ``bot4.shm.histogram``: 2 significant figures) and a
+  log2 histogram (bucket ``[2^k, 2^(k+1))`` ns). Measured stamps in a live run; modelled
+  ones in a deterministic replay.
 
 Floating-point values are computed with ``math.fsum`` over Python floats in a fixed order,
 so a report does not depend on the SIMD width.
@@ -73,6 +74,7 @@ from bot4.records import (
 )
 from bot4.records.errors import Bot4Error, Code
 from bot4.risk.accounting import average_cost_fill, pro_rata
+from bot4.shm import histogram as H
 
 __all__ = [
     "PERIODS_PER_YEAR_NS",
@@ -203,33 +205,19 @@ def round_trips(books: dict[int, _Book]) -> list[int]:
 
 
 def latency_stats(ns: np.ndarray) -> dict:
-    """Count, mean, percentiles (nearest rank) and a log2 histogram of latencies (ns)."""
-    v = np.sort(np.asarray(ns, np.int64))
-    v = v[v >= 0]
-    n = len(v)
-    if n == 0:
+    """Count, mean, min, p50/p90/p99/p99.9 and max, and a log2 histogram of latencies
+    (ns), from bot4's one latency histogram (``bot4.shm.histogram``, HdrHistogram's layout:
+    percentiles and max to 2 significant figures, the same numbers ``bot4 stats`` and the
+    exporter give for the same values). Negative values (a stamp out of order) are left
+    out; callers leave out records with a missing stamp."""
+    v = np.asarray(ns, np.int64)
+    h = H.new()
+    H.record_many(h, v[v >= 0])
+    out = H.summary(h)
+    if out["count"] == 0:
         return {"count": 0, "histogram": []}
-
-    def pct(p: float) -> int:
-        return int(v[min(n - 1, max(0, math.ceil(p / 100.0 * n) - 1))])
-
-    buckets = np.where(v > 0, np.floor(np.log2(np.maximum(v, 1))).astype(np.int64), -1)
-    hist = []
-    for b in range(int(buckets.min()), int(buckets.max()) + 1):
-        lo = 0 if b < 0 else 1 << b
-        hi = 1 if b < 0 else 1 << (b + 1)
-        hist.append({"lo_ns": lo, "hi_ns": hi, "count": int((buckets == b).sum())})
-    return {
-        "count": n,
-        "mean_ns": math.fsum(float(x) for x in v) / n,
-        "min_ns": int(v[0]),
-        "p50_ns": pct(50),
-        "p90_ns": pct(90),
-        "p99_ns": pct(99),
-        "p999_ns": pct(99.9),
-        "max_ns": int(v[-1]),
-        "histogram": hist,
-    }
+    out["histogram"] = H.log2_buckets(H.counts_of(h))
+    return out
 
 
 # --- the report -----------------------------------------------------------------------------

@@ -238,6 +238,28 @@ def summary(h: np.ndarray, prev: np.ndarray | None = None) -> dict:
     return out
 
 
+def log2_buckets(counts: np.ndarray) -> list[dict]:
+    """The counts regrouped into ``[2^k, 2^(k+1))`` ns buckets (``[0, 1)`` for 0), from the
+    lowest to the highest non-empty one. Exact: every index lies in one power of two (the
+    upper half of each HdrHistogram bucket spans one), so a value's log2 bucket is known."""
+    nz = np.flatnonzero(counts)
+    if nz.size == 0:
+        return []
+    lo = LOWEST_AT[nz]
+    k = np.where(lo > 0, np.floor(np.log2(np.maximum(lo, 1))).astype(np.int64), -1)
+    by = {}
+    for kk, c in zip(k.tolist(), counts[nz].tolist(), strict=True):
+        by[kk] = by.get(kk, 0) + int(c)
+    return [
+        {
+            "lo_ns": 0 if b < 0 else 1 << b,
+            "hi_ns": 1 if b < 0 else 1 << (b + 1),
+            "count": by.get(b, 0),
+        }
+        for b in range(min(by), max(by) + 1)
+    ]
+
+
 def cumulative_at(counts: np.ndarray, bounds_ns) -> list[int]:
     """Values ``<= b`` for each bound ``b`` (ns), counted by index: an index whose highest
     value is <= b. For Prometheus' ``le`` buckets; the last bucket is ``+Inf`` = total."""

@@ -111,3 +111,17 @@ def test_cumulative_buckets_count_indexes_wholly_below_the_bound(bound):
     # an index counts as <= bound when its whole range is
     want = sum(1 for v in values if H.HIGHEST_AT[H.index_of(int(v))] <= bound)
     assert got == want
+
+
+def test_log2_buckets_are_exactly_the_values_powers_of_two():
+    rng, _ = seeded_rng("histogram log2 buckets")
+    values = _values(rng, 4_000)
+    h = H.new()
+    H.record_many(h, values)
+    got = {b["lo_ns"]: b["count"] for b in H.log2_buckets(H.counts_of(h))}
+    k = np.where(values > 0, np.floor(np.log2(np.maximum(values, 1))).astype(np.int64), -1)
+    want: dict[int, int] = {}
+    for kk in k.tolist():
+        lo = 0 if kk < 0 else 1 << kk
+        want[lo] = want.get(lo, 0) + 1
+    assert {lo: c for lo, c in got.items() if c} == want
