@@ -39,6 +39,7 @@ import numpy as np
 
 from bot4.records import MARKET_DATA
 from bot4.shm import Segment, segment_name
+from bot4.shm.histogram import percentiles_of
 from bot4.shm.segment import instance_segments
 
 BATCH = 256
@@ -65,8 +66,8 @@ def _topology(instance: str, *, n: int, rate: float, wait: str, hops: int) -> st
 
 
 def _percentiles(lat_ns: np.ndarray) -> dict:
-    p50, p99, p999 = np.percentile(lat_ns, [50, 99, 99.9])
-    return {"p50_ns": float(p50), "p99_ns": float(p99), "p999_ns": float(p999)}
+    """Through bot4's one latency histogram (``bot4.shm.histogram``)."""
+    return percentiles_of(lat_ns)
 
 
 def bot4_chain(

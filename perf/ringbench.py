@@ -65,6 +65,7 @@ from bot4.shm import (
     create_ring,
     segment_name,
 )
+from bot4.shm import histogram as H
 from bot4.shm import ring_ops as ops
 from bot4.shm.atomics import monotonic_ns
 from bot4.shm.ring_layout import W_CAPACITY
@@ -114,10 +115,8 @@ def run_lengths(
 
 
 def _one_way_percentiles(rt_ns: np.ndarray) -> dict[str, float]:
-    if len(rt_ns) == 0:
-        return {"p50_ns": math.nan, "p99_ns": math.nan, "p999_ns": math.nan}
-    p50, p99, p999 = np.percentile(rt_ns, [50.0, 99.0, 99.9]) / 2.0
-    return {"p50_ns": float(p50), "p99_ns": float(p99), "p999_ns": float(p999)}
+    """Half the round trip's percentiles, through bot4's one latency histogram."""
+    return {k: v / 2.0 for k, v in H.percentiles_of(rt_ns).items()}
 
 
 @dataclass
@@ -155,18 +154,18 @@ class Stream:
 
 @dataclass
 class Histogram:
-    """Log-bucketed counts of round trips (ns): bucket ``b`` holds values ``v`` with
-    ``floor(log2(v) * SCALE) == b`` (1.1 % wide); sparse, mergeable across processes."""
+    """Round trips (ns) in bot4's one latency histogram (``bot4.shm.histogram``:
+    HdrHistogram's layout, 1 ns..1 h, 2 significant figures): sparse counts by HdrHistogram
+    index, mergeable across processes."""
 
     counts: dict[int, int] = field(default_factory=dict)
-    SCALE = 64
 
     @classmethod
     def of(cls, values_ns: np.ndarray) -> Histogram:
-        v = np.maximum(np.asarray(values_ns, np.float64), 1.0)
-        idx = np.floor(np.log2(v) * cls.SCALE).astype(np.int64)
-        keys, n = np.unique(idx, return_counts=True)
-        return cls({int(k): int(c) for k, c in zip(keys, n, strict=True)})
+        h = H.new()
+        H.record_many(h, np.asarray(values_ns, np.int64))
+        c = H.counts_of(h)
+        return cls({int(k): int(c[k]) for k in np.flatnonzero(c)})
 
     def merge(self, other: Histogram) -> Histogram:
         out = dict(self.counts)
@@ -178,31 +177,29 @@ class Histogram:
     def count(self) -> int:
         return sum(self.counts.values())
 
+    def _dense(self) -> np.ndarray:
+        c = np.zeros(H.COUNTS_LEN, np.int64)
+        for k, n in self.counts.items():
+            c[k] = n
+        return c
+
     def percentile(self, q: float) -> float:
-        """Value (ns) at percentile ``q`` (0..100): geometric middle of its bucket."""
-        total = self.count
-        if total == 0:
+        """Value (ns) at percentile ``q`` (0..100), HdrHistogram's (its bucket's highest)."""
+        if not self.counts:
             return math.nan
-        rank = q / 100.0 * total
-        seen = 0
-        for k in sorted(self.counts):
-            seen += self.counts[k]
-            if seen >= rank:
-                return 2.0 ** ((k + 0.5) / self.SCALE)
-        return 2.0 ** ((max(self.counts) + 0.5) / self.SCALE)
+        return float(H.value_at_percentile(self._dense(), q))
 
     def one_way(self) -> dict[str, float]:
-        return {
-            "p50_ns": self.percentile(50.0) / 2,
-            "p99_ns": self.percentile(99.0) / 2,
-            "p999_ns": self.percentile(99.9) / 2,
-        }
+        if not self.counts:
+            return {"p50_ns": math.nan, "p99_ns": math.nan, "p999_ns": math.nan}
+        p50, p99, p999 = H.values_at_percentiles(self._dense(), (50.0, 99.0, 99.9))
+        return {"p50_ns": float(p50) / 2, "p99_ns": float(p99) / 2, "p999_ns": float(p999) / 2}
 
     def to_json(self) -> dict:
         return {
             "unit": "ns",
             "quantity": "round trip",
-            "bucket": f"floor(log2(ns) * {self.SCALE})",
+            "bucket": "HdrHistogram counts index (bot4.shm.histogram: 1 ns..1 h, 2 figures)",
             "count": self.count,
             "one_way": self.one_way(),
             "counts": {str(k): c for k, c in sorted(self.counts.items())},

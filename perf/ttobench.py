@@ -73,8 +73,10 @@ def run_default(duration: float = 4.0, db: bool = False) -> dict[str, np.ndarray
 
 
 def percentiles(lat_ns: np.ndarray) -> dict[str, float]:
-    q = np.percentile(lat_ns, [50, 99, 99.9])
-    return {"p50_ns": float(q[0]), "p99_ns": float(q[1]), "p999_ns": float(q[2])}
+    """Through bot4's one latency histogram (``bot4.shm.histogram``)."""
+    from bot4.shm.histogram import percentiles_of
+
+    return percentiles_of(lat_ns)
 
 
 def main() -> None:

@@ -260,6 +260,19 @@ def log2_buckets(counts: np.ndarray) -> list[dict]:
     ]
 
 
+def percentiles_of(values_ns) -> dict[str, float]:
+    """``p50_ns``, ``p99_ns``, ``p999_ns`` of an array of latencies (ns) through this
+    histogram (NaN when empty; negative values left out): what perf reports, so a
+    benchmark's figure is the one ``bot4 stats`` would show for the same values."""
+    v = np.asarray(values_ns, np.int64)
+    h = new()
+    record_many(h, v[v >= 0])
+    if int(h[H_COUNT]) == 0:
+        return {"p50_ns": math.nan, "p99_ns": math.nan, "p999_ns": math.nan}
+    p50, p99, p999 = values_at_percentiles(counts_of(h), (50.0, 99.0, 99.9))
+    return {"p50_ns": float(p50), "p99_ns": float(p99), "p999_ns": float(p999)}
+
+
 def cumulative_at(counts: np.ndarray, bounds_ns) -> list[int]:
     """Values ``<= b`` for each bound ``b`` (ns), counted by index: an index whose highest
     value is <= b. For Prometheus' ``le`` buckets; the last bucket is ``+Inf`` = total."""
