@@ -7,8 +7,10 @@ busy-spin on two dedicated cores.
     .venv/bin/python perf/bench_pipeline.py --rounds 5 --latency-records 40000
 
 Every record's latency is kept: the JSON is a pyperf BenchmarkSuite (one benchmark per
-mechanism and metric, one value per round, readable by ``python -m pyperf show``), with
-the per-round percentiles in each run's metadata.
+mechanism and metric, one value per round, readable by ``python -m pyperf show`` and
+``compare_to``), with the per-round percentiles in each run's metadata. pyperf's value is
+lower-is-better seconds: ``p50_ns`` in seconds, throughput as ``s_per_record`` (1 /
+records/s; records/s stays in the metadata).
 """
 
 from __future__ import annotations
@@ -68,16 +70,18 @@ def main() -> int:
         )
     suite = []
     for name, rs in runs.items():
-        for metric, unit in (("p50_ns", "second"), ("records_per_s", "integer")):
-            values = [r[metric] / 1e9 if unit == "second" else r[metric] for r in rs]
-            if any(v != v for v in values):
+        # pyperf's value is lower-is-better seconds: p50 in seconds, throughput as seconds
+        # per record (1 / records/s), so `pyperf compare_to` calls a faster run faster
+        for metric, label in (("p50_ns", "p50_ns"), ("records_per_s", "s_per_record")):
+            values = [r[metric] / 1e9 if metric == "p50_ns" else 1.0 / r[metric] for r in rs]
+            if any(v != v or v <= 0 for v in values):
                 continue
             prs = [
                 pyperf.Run(
                     [v],
                     metadata={
-                        "name": f"{name} {metric}",
-                        "unit": unit,
+                        "name": f"{name} {label}",
+                        "unit": "second",
                         **{k: float(r[k]) for k in r},
                     },
                     collect_metadata=False,

@@ -25,6 +25,12 @@ the gate passes on a slower or busier machine of the same kind and fails on a lo
 of magnitude. Figures quoted by others (the risk path's advertised ns) are printed below
 the bounds for information.
 
+Each attempt's samples are written as pyperf JSON (``-o``, default
+``perf/results/gate.json``: one benchmark per subject and metric, one run per round), so two
+gate runs compare with ``python -m pyperf compare_to OLD.json NEW.json``. pyperf's value is
+lower-is-better seconds: latencies in seconds, rates as seconds per record (``... per
+record``), so a faster run reads "faster" for every metric.
+
 Adding a benchmark (pipeline, signals kernel): give it a subject factory in ``SUBJECTS``
 (an object with ``measure(metric) -> float`` and ``close()``) and its bounds in ``BOUNDS``.
 """
@@ -112,6 +118,7 @@ MIN_ROUNDS = 5
 TIMEOUT_S = 30.0  # one measurement; they take well under a second
 BUDGET_S = 200.0  # ring ~20-40 s, pipeline ~40 s, signals ~5 s, risk ~2 s per attempt, two attempts
 DEFAULT_SCALE = 0.6  # of ringbench.RUN_LENGTHS: ~0.2-0.3 s per measurement
+DEFAULT_OUTPUT = "perf/results/gate.json"
 
 
 class RingSubject:
@@ -326,8 +333,11 @@ def metrics_needed() -> dict[str, list[str]]:
     return {s: need[s] for s in SUBJECTS if s in need}
 
 
-def run_once(rounds: int, scale: float) -> dict[str, dict[str, float]]:
-    """Medians per subject and metric over ``rounds`` interleaved rounds."""
+def run_once(
+    rounds: int, scale: float, samples_out: dict | None = None
+) -> dict[str, dict[str, float]]:
+    """Medians per subject and metric over ``rounds`` interleaved rounds; every sample
+    into ``samples_out`` (subject -> metric -> values) when given."""
     need = metrics_needed()
     subjects = {}
     try:
@@ -343,7 +353,48 @@ def run_once(rounds: int, scale: float) -> dict[str, dict[str, float]]:
     finally:
         for subject in subjects.values():
             subject.close()
+    if samples_out is not None:
+        samples_out.clear()
+        samples_out.update(samples)
     return {s: {m: statistics.median(v) for m, v in ms.items()} for s, ms in samples.items()}
+
+
+def pyperf_seconds(metric: str, value: float) -> float:
+    """A sample in pyperf's slot, which is lower-is-better seconds: latencies (ns) as
+    seconds, rates (per second) as seconds per record (1 / rate), so ``pyperf compare_to``
+    calls a faster run faster for every metric."""
+    if METRICS[metric][1]:  # every lower-is-better metric is measured in ns
+        return value * 1e-9
+    return 1.0 / value if value > 0 else math.inf
+
+
+def write_pyperf(path: str, samples: dict[str, dict[str, list[float]]], meta: dict) -> None:
+    """The samples as a pyperf BenchmarkSuite at ``path`` (``python -m pyperf show`` and
+    ``python -m pyperf compare_to OLD NEW`` read it): one benchmark per subject and metric
+    (``"<subject> <metric>"``, metrics in seconds as :func:`pyperf_seconds`), one run per
+    interleaved round."""
+    import os
+
+    import pyperf
+
+    benches = []
+    for subject, metrics in samples.items():
+        for metric, values in metrics.items():
+            vals = [pyperf_seconds(metric, v) for v in values]
+            if not vals or any(not math.isfinite(v) or v <= 0 for v in vals):
+                continue
+            name = f"{subject} {metric if METRICS[metric][1] else metric + ' per record'}"
+            runs = [
+                pyperf.Run(
+                    [v],
+                    metadata={"name": name, "unit": "second", "loops": 1, **meta},
+                    collect_metadata=False,
+                )
+                for v in vals
+            ]
+            benches.append(pyperf.Benchmark(runs))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    pyperf.BenchmarkSuite(benches).dump(path, replace=True)
 
 
 def judge(medians: dict[str, dict[str, float]]) -> list[Verdict]:
@@ -425,6 +476,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--budget", type=float, default=BUDGET_S, help="seconds for the whole gate (hard stop)"
     )
+    ap.add_argument(
+        "-o",
+        "--output",
+        default=DEFAULT_OUTPUT,
+        help="pyperf JSON of the last attempt's samples, for `python -m pyperf compare_to` "
+        "(lower is better everywhere: rates stored as seconds per record) (%(default)s)",
+    )
     args = ap.parse_args(argv)
     rounds = max(args.rounds, MIN_ROUNDS)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
@@ -441,8 +499,9 @@ def main(argv: list[str] | None = None) -> int:
         scale = args.scale
         for attempt in range(1, attempts + 1):
             t = time.monotonic()
+            samples: dict = {}
             try:
-                medians = run_once(rounds, scale)
+                medians = run_once(rounds, scale, samples)
             except rb.BenchError as exc:
                 print(f"attempt {attempt}: measurement failed: {exc}", file=sys.stderr)
                 if attempt == attempts:
@@ -458,6 +517,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"(cores 0 and 1), rings busy-spin, scale {scale:g}, {took:.1f} s",
             )
             print_info(medians)
+            if args.output:
+                write_pyperf(args.output, samples, {"gate_attempt": attempt, "scale": scale})
+                print(f"pyperf results: {args.output}")
             print()
             if all(v.ok for v in verdicts):
                 print(f"gate PASS in {time.monotonic() - t_start:.1f} s")

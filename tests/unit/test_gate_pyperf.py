@@ -1,0 +1,56 @@
+"""The gate's pyperf JSON: ``python -m pyperf compare_to`` reads it, and a run that is
+faster in every metric — lower latency, higher throughput — reads "faster" for each."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PERF = Path(__file__).resolve().parents[2] / "perf"
+
+
+@pytest.fixture(scope="module")
+def gate():
+    sys.path.insert(0, str(PERF))
+    try:
+        import gate as g
+
+        yield g
+    finally:
+        sys.path.remove(str(PERF))
+
+
+def _samples(scale: float) -> dict:
+    return {
+        "mp-queue": {"p50_ns": [60_000.0, 62_000.0, 61_000.0], "single": [200_000.0] * 3},
+        "ring-numba": {
+            "p50_ns": [v * scale for v in (300.0, 320.0, 310.0)],
+            "single": [v / scale for v in (9e6, 9.5e6, 9.2e6)],
+        },
+    }
+
+
+def test_compare_to_calls_a_faster_run_faster_for_latency_and_throughput(gate, tmp_path):
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    gate.write_pyperf(str(old), _samples(1.0), {"scale": 1.0})
+    gate.write_pyperf(str(new), _samples(0.5), {"scale": 1.0})  # half the latency, 2x rate
+    out = subprocess.run(
+        [sys.executable, "-m", "pyperf", "compare_to", str(old), str(new), "--table"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = {ln.split("|")[1].strip(): ln for ln in out.stdout.splitlines() if ln.count("|") > 3}
+    assert "2.00x faster" in rows["ring-numba p50_ns"], out.stdout
+    assert "2.00x faster" in rows["ring-numba single per record"], out.stdout
+    assert "slower" not in rows["ring-numba single per record"]
+
+
+def test_rates_are_stored_as_seconds_per_record(gate):
+    assert gate.pyperf_seconds("single", 4e6) == pytest.approx(2.5e-7)
+    assert gate.pyperf_seconds("p50_ns", 1500.0) == pytest.approx(1.5e-6)
+    assert gate.pyperf_seconds("risk_ns", 120.0) == pytest.approx(1.2e-7)
