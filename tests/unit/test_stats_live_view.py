@@ -1,0 +1,112 @@
+"""`bot4 stats` details an operator relies on: a full ring's high-water is never below its
+depth (the producer records it on its full path), a restarted stage shows no heartbeat
+until it beats, names come from the segments without a topology, the table fits 100
+columns and is highlighted only when asked, and an instance that does not exist is one
+line and exit 1."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import numpy as np
+
+from bot4.ops_stats import WIDTH, render, snapshot, to_json
+from bot4.records import RECORD_TYPES
+from bot4.shm import control as C
+from bot4.shm import create_ring, segment_name
+from bot4.shm import metrics as M
+from bot4.shm import ring_layout as L
+from bot4.shm import ring_ops as ops
+from bot4.shm.segment import Segment, instance_segments
+from tests.system.pipeline_util import BOT4
+
+
+def _drop(instance: str) -> None:
+    for n in instance_segments(instance):
+        Segment.unlink(n)
+
+
+def test_full_ring_high_water_is_recorded_by_the_producer_without_any_consumer(instance):
+    name = segment_name(instance, "ticks")
+    create_ring(name, RECORD_TYPES["MARKET_DATA"], 8)
+    seg = Segment.attach(name)
+    try:
+        hdr = np.frombuffer(seg.buf, np.uint64, L.HEADER_WORDS)
+        _, got = ops.producer_claim(hdr, 8)
+        ops.producer_commit(hdr, got)
+        _, got = ops.wait_claim(hdr, 1, 1_000)  # full: one full wait, nothing claimed
+        assert got == 0 and int(hdr[L.W_PRODUCER_FULL_WAITS]) == 1
+        assert int(hdr[L.W_PRODUCER_HIGH_WATER]) == 8
+        assert int(hdr[L.W_CONSUMER_HIGH_WATER]) == 0  # the consumer never looked
+        (ring,) = snapshot(instance)["rings"]
+        assert (ring["ring"], ring["depth"], ring["high_water"]) == ("ticks", 8, 8)
+        del hdr
+    finally:
+        seg.close()
+        _drop(instance)
+
+
+def test_restarted_stage_shows_no_heartbeat_until_it_beats_and_ages_are_never_negative(
+    instance,
+):
+    C.create_control(instance, 2, created_ns=1, session=1)
+    M.create_metrics(instance, None, ["md", "risk"])
+    cb = C.ControlBlock(instance)
+    try:
+        now = time.monotonic_ns()
+        for i in range(2):
+            cb.stage(i)[C.S_STATE] = C.STAGE_RUNNING
+        old = cb.stage(1)
+        old[C.S_HEARTBEAT_NS] = now - 9_000_000_000  # the killed predecessor's last beat
+        old[C.S_STARTED_NS] = now - 1_000_000_000  # the supervisor started its successor
+        cb.stage(0)[C.S_HEARTBEAT_NS] = now + 5_000_000  # stored "after" the reader's clock
+        snap = snapshot(instance)
+        md, risk = snap["stages"]
+        assert (md["name"], risk["name"]) == ("md", "risk")  # from the metrics segment
+        assert risk["heartbeat_age_ns"] is None
+        assert md["heartbeat_age_ns"] >= 0
+        old[C.S_HEARTBEAT_NS] = time.monotonic_ns()  # the new process beats
+        assert 0 <= snapshot(instance)["stages"][1]["heartbeat_age_ns"] < 5_000_000_000
+        assert b'"name": "risk"' in to_json(snapshot(instance))
+        del old
+    finally:
+        cb.close()
+        _drop(instance)
+
+
+def test_table_fits_100_columns_and_highlights_only_when_asked(instance):
+    C.create_control(instance, 2, created_ns=1, session=1)
+    M.create_metrics(instance, 1, ["marketdata-feed", "persistence"])
+    create_ring(segment_name(instance, "venue_orders_xl"), RECORD_TYPES["ORDER"], 8)
+    seg = Segment.attach(segment_name(instance, "venue_orders_xl"))
+    try:
+        hdr = np.frombuffer(seg.buf, np.uint64, L.HEADER_WORDS)
+        _, got = ops.producer_claim(hdr, 8)
+        ops.producer_commit(hdr, got)  # full
+        del hdr
+        snap = snapshot(instance)
+        snap["stages"][0].update(records_in=123_456_789_012, records_out=98_765_432, pid=4_194_304)
+        plain = render(snap, snap)
+        assert "\033" not in plain
+        assert all(len(ln) <= WIDTH for ln in plain.splitlines()), plain
+        assert "latency us" in plain and "tick_to_order" in plain
+        colored = render(snap, None, color=True)
+        full = next(ln for ln in colored.splitlines() if "venue_orders_xl" in ln)
+        assert full.startswith("\033[1;31m")  # the full ring
+    finally:
+        seg.close()
+        _drop(instance)
+
+
+def test_stats_of_an_instance_that_does_not_exist_is_one_line_and_exit_1(instance):
+    for extra in ([], ["--json"], ["--once"]):
+        out = subprocess.run(
+            [*BOT4, "stats", "--instance", instance, *extra],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 1, out
+        assert out.stdout == ""
+        assert out.stderr == f"bot4: error: instance {instance} has no segments (not running?)\n"
