@@ -352,6 +352,16 @@ class Bot4Collector:
         )
         qty.add_metric([inst], f["filled_qty"])
         yield qty
+        lag = f.get("loader")
+        if lag:
+            for key, name, doc in (
+                ("journal_frames", "journal_frames", "frames the journal holds (next frame)"),
+                ("loaded_frames", "loaded_frames", "frames loaded into the database"),
+                ("behind_frames", "lag_frames", "journal frames not yet in the database"),
+            ):
+                g = GaugeMetricFamily(f"bot4_loader_{name}", doc, labels=["bot4_instance"])
+                g.add_metric([inst], lag[key])
+                yield g
         pos = GaugeMetricFamily(
             "bot4_position_shares",
             "net filled position per instrument id (buys minus sells)",

@@ -31,7 +31,8 @@ md_to_signals, signals_to_risk, risk_to_orders) the HdrHistogram summary since t
 started (count, mean, min, p50, p90, p99, p99.9, max, ns); the live table also shows the
 last interval (the difference of two snapshots). ``flow``: the order flow the metrics
 recorder saw (orders by action, execution reports by type, fills, decisions, denials and
-rejects by reason, net position per instrument). Heartbeat ages are taken against the
+rejects by reason, net position per instrument; ``loader``: the database loader's journal
+frames written, loaded and behind, None without one). Heartbeat ages are taken against the
 clock read after the heartbeat word (never negative); a stage restarted but not yet
 beating shows none (``None``), not its predecessor's.
 """
@@ -154,6 +155,7 @@ def metrics_snapshot(instance: str) -> tuple[list[str], dict, dict, dict] | None
         names = M.stage_names(w)
         raw = {n: M.hist(w, k).copy() for k, n in enumerate(M.HIST_NAMES)}
         f = M.flow(w).copy()
+        w_copy = w[: M.FLOW_BASE].copy()
         recorder = m.recorder
     finally:
         del w
@@ -181,6 +183,9 @@ def metrics_snapshot(instance: str) -> tuple[list[str], dict, dict, dict] | None
             _reason_name(k): v
             for k, v in M.by_slot(f[M.F_REJECTS : M.F_REJECTS + M.N_REASONS]).items()
         },
+        # the recorder's database loader: journal frames written, loaded, behind (None
+        # without a loader)
+        "loader": M.loader_lag(w_copy),
         "positions": {
             str(k): int(v)
             for k, v in enumerate(f[M.F_POSITION : M.F_POSITION + M.N_POSITIONS].view(np.int64))
@@ -385,6 +390,12 @@ def render(
         )
         lines.append(_mark(row, r["depth"] >= r["capacity"], color))
     lines += _render_latency(snap, prev)
+    lag = (snap.get("flow") or {}).get("loader")
+    if lag:
+        lines.append(
+            f"database loader: {lag['behind_frames']:,} journal frames behind "
+            f"({lag['loaded_frames']:,} of {lag['journal_frames']:,} loaded)"
+        )
     lines += _render_breakers(snap.get("breakers") or [], color)
     lines += _render_trading(snap.get("trading"), color)
     lines += _render_operator(snap.get("last_operator_action"))

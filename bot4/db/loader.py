@@ -1266,6 +1266,12 @@ class Loader:
         next opens the journal); None when it read every byte."""
         return self._tail.torn_tail if self._tail is not None else None
 
+    @property
+    def loaded_frame(self) -> int | None:
+        """The first journal frame not loaded, as this loader last knew it without asking
+        the database (None before it read the position, or after an error): for metrics."""
+        return self._position
+
     def position(self) -> int:
         """The first journal frame the events database has not loaded (0 if none)."""
         with self._connections() as (ev, _lg), db_errors(f"journal {self.journal_id}: position"):

@@ -25,6 +25,9 @@ A missing stamp (0) is not a latency and is not counted. Each histogram is
                           highest trackable ns, recorder stage index + 1 (0: none),
                           positions tracked, reasons tracked, created ns  (words 0..10)
     16          recorder  updated ns (monotonic, at each batch it recorded)
+    17          recorder  journal: next frame the writer appends (persistence only)
+    18          recorder  database: first frame not loaded + 1 (0: no loader, or not
+                          known yet); lag = word 17 - (word 18 - 1)
     128         creator   stage names, topology order, for operator tools: MAX_STAGES x
                           48 bytes ASCII, NUL-padded (``bot4 stats --instance`` and the
                           exporter name stages without the topology file)
@@ -97,6 +100,8 @@ N_POSITIONS = 256
     W_CREATED_NS,
 ) = range(11)
 W_UPDATED_NS = 16
+W_JOURNAL_NEXT_FRAME = 17
+W_LOADED_FRAME_PLUS1 = 18
 
 NAMES_BASE = 128
 MAX_STAGES = 64
@@ -280,6 +285,20 @@ def stage_names(words: np.ndarray) -> list[str]:
             break
         out.append(raw.decode("ascii", "replace"))
     return out
+
+
+def loader_lag(words: np.ndarray) -> dict | None:
+    """``{"journal_frames", "loaded_frames", "behind_frames"}`` of the recorder's database
+    loader; None when it has none (or has not read its position yet)."""
+    loaded = int(words[W_LOADED_FRAME_PLUS1])
+    if loaded == 0:
+        return None
+    written = int(words[W_JOURNAL_NEXT_FRAME])
+    return {
+        "journal_frames": written,
+        "loaded_frames": loaded - 1,
+        "behind_frames": max(0, written - (loaded - 1)),
+    }
 
 
 def positions(words: np.ndarray) -> dict[int, int]:

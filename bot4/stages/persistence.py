@@ -62,6 +62,7 @@ from bot4.journal import FSYNC_POLICIES, JournalCorrupt, JournalWriter
 from bot4.paths import data_dir
 from bot4.records import OPERATOR_ACTION
 from bot4.records.errors import Code
+from bot4.shm import metrics as M
 from bot4.shm.operator_log import OperatorLog
 from bot4.shm.segment import SegmentMissingError
 from bot4.stages.alarms import StageAlarms
@@ -243,10 +244,26 @@ class PersistenceStage(CountSink):
         return n
 
     def pending(self, now_ns: int) -> int:
-        if self.oplog is not None and now_ns >= self._op_due:
+        if now_ns >= self._op_due:
             self._op_due = now_ns + OPLOG_POLL_NS
-            self._take_operator_actions()
+            if self.oplog is not None:
+                self._take_operator_actions()
+            self._publish_lag()
         return 0
+
+    def _publish_lag(self) -> None:
+        """The journal's next frame and what the loader has loaded, into the metrics
+        segment (when this stage is its recorder): ``bot4 stats`` and the exporter show the
+        loader's lag in frames. Written by this process only (the loader's figure is the
+        loader thread's own cached position, read without asking the database)."""
+        if self.metrics_seg is None:
+            return
+        w = self.metrics
+        w[M.W_JOURNAL_NEXT_FRAME] = self.writer.next_frame
+        if self.loader is not None:
+            loaded = self.loader.loaded_frame
+            if loaded is not None:
+                w[M.W_LOADED_FRAME_PLUS1] = loaded + 1
 
     def process(self, i, batch, outs, counts, seq):
         if batch.shape[0]:

@@ -79,3 +79,11 @@ def test_sell_position_reads_back_negative():
     e["exec_type"], e["side"], e["last_qty"], e["instrument"] = EXEC_FILL, SIDE_SELL, 25, 3
     M.record_execs(w, e)
     assert M.positions(w) == {3: -25}
+
+
+def test_loader_lag_is_the_journal_frames_not_yet_loaded():
+    w = M.private_metrics()
+    assert M.loader_lag(w) is None  # no loader (journal only), or position not read yet
+    w[M.W_JOURNAL_NEXT_FRAME] = 120
+    w[M.W_LOADED_FRAME_PLUS1] = 101  # frames 0..99 loaded
+    assert M.loader_lag(w) == {"journal_frames": 120, "loaded_frames": 100, "behind_frames": 20}
