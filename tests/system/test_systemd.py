@@ -251,7 +251,7 @@ def test_stages_speak_sd_notify_ready_watchdog_stopping(instance, procs, tmp_pat
     topo.write_text(_topology(instance))
     r = _bot4("shm", "create", "--topology", str(topo))
     assert r.returncode == 0, r.stderr
-    assert len(instance_segments(instance)) == 2  # ring r1 and the control block
+    assert len(instance_segments(instance)) == 3  # ring r1, the control block, the metrics
 
     # sun_path holds 108 bytes and pytest's tmp_path can be longer: a short directory
     sockdir = tempfile.mkdtemp(prefix="b4n", dir="/tmp")
