@@ -105,12 +105,23 @@ def _warm_stages() -> int:
     return n
 
 
+def _warm_histogram() -> int:
+    """The latency histogram's kernels the replay report and perf call (the metrics
+    recorder's are warmed with the count-sink stage)."""
+    from bot4.shm import histogram as H
+
+    h = H.new()
+    H.record_many(h, np.array([1, 1_000], np.int64))
+    H.record_many_latency(h, np.array([5, 0], np.int64), np.array([1, 1], np.int64))
+    return 2
+
+
 def warm() -> int:
     """Compile (or load from cache) every kernel; returns how many entry points ran."""
     import bot4.marketdata
 
     bot4.marketdata.warm()
-    n = _warm_ring_ops() + _warm_stages() + 1
+    n = _warm_ring_ops() + _warm_stages() + _warm_histogram() + 1
     from bot4.replay.engine import warm as warm_replay
 
     return n + warm_replay()

@@ -9,6 +9,8 @@ Modules, one idea each:
 * ``wait``         — busy-spin / yield / park idle strategies
 * ``ring``         — Python attach/validate/ownership and the Python-side ring API
 * ``stats``        — read-only header snapshots for operator tools
+* ``histogram``    — the one latency histogram (HdrHistogram's layout in a u64 array)
+* ``metrics``      — the metrics segment: stage names, order flow, latency histograms
 """
 
 from bot4.shm.ring import Consumer, OwnerAliveError, Producer, RingLayoutError, create_ring
