@@ -16,6 +16,7 @@ from importlib import resources
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bot4.ops_stats import snapshot
 from tests.system.pipeline_util import BOT4, start_pipeline, wait_running
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(300)]
@@ -86,7 +87,7 @@ def test_scrape_equals_stats_json_and_readyz_follows_a_frozen_stage(instance, pr
     _wait_ready(base, 200, 240, p)
     # orders have gone out (the latency histograms have something to show)
     deadline = time.monotonic() + 120
-    while not _stats(instance)["latency"]["tick_to_order"]["count"]:
+    while not snapshot(instance)["latency"]["tick_to_order"]["count"]:
         assert time.monotonic() < deadline, "no NEW order recorded within 120 s"
         time.sleep(0.5)
 
@@ -145,7 +146,7 @@ def test_scrape_equals_stats_json_and_readyz_follows_a_frozen_stage(instance, pr
     finally:
         os.kill(sig["pid"], signal.SIGCONT)
     _wait_ready(base, 200, 60, p)
-    assert _stats(instance)["stages"][1]["restarts"] == 0  # frozen, never killed
+    assert snapshot(instance)["stages"][1]["restarts"] == 0  # frozen, never killed
 
     p.send_signal(signal.SIGINT)
     out, _ = p.communicate(timeout=120)
