@@ -45,6 +45,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 
 from bot4.ops_stats import snapshot
+from bot4.records.errors import Bot4Error, Code
 from bot4.shm import histogram as H
 from bot4.shm.breakers import STATE_NAMES as BREAKER_STATES
 from bot4.shm.control import LIVE_NAMES, PIPE_NAMES, STAGE_NAMES
@@ -528,7 +529,12 @@ def serve(
     import signal
 
     exp = Exporter(instance, stage_names, dsn=dsn, stale_after_s=stale_after_s)
-    srv = exp.server(host, port)
+    try:
+        srv = exp.server(host, port)
+    except OSError as exc:  # port taken, address not ours: one line, not a traceback
+        raise Bot4Error(
+            f"metrics: cannot listen on {host}:{port}: {exc.strerror or exc}", Code.CONFIG_INVALID
+        ) from None
     h, p = srv.server_address[:2]
     print(f"bot4: metrics of instance {instance} on http://{h}:{p}/metrics", flush=True)
 

@@ -152,3 +152,25 @@ def test_readiness_follows_the_supervisors_verdicts():
     ]
     assert readiness(_snap(exists=False)) == ["instance t has no segments"]
     assert readiness(_snap(pipeline="draining")) == ["pipeline draining"]
+
+
+def test_a_port_in_use_is_one_line_not_a_traceback():
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "bot4.cli", "metrics", "serve", "--instance", "nosuch",
+             "--port", str(port), "--no-db"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        taken.close()
+    assert out.returncode != 0 and out.stdout == ""
+    assert (
+        out.stderr
+        == f"bot4: error: metrics: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    )
