@@ -10,10 +10,24 @@ before it is applied, under the kernel's identity of the caller: docs/security.m
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
 import time
+from typing import NoReturn
 
 import orjson
+
+_LOG = logging.getLogger("bot4")
+EXIT_FAILURE = 1  # a runtime failure: one `bot4: error:` line
+EXIT_USAGE = 2  # argparse's code for a bad command line; our own usage errors use it too
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a tool SIGPIPE killed
+
+
+def _usage(message: str) -> NoReturn:
+    """A bad combination of arguments argparse cannot express: one line, exit 2."""
+    print(f"bot4: error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
 
 
 def _load(path, instance, *, validate: bool = False):
@@ -58,7 +72,7 @@ def cmd_run(args) -> int:
             f"{name:<14}{s['records_in']:>12,}{s['records_out']:>12,}{s['restarts']:>10}  {s['state']}"
         )
     if report.get("halted"):
-        print(f"bot4: error: {report['halted']}", file=sys.stderr)
+        _LOG.error("%s", report["halted"])  # again, under the table: the last word
     _trading_report(t, report, args)
     return code
 
@@ -85,12 +99,12 @@ def _database_for(t, args):
     if ledger:
         os.environ["BOT4_LEDGER_DSN"] = ledger
     if server is not None:
-        print(f"bot4: embedded PostgreSQL under {server.data_dir}", file=sys.stderr)
+        _LOG.info("embedded PostgreSQL under %s", server.data_dir)
         if server.adopted_from is not None:
-            print(
-                f"bot4: adopted the server left running by a dead run ({server.adopted_from}): "
-                "this run stops it when it ends",
-                file=sys.stderr,
+            _LOG.warning(
+                "adopted the server left running by a dead run (%s): this run stops it when "
+                "it ends",
+                server.adopted_from,
             )
     return server
 
@@ -137,7 +151,7 @@ def record_topology(args) -> dict:
             params["count"] = args.count
     else:
         if not args.path:
-            raise SystemExit(f"bot4 record: --source {args.source} needs a PATH")
+            _usage(f"record: --source {args.source} needs a PATH")
         params.update(path=str(Path(args.path).resolve()), speed=args.speed)
     instance = args.instance or "record"
     out = Path(args.out) if args.out else data_dir() / "recordings" / instance
@@ -176,7 +190,7 @@ def cmd_record(args) -> int:
     sup = Supervisor(t, duration=args.duration, live=None if not args.quiet else False)
     code = sup.run()
     if sup.final.get("halted"):
-        print(f"bot4: error: {sup.final['halted']}", file=sys.stderr)
+        _LOG.error("%s", sup.final["halted"])
     rep = JournalReader(out).verify()
     print(
         f"recorded {sum(rep.records.values()):,} market data records in {rep.frames} frames: {out}"
@@ -186,9 +200,17 @@ def cmd_record(args) -> int:
 
 
 def cmd_stage(args) -> int:
+    from bot4.records.errors import Bot4Error, Code
     from bot4.stages.entry import stage_main
 
     t = _load(args.topology, args.instance)
+    if t.group(args.name) is None and args.name not in {s.name for s in t.stages}:
+        groups = f"; groups: {', '.join(g.name for g in t.groups)}" if t.groups else ""
+        raise Bot4Error(
+            f"{t.source}: no stage or group named {args.name!r} "
+            f"(stages: {', '.join(s.name for s in t.stages)}{groups})",
+            Code.TOPOLOGY_INVALID,
+        )
     return stage_main(t, args.name)
 
 
@@ -364,7 +386,7 @@ def cmd_warm(args) -> int:
     from bot4.warm import warm
 
     if args.dry_run and not (args.prune or args.prune_only):
-        raise SystemExit("bot4: error: --dry-run goes with --prune or --prune-only")
+        _usage("warm: --dry-run goes with --prune or --prune-only")
     if not args.prune_only:
         t0 = time.monotonic()
         n = warm()
@@ -446,7 +468,7 @@ def cmd_breaker(args) -> int:
             )
         return 0
     if args.name is None:
-        raise SystemExit(f"bot4 breaker {args.action}: which breaker? (name or index)")
+        _usage(f"breaker {args.action}: which breaker? (name or index)")
     trip = args.action == "trip"
     by_name = {v: k for k, v in STATE_NAMES.items()}
     with Breakers(inst) as brk:
@@ -545,8 +567,49 @@ def add_operator_parsers(sub) -> None:
         h.set_defaults(fn=cmd_trading)
 
 
+def add_log_options(p: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """``--log-level`` / ``--log-format`` (bot4.logs): on the top parser and again on the
+    commands that start processes, so they may follow the subcommand too."""
+    from bot4.logs import FORMATS, LEVELS
+
+    extra = {} if top else {"default": argparse.SUPPRESS}
+    p.add_argument(
+        "--log-level",
+        choices=list(LEVELS),
+        help="debug|info|warning|error (default: $BOT4_LOG_LEVEL, topology [log], info)",
+        **extra,
+    )
+    p.add_argument(
+        "--log-format",
+        choices=list(FORMATS),
+        help="text or JSON lines (default: $BOT4_LOG_FORMAT, topology [log], text)",
+        **extra,
+    )
+
+
+def configure_logging(args) -> None:
+    """This process's logging (bot4.logs), and the settings given on the command line
+    exported for the processes it starts (stages inherit the environment)."""
+    import os
+
+    from bot4 import logs
+
+    try:
+        cfg = logs.resolve(args.log_level, args.log_format)
+    except logs.LogConfigError as exc:  # from the environment: argparse checked ours
+        print(f"bot4: error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_FAILURE) from None
+    if args.log_level:
+        os.environ[logs.LEVEL_ENV] = cfg.level
+    if args.log_format:
+        os.environ[logs.FORMAT_ENV] = cfg.format
+    logs.configure(cfg, "bot4", tool=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bot4", description="low-latency trading pipeline")
+    p.add_argument("--version", action="version", version=f"bot4 {_version()}")
+    add_log_options(p, top=True)
     sub = p.add_subparsers(dest="cmd", required=True)
 
     r = sub.add_parser("run", help="run the whole pipeline (default topology without arguments)")
@@ -576,6 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         help="longest drain after a stop; stages still running then are killed, exit 1 (60)",
     )
+    add_log_options(r)
     r.set_defaults(fn=cmd_run)
 
     rc = sub.add_parser(
@@ -592,12 +656,14 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--count", type=int, default=0, help="synthetic: stop after N ticks")
     rc.add_argument("--instance", help="pipeline instance name (default: record)")
     rc.add_argument("--quiet", action="store_true", help="no live line")
+    add_log_options(rc)
     rc.set_defaults(fn=cmd_record)
 
     s = sub.add_parser("stage", help="run one stage against existing segments (systemd)")
     s.add_argument("name")
     s.add_argument("--topology", help="topology TOML (default: the packaged default)")
     s.add_argument("--instance")
+    add_log_options(s)
     s.set_defaults(fn=cmd_stage)
 
     m = sub.add_parser("shm", help="create, destroy or list an instance's segments")
@@ -665,23 +731,54 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _version() -> str:
+    """The installed distribution's version (the package's own when run from a tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bot4")
+    except PackageNotFoundError:
+        from bot4 import __version__
+
+        return __version__
+
+
+def _stdout_gone() -> int:
+    """The reader of our stdout went away (``bot4 journal cat --json | head``): stop quietly
+    as a tool killed by SIGPIPE would (exit 141), and point stdout at /dev/null so the
+    interpreter's final flush does not raise again."""
+    import os
+
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Entry point. Exit codes (README "Exit codes"): 0 success; 1 a runtime failure (one
+    ``bot4: error:`` line); 2 a usage error (argparse); 3 ``bot4 run``/``record``: the
+    restart policy halted the pipeline (``bot4 journal verify``/``db load``: a torn
+    tail); 130 interrupted; 141 stdout closed by its reader."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         from bot4.records.errors import Bot4Error
 
         args = build_parser().parse_args(argv)
+        configure_logging(args)
         try:
             return args.fn(args) or 0
         except Bot4Error as exc:
             print(f"bot4: error: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_FAILURE
     except KeyboardInterrupt:
         # Ctrl-C outside the supervisor (which takes SIGINT over while stages run): during
         # the imports or the database's start a `bot4 run` stops as asked, nothing to
         # drain yet; any other command ends the conventional way
         print("bot4: interrupted", file=sys.stderr)
         return 0 if argv[:1] == ["run"] else 130
+    except BrokenPipeError:
+        return _stdout_gone()
 
 
 if __name__ == "__main__":

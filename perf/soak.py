@@ -739,10 +739,19 @@ def flow_checks(soak: Soak, bound: float) -> tuple[list[Check], dict]:
     return checks, figures
 
 
+# bot4's exit codes (README "Exit codes"): what a non-zero status of `bot4 run` means
+RUN_EXITS = {1: "failure or drain timeout", 2: "usage", 3: "halted by the restart policy",
+             130: "second interrupt"}  # fmt: skip
+
+
+def _exit_meaning(rc: int | None) -> str:
+    return f"{rc} ({RUN_EXITS[rc]})" if rc in RUN_EXITS else str(rc)
+
+
 def run_checks(soak: Soak, rc: int | None, log: str, final: dict) -> list[Check]:
     a = soak.args
     checks = [
-        Check("run: exit status", rc == 0, str(rc), "0"),
+        Check("run: exit status", rc == 0, _exit_meaning(rc), "0"),
         Check(
             "run: no Traceback in its output",
             "Traceback" not in log,

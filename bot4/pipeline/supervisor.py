@@ -26,9 +26,15 @@ until every stage reports running, then supervises:
   stage runs). A second signal stops at once: every stage killed, exit code 130.
 
 Exit codes of :meth:`Supervisor.run`: 0 stopped and drained; 1 the drain did not finish
-within ``drain_timeout`` (the stages left were killed); 2 halted (a stage failed or stalled
+within ``drain_timeout`` (the stages left were killed); 3 halted (a stage failed or stalled
 more than ``max_restarts`` times, the pipeline stalled, or the start failed); 130 a second
-interrupt stopped it without draining.
+interrupt stopped it without draining. (2 is argparse's: a usage error never gets here.)
+
+What it says goes through :mod:`bot4.logs` (text ``bot4: ...``, JSON lines, journald
+priorities), each line with its level and an event name: ``stage_restart`` and
+``stage_blocked``, ``start_interrupted`` (warning); ``pipeline_halted``, ``drain_timeout``,
+``drain_aborted`` (error); ``pipeline_running``, ``sources_finished``, ``pipeline_draining``,
+``pipeline_drained`` (info).
 
 Ownership in the control block: the supervisor writes the pipeline state, its pid, the
 pipeline's stuck-since time and each stage's pid / core / restarts / started ns and
@@ -38,6 +44,7 @@ liveness words; stages write everything else.
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing as mp
 import os
 import signal
@@ -45,6 +52,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from bot4 import logs
 from bot4.pipeline.liveness import CursorReader, ProgressWatch, Verdict
 from bot4.pipeline.segments import create_segments, destroy_segments
 from bot4.shm import control as C
@@ -55,7 +63,8 @@ from bot4.shm.stats import instance_ring_snapshots
 _CTX = mp.get_context("spawn")
 LOOK_EVERY_S = 0.1  # ring cursors are read this often for the liveness verdicts
 STARTUP_STOP_S = 10.0  # stages asked to stop while starting are killed after this
-EXIT_DRAIN_FAILED, EXIT_HALTED, EXIT_FORCED = 1, 2, 130
+EXIT_DRAIN_FAILED, EXIT_HALTED, EXIT_FORCED = 1, 3, 130
+_LOG = logging.getLogger("bot4.supervisor")
 
 
 @contextlib.contextmanager
@@ -139,12 +148,23 @@ class Supervisor:
         self.verdicts: dict[str, Verdict] = {}
         self._next_look = 0.0
         self.events: list[str] = []
+        self.log_cfg = logs.resolve(topology=topology)  # the stages resolve the same way
+        self._fmt = logs.formatter(self.log_cfg, "supervisor", stream=self.out, tool=True)
         self.final: dict = {}
 
     # -- process management -----------------------------------------------------------------
-    def _say(self, msg: str) -> None:
+    def _say(self, msg: str, level: int = logging.INFO, event: str | None = None, **fields) -> None:
+        """One line of the supervisor's log on ``out`` (bot4.logs: ``bot4: ...`` text or a
+        JSON line, the journald priority under systemd); kept in ``events`` whatever the
+        configured level."""
         self.events.append(msg)
-        print(("\r\033[K" if self.live else "") + f"bot4: {msg}", file=self.out, flush=True)
+        if level < self.log_cfg.levelno:
+            return
+        extra = {"event": event, "fields": fields}
+        line = self._fmt.format(
+            _LOG.makeRecord(_LOG.name, level, "", 0, msg, (), None, extra=extra)
+        )
+        print(("\r\033[K" if self.live else "") + line, file=self.out, flush=True)
 
     def _members(self, slot: _Slot) -> list[_Slot]:
         """Every slot of the process ``slot`` runs in: its group's members, or itself."""
@@ -199,7 +219,14 @@ class Supervisor:
         for m in self._members(slot):
             m.restarts += 1
             m.restart_at = now + backoff
-        self._say(f"{what} {reason}; restart {slot.restarts} in {backoff:.1f} s")
+        self._say(
+            f"{what} {reason}; restart {slot.restarts} in {backoff:.1f} s",
+            logging.WARNING,
+            "stage_restart",
+            stage=slot.name,
+            restart=slot.restarts,
+            backoff_s=round(backoff, 3),
+        )
 
     def _check(self, slot: _Slot, draining: bool) -> None:
         if slot.finished:
@@ -241,7 +268,11 @@ class Supervisor:
                     slot.hb_blocked_on = v.ring
                     self._say(
                         f"stage {slot.name}: no heartbeat for {age:.1f} s while its output ring "
-                        f"'{v.ring}' is full ({v.records} records): blocked, not killed"
+                        f"'{v.ring}' is full ({v.records} records): blocked, not killed",
+                        logging.WARNING,
+                        "stage_blocked",
+                        stage=slot.name,
+                        ring=v.ring,
                     )
                 return
             if age > spec.heartbeat_timeout:
@@ -296,12 +327,13 @@ class Supervisor:
             elif started == "running":
                 self.cb.words[C.W_PIPE_STATE] = C.PIPE_RUNNING
                 self._say(
-                    f"pipeline {self.t.instance} running: {len(self.slots)} stages, {len(self.t.rings)} rings"
+                    f"pipeline {self.t.instance} running: {len(self.slots)} stages, {len(self.t.rings)} rings",
+                    event="pipeline_running",
                 )
                 self._supervise()
             if self.halt_reason:
                 code = EXIT_HALTED
-                self._say(f"error: {self.halt_reason}")
+                self._say(self.halt_reason, logging.ERROR, "pipeline_halted")
                 self.cb.words[C.W_PIPE_STATE] = C.PIPE_STOPPED
                 for slot in self.slots:
                     self._kill_and_reap(slot)
@@ -309,7 +341,7 @@ class Supervisor:
                 drained = self._drain()
                 if self.halt_reason:
                     code = EXIT_HALTED
-                    self._say(f"error: {self.halt_reason}")
+                    self._say(self.halt_reason, logging.ERROR, "pipeline_halted")
                 elif self.force_stop:
                     code = EXIT_FORCED
                 elif not drained:
@@ -365,7 +397,11 @@ class Supervisor:
         goes to ``stopped`` (a stage that reaches its loop leaves at once), every live
         process gets SIGTERM (one still importing ends there), and what is left after
         ``STARTUP_STOP_S`` or a second signal is killed."""
-        self._say("interrupted while starting: stopping the stages (no restarts)")
+        self._say(
+            "interrupted while starting: stopping the stages (no restarts)",
+            logging.WARNING,
+            "start_interrupted",
+        )
         self.cb.words[C.W_PIPE_STATE] = C.PIPE_STOPPED
         procs = {id(s.proc): s.proc for s in self.slots if s.proc is not None}
         for p in procs.values():
@@ -377,7 +413,12 @@ class Supervisor:
             if self.force_stop or time.monotonic() >= deadline:
                 left = sorted(s.name for s in self.slots if s.proc and s.proc.exitcode is None)
                 why = "a second interrupt" if self.force_stop else f"{STARTUP_STOP_S:g} s"
-                self._say(f"stages {left} still starting after {why}: killed")
+                self._say(
+                    f"stages {left} still starting after {why}: killed",
+                    logging.WARNING,
+                    "start_interrupted",
+                    stages=left,
+                )
                 break
             time.sleep(0.02)
         for slot in self.slots:
@@ -394,7 +435,7 @@ class Supervisor:
                 self._check(slot, False)
             self._look(now)
             if self._sources_finished():
-                self._say("market data finished: draining the pipeline")
+                self._say("market data finished: draining the pipeline", event="sources_finished")
                 break
             if self.live and now - last >= 1.0:
                 print("\r\033[K" + self._live_line(now - last), end="", file=self.out, flush=True)
@@ -416,20 +457,40 @@ class Supervisor:
         (stalled stages are restarted meanwhile, as while running); False when the time
         ran out or a second signal came (the stages left are killed by the caller)."""
         self.cb.words[C.W_PIPE_STATE] = C.PIPE_DRAINING
-        deadline = time.monotonic() + self.drain_timeout
+        t0 = time.monotonic()
+        deadline = t0 + self.drain_timeout
         drained = False
+        self._say(
+            f"draining (at most {self.drain_timeout:g} s)",
+            event="pipeline_draining",
+            timeout_s=self.drain_timeout,
+        )
         while not self.halt_reason:
             if all(s.finished for s in self.slots):
                 drained = True
+                self._say(
+                    f"drained in {time.monotonic() - t0:.1f} s",
+                    logging.INFO,
+                    "pipeline_drained",
+                    drain_s=round(time.monotonic() - t0, 3),
+                )
                 break
             if self.force_stop:
                 stuck = [s.name for s in self.slots if not s.finished]
-                self._say(f"error: second interrupt: stages {stuck} killed without draining")
+                self._say(
+                    f"second interrupt: stages {stuck} killed without draining",
+                    logging.ERROR,
+                    "drain_aborted",
+                    stages=stuck,
+                )
                 break
             if time.monotonic() >= deadline:
                 stuck = [s.name for s in self.slots if not s.finished]
                 self._say(
-                    f"error: stages {stuck} did not drain within {self.drain_timeout:g} s; killed"
+                    f"stages {stuck} did not drain within {self.drain_timeout:g} s; killed",
+                    logging.ERROR,
+                    "drain_timeout",
+                    stages=stuck,
                 )
                 break
             for slot in self.slots:

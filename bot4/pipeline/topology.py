@@ -35,6 +35,10 @@
     idle = "backoff"                # busy-spin|yield|park|backoff (bot4.stages.idle)
     heartbeat_timeout = 5.0, realtime, priority, mlock   # as for a stage, per process
 
+    [log]                           # every process of the pipeline (bot4.logs)
+    level = "info"                  # debug|info|warning|error; $BOT4_LOG_LEVEL and
+    format = "text"                 # text|json      --log-level/--log-format win
+
 Every problem is a :class:`TopologyError` naming the file, the key and the reason.
 """
 
@@ -43,7 +47,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -53,7 +57,8 @@ from bot4.records.errors import Bot4Error, Code
 from bot4.shm.ring_layout import BACKPRESSURE_NAMES, WAIT_NAMES, is_power_of_two
 
 _NAME = re.compile(r"^[A-Za-z0-9_\-]{1,48}$")
-TOP_KEYS = {"instance", "stage", "ring", "group"}
+TOP_KEYS = {"instance", "stage", "ring", "group", "log"}
+LOG_KEYS = {"level", "format"}
 GROUP_KEYS = {
     "name", "members", "core", "idle", "heartbeat_timeout", "realtime", "priority", "mlock",
 }  # fmt: skip
@@ -70,6 +75,15 @@ class TopologyError(Bot4Error):
     def __init__(self, source: str, key: str, reason: str) -> None:
         super().__init__(f"{source}: {key}: {reason}", Code.TOPOLOGY_INVALID)
         self.source, self.key, self.reason = source, key, reason
+
+
+class UnknownStageError(Bot4Error, KeyError):
+    """A stage name the topology does not have (a KeyError too, for older callers)."""
+
+    code = Code.TOPOLOGY_INVALID
+
+    def __str__(self) -> str:  # KeyError's would quote the message
+        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -123,6 +137,8 @@ class Topology:
     rings: tuple[RingSpec, ...]
     source: str
     groups: tuple[GroupSpec, ...] = ()
+    log_level: str | None = None  # [log] level / format: bot4.logs.resolve's third choice
+    log_format: str | None = None
 
     def group(self, name: str) -> GroupSpec | None:
         """The group called ``name`` (None if ``name`` is not a group)."""
@@ -155,7 +171,8 @@ class Topology:
         for s in self.stages:
             if s.name == name:
                 return s
-        raise KeyError(f"{self.source}: no stage named {name!r}")
+        known = ", ".join(s.name for s in self.stages)
+        raise UnknownStageError(f"{self.source}: no stage named {name!r} (stages: {known})")
 
     def inputs_of(self, name: str) -> list[RingSpec]:
         return [r for r in self.rings if r.consumer == name]
@@ -168,7 +185,7 @@ class Topology:
         return _toposort(self)
 
     def with_instance(self, instance: str) -> Topology:
-        return Topology(instance, self.stages, self.rings, self.source, self.groups)
+        return replace(self, instance=instance)
 
 
 def _toposort(t: Topology) -> list[str]:
@@ -203,6 +220,23 @@ def _typed(src: str, key: str, value: Any, typ: type | tuple) -> Any:
     return value
 
 
+def _parse_log(source: str, raw: Any) -> tuple[str | None, str | None]:
+    """The ``[log]`` table: ``level`` and ``format`` as :mod:`bot4.logs` names them."""
+    from bot4.logs import LogConfigError, check_format, check_level
+
+    raw = _typed(source, "log", raw, dict)
+    for k in raw:
+        if k not in LOG_KEYS:
+            raise TopologyError(source, f"log.{k}", "unknown key (allowed: level, format)")
+    try:
+        level = check_level(raw["level"], "level") if "level" in raw else None
+        fmt = check_format(raw["format"], "format") if "format" in raw else None
+    except LogConfigError as exc:
+        key, _, reason = str(exc).partition(": ")
+        raise TopologyError(source, f"log.{key}", reason) from None
+    return level, fmt
+
+
 def parse_topology(
     data: dict, source: str = "<topology>", *, cpu_count: int | None = None
 ) -> Topology:
@@ -213,7 +247,10 @@ def parse_topology(
     cpus = cpu_count if cpu_count is not None else len(os.sched_getaffinity(0))
     for k in data:
         if k not in TOP_KEYS:
-            raise TopologyError(source, k, "unknown key (allowed: instance, stage, ring, group)")
+            raise TopologyError(
+                source, k, "unknown key (allowed: instance, stage, ring, group, log)"
+            )
+    log_level, log_format = _parse_log(source, data.get("log", {}))
     instance = _typed(source, "instance", data.get("instance", "default"), str)
     if not _NAME.match(instance):
         raise TopologyError(source, "instance", f"{instance!r} must match {_NAME.pattern}")
@@ -375,7 +412,7 @@ def parse_topology(
         for m in g.members:
             if m not in names:
                 raise TopologyError(source, f"{where}.members", f"stage {m!r} does not exist")
-    t = Topology(instance, tuple(stages), tuple(rings), source, groups)
+    t = Topology(instance, tuple(stages), tuple(rings), source, groups, log_level, log_format)
     order = _toposort(t)
     if len(order) != len(stages):
         stuck = sorted(set(names) - set(order))

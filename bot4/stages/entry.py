@@ -7,9 +7,11 @@ from __future__ import annotations
 
 def stage_main(topology, name: str) -> int:
     """Process body of stage or group ``name`` (the supervisor's child, ``bot4 stage``)."""
+    from bot4 import logs
     from bot4.stages import KINDS
     from bot4.stages.loop import stage_main as loop_main
 
+    logs.configure_process(topology, name)  # one configuration, whichever loop runs
     if topology.group(name) is None:
         main = getattr(KINDS[topology.stage(name).kind], "process_main", None)
         if main is not None:

@@ -33,6 +33,7 @@ import time
 
 import numpy as np
 
+from bot4 import logs
 from bot4.paths import session_seq_base
 from bot4.records import RECORD_TYPES
 from bot4.records.errors import Code
@@ -49,6 +50,7 @@ from bot4.shm.ring_layout import (
 )
 from bot4.shm.segment import ShmError
 from bot4.stages.notify import Notifier
+from bot4.stages.ring_full import RingFullLog
 from bot4.stages.testing import stall_requested
 
 log = logging.getLogger("bot4.stage")
@@ -105,6 +107,7 @@ class StageRunner:
         self.notifier = Notifier()
         self.local_stop = False
         self._multipark = None
+        self._full_log = None  # ring-full episodes of the outputs, once attached
 
     # -- attach ---------------------------------------------------------------------------
     def attach(self) -> None:
@@ -133,6 +136,10 @@ class StageRunner:
             self.blk[C.S_CURSOR_B : C.S_CURSOR_B + C.CURSOR_WORDS],
         ]
         self.stage.setup()
+        self._full_log = RingFullLog(
+            self.spec.name,
+            [(r.name, p.hdr) for r, p in zip(self.out_specs, self.outs, strict=True)],
+        )
         self._prime()
 
     def _prime(self) -> None:
@@ -390,6 +397,8 @@ class StageRunner:
         for p in self.outs:
             ops.beat_producer(p.hdr)
         self._check_positions()
+        if self._full_log is not None:
+            self._full_log.poll(now)
         self.notifier.watchdog(now)
 
     def _check_positions(self) -> None:
@@ -658,9 +667,7 @@ class GroupRunner:
 def stage_main(topology, name: str) -> int:
     """Process body of one stage or one group of stages (spawned by the supervisor or run
     by ``bot4 stage NAME``, NAME a stage or a group)."""
-    logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s"
-    )
+    logs.configure_process(topology, name)  # $BOT4_LOG_*, then the topology's [log]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to coordinate
     group = topology.group(name)
     if group is not None:
@@ -675,5 +682,11 @@ def stage_main(topology, name: str) -> int:
     try:
         return runner.run()
     except ShmError as exc:  # a damaged or foreign segment: one line, no traceback
-        log.error("%s: %s", name, exc)
+        logs.log_event(log, logging.ERROR, "stage_failed", "%s: %s", name, exc, stage=name)
         return 4
+    except Exception:
+        # anything else: one ERROR record that carries the traceback (one JSON line, one
+        # journal entry at priority 3), exit 1 as an uncaught exception would; the
+        # supervisor's restart policy takes it from there
+        log.exception("%s failed", name, extra={"event": "stage_failed", "fields": {"stage": name}})
+        return 1

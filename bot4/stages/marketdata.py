@@ -39,6 +39,7 @@ import logging
 import numpy as np
 from numba import njit
 
+from bot4.logs import log_event
 from bot4.stages.base import ParamError, Stage, check_number, check_type
 from bot4.stages.standins import SyntheticMarketData
 
@@ -296,7 +297,9 @@ class MarketDataStage(Stage):
             )
         else:
             self.data, self.report = load_recorded(self.mode, p["path"])
-        log.info("market data %s", self.report.summary())
+        log_event(
+            log, logging.INFO, "input_report", "market data input", report=self.report.summary()
+        )
         self.speed = float(p.get("speed", 0))
         self.t0: int | None = None
         self.ev0 = int(self.data["ts_event_ns"][0]) if len(self.data) else 0
@@ -352,4 +355,6 @@ class MarketDataStage(Stage):
 
     def on_drain(self) -> None:
         if self.report is not None:
-            log.info("market data summary %s", self.summary())
+            log_event(
+                log, logging.INFO, "stage_summary", "market data summary", summary=self.summary()
+            )

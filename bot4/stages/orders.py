@@ -92,6 +92,7 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
+from bot4.logs import log_event
 from bot4.oms.book import (
     B_FREE,
     F_AWAIT_STATUS,
@@ -892,7 +893,13 @@ class OrdersStage(Stage):
             "client_ids": len(rec.risk_ids),
             "open_orders": n,
         }
-        log.warning("orders: restarted mid-session; from the journal %s", self.recovered)
+        log_event(
+            log,
+            logging.WARNING,
+            "stage_recovered",
+            "orders: restarted mid-session; rebuilt from the journal",
+            recovered=self.recovered,
+        )
 
     def _halt_disagreeing(self) -> None:
         """Instruments whose venue view disagreed with ours (or went unanswered) stay
@@ -1072,7 +1079,7 @@ class OrdersStage(Stage):
         """Shutdown policy: cancel everything we have resting (one CANCEL_ALL, sent by the
         loop through ``emit`` before the stage exits)."""
         self.drain_cancel_all = True
-        log.info("orders summary %s", self.summary())
+        log_event(log, logging.INFO, "stage_summary", "orders summary", summary=self.summary())
         log.info(
             "orders: draining with %d open orders; sending CANCEL_ALL",
             int(self.oms.book.meta[2]),

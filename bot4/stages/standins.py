@@ -26,6 +26,7 @@ import logging
 import numpy as np
 from numba import njit
 
+from bot4.logs import log_event
 from bot4.records import (
     ACTION_NEW,
     EXEC_FILL,
@@ -448,4 +449,4 @@ class CountSink(Stage):
         }
 
     def on_drain(self) -> None:
-        log.info("summary %s", self.summary())
+        log_event(log, logging.INFO, "stage_summary", "summary", summary=self.summary())

@@ -64,6 +64,7 @@ import logging
 
 import numpy as np
 
+from bot4.logs import log_event
 from bot4.paths import SESSION_SEQ_SHIFT, session_seq_base
 from bot4.records import STP_NONE
 from bot4.records.errors import Bot4Error, Code
@@ -298,7 +299,7 @@ class VenueStage(Stage):
             log.warning("venue stops with %d reports undelivered", s["pending_reports"])
         if s["reports_lost"]:
             log.error("venue lost %d reports on a full delay queue", s["reports_lost"])
-        log.info("venue summary %s", s)
+        log_event(log, logging.INFO, "stage_summary", "venue summary", summary=s)
         if self.control is not None:
             self.heartbeat = None
             self.control.close()

@@ -7,7 +7,7 @@ Scenarios and the outcomes they allow:
   process only (test hook ``BOT4_TEST_STALL_STAGE=a:1``): reported once as stalled, naming
   ring r1, killed and restarted; the sink still logs 1..N exactly once, in order; exit 0.
 * the same in every process of ``a`` with ``--max-restarts 1``: one stall line, then the
-  halt naming ``a`` and r1; exit 2; nothing left in /dev/shm.
+  halt naming ``a`` and r1; exit 3; nothing left in /dev/shm.
 * stage ``b`` SIGSTOPped while records flow (its heartbeat timeout is long), so ``a`` waits
   on the full ring r2 for longer than its own heartbeat and stall timeouts: ``a`` is shown
   ``blocked`` on r2 by ``bot4 stats`` and is never restarted; after SIGCONT every record
@@ -110,13 +110,13 @@ def test_stage_alive_but_stuck_is_named_killed_restarted_and_nothing_is_lost(
     assert not instance_segments(instance)
 
 
-def test_stage_stuck_in_every_process_halts_the_pipeline_with_exit_2(
+def test_stage_stuck_in_every_process_halts_the_pipeline_with_exit_3(
     instance, procs, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("BOT4_TEST_STALL_STAGE", "a")
     p = start_pipeline(tmp_path, _chain_without_log(instance), procs, "--max-restarts", "1")
     out, _ = p.communicate(timeout=200)
-    assert p.returncode == 2, out
+    assert p.returncode == 3, out
     assert out.count("bot4: stage a stalled: input ring 'r1' has ") == 1, out
     assert "error: stage a failed 2 times within 60 s (last: stalled: input ring 'r1'" in out
     assert "halting the pipeline" in out and "Traceback" not in out

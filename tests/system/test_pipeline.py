@@ -10,7 +10,7 @@ Scenarios and the outcomes they allow:
 * a stage stopped with SIGSTOP: reported as stalled, SIGKILLed, reaped, restarted;
   the records still arrive exactly once.
 * a stage that cannot start: bounded restarts, then the pipeline halts with an error
-  naming it, exit code 2.
+  naming it, exit code 3.
 """
 
 from __future__ import annotations
@@ -143,6 +143,6 @@ def test_stage_that_keeps_failing_halts_the_pipeline_with_a_clear_error(instance
     # no sink log segments exist: the sink fails at attach, every time
     p = start_pipeline(tmp_path, chain_topology(instance, count=1000), procs)
     out, _ = p.communicate(timeout=120)
-    assert p.returncode == 2, out
+    assert p.returncode == 3, out  # halted by the restart policy
     assert "error: stage sink failed" in out and "halting the pipeline" in out
     assert not instance_segments(instance)

@@ -1,6 +1,6 @@
 """``bot4 replay`` as a user runs it (through ``python -m bot4.replay.cli`` until the
 subcommand is registered in ``bot4.cli``): an input problem is a one-line error and exit
-code 2 before any work; a replay prints its summary and writes the report."""
+code 1 before any work; a replay prints its summary and writes the report."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def test_input_problem_is_a_clear_error_before_any_work(tmp_path):
     )
     p = subprocess.run([*CLI, str(bad), "--out", str(tmp_path / "o")], capture_output=True,
                        text=True, timeout=100)  # fmt: skip
-    assert p.returncode == 2
+    assert p.returncode == 1
     assert p.stderr.startswith("bot4: error: ") and "timestamps not sorted" in p.stderr
     assert not (tmp_path / "o").exists()  # nothing was started
 

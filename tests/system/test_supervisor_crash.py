@@ -7,7 +7,7 @@ Scenarios and the outcomes they allow:
   says in one line that the dead run's segments are replaced, runs, and exits 0 with the
   sink having received its records; nothing of the instance is left in /dev/shm.
 * a second `bot4 run` (or `bot4 shm destroy`) of an instance whose supervisor is alive: refused,
-  exit 2, with a message naming the live supervisor's pid and no hint to destroy anything;
+  exit 1, with a message naming the live supervisor's pid and no hint to destroy anything;
   the running pipeline is untouched and stops cleanly afterwards.
 * a segment name pre-created by another user (``nobody``): creation is refused with a
   message naming that user; the foreign segment is left alone.
@@ -74,7 +74,7 @@ def test_live_instance_is_refused_without_a_hint_to_destroy_it(instance, procs, 
     segments = instance_segments(instance)
 
     out = run_again(tmp_path, chain_topology(instance, count=10), timeout=120)
-    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.returncode == 1, out.stdout + out.stderr
     err = out.stderr.strip().splitlines()[-1]
     assert err.startswith("bot4: error: instance ") and "is running" in err
     assert f"pid {p.pid}" in err
@@ -86,7 +86,7 @@ def test_live_instance_is_refused_without_a_hint_to_destroy_it(instance, procs, 
         text=True,
         timeout=60,
     )
-    assert gone.returncode == 2 and "is running" in gone.stderr, gone.stderr
+    assert gone.returncode == 1 and "is running" in gone.stderr, gone.stderr
     assert instance_segments(instance) == segments  # nothing unlinked under it
 
     n = sink.count
@@ -124,7 +124,7 @@ def test_segment_name_squatted_by_another_user_is_refused_naming_them(instance, 
             text=True,
             timeout=120,
         )
-        assert out.returncode == 2, out.stdout + out.stderr
+        assert out.returncode == 1, out.stdout + out.stderr
         err = out.stderr.strip()
         assert len(err.splitlines()) == 1 and "Traceback" not in err
         assert f"{name}: already exists and belongs to nobody" in err
