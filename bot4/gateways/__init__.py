@@ -1,8 +1,8 @@
 """Exchange gateways: bot4's venue port spoken over NASDAQ's wire protocols.
 
-``md_gateway`` (:mod:`~bot4.gateways.md_gateway`) receives TotalView-ITCH 5.0
+``md_gateway`` (:mod:`bot4.stages.md_gateway`) receives TotalView-ITCH 5.0
 (:mod:`~bot4.gateways.itch`) in MoldUDP64 packets (:mod:`~bot4.gateways.mold`) and publishes
-MARKET_DATA; ``order_gateway`` (:mod:`~bot4.gateways.order_gateway`) speaks OUCH 4.2
+MARKET_DATA; ``order_gateway`` (:mod:`bot4.stages.order_gateway`) speaks OUCH 4.2
 (:mod:`~bot4.gateways.ouch`) over SoupBinTCP 4.0 (:mod:`~bot4.gateways.soup`) in place of the
 in-process venue stage. Both run their sockets on uvloop (:mod:`~bot4.gateways.runner`).
 :mod:`~bot4.gateways.exchange` is the simulator behind ``bot4 exchange serve``. See

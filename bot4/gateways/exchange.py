@@ -416,10 +416,12 @@ class Exchange:
             "duplicate_tokens": 0,
             "enters": 0,
             "fills": 0,
+            "filled_qty": 0,
             "disconnect_cancels": 0,
             "bad_frames": 0,
         }
         self._held: bytes | None = None
+        self.net: dict[str, int] = {}  # "account:symbol" -> signed filled shares
         self.md_sock = None
         self.t0 = time.monotonic()
 
@@ -665,6 +667,9 @@ class Exchange:
             if o.shares <= 0:
                 o.live = False
             self.stats["fills"] += 1
+            self.stats["filled_qty"] += q
+            key = f"{acct.name}:{o.stock.decode().strip()}"
+            self.net[key] = self.net.get(key, 0) + (q if o.side == b"B" else -q)
             liq = b"R" if int(e["parent_seq"]) == o.entry_seq else b"A"
             msg = ouch.message(ouch.EXECUTED, type=b"E", ts=ts, token=tok, shares=q,
                                price=int(e["last_price"]), liquidity=liq,
@@ -704,6 +709,12 @@ class Exchange:
         else:
             return
         self.sequenced(acct, msg)
+
+    def summary(self) -> dict:
+        """Counters, the ITCH messages published and each account's net fills per symbol."""
+        live = sum(1 for o in self.orders.values() if o.live)
+        return {**self.stats, "published": self.published, "live_orders": live,
+                "net": dict(self.net)}  # fmt: skip
 
     def orders_token(self, acct: _Account, token: bytes) -> int:
         return acct.tokens[token]
@@ -888,4 +899,7 @@ def serve(cfg: ExchangeConfig, ready=None) -> None:
 
     feed = lobster_to_itch(cfg.lobster)
     ex = Exchange(cfg, feed)
-    uvloop.run(ex.serve(ready))
+    try:
+        uvloop.run(ex.serve(ready))
+    finally:
+        log.info("exchange summary %s", ex.summary())

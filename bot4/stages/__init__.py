@@ -4,10 +4,10 @@
 default topology until the market data, signals, risk, orders and persistence issues land.
 """
 
-from bot4.gateways.md_gateway import MdGatewayStage
-from bot4.gateways.order_gateway import OrderGatewayStage
 from bot4.stages.base import Stage
 from bot4.stages.marketdata import MarketDataStage
+from bot4.stages.md_gateway import MdGatewayStage
+from bot4.stages.order_gateway import OrderGatewayStage
 from bot4.stages.orders import OrdersStage
 from bot4.stages.persistence import PersistenceStage
 from bot4.stages.risk import RiskStage

@@ -57,7 +57,6 @@ import time
 import numpy as np
 
 from bot4.gateways import ouch, soup
-from bot4.gateways.md_gateway import parse_addr
 from bot4.records import (
     ACTION_CANCEL,
     ACTION_CANCEL_ALL,
@@ -90,6 +89,7 @@ from bot4.records import (
 )
 from bot4.records.errors import Code
 from bot4.stages.base import ParamError, Stage, check_number, check_type
+from bot4.stages.md_gateway import parse_addr
 
 log = logging.getLogger("bot4.stage")
 
