@@ -419,6 +419,7 @@ class Exchange:
             "filled_qty": 0,
             "disconnect_cancels": 0,
             "bad_frames": 0,
+            "errors": 0,
         }
         self._held: bytes | None = None
         self.net: dict[str, int] = {}  # "account:symbol" -> signed filled shares
@@ -818,7 +819,11 @@ class OuchConnection(asyncio.Protocol):
                 self._login(payload)
                 continue
             if ptype == soup.UNSEQUENCED:
-                self._unsequenced(payload)
+                try:
+                    self._unsequenced(payload)
+                except Exception:  # a bug must not end every session
+                    self.ex.stats["errors"] += 1
+                    log.exception("exchange: message from %s not handled", self._name())
             elif ptype == soup.LOGOUT_REQUEST:
                 self.transport.close()
                 self.closed = True
@@ -887,6 +892,8 @@ class OuchConnection(asyncio.Protocol):
         self.closed = True
         self.hb.cancel()
         acct = self.acct
+        if acct is not None:
+            log.info("exchange: %s disconnected (%s)", acct.name, exc or "closed")
         if acct is not None and acct.conn is self:
             acct.conn = None
             if self.ex.cfg.cancel_on_disconnect:

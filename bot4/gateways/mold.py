@@ -165,3 +165,17 @@ def mold_release_kernel(have, start, count):
     mask = have.size - 1
     for k in range(count):
         have[(start + k) & mask] = False
+
+
+@njit(nogil=True, cache=True)
+def mold_hole_kernel(have, seqs, start, limit):
+    """How many messages from sequence ``start`` on are missing before the next stored one
+    (at most ``limit``): the hole a re-request asks for, never what is already here."""
+    mask = have.size - 1
+    k = 0
+    while k < limit:
+        slot = (start + k) & mask
+        if have[slot] and seqs[slot] == start + k:
+            break
+        k += 1
+    return k

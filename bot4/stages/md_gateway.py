@@ -10,9 +10,9 @@ ring (ticks, risk_md, ...), ``ts_recv_ns`` = the datagram's receive stamp, ``par
 the message's sequence number.
 
 **Gaps.** A message beyond the contiguous run (a later packet, or a heartbeat announcing a
-higher next sequence) reveals a gap: the gateway asks the re-request server for the
-missing range (at most ``max_request`` messages per request; again after ``rerequest_ms``
-without progress, or as soon as the previous request was satisfied). Until the range
+higher next sequence) reveals a gap: the gateway asks the re-request server for the hole
+only, up to the next message it holds (at most ``max_request`` messages per request; again
+after ``rerequest_ms`` without progress, or as soon as the previous request was satisfied). Until the range
 arrives nothing after the gap is published, so no message is skipped and none is applied
 twice (a message already stored or consumed is dropped, counted as a duplicate).
 
@@ -166,6 +166,7 @@ class MdGatewayStage(Stage):
                              self.recvs, self.have, 1, 0, self.ingest)  # fmt: skip
         m.mold_contiguous_kernel(self.have, self.seqs, 1, 0)
         m.mold_release_kernel(self.have, 1, 0)
+        m.mold_hole_kernel(self.have, self.seqs, 1, 0)
         self._decode(1, 0, self.scratch, 1, False)
 
     def _decode(self, start: int, count: int, out: np.ndarray, seq0: int, emit: bool) -> int:
@@ -232,7 +233,8 @@ class MdGatewayStage(Stage):
             return  # the previous request is still being answered
         if first_missing >= self.req_end:
             self.counters["gaps"] += 1
-        n = min(self.known_end - first_missing, self.max_request)
+        limit = min(self.known_end - first_missing, self.max_request, self.cap)
+        n = int(mold.mold_hole_kernel(self.have, self.seqs, first_missing, limit))
         self.transport.sendto(mold.request(self.session_b, first_missing, n), self.rerequest_addr)
         self.counters["requests"] += 1
         self.counters["requested"] += n

@@ -134,7 +134,7 @@ class _Soup(asyncio.Protocol):
         self.gw.on_data(self, data)
 
     def connection_lost(self, exc) -> None:
-        self.gw.on_lost(self)
+        self.gw.on_lost(self, exc)
 
 
 class OrderGatewayStage(Stage):
@@ -216,7 +216,7 @@ class OrderGatewayStage(Stage):
         self.c = {k: 0 for k in ("sent", "resent", "skipped_resend", "reports", "replayed",
                                   "foreign", "broken_trades", "connects", "logins",
                                   "login_rejects", "disconnects", "bad_frames", "queries",
-                                  "throttled", "outq_full")}  # fmt: skip
+                                  "throttled", "outq_full", "errors")}  # fmt: skip
         d = data_dir() / "gateway" / self.instance
         d.mkdir(parents=True, exist_ok=True)
         self.wal_path = d / f"{self.spec.name}.s{self.session}.orders"
@@ -310,12 +310,16 @@ class OrderGatewayStage(Stage):
         seq = 1 if self.first_login else self.next_expected
         self._write(soup.login_request(self.username, self.password, self.req_session, seq))
 
-    def on_lost(self, proto) -> None:
+    def on_lost(self, proto, exc=None) -> None:
         if proto is self.proto:
             self.proto = None
             self.c["disconnects"] += 1
             if self.logged_in and not self.stopping:
-                log.warning("order_gateway: connection lost at sequence %d", self.next_expected)
+                log.warning(
+                    "order_gateway: connection lost at sequence %d (%s)",
+                    self.next_expected,
+                    exc or "closed by the exchange",
+                )
             self.logged_in = self.caught_up = False
 
     def on_data(self, proto, data: bytes) -> None:
@@ -330,7 +334,11 @@ class OrderGatewayStage(Stage):
                 if not self.logged_in:
                     self._bad(proto, "sequenced data before login")
                     return
-                self._sequenced(payload)
+                try:
+                    self._sequenced(payload)
+                except Exception:  # a bug must not end the session nor lose the next ones
+                    self.c["errors"] += 1
+                    log.exception("order_gateway: message %d not handled", self.next_expected - 1)
             elif ptype == soup.SERVER_HEARTBEAT:
                 if self.logged_in and not self.caught_up:
                     self._caught_up()
@@ -441,8 +449,7 @@ class OrderGatewayStage(Stage):
             else:
                 o.qty = o.cum + o.leaves
                 et = EXEC_STP_DECREMENTED
-            self._out(publish, seq, o, et, o.status, int(Code.SELF_TRADE), 0, 0, 0, now,
-                      prevented=prevented)  # fmt: skip
+            self._out(publish, seq, o, et, o.status, int(Code.SELF_TRADE), 0, 0, prevented, now)
         elif t == b"U":
             try:
                 old = self.orders.get(ouch.coid_of(bytes(m["prev_token"])))
@@ -473,8 +480,7 @@ class OrderGatewayStage(Stage):
         if t in (b"A", b"J", b"U", b"C", b"E", b"D", b"I"):
             self.inflight.pop(bytes(m["token"]), None)
 
-    def _out(self, publish, seq, o, et, status, reason, q, px, prevented, now, exec_id=0,
-             **kw) -> None:  # fmt: skip
+    def _out(self, publish, seq, o, et, status, reason, q, px, prevented, now, exec_id=0):
         if not publish:
             return
         if self.out_n >= _OUTQ:
@@ -498,7 +504,7 @@ class OrderGatewayStage(Stage):
         e["cum_qty"] = o.cum
         e["leaves_qty"] = o.leaves if o.live else 0
         e["fee"] = 0
-        e["prevented_qty"] = kw.get("prevented", 0)
+        e["prevented_qty"] = prevented
         e["ts_event_ns"] = o.ts_event
         e["ts_recv_ns"] = o.ts_recv
         e["ts_order_ns"] = o.ts_order
