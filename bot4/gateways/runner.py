@@ -20,8 +20,8 @@ eventfd wake, and the wire-to-ring latency by the loop's dispatch of one callbac
 plus one cycle; nothing ever blocks the event loop (ring outputs that are full leave the
 records in the gateway's own buffers, see each stage).
 
-A gateway cannot be a member of a ``[[group]]`` (the topology refuses it): its process
-belongs to its event loop.
+A gateway cannot be a member of a ``[[group]]`` (``bot4.stages.entry`` refuses to start such
+a group): its process belongs to its event loop.
 """
 
 from __future__ import annotations
