@@ -77,6 +77,7 @@ class Code(IntEnum):
     NO_REFERENCE_PRICE = 314
     QTY_NOT_LOT_MULTIPLE = 315
     MARKET_DATA_STALE = 316
+    BOOK_LIQUIDITY = 317
 
     # 4xx OMS
     ILLEGAL_TRANSITION = 400
@@ -165,6 +166,7 @@ _DESCRIPTIONS: dict[Code, str] = {
     Code.NO_REFERENCE_PRICE: "no market price to check the order against",
     Code.QTY_NOT_LOT_MULTIPLE: "quantity not a multiple of the instrument's lot size",
     Code.MARKET_DATA_STALE: "market data stale: no update within the staleness limit",
+    Code.BOOK_LIQUIDITY: "order larger than its share of the visible book it would trade against",
     Code.ILLEGAL_TRANSITION: "event not allowed in the order's current state",
     Code.DUPLICATE_ORDER: "client order id already used",
     Code.SELF_TRADE: "order would trade against our own resting order",

@@ -28,6 +28,10 @@ Checks, in this order; the first that fails decides (checked / limit values in b
     than the max age [age ns, max age ns] -> NO_REFERENCE_PRICE
 6.  price band of limit orders [|limit - ref|, band_bp * ref / 1e4 (floor)]
 7.  max notional [qty * price, saturating at int64 max, max]
+7b. visible liquidity, when ``max_book_take_pct`` > 0: qty at most that % of the visible
+    size on the side the order trades against (asks for a buy), summed over the levels
+    the book_level input carries (the md stage's rebuilt book) -> BOOK_LIQUIDITY
+    [qty, pct * visible // 100]; no depth seen yet is no liquidity
 8.  stop-loss: required for orders that add exposure when the strategy says so [0, 0];
     when given, below the entry for a buy / above for a sell [stop, entry] and at most
     max_stop_bp away [|entry - stop|, max_stop_bp * entry / 1e4 (floor)]
@@ -85,6 +89,12 @@ in the same batch if the loss still holds, and is dropped if a daily reset passe
 between). Any record of any instrument ends a feed-gone halt the same way. A restarted
 stage adopts the stale halts it finds in the trading state (they end when data resumes).
 
+Inconsistent books. The md stage flags the market data of an instrument whose rebuilt book
+is inconsistent (a gap: ``MDF_BOOK_STALE``, see :mod:`bot4.marketdata.builder`): such a
+record starts a stale episode like a silent feed does (HALTED, ``R_STALE_FEED``, one halt
+per episode, counted ``book_stale_episodes``), stamps the arrival but sets no price, and
+the instrument's first unflagged record ends the episode as above.
+
 PnL: a position keeps its signed cost (sum of qty * price of what is open). A fill that
 reduces it releases cost pro rata, truncated toward zero, and realises the difference, so
 the PnL of a round trip is exact once the position is flat. Fees are subtracted from
@@ -112,6 +122,7 @@ from bot4.records import (
     MD_CROSS_TRADE,
     MD_QUOTE,
     MD_TRADE,
+    MDF_BOOK_STALE,
     OS_CANCELLED,
     OS_EXPIRED,
     OS_FILLED,
@@ -131,6 +142,7 @@ from bot4.risk.limits import (
     A_REF_MAX_AGE_NS,
     A_RISK_PRODUCER,
     L_BAND_BP,
+    L_BOOK_TAKE_PCT,
     L_BREAKER,
     L_KNOWN,
     L_LOT,
@@ -172,6 +184,7 @@ from bot4.shm.trading_state import (
 __all__ = [
     "R_STALE_FEED",
     "RiskBook",
+    "apply_book_levels",
     "apply_fills",
     "apply_market_data",
     "check_intents",
@@ -206,6 +219,7 @@ R_DAILY_LOSS = int(Code.DAILY_LOSS)
 R_DUPLICATE = int(Code.DUPLICATE_ORDER)
 R_RATE_LIMIT = int(Code.RATE_LIMIT)
 R_BREAKER_OPEN = int(Code.BREAKER_OPEN)
+R_BOOK_LIQUIDITY = int(Code.BOOK_LIQUIDITY)
 R_INTERNAL = int(Code.INTERNAL_ERROR)
 # reason of the stale-data halts (instrument and feed-gone). No dedicated code exists yet;
 # NO_REFERENCE_PRICE ("no market price to check the order against") is the closest.
@@ -229,7 +243,9 @@ I_LAST_PX = 13  # price of our last fill or accepted order (mark without a refer
 I_FEES = 14  # fees paid, price units
 I_MD_NS = 15  # arrival of the instrument's last market-data record, ns monotonic (0 = never)
 I_STALE = 16  # 0, or 1 + the state to relax to: in a stale episode (halted by this rule)
-NI = 17
+I_DEPTH_BID = 17  # visible bid size over the levels of the book_level input, shares
+I_DEPTH_ASK = 18  # visible ask size over the levels of the book_level input, shares
+NI = 19
 # acct[X_*]: account state
 X_REALISED = 0  # sum of I_REALISED
 X_UNREALISED = 1  # sum of I_UNREALISED
@@ -259,6 +275,8 @@ C_EXEC_BAD = 1005
 C_STALE = 1006  # stale episodes of instruments (each halted once)
 C_FEED_GONE = 1007  # feed-gone episodes (global halted once each)
 C_STALE_RELAXED = 1008  # stale halts undone by resumed data (instrument or global)
+C_BOOK_STALE = 1009  # stale episodes started by md-flagged inconsistent books
+C_BOOK_LEVELS = 1010  # BOOK_LEVEL records applied
 NC = 1024
 
 
@@ -618,6 +636,13 @@ def _check(r, now_ns, coid, inst_st, acct, tat, keys, ilim, slim, alim, brk, tra
     notional = _mul_sat(q, px)
     if notional > ilim[inst, L_MAX_NOTIONAL]:
         return R_MAX_NOTIONAL, notional, ilim[inst, L_MAX_NOTIONAL], px, 0
+    # 7b visible liquidity on the side the order trades against
+    take = ilim[inst, L_BOOK_TAKE_PCT]
+    if take > 0:
+        visible = inst_st[inst, I_DEPTH_ASK if side > 0 else I_DEPTH_BID]
+        allowed = _mul_sat(take, visible) // 100
+        if q > allowed:
+            return R_BOOK_LIQUIDITY, q, allowed, px, 0
     # 8 stop-loss
     srow = np.int64(r.strategy)
     if srow >= slim.shape[0]:
@@ -817,6 +842,30 @@ def check_intents(
 
 
 @njit(nogil=True, cache=True)
+def apply_book_levels(levels, depth, inst_st, ilim, counters):
+    """BOOK_LEVEL records into ``depth`` (n_inst, 2, max levels) int64 sizes per position
+    (row 0 bids, 1 asks), keeping ``I_DEPTH_BID`` / ``I_DEPTH_ASK`` the sums over them.
+    Positions beyond ``depth``'s and unknown instruments are ignored."""
+    n_inst = ilim.shape[0]
+    for k in range(levels.shape[0]):
+        r = levels[k]
+        inst = np.int64(r.instrument)
+        lvl = np.int64(r.level)
+        if inst <= 0 or inst >= n_inst or ilim[inst, L_KNOWN] == 0 or lvl >= depth.shape[2]:
+            continue
+        if r.side > 0:
+            s, col = 0, I_DEPTH_BID
+        elif r.side < 0:
+            s, col = 1, I_DEPTH_ASK
+        else:
+            continue
+        q = max(r.qty, np.int64(0))
+        inst_st[inst, col] += q - depth[inst, s, lvl]
+        depth[inst, s, lvl] = q
+        counters[C_BOOK_LEVELS] += 1
+
+
+@njit(nogil=True, cache=True)
 def apply_fills(
     execs,
     out_orders,
@@ -950,7 +999,8 @@ def apply_market_data(
     Quotes set the bid or ask (qty 0 empties the side); trades (trade prints, crosses,
     book executions) set the last trade. The reference is the mid when both sides are
     known and not crossed, else the last trade. Every record of a known instrument, of any
-    kind, stamps its arrival (and ends a stale-data halt: see the module docstring).
+    kind, stamps its arrival (and ends a stale-data halt: see the module docstring); a
+    record flagged ``MDF_BOOK_STALE`` instead starts one and sets no price.
 
     Per batch, the arrival is stamped at an instrument's first record (the batch has one
     ``now_ns``: the later stamps would change nothing), and its reference, reference stamp
@@ -966,6 +1016,18 @@ def apply_market_data(
         r = md[k]
         inst = np.int64(r.instrument)
         if inst <= 0 or inst >= n_inst or ilim[inst, L_KNOWN] == 0:
+            continue
+        if r.flags & MDF_BOOK_STALE:
+            # the md stage's book is inconsistent: the data arrives but is not to be used
+            t = max(now_ns, np.int64(1))
+            inst_st[inst, I_MD_NS] = t
+            if t > acct[X_LAST_MD_NS]:
+                acct[X_LAST_MD_NS] = t
+            if inst_st[inst, I_STALE] == 0:
+                inst_st[inst, I_STALE] = _stale_halt(trading, inst)
+                counters[C_BOOK_STALE] += 1
+            if scratch[inst] != -1:
+                scratch[inst] = -2  # an earlier record's price in this batch is not used
             continue
         if scratch[inst] == -1:  # the instrument's first record in this batch
             _md_arrived(inst_st, acct, counters, trading, inst, now_ns)
@@ -1064,6 +1126,7 @@ class RiskBook:
         self.counters = np.zeros(NC, np.int64)
         self.n_targets = n_targets
         self.md_scratch = np.full(2 * n_inst + 1, -1, np.int64)  # apply_market_data's
+        self.depth = np.zeros((n_inst, 2, 256), np.int64)  # book_level sizes per position
         self._adopt_stale_halts()
 
     def _adopt_stale_halts(self) -> None:
@@ -1151,6 +1214,11 @@ class RiskBook:
             )
         )
 
+    def book_levels(self, levels, out_orders, seq: int, now_ns: int) -> int:
+        """Apply BOOK_LEVEL records (the liquidity check's depth); writes no order."""
+        apply_book_levels(levels, self.depth, self.inst, self.ilim, self.counters)
+        return 0
+
     def poll(self) -> int:
         """Queue CANCEL_ALLs for states that became HALTED; returns how many are queued."""
         return int(
@@ -1191,6 +1259,7 @@ class RiskBook:
             "stale_episodes": int(self.counters[C_STALE]),
             "feed_gone_episodes": int(self.counters[C_FEED_GONE]),
             "relaxed": int(self.counters[C_STALE_RELAXED]),
+            "book_stale_episodes": int(self.counters[C_BOOK_STALE]),
         }
 
     def schedule_reset(self, next_reset_ns: int) -> None:

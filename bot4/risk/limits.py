@@ -64,7 +64,8 @@ L_MAX_OPEN_ORDERS = 5  # orders resting at once in this instrument
 L_BAND_BP = 6  # limit price at most this far from the reference, bp (0 = no band)
 L_BREAKER = 7  # breaker index guarding this instrument's orders (-1 = none)
 L_STALE_NS = 8  # no market data for longer than this after some halts the instrument (0 = off)
-NL = 9
+L_BOOK_TAKE_PCT = 9  # order qty at most this % of the opposite side's visible depth (0 = off)
+NL = 10
 # slim[strategy id, S_*] (row 0: strategies outside the table, and id 0)
 S_STOP_REQUIRED = 0  # 1: orders that add exposure must carry a stop-loss
 S_MAX_STOP_BP = 1  # stop at most this far from the entry price, bp (0 = no bound)
@@ -104,6 +105,10 @@ class InstrumentLimits:
     price_band_bp: int = 500  # limit within this many bp of the reference price (0 = off)
     breaker: int = 0  # breaker index guarding the instrument's orders (-1 = none)
     stale_after_ms: int = 2_000  # had market data, then none for this long -> HALTED (0 = off)
+    # liquidity: an order may be at most this % of the visible size on the side it trades
+    # against (asks for a buy), summed over the levels of the risk stage's book_level input
+    # (the md stage's depth); 0 = off. Needs that input: no depth seen yet denies.
+    max_book_take_pct: int = 0
 
 
 @dataclass(frozen=True)
@@ -203,6 +208,7 @@ def _validate(lim: RiskLimits) -> None:
             "max_open_orders",
             "max_notional",
             "stale_after_ms",
+            "max_book_take_pct",
         ):
             if getattr(il, name) < 0:
                 raise _fail(where + name, "must be >= 0")
@@ -403,6 +409,7 @@ def build_arrays(lim: RiskLimits, table: InstrumentTable, risk_producer: int = 0
         row[L_BAND_BP] = il.price_band_bp
         row[L_BREAKER] = il.breaker
         row[L_STALE_NS] = il.stale_after_ms * 1_000_000
+        row[L_BOOK_TAKE_PCT] = il.max_book_take_pct
     n_strat = max([1, *lim.strategies]) + 1
     slim = np.zeros((n_strat, NS), np.int64)
     for sid in range(n_strat):

@@ -1,7 +1,10 @@
 """Risk stage: intents in, orders and risk decisions out; fills and market data in.
 
 Inputs: 0 = ORDER_INTENT (intents), 1 = EXEC_REPORT (fills, a feedback ring), optional
-2 = MARKET_DATA (reference prices). Outputs: 0 = ORDER (``ACTION_NEW`` for accepted
+2 = MARKET_DATA (reference prices; a record flagged ``MDF_BOOK_STALE`` — the md stage's
+rebuilt book of that instrument is inconsistent — halts the instrument until its
+unflagged data resumes), optional 3 = BOOK_LEVEL (the md stage's depth, for the liquidity
+check ``max_book_take_pct``). Outputs: 0 = ORDER (``ACTION_NEW`` for accepted
 intents, ``ACTION_CANCEL_ALL`` on entering HALTED), optional 1 = RISK_DECISION (one per
 intent). The checks are :mod:`bot4.risk.checks`; the params are
 :class:`bot4.risk.limits.RiskLimits` (plus ``shared``, below).
@@ -45,7 +48,6 @@ from typing import Any
 
 import numpy as np
 
-from bot4.logs import log_event
 from bot4.records import MARKET_DATA, RISK_DECISION
 from bot4.records.errors import Bot4Error, Code
 from bot4.risk.checks import C_CANCEL_ALL, RiskBook
@@ -63,7 +65,6 @@ from bot4.risk.limits import (
 from bot4.shm.breakers import Breakers, breakers_bytes, init_breakers
 from bot4.shm.trading_state import TradingState, init_trading_state, trading_bytes
 from bot4.stages.base import ParamError, Stage, check_type
-from bot4.stages.state_log import SharedStateLog
 
 log = logging.getLogger("bot4.stage")
 
@@ -87,8 +88,8 @@ class RiskStage(Stage):
     ``shared`` (default true: attach the instance's breaker and trading-state segments)."""
 
     kind = "risk"
-    arity = (2, 3, 1, 2)
-    input_types = ("ORDER_INTENT", "EXEC_REPORT", "MARKET_DATA")
+    arity = (2, 4, 1, 2)
+    input_types = ("ORDER_INTENT", "EXEC_REPORT", "MARKET_DATA", "BOOK_LEVEL")
     output_types = ("ORDER", "RISK_DECISION")
     max_out_per_in = 2  # an order and a decision per intent, plus room for CANCEL_ALLs
     restart_state = (
@@ -128,13 +129,10 @@ class RiskStage(Stage):
         self.table = table
         self.arrays = build_arrays(self.limits, table, risk_producer=self.spec.index)
         max_id = max(table.ids)
-        self.state_log = None
         if shared:
             brk = Breakers(self.instance)
             ts = TradingState(self.instance)
             self._attachments = (brk, ts)  # mapped for the life of the process
-            # the one process that logs breaker and trading-state changes (state_log)
-            self.state_log = SharedStateLog(brk.words, ts.words, self._symbol)
             used = {int(b) for b in self.arrays.ilim[:, L_BREAKER] if b >= 0}
             if used and max(used) >= brk.count:
                 raise Bot4Error(
@@ -239,9 +237,6 @@ class RiskStage(Stage):
         self.recovered = {"fills": len(done), "positions": self.book.positions()}
         log.warning("risk: restarted mid-session; %d fills re-applied from the journal", len(done))
 
-    def _symbol(self, instrument_id: int) -> str:
-        return self.table.symbol_of(instrument_id) if instrument_id in self.table else "?"
-
     def _schedule_reset(self) -> None:
         utc = next_reset_utc_ns(self.wall_clock(), self.limits.timezone, self.limits.daily_reset)
         self.book.schedule_reset(max(1, monotonic_of_utc(utc, self.clock, self.wall_clock)))
@@ -256,7 +251,7 @@ class RiskStage(Stage):
                 counts[1] = n_d
             seq += n_o + n_d
         else:
-            fn = self.book.fills if i == 1 else self.book.market_data
+            fn = (self.book.fills, self.book.market_data, self.book.book_levels)[i - 1]
             n_o = fn(batch, outs[0], seq, now)
             counts[0] = n_o
             seq += n_o
@@ -295,8 +290,6 @@ class RiskStage(Stage):
                     [self.table.symbol_of(i) for i in st["instruments"]],
                     ", feed gone: global HALTED" if st["feed_gone"] else "",
                 )
-        if self.state_log is not None:
-            self.state_log.poll(now_ns)
         return self.book.poll()
 
     def emit(self, outs, counts, seq: int) -> int:
@@ -309,18 +302,18 @@ class RiskStage(Stage):
     def on_drain(self) -> None:
         """Shutdown policy: none of its own (the OMS cancels what rests when it drains);
         logs the summary."""
-        log_event(log, logging.INFO, "stage_summary", "risk summary", summary=self.summary())
+        log.info("risk summary %s", self.summary())
 
 
 def warm_kernels() -> int:
     """Compile (or load from numba's cache) the risk kernels on process-local state."""
     from bot4.pipeline.topology import RingSpec, StageSpec
-    from bot4.records import EXEC_REPORT, ORDER, ORDER_INTENT
+    from bot4.records import BOOK_LEVEL, EXEC_REPORT, ORDER, ORDER_INTENT
 
     spec = StageSpec(name="warm", kind="risk", core=0, index=0, params={"shared": False})
     ins = [
         RingSpec(f"i{k}", "a", "warm", t, 8, 2, 0, False)
-        for k, t in enumerate(("ORDER_INTENT", "EXEC_REPORT", "MARKET_DATA"))
+        for k, t in enumerate(("ORDER_INTENT", "EXEC_REPORT", "MARKET_DATA", "BOOK_LEVEL"))
     ]
     outs = [
         RingSpec(f"o{k}", "warm", "b", t, 8, 2, 0, False)
@@ -330,7 +323,7 @@ def warm_kernels() -> int:
     st.setup()
     views = [np.zeros(16, ORDER), np.zeros(16, RISK_DECISION)]
     counts = np.zeros(2, np.int64)
-    for k, dt in enumerate((ORDER_INTENT, EXEC_REPORT, MARKET_DATA)):
+    for k, dt in enumerate((ORDER_INTENT, EXEC_REPORT, MARKET_DATA, BOOK_LEVEL)):
         batch = np.zeros(2, dt)
         batch["seq"] = [1, 2]
         st.process(k, batch, views, counts, 1)

@@ -133,31 +133,39 @@ def features_of(st, inst, x):
 
 
 @njit(nogil=True, cache=True)
+def _depth_imbalance(dq, st, inst):
+    b = 0.0
+    a = 0.0
+    for j in range(dq.shape[2]):
+        b += dq[inst, 0, j]
+        a += dq[inst, 1, j]
+    if a + b > 0.0:
+        st[inst, S_DIMB] = (b - a) / (b + a)
+        st[inst, S_DEPTH] = 1.0
+
+
+@njit(nogil=True, cache=True)
 def depth_kernel(levels, dq, st):
     """Apply BOOK_LEVEL records to ``dq`` (n_inst, 2, N): bid / ask size per position,
     positions >= N ignored; then each touched instrument's imbalance over the N levels,
-    (bid - ask) / (bid + ask), into ``st[:, S_DIMB]`` (``S_DEPTH`` set). Returns the
-    records applied."""
+    (bid - ask) / (bid + ask), into ``st[:, S_DIMB]`` (``S_DEPTH`` set), once per run of
+    its records. Returns the records applied."""
     n = 0
     n_inst = dq.shape[0]
     depth = dq.shape[2]
+    pending = -1  # instrument whose imbalance is not summed yet
     for k in range(levels.shape[0]):
         r = levels[k]
         inst = np.int64(r.instrument)
         if inst <= 0 or inst >= n_inst or r.level >= depth or r.side == 0:
             continue
+        if pending >= 0 and pending != inst:
+            _depth_imbalance(dq, st, pending)
         dq[inst, 0 if r.side > 0 else 1, r.level] = float(r.qty)
+        pending = inst
         n += 1
-        if k + 1 < levels.shape[0] and levels[k + 1].instrument == r.instrument:
-            continue  # the instrument's next update follows: sum once, after it
-        b = 0.0
-        a = 0.0
-        for j in range(depth):
-            b += dq[inst, 0, j]
-            a += dq[inst, 1, j]
-        if a + b > 0.0:
-            st[inst, S_DIMB] = (b - a) / (b + a)
-            st[inst, S_DEPTH] = 1.0
+    if pending >= 0:
+        _depth_imbalance(dq, st, pending)
     return n
 
 

@@ -900,7 +900,7 @@ def test_stage_arity_and_types() -> None:
     ok = ["ORDER_INTENT", "EXEC_REPORT", "MARKET_DATA"], ["ORDER", "RISK_DECISION"]
     assert RiskStage.check_arity(3, 2, *ok) is None
     assert RiskStage.check_arity(2, 1, ok[0][:2], ok[1][:1]) is None
-    assert "2..3 input" in RiskStage.check_arity(1, 1, ok[0][:1], ["ORDER"])
+    assert "2..4 input" in RiskStage.check_arity(1, 1, ok[0][:1], ["ORDER"])
     assert "must carry market_data" in RiskStage.check_arity(
         3, 1, ["ORDER_INTENT", "EXEC_REPORT", "ORDER"], ["ORDER"]
     )

@@ -339,6 +339,7 @@ def test_stale_halts_carry_source_risk_and_their_reason(instruments_file) -> Non
         "stale_episodes": 2,
         "feed_gone_episodes": 1,
         "relaxed": 0,
+        "book_stale_episodes": 0,
     }
     it = np.zeros(1, ORDER_INTENT)
     it["seq"], it["instrument"], it["side"], it["qty"], it["strategy"] = 1, 3, SIDE_BUY, 100, 1
