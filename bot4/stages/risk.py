@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from bot4.logs import log_event
 from bot4.records import MARKET_DATA, RISK_DECISION
 from bot4.records.errors import Bot4Error, Code
 from bot4.risk.checks import C_CANCEL_ALL, RiskBook
@@ -65,6 +66,7 @@ from bot4.risk.limits import (
 from bot4.shm.breakers import Breakers, breakers_bytes, init_breakers
 from bot4.shm.trading_state import TradingState, init_trading_state, trading_bytes
 from bot4.stages.base import ParamError, Stage, check_type
+from bot4.stages.state_log import SharedStateLog
 
 log = logging.getLogger("bot4.stage")
 
@@ -129,10 +131,13 @@ class RiskStage(Stage):
         self.table = table
         self.arrays = build_arrays(self.limits, table, risk_producer=self.spec.index)
         max_id = max(table.ids)
+        self.state_log = None
         if shared:
             brk = Breakers(self.instance)
             ts = TradingState(self.instance)
             self._attachments = (brk, ts)  # mapped for the life of the process
+            # the one process that logs breaker and trading-state changes (state_log)
+            self.state_log = SharedStateLog(brk.words, ts.words, self._symbol)
             used = {int(b) for b in self.arrays.ilim[:, L_BREAKER] if b >= 0}
             if used and max(used) >= brk.count:
                 raise Bot4Error(
@@ -237,6 +242,9 @@ class RiskStage(Stage):
         self.recovered = {"fills": len(done), "positions": self.book.positions()}
         log.warning("risk: restarted mid-session; %d fills re-applied from the journal", len(done))
 
+    def _symbol(self, instrument_id: int) -> str:
+        return self.table.symbol_of(instrument_id) if instrument_id in self.table else "?"
+
     def _schedule_reset(self) -> None:
         utc = next_reset_utc_ns(self.wall_clock(), self.limits.timezone, self.limits.daily_reset)
         self.book.schedule_reset(max(1, monotonic_of_utc(utc, self.clock, self.wall_clock)))
@@ -290,6 +298,8 @@ class RiskStage(Stage):
                     [self.table.symbol_of(i) for i in st["instruments"]],
                     ", feed gone: global HALTED" if st["feed_gone"] else "",
                 )
+        if self.state_log is not None:
+            self.state_log.poll(now_ns)
         return self.book.poll()
 
     def emit(self, outs, counts, seq: int) -> int:
@@ -302,7 +312,7 @@ class RiskStage(Stage):
     def on_drain(self) -> None:
         """Shutdown policy: none of its own (the OMS cancels what rests when it drains);
         logs the summary."""
-        log.info("risk summary %s", self.summary())
+        log_event(log, logging.INFO, "stage_summary", "risk summary", summary=self.summary())
 
 
 def warm_kernels() -> int:
