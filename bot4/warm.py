@@ -105,6 +105,19 @@ def _warm_stages() -> int:
     return n
 
 
+def _warm_depth() -> int:
+    """The depth kernels only a topology with book_level rings calls (issue 18)."""
+    from bot4.records import BOOK_LEVEL
+    from bot4.stages.marketdata import _emit_levels
+    from bot4.stages.signals import NSTATE, depth_kernel
+
+    lv = np.zeros(2, BOOK_LEVEL)
+    lv["instrument"], lv["side"] = 1, 1
+    _emit_levels(lv, lv.copy(), 0, 1, 1, 0, 1, 0)
+    depth_kernel(lv, np.zeros((2, 2, 2)), np.zeros((2, NSTATE)))
+    return 2
+
+
 def _warm_histogram() -> int:
     """The latency histogram's kernels the replay report and perf call (the metrics
     recorder's are warmed with the count-sink stage)."""
@@ -121,7 +134,7 @@ def warm() -> int:
     import bot4.marketdata
 
     bot4.marketdata.warm()
-    n = _warm_ring_ops() + _warm_stages() + _warm_histogram() + 1
+    n = _warm_ring_ops() + _warm_stages() + _warm_depth() + _warm_histogram() + 1
     from bot4.replay.engine import warm as warm_replay
 
     return n + warm_replay()

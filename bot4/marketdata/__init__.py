@@ -4,7 +4,7 @@ Modules: :mod:`~bot4.marketdata.lobster` (LOBSTER message / orderbook files: pai
 discovery, byte parsers, bad-input accounting) and :mod:`~bot4.marketdata.book` (price-level
 book and order-id table, numba kernels over ``MARKET_DATA`` batches). Also here:
 ``files`` (recorded CSV / Parquet ticks), ``replay`` (a LOBSTER pair as the stage publishes
-it) and ``report`` (their bad-input report).
+it: books built from its messages by ``builder``) and ``report`` (their bad-input report).
 """
 
 from bot4.marketdata.book import (
@@ -78,4 +78,9 @@ def warm() -> int:
     orders = OrderTable(8)
     orders.apply_batch(rec)
     orders._grow()
-    return 8
+    from bot4.marketdata.builder import BookBuilder
+
+    ref = np.array([[101, 1, 100, 2], [101, 1, 100, 3]], np.int64)
+    BookBuilder(1, 1, 1).build(rec, ref)
+    BookBuilder(1, 1, 0, reference=False).build(rec)
+    return 10

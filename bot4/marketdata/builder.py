@@ -145,7 +145,7 @@ def _better(s, a, b):
     return a > b if s == BID else a < b
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def _find(px, n, i, s, p):
     """Position of price ``p`` on side ``s`` of instrument ``i``, or -(insertion point) - 1."""
     m = n[i, s]
@@ -157,7 +157,7 @@ def _find(px, n, i, s, p):
     return -j - 1
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def _insert_level(px, qty, cnt, n, stats, window, i, s, j, p, q, c):
     """Insert a level at position ``j`` (shifting worse ones back; the worst falls out of a
     full window). Returns False when ``j`` is beyond the window (nothing inserted)."""
@@ -178,7 +178,7 @@ def _insert_level(px, qty, cnt, n, stats, window, i, s, j, p, q, c):
     return True
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def _remove_level(px, qty, cnt, n, i, s, j):
     m = n[i, s]
     for k in range(j, m - 1):
@@ -189,25 +189,27 @@ def _remove_level(px, qty, cnt, n, i, s, j):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _ref_level(row, s, k):
-    """(price, size) of level ``k`` of side ``s`` in a LOBSTER row, size 0 when absent."""
+def _ref_level(ref, row, s, k):
+    """(price, size) of level ``k`` of side ``s`` in LOBSTER row ``ref[row]``, size 0 when
+    absent. Rows are passed as (array, index), never as views: a view per message costs
+    the kernel a reference-count pair."""
     c = 4 * k + (2 if s == BID else 0)
-    p = row[c]
-    q = row[c + 1]
+    p = ref[row, c]
+    q = ref[row, c + 1]
     if q <= 0 or p <= 0 or p >= DUMMY_ASK_PRICE:  # LOBSTER's fillers: -/+9999999999
         return np.int64(0), np.int64(0)
     return p, q
 
 
-@njit(nogil=True, cache=True)
-def _seed(px, qty, cnt, n, window, i, row):
+@njit(nogil=True, cache=True, inline="always")
+def _seed(px, qty, cnt, n, window, i, ref, row):
     """Replace instrument ``i``'s book with a reference row (each level one order)."""
-    levels = row.shape[0] // 4
+    levels = ref.shape[1] // 4
     seeded = 0
     for s in range(2):
         m = 0
         for k in range(min(levels, window)):
-            p, q = _ref_level(row, s, k)
+            p, q = _ref_level(ref, row, s, k)
             if q == 0:
                 continue
             px[i, s, m] = p
@@ -219,10 +221,10 @@ def _seed(px, qty, cnt, n, window, i, row):
     return seeded
 
 
-@njit(nogil=True, cache=True)
-def _slide_in(px, qty, cnt, n, window, i, row):
+@njit(nogil=True, cache=True, inline="always")
+def _slide_in(px, qty, cnt, n, window, i, ref, row):
     """Fill each side's window from the reference levels worse than its worst level."""
-    levels = row.shape[0] // 4
+    levels = ref.shape[1] // 4
     added = 0
     for s in range(2):
         m = n[i, s]
@@ -231,7 +233,7 @@ def _slide_in(px, qty, cnt, n, window, i, row):
         for k in range(levels):
             if m >= window:
                 break
-            p, q = _ref_level(row, s, k)
+            p, q = _ref_level(ref, row, s, k)
             if q == 0 or (m > 0 and not _better(s, px[i, s, m - 1], p)):
                 continue
             px[i, s, m] = p
@@ -243,13 +245,13 @@ def _slide_in(px, qty, cnt, n, window, i, row):
     return added
 
 
-@njit(nogil=True, cache=True)
-def _matches(px, qty, n, window, i, row):
+@njit(nogil=True, cache=True, inline="always")
+def _matches(px, qty, n, window, i, ref, row):
     """The window of instrument ``i`` equals the reference row's (prices and sizes)."""
-    levels = row.shape[0] // 4
+    levels = ref.shape[1] // 4
     for s in range(2):
         for k in range(min(levels, window)):
-            p, q = _ref_level(row, s, k)
+            p, q = _ref_level(ref, row, s, k)
             if k < n[i, s]:
                 if px[i, s, k] != p or qty[i, s, k] != q:
                     return False
@@ -258,7 +260,7 @@ def _matches(px, qty, n, window, i, row):
     return True
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def _unapply(px, qty, cnt, n, stats, window, i, kind, side, p, q):
     """Take one message back out of instrument ``i``'s book (the seed: row 1 is the book
     *after* message 1)."""
@@ -282,7 +284,7 @@ def _unapply(px, qty, cnt, n, stats, window, i, kind, side, p, q):
 # --- one message ----------------------------------------------------------------------------
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def _apply(px, qty, cnt, n, stats, window, ids, oq, op, osd, osq, live, i, r):
     """Apply one book event to instrument ``i``; returns True when it opened a gap."""
     kind = r.kind
@@ -366,7 +368,7 @@ def _apply(px, qty, cnt, n, stats, window, ids, oq, op, osd, osq, live, i, r):
     return False
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def _publish(r, i, flags, px, qty, cnt, n, depth, qpx, qqty, ppx, pqty, pcnt, out, nm, lv, nl,
              parent):  # fmt: skip
     """Quotes (into ``out`` from ``nm``) and levels (into ``lv`` from ``nl``) that differ
@@ -469,20 +471,20 @@ def build_kernel(
         has_row = use_ref and 0 <= row < ref.shape[0]
         if has_row and seeded[i] == 0:
             seeded[i] = 1
-            stats[B_SEEDED] += _seed(px, qty, cnt, n, window, i, ref[row])
+            stats[B_SEEDED] += _seed(px, qty, cnt, n, window, i, ref, row)
             _unapply(px, qty, cnt, n, stats, window, i, r.kind, r.side, r.price, r.qty)
         gap = _apply(px, qty, cnt, n, stats, window, ids, oq, op, osd, osq, live, i, r)
         if has_row:
-            stats[B_SLIDE_IN] += _slide_in(px, qty, cnt, n, window, i, ref[row])
+            stats[B_SLIDE_IN] += _slide_in(px, qty, cnt, n, window, i, ref, row)
             if check:
                 stats[B_CHECKED] += 1
-                if not _matches(px, qty, n, window, i, ref[row]):
+                if not _matches(px, qty, n, window, i, ref, row):
                     stats[B_CHECK_MISMATCH] += 1
                     gap = True
         if gap:
             stale[i] |= STALE_GAP
             if has_row:
-                _seed(px, qty, cnt, n, window, i, ref[row])
+                _seed(px, qty, cnt, n, window, i, ref, row)
                 stats[B_RESYNC] += 1
                 stale[i] &= ~STALE_GAP
         if n[i, BID] > 0 and n[i, ASK] > 0 and px[i, BID, 0] >= px[i, ASK, 0]:

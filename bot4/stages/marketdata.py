@@ -174,7 +174,7 @@ class MarketDataStage(Stage):
     kind = "md"
     source = True
     arity = (0, 0, 1, 6)
-    output_types = None  # market_data, and book_level (depth; lobster), in any order
+    output_types = ("MARKET_DATA", "*")  # then market_data or book_level (depth; lobster)
     restart_state = (
         "recorded sources: none (records are a function of position; a LOBSTER pair's "
         "books are rebuilt from its messages at start-up); synthetic: the mid walk"
