@@ -353,6 +353,13 @@ class DeterministicReplay:
         self.channels: dict[str, object] = {}
         for r in t.rings:
             if r.producer == self.src_name:
+                if r.type != "MARKET_DATA":  # the harness's feed is market data only
+                    raise Bot4Error(
+                        f"ring {r.name!r}: the deterministic replay feeds only market_data "
+                        f"rings from the source, not {r.type.lower()} (the md stage's depth: "
+                        "use --mode full, or leave the ring out)",
+                        Code.CONFIG_INVALID,
+                    )
                 continue
             self.channels[r.name] = self._channel(r)
         for node in self.nodes.values():

@@ -123,7 +123,8 @@ def run_full(
     for s in topology.stages:
         p = dict(s.params)
         if s is md[0]:
-            p = {**source.md_params, "speed": float(speed)}
+            keep = {k: p[k] for k in ("depth", "book_check") if k in p}  # the book's shape
+            p = {**source.md_params, **keep, "speed": float(speed)}
         elif s.kind == "persistence":
             p["dir"] = str(journal)
             p["database"] = False  # a backtest's events stay in its own journal

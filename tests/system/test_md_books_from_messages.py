@@ -132,3 +132,22 @@ def test_published_books_equal_lobster_orderbook_rows(instance, tmp_path):
     assert (got[:, :36] == rows[:, :36]).all()
     assert (got == rows).all()
     assert stages["signals"]["records_in"] == len(md) + len(lv)
+
+
+def test_deterministic_replay_refuses_a_depth_ring_in_one_line(instance, tmp_path):
+    """The deterministic harness feeds market data only: a book_level ring from md is
+    refused up front, naming the ring and the way out (``--mode full``)."""
+    src = lobster_dir() / "aapl_level10_first999"
+    topo = tmp_path / "t.toml"
+    topo.write_text(TOPO.format(instance=instance, path=src, journal=tmp_path / "j"))
+    out = subprocess.run(
+        [*BOT4, "replay", str(src), "--topology", str(topo), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        start_new_session=True,
+    )
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    assert "bot4: error:" in out.stderr and "'depth'" in out.stderr and "--mode full" in out.stderr
+    assert not instance_segments(instance)
