@@ -37,8 +37,15 @@ def _load(path, instance, *, validate: bool = False):
 
     t = load_topology(path, instance=instance)
     if validate:
-        validate_topology(t)
+        _say_notes(validate_topology(t))
     return t
+
+
+def _say_notes(notes: list[str]) -> None:
+    """What the topology's checks noted (an input loaded with bad rows kept out: the same
+    ``bad input:`` line ``bot4 replay`` prints), once, before anything starts."""
+    for note in notes:
+        print(f"bot4: warning: {note}", file=sys.stderr, flush=True)
 
 
 def cmd_run(args) -> int:
@@ -186,7 +193,7 @@ def cmd_record(args) -> int:
     doc = record_topology(args)
     out = doc["stage"][1]["params"]["dir"]
     t = parse_topology(doc, "bot4 record")
-    validate_topology(t)
+    _say_notes(validate_topology(t))
     sup = Supervisor(t, duration=args.duration, live=None if not args.quiet else False)
     code = sup.run()
     if sup.final.get("halted"):

@@ -245,8 +245,9 @@ def _risk_segments(topology) -> list[str]:
             from bot4.risk import create_risk_segments
             from bot4.risk.limits import RiskLimits
             from bot4.shm.operator_log import create_operator_log
+            from bot4.stages.risk import limits_params
 
-            lim = RiskLimits.from_params({k: v for k, v in s.params.items() if k != "shared"})
+            lim = RiskLimits.from_params(limits_params(s.params))  # recover = true is no limit
             made = create_risk_segments(
                 topology.instance, len(lim.breakers), max(lim.instrument_table().ids), lim.breakers
             )

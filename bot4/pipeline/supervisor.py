@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from bot4 import logs
 from bot4.pipeline.liveness import CursorReader, ProgressWatch, Verdict
 from bot4.pipeline.segments import create_segments, destroy_segments
+from bot4.records.errors import EXIT_INPUT_REFUSED
 from bot4.shm import control as C
 from bot4.shm.control import ControlBlock
 from bot4.shm.owners import process_start, self_start
@@ -242,6 +243,15 @@ class Supervisor:
         if p.exitcode is not None:
             if p.exitcode == 0 and state == C.STAGE_STOPPED:
                 slot.finished = True
+                return
+            if p.exitcode == EXIT_INPUT_REFUSED:
+                # its input cannot be used: a restart would read the same file (the
+                # stage's own error line says why); the pipeline stops, said once
+                self._kill_and_reap(slot)
+                self.halt_reason = (
+                    f"stage {slot.name} cannot use its input (exit {EXIT_INPUT_REFUSED}, "
+                    "its error line above says why): not restarted; halting the pipeline"
+                )
                 return
             how = (
                 f"exited with code {p.exitcode}"

@@ -237,6 +237,39 @@ def _parse_log(source: str, raw: Any) -> tuple[str | None, str | None]:
     return level, fmt
 
 
+MAX_RING_BYTES = 1 << 32  # one ring's slots: beyond this it is a typo, not a buffer
+
+
+def _reserved_segment_names() -> frozenset[str]:
+    """Names of the segments an instance has besides its rings: a ring may not take one
+    (its creation would collide with them, or they with it)."""
+    from bot4.shm.breakers import BREAKERS_SEGMENT
+    from bot4.shm.control import CONTROL_SEGMENT
+    from bot4.shm.metrics import METRICS_SEGMENT
+    from bot4.shm.operator_log import OPERATOR_SEGMENT
+    from bot4.shm.trading_state import TRADING_SEGMENT
+
+    return frozenset(
+        {CONTROL_SEGMENT, OPERATOR_SEGMENT, BREAKERS_SEGMENT, TRADING_SEGMENT, METRICS_SEGMENT}
+    )
+
+
+def _priority(source: str, where: str, table: dict) -> int:
+    """``priority``: a SCHED_FIFO priority, 1..99 (Linux's range)."""
+    prio = _typed(source, f"{where}.priority", table.get("priority", 50), int)
+    if not 1 <= prio <= 99:
+        raise TopologyError(source, f"{where}.priority", f"must be in 1..99, got {prio}")
+    return prio
+
+
+def _unusable(exc: Exception) -> str:
+    """One line for a value a kind's checks did not expect (never a traceback)."""
+    text = " ".join(str(exc).split())[:200]
+    if isinstance(exc, Bot4Error):
+        return text
+    return f"cannot be used ({type(exc).__name__}: {text})" if text else type(exc).__name__
+
+
 def parse_topology(
     data: dict, source: str = "<topology>", *, cpu_count: int | None = None
 ) -> Topology:
@@ -307,8 +340,8 @@ def parse_topology(
                 source, f"{where}.heartbeat_timeout", st.get("heartbeat_timeout", 5.0), (int, float)
             )
         )
-        if hb <= 0:
-            raise TopologyError(source, f"{where}.heartbeat_timeout", "must be positive")
+        if not 0 < hb < float("inf"):  # NaN too: it would never time out
+            raise TopologyError(source, f"{where}.heartbeat_timeout", "must be a positive number")
         stall = float(
             _typed(source, f"{where}.stall_timeout", st.get("stall_timeout", 5.0), (int, float))
         )
@@ -319,6 +352,8 @@ def parse_topology(
             KINDS[kind].check_params(params)
         except ParamError as exc:
             raise TopologyError(source, f"stage {name}: params.{exc.key}", exc.reason) from None
+        except Exception as exc:  # a value of a shape the kind's checks did not expect
+            raise TopologyError(source, f"stage {name}: params", _unusable(exc)) from None
         stages.append(
             StageSpec(
                 name=name,
@@ -328,7 +363,7 @@ def parse_topology(
                 wait=_choice(source, f"{where}.wait", st.get("wait", "park"), WAIT_NAMES),
                 heartbeat_timeout=hb,
                 realtime=_typed(source, f"{where}.realtime", st.get("realtime", False), bool),
-                priority=_typed(source, f"{where}.priority", st.get("priority", 50), int),
+                priority=_priority(source, where, st),
                 mlock=_typed(source, f"{where}.mlock", st.get("mlock", False), bool),
                 batch=batch,
                 params=params,
@@ -337,6 +372,7 @@ def parse_topology(
         )
     rings: list[RingSpec] = []
     ring_names: set[str] = set()
+    reserved = _reserved_segment_names()
     for i, rg in enumerate(_typed(source, "ring", data.get("ring", []), list)):
         where = f"ring[{i}]"
         _typed(source, where, rg, dict)
@@ -350,9 +386,12 @@ def parse_topology(
                 raise TopologyError(source, f"{where}.{req}", "missing")
         name = _typed(source, f"{where}.name", rg["name"], str)
         where = f"ring[{i}] ({name})"
-        if not _NAME.match(name) or name == "control":
+        if not _NAME.match(name) or name in reserved:
             raise TopologyError(
-                source, f"{where}.name", f"must match {_NAME.pattern} and not be 'control'"
+                source,
+                f"{where}.name",
+                f"must match {_NAME.pattern} and not be one of {', '.join(sorted(reserved))} "
+                "(the instance's own segments)",
             )
         if name in ring_names:
             raise TopologyError(
@@ -388,6 +427,26 @@ def parse_topology(
         cap = _typed(source, f"{where}.capacity", rg["capacity"], int)
         if not is_power_of_two(cap):
             raise TopologyError(source, f"{where}.capacity", f"{cap} is not a power of two")
+        size = cap * RECORD_TYPES[rtype.upper()].itemsize
+        if size > MAX_RING_BYTES:
+            raise TopologyError(
+                source,
+                f"{where}.capacity",
+                f"{cap} slots of {RECORD_TYPES[rtype.upper()].itemsize} bytes is "
+                f"{size / 2**30:.1f} GiB; at most {MAX_RING_BYTES >> 30} GiB per ring",
+            )
+        pst = next(s for s in stages if s.name == prod)
+        try:
+            need = int(KINDS[pst.kind].out_per_in(pst.params))
+        except Exception:  # noqa: BLE001 - check_params passed; a kind that cannot say needs 1
+            need = 1
+        if cap < need:
+            raise TopologyError(
+                source,
+                f"{where}.capacity",
+                f"{cap} slots, but one input of stage {prod!r} ({pst.kind}) may produce {need} "
+                "records and a claim never spans more than the ring: it would stall for good",
+            )
         rings.append(
             RingSpec(
                 name=name,
@@ -496,25 +555,33 @@ def _parse_groups(source: str, raw: Any, cpus: int) -> tuple[GroupSpec, ...]:
                 idle=idle,
                 heartbeat_timeout=hb,
                 realtime=_typed(source, f"{where}.realtime", g.get("realtime", False), bool),
-                priority=_typed(source, f"{where}.priority", g.get("priority", 50), int),
+                priority=_priority(source, where, g),
                 mlock=_typed(source, f"{where}.mlock", g.get("mlock", False), bool),
             )
         )
     return tuple(out)
 
 
-def validate_topology(t: Topology) -> None:
+def validate_topology(t: Topology) -> list[str]:
     """Check what every stage's params point at (data files, parameter files) before any
     segment exists; the first problem is a :class:`TopologyError`
-    ``FILE: stage NAME: params.KEY: REASON``. Called by the commands that start stages."""
+    ``FILE: stage NAME: params.KEY: REASON``. Called by the commands that start stages.
+    Returns the notes the stages' checks made (``stage NAME: bad input: ...`` when a
+    recorded input loads with rows kept out), for the command to print once."""
     from bot4.stages import KINDS
     from bot4.stages.base import ParamError
 
+    notes = []
     for s in t.stages:
         try:
-            KINDS[s.kind].validate(s.params)
+            note = KINDS[s.kind].validate(s.params)
         except ParamError as exc:
             raise TopologyError(t.source, f"stage {s.name}: params.{exc.key}", exc.reason) from None
+        except Exception as exc:  # a file or value the kind's checks did not expect
+            raise TopologyError(t.source, f"stage {s.name}: params", _unusable(exc)) from None
+        if isinstance(note, str):
+            notes.append(f"stage {s.name}: {note}")
+    return notes
 
 
 def load_topology(

@@ -24,7 +24,14 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["CATEGORIES", "Bot4Error", "Code", "category", "describe"]
+__all__ = [
+    "CATEGORIES",
+    "EXIT_INPUT_REFUSED",
+    "Bot4Error",
+    "Code",
+    "category",
+    "describe",
+]
 
 
 class Code(IntEnum):
@@ -234,3 +241,10 @@ class Bot4Error(Exception):
         if code is not None:
             self.code = _as_code(code)
         super().__init__(message or describe(self.code))
+
+
+#: exit status of a stage process whose input cannot be used (a recorded data file that
+#: does not read): every restart would fail the same way, so the supervisor halts the
+#: pipeline naming the stage and the systemd unit does not restart it
+#: (``RestartPreventExitStatus``)
+EXIT_INPUT_REFUSED = 5

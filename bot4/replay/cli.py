@@ -94,12 +94,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def cmd_replay(args) -> int:
     """Run one replay from parsed arguments; prints a short summary and the paths."""
+    from bot4.marketdata.report import bad_input_line
     from bot4.replay.latency import LatencyConfig
     from bot4.replay.runner import replay
     from bot4.replay.sources import open_source
 
     latency = LatencyConfig.from_specs(args.latency)
     source = open_source(args.data)  # input problems: before any work
+    if source.report is not None and bad_input_line(source.report):
+        print(f"bot4: warning: {bad_input_line(source.report)}", file=sys.stderr, flush=True)
     out = replay(
         source,
         args.out,

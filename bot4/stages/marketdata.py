@@ -170,6 +170,16 @@ def _load_other(source: str, path: str):
     raise ValueError(f"unknown market data source {source!r} (synthetic, file, lobster, journal)")
 
 
+def _input_problem(path, exc: Exception) -> str:
+    """One line for an input that could not be read: a bot4 error's own message, else the
+    exception's type and text (a reader's bug must not become a traceback)."""
+    from bot4.records.errors import Bot4Error
+
+    if isinstance(exc, Bot4Error):
+        return str(exc)
+    return f"{path}: cannot be read ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+
+
 class MarketDataStage(Stage):
     kind = "md"
     source = True
@@ -234,8 +244,10 @@ class MarketDataStage(Stage):
 
     @classmethod
     def validate(cls, params):
-        """The recorded source is there: a file, one LOBSTER pair, a journal directory
-        (their rows are read and checked at start-up, once, by ``setup``)."""
+        """The recorded source is there (a file, one LOBSTER pair, a journal directory)
+        and reads as ``setup`` will read it: every row checked, unsorted input refused, at
+        least one usable row. Returns the bad-input line when rows are kept out (the
+        commands print it), None when the input is clean."""
         from pathlib import Path
 
         mode = params.get("source", "synthetic")
@@ -259,8 +271,34 @@ class MarketDataStage(Stage):
             raise ParamError("path", f"{p}: no such file")
         elif p.stat().st_size == 0:
             raise ParamError("path", f"{p}: file is empty")
+        from bot4.marketdata.report import bad_input_line
+
+        try:
+            data, report = load_recorded(mode, str(p), snapshot=bool(params.get("snapshot")))
+        except Exception as exc:  # any reader failure is one line, never a traceback
+            raise ParamError("path", _input_problem(p, exc)) from None
+        if len(data) == 0:
+            raise ParamError("path", f"no usable rows: {report.summary()}")
+        return bad_input_line(report)
 
     def setup(self) -> None:
+        """Read the input (recorded sources: whole, checked, once). A recorded input that
+        cannot be used ends the process after one ERROR line with ``EXIT_INPUT_REFUSED``:
+        every restart would read the same file, so the supervisor halts the pipeline
+        naming this stage instead of restarting it (``bot4 run`` read the file before any
+        segment existed: this is what is left for a file changed since)."""
+        from bot4.records.errors import EXIT_INPUT_REFUSED
+
+        try:
+            self._setup()
+        except Exception as exc:
+            if self.params.get("source", "synthetic") == "synthetic":
+                raise
+            problem = _input_problem(self.params["path"], exc)
+            log.error("stage %s: params.path: %s (not restarted)", self.spec.name, problem)
+            raise SystemExit(EXIT_INPUT_REFUSED) from None
+
+    def _setup(self) -> None:
         p = self.params
         self.mode = p.get("source", "synthetic")
         if self.mode == "synthetic":

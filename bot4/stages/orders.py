@@ -788,8 +788,14 @@ class OrdersStage(Stage):
     @classmethod
     def check_params(cls, params):
         super().check_params(params)
-        for key in ("max_open_orders", "max_instrument", "seen_capacity", "exec_capacity"):
-            check_number(params, key, integer=True, lo=1)
+        # table sizes, bounded so a typo is refused here, not at every start
+        for key, hi in (
+            ("max_open_orders", 1 << 22),
+            ("max_instrument", 65535),
+            ("seen_capacity", 1 << 24),
+            ("exec_capacity", 1 << 24),
+        ):
+            check_number(params, key, integer=True, lo=1, hi=hi)
         check_number(params, "stp_max_makers", integer=True, lo=1, hi=MAX_STP_MAKERS)
         check_number(params, "first_order_id", integer=True, lo=0)
         check_number(params, "reconcile_timeout_ms", lo=0)
@@ -802,6 +808,7 @@ class OrdersStage(Stage):
                 'stp_mode, with stp = "client")',
             )
         check_number(params, "stp_group", integer=True, lo=0, hi=(1 << 32) - 1)
+        check_type(params, "stp_mode", str, "a mode name")  # setup reads it as text
         modes = {"stp_mode": params.get("stp_mode", "venue_default")}
         check_type(params, "stp_by_strategy", dict, "a table {strategy id = mode}")
         for sid, name in params.get("stp_by_strategy", {}).items():

@@ -115,10 +115,16 @@ class RiskStage(Stage):
     def validate(cls, params):
         """The limits parse (an ``instruments_file`` is read here)."""
         try:
-            RiskLimits.from_params(limits_params(params))
+            lim = RiskLimits.from_params(limits_params(params))
         except RiskConfigError as exc:
             key = getattr(exc, "key", "-").removeprefix("params.")
             raise ParamError(key, getattr(exc, "problem", str(exc))) from None
+        try:  # what setup builds from them: money and times in int64, table sizes
+            build_arrays(lim, lim.instrument_table(), risk_producer=0)
+            if lim.max_tracked_orders > 1 << 24:
+                raise ValueError(f"max_tracked_orders {lim.max_tracked_orders} above 2^24")
+        except (OverflowError, ValueError) as exc:
+            raise ParamError("-", f"limits cannot be used: {exc}") from None
 
     def setup(self) -> None:
         params = dict(self.params)

@@ -130,7 +130,7 @@ class SyntheticMarketData(Stage):
         super().check_params(params)
         check_number(params, "rate", lo=0)
         check_number(params, "count", integer=True, lo=0)
-        check_number(params, "instruments", integer=True, lo=1)
+        check_number(params, "instruments", integer=True, lo=1, hi=65535)
         check_number(params, "seed", integer=True, lo=0)
 
     def setup(self) -> None:

@@ -143,8 +143,17 @@ class VenueStage(Stage):
     @classmethod
     def check_params(cls, params):
         super().check_params(params)
-        for key in ("instruments", "capacity", "levels", "max_open", "history", "queue"):
-            check_number(params, key, lo=1)
+        # table sizes: whole numbers, bounded so a typo is refused here instead of
+        # failing to allocate at every start of the stage
+        for key, hi in (
+            ("instruments", 65535),
+            ("capacity", 1 << 22),
+            ("levels", 1 << 16),
+            ("max_open", 1 << 22),
+            ("history", 1 << 22),
+            ("queue", 1 << 20),
+        ):
+            check_number(params, key, integer=True, lo=1, hi=hi)
         check_number(params, "latency_ns", lo=0)
         check_number(params, "maker_fee")
         check_number(params, "taker_fee")
@@ -155,7 +164,7 @@ class VenueStage(Stage):
         except ValueError as exc:
             raise ParamError("stp_default", str(exc)) from None
         check_choice(params, "md_time", ("arrival", "event"))
-        check_number(params, "max_out_per_in", integer=True, lo=1)
+        check_number(params, "max_out_per_in", integer=True, lo=1, hi=1 << 16)
         check_number(params, "orders_stage_index", integer=True, lo=-1)
         check_number(params, "disconnect_after_s", lo=0)
 

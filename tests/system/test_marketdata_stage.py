@@ -103,11 +103,14 @@ def test_bad_rows_in_a_csv_are_counted_logged_and_never_reach_signals(instance, 
         rows.append(f"{1000 + 2 * i},AAPL,quote,bid,{bid:.2f},{100 + i % 9}")
         rows.append(f"{1001 + 2 * i},AAPL,quote,ask,{ask:.2f},{100 + i % 4}")
         good += 2
-    rows.insert(100, "1100,AAPL,quote,bid,abc,100")  # malformed
-    rows.insert(200, "1200,NOPE,quote,bid,100.00,100")  # unknown instrument
-    rows.insert(300, "5,AAPL,quote,bid,100.00,100")  # time backwards
-    rows.insert(400, "1400,AAPL,quote,bid,-1.00,100")  # negative price
-    rows.insert(500, "1500,AAPL,quote,bid,150.00,100")  # crossed
+    for at, row in (
+        (100, "AAPL,quote,bid,abc,100"),  # malformed
+        (200, "NOPE,quote,bid,100.00,100"),  # unknown instrument
+        (300, "AAPL,quote,bid,1e2,100"),  # malformed too (not decimal)
+        (400, "AAPL,quote,bid,-1.00,100"),  # negative price
+        (500, "AAPL,quote,bid,150.00,100"),  # crossed
+    ):
+        rows.insert(at, f"{rows[at - 1].split(',')[0]},{row}")  # in time order
     path = tmp_path / "ticks.csv"
     path.write_text("\n".join(rows) + "\n")
     st, log = run(
@@ -117,12 +120,13 @@ def test_bad_rows_in_a_csv_are_counted_logged_and_never_reach_signals(instance, 
     )
     assert st["md"]["records_out"] == good
     assert st["signals"]["records_in"] == good
-    for reason in (
-        "MALFORMED_ROW",
-        "UNKNOWN_INSTRUMENT",
-        "TIME_BACKWARDS",
-        "NEGATIVE_PRICE",
-        "CROSSED_QUOTE",
+    for reason, n in (
+        ("MALFORMED_ROW", 2),
+        ("UNKNOWN_INSTRUMENT", 1),
+        ("NEGATIVE_PRICE", 1),
+        ("CROSSED_QUOTE", 1),
     ):
-        assert f"{reason.lower()} 1" in log, reason
+        assert f"{reason.lower()} {n}" in log, reason
+    # said once by the command, before the start, as bot4 replay says it
+    assert log.count("bot4: warning: stage md: bad input: ") == 1, log
     assert not instance_segments(instance)

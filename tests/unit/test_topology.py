@@ -207,7 +207,8 @@ def test_missing_data_and_parameter_files_are_one_line_before_the_start(tmp_path
             md_topology({"source": "file", "path": str(tmp_path / "no.csv")}),
             "stage md: params.path",
         ),
-        (md_topology({"source": "journal", "path": str(tmp_path)}), None),  # a directory: fine
+        # a directory, but no market data in it: read at the check, refused there
+        (md_topology({"source": "journal", "path": str(tmp_path)}), "stage md: params.path"),
         (
             md_topology({}, {"params_file": str(tmp_path / "p.json")}),
             "stage signals: params.params_file",
