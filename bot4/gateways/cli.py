@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 
@@ -16,11 +15,11 @@ def _addr(text: str) -> tuple[str, int]:
 
 
 def cmd_exchange(args) -> int:
+    from bot4 import logs
     from bot4.gateways.exchange import ExchangeConfig, Faults, serve
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s exchange[%(process)d] %(levelname)s %(message)s"
-    )
+    # a server's lines, like a stage's: `<time> exchange[<pid>] <LEVEL> ...` (bot4.logs)
+    logs.configure(logs.resolve(), "exchange")
     users = {}
     for u in args.user or []:
         name, _, pw = u.partition(":")
