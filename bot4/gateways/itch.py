@@ -316,44 +316,15 @@ def _u64(b, o):
     return (_u32(b, o) << np.uint64(32)) | _u32(b, o + 4)
 
 
-@njit(nogil=True, cache=True)
-def _length_of(t):
-    c = chr(t)
-    if c == "S" or c == "W":
-        return 12
-    if c == "R":
-        return 39
-    if c == "H":
-        return 25
-    if c == "Y" or c == "N":
-        return 20
-    if c == "L":
-        return 26
-    if c == "V" or c == "J":
-        return 35
-    if c == "K":
-        return 28
-    if c == "h":
-        return 21
-    if c == "A":
-        return 36
-    if c == "F" or c == "Q":
-        return 40
-    if c == "E":
-        return 31
-    if c == "C":
-        return 36
-    if c == "X":
-        return 23
-    if c == "D" or c == "B":
-        return 19
-    if c == "U":
-        return 35
-    if c == "P":
-        return 44
-    if c == "I":
-        return 50
-    return 0
+#: message length by type byte (0 = unknown type): a constant array numba folds in
+LENGTH_BY_TYPE = np.zeros(256, np.int64)
+for _t, _n in MESSAGE_LENGTHS.items():
+    LENGTH_BY_TYPE[_t[0]] = _n
+
+# type and flag bytes as integers: the kernel compares bytes, never strings
+_A, _F, _E, _C, _X, _D, _U, _P, _Q, _H, _R = (ord(x) for x in "AFECXDUPQHR")
+_B, _Y, _S_HALT, _Q_QUOTE = ord("B"), ord("Y"), ord("H"), ord("Q")
+_PAUSED = ord("P")
 
 
 @njit(nogil=True, cache=True)
@@ -431,7 +402,7 @@ def itch_decode_kernel(msgs, lens, seqs, recvs, start, count, day_ns, out, seq0,
         mseq = seqs[slot]
         recv = recvs[slot]
         t = b[0]
-        want = _length_of(t)
+        want = LENGTH_BY_TYPE[t]
         if want == 0:
             dstats[DS_UNKNOWN_TYPE] += 1
             continue
@@ -441,15 +412,14 @@ def itch_decode_kernel(msgs, lens, seqs, recvs, start, count, day_ns, out, seq0,
         dstats[DS_MESSAGES] += 1
         loc = np.int64(_u16(b, 1))
         ts = day_ns + np.int64(_u48(b, 5))
-        c = chr(t)
-        if c == "R":
+        if t == _R:
             key = _u64(b, 11)
             for j in range(sym_keys.size):
                 if sym_keys[j] == key:
                     locate_map[loc] = sym_ids[j]
             dstats[DS_IGNORED] += 1
             continue
-        if c not in ("A", "F", "E", "C", "X", "D", "U", "P", "Q", "H"):
+        if t not in (_A, _F, _E, _C, _X, _D, _U, _P, _Q, _H):  # fmt: skip
             dstats[DS_IGNORED] += 1
             continue
         inst = locate_map[loc]
@@ -459,8 +429,8 @@ def itch_decode_kernel(msgs, lens, seqs, recvs, start, count, day_ns, out, seq0,
         o = out
         n0 = n
         w = n if emit else 0  # without emit every message is written at out[0] and dropped
-        if c == "A" or c == "F":
-            side = SIDE_BUY if chr(b[19]) == "B" else SIDE_SELL
+        if t in (_A, _F):
+            side = SIDE_BUY if b[19] == _B else SIDE_SELL
             w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_ADD, side,
                       np.int64(_u32(b, 32)), np.int64(_u32(b, 20)), _u64(b, 11), 0)  # fmt: skip
             if not _book_event(o, w, inst, keys, sizes, nlev, lstats, ids, oqty, oprice, oside,
@@ -468,7 +438,7 @@ def itch_decode_kernel(msgs, lens, seqs, recvs, start, count, day_ns, out, seq0,
                 w -= 1
                 continue
             w = _quotes(o, w, seq0, mseq, ts, recv, inst, keys, sizes, nlev, last_q)
-        elif c == "E" or c == "C" or c == "X" or c == "D" or c == "U":
+        elif t in (_E, _C, _X, _D, _U):
             ref = _u64(b, 11)
             j = _lookup(ids, ref)
             if j < 0:
@@ -477,24 +447,24 @@ def itch_decode_kernel(msgs, lens, seqs, recvs, start, count, day_ns, out, seq0,
             px = oprice[j]
             sd = np.int64(oside[j])
             left = oqty[j]
-            if c == "E" or c == "C":
+            if t in (_E, _C):
                 q = np.int64(_u32(b, 19))
                 w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_EXEC, sd, px, q, ref, 0)
                 _book_event(o, w, inst, keys, sizes, nlev, lstats, ids, oqty, oprice, oside,
                             oseq, live, ostats, dstats)  # fmt: skip
                 tpx = px
                 printable = True
-                if c == "C":
+                if t == _C:
                     tpx = np.int64(_u32(b, 32))
-                    printable = chr(b[31]) == "Y"
+                    printable = b[31] == _Y
                 if printable:
                     w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_TRADE, -sd, tpx, q, 0, 0)
-            elif c == "X":
+            elif t == _X:
                 q = np.int64(_u32(b, 19))
                 w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_CANCEL, sd, px, q, ref, 0)
                 _book_event(o, w, inst, keys, sizes, nlev, lstats, ids, oqty, oprice, oside,
                             oseq, live, ostats, dstats)  # fmt: skip
-            elif c == "D":
+            elif t == _D:
                 w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_DELETE, sd, px, left, ref, 0)
                 _book_event(o, w, inst, keys, sizes, nlev, lstats, ids, oqty, oprice, oside,
                             oseq, live, ostats, dstats)  # fmt: skip
@@ -508,22 +478,22 @@ def itch_decode_kernel(msgs, lens, seqs, recvs, start, count, day_ns, out, seq0,
                                    oside, oseq, live, ostats, dstats):  # fmt: skip
                     w -= 1
             w = _quotes(o, w, seq0, mseq, ts, recv, inst, keys, sizes, nlev, last_q)
-        elif c == "P":
-            sd = SIDE_BUY if chr(b[19]) == "B" else SIDE_SELL
+        elif t == _P:
+            sd = SIDE_BUY if b[19] == _B else SIDE_SELL
             px = np.int64(_u32(b, 32))
             q = np.int64(_u32(b, 20))
             w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_HIDDEN_EXEC, sd, px, q, 0, 0)
             w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_TRADE, -sd, px, q, 0, 0)
-        elif c == "Q":
+        elif t == _Q:
             q = np.int64(_u64(b, 11))
             px = np.int64(_u32(b, 27))
             w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_CROSS_TRADE, 0, px, q, 0, 0)
         else:  # H
-            st = chr(b[19])
+            st = b[19]
             fl = MDF_RESUME
-            if st == "H" or st == "P":
+            if st in (_S_HALT, _PAUSED):
                 fl = MDF_HALT
-            elif st == "Q":
+            elif st == _Q_QUOTE:
                 fl = MDF_QUOTING
             w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_TRADING_HALT, 0, 0, 0, 0, fl)
         if emit:
