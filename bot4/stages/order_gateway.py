@@ -216,9 +216,8 @@ class OrderGatewayStage(Stage):
         self.c = {k: 0 for k in ("sent", "resent", "skipped_resend", "reports", "replayed",
                                   "foreign", "broken_trades", "connects", "logins",
                                   "login_rejects", "disconnects", "bad_frames", "queries",
-                                  "throttled", "outq_full", "errors")}  # fmt: skip
+                                  "throttled", "outq_full", "errors", "bad_actions")}  # fmt: skip
         d = data_dir() / "gateway" / self.instance
-        d.mkdir(parents=True, exist_ok=True)
         self.wal_path = d / f"{self.spec.name}.s{self.session}.orders"
         self.wal_seqs: set[int] = set()
         if self.wal_path.exists():
@@ -227,7 +226,7 @@ class OrderGatewayStage(Stage):
             for r in np.frombuffer(raw[: n * ORDER.itemsize], ORDER):
                 self._remember(r)
             log.info("order_gateway: %d orders from the write-ahead file", n)
-        self.wal = os.open(self.wal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.wal = -1  # opened at the first order (bot4 warm runs setup and creates nothing)
 
     def _remember(self, r) -> None:
         self.wal_seqs.add(int(r["seq"]))
@@ -272,7 +271,9 @@ class OrderGatewayStage(Stage):
         self.task.cancel()
         if self.proto is not None:
             self.proto.transport.close()
-        os.close(self.wal)
+        if self.wal >= 0:
+            os.close(self.wal)
+            self.wal = -1
 
     async def _session(self) -> None:
         loop = asyncio.get_running_loop()
@@ -541,9 +542,12 @@ class OrderGatewayStage(Stage):
             if a == ACTION_QUERY:
                 n = self._query(r, out, n, seq)
                 continue
+            if a not in (ACTION_NEW, ACTION_REPLACE, ACTION_CANCEL, ACTION_CANCEL_ALL):
+                self.c["bad_actions"] += 1
+                continue
             fresh = int(r["seq"]) not in self.wal_seqs
             if fresh:
-                os.write(self.wal, r.tobytes())  # before it leaves: a restart knows it
+                self._journal(r)  # before it leaves: a restart knows it
                 self._remember(r)
             if a == ACTION_NEW:
                 self._send_new(r, fresh)
@@ -560,6 +564,12 @@ class OrderGatewayStage(Stage):
                 self.bucket -= 1
         counts[0] = n
         return seq + n
+
+    def _journal(self, r) -> None:
+        if self.wal < 0:
+            self.wal_path.parent.mkdir(parents=True, exist_ok=True)
+            self.wal = os.open(self.wal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.write(self.wal, r.tobytes())
 
     def _query(self, r, out, n, seq):
         self.c["queries"] += 1
