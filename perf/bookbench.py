@@ -146,7 +146,7 @@ def main() -> int:
             t = time.perf_counter()
             done = build_kernel(
                 records, 0, book, b.cfg, b.px, b.qty, b.cnt, b.n, b.seeded, b.stale, b.qpx,
-                b.qqty, b.ppx, b.pqty, b.pcnt, b.ids, b.oq, b.op, b.osd, b.osq, b.live, b.stats,
+                b.qqty, b.ppx, b.pqty, b.pcnt, b.otab, b.live, b.stats,
                 out, counts, lv,
             )  # fmt: skip
             fast.append(time.perf_counter() - t)

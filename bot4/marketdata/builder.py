@@ -4,8 +4,8 @@ The md stage's books are built here from order-level events (``MD_BOOK_ADD`` / `
 / ``DELETE`` / ``EXEC`` records; LOBSTER today, an ITCH gateway later), never copied from
 a reference book. Per instrument and side the book keeps up to ``window`` price levels,
 best first, each with its aggregate visible size and an order count, plus one order map
-(id -> remaining size, price, side, add seq; :mod:`bot4.marketdata.book`'s open-addressing
-table) to apply executes, partial cancels and deletes by order id.
+(id -> remaining size, price, side, add seq; open addressing, one 32-byte row per order)
+to apply executes, partial cancels and deletes by order id.
 
 For each message, in order, :func:`build_kernel` writes the records the stage publishes:
 
@@ -59,7 +59,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from bot4.marketdata.book import _insert, _lookup, _rehash, _remove
 from bot4.marketdata.lobster import DUMMY_ASK_PRICE, DUMMY_BID_PRICE
 from bot4.records import (
     BOOK_LEVEL,
@@ -281,11 +280,72 @@ def _unapply(px, qty, cnt, n, stats, window, i, kind, side, p, q):
         _insert_level(px, qty, cnt, n, stats, window, i, s, -j - 1, p, q, 1)
 
 
+# --- the order map: open addressing, one 32-byte row per order -------------------------------
+# otab[slot] = (id, remaining qty, price, seq * 4 + side + 1); id 0 = empty slot. One row per
+# order keeps a hit to one cache line (a table of five parallel arrays touches five).
+O_ID, O_QTY, O_PX, O_SQ = range(4)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _ohome(oid, mask):
+    return np.int64(((np.uint64(oid) * _GOLDEN) >> np.uint64(32)) & np.uint64(mask))
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _olookup(otab, oid):
+    mask = otab.shape[0] - 1
+    k = _ohome(oid, mask)
+    while otab[k, O_ID] != 0:
+        if otab[k, O_ID] == oid:
+            return k
+        k = (k + 1) & mask
+    return -1
+
+
+@njit(nogil=True, cache=True)
+def _oinsert(otab, oid, q, p, side, seq):
+    mask = otab.shape[0] - 1
+    k = _ohome(oid, mask)
+    while otab[k, O_ID] != 0:
+        k = (k + 1) & mask
+    otab[k, O_ID] = oid
+    otab[k, O_QTY] = q
+    otab[k, O_PX] = p
+    otab[k, O_SQ] = np.int64(seq) * 4 + side + 1
+
+
+@njit(nogil=True, cache=True)
+def _oremove(otab, k):
+    """Backward-shift deletion: no tombstones, probe chains stay short."""
+    mask = otab.shape[0] - 1
+    j = k
+    while True:
+        j = (j + 1) & mask
+        if otab[j, O_ID] == 0:
+            break
+        h = _ohome(otab[j, O_ID], mask)
+        if (k <= j and k < h <= j) or (k > j and (h > k or h <= j)):
+            continue
+        for c in range(4):
+            otab[k, c] = otab[j, c]
+        k = j
+    otab[k, O_ID] = 0
+
+
+@njit(nogil=True, cache=True)
+def _orehash(old, new):
+    for k in range(old.shape[0]):
+        if old[k, O_ID] != 0:
+            r = old[k]
+            _oinsert(new, r[O_ID], r[O_QTY], r[O_PX], (r[O_SQ] & 3) - 1, r[O_SQ] >> 2)
+
+
 # --- one message ----------------------------------------------------------------------------
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _apply(px, qty, cnt, n, stats, window, ids, oq, op, osd, osq, live, i, r):
+def _apply(px, qty, cnt, n, stats, window, otab, live, i, r):
     """Apply one book event to instrument ``i``; returns True when it opened a gap."""
     kind = r.kind
     if kind < MD_BOOK_ADD or kind > MD_BOOK_EXEC:
@@ -300,15 +360,14 @@ def _apply(px, qty, cnt, n, stats, window, ids, oq, op, osd, osq, live, i, r):
             stats[B_BAD_SIDE] += 1
             return False
         if oid != 0:
-            k = _lookup(ids, oid)
+            k = _olookup(otab, np.int64(oid))
             if k >= 0:
                 stats[B_DUPLICATE] += 1
-                oq[k] = q
-                op[k] = p
-                osd[k] = side
-                osq[k] = r.seq
+                otab[k, O_QTY] = q
+                otab[k, O_PX] = p
+                otab[k, O_SQ] = np.int64(r.seq) * 4 + side + 1
             else:
-                _insert(ids, oq, op, osd, osq, oid, q, p, side, r.seq)
+                _oinsert(otab, np.int64(oid), q, p, side, r.seq)
                 live[0] += 1
         s = BID if side == SIDE_BUY else ASK
         j = _find(px, n, i, s, p)
@@ -321,14 +380,15 @@ def _apply(px, qty, cnt, n, stats, window, ids, oq, op, osd, osq, live, i, r):
         return False
     # cancel, delete, execution: by order id, the message's price and side when it has them
     gone = kind == MD_BOOK_DELETE
-    k = _lookup(ids, oid) if oid != 0 else -1
+    k = _olookup(otab, np.int64(oid)) if oid != 0 else -1
     if k >= 0:
+        o_side = (otab[k, O_SQ] & 3) - 1
         if p == 0:
-            p = op[k]
-            side = osd[k]
-        elif op[k] != p or osd[k] != side:
+            p = otab[k, O_PX]
+            side = o_side
+        elif otab[k, O_PX] != p or o_side != side:
             stats[B_ORDER_MISMATCH] += 1
-        left = oq[k] - q
+        left = otab[k, O_QTY] - q
         if kind == MD_BOOK_DELETE:
             if left != 0:
                 stats[B_DELETE_MISMATCH] += 1
@@ -336,9 +396,9 @@ def _apply(px, qty, cnt, n, stats, window, ids, oq, op, osd, osq, live, i, r):
         if left < 0:
             stats[B_OVERFILL] += 1
         if left > 0:
-            oq[k] = left
+            otab[k, O_QTY] = left
         else:
-            _remove(ids, oq, op, osd, osq, k)
+            _oremove(otab, k)
             live[0] -= 1
             gone = True
     else:
@@ -425,7 +485,7 @@ def _publish(r, i, flags, px, qty, cnt, n, depth, qpx, qqty, ppx, pqty, pcnt, ou
 @njit(nogil=True, cache=True)
 def build_kernel(
     msgs, start, ref, cfg, px, qty, cnt, n, seeded, stale, qpx, qqty, ppx, pqty, pcnt,
-    ids, oq, op, osd, osq, live, stats, out, counts, lv,
+    otab, live, stats, out, counts, lv,
 ):  # fmt: skip
     """Apply ``msgs[start:]`` in order, writing what is published to ``out`` (MARKET_DATA)
     and ``lv`` (BOOK_LEVEL) from ``counts[0]`` / ``counts[1]`` on (advanced).
@@ -440,7 +500,7 @@ def build_kernel(
     depth = cfg[CFG_DEPTH]
     check = cfg[CFG_CHECK] != 0
     use_ref = cfg[CFG_REFERENCE] != 0 and ref.shape[0] > 0
-    limit = ids.size * 3 // 4
+    limit = otab.shape[0] * 3 // 4
     n_inst = px.shape[0]
     nm = counts[0]
     nl = counts[1]
@@ -473,7 +533,7 @@ def build_kernel(
             seeded[i] = 1
             stats[B_SEEDED] += _seed(px, qty, cnt, n, window, i, ref, row)
             _unapply(px, qty, cnt, n, stats, window, i, r.kind, r.side, r.price, r.qty)
-        gap = _apply(px, qty, cnt, n, stats, window, ids, oq, op, osd, osq, live, i, r)
+        gap = _apply(px, qty, cnt, n, stats, window, otab, live, i, r)
         if has_row:
             stats[B_SLIDE_IN] += _slide_in(px, qty, cnt, n, window, i, ref, row)
             if check:
@@ -561,11 +621,7 @@ class BookBuilder:
         self.stats = np.zeros(len(BUILD_STATS), np.int64)
 
     def _alloc_orders(self, cap: int) -> None:
-        self.ids = np.zeros(cap, np.uint64)
-        self.oq = np.zeros(cap, np.int64)
-        self.op = np.zeros(cap, np.int64)
-        self.osd = np.zeros(cap, np.int8)
-        self.osq = np.zeros(cap, np.uint64)
+        self.otab = np.zeros((cap, 4), np.int64)  # the order map (O_* columns)
 
     @property
     def window(self) -> int:
@@ -595,17 +651,17 @@ class BookBuilder:
         while True:
             m = build_kernel(
                 msgs, m, ref, self.cfg, self.px, self.qty, self.cnt, self.n, self.seeded,
-                self.stale, self.qpx, self.qqty, self.ppx, self.pqty, self.pcnt, self.ids,
-                self.oq, self.op, self.osd, self.osq, self.live, self.stats, out, counts, lv,
+                self.stale, self.qpx, self.qqty, self.ppx, self.pqty, self.pcnt, self.otab,
+                self.live, self.stats, out, counts, lv,
             )  # fmt: skip
             if m >= len(msgs):
                 break
             if counts[1] + 2 * self.depth > len(lv):
                 lv = np.concatenate([lv, np.zeros(len(lv), BOOK_LEVEL)])
-            if self.live[0] + 1 > self.ids.size * 3 // 4:
-                old = (self.ids, self.oq, self.op, self.osd, self.osq)
-                self._alloc_orders(2 * self.ids.size)
-                _rehash(*old, self.ids, self.oq, self.op, self.osd, self.osq)
+            if self.live[0] + 1 > self.otab.shape[0] * 3 // 4:
+                old = self.otab
+                self._alloc_orders(2 * old.shape[0])
+                _orehash(old, self.otab)
         return out[: counts[0]].copy(), lv[: counts[1]].copy()
 
     def top(self, instrument: int, levels: int | None = None) -> np.ndarray:
