@@ -14,7 +14,8 @@ params:
   starts from the book the file starts in, not from an empty one;
 * ``depth`` — lobster: BOOK_LEVEL positions per side published on the stage's
   ``book_level`` outputs (default 5, capped at the file's levels; outputs of type
-  ``book_level`` get nothing from other sources);
+  ``book_level`` get nothing from other sources; their rings need a capacity of at least
+  2 x depth, the most one message can change);
 * ``book_check`` — lobster: compare the rebuilt book with LOBSTER's orderbook file after
   every message (default true; a difference is a gap: counted, the instrument flagged
   ``MDF_BOOK_STALE``, the book re-seeded from the row);
@@ -369,6 +370,15 @@ class MarketDataStage(Stage):
             counts[self.md_outs] = sub
             counts[self.level_outs] = 0
             return k, nxt
+        if self.levels is not None:
+            # never more level updates than the level views hold (a book_level ring needs a
+            # capacity of at least 2 x depth, the most one position carries)
+            room = min(len(outs[j]) for j in self.level_outs)
+            a = int(self.lv_off[position])
+            fit = int(np.searchsorted(self.lv_off, a + room, side="right")) - 1 - position
+            n = min(n, fit)
+            if n <= 0:
+                return 0, seq
         now = self.clock()
         first = self.md_outs[0]
         nxt = _emit(self.data, outs[first], position, n, seq, now)
