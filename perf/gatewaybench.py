@@ -110,7 +110,7 @@ def decode_throughput() -> None:
 def decode_split() -> None:
     """Where the decoder's time goes: the same kernel source compiled with the order-table
     call, the level-book call and the quote emission each cut out (text substitution into
-    a throw-away module; the adds of the AMZN day at 20 price levels)."""
+    a throw-away module; the AMZN level-1 day)."""
     from bot4.gateways import itch, mold
     from bot4.marketdata.book import OrderTable
     from bot4.records import MARKET_DATA
@@ -130,12 +130,10 @@ def decode_split() -> None:
     )
     variants = {"full": [], "no order table": [cut_orders], "no level book": [cut_book],
                 "no quotes": [cut_quotes], "decode only": [cut_orders, cut_book, cut_quotes]}  # fmt: skip
-    n = 89_654
-    g = np.zeros(n, itch.GENERIC)
-    g["type"], g["locate"], g["side"], g["shares"], g["stock"] = b"A", 1, b"B", 100, b"AMZN    "
-    g["ref"] = np.arange(1, n + 1)
-    g["price"] = 2_000_000 + (np.arange(n) % 20) * 100
-    buf, offs = itch.encode(g)
+    from bot4.gateways.exchange import lobster_to_itch
+
+    feed = lobster_to_itch([AMZN])
+    n, buf, offs = feed.messages, feed.buf, feed.offsets
     cap = 1 << 17
     msgs = np.zeros((cap, mold.SLOT), np.uint8)
     lens, seqs, recvs = (np.zeros(cap, np.int64) for _ in range(3))
@@ -146,7 +144,7 @@ def decode_split() -> None:
         mold.mold_ingest_kernel(body, s0, int.from_bytes(p[18:20], "big"), msgs, lens, seqs,
                                 recvs, have, 1, 0, res)  # fmt: skip
     out = np.zeros(4 * n, MARKET_DATA)
-    print("ITCH decoder split (Add messages, M msg/s, best of 3):")
+    print("ITCH decoder split (AMZN day, M msg/s, best of 3):")
     for name, cuts in variants.items():
         text = src
         for a, b in cuts:
@@ -161,9 +159,10 @@ def decode_split() -> None:
         best = float("inf")
         for _ in range(3):
             keys, sizes, nlev, lst, lq = itch.new_books(5, 1024)
-            t = OrderTable(1 << 18)
+            t = OrderTable(4096)
             lm = np.zeros(1 << 16, np.int64)
             lm[1] = 2
+            lm[2:] = 0
             t0 = time.perf_counter()
             m.itch_decode_kernel(msgs, lens, seqs, recvs, 1, n, 0, out, 1, lm,
                                  np.zeros(1, np.uint64), np.zeros(1, np.int64), keys, sizes,

@@ -32,7 +32,7 @@ to), ``rerequest`` (``"127.0.0.1:31001"``, the re-request server), ``session``
 (``"BOT4SIM"``), ``symbols`` (every instrument of the instrument table), ``date`` (the
 feed's trading day, ``YYYY-MM-DD``: ITCH timestamps are ns since midnight US/Eastern;
 default today), ``store`` (65536 messages, a power of two), ``levels`` (1024 per side),
-``orders`` (262144: order table capacity), ``rerequest_ms`` (20), ``max_request`` (2000).
+``orders`` (4096: initial order table capacity; it doubles before it could fill), ``rerequest_ms`` (20), ``max_request`` (2000).
 """
 
 from __future__ import annotations
@@ -142,7 +142,9 @@ class MdGatewayStage(Stage):
         self.have = np.zeros(cap, np.bool_)
         self.cap = cap
         self.books = itch.new_books(max(ids), int(p.get("levels", 1024)))
-        self.table = OrderTable(int(p.get("orders", 1 << 18)))
+        # small enough to stay in cache (its lookups are the decoder's main cost); grown
+        # between duty cycles before it can fill (see _room)
+        self.table = OrderTable(int(p.get("orders", 4096)))
         self.locate_map = np.zeros(1 << 16, np.int64)
         self.dstats = np.zeros(len(itch.DECODER_STATS), np.int64)
         self.ingest = np.zeros(mold.INGEST_WORDS, np.int64)
@@ -169,7 +171,13 @@ class MdGatewayStage(Stage):
         m.mold_hole_kernel(self.have, self.seqs, 1, 0)
         self._decode(1, 0, self.scratch, 1, False)
 
+    def _room(self, count: int) -> None:
+        """Grow the order table so ``count`` more adds fit under its 3/4 load limit."""
+        while len(self.table) + count > self.table.capacity * 3 // 4:
+            self.table._grow()
+
     def _decode(self, start: int, count: int, out: np.ndarray, seq0: int, emit: bool) -> int:
+        self._room(count)
         t = self.table
         keys, sizes, nlev, lstats, last_q = self.books
         return int(
