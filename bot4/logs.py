@@ -13,7 +13,7 @@ Settings, first found wins:
 Formats. ``text``: a stage's line is ``<time> <process>[<pid>] <LEVEL> <message>``
 followed by the event's fields as ``key=value`` (values that are not plain words as JSON),
 the supervisor's and the CLI's are ``bot4: <message>`` (``bot4: error: ...`` at ERROR and
-above), as before. ``json``: one object per line (orjson): ``ts`` (UTC, ISO 8601, ms),
+above), as before, their fields in JSON only. ``json``: one object per line (orjson): ``ts`` (UTC, ISO 8601, ms),
 ``level``, ``process``, ``pid``, ``logger``, ``msg`` (the rendered text), ``event`` (a
 stable snake_case name, or null) and the event's fields at top level (a field named like
 one of those keys is renamed ``field_<key>``); ``exc`` holds a traceback when one is
@@ -178,7 +178,7 @@ class Bot4Formatter(logging.Formatter):
                 doc["exc"] = self.formatException(record.exc_info)
             line = _json(doc)
         else:
-            if fields:
+            if fields and not self.tool:  # a tool's line says it all in words
                 msg += "  " + " ".join(f"{k}={_word(v)}" for k, v in fields.items())
             if record.exc_info:
                 msg += "\n" + self.formatException(record.exc_info)

@@ -59,6 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from bot4.journal import FSYNC_POLICIES, JournalCorrupt, JournalWriter
+from bot4.logs import log_event
 from bot4.paths import data_dir
 from bot4.records import OPERATOR_ACTION
 from bot4.records.errors import Code
@@ -70,6 +71,40 @@ from bot4.stages.base import check_choice, check_number, check_type
 from bot4.stages.standins import CountSink
 
 log = logging.getLogger("bot4.stage")
+_OP_NAMES = {1: "breaker trip", 2: "breaker reset", 3: "halt", 4: "reduce", 5: "resume"}
+_TARGET_NAMES = {1: "breaker", 2: "instrument", 3: "global"}
+
+
+def _log_operator_action(rec) -> None:
+    """Who changed what, once it is journalled (WARNING ``operator_action``): the risk stage
+    logs the state change itself (``breaker_transition``, ``trading_state``); this line
+    names the operator, from the audit record."""
+
+    def text(b: bytes) -> str:
+        return b.decode("ascii", "replace").rstrip("\x00")
+
+    action = _OP_NAMES.get(int(rec["action"]), str(int(rec["action"])))
+    kind = _TARGET_NAMES.get(int(rec["target_kind"]), str(int(rec["target_kind"])))
+    who, note = text(rec["who"]), text(rec["note"])
+    log_event(
+        log,
+        logging.WARNING,
+        "operator_action",
+        "operator %s: %s %s %d%s",
+        who,
+        action,
+        kind,
+        int(rec["target"]),
+        f" ({note})" if note else "",
+        who=who,
+        action=action,
+        target_kind=kind,
+        target=int(rec["target"]),
+        old_state=int(rec["old_state"]),
+        new_state=int(rec["new_state"]),
+        note=note,
+    )
+
 
 OPLOG_POLL_NS = 5_000_000  # operator actions are journalled within 5 ms
 RECONCILE_EVERY_S = 30.0  # journal-vs-database reconciliation while loading, at most this often
@@ -240,6 +275,8 @@ class PersistenceStage(CountSink):
             self.writer.flush()
             self.frames += 1
             self.op_actions += n
+            for rec in self.op_buf[:n]:
+                _log_operator_action(rec)
         self.oplog.release()
         return n
 

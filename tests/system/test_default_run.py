@@ -55,7 +55,8 @@ def test_default_run_turns_synthetic_ticks_into_intents_orders_and_fills(
     )  # decisions, orders, executions
     assert all(s["state"] == "stopped" and s["restarts"] == 0 for s in st.values())
     log = out.stdout + out.stderr
-    assert "sending CANCEL_ALL" in log and "'live_orders': 0" in log  # nothing left resting
+    # nothing left resting (the venue's stage_summary event, its fields as JSON)
+    assert "sending CANCEL_ALL" in log and '"live_orders":0' in log
     # every event persistence read is in its journal, once, intact
     journal = tmp_path / "bot4-data" / "journal" / instance
     rep = JournalReader(journal).verify()

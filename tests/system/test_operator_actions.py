@@ -1,6 +1,6 @@
 """Operator actions (`bot4 halt|resume|breaker`) on a running default pipeline reach the
 persistence stage's journal: who, what, old and new state, in the order they were taken,
-each once."""
+each once; the risk stage logs each change at its level, persistence who made it."""
 
 from __future__ import annotations
 
@@ -56,4 +56,19 @@ def test_operator_actions_are_journalled_once_in_order(instance, procs, tmp_path
     halt, resume = acts[0], acts[1]
     assert int(halt["new_state"]) != int(resume["new_state"])
     assert int(resume["old_state"]) == int(halt["new_state"])
+    # the log: the risk stage saw each change at its level (bot4/stages/state_log.py), and
+    # persistence named who made it once journalled
+    lines = log.splitlines()
+
+    def seen(stage: str, level: str, text: str) -> bool:
+        return any(f"{stage}[" in ln and f"] {level} " in ln and text in ln for ln in lines)
+
+    assert seen("risk", "WARNING", "trading instrument 1 (AAPL): active -> halted by operator")
+    assert seen("risk", "INFO", "trading instrument 1 (AAPL): halted -> active by operator")
+    assert seen("risk", "WARNING", "breaker db: closed -> open (operator trip: open until reset)")
+    assert seen("risk", "INFO", "breaker db: open -> closed")
+    who = bytes(acts[0]["who"]).rstrip(b"\0").decode()
+    for text in ("halt instrument 1 (first)", "resume instrument 1 (second)",
+                 "breaker trip breaker 1 (third)", "breaker reset breaker 1 (fourth)"):  # fmt: skip
+        assert seen("persistence", "WARNING", f"operator {who}: {text}"), text
     assert not instance_segments(instance)

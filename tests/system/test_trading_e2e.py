@@ -19,6 +19,7 @@ import time
 import pytest
 
 from bot4.records import DEFAULT_INSTRUMENTS
+from bot4.shm import control as C
 from bot4.shm.segment import instance_segments
 from tests.seeds import seeded_rng
 from tests.system.pipeline_util import BOT4, stage_block, wait_running
@@ -39,6 +40,22 @@ def summary(log: str, stage: str, marker: str) -> dict:
     m = re.findall(rf"{stage}\[\d+\] INFO {marker}  summary=(\{{.*\}})", log)
     assert m, f"no '{marker}' line from {stage} in the log"
     return _int_keys(json.loads(m[-1]))
+
+
+def replacement_running(instance: str, index: int, killed_pid: int, restarts: int) -> bool:
+    """The stage's replacement process attached (it wrote its own pid) and reports running.
+    The state word alone is not enough: a SIGKILLed stage leaves RUNNING in it, so a
+    restart counted but not yet started would pass for a running one."""
+    cb = C.ControlBlock(instance, readonly=True)
+    b = cb.stage(index)
+    ok = (
+        int(b[C.S_RESTARTS]) >= restarts
+        and int(b[C.S_PID_SEEN]) not in (0, killed_pid)
+        and int(b[C.S_STATE]) == C.STAGE_RUNNING
+    )
+    del b
+    cb.close()
+    return ok
 
 
 def start(instance, tmp_path, duration):
@@ -86,7 +103,7 @@ def test_orders_stage_sigkilled_mid_stream_sends_no_order_twice(instance, procs,
         o = stage_block(instance, 3)  # orders
         os.kill(o["pid"], signal.SIGKILL)
         deadline = time.monotonic() + 60
-        while stage_block(instance, 3)["restarts"] < k or stage_block(instance, 3)["state"] != 2:
+        while not replacement_running(instance, 3, o["pid"], k):
             assert time.monotonic() < deadline, "orders stage not restarted"
             time.sleep(0.05)
     log, _ = p.communicate(timeout=200)
@@ -114,9 +131,10 @@ def test_risk_stage_sigkilled_mid_stream_rebuilds_positions_from_the_journal(
     wait_running(instance)
     for k in (1, 2):
         time.sleep(2.0)
-        os.kill(stage_block(instance, 2)["pid"], signal.SIGKILL)  # risk
+        killed = stage_block(instance, 2)["pid"]  # risk
+        os.kill(killed, signal.SIGKILL)
         deadline = time.monotonic() + 60
-        while stage_block(instance, 2)["restarts"] < k or stage_block(instance, 2)["state"] != 2:
+        while not replacement_running(instance, 2, killed, k):
             assert time.monotonic() < deadline, "risk stage not restarted"
             time.sleep(0.05)
     log, _ = p.communicate(timeout=200)
