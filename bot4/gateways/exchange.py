@@ -646,7 +646,7 @@ class Exchange:
         elif et == EXEC_REPLACED:
             leaves = int(e["leaves_qty"])
             if o.prev_token:  # a Replace: the new token takes over
-                prev = self.orders[self.orders_token(acct, o.prev_token)]
+                prev = self.orders[acct.tokens[o.prev_token]]
                 prev.live = False
                 o.shares = leaves
                 msg = ouch.message(
@@ -717,23 +717,19 @@ class Exchange:
         return {**self.stats, "published": self.published, "live_orders": live,
                 "net": dict(self.net)}  # fmt: skip
 
-    def orders_token(self, acct: _Account, token: bytes) -> int:
-        return acct.tokens[token]
-
     # -- serving ----------------------------------------------------------------------------
     async def serve(self, ready=None) -> None:
         loop = asyncio.get_running_loop()
         ex = self
 
-        class _Md(asyncio.DatagramProtocol):
+        class _Md(asyncio.DatagramProtocol):  # the feed's sending socket: receives nothing
             pass
 
         class _Rereq(asyncio.DatagramProtocol):
             def datagram_received(self, data, addr):
                 ex.answer_rerequest(data, addr)
 
-        self.md_sock_t, _ = await loop.create_datagram_endpoint(_Md, local_addr=(self.cfg.host, 0))
-        self.md_sock = self.md_sock_t
+        self.md_sock, _ = await loop.create_datagram_endpoint(_Md, local_addr=(self.cfg.host, 0))
         rt, _ = await loop.create_datagram_endpoint(
             _Rereq, local_addr=(self.cfg.host, self.cfg.rerequest_port)
         )
