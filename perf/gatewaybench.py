@@ -78,7 +78,7 @@ def stage(params: dict):
 
 def decode_throughput() -> None:
     from bot4.gateways import mold
-    from bot4.gateways.exchange import lobster_to_itch
+    from bot4.gateways.feed import lobster_to_itch
 
     feed = lobster_to_itch([AMZN])
     n = feed.messages
@@ -130,7 +130,7 @@ def decode_split() -> None:
     )
     variants = {"full": [], "no order table": [cut_orders], "no level book": [cut_book],
                 "no quotes": [cut_quotes], "decode only": [cut_orders, cut_book, cut_quotes]}  # fmt: skip
-    from bot4.gateways.exchange import lobster_to_itch
+    from bot4.gateways.feed import lobster_to_itch
 
     feed = lobster_to_itch([AMZN])
     n, buf, offs = feed.messages, feed.buf, feed.offsets

@@ -5,6 +5,7 @@
 MARKET_DATA; ``order_gateway`` (:mod:`bot4.stages.order_gateway`) speaks OUCH 4.2
 (:mod:`~bot4.gateways.ouch`) over SoupBinTCP 4.0 (:mod:`~bot4.gateways.soup`) in place of the
 in-process venue stage. Both run their sockets on uvloop (:mod:`~bot4.gateways.runner`).
-:mod:`~bot4.gateways.exchange` is the simulator behind ``bot4 exchange serve``. See
+:mod:`~bot4.gateways.exchange` is the simulator behind ``bot4 exchange serve``, serving the
+day :mod:`~bot4.gateways.feed` converts from LOBSTER. See
 docs/gateways.md.
 """

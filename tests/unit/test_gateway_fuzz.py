@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from bot4.gateways import itch, mold, ouch, soup
-from bot4.gateways.exchange import Exchange, ExchangeConfig, Feed, OuchConnection
+from bot4.gateways.exchange import Exchange, ExchangeConfig, OuchConnection
+from bot4.gateways.feed import Feed
 from bot4.records import EXEC_REPORT, MARKET_DATA
 from bot4.stages.md_gateway import MdGatewayStage
 from bot4.stages.order_gateway import OrderGatewayStage

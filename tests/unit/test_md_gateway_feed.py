@@ -18,7 +18,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from bot4.gateways.exchange import Exchange, ExchangeConfig, Faults, lobster_to_itch
+from bot4.gateways.exchange import Exchange, ExchangeConfig, Faults
+from bot4.gateways.feed import lobster_to_itch
 from bot4.marketdata.book import book_top_kernel
 from bot4.marketdata.lobster import read_pair
 from bot4.records import MARKET_DATA, MD_QUOTE

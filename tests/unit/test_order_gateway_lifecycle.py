@@ -19,7 +19,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from bot4.gateways.exchange import Exchange, ExchangeConfig, Feed
+from bot4.gateways.exchange import Exchange, ExchangeConfig
+from bot4.gateways.feed import Feed
 from bot4.records import (
     ACTION_CANCEL,
     ACTION_NEW,
