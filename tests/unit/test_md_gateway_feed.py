@@ -70,11 +70,17 @@ async def _receive(stage, ex, feed, orderbook, symbol_id):
 
 
 @pytest.mark.parametrize(
-    ("pair", "symbol", "drop_every"),
-    [("aapl_level10_first999", "AAPL", 5), ("amzn_level1", "AMZN", 100)],
+    ("pair", "symbol", "drop_every", "rate", "store"),
+    [
+        ("aapl_level10_first999", "AAPL", 5, 50_000, 65536),
+        ("amzn_level1", "AMZN", 100, 50_000, 65536),
+        # flat out into a 1024-message store: the receiver cannot keep up, messages beyond
+        # the store are dropped (UDP is not back-pressured) and fetched again
+        ("amzn_level1", "AMZN", 100, 0, 1024),
+    ],
 )
 def test_lobster_day_over_itch_with_dropped_packets_rebuilds_lobsters_book(
-    pair, symbol, drop_every
+    pair, symbol, drop_every, rate, store
 ):
     import uvloop
 
@@ -87,7 +93,7 @@ def test_lobster_day_over_itch_with_dropped_packets_rebuilds_lobsters_book(
         md_to=[("127.0.0.1", md_port)],
         rerequest_port=rr_port,
         ouch_port=0,
-        rate=50_000,
+        rate=rate,
         heartbeat_s=0.05,
         faults=Faults(drop_every=drop_every),
     )
@@ -101,6 +107,7 @@ def test_lobster_day_over_itch_with_dropped_packets_rebuilds_lobsters_book(
             "symbols": [symbol],
             "date": str(feed.day),
             "rerequest_ms": 5,
+            "store": store,
         },
     )
     MdGatewayStage.check_params(spec.params)
@@ -128,3 +135,5 @@ def test_lobster_day_over_itch_with_dropped_packets_rebuilds_lobsters_book(
     assert checked == len(orderbook), "every LOBSTER row has a message boundary"
     assert mismatched == [], f"book differs from LOBSTER at rows {mismatched[:10]}"
     assert quotes > 0
+    if store < 65536:
+        assert s["ahead_dropped"] > 0, "the small store never overflowed"
