@@ -719,11 +719,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from bot4.db.cli import add_parser as add_db
     from bot4.gateways.cli import add_parser as add_exchange
+    from bot4.models.cli import add_parser as add_models
     from bot4.replay.cli import add_parser as add_replay
 
     add_replay(sub)
     add_db(sub)
     add_exchange(sub)
+    add_models(sub)
 
     w = sub.add_parser("warm", help="compile every numba kernel into the on-disk cache")
     w.add_argument(
