@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numba import njit
 
 from bot4.records.errors import Bot4Error, Code
 
@@ -235,24 +236,39 @@ def validate(m: Model, path: str = "model") -> None:
         a = getattr(m, name)
         if a.size and not np.isfinite(a).all():
             raise ModelError(f"{path}: {name} holds NaN or infinite values")
-    # an infinite threshold is LightGBM's "every number one way, missing the other"
-    if m.thr.size and np.isnan(m.thr).any():
-        raise ModelError(f"{path}: thr holds NaN values")
-    if n_nodes:
-        f = m.nodes[:, 0]
-        if f.min() < 0 or f.max() >= nf:
-            raise ModelError(f"{path}: a split names a feature outside 0..{nf - 1}")
-        kids = m.nodes[:, 1:3]
-        # a child is a later node (so every walk terminates) or a leaf
-        idx = np.arange(n_nodes)[:, None]
-        bad = ((kids >= 0) & ((kids <= idx) | (kids >= n_nodes))) | (
-            (kids < 0) & (~kids >= n_leaves)
-        )
-        if bad.any():
-            raise ModelError(f"{path}: a child index is out of range")
-    r = m.roots
-    if r.size and (((r >= 0) & (r >= n_nodes)) | ((r < 0) & (~r >= n_leaves))).any():
-        raise ModelError(f"{path}: a tree root is out of range")
+    problem = _check_indices(m.nodes, m.roots, m.thr, n_leaves, nf)
+    if problem:
+        raise ModelError(f"{path}: {_INDEX_PROBLEMS[problem]}")
+
+
+_INDEX_PROBLEMS = {
+    1: "a split names a feature outside the feature vector",
+    2: "a child index is out of range",
+    3: "a tree root is out of range",
+    4: "thr holds NaN values",
+}
+
+
+@njit(nogil=True, cache=True)
+def _check_indices(nodes, roots, thr, n_leaves, nf):
+    """0, or which structural check failed: features in range, every child a later node
+    (so every walk ends) or an existing leaf, roots in range, no NaN threshold (an
+    infinite one is LightGBM's "every number one way, missing the other")."""
+    n_nodes = nodes.shape[0]
+    for k in range(n_nodes):
+        if nodes[k, 0] < 0 or nodes[k, 0] >= nf:
+            return 1
+        for j in (1, 2):
+            c = nodes[k, j]
+            if (c >= 0 and (c <= k or c >= n_nodes)) or (c < 0 and ~c >= n_leaves):
+                return 2
+        if np.isnan(thr[k]):
+            return 4
+    for t in range(roots.shape[0]):
+        r = roots[t]
+        if (r >= 0 and r >= n_nodes) or (r < 0 and ~r >= n_leaves):
+            return 3
+    return 0
 
 
 def sha256_file(path: str | os.PathLike) -> str:
