@@ -263,6 +263,22 @@ class Supervisor:
         spec = self.t.stage(slot.name)
         beat = int(blk[C.S_HEARTBEAT_NS])
         started = int(blk[C.S_STARTED_NS])
+        if not draining and not (state == C.STAGE_RUNNING and beat >= started):
+            # restarted but not running yet: recovering from its journal can take seconds,
+            # hanging for ever must not (the restart policy counts it). The first start is
+            # bounded by the pipeline's own start timeout (``_wait_running``).
+            waited = (time.monotonic_ns() - started) / 1e9
+            if (
+                slot.restarts > 0
+                and state not in (C.STAGE_DRAINING, C.STAGE_STOPPED)
+                and waited > spec.start_timeout
+            ):
+                self._schedule_restart(
+                    slot,
+                    f"did not report running within {spec.start_timeout:g} s of its start "
+                    f"(start_timeout); killed",
+                )
+            return
         # a draining stage runs its shutdown policy (persistence waits for its loader to
         # catch up, without beating): the drain timeout bounds it, not the heartbeat
         if state == C.STAGE_RUNNING and not draining and beat >= started:

@@ -12,6 +12,7 @@
     heartbeat_timeout = 5.0         # s without a heartbeat before the supervisor kills it
     stall_timeout = 5.0             # s stuck (an input has records, outputs have room, the
                                     # input does not move) before the supervisor kills it
+    start_timeout = 120.0           # s a restarted process has to report running
     realtime = false                # opt-in SCHED_FIFO at `priority` (off by default)
     priority = 50
     mlock = false                   # opt-in mlockall
@@ -63,8 +64,8 @@ GROUP_KEYS = {
     "name", "members", "core", "idle", "heartbeat_timeout", "realtime", "priority", "mlock",
 }  # fmt: skip
 STAGE_KEYS = {
-    "name", "kind", "core", "wait", "heartbeat_timeout", "stall_timeout", "realtime",
-    "priority", "mlock", "batch", "params",
+    "name", "kind", "core", "wait", "heartbeat_timeout", "stall_timeout", "start_timeout",
+    "realtime", "priority", "mlock", "batch", "params",
 }  # fmt: skip
 RING_KEYS = {"name", "from", "to", "type", "capacity", "wait", "backpressure", "feedback"}
 
@@ -102,6 +103,7 @@ class StageSpec:
     #: s an input may hold records, with room on every output, without its position
     #: moving, before the supervisor calls the stage stalled (``bot4.pipeline.liveness``)
     stall_timeout: float = 5.0
+    start_timeout: float = 120.0  # s a (re)started process has to report running
 
 
 @dataclass(frozen=True)
@@ -347,6 +349,11 @@ def parse_topology(
         )
         if not 0 < stall < float("inf"):
             raise TopologyError(source, f"{where}.stall_timeout", "must be a positive number")
+        start_to = float(
+            _typed(source, f"{where}.start_timeout", st.get("start_timeout", 120.0), (int, float))
+        )
+        if not 0 < start_to < float("inf"):
+            raise TopologyError(source, f"{where}.start_timeout", "must be a positive number")
         params = dict(_typed(source, f"{where}.params", st.get("params", {}), dict))
         try:
             KINDS[kind].check_params(params)
@@ -368,6 +375,7 @@ def parse_topology(
                 batch=batch,
                 params=params,
                 stall_timeout=stall,
+                start_timeout=start_to,
             )
         )
     rings: list[RingSpec] = []

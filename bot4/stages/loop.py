@@ -51,7 +51,7 @@ from bot4.shm.ring_layout import (
 from bot4.shm.segment import ShmError
 from bot4.stages.notify import Notifier
 from bot4.stages.ring_full import RingFullLog
-from bot4.stages.testing import stall_requested
+from bot4.stages.testing import hang_requested, stall_requested
 
 log = logging.getLogger("bot4.stage")
 _M64 = (1 << 64) - 1
@@ -119,6 +119,8 @@ class StageRunner:
         self.blk[C.S_PID_SEEN] = os.getpid()
         self.blk[C.S_STATE] = C.STAGE_STARTING
         self.test_stall = stall_requested(self.spec.name, int(self.blk[C.S_RESTARTS]))
+        while hang_requested(self.spec.name, int(self.blk[C.S_RESTARTS])):
+            time.sleep(1)  # test hook: a restart stuck while starting
         self.ins = [
             Consumer(segment_name(inst, r.name), RECORD_TYPES[r.type], r.capacity)
             for r in self.in_specs

@@ -73,6 +73,14 @@ def stall_requested(name: str, restarts: int) -> bool:
     return bool(stage) and stage == name and (not n or restarts < int(n))
 
 
+def hang_requested(name: str, restarts: int) -> bool:
+    """Test hook: ``BOT4_TEST_HANG_START=NAME:K`` makes the process of stage NAME started
+    after its K-th restart hang while attaching (alive, never running, no heartbeat): a
+    restart stuck in "starting", for the supervisor's ``start_timeout`` to end."""
+    stage, _, k = os.environ.get("BOT4_TEST_HANG_START", "").partition(":")
+    return bool(stage) and stage == name and restarts == int(k or 0)
+
+
 class TestSource(Stage):
     """params: ``count`` records in all (0 = unbounded), ``rate`` records/s (0 = flat out)."""
 

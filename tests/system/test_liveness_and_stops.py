@@ -236,3 +236,30 @@ def test_stage_that_cannot_drain_makes_the_run_exit_1(instance, procs, tmp_path,
     assert "error: stages ['a', 'b', 'sink'] did not drain within 2 s; killed" in out, out
     assert "Traceback" not in out
     assert not instance_segments(instance)
+
+
+def test_restart_stuck_while_starting_is_killed_after_its_start_timeout(
+    instance, procs, sink, tmp_path, monkeypatch
+):
+    """Stage a SIGKILLed once records flow; its next process hangs while attaching (test
+    hook ``BOT4_TEST_HANG_START=a:1``): after a's ``start_timeout`` (8 s) the supervisor kills
+    it, names why, and a later restart runs; every record still arrives once, in order. (A
+    replacement slow to import under load may be killed too: restarts are counted ``>= 2``.)"""
+    n = 200_000
+    log = sink(n + 2)
+    monkeypatch.setenv("BOT4_TEST_HANG_START", "a:1")
+    text = topology(instance, count=n, rate=50_000).replace(
+        'name = "a"\nkind = "relay"', 'name = "a"\nkind = "relay"\nstart_timeout = 8'
+    )
+    p = start_pipeline(tmp_path, text, procs)
+    wait_running(instance)
+    wait_until("records flow", lambda: log.count > 10_000, proc=p)
+    os.kill(stage_block(instance, A)["pid"], signal.SIGKILL)
+    log.wait_for(n, 200, p)
+    out, _ = p.communicate(timeout=150)
+    assert p.returncode == 0, out
+    assert "stage a did not report running within 8 s of its start (start_timeout)" in out, out
+    assert np.array_equal(log.ids(), np.arange(1, n + 1, dtype=np.uint64))
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["stages"]["a"]["restarts"] >= 2
+    assert not instance_segments(instance)
