@@ -1,6 +1,7 @@
 """``bot4 models`` (alias ``bot4 model``): the model registry from the command line.
 
-    bot4 models register FILE --name N   a .npy of linear weights or a LightGBM text model;
+    bot4 models register FILE --name N   a .npy of linear weights, a LightGBM text model or a
+                                         scikit-learn HistGradientBoosting .joblib/.pkl;
                                          parity-checked against the library's predict
     bot4 models list | show ID | status  what is registered, one model, a slot's assignment
     bot4 models promote ID               make ID the slot's champion
@@ -137,7 +138,7 @@ def _features():
 
 def _read_model(path: str):
     from bot4.models.artifact import ModelError, linear_model
-    from bot4.models.trees import from_lightgbm_file
+    from bot4.models.trees import from_lightgbm_file, from_sklearn_file
 
     p = Path(path)
     if not p.is_file():
@@ -157,7 +158,12 @@ def _read_model(path: str):
     head = p.read_bytes()[:64]
     if head.startswith(b"tree\n"):
         return from_lightgbm_file(p, feats), "lightgbm"
-    raise ModelError(f"{path}: neither a .npy of linear weights nor a LightGBM text model")
+    if p.suffix in (".joblib", ".pkl", ".pickle"):
+        return from_sklearn_file(p, feats), "scikit-learn"
+    raise ModelError(
+        f"{path}: neither a .npy of linear weights, a LightGBM text model nor a "
+        "scikit-learn HistGradientBoosting model (.joblib/.pkl)"
+    )
 
 
 def _parity(model, lib: str | None, path: str, args) -> dict:
@@ -165,7 +171,7 @@ def _parity(model, lib: str | None, path: str, args) -> dict:
     library's own predict; numpy for linear weights); refuse above PARITY_RTOL."""
     from bot4.models.artifact import ModelError
     from bot4.models.scoring import score_matrix
-    from bot4.models.trees import lightgbm_predict
+    from bot4.models.trees import lightgbm_predict, sklearn_predict
 
     nf = len(model.features)
     if args.validation:
@@ -182,6 +188,8 @@ def _parity(model, lib: str | None, path: str, args) -> dict:
     got = score_matrix(model, Z)
     if lib == "lightgbm":
         ref = lightgbm_predict(path, Z)
+    elif lib == "scikit-learn":
+        ref = sklearn_predict(path, Z)
     else:
         ref = model.lin[0] + Z @ np.asarray(model.lin[1:])
     diff = float(np.max(np.abs(got - ref))) if len(Z) else 0.0

@@ -1,5 +1,5 @@
-"""Tree ensembles trained with LightGBM, exported to the flat arrays of
-:mod:`bot4.models.artifact` (kind ``trees``).
+"""Tree ensembles trained with LightGBM or scikit-learn's HistGradientBoosting, exported to
+the flat arrays of :mod:`bot4.models.artifact` (kind ``trees``).
 
 The export reads the booster's text model (thresholds and leaf values printed to 17
 significant digits, so they round-trip exactly) and accepts what the numba scorer
@@ -7,6 +7,16 @@ evaluates exactly: one output (``num_class=1``), numerical splits, no linear tre
 random-forest averaging. The score is the raw margin (``predict(raw_score=True)``; equal to
 ``predict`` for regression objectives). LightGBM is an optional extra (``models``); it is
 imported only here and only when a LightGBM file is read.
+
+HistGradientBoosting (``HistGradientBoostingRegressor`` or a binary
+``HistGradientBoostingClassifier``, saved with ``joblib.dump`` or ``pickle``): numerical
+splits only; a split sends NaN the way its ``missing_go_to_left`` says and ``x <=
+num_threshold`` left otherwise, which is the scorer's missing-type-NaN decision with its
+default direction. The score is the raw prediction before the loss's inverse link
+(``decision_function`` of a classifier; ``predict`` of a squared-error regressor). The
+baseline prediction is added to every leaf of the first tree, so the scorer's sum ``0 +
+(baseline + v0) + v1 + ...`` is bit-equal to scikit-learn's ``baseline + v0 + v1 + ...``.
+Unpickling runs code from the file: register only models you trained.
 """
 
 from __future__ import annotations
@@ -96,6 +106,106 @@ def from_lightgbm_text(text: str, features, path: str = "model") -> Model:
         np.concatenate(leaf),
         {"library": "lightgbm", "objective": h.get("objective", ""), "trees": len(roots)},
     )
+
+
+def from_sklearn_hgb(est, features, path: str = "model") -> Model:
+    """A ``trees`` model from a fitted scikit-learn HistGradientBoosting estimator."""
+    from bot4.models.scoring import DEFAULT_LEFT, MISSING_NAN
+
+    kind = type(est).__name__
+    if kind not in ("HistGradientBoostingRegressor", "HistGradientBoostingClassifier"):
+        raise ModelError(f"{path}: a {kind}, not a scikit-learn HistGradientBoosting model")
+    if not hasattr(est, "_predictors"):
+        raise ModelError(f"{path}: the {kind} is not fitted")
+    if est.n_trees_per_iteration_ != 1:
+        raise ModelError(f"{path}: multi-class models are not supported (one score per tick)")
+    cat = getattr(est, "is_categorical_", None)
+    if cat is not None and np.any(cat):
+        raise ModelError(f"{path}: categorical splits are not supported")
+    nf = len(features)
+    if est.n_features_in_ != nf:
+        raise ModelError(
+            f"{path}: trained on {est.n_features_in_} features, the signals feature vector has {nf}"
+        )
+    names = getattr(est, "feature_names_in_", None)
+    if names is not None and tuple(names) != tuple(features):
+        raise ModelError(
+            f"{path}: trained on features {list(names)}, the signals feature vector is "
+            f"{list(features)}"
+        )
+    base = float(np.asarray(est._baseline_prediction, np.float64).ravel()[0])
+    roots, nodes, thr, leaf = [], [], [], []
+    n0 = l0 = 0
+    for t, (pred,) in enumerate(est._predictors):
+        nd = pred.nodes
+        if np.any(nd["is_categorical"][nd["is_leaf"] == 0]):
+            raise ModelError(f"{path}: categorical splits are not supported")
+        is_leaf = nd["is_leaf"].astype(bool)
+        # HGB numbers leaves and splits in one array; ours keep them apart
+        split_at = np.cumsum(~is_leaf) - 1 + n0
+        leaf_at = np.cumsum(is_leaf) - 1 + l0
+
+        def ref(c, split_at=split_at, leaf_at=leaf_at, is_leaf=is_leaf):
+            return np.where(is_leaf[c], ~leaf_at[c], split_at[c])
+
+        v = nd["value"][is_leaf].astype(np.float64)
+        if t == 0:
+            v = base + v
+        sp = nd[~is_leaf]
+        dt = MISSING_NAN << 2 | np.where(sp["missing_go_to_left"] != 0, DEFAULT_LEFT, 0)
+        nodes.append(
+            np.stack(
+                [sp["feature_idx"].astype(np.int64), ref(sp["left"]), ref(sp["right"]), dt], axis=1
+            )
+        )
+        thr.append(sp["num_threshold"].astype(np.float64))
+        leaf.append(v)
+        roots.append(~leaf_at[0] if is_leaf[0] else split_at[0])
+        n0 += len(sp)
+        l0 += len(v)
+    if not roots:
+        raise ModelError(f"{path}: the {kind} has no trees")
+    return Model(
+        "trees",
+        tuple(features),
+        np.zeros(0),
+        np.array(roots, np.int32),
+        np.ascontiguousarray(np.concatenate(nodes), np.int32),
+        np.concatenate(thr),
+        np.concatenate(leaf),
+        {"library": "scikit-learn", "estimator": kind, "loss": str(getattr(est, "loss", "")),
+         "trees": len(roots)},
+    )  # fmt: skip
+
+
+def load_sklearn_file(path: str | Path):
+    """The estimator pickled in ``path`` (``joblib.dump`` or ``pickle.dump``)."""
+    try:
+        import joblib
+    except ImportError:
+        raise ModelError("scikit-learn is not installed (pip install 'bot4[models]')") from None
+    try:
+        return joblib.load(path)
+    except Exception as exc:  # a damaged or foreign pickle raises anything
+        raise ModelError(f"{path}: not a readable joblib/pickle file: {exc}") from None
+
+
+def from_sklearn_file(path: str | Path, features) -> Model:
+    return from_sklearn_hgb(load_sklearn_file(path), features, str(path))
+
+
+def sklearn_predict(path: str | Path, Z: np.ndarray) -> np.ndarray:
+    """scikit-learn's own raw scores of the rows of ``Z`` (the parity reference):
+    ``decision_function`` for a classifier, the raw prediction for a regressor."""
+    import warnings
+
+    est = load_sklearn_file(path)
+    Z = np.ascontiguousarray(Z, np.float64)
+    with warnings.catch_warnings():  # fitted on named columns: the rows are in that order
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        if hasattr(est, "decision_function"):
+            return np.asarray(est.decision_function(Z), np.float64).ravel()
+        return np.asarray(est._raw_predict(Z), np.float64).ravel()
 
 
 def from_lightgbm_file(path: str | Path, features) -> Model:

@@ -111,3 +111,75 @@ def test_one_leaf_trees_and_wrong_feature_count(tmp_path):
     b2.save_model(str(p2))
     with pytest.raises(ModelError, match="trained on 3 features"):
         from_lightgbm_file(p2, S.FEATURES)
+
+
+def _train_hgb(rng, kind="regressor", n_rows=3000, iters=40):
+    ens = pytest.importorskip("sklearn.ensemble")
+    nf = len(S.FEATURES)
+    X = rng.standard_normal((n_rows, nf))
+    X[rng.random(X.shape) < 0.02] = 0.0
+    X[rng.random(X.shape) < 0.03] = np.nan  # learnt missing directions, both ways
+    y = np.nan_to_num(X[:, 0]) - np.nan_to_num(X[:, 1]) ** 2 + 0.3 * rng.standard_normal(n_rows)
+    seed = int(rng.integers(1 << 30))
+    if kind == "classifier":
+        est = ens.HistGradientBoostingClassifier(max_iter=iters, random_state=seed)
+        return est.fit(X, (y > 0).astype(int))
+    return ens.HistGradientBoostingRegressor(max_iter=iters, random_state=seed).fit(X, y)
+
+
+@pytest.mark.parametrize("kind", ["regressor", "classifier"])
+def test_tree_kernel_scores_equal_sklearn_hgb_on_random_inputs(tmp_path, kind):
+    """HistGradientBoosting exported to the flat arrays scores bit-equal to scikit-learn's
+    own raw prediction (NaN both ways, zeros, wide ranges), through the mapped file."""
+    import joblib
+
+    from bot4.models.trees import from_sklearn_file, sklearn_predict
+
+    rng, _seed = seeded_rng(f"hgb parity {kind}")
+    est = _train_hgb(rng, kind)
+    path = tmp_path / "model.joblib"
+    joblib.dump(est, path)
+    m = map_model(write(tmp_path, from_sklearn_file(path, S.FEATURES)))
+    assert m.kind == "trees" and m.roots.size == est.n_iter_
+    Z = rng.standard_normal((5000, len(S.FEATURES))) * rng.choice([0.1, 1.0, 5.0], (5000, 1))
+    Z[rng.random(Z.shape) < 0.02] = 0.0
+    Z[rng.random(Z.shape) < 0.05] = np.nan
+    got = score_matrix(m, Z)
+    assert np.array_equal(got, sklearn_predict(path, Z)), np.max(np.abs(got - est.predict(Z)))
+    if kind == "regressor":
+        assert np.array_equal(got, est.predict(Z))  # squared error: predict is the raw score
+    else:
+        assert np.array_equal(got, est.decision_function(Z))
+
+
+def test_sklearn_models_refused_when_unsupported(tmp_path):
+    """Multi-class, categorical splits, the wrong feature count, another estimator and a
+    damaged file: each a one-line ModelError naming the file."""
+    import joblib
+
+    ens = pytest.importorskip("sklearn.ensemble")
+    from bot4.models.trees import from_sklearn_file, from_sklearn_hgb
+
+    rng = np.random.default_rng(7)
+    nf = len(S.FEATURES)
+    X = rng.standard_normal((300, nf))
+    multi = ens.HistGradientBoostingClassifier(max_iter=3).fit(X, rng.integers(0, 3, 300))
+    with pytest.raises(ModelError, match="multi-class"):
+        from_sklearn_hgb(multi, S.FEATURES, "m.joblib")
+    Xc = X.copy()
+    Xc[:, 2] = rng.integers(0, 4, 300)
+    cat = ens.HistGradientBoostingRegressor(max_iter=3, categorical_features=[2]).fit(Xc, X[:, 0])
+    with pytest.raises(ModelError, match="categorical"):
+        from_sklearn_hgb(cat, S.FEATURES, "c.joblib")
+    three = ens.HistGradientBoostingRegressor(max_iter=3).fit(X[:, :3], X[:, 0])
+    with pytest.raises(ModelError, match="trained on 3 features"):
+        from_sklearn_hgb(three, S.FEATURES, "t.joblib")
+    rf = ens.RandomForestRegressor(n_estimators=2).fit(X, X[:, 0])
+    with pytest.raises(ModelError, match="not a scikit-learn HistGradientBoosting"):
+        from_sklearn_hgb(rf, S.FEATURES, "rf.joblib")
+    bad = tmp_path / "bad.joblib"
+    joblib.dump(ens.HistGradientBoostingRegressor(max_iter=3).fit(X, X[:, 0]), bad)
+    bad.write_bytes(bad.read_bytes()[:100])
+    with pytest.raises(ModelError, match="not a readable joblib/pickle file") as e:
+        from_sklearn_file(bad, S.FEATURES)
+    assert "\n" not in str(e.value)

@@ -133,3 +133,22 @@ def test_lightgbm_model_registers_with_parity_and_a_wrong_schema_is_refused(tmp_
     err = capsys.readouterr().err
     assert "the signals feature vector is" in err and err.count("\n") == 1
     assert [m["id"] for m in Registry(root).models()] == [1]
+
+
+def test_sklearn_hgb_model_registers_with_parity(tmp_path, root, capsys):
+    """A HistGradientBoosting regressor saved with joblib registers as a ``trees`` model
+    with a zero parity difference; a non-HGB estimator is refused in one line."""
+    ens = pytest.importorskip("sklearn.ensemble")
+    import joblib
+
+    rng = np.random.default_rng(12)
+    X = rng.standard_normal((800, len(S.FEATURES)))
+    joblib.dump(ens.HistGradientBoostingRegressor(max_iter=15).fit(X, X[:, 0]), tmp_path / "h.pkl")
+    assert wcli(root, "register", str(tmp_path / "h.pkl"), "--name", "hgb") == 0
+    out = capsys.readouterr().out
+    assert "registered model 1 'hgb': trees" in out and "max abs diff 0" in out, out
+    joblib.dump(ens.RandomForestRegressor(n_estimators=2).fit(X, X[:, 0]), tmp_path / "rf.pkl")
+    assert wcli(root, "register", str(tmp_path / "rf.pkl"), "--name", "rf") == 1
+    err = capsys.readouterr().err
+    assert "not a scikit-learn HistGradientBoosting model" in err and err.count("\n") == 1
+    assert [m["id"] for m in Registry(root).models()] == [1]
