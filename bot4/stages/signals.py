@@ -24,13 +24,17 @@ warm up again over the first ticks (``warmup`` ticks before any intent).
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 from numba import njit
 
+from bot4.logs import log_event
 from bot4.records import MD_QUOTE, OT_LIMIT, SIDE_BUY, SIDE_SELL, TIF_DAY
 from bot4.stages.base import ParamError, Stage, check_number, check_type
+
+log = logging.getLogger("bot4.stage")
 
 FEATURES = (
     "microprice_dev_bp",
@@ -525,8 +529,10 @@ class SignalsStage(Stage):
         return 0
 
     def on_drain(self) -> None:
+        """Shutdown policy: flush the shadow log; logs the summary."""
         if self.router is not None:
             self.router.flush_shadow()
+        log_event(log, logging.INFO, "stage_summary", "signals summary", summary=self.summary())
 
     def summary(self) -> dict:
         q, skipped, intents = (int(v) for v in self.counters)
