@@ -254,22 +254,23 @@ def cmd_shm(args) -> int:
 def cmd_stats(args) -> int:
     from bot4.ops_stats import render, snapshot, to_json
 
-    names = None
+    names = group_of = None
     inst = args.instance
     if args.topology or not inst:
         t = _load(args.topology, args.instance)
         inst = t.instance
         names = [s.name for s in t.stages]
-    if not snapshot(inst, names)["exists"]:
+        group_of = {m: g.name for g in t.groups for m in g.members}
+    if not snapshot(inst, names, group_of)["exists"]:
         print(f"bot4: error: instance {inst} has no segments (not running?)", file=sys.stderr)
         return 1
     if args.json:
-        sys.stdout.buffer.write(to_json(snapshot(inst, names)) + b"\n")
+        sys.stdout.buffer.write(to_json(snapshot(inst, names, group_of)) + b"\n")
         return 0
     prev = None
     color = sys.stdout.isatty()
     while True:
-        snap = snapshot(inst, names)
+        snap = snapshot(inst, names, group_of)
         text = render(snap, prev, names, color=color)
         if args.once:
             print(text)

@@ -35,6 +35,11 @@ rejects by reason, net position per instrument; ``loader``: the database loader'
 frames written, loaded and behind, None without one). Heartbeat ages are taken against the
 clock read after the heartbeat word (never negative); a stage restarted but not yet
 beating shows none (``None``), not its predecessor's.
+
+Groups (shared mode, several stages in one process): each stage's ``group`` (the topology's
+group name when a topology is given, else ``pid N`` for stages the control block shows in
+one live process; None for a stage in a process of its own), and ``groups``: per group its
+name, pid, core and members in stage order. The table lists them under the stages.
 """
 
 from __future__ import annotations
@@ -195,10 +200,38 @@ def metrics_snapshot(instance: str) -> tuple[list[str], dict, dict, dict] | None
     return names, latency, flow, raw
 
 
-def snapshot(instance: str, stage_names: list[str] | None = None) -> dict:
+def _groups(stages: list[dict], group_of: dict[str, str] | None) -> list[dict]:
+    """Sets ``group`` on every stage and returns the groups (see the module docstring)."""
+    by_pid: dict[int, list[dict]] = {}
+    for st in stages:
+        if st["pid"]:
+            by_pid.setdefault(st["pid"], []).append(st)
+    for st in stages:
+        if group_of is not None:
+            st["group"] = group_of.get(st["name"])
+        else:
+            shared = len(by_pid.get(st["pid"], ())) > 1
+            st["group"] = f"pid {st['pid']}" if st["pid"] and shared else None
+    groups: dict[str, dict] = {}
+    for st in stages:
+        if st["group"] is not None:
+            g = groups.setdefault(
+                st["group"], {"name": st["group"], "pid": st["pid"], "core": st["core"],
+                              "members": []}
+            )  # fmt: skip
+            g["members"].append(st["name"])
+    return list(groups.values())
+
+
+def snapshot(
+    instance: str,
+    stage_names: list[str] | None = None,
+    group_of: dict[str, str] | None = None,
+) -> dict:
     """Stages (from the control block, if present), rings, breakers, trading states,
     latency and flow of ``instance``. ``exists`` is False when it has no segment at all.
-    ``stage_names``: from the topology (default: those stored in the metrics segment).
+    ``stage_names``: from the topology (default: those stored in the metrics segment);
+    ``group_of``: stage name -> group name from the topology (default: inferred from pids).
     Keys starting with ``_`` (raw histograms, for the live table's interval) are left out
     of the JSON."""
     segs = instance_segments(instance)
@@ -208,6 +241,7 @@ def snapshot(instance: str, stage_names: list[str] | None = None) -> dict:
         "taken_ns": time.monotonic_ns(),
         "pipeline": None,
         "stages": [],
+        "groups": [],
         "rings": [],
         "breakers": [],
         "trading": None,
@@ -267,6 +301,7 @@ def snapshot(instance: str, stage_names: list[str] | None = None) -> dict:
                 )
             del b
             cb.close()
+    out["groups"] = _groups(out["stages"], group_of)
     out["rings"] = [
         {"ring": r.name.split(".", 2)[-1], **r.as_dict()} for r in instance_ring_snapshots(instance)
     ]
@@ -371,6 +406,10 @@ def render(
             lines.append(_mark(row, bad, color))
             if s.get("alarms"):  # on a line of its own: the code names are long
                 lines.append(_mark(f"{'':13}{s['alarms']} ALARM {s['alarm']}", True, color))
+    for g in snap.get("groups") or []:
+        lines.append(
+            f"group {g['name']} (pid {g['pid']}, core {g['core']}): {', '.join(g['members'])}"
+        )
     lines.append(
         f"{'ring':<15}{'cap':>6}{'depth':>6}{'high':>6}{'produced':>10}{'rate/s':>9}"
         f"{'fullw':>7}{'emptyw':>7}{'rej':>6}{'pids':>14}{'beat p/c':>14}"

@@ -110,3 +110,28 @@ def test_stats_of_an_instance_that_does_not_exist_is_one_line_and_exit_1(instanc
         assert out.returncode == 1, out
         assert out.stdout == ""
         assert out.stderr == f"bot4: error: instance {instance} has no segments (not running?)\n"
+
+
+def test_groups_and_their_members_from_the_topology_or_from_shared_pids(instance):
+    """Stages that run in one process are listed as a group: named by the topology when
+    given, else by the pid they share; a stage in its own process is in no group."""
+    C.create_control(instance, 3, created_ns=1, session=1)
+    M.create_metrics(instance, None, ["signals", "risk", "venue"])
+    cb = C.ControlBlock(instance)
+    try:
+        for i, (pid, core) in enumerate([(4242, 1), (4242, 1), (77, 0)]):
+            b = cb.stage(i)
+            b[C.S_PID], b[C.S_CORE] = pid, core
+            del b
+        snap = snapshot(instance)
+        assert [s["group"] for s in snap["stages"]] == ["pid 4242", "pid 4242", None]
+        assert snap["groups"] == [
+            {"name": "pid 4242", "pid": 4242, "core": 1, "members": ["signals", "risk"]}
+        ]
+        named = snapshot(instance, None, {"signals": "hot", "risk": "hot"})
+        assert [g["name"] for g in named["groups"]] == ["hot"]
+        assert b'"group": "hot"' in to_json(named)
+        assert "group hot (pid 4242, core 1): signals, risk" in render(named).splitlines()
+    finally:
+        cb.close()
+        _drop(instance)
