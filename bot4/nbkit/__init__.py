@@ -1,0 +1,42 @@
+"""The numba kit: small kernels every domain package shares, below everything but records.
+
+* :mod:`~bot4.nbkit.hash` — ``splitmix64``, the one 64-bit mixer (map homes, seeds,
+  routing draws);
+* :mod:`~bot4.nbkit.u64map` — the one open-addressing map of u64 keys (rows of int64:
+  the key in column 0, the value columns after it; linear probing, backward-shift
+  deletion);
+* :mod:`~bot4.nbkit.sat` — saturating int64 arithmetic (money that must not wrap);
+* :mod:`~bot4.nbkit.stamps` — ``copy_stamps``: a derived record takes the ``ts_*_ns``
+  stamps of the record it came from.
+
+Layering: imports numpy, numba and :mod:`bot4.records` only; every package above may use
+it. Nothing here allocates after setup or holds state of its own.
+"""
+
+from bot4.nbkit.hash import splitmix64
+from bot4.nbkit.sat import add_sat, mul_sat
+from bot4.nbkit.stamps import STAMP_FIELDS, copy_stamps
+from bot4.nbkit.u64map import (
+    map_capacity_for,
+    map_delete,
+    map_find,
+    map_home,
+    map_new,
+    map_put,
+    map_rehash,
+)
+
+__all__ = [
+    "STAMP_FIELDS",
+    "add_sat",
+    "copy_stamps",
+    "map_capacity_for",
+    "map_delete",
+    "map_find",
+    "map_home",
+    "map_new",
+    "map_put",
+    "map_rehash",
+    "mul_sat",
+    "splitmix64",
+]
