@@ -9,6 +9,7 @@ gets a directory of its own::
     <root>/<module>-<key>/        e.g. bot4.shm.ring_ops-3f0c9a1e27b4d815/
         key.json                  what went into the key (for operators and pruning)
         .in-use                   flock'ed LOCK_SH by every process using this key
+        .write-lock               flock'ed LOCK_EX while a process adds a cache entry
         ring_ops.count_rejection-244.py311.nbi, ...   numba's own index and data files
 
 ``key`` = sha256 (first 16 hex digits) of
@@ -43,6 +44,27 @@ held is skipped), renames it away before deleting, and a process that was waitin
 shared lock meanwhile notices (the lock file's inode changed) and creates the directory
 afresh. So a key a running process uses is never deleted.
 
+Concurrent writers: numba writes each cache file atomically (a unique temporary name,
+then ``os.replace``), but adding an entry to a function's index is read-modify-write
+without a lock: two processes compiling *different* signatures of one function at once
+(``push_wait`` for two record types, in two stage processes or two ``bot4 warm``
+workers) can both take data file ``N``, and the index can end up naming the other
+signature's machine code (numba/numba#10128 is the same race on gufuncs). In a key
+directory an index update here runs under an exclusive ``flock`` on ``.write-lock``:
+the index is re-read inside the lock, the data file is written before the index entry
+that names it, and a number is never given to two keys. Readers take no lock (every file
+they open is whole, and a number, once indexed, always holds that key's code).
+
+numba 0.68 stamps an index with the sha256 of the source file, not its mtime, so a
+reinstall or a fresh clone of unchanged files keeps its cache; with the key directories,
+an upgrade recompiles exactly the modules whose sources (or imports') changed. The target
+digest ties a prebuilt cache to the CPU: copied to a machine with another CPU name or
+feature set, its keys are simply not looked up there (numba's own index checks the same
+``magic_tuple``).
+
+:func:`notice_cold` makes a process say, once, when it compiles instead of loading (the
+stage processes use it: a cold cache is named in the log, not a silent stall).
+
 ``NUMBA_CACHE_LOCATOR_CLASSES`` (recent numba, e.g. 0.68) replaces numba's locator list;
 if it is set without ``bot4.nbcache.KeyedCacheLocator``, bot4's kernels are not keyed and
 a warning says so.
@@ -60,6 +82,7 @@ if TYPE_CHECKING:  # pathlib is imported on first use: `import bot4` stays cheap
 PACKAGE = "bot4"
 _PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__))
 LOCK_NAME = ".in-use"
+WRITE_LOCK_NAME = ".write-lock"
 INFO_NAME = "key.json"
 KEY_HEX = 16
 _TRASH_PREFIX = ".prune-"
@@ -422,6 +445,7 @@ def _fallback_root() -> Path:
 
 
 _claimed: dict[Path, int] = {}  # key dir -> fd holding LOCK_SH until the process exits
+_keyed_paths: set[str] = set()  # the same directories, as numba names them
 _warned: set[str] = set()
 
 
@@ -496,6 +520,7 @@ def key_dir(name: str) -> Path | None:
             d = root / key.dirname
             if d not in _claimed:
                 _claimed[d] = _claim(d, key)
+                _keyed_paths.add(str(d))
             return d
         except OSError as exc:
             _warn_once(attempt, f"numba cache {attempt} not usable: {exc}")
@@ -531,6 +556,50 @@ def _make_locator(caching):
     return KeyedCacheLocator
 
 
+def _make_index_file(caching):
+    base = caching.IndexDataCacheFile
+
+    class LockedIndexDataCacheFile(base):
+        """numba's index and data files; in a bot4 key directory, one writer at a time.
+
+        ``save`` takes ``.write-lock`` exclusively, re-reads the index, writes the data file
+        and then the index entry naming it; a number already indexed keeps its key. Outside
+        bot4's key directories it is numba's own ``save``.
+        """
+
+        _bot4_locked = True
+
+        def save(self, key, data):
+            if self._cache_path not in _keyed_paths:
+                return super().save(key, data)
+            import fcntl
+
+            fd = os.open(
+                os.path.join(self._cache_path, WRITE_LOCK_NAME),
+                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                0o666,
+            )
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                overloads = self._load_index()
+                name = overloads.get(key)
+                if name is None:
+                    taken = set(overloads.values())
+                    number = 1
+                    while self._data_name(number) in taken:
+                        number += 1
+                    name = self._data_name(number)
+                self._save_data(name, data)  # before the index names it
+                if overloads.get(key) != name:
+                    overloads[key] = name
+                    self._save_index(overloads)
+            finally:
+                os.close(fd)
+
+    LockedIndexDataCacheFile.__module__ = __name__
+    return LockedIndexDataCacheFile
+
+
 def _patch(caching) -> None:
     global KeyedCacheLocator
     impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
@@ -543,6 +612,8 @@ def _patch(caching) -> None:
     if not any(getattr(c, "_bot4_keyed", False) for c in classes):
         KeyedCacheLocator = _make_locator(caching)
         classes.insert(0, KeyedCacheLocator)
+    if not getattr(caching.IndexDataCacheFile, "_bot4_locked", False):
+        caching.IndexDataCacheFile = _make_index_file(caching)  # Cache() looks it up by name
     override = os.environ.get("NUMBA_CACHE_LOCATOR_CLASSES", "")
     if override and f"{__name__}.KeyedCacheLocator" not in override:
         _warn_once(
@@ -602,6 +673,39 @@ def install() -> None:
         _patch(caching)
     elif not any(isinstance(f, _NumbaCachingHook) for f in sys.meta_path):
         sys.meta_path.insert(0, _NumbaCachingHook())
+
+
+# --- cold compiles ------------------------------------------------------------------------
+
+
+def compiled_name(dispatcher) -> str:
+    """``module.qualname`` of a numba dispatcher's Python function."""
+    f = dispatcher.py_func
+    return f"{f.__module__}.{f.__qualname__}"
+
+
+def notice_cold(say) -> None:
+    """Call ``say(message)`` once, at this process's first numba compile (a cache miss):
+    the message names the function being compiled and the cache root. Loads from the
+    cache are not compiles and say nothing. Imports numba."""
+    from numba.core import event
+
+    said = []
+
+    class _Cold(event.Listener):
+        def on_start(self, ev) -> None:
+            if not said:
+                said.append(True)
+                say(
+                    f"numba cache cold: compiling {compiled_name(ev.data['dispatcher'])} "
+                    f"and the kernels it calls (cache {cache_root()}; `bot4 warm` fills it "
+                    "ahead of time)"
+                )
+
+        def on_end(self, ev) -> None:
+            pass
+
+    event.register("numba:compile", _Cold())
 
 
 # --- pruning ----------------------------------------------------------------------------

@@ -30,9 +30,15 @@ def test_ring_ops_key_covers_ring_layout_and_its_callees_only():
     assert "bot4.risk.limits" not in files and "bot4.stages.loop" not in files
 
 
-def test_risk_checks_key_covers_limits_and_accounting():
+def test_risk_checks_key_covers_its_imports_transitively():
+    """The risk kernels read column constants and call helpers from other files (their
+    names move as the package splits, issue 13): every module checks imports is in its
+    key, and so are the modules those import (``records.dtypes`` through ``records``)."""
     files = nbcache.closure_of("bot4.risk.checks")
-    assert {"bot4.risk.limits", "bot4.risk.accounting", "bot4.records.dtypes"} <= files
+    direct = nbcache.imports_of("bot4.risk.checks")
+    assert len(direct) >= 3 and direct <= files
+    assert "bot4.records.dtypes" not in direct and "bot4.records.dtypes" in files
+    assert "bot4.risk.accounting" in files
 
 
 def test_accounting_key_depends_on_nothing_else():
@@ -250,3 +256,56 @@ def test_a_claim_waiting_on_a_prune_recreates_the_directory(tmp_path):
             os.close(probe)
     finally:
         os.close(fd)
+
+
+# --- concurrent writers ------------------------------------------------------------------
+
+
+def _save_many(d: str, who: int, n: int, barrier, base: bool) -> None:
+    import numba.core.caching as caching
+
+    nbcache._keyed_paths.add(d)  # as if this process had claimed the key directory
+    cls = caching.IndexDataCacheFile
+    if base:
+        cls = cls.__mro__[1]  # numba's own, unlocked
+    f = cls(cache_path=d, filename_base="f", source_stamp=b"stamp")
+    barrier.wait(60)
+    for i in range(n):
+        f.save(("sig", who, i), ("code", who, i))
+
+
+def test_concurrent_writers_of_one_function_keep_every_signature_with_its_own_code(tmp_path):
+    """Four processes add 40 signatures each to one function's index at the same moment
+    (two stage processes compiling ``push_wait`` for two record types): afterwards every
+    signature is indexed and loads its own data, never another's. numba's own ``save``
+    (``base=True``) loses entries here and can index another signature's data file."""
+    import numba.core.caching as caching
+
+    assert getattr(caching.IndexDataCacheFile, "_bot4_locked", False)
+    ctx = mp.get_context("spawn")
+    workers, n = 4, 40
+    barrier = ctx.Barrier(workers)
+    procs = [
+        ctx.Process(target=_save_many, args=(str(tmp_path), w, n, barrier, False))
+        for w in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join(120)
+            assert p.exitcode == 0
+    finally:
+        for p in procs:
+            if p.is_alive():
+                os.kill(p.pid, 9)
+                p.join(5)
+    f = caching.IndexDataCacheFile(
+        cache_path=str(tmp_path), filename_base="f", source_stamp=b"stamp"
+    )
+    index = f._load_index()
+    assert len(index) == workers * n and len(set(index.values())) == workers * n
+    for w in range(workers):
+        for i in range(n):
+            assert f.load(("sig", w, i)) == ("code", w, i)
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp." in p.name]
