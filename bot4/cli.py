@@ -722,8 +722,10 @@ def build_parser() -> argparse.ArgumentParser:
     from bot4.gateways.cli import add_parser as add_exchange
     from bot4.models.cli import add_parser as add_models
     from bot4.replay.cli import add_parser as add_replay
+    from bot4.research.cli import add_parser as add_sweep
 
     add_replay(sub)
+    add_sweep(sub)
     add_db(sub)
     add_exchange(sub)
     add_models(sub)

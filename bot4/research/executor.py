@@ -1,0 +1,137 @@
+"""Where a sweep's runs execute: Ray tasks, one CPU each, results back to the driver.
+
+* **Local by default.** With no address, a Ray instance is started on demand in this
+  process (``num_cpus`` = the cores to use, default all; no dashboard) and shut down when
+  the runs are done, so one machine needs nothing set up. ``address`` (``--ray-address``,
+  e.g. ``ray://head:10001`` or ``auto``) joins an existing cluster instead, which is left
+  running.
+* **Data.** By default a worker opens the data path itself (a path every node sees: local
+  disk on one machine, a shared file system on a cluster). ``ship_data`` puts each input's
+  files in Ray's object store once (``ray.put``; a LOBSTER file travels with its partner)
+  and a worker writes them to its own temporary directory before the replay.
+* **Outputs.** Each run writes ``OUT/runs/KEY/`` on the node that ran it: on a cluster,
+  ``OUT`` should be a shared path for the reports to be readable from the driver; the
+  table's rows (metrics) always come back to the driver through Ray.
+* **Environment.** Workers get the driver's ``BOT4_*`` and ``NUMBA_*`` variables
+  (``runtime_env``), so they use the same SIMD width and the keyed numba cache; each task
+  asks for one CPU and the replay pins nothing. ``warm`` runs ``bot4 warm`` once on every
+  node first, so runs do not compile cold (on one machine the cache is already shared).
+* **Failures.** A task is never retried (a run is deterministic: it would fail again); a
+  worker that dies (out of memory, a signal) gives that run a failed row with Ray's error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+
+from bot4.research.runs import RunSpec, failed_row, pack_data, run_one
+
+__all__ = ["RayExecutor", "run_serial"]
+
+
+def run_serial(specs: Iterable[RunSpec], out_root: str, on_row: Callable[[dict], None]) -> None:
+    """The same runs one after the other in this process (``--executor serial``; the
+    baseline the throughput figures compare Ray with)."""
+    for s in specs:
+        on_row(run_one(s, out_root))
+
+
+def _warm_node() -> str:
+    from bot4.warm import warm
+
+    warm()
+    return os.uname().nodename
+
+
+class RayExecutor:
+    """Ray, started on demand (module docstring). Use as a context manager: Ray is shut
+    down on exit when this executor started it."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        *,
+        ship_data: bool = False,
+        warm: bool = False,
+    ) -> None:
+        self.address = address
+        self.num_cpus = num_cpus
+        self.ship_data = ship_data
+        self.warm = warm
+        self.started = False
+        self.startup_s = 0.0
+
+    def __enter__(self) -> RayExecutor:
+        import time
+
+        import ray
+
+        t0 = time.perf_counter()
+        env = {k: v for k, v in os.environ.items() if k.startswith(("BOT4_", "NUMBA_"))}
+        if not ray.is_initialized():
+            kw = dict(
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+                runtime_env={"env_vars": env} if env else None,
+            )
+            if self.address:
+                ray.init(address=self.address, **kw)
+            else:
+                ray.init(num_cpus=self.num_cpus, **kw)
+            self.started = True
+        if self.warm:
+            self._warm_nodes()
+        self.startup_s = time.perf_counter() - t0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.started:
+            import ray
+
+            ray.shutdown()
+
+    def cpus(self) -> int:
+        import ray
+
+        return int(ray.cluster_resources().get("CPU", 1))
+
+    def _warm_nodes(self) -> None:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        task = ray.remote(num_cpus=1, max_retries=0)(_warm_node)
+        refs = [
+            task.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote()
+            for n in ray.nodes()
+            if n.get("Alive")
+        ]
+        ray.get(refs)
+
+    def run(self, specs: Iterable[RunSpec], out_root: str, on_row: Callable[[dict], None]) -> None:
+        """Submit every spec, call ``on_row`` (in this process) as each finishes."""
+        import ray
+
+        task = ray.remote(num_cpus=1, max_retries=0)(run_one)
+        shipped: dict[str, object] = {}
+        pending: dict = {}
+        for s in specs:
+            arg = None
+            if self.ship_data:
+                if s.data not in shipped:
+                    shipped[s.data] = ray.put(pack_data(s.data))
+                arg = shipped[s.data]
+            pending[task.remote(s, os.path.abspath(out_root), arg)] = s
+        refs = list(pending)
+        while refs:
+            done, refs = ray.wait(refs, num_returns=1)
+            for r in done:
+                try:
+                    row = ray.get(r)
+                except Exception as exc:  # noqa: BLE001 - the worker died: the run failed
+                    row = failed_row(pending[r], exc)
+                on_row(row)

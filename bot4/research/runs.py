@@ -1,0 +1,305 @@
+"""One run of a sweep: its specification, its key, and the function a worker executes.
+
+A run is the deterministic replay (``bot4.replay.runner.replay``) of one data file with one
+parameter point: same data, topology, latency models, step and seed give byte-identical
+journals (docs/replay.md), so a run's result is a pure function of its :class:`RunSpec`.
+The run key is a hash of exactly what determines the result (not of the code version,
+which is recorded beside it: a sweep resumed after a code change says so), and names the
+run's directory ``OUT/runs/KEY/`` (``topology.toml``, ``journal/``, ``report.json``,
+``report.html``, ``trades.csv``, ``run.json``).
+
+:func:`run_one` never raises: a run that fails (a bad parameter the topology refuses, an
+unreadable file, a crash inside the replay) returns a row with ``status = "failed"`` and
+its error on one line. The driver, not the worker, writes rows to the table and the
+database (a worker cannot reach an embedded database).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+__all__ = [
+    "METRICS",
+    "RunSpec",
+    "code_version",
+    "data_identity",
+    "failed_row",
+    "metrics_of",
+    "pack_data",
+    "run_one",
+]
+
+#: metric columns of the results table, in order (None where undefined)
+METRICS = (
+    "total_pnl", "realised", "unrealised", "fees", "turnover", "max_drawdown",
+    "fills", "partial_fills", "orders", "shares_traded", "round_trips", "winning_round_trips",
+    "hit_rate", "profit_factor", "sharpe", "sortino", "sharpe_annualised", "intervals",
+    "denials", "events", "tick_to_order_p50_ns", "tick_to_order_p99_ns",
+)  # fmt: skip
+
+DEFAULT_STEP_NS = 100_000
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # numba colours its errors
+DEFAULT_INTERVAL_NS = 60_000_000_000
+
+
+def data_identity(path: str) -> dict:
+    """What identifies a data input in a run key: the path as given and its size in bytes
+    (a directory: the sum of its files), so a replaced file is a new run."""
+    p = Path(path)
+    if p.is_dir():
+        size = sum(f.stat().st_size for f in sorted(p.iterdir()) if f.is_file())
+    elif p.exists():
+        size = p.stat().st_size
+    else:
+        size = -1
+    return {"path": str(path), "bytes": size}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: ``data`` (path as given), ``point`` (parameter key -> value; see
+    ``bot4.research.space``), the base topology TOML and fixed latency models, and the
+    equity ``interval_ns``. ``index`` is the run's place in the plan (the table's order)."""
+
+    index: int
+    data: str
+    point: dict
+    topology_toml: str
+    latency: dict = field(default_factory=dict)  # fixed models, NAME -> text
+    interval_ns: int = DEFAULT_INTERVAL_NS
+    data_bytes: int = -1
+
+    @property
+    def seed(self) -> int:
+        return int(self.point.get("seed", 1))
+
+    @property
+    def step_ns(self) -> int:
+        from bot4.replay.latency import parse_duration_ns
+
+        v = self.point.get("step", DEFAULT_STEP_NS)
+        return int(v) if isinstance(v, int) else parse_duration_ns(str(v))
+
+    def latency_specs(self) -> dict[str, str]:
+        """Latency models of this run: the fixed ones, overridden by ``latency.NAME`` keys."""
+        out = dict(self.latency)
+        for k, v in self.point.items():
+            if k.startswith("latency."):
+                out[k.split(".", 1)[1]] = str(v)
+        return out
+
+    @property
+    def key(self) -> str:
+        """16 hex digits of sha256 over what determines the run's result."""
+        doc = {
+            "data": {"path": self.data, "bytes": self.data_bytes},
+            "point": self.point,
+            "topology": hashlib.sha256(self.topology_toml.encode()).hexdigest(),
+            "latency": self.latency_specs(),
+            "interval_ns": self.interval_ns,
+        }
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def command(self, run_dir: str) -> str:
+        """The ``bot4 replay`` command giving this run's report (its metrics are equal)."""
+        parts = ["bot4 replay", _q(self.data), "--topology", _q(f"{run_dir}/topology.toml")]
+        parts += ["--seed", str(self.seed), "--step", f"{self.step_ns}ns"]
+        for name, model in sorted(self.latency_specs().items()):
+            parts += ["--latency", _q(f"{name}={model}")]
+        if self.interval_ns != DEFAULT_INTERVAL_NS:
+            parts += ["--interval", f"{self.interval_ns}ns"]
+        return " ".join(parts)
+
+    def base_row(self) -> dict:
+        return {
+            "run": self.index,
+            "key": self.key,
+            "data": self.data,
+            "params": json.dumps(self.point, sort_keys=True),
+            "seed": self.seed,
+            "status": "pending",
+            "error": None,
+            **{m: None for m in METRICS},
+            "report_html": None,
+            "report_json": None,
+            "trades_csv": None,
+            "journal_sha256": None,
+            "command": None,
+            "code_version": code_version(),
+            "wall_s": None,
+            "worker": None,
+        }
+
+
+def _q(text: str) -> str:
+    safe = all(c.isalnum() or c in "/._-=:,+" for c in text)
+    return text if safe else "'" + text.replace("'", "'\\''") + "'"
+
+
+_CODE_VERSION: str | None = None
+
+
+def code_version() -> str:
+    """``bot4 <version>`` and the git commit of the checkout bot4 runs from (``+dirty`` when
+    bot4/ has uncommitted changes); the version alone for an installed package."""
+    global _CODE_VERSION
+    if _CODE_VERSION is None:
+        import bot4
+
+        root = Path(bot4.__file__).resolve().parents[1]
+        v = bot4.__version__
+        try:
+            head = subprocess.run(
+                ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+                capture_output=True, text=True, timeout=10, check=True,
+            ).stdout.strip()  # fmt: skip
+            dirty = subprocess.run(
+                ["git", "-C", str(root), "status", "--porcelain", "--", "bot4"],
+                capture_output=True, text=True, timeout=10, check=True,
+            ).stdout.strip()  # fmt: skip
+            v = f"{v}+g{head}" + ("-dirty" if dirty else "")
+        except (OSError, subprocess.SubprocessError):
+            pass
+        _CODE_VERSION = v
+    return _CODE_VERSION
+
+
+def _num(text) -> float | None:
+    return None if text is None else float(Decimal(str(text)))
+
+
+def metrics_of(doc: dict) -> dict:
+    """The table's metric columns from a report document (``Report.doc``)."""
+    s, m = doc["summary"], doc["metrics"]
+    t2o = doc["latency"]["tick_to_order"]
+    return {
+        "total_pnl": _num(s["total_pnl"]),
+        "realised": _num(s["realised"]),
+        "unrealised": _num(s["unrealised"]),
+        "fees": _num(s["fees"]),
+        "turnover": _num(s["turnover"]),
+        "max_drawdown": _num(s["max_drawdown"]),
+        "fills": s["fills"],
+        "partial_fills": s["partial_fills"],
+        "orders": s["orders"],
+        "shares_traded": s["shares_traded"],
+        "round_trips": s["round_trips"],
+        "winning_round_trips": s["winning_round_trips"],
+        "hit_rate": s["hit_rate"],
+        "profit_factor": s["profit_factor"],
+        "sharpe": m["sharpe"],
+        "sortino": m["sortino"],
+        "sharpe_annualised": m["sharpe_annualised"],
+        "intervals": m["intervals"],
+        "denials": doc["denials"]["total"],
+        "events": doc["run"].get("events"),
+        "tick_to_order_p50_ns": t2o.get("p50_ns"),
+        "tick_to_order_p99_ns": t2o.get("p99_ns"),
+    }
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(_ANSI.sub("", str(exc)).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:2000]
+
+
+def failed_row(spec: RunSpec, exc: BaseException | str) -> dict:
+    """The row of a run that raised (or whose worker died) with its error on one line."""
+    row = spec.base_row()
+    row["status"] = "failed"
+    row["error"] = exc if isinstance(exc, str) else _one_line(exc)
+    return row
+
+
+def pack_data(path: str) -> dict[str, bytes]:
+    """The files a data input needs, by name, to ship through Ray's object store: a file
+    (and a LOBSTER message/orderbook file's partner beside it) or a directory's files."""
+    p = Path(path)
+    if p.is_dir():
+        return {f.name: f.read_bytes() for f in sorted(p.iterdir()) if f.is_file()}
+    files = {p.name: p.read_bytes()}
+    for a, b in (("_message_", "_orderbook_"), ("_orderbook_", "_message_")):
+        if a in p.name:
+            partner = p.with_name(p.name.replace(a, b))
+            if partner.exists():
+                files[partner.name] = partner.read_bytes()
+    return files
+
+
+def _materialise(spec: RunSpec, files: dict[str, bytes], tmp: Path) -> str:
+    """Write shipped files under ``tmp`` (the worker's disk); the path to replay."""
+    for name, blob in files.items():
+        (tmp / name).write_bytes(blob)
+    p = Path(spec.data)
+    return str(tmp) if p.suffix == "" and len(files) > 1 else str(tmp / p.name)
+
+
+def _journal_sha(journal: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(journal.iterdir()):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def run_one(spec: RunSpec, out_root: str, shipped: dict[str, bytes] | None = None) -> dict:
+    """Run ``spec`` into ``out_root/runs/KEY`` (a previous, unfinished attempt there is
+    replaced) and return its table row; never raises. ``shipped``: the data's files when
+    they travel through the object store instead of a shared path."""
+    from bot4.pipeline.topology import load_topology
+    from bot4.replay.latency import LatencyConfig
+    from bot4.replay.runner import replay
+
+    t0 = time.perf_counter()
+    row = spec.base_row()
+    rel = f"runs/{spec.key}"
+    run_dir = Path(out_root) / rel
+    tmp = None
+    try:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        (run_dir / "topology.toml").write_text(spec.topology_toml)
+        topo = load_topology(run_dir / "topology.toml")
+        latency = LatencyConfig.from_specs(spec.latency_specs())
+        data = spec.data
+        if shipped is not None:
+            tmp = Path(tempfile.mkdtemp(prefix="bot4-sweep-data-"))
+            data = _materialise(spec, shipped, tmp)
+        out = replay(
+            data,
+            run_dir,
+            topology=topo,
+            latency=latency,
+            seed=spec.seed,
+            step_ns=spec.step_ns,
+            interval_ns=spec.interval_ns,
+            progress=None,
+        )
+        row.update(metrics_of(out.report.doc))
+        row["status"] = "ok"
+        row["report_html"] = f"{rel}/report.html"
+        row["report_json"] = f"{rel}/report.json"
+        if (run_dir / "trades.csv").exists():
+            row["trades_csv"] = f"{rel}/trades.csv"
+        row["journal_sha256"] = _journal_sha(run_dir / "journal")
+        row["command"] = spec.command(rel)
+    except Exception as exc:  # noqa: BLE001 - every failure is the run's result
+        row.update(failed_row(spec, exc))
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    row["wall_s"] = time.perf_counter() - t0
+    row["worker"] = f"{os.uname().nodename}:{os.getpid()}"
+    return row
