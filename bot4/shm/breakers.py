@@ -93,7 +93,7 @@ from numba import njit
 
 from bot4.records.errors import Bot4Error, Code
 from bot4.shm.atomics import compare_exchange, load_acquire, store_relaxed
-from bot4.shm.segment import Segment, attach_checked, segment_name
+from bot4.shm.segment import attach_checked, create_initialised, segment_name
 
 __all__ = [
     "BREAKERS_SEGMENT",
@@ -114,6 +114,8 @@ __all__ = [
     "breaker_release",
     "breaker_reset",
     "breaker_state",
+    "breaker_word_epoch",
+    "breaker_word_state",
     "breaker_state_word",
     "breaker_trip",
     "breakers_bytes",
@@ -267,17 +269,11 @@ def create_breakers(instance: str, configs: Sequence[BreakerConfig]) -> str:
     Returns the segment name; SegmentExistsError if it exists.
     """
     name = segment_name(instance, BREAKERS_SEGMENT)
-    seg = Segment.create(name, breakers_bytes(len(configs)))
-    try:
-        words = np.frombuffer(seg.buf, np.uint64)
-        init_breakers(words, configs, time.monotonic_ns())
-        del words
-    except BaseException:
-        seg.close()
-        Segment.unlink(name)
-        raise
-    seg.close()
-    return name
+    return create_initialised(
+        name,
+        breakers_bytes(len(configs)),
+        lambda words: init_breakers(words, configs, time.monotonic_ns()),
+    )
 
 
 def _config_of(words: np.ndarray, i: int) -> BreakerConfig:
@@ -680,6 +676,19 @@ def breaker_release(words, i, ticket):
 def breaker_state_word(words, i):
     """The raw state word: state (byte 0), flags (byte 1), epoch (bits 16..62)."""
     return _load(words, _block(words, i) + B_STATE)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def breaker_word_state(w):
+    """CLOSED, OPEN or HALF_OPEN: the state byte of a breaker state word."""
+    return w & STATE_MASK
+
+
+@njit(nogil=True, cache=True, inline="always")
+def breaker_word_epoch(w):
+    """The epoch of a breaker state word: it moves at every transition, so an OPEN seen
+    with a new epoch is a new trip."""
+    return w >> EPOCH_SHIFT
 
 
 @njit(nogil=True, cache=True)

@@ -67,7 +67,7 @@ from bot4.records import (
 )
 from bot4.shm import histogram as H
 from bot4.shm.atomics import monotonic_ns
-from bot4.shm.segment import Segment, attach_checked, segment_name
+from bot4.shm.segment import attach_checked, create_initialised, segment_name
 
 MAGIC = int.from_bytes(b"BOT4METR", "little")
 LAYOUT_VERSION = 1
@@ -169,17 +169,11 @@ def flow(words: np.ndarray) -> np.ndarray:
 def create_metrics(instance: str, recorder: int | None, stage_names=()) -> str:
     """Create ``instance``'s metrics segment (the launcher, with the other segments)."""
     name = segment_name(instance, METRICS_SEGMENT)
-    seg = Segment.create(name, SEGMENT_BYTES)
-    try:
-        w = np.frombuffer(seg.buf, np.uint64)
-        init_metrics(w, recorder, time.monotonic_ns(), stage_names)
-        del w
-    except BaseException:
-        seg.close()
-        Segment.unlink(name)
-        raise
-    seg.close()
-    return name
+    return create_initialised(
+        name,
+        SEGMENT_BYTES,
+        lambda w: init_metrics(w, recorder, time.monotonic_ns(), stage_names),
+    )
 
 
 class Metrics:

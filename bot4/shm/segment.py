@@ -249,3 +249,23 @@ class Segment:
                 raise SegmentMissingError(name) from None
             return False
         return True
+
+
+def create_initialised(name: str, size: int, init) -> str:
+    """Create segment ``name`` of ``size`` bytes and lay it out with ``init(words)`` (its
+    bytes as u64, a view closed before return); a failing ``init`` unlinks the segment
+    again, so a half-initialised segment is never left for an attacher. Returns ``name``;
+    the errors of :meth:`Segment.create`, and whatever ``init`` raises."""
+    import numpy as np  # the numpy-free importers of this module never call it
+
+    seg = Segment.create(name, size)
+    try:
+        words = np.frombuffer(seg.buf, np.uint64)
+        init(words)
+        del words
+    except BaseException:
+        seg.close()
+        Segment.unlink(name)
+        raise
+    seg.close()
+    return name

@@ -38,7 +38,7 @@ from numba import njit
 
 from bot4.records.errors import Bot4Error, Code
 from bot4.shm.atomics import compare_exchange, load_acquire
-from bot4.shm.segment import Segment, attach_checked, segment_name
+from bot4.shm.segment import attach_checked, create_initialised, segment_name
 
 __all__ = [
     "ACTIVE",
@@ -62,6 +62,9 @@ __all__ = [
     "state_of",
     "state_word",
     "trading_bytes",
+    "word_reason",
+    "word_source",
+    "word_state",
 ]
 
 MAGIC = int.from_bytes(b"BOT4TRAD", "little")
@@ -80,7 +83,9 @@ SOURCE_NAMES = {SRC_NONE: "-", SRC_OPERATOR: "operator", SRC_RISK: "risk", SRC_O
 
 STATE_MASK = 0xFF
 REASON_SHIFT = 8
+REASON_MASK = 0xFFFF
 SOURCE_SHIFT = 24
+SOURCE_MASK = 0xFF
 CHANGES_SHIFT = 32
 CHANGES_MASK = (1 << 31) - 1
 
@@ -111,20 +116,32 @@ def create_trading_state(instance: str, n_instruments: int) -> str:
     if n_instruments < 1:
         raise ValueError("n_instruments must be >= 1")
     name = segment_name(instance, TRADING_SEGMENT)
-    seg = Segment.create(name, trading_bytes(n_instruments))
-    try:
-        words = np.frombuffer(seg.buf, np.uint64)
-        init_trading_state(words, n_instruments, time.monotonic_ns())
-        del words
-    except BaseException:
-        seg.close()
-        Segment.unlink(name)
-        raise
-    seg.close()
-    return name
+    return create_initialised(
+        name,
+        trading_bytes(n_instruments),
+        lambda words: init_trading_state(words, n_instruments, time.monotonic_ns()),
+    )
 
 
 # --- numba ops -------------------------------------------------------------------------------
+
+
+@njit(nogil=True, cache=True, inline="always")
+def word_state(w):
+    """ACTIVE, REDUCING or HALTED: the state byte of a state word."""
+    return w & STATE_MASK
+
+
+@njit(nogil=True, cache=True, inline="always")
+def word_reason(w):
+    """The errors.Code a state word was set with."""
+    return (w >> REASON_SHIFT) & REASON_MASK
+
+
+@njit(nogil=True, cache=True, inline="always")
+def word_source(w):
+    """SRC_*: who set a state word."""
+    return (w >> SOURCE_SHIFT) & SOURCE_MASK
 
 
 @njit(nogil=True, cache=True)
