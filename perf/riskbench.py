@@ -105,7 +105,8 @@ from bot4.records import (
 )
 from bot4.records.errors import Code
 from bot4.risk import create_risk_segments
-from bot4.risk.checks import RiskBook, check_intents
+from bot4.risk.book import RiskBook
+from bot4.risk.checks import check_intents
 from bot4.risk.limits import RiskLimits, build_arrays
 from bot4.shm.breakers import (
     B_STATE,
@@ -190,31 +191,25 @@ def loop_clock(n, zero):
 
 
 @njit(nogil=True, cache=True)
-def _restore_risk(inst, acct, tat, keys, inst0, acct0, tat0):
-    inst[:, :] = inst0
-    acct[:] = acct0
-    tat[:] = tat0
-    keys[:] = 0
+def _restore_risk(st, inst0, acct0, tat0):
+    st.inst[:, :] = inst0
+    st.acct[:] = acct0
+    st.tat[:] = tat0
+    st.orders[:, 0] = 0  # every row empty (a claimed row's values are zeroed on claim)
 
 
 @njit(nogil=True, cache=True)
-def loop_risk(
-    n, zero, intents, out_o, out_d, seq, now, inst, acct, tat, keys, vals, seen, pend,
-    brk_seen, counters, ilim, slim, alim, brk_scope, brk, trading, inst0, acct0, tat0,
-):  # fmt: skip
+def loop_risk(n, zero, intents, out_o, out_d, seq, now, st, inst0, acct0, tat0):
     acc = np.int64(0)
     inside = np.int64(0)
     for _ in range(n):
         t0 = monotonic_ns()
-        n_o, n_d = check_intents(
-            intents, out_o, out_d, seq, now + (acc & zero), inst, acct, tat, keys, vals,
-            seen, pend, brk_seen, counters, ilim, slim, alim, brk_scope, brk, trading,
-        )  # fmt: skip
+        n_o, n_d = check_intents(st, intents, out_o, out_d, seq, now + (acc & zero))
         t1 = monotonic_ns()
         inside += t1 - t0
         acc += n_o + n_d
         seq += n_o + n_d
-        _restore_risk(inst, acct, tat, keys, inst0, acct0, tat0)
+        _restore_risk(st, inst0, acct0, tat0)
     return acc, inside
 
 
@@ -643,9 +638,7 @@ class RiskBench:
             rb = self.risk
             acc, inside = loop_risk(
                 n, z, self.intents, self.out_o, self.out_d, np.int64(self.seq), self.now,
-                rb.inst, rb.acct, rb.tat, rb.keys, rb.vals, rb.seen, rb.pend, rb.brk_seen,
-                rb.counters, rb.ilim, rb.slim, rb.alim, rb.brk_scope, rb.brk, rb.trading,
-                self.inst0, self.acct0, self.tat0,
+                rb.st, self.inst0, self.acct0, self.tat0,
             )  # fmt: skip
             wall = time.perf_counter() - t
             self.seq += int(acc)
@@ -730,8 +723,6 @@ class RiskBench:
     def close(self) -> None:
         """Drop the attachments and unlink this instance's segments (idempotent)."""
         self.brk = self.trading = None
-        if getattr(self, "risk", None) is not None:
-            self.risk.brk = self.risk.trading = None
         self.risk = None
         for seg in self._attached:
             with contextlib.suppress(BufferError):  # a numpy view alive: unmapped at exit

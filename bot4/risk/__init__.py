@@ -1,5 +1,13 @@
-"""Pre-trade risk: limits config (:mod:`~bot4.risk.limits`), the check kernels
-(:mod:`~bot4.risk.checks`), and the shared segments the risk stage attaches.
+"""Pre-trade risk, and the shared segments the risk stage attaches.
+
+* :mod:`~bot4.risk.layout` — every column of the risk arrays and ``RiskState``, the one
+  state object the kernels take;
+* :mod:`~bot4.risk.limits` — the configuration (frozen dataclasses) and the limit arrays;
+* :mod:`~bot4.risk.checks` — the intent checks (``check_intents``);
+* :mod:`~bot4.risk.positions` — fills, market data, book levels: positions and marks;
+* :mod:`~bot4.risk.killswitch` — trading states: kill switch, stale data, daily loss;
+* :mod:`~bot4.risk.accounting` — average-cost PnL arithmetic (shared with the reports);
+* :mod:`~bot4.risk.book` — ``RiskBook``: allocates the state, calls the kernels, summarises.
 
 The breaker and trading-state segments belong to the instance, not to the risk stage: the
 launcher creates them with :func:`create_risk_segments` before any stage starts, operator

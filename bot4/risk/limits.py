@@ -37,6 +37,38 @@ import numpy as np
 
 from bot4.records import DEFAULT_INSTRUMENTS, InstrumentTable, load_instruments, to_fixed
 from bot4.records.errors import Bot4Error, Code
+
+# the columns of the limit arrays built here live in bot4.risk.layout (one place for the
+# kernels and the config); re-exported
+from bot4.risk.layout import (
+    A_BREAKER_FROM_EXECS,
+    A_BREAKER_HALTS,
+    A_DAILY_HALT,
+    A_DAILY_LOSS,
+    A_FEED_GONE_NS,
+    A_INTENT_PRODUCER,
+    A_MAX_GROSS,
+    A_MAX_OPEN_ORDERS,
+    A_REF_MAX_AGE_NS,
+    A_RISK_PRODUCER,
+    L_BAND_BP,
+    L_BOOK_TAKE_PCT,
+    L_BREAKER,
+    L_KNOWN,
+    L_LOT,
+    L_MAX_NOTIONAL,
+    L_MAX_OPEN_ORDERS,
+    L_MAX_ORDER_QTY,
+    L_MAX_POSITION,
+    L_STALE_NS,
+    NA,
+    NL,
+    NS,
+    S_BURST,
+    S_INTERVAL_NS,
+    S_MAX_STOP_BP,
+    S_STOP_REQUIRED,
+)
 from bot4.shm.breakers import BreakerConfig
 
 #: the database breaker: opens after 3 failed loads (of at least 3 in the window), probes
@@ -53,37 +85,6 @@ __all__ = [
     "next_reset_utc_ns",
 ]
 
-# --- columns of the limit arrays (kernels read these as compile-time constants) ------------
-# ilim[instrument id, L_*]
-L_KNOWN = 0  # 1 if the instrument is in the table
-L_LOT = 1  # lot size, shares
-L_MAX_ORDER_QTY = 2  # shares
-L_MAX_NOTIONAL = 3  # price units (qty * price)
-L_MAX_POSITION = 4  # shares, worst case with open orders, either side
-L_MAX_OPEN_ORDERS = 5  # orders resting at once in this instrument
-L_BAND_BP = 6  # limit price at most this far from the reference, bp (0 = no band)
-L_BREAKER = 7  # breaker index guarding this instrument's orders (-1 = none)
-L_STALE_NS = 8  # no market data for longer than this after some halts the instrument (0 = off)
-L_BOOK_TAKE_PCT = 9  # order qty at most this % of the opposite side's visible depth (0 = off)
-NL = 10
-# slim[strategy id, S_*] (row 0: strategies outside the table, and id 0)
-S_STOP_REQUIRED = 0  # 1: orders that add exposure must carry a stop-loss
-S_MAX_STOP_BP = 1  # stop at most this far from the entry price, bp (0 = no bound)
-S_INTERVAL_NS = 2  # token bucket emission interval, ns per order (0 = no rate limit)
-S_BURST = 3  # token bucket capacity, orders
-NS = 4
-# alim[A_*]
-A_MAX_GROSS = 0  # price units, sum over instruments of worst-case |position| * price
-A_MAX_OPEN_ORDERS = 1  # orders resting at once, account
-A_DAILY_LOSS = 2  # price units; loss since the daily reset at which trading REDUCES (0 = off)
-A_DAILY_HALT = 3  # price units; loss at which trading HALTS (0 = off)
-A_BREAKER_HALTS = 4  # 1: a breaker opening halts what it guards (kill switch)
-A_BREAKER_FROM_EXECS = 5  # 1: execution reports feed the breakers (ack ok, reject failure)
-A_REF_MAX_AGE_NS = 6  # a reference price older than this is no reference (0 = any age)
-A_INTENT_PRODUCER = 7  # producer id of the intents (the signals stage index)
-A_RISK_PRODUCER = 8  # producer id of this risk stage (its CANCEL_ALL order ids)
-A_FEED_GONE_NS = 9  # no market data at all for longer than this halts globally (0 = off)
-NA = 10
 
 MONEY_FIELDS = ("max_notional", "max_gross", "daily_loss_limit", "daily_loss_halt")
 

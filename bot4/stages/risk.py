@@ -51,7 +51,8 @@ import numpy as np
 from bot4.logs import log_event
 from bot4.records import MARKET_DATA, RISK_DECISION
 from bot4.records.errors import Bot4Error, Code
-from bot4.risk.checks import C_CANCEL_ALL, RiskBook
+from bot4.risk.book import RiskBook
+from bot4.risk.layout import C_CANCEL_ALL
 from bot4.risk.limits import (
     A_FEED_GONE_NS,
     L_BREAKER,

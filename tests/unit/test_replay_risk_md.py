@@ -23,33 +23,23 @@ from bot4.records import (
     SIDE_NONE,
     SIDE_SELL,
 )
-from bot4.risk.checks import (
-    C_MD,
-    I_ASK,
-    I_BID,
-    I_LAST_TRADE,
-    I_REF,
-    I_REF_NS,
-    _after_batch,
-    _maybe_reset,
-    _md_arrived,
-    _remark,
-)
-from bot4.risk.limits import L_KNOWN
+from bot4.risk.killswitch import after_batch, maybe_reset, md_arrived
+from bot4.risk.layout import C_MD, I_ASK, I_BID, I_LAST_TRADE, I_REF, I_REF_NS, L_KNOWN
+from bot4.risk.positions import remark
 from tests.unit.test_risk import Desk, instruments_file  # noqa: F401 (fixture)
 
 
 @njit
-def reference(md, out_orders, seq, now_ns, inst_st, acct, seen, pend, brk_seen, counters,
-              ilim, alim, brk_scope, brk, trading):  # fmt: skip
+def reference(st, md, out_orders, seq, now_ns):
     """``apply_market_data`` as it was: every record stamps, references and marks."""
-    _maybe_reset(acct, trading, counters, now_ns)
+    maybe_reset(st, now_ns)
+    inst_st = st.inst
     for k in range(md.shape[0]):
         r = md[k]
         inst = np.int64(r.instrument)
-        if inst <= 0 or inst >= ilim.shape[0] or ilim[inst, L_KNOWN] == 0:
+        if inst <= 0 or inst >= st.ilim.shape[0] or st.ilim[inst, L_KNOWN] == 0:
             continue
-        _md_arrived(inst_st, acct, counters, trading, inst, now_ns)
+        md_arrived(st, inst, now_ns)
         kind = r.kind
         if kind == MD_QUOTE:
             px = r.price if r.qty > 0 and r.price > 0 else 0
@@ -70,17 +60,14 @@ def reference(md, out_orders, seq, now_ns, inst_st, acct, seen, pend, brk_seen, 
         ref = (bid + ask) // 2 if bid > 0 and ask > bid else inst_st[inst, I_LAST_TRADE]
         inst_st[inst, I_REF] = ref
         inst_st[inst, I_REF_NS] = r.ts_recv_ns if r.ts_recv_ns > 0 else now_ns
-        counters[C_MD] += 1
-        _remark(inst_st, acct, inst)
-    return _after_batch(out_orders, seq, now_ns, trading, seen, pend, brk_seen, brk_scope, ilim,
-                        alim, acct, brk, counters)  # fmt: skip
+        st.counters[C_MD] += 1
+        remark(st, inst)
+    return after_batch(st, out_orders, seq, now_ns)
 
 
 def reference_md(d: Desk, md) -> None:
-    bk = d.book
     out = np.zeros(8, ORDER)
-    n = reference(md, out, d.seq, d.now, bk.inst, bk.acct, bk.seen, bk.pend, bk.brk_seen,
-                  bk.counters, bk.ilim, bk.alim, bk.brk_scope, bk.brk, bk.trading)  # fmt: skip
+    n = reference(d.book.st, md, out, d.seq, d.now)
     d.seq += n
     d._orders(out, n)
 

@@ -44,7 +44,8 @@ from bot4.records import (
 )
 from bot4.records.errors import Code
 from bot4.risk import create_risk_segments
-from bot4.risk.checks import X_NEXT_RESET_NS, RiskBook
+from bot4.risk.book import RiskBook
+from bot4.risk.layout import X_NEXT_RESET_NS
 from bot4.risk.limits import RiskConfigError, RiskLimits, build_arrays, next_reset_utc_ns
 from bot4.shm import breakers as B
 from bot4.shm import trading_state as T
