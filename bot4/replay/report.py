@@ -52,7 +52,6 @@ import math
 import os
 from dataclasses import dataclass, field
 from decimal import Decimal
-from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +62,11 @@ from bot4.records import (
     DECISION_DENY,
     DEFAULT_INSTRUMENTS,
     EXEC_ACK,
+    EXEC_CANCELLED,
+    EXEC_EXPIRED,
     EXEC_FILL,
     EXEC_PARTIAL_FILL,
+    EXEC_REJECTED,
     EXEC_STP_DECREMENTED,
     EXEC_STP_EXPIRED,
     RT_EXEC_REPORT,
@@ -87,6 +89,11 @@ __all__ = [
 
 #: ns of trading in a year: 252 sessions of 6.5 hours (annualisation of per-interval ratios)
 PERIODS_PER_YEAR_NS = 252 * 6.5 * 3600 * 1e9
+#: annualised ratios are given only from this many returns spanning at least this long: a
+#: sample deviation of a handful of returns, scaled by sqrt(98,280 minutes a year), is noise
+#: (a 40-second session once printed an annualised Sharpe of -902)
+MIN_RETURNS_ANNUALISED = 30
+MIN_SPAN_ANNUALISED_NS = 3600 * 10**9
 SESSION_SHIFT = 32  # bot4.paths.SESSION_SEQ_SHIFT: seq >> 32 is the session
 
 
@@ -102,7 +109,9 @@ def _money(units: int, scale: int) -> str:
 def equity_metrics(equity_units: list[int], scale: int, interval_ns: int) -> dict:
     """Sharpe, Sortino and max drawdown of an equity series sampled every ``interval_ns``
     (int price units, the first point being the start). Returns floats in currency units;
-    ratios are None where undefined (fewer than two returns, zero deviation)."""
+    ratios are None where undefined (fewer than two returns, zero deviation). The
+    annualised ratios are None, and ``annualised_note`` says why, unless there are at least
+    :data:`MIN_RETURNS_ANNUALISED` returns spanning :data:`MIN_SPAN_ANNUALISED_NS`."""
     eq = [int(e) for e in equity_units]
     rets = [(eq[i] - eq[i - 1]) / scale for i in range(1, len(eq))]
     n = len(rets)
@@ -120,8 +129,17 @@ def equity_metrics(equity_units: list[int], scale: int, interval_ns: int) -> dic
     out["downside_deviation"] = down
     out["sharpe"] = mean / sd if n >= 2 and sd > 0 else None
     out["sortino"] = mean / down if n and down > 0 else None
-    out["sharpe_annualised"] = out["sharpe"] * ann if out["sharpe"] is not None else None
-    out["sortino_annualised"] = out["sortino"] * ann if out["sortino"] is not None else None
+    meaningful = n >= MIN_RETURNS_ANNUALISED and n * interval_ns >= MIN_SPAN_ANNUALISED_NS
+    out["annualised_note"] = (
+        None
+        if meaningful
+        else f"not meaningful: {n} returns over {n * interval_ns / 1e9:g} s; annualised "
+        f"ratios need >= {MIN_RETURNS_ANNUALISED} returns spanning >= "
+        f"{MIN_SPAN_ANNUALISED_NS // 10**9 // 60} min (the per-interval ratios stand)"
+    )
+    ok = meaningful
+    out["sharpe_annualised"] = out["sharpe"] * ann if ok and out["sharpe"] is not None else None
+    out["sortino_annualised"] = out["sortino"] * ann if ok and out["sortino"] is not None else None
     out["periods_per_year"] = PERIODS_PER_YEAR_NS / interval_ns
     peak = 0
     mdd = 0
@@ -162,9 +180,25 @@ class _Book:
     fills: int = 0
     trip: int = 0  # PnL of the open round trip so far (fees included)
     trips: list = field(default_factory=list)
+    # the open trip's facts for the trade list: opened at (ns), side, shares and value in
+    # (opening fills) and out (closing fills), largest |position|, fees (price units)
+    t_open: int = 0
+    t_side: int = 0
+    t_in: list = field(default_factory=lambda: [0, 0])
+    t_out: list = field(default_factory=lambda: [0, 0])
+    t_max: int = 0
+    t_fees: int = 0
+    trip_rows: list = field(default_factory=list)
 
-    def apply(self, side: int, qty: int, px: int, fee: int) -> None:
-        """A fill of ``qty`` shares at ``px`` on ``side`` paying ``fee`` (price units)."""
+    def _open_trip(self, t: int, side: int) -> None:
+        self.t_open, self.t_side, self.t_in, self.t_out = t, side, [0, 0], [0, 0]
+        self.t_max = self.t_fees = 0
+
+    def apply(self, side: int, qty: int, px: int, fee: int, t: int = 0) -> None:
+        """A fill of ``qty`` shares at ``px`` on ``side`` paying ``fee`` (price units) at
+        ``t`` (ns; only the trade list uses it)."""
+        if self.pos == 0:
+            self._open_trip(t, side)
         before = self.realised
         p, c, realised, closing_q = average_cost_fill(self.pos, self.cost, qty * side, px)
         self.pos, self.cost, closing_q = int(p), int(c), int(closing_q)
@@ -180,12 +214,38 @@ class _Book:
         gross = self.realised - before + fee  # what the fill realised before its fee
         if not closing_q:
             self.trip -= fee  # opening or adding: its fee belongs to the open trip
+            self.t_in[0] += qty
+            self.t_in[1] += qty * px
+            self.t_fees += fee
+            self.t_max = max(self.t_max, abs(self.pos))
             return
         fee_close = int(pro_rata(fee, closing_q, qty))  # the closing share of the fee
         self.trip += gross - fee_close
+        self.t_out[0] += closing_q
+        self.t_out[1] += closing_q * px
+        self.t_fees += fee_close
         if p == 0 or closing_q < qty:  # flat, or flipped: the trip is closed
             self.trips.append(self.trip)
+            self.trip_rows.append(
+                {
+                    "opened_ns": self.t_open,
+                    "closed_ns": t,
+                    "side": self.t_side,
+                    "max_position": self.t_max,
+                    "qty_in": self.t_in[0],
+                    "value_in": self.t_in[1],
+                    "qty_out": self.t_out[0],
+                    "value_out": self.t_out[1],
+                    "fees": self.t_fees,
+                    "pnl": self.trip,
+                }
+            )
             self.trip = -(fee - fee_close) if p != 0 else 0
+            if p != 0:  # flipped: the rest of the fill opens the next trip
+                self._open_trip(t, side)
+                self.t_in = [qty - closing_q, (qty - closing_q) * px]
+                self.t_fees = fee - fee_close
+                self.t_max = abs(self.pos)
 
     def unrealised(self, mark: int) -> int:
         m = mark if mark > 0 else self.last_px
@@ -226,12 +286,21 @@ def latency_stats(ns: np.ndarray) -> dict:
 @dataclass
 class Report:
     """A built report: ``doc`` (the JSON document) and the series the plots draw
-    (``times_ns``, ``equity_units``, ``scale``)."""
+    (``times_ns``, ``equity_units``, ``scale``), and what the tearsheet and the notebook API
+    show beyond the document: ``fills`` (one dict per fill in time order, with the position
+    and the instrument's realised PnL after it), ``trades`` (closed round trips),
+    ``quotes`` (our orders' resting intervals), ``marks`` (the mid series) and
+    ``symbols`` (instrument id -> symbol). Prices and money in those are int price units."""
 
     doc: dict
     times_ns: list[int]
     equity_units: list[int]
     scale: int
+    fills: list[dict] = field(default_factory=list)
+    trades: list[dict] = field(default_factory=list)
+    quotes: list[dict] = field(default_factory=list)
+    marks: tuple | None = None
+    symbols: dict = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
@@ -239,103 +308,40 @@ class Report:
     def summary_lines(self) -> list[str]:
         """Two terminal lines: PnL, fills, orders, turnover; Sharpe, drawdown, hit rate."""
         s, m, d = self.doc["summary"], self.doc["metrics"], self.doc["denials"]
-        sharpe = "-" if m["sharpe_annualised"] is None else f"{m['sharpe_annualised']:.2f}"
+        every = f"{m['interval_ns'] / 1e9:g} s"
+        if m["sharpe_annualised"] is not None:
+            sharpe = f"sharpe {m['sharpe_annualised']:.2f} (annualised)"
+        elif m["sharpe"] is not None:
+            sharpe = f"sharpe {m['sharpe']:.3f} per {every} ({m['intervals']} returns; too few to annualise)"
+        else:
+            sharpe = f"sharpe - ({m['intervals']} returns of {every})"
         hit = "-" if s["hit_rate"] is None else f"{s['hit_rate']:.1%}"
         return [
             f"pnl {s['total_pnl']} (realised {s['realised']}, unrealised {s['unrealised']}, "
             f"fees {s['fees']})  fills {s['fills']}  orders {s['orders']}  "
             f"turnover {s['turnover']}",
-            f"sharpe {sharpe} (annualised)  max drawdown {s['max_drawdown']}  hit rate {hit}  "
-            f"denials {d['total']}",
+            f"{sharpe}  max drawdown {s['max_drawdown']}  hit rate {hit}  denials {d['total']}",
         ]
 
     def write(self, out_dir: str | os.PathLike) -> tuple[Path, Path]:
-        """``report.json`` and ``report.html`` into ``out_dir``; their paths."""
+        """``report.json``, ``report.html``, ``trades.csv`` (round trips) and ``fills.csv``
+        into ``out_dir``; the paths of the first two."""
+        from bot4.replay.tearsheet import fills_csv, trades_csv
+
         d = Path(out_dir)
         d.mkdir(parents=True, exist_ok=True)
         j, h = d / "report.json", d / "report.html"
         j.write_bytes(self.to_json() + b"\n")
         h.write_text(self.to_html(), encoding="utf-8")
+        (d / "trades.csv").write_text(trades_csv(self), encoding="utf-8")
+        (d / "fills.csv").write_text(fills_csv(self), encoding="utf-8")
         return j, h
 
     def to_html(self) -> str:
-        from bot4.replay.svg import bar_chart, line_chart
+        """The tearsheet (``bot4.replay.tearsheet``): one self-contained page."""
+        from bot4.replay.tearsheet import render
 
-        doc = self.doc
-        t0 = self.times_ns[0] if self.times_ns else 0
-        xs = [(t - t0) / 1e9 for t in self.times_ns]
-        eq = [e / self.scale for e in self.equity_units]
-        dd = [d / self.scale for d in drawdown_series(self.equity_units)]
-        span = f"{xs[-1]:,.0f} s" if xs else ""
-        charts = [
-            line_chart(xs, eq, "Equity (realised + unrealised PnL)", x_lo="0 s", x_hi=span),
-            line_chart(
-                xs,
-                dd,
-                "Drawdown from peak",
-                x_lo="0 s",
-                x_hi=span,
-                color="#b03030",
-                fill_to_zero=True,
-            ),  # fmt: skip
-        ]
-        lat = doc["latency"]["tick_to_order"]
-        labels = [_ns_label(b["lo_ns"]) for b in lat.get("histogram", [])]
-        counts = [b["count"] for b in lat.get("histogram", [])]
-        charts.append(bar_chart(labels, counts, "Tick-to-order latency (log2 buckets, ns)"))
-        rows = []
-        s = doc["summary"]
-        for k in (
-            "realised", "unrealised", "total_pnl", "fees", "turnover", "fills", "orders",
-            "round_trips", "hit_rate", "profit_factor", "max_drawdown",
-        ):  # fmt: skip
-            rows.append(f"<tr><th>{escape(k)}</th><td>{escape(_cell(s.get(k)))}</td></tr>")
-        m = doc["metrics"]
-        for k in ("sharpe", "sharpe_annualised", "sortino", "sortino_annualised", "intervals"):
-            rows.append(f"<tr><th>{escape(k)}</th><td>{escape(_cell(m.get(k)))}</td></tr>")
-        pos_rows = "".join(
-            f"<tr><td>{escape(sym)}</td><td>{p['position']}</td><td>{escape(p['realised'])}</td>"
-            f"<td>{escape(p['unrealised'])}</td><td>{escape(p['fees'])}</td>"
-            f"<td>{p['fills']}</td><td>{escape(p['mark'])}</td></tr>"
-            for sym, p in sorted(doc["positions"].items())
-        )
-        den = doc["denials"]
-        den_rows = "".join(
-            f"<tr><td>{escape(k)}</td><td>{v}</td></tr>"
-            for k, v in sorted(den["by_reason"].items())
-        )
-        lat_rows = "".join(
-            f"<tr><th>{escape(name)}</th><td>{v.get('count', 0)}</td>"
-            f"<td>{_ns_label(v.get('p50_ns', 0))}</td><td>{_ns_label(v.get('p99_ns', 0))}</td>"
-            f"<td>{_ns_label(v.get('max_ns', 0))}</td></tr>"
-            for name, v in sorted(doc["latency"].items())
-        )
-        meta = escape(orjson.dumps(doc.get("run", {}), option=orjson.OPT_SORT_KEYS).decode())
-        return (
-            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            "<title>bot4 replay report</title><style>"
-            "body{font-family:sans-serif;margin:24px;color:#222}"
-            "table{border-collapse:collapse;margin:8px 0 20px}"
-            "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-            "th{background:#f4f4f4;text-align:left}svg{display:block;margin:8px 0}"
-            "code{font-size:11px;word-break:break-all}"
-            "</style></head><body>"
-            "<h1>bot4 replay report</h1>"
-            f"<p><code>{meta}</code></p>"
-            "<h2>Summary</h2><table>"
-            + "".join(rows)
-            + "</table>"
-            + "".join(charts)
-            + "<h2>Positions</h2><table><tr><th>instrument</th><th>position</th>"
-            "<th>realised</th><th>unrealised</th><th>fees</th><th>fills</th><th>mark</th></tr>"
-            + pos_rows
-            + "</table>"
-            f"<h2>Risk denials ({den['total']} of {den['decisions']} decisions)</h2>"
-            "<table><tr><th>reason</th><th>count</th></tr>" + den_rows + "</table>"
-            "<h2>Latency</h2><table><tr><th></th><th>count</th><th>p50</th><th>p99</th>"
-            "<th>max</th></tr>" + lat_rows + "</table>"
-            "</body></html>\n"
-        )
+        return render(self)
 
 
 def _cell(v) -> str:
@@ -462,15 +468,34 @@ def report_from_journal(
 
     books: dict[int, _Book] = {}
     equity: list[int] = []
+    fill_rows: list[dict] = []
+
+    def apply(f) -> None:
+        inst = int(f["instrument"])
+        b = books.setdefault(inst, _Book())
+        tf = int(f["ts_venue_ns"])
+        b.apply(int(f["side"]), int(f["last_qty"]), int(f["last_price"]), int(f["fee"]), tf)
+        fill_rows.append(
+            {
+                "ts_ns": tf,
+                "instrument": inst,
+                "side": int(f["side"]),
+                "qty": int(f["last_qty"]),
+                "price": int(f["last_price"]),
+                "fee": int(f["fee"]),
+                "client_order_id": int(f["client_order_id"]),
+                "exec_id": int(f["exec_id"]),
+                "partial": int(f["exec_type"]) == EXEC_PARTIAL_FILL,
+                "position": b.pos,
+                "realised": b.realised,
+            }
+        )
+
     fi = 0
     fill_t = fills["ts_venue_ns"] if len(fills) else np.zeros(0, np.int64)
     for t in times:
         while fi < len(fills) and int(fill_t[fi]) <= t:
-            f = fills[fi]
-            inst = int(f["instrument"])
-            books.setdefault(inst, _Book()).apply(
-                int(f["side"]), int(f["last_qty"]), int(f["last_price"]), int(f["fee"])
-            )
+            apply(fills[fi])
             fi += 1
         total = 0
         for i, b in books.items():
@@ -480,10 +505,7 @@ def report_from_journal(
             total += b.realised + b.unrealised(m)
         equity.append(total)
     while fi < len(fills):  # fills after the grid's end (none when span covers them)
-        f = fills[fi]
-        books.setdefault(int(f["instrument"]), _Book()).apply(
-            int(f["side"]), int(f["last_qty"]), int(f["last_price"]), int(f["fee"])
-        )
+        apply(fills[fi])
         fi += 1
     # final figures at the final marks
     positions = {}
@@ -569,6 +591,99 @@ def report_from_journal(
             "equity_units": equity,
             "drawdown_units": drawdown_series(equity),
         },
+        "trade_stats": trade_stats(books, scale),
         "run": run or {},
     }
-    return Report(doc, times, equity, scale)
+    symbols = {i: (table.symbol_of(i) if i in table else str(i)) for i in books}
+    trades = []
+    for i in sorted(books):
+        trades.extend({"instrument": i, **r} for r in books[i].trip_rows)
+    trades.sort(key=lambda r: (r["closed_ns"], r["instrument"]))
+    quotes = _resting_quotes(orders, execs, hi if hi > lo else None)
+    for q in quotes:
+        symbols.setdefault(
+            q["instrument"],
+            table.symbol_of(q["instrument"]) if q["instrument"] in table else str(q["instrument"]),
+        )
+    return Report(
+        doc,
+        times,
+        equity,
+        scale,
+        fills=fill_rows,
+        trades=trades,
+        quotes=quotes,
+        marks=(series_t, series_v) if series_t is not None else None,
+        symbols=symbols,
+    )
+
+
+#: exec types after which an order rests nowhere
+_TERMINAL = (EXEC_FILL, EXEC_CANCELLED, EXEC_REJECTED, EXEC_EXPIRED, EXEC_STP_EXPIRED)
+
+
+def _resting_quotes(orders: np.ndarray, execs: np.ndarray, end_ns: int | None) -> list[dict]:
+    """Our limit orders' resting intervals: from the venue's ACK (else the send stamp) to
+    the report that ended them (fill, cancel, reject, expiry), else ``end_ns``; price units.
+    Orders the venue never acknowledged (rejected at once) are left out."""
+    new = (
+        orders[(orders["action"] == ACTION_NEW) & (orders["limit_price"] > 0)]
+        if len(orders)
+        else orders
+    )
+    if not len(new):
+        return []
+    start: dict[int, int] = {}
+    stop: dict[int, int] = {}
+    for e in execs:
+        c = int(e["client_order_id"])
+        if int(e["exec_type"]) == EXEC_ACK and c not in start:
+            start[c] = int(e["ts_venue_ns"])
+        elif int(e["exec_type"]) in _TERMINAL and c not in stop:
+            stop[c] = int(e["ts_venue_ns"])
+    out = []
+    for o in new:
+        c = int(o["client_order_id"])
+        if c not in start:
+            continue
+        a = start[c]
+        b = stop.get(c, end_ns if end_ns is not None else a)
+        out.append(
+            {
+                "client_order_id": c,
+                "instrument": int(o["instrument"]),
+                "side": int(o["side"]),
+                "price": int(o["limit_price"]),
+                "qty": int(o["qty"]),
+                "from_ns": a,
+                "to_ns": max(a, b),
+            }
+        )
+    return out
+
+
+def trade_stats(books: dict[int, _Book], scale: int) -> dict:
+    """Round-trip statistics a quant reads first (NautilusTrader's tearsheet, hftbacktest's
+    stats): winners and losers (average, largest), expectancy (mean trip PnL), the long
+    share of trips, the mean holding time, and the largest absolute position. Money as
+    exact decimal text; None where there is nothing to average."""
+    rows = [r for i in sorted(books) for r in books[i].trip_rows]
+    wins = [r["pnl"] for r in rows if r["pnl"] > 0]
+    losses = [r["pnl"] for r in rows if r["pnl"] < 0]
+
+    def avg(v: list[int]) -> str | None:
+        return _money(int(sum(v) / len(v)), scale) if v else None
+
+    held = [r["closed_ns"] - r["opened_ns"] for r in rows]
+    return {
+        "avg_winner": avg(wins),
+        "avg_loser": avg(losses),
+        "max_winner": _money(max(wins), scale) if wins else None,
+        "max_loser": _money(min(losses), scale) if losses else None,
+        "expectancy": avg([r["pnl"] for r in rows]),
+        "long_ratio": sum(1 for r in rows if r["side"] > 0) / len(rows) if rows else None,
+        "mean_holding_ns": int(sum(held) / len(held)) if held else None,
+        "max_position": max(
+            [r["max_position"] for r in rows] + [abs(b.pos) for b in books.values()], default=0
+        ),
+    }

@@ -41,5 +41,10 @@ def test_replay_prints_a_summary_and_writes_the_report(tmp_path):
     assert "report:" in p.stdout and "100.0%" in p.stderr  # the progress line ended
     doc = json.loads((out / "report.json").read_text())
     assert doc["run"]["latency"]["order"] == "const:80000ns" and doc["run"]["seed"] == 7
-    assert (out / "report.html").read_text().count("<svg") == 3
+    html = (out / "report.html").read_text()
+    fills = doc["summary"]["fills"]
+    assert fills > 0 and html.count('class="fill ') == fills  # every fill on the price panel
+    assert (out / "trades.csv").is_file() and (out / "fills.csv").read_text().count(
+        "\n"
+    ) == fills + 1
     assert (out / "journal").is_dir() and (out / "run.json").is_file()

@@ -46,8 +46,18 @@ def test_equity_metrics_on_a_hand_computed_series():
     assert m["sortino"] == pytest.approx(1.0289915108550531, rel=1e-12)
     ann = math.sqrt(PERIODS_PER_YEAR_NS / MIN)  # 252 sessions x 390 minutes
     assert m["periods_per_year"] == 98_280
-    assert m["sharpe_annualised"] == pytest.approx(mean / sd * ann, rel=1e-15)
+    # 4 returns over 4 minutes: an annualised figure would be noise scaled by sqrt(98,280)
+    assert m["sharpe_annualised"] is None and m["sortino_annualised"] is None
+    assert m["annualised_note"].startswith("not meaningful: 4 returns over 240 s")
     assert m["max_drawdown_units"] == 50  # 100 -> 50
+    # an hour of minute returns is enough: annualised = per interval x sqrt(periods a year)
+    hour = [0]
+    for i in range(60):
+        hour.append(hour[-1] + (100 if i % 3 else -50))
+    h = equity_metrics(hour, 1, MIN)
+    assert h["intervals"] == 60 and h["annualised_note"] is None
+    assert h["sharpe_annualised"] == pytest.approx(h["sharpe"] * ann, rel=1e-15)
+    assert h["sortino_annualised"] == pytest.approx(h["sortino"] * ann, rel=1e-15)
 
 
 def test_equity_metrics_edge_cases():
@@ -133,8 +143,14 @@ def test_report_from_journal_round_trips_denials_latency_and_duplicates(tmp_path
     doc = orjson.loads(rep.to_json())
     assert doc["summary"] == s
     html = rep.to_html()
-    assert (
-        html.count("<svg") == 3
-        and "<script" not in html
-        and "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
-    )
+    assert "<script" not in html
+    assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    # the tearsheet plots every fill once on the price panel (3 buys, 2 sells) and keeps
+    # the configuration out of the way, in a collapsed section at the end
+    assert html.count('class="fill buy"') == 3 and html.count('class="fill sell"') == 2
+    assert html.index("<h2>Summary") < html.index("<details><summary>Run configuration")
+    # round trips closed: long 100 @ 100 -> 101 (+100.00), short 50 @ 101 -> 103 (-100.00)
+    assert [(t["side"], t["pnl"]) for t in rep.trades] == [(1, 1_000_000), (-1, -1_000_000)]
+    assert rep.doc["trade_stats"]["max_winner"] == "100.0000"
+    assert rep.doc["trade_stats"]["max_loser"] == "-100.0000"
+    assert [f["position"] for f in rep.fills] == [100, 0, -50, 0, 10]
