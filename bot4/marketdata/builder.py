@@ -60,6 +60,7 @@ import numpy as np
 from numba import njit
 
 from bot4.marketdata.lobster import DUMMY_ASK_PRICE, DUMMY_BID_PRICE
+from bot4.nbkit import map_delete, map_find, map_new, map_put, map_rehash
 from bot4.records import (
     BOOK_LEVEL,
     MARKET_DATA,
@@ -280,65 +281,18 @@ def _unapply(px, qty, cnt, n, stats, window, i, kind, side, p, q):
         _insert_level(px, qty, cnt, n, stats, window, i, s, -j - 1, p, q, 1)
 
 
-# --- the order map: open addressing, one 32-byte row per order -------------------------------
-# otab[slot] = (id, remaining qty, price, seq * 4 + side + 1); id 0 = empty slot. One row per
+# --- the order map: bot4.nbkit's u64 map, one 32-byte row per order ---------------------------
+# otab[slot] = (id, remaining qty, price, seq * 4 + side + 1); id 0 = empty row. One row per
 # order keeps a hit to one cache line (a table of five parallel arrays touches five).
 O_ID, O_QTY, O_PX, O_SQ = range(4)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+NO = 4
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _ohome(oid, mask):
-    return np.int64(((np.uint64(oid) * _GOLDEN) >> np.uint64(32)) & np.uint64(mask))
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _olookup(otab, oid):
-    mask = otab.shape[0] - 1
-    k = _ohome(oid, mask)
-    while otab[k, O_ID] != 0:
-        if otab[k, O_ID] == oid:
-            return k
-        k = (k + 1) & mask
-    return -1
-
-
-@njit(nogil=True, cache=True)
-def _oinsert(otab, oid, q, p, side, seq):
-    mask = otab.shape[0] - 1
-    k = _ohome(oid, mask)
-    while otab[k, O_ID] != 0:
-        k = (k + 1) & mask
-    otab[k, O_ID] = oid
+def _oset(otab, k, q, p, side, seq):
     otab[k, O_QTY] = q
     otab[k, O_PX] = p
     otab[k, O_SQ] = np.int64(seq) * 4 + side + 1
-
-
-@njit(nogil=True, cache=True)
-def _oremove(otab, k):
-    """Backward-shift deletion: no tombstones, probe chains stay short."""
-    mask = otab.shape[0] - 1
-    j = k
-    while True:
-        j = (j + 1) & mask
-        if otab[j, O_ID] == 0:
-            break
-        h = _ohome(otab[j, O_ID], mask)
-        if (k <= j and k < h <= j) or (k > j and (h > k or h <= j)):
-            continue
-        for c in range(4):
-            otab[k, c] = otab[j, c]
-        k = j
-    otab[k, O_ID] = 0
-
-
-@njit(nogil=True, cache=True)
-def _orehash(old, new):
-    for k in range(old.shape[0]):
-        if old[k, O_ID] != 0:
-            r = old[k]
-            _oinsert(new, r[O_ID], r[O_QTY], r[O_PX], (r[O_SQ] & 3) - 1, r[O_SQ] >> 2)
 
 
 # --- one message ----------------------------------------------------------------------------
@@ -360,15 +314,14 @@ def _apply(px, qty, cnt, n, stats, window, otab, live, i, r):
             stats[B_BAD_SIDE] += 1
             return False
         if oid != 0:
-            k = _olookup(otab, np.int64(oid))
+            k = map_find(otab, oid)
             if k >= 0:
                 stats[B_DUPLICATE] += 1
-                otab[k, O_QTY] = q
-                otab[k, O_PX] = p
-                otab[k, O_SQ] = np.int64(r.seq) * 4 + side + 1
             else:
-                _oinsert(otab, np.int64(oid), q, p, side, r.seq)
+                k = map_put(otab, oid)  # never -1: the kernel stops at 3/4 full
                 live[0] += 1
+            if k >= 0:
+                _oset(otab, k, q, p, side, r.seq)
         s = BID if side == SIDE_BUY else ASK
         j = _find(px, n, i, s, p)
         if j >= 0:
@@ -380,7 +333,7 @@ def _apply(px, qty, cnt, n, stats, window, otab, live, i, r):
         return False
     # cancel, delete, execution: by order id, the message's price and side when it has them
     gone = kind == MD_BOOK_DELETE
-    k = _olookup(otab, np.int64(oid)) if oid != 0 else -1
+    k = map_find(otab, oid)  # id 0 is never found
     if k >= 0:
         o_side = (otab[k, O_SQ] & 3) - 1
         if p == 0:
@@ -398,7 +351,7 @@ def _apply(px, qty, cnt, n, stats, window, otab, live, i, r):
         if left > 0:
             otab[k, O_QTY] = left
         else:
-            _oremove(otab, k)
+            map_delete(otab, k)
             live[0] -= 1
             gone = True
     else:
@@ -621,7 +574,7 @@ class BookBuilder:
         self.stats = np.zeros(len(BUILD_STATS), np.int64)
 
     def _alloc_orders(self, cap: int) -> None:
-        self.otab = np.zeros((cap, 4), np.int64)  # the order map (O_* columns)
+        self.otab = map_new(cap, NO)  # the order map (O_* columns)
 
     @property
     def window(self) -> int:
@@ -661,7 +614,7 @@ class BookBuilder:
             if self.live[0] + 1 > self.otab.shape[0] * 3 // 4:
                 old = self.otab
                 self._alloc_orders(2 * old.shape[0])
-                _orehash(old, self.otab)
+                map_rehash(old, self.otab)
         return out[: counts[0]].copy(), lv[: counts[1]].copy()
 
     def top(self, instrument: int, levels: int | None = None) -> np.ndarray:

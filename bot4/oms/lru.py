@@ -6,17 +6,19 @@ the index of its open orders (client order id -> book slot; sized so it never ev
 
 Layout (:class:`Lru`, a namedtuple of arrays that numba kernels take as one argument):
 
-    tab   int32[T]   open-addressing table, linear probing: entry index + 1, 0 = empty;
+    tab   int64[T, 2]  the key index: a bot4.nbkit u64 map, row = (key, entry index);
                      T = a power of two >= 2 * capacity (load factor <= 1/2)
     keys  uint64[C]  entry key
     vals  int64[C]   entry value
     prv   int32[C]   recency list, towards the most recently used (-1 = none)
     nxt   int32[C]   recency list, towards the least recently used; free list when unused
     meta  int64[8]   M_HEAD (most recent entry), M_TAIL (least recent), M_SIZE, M_FREE
-                     (free-list head), M_EVICTIONS, M_MASK (T - 1)
+                     (free-list head), M_EVICTIONS, M_ZERO (entry of key 0, -1 = none)
 
-Every key (0 included) is storable. Deletion shifts the probe chain back (no tombstones),
-so a table that has seen any number of puts and removals probes as if freshly filled.
+Every key (0 included) is storable: the map marks empty rows with key 0, so key 0's entry
+is kept in ``meta[M_ZERO]`` instead. Deletion shifts the probe run back (the kit map's
+backward shift, no tombstones), so a table that has seen any number of puts and removals
+probes as if freshly filled.
 Nothing allocates after :func:`lru_new`. ``lru_get`` and ``lru_put`` make the key the
 most recent; ``lru_contains`` and ``lru_peek`` do not. A full map evicts its least
 recently used entry on insert (counted in ``meta[M_EVICTIONS]``).
@@ -33,6 +35,8 @@ from collections import namedtuple
 
 import numpy as np
 from numba import njit
+
+from bot4.nbkit import map_delete, map_find, map_new, map_put
 
 __all__ = [
     "Lru",
@@ -52,7 +56,7 @@ M_TAIL = 1
 M_SIZE = 2
 M_FREE = 3
 M_EVICTIONS = 4
-M_MASK = 5
+M_ZERO = 5  # entry of key 0 (which the map cannot hold), -1 = not present
 
 PUT_INSERTED = 0
 PUT_UPDATED = 1
@@ -71,9 +75,9 @@ def lru_new(capacity: int) -> Lru:
     meta = np.zeros(8, np.int64)
     meta[M_HEAD] = meta[M_TAIL] = -1
     meta[M_FREE] = 0
-    meta[M_MASK] = t - 1
+    meta[M_ZERO] = -1
     return Lru(
-        np.zeros(t, np.int32),
+        map_new(t, 2),
         np.zeros(capacity, np.uint64),
         np.zeros(capacity, np.int64),
         np.full(capacity, -1, np.int32),
@@ -82,28 +86,13 @@ def lru_new(capacity: int) -> Lru:
     )
 
 
-@njit(nogil=True, cache=True, inline="always")
-def _hash(key):
-    z = key + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return np.int64((z ^ (z >> np.uint64(31))) >> np.uint64(1))
-
-
 @njit(nogil=True, cache=True)
-def _probe(lru, key):
-    """(table position, entry): the key's position and entry, or the empty position where
-    it would go and -1."""
-    key = np.uint64(key)
-    mask = lru.meta[M_MASK]
-    i = _hash(key) & mask
-    while True:
-        e = lru.tab[i]
-        if e == 0:
-            return i, -1
-        if lru.keys[e - 1] == key:
-            return i, e - 1
-        i = (i + 1) & mask
+def _find(lru, key):
+    """The key's entry, -1 if absent."""
+    if np.uint64(key) == 0:
+        return lru.meta[M_ZERO]
+    row = map_find(lru.tab, key)
+    return lru.tab[row, 1] if row >= 0 else np.int64(-1)
 
 
 @njit(nogil=True, cache=True)
@@ -133,25 +122,24 @@ def _push_front(lru, e):
 
 
 @njit(nogil=True, cache=True)
-def _tab_delete(lru, i):
-    """Empty table position ``i``, shifting later members of its probe chain back."""
-    mask = lru.meta[M_MASK]
-    j = i
-    while True:
-        j = (j + 1) & mask
-        e = lru.tab[j]
-        if e == 0:
-            break
-        k = _hash(lru.keys[e - 1]) & mask
-        if (j > i and (k <= i or k > j)) or (j < i and k <= i and k > j):
-            lru.tab[i] = e
-            i = j
-    lru.tab[i] = 0
+def _index_remove(lru, key):
+    if np.uint64(key) == 0:
+        lru.meta[M_ZERO] = -1
+    else:
+        map_delete(lru.tab, map_find(lru.tab, key))
 
 
 @njit(nogil=True, cache=True)
-def _drop(lru, pos, e):
-    _tab_delete(lru, pos)
+def _index_add(lru, key, e):
+    if np.uint64(key) == 0:
+        lru.meta[M_ZERO] = e
+    else:
+        lru.tab[map_put(lru.tab, key), 1] = e  # never full: T >= 2 * capacity
+
+
+@njit(nogil=True, cache=True)
+def _drop(lru, e):
+    _index_remove(lru, lru.keys[e])
     _unlink(lru, e)
     lru.nxt[e] = lru.meta[M_FREE]
     lru.prv[e] = -1
@@ -162,13 +150,13 @@ def _drop(lru, pos, e):
 @njit(nogil=True, cache=True)
 def lru_contains(lru, key):
     """Whether ``key`` is present (recency unchanged)."""
-    return _probe(lru, key)[1] >= 0
+    return _find(lru, key) >= 0
 
 
 @njit(nogil=True, cache=True)
 def lru_peek(lru, key):
     """``(found, value)`` without touching recency (value 0 when not found)."""
-    e = _probe(lru, key)[1]
+    e = _find(lru, key)
     if e < 0:
         return False, np.int64(0)
     return True, lru.vals[e]
@@ -177,7 +165,7 @@ def lru_peek(lru, key):
 @njit(nogil=True, cache=True)
 def lru_get(lru, key):
     """``(found, value)``; a found key becomes the most recently used."""
-    e = _probe(lru, key)[1]
+    e = _find(lru, key)
     if e < 0:
         return False, np.int64(0)
     if lru.meta[M_HEAD] != e:
@@ -190,7 +178,7 @@ def lru_get(lru, key):
 def lru_put(lru, key, value):
     """Set ``key`` to ``value`` as the most recently used; PUT_INSERTED, PUT_UPDATED or
     PUT_EVICTED (inserted after evicting the least recently used key)."""
-    pos, e = _probe(lru, key)
+    e = _find(lru, key)
     if e >= 0:
         lru.vals[e] = value
         if lru.meta[M_HEAD] != e:
@@ -199,17 +187,14 @@ def lru_put(lru, key, value):
         return PUT_UPDATED
     res = PUT_INSERTED
     if lru.meta[M_FREE] < 0:
-        old = lru.meta[M_TAIL]
-        opos = _probe(lru, lru.keys[old])[0]
-        _drop(lru, opos, old)
+        _drop(lru, lru.meta[M_TAIL])
         lru.meta[M_EVICTIONS] += 1
         res = PUT_EVICTED
-        pos = _probe(lru, key)[0]  # the shift may have moved the empty position
     e = lru.meta[M_FREE]
     lru.meta[M_FREE] = lru.nxt[e]
     lru.keys[e] = key
     lru.vals[e] = value
-    lru.tab[pos] = e + 1
+    _index_add(lru, key, e)
     _push_front(lru, e)
     lru.meta[M_SIZE] += 1
     return res
@@ -218,10 +203,10 @@ def lru_put(lru, key, value):
 @njit(nogil=True, cache=True)
 def lru_remove(lru, key):
     """Remove ``key``; whether it was present."""
-    pos, e = _probe(lru, key)
+    e = _find(lru, key)
     if e < 0:
         return False
-    _drop(lru, pos, e)
+    _drop(lru, e)
     return True
 
 
