@@ -1,8 +1,9 @@
 """Tick-to-order latency of the default pipeline, from the timestamps on the records.
 
-Runs ``bot4 run`` on the packaged default topology (synthetic market data, every wait
-parked, six stages on this machine's cores) for a few seconds under a private instance and
-data directory, then reads the NEW orders the orders stage sent (the persistence stage's
+Runs ``bot4 run`` on the packaged default topology (synthetic market data; md, venue and
+persistence on core 0, the hot path group signals -> risk -> orders on core 1 in one
+process with the compiled duty cycle) for a few seconds under a private instance and data
+directory, then reads the NEW orders the orders stage sent (the persistence stage's
 journal, ``order_events`` ring). Each ORDER carries the stamps it picked up on the way:
 
     ts_recv_ns    md published the tick that triggered it (CLOCK_MONOTONIC)
@@ -11,31 +12,64 @@ journal, ``order_events`` ring). Each ORDER carries the stamps it picked up on t
     ts_order_ns   the orders stage sent it to the venue
 
 so tick-to-order = ``ts_order_ns - ts_recv_ns`` is measured on every order, not estimated,
-and the per-hop split comes with it. Three ring hops (md -> signals -> risk -> orders):
-the same count as ``pipebench``'s 3-hop chain, the baseline the gate compares it with
-(paced by sleeping, timed only once its four processes are up and a warm-up message has
-crossed the three hops; ``python perf/ttobench.py`` measures it before and after each
-default run and compares with the median).
+and the per-hop split comes with it (md -> signals crosses processes; signals -> risk and
+risk -> orders are the group's in-process hops). Three ring hops: the same count as
+``pipebench``'s 3-hop chain on multiprocessing.Queue, the baseline (paced by sleeping,
+timed only once its four processes are up and a warm-up message crossed the three hops),
+measured before and after each default run; ratios use the median of its p50s.
+
+    python perf/ttobench.py                 # 20 k ticks/s, journal only and with PostgreSQL
+    python perf/ttobench.py --no-db-only --rates 20000,100000,400000
+    python perf/ttobench.py --sweep         # also the highest md rate without a full-wait
+    python perf/ttobench.py --topology my.toml --duration 6
+
+``--sweep`` doubles the md rate from 20 k ticks/s until a run has a full-wait on any ring
+(a producer found its output full) and reports the last rate without one.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+HOPS = ("md_signals", "signals_risk", "risk_orders")
 
 
-def run_default(duration: float = 4.0, db: bool = False) -> dict[str, np.ndarray]:
+def default_text(rate: int | None = None) -> str:
+    """The packaged default topology, with the md stage's ``rate`` replaced if given."""
+    text = resources.files("bot4.config").joinpath("default.toml").read_text()
+    if rate is not None:
+        text, n = re.subn(r"\brate = \d+", f"rate = {int(rate)}", text, count=1)
+        if n != 1:
+            raise RuntimeError("the default topology has no md rate to replace")
+    return text
+
+
+def run_default(
+    duration: float = 4.0,
+    db: bool = False,
+    *,
+    rate: int | None = None,
+    topology: str | None = None,
+    info: dict | None = None,
+) -> dict[str, np.ndarray]:
     """Latencies in ns of every NEW order of one default run: ``tick_to_order`` and the
     hops ``md_signals``, ``signals_risk``, ``risk_orders``. ``db``: with the persistence
     stage loading PostgreSQL (an embedded server in the run's temporary data directory,
-    whose processes share the two cores), else journal only (``--no-db``)."""
+    whose processes share the two cores), else journal only (``--no-db``). ``rate``: md
+    ticks/s instead of the topology's; ``topology``: a TOML file instead of the default.
+    ``info``, if given, receives the run's ``full_waits`` per ring and ``ticks``."""
     from bot4.journal import JournalReader
     from bot4.records import ACTION_NEW, RT_ORDER
 
@@ -43,18 +77,28 @@ def run_default(duration: float = 4.0, db: bool = False) -> dict[str, np.ndarray
     with tempfile.TemporaryDirectory(prefix="bot4-tto-") as tmp:
         os.chmod(tmp, 0o711)  # as root the embedded server's own user must reach pg/ under it
         env = dict(os.environ, BOT4_DATA_DIR=tmp)
+        topo = Path(tmp) / "topology.toml"
+        text = Path(topology).read_text() if topology else default_text()
+        if rate is not None:
+            text = re.sub(r"\brate = \d+", f"rate = {int(rate)}", text, count=1)
+        topo.write_text(text)
+        report = Path(tmp) / "report.json"
         out = subprocess.run(
-            [sys.executable, "-m", "bot4.cli", "run", "--duration", str(duration)]
-            + ["--instance", inst, "--quiet"]
+            [sys.executable, "-m", "bot4.cli", "run", str(topo), "--duration", str(duration)]
+            + ["--instance", inst, "--quiet", "--report", str(report)]
             + ([] if db else ["--no-db"]),
             capture_output=True,
             text=True,
             env=env,
             cwd=ROOT,
-            timeout=240,
+            timeout=300,
         )
         if out.returncode != 0:
             raise RuntimeError(f"bot4 run failed ({out.returncode}): {out.stderr[-2000:]}")
+        if info is not None:
+            final = json.loads(report.read_text())
+            info["full_waits"] = {k: r["full_waits"] for k, r in final["rings"].items()}
+            info["ticks"] = final["rings"]["ticks"]["produced"]
         parts = [
             r[(r["action"] == ACTION_NEW) & (r["ts_recv_ns"] > 0)]
             for _p, t, r in JournalReader(Path(tmp) / "journal" / inst)
@@ -79,33 +123,76 @@ def percentiles(lat_ns: np.ndarray) -> dict[str, float]:
     return percentiles_of(lat_ns)
 
 
-def main() -> None:
-    import statistics
+def _us(p: dict, key: str) -> str:
+    return f"{p[key] / 1e3:9.1f}"
 
+
+def print_run(title: str, lat: dict, base_p50: float, info: dict | None = None) -> float:
+    """Print one run's table; returns its tick-to-order p50 (ns)."""
+    waits = {k: v for k, v in (info or {}).get("full_waits", {}).items() if v}
+    print(f"{title}: {len(lat['tick_to_order'])} orders"
+          + (f", full-waits {waits}" if info is not None else ""))  # fmt: skip
+    print(f"  {'':<14} {'p50 us':>9} {'p99 us':>9} {'p99.9 us':>9} {'max us':>9}")
+    for k, v in lat.items():
+        p = percentiles(v)
+        print(f"  {k:<14} {_us(p, 'p50_ns')} {_us(p, 'p99_ns')} {_us(p, 'p999_ns')} "
+              f"{float(np.max(v)) / 1e3:9.1f}")  # fmt: skip
+    p50 = percentiles(lat["tick_to_order"])["p50_ns"]
+    print(f"  tick-to-order p50 is {base_p50 / p50:.1f}x lower than the 3-hop mp.Queue chain's "
+          f"{base_p50 / 1e3:.1f} us (same run)")  # fmt: skip
+    return p50
+
+
+def main(argv: list[str] | None = None) -> None:
     import pipebench
 
-    duration = float(sys.argv[1]) if len(sys.argv) > 1 else 4.0
-    # the fair 3-hop baseline (pipebench: paced by sleeping, timed once every process is up
-    # and warm), measured before and after each default run; its median p50 is the reference
-    bases = [pipebench.mpqueue_chain(5000, 5000, hops=3)]
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("duration", nargs="?", type=float, default=4.0, help="s per run (4)")
+    ap.add_argument("--rates", default="20000", help="md ticks/s, comma-separated (20000)")
+    ap.add_argument("--no-db-only", action="store_true", help="skip the PostgreSQL runs")
+    ap.add_argument("--sweep", action="store_true", help="find the highest rate w/o full-waits")
+    ap.add_argument("--topology", help="a topology file instead of the packaged default")
+    a = ap.parse_args(argv)
+    rates = [int(float(r)) for r in a.rates.split(",")]
+    dbs = (False,) if a.no_db_only else (False, True)
+
+    def base() -> dict:
+        return pipebench.mpqueue_chain(5000, 5000, hops=3)
+
+    bases = [base()]
     runs = []
-    for db in (False, True):
-        runs.append((db, run_default(duration, db=db)))
-        bases.append(pipebench.mpqueue_chain(5000, 5000, hops=3))
-    base = {"p50_ns": statistics.median(b["p50_ns"] for b in bases)}
-    each = ", ".join(f"{b['p50_ns'] / 1e3:.0f}" for b in bases)
-    print(f"3-hop mp.Queue chain p50 (fair baseline, {len(bases)} runs): {each} us")
-    for db, lat in runs:
-        print(f"default pipeline, {'loading PostgreSQL' if db else 'journal only (--no-db)'}: "
-              f"{len(lat['tick_to_order'])} orders")  # fmt: skip
-        for k, v in lat.items():
-            p = percentiles(v)
-            print(f"  {k:<14} p50 {p['p50_ns'] / 1e3:8.1f} us  p99 {p['p99_ns'] / 1e3:8.1f} us")
-        p = percentiles(lat["tick_to_order"])
-        print(
-            f"  3-hop mp.Queue chain p50 {base['p50_ns'] / 1e3:.1f} us: tick-to-order p50 is "
-            f"{base['p50_ns'] / p['p50_ns']:.2f}x lower"
-        )
+    for rate in rates:
+        for db in dbs:
+            info: dict = {}
+            runs.append((rate, db, run_default(a.duration, db, rate=rate, topology=a.topology,
+                                               info=info), info))  # fmt: skip
+            bases.append(base())
+    b50 = statistics.median(b["p50_ns"] for b in bases)
+    bp = percentiles(np.concatenate([b["latencies_ns"] for b in bases]).astype(np.int64))
+    print(f"3-hop mp.Queue chain (fair baseline, {len(bases)} runs): p50 "
+          + ", ".join(f"{b['p50_ns'] / 1e3:.0f}" for b in bases)
+          + f" us; all runs p99 {bp['p99_ns'] / 1e3:.0f} us, p99.9 {bp['p999_ns'] / 1e3:.0f} us")  # fmt: skip
+    for rate, db, lat, info in runs:
+        what = "loading PostgreSQL" if db else "journal only (--no-db)"
+        print_run(f"default pipeline at {rate} ticks/s, {what}", lat, b50, info)
+    if a.sweep:
+        rate, best = 20_000, None
+        while rate <= 3_200_000:
+            info = {}
+            lat = run_default(a.duration, False, rate=rate, topology=a.topology, info=info)
+            waits = {k: v for k, v in info["full_waits"].items() if v}
+            ticks_s = info["ticks"] / a.duration
+            print(f"sweep: md rate {rate}: {info['ticks']} ticks (~{ticks_s:,.0f}/s), "
+                  f"full-waits {waits or 'none'}")  # fmt: skip
+            if waits:
+                break
+            best = (rate, lat, info)
+            rate *= 2
+        if best is None:
+            print("sweep: full-waits already at 20000 ticks/s")
+        else:
+            print_run(f"highest md rate without full-waits: {best[0]} ticks/s, journal only",
+                      best[1], b50, best[2])  # fmt: skip
 
 
 if __name__ == "__main__":

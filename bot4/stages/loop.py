@@ -61,6 +61,15 @@ IDLE_HOUSEKEEP_NS = 200_000  # an idle stage beats and reads the control block t
 GROUP_PARK_NS = 1_000_000  # longest park of a group (its heartbeat and control-block reads)
 SOURCE_PARK_NS = 200_000  # ... of a group with a source, which is driven by the clock
 DRAIN_REPLY_S = 5.0  # longest wait for the answers to a stage's shutdown records
+BACKOFF_SPIN_NS = 50_000  # a compiled group's spin before backoff yields and parks
+#: idle strategy -> (ns the compiled cycle spins without work before it returns, spin with
+#: sched_yield, Idler rounds to skip: its spin phase is the compiled spin)
+HOT_IDLE = {
+    "busy-spin": (1 << 62, False, 0),  # never idle: back to Python at the deadline only
+    "yield": (1 << 62, True, 0),
+    "backoff": (BACKOFF_SPIN_NS, False, 64),
+    "park": (0, False, 0),
+}
 WRAP = "wrap"  # a claim whose records sit in scratch until they are copied across the wrap
 
 
@@ -453,14 +462,16 @@ class StageRunner:
                 self._multipark.park([c.consumer_position for c in self.ins], IDLE_WAIT_NS)
 
     # -- main -----------------------------------------------------------------------------
-    def start(self) -> None:
-        """Attach, recover the cursors, beat once and report running."""
+    def start(self, running: bool = True) -> None:
+        """Attach, recover the cursors, beat once and report running (``running``; a
+        group reports its members running once it has loaded its compiled cycle)."""
         self.batches = self.records_in = self.records_out = 0
         self._drain_deadline: float | None = None  # set when the shutdown policy ran
         self.attach()
         self.recover()
         self._housekeep()
-        self.blk[C.S_STATE] = C.STAGE_RUNNING
+        if running:
+            self.blk[C.S_STATE] = C.STAGE_RUNNING
         self.n_src = 1 if self.stage.source else len(self.ins)
         self.rr = 0
         self._last_hk = time.monotonic_ns()
@@ -600,15 +611,40 @@ class GroupRunner:
         self.notifier = self.members[0].notifier
         self.local_stop = False
 
+    def idle_strategy(self) -> str:
+        """The group's idle strategy, except that ``busy-spin`` becomes ``backoff`` where
+        another process of the pipeline is pinned to the group's core: a spinner would
+        take the core from it for whole scheduler ticks."""
+        g = self.group
+        if g.idle != "busy-spin":
+            return g.idle
+        for name, _members in self.topology.units():
+            other = self.topology.group(name)
+            core = other.core if other is not None else self.topology.stage(name).core
+            if name != g.name and core == g.core:
+                log.info("group %s: core %d shared with %s: idle backoff, not busy-spin",
+                         g.name, g.core, name)  # fmt: skip
+                return "backoff"
+        return "busy-spin"
+
     def run(self) -> int:
+        from bot4.stages.hotloop import R_BAIL, HotPath
         from bot4.stages.idle import Idler
 
         g = self.group
         started = []
         try:
             for m in self.members:
-                m.start()
+                m.start(running=False)
                 started.append(m)
+            # the compiled duty cycle (bot4.stages.hotloop) where the members qualify,
+            # loaded (compiled, the first time: tens of seconds) before they report running
+            hot = HotPath.of(self.members, set(g.members))
+            if hot is not None:
+                hot.prime()
+            for m in self.members:
+                m._housekeep()
+                m.blk[C.S_STATE] = C.STAGE_RUNNING
             self.notifier.send(
                 "READY=1", f"STATUS=group {g.name} ({', '.join(g.members)}) on core {g.core}"
             )
@@ -618,18 +654,31 @@ class GroupRunner:
                 for i, r in enumerate(m.in_specs)
                 if r.producer not in g.members
             ]
+            strategy = self.idle_strategy()
             idler = Idler(
-                g.idle,
+                strategy,
                 [m.ins[i].hdr for m, i in external],
                 lambda: [m.ins[i].consumer_position for m, i in external],
                 max_park_ns=SOURCE_PARK_NS
                 if any(m.stage.source for m in self.members)
                 else GROUP_PARK_NS,
             )
+            # the compiled cycle spins inside numba (the strategy's spin phase); Python
+            # idles after it
+            spin_ns, yield_idle, skip = HOT_IDLE[strategy]
             active = list(self.members)
             idle_iter = 0
             while active:
                 work = 0
+                if (
+                    hot is not None
+                    and not self.local_stop
+                    and len(active) == len(self.members)
+                    and hot.ready()
+                ):
+                    reason, work = hot.run(spin_ns, yield_idle, time.monotonic_ns())
+                    if reason == R_BAIL:
+                        work += 1  # a member wants its Python step now, not after idling
                 for m in tuple(active):
                     m.local_stop = self.local_stop
                     try:
@@ -652,7 +701,7 @@ class GroupRunner:
                 if work:
                     idle_iter = 0
                     continue
-                idler.idle(idle_iter)
+                idler.idle(idle_iter + skip if hot is not None else idle_iter)
                 idle_iter += 1
             self.notifier.send("STOPPING=1")
             return 0

@@ -1,0 +1,551 @@
+"""The compiled duty cycle of the hot path group: signals -> risk -> orders (issue 15).
+
+``GroupRunner`` (``bot4.stages.loop``) hands its members' rounds to :func:`hot_cycle`,
+which runs them back to back in numba without returning to the interpreter between
+batches. One round is, in topology order, one batch from every input of every member:
+
+    signals   ticks (md)                       -> intents
+    risk      intents, fills, risk_md (md)     -> orders, decisions
+    orders    orders, venue_execs (venue)      -> venue_orders, fills, order_events,
+                                                  exec_events
+
+so a tick crosses the two in-group hops (intents, orders) within the round it arrived
+in: an in-group hop is a function call and a hand-off through the ring's slots, no
+scheduler. Per batch a step does exactly what ``StageRunner._step`` does, in the same
+order — peek the input; claim ``k * max_out_per_in`` contiguous slots on every output;
+call the stage's kernel with the stage's state; write the member's cursor buffer in its
+control-block slot (generation last, release store); commit the outputs; release the
+input — so a group killed anywhere resumes every member exactly, through the same
+``StageRunner.recover``. A ring whose two ends are both in the group is committed and
+released without the wake-up fence (nobody sleeps on it); a ring with an end outside the
+group wakes a parked peer on every batch.
+
+The cycle returns to Python (the caller then runs one ordinary round of every member:
+housekeeping, heartbeats, the stages' ``pending``/``emit`` hooks, drain, logging):
+
+* ``R_DEADLINE`` — at ``deadline_ns`` (the caller passes now + ``HOUSEKEEP_NS``): every
+  stay in compiled code is bounded, so signals, SIGTERM and the supervisor still work;
+* ``R_STATE`` — the pipeline state word (control block, shared memory) left RUNNING;
+* ``R_IDLE`` — ``spin_ns`` passed without work (the group's idle strategy takes over);
+* ``R_BAIL`` — a step needs the Python path: an output without ``max_out_per_in``
+  contiguous slots (full, or at the wrap point where the loop copies across the wrap).
+
+While idle inside the cycle it spins with PAUSE, or with ``sched_yield`` when
+``yield_idle`` (a core shared with others gets its turn at once).
+
+Member loop state ``ls`` (u64, ``LS_WORDS``, owned by the group process): the mirror of
+``StageRunner``'s generation, next buffer, next sequence number and input cursors, copied
+in before a call and back after it, plus the records and batches done by the call.
+Kernel ``now`` arguments come from ``CLOCK_MONOTONIC`` (``atomics.monotonic_ns``), the
+clock the stages use live; the replay drives the same kernels through
+``Stage.process`` with its simulated clock and never comes here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from bot4.shm.atomics import cpu_pause, load_relaxed, monotonic_ns, sched_yield, store_release
+from bot4.shm.control import (
+    C_CURSOR,
+    C_GEN,
+    C_NEXT_SEQ,
+    C_VALID_AT,
+    PIPE_RUNNING,
+    S_CURSOR_A,
+    S_CURSOR_B,
+    W_PIPE_STATE,
+)
+from bot4.shm.ring_layout import W_CAPACITY
+from bot4.shm.ring_ops import (
+    consumer_peek,
+    consumer_release,
+    consumer_release_nowake,
+    producer_claim,
+    producer_commit,
+    producer_commit_nowake,
+)
+from bot4.stages.orders import C_EXEC_CONFLICT, execs_kernel, orders_kernel
+from bot4.stages.signals import signals_kernel
+
+R_DEADLINE, R_STATE, R_IDLE, R_BAIL = 0, 1, 2, 3
+HOUSEKEEP_NS = 1_000_000  # longest stay in compiled code before Python's round
+
+# loop-state words of one member (u64)
+L_GEN, L_NEXT_BUF, L_NEXT_SEQ, L_BATCHES, L_REC_IN, L_REC_OUT = range(6)
+L_CUR = 8  # input cursors, one word per input
+LS_WORDS = 16
+
+_ONE = np.uint64(1)
+
+# The risk kernels take the risk book's state: one named tuple (``RiskBook.st``, issue 13's
+# layout of bot4.risk) or, before it, the book's arrays one by one. ``_risk_state(book)``
+# is what the risk member carries; the three adapters call the kernels with it.
+try:
+    from bot4.risk.book import RiskBook as _RiskBook  # noqa: F401  (the issue 13 layout)
+    from bot4.risk.checks import check_intents as _check_st
+    from bot4.risk.positions import apply_fills as _fills_st
+    from bot4.risk.positions import apply_market_data as _md_st
+
+    def _risk_state(book) -> tuple:
+        return (book.st,)
+
+    @njit(nogil=True, cache=True, inline="always")
+    def _risk_check(rs, intents, out_o, out_d, seq, now):
+        return _check_st(rs[0], intents, out_o, out_d, seq, now)
+
+    @njit(nogil=True, cache=True, inline="always")
+    def _risk_fills(rs, execs, out_o, seq, now):
+        return _fills_st(rs[0], execs, out_o, seq, now)
+
+    @njit(nogil=True, cache=True, inline="always")
+    def _risk_md(rs, md, out_o, seq, now):
+        return _md_st(rs[0], md, out_o, seq, now)
+
+except ImportError:  # the kernels of bot4.risk.checks with the book's arrays
+    from bot4.risk.checks import apply_fills, apply_market_data, check_intents
+
+    def _risk_state(book) -> tuple:
+        return (
+            book.inst, book.acct, book.tat, book.keys, book.vals, book.seen, book.pend,
+            book.brk_seen, book.counters, book.ilim, book.slim, book.alim, book.brk_scope,
+            book.brk, book.trading, book.md_scratch,
+        )  # fmt: skip
+
+    @njit(nogil=True, cache=True, inline="always")
+    def _risk_check(rs, intents, out_o, out_d, seq, now):
+        inst, acct, tat, keys, vals, seen, pend, brk_seen, ctr, ilim, slim, alim, sc, brk, tr, _ = (
+            rs
+        )
+        return check_intents(
+            intents, out_o, out_d, seq, now, inst, acct, tat, keys, vals, seen, pend,
+            brk_seen, ctr, ilim, slim, alim, sc, brk, tr,
+        )  # fmt: skip
+
+    @njit(nogil=True, cache=True, inline="always")
+    def _risk_fills(rs, execs, out_o, seq, now):
+        inst, acct, tat, keys, vals, seen, pend, brk_seen, ctr, ilim, slim, alim, sc, brk, tr, _ = (
+            rs
+        )
+        return apply_fills(
+            execs, out_o, seq, now, inst, acct, keys, vals, seen, pend, brk_seen, ctr, ilim,
+            alim, sc, brk, tr,
+        )  # fmt: skip
+
+    @njit(nogil=True, cache=True, inline="always")
+    def _risk_md(rs, md, out_o, seq, now):
+        (
+            inst,
+            acct,
+            tat,
+            keys,
+            vals,
+            seen,
+            pend,
+            brk_seen,
+            ctr,
+            ilim,
+            slim,
+            alim,
+            sc,
+            brk,
+            tr,
+            md_s,
+        ) = rs
+        return apply_market_data(
+            md, out_o, seq, now, inst, acct, seen, pend, brk_seen, ctr, ilim, alim, sc, brk, tr,
+            md_s,
+        )  # fmt: skip
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _index(hdr, pos):
+    return np.int64(pos & (hdr[W_CAPACITY] - _ONE))
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _buffer(ls):
+    """Offset of the cursor buffer this batch writes (the one not written last time)."""
+    return S_CURSOR_A if ls[L_NEXT_BUF] == 0 else S_CURSOR_B
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _seal(blk, base, ls, next_seq):
+    """Finish the cursor buffer at ``base``: next sequence number, then the generation
+    with a release store (the buffer counts only once its generation is written)."""
+    blk[base + C_NEXT_SEQ] = np.uint64(next_seq)
+    gen = ls[L_GEN] + _ONE
+    ls[L_GEN] = gen
+    store_release(blk, base + C_GEN, gen)
+    ls[L_NEXT_BUF] ^= _ONE
+    ls[L_NEXT_SEQ] = np.uint64(next_seq)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _commit(hdr, n, wake):
+    if n > 0:
+        if wake:
+            producer_commit(hdr, n)
+        else:
+            producer_commit_nowake(hdr, n)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _release(hdr, k, wake):
+    if wake:
+        consumer_release(hdr, k)
+    else:
+        consumer_release_nowake(hdr, k)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _done(ls, k, n_out):
+    ls[L_BATCHES] += _ONE
+    ls[L_REC_IN] += np.uint64(k)
+    ls[L_REC_OUT] += np.uint64(n_out)
+
+
+# --- signals: input 0 ticks -> output 0 intents ---------------------------------------------
+@njit(nogil=True, cache=True)
+def signals_step(m, batch):
+    """One batch of the signals member; records read, 0 when empty, -1 to bail."""
+    ls, blk, wake_in, wake_out, rings, state = m
+    ih, isl, oh, osl = rings
+    st, g, mean, WT, model, cfg, tick, x, z, counters = state
+    p, k = consumer_peek(ih, batch)
+    if k == 0:
+        return 0
+    c0, g0 = producer_claim(oh, k)
+    if g0 < 1:
+        return -1
+    k = min(k, g0)
+    ix = _index(ih, p)
+    o0 = _index(oh, c0)
+    seq = np.int64(ls[L_NEXT_SEQ])
+    n = signals_kernel(
+        isl[ix : ix + k], osl[o0 : o0 + g0], seq, st, g, mean, WT, model, cfg, tick, x, z,
+        counters, monotonic_ns(),
+    )  # fmt: skip
+    ls[L_CUR] = p + np.uint64(k)
+    base = _buffer(ls)
+    blk[base + C_CURSOR] = ls[L_CUR]
+    blk[base + C_VALID_AT] = c0 + np.uint64(n)
+    _seal(blk, base, ls, seq + n)
+    _commit(oh, n, wake_out[0])
+    _release(ih, k, wake_in[0])
+    _done(ls, k, n)
+    return k
+
+
+# --- risk: inputs 0 intents, 1 fills, 2 market data -> outputs 0 orders, 1 decisions --------
+@njit(nogil=True, cache=True)
+def risk_step(m, i, batch):
+    """One batch of the risk member's input ``i``; records read, 0 when empty, -1 to bail."""
+    ls, blk, wake_in, wake_out, rings, rs = m
+    h0, s0, h1, s1, h2, s2, oh0, os0, oh1, os1 = rings
+    ih = h0 if i == 0 else (h1 if i == 1 else h2)
+    p, k = consumer_peek(ih, batch)
+    if k == 0:
+        return 0
+    c0, g0 = producer_claim(oh0, k * 2)  # max_out_per_in 2: an order and a decision
+    c1, g1 = producer_claim(oh1, k * 2)
+    if g0 < 2 or g1 < 2:
+        return -1
+    k = min(k, g0 // 2, g1 // 2)
+    ix = _index(ih, p)
+    x0 = _index(oh0, c0)
+    x1 = _index(oh1, c1)
+    out_o = os0[x0 : x0 + g0]
+    seq = np.int64(ls[L_NEXT_SEQ])
+    now = monotonic_ns()
+    n_d = 0
+    if i == 0:
+        n_o, n_d = _risk_check(rs, s0[ix : ix + k], out_o, os1[x1 : x1 + g1], seq, now)
+    elif i == 1:
+        n_o = _risk_fills(rs, s1[ix : ix + k], out_o, seq, now)
+    else:
+        n_o = _risk_md(rs, s2[ix : ix + k], out_o, seq, now)
+    ls[L_CUR + i] = p + np.uint64(k)
+    base = _buffer(ls)
+    for j in range(3):
+        blk[base + C_CURSOR + j] = ls[L_CUR + j]
+    blk[base + C_VALID_AT] = c0 + np.uint64(n_o)
+    blk[base + C_VALID_AT + 1] = c1 + np.uint64(n_d)
+    _seal(blk, base, ls, seq + n_o + n_d)
+    _commit(oh0, n_o, wake_out[0])
+    _commit(oh1, n_d, wake_out[1])
+    _release(ih, k, wake_in[i])
+    _done(ls, k, n_o + n_d)
+    return k
+
+
+# --- orders: inputs 0 orders, 1 venue reports -> venue, fills, order and exec events --------
+@njit(nogil=True, cache=True)
+def orders_step(m, i, batch, mo):
+    """One batch of the orders member's input ``i`` (``mo`` = its ``max_out_per_in``);
+    records read, 0 when empty, -1 to bail."""
+    ls, blk, wake_in, wake_out, rings, oms = m
+    h0, s0, h1, s1, oh0, os0, oh1, os1, oh2, os2, oh3, os3 = rings
+    ih = h0 if i == 0 else h1
+    p, k = consumer_peek(ih, batch)
+    if k == 0:
+        return 0
+    want = k * mo
+    c0, g0 = producer_claim(oh0, want)
+    c1, g1 = producer_claim(oh1, want)
+    c2, g2 = producer_claim(oh2, want)
+    c3, g3 = producer_claim(oh3, want)
+    if g0 < mo or g1 < mo or g2 < mo or g3 < mo:
+        return -1
+    k = min(k, g0 // mo, g1 // mo, g2 // mo, g3 // mo)
+    ix = _index(ih, p)
+    x0 = _index(oh0, c0)
+    x1 = _index(oh1, c1)
+    x2 = _index(oh2, c2)
+    x3 = _index(oh3, c3)
+    venue = os0[x0 : x0 + g0]
+    fills = os1[x1 : x1 + g1]
+    events = os3[x3 : x3 + g3]
+    seq = np.int64(ls[L_NEXT_SEQ])
+    n0 = 0
+    n2 = 0
+    if i == 0:
+        nv, nf, nseq = orders_kernel(s0[ix : ix + k], venue, fills, seq, oms, monotonic_ns())
+        copies = os2[x2 : x2 + g2]
+        for r in range(nv):
+            copies[r] = venue[r]
+        for r in range(nf):
+            events[r] = fills[r]
+        n0 = nv
+        n2 = nv
+        n3 = nf
+    else:
+        nf, n3, nseq = execs_kernel(s1[ix : ix + k], fills, events, True, seq, oms)
+    ls[L_CUR + i] = p + np.uint64(k)
+    base = _buffer(ls)
+    blk[base + C_CURSOR] = ls[L_CUR]
+    blk[base + C_CURSOR + 1] = ls[L_CUR + 1]
+    blk[base + C_VALID_AT] = c0 + np.uint64(n0)
+    blk[base + C_VALID_AT + 1] = c1 + np.uint64(nf)
+    blk[base + C_VALID_AT + 2] = c2 + np.uint64(n2)
+    blk[base + C_VALID_AT + 3] = c3 + np.uint64(n3)
+    _seal(blk, base, ls, nseq)
+    _commit(oh0, n0, wake_out[0])
+    _commit(oh1, nf, wake_out[1])
+    _commit(oh2, n2, wake_out[2])
+    _commit(oh3, n3, wake_out[3])
+    _release(ih, k, wake_in[i])
+    _done(ls, k, n0 + nf + n2 + n3)
+    return k
+
+
+@njit(nogil=True, cache=True)
+def hot_cycle(sig, risk, oms, words, batches, oms_mo, deadline_ns, spin_ns, yld):
+    """Rounds of the signals, risk and orders members until a return condition (module
+    docstring). ``batches``: each member's batch size (records per input per round);
+    ``words``: the control block's words. Returns ``(reason, records read)``."""
+    total = 0
+    idle_since = np.int64(0)
+    while True:
+        work = 0
+        r = signals_step(sig, batches[0])
+        if r < 0:
+            return R_BAIL, total
+        work += r
+        for i in range(3):
+            r = risk_step(risk, i, batches[1])
+            if r < 0:
+                return R_BAIL, total + work
+            work += r
+        for i in range(2):
+            r = orders_step(oms, i, batches[2], oms_mo)
+            if r < 0:
+                return R_BAIL, total + work
+            work += r
+        total += work
+        if load_relaxed(words, W_PIPE_STATE) != PIPE_RUNNING:
+            return R_STATE, total
+        now = monotonic_ns()
+        if now >= deadline_ns:
+            return R_DEADLINE, total
+        if work:
+            idle_since = 0
+            continue
+        if idle_since == 0:
+            idle_since = now
+        elif now - idle_since >= spin_ns:
+            return R_IDLE, total
+        if yld:
+            sched_yield()
+        else:
+            cpu_pause()
+
+
+# --- the Python side: which groups qualify, packing the members' state ------------------------
+HOT_KINDS = ("signals", "risk", "orders")
+
+
+def _rings(runner) -> tuple:
+    out = []
+    for side in (*runner.ins, *runner.outs):
+        out += [side.hdr, side.slots]
+    return tuple(out)
+
+
+class HotPath:
+    """The compiled cycle bound to one group's three members (built by :meth:`of`).
+
+    ``run`` copies each member's cursors and sequence number into its loop-state words,
+    runs :func:`hot_cycle`, copies them back and adds the batches and records done; then
+    the stages' Python follow-ups their ``process`` makes after a batch (risk: schedule
+    the next daily reset once one was applied; orders: alarm new exec-id conflicts).
+    """
+
+    def __init__(self, members: list, group_names: set[str]) -> None:
+        self.members = members
+        sig, risk, oms = members
+        self.ls = [np.zeros(LS_WORDS, np.uint64) for _ in members]
+        args = []
+        for m, ls in zip(members, self.ls, strict=True):
+            wake_in = np.array([r.producer not in group_names for r in m.in_specs], np.uint8)
+            wake_out = np.array([r.consumer not in group_names for r in m.out_specs], np.uint8)
+            args.append([ls, m.blk, wake_in, wake_out, _rings(m)])
+        s = sig.stage
+        args[0].append((s.st, s.g, s.mean, s.WT, s.model, s.cfg, s.tick, s.x, s.z, s.counters))
+        args[1].append(_risk_state(risk.stage.book))
+        args[2].append(oms.stage.oms)
+        self.args = tuple(tuple(a) for a in args)
+        self.words = sig.cb.words
+        self.batches = np.array([m.spec.batch for m in members], np.int64)
+        self.oms_mo = int(oms.stage.max_out_per_in)
+
+    @classmethod
+    def of(cls, members: list, group_names: set[str]) -> HotPath | None:
+        """A HotPath when the started members are exactly signals, risk and orders wired as
+        in the default topology (signals 1 -> 1 ring, risk 3 -> 2, orders 2 -> 4), else
+        None (the group runs its members' Python duty cycles)."""
+        if [m.stage.kind for m in members] != list(HOT_KINDS):
+            return None
+        sig, risk, oms = members
+        shape = [(len(m.ins), len(m.outs)) for m in members]
+        if shape != [(1, 1), (3, 2), (2, 4)] or sig.stage.router is not None:
+            return None
+        return cls(members, group_names)
+
+    def ready(self) -> bool:
+        """Every member on its steady path: no output muted after a restart, the OMS not
+        reconciling, no test stall."""
+        for m in self.members:
+            if m.test_stall:
+                return False
+            for row in m.mute_until:
+                for x in row:
+                    if x is not None:
+                        return False
+        return not self.members[2].stage.reconciling
+
+    def prime(self) -> None:
+        """Load (or compile) :func:`hot_cycle` for these members' types: one round with
+        batch sizes 0 and a deadline in the past reads, writes and commits nothing."""
+        sig, risk, oms = self.args
+        hot_cycle(
+            sig, risk, oms, self.words, np.zeros(3, np.int64), self.oms_mo, 0, 0, False,
+        )  # fmt: skip
+
+    def run(self, spin_ns: int, yield_idle: bool, now_ns: int) -> tuple[int, int]:
+        """One call of :func:`hot_cycle` (at most ``HOUSEKEEP_NS`` from ``now_ns``);
+        returns ``(reason, records read)``."""
+        for m, ls in zip(self.members, self.ls, strict=True):
+            ls[L_GEN] = m.gen
+            ls[L_NEXT_BUF] = m.next_buf
+            ls[L_NEXT_SEQ] = m.next_seq
+            for i, c in enumerate(m.cur):
+                ls[L_CUR + i] = c
+            ls[L_BATCHES] = ls[L_REC_IN] = ls[L_REC_OUT] = 0
+        sig, risk, oms = self.args
+        reason, n = hot_cycle(
+            sig, risk, oms, self.words, self.batches, self.oms_mo, now_ns + HOUSEKEEP_NS,
+            spin_ns, yield_idle,
+        )  # fmt: skip
+        for m, ls in zip(self.members, self.ls, strict=True):
+            m.gen = int(ls[L_GEN])
+            m.next_buf = int(ls[L_NEXT_BUF])
+            m.next_seq = int(ls[L_NEXT_SEQ])
+            m.cur = [int(ls[L_CUR + i]) for i in range(len(m.cur))]
+            m.batches += int(ls[L_BATCHES])
+            m.records_in += int(ls[L_REC_IN])
+            m.records_out += int(ls[L_REC_OUT])
+        if n:
+            risk_stage = self.members[1].stage
+            if risk_stage.book.reset_due:
+                risk_stage._schedule_reset()
+            oms_stage = self.members[2].stage
+            if oms_stage.oms.ctr[C_EXEC_CONFLICT] != oms_stage.conflicts_alarmed:
+                oms_stage._alarm_conflicts()
+        return int(reason), int(n)
+
+
+def _bench_members(capacity: int = 4096):
+    """The three members on process-local rings and state (``warm``, ``perf``, tests): stand-ins
+    for ``StageRunner`` with what :class:`HotPath` reads. Returns ``(members, rings)``,
+    rings by name as ``(hdr, slots)``."""
+    from types import SimpleNamespace
+
+    from bot4.pipeline.topology import RingSpec, StageSpec
+    from bot4.records import RECORD_TYPES
+    from bot4.shm.ring_layout import HEADER_WORDS
+    from bot4.stages.orders import OrdersStage
+    from bot4.stages.risk import RiskStage
+    from bot4.stages.signals import SignalsStage
+
+    wiring = {
+        "ticks": ("md", "signals", "MARKET_DATA"),
+        "intents": ("signals", "risk", "ORDER_INTENT"),
+        "fills": ("orders", "risk", "EXEC_REPORT"),
+        "risk_md": ("md", "risk", "MARKET_DATA"),
+        "orders": ("risk", "orders", "ORDER"),
+        "decisions": ("risk", "persistence", "RISK_DECISION"),
+        "venue_execs": ("venue", "orders", "EXEC_REPORT"),
+        "venue_orders": ("orders", "venue", "ORDER"),
+        "order_events": ("orders", "persistence", "ORDER"),
+        "exec_events": ("orders", "persistence", "EXEC_REPORT"),
+    }
+    specs = {n: RingSpec(n, a, b, t, capacity, 0, 0, False) for n, (a, b, t) in wiring.items()}
+    rings = {}
+    for n, (_a, _b, t) in wiring.items():
+        hdr = np.zeros(HEADER_WORDS, np.uint64)
+        hdr[W_CAPACITY] = capacity
+        rings[n] = SimpleNamespace(hdr=hdr, slots=np.zeros(capacity, RECORD_TYPES[t]))
+    words = np.zeros(64, np.uint64)
+    words[W_PIPE_STATE] = PIPE_RUNNING
+    layout = (
+        (SignalsStage, "signals", ["ticks"], ["intents"], {}),
+        (RiskStage, "risk", ["intents", "fills", "risk_md"], ["orders", "decisions"],
+         {"shared": False}),
+        (OrdersStage, "orders", ["orders", "venue_execs"],
+         ["venue_orders", "fills", "order_events", "exec_events"], {}),
+    )  # fmt: skip
+    members = []
+    for k, (cls, name, ins, outs, params) in enumerate(layout):
+        spec = StageSpec(name=name, kind=name, core=0, index=k, params=params)
+        stage = cls(spec, [specs[r] for r in ins], [specs[r] for r in outs], "warm")
+        stage.setup()
+        members.append(
+            SimpleNamespace(
+                stage=stage, spec=spec, ins=[rings[r] for r in ins],
+                outs=[rings[r] for r in outs], in_specs=[specs[r] for r in ins],
+                out_specs=[specs[r] for r in outs], blk=np.zeros(128, np.uint64),
+                cb=SimpleNamespace(words=words), gen=0, next_buf=0, next_seq=1,
+                cur=[0] * len(ins), batches=0, records_in=0, records_out=0,
+                test_stall=False, mute_until=[[None] * len(ins) for _ in outs],
+            )
+        )  # fmt: skip
+    return members, {n: (r.hdr, r.slots) for n, r in rings.items()}
+
+
+def warm() -> int:
+    """Compile (or load from numba's cache) :func:`hot_cycle` for the default wiring."""
+    members, _rings = _bench_members(64)
+    HotPath(members, {"signals", "risk", "orders"}).prime()
+    return 1
