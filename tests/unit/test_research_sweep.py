@@ -1,0 +1,194 @@
+"""bot4 sweep's planning and driver, in one process (``executor="serial"``; the Ray path is
+tests/system/test_sweep_ray.py): parameter parsing, the topology a point gives, run keys,
+a failed run kept with its error, resume after lost rows, every run's metrics equal to a
+plain replay, seeded random and Bayesian search, and walk-forward selection."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+import pytest
+
+from bot4.research.runs import RunSpec, metrics_of
+from bot4.research.space import (
+    SpaceError,
+    base_topology_text,
+    dumps_toml,
+    grid_points,
+    parse_dist,
+    parse_grid,
+    topology_text,
+)
+from bot4.research.sweep import SweepConfig, _Planner, run_sweep
+from bot4.research.table import VOLATILE, ResultsTable
+from tests.data_paths import lobster_dir
+
+pytest.importorskip("pandas")
+
+
+def fixture() -> str:
+    return str(lobster_dir() / "aapl_level10_first999")
+
+
+def test_grid_values_are_typed_and_latency_models_keep_their_commas():
+    assert parse_grid("signals.threshold=0.5,1,2") == ("signals.threshold", [0.5, 1, 2])
+    assert parse_grid("signals.cross=true,false") == ("signals.cross", [True, False])
+    assert parse_grid("latency.order=const:30us|empirical:30us,40us") == (
+        "latency.order",
+        ["const:30us", "empirical:30us,40us"],
+    )
+    assert parse_grid("latency.order=empirical:30us,40us") == (
+        "latency.order",
+        ["empirical:30us,40us"],
+    )
+    for bad in ("threshold=1", "latency.wire=1us", "signals.qty=", "signals.qty=1,1"):
+        with pytest.raises(SpaceError):
+            parse_grid(bad)
+    d = parse_dist("risk.max_position=int:100:1000")
+    assert (d.kind, d.lo, d.hi) == ("int", 100, 1000)
+    with pytest.raises(SpaceError):
+        parse_dist("signals.threshold=loguniform:0:1")
+    pts = grid_points([("a.x", [1, 2]), ("b.y", ["p", "q"])])
+    assert pts == [
+        {"a.x": 1, "b.y": "p"},
+        {"a.x": 1, "b.y": "q"},
+        {"a.x": 2, "b.y": "p"},
+        {"a.x": 2, "b.y": "q"},
+    ]
+
+
+def test_a_point_changes_only_its_stage_params_in_the_topology():
+    base, _ = base_topology_text(None)
+    data = tomllib.loads(base)
+    assert tomllib.loads(dumps_toml(data)) == data  # the writer round-trips a topology
+    out = tomllib.loads(topology_text(base, {"signals.threshold": 0.25, "seed": 3}))
+    sig = next(s for s in out["stage"] if s["name"] == "signals")
+    want = next(s for s in data["stage"] if s["name"] == "signals")
+    assert sig["params"] == {**want["params"], "threshold": 0.25}
+    assert [s for s in out["stage"] if s["name"] != "signals"] == [
+        s for s in data["stage"] if s["name"] != "signals"
+    ]
+    with pytest.raises(SpaceError, match="no stage 'nosuch'"):
+        topology_text(base, {"nosuch.x": 1})
+
+
+def test_the_run_key_is_what_determines_the_result():
+    base, _ = base_topology_text(None)
+    a = RunSpec(0, "d.csv", {"signals.threshold": 1.0}, base, data_bytes=10)
+    assert a.key == RunSpec(7, "d.csv", {"signals.threshold": 1.0}, base, data_bytes=10).key
+    others = [
+        RunSpec(0, "e.csv", {"signals.threshold": 1.0}, base, data_bytes=10),
+        RunSpec(0, "d.csv", {"signals.threshold": 2.0}, base, data_bytes=10),
+        RunSpec(0, "d.csv", {"signals.threshold": 1.0}, base, data_bytes=11),
+        RunSpec(0, "d.csv", {"signals.threshold": 1.0}, base, {"order": "80us"}, data_bytes=10),
+        RunSpec(0, "d.csv", {"signals.threshold": 1.0, "seed": 2}, base, data_bytes=10),
+    ]
+    assert len({a.key, *(o.key for o in others)}) == 6
+
+
+def _cfg(tmp_path, name, **kw) -> SweepConfig:
+    base = dict(
+        data=[fixture()],
+        out=str(tmp_path / name),
+        grid=[("signals.qty", [100, 0]), ("latency.order", ["const:30us", "const:90us"])],
+        executor="serial",
+    )
+    base.update(kw)
+    return SweepConfig(**base)
+
+
+def test_serial_grid_keeps_a_failed_run_resumes_and_equals_plain_replays(tmp_path):
+    from bot4.pipeline.topology import load_topology
+    from bot4.replay.latency import LatencyConfig
+    from bot4.replay.runner import replay
+
+    out = run_sweep(_cfg(tmp_path, "a"))
+    t = out.table
+    assert list(t["run"]) == [0, 1, 2, 3] and out.ran == 4 and out.skipped == 0
+    bad = t[t["p:signals.qty"] == 0]
+    assert list(bad["status"]) == ["failed", "failed"]  # qty 0: the topology refuses it
+    assert all("params.qty" in e for e in bad["error"])
+    ok = t[t["status"] == "ok"]
+    assert len(ok) == 2 and (ok["fills"] > 0).all()
+    html = (out.out_dir / "report.html").read_text()
+    assert "Failed runs (2)" in html and "params.qty" in html
+
+    # each run's metrics equal a plain replay of its topology, latency and seed
+    for _, r in ok.iterrows():
+        run_dir = out.out_dir / "runs" / r["key"]
+        plain = replay(
+            fixture(),
+            tmp_path / f"plain-{r['key']}",
+            topology=load_topology(run_dir / "topology.toml"),
+            latency=LatencyConfig.from_specs({"order": json.loads(r["params"])["latency.order"]}),
+            seed=int(r["seed"]),
+            progress=None,
+        )
+        got = {k: r[k] for k in metrics_of(plain.report.doc)}
+        assert got == pytest.approx(metrics_of(plain.report.doc), nan_ok=True)
+        assert "--topology runs/" in r["command"] and "--latency order=const:" in r["command"]
+
+    # a sweep killed after two runs left two rows: the restart runs only the other two
+    table = ResultsTable(out.out_dir)
+    for key in list(table.rows)[1:3]:
+        del table.rows[key]
+    table.write()
+    again = run_sweep(_cfg(tmp_path, "a"))
+    assert (again.ran, again.skipped) == (2, 2)
+    cols = [c for c in t.columns if c not in VOLATILE]
+    assert again.table[cols].equals(t[cols])
+    # nothing left: a third start runs nothing
+    assert run_sweep(_cfg(tmp_path, "a")).ran == 0
+
+
+def test_random_and_bayes_points_repeat_with_their_seed(tmp_path):
+    dists = [parse_dist("signals.threshold=uniform:0.2:2"), parse_dist("signals.qty=int:50:200")]
+    plan = _Planner(_cfg(tmp_path, "r", search="random", grid=[], dists=dists, trials=5))
+    again = _Planner(_cfg(tmp_path, "r", search="random", grid=[], dists=dists, trials=5))
+    other = _Planner(
+        _cfg(tmp_path, "r", search="random", grid=[], dists=dists, trials=5, sample_seed=1)
+    )
+    assert plan.points() == again.points() != other.points()
+    assert all(50 <= p["signals.qty"] <= 200 for p in plan.points())
+
+    pytest.importorskip("optuna")
+    kw = dict(search="bayes", grid=[], dists=dists[:1], trials=4, batch=2, sample_seed=5)
+    a = run_sweep(_cfg(tmp_path, "b1", **kw))
+    b = run_sweep(_cfg(tmp_path, "b2", **kw))
+    cols = [c for c in a.table.columns if c not in VOLATILE]
+    assert a.trials == 4 and len(a.table) == 4
+    assert a.table[cols].equals(b.table[cols])  # same seed and batch: the same trials
+    # resumed: the sampler is told the finished runs again and asks the same points
+    c = run_sweep(_cfg(tmp_path, "b1", **kw))
+    assert c.ran == 0 and c.table[cols].equals(a.table[cols])
+
+
+def test_walk_forward_trades_each_windows_best_point_on_the_next(tmp_path):
+    from bot4.replay.sources import SyntheticSource, write_parquet
+
+    windows = []
+    for k in range(3):  # three "days" of a synthetic quote-and-trade stream
+        p = tmp_path / f"day{k}.parquet"
+        write_parquet(p, SyntheticSource(20_000, instruments=1, seed=40 + k, dt_ns=50_000).chunks())
+        windows.append(str(p))
+    cfg = _cfg(
+        tmp_path,
+        "wf",
+        data=windows,
+        grid=[("signals.threshold", [0.5, 2.0])],
+        walk_forward=True,
+    )
+    out = run_sweep(cfg)
+    t, wf = out.table, out.walkforward
+    assert len(t) == 6 and (t["status"] == "ok").all()
+    assert list(wf["window"]) == [0, 1]
+    for _, w in wf.iterrows():
+        ins = t[t["data"] == w["in_sample"]]
+        best = ins[ins["total_pnl"] == ins["total_pnl"].max()].sort_values("run").iloc[0]
+        assert w["params"] == best["params"]
+        assert w["in_sample_objective"] == best["total_pnl"]
+        oos = t[(t["data"] == w["out_of_sample"]) & (t["params"] == best["params"])].iloc[0]
+        assert w["out_of_sample_objective"] == oos["total_pnl"]
+        assert w["out_of_sample_key"] == oos["key"]
+    assert "Walk-forward" in (out.out_dir / "report.html").read_text()
