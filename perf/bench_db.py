@@ -75,7 +75,6 @@ BATCH = 4096  # loader batch_records
 EVENTS_PER_INTENT = 4
 LATENCY_SAMPLES = 2000
 TARGET_RATIO = 0.5
-TARGET_P99_MS = 2.0
 
 TITLES = {
     "loader": "db: exactly-once loader, per event",
@@ -334,6 +333,9 @@ def databases(args):
         args.ledger_dsn_db = create(admin_lg, f"bench_lg_{tag}")
         args.raw_events_dsn = create(admin_ev, f"bench_rawev_{tag}")
         args.raw_ledger_dsn = create(admin_lg, f"bench_rawlg_{tag}")
+        if getattr(args, "beside", False):
+            args.beside_events_dsn = create(admin_ev, f"bench_runev_{tag}")
+            args.beside_ledger_dsn = create(admin_lg, f"bench_runlg_{tag}")
         migrate(args.raw_events_dsn, ("events",))
         migrate(args.raw_ledger_dsn, ("ledger",))
         with psycopg.connect(args.raw_events_dsn, autocommit=True) as c:
@@ -358,22 +360,71 @@ LATENCY_CASES = {
     "one-db": (False, True),  # the same, ledger tables in the events database: one commit
     "no-fill": (True, False),  # decision, order, ack: events database only, one commit
 }
+BASELINES = ("bare", "bare-2pc", "fsync")
+TARGET_P99_MS_CASE = {"2pc": 5.0, "one-db": 2.0, "no-fill": 2.0}
+WARMUP = 100
+
+
+class _Bare:
+    """The floors, on the same server: a one-row ``BEGIN; INSERT; COMMIT`` (``bare``), the
+    same row under ``PREPARE TRANSACTION`` + ``COMMIT PREPARED`` (``bare-2pc``), and a
+    pg_test_fsync-style 8 KiB ``write`` + ``fdatasync`` of a file (``fsync``) in
+    ``directory`` (the embedded server's file system)."""
+
+    def __init__(self, dsn: str, directory: str) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.conn.execute("CREATE TABLE IF NOT EXISTS bench_bare (k bigint PRIMARY KEY)")
+        self.k = 0
+        self.path = os.path.join(directory, "fsync-probe")
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.page = os.urandom(8192)
+
+    def bare(self) -> None:
+        self.k += 1
+        with self.conn.transaction():
+            self.conn.execute("INSERT INTO bench_bare VALUES (%s)", (self.k,))
+
+    def bare_2pc(self) -> None:
+        self.k += 1
+        gid = f"bench-bare-{os.getpid()}-{self.k}"
+        self.conn.execute("BEGIN")
+        self.conn.execute("INSERT INTO bench_bare VALUES (%s)", (self.k,))
+        self.conn.execute(f"PREPARE TRANSACTION '{gid}'")
+        self.conn.execute(f"COMMIT PREPARED '{gid}'")
+
+    def fsync(self) -> None:
+        os.pwrite(self.fd, self.page, 0)
+        os.fdatasync(self.fd)
+
+    def close(self) -> None:
+        self.conn.close()
+        os.close(self.fd)
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
 
 
 def latency_samples(args, samples: int) -> dict[str, np.ndarray]:
-    """Wall time (ms) of load_available over one intent per transaction, per case of
-    :data:`LATENCY_CASES`, warm-up excluded; each case on its own journal."""
+    """Wall time (ms) of one transaction per case of :data:`LATENCY_CASES` (load_available
+    over one intent) and of the :data:`BASELINES`, warm-up excluded. The cases take turns
+    sample by sample, so each sees the same load on the machine; each case has its own
+    journal."""
     directory = tempfile.mkdtemp(prefix="bot4-benchlat-")
-    out: dict[str, np.ndarray] = {}
+    times: dict[str, list[int]] = {k: [] for k in (*LATENCY_CASES, *BASELINES)}
     next_id = 9 * 10**12
+    runs = []
+    bare = _Bare(args.events_dsn, directory)
     try:
         for label, (two_dbs, with_fill) in LATENCY_CASES.items():
             writer = JournalWriter(os.path.join(directory, label), fsync="batch")
             ledger = args.ledger_dsn if two_dbs else None
             loader = Loader(writer.directory, args.events_dsn, ledger, journal_id=f"lat-{label}")
             loader.load_available()
-            times = []
-            for i in range(samples + 200):
+            runs.append((label, with_fill, writer, loader))
+        floors = {"bare": bare.bare, "bare-2pc": bare.bare_2pc, "fsync": bare.fsync}
+        for i in range(samples + WARMUP):
+            for label, with_fill, writer, loader in runs:
                 frames = workload(1, next_id)
                 next_id += 1
                 if not with_fill:
@@ -383,23 +434,74 @@ def latency_samples(args, samples: int) -> dict[str, np.ndarray]:
                 writer.flush()
                 t0 = time.perf_counter_ns()
                 loader.load_available()
-                if i >= 200:
-                    times.append(time.perf_counter_ns() - t0)
-            out[label] = np.array(times) / 1e6
+                if i >= WARMUP:
+                    times[label].append(time.perf_counter_ns() - t0)
+            for label, fn in floors.items():
+                t0 = time.perf_counter_ns()
+                fn()
+                if i >= WARMUP:
+                    times[label].append(time.perf_counter_ns() - t0)
+        for label, _fill, _writer, loader in runs:
             if label == "2pc":
-                assert loader.stats.twophase >= samples
+                assert loader.stats.twophase >= samples, loader.stats
+    finally:
+        for _label, _fill, writer, loader in runs:
             loader.close()
             writer.close()
-    finally:
+        bare.close()
         shutil.rmtree(directory, ignore_errors=True)
-    return out
+    return {k: np.array(v) / 1e6 for k, v in times.items()}
+
+
+@contextlib.contextmanager
+def topology_beside(args):
+    """The default topology (``bot4 run``) running for the latency sampler's duration, its
+    loader on two more databases of the same server; stopped (SIGINT, then SIGKILL by pid)
+    and its data directory removed at the end. Yields its pid, or None when not asked."""
+    import signal
+    import subprocess
+
+    if not args.beside:
+        yield None
+        return
+    data = tempfile.mkdtemp(prefix="bot4-benchdb-run-")
+    instance = f"benchdb{os.getpid()}"
+    bot4 = os.path.join(os.path.dirname(sys.executable), "bot4")
+    cmd = [bot4, "run", "--quiet", "--instance", instance, "--duration", "3600",
+           "--dsn", args.beside_events_dsn, "--ledger-dsn", args.beside_ledger_dsn]  # fmt: skip
+    env = {**os.environ, "BOT4_DATA_DIR": data}
+    log_path = os.path.join(data, "run.log")
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    try:
+        time.sleep(args.beside_warmup)  # stages up and trading before the first sample
+        if proc.poll() is not None:
+            with open(log_path, errors="replace") as f:
+                tail = f.read()[-2000:]
+            raise SystemExit(f"bench_db: error: bot4 run exited {proc.returncode}: {tail}")
+        yield proc.pid
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        with contextlib.suppress(OSError):
+            for name in os.listdir("/dev/shm"):
+                if instance in name:
+                    os.unlink(os.path.join("/dev/shm", name))
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def print_table(ns: dict[str, float], lat: dict[str, np.ndarray] | None) -> None:
     print()
-    head = f"{'benchmark':<46}{'ns/unit':>12}{'units/s':>14}"
-    print(head)
-    print("-" * len(head))
+    if ns:
+        head = f"{'benchmark':<46}{'ns/unit':>12}{'units/s':>14}"
+        print(head)
+        print("-" * len(head))
     for k, title in TITLES.items():
         if k in ns:
             print(f"{title:<46}{ns[k]:>12,.0f}{1e9 / ns[k]:>14,.0f}")
@@ -413,16 +515,25 @@ def print_table(ns: dict[str, float], lat: dict[str, np.ndarray] | None) -> None
         if "orders" in ns:
             print(f"loader events/s vs raw COPY order rows/s: {ns['orders'] / ns['loader']:.2f}x")
     if lat:
+        q = {}
         for label, ms in lat.items():
             # bot4's one latency histogram (ns), as every other latency bot4 reports
-            q = percentiles_of((np.asarray(ms) * 1e6).astype(np.int64))
-            p50, p99, p999 = (q[k] / 1e6 for k in ("p50_ns", "p99_ns", "p999_ns"))
-            verdict = "PASS" if p99 < TARGET_P99_MS else "FAIL"
-            print(
-                f"single transaction, {label:<8} ({len(ms)} samples): p50 {p50:6.3f} ms  "
-                f"p99 {p99:6.3f} ms  p99.9 {p999:6.3f} ms  max {ms.max():6.3f} ms  "
-                f"(target p99 < {TARGET_P99_MS} ms) {verdict}"
-            )
+            h = percentiles_of((np.asarray(ms) * 1e6).astype(np.int64))
+            q[label] = {k: h[f"{k}_ns"] / 1e6 for k in ("p50", "p99", "p999")}
+            q[label]["max"] = float(np.max(ms))
+        bare = q.get("bare")
+        print(f"\nsingle transaction, {len(next(iter(lat.values())))} samples each, cases "
+              "interleaved sample by sample (ms; x: p50 and p99 over the bare commit's)")  # fmt: skip
+        for label, v in q.items():
+            line = (f"  {label:<9} p50 {v['p50']:7.3f}  p99 {v['p99']:7.3f}  "
+                    f"p99.9 {v['p999']:7.3f}  max {v['max']:7.3f}")  # fmt: skip
+            if bare is not None and label != "bare":
+                line += f"   x{v['p50'] / bare['p50']:5.1f} / x{v['p99'] / bare['p99']:5.1f}"
+            target = TARGET_P99_MS_CASE.get(label)
+            if target is not None:
+                verdict = "PASS" if v["p99"] <= target else "FAIL"
+                line += f"   target p99 <= {target} ms {verdict}"
+            print(line)
 
 
 def _worker_args(cmd: list[str], args) -> None:
@@ -439,6 +550,22 @@ def main() -> None:
     ap.add_argument("--ledger-dsn", help="superuser DSN of the ledger server (default: --dsn)")
     ap.add_argument("--only", action="append", help="benchmark keys containing this")
     ap.add_argument("--latency-samples", type=int, default=LATENCY_SAMPLES)
+    ap.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="only the single-transaction latency sampler (no pyperf runs)",
+    )
+    ap.add_argument(
+        "--beside",
+        action="store_true",
+        help="run the default topology (bot4 run) beside the latency sampler",
+    )
+    ap.add_argument(
+        "--beside-warmup",
+        type=float,
+        default=15.0,
+        help="seconds the topology runs before the first sample (15)",
+    )
     for name in ("events-dsn", "ledger-dsn-db", "raw-events-dsn", "raw-ledger-dsn"):
         ap.add_argument(f"--{name}", help=argparse_hidden())
     args = runner.parse_args()
@@ -451,10 +578,13 @@ def main() -> None:
         return
     with databases(args):
         args.ledger_dsn = args.ledger_dsn_db
-        results = run(runner, args, keys)
+        results = {} if args.latency_only else run(runner, args, keys)
         lat = None
-        if "loader" in keys and args.latency_samples:
-            lat = latency_samples(args, args.latency_samples)
+        if ("loader" in keys or args.latency_only) and args.latency_samples:
+            with topology_beside(args) as pid:
+                if pid is not None:
+                    print(f"default topology running beside the sampler (bot4 run, pid {pid})")
+                lat = latency_samples(args, args.latency_samples)
     if any(b is None for b in results.values()):
         return
     print_table({k: b.median() * 1e9 for k, b in results.items()}, lat)
