@@ -1057,7 +1057,10 @@ class Loader:
     the direct COPY first for bigger ones (False: staging + ON CONFLICT).
     ``coordinator_dir``: the two-phase decision log (default
     ``<journal_dir>/coordinator``). ``guard``, ``hook``: see the module docstring.
-    ``pool_timeout``: seconds a checkout waits for a connection.
+    ``pool_timeout``: seconds a checkout waits for a connection. ``synchronous_commit``:
+    wait for the WAL flush of one-database commits too (default False: the journal is the
+    durable copy; see :meth:`_commit_one_phase`). Two-phase branches always flush: PREPARE
+    and COMMIT PREPARED ignore the setting.
 
     The constructor does not touch the database (it may be down); the first
     :meth:`load_available` or :meth:`recover` resolves in-doubt transactions, applies the
@@ -1080,6 +1083,7 @@ class Loader:
         coordinator_dir: str | os.PathLike | None = None,
         pool_timeout: float = 3.0,
         small_batch: int = SMALL_BATCH_RECORDS,
+        synchronous_commit: bool = False,
     ) -> None:
         self.journal_dir = Path(journal_dir)
         self.journal_id = journal_id or self.journal_dir.resolve().name
@@ -1092,6 +1096,7 @@ class Loader:
             raise ValueError("batch_records must be >= 1")
         self.batch_records = batch_records
         self.small_batch = small_batch
+        self.synchronous_commit = synchronous_commit
         self.guard = guard
         self.hook = hook
         self.alarm = alarm
@@ -1216,16 +1221,68 @@ class Loader:
     def _guarded(self) -> AbstractContextManager:
         return self.guard() if self.guard is not None else contextlib.nullcontext()
 
+    def _prepare_both(
+        self,
+        ev: psycopg.Connection,
+        lg: psycopg.Connection,
+        gids: tuple[str, str],
+        sent: list[tuple[psycopg.Connection, str]],
+    ) -> None:
+        """First phase: PREPARE TRANSACTION on both databases at once (both sent before
+        either is awaited; on one server their WAL flushes can share a sync). The crash
+        point ``prepared-events`` is reached when the events branch is prepared, the
+        ledger's PREPARE then in flight; ``prepared-ledger`` when both are."""
+        with lg.pipeline():
+            with ev.pipeline():
+                sent.append((lg, gids[1]))
+                prepare(lg, gids[1])
+                sent.append((ev, gids[0]))
+                prepare(ev, gids[0])
+            self._hook("prepared-events")
+        self._hook("prepared-ledger")
+
     def _commit_prepared(
         self, ev: psycopg.Connection, lg: psycopg.Connection, gid_e: str, gid_l: str
     ) -> None:
-        """Second phase, once the decision is durable: COMMIT PREPARED on both databases
-        (events first), each step a named crash point for the tests."""
-        finish(ev, gid_e, True)
-        self._hook("committed-events")
-        finish(lg, gid_l, True)
+        """Second phase, once the decision is durable: COMMIT PREPARED on both databases at
+        once. ``committed-events`` is reached when the events branch is committed (the
+        ledger's COMMIT PREPARED in flight), ``committed-ledger`` when both are."""
+        with lg.pipeline():
+            with ev.pipeline():
+                finish(lg, gid_l, True)
+                finish(ev, gid_e, True)
+            self._hook("committed-events")
         self._hook("committed-ledger")
         self.stats.twophase += 1
+
+    def _undo(
+        self,
+        conns: tuple[psycopg.Connection | None, ...],
+        sent: list[tuple[psycopg.Connection, str]],
+    ) -> None:
+        """A batch failed before its decision: roll back both branches, prepared or not. A
+        PREPARE that never took effect has nothing to roll back; one that cannot be
+        reached now is left to presumed abort at the next recovery."""
+        from psycopg import errors
+
+        for conn in conns:
+            _rollback_quietly(conn)
+        for conn, gid in sent:
+            try:
+                finish(conn, gid, False)
+            except errors.UndefinedObject:
+                pass  # not prepared (its PREPARE failed or never ran)
+            except Exception:
+                self._recover_needed = True
+
+    def _commit_one_phase(self, conn: psycopg.Connection) -> None:
+        """COMMIT of a batch that touches one database. Unless ``synchronous_commit``, the
+        commit does not wait for its WAL flush: the journal already holds the batch
+        durably, and a server crash that takes back the last commits takes their load
+        position back with them (one WAL stream), so those frames load again."""
+        if not self.synchronous_commit:
+            conn.execute("SET LOCAL synchronous_commit TO OFF")
+        conn.execute("COMMIT")
 
     # --- public API -------------------------------------------------------------------------
 
@@ -1496,7 +1553,7 @@ class Loader:
         if mode == "pipeline":
             return self._attempt_pipelined(ev, lg, batch)
         parts, unknown = self._split_unknown(batch)
-        prepared: list[tuple[psycopg.Connection, str]] = []
+        sent: list[tuple[psycopg.Connection, str]] = []
         decided = False
         ledger_branch = None
         try:
@@ -1520,18 +1577,13 @@ class Loader:
                 )
             self._hook("before-commit")
             if lg is None or fills is None:
-                ev.execute("COMMIT")
+                self._commit_one_phase(ev)
                 self._hook("committed")
                 return out
             token = self._coord.new_token()
             gid_e = self._coord.gid(token, batch.first, batch.end, "e")
             gid_l = self._coord.gid(token, batch.first, batch.end, "l")
-            prepare(ev, gid_e)
-            prepared.append((ev, gid_e))
-            self._hook("prepared-events")
-            prepare(lg, gid_l)
-            prepared.append((lg, gid_l))
-            self._hook("prepared-ledger")
+            self._prepare_both(ev, lg, (gid_e, gid_l), sent)
             self._coord.decide_commit(token, batch.first, batch.end, len(fills))
             decided = True
             self._hook("decided")
@@ -1544,13 +1596,7 @@ class Loader:
             if decided:
                 self._recover_needed = True  # recovery commits what is left
             else:
-                for conn in (ev, lg):
-                    _rollback_quietly(conn)
-                for conn, gid in prepared:
-                    try:
-                        finish(conn, gid, False)
-                    except Exception:
-                        self._recover_needed = True  # presumed abort on the next recovery
+                self._undo((ev, lg), sent)
             raise
 
     def _report_conflicts(self, out: _Outcome) -> None:
@@ -1815,57 +1861,50 @@ class Loader:
     def _attempt_pipelined(
         self, ev: psycopg.Connection, lg: psycopg.Connection | None, batch: _Batch
     ) -> _Outcome:
-        """A small batch in three round trips on the events database (pipeline mode):
-        BEGIN, the INSERTs from ``unnest`` of arrays (ON CONFLICT DO NOTHING) and the
-        positions read; then positions, ledger (same database), the fenced advance and
-        COMMIT or PREPARE; the ledger branch in one more, then the two commits."""
+        """A small batch in the fewest round trips (psycopg pipeline mode; one round trip
+        per pipeline block, whose exit is the sync).
+
+        Events database: BEGIN, the INSERTs from ``unnest`` of arrays (ON CONFLICT DO
+        NOTHING) and the positions read; then the positions, the ledger (same database),
+        the fenced advance and COMMIT or PREPARE. A batch without a fill needs only the
+        first round trip, which then ends in the advance and COMMIT. With a ledger database
+        its branch (BEGIN and the legs of every fill of the batch) is sent before the
+        events' first round trip and runs on its server meanwhile; should some fills turn
+        out to be loaded already, it is rolled back and sent again with the fills the
+        INSERT did insert. Then both PREPAREs at once, the decision, both COMMIT PREPAREDs
+        at once: three waits on the network and one fsync of the decision log.
+        """
         parts, unknown = self._split_unknown(batch)
         out = _Outcome(staged=sum(len(p) for p in batch.parts.values()))
-        prepared: list[tuple[psycopg.Connection, str]] = []
+        sent: list[tuple[psycopg.Connection, str]] = []
         decided = False
         try:
             execs = parts.get(RT_EXEC_REPORT)
             maybe = None if execs is None else execs.take(execs.records["last_qty"] > 0)
-            with ev.pipeline() as pipe:
-                ev.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
-                rejects = []
-                for rtype, part in unknown.items():
-                    rows = [
-                        self._reject_row(
-                            part,
-                            k,
-                            rtype,
-                            Code.UNKNOWN_INSTRUMENT,
-                            f"instrument {int(part.records['instrument'][k])} not in the "
-                            "loader's table",
-                        )  # fmt: skip
-                        for k in range(len(part))
-                    ]
-                    cur = ev.cursor()
-                    cur.executemany(_REJECT_SQL, rows)
-                    rejects.append(cur)
-                inserts = []
-                for rtype, part in parts.items():
-                    layout = _LAYOUTS[rtype]
-                    params = layout.unnest_params(part)
-                    params.update(journal=self.journal_id, lo=0, hi=len(part))
-                    for table in _TABLES[rtype]:
-                        which = table.route(part.records)
-                        if which is not None and not which.any():
-                            continue  # no rows for this table: no statement
-                        cur = ev.cursor()
-                        cur.execute(table.insert_sql(layout.unnest_source()), params)
-                        inserts.append((table, part, cur))
-                        if table.rtype == RT_EXEC_REPORT:
-                            conflicts = ev.cursor()
-                            conflicts.execute(
-                                exec_conflicts_sql(table.columns, layout.unnest_source()), params
-                            )
-                read = None
-                if maybe is not None and len(maybe):
-                    read = ev.cursor()
-                    read.execute(_POSITIONS_READ_SQL, self._position_keys(maybe))
-                pipe.sync()
+            if maybe is not None and not len(maybe):
+                maybe = None
+            token = self._coord.new_token()
+            gid_e = self._coord.gid(token, batch.first, batch.end, "e")
+            gid_l = self._coord.gid(token, batch.first, batch.end, "l")
+            with contextlib.ExitStack() as flights:
+                side = lg is not None and maybe is not None
+                if side:  # the ledger branch, optimistically: every fill of the batch
+                    flights.enter_context(lg.pipeline())
+                    lg.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+                    ledger = self._ledger_pipelined(lg, maybe)
+                if maybe is None:
+                    self._hook("before-commit")  # nothing sent yet: one round trip follows
+                with ev.pipeline():
+                    ev.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+                    rejects = [self._queue_rejects(ev, rt, part) for rt, part in unknown.items()]
+                    inserts, conflicts = self._queue_inserts(ev, parts)
+                    read = None
+                    if maybe is not None:
+                        read = ev.cursor()
+                        read.execute(_POSITIONS_READ_SQL, self._position_keys(maybe))
+                    else:  # no fill: nothing below depends on the results
+                        ev.execute(_ADVANCE_SQL, self._advance_params(batch))
+                        self._commit_one_phase(ev)
                 out.rejected = sum(c.rowcount for c in rejects)
                 for table, part, cur in inserts:
                     n, rows = _inserted(cur, table)
@@ -1873,44 +1912,41 @@ class Loader:
                     if table.rtype == RT_EXEC_REPORT:
                         out.fills = self._fills_of(batch, part, rows)
                         out.conflicts = conflicts.fetchall()
-                current = self._positions_read(read.fetchall()) if read is not None else {}
-            fills = out.fills
-            if fills is not None:
-                self._hook("positions-read")
-            two_phase = lg is not None and fills is not None
-            token = self._coord.new_token()
-            gid_e = self._coord.gid(token, batch.first, batch.end, "e")
-            gid_l = self._coord.gid(token, batch.first, batch.end, "l")
-            self._hook("before-commit")
-            with contextlib.ExitStack() as flights:
-                side = None
-                if two_phase:  # the ledger's work runs on its server meanwhile
-                    side = flights.enter_context(lg.pipeline())
-                    lg.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
-                    ledger = self._ledger_pipelined(lg, fills)  # sent; the server runs it
-                with ev.pipeline() as pipe:
+                if maybe is None:
+                    self._hook("committed")
+                    return out
+                current = self._positions_read(read.fetchall())
+                fills = out.fills
+                if fills is not None:
+                    self._hook("positions-read")
+                if side and (fills is None or len(fills) != len(maybe)):
+                    lg.execute("ROLLBACK")  # some were loaded before: only the inserted ones
+                    if fills is not None:
+                        lg.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+                        ledger = self._ledger_pipelined(lg, fills)
+                two_phase = lg is not None and fills is not None
+                self._hook("before-commit")
+                with ev.pipeline():
                     if fills is not None:
                         rows = self._positions_moved(current, fills)
                         ev.cursor().executemany(_POSITIONS_WRITE_SQL, rows)
                         if lg is None:
                             ledger = self._ledger_pipelined(ev, fills)
                     ev.execute(_ADVANCE_SQL, self._advance_params(batch))
-                    if two_phase:
+                    if two_phase:  # both PREPAREs in flight at once
+                        sent.append((lg, gid_l))
+                        prepare(lg, gid_l)
+                        sent.append((ev, gid_e))
                         prepare(ev, gid_e)
                     else:
-                        ev.execute("COMMIT")
-                    pipe.sync()
+                        self._commit_one_phase(ev)
                 if not two_phase:
                     if fills is not None:
                         out.ledger_rows, out.ledger_conflicts = ledger.fetchone()
                     self._hook("committed")
                     return out
-                prepared.append((ev, gid_e))
                 self._hook("prepared-events")
-                prepare(lg, gid_l)
-                side.sync()
-                out.ledger_rows, out.ledger_conflicts = ledger.fetchone()
-            prepared.append((lg, gid_l))
+            out.ledger_rows, out.ledger_conflicts = ledger.fetchone()
             self._hook("prepared-ledger")
             self._coord.decide_commit(token, batch.first, batch.end, len(fills))
             decided = True
@@ -1921,14 +1957,48 @@ class Loader:
             if decided:
                 self._recover_needed = True
             else:
-                for conn in (ev, lg):
-                    _rollback_quietly(conn)
-                for conn, gid in prepared:
-                    try:
-                        finish(conn, gid, False)
-                    except Exception:
-                        self._recover_needed = True
+                self._undo((ev, lg), sent)
             raise
+
+    def _queue_rejects(self, conn: psycopg.Connection, rtype: int, part: _Part):
+        """Queue the rejected_rows INSERT of records naming an unknown instrument; its
+        cursor (pipeline mode)."""
+        rows = [
+            self._reject_row(
+                part,
+                k,
+                rtype,
+                Code.UNKNOWN_INSTRUMENT,
+                f"instrument {int(part.records['instrument'][k])} not in the loader's table",
+            )  # fmt: skip
+            for k in range(len(part))
+        ]
+        cur = conn.cursor()
+        cur.executemany(_REJECT_SQL, rows)
+        return cur
+
+    def _queue_inserts(self, conn: psycopg.Connection, parts: dict[int, _Part]):
+        """Queue the ON CONFLICT INSERTs of ``parts`` from ``unnest`` (pipeline mode):
+        ``[(table, part, cursor)]`` and the exec_conflicts cursor (None without
+        executions)."""
+        inserts, conflicts = [], None
+        for rtype, part in parts.items():
+            layout = _LAYOUTS[rtype]
+            params = layout.unnest_params(part)
+            params.update(journal=self.journal_id, lo=0, hi=len(part))
+            for table in _TABLES[rtype]:
+                which = table.route(part.records)
+                if which is not None and not which.any():
+                    continue  # no rows for this table: no statement
+                cur = conn.cursor()
+                cur.execute(table.insert_sql(layout.unnest_source()), params)
+                inserts.append((table, part, cur))
+                if table.rtype == RT_EXEC_REPORT:
+                    conflicts = conn.cursor()
+                    conflicts.execute(
+                        exec_conflicts_sql(table.columns, layout.unnest_source()), params
+                    )
+        return inserts, conflicts
 
     def _ledger_pipelined(self, conn: psycopg.Connection, fills: _Part):
         """Queue the ledger INSERT of ``fills`` from ``unnest`` (pipeline mode); its cursor."""

@@ -27,11 +27,14 @@ from tests.db.conftest import (
 pytestmark = pytest.mark.timeout(90)
 
 ALLOWED = {
-    # crash point -> (in doubt on events, in doubt on ledger, what recovery does)
-    "prepared-events": (1, 0, "rolled_back"),
-    "prepared-ledger": (1, 1, "rolled_back"),
-    "decided": (1, 1, "committed"),
-    "committed-events": (0, 1, "committed"),
+    # crash point -> ({(in doubt on events, in doubt on ledger)}, what recovery does). Both
+    # PREPAREs, and both COMMIT PREPAREDs, are sent at once: at "prepared-events" the
+    # ledger's PREPARE and at "committed-events" the ledger's COMMIT PREPARED was in flight
+    # when the loader died, and may or may not have taken effect.
+    "prepared-events": ({(1, 0), (1, 1)}, "rolled_back"),
+    "prepared-ledger": ({(1, 1)}, "rolled_back"),
+    "decided": ({(1, 1)}, "committed"),
+    "committed-events": ({(0, 1), (0, 0)}, "committed"),
 }
 
 
@@ -81,11 +84,11 @@ def test_crash_between_prepare_and_commit_prepared_is_resolved_on_restart(
         jdir, ev, lg, "tp", crash_at=f"{point}:2", small_batch=small_batch, procs=procs
     )
     assert code == -signal.SIGKILL, out  # killed in the second batch's two-phase commit
-    want_e, want_l, action = ALLOWED[point]
+    allowed, action = ALLOWED[point]
     doubt_e, doubt_l = in_doubt(ev), in_doubt(lg)
-    assert (len(doubt_e), len(doubt_l)) == (want_e, want_l)
+    assert (len(doubt_e), len(doubt_l)) in allowed
     gids = doubt_e + doubt_l
-    assert {parse_gid(g).first_frame for g in gids} == {parse_gid(gids[0]).first_frame}
+    assert len({parse_gid(g).first_frame for g in gids}) == (1 if gids else 0)
     with Loader(jdir, ev, lg, journal_id="tp", batch_records=40) as loader:
         done = loader.recover()
         assert sorted(done[action]) == sorted(gids)
