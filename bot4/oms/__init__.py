@@ -7,6 +7,8 @@ Modules, one idea each:
 * ``book``   — our own open orders by instrument / side / price / time
 * ``stp_guard`` — the client-side, pre-trade self-trade prevention guard (for venues
   without STP; the simulated venue applies the exchanges' STP at match time)
+* ``recovery`` — what a restarted OMS had done: rebuilt from the journal and its rings
+* ``reconcile`` — the rule for the venue's answers to a restarted OMS's status queries
 
 Everything is preallocated numpy arrays grouped in namedtuples; the per-record work is
 numba kernels. All of it is owned by the one orders stage process.

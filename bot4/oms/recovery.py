@@ -19,8 +19,16 @@ persistence read its two rings in. Replaying that history rebuilds:
 
 Only records of the current session count (``seq`` in the session's range, see
 ``bot4.paths``): a journal directory outlives sessions. The journal is read, never written.
+
 What the OMS emitted but persistence had not yet journalled when the OMS died is still in
-the rings; :func:`wait_journalled` lets persistence catch up first.
+its output rings (``order_events``, ``exec_events``), between the consumer's and the
+producer's position. :func:`unconsumed_records` copies it (read-only), and
+:func:`rebuild_from_journal` takes it as ``pending``: the rebuild is then exact whatever
+persistence's lag — waiting for persistence (:func:`wait_journalled`) is bounded, and a
+rebuild that missed a fill or a close would make the venue's answers look like
+disagreements. The rings are read *before* the journal: a record persistence releases in
+between is in the journal by then (it journals before it releases), and a record found in
+both is counted once (by ``seq``, unique per record type within the OMS's session).
 """
 
 from __future__ import annotations
@@ -65,6 +73,7 @@ from bot4.records import (
     EXEC_STATUS,
     EXEC_STP_DECREMENTED,
     EXEC_STP_EXPIRED,
+    ORDER,
     OS_CANCELLED,
     OS_EXPIRED,
     OS_FILLED,
@@ -126,8 +135,13 @@ def session_range(session: int) -> tuple[int, int]:
     return max(lo, 1), lo + (1 << SESSION_SEQ_SHIFT)
 
 
-def rebuild_from_journal(journal_dir: str | Path, session: int) -> Recovered:
-    """Replay the session's ORDER and EXEC_REPORT records of ``journal_dir`` (see module)."""
+def rebuild_from_journal(
+    journal_dir: str | Path, session: int, pending: list[np.ndarray] | None = None
+) -> Recovered:
+    """Replay the session's ORDER and EXEC_REPORT records of ``journal_dir`` (see module),
+    with ``pending``: ORDER / EXEC_REPORT arrays not journalled yet (the OMS's output rings,
+    :func:`unconsumed_records`, read before the journal); a pending record whose ``seq``
+    the journal holds too counts once."""
     lo, hi = session_range(session)
     orders, execs = [], []
     p = Path(journal_dir)
@@ -138,6 +152,13 @@ def rebuild_from_journal(journal_dir: str | Path, session: int) -> Recovered:
             sel = recs[(recs["seq"] >= lo) & (recs["seq"] < hi)]
             if len(sel):
                 (orders if rtype == RT_ORDER else execs).append(sel)
+    for recs in pending or ():
+        chunks = orders if recs.dtype == ORDER else execs
+        seen = np.concatenate([c["seq"] for c in chunks]) if chunks else np.zeros(0, np.uint64)
+        sel = recs[(recs["seq"] >= lo) & (recs["seq"] < hi)]
+        sel = sel[~np.isin(sel["seq"], seen)]
+        if len(sel):
+            chunks.append(sel)
     venue = [c[c["exec_id"] != 0] for c in execs]
     venue_execs = np.concatenate(venue) if venue else np.zeros(0, EXEC_REPORT)
     venue_execs = venue_execs[np.argsort(venue_execs["seq"], kind="stable")]
@@ -232,6 +253,11 @@ def _apply_report(book: dict[int, dict], r) -> None:
     if o is None:
         return  # not a venue order of ours this session (a guard expiry before sending, ...)
     et = int(r["exec_type"])
+    if et == EXEC_STATUS and int(r["exec_id"]) != 0:
+        # the venue's answer to a query changed the OMS's order only where the OMS adopted
+        # it, and then the OMS journalled a correction (exec_id 0) right after it
+        # (bot4.oms.reconcile): that record carries the change
+        return
     alias = o.get("alias_client_order_id", 0)
     if alias and et in (EXEC_REPLACED, EXEC_CANCEL_REJECTED):
         if et == EXEC_REPLACED:  # the venue knows the order by the new id from now on
@@ -267,6 +293,30 @@ def _apply_report(book: dict[int, dict], r) -> None:
         o["state"] = _STATUS_STATE.get(int(r["status"]), o["state"])
         if o["state"] in _TERMINAL:
             o["leaves_qty"] = 0
+
+
+def unconsumed_records(instance: str, ring: str, dtype: np.dtype) -> np.ndarray:
+    """A copy of the records of ring ``ring`` of ``instance`` that its consumer has not
+    released yet (oldest first), read-only; empty when the ring does not exist. Meant for
+    the ring's producer while it is not running (a restart's setup): nobody else writes
+    those slots, and a consumer only reads them."""
+    from bot4.shm.ring_layout import HEADER_BYTES
+
+    try:
+        reader = RingReader(segment_name(instance, ring))
+    except SegmentMissingError:
+        return np.zeros(0, dtype)
+    try:
+        snap = reader.snapshot()
+        if snap.depth == 0 or snap.depth > snap.capacity:
+            return np.zeros(0, dtype)  # nothing, or positions no ring can hold
+        slots = np.frombuffer(reader.segment.buf, dtype, snap.capacity, HEADER_BYTES)
+        start = snap.consumer_position % snap.capacity
+        out = np.take(slots, np.arange(start, start + snap.depth), mode="wrap")
+        del slots
+        return out
+    finally:
+        reader.close()
 
 
 def wait_journalled(instance: str, rings: list[str], timeout_s: float = 3.0) -> bool:

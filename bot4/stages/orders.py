@@ -74,9 +74,14 @@ are journalled and loaded like any report.
 Restart reconciliation: an OMS that starts with open orders (``restore_open_orders``, from
 the snapshot ``book_open`` gives; storing it is the persistence issue) sends
 ``ACTION_QUERY`` for each and holds new intents in their ring until every ``EXEC_STATUS``
-answer is back, or ``reconcile_timeout_ms`` passed. A venue status that disagrees with the
-local state (status, cum or leaves), or a query left unanswered, marks the instrument as
-needing an operator (``summary()["needs_operator"]``); the venue's view is adopted.
+answer is back; queries unanswered after ``reconcile_timeout_ms`` are sent once more
+(``RECON_ATTEMPTS``). Each answer is judged by ``bot4.oms.reconcile``: a request of ours
+still in flight is no difference; a difference that leaves the position known (the venue
+does not know the order, closed or resized it unreported) is adopted, with a correction
+report (``exec_id`` 0, ``EXEC_STATUS``, reason ``RECONCILE_MISMATCH``) to risk and the
+journal, counted ``reconcile_adopted``; fills that differ, a finished order working at the
+venue, or a query unanswered twice mark the instrument as needing an operator
+(``summary()["needs_operator"]``, then HALTED), the venue's view adopted as well.
 
 Hooks beyond ``Stage``: ``input_ready(i, now_ns)`` (False: leave input i in its ring),
 ``pending(now_ns)`` and ``emit(outs, counts, seq)`` (records the stage sends outside an
@@ -114,6 +119,13 @@ from bot4.oms.lru import (
     lru_new,
     lru_peek,
     lru_put,
+)
+from bot4.oms.reconcile import (
+    V_AGREE,
+    V_HALT,
+    V_IN_FLIGHT,
+    closed_order_verdict,
+    open_order_verdict,
 )
 from bot4.oms.states import (
     EV_CANCEL_REQUEST,
@@ -162,6 +174,7 @@ from bot4.records import (
     EXEC_STP_EXPIRED,
     ORDER,
     OS_EXPIRED,
+    OS_NONE,
     OS_PENDING_NEW,
     OS_REJECTED,
     OT_MARKET,
@@ -222,6 +235,7 @@ C_GENERATED = 27  # EXEC_REPORTs the OMS generated (rejects, STP)
 C_EXEC_CONFLICT = 28  # exec_id seen before with different content: processed, alarmed
 C_VENUE_STP_EXPIRED = 29  # EXEC_STP_EXPIRED reports read: orders the venue's STP expired
 C_VENUE_STP_DECREMENTED = 30  # EXEC_STP_DECREMENTED reports read
+C_RECON_ADOPTED = 31  # venue status adopted with a correction, no halt (bot4.oms.reconcile)
 N_CTR = 32
 
 COUNTER_NAMES = {
@@ -239,7 +253,7 @@ COUNTER_NAMES = {
     C_QUERIES_SENT: "queries_sent", C_UNHELD_INTENTS: "unheld_intents",
     C_RECON_UNANSWERED: "reconcile_unanswered", C_GENERATED: "generated_reports",
     C_EXEC_CONFLICT: "exec_id_conflicts", C_VENUE_STP_EXPIRED: "venue_stp_expired",
-    C_VENUE_STP_DECREMENTED: "venue_stp_decremented",
+    C_VENUE_STP_DECREMENTED: "venue_stp_decremented", C_RECON_ADOPTED: "reconcile_adopted",
 }  # fmt: skip
 
 I_NEXT_ORDER_ID = 0
@@ -252,10 +266,12 @@ R_UNKNOWN_INSTRUMENT = int(Code.UNKNOWN_INSTRUMENT)
 R_DUPLICATE_ORDER = int(Code.DUPLICATE_ORDER)
 R_MAX_OPEN_ORDERS = int(Code.MAX_OPEN_ORDERS)
 R_SELF_TRADE = int(Code.SELF_TRADE)
+R_RECONCILE_MISMATCH = int(Code.RECONCILE_MISMATCH)
 
 RECON_READY = 0  # taking intents
 RECON_QUERYING = 1  # queries to send
 RECON_WAITING = 2  # queries sent, answers outstanding
+RECON_ATTEMPTS = 2  # query rounds before an unanswered order counts as a disagreement
 
 #: the OMS state a kernel takes as one argument (every array preallocated in setup)
 Oms = namedtuple(
@@ -544,24 +560,93 @@ def orders_kernel(batch, venue, fills, seq, st, now):
 
 # --- input 1: execution reports from the venue ----------------------------------------------
 @njit(nogil=True, cache=True)
-def _reconcile(st, s, r):
-    """An EXEC_STATUS answer for the open order in slot ``s``."""
+def _closed_status(st, r):
+    """An EXEC_STATUS for an order not open here: finished (its end in the LRU) or
+    unknown. A finished order working at the venue, or ended otherwise, is a genuine
+    disagreement (``bot4.oms.reconcile``)."""
+    found, v = lru_get(st.seen, r.client_order_id)
+    if not (found and IS_TERMINAL[v]):
+        st.ctr[C_UNKNOWN_ORDER] += 1
+        return
+    if closed_order_verdict(v, r.status) == V_HALT:
+        st.ctr[C_RECON_MISMATCH] += 1
+        if r.instrument < st.needs_operator.shape[0]:
+            st.needs_operator[r.instrument] += 1
+
+
+@njit(nogil=True, cache=True)
+def _on_status(st, r, fills, events, keep_events, nf, ne, seq):
+    """An EXEC_STATUS answer (restart reconciliation, ``bot4.oms.reconcile``): journalled
+    as received; where the venue's view is adopted, a correction follows it to risk and to
+    the journal (``exec_id`` 0, reason RECONCILE_MISMATCH, the adopted status, cum and
+    leaves, ``last_qty`` 0) and the order takes that view; a genuine disagreement also
+    marks the instrument for an operator. Returns ``(nf, ne, seq)``."""
+    st.ctr[C_STATUS] += 1
+    if keep_events:
+        events[ne] = r
+        ev = events[ne]
+        ev.seq = seq
+        ev.parent_seq = r.seq
+        ne += 1
+        seq += 1
+    s = book_find(st.book, r.client_order_id)
+    if s < 0:
+        _closed_status(st, r)
+        return nf, ne, seq
     o = st.book.slots[s]
     if o.flags & F_AWAIT_STATUS:
         o.flags &= ~np.uint8(F_AWAIT_STATUS)
         st.ctr[C_RECON_OUTSTANDING] -= 1
-    if STATUS_OF[o.state] == r.status and o.cum_qty == r.cum_qty and o.leaves_qty == r.leaves_qty:
-        return
-    st.ctr[C_RECON_MISMATCH] += 1
-    st.needs_operator[o.instrument] += 1
-    want = state_from_status(r.status, r.cum_qty)
-    if want < 0:
-        want = ST_CANCELLED  # the venue does not know it: it rests nowhere
+    verdict = open_order_verdict(
+        o.state, o.cum_qty, o.leaves_qty, r.status, r.cum_qty, r.leaves_qty
+    )
+    if verdict in (V_AGREE, V_IN_FLIGHT):
+        return nf, ne, seq
+    if verdict == V_HALT:
+        st.ctr[C_RECON_MISMATCH] += 1
+        st.needs_operator[o.instrument] += 1
+    else:
+        st.ctr[C_RECON_ADOPTED] += 1
+    if r.status == OS_NONE:  # the venue does not know it: it rests nowhere, our fills stand
+        want = ST_CANCELLED
+        cum = o.cum_qty
+    else:
+        want = state_from_status(r.status, r.cum_qty)
+        cum = r.cum_qty
+    leaves = np.int64(0) if IS_TERMINAL[want] else r.leaves_qty
+    fills[nf] = r
+    f = fills[nf]
+    f.seq = seq
+    f.parent_seq = r.seq
+    f.exec_id = 0
+    f.exec_type = EXEC_STATUS
+    f.status = STATUS_OF[want]
+    f.reason = R_RECONCILE_MISMATCH
+    f.cum_qty = cum
+    f.leaves_qty = leaves
+    f.last_qty = 0
+    f.last_price = 0
+    f.fee = 0
+    f.prevented_qty = 0
+    f.client_order_id = o.client_order_id
+    f.order_id = o.order_id
+    f.instrument = o.instrument
+    f.strategy = o.strategy
+    f.side = o.side
+    if keep_events:
+        events[ne] = fills[nf]
+        ne += 1
+    f.client_order_id = o.risk_client_order_id
+    nf += 1
+    seq += 1
+    st.ctr[C_GENERATED] += 1
+    st.ctr[C_FORWARDED] += 1
     o.state = want
-    o.cum_qty = r.cum_qty
-    o.leaves_qty = r.leaves_qty
+    o.cum_qty = cum
+    o.leaves_qty = leaves
     if IS_TERMINAL[want]:
         _close(st, s, want)
+    return nf, ne, seq
 
 
 @njit(nogil=True, cache=True)
@@ -581,20 +666,6 @@ def _apply_exec(st, r):
         EXEC_STP_DECREMENTED,
     )
     s = book_find(book, cl)
-    if et == EXEC_STATUS:
-        st.ctr[C_STATUS] += 1
-        if s >= 0:
-            _reconcile(st, s, r)
-            return False, cl
-        found, v = lru_get(st.seen, cl)
-        if found and IS_TERMINAL[v]:
-            if STATUS_OF[v] != r.status:
-                st.ctr[C_RECON_MISMATCH] += 1
-                if r.instrument < st.needs_operator.shape[0]:
-                    st.needs_operator[r.instrument] += 1
-        else:
-            st.ctr[C_UNKNOWN_ORDER] += 1
-        return False, cl
     ev = EVENT_OF_EXEC[et]
     if s < 0:
         found, v = lru_get(st.seen, cl)
@@ -658,6 +729,9 @@ def execs_kernel(batch, fills, events, keep_events, seq, st):
                 st.ctr[C_EXEC_CONFLICT] += 1
         if r.order_id >= st.ids[I_NEXT_ORDER_ID]:
             st.ids[I_NEXT_ORDER_ID] = r.order_id + np.uint64(1)
+        if r.exec_type == EXEC_STATUS:
+            nf, ne, seq = _on_status(st, r, fills, events, keep_events, nf, ne, seq)
+            continue
         fwd, risk_cl = _apply_exec(st, r)
         if r.exec_type == EXEC_STP_EXPIRED:
             st.ctr[C_VENUE_STP_EXPIRED] += 1
@@ -850,6 +924,7 @@ class OrdersStage(Stage):
         self.recon_deadline_ns = 0
         self.query_slots = np.zeros(0, np.int64)
         self.query_next = 0
+        self.recon_attempt = 1
         self.drain_cancel_all = False
         self.drain_cancel_sent = False
         self.n_out = len(self.outputs)
@@ -879,14 +954,15 @@ class OrdersStage(Stage):
         and the order id counter from the journal (``bot4.oms.recovery``), then reconcile
         the open orders with the venue before taking new intents. A first start in the
         session finds nothing of the session in the journal and does nothing."""
-        from bot4.oms.recovery import rebuild_from_journal, wait_journalled
+        from bot4.oms.recovery import rebuild_from_journal, unconsumed_records
 
-        rings = [self.outputs[2].name, self.outputs[3].name]
-        if not wait_journalled(self.instance, rings):
-            log.warning(
-                "orders: persistence has not journalled %s yet; recovering from what it has", rings
-            )
-        rec = rebuild_from_journal(self._journal_dir(), self.session)
+        # what persistence has not journalled yet is still in our output rings: read them
+        # first (then the journal), so the rebuild misses nothing whatever its lag
+        pending = [
+            unconsumed_records(self.instance, self.outputs[2].name, ORDER),
+            unconsumed_records(self.instance, self.outputs[3].name, EXEC_REPORT),
+        ]
+        rec = rebuild_from_journal(self._journal_dir(), self.session, pending)
         if not rec.orders:
             return
         st = self.oms
@@ -899,6 +975,7 @@ class OrdersStage(Stage):
             "reports": rec.reports,
             "client_ids": len(rec.risk_ids),
             "open_orders": n,
+            "from_rings": int(sum(len(x) for x in pending)),
         }
         log_event(
             log,
@@ -964,6 +1041,7 @@ class OrdersStage(Stage):
         st.ids[I_NEXT_ORDER_ID] = max(int(st.ids[I_NEXT_ORDER_ID]), int(next_order_id))
         self.query_slots = np.array(slots, np.int64)
         self.query_next = 0
+        self.recon_attempt = 1
         if slots:
             self.recon = RECON_QUERYING
             st.ctr[C_RECON_OUTSTANDING] += len(slots)
@@ -990,6 +1068,18 @@ class OrdersStage(Stage):
                 return
             sl = st.book.slots
             late = (sl["state"] != 0) & ((sl["flags"] & F_AWAIT_STATUS) != 0)
+            if self.recon_attempt < RECON_ATTEMPTS and late.any():
+                # a venue restarting meanwhile may have lost its answers: ask once more
+                self.recon_attempt += 1
+                self.query_slots = np.flatnonzero(late).astype(np.int64)
+                self.query_next = 0
+                self.recon = RECON_QUERYING
+                log.warning(
+                    "orders: %d queries unanswered after %.0f ms; asking again (attempt %d of %d)",
+                    int(late.sum()), self.reconcile_timeout_ns / 1e6, self.recon_attempt,
+                    RECON_ATTEMPTS,
+                )  # fmt: skip
+                return
             np.add.at(st.needs_operator, sl["instrument"][late].astype(np.int64), 1)
             sl["flags"][late] &= ~np.uint8(F_AWAIT_STATUS)
             st.ctr[C_RECON_UNANSWERED] += int(late.sum())
@@ -998,6 +1088,14 @@ class OrdersStage(Stage):
         if self.recon == RECON_WAITING:
             self.recon = RECON_READY
             self._halt_disagreeing()
+            adopted = int(st.ctr[C_RECON_ADOPTED])
+            if adopted:
+                log.warning(
+                    "orders: the venue's view of %d orders adopted (it did not know them, or "
+                    "closed or resized them unreported; fills agree): corrections sent to risk "
+                    "and the journal, trading goes on",
+                    adopted,
+                )
             log.info("orders: reconciled; taking new intents")
 
     def input_ready(self, i: int, now_ns: int) -> bool:

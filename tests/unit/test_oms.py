@@ -1020,11 +1020,20 @@ def test_reconciliation_mismatch_marks_instrument_for_an_operator():
     d.send(order(cid(1, 3)))
     d.run()
     s = st.summary()
-    assert s["needs_operator"] == {1: 1, 2: 1}
-    assert s["counters"]["reconcile_mismatches"] == 2 and not st.reconciling
+    # a's lost fill puts the position in doubt: an operator; b's unreported cancel does
+    # not (nothing filled): adopted, and risk told (bot4.oms.reconcile)
+    assert s["needs_operator"] == {1: 1}
+    c = s["counters"]
+    assert (c["reconcile_mismatches"], c["reconcile_adopted"]) == (1, 1) and not st.reconciling
     sl = st.oms.book.slots[book_find(st.oms.book, np.uint64(a))]
     assert (int(sl["cum_qty"]), int(sl["leaves_qty"])) == (50, 50)  # the venue's view
     assert _state(st, b) == S.ST_CANCELLED
+    fixes = d.all(1)[d.all(1)["exec_type"] == EXEC_STATUS]
+    assert [(int(f["client_order_id"]), int(f["status"]), int(f["leaves_qty"])) for f in fixes] == [
+        (a, OS_PARTIALLY_FILLED, 50),
+        (b, OS_CANCELLED, 0),
+    ]
+    assert (fixes["exec_id"] == 0).all() and (fixes["reason"] == Code.RECONCILE_MISMATCH).all()
     assert d.all(0)[-1]["action"] == ACTION_NEW
 
 
@@ -1038,6 +1047,12 @@ def test_reconciliation_timeout_releases_and_marks_unanswered():
     d.send(order(cid(1, 3)))
     d.run(5)
     assert st.reconciling and d.q[0]
+    time.sleep(0.04)
+    d.run(5)  # the first timeout asks again (a venue restarting may have lost the answers)
+    d.run(5)  # (the loop polls pending() every cycle; the driver stops at an idle step)
+    assert st.reconciling and d.q[0]
+    queries = [r for r in d.all(0) if r["action"] == ACTION_QUERY]
+    assert [int(r["client_order_id"]) for r in queries] == [a, b, a, b]
     time.sleep(0.04)
     d.run()
     assert not st.reconciling and not d.q[0]
