@@ -391,14 +391,19 @@ def _journal_cat(reader, names: dict, args) -> bool:
 
 def cmd_warm(args) -> int:
     from bot4 import nbcache
-    from bot4.warm import warm
+    from bot4.warm import warm_command
 
     if args.dry_run and not (args.prune or args.prune_only):
         _usage("warm: --dry-run goes with --prune or --prune-only")
+    if args.all and args.topology:
+        _usage("warm: --all or --topology, not both")
+    if args.jobs is not None and args.jobs < 1:
+        _usage("warm: --jobs must be at least 1")
     if not args.prune_only:
-        t0 = time.monotonic()
-        n = warm()
-        print(f"warmed {n} kernels in {time.monotonic() - t0:.1f} s (cache {nbcache.cache_root()})")
+        t = None if args.all else _load(args.topology, None)
+        code = warm_command(t, workers=args.jobs, force=args.force)
+        if code:
+            return code
     if args.prune or args.prune_only:
         rep = nbcache.prune(dry_run=args.dry_run)
         verb = "would remove" if args.dry_run else "removed"
@@ -730,7 +735,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_exchange(sub)
     add_models(sub)
 
-    w = sub.add_parser("warm", help="compile every numba kernel into the on-disk cache")
+    w = sub.add_parser(
+        "warm", help="compile a topology's numba kernels (or all) into the on-disk cache"
+    )
+    w.add_argument(
+        "--topology",
+        help="topology TOML whose stages to compile for (default: the packaged default)",
+    )
+    w.add_argument(
+        "--all", action="store_true", help="every kernel of every stage kind and tool (CI, tests)"
+    )
+    w.add_argument(
+        "--jobs", "-j", type=int, help="worker processes (default: the CPUs bot4 may use)"
+    )
+    w.add_argument("--force", action="store_true", help="run every job, also those already warm")
     w.add_argument(
         "--prune",
         action="store_true",

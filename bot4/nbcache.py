@@ -446,6 +446,9 @@ def _fallback_root() -> Path:
 
 _claimed: dict[Path, int] = {}  # key dir -> fd holding LOCK_SH until the process exits
 _keyed_paths: set[str] = set()  # the same directories, as numba names them
+#: key directories this process looked a kernel up in or saved one to (``bot4.warm``'s
+#: manifests: claims happen at import, for every kernel module imported, used or not)
+used_paths: set[str] = set()
 _warned: set[str] = set()
 
 
@@ -569,9 +572,15 @@ def _make_index_file(caching):
 
         _bot4_locked = True
 
+        def load(self, key):
+            if self._cache_path in _keyed_paths:
+                used_paths.add(self._cache_path)
+            return super().load(key)
+
         def save(self, key, data):
             if self._cache_path not in _keyed_paths:
                 return super().save(key, data)
+            used_paths.add(self._cache_path)
             import fcntl
 
             fd = os.open(

@@ -332,6 +332,7 @@ class Supervisor:
 
     # -- main -------------------------------------------------------------------------------
     def run(self) -> int:
+        self._warm()
         create_segments(self.t, say=self._say)  # refuses a live instance, replaces a dead one's
         self.cb = ControlBlock(self.t.instance)
         self.cb.words[C.W_SUPERVISOR_START] = self_start()  # (pid, start): pids are reused
@@ -385,6 +386,16 @@ class Supervisor:
             if not self.keep_shm:
                 destroy_segments(self.t.instance)
         return code
+
+    def _warm(self) -> None:
+        """Compile what the stages would otherwise each compile at once on every core
+        (and past ``start_timeout``) before any starts, in parallel with a progress line
+        (``bot4.warm.ensure_warm``); a few ms when the cache has everything."""
+        from bot4.warm import ensure_warm
+
+        ensure_warm(
+            self.t, stream=self.out, live=self.live, say=lambda m: self._say(m, event="warm")
+        )
 
     def _on_signal(self, signum, frame) -> None:
         """The first SIGINT/SIGTERM asks for a drain (or a stop while starting); a second

@@ -14,6 +14,7 @@ def stage_main(topology, name: str) -> int:
     from bot4.stages.loop import stage_main as loop_main
 
     logs.configure_process(topology, name)  # one configuration, whichever loop runs
+    _say_when_cold(name)
     group = topology.group(name)
     if group is None:
         main = getattr(KINDS[topology.stage(name).kind], "process_main", None)
@@ -26,3 +27,15 @@ def stage_main(topology, name: str) -> int:
                   "and cannot share a process", file=sys.stderr)  # fmt: skip
             return 2
     return loop_main(topology, name)
+
+
+def _say_when_cold(name: str) -> None:
+    """One warning line at the process's first numba compile (a kernel not in the cache:
+    seconds to minutes before the stage runs), naming what it compiles."""
+    import logging
+
+    from bot4 import nbcache
+    from bot4.logs import log_event
+
+    log = logging.getLogger("bot4.stage")
+    nbcache.notice_cold(lambda msg: log_event(log, logging.WARNING, "numba_cold", f"{name}: {msg}"))

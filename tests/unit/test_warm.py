@@ -1,0 +1,70 @@
+"""bot4 warm (bot4/warm.py): only what a topology runs, in parallel worker processes, a
+manifest per job so a warm cache is known without compiling, and a process that
+compiles says so once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from bot4 import warm
+from bot4.pipeline.topology import load_topology
+
+
+def test_default_topology_jobs_are_its_stages_and_ring_types_only():
+    jobs = warm.jobs_for(load_topology(None))
+    names = [j.name for j in jobs]
+    assert len(names) == len(set(names))
+    kinds = {j.args[0] for j in jobs if j.fn == "_job_stage"}
+    assert kinds == {"md", "signals", "risk", "orders", "venue", "count-sink"}  # persistence
+    (rings,) = [j for j in jobs if j.fn == "_job_rings"]
+    assert (
+        set(rings.args) == {r.type for r in load_topology(None).rings}
+        and "OPERATOR_ACTION" not in rings.args
+    )
+    assert not {"_job_replay", "_job_marketdata", "_job_histogram"} & {j.fn for j in jobs}
+    # the venue's two inputs compile on two workers, after its setup alone
+    venue = [j for j in jobs if j.args[:1] == ("venue",)]
+    setup = [j for j in venue if j.args[3] == ()]
+    assert len(setup) == 1 and len(venue) == 3
+    assert all(j.after == (setup[0].name,) for j in venue if j is not setup[0])
+    assert warm._priority(setup[0], jobs) > max(j.weight for j in jobs)  # starts first
+
+
+def test_all_jobs_cover_every_kind_and_record_type_and_the_replay_runs_last():
+    from bot4.stages import KINDS
+
+    jobs = warm.all_jobs()
+    kinds = {j.args[0] for j in jobs if j.fn == "_job_stage"}
+    assert kinds == set(KINDS) - {"persistence"}
+    relayed = {j.args[1] for j in jobs if j.args[:1] == ("relay",)}
+    assert relayed == {(t,) for t in warm.RING_TYPES}
+    assert jobs[-1].fn == "_job_replay" and set(jobs[-1].after) == {j.name for j in jobs[:-1]}
+
+
+@pytest.mark.timeout(300)
+def test_a_process_that_compiles_says_so_once_and_a_cached_load_says_nothing(tmp_path):
+    code = textwrap.dedent(
+        """
+        from bot4 import nbcache
+        nbcache.notice_cold(lambda m: print("COLD", m))
+        from bot4.risk import accounting
+        accounting.pro_rata(10, 1, 3)
+        accounting.pro_rata(10.0, 1, 3)  # a second compile: still one line
+        """
+    )
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    lines = []
+    for _ in range(2):
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240
+        )
+        assert out.returncode == 0, out.stderr
+        lines.append([ln for ln in out.stdout.splitlines() if ln.startswith("COLD")])
+    assert len(lines[0]) == 1 and "bot4.risk.accounting.pro_rata" in lines[0][0]
+    assert str(tmp_path) in lines[0][0]
+    assert lines[1] == []
