@@ -10,6 +10,9 @@ against the simulated venue, with a report (``bot4 replay``, docs/replay.md).
 * :func:`report_from_journal` / :class:`Report` (``bot4.replay.report``).
 """
 
+import sys as _sys
+import types as _types
+
 from bot4.replay.engine import DeterministicReplay, ReplayResult
 from bot4.replay.full import run_full
 from bot4.replay.latency import (
@@ -22,6 +25,19 @@ from bot4.replay.latency import (
 from bot4.replay.report import Report, equity_metrics, report_from_journal
 from bot4.replay.runner import ReplayOutcome, replay
 from bot4.replay.sources import DataSource, ReplayInputError, SyntheticSource, open_source
+
+
+class _CallableModule(_types.ModuleType):
+    """``bot4.replay(...)`` — the notebook API's replay (``bot4.research.api.replay``),
+    while ``bot4.replay`` stays this package."""
+
+    def __call__(self, *args, **kwargs):
+        from bot4.research.api import replay as api_replay
+
+        return api_replay(*args, **kwargs)
+
+
+_sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = [
     "Constant",

@@ -45,8 +45,9 @@ def _warm_node() -> str:
 
 
 class RayExecutor:
-    """Ray, started on demand (module docstring). Use as a context manager: Ray is shut
-    down on exit when this executor started it."""
+    """Ray, started on demand (module docstring): at the first run or :meth:`cpus` call, so
+    a resumed sweep with nothing left to run starts no Ray. Use as a context manager: Ray
+    is shut down on exit when this executor started it."""
 
     def __init__(
         self,
@@ -61,12 +62,21 @@ class RayExecutor:
         self.ship_data = ship_data
         self.warm = warm
         self.started = False
+        self.entered = False
         self.startup_s = 0.0
 
     def __enter__(self) -> RayExecutor:
+        return self
+
+    def start(self) -> None:
+        """Connect to (or start) Ray once; ``startup_s`` is what that took."""
         import time
 
         import ray
+
+        if self.entered:
+            return
+        self.entered = True
 
         t0 = time.perf_counter()
         env = {k: v for k, v in os.environ.items() if k.startswith(("BOT4_", "NUMBA_"))}
@@ -85,7 +95,6 @@ class RayExecutor:
         if self.warm:
             self._warm_nodes()
         self.startup_s = time.perf_counter() - t0
-        return self
 
     def __exit__(self, *exc) -> None:
         if self.started:
@@ -96,6 +105,7 @@ class RayExecutor:
     def cpus(self) -> int:
         import ray
 
+        self.start()
         return int(ray.cluster_resources().get("CPU", 1))
 
     def _warm_nodes(self) -> None:
@@ -116,6 +126,7 @@ class RayExecutor:
         """Submit every spec, call ``on_row`` (in this process) as each finishes."""
         import ray
 
+        self.start()
         task = ray.remote(num_cpus=1, max_retries=0)(run_one)
         shipped: dict[str, object] = {}
         pending: dict = {}

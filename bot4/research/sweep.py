@@ -368,7 +368,6 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     try:
         if executor is not None:
             executor.__enter__()
-            startup_s = executor.startup_s
         driver = _Driver(cfg, table, executor)
         if cfg.search == "bayes":
             windows = cfg.data[:-1] if cfg.walk_forward else cfg.data
@@ -387,6 +386,7 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
             wf = _walk_forward(cfg, planner, driver, in_sample)
     finally:
         if executor is not None:
+            startup_s = executor.startup_s
             executor.__exit__(None, None, None)
     table_path = table.write()
     df = table.frame()
