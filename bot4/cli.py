@@ -284,7 +284,14 @@ def cmd_calibrate(args) -> int:
     from bot4.calibrate import calibrate, write_params
 
     t0 = time.monotonic()
-    doc = calibrate(args.data, source=args.source, method=args.method, mean=args.mean)
+    from bot4.records.errors import Bot4Error, Code
+
+    try:
+        doc = calibrate(
+            args.data, source=args.source, method=args.method, mean=args.mean, symbol=args.symbol
+        )
+    except ValueError as exc:  # unusable input (SeriesError, too few returns): one line
+        raise Bot4Error(str(exc), Code.INPUT_MISSING) from None
     write_params(doc, args.output)
     for sym, p in doc["garch"].items():
         print(
@@ -702,8 +709,17 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "calibrate", help="fit GARCH(1,1) and the orthogonalisation from recorded data"
     )
-    c.add_argument("data", help="CSV/Parquet tick file, or a LOBSTER pair (file, zip or directory)")
-    c.add_argument("--source", choices=["file", "lobster"], help="default: from the path")
+    c.add_argument(
+        "data",
+        help="CSV/Parquet tick file, a LOBSTER pair (file, zip or directory), or a price or "
+        "returns CSV (timestamp,price / timestamp,return; any decimals)",
+    )
+    c.add_argument(
+        "--source",
+        choices=["file", "lobster", "prices", "returns"],
+        help="default: from the path and the CSV header",
+    )
+    c.add_argument("--symbol", help="prices / returns CSV without a symbol column: its symbol")
     c.add_argument("--method", choices=["pca", "qr", "ica"], default="pca")
     c.add_argument("--mean", choices=["zero", "constant"], default="constant")
     c.add_argument("-o", "--output", default="bot4-params.json")
