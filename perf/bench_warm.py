@@ -1,0 +1,215 @@
+"""Cold compile and start-up (issue 17): ``bot4 warm`` from an empty cache, before and
+after the parallel per-topology warm, and a later ``bot4 run``'s start-up to its first tick.
+
+Every measured process imports a fresh copy of this tree's ``bot4`` package (no
+``__pycache__``: as a fresh clone, bytecode compiled on the way) through ``PYTHONPATH``,
+with ``NUMBA_CACHE_DIR`` an empty directory, so nothing compiled earlier (the tree's
+``__pycache__``, ``~/.cache/bot4/numba``) is reused. Runs, in one session:
+
+* ``before``  — every kernel compiled one after another in one process
+  (``bot4.warm.warm()``: what ``bot4 warm`` did before issue 17);
+* ``serial``  — the default topology's jobs on one worker (``bot4 warm -j 1``);
+* ``after``   — ``bot4 warm`` (the default topology's jobs on every CPU);
+* ``all``     — ``bot4 warm --all`` (every kernel, every CPU);
+* ``startup`` — with ``after``'s cache: ``bot4 run --no-db`` of the default topology,
+  twice, each from its start to the first record on the ``ticks`` ring (read-only
+  attachment, polled every ms); the run's log is checked for a stage that compiled.
+
+The package is ``git archive`` of ``--rev`` (default HEAD: others' uncommitted edits in
+a shared working tree are not measured), or the working tree with ``--rev worktree``.
+Each run's stderr is kept in ``<work>/<run>/stderr.txt`` (with ``--keep``).
+
+Wall and CPU seconds (children's user+sys) are printed with the load average before and
+after each run: the machine is shared, so compare CPU seconds when the load moved.
+
+    .venv/bin/python perf/bench_warm.py                  # before, after, startup
+    .venv/bin/python perf/bench_warm.py --runs after,startup --keep /tmp/bw
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _copy_tree(dst: Path, rev: str | None) -> Path:
+    """A fresh copy of the bot4 package under ``dst`` (no bytecode): git revision ``rev``
+    of this repository, or the working tree when ``rev`` is None."""
+    if rev is None:
+        shutil.copytree(
+            ROOT / "bot4", dst / "bot4", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
+        return dst
+    dst.mkdir(parents=True)
+    tar = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "bot4"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dst)], input=tar, check=True)
+    return dst
+
+
+def _cpu_children() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _env(src: Path, cache: Path, data: Path) -> dict:
+    return dict(
+        os.environ,
+        PYTHONPATH=str(src),
+        NUMBA_CACHE_DIR=str(cache),
+        BOT4_DATA_DIR=str(data),
+        PYTHONDONTWRITEBYTECODE="",
+    )
+
+
+def _timed(argv: list[str], env: dict, what: str, timeout: float) -> dict:
+    load0 = os.getloadavg()[0]
+    cpu0, t0 = _cpu_children(), time.monotonic()
+    p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    wall, cpu = time.monotonic() - t0, _cpu_children() - cpu0
+    Path(env["NUMBA_CACHE_DIR"]).parent.joinpath("stderr.txt").write_text(p.stderr)
+    row = {
+        "run": what,
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "load_before": round(load0, 2),
+        "load_after": round(os.getloadavg()[0], 2),
+        "exit": p.returncode,
+        "stdout": p.stdout.strip().splitlines()[-1:] if p.stdout.strip() else [],
+    }
+    if p.returncode:
+        row["stderr"] = p.stderr.strip().splitlines()[-5:]
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def _first_tick(env: dict, instance: str, ring: str, duration: float) -> dict:
+    """``bot4 run`` of the default topology; seconds from its start to the first record
+    on ``ring`` (and to the supervisor's ``running`` line)."""
+    from bot4.shm import Segment, segment_name
+    from bot4.shm import ring_layout as L
+
+    argv = [sys.executable, "-m", "bot4.cli", "run", "--no-db", "--quiet"]
+    argv += ["--instance", instance, "--duration", str(duration)]
+    lines: list[tuple[float, str]] = []
+    load0 = os.getloadavg()[0]
+    t0 = time.monotonic()
+    p = subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+
+    def read() -> None:
+        for line in p.stderr:
+            lines.append((time.monotonic() - t0, line.rstrip("\n")))
+
+    th = threading.Thread(target=read, daemon=True)
+    th.start()
+    tick = None
+    name = segment_name(instance, ring)
+    seg = None
+    try:
+        while p.poll() is None and time.monotonic() - t0 < 600:
+            if seg is None:
+                try:
+                    seg = Segment.attach(name, readonly=True, min_size=L.HEADER_BYTES)
+                    import numpy as np
+
+                    hdr = np.frombuffer(seg.buf, np.uint64, L.HEADER_WORDS)
+                except Exception:
+                    time.sleep(0.001)
+                    continue
+            if int(hdr[L.W_PRODUCER_POSITION]) > 0:
+                tick = time.monotonic() - t0
+                break
+            time.sleep(0.001)
+        p.wait(timeout=duration + 120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+        if seg is not None:
+            hdr = None
+            with contextlib.suppress(BufferError):
+                seg.close()
+    th.join(5)
+    running = next((t for t, ln in lines if " running: " in ln), None)
+    row = {
+        "run": "startup",
+        "to_first_tick_s": None if tick is None else round(tick, 2),
+        "to_running_line_s": None if running is None else round(running, 2),
+        "exit": p.returncode,
+        "load_before": round(load0, 2),
+        "warm_before_spawn": [ln for _, ln in lines if "not known to be cached" in ln],
+        "stages_that_compiled": [ln for _, ln in lines if "numba cache cold" in ln],
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--runs", default="before,after,startup", help="before,serial,after,all,startup"
+    )
+    ap.add_argument("--jobs", type=int, help="bot4 warm -j (default: its own)")
+    ap.add_argument(
+        "--rev",
+        default="HEAD",
+        help="git revision of bot4 to measure (default HEAD: a committed, consistent tree); "
+        "'worktree' for the working tree as it is",
+    )
+    ap.add_argument("--keep", help="work directory to keep (default: a temporary one, removed)")
+    ap.add_argument("--duration", type=float, default=2.0, help="startup: seconds each run lasts")
+    args = ap.parse_args()
+    runs = args.runs.split(",")
+    work = Path(args.keep or tempfile.mkdtemp(prefix="bench_warm."))
+    work.mkdir(parents=True, exist_ok=True)
+    py = sys.executable
+    j = ["-j", str(args.jobs)] if args.jobs else []
+    rev = args.rev
+    if rev != "worktree":
+        rev = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", rev], capture_output=True, text=True
+        ).stdout.strip()
+    print(json.dumps({"cpus": len(os.sched_getaffinity(0)), "rev": rev, "work": str(work)}))
+    rows = []
+    try:
+        for what in ("before", "serial", "after", "all"):
+            if what not in runs and not (what == "after" and "startup" in runs):
+                continue
+            d = work / what
+            shutil.rmtree(d, ignore_errors=True)
+            src = _copy_tree(d / "src", None if args.rev == "worktree" else args.rev)
+            env = _env(src, d / "cache", d / "data")
+            if what == "before":
+                argv = [py, "-c", "import bot4.warm as w; print(w.warm(), 'entry points')"]
+            else:
+                argv = [py, "-m", "bot4.cli", "warm", *j]
+                argv += {"serial": ["-j", "1"], "all": ["--all"]}.get(what, [])
+            rows.append(_timed(argv, env, what, timeout=1800))
+        if "startup" in runs:
+            d = work / "after"
+            env = _env(d / "src", d / "cache", d / "data")
+            for k in range(2):
+                rows.append(_first_tick(env, f"bw{os.getpid()}x{k}", "ticks", args.duration))
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0 if all(r.get("exit") == 0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
