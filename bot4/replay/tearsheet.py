@@ -187,7 +187,8 @@ def _price_charts(rep, t0: int, t1: int) -> list[str]:
         sym = rep.symbols.get(i, str(i))
         charts.append(
             time_chart(
-                f"{sym}: mid (grey), our resting quotes (bars), our fills "
+                f"{sym}: mid (grey, every {rep.doc['metrics']['interval_ns'] / 1e9:g} s), our "
+                "resting quotes (bars), our fills "
                 f"(\u25b2 buy {sum(1 for m in marks if m[2] > 0)}, "
                 f"\u25bc sell {sum(1 for m in marks if m[2] <= 0)})",
                 t0,
@@ -217,7 +218,7 @@ def _position_charts(rep, t0: int, t1: int) -> list[str]:
             t0,
             t1,
             ZONE,
-            lines=[(ts, ps, "#1f5fa8", True)],
+            lines=[(ts, ps, "#6a3d9a", True)],
             include_zero=True,
             css_class="chart position",
         )  # fmt: skip
