@@ -10,6 +10,7 @@ malformed value), 2 usage.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 __all__ = ["add_parser", "cmd_sweep"]
@@ -96,7 +97,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--retry-failed", action="store_true", help="rerun runs that failed before")
     s.add_argument("--heat", metavar="X,Y", help="heat map parameters (default: first two)")
     s.add_argument("--best", type=int, default=10, help="points in the best-N table")
-    s.add_argument("--dsn", help="also write the rows into this PostgreSQL database")
+    s.add_argument(
+        "--dsn",
+        default=os.environ.get("BOT4_DSN"),
+        help="also write the rows into this PostgreSQL database (default: $BOT4_DSN)",
+    )
     s.add_argument("--quiet", action="store_true", help="no line per finished run")
     s.set_defaults(fn=cmd_sweep)
     return s

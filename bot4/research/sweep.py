@@ -157,9 +157,14 @@ class _Driver:
         self.planned: set[str] = set()
         self.db = None
         if cfg.dsn:
+            from bot4.records.errors import Bot4Error
             from bot4.research.db import SweepDB
 
-            self.db = SweepDB(cfg.dsn, sweep=str(Path(cfg.out).resolve()))
+            try:
+                self.db = SweepDB(cfg.dsn, sweep=str(Path(cfg.out).resolve()))
+            except Bot4Error as exc:  # unreachable or refused: the Parquet table still is
+                print(f"bot4: warning: sweep rows go to results.parquet only: {exc}",
+                      file=sys.stderr)  # fmt: skip
 
     def run(self, specs: list[RunSpec]) -> None:
         todo = []
@@ -365,10 +370,10 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
         raise SpaceError("executor must be ray or serial")
     wf = None
     trials = 0
+    driver = _Driver(cfg, table, executor)
     try:
         if executor is not None:
             executor.__enter__()
-        driver = _Driver(cfg, table, executor)
         if cfg.search == "bayes":
             windows = cfg.data[:-1] if cfg.walk_forward else cfg.data
             if cfg.walk_forward:
@@ -388,6 +393,8 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
         if executor is not None:
             startup_s = executor.startup_s
             executor.__exit__(None, None, None)
+        if driver.db is not None:
+            driver.db.close()
     table_path = table.write()
     df = table.frame()
     if wf is not None:

@@ -18,8 +18,8 @@ def test_migrate_load_status(tmp_path, dbs, capsys):
     args = ["--dsn", ev, "--ledger-dsn", lg]
     assert cli.main(["migrate", *args]) == 0
     assert (
-        "events: applied 4: events 0001_events, events 0002_exec_conflicts, "
-        "events 0003_stp_reports, events 0004_model_registry"
+        "events: applied 5: events 0001_events, events 0002_exec_conflicts, "
+        "events 0003_stp_reports, events 0004_model_registry, events 0005_sweep_runs"
     ) in (capsys.readouterr().out)
     assert cli.main(["migrate", *args]) == 0
     assert "up to date" in capsys.readouterr().out

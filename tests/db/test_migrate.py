@@ -47,6 +47,7 @@ def test_migrations_apply_once_and_record_themselves(new_db):
         "events 0002_exec_conflicts",
         "events 0003_stp_reports",
         "events 0004_model_registry",
+        "events 0005_sweep_runs",
     ]
     assert EVENT_TABLES | {"schema_migrations"} <= tables(dsn)
     assert migrate(dsn, ("events",)) == []  # idempotent
@@ -56,6 +57,7 @@ def test_migrations_apply_once_and_record_themselves(new_db):
         ("events", 2, "exec_conflicts"),
         ("events", 3, "stp_reports"),
         ("events", 4, "model_registry"),
+        ("events", 5, "sweep_runs"),
     ]
     # the ledger scope can join the same database (ledger without two-phase commit)
     assert [str(m) for m in migrate(dsn, ("ledger",))] == [
@@ -90,10 +92,11 @@ def test_concurrent_migrators_apply_each_migration_exactly_once(new_db):
         "events 0002_exec_conflicts",
         "events 0003_stp_reports",
         "events 0004_model_registry",
+        "events 0005_sweep_runs",
         "ledger 0001_ledger",
         "ledger 0002_ledger_conflicts",
     ]
-    assert scalar(dsn, "SELECT count(*) FROM schema_migrations") == 6
+    assert scalar(dsn, "SELECT count(*) FROM schema_migrations") == 7
 
 
 def test_changed_applied_migration_is_refused(new_db):
