@@ -29,6 +29,10 @@ Everything else is a real difference, of two kinds:
   adopted as well (correction sent), the instrument is marked for an operator and the stage
   HALTs it (``RECONCILE_MISMATCH``, source ``oms``) until ``bot4 resume``.
 
+Silence is neither: a venue that does not answer (a loaded host, a venue restarting) holds
+new intents for one ``reconcile_timeout_ms`` only; the OMS then asks again while intents
+flow, and judges a late answer when it comes (``bot4.stages.orders``).
+
 The rule is written once here, as two small kernels the OMS calls per STATUS, and as the
 table ``docs/protocol.md`` shows.
 """

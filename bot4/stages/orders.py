@@ -74,14 +74,16 @@ are journalled and loaded like any report.
 Restart reconciliation: an OMS that starts with open orders (``restore_open_orders``, from
 the snapshot ``book_open`` gives; storing it is the persistence issue) sends
 ``ACTION_QUERY`` for each and holds new intents in their ring until every ``EXEC_STATUS``
-answer is back; queries unanswered after ``reconcile_timeout_ms`` are sent once more
-(``RECON_ATTEMPTS``). Each answer is judged by ``bot4.oms.reconcile``: a request of ours
-still in flight is no difference; a difference that leaves the position known (the venue
-does not know the order, closed or resized it unreported) is adopted, with a correction
-report (``exec_id`` 0, ``EXEC_STATUS``, reason ``RECONCILE_MISMATCH``) to risk and the
-journal, counted ``reconcile_adopted``; fills that differ, a finished order working at the
-venue, or a query unanswered twice mark the instrument as needing an operator
-(``summary()["needs_operator"]``, then HALTED), the venue's view adopted as well.
+answer is back, or ``reconcile_timeout_ms`` passed: then intents flow again (risk counts
+the restored orders as open) and the unanswered are asked again, ``RECON_ATTEMPTS``
+rounds in all; silence alone halts nothing (``reconcile_unanswered``). Each answer, late
+ones included, is judged by ``bot4.oms.reconcile``: a request of ours still in flight is
+no difference; a difference that leaves the position known (the venue does not know the
+order, closed or resized it unreported) is adopted, with a correction report (``exec_id``
+0, ``EXEC_STATUS``, reason ``RECONCILE_MISMATCH``) to risk and the journal, counted
+``reconcile_adopted``; fills that differ, or a finished order working at the venue, mark
+the instrument as needing an operator (``summary()["needs_operator"]``) and HALT it, the
+venue's view adopted as well.
 
 Hooks beyond ``Stage``: ``input_ready(i, now_ns)`` (False: leave input i in its ring),
 ``pending(now_ns)`` and ``emit(outs, counts, seq)`` (records the stage sends outside an
@@ -271,7 +273,7 @@ R_RECONCILE_MISMATCH = int(Code.RECONCILE_MISMATCH)
 RECON_READY = 0  # taking intents
 RECON_QUERYING = 1  # queries to send
 RECON_WAITING = 2  # queries sent, answers outstanding
-RECON_ATTEMPTS = 2  # query rounds before an unanswered order counts as a disagreement
+RECON_ATTEMPTS = 3  # query rounds (one per reconcile_timeout_ms) before giving up on answers
 
 #: the OMS state a kernel takes as one argument (every array preallocated in setup)
 Oms = namedtuple(
@@ -925,11 +927,14 @@ class OrdersStage(Stage):
         self.query_slots = np.zeros(0, np.int64)
         self.query_next = 0
         self.recon_attempt = 1
+        self.intents_open = False  # reconciling, past the first timeout: intents flow
+        self.mismatches_seen = 0  # C_RECON_MISMATCH when disagreements were last acted on
         self.drain_cancel_all = False
         self.drain_cancel_sent = False
         self.n_out = len(self.outputs)
         self.no_events = np.zeros(1, EXEC_REPORT)
         self._prime_kernels()
+        self.halted_for = np.zeros_like(self.oms.needs_operator)  # needs_operator acted on
         self.trading = None
         self.recovered = None
         self.conflicts_alarmed = 0
@@ -986,11 +991,15 @@ class OrdersStage(Stage):
         )
 
     def _halt_disagreeing(self) -> None:
-        """Instruments whose venue view disagreed with ours (or went unanswered) stay
-        HALTED until an operator resumes them (``bot4 resume``)."""
+        """Instruments whose venue view genuinely disagreed with ours (``bot4.oms.reconcile``)
+        stay HALTED until an operator resumes them (``bot4 resume``); each disagreement is
+        acted on once (a late answer halts then, not again for earlier ones)."""
+        self.mismatches_seen = int(self.oms.ctr[C_RECON_MISMATCH])
+        new = np.flatnonzero(self.oms.needs_operator > self.halted_for)
+        self.halted_for[:] = self.oms.needs_operator
         if self.trading is None:
             return
-        for ins in np.flatnonzero(self.oms.needs_operator):
+        for ins in new:
             if ins < 1 or ins > int(self.trading[W_INSTRUMENTS]):
                 continue
             raise_state(self.trading, int(ins), HALTED, int(Code.RECONCILE_MISMATCH), SRC_OMS)
@@ -1042,6 +1051,7 @@ class OrdersStage(Stage):
         self.query_slots = np.array(slots, np.int64)
         self.query_next = 0
         self.recon_attempt = 1
+        self.intents_open = False
         if slots:
             self.recon = RECON_QUERYING
             st.ctr[C_RECON_OUTSTANDING] += len(slots)
@@ -1069,22 +1079,31 @@ class OrdersStage(Stage):
             sl = st.book.slots
             late = (sl["state"] != 0) & ((sl["flags"] & F_AWAIT_STATUS) != 0)
             if self.recon_attempt < RECON_ATTEMPTS and late.any():
-                # a venue restarting meanwhile may have lost its answers: ask once more
+                # a slow venue (a loaded host, a venue restarting: it may have lost its
+                # answers) is no disagreement: take new intents meanwhile (risk counts the
+                # restored orders as open) and ask again
                 self.recon_attempt += 1
+                self.intents_open = True
                 self.query_slots = np.flatnonzero(late).astype(np.int64)
                 self.query_next = 0
                 self.recon = RECON_QUERYING
                 log.warning(
-                    "orders: %d queries unanswered after %.0f ms; asking again (attempt %d of %d)",
+                    "orders: %d queries unanswered after %.0f ms; taking new intents, asking "
+                    "again (attempt %d of %d)",
                     int(late.sum()), self.reconcile_timeout_ns / 1e6, self.recon_attempt,
                     RECON_ATTEMPTS,
                 )  # fmt: skip
                 return
-            np.add.at(st.needs_operator, sl["instrument"][late].astype(np.int64), 1)
             sl["flags"][late] &= ~np.uint8(F_AWAIT_STATUS)
             st.ctr[C_RECON_UNANSWERED] += int(late.sum())
             st.ctr[C_RECON_OUTSTANDING] = 0
-            log.warning("orders: %d queries unanswered at the timeout", int(late.sum()))
+            log.warning(
+                "orders: %d queries unanswered after %d attempts: those orders keep the "
+                "journal's state, their reports apply as they come, a late answer is still "
+                "judged",
+                int(late.sum()),
+                RECON_ATTEMPTS,
+            )
         if self.recon == RECON_WAITING:
             self.recon = RECON_READY
             self._halt_disagreeing()
@@ -1099,14 +1118,18 @@ class OrdersStage(Stage):
             log.info("orders: reconciled; taking new intents")
 
     def input_ready(self, i: int, now_ns: int) -> bool:
-        """False while new intents (input 0) must stay in their ring: reconciling."""
+        """False while new intents (input 0) must stay in their ring: reconciling, until
+        every answer is back or the first ``reconcile_timeout_ms`` passed."""
         if i != 0 or self.recon == RECON_READY:
             return True
         self._finish_reconcile(now_ns)
-        return self.recon == RECON_READY
+        return self.recon == RECON_READY or self.intents_open
 
     def pending(self, now_ns: int) -> int:
-        """How many records the stage has to send outside an input batch."""
+        """How many records the stage has to send outside an input batch (a reconciliation
+        timeout is also noticed here, whether or not intents are waiting)."""
+        if self.recon == RECON_WAITING and now_ns >= self.recon_deadline_ns:
+            self._finish_reconcile(now_ns)
         n = len(self.query_slots) - self.query_next if self.recon == RECON_QUERYING else 0
         return n + (1 if self.drain_cancel_all else 0)
 
@@ -1139,7 +1162,7 @@ class OrdersStage(Stage):
     def process(self, i, batch, outs, counts, seq):
         st = self.oms
         if i == 0:
-            if self.recon != RECON_READY:
+            if self.recon != RECON_READY and not self.intents_open:
                 st.ctr[C_UNHELD_INTENTS] += len(batch)
             nv, nf, seq = orders_kernel(batch, outs[0], outs[1], seq, st, self.clock())
             counts[0] = nv
@@ -1163,6 +1186,8 @@ class OrdersStage(Stage):
             counts[3] = ne
         if self.recon == RECON_WAITING and st.ctr[C_RECON_OUTSTANDING] <= 0:
             self._finish_reconcile(self.clock())
+        elif self.recon == RECON_READY and st.ctr[C_RECON_MISMATCH] != self.mismatches_seen:
+            self._halt_disagreeing()  # a late answer that genuinely disagrees
         if st.ctr[C_EXEC_CONFLICT] != self.conflicts_alarmed:
             self._alarm_conflicts()
         return seq
