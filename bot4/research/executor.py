@@ -57,6 +57,8 @@ class RayExecutor:
         ship_data: bool = False,
         warm: bool = False,
     ) -> None:
+        import ray  # noqa: F401 - a missing `research` extra is said before any run
+
         self.address = address
         self.num_cpus = num_cpus
         self.ship_data = ship_data

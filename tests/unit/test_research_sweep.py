@@ -192,3 +192,21 @@ def test_walk_forward_trades_each_windows_best_point_on_the_next(tmp_path):
         assert w["out_of_sample_objective"] == oos["total_pnl"]
         assert w["out_of_sample_key"] == oos["key"]
     assert "Walk-forward" in (out.out_dir / "report.html").read_text()
+
+
+def test_without_ray_the_sweep_says_which_extra_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['ray'] = None\n"
+        "from bot4.cli import main\n"
+        f"sys.exit(main(['sweep', {fixture()!r}, '--grid', 'signals.threshold=1', "
+        f"'--out', {str(tmp_path / 'o')!r}]))"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    (line,) = p.stderr.splitlines()
+    assert line.startswith("bot4: error: running sweeps (bot4 sweep, bot4.sweep) needs the "
+                           "optional 'research' extra")  # fmt: skip
+    assert not (tmp_path / "o" / "results.parquet").exists()
