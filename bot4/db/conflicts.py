@@ -1,6 +1,7 @@
 """Identity conflicts at the loader: a repeated execution id with different content.
 
-The loader inserts executions with ``ON CONFLICT DO NOTHING`` on their ``exec_id``: right
+The loader inserts executions with ``ON CONFLICT DO NOTHING`` on their identity, ``(venue,
+session, exec_id)`` (events migration 0006; the session is the OMS's ``seq >> 32``): right
 for the same execution loaded twice (a journal frame written again, a reload), wrong for a
 *different* execution under a taken id, which would vanish. So, right after the
 executions INSERT and in the same transaction, :func:`exec_conflicts_sql` looks up every
@@ -43,6 +44,10 @@ def exec_conflicts_sql(columns: Sequence[_Column], source: str) -> str:
     column spec (each with the SQL converting the staged field)."""
     by_name = {c.name: c for c in columns}
     content = [by_name[f] for f in EXEC_CONTENT_FIELDS]
+    # the identity (events migration 0006): (venue, session = the OMS's seq >> 32, exec_id);
+    # a loader that does not store venue leaves it 0 (the default) on both sides
+    venue = by_name["venue"].sql() if "venue" in by_name else "0"
+    session = f"({by_name['seq'].sql()} >> 32)::integer"
     theirs = ", ".join(c.sql() for c in content)
     differs = ", ".join(
         f"CASE WHEN e.{c.name} IS DISTINCT FROM {c.sql()} THEN '{c.name}' END" for c in content
@@ -64,13 +69,14 @@ WITH kept AS (
     FROM {source}
     LEFT JOIN instruments i ON i.instrument = s.instrument
     JOIN exec_reports e ON e.exec_id = bot4_u64(s.exec_id) AND e.exec_id <> 0
+         AND e.venue = {venue} AND e.exec_session = {session}
     WHERE s.exec_id <> 0 AND s.rid >= %(lo)s AND s.rid < %(hi)s
       AND (e.src_journal, e.src_frame, e.src_index)
           IS DISTINCT FROM (%(journal)s::text, s.frame, s.idx)
       AND ({", ".join(f"e.{c.name}" for c in content)}) IS DISTINCT FROM ({theirs})
       AND NOT EXISTS (
           SELECT 1 FROM exec_conflicts x
-          WHERE x.exec_id = e.exec_id
+          WHERE x.exec_id = e.exec_id AND x.venue = e.venue AND x.exec_session = e.exec_session
             AND ({", ".join(f"x.{c.name}" for c in content)}) IS NOT DISTINCT FROM ({theirs}))
     ON CONFLICT DO NOTHING
     RETURNING exec_id, src_frame, src_index, differs, kept_journal, kept_frame, kept_index

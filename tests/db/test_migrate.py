@@ -48,6 +48,7 @@ def test_migrations_apply_once_and_record_themselves(new_db):
         "events 0003_stp_reports",
         "events 0004_model_registry",
         "events 0005_sweep_runs",
+        "events 0006_execution_identity",
     ]
     assert EVENT_TABLES | {"schema_migrations"} <= tables(dsn)
     assert migrate(dsn, ("events",)) == []  # idempotent
@@ -58,6 +59,7 @@ def test_migrations_apply_once_and_record_themselves(new_db):
         ("events", 3, "stp_reports"),
         ("events", 4, "model_registry"),
         ("events", 5, "sweep_runs"),
+        ("events", 6, "execution_identity"),
     ]
     # the ledger scope can join the same database (ledger without two-phase commit)
     assert [str(m) for m in migrate(dsn, ("ledger",))] == [
@@ -93,10 +95,11 @@ def test_concurrent_migrators_apply_each_migration_exactly_once(new_db):
         "events 0003_stp_reports",
         "events 0004_model_registry",
         "events 0005_sweep_runs",
+        "events 0006_execution_identity",
         "ledger 0001_ledger",
         "ledger 0002_ledger_conflicts",
     ]
-    assert scalar(dsn, "SELECT count(*) FROM schema_migrations") == 7
+    assert scalar(dsn, "SELECT count(*) FROM schema_migrations") == 8
 
 
 def test_changed_applied_migration_is_refused(new_db):
