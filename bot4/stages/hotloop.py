@@ -26,12 +26,14 @@ housekeeping, heartbeats, the stages' ``pending``/``emit`` hooks, drain, logging
 * ``R_DEADLINE`` — at ``deadline_ns`` (the caller passes now + ``HOUSEKEEP_NS``): every
   stay in compiled code is bounded, so signals, SIGTERM and the supervisor still work;
 * ``R_STATE`` — the pipeline state word (control block, shared memory) left RUNNING;
-* ``R_IDLE`` — ``spin_ns`` passed without work (the group's idle strategy takes over);
+* ``R_IDLE`` — ``spin_ns`` passed without work and ``park`` is off;
 * ``R_BAIL`` — a step needs the Python path: an output without ``max_out_per_in``
   contiguous slots (full, or at the wrap point where the loop copies across the wrap).
 
-While idle inside the cycle it spins with PAUSE, or with ``sched_yield`` when
-``yield_idle`` (a core shared with others gets its turn at once).
+While idle inside the cycle it spins with PAUSE (or ``sched_yield`` when ``yield_idle``)
+for ``spin_ns``, then, with ``park``, sleeps on every input ring fed from outside the
+group at once (``futex_waitv``, ``bot4.shm.waitv``) until a producer publishes or the
+deadline: a wake-up reaches the kernels without the interpreter.
 
 Member loop state ``ls`` (u64, ``LS_WORDS``, owned by the group process): the mirror of
 ``StageRunner``'s generation, next buffer, next sequence number and input cursors, copied
@@ -66,6 +68,7 @@ from bot4.shm.ring_ops import (
     producer_commit,
     producer_commit_nowake,
 )
+from bot4.shm.waitv import announce, end_park, futex_waitv, signal_address
 from bot4.stages.orders import C_EXEC_CONFLICT, execs_kernel, orders_kernel
 from bot4.stages.signals import signals_kernel
 
@@ -341,10 +344,62 @@ def orders_step(m, i, batch, mo):
 
 
 @njit(nogil=True, cache=True)
-def hot_cycle(sig, risk, oms, words, batches, oms_mo, deadline_ns, spin_ns, yld):
+def _park(sig, risk, oms, waiters, addrs, deadline_ns):
+    """Sleep on every input ring fed from outside the group (``futex_waitv``) until a
+    producer publishes or ``deadline_ns``; at once when one of them holds a record.
+    ``addrs``: the data-signal addresses of the inputs in member order (signals 0; risk
+    0, 1, 2; orders 0, 1)."""
+    s_in = sig[2]
+    r_in = risk[2]
+    o_in = oms[2]
+    sr = sig[4]
+    rr = risk[4]
+    orr = oms[4]
+    n = 0
+    ok = True
+    if s_in[0]:
+        ok = announce(sr[0], waiters, n, addrs[0])
+        n += 1
+    if ok and r_in[0]:
+        ok = announce(rr[0], waiters, n, addrs[1])
+        n += 1
+    if ok and r_in[1]:
+        ok = announce(rr[2], waiters, n, addrs[2])
+        n += 1
+    if ok and r_in[2]:
+        ok = announce(rr[4], waiters, n, addrs[3])
+        n += 1
+    if ok and o_in[0]:
+        ok = announce(orr[0], waiters, n, addrs[4])
+        n += 1
+    if ok and o_in[1]:
+        ok = announce(orr[2], waiters, n, addrs[5])
+        n += 1
+    if ok and n > 0:
+        futex_waitv(waiters, n, deadline_ns)
+    if s_in[0]:
+        end_park(sr[0])
+    if r_in[0]:
+        end_park(rr[0])
+    if r_in[1]:
+        end_park(rr[2])
+    if r_in[2]:
+        end_park(rr[4])
+    if o_in[0]:
+        end_park(orr[0])
+    if o_in[1]:
+        end_park(orr[2])
+
+
+@njit(nogil=True, cache=True)
+def hot_cycle(
+    sig, risk, oms, words, batches, oms_mo, deadline_ns, spin_ns, yld, park, waiters, addrs
+):
     """Rounds of the signals, risk and orders members until a return condition (module
     docstring). ``batches``: each member's batch size (records per input per round);
-    ``words``: the control block's words. Returns ``(reason, records read)``."""
+    ``words``: the control block's words; ``park``: after ``spin_ns`` without work, sleep
+    on the external inputs (:func:`_park`) until data or the deadline instead of
+    returning ``R_IDLE``. Returns ``(reason, records read)``."""
     total = 0
     idle_since = np.int64(0)
     while True:
@@ -375,7 +430,10 @@ def hot_cycle(sig, risk, oms, words, batches, oms_mo, deadline_ns, spin_ns, yld)
         if idle_since == 0:
             idle_since = now
         elif now - idle_since >= spin_ns:
-            return R_IDLE, total
+            if not park:
+                return R_IDLE, total
+            _park(sig, risk, oms, waiters, addrs, deadline_ns)
+            continue
         if yld:
             sched_yield()
         else:
@@ -419,6 +477,11 @@ class HotPath:
         self.words = sig.cb.words
         self.batches = np.array([m.spec.batch for m in members], np.int64)
         self.oms_mo = int(oms.stage.max_out_per_in)
+        self.in_words = False  # the loop-state words, not the members, hold the truth
+        self.waiters = np.zeros(3 * 6, np.uint64)
+        self.addrs = np.zeros(6, np.uint64)
+        for k, (m, i) in enumerate(((sig, 0), (risk, 0), (risk, 1), (risk, 2), (oms, 0), (oms, 1))):
+            self.addrs[k] = signal_address(m.ins[i].hdr)
 
     @classmethod
     def of(cls, members: list, group_names: set[str]) -> HotPath | None:
@@ -450,32 +513,32 @@ class HotPath:
         batch sizes 0 and a deadline in the past reads, writes and commits nothing."""
         sig, risk, oms = self.args
         hot_cycle(
-            sig, risk, oms, self.words, np.zeros(3, np.int64), self.oms_mo, 0, 0, False,
+            sig, risk, oms, self.words, np.zeros(3, np.int64), self.oms_mo, 0, 0, False, True,
+            self.waiters, self.addrs,
         )  # fmt: skip
 
-    def run(self, spin_ns: int, yield_idle: bool, now_ns: int) -> tuple[int, int]:
+    def run(
+        self, spin_ns: int, yield_idle: bool, now_ns: int, park: bool = False
+    ) -> tuple[int, int]:
         """One call of :func:`hot_cycle` (at most ``HOUSEKEEP_NS`` from ``now_ns``);
-        returns ``(reason, records read)``."""
-        for m, ls in zip(self.members, self.ls, strict=True):
-            ls[L_GEN] = m.gen
-            ls[L_NEXT_BUF] = m.next_buf
-            ls[L_NEXT_SEQ] = m.next_seq
-            for i, c in enumerate(m.cur):
-                ls[L_CUR + i] = c
-            ls[L_BATCHES] = ls[L_REC_IN] = ls[L_REC_OUT] = 0
+        returns ``(reason, records read)``. The members' Python mirrors (cursors,
+        sequence numbers, counters) are brought up to date by :meth:`to_python`, which
+        the caller calls before it runs a member's Python cycle; until then the loop-state
+        words are the truth and the next call starts from them."""
+        if not self.in_words:
+            for m, ls in zip(self.members, self.ls, strict=True):
+                ls[L_GEN] = m.gen
+                ls[L_NEXT_BUF] = m.next_buf
+                ls[L_NEXT_SEQ] = m.next_seq
+                for i, c in enumerate(m.cur):
+                    ls[L_CUR + i] = c
+                ls[L_BATCHES] = ls[L_REC_IN] = ls[L_REC_OUT] = 0
+            self.in_words = True
         sig, risk, oms = self.args
         reason, n = hot_cycle(
             sig, risk, oms, self.words, self.batches, self.oms_mo, now_ns + HOUSEKEEP_NS,
-            spin_ns, yield_idle,
+            spin_ns, yield_idle, park, self.waiters, self.addrs,
         )  # fmt: skip
-        for m, ls in zip(self.members, self.ls, strict=True):
-            m.gen = int(ls[L_GEN])
-            m.next_buf = int(ls[L_NEXT_BUF])
-            m.next_seq = int(ls[L_NEXT_SEQ])
-            m.cur = [int(ls[L_CUR + i]) for i in range(len(m.cur))]
-            m.batches += int(ls[L_BATCHES])
-            m.records_in += int(ls[L_REC_IN])
-            m.records_out += int(ls[L_REC_OUT])
         if n:
             risk_stage = self.members[1].stage
             if risk_stage.book.reset_due:
@@ -484,6 +547,20 @@ class HotPath:
             if oms_stage.oms.ctr[C_EXEC_CONFLICT] != oms_stage.conflicts_alarmed:
                 oms_stage._alarm_conflicts()
         return int(reason), int(n)
+
+    def to_python(self) -> None:
+        """Copy the loop-state words back into the members (before their Python cycle)."""
+        if not self.in_words:
+            return
+        for m, ls in zip(self.members, self.ls, strict=True):
+            m.gen = int(ls[L_GEN])
+            m.next_buf = int(ls[L_NEXT_BUF])
+            m.next_seq = int(ls[L_NEXT_SEQ])
+            m.cur = [int(ls[L_CUR + i]) for i in range(len(m.cur))]
+            m.batches += int(ls[L_BATCHES])
+            m.records_in += int(ls[L_REC_IN])
+            m.records_out += int(ls[L_REC_OUT])
+        self.in_words = False
 
 
 def _bench_members(capacity: int = 4096):

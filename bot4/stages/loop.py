@@ -61,14 +61,20 @@ IDLE_HOUSEKEEP_NS = 200_000  # an idle stage beats and reads the control block t
 GROUP_PARK_NS = 1_000_000  # longest park of a group (its heartbeat and control-block reads)
 SOURCE_PARK_NS = 200_000  # ... of a group with a source, which is driven by the clock
 DRAIN_REPLY_S = 5.0  # longest wait for the answers to a stage's shutdown records
-BACKOFF_SPIN_NS = 50_000  # a compiled group's spin before backoff yields and parks
-#: idle strategy -> (ns the compiled cycle spins without work before it returns, spin with
-#: sched_yield, Idler rounds to skip: its spin phase is the compiled spin)
+PY_ROUND_NS = 1_000_000  # a compiled group's members run their Python cycle this often
+BACKOFF_SPIN_NS = 50_000  # a compiled group's spin before backoff parks
+#: idle strategy -> (ns the compiled cycle spins without work, spinning with sched_yield,
+#: then parking inside the compiled cycle on every external input until data or its 1 ms
+#: deadline). The compiled cycle idles by itself: a producer's wake-up reaches the
+#: kernels without the interpreter. Spin and yield phases are short on purpose: on a core
+#: shared with other processes a group that stays runnable after each burst is treated by
+#: the scheduler as a CPU hog and waits milliseconds for the core, where one that parks
+#: is woken by the producer's futex and runs at once.
 HOT_IDLE = {
-    "busy-spin": (1 << 62, False, 0),  # never idle: back to Python at the deadline only
-    "yield": (1 << 62, True, 0),
-    "backoff": (BACKOFF_SPIN_NS, False, 64),
-    "park": (0, False, 0),
+    "busy-spin": (1 << 62, False, False),  # never idle: back to Python at the deadline
+    "yield": (1 << 62, True, False),
+    "backoff": (BACKOFF_SPIN_NS, False, True),
+    "park": (0, False, True),
 }
 WRAP = "wrap"  # a claim whose records sit in scratch until they are copied across the wrap
 
@@ -628,7 +634,7 @@ class GroupRunner:
         return "busy-spin"
 
     def run(self) -> int:
-        from bot4.stages.hotloop import R_BAIL, HotPath
+        from bot4.stages.hotloop import R_BAIL, R_STATE, HotPath
         from bot4.stages.idle import Idler
 
         g = self.group
@@ -665,20 +671,30 @@ class GroupRunner:
             )
             # the compiled cycle spins inside numba (the strategy's spin phase); Python
             # idles after it
-            spin_ns, yield_idle, skip = HOT_IDLE[strategy]
+            spin_ns, yield_idle, park = HOT_IDLE[strategy]
             active = list(self.members)
             idle_iter = 0
+            last_py = 0
             while active:
                 work = 0
-                if (
+                compiled = (
                     hot is not None
                     and not self.local_stop
                     and len(active) == len(self.members)
                     and hot.ready()
-                ):
-                    reason, work = hot.run(spin_ns, yield_idle, time.monotonic_ns())
+                )
+                if compiled:
+                    reason, work = hot.run(spin_ns, yield_idle, time.monotonic_ns(), park)
+                    now = time.monotonic_ns()
                     if reason == R_BAIL:
                         work += 1  # a member wants its Python step now, not after idling
+                    elif reason != R_STATE and now - last_py < PY_ROUND_NS:
+                        # the members' Python round (housekeeping, pending records, drain)
+                        # runs at most every PY_ROUND_NS while the compiled cycle runs
+                        continue
+                    last_py = now
+                if hot is not None:
+                    hot.to_python()
                 for m in tuple(active):
                     m.local_stop = self.local_stop
                     try:
@@ -698,10 +714,10 @@ class GroupRunner:
                                 exc,
                             )
                         raise
-                if work:
+                if work or compiled:  # the compiled cycle idles by itself (HOT_IDLE)
                     idle_iter = 0
                     continue
-                idler.idle(idle_iter + skip if hot is not None else idle_iter)
+                idler.idle(idle_iter)
                 idle_iter += 1
             self.notifier.send("STOPPING=1")
             return 0

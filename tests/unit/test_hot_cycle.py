@@ -1,6 +1,6 @@
 """The compiled duty cycle of the hot path group (``bot4.stages.hotloop``, issue 15).
 
-On process-local rings (``hotloop._bench_members``), a seeded synthetic quote stream:
+On process-local rings (``hotloop._bench_members``), the default synthetic quote stream:
 
 * the compiled cycle emits exactly the records the stages' own ``process`` calls emit for
   the same batches in the same order (every field but the stage clocks' stamps, which the
@@ -23,7 +23,6 @@ from bot4.shm import ring_ops as ops
 from bot4.shm.ring_layout import W_CONSUMER_POSITION, W_PRODUCER_POSITION
 from bot4.stages import hotloop as H
 from bot4.stages.standins import SyntheticMarketData
-from tests.seeds import seeded_rng
 
 STAMPS = ("ts_signal_ns", "ts_risk_ns", "ts_order_ns")
 
@@ -61,6 +60,7 @@ def _run(hp) -> None:
     for _ in range(4):
         reason, _n = hp.run(0, False, 0)  # deadline in the past: one round per call
         assert reason in (H.R_DEADLINE, H.R_IDLE)
+    hp.to_python()
 
 
 def _strip(recs: np.ndarray) -> np.ndarray:
@@ -71,15 +71,19 @@ def _strip(recs: np.ndarray) -> np.ndarray:
     return recs
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def stream():
-    rng, seed = seeded_rng("hot cycle")
-    return _quotes(200, int(rng.integers(1, 1 << 30)))
+    """The default topology's synthetic stream (seed 1): quotes that make orders, stamped
+    now (risk refuses intents whose tick is too old: make it after compiling)."""
+    members, _rings = H._bench_members(64)
+    H.HotPath(members, {"signals", "risk", "orders"}).prime()
+    return _quotes(200, 1)
 
 
 def test_compiled_cycle_emits_what_the_stages_process_calls_emit(stream):
     members, rings = H._bench_members(1024)
     hp = H.HotPath(members, {"signals", "risk", "orders"})
+    hp.prime()  # compiled (or loaded) before any record is timed by a stage clock
     _push(rings, "risk_md", stream)  # reference prices first, then the ticks
     _run(hp)
     _push(rings, "ticks", stream)
@@ -116,6 +120,7 @@ def test_compiled_cycle_emits_what_the_stages_process_calls_emit(stream):
 def test_cursor_buffers_after_the_cycle_are_what_recover_reads(stream):
     members, rings = H._bench_members(1024)
     hp = H.HotPath(members, {"signals", "risk", "orders"})
+    hp.prime()  # compiled (or loaded) before any record is timed by a stage clock
     _push(rings, "risk_md", stream)
     _run(hp)
     _push(rings, "ticks", stream)
@@ -135,11 +140,13 @@ def test_cursor_buffers_after_the_cycle_are_what_recover_reads(stream):
 def test_an_output_without_room_hands_the_batch_back_to_python(stream):
     members, rings = H._bench_members(64)
     hp = H.HotPath(members, {"signals", "risk", "orders"})
+    hp.prime()  # compiled (or loaded) before any record is timed by a stage clock
     hdr, _slots = rings["decisions"]  # persistence's: fill it so risk cannot claim 2 slots
     _push(rings, "decisions", np.zeros(63, rings["decisions"][1].dtype))
     _push(rings, "risk_md", stream[:10])
     before = [int(r.hdr[W_PRODUCER_POSITION]) for r in members[1].outs]
     reason, n = hp.run(0, False, 0)
+    hp.to_python()
     assert reason == H.R_BAIL and n == 0
     assert int(rings["risk_md"][0][W_CONSUMER_POSITION]) == 0  # nothing read
     assert [int(r.hdr[W_PRODUCER_POSITION]) for r in members[1].outs] == before
