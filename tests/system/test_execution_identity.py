@@ -141,6 +141,8 @@ def test_venue_and_orders_sigkilled_mid_run_no_execution_lost_or_merged(
     # the persistence stage reconciled journal and database at drain, and they agreed
     assert f"reconciliation of journal {instance}" in log, log[-4000:]
     assert "DIFFER" not in log and "ALARM" not in log, log[-4000:]
+    # the restarted OMSs found orders the restarted venue had forgotten: adopted, no halt
+    assert "venue and OMS disagree" not in log and "halted by oms" not in log, log[-4000:]
     for cmd in (["db", "load", str(journal)], ["db", "status"]):
         r = subprocess.run(
             [*BOT4, *cmd, "--dsn", dsn, "--ledger-dsn", ledger],
