@@ -16,15 +16,20 @@
   (``runtime_env``), so they use the same SIMD width and the keyed numba cache; each task
   asks for one CPU and the replay pins nothing. ``warm`` runs ``bot4 warm`` once on every
   node first, so runs do not compile cold (on one machine the cache is already shared).
+* **Start-up.** A local Ray that does not come up (Ray gives its raylet 30 s, which a
+  machine with every core busy can miss) is tried once more, then the sweep stops with one
+  ``bot4: error:`` line; the runs already in the table stay.
 * **Failures.** A task is never retried (a run is deterministic: it would fail again); a
   worker that dies (out of memory, a signal) gives that run a failed row with Ray's error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable
 
+from bot4.records.errors import Bot4Error, Code
 from bot4.research.runs import RunSpec, failed_row, pack_data, run_one
 
 __all__ = ["RayExecutor", "run_serial"]
@@ -89,10 +94,25 @@ class RayExecutor:
                 configure_logging=False,
                 runtime_env={"env_vars": env} if env else None,
             )
-            if self.address:
-                ray.init(address=self.address, **kw)
-            else:
-                ray.init(num_cpus=self.num_cpus, **kw)
+            for attempt in (1, 2):
+                try:
+                    if self.address:
+                        ray.init(address=self.address, **kw)
+                    else:
+                        ray.init(num_cpus=self.num_cpus, **kw)
+                    break
+                except Exception as exc:  # noqa: BLE001 - Ray raises bare Exception here
+                    # Ray gives its raylet 30 s to register (not configurable): a machine
+                    # whose cores are all busy can miss that once; try once more, then say so
+                    with contextlib.suppress(Exception):
+                        ray.shutdown()
+                    if attempt == 2 or self.address:
+                        where = self.address or "a local Ray"
+                        text = " ".join(str(exc).split())
+                        raise Bot4Error(
+                            f"could not start {where}: {text} (retry, or run with --serial)",
+                            Code.INTERNAL_ERROR,
+                        ) from None
             self.started = True
         if self.warm:
             self._warm_nodes()
