@@ -78,7 +78,7 @@ def heat_map_svg(df, x: str, y: str, objective: str) -> str:
     xs = sorted(df[cx].dropna().unique().tolist(), key=_sort_key)
     ys = sorted(df[cy].dropna().unique().tolist(), key=_sort_key)
     cw, ch, left, top = max(60, min(110, 660 // max(1, len(xs)))), 30, 110, 40
-    w, h = left + cw * len(xs) + 20, top + ch * len(ys) + 40
+    w, h = max(700, left + cw * len(xs) + 20), top + ch * len(ys) + 40  # the title fits
     cells = {}
     for (vx, vy), g in ok.groupby([cx, cy]):
         vals = g[objective].astype("float64").dropna()
@@ -170,7 +170,7 @@ def write_report(
             f"<code>{escape(b['params'])}</code> (best of {meta['trials']} trials, "
             f"{len(ranked)} distinct points).</p>"
         )
-    html.append(f"<h2>Best {best} points</h2>")
+    html.append(f"<h2>Best {min(best, len(ranked))} points</h2>")
     rows = [
         [str(i + 1), f"<code>{escape(r['params'])}</code>", escape(_fmt(r[obj])),
          str(r["runs"]), str(r["failed"])]
