@@ -187,7 +187,7 @@ def replay(
     params: dict | None = None,
     latency: dict | list | None = None,
     seed: int = 1,
-    step: int | str = "100us",
+    step: int | str | None = None,
     interval: int | str = "60s",
     mode: str = "deterministic",
     progress: bool = False,
@@ -197,7 +197,7 @@ def replay(
     ``params``: ``{"STAGE.PARAM": value}`` set in the topology (``topology``: base TOML
     path, default the packaged one), and ``latency.NAME`` keys as latency models;
     ``latency``: ``{"order": "const:80us"}`` or ``["order=const:80us"]``; ``step`` /
-    ``interval``: ns or text (``"100us"``, ``"60s"``); ``out``: output directory (default:
+    ``interval``: ns or text (``"100us"``, ``"60s"``; step default: the replay's own); ``out``: output directory (default:
     a new temporary directory). The same arguments give the same results as
     ``bot4 replay`` and as the sweep's run of that point."""
     import sys
@@ -232,9 +232,9 @@ def replay(
         topology=topo,
         latency=LatencyConfig.from_specs(lat),
         seed=seed,
-        step_ns=_duration_ns(step),
         interval_ns=_duration_ns(interval),
         progress=sys.stderr if progress else None,
+        **({} if step is None else {"step_ns": _duration_ns(step)}),
     )
     return ReplayRun(o.report, o.run, o.out_dir, o.html_path, o.json_path)
 

@@ -47,7 +47,6 @@ METRICS = (
     "denials", "events", "tick_to_order_p50_ns", "tick_to_order_p99_ns",
 )  # fmt: skip
 
-DEFAULT_STEP_NS = 100_000
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # numba colours its errors
 DEFAULT_INTERVAL_NS = 60_000_000_000
 
@@ -84,10 +83,13 @@ class RunSpec:
         return int(self.point.get("seed", 1))
 
     @property
-    def step_ns(self) -> int:
+    def step_ns(self) -> int | None:
+        """The ``step`` key in ns; None: the replay's own default step."""
         from bot4.replay.latency import parse_duration_ns
 
-        v = self.point.get("step", DEFAULT_STEP_NS)
+        v = self.point.get("step")
+        if v is None:
+            return None
         return int(v) if isinstance(v, int) else parse_duration_ns(str(v))
 
     def latency_specs(self) -> dict[str, str]:
@@ -114,7 +116,9 @@ class RunSpec:
     def command(self, run_dir: str) -> str:
         """The ``bot4 replay`` command giving this run's report (its metrics are equal)."""
         parts = ["bot4 replay", _q(self.data), "--topology", _q(f"{run_dir}/topology.toml")]
-        parts += ["--seed", str(self.seed), "--step", f"{self.step_ns}ns"]
+        parts += ["--seed", str(self.seed)]
+        if self.step_ns is not None:
+            parts += ["--step", f"{self.step_ns}ns"]
         for name, model in sorted(self.latency_specs().items()):
             parts += ["--latency", _q(f"{name}={model}")]
         if self.interval_ns != DEFAULT_INTERVAL_NS:
@@ -277,15 +281,16 @@ def run_one(spec: RunSpec, out_root: str, shipped: dict[str, bytes] | None = Non
         if shipped is not None:
             tmp = Path(tempfile.mkdtemp(prefix="bot4-sweep-data-"))
             data = _materialise(spec, shipped, tmp)
+        step = {} if spec.step_ns is None else {"step_ns": spec.step_ns}
         out = replay(
             data,
             run_dir,
             topology=topo,
             latency=latency,
             seed=spec.seed,
-            step_ns=spec.step_ns,
             interval_ns=spec.interval_ns,
             progress=None,
+            **step,
         )
         row.update(metrics_of(out.report.doc))
         row["status"] = "ok"
