@@ -271,3 +271,31 @@ def test_the_rebuild_follows_the_corrections(tmp_path):
     assert [int(x) for x in rec.open_orders["client_order_id"]] == [a]
     assert [int(x) for x in st2.open_orders()["client_order_id"]] == [a]
     assert int(rec.open_orders["cum_qty"][0]) == 40
+
+
+def test_unconsumed_records_are_what_the_consumer_has_not_released_across_the_wrap():
+    import uuid
+
+    from bot4.oms.recovery import unconsumed_records
+    from bot4.shm import Segment, segment_name
+    from bot4.shm.ring import Consumer, Producer, create_ring
+
+    instance = f"g{uuid.uuid4().hex[:10]}"
+    name = segment_name(instance, "exec_events")
+    create_ring(name, EXEC_REPORT, 8)
+    try:
+        assert len(unconsumed_records(instance, "nope", EXEC_REPORT)) == 0
+        with Producer(name, EXEC_REPORT) as p, Consumer(name, EXEC_REPORT) as c:
+            recs = np.zeros(11, EXEC_REPORT)
+            recs["seq"] = np.arange(1, 12)
+            assert p.push_many(recs[:6]) == 6
+            c.release(len(c.peek(5)))  # persistence journalled and released 5
+            assert unconsumed_records(instance, "exec_events", EXEC_REPORT)["seq"].tolist() == [6]
+            assert p.push_many(recs[6:]) == 5  # slots 6, 7, 0, 1, 2: across the wrap
+            got = unconsumed_records(instance, "exec_events", EXEC_REPORT)
+            assert got["seq"].tolist() == [6, 7, 8, 9, 10, 11]
+            while c.depth:
+                c.release(len(c.peek(6)))  # a peek stops at the wrap
+            assert len(unconsumed_records(instance, "exec_events", EXEC_REPORT)) == 0
+    finally:
+        Segment.unlink(name)
