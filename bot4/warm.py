@@ -87,21 +87,24 @@ def _own_digest() -> str:
 # --- what to compile ------------------------------------------------------------------------
 
 
-def _stage_jobs(kind: str, ins: tuple[str, ...], outs: tuple[str, ...]) -> list[Job]:
-    """The jobs of one stage kind with these input and output record types."""
+def _stage_jobs(
+    kind: str, ins: tuple[str, ...], outs: tuple[str, ...], params: tuple = ()
+) -> list[Job]:
+    """The jobs of one stage kind with these input and output record types and these
+    kernel-selecting ``params`` (``(key, value)`` pairs, see :func:`_kernel_params`)."""
     label = kind
     if ins or outs:
         label += f" ({','.join(t.lower() for t in ins) or '-'} -> "
         label += f"{','.join(t.lower() for t in outs) or '-'})"
     w = KIND_WEIGHT.get(kind, 2.0)
     if w < SPLIT_S or len(ins) < 2:
-        return [Job(f"stage {label}", "_job_stage", (kind, ins, outs, None), w)]
-    first = Job(f"stage {kind} setup", "_job_stage", (kind, ins, outs, ()), w * 0.05)
+        return [Job(f"stage {label}", "_job_stage", (kind, ins, outs, None, params), w)]
+    first = Job(f"stage {kind} setup", "_job_stage", (kind, ins, outs, (), params), w * 0.05)
     return [first] + [
         Job(
             f"stage {kind} input {k} ({t.lower()})",
             "_job_stage",
-            (kind, ins, outs, (k,)),
+            (kind, ins, outs, (k,), params),
             w * 0.5,
             after=(first.name,),
         )
@@ -124,10 +127,13 @@ def jobs_for(topology) -> list[Job]:
         elif s.kind == "risk":
             key = ("risk", (), ())  # warm_kernels: every input it takes
         else:
-            key = (s.kind, ins, outs)
+            key = (s.kind, ins, outs, _kernel_params(s.kind, s.params))
         if key not in seen:
             seen.add(key)
             jobs += _stage_jobs(*key)
+        if s.kind == "persistence" and "operator log" not in seen:
+            seen.add("operator log")
+            jobs.append(Job("operator log", "_job_operator_log", (), 1.0))
         recorded = s.kind == "md" and s.params.get("source", "synthetic") != "synthetic"
         if recorded and "marketdata" not in seen:
             seen.add("marketdata")
@@ -167,11 +173,20 @@ def all_jobs() -> list[Job]:
         Job("market data readers", "_job_marketdata", (), 15.0),
         Job("depth kernels", "_job_depth", (), 1.0),
         Job("latency histogram", "_job_histogram", (), 0.5),
+        Job("operator log", "_job_operator_log", (), 1.0),
     ]
     jobs = _longest_first(jobs)
     # the replay runs the default topology's stages in-process: after they are cached
     jobs.append(Job("replay engine", "_job_replay", (), 2.0, after=tuple(j.name for j in jobs)))
     return jobs
+
+
+def _kernel_params(kind: str, params: dict) -> tuple:
+    """The params of a stage that choose which kernels it calls, as ``(key, value)``
+    pairs for its warm job (the others stay at their defaults: a warm job must not read
+    files or attach segments a param names)."""
+    keys = {"venue": ("md_time", "disconnect_after_s")}.get(kind, ())
+    return tuple((k, params[k]) for k in keys if k in params)
 
 
 def _longest_first(jobs: list[Job]) -> list[Job]:
@@ -203,9 +218,13 @@ def _default_types(kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 # --- the jobs (run in worker processes; each returns how many entry points it ran) -----
 
 
-def _job_stage(kind: str, ins: tuple, outs: tuple, only: tuple | None) -> int:
-    """Set up stage ``kind`` on process-local rings of these types and hand it a
-    two-record batch on each input (``only``: on these inputs; ``()``: setup alone)."""
+def _job_stage(kind: str, ins: tuple, outs: tuple, only: tuple | None, params: tuple = ()) -> int:
+    """Set up stage ``kind`` (with ``params``) on process-local rings of these types, hand
+    it a two-record batch on each input (``only``: on these inputs; ``()``: setup alone),
+    then what the stage loop calls besides: ``pending``/``emit``, and again after
+    ``on_drain``. A venue is set up as in a live topology (watching the orders stage's
+    heartbeat: its market data and release kernels are the live ones, not the replay's)
+    unless ``disconnect_after_s`` is 0."""
     from bot4.pipeline.topology import RingSpec, StageSpec
     from bot4.stages import KINDS
 
@@ -220,16 +239,20 @@ def _job_stage(kind: str, ins: tuple, outs: tuple, only: tuple | None) -> int:
         _sink_kernel(md, np.zeros(8, np.uint64), np.zeros(8, np.uint64))
         return 1
     cls = KINDS[kind]
-    spec = StageSpec(name="warm", kind=kind, core=0, index=0, params={})
+    p = dict(params)
+    spec = StageSpec(name="warm", kind=kind, core=0, index=0, params=p)
     rin = [RingSpec(f"i{k}", "a", "warm", t, 8, 2, 0, False) for k, t in enumerate(ins)]
     rout = [RingSpec(f"o{k}", "warm", "b", t, 8, 2, 0, False) for k, t in enumerate(outs)]
     st = cls(spec, rin, rout, "warm")
     st.setup()
+    if kind == "venue" and float(p.get("disconnect_after_s", 2.0)) > 0:
+        st.heartbeat = np.zeros(1, np.uint64)  # a live venue's; 0: "not started yet"
     views = [np.zeros(8, RECORD_TYPES[t]) for t in outs]
     counts = np.zeros(max(1, len(outs)), np.int64)
+    if only == ():
+        return 1
     if st.source:
-        if only != ():
-            st.generate(0, 2, views, counts, 1)
+        st.generate(0, 2, views, counts, 1)
     else:
         for k, t in enumerate(ins):
             if only is not None and k not in only:
@@ -237,6 +260,10 @@ def _job_stage(kind: str, ins: tuple, outs: tuple, only: tuple | None) -> int:
             batch = np.zeros(2, RECORD_TYPES[t])
             batch["seq"] = [1, 2]
             st.process(k, batch, views, counts, 1)
+    for seq in (3, 5):
+        st.pending(0)
+        st.emit(views, counts, seq)
+        st.on_drain()
     return 1
 
 
@@ -244,6 +271,7 @@ def _job_rings(*types: str) -> int:
     """Every ring operation a stage loop calls, on a real 8-slot ring of each type."""
     from bot4.shm import Consumer, Producer, Segment, create_ring, segment_name
     from bot4.shm import ring_ops as ops
+    from bot4.shm.multipark import announce_park, end_park
     from bot4.shm.ring_layout import WAIT_SPIN_PARK
 
     n = 0
@@ -271,10 +299,34 @@ def _job_rings(*types: str) -> int:
                 ops.count_rejection(p.hdr, 0)
                 p.beat()
                 c.beat()
-                n += 12
+                announce_park(c.hdr, np.uint64(0))  # a stage parking on several inputs
+                end_park(c.hdr)
+                n += 14
         finally:
             Segment.unlink(name)
     return n
+
+
+def _job_operator_log() -> int:
+    """What persistence runs on the instance's operator log (``bot4.shm.operator_log``):
+    read, release, and the newest record (``bot4 stats``), on a temporary log."""
+    from bot4.records import OPERATOR_ACTION
+    from bot4.shm import Segment
+    from bot4.shm.operator_log import OperatorLog, create_operator_log
+
+    inst = f"warm{os.getpid()}"
+    name = create_operator_log(inst, 8)
+    try:
+        log = OperatorLog(inst)
+        try:
+            log.read(np.zeros(4, OPERATOR_ACTION))
+            log.release()
+            log.last()
+        finally:
+            log.close()
+    finally:
+        Segment.unlink(name)
+    return 3
 
 
 def _job_marketdata() -> int:
@@ -472,7 +524,7 @@ class Progress:
         self._last = now
         width = 200
         with contextlib.suppress(OSError, ValueError, AttributeError):
-            width = os.get_terminal_size(self.stream.fileno()).columns
+            width = os.get_terminal_size(self.stream.fileno()).columns or width  # 0: unknown
         frac = self.done / self.total if self.total else 1.0
         bar = "#" * int(20 * frac) + "." * (20 - int(20 * frac))
         line = f"bot4: warm [{bar}] {self._now()} | {self._what()}"

@@ -6,8 +6,9 @@ Every measured process imports a fresh copy of this tree's ``bot4`` package (no
 with ``NUMBA_CACHE_DIR`` an empty directory, so nothing compiled earlier (the tree's
 ``__pycache__``, ``~/.cache/bot4/numba``) is reused. Runs, in one session:
 
-* ``before``  — every kernel compiled one after another in one process
-  (``bot4.warm.warm()``: what ``bot4 warm`` did before issue 17);
+* ``before``  — what ``bot4 warm`` did before issue 17: every kernel compiled one after
+  another in one process, by ``bot4/warm.py`` of ``--before-warm`` (the commit before
+  the parallel warm) dropped into the same package copy;
 * ``serial``  — the default topology's jobs on one worker (``bot4 warm -j 1``);
 * ``after``   — ``bot4 warm`` (the default topology's jobs on every CPU);
 * ``all``     — ``bot4 warm --all`` (every kernel, every CPU);
@@ -171,6 +172,12 @@ def main() -> int:
         help="git revision of bot4 to measure (default HEAD: a committed, consistent tree); "
         "'worktree' for the working tree as it is",
     )
+    ap.add_argument(
+        "--before-warm",
+        default="b5ebd9a~1",
+        help="git revision whose bot4/warm.py is the 'before' (default: the one before the "
+        "parallel warm)",
+    )
     ap.add_argument("--keep", help="work directory to keep (default: a temporary one, removed)")
     ap.add_argument("--duration", type=float, default=2.0, help="startup: seconds each run lasts")
     args = ap.parse_args()
@@ -195,6 +202,13 @@ def main() -> int:
             src = _copy_tree(d / "src", None if args.rev == "worktree" else args.rev)
             env = _env(src, d / "cache", d / "data")
             if what == "before":
+                old = subprocess.run(
+                    ["git", "-C", str(ROOT), "show", f"{args.before_warm}:bot4/warm.py"],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+                (src / "bot4" / "warm.py").write_text(old)
                 argv = [py, "-c", "import bot4.warm as w; print(w.warm(), 'entry points')"]
             else:
                 argv = [py, "-m", "bot4.cli", "warm", *j]
