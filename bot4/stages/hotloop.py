@@ -2,16 +2,17 @@
 
 ``GroupRunner`` (``bot4.stages.loop``) hands its members' rounds to :func:`hot_cycle`,
 which runs them back to back in numba without returning to the interpreter between
-batches. One round is, in topology order, one batch from every input of every member:
+batches. One round is one batch from every input of every member:
 
     signals   ticks (md)                       -> intents
     risk      intents, fills, risk_md (md)     -> orders, decisions
     orders    orders, venue_execs (venue)      -> venue_orders, fills, order_events,
                                                   exec_events
 
-so a tick crosses the two in-group hops (intents, orders) within the round it arrived
-in: an in-group hop is a function call and a hand-off through the ring's slots, no
-scheduler. Per batch a step does exactly what ``StageRunner._step`` does, in the same
+the order path first (signals' ticks, risk's intents, orders' orders; then risk's fills
+and market data, orders' venue reports), so a tick crosses the two in-group hops
+(intents, orders) within the round it arrived in: an in-group hop is a function call and
+a hand-off through the ring's slots, no scheduler. Per batch a step does exactly what ``StageRunner._step`` does, in the same
 order — peek the input; claim ``k * max_out_per_in`` contiguous slots on every output;
 call the stage's kernel with the stage's state; write the member's cursor buffer in its
 control-block slot (generation last, release store); commit the outputs; release the
@@ -404,17 +405,19 @@ def hot_cycle(
     idle_since = np.int64(0)
     while True:
         work = 0
-        r = signals_step(sig, batches[0])
-        if r < 0:
-            return R_BAIL, total
-        work += r
-        for i in range(3):
-            r = risk_step(risk, i, batches[1])
-            if r < 0:
-                return R_BAIL, total + work
-            work += r
-        for i in range(2):
-            r = orders_step(oms, i, batches[2], oms_mo)
+        # the order path first (ticks -> intents -> orders), then the other inputs: a
+        # tick's order leaves before the round applies fills and market data
+        for k in range(6):
+            if k == 0:
+                r = signals_step(sig, batches[0])
+            elif k == 1:
+                r = risk_step(risk, 0, batches[1])
+            elif k == 2:
+                r = orders_step(oms, 0, batches[2], oms_mo)
+            elif k < 5:
+                r = risk_step(risk, k - 2, batches[1])
+            else:
+                r = orders_step(oms, 1, batches[2], oms_mo)
             if r < 0:
                 return R_BAIL, total + work
             work += r
