@@ -10,7 +10,6 @@ before it is applied, under the kernel's identity of the caller: docs/security.m
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
 import time
@@ -18,10 +17,13 @@ from typing import NoReturn
 
 import orjson
 
+from bot4.cli_support import (
+    EXIT_USAGE,
+    add_log_options,
+    run_parsed,
+)
+
 _LOG = logging.getLogger("bot4")
-EXIT_FAILURE = 1  # a runtime failure: one `bot4: error:` line
-EXIT_USAGE = 2  # argparse's code for a bad command line; our own usage errors use it too
-EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a tool SIGPIPE killed
 
 
 def _usage(message: str) -> NoReturn:
@@ -91,7 +93,9 @@ def _database_for(t, args):
     inherit the DSNs through the environment. Returns the embedded server or None."""
     import os
 
-    wants = [s for s in t.stages if s.kind == "persistence" and s.params.get("database", True)]
+    from bot4.stages import KINDS
+
+    wants = [s for s in t.stages if KINDS[s.kind].uses_database(s.params)]
     if args.no_db or not wants:
         if args.no_db:
             os.environ.pop("BOT4_DSN", None)
@@ -119,16 +123,16 @@ def _database_for(t, args):
 def _trading_report(t, final: dict, args) -> None:
     """End ``bot4 run`` with the replay harness's report of what this session traded, from
     the persistence stage's journal (JSON + HTML next to the journal)."""
-    from pathlib import Path
-
     from bot4.paths import data_dir
     from bot4.records.errors import Bot4Error
     from bot4.replay.report import report_from_journal
+    from bot4.stages import KINDS
 
-    sinks = [s for s in t.stages if s.kind == "persistence"]
-    if not sinks or "session" not in final:
+    journals = [KINDS[s.kind].journal_dir(s.params, t.instance) for s in t.stages]
+    journals = [d for d in journals if d is not None]
+    if not journals or "session" not in final:
         return
-    journal = Path(sinks[0].params.get("dir") or data_dir() / "journal" / t.instance)
+    journal = journals[0]
     if not journal.is_dir():
         return
     try:
@@ -587,45 +591,6 @@ def add_operator_parsers(sub) -> None:
         h.set_defaults(fn=cmd_trading)
 
 
-def add_log_options(p: argparse.ArgumentParser, *, top: bool = False) -> None:
-    """``--log-level`` / ``--log-format`` (bot4.logs): on the top parser and again on the
-    commands that start processes, so they may follow the subcommand too."""
-    from bot4.logs import FORMATS, LEVELS
-
-    extra = {} if top else {"default": argparse.SUPPRESS}
-    p.add_argument(
-        "--log-level",
-        choices=list(LEVELS),
-        help="debug|info|warning|error (default: $BOT4_LOG_LEVEL, topology [log], info)",
-        **extra,
-    )
-    p.add_argument(
-        "--log-format",
-        choices=list(FORMATS),
-        help="text or JSON lines (default: $BOT4_LOG_FORMAT, topology [log], text)",
-        **extra,
-    )
-
-
-def configure_logging(args) -> None:
-    """This process's logging (bot4.logs), and the settings given on the command line
-    exported for the processes it starts (stages inherit the environment)."""
-    import os
-
-    from bot4 import logs
-
-    try:
-        cfg = logs.resolve(args.log_level, args.log_format)
-    except logs.LogConfigError as exc:  # from the environment: argparse checked ours
-        print(f"bot4: error: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_FAILURE) from None
-    if args.log_level:
-        os.environ[logs.LEVEL_ENV] = cfg.level
-    if args.log_format:
-        os.environ[logs.FORMAT_ENV] = cfg.format
-    logs.configure(cfg, "bot4", tool=True)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bot4", description="low-latency trading pipeline")
     p.add_argument("--version", action="version", version=f"bot4 {_version()}")
@@ -789,50 +754,9 @@ def _version() -> str:
         return __version__
 
 
-def _stdout_gone() -> int:
-    """The reader of our stdout went away (``bot4 journal cat --json | head``): stop quietly
-    as a tool killed by SIGPIPE would (exit 141), and point stdout at /dev/null so the
-    interpreter's final flush does not raise again."""
-    import os
-
-    with contextlib.suppress(OSError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    return EXIT_BROKEN_PIPE
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Entry point. Exit codes (README "Exit codes"): 0 success; 1 a runtime failure (one
-    ``bot4: error:`` line); 2 a usage error (argparse); 3 ``bot4 run``/``record``: the
-    restart policy halted the pipeline (``bot4 journal verify``/``db load``: a torn
-    tail); 130 interrupted; 141 stdout closed by its reader."""
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        from bot4.records.errors import Bot4Error
-
-        args = build_parser().parse_args(argv)
-        configure_logging(args)
-        try:
-            return args.fn(args) or 0
-        except Bot4Error as exc:
-            print(f"bot4: error: {exc}", file=sys.stderr)
-            return EXIT_FAILURE
-    except KeyboardInterrupt:
-        # Ctrl-C outside the supervisor (which takes SIGINT over while stages run): during
-        # the imports or the database's start a `bot4 run` stops as asked, nothing to
-        # drain yet; any other command ends the conventional way
-        print("bot4: interrupted", file=sys.stderr)
-        return 0 if argv[:1] == ["run"] else 130
-    except BrokenPipeError:
-        return _stdout_gone()
-    except ModuleNotFoundError as exc:
-        from bot4.extras import missing_extra
-
-        line = missing_extra(exc)  # an optional part not installed: say which extra
-        if line is None:
-            raise
-        print(f"bot4: error: {line}", file=sys.stderr)
-        return EXIT_FAILURE
+    """Entry point (exit codes: :func:`bot4.cli_support.run_parsed`)."""
+    return run_parsed(build_parser, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

@@ -428,9 +428,10 @@ def _server(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m bot4.db.cli ACTION ...`` (the same as ``bot4 db ACTION ...``)."""
-    from bot4.cli import main as bot4_main
+    from bot4.cli_support import run_parsed, sub_parser
 
-    return bot4_main(["db", *(sys.argv[1:] if argv is None else argv)])
+    args = ["db", *(sys.argv[1:] if argv is None else argv)]
+    return run_parsed(lambda: sub_parser(add_parser), args)
 
 
 if __name__ == "__main__":

@@ -239,19 +239,14 @@ def metrics_recorder(topology) -> int | None:
 
 
 def _risk_segments(topology) -> list[str]:
-    """Breakers, trading states and the operator log, when a shared risk stage runs."""
-    for s in topology.stages:
-        if s.kind == "risk" and s.params.get("shared", True):
-            from bot4.risk import create_risk_segments
-            from bot4.risk.limits import RiskLimits
-            from bot4.shm.operator_log import create_operator_log
-            from bot4.stages.risk import limits_params
+    """The instance-wide segments beyond the rings (breakers, trading states and the
+    operator log when a shared risk stage runs): made by the first stage whose kind makes
+    any (``Stage.create_shared_segments``)."""
+    from bot4.stages import KINDS
 
-            lim = RiskLimits.from_params(limits_params(s.params))  # recover = true is no limit
-            made = create_risk_segments(
-                topology.instance, len(lim.breakers), max(lim.instrument_table().ids), lim.breakers
-            )
-            made.append(create_operator_log(topology.instance))
+    for s in topology.stages:
+        made = KINDS[s.kind].create_shared_segments(s.params, topology.instance)
+        if made:
             return made
     return []
 

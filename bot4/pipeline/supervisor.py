@@ -309,13 +309,14 @@ class Supervisor:
 
     # -- live line --------------------------------------------------------------------------
     def _live_line(self, dt: float) -> str:
+        from bot4.stages import KINDS
+
         parts = []
         for slot in self.slots:
             blk = self.cb.stage(slot.index)
+            # a source has no input: its rate is what it publishes (the stage kind says so)
             n = int(blk[C.S_RECORDS_IN]) + (
-                int(blk[C.S_RECORDS_OUT])
-                if self.t.stage(slot.name).kind in ("synthetic-md", "test-source")
-                else 0
+                int(blk[C.S_RECORDS_OUT]) if KINDS[self.t.stage(slot.name).kind].source else 0
             )
             rate = max(0, n - slot.last_records) / dt if dt > 0 else 0
             slot.last_records = n

@@ -48,7 +48,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ from typing import Any
 from bot4.records import RECORD_TYPES
 from bot4.records.errors import Bot4Error, Code
 from bot4.shm.ring_layout import BACKPRESSURE_NAMES, WAIT_NAMES, is_power_of_two
+from bot4.spec import GroupSpec, RingSpec, StageSpec
 
 _NAME = re.compile(r"^[A-Za-z0-9_\-]{1,48}$")
 TOP_KEYS = {"instance", "stage", "ring", "group", "log"}
@@ -85,51 +86,6 @@ class UnknownStageError(Bot4Error, KeyError):
 
     def __str__(self) -> str:  # KeyError's would quote the message
         return str(self.args[0])
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    name: str
-    kind: str
-    core: int
-    index: int
-    wait: int = WAIT_NAMES["park"]
-    heartbeat_timeout: float = 5.0
-    realtime: bool = False
-    priority: int = 50
-    mlock: bool = False
-    batch: int = 256
-    params: dict = field(default_factory=dict)
-    #: s an input may hold records, with room on every output, without its position
-    #: moving, before the supervisor calls the stage stalled (``bot4.pipeline.liveness``)
-    stall_timeout: float = 5.0
-    start_timeout: float = 120.0  # s a (re)started process has to report running
-
-
-@dataclass(frozen=True)
-class RingSpec:
-    name: str
-    producer: str
-    consumer: str
-    type: str
-    capacity: int
-    wait: int
-    backpressure: int
-    feedback: bool
-
-
-@dataclass(frozen=True)
-class GroupSpec:
-    """Stages that share one process and one core (see ``bot4.stages.loop.GroupRunner``)."""
-
-    name: str
-    members: tuple[str, ...]
-    core: int
-    idle: str = "backoff"
-    heartbeat_timeout: float = 5.0
-    realtime: bool = False
-    priority: int = 50
-    mlock: bool = False
 
 
 @dataclass(frozen=True)
@@ -181,6 +137,26 @@ class Topology:
 
     def outputs_of(self, name: str) -> list[RingSpec]:
         return [r for r in self.rings if r.producer == name]
+
+    def journalled_twin(self, ring: str) -> tuple[RingSpec, Path] | None:
+        """Where the records of ``ring`` are journalled: its producer writes each of them
+        under the same ``seq`` to another ring of the same record type too, whose consumer
+        journals what it reads (its kind's ``journal_dir``). Returns that ring and the
+        journal directory (the last such ring of the producer), or None. A restarted stage
+        rebuilds what it had consumed from there (the risk stage's fills)."""
+        from bot4.stages import KINDS
+
+        r = next((x for x in self.rings if x.name == ring), None)
+        if r is None:
+            return None
+        for twin in reversed(self.outputs_of(r.producer)):
+            if twin.type != r.type or twin.name == r.name:
+                continue
+            sink = self.stage(twin.consumer)
+            d = KINDS[sink.kind].journal_dir(sink.params, self.instance)
+            if d is not None:
+                return twin, d
+        return None
 
     def order(self) -> list[str]:
         """Stage names upstream-first (topological order ignoring feedback rings)."""

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -87,7 +88,13 @@ def check_type(params: Mapping[str, Any], key: str, typ: type | tuple, what: str
 
 
 class Stage:
+    """A stage kind: its class attributes and classmethods are the kind's capabilities,
+    which the layers above (topology, segments, supervisor, CLI) ask instead of switching
+    on ``kind`` names."""
+
     kind: str = ""
+    #: produces records from outside the pipeline (a feed, a file, a generator): it has no
+    #: input rings, the loop drives it without input, and its rate is its records out
     source: bool = False
     max_out_per_in: int = 1
     restart_state: str = "stateless: nothing is lost on restart"
@@ -146,6 +153,26 @@ class Stage:
             raise ParamError(
                 unknown[0], f"unknown parameter of kind {cls.kind!r} (accepted: {accepted})"
             )
+
+    @classmethod
+    def journal_dir(cls, params: Mapping[str, Any], instance: str) -> Path | None:
+        """The journal a stage of this kind built with ``params`` appends its input records
+        to (None: it writes none). Lets the pipeline find where another stage's records
+        are journalled without knowing which kind journals."""
+        return None
+
+    @classmethod
+    def uses_database(cls, params: Mapping[str, Any]) -> bool:
+        """A stage built with ``params`` loads into PostgreSQL (the CLI starts or points at
+        a server before it runs)."""
+        return False
+
+    @classmethod
+    def create_shared_segments(cls, params: Mapping[str, Any], instance: str) -> list[str]:
+        """Create the instance-wide segments this kind needs beyond its rings (the launcher
+        calls it for the first stage whose kind makes any); returns their names, all or
+        nothing."""
+        return []
 
     @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:

@@ -128,10 +128,19 @@ class PersistenceStage(CountSink):
         check_type(params, "ledger_dsn", str, "a connection string")
         check_number(params, "drain_db_s", lo=0)
 
+    @classmethod
+    def journal_dir(cls, params, instance: str) -> Path:
+        """``params.dir``, else ``$BOT4_DATA_DIR/journal/<instance>``."""
+        return Path(params.get("dir") or data_dir() / "journal" / instance)
+
+    @classmethod
+    def uses_database(cls, params) -> bool:
+        return bool(params.get("database", True))
+
     def setup(self) -> None:
         super().setup()
         p = self.params
-        self.dir = Path(p.get("dir") or data_dir() / "journal" / self.instance)
+        self.dir = self.journal_dir(p, self.instance)
         try:
             self.writer = JournalWriter(
                 self.dir,

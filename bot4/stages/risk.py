@@ -43,7 +43,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,6 +50,7 @@ import numpy as np
 from bot4.logs import log_event
 from bot4.records import MARKET_DATA, RISK_DECISION
 from bot4.records.errors import Bot4Error, Code
+from bot4.risk import create_risk_segments
 from bot4.risk.book import RiskBook
 from bot4.risk.layout import C_CANCEL_ALL
 from bot4.risk.limits import (
@@ -65,6 +65,8 @@ from bot4.risk.limits import (
     param_keys,
 )
 from bot4.shm.breakers import Breakers, breakers_bytes, init_breakers
+from bot4.shm.operator_log import create_operator_log
+from bot4.shm.segment import Segment
 from bot4.shm.trading_state import TradingState, init_trading_state, trading_bytes
 from bot4.stages.base import ParamError, Stage, check_type
 from bot4.stages.state_log import SharedStateLog
@@ -126,6 +128,24 @@ class RiskStage(Stage):
                 raise ValueError(f"max_tracked_orders {lim.max_tracked_orders} above 2^24")
         except (OverflowError, ValueError) as exc:
             raise ParamError("-", f"limits cannot be used: {exc}") from None
+
+    @classmethod
+    def create_shared_segments(cls, params, instance: str) -> list[str]:
+        """A shared risk stage (``shared``, the default) needs the instance's breakers,
+        trading states and operator log; all or nothing."""
+        if not params.get("shared", True):
+            return []
+        lim = RiskLimits.from_params(limits_params(params))  # recover = true is no limit
+        made = create_risk_segments(
+            instance, len(lim.breakers), max(lim.instrument_table().ids), lim.breakers
+        )
+        try:
+            made.append(create_operator_log(instance))
+        except BaseException:
+            for name in made:
+                Segment.unlink(name)
+            raise
+        return made
 
     def setup(self) -> None:
         params = dict(self.params)
@@ -197,7 +217,6 @@ class RiskStage(Stage):
         """
         from bot4.journal import JournalReader
         from bot4.oms.recovery import session_range, wait_journalled
-        from bot4.paths import data_dir
         from bot4.records import EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REPORT, ORDER, RT_EXEC_REPORT
         from bot4.shm.ring_layout import HEADER_BYTES
         from bot4.shm.segment import segment_name
@@ -206,18 +225,15 @@ class RiskStage(Stage):
         if len(self.inputs) < 2:
             return
         fills = self.inputs[1]
-        oms = self.topology.stage(fills.producer)
-        events = [r for r in self.topology.outputs_of(oms.name) if r.type == "EXEC_REPORT"]
-        events = [r for r in events if r.name != fills.name]
-        if not events:
+        twin = self.topology.journalled_twin(fills.name)  # the pipeline knows who journals
+        if twin is None:
             return
-        sink = self.topology.stage(events[-1].consumer)
-        journal = Path(sink.params.get("dir") or data_dir() / "journal" / self.instance)
+        events, journal = twin
         if not journal.is_dir():
             return  # a first start: persistence has not made its journal yet
-        if not wait_journalled(self.instance, [events[-1].name]):
+        if not wait_journalled(self.instance, [events.name]):
             log.warning(
-                "risk: persistence is behind on %s; positions from what it has", events[-1].name
+                "risk: persistence is behind on %s; positions from what it has", events.name
             )
         ring = RingReader(segment_name(self.instance, fills.name))  # read-only
         try:
@@ -324,8 +340,8 @@ class RiskStage(Stage):
 
 def warm_kernels() -> int:
     """Compile (or load from numba's cache) the risk kernels on process-local state."""
-    from bot4.pipeline.topology import RingSpec, StageSpec
-    from bot4.records import BOOK_LEVEL, EXEC_REPORT, ORDER, ORDER_INTENT
+    from bot4.records import BOOK_LEVEL
+    from bot4.spec import EXEC_REPORT, ORDER, ORDER_INTENT, RingSpec, StageSpec
 
     spec = StageSpec(name="warm", kind="risk", core=0, index=0, params={"shared": False})
     ins = [
