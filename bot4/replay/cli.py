@@ -126,9 +126,10 @@ def cmd_replay(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m bot4.replay.cli DATA ...``: the same as ``bot4 replay DATA ...``."""
-    from bot4.cli import main as bot4_main
+    from bot4.cli_support import run_parsed, sub_parser
 
-    return bot4_main(["replay", *(sys.argv[1:] if argv is None else argv)])
+    args = ["replay", *(sys.argv[1:] if argv is None else argv)]
+    return run_parsed(lambda: sub_parser(add_parser), args)
 
 
 if __name__ == "__main__":
