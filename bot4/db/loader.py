@@ -107,7 +107,7 @@ import numpy as np
 
 from bot4.db.conflicts import LEDGER_SQL, exec_conflicts_sql
 from bot4.db.pool import DatabaseUnavailable, db_errors, make_pool
-from bot4.db.twophase import Coordinator, finish, prepare
+from bot4.db.twophase import DEFAULT_PRUNE_AFTER, Coordinator, finish, prepare
 from bot4.journal import (
     _FILE,
     _FRAME,
@@ -969,6 +969,7 @@ class LoaderStats:
     backoffs: int = 0  # follow(): waits after a failed call (database down, breaker open)
     recovered_commits: int = 0  # in-doubt branches committed by recovery
     recovered_rollbacks: int = 0  # in-doubt branches rolled back by recovery
+    pruned_decisions: int = 0  # two-phase decisions dropped from the log (both committed)
     skipped: int = 0  # records of types the loader does not load (market data, ...)
 
     def as_dict(self) -> dict[str, int]:
@@ -1060,7 +1061,9 @@ class Loader:
     ``pool_timeout``: seconds a checkout waits for a connection. ``synchronous_commit``:
     wait for the WAL flush of one-database commits too (default False: the journal is the
     durable copy; see :meth:`_commit_one_phase`). Two-phase branches always flush: PREPARE
-    and COMMIT PREPARED ignore the setting.
+    and COMMIT PREPARED ignore the setting. ``prune_after``: decisions in the two-phase
+    decision log before a call that completed every transaction it decided drops them
+    (:meth:`Coordinator.prune <bot4.db.twophase.Coordinator.prune>`).
 
     The constructor does not touch the database (it may be down); the first
     :meth:`load_available` or :meth:`recover` resolves in-doubt transactions, applies the
@@ -1084,6 +1087,7 @@ class Loader:
         pool_timeout: float = 3.0,
         small_batch: int = SMALL_BATCH_RECORDS,
         synchronous_commit: bool = False,
+        prune_after: int = DEFAULT_PRUNE_AFTER,
     ) -> None:
         self.journal_dir = Path(journal_dir)
         self.journal_id = journal_id or self.journal_dir.resolve().name
@@ -1112,7 +1116,7 @@ class Loader:
         self._ledger: ConnectionPool | None = None
         self._tail: JournalTail | None = None
         self._coord = Coordinator(
-            coordinator_dir or self.journal_dir / "coordinator", self.journal_id
+            coordinator_dir or self.journal_dir / "coordinator", self.journal_id, prune_after
         )
         app = f"bot4-loader:{self.journal_id}"[:63]
         try:
@@ -1384,6 +1388,7 @@ class Loader:
                     self._commit_batch(ev, lg, batch)  # guarded per batch
                     loaded += batch.records
                     batches += 1
+                self._maybe_prune()
         except BaseException as exc:
             if isinstance(exc, DatabaseUnavailable):
                 self.stats.unavailable += 1
@@ -1442,6 +1447,14 @@ class Loader:
         if self.stats.backoffs == 1 or self.stats.backoffs % 100 == 0:
             log.warning("journal %s: loading deferred (%d so far): %s", self.journal_id,
                         self.stats.backoffs, exc)  # fmt: skip
+
+    def _maybe_prune(self) -> None:
+        """Drop the decision log once it is long enough and none of it is needed: the last
+        recovery resolved every in-doubt branch of the journal, and every two-phase batch
+        since then committed on both databases (any failure sets ``_recover_needed``)."""
+        if self._recover_needed or not self._coord.should_prune():
+            return
+        self.stats.pruned_decisions += self._coord.prune(self._hook)
 
     def _tail_at(self, position: int) -> JournalTail:
         if self._tail is None:

@@ -24,18 +24,29 @@ server. A retried batch gets a new token, so a stale decision can never commit a
 attempt.
 
 The decision log is a journal (``bot4.journal``, fsync ``always``) in its own directory,
-by default ``<journal dir>/coordinator``. Its exclusive directory lock also makes the
-coordinator — hence the loader — the only one of its journal: a second loader of the same
-journal fails to open it.
+by default ``<journal dir>/coordinator``. The coordinator holds an exclusive ``flock`` on
+``coordinator.lock`` in that directory for its whole life, which makes it — hence the
+loader — the only one of its journal: a second loader of the same journal fails to open it.
+
+Pruning. A decision is needed only while a branch it decides may still be prepared. Once
+both databases have committed every decided transaction (the loader knows: each of its
+two-phase batches since its last successful recovery completed both COMMIT PREPAREDs, and
+that recovery resolved every in-doubt branch of the journal), the whole log is dead, and
+:meth:`Coordinator.prune` drops it: the log's writer closes, its segment files are unlinked
+from the last to the first (a crash in between leaves a readable prefix of dead decisions,
+or nothing), the directory is synced, and a fresh log starts at frame 0. The lock file is
+held throughout, so no other coordinator can slip in while the log is reopened.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,11 +55,24 @@ import numpy as np
 
 from bot4.journal import JournalReader, JournalWriter
 from bot4.records.dtypes import TXN_COMMIT, TXN_DECISION
+from bot4.records.errors import Bot4Error, Code
 
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["Coordinator", "ParsedGid", "Resolution", "finish", "parse_gid", "prepare"]
+__all__ = [
+    "DEFAULT_PRUNE_AFTER",
+    "LOCK_NAME",
+    "Coordinator",
+    "ParsedGid",
+    "Resolution",
+    "finish",
+    "parse_gid",
+    "prepare",
+]
+
+DEFAULT_PRUNE_AFTER = 1024  # decisions in the log before the loader prunes it (~130 KB)
+LOCK_NAME = "coordinator.lock"
 
 _GID_RE = re.compile(
     r"^bot4:(?P<journal>[^:]+):(?P<first>\d+)-(?P<end>\d+):(?P<token>[0-9a-f]{16}):(?P<db>[el])$"
@@ -91,14 +115,39 @@ class Coordinator:
 
     ``directory``: the decision log (created if missing; exclusively locked while open).
     ``journal_id``: the journal whose transactions this coordinator decides (its gids).
+    ``prune_after``: decisions in the log from which :meth:`should_prune` says yes.
     Not thread-safe: the loader's thread owns it.
     """
 
-    def __init__(self, directory: str | os.PathLike, journal_id: str) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        journal_id: str,
+        prune_after: int = DEFAULT_PRUNE_AFTER,
+    ) -> None:
         self.directory = Path(directory)
         self.journal_id = journal_id
         self.prefix = f"bot4:{journal_id}:"
-        self._writer = JournalWriter(self.directory, fsync="always")
+        self.prune_after = max(1, prune_after)
+        self.pruned = 0  # decisions dropped by prune() since this coordinator opened
+        self._writer: JournalWriter | None = None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise Bot4Error(
+                f"{self.directory}: decision log already open by another loader of journal "
+                f"{journal_id}",
+                Code.CONFIG_INVALID,
+            ) from None
+        try:
+            self._writer = JournalWriter(self.directory, fsync="always")
+        except BaseException:
+            self.close()
+            raise
         self._committed: set[int] | None = None  # tokens with TXN_COMMIT, read lazily
         self._record = np.zeros(1, TXN_DECISION)
 
@@ -162,11 +211,50 @@ class Coordinator:
     @property
     def decisions(self) -> int:
         """Decisions in the log (frames of its journal)."""
-        return self._writer.next_frame
+        return self._writer.next_frame if self._writer is not None else 0
+
+    def should_prune(self) -> bool:
+        """Whether the log has reached ``prune_after`` decisions."""
+        return self.decisions >= self.prune_after
+
+    def prune(self, hook: Callable[[str], None] | None = None) -> int:
+        """Drop every decision in the log; the number dropped.
+
+        Call only when no decision in the log is needed any more: every transaction it
+        decided is committed on both databases (see the module docstring). ``hook`` is
+        called with ``"pruning"`` once the segments are gone and before the fresh log
+        exists (a crash point for the tests).
+        """
+        if self._writer is None:
+            raise ValueError("decision log is closed")
+        dropped = self._writer.next_frame
+        self._writer.close()
+        self._writer = None
+        segments = sorted(self.directory.glob("journal-*.bj4"), reverse=True)
+        for path in segments:  # last first: a crash leaves a readable prefix
+            path.unlink()
+        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._committed = set()
+        if hook is not None:
+            hook("pruning")
+        self._writer = JournalWriter(self.directory, fsync="always")
+        self.pruned += dropped
+        return dropped
 
     def close(self) -> None:
-        """Close the log (releases the directory lock). Idempotent."""
-        self._writer.close()
+        """Close the log and release its lock. Idempotent."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._lock_fd >= 0:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     def __enter__(self) -> Coordinator:
         return self

@@ -154,3 +154,104 @@ def test_coordinator_decides_durably_and_leaves_other_journals_alone(tmp_path, d
         other.resolve(conn)
         other.close()
     coord.close()
+
+
+# --- pruning the decision log ---------------------------------------------------------------
+
+PRUNE_SCRIPT = """
+import os, signal, sys
+from bot4.db.loader import Loader
+jdir, ev, lg, point, small = sys.argv[1:6]
+def hook(p):
+    if p == point and loader.stats.pruned_decisions:  # only after the log was pruned
+        os.kill(os.getpid(), signal.SIGKILL)
+loader = Loader(jdir, ev, lg, journal_id="pr", batch_records=40, small_batch=int(small),
+                prune_after=1, hook=hook)
+loader.load_available(max_batches=2)  # two two-phase batches, then the log is dropped
+assert loader.stats.twophase == 2 and loader.stats.pruned_decisions == 2, loader.stats
+loader.load_available()  # killed at `point` in its first batch (or while pruning again)
+sys.exit(3)
+"""
+
+PRUNE_POINTS = [*ALLOWED, "committed-ledger", "pruning"]
+
+
+@pytest.mark.parametrize("small_batch", [128, 0], ids=["pipelined", "copy"])
+@pytest.mark.parametrize("point", PRUNE_POINTS)
+def test_pruned_decision_log_keeps_every_decision_recovery_needs(
+    point, small_batch, tmp_path, dbs, procs
+):
+    """The log is pruned after every call (prune_after=1); the loader is then SIGKILLed at
+    each named two-phase point of the next batch, or inside the next pruning (segments
+    gone, no fresh log yet). Recovery still finds the decision of a decided transaction,
+    both databases agree, and every event lands once."""
+    ev, lg = dbs
+    jdir = tmp_path / "j"
+    flow = make_flow(60, seed=23)
+    write_flow(jdir, flow, frame_size=8)
+    proc = procs.add(
+        subprocess.Popen(
+            [sys.executable, "-c", PRUNE_SCRIPT, str(jdir), ev, lg, point, str(small_batch)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+    )
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, out.decode(errors="replace")
+    doubt_e, doubt_l = in_doubt(ev), in_doubt(lg)
+    if point in ALLOWED:
+        allowed, action = ALLOWED[point]
+        assert (len(doubt_e), len(doubt_l)) in allowed
+    else:  # both committed (and, at "pruning", the log already gone): nothing in doubt
+        assert (doubt_e, doubt_l) == ([], [])
+        action = "committed"
+    with Loader(jdir, ev, lg, journal_id="pr", batch_records=40, prune_after=1) as loader:
+        done = loader.recover()
+        assert sorted(done[action]) == sorted(doubt_e + doubt_l)
+        assert in_doubt(ev) == [] and in_doubt(lg) == []
+        assert_databases_agree(ev, lg)
+        loader.load_available()
+        # its own decisions, and the dead process's last one when it was still in the log
+        two = loader.stats.twophase
+        assert loader.stats.pruned_decisions in (two, two + 1)
+        assert two > 0 or point == "pruning"  # killed pruning after the last batch
+        assert loader.stats.recovered_commits == len(done["committed"])
+    assert_databases_agree(ev, lg)
+    counts = load_counts(ev)
+    assert counts["exec_reports"] == len(flow.execs) and counts["orders"] == 60
+    assert sorted(exec_ids(ev)) == sorted(map(int, flow.fills["exec_id"]))
+
+
+def test_a_decision_whose_commit_did_not_finish_is_not_pruned(tmp_path, dbs):
+    """A batch fails after its decision (before COMMIT PREPARED): the call raises and the
+    log keeps the decision; the next call commits it by recovery, and only then, with every
+    decided transaction committed on both databases, prunes."""
+    ev, lg = dbs
+    jdir = tmp_path / "j"
+    flow = make_flow(40, seed=24)
+    write_flow(jdir, flow, frame_size=8)
+
+    class Boom(Exception):
+        pass
+
+    def hook(point: str) -> None:
+        if point == "decided" and fail:
+            fail.pop()
+            raise Boom(point)
+
+    fail = [True]
+    with Loader(jdir, ev, lg, journal_id="np", batch_records=40, prune_after=1, hook=hook) as ld:
+        with pytest.raises(Boom):
+            ld.load_available()
+        assert ld.stats.pruned_decisions == 0
+        assert len(in_doubt(ev)) == 1 and len(in_doubt(lg)) == 1
+        token = parse_gid(in_doubt(ev)[0]).token
+        reread = Coordinator.__new__(Coordinator)  # the log on disk, as a new process sees it
+        reread.directory, reread._committed = jdir / "coordinator", None
+        assert reread.committed(token)
+        ld.load_available()
+        assert ld.stats.recovered_commits == 2
+        assert ld.stats.pruned_decisions == ld.stats.twophase + 1  # the recovered one too
+    assert in_doubt(ev) == [] and in_doubt(lg) == []
+    assert_databases_agree(ev, lg)
+    assert sorted(exec_ids(ev)) == sorted(map(int, flow.fills["exec_id"]))
