@@ -478,6 +478,9 @@ def parse_topology(
         )
         if problem:
             raise TopologyError(source, f"stage[{s.index}] ({s.name})", problem)
+        problem = kind.check_in_topology(s.params, t)  # params naming other stages
+        if problem:
+            raise TopologyError(source, f"stage[{s.index}] ({s.name})", problem)
     return t
 
 

@@ -175,6 +175,13 @@ class Stage:
         return []
 
     @classmethod
+    def check_in_topology(cls, params: Mapping[str, Any], topology: Any) -> str | None:
+        """What ``params`` say about other stages (an index, a name), checked against the
+        loaded ``topology`` after every stage and ring is known: the problem in one line,
+        or None. Called at topology load, like :meth:`check_params`."""
+        return None
+
+    @classmethod
     def validate(cls, params: Mapping[str, Any]) -> None:
         """Check what ``params`` point at (data files, parameter files) before any segment
         exists: ``bot4 run``, ``bot4 record``, ``bot4 stage`` and ``bot4 shm create`` call

@@ -169,6 +169,21 @@ class VenueStage(Stage):
         check_number(params, "disconnect_after_s", lo=0)
 
     @classmethod
+    def check_in_topology(cls, params, topology) -> str | None:
+        """What ``params`` say about other stages, checked against ``topology`` at load
+        (None: fine). ``orders_stage_index`` must name one of its stages: the watch reads
+        that stage's heartbeat in the control block, which has one block per stage, so an
+        index past them failed every start of the venue (a crash loop)."""
+        i = int(params.get("orders_stage_index", -1))
+        n = len(topology.stages)
+        if i >= n:
+            return (
+                f"params.orders_stage_index: {i} is past the last stage (the topology has {n}: "
+                f"0..{n - 1}); leave it out (-1: the producer of the venue's order input)"
+            )
+        return None
+
+    @classmethod
     def out_per_in(cls, params):
         return int(params.get("max_out_per_in", cls.max_out_per_in))
 
