@@ -684,7 +684,17 @@ class GroupRunner:
                     and hot.ready()
                 )
                 if compiled:
-                    reason, work = hot.run(spin_ns, yield_idle, time.monotonic_ns(), park)
+                    try:
+                        reason, work = hot.run(spin_ns, yield_idle, time.monotonic_ns(), park)
+                    except Exception as exc:
+                        log.error(
+                            "group %s: compiled duty cycle of %s failed: %s: %s",
+                            g.name,
+                            ", ".join(m.spec.name for m in self.members),
+                            type(exc).__name__,
+                            exc,
+                        )
+                        raise
                     now = time.monotonic_ns()
                     if reason == R_BAIL:
                         work += 1  # a member wants its Python step now, not after idling
