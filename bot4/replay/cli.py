@@ -37,6 +37,11 @@ def _duration(text: str) -> int:
     return v
 
 
+def _step(text: str) -> int:
+    """``exact`` -> 0 (event-exact time), else a duration > 0 in ns."""
+    return 0 if text.strip().lower() == "exact" else _duration(text)
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``replay`` to ``bot4``'s subparsers; returns the new parser."""
     r = subparsers.add_parser(
@@ -76,10 +81,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=1, help="latency RNG seed (default 1)")
     r.add_argument(
         "--step",
-        type=_duration,
-        default=100_000,
-        help="deterministic mode: step of the simulated clock, the stages' reaction grid "
-        "(default 100us)",
+        type=_step,
+        default=0,
+        help="deterministic mode: 'exact' (default: every order, cancel, fill and report at "
+        "its modelled time) or a duration: a stepped run whose stages react on that grid",
     )
     r.add_argument(
         "--interval",

@@ -11,10 +11,40 @@ Rings are in-process arrays.
 
 **The simulated clock** is the data's own time axis (ns since the Unix epoch): every stage's
 ``clock`` and ``wall_clock`` read it, so every stamp a stage writes is simulated and the
-daily-loss reset falls at the data's local 17:00. The run advances in *steps*: step k has a
-time ``T`` on a grid of ``step_ns`` (empty windows are skipped; a window with more than
-``max_batch`` feed records ends early, at the ``max_batch``-th record's receive time).
-At each step, in topology order (feedback rings ignored):
+daily-loss reset falls at the data's local 17:00.
+
+**Event-exact time** (``step_ns = 0``, the default). Every record reaches a stage at its
+own modelled time and the stage reacts then (plus the constant ``compute`` latency of each
+hop before it): market data at ``ts_recv_ns`` (the venue: at ``ts_event_ns``), an intent
+at its market data's receive time, an order at the venue at ``ts_order_ns + order
+latency``, a report at ``ts_venue_ns + latency_ns + report latency``, a record on a
+feedback ring 1 ns after it was written. The result is by definition that of a run
+stepping every nanosecond (``step_ns = 1``), where each step holds the records of one
+instant; ``tests/unit/test_replay_exact_time.py`` holds the two equal, journal byte for
+byte. It is computed without visiting every instant: between two *events* (a record due
+in a delay line, a venue report's release, the risk stage's next staleness check or daily
+reset, a feed record flagged ``MDF_BOOK_STALE``) market data reaches its stages a window at
+a time, each in one call, where that provably changes nothing:
+
+* the signals stage (without a model router) reads the whole feed ahead: its only use of
+  the clock is the ``ts_signal_ns`` stamp, set to each intent's own ``ts_recv_ns`` +
+  compute; its intents wait in a delay line until their own time (they are events);
+* the risk stage applies the window in one call at its last record's clock, then its
+  arrival stamps are set per instrument to the last record's own time
+  (:func:`_restamp_arrivals`); prices, references (stamped from the records) and marks
+  telescope. While an instrument is in a stale episode every record is an event;
+* the venue applies the window on the exchange's clock, record by record in one kernel
+  call that stops at a record filling one of ours: that report's release time then ends
+  the window (nothing else can reach the venue or the OMS before it);
+* any other stage reading the feed makes every feed record an event.
+
+At each event's time a *step* runs every stage in topology order exactly as a stepped run
+does, so the window is only an optimisation: the next event time bounds it.
+
+**Stepped time** (``step_ns > 0``: ``--step 1ms``). Time advances on a grid of
+``step_ns`` (empty windows are skipped; a window with more than ``max_batch`` feed records
+ends early, at the ``max_batch``-th record's receive time). At each step, in topology order
+(feedback rings ignored):
 
 1. the feed delivers to each consumer the records received by ``T`` (``ts_recv_ns <= T``);
    the venue gets records by exchange time instead (``ts_event_ns <= T``);
@@ -22,13 +52,15 @@ At each step, in topology order (feedback rings ignored):
    and latency rings: records due by ``T``), then market data, then the rest in ring order
    — one ``process`` call per non-empty input, with its clock at ``T`` plus the sampled
    ``compute`` latency of each hop before it; then ``pending`` / ``emit`` (kill switch,
-   cancel-alls, released venue reports);
+   cancel-alls);
 3. the venue merges its two inputs in time order: market data at each record's event time,
    each order at its arrival time ``ts_order_ns + order latency`` (orders arriving after
    ``T`` wait for a later step), so an order meets exactly the liquidity that was there
-   when it arrived. Its reports travel back due at ``ts_venue_ns + latency_ns + report
-   latency``.
+   when it arrived; then it releases the reports due by ``T`` (in both modes a report's
+   release time is itself a step). Its reports travel back due at ``ts_venue_ns +
+   latency_ns + report latency``.
 
+Stages react on the grid: orders, cancels and fills land up to a step late.
 Records written to a feedback ring reach its consumer at the next step. A sink stage
 (no outputs: persistence) is called once ``SINK_BATCH`` records wait for it, and at the
 end, so the journal gets few large frames. Latencies are drawn
@@ -54,18 +86,33 @@ import numpy as np
 from numba import njit
 
 from bot4.pipeline.topology import RingSpec, StageSpec, Topology, load_topology
-from bot4.records import MARKET_DATA, MD_QUOTE, RECORD_TYPES
+from bot4.records import MARKET_DATA, MD_QUOTE, MDF_BOOK_STALE, RECORD_TYPES
 from bot4.records.errors import Bot4Error, Code
-from bot4.replay.latency import LatencyConfig, LatencyModel, trailing_load
+from bot4.replay.latency import Constant, LatencyConfig, LatencyModel, trailing_load
 from bot4.replay.progress import Progress
 from bot4.replay.sources import CHUNK, DataSource
 from bot4.stages.base import Stage
-from bot4.venue.matching import next_release_ns
+from bot4.venue.matching import next_release_ns, venue_md_until_report_kernel
+
+try:  # the risk state's layout (its own module since issue 13)
+    from bot4.risk.layout import (
+        I_MD_NS,
+        I_STALE,
+        L_KNOWN,
+        X_FEED_GONE,
+        X_LAST_MD_NS,
+        X_NEXT_RESET_NS,
+    )
+except ImportError:  # pragma: no cover - before the split
+    from bot4.risk.checks import I_MD_NS, I_STALE, X_FEED_GONE, X_LAST_MD_NS, X_NEXT_RESET_NS
+    from bot4.risk.limits import L_KNOWN
 
 __all__ = ["DeterministicReplay", "ReplayResult", "SimClock"]
 
 SOURCE_KINDS = ("md", "synthetic-md", "test-source")
 SINK_BATCH = 4096  # records a sink stage (persistence) waits for before it is called
+WINDOW = 16384  # market data records per stage call in an event-exact window
+_FAR = 1 << 62  # "no time" on the simulated axis (ns)
 
 
 @njit(nogil=True, cache=True)
@@ -108,6 +155,28 @@ def _stamp_chunk(dst, chunk, lat, seq0, last_recv, recv, event):
         recv[k] = t
         event[k] = e
     return last_recv
+
+
+@njit(nogil=True, cache=True)
+def _restamp_arrivals(md, off, inst_st, acct, ilim, last_before):
+    """After the risk stage applied a window of market data in one call at the window's
+    last clock: each known instrument's arrival stamp (``I_MD_NS``) set to its last
+    record's own delivery time (``ts_recv_ns + off``, at least 1) and the newest arrival
+    (``X_LAST_MD_NS``) to the latest of them (``last_before``: its value before the call),
+    as record-by-record delivery leaves them. Prices, references (stamped from the
+    records' ``ts_recv_ns``) and marks are the same either way."""
+    n_inst = ilim.shape[0]
+    last = last_before
+    for k in range(md.shape[0]):
+        r = md[k]
+        inst = np.int64(r.instrument)
+        if inst <= 0 or inst >= n_inst or ilim[inst, L_KNOWN] == 0:
+            continue
+        t = max(np.int64(r.ts_recv_ns) + off, np.int64(1))
+        inst_st[inst, I_MD_NS] = t
+        if t > last:
+            last = t
+    acct[X_LAST_MD_NS] = last
 
 
 class SimClock:
@@ -239,6 +308,9 @@ class _Node:
     has_pending: bool = False  # the stage sends records of its own (pending / emit)
     venue_inputs: tuple = (None, None)  # the venue: (order input, market data input)
     sink: bool = False  # no outputs (persistence): fed in batches of SINK_BATCH records
+    ahead: bool = False  # event-exact: reads the whole feed ahead of time (signals)
+    window_input: int = -1  # event-exact: its feed input, applied a window at a time (risk)
+    off: int = 0  # event-exact: the constant compute latency of the hops up to it (ns)
     seq: int = 1
     counts: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))
     now: int = 0
@@ -283,14 +355,15 @@ class DeterministicReplay:
         topology: Topology | None = None,
         latency: LatencyConfig | None = None,
         seed: int = 1,
-        step_ns: int = 100_000,
+        step_ns: int = 0,
         max_batch: int = 4096,
         interval_ns: int = 60_000_000_000,
         progress=None,
     ) -> None:
-        if step_ns <= 0 or max_batch <= 0 or interval_ns <= 0:
+        if step_ns < 0 or max_batch <= 0 or interval_ns <= 0:
             raise Bot4Error(
-                "replay: step_ns, max_batch and interval_ns must be > 0", Code.CONFIG_INVALID
+                "replay: step_ns must be >= 0 (0: event-exact), max_batch and interval_ns > 0",
+                Code.CONFIG_INVALID,
             )
         self.source = source
         self.out_dir = Path(out_dir)
@@ -298,6 +371,14 @@ class DeterministicReplay:
         self.latency = latency or LatencyConfig()
         self.seed = int(seed)
         self.step_ns = int(step_ns)
+        self.exact = self.step_ns == 0
+        if self.exact and not isinstance(self.latency.compute, Constant):
+            raise Bot4Error(
+                "replay: event-exact time takes a constant compute latency (--latency "
+                f"compute=const:..., got {self.latency.compute.describe()}); give --step for "
+                "a stepped run",
+                Code.CONFIG_INVALID,
+            )
         self.max_batch = int(max_batch)
         self.interval_ns = int(interval_ns)
         self.progress = Progress(source.total, progress) if progress is not None else None
@@ -498,6 +579,11 @@ class DeterministicReplay:
         self.cs -= drop
         self.cv -= drop
         self.base += drop
+        if self.exact:
+            self.ca = max(0, self.ca - drop)
+            if self.window_nodes:
+                flags = self.buf["flags"] & MDF_BOOK_STALE
+                self.flag_abs = self.base + np.flatnonzero(flags).astype(np.int64)
         return True
 
     def _load_at(self, at: np.ndarray) -> np.ndarray:
@@ -526,7 +612,11 @@ class DeterministicReplay:
         return getattr(self, cursor), end
 
     # -- stage calls --------------------------------------------------------------------------
-    def _call(self, node: _Node, i: int, batch: np.ndarray) -> None:
+    def _call(self, node: _Node, i: int, batch: np.ndarray, restamp: int | None = None) -> None:
+        """``process`` one batch, outputs committed at the clock. ``restamp``: the
+        outputs' ``ts_signal_ns`` set to their own ``ts_recv_ns`` + ``restamp`` (a stage
+        read ahead of time whose only use of the clock is that stamp: each record's
+        output as if it had been processed at its own delivery time)."""
         st = node.stage
         mo = st.max_out_per_in
         need = len(batch) * mo + 16
@@ -537,8 +627,11 @@ class DeterministicReplay:
         node.calls += 1
         node.records_in += len(batch)
         t = self.clock.t
-        for ch, k in zip(node.outputs, counts.tolist(), strict=False):  # to the last output
+        for ch, view, k in zip(node.outputs, views, counts.tolist(), strict=False):
             if k:
+                if restamp is not None:
+                    out = view[:k]
+                    out["ts_signal_ns"] = out["ts_recv_ns"] + restamp
                 ch.commit(k, t)
                 node.records_out += k
 
@@ -582,6 +675,8 @@ class DeterministicReplay:
         self.clock.t = node.now
         for i, code, ch in node.plan:
             if code == 0:
+                if node.ahead:
+                    continue  # read ahead of time (event-exact)
                 batch = feed
             elif code == 1:
                 batch = vfeed
@@ -621,10 +716,30 @@ class DeterministicReplay:
             self._call(node, mi, md[pos:])
         self.clock.t = max(node.now, T)
         node.now = self.clock.t
-        self._emit(node)
+        self._release(node)
+
+    def _release(self, node: _Node) -> None:
+        """The venue's reports due by the clock, released now: each at the step of its
+        release time (a candidate of every step choice), not at the live loop's polling
+        interval (``VenueStage.pending``)."""
+        st = node.stage
+        want = st.venue.pending
+        if not want or next_release_ns(st.state) > self.clock.t:
+            return
+        views = [ch.room(want) for ch in node.outputs]
+        counts = node.counts
+        counts.fill(0)
+        node.seq = st.poll(self.clock.t, views, counts, node.seq)
+        t = self.clock.t
+        for ch, k in zip(node.outputs, counts.tolist(), strict=False):
+            if k:
+                ch.commit(k, t)
+                node.records_out += k
 
     # -- the run ------------------------------------------------------------------------------
     def _next_time(self, T: int) -> int | None:
+        if self.exact:
+            return self._next_exact(T)
         cands = []
         r, v = self._next_feed_times()
         if r is not None:
@@ -697,45 +812,14 @@ class DeterministicReplay:
         self.mark_t: list[int] = []
         self.mark_v: dict[int, list[int]] = {}
         self.next_mark = (self.source.first_ns // self.interval_ns + 1) * self.interval_ns
-        compute = self.latency.compute
-        use_compute = not (hasattr(compute, "ns") and compute.ns == 0)
-        n_hops = len(self.nodes) + 1
         order = list(self.nodes.values())
         persist = [n for n in order if n.kind == "persistence"]
-        T = -(1 << 62)
-        steps = 0
-        delivered = 0
+        self.delivered = 0
         try:
-            while True:
-                self._pinned = -1  # the last step's views are dead
-                Tn = self._next_time(T)
-                if Tn is None:
-                    break
-                s0, e0 = self._feed_upto(Tn, "cs")
-                if e0 - s0 > self.max_batch:
-                    e0 = s0 + self.max_batch
-                    Tn = max(int(self.recv[e0 - 1]), T + 1)
-                T = Tn
-                feed = self.buf[s0:e0]
-                self._pinned = self._cur
-                self.cs = e0
-                if self.venue is not None:
-                    v0, v1 = self._feed_upto(T, "cv")
-                    vfeed = self.buf[v0:v1]
-                    self.cv = v1
-                else:
-                    self.cv = self.cs
-                    vfeed = feed[:0]
-                if len(feed):
-                    self._sample_marks(int(feed["ts_recv_ns"][0]) - 1)
-                    self._track_quotes(feed)
-                hop_ns = compute.sample(self.rng_compute, n_hops) if use_compute else None
-                for node in order:
-                    self._run_node(node, T, hop_ns, feed, vfeed)
-                steps += 1
-                delivered += len(feed)
-                if self.progress is not None and steps & 63 == 0:
-                    self.progress.update(self.base + self.cs)
+            if self.exact:
+                T, steps = self._run_exact(order)
+            else:
+                T, steps = self._run_stepped(order)
             self._sample_marks(T)
             self._drain(order, persist, T)
         finally:
@@ -743,6 +827,7 @@ class DeterministicReplay:
                 w = getattr(node.stage, "writer", None)
                 if w is not None:
                     w.close()
+        delivered = self.delivered
         if self.progress is not None:
             self.progress.done(self.base + self.cs)
         marks = {i: self._final_mark(i) for i in self.mark_insts}
@@ -765,6 +850,306 @@ class DeterministicReplay:
             series,
             self.describe(),
         )
+
+    def _run_stepped(self, order: list[_Node]) -> tuple[int, int]:
+        """Steps on the grid of ``step_ns`` (module doc); returns the last step's time and
+        the number of steps."""
+        compute = self.latency.compute
+        use_compute = not (hasattr(compute, "ns") and compute.ns == 0)
+        n_hops = len(self.nodes) + 1
+        T = -(1 << 62)
+        steps = 0
+        while True:
+            self._pinned = -1  # the last step's views are dead
+            Tn = self._next_time(T)
+            if Tn is None:
+                break
+            s0, e0 = self._feed_upto(Tn, "cs")
+            if e0 - s0 > self.max_batch:
+                e0 = s0 + self.max_batch
+                Tn = max(int(self.recv[e0 - 1]), T + 1)
+            T = Tn
+            feed = self.buf[s0:e0]
+            self._pinned = self._cur
+            self.cs = e0
+            if self.venue is not None:
+                v0, v1 = self._feed_upto(T, "cv")
+                vfeed = self.buf[v0:v1]
+                self.cv = v1
+            else:
+                self.cv = self.cs
+                vfeed = feed[:0]
+            if len(feed):
+                self._sample_marks(int(feed["ts_recv_ns"][0]) - 1)
+                self._track_quotes(feed)
+            hop_ns = compute.sample(self.rng_compute, n_hops) if use_compute else None
+            for node in order:
+                self._run_node(node, T, hop_ns, feed, vfeed)
+            steps += 1
+            self.delivered += len(feed)
+            if self.progress is not None and steps & 63 == 0:
+                self.progress.update(self.base + self.cs)
+        return T, steps
+
+    # -- event-exact time ---------------------------------------------------------------------
+    def _exact_setup(self, order: list[_Node]) -> None:
+        """Which stages read market data a window at a time (module doc, event-exact time):
+        a signals stage without a model router reads the whole feed ahead (its clock is
+        only the ``ts_signal_ns`` stamp, set per record; its intents wait in a delay line
+        until their own time); the risk stage applies the market data between two events
+        in one call (arrival stamps set per record afterwards); the venue applies it on
+        the exchange's clock, stopping at a record that fills one of ours. Any other
+        consumer of the feed makes every feed record an event of its own."""
+        c = int(self.latency.compute.ns)
+        self.hop_const = np.full(len(self.nodes) + 1, c, np.int64) if c else None
+        self.ahead_nodes: list[_Node] = []
+        self.window_nodes: list[_Node] = []
+        self.feed_each = False
+        for node in order:
+            feeds = [i for i, ch in enumerate(node.inputs) if ch == "feed"]
+            if not feeds:
+                continue
+            node.off = node.hop * c
+            st = node.stage
+            if (
+                node.kind == "signals"
+                and len(node.inputs) == 1
+                and getattr(st, "router", 1) is None
+                and all(isinstance(ch, _Direct) for ch in node.outputs)
+                and all("ts_signal_ns" in (ch.buf.dtype.names or ()) for ch in node.outputs)
+            ):
+                node.ahead = True
+                self.ahead_nodes.append(node)
+                for old in list(node.outputs):
+                    self._retime(old, _Delay(old.buf.dtype, None, None, "ts_recv_ns", 0))
+            elif node.kind == "risk" and hasattr(st, "book") and len(feeds) == 1:
+                node.window_input = feeds[0]
+                self.window_nodes.append(node)
+            else:
+                self.feed_each = True
+        v = self.venue
+        self.venue_window = (
+            v is not None
+            and v.venue_inputs[1] is not None
+            and getattr(v.stage, "heartbeat", 0) is None
+            and getattr(v.stage, "md_time", "") == "event"
+        )
+        self.vfeed_each = v is not None and v.venue_inputs[1] is not None and not self.venue_window
+        self.ca = 0  # the read-ahead cursor into buf (>= cs)
+        self.flag_abs = np.zeros(0, np.int64)  # stream positions of MDF_BOOK_STALE records
+
+    def _retime(self, old, new) -> None:
+        """Replace channel ``old`` by ``new`` everywhere (a same-step ring becomes a delay
+        line keyed by each record's own time)."""
+        for n in self.nodes.values():
+            n.inputs = [new if ch is old else ch for ch in n.inputs]
+            n.outputs = [new if ch is old else ch for ch in n.outputs]
+            n.plan = [(i, code, new if ch is old else ch) for i, code, ch in n.plan]
+        for k, ch in list(self.channels.items()):
+            if ch is old:
+                self.channels[k] = new
+        self.delays.append(new)
+
+    def _ahead_all(self) -> None:
+        """The read-ahead stages over every feed record buffered and not yet read."""
+        n = len(self.buf)
+        if self.ca >= n:
+            return
+        for node in self.ahead_nodes:
+            s = self.ca
+            while s < n:
+                e = min(n, s + WINDOW)
+                node.now = max(node.now, int(self.recv[e - 1]) + node.off)
+                self.clock.t = node.now
+                self._call(node, 0, self.buf[s:e], restamp=node.off)
+                s = e
+        self.ca = n
+
+    def _first_event_at(self, t: int) -> int | None:
+        """The first time >= ``t`` at which a record is delivered (to the strategy or,
+        by event time, to the venue) among those not yet delivered; None past the buffer."""
+        best = None
+        r = self.recv[self.cs :]
+        j = int(r.searchsorted(t))
+        if j < len(r):
+            best = int(r[j])
+        if self.venue is not None:
+            e = self.event[self.cv :]
+            j = int(e.searchsorted(t))
+            if j < len(e) and (best is None or int(e[j]) < best):
+                best = int(e[j])
+        return best
+
+    def _next_exact(self, T: int) -> int | None:
+        """The next time after ``T`` at which something other than market data reaching
+        the windowed stages happens: a record due in a delay line (intents at their
+        market data's receive time, orders at the venue, reports back, feedback), a venue
+        report's release, the risk stage's next staleness check or daily reset, a feed
+        record flagged ``MDF_BOOK_STALE`` or, while an instrument is in a stale episode,
+        every feed record; every feed record when a stage that is not windowed reads it.
+        A time not after ``T`` becomes ``T + 1`` (a feedback ring: 1 ns later, as a 1 ns
+        step has it)."""
+        cands = []
+        for ch in self.delays:
+            d = ch.next_due()
+            if d is not None:
+                cands.append(d)
+        if self.venue is not None:
+            d = next_release_ns(self.venue.stage.state)
+            if d >= 0:
+                cands.append(d)
+        n = len(self.buf)
+        every = self.feed_each
+        for node in self.window_nodes:
+            st = node.stage
+            book = st.book
+            due = _FAR
+            if getattr(st, "stale_every", 0):
+                due = int(st._stale_due)
+            nxt = int(book.acct[X_NEXT_RESET_NS])
+            if nxt > 0:
+                due = min(due, nxt)
+            if due < _FAR:
+                x = self._first_event_at(due - node.off)
+                if x is not None:
+                    cands.append(x)
+            if book.acct[X_FEED_GONE] != 0 or (book.inst[:, I_STALE] != 0).any():
+                every = True  # the next record ends the episode: at its own time
+        if every and self.cs < n:
+            cands.append(int(self.recv[self.cs]))
+        if self.vfeed_each and self.cv < n:
+            cands.append(int(self.event[self.cv]))
+        if self.window_nodes and len(self.flag_abs):
+            j = int(self.flag_abs.searchsorted(self.base + self.cs))
+            if j < len(self.flag_abs):
+                cands.append(int(self.recv[int(self.flag_abs[j]) - self.base]))
+        if not cands:
+            return None
+        t = min(cands)
+        return t if t > T else T + 1
+
+    def _horizon(self) -> int | None:
+        """Records not yet buffered are delivered no earlier than this (None: the source
+        is exhausted, everything is buffered)."""
+        if self.exhausted:
+            return None
+        if not len(self.buf):
+            return -_FAR
+        return min(int(self.recv[-1]), int(self.event[-1]))
+
+    def _window(self, W: int) -> int:
+        """Market data delivered strictly before ``W`` to the windowed stages: the venue
+        first (it stops at a record that queued a report: ``W`` becomes that report's
+        release time, when something may next reach the rest of the pipeline), then the
+        risk stage and the marks. Returns ``W``."""
+        v = self.venue
+        if self.venue_window:
+            st = v.stage.state
+            n = len(self.buf)
+            while self.cv < n:
+                e = int(self.event[self.cv :].searchsorted(W)) + self.cv
+                if e <= self.cv:
+                    break
+                e = min(e, self.cv + WINDOW)
+                k = int(venue_md_until_report_kernel(st, self.buf[self.cv : e], v.now))
+                t = int(self.event[self.cv + k - 1])
+                if t > v.now:
+                    v.now = t
+                self.cv += k
+                r = next_release_ns(st)
+                if 0 <= r < W:
+                    W = r
+        elif v is not None and not self.vfeed_each:  # a venue without market data
+            self.cv = max(self.cv, int(self.event[self.cv :].searchsorted(W)) + self.cv)
+        s = self.cs
+        e = int(self.recv[s:].searchsorted(W)) + s
+        if e <= s:
+            return W
+        recv = self.recv
+        j = s
+        while j < e:  # the marks: a boundary b samples the quotes received by b
+            self._sample_marks(int(recv[j]) - 1)
+            k = min(e, int(recv[j:e].searchsorted(self.next_mark, side="right")) + j)
+            self._track_quotes(self.buf[j:k])
+            j = k
+        for node in self.window_nodes:
+            book = node.stage.book
+            ilim = node.stage.arrays.ilim
+            a = s
+            while a < e:
+                b = min(e, a + WINDOW)
+                batch = self.buf[a:b]
+                last = int(book.acct[X_LAST_MD_NS])
+                node.now = max(node.now, int(recv[b - 1]) + node.off)
+                self.clock.t = node.now
+                self._call(node, node.window_input, batch)
+                _restamp_arrivals(batch, node.off, book.inst, book.acct, ilim, last)
+                a = b
+        self.delivered += e - s
+        self.cs = e
+        if v is None:
+            self.cv = self.cs
+        return W
+
+    def _run_exact(self, order: list[_Node]) -> tuple[int, int]:
+        """Event-exact time (module doc): windows of market data between events, and a
+        step at each event's own time. Returns the last step's time and the steps."""
+        self._exact_setup(order)
+        hop = self.hop_const
+        T = -_FAR
+        steps = 0
+        while True:
+            self._pinned = -1
+            self._ahead_all()
+            W = self._next_exact(T)
+            H = self._horizon()
+            if H is not None and (W is None or W >= H):
+                W2 = self._window(H)
+                if W2 >= H:  # the buffer is used up to H: read on
+                    self._more()
+                    if self.progress is not None:
+                        self.progress.update(self.base + self.cs)
+                    continue
+                W = W2
+            elif W is None:
+                W = self._window(_FAR)
+                if W >= _FAR:
+                    break
+            else:
+                W = self._window(W)
+            T = W
+            s0, e0 = self._feed_upto(T, "cs")
+            if e0 > self.ca:
+                self._ahead_all()
+            feed = self.buf[s0:e0]
+            self._pinned = self._cur
+            self.cs = e0
+            if self.venue is not None:
+                v0, v1 = self._feed_upto(T, "cv")
+                vfeed = self.buf[v0:v1]
+                self.cv = v1
+            else:
+                self.cv = self.cs
+                vfeed = feed[:0]
+            if len(feed):
+                self._sample_marks(int(feed["ts_recv_ns"][0]) - 1)
+                self._track_quotes(feed)
+            for node in order:
+                self._run_node(node, T, hop, feed, vfeed)
+            steps += 1
+            self.delivered += len(feed)
+            if self.progress is not None and steps & 63 == 0:
+                self.progress.update(self.base + self.cs)
+        if len(self.buf):  # the last record's time ends the run, as a 1 ns step has it
+            T = max(T, int(self.recv[-1]))
+            if self.venue is not None:
+                T = max(T, int(self.event[-1]))
+        for node in order:  # each stage's clock as that last step leaves it
+            if node is self.venue:
+                node.now = max(node.now, T)
+            elif not node.sink:
+                node.now = max(node.now, T + node.hop * int(self.latency.compute.ns))
+        return T, steps
 
     def _final_mark(self, inst: int) -> int:
         b, a = int(self.last_bid[inst]), int(self.last_ask[inst])

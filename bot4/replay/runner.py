@@ -41,7 +41,7 @@ def replay(
     latency: LatencyConfig | None = None,
     seed: int = 1,
     speed: float = 0.0,
-    step_ns: int = 100_000,
+    step_ns: int = 0,
     max_batch: int = 4096,
     interval_ns: int = 60_000_000_000,
     progress=sys.stderr,

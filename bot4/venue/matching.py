@@ -205,6 +205,7 @@ __all__ = [
     "venue_md_event_time_kernel",
     "venue_md_kernel",
     "venue_md_release_kernel",
+    "venue_md_until_report_kernel",
     "venue_order_kernel",
     "venue_release_kernel",
 ]
@@ -1681,6 +1682,35 @@ def _md_batch(st, md, now_ns, event_time):
             now = t if t > 0 else now_ns
         _md_one(st, r, now)
     return v[S_REPORTS] - before
+
+
+@njit(nogil=True, cache=True)
+def venue_md_until_report_kernel(st, md, now_ns):
+    """``venue_md_event_time_kernel`` that stops after the first record that queued a
+    report (a fill of ours): returns the records applied (``md.shape[0]`` when none
+    did). The event-exact replay applies a window of market data in one call this way
+    and learns, at the record that caused it, when the next report is due: nothing else
+    can reach the venue before then (``bot4.replay.engine``)."""
+    st = _borrow(st)
+    pool = st[0]
+    free = st[1]
+    levels = st[2]
+    nlev = st[3]
+    books = st[4]
+    ext_keys = st[7]
+    ext_vals = st[8]
+    v = st[11]
+    for i in range(md.shape[0]):
+        v[S_MD_IN] += 1
+        r = md[i]
+        if _md_quote_fast(pool, free, levels, nlev, books, ext_keys, ext_vals, v, r):
+            continue
+        before = v[S_REPORTS]
+        t = r.ts_event_ns
+        _md_one(st, r, t if t > 0 else now_ns)
+        if v[S_REPORTS] != before:
+            return i + 1
+    return md.shape[0]
 
 
 @njit(nogil=True, cache=True)
