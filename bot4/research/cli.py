@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 __all__ = ["add_parser", "cmd_sweep"]
@@ -158,6 +159,9 @@ def cmd_sweep(args) -> int:
     from bot4.research.space import SpaceError
     from bot4.research.sweep import run_sweep
 
+    # SIGTERM ends the sweep as Ctrl-C does: through the finally blocks, so a Ray this
+    # sweep started is shut down (a SIGKILLed driver leaves Ray's two agent processes behind)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         cfg = config_from_args(args)
         LatencyConfig.from_specs(cfg.latency)  # a malformed fixed model: before any run
