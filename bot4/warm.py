@@ -138,6 +138,13 @@ def jobs_for(topology) -> list[Job]:
         if recorded and "marketdata" not in seen:
             seen.add("marketdata")
             jobs.append(Job("market data readers", "_job_marketdata", (), 15.0))
+    for g in topology.groups:
+        stage_jobs = [j for j in jobs if j.fn == "_job_stage"]
+        kinds = [topology.stage(m).kind for m in g.members]
+        if "hot path" not in seen and kinds == ["signals", "risk", "orders"]:
+            seen.add("hot path")  # bot4.stages.hotloop.HOT_KINDS, wired as the default
+            after = tuple(j.name for j in stage_jobs if j.args[0] in kinds)
+            jobs.append(Job("hot path group cycle", "_job_hot_path", (), 20.0, after=after))
     types = sorted({r.type for r in topology.rings})
     if types:
         jobs.append(
@@ -175,6 +182,9 @@ def all_jobs() -> list[Job]:
         Job("latency histogram", "_job_histogram", (), 0.5),
         Job("operator log", "_job_operator_log", (), 1.0),
     ]
+    hot = ("signals", "risk", "orders")
+    after = tuple(j.name for j in jobs if j.fn == "_job_stage" and j.args[0] in hot)
+    jobs.append(Job("hot path group cycle", "_job_hot_path", (), 20.0, after=after))
     jobs = _longest_first(jobs)
     # the replay runs the default topology's stages in-process: after they are cached
     jobs.append(Job("replay engine", "_job_replay", (), 2.0, after=tuple(j.name for j in jobs)))
@@ -305,6 +315,15 @@ def _job_rings(*types: str) -> int:
         finally:
             Segment.unlink(name)
     return n
+
+
+def _job_hot_path() -> int:
+    """The compiled duty cycle of a signals -> risk -> orders group
+    (``bot4.stages.hotloop``), for the default wiring; after those stages' own jobs, so
+    their kernels load from the cache."""
+    from bot4.stages import hotloop
+
+    return hotloop.warm()
 
 
 def _job_operator_log() -> int:

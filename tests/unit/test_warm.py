@@ -28,6 +28,8 @@ def test_default_topology_jobs_are_its_stages_and_ring_types_only():
     )
     assert not {"_job_replay", "_job_marketdata", "_job_histogram"} & {j.fn for j in jobs}
     assert "_job_operator_log" in {j.fn for j in jobs}  # what persistence reads
+    (hot,) = [j for j in jobs if j.fn == "_job_hot_path"]  # the [[group]] hot
+    assert {n.split()[1] for n in hot.after} == {"signals", "risk", "orders"}
     # the venue's two inputs compile on two workers, after its setup alone
     venue = [j for j in jobs if j.args[:1] == ("venue",)]
     setup = [j for j in venue if j.args[3] == ()]
