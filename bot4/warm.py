@@ -163,7 +163,8 @@ def jobs_for(topology) -> list[Job]:
 def all_jobs() -> list[Job]:
     """Every kernel bot4 has: every stage kind (relay and count-sink for every record
     type), every ring type's ring operations, the depth and histogram kernels, the
-    market data readers, then a short replay through the default topology."""
+    market data readers, the hot path group's cycle, the default topology's jobs, then
+    a short replay through the default topology."""
     from bot4.stages import KINDS
 
     jobs: list[Job] = []
@@ -185,6 +186,16 @@ def all_jobs() -> list[Job]:
     hot = ("signals", "risk", "orders")
     after = tuple(j.name for j in jobs if j.fn == "_job_stage" and j.args[0] in hot)
     jobs.append(Job("hot path group cycle", "_job_hot_path", (), 20.0, after=after))
+    # and the default topology's own jobs, so that its first `bot4 run` finds them warm
+    from bot4.pipeline.topology import load_topology
+
+    have = {j.ident for j in jobs}
+    names = {j.name for j in jobs}
+    for j in jobs_for(load_topology(None)):
+        if j.ident not in have:
+            name = j.name if j.name not in names else f"{j.name} (default topology)"
+            after = tuple(a if a not in names else f"{a} (default topology)" for a in j.after)
+            jobs.append(Job(name, j.fn, j.args, j.weight, after))
     jobs = _longest_first(jobs)
     # the replay runs the default topology's stages in-process: after they are cached
     jobs.append(Job("replay engine", "_job_replay", (), 2.0, after=tuple(j.name for j in jobs)))
