@@ -72,6 +72,7 @@ def run_replay(src, step_ns: int = STEP_NS) -> dict:
         "steps": r.steps,
         "fills": int(r.summaries["venue"]["fills"]),
         "intents": int(r.summaries["signals"]["intents"]),
+        "orders": int(r.summaries["orders"]["counters"]["new_sent"]),
     }
 
 
