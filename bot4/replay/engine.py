@@ -311,6 +311,8 @@ class _Node:
     ahead: bool = False  # event-exact: reads the whole feed ahead of time (signals)
     window_input: int = -1  # event-exact: its feed input, applied a window at a time (risk)
     off: int = 0  # event-exact: the constant compute latency of the hops up to it (ns)
+    first: list = field(default_factory=list)  # event-exact: rings read before its feed
+    trigger: tuple = (None, None)  # event-exact: (time, first event at or after it) cached
     seq: int = 1
     counts: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))
     now: int = 0
@@ -636,7 +638,7 @@ class DeterministicReplay:
                 node.records_out += k
 
     def _emit(self, node: _Node) -> None:
-        if not node.has_pending:
+        if not node.has_pending or node.ahead:  # read ahead: no router, nothing pending
             return
         st = node.stage
         want = st.pending(self.clock.t)
@@ -924,6 +926,8 @@ class DeterministicReplay:
                     self._retime(old, _Delay(old.buf.dtype, None, None, "ts_recv_ns", 0))
             elif node.kind == "risk" and hasattr(st, "book") and len(feeds) == 1:
                 node.window_input = feeds[0]
+                k = next(j for j, (i, _c, _ch) in enumerate(node.plan) if i == feeds[0])
+                node.first = [ch for _i, code, ch in node.plan[:k] if code == 2]
                 self.window_nodes.append(node)
             else:
                 self.feed_each = True
@@ -1010,10 +1014,15 @@ class DeterministicReplay:
             if nxt > 0:
                 due = min(due, nxt)
             if due < _FAR:
-                x = self._first_event_at(due - node.off)
+                target, x = node.trigger
+                if target != due - node.off or x is None or x <= T:
+                    # the first event time at or after the target among undelivered
+                    # records: unchanged while the target is and that time is ahead
+                    x = self._first_event_at(due - node.off)
+                    node.trigger = (due - node.off, x)
                 if x is not None:
                     cands.append(x)
-            if book.acct[X_FEED_GONE] != 0 or (book.inst[:, I_STALE] != 0).any():
+            if book.acct[X_FEED_GONE] != 0 or book.inst[:, I_STALE].any():
                 every = True  # the next record ends the episode: at its own time
         if every and self.cs < n:
             cands.append(int(self.recv[self.cs]))
@@ -1047,7 +1056,9 @@ class DeterministicReplay:
             st = v.stage.state
             n = len(self.buf)
             while self.cv < n:
-                e = int(self.event[self.cv :].searchsorted(W)) + self.cv
+                # records at W itself too: the step at W applies them before its orders
+                # and its release all the same
+                e = int(self.event[self.cv :].searchsorted(W, side="right")) + self.cv
                 if e <= self.cv:
                     break
                 e = min(e, self.cv + WINDOW)
@@ -1062,7 +1073,14 @@ class DeterministicReplay:
         elif v is not None and not self.vfeed_each:  # a venue without market data
             self.cv = max(self.cv, int(self.event[self.cv :].searchsorted(W)) + self.cv)
         s = self.cs
-        e = int(self.recv[s:].searchsorted(W)) + s
+        # records received at W itself too, unless a windowed stage reads a delay line
+        # due by W (a step reads those first) or another stage reads the feed
+        at_w = not self.feed_each and all(
+            ch.next_due() is None or ch.next_due() > W
+            for node in self.window_nodes
+            for ch in node.first
+        )
+        e = int(self.recv[s:].searchsorted(W, side="right" if at_w else "left")) + s
         if e <= s:
             return W
         recv = self.recv
