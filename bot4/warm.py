@@ -124,8 +124,6 @@ def jobs_for(topology) -> list[Job]:
         outs = tuple(r.type for r in topology.outputs_of(s.name))
         if s.kind in ("persistence", "count-sink"):  # persistence runs count-sink's kernels
             key = ("count-sink", ins, ())
-        elif s.kind == "risk":
-            key = ("risk", (), ())  # warm_kernels: every input it takes
         else:
             key = (s.kind, ins, outs, _kernel_params(s.kind, s.params))
         if key not in seen:
@@ -175,7 +173,7 @@ def all_jobs() -> list[Job]:
         if kind == "relay":
             jobs += [j for t in RING_TYPES for j in _stage_jobs(kind, (t,), (t,))]
         else:
-            jobs += _stage_jobs(kind, ins, outs)
+            jobs += _stage_jobs(kind, ins, outs, _kernel_params(kind, {}))
     jobs += [
         Job(f"ring operations ({len(RING_TYPES)} types)", "_job_rings", tuple(RING_TYPES), 9.0),
         Job("market data readers", "_job_marketdata", (), 15.0),
@@ -206,6 +204,8 @@ def _kernel_params(kind: str, params: dict) -> tuple:
     """The params of a stage that choose which kernels it calls, as ``(key, value)``
     pairs for its warm job (the others stay at their defaults: a warm job must not read
     files or attach segments a param names)."""
+    if kind == "risk":
+        return (("shared", False),)  # process-local state: no shared segments to attach
     keys = {"venue": ("md_time", "disconnect_after_s")}.get(kind, ())
     return tuple((k, params[k]) for k in keys if k in params)
 
@@ -249,10 +249,6 @@ def _job_stage(kind: str, ins: tuple, outs: tuple, only: tuple | None, params: t
     from bot4.pipeline.topology import RingSpec, StageSpec
     from bot4.stages import KINDS
 
-    if kind == "risk":  # its setup attaches shared segments: its kernels directly
-        from bot4.stages.risk import warm_kernels
-
-        return warm_kernels()
     if kind == "test-sink":
         from bot4.stages.testing import _sink_kernel
 
