@@ -36,8 +36,10 @@ def _int_keys(x):
 
 def summary(log: str, stage: str, marker: str) -> dict:
     """The fields of a stage's ``stage_summary`` event in the text log (bot4.logs renders
-    them as ``summary=<JSON>``)."""
-    m = re.findall(rf"{stage}\[\d+\] INFO {marker}  summary=(\{{.*\}})", log)
+    them as ``summary=<JSON>``). The line's process is the stage's, or its group's (the
+    default topology runs signals, risk and orders in group ``hot``): the marker names the
+    stage."""
+    m = re.findall(rf"[\w-]+\[\d+\] INFO {marker}  summary=(\{{.*\}})", log)
     assert m, f"no '{marker}' line from {stage} in the log"
     return _int_keys(json.loads(m[-1]))
 
