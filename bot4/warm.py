@@ -142,7 +142,7 @@ def jobs_for(topology) -> list[Job]:
         if "hot path" not in seen and kinds == ["signals", "risk", "orders"]:
             seen.add("hot path")  # bot4.stages.hotloop.HOT_KINDS, wired as the default
             after = tuple(j.name for j in stage_jobs if j.args[0] in kinds)
-            jobs.append(Job("hot path group cycle", "_job_hot_path", (), 20.0, after=after))
+            jobs.append(Job("hot path group cycle", "_job_hot_path", (), 50.0, after=after))
     types = sorted({r.type for r in topology.rings})
     if types:
         jobs.append(
@@ -183,7 +183,7 @@ def all_jobs() -> list[Job]:
     ]
     hot = ("signals", "risk", "orders")
     after = tuple(j.name for j in jobs if j.fn == "_job_stage" and j.args[0] in hot)
-    jobs.append(Job("hot path group cycle", "_job_hot_path", (), 20.0, after=after))
+    jobs.append(Job("hot path group cycle", "_job_hot_path", (), 50.0, after=after))
     # and the default topology's own jobs, so that its first `bot4 run` finds them warm
     from bot4.pipeline.topology import load_topology
 

@@ -7,8 +7,11 @@ with ``NUMBA_CACHE_DIR`` an empty directory, so nothing compiled earlier (the tr
 ``__pycache__``, ``~/.cache/bot4/numba``) is reused. Runs, in one session:
 
 * ``before``  — what ``bot4 warm`` did before issue 17: every kernel compiled one after
-  another in one process, by ``bot4/warm.py`` of ``--before-warm`` (the commit before
-  the parallel warm) dropped into the same package copy;
+  another in one process: ``bot4.warm.warm()`` of the measured package (default,
+  ``--before-warm current``: today's kernel set, jobs run in-process in order), or
+  ``bot4/warm.py`` of git revision ``--before-warm REV`` dropped into the same copy (the
+  one before the parallel warm, ``b5ebd9a~1``, no longer runs on trees after the issue-13
+  layering commit: its risk recipe calls ``bot4.stages.risk.warm_kernels``, broken there);
 * ``serial``  — the default topology's jobs on one worker (``bot4 warm -j 1``);
 * ``after``   — ``bot4 warm`` (the default topology's jobs on every CPU);
 * ``all``     — ``bot4 warm --all`` (every kernel, every CPU);
@@ -174,9 +177,9 @@ def main() -> int:
     )
     ap.add_argument(
         "--before-warm",
-        default="b5ebd9a~1",
-        help="git revision whose bot4/warm.py is the 'before' (default: the one before the "
-        "parallel warm)",
+        default="current",
+        help="'current' (bot4.warm.warm(): every job in one process, in order) or a git "
+        "revision whose bot4/warm.py is the 'before' (b5ebd9a~1: before the parallel warm)",
     )
     ap.add_argument("--keep", help="work directory to keep (default: a temporary one, removed)")
     ap.add_argument("--duration", type=float, default=2.0, help="startup: seconds each run lasts")
@@ -201,7 +204,7 @@ def main() -> int:
             shutil.rmtree(d, ignore_errors=True)
             src = _copy_tree(d / "src", None if args.rev == "worktree" else args.rev)
             env = _env(src, d / "cache", d / "data")
-            if what == "before":
+            if what == "before" and args.before_warm != "current":
                 old = subprocess.run(
                     ["git", "-C", str(ROOT), "show", f"{args.before_warm}:bot4/warm.py"],
                     capture_output=True,
@@ -209,6 +212,7 @@ def main() -> int:
                     check=True,
                 ).stdout
                 (src / "bot4" / "warm.py").write_text(old)
+            if what == "before":
                 argv = [py, "-c", "import bot4.warm as w; print(w.warm(), 'entry points')"]
             else:
                 argv = [py, "-m", "bot4.cli", "warm", *j]
