@@ -62,7 +62,9 @@ GROUP_PARK_NS = 1_000_000  # longest park of a group (its heartbeat and control-
 SOURCE_PARK_NS = 200_000  # ... of a group with a source, which is driven by the clock
 DRAIN_REPLY_S = 5.0  # longest wait for the answers to a stage's shutdown records
 PY_ROUND_NS = 1_000_000  # a compiled group's members run their Python cycle this often
-BACKOFF_SPIN_NS = 50_000  # a compiled group's spin before backoff parks
+# a compiled group's spin before backoff parks: md's batches come ~250 us apart at 20 k
+# ticks/s, so a longer spin rarely catches one and was a third of the group's CPU
+BACKOFF_SPIN_NS = 10_000
 #: idle strategy -> (ns the compiled cycle spins without work, spinning with sched_yield,
 #: then parking inside the compiled cycle on every external input until data or its 1 ms
 #: deadline). The compiled cycle idles by itself: a producer's wake-up reaches the
@@ -618,20 +620,20 @@ class GroupRunner:
         self.local_stop = False
 
     def idle_strategy(self) -> str:
-        """The group's idle strategy, except that ``busy-spin`` becomes ``backoff`` where
-        another process of the pipeline is pinned to the group's core: a spinner would
-        take the core from it for whole scheduler ticks."""
+        """The group's idle strategy, except that ``busy-spin`` and ``yield`` become
+        ``backoff`` where another process of the pipeline is pinned to the group's core:
+        a spinner would take the core from it for whole scheduler ticks."""
         g = self.group
-        if g.idle != "busy-spin":
+        if g.idle not in ("busy-spin", "yield"):
             return g.idle
         for name, _members in self.topology.units():
             other = self.topology.group(name)
             core = other.core if other is not None else self.topology.stage(name).core
             if name != g.name and core == g.core:
-                log.info("group %s: core %d shared with %s: idle backoff, not busy-spin",
-                         g.name, g.core, name)  # fmt: skip
+                log.info("group %s: core %d shared with %s: idle backoff, not %s",
+                         g.name, g.core, name, g.idle)  # fmt: skip
                 return "backoff"
-        return "busy-spin"
+        return g.idle
 
     def run(self) -> int:
         from bot4.stages.hotloop import R_BAIL, R_STATE, HotPath
