@@ -67,11 +67,12 @@ BOUNDS: dict[str, tuple[str, str, str, float]] = {
     # tick-to-order of the default pipeline (md -> signals -> risk -> orders, 3 ring hops,
     # from the stamps on each order) vs the fair 3-hop mp.Queue chain above. The default
     # groups signals, risk and orders in one compiled duty cycle on core 1
-    # (docs/hotpath.md). Measured here, journal only, on the 2-core VM shared with other
-    # sessions: 14.6x at load ~3.5, but 0.0-0.1x at load 7-9, where the SCHED_OTHER group
-    # waits milliseconds for its core (SCHED_FIFO, not the default: 6.6-35x at load 9-18);
-    # before the group, 0.35-0.7x. Issue 15's 7x would flake on this machine's load, so
-    # the regression guard stays at 0.15x
+    # (docs/hotpath.md; idle yield). Measured here, journal only, on the 2-core VM shared
+    # with other sessions: 15.8-16.6x with core 1 free, 0.3-0.4x with another session's
+    # CPU-bound process on core 1 (the group shares it in scheduler slices), 0.0-0.1x for a
+    # parking group at load 7-9 (SCHED_FIFO, not the default: 6.6-35x at load 9-18);
+    # before the group, 0.35-0.7x. Issue 15's 7x would flake on this machine, so the
+    # regression guard stays at 0.15x
     "tick-to-order p50": ("tick-to-order", "p50_ns", "pipeline-mpq", 0.15),
     # the signals kernel (batches of 256) vs whole-array vectorised numpy on 200k quotes
     # (numpy's arrays stay in cache): measured ~4x here, 7-10x on 1 M quotes
