@@ -70,7 +70,7 @@ from bot4.shm.ring_ops import (
     producer_commit_nowake,
 )
 from bot4.shm.waitv import announce, end_park, futex_waitv, signal_address
-from bot4.stages.orders import C_EXEC_CONFLICT, execs_kernel, orders_kernel
+from bot4.stages.orders import execs_kernel, orders_kernel
 from bot4.stages.signals import signals_kernel
 
 R_DEADLINE, R_STATE, R_IDLE, R_BAIL = 0, 1, 2, 3
@@ -460,7 +460,7 @@ class HotPath:
     ``run`` copies each member's cursors and sequence number into its loop-state words,
     runs :func:`hot_cycle`, copies them back and adds the batches and records done; then
     the stages' Python follow-ups their ``process`` makes after a batch (risk: schedule
-    the next daily reset once one was applied; orders: alarm new exec-id conflicts).
+    the next daily reset once one was applied; orders: ``after_reports``).
     """
 
     def __init__(self, members: list, group_names: set[str]) -> None:
@@ -546,9 +546,7 @@ class HotPath:
             risk_stage = self.members[1].stage
             if risk_stage.book.reset_due:
                 risk_stage._schedule_reset()
-            oms_stage = self.members[2].stage
-            if oms_stage.oms.ctr[C_EXEC_CONFLICT] != oms_stage.conflicts_alarmed:
-                oms_stage._alarm_conflicts()
+            self.members[2].stage.after_reports()
         return int(reason), int(n)
 
     def to_python(self) -> None:

@@ -1184,13 +1184,21 @@ class OrdersStage(Stage):
             counts[2] = 0
         if keep:
             counts[3] = ne
+        self.after_reports()
+        return seq
+
+    def after_reports(self) -> None:
+        """What the stage does in Python after venue reports went through ``execs_kernel``
+        (``process``, and the group's compiled duty cycle, ``bot4.stages.hotloop``, after
+        its batches): finish a reconciliation, halt on a late disagreement, alarm new
+        exec-id conflicts."""
+        st = self.oms
         if self.recon == RECON_WAITING and st.ctr[C_RECON_OUTSTANDING] <= 0:
             self._finish_reconcile(self.clock())
         elif self.recon == RECON_READY and st.ctr[C_RECON_MISMATCH] != self.mismatches_seen:
             self._halt_disagreeing()  # a late answer that genuinely disagrees
         if st.ctr[C_EXEC_CONFLICT] != self.conflicts_alarmed:
             self._alarm_conflicts()
-        return seq
 
     def _alarm_conflicts(self) -> None:
         """New identity conflicts in the last batch: an ERROR and an alarm (``bot4 stats``)."""
