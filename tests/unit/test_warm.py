@@ -68,6 +68,6 @@ def test_a_process_that_compiles_says_so_once_and_a_cached_load_says_nothing(tmp
         )
         assert out.returncode == 0, out.stderr
         lines.append([ln for ln in out.stdout.splitlines() if ln.startswith("COLD")])
-    assert len(lines[0]) == 1 and "bot4.risk.accounting.pro_rata" in lines[0][0]
+    assert len(lines[0]) == 1 and ".accounting.pro_rata " in lines[0][0]
     assert str(tmp_path) in lines[0][0]
     assert lines[1] == []
