@@ -117,7 +117,7 @@ def decode_split() -> None:
 
     src = Path(itch.__file__).read_text().replace("cache=True", "cache=False")
     cut_orders = (
-        "    if orders_apply_kernel(ids, oqty, oprice, oside, oseq, live, ostats, out[n - 1 : n], 0) == 0:",
+        "    if orders_apply_kernel(otab, live, ostats, out[n - 1 : n], 0) == 0:",
         "    if False:",
     )
     cut_book = (
@@ -166,8 +166,8 @@ def decode_split() -> None:
             t0 = time.perf_counter()
             m.itch_decode_kernel(msgs, lens, seqs, recvs, 1, n, 0, out, 1, lm,
                                  np.zeros(1, np.uint64), np.zeros(1, np.int64), keys, sizes,
-                                 nlev, lst, lq, t.ids, t.qty, t.price, t.side, t.seq, t.live,
-                                 t.stats, np.zeros(8, np.int64), True)  # fmt: skip
+                                 nlev, lst, lq, t.tab, t.live, t.stats, np.zeros(8, np.int64),
+                                 True)  # fmt: skip
             best = min(best, time.perf_counter() - t0)
         os.unlink(path)
         print(f"  {name:16s} {n / best / 1e6:8.2f}")

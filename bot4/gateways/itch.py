@@ -48,10 +48,13 @@ from numba import njit
 from bot4.marketdata.book import (
     ASK,
     BID,
-    _lookup,
+    T_PX,
+    T_QTY,
+    T_SIDE,
     book_apply_kernel,
     orders_apply_kernel,
 )
+from bot4.nbkit import map_find
 from bot4.records import (
     MARKET_DATA,
     MD_BOOK_ADD,
@@ -366,12 +369,11 @@ def _quotes(out, n, seq0, mseq, ts, recv, inst, keys, sizes, nlev, last_q):
 
 
 @njit(nogil=True, cache=True)
-def _book_event(out, n, inst, keys, sizes, nlev, lstats, ids, oqty, oprice, oside, oseq, live,
-                ostats, dstats):  # fmt: skip
+def _book_event(out, n, inst, keys, sizes, nlev, lstats, otab, live, ostats, dstats):
     """Apply the record just written at ``out[n - 1]`` to the order table and the level
     book of its instrument (bot4.marketdata.book). False when an add did not fit."""
     r = out[n - 1]
-    if orders_apply_kernel(ids, oqty, oprice, oside, oseq, live, ostats, out[n - 1 : n], 0) == 0:
+    if orders_apply_kernel(otab, live, ostats, out[n - 1 : n], 0) == 0:
         dstats[DS_TABLE_FULL] += 1
         return False
     book_apply_kernel(keys[inst], sizes[inst], nlev[inst], lstats, r.kind, r.side, r.price, r.qty)
@@ -380,8 +382,8 @@ def _book_event(out, n, inst, keys, sizes, nlev, lstats, ids, oqty, oprice, osid
 
 @njit(nogil=True, cache=True)
 def itch_decode_kernel(msgs, lens, seqs, recvs, start, count, day_ns, out, seq0, locate_map,
-                       sym_keys, sym_ids, keys, sizes, nlev, lstats, last_q, ids, oqty, oprice,
-                       oside, oseq, live, ostats, dstats, emit):  # fmt: skip
+                       sym_keys, sym_ids, keys, sizes, nlev, lstats, last_q, otab, live, ostats,
+                       dstats, emit):  # fmt: skip
     """Decode messages ``start .. start + count - 1`` of the store (``msgs`` uint8[cap, 64],
     ``lens`` their lengths, ``seqs`` their MoldUDP64 sequence numbers, ``recvs`` receive
     stamps, ns; slot = index & (cap - 1)) into ``out`` (MARKET_DATA, room for
@@ -392,7 +394,8 @@ def itch_decode_kernel(msgs, lens, seqs, recvs, start, count, day_ns, out, seq0,
     not configured), filled from R messages whose stock matches ``sym_keys``
     (:func:`stock_key`) -> ``sym_ids``. Books: ``keys`` / ``sizes`` int64[books, 2, L],
     ``nlev`` int64[books, 2] (LevelBook arrays per instrument id), ``last_q`` int64[books,
-    2, 2] last quoted (price, size) per side; the order table arrays are an OrderTable's."""
+    2, 2] last quoted (price, size) per side; ``otab``, ``live``, ``ostats``: an
+    OrderTable's ``tab`` (the nbkit map of orders), ``live`` and ``stats``."""
     mask = msgs.shape[0] - 1
     n = 0
     for k in range(count):
@@ -433,25 +436,23 @@ def itch_decode_kernel(msgs, lens, seqs, recvs, start, count, day_ns, out, seq0,
             side = SIDE_BUY if b[19] == _B else SIDE_SELL
             w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_ADD, side,
                       np.int64(_u32(b, 32)), np.int64(_u32(b, 20)), _u64(b, 11), 0)  # fmt: skip
-            if not _book_event(o, w, inst, keys, sizes, nlev, lstats, ids, oqty, oprice, oside,
-                               oseq, live, ostats, dstats):  # fmt: skip
+            if not _book_event(o, w, inst, keys, sizes, nlev, lstats, otab, live, ostats, dstats):
                 w -= 1
                 continue
             w = _quotes(o, w, seq0, mseq, ts, recv, inst, keys, sizes, nlev, last_q)
         elif t in (_E, _C, _X, _D, _U):
             ref = _u64(b, 11)
-            j = _lookup(ids, ref)
+            j = map_find(otab, ref)
             if j < 0:
                 dstats[DS_UNKNOWN_REF] += 1
                 continue
-            px = oprice[j]
-            sd = np.int64(oside[j])
-            left = oqty[j]
+            px = otab[j, T_PX]
+            sd = otab[j, T_SIDE]
+            left = otab[j, T_QTY]
             if t in (_E, _C):
                 q = np.int64(_u32(b, 19))
                 w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_EXEC, sd, px, q, ref, 0)
-                _book_event(o, w, inst, keys, sizes, nlev, lstats, ids, oqty, oprice, oside,
-                            oseq, live, ostats, dstats)  # fmt: skip
+                _book_event(o, w, inst, keys, sizes, nlev, lstats, otab, live, ostats, dstats)
                 tpx = px
                 printable = True
                 if t == _C:
@@ -462,20 +463,18 @@ def itch_decode_kernel(msgs, lens, seqs, recvs, start, count, day_ns, out, seq0,
             elif t == _X:
                 q = np.int64(_u32(b, 19))
                 w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_CANCEL, sd, px, q, ref, 0)
-                _book_event(o, w, inst, keys, sizes, nlev, lstats, ids, oqty, oprice, oside,
-                            oseq, live, ostats, dstats)  # fmt: skip
+                _book_event(o, w, inst, keys, sizes, nlev, lstats, otab, live, ostats, dstats)
             elif t == _D:
                 w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_DELETE, sd, px, left, ref, 0)
-                _book_event(o, w, inst, keys, sizes, nlev, lstats, ids, oqty, oprice, oside,
-                            oseq, live, ostats, dstats)  # fmt: skip
+                _book_event(o, w, inst, keys, sizes, nlev, lstats, otab, live, ostats, dstats)
             else:  # U: the old order leaves the book, the new one joins at the back
                 w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_DELETE, sd, px, left, ref, 0)
-                _book_event(o, w, inst, keys, sizes, nlev, lstats, ids, oqty, oprice, oside,
-                            oseq, live, ostats, dstats)  # fmt: skip
+                _book_event(o, w, inst, keys, sizes, nlev, lstats, otab, live, ostats, dstats)
                 w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_ADD, sd,
                           np.int64(_u32(b, 31)), np.int64(_u32(b, 27)), _u64(b, 19), 0)  # fmt: skip
-                if not _book_event(o, w, inst, keys, sizes, nlev, lstats, ids, oqty, oprice,
-                                   oside, oseq, live, ostats, dstats):  # fmt: skip
+                if not _book_event(
+                    o, w, inst, keys, sizes, nlev, lstats, otab, live, ostats, dstats
+                ):
                     w -= 1
             w = _quotes(o, w, seq0, mseq, ts, recv, inst, keys, sizes, nlev, last_q)
         elif t == _P:

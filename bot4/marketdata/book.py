@@ -34,6 +34,7 @@ import numpy as np
 from numba import njit
 
 from bot4.marketdata.lobster import DUMMY_ASK_PRICE, DUMMY_BID_PRICE
+from bot4.nbkit import map_delete, map_find, map_new, map_put, map_rehash
 from bot4.records import (
     MARKET_DATA,
     MD_BOOK_ADD,
@@ -347,67 +348,28 @@ def one_step_check(
 
 
 # --- orders: kernels -------------------------------------------------------------------------
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-@njit(nogil=True, cache=True)
-def _home(order_id, mask):
-    return np.int64(((order_id * _GOLDEN) >> np.uint64(32)) & np.uint64(mask))
+# tab[row] = (order id, remaining qty, price, side, add seq): a bot4.nbkit u64 map (id 0 =
+# empty row), one 40-byte row per order.
+T_ID, T_QTY, T_PX, T_SIDE, T_SEQ = range(5)
+NT = 5
 
 
-@njit(nogil=True, cache=True)
-def _lookup(ids, order_id):
-    mask = ids.size - 1
-    i = _home(order_id, mask)
-    while ids[i] != 0:
-        if ids[i] == order_id:
-            return i
-        i = (i + 1) & mask
-    return -1
+@njit(nogil=True, cache=True, inline="always")
+def _set(tab, j, r):
+    tab[j, T_QTY] = r.qty
+    tab[j, T_PX] = r.price
+    tab[j, T_SIDE] = r.side
+    tab[j, T_SEQ] = np.int64(r.seq)
 
 
 @njit(nogil=True, cache=True)
-def _insert(ids, qty, price, side, seq, order_id, q, p, s, sq):
-    mask = ids.size - 1
-    i = _home(order_id, mask)
-    while ids[i] != 0:
-        i = (i + 1) & mask
-    ids[i] = order_id
-    qty[i] = q
-    price[i] = p
-    side[i] = s
-    seq[i] = sq
-
-
-@njit(nogil=True, cache=True)
-def _remove(ids, qty, price, side, seq, i):
-    """Backward-shift deletion: no tombstones, probe chains stay short."""
-    mask = ids.size - 1
-    j = i
-    while True:
-        j = (j + 1) & mask
-        if ids[j] == 0:
-            break
-        k = _home(ids[j], mask)
-        if (i <= j and i < k <= j) or (i > j and (k > i or k <= j)):
-            continue
-        ids[i] = ids[j]
-        qty[i] = qty[j]
-        price[i] = price[j]
-        side[i] = side[j]
-        seq[i] = seq[j]
-        i = j
-    ids[i] = 0
-
-
-@njit(nogil=True, cache=True)
-def orders_apply_kernel(ids, qty, price, side, seq, live, stats, records, start):
-    """Apply ``records[start:]``; returns the index of the first record not applied
-    (``records.size`` when all were): an add stops the batch when the table is 3/4 full,
-    so the caller can grow it and call again from there. ``live[0]`` counts live orders.
+def orders_apply_kernel(tab, live, stats, records, start):
+    """Apply ``records[start:]`` to the order map ``tab`` (``T_*`` columns); returns the
+    index of the first record not applied (``records.size`` when all were): an add stops
+    the batch when the table is 3/4 full, so the caller can grow it and call again from
+    there. ``live[0]`` counts live orders.
     """
-    limit = ids.size * 3 // 4
+    limit = tab.shape[0] * 3 // 4
     for i in range(start, records.size):
         r = records[i]
         k = r.kind
@@ -415,50 +377,38 @@ def orders_apply_kernel(ids, qty, price, side, seq, live, stats, records, start)
             if r.order_id == 0:
                 stats[ORD_IGNORED] += 1
                 continue
-            j = _lookup(ids, r.order_id)
+            j = map_find(tab, r.order_id)
             if j >= 0:
                 stats[ORD_DUPLICATE] += 1
-                qty[j] = r.qty
-                price[j] = r.price
-                side[j] = r.side
-                seq[j] = r.seq
+                _set(tab, j, r)
                 continue
             if live[0] + 1 > limit:
                 return i
-            _insert(ids, qty, price, side, seq, r.order_id, r.qty, r.price, r.side, r.seq)
+            j = map_put(tab, r.order_id)  # never -1 below 3/4 full
+            _set(tab, j, r)
             live[0] += 1
             stats[ORD_ADDED] += 1
         elif k in (MD_BOOK_CANCEL, MD_BOOK_DELETE, MD_BOOK_EXEC):
-            j = _lookup(ids, r.order_id) if r.order_id != 0 else -1
+            j = map_find(tab, r.order_id)  # id 0 is never found
             if j < 0:
                 stats[ORD_UNKNOWN] += 1
                 continue
-            left = qty[j] - r.qty
+            left = tab[j, T_QTY] - r.qty
             if k == MD_BOOK_DELETE:
                 if left != 0:
                     stats[ORD_DELETE_MISMATCH] += 1
                 left = 0
             if left > 0:
-                qty[j] = left
+                tab[j, T_QTY] = left
                 continue
             if left < 0:
                 stats[ORD_OVERFILL] += 1
-            _remove(ids, qty, price, side, seq, j)
+            map_delete(tab, j)
             live[0] -= 1
             stats[ORD_REMOVED] += 1
         else:
             stats[ORD_IGNORED] += 1
     return records.size
-
-
-@njit(nogil=True, cache=True)
-def _rehash(ids, qty, price, side, seq, new_ids, new_qty, new_price, new_side, new_seq):
-    for i in range(ids.size):
-        if ids[i] != 0:
-            _insert(
-                new_ids, new_qty, new_price, new_side, new_seq, ids[i], qty[i], price[i],
-                side[i], seq[i],
-            )  # fmt: skip
 
 
 # --- orders: Python API ----------------------------------------------------------------------
@@ -477,15 +427,11 @@ class OrderTable:
         self.stats = np.zeros(len(ORDER_STATS), np.int64)
 
     def _alloc(self, cap: int) -> None:
-        self.ids = np.zeros(cap, np.uint64)  # 0 = empty slot
-        self.qty = np.zeros(cap, np.int64)  # remaining shares
-        self.price = np.zeros(cap, np.int64)  # price units
-        self.side = np.zeros(cap, np.int8)  # SIDE_*
-        self.seq = np.zeros(cap, np.uint64)  # seq of the add: time priority
+        self.tab = map_new(cap, NT)  # T_* columns; id 0 = empty row
 
     @property
     def capacity(self) -> int:
-        return self.ids.size
+        return self.tab.shape[0]
 
     def __len__(self) -> int:
         return int(self.live[0])
@@ -498,24 +444,25 @@ class OrderTable:
         return 0 < oid < 1 << 64 and self._slot(oid) >= 0
 
     def _slot(self, order_id: int) -> int:
-        return int(_lookup(self.ids, np.uint64(order_id)))
+        return int(map_find(self.tab, np.uint64(order_id)))
 
     def get(self, order_id: int) -> tuple[int, int, int, int] | None:
         """(remaining qty, price, side, add seq) of a live order, None if not live."""
         i = self._slot(order_id)
         if i < 0:
             return None
-        return int(self.qty[i]), int(self.price[i]), int(self.side[i]), int(self.seq[i])
+        row = self.tab[i]
+        return int(row[T_QTY]), int(row[T_PX]), int(row[T_SIDE]), int(row[T_SEQ])
 
     def remaining(self, order_id: int) -> int:
         """Remaining size of a live order, 0 if it is not live (or was never seen)."""
         i = self._slot(order_id)
-        return int(self.qty[i]) if i >= 0 else 0
+        return int(self.tab[i, T_QTY]) if i >= 0 else 0
 
     def _grow(self) -> None:
-        old = (self.ids, self.qty, self.price, self.side, self.seq)
+        old = self.tab
         self._alloc(2 * self.capacity)
-        _rehash(*old, self.ids, self.qty, self.price, self.side, self.seq)
+        map_rehash(old, self.tab)
 
     def apply_batch(self, records: np.ndarray) -> None:
         """Apply a MARKET_DATA array in order, growing the table between kernel calls."""
@@ -523,10 +470,7 @@ class OrderTable:
             raise TypeError(f"expected MARKET_DATA records, got {records.dtype}")
         i = 0
         while True:
-            i = orders_apply_kernel(
-                self.ids, self.qty, self.price, self.side, self.seq, self.live, self.stats,
-                records, i,
-            )  # fmt: skip
+            i = orders_apply_kernel(self.tab, self.live, self.stats, records, i)
             if i >= records.size:
                 return
             self._grow()

@@ -184,7 +184,7 @@ class MdGatewayStage(Stage):
             itch.itch_decode_kernel(
                 self.msgs, self.lens, self.seqs, self.recvs, start, count, self.day_ns, out,
                 seq0, self.locate_map, self.sym_keys, self.sym_ids, keys, sizes, nlev, lstats,
-                last_q, t.ids, t.qty, t.price, t.side, t.seq, t.live, t.stats, self.dstats, emit,
+                last_q, t.tab, t.live, t.stats, self.dstats, emit,
             )
         )  # fmt: skip
 

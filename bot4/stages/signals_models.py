@@ -8,7 +8,7 @@ topologies that do not use the registry are unchanged byte for byte.
 Routing, per quote that leaves the instrument out of cooldown and warm-up (``route``):
 
 * ``champion`` — the champion decides;
-* ``split`` (canary and A/B) — the challenger decides when ``mix64(key) % 10000 <
+* ``split`` (canary and A/B) — the challenger decides when ``splitmix64(key) % 10000 <
   pct_bp``, ``key`` the instrument (``split = instrument``) or the instrument and the
   quote's sequence number (``split = tick``): a pure function of the record, so a replay
   routes every tick the same way; the other ticks the champion decides. One cooldown per
@@ -34,6 +34,7 @@ import numpy as np
 from numba import njit
 
 from bot4.models.scoring import score
+from bot4.nbkit import splitmix64
 from bot4.records import MD_QUOTE, ORDER_INTENT, OT_LIMIT, SIDE_BUY, SIDE_SELL, TIF_DAY
 from bot4.stages import signals as S
 
@@ -55,15 +56,6 @@ NSM = 8
 
 
 @njit(nogil=True, cache=True, inline="always")
-def mix64(x):
-    """splitmix64's finaliser: a well-mixed uint64 of a uint64 key."""
-    z = np.uint64(x) + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-@njit(nogil=True, cache=True, inline="always")
 def to_challenger(route, inst, tick_seq):
     """True when the challenger decides this quote (split mode only)."""
     if route[R_MODE] != MODE_SPLIT:
@@ -71,7 +63,7 @@ def to_challenger(route, inst, tick_seq):
     key = np.uint64(inst)
     if route[R_SPLIT] == SPLIT_TICK:
         key = (key << np.uint64(40)) ^ np.uint64(tick_seq)
-    return mix64(key) % np.uint64(10000) < np.uint64(route[R_PCT_BP])
+    return splitmix64(key) % np.uint64(10000) < np.uint64(route[R_PCT_BP])
 
 
 @njit(nogil=True, cache=True, inline="always")

@@ -27,6 +27,7 @@ import numpy as np
 from numba import njit
 
 from bot4.logs import log_event
+from bot4.nbkit import splitmix64
 from bot4.records import (
     ACTION_NEW,
     EXEC_FILL,
@@ -56,17 +57,9 @@ log = logging.getLogger("bot4.stage")
 
 
 @njit(nogil=True, cache=True)
-def _splitmix(x):
-    z = x + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-@njit(nogil=True, cache=True)
 def _u01(seed, p, salt):
     return (
-        _splitmix(seed ^ (np.uint64(p) * np.uint64(0x100000001B3) + np.uint64(salt)))
+        splitmix64(seed ^ (np.uint64(p) * np.uint64(0x100000001B3) + np.uint64(salt)))
         >> np.uint64(11)
     ) * (1.0 / 9007199254740992.0)
 
@@ -83,7 +76,7 @@ def _md_kernel(out, position, k, seq, now, seed, mids, var, tick, n_inst):
     omega, alpha, beta = 1e-10, 0.08, 0.9
     for i in range(k):
         p = position + i
-        inst = np.int64(_splitmix(seed ^ np.uint64(p)) % np.uint64(n_inst))
+        inst = np.int64(splitmix64(seed ^ np.uint64(p)) % np.uint64(n_inst))
         z = _normal(seed, p, 1)
         ret = np.sqrt(var[inst]) * z
         var[inst] = omega + alpha * ret * ret + beta * var[inst]

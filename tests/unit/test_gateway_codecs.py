@@ -136,8 +136,7 @@ class _Store:
         n = itch.itch_decode_kernel(
             self.msgs, self.lens, self.seqs, self.recvs, self.next, count, 1_000, out, 100,
             self.locate, np.array([itch.stock_key("AMZN")], np.uint64), np.array([2], np.int64),
-            keys, sizes, nlev, lstats, last_q, t.ids, t.qty, t.price, t.side, t.seq, t.live,
-            t.stats, self.stats, True,
+            keys, sizes, nlev, lstats, last_q, t.tab, t.live, t.stats, self.stats, True,
         )  # fmt: skip
         mold.mold_release_kernel(self.have, self.next, count)
         self.next += count
