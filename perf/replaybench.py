@@ -251,15 +251,24 @@ def main() -> None:
     )
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--dt", type=int, default=DT_NS, help="ns between events")
-    ap.add_argument("--step", type=int, default=STEP_NS, help="replay step, ns")
+    ap.add_argument("--step", type=int, default=STEP_NS, help="replay step, ns (0: event-exact)")
     ap.add_argument("--rss", type=int, help="run N events once and print the peak RSS (MB)")
     ap.add_argument("--parquet", action="store_true", help="with --rss: read the Parquet file")
     ap.add_argument("--stages", action="store_true", help="time per stage (one run)")
+    ap.add_argument("--write", type=int, help="write the Parquet file of N events and exit")
     args = ap.parse_args()
     if args.stages:
         stage_split(args.events, args.dt, args.step)
         return
+    if args.write:
+        parquet_file(args.write, args.dt)
+        return
     if args.rss:
+        if args.parquet:  # written by a child: the measured process only reads it
+            import subprocess
+
+            cmd = [sys.executable, __file__, "--write", str(args.rss), "--dt", str(args.dt)]
+            subprocess.run(cmd, check=True)
         src = (
             open_source(parquet_file(args.rss, args.dt))
             if args.parquet
