@@ -108,26 +108,9 @@ import numpy as np
 from bot4.db.conflicts import LEDGER_SQL, exec_conflicts_sql
 from bot4.db.pool import DatabaseUnavailable, db_errors, make_pool
 from bot4.db.twophase import DEFAULT_PRUNE_AFTER, Coordinator, finish, prepare
-from bot4.journal import (
-    _FILE,
-    _FRAME,
-    FILE_HEADER_SIZE,
-    FILE_MAGIC,
-    FILE_VERSION,
-    FRAME_HEADER_SIZE,
-    FRAME_MAGIC,
-    JournalCorrupt,
-    TornTail,
-    _bad_frame,
-    _check_layout,
-    _Frame,
-    _frame_crc,
-    _gap,
-    _link_gap,
-    _list_segments,
-    _read_frame,
-    segment_name,
-)
+from bot4.journal import TornTail
+from bot4.journal.tail import JournalBehindDatabase, JournalTail, journal_created_ns
+from bot4.records.accounting import average_cost_fill
 from bot4.records.dtypes import (
     ACTION_NEW,
     ACTION_REPLACE,
@@ -140,12 +123,10 @@ from bot4.records.dtypes import (
     RT_ORDER,
     RT_RISK_DECISION,
     SIDE_BUY,
-    dtype_by_record_type,
 )
 from bot4.records.errors import Bot4Error, Code
 from bot4.records.fixed import from_fixed, to_fixed
 from bot4.records.instruments import DEFAULT_INSTRUMENTS, InstrumentTable
-from bot4.risk.accounting import average_cost_fill
 
 if TYPE_CHECKING:
     import psycopg
@@ -159,7 +140,6 @@ __all__ = [
     "MODES",
     "DatabaseUnavailable",
     "JournalBehindDatabase",
-    "JournalTail",
     "LoadPositionConflict",
     "LoadRetriesExhausted",
     "Loader",
@@ -176,7 +156,6 @@ SMALL_BATCH_RECORDS = 128  # up to this many loadable records: the pipelined pat
 MAX_RETRIES = 3  # whole-batch retries on 40001 / 40P01
 BACKOFF_BASE_S = 0.02
 BACKOFF_CAP_S = 1.0
-MAX_BATCH_FRAMES = 50_000
 MAX_CONFLICTS_LOGGED = 10  # identity conflicts logged one by one per batch (all are kept)
 MODES = ("pipeline", "fast", "dedupe", "isolate")
 LOADED_TYPES = (RT_ORDER, RT_EXEC_REPORT, RT_RISK_DECISION, RT_OPERATOR_ACTION)
@@ -194,13 +173,6 @@ _JOURNAL_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _ROW_ERROR_CLASSES = ("22", "23")  # data exception, integrity constraint violation
 
 
-class JournalBehindDatabase(Bot4Error):
-    """The database says frames were loaded that the journal does not have (the journal
-    was replaced, truncated, or lost unsynced frames in a power loss)."""
-
-    code = Code.CONFIG_INVALID
-
-
 class LoadPositionConflict(Bot4Error):
     """The stored load position moved under this loader: another loader of the same
     journal id ran against this database."""
@@ -216,234 +188,6 @@ class LoadRetriesExhausted(Bot4Error):
 
 class _SlowPathNeeded(Exception):
     """A batch the fast path cannot encode (a value outside a column's range)."""
-
-
-# --- reading the journal from a frame index -------------------------------------------------
-
-
-class JournalTail:
-    """The frames of one journal from a global frame index on, read incrementally.
-
-    Unlike ``JournalReader`` (which reads every segment whole), this keeps the current
-    segment open with a byte offset, so each :meth:`read` costs only the frames appended
-    since the previous one. :meth:`seek` opens the segment whose name (its first frame) is
-    the largest at or before the index and walks frame headers to the index.
-
-    Read-only and safe beside the live writer: a frame still being appended (a header or
-    payload cut short by the end of the file, or zeros) ends a read and is tried again by
-    the next; ``torn_tail`` then says where the read stopped. Everything else raises, so a
-    loader never waits at damage: a damaged frame (a CRC mismatch with a length that fits
-    the file: :class:`~bot4.journal.JournalDamagedTail`; followed by an intact frame or a
-    later segment: :class:`~bot4.journal.JournalCorrupt`), and a gap — the segment named
-    for the next frame missing while a later one exists, a renumbered segment, or one whose
-    ``prev_crc`` does not link to the frame before it (:class:`~bot4.journal.JournalGap`).
-    """
-
-    def __init__(self, directory: str | os.PathLike, start_frame: int = 0) -> None:
-        self.directory = Path(directory)
-        self._fd = -1
-        self._path: Path | None = None
-        self._first = -1  # first frame of the open segment (its name)
-        self._offset = 0
-        self._next = 0
-        self._last_crc = 0  # crc of the frame before _next (0: not known)
-        #: ((offset, file size, later segment), TornTail) of the torn frame the tail waits at
-        self._bad: tuple | None = None
-        self.torn_tail: TornTail | None = None  # where the last read stopped short, if it did
-        self.seek(start_frame)
-
-    @property
-    def next_frame(self) -> int:
-        """Global index of the next frame :meth:`read` returns."""
-        return self._next
-
-    def _close_fd(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-        self._fd, self._path, self._first, self._bad = -1, None, -1, None
-
-    def _open(self, first: int, path: Path, previous: Path | None = None) -> bool:
-        """Open segment ``path``; False if its header is not complete yet (being created)."""
-        fd = os.open(path, os.O_RDONLY)
-        head = os.pread(fd, FILE_HEADER_SIZE, 0)
-        if len(head) < FILE_HEADER_SIZE:
-            os.close(fd)
-            return False
-        magic, version, size, link, _created, first_in_file = _FILE.unpack(head)
-        if magic != FILE_MAGIC or size != FILE_HEADER_SIZE or version != FILE_VERSION:
-            os.close(fd)
-            raise JournalCorrupt(path, 0, "bad file header", Code.BAD_MAGIC)
-        if first_in_file != first:
-            os.close(fd)
-            raise JournalCorrupt(path, 0, f"file header says first frame {first_in_file}")
-        if previous is not None and link and self._last_crc and link != self._last_crc:
-            os.close(fd)
-            raise _link_gap(path, link, self._last_crc, previous)
-        self._fd, self._path, self._first, self._offset = fd, path, first, FILE_HEADER_SIZE
-        self._bad = None
-        return True
-
-    def _later_segment(self) -> tuple[int, Path] | None:
-        """The first segment after the open one (with none open: at or after the next
-        frame), or None."""
-        if not self.directory.is_dir():
-            return None
-        after = self._first if self._fd >= 0 else self._next - 1
-        later = [(f, p) for f, p in _list_segments(self.directory) if f > after]
-        return later[0] if later else None
-
-    def _check_gap(self) -> None:
-        """At the end of the open segment, with no segment named for the next frame: a
-        later segment means frames are missing (a writer fills a segment, then creates the
-        next one, named for the frame after its last)."""
-        later = self._later_segment()
-        if later is None or later[0] == self._next:
-            return
-        if self._fd >= 0 and os.fstat(self._fd).st_size > self._offset:
-            return  # the segment grew since we looked (then rotated): not a gap, read on
-        raise _gap(later[1], later[0], self._next, self._path)
-
-    def seek(self, frame: int) -> None:
-        """Position before global frame ``frame``. JournalBehindDatabase if the journal has
-        fewer frames (it can only have been shortened); JournalGap if frames before it are
-        missing from where the walk starts."""
-        self._close_fd()
-        self._next = frame
-        self._last_crc = 0
-        self.torn_tail = None
-        segments = _list_segments(self.directory) if self.directory.is_dir() else []
-        below = [(first, path) for first, path in segments if first <= frame]
-        if not below:
-            if segments:
-                raise _gap(segments[0][1], segments[0][0], frame, None)
-            if frame:
-                raise JournalBehindDatabase(
-                    f"{self.directory}: no journal segments, but frame {frame} is wanted"
-                )
-            return
-        first, path = below[-1]
-        if not self._open(first, path):
-            if frame != first:
-                raise JournalBehindDatabase(f"{path}: empty, frame {frame} wanted")
-            return
-        for k in range(first, frame):
-            hdr = os.pread(self._fd, FRAME_HEADER_SIZE, self._offset)
-            if len(hdr) < FRAME_HEADER_SIZE or hdr[:4] != FRAME_MAGIC:
-                later = self._later_segment()
-                if later is not None:
-                    raise _gap(later[1], later[0], k, path)
-                raise JournalBehindDatabase(
-                    f"{path}: ends at frame {k}, but the database has loaded up to frame "
-                    f"{frame}: the journal was replaced or lost frames"
-                )
-            _magic, length, *_rest, crc, _res = _FRAME.unpack(hdr)
-            self._offset += FRAME_HEADER_SIZE + length
-            self._last_crc = crc
-
-    def _next_segment(self) -> bool:
-        """Open the segment that starts at the next frame (the writer rotated), if any."""
-        path = self.directory / segment_name(self._next)
-        if path == self._path or not path.exists():
-            return False
-        current, old_fd = self._path, self._fd
-        if not self._open(self._next, path, current):  # raises before changing anything
-            return False
-        if old_fd >= 0:
-            os.close(old_fd)
-        if current is not None:
-            log.debug("journal tail: %s -> %s", current.name, path.name)
-        return True
-
-    def _waiting_or_corrupt(self, reason: str) -> None:
-        """No intact frame at the offset (``reason``): wait if it is an append in progress
-        (or a torn tail its writer will truncate), raise if it is damage."""
-        assert self._path is not None
-        size = os.fstat(self._fd).st_size
-        later = self._later_segment()
-        state = (self._offset, size, later)
-        if self._bad is not None and self._bad[0] == state:
-            self.torn_tail = self._bad[1]
-            return  # unchanged since we last looked: still the same torn tail
-        rest = os.pread(self._fd, size - self._offset, self._offset)
-        if _read_frame(memoryview(rest), 0)[0] is not None:
-            return  # completed since the first look: the next read takes it
-        verdict = _bad_frame(
-            memoryview(rest), 0, self._path, reason, is_last=later is None, base=self._offset
-        )
-        if not isinstance(verdict, TornTail):
-            raise verdict
-        self._bad = (state, verdict)
-        self.torn_tail = verdict
-
-    def read(
-        self, max_records: int, max_frames: int = MAX_BATCH_FRAMES
-    ) -> list[tuple[int, int, np.ndarray]]:
-        """The next intact frames, ``(frame_index, record_type, records)``, stopping before
-        the frame that would take the record count past ``max_records`` (at least one
-        frame is returned when one is ready). ``records`` are read-only views. Damage or a
-        gap met after some frames ends the read with them; the next read raises it."""
-        out: list[tuple[int, int, np.ndarray]] = []
-        self.torn_tail = None
-        try:
-            self._read_into(out, max_records, max_frames)
-        except JournalCorrupt:
-            if not out:
-                raise  # else: nothing moved past the damage, so the next read meets it again
-        return out
-
-    def _read_into(self, out: list, max_records: int, max_frames: int) -> None:
-        count = 0
-        while len(out) < max_frames:
-            if self._fd < 0 and not self._next_segment():
-                if self._fd < 0:
-                    self._check_gap()
-                break
-            hdr = os.pread(self._fd, FRAME_HEADER_SIZE, self._offset)
-            if not hdr:
-                if self._next_segment():
-                    continue
-                self._check_gap()
-                break
-            if len(hdr) < FRAME_HEADER_SIZE:
-                self._waiting_or_corrupt("incomplete frame header")
-                break
-            magic, length, rtype, _flags, n, fp, crc, _res = _FRAME.unpack(hdr)
-            if magic != FRAME_MAGIC:
-                self._waiting_or_corrupt("bad frame magic")
-                break
-            if out and count + n > max_records:
-                break
-            payload = os.pread(self._fd, length, self._offset + FRAME_HEADER_SIZE)
-            if len(payload) < length:
-                self._waiting_or_corrupt("frame length beyond end of file")
-                break
-            if _frame_crc(hdr, payload) != crc:
-                self._waiting_or_corrupt("frame CRC mismatch")
-                break
-            assert self._path is not None
-            _check_layout(_Frame(self._offset, rtype, n, fp, length), self._path)
-            records = np.frombuffer(payload, dtype=dtype_by_record_type(rtype), count=n)
-            out.append((self._next, rtype, records))
-            self._next += 1
-            self._offset += FRAME_HEADER_SIZE + length
-            self._last_crc = crc
-            self._bad = None
-            count += n
-
-    def close(self) -> None:
-        self._close_fd()
-
-
-def journal_created_ns(directory: str | os.PathLike) -> int | None:
-    """``created_ns`` of the journal's segment 0 (its identity), or None if it has none."""
-    try:
-        with open(Path(directory) / segment_name(0), "rb") as f:
-            head = f.read(FILE_HEADER_SIZE)
-    except OSError:
-        return None
-    if len(head) < FILE_HEADER_SIZE or head[:8] != FILE_MAGIC:
-        return None
-    return int(_FILE.unpack(head)[4])
 
 
 # --- binary COPY encoding -------------------------------------------------------------------
@@ -881,7 +625,7 @@ def apply_fill(
 ) -> None:
     """Move ``p`` by one fill (``qty`` > 0 shares at ``price`` units, ``fee`` units).
 
-    Average cost by :func:`bot4.risk.accounting.average_cost_fill`, the rule the risk
+    Average cost by :func:`bot4.records.accounting.average_cost_fill`, the rule the risk
     stage keeps its positions by, so the table and risk agree to the unit.
     """
     signed = qty if side == SIDE_BUY else -qty
@@ -1881,11 +1625,10 @@ class Loader:
         NOTHING) and the positions read; then the positions, the ledger (same database),
         the fenced advance and COMMIT or PREPARE. A batch without a fill needs only the
         first round trip, which then ends in the advance and COMMIT. With a ledger database
-        its branch (BEGIN and the legs of every fill of the batch) is sent before the
-        events' first round trip and runs on its server meanwhile; should some fills turn
-        out to be loaded already, it is rolled back and sent again with the fills the
-        INSERT did insert. Then both PREPAREs at once, the decision, both COMMIT PREPAREDs
-        at once: three waits on the network and one fsync of the decision log.
+        its whole branch (BEGIN, the legs of the fills inserted, PREPARE) is sent just
+        before the events' second round trip and runs on its server meanwhile, so both
+        PREPAREs are in flight at once; then the decision, then both COMMIT PREPAREDs at
+        once: three waits on the network and one fsync of the decision log.
         """
         parts, unknown = self._split_unknown(batch)
         out = _Outcome(staged=sum(len(p) for p in batch.parts.values()))
@@ -1899,46 +1642,42 @@ class Loader:
             token = self._coord.new_token()
             gid_e = self._coord.gid(token, batch.first, batch.end, "e")
             gid_l = self._coord.gid(token, batch.first, batch.end, "l")
+            if maybe is None:
+                self._hook("before-commit")  # nothing sent yet: one round trip follows
+            with ev.pipeline():
+                ev.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+                rejects = [self._queue_rejects(ev, rt, part) for rt, part in unknown.items()]
+                inserts, conflicts = self._queue_inserts(ev, parts)
+                read = None
+                if maybe is not None:
+                    read = ev.cursor()
+                    read.execute(_POSITIONS_READ_SQL, self._position_keys(maybe))
+                else:  # no fill: nothing below depends on the results
+                    ev.execute(_ADVANCE_SQL, self._advance_params(batch))
+                    self._commit_one_phase(ev)
+            out.rejected = sum(c.rowcount for c in rejects)
+            for table, part, cur in inserts:
+                n, rows = _inserted(cur, table)
+                out.inserted += n
+                if table.rtype == RT_EXEC_REPORT:
+                    out.fills = self._fills_of(batch, part, rows)
+                    out.conflicts = conflicts.fetchall()
+            if maybe is None:
+                self._hook("committed")
+                return out
+            current = self._positions_read(read.fetchall())
+            fills = out.fills
+            if fills is not None:
+                self._hook("positions-read")
+            two_phase = lg is not None and fills is not None
+            self._hook("before-commit")
             with contextlib.ExitStack() as flights:
-                side = lg is not None and maybe is not None
-                if side:  # the ledger branch, optimistically: every fill of the batch
+                if two_phase:  # the ledger branch, whole, runs on its server meanwhile
                     flights.enter_context(lg.pipeline())
                     lg.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
-                    ledger = self._ledger_pipelined(lg, maybe)
-                if maybe is None:
-                    self._hook("before-commit")  # nothing sent yet: one round trip follows
-                with ev.pipeline():
-                    ev.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
-                    rejects = [self._queue_rejects(ev, rt, part) for rt, part in unknown.items()]
-                    inserts, conflicts = self._queue_inserts(ev, parts)
-                    read = None
-                    if maybe is not None:
-                        read = ev.cursor()
-                        read.execute(_POSITIONS_READ_SQL, self._position_keys(maybe))
-                    else:  # no fill: nothing below depends on the results
-                        ev.execute(_ADVANCE_SQL, self._advance_params(batch))
-                        self._commit_one_phase(ev)
-                out.rejected = sum(c.rowcount for c in rejects)
-                for table, part, cur in inserts:
-                    n, rows = _inserted(cur, table)
-                    out.inserted += n
-                    if table.rtype == RT_EXEC_REPORT:
-                        out.fills = self._fills_of(batch, part, rows)
-                        out.conflicts = conflicts.fetchall()
-                if maybe is None:
-                    self._hook("committed")
-                    return out
-                current = self._positions_read(read.fetchall())
-                fills = out.fills
-                if fills is not None:
-                    self._hook("positions-read")
-                if side and (fills is None or len(fills) != len(maybe)):
-                    lg.execute("ROLLBACK")  # some were loaded before: only the inserted ones
-                    if fills is not None:
-                        lg.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
-                        ledger = self._ledger_pipelined(lg, fills)
-                two_phase = lg is not None and fills is not None
-                self._hook("before-commit")
+                    ledger = self._ledger_pipelined(lg, fills)
+                    sent.append((lg, gid_l))
+                    prepare(lg, gid_l)
                 with ev.pipeline():
                     if fills is not None:
                         rows = self._positions_moved(current, fills)
@@ -1947,8 +1686,6 @@ class Loader:
                             ledger = self._ledger_pipelined(ev, fills)
                     ev.execute(_ADVANCE_SQL, self._advance_params(batch))
                     if two_phase:  # both PREPAREs in flight at once
-                        sent.append((lg, gid_l))
-                        prepare(lg, gid_l)
                         sent.append((ev, gid_e))
                         prepare(ev, gid_e)
                     else:
@@ -2123,8 +1860,12 @@ def _rollback_quietly(conn: psycopg.Connection | None) -> None:
     from psycopg.pq import TransactionStatus
 
     if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        # rollback(), not execute("ROLLBACK"): psycopg then also drops its prepared
+        # statements on both sides (DEALLOCATE ALL), so a pipeline an error cut short (a
+        # Parse the server skipped) cannot leave its cache naming statements the session
+        # does not have
         with contextlib.suppress(Exception):
-            conn.execute("ROLLBACK")
+            conn.rollback()
 
 
 def _crash_point() -> tuple[str, int] | None:

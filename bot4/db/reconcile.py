@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bot4.journal import JournalTail
 from bot4.records.dtypes import RT_EXEC_REPORT, SIDE_BUY
 from bot4.records.identity import exec_content_hashes
 
@@ -129,8 +130,6 @@ class Reconciler:
 
     def _read_journal(self, upto: int) -> str | None:
         """Take the frames [_next, upto); a difference text if the journal has fewer."""
-        from bot4.db.loader import JournalTail
-
         if upto < self._next:  # the database went back (replaced): start over
             self._next, self._execs = 0, np.zeros(0, _EXECS)
             self._close_tail()

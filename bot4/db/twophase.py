@@ -139,8 +139,8 @@ class Coordinator:
             os.close(self._lock_fd)
             self._lock_fd = -1
             raise Bot4Error(
-                f"{self.directory}: decision log already open by another loader of journal "
-                f"{journal_id}",
+                f"{self.directory}: decision log already open by another writer (a loader of journal "
+                f"{journal_id})",
                 Code.CONFIG_INVALID,
             ) from None
         try:

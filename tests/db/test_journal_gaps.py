@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from bot4.db import cli
-from bot4.db.loader import JournalTail
 from bot4.journal import (
     FILE_HEADER_SIZE,
     FRAME_HEADER_SIZE,
     JournalDamagedTail,
     JournalGap,
+    JournalTail,
     JournalWriter,
     segment_name,
 )

@@ -16,7 +16,6 @@ import pytest
 
 from bot4.db.loader import (
     JournalBehindDatabase,
-    JournalTail,
     Loader,
     Position,
     apply_fill,
@@ -25,7 +24,7 @@ from bot4.db.loader import (
     split_sign,
 )
 from bot4.db.loader import _Field as Field
-from bot4.journal import JournalReader, JournalWriter
+from bot4.journal import JournalReader, JournalTail, JournalWriter
 from bot4.records import (
     ACTION_CANCEL,
     ACTION_CANCEL_ALL,

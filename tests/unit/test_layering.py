@@ -82,12 +82,7 @@ KIND_SWITCH_EXCEPTIONS: dict[str, str] = {
     ),
 }
 #: db may not import risk: exceptions
-DB_RISK_EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("bot4.db.loader", "bot4.risk.accounting"): (
-        "positions in the database use the risk package's average-cost arithmetic; the "
-        "loader split (engineer E) moves it to a lower module"
-    ),
-}
+DB_RISK_EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 
 def _module_of(path: Path) -> str:

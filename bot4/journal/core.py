@@ -1,4 +1,6 @@
-"""Crash-safe append-only journal of record batches: framing, segment files, recovery.
+"""Crash-safe append-only journal of record batches: framing, segment files, the writer
+and the whole-journal reader, recovery. (The incremental reader beside a live writer is
+:mod:`bot4.journal.tail`; both are re-exported by :mod:`bot4.journal`.)
 
 A journal is a directory of segment files ``journal-<first-frame-index:016d>.bj4``. Each
 starts with a 32-byte file header, followed by frames; one frame holds one batch of records
@@ -106,12 +108,15 @@ from bot4.records.errors import Bot4Error, Code
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "FILE_HEADER",
     "FILE_HEADER_SIZE",
     "FILE_MAGIC",
     "FILE_VERSION",
+    "FRAME_HEADER",
     "FRAME_HEADER_SIZE",
     "FRAME_MAGIC",
     "FSYNC_POLICIES",
+    "Frame",
     "JournalCorrupt",
     "JournalDamagedTail",
     "JournalGap",
@@ -119,10 +124,17 @@ __all__ = [
     "JournalReport",
     "JournalWriter",
     "TornTail",
+    "check_layout",
+    "classify_bad_frame",
+    "frame_crc",
+    "gap_error",
+    "link_gap_error",
+    "list_segments",
+    "read_frame",
     "segment_name",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("bot4.journal")
 
 FILE_MAGIC = b"BOT4JRNL"
 FILE_VERSION = 1
@@ -132,8 +144,8 @@ FRAME_HEADER_SIZE = 32
 DEFAULT_MAX_BYTES = 64 << 20  # rotate before a file would exceed this, bytes
 FSYNC_POLICIES = ("always", "batch", "none")
 
-_FILE = struct.Struct("<8sHHIqQ")
-_FRAME = struct.Struct("<4sIHHIQII")
+FILE_HEADER = struct.Struct("<8sHHIqQ")  # the file header's fields, as diagrammed above
+FRAME_HEADER = struct.Struct("<4sIHHIQII")  # the frame header's fields, as diagrammed above
 _CRC_OFFSET = 24
 _SEGMENT_RE = re.compile(r"^journal-(\d{16})\.bj4$")
 # every layout a frame of each record type may carry: today's and compatible earlier versions
@@ -143,7 +155,7 @@ _WRITE_FINGERPRINTS = {
 }
 _TYPE_NAMES = {rt: name for name, rt in RECORD_TYPE_IDS.items()}
 
-if _FILE.size != FILE_HEADER_SIZE or _FRAME.size != FRAME_HEADER_SIZE:
+if FILE_HEADER.size != FILE_HEADER_SIZE or FRAME_HEADER.size != FRAME_HEADER_SIZE:
     raise AssertionError("journal header structs do not match their documented sizes")
 
 
@@ -241,7 +253,8 @@ def segment_name(first_frame: int) -> str:
     return f"journal-{first_frame:016d}.bj4"
 
 
-def _list_segments(directory: Path) -> list[tuple[int, Path]]:
+def list_segments(directory: Path) -> list[tuple[int, Path]]:
+    """``(first frame, path)`` of the directory's segment files, by first frame."""
     found = []
     for entry in directory.iterdir():
         m = _SEGMENT_RE.match(entry.name)
@@ -259,10 +272,10 @@ def _header_first_frame(path: Path) -> int | None:
         return None
     if len(head) < FILE_HEADER_SIZE or head[:8] != FILE_MAGIC:
         return None
-    return int(_FILE.unpack(head)[5])
+    return int(FILE_HEADER.unpack(head)[5])
 
 
-def _gap(path: Path, first: int, expected: int, previous: Path | None) -> JournalGap:
+def gap_error(path: Path, first: int, expected: int, previous: Path | None) -> JournalGap:
     """The error for segment ``path``, named for frame ``first``, met where the journal
     should continue at frame ``expected`` (after ``previous``, None: at the start)."""
     said = _header_first_frame(path)
@@ -287,7 +300,9 @@ def _gap(path: Path, first: int, expected: int, previous: Path | None) -> Journa
     )
 
 
-def _link_gap(path: Path, link: int, last_crc: int, previous: Path) -> JournalGap:
+def link_gap_error(path: Path, link: int, last_crc: int, previous: Path) -> JournalGap:
+    """The error for segment ``path`` whose header's ``prev_crc`` (``link``) is not the crc
+    of ``previous``'s last frame (``last_crc``)."""
     return JournalGap(
         path,
         f"does not continue {previous.name}: its header links to a frame with crc "
@@ -296,14 +311,18 @@ def _link_gap(path: Path, link: int, last_crc: int, previous: Path) -> JournalGa
     )
 
 
-def _frame_crc(header: bytes | memoryview, payload: bytes | memoryview) -> int:
+def frame_crc(header: bytes | memoryview, payload: bytes | memoryview) -> int:
+    """The crc a frame header stores: over the header without its crc field, then the
+    payload."""
     crc = zlib.crc32(header[:_CRC_OFFSET])
     crc = zlib.crc32(header[_CRC_OFFSET + 4 : FRAME_HEADER_SIZE], crc)
     return zlib.crc32(payload, crc)
 
 
 @dataclass(frozen=True, slots=True)
-class _Frame:
+class Frame:
+    """Where one frame sits in its segment file (bytes) and what its header says."""
+
     offset: int
     record_type: int
     count: int
@@ -320,20 +339,20 @@ class _Frame:
         return self.offset + FRAME_HEADER_SIZE + self.length
 
 
-def _read_frame(data: memoryview, offset: int) -> tuple[_Frame | None, str]:
+def read_frame(data: memoryview, offset: int) -> tuple[Frame | None, str]:
     """The intact (CRC-checked) frame at ``offset``, or None and why not."""
     if len(data) - offset < FRAME_HEADER_SIZE:
         return None, "incomplete frame header"
-    magic, length, rtype, _flags, count, fp, crc, _res = _FRAME.unpack_from(data, offset)
+    magic, length, rtype, _flags, count, fp, crc, _res = FRAME_HEADER.unpack_from(data, offset)
     if magic != FRAME_MAGIC:
         return None, "bad frame magic"
     end = offset + FRAME_HEADER_SIZE + length
     if end > len(data):
         return None, "frame length beyond end of file"
     header = data[offset : offset + FRAME_HEADER_SIZE]
-    if _frame_crc(header, data[offset + FRAME_HEADER_SIZE : end]) != crc:
+    if frame_crc(header, data[offset + FRAME_HEADER_SIZE : end]) != crc:
         return None, "frame CRC mismatch"
-    return _Frame(offset, rtype, count, fp, length, crc), ""
+    return Frame(offset, rtype, count, fp, length, crc), ""
 
 
 _SECTOR = 512  # bytes: the smallest unit a disk writes; a power loss loses whole sectors
@@ -347,7 +366,7 @@ def _header_problem(fields: tuple, path: Path, offset: int) -> str:
     if flags or reserved:
         return "reserved header fields not zero"
     try:
-        _check_layout(_Frame(offset, rtype, count, fp, length), path)
+        check_layout(Frame(offset, rtype, count, fp, length), path)
     except JournalCorrupt as exc:
         return exc.reason
     return ""
@@ -365,7 +384,7 @@ def _zeroed_payload(data: memoryview, payload: int, end: int, base: int = 0) -> 
     return end - boundary >= min(_ZEROED_MIN, end - payload)
 
 
-def _bad_frame(
+def classify_bad_frame(
     data: memoryview, offset: int, path: Path, reason: str, is_last: bool, base: int = 0
 ) -> TornTail | JournalCorrupt:
     """What the bytes from ``offset`` (no intact frame there, because of ``reason``) to the
@@ -388,7 +407,7 @@ def _bad_frame(
         if rest[:4] == FRAME_MAGIC[: len(rest)]:
             return TornTail(path, at, size - offset, "incomplete frame header")
         return JournalDamagedTail(path, at, end_of_file, "damaged", "garbage after the last frame")
-    fields = _FRAME.unpack_from(data, offset)
+    fields = FRAME_HEADER.unpack_from(data, offset)
     if fields[0] != FRAME_MAGIC:
         return JournalDamagedTail(path, at, end_of_file, "damaged", "bad frame magic")
     problem = _header_problem(fields, path, at)
@@ -410,13 +429,15 @@ def _next_intact_frame(data: memoryview, start: int) -> int | None:
     raw = data.obj if isinstance(data.obj, bytes) else bytes(data)
     pos = raw.find(FRAME_MAGIC, start)
     while pos >= 0:
-        if _read_frame(data, pos)[0] is not None:
+        if read_frame(data, pos)[0] is not None:
             return pos
         pos = raw.find(FRAME_MAGIC, pos + 1)
     return None
 
 
-def _check_layout(frame: _Frame, path: Path) -> None:
+def check_layout(frame: Frame, path: Path) -> None:
+    """JournalCorrupt unless the frame's record type is known, its fingerprint one this
+    build reads, and its length ``count`` records of that type."""
     expected = _FINGERPRINTS.get(frame.record_type)
     if expected is None:
         raise JournalCorrupt(path, frame.offset, f"unknown record type {frame.record_type}")
@@ -436,7 +457,7 @@ def _check_layout(frame: _Frame, path: Path) -> None:
 
 @dataclass(slots=True)
 class _SegmentScan:
-    frames: list[_Frame]
+    frames: list[Frame]
     end: int  # offset just after the last intact frame
     size: int
     torn: TornTail | None = None
@@ -460,7 +481,7 @@ def _scan_segment(data: bytes, path: Path, first_frame: int, is_last: bool) -> _
         return _SegmentScan([], 0, size, torn=TornTail(path, 0, size, reason))
     if size < FILE_HEADER_SIZE:
         return _SegmentScan([], 0, size, corruption=JournalCorrupt(path, 0, "short file header"))
-    magic, version, header_size, link, _created, first = _FILE.unpack_from(mv, 0)
+    magic, version, header_size, link, _created, first = FILE_HEADER.unpack_from(mv, 0)
     if magic != FILE_MAGIC or header_size != FILE_HEADER_SIZE:
         return _SegmentScan(
             [], 0, size, corruption=JournalCorrupt(path, 0, "bad file magic", Code.BAD_MAGIC)
@@ -473,20 +494,20 @@ def _scan_segment(data: bytes, path: Path, first_frame: int, is_last: bool) -> _
     if first != first_frame:
         reason = f"file header says first frame {first}, file name says {first_frame}"
         return _SegmentScan([], 0, size, corruption=JournalCorrupt(path, 0, reason))
-    frames: list[_Frame] = []
+    frames: list[Frame] = []
     offset = FILE_HEADER_SIZE
     while offset < size:
-        frame, reason = _read_frame(mv, offset)
+        frame, reason = read_frame(mv, offset)
         if frame is None:
             scan = _SegmentScan(frames, offset, size, link=link)
-            bad = _bad_frame(mv, offset, path, reason, is_last)
+            bad = classify_bad_frame(mv, offset, path, reason, is_last)
             if isinstance(bad, TornTail):
                 scan.torn = bad
             else:
                 scan.corruption = bad
             return scan
         try:
-            _check_layout(frame, path)
+            check_layout(frame, path)
         except JournalCorrupt as exc:
             return _SegmentScan(frames, offset, size, corruption=exc, link=link)
         frames.append(frame)
@@ -495,7 +516,9 @@ def _scan_segment(data: bytes, path: Path, first_frame: int, is_last: bool) -> _
 
 
 def _file_header(first_frame: int, created_ns: int, prev_crc: int = 0) -> bytes:
-    return _FILE.pack(FILE_MAGIC, FILE_VERSION, FILE_HEADER_SIZE, prev_crc, created_ns, first_frame)
+    return FILE_HEADER.pack(
+        FILE_MAGIC, FILE_VERSION, FILE_HEADER_SIZE, prev_crc, created_ns, first_frame
+    )
 
 
 def _last_crc(path: Path, first_frame: int) -> int:
@@ -559,7 +582,7 @@ class JournalWriter:
             raise
 
     def _open_last(self) -> None:
-        segments = _list_segments(self.directory)
+        segments = list_segments(self.directory)
         if not segments:
             self._start_segment(0)
             return
@@ -627,11 +650,11 @@ class JournalWriter:
         rtype = record_type_of(records.dtype)
         payload = np.ascontiguousarray(records).tobytes()
         header = bytearray(
-            _FRAME.pack(
+            FRAME_HEADER.pack(
                 FRAME_MAGIC, len(payload), rtype, 0, len(records), _WRITE_FINGERPRINTS[rtype], 0, 0
             )
         )
-        struct.pack_into("<I", header, _CRC_OFFSET, _frame_crc(header, payload))
+        struct.pack_into("<I", header, _CRC_OFFSET, frame_crc(header, payload))
         frame_bytes = FRAME_HEADER_SIZE + len(payload)
         if self._file_bytes > FILE_HEADER_SIZE and self._file_bytes + frame_bytes > self.max_bytes:
             self._rotate()
@@ -688,13 +711,13 @@ class JournalReader:
     def _scans(self) -> Iterator[tuple[int, Path, bytes, _SegmentScan]]:
         """Each segment's scan, in order, the chain checked: segment 0 first, each next one
         named for the frame where the previous one ends and linked to its last crc."""
-        segments = _list_segments(self.directory)
+        segments = list_segments(self.directory)
         expected, last_crc, previous = 0, 0, None
         for i, (first, path) in enumerate(segments):
             data = path.read_bytes()
             if first != expected:
                 scan = _SegmentScan(
-                    [], 0, len(data), corruption=_gap(path, first, expected, previous)
+                    [], 0, len(data), corruption=gap_error(path, first, expected, previous)
                 )
             else:
                 scan = _scan_segment(data, path, first, is_last=i == len(segments) - 1)
@@ -706,7 +729,10 @@ class JournalReader:
                     and scan.link != last_crc
                 ):
                     scan = _SegmentScan(
-                        [], 0, len(data), corruption=_link_gap(path, scan.link, last_crc, previous)
+                        [],
+                        0,
+                        len(data),
+                        corruption=link_gap_error(path, scan.link, last_crc, previous),
                     )
             yield first, path, data, scan
             if scan.corruption is not None:

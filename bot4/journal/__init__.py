@@ -1,0 +1,68 @@
+"""The journal: crash-safe append-only segment files of record frames.
+
+:mod:`bot4.journal.core` holds the framing, the segment files, :class:`JournalWriter` (the
+single appender of a directory) and :class:`JournalReader` (every frame, in order);
+:mod:`bot4.journal.tail` holds :class:`JournalTail`, the incremental reader from a frame
+index on that a loader keeps open beside the live writer. This package sits below the
+domain and the services (``db`` reads journals through it) and above ``records``.
+"""
+
+from bot4.journal.core import (
+    DEFAULT_MAX_BYTES,
+    FILE_HEADER,
+    FILE_HEADER_SIZE,
+    FILE_MAGIC,
+    FILE_VERSION,
+    FRAME_HEADER,
+    FRAME_HEADER_SIZE,
+    FRAME_MAGIC,
+    FSYNC_POLICIES,
+    Frame,
+    JournalCorrupt,
+    JournalDamagedTail,
+    JournalGap,
+    JournalReader,
+    JournalReport,
+    JournalWriter,
+    TornTail,
+    check_layout,
+    classify_bad_frame,
+    frame_crc,
+    gap_error,
+    link_gap_error,
+    list_segments,
+    read_frame,
+    segment_name,
+)
+from bot4.journal.tail import JournalBehindDatabase, JournalTail, journal_created_ns
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "FILE_HEADER",
+    "FILE_HEADER_SIZE",
+    "FILE_MAGIC",
+    "FILE_VERSION",
+    "FRAME_HEADER",
+    "FRAME_HEADER_SIZE",
+    "FRAME_MAGIC",
+    "FSYNC_POLICIES",
+    "Frame",
+    "JournalBehindDatabase",
+    "JournalCorrupt",
+    "JournalDamagedTail",
+    "JournalGap",
+    "JournalReader",
+    "JournalReport",
+    "JournalTail",
+    "JournalWriter",
+    "TornTail",
+    "check_layout",
+    "classify_bad_frame",
+    "frame_crc",
+    "gap_error",
+    "link_gap_error",
+    "list_segments",
+    "read_frame",
+    "segment_name",
+    "journal_created_ns",
+]
