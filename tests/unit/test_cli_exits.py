@@ -56,7 +56,7 @@ def test_unknown_stage_name_is_one_line_naming_the_stages():
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
     (line,) = p.stderr.splitlines()
     assert line.startswith("bot4: error: ") and "no stage or group named 'nope'" in line
-    assert "(stages: md, signals, risk, orders, venue, persistence)" in line
+    assert "(stages: md, signals, risk, orders, venue, persistence; groups: hot)" in line
 
 
 def test_journal_cat_into_a_closed_pipe_stops_quietly(tmp_path):
