@@ -10,7 +10,10 @@ from tests.conftest import query
 from tests.data_paths import lobster_dir
 
 pytestmark = pytest.mark.timeout(240)
-pytest.importorskip("pandas")
+pytest.importorskip(
+    "pandas",
+    reason="the research extra (pip install -e .[research]) is not installed; CI installs it via the test extra",
+)
 
 
 def test_sweep_rows_land_once_and_match_the_table(tmp_path, new_db):

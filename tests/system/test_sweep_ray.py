@@ -16,8 +16,14 @@ from bot4.research.table import VOLATILE
 from tests.data_paths import lobster_dir
 
 pytestmark = pytest.mark.system
-pd = pytest.importorskip("pandas")
-pytest.importorskip("ray")
+pd = pytest.importorskip(
+    "pandas",
+    reason="the research extra (pip install -e .[research]) is not installed; CI installs it via the test extra",
+)
+pytest.importorskip(
+    "ray",
+    reason="the research extra (pip install -e .[research]) is not installed; CI installs it via the test extra",
+)
 
 BOT4 = [sys.executable, "-m", "bot4.cli"]
 

@@ -9,7 +9,10 @@ import pytest
 import bot4
 from tests.data_paths import lobster_dir
 
-pd = pytest.importorskip("pandas")
+pd = pytest.importorskip(
+    "pandas",
+    reason="the research extra (pip install -e .[research]) is not installed; CI installs it via the test extra",
+)
 
 
 def fixture() -> str:

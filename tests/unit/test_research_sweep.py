@@ -24,7 +24,10 @@ from bot4.research.sweep import SweepConfig, _Planner, run_sweep
 from bot4.research.table import VOLATILE, ResultsTable
 from tests.data_paths import lobster_dir
 
-pytest.importorskip("pandas")
+pytest.importorskip(
+    "pandas",
+    reason="the research extra (pip install -e .[research]) is not installed; CI installs it via the test extra",
+)
 
 
 def fixture() -> str:
