@@ -25,6 +25,7 @@ from bot4.oms.lru import (
     lru_put,
     lru_remove,
 )
+from bot4.oms.state import OMS_PRODUCER
 from bot4.oms.stp_guard import (
     A_CANCEL,
     A_DECREMENT,
@@ -819,7 +820,7 @@ def test_stp_through_the_stage(policy, mq, tq, want_venue, want_risk):
     assert all(f["reason"] == Code.SELF_TRADE and f["order_id"] == 2 for f in rk)
     assert np.array_equal(d.all(3)[n3:], rk)
     if alias:
-        assert alias[0] >> 48 == O.OMS_PRODUCER
+        assert alias[0] >> 48 == OMS_PRODUCER
     # the venue's answers settle the maker
     d.run()
     if policy == "decrement_both" and mq > tq:
