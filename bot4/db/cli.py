@@ -195,9 +195,15 @@ def _db_status(dsn: str, tables: tuple[str, ...]) -> dict:
                 ).fetchall()
             ]
         if _table_exists(conn, "ledger_entries"):
+            key = "exec_id"  # a fill: its execution identity (ledger migration 0003)
+            if conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = "
+                "'ledger_entries'::regclass AND attname = 'exec_session' AND NOT attisdropped)"
+            ).fetchone()[0]:
+                key = "venue, exec_session, exec_id"
             fills, unbalanced = conn.execute(
-                "SELECT count(*), count(*) FILTER (WHERE d <> c) FROM (SELECT exec_id, "
-                "sum(debit) d, sum(credit) c FROM ledger_entries GROUP BY exec_id) x"
+                "SELECT count(*), count(*) FILTER (WHERE d <> c) FROM (SELECT "
+                f"sum(debit) d, sum(credit) c FROM ledger_entries GROUP BY {key}) x"
             ).fetchone()
             out["ledger"] = {"fills": fills, "unbalanced_fills": unbalanced}
         return out

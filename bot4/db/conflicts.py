@@ -13,9 +13,10 @@ returns the records kept, for the loader to log, count and alarm. A conflicting 
 already kept once (the same frame journalled twice) is not kept again.
 
 The ledger's counterpart is :data:`LEDGER_SQL`: the legs of a batch's fills, inserted
-``ON CONFLICT DO NOTHING`` on ``(exec_id, leg)``, and in the same statement the legs that
-met an existing leg with a different account, instrument, strategy or amount are kept in
-``ledger_conflicts`` (ledger migration 0002); it returns (legs inserted, legs kept).
+``ON CONFLICT DO NOTHING`` on ``(venue, exec_session, exec_id, leg)`` (ledger migration
+0003: the same execution identity as ``exec_reports``), and in the same statement the legs
+that met an existing leg with a different account, instrument, strategy or amount are kept
+in ``ledger_conflicts`` (ledger migration 0002); it returns (legs inserted, legs kept).
 
 Both read their rows from ``{source}``: the loader's staging table or ``unnest`` of array
 parameters, aliased ``s``, with ``rid``, ``frame``, ``idx`` and the record's fields.
@@ -44,8 +45,7 @@ def exec_conflicts_sql(columns: Sequence[_Column], source: str) -> str:
     column spec (each with the SQL converting the staged field)."""
     by_name = {c.name: c for c in columns}
     content = [by_name[f] for f in EXEC_CONTENT_FIELDS]
-    # the identity (events migration 0006): (venue, session = the OMS's seq >> 32, exec_id);
-    # a loader that does not store venue leaves it 0 (the default) on both sides
+    # the identity (events migration 0006): (venue, session = the OMS's seq >> 32, exec_id)
     venue = by_name["venue"].sql() if "venue" in by_name else "0"
     session = f"({by_name['seq'].sql()} >> 32)::integer"
     theirs = ", ".join(c.sql() for c in content)
@@ -90,7 +90,8 @@ SELECT * FROM kept ORDER BY src_frame, src_index
 #: returns one row: (legs inserted, legs kept as conflicts)
 LEDGER_SQL = """
 WITH legs AS (
-    SELECT bot4_u64(s.exec_id) AS exec_id, l.leg, l.account, s.instrument::integer AS instrument,
+    SELECT s.venue::smallint AS venue, (s.seq >> 32)::integer AS exec_session,
+           bot4_u64(s.exec_id) AS exec_id, l.leg, l.account, s.instrument::integer AS instrument,
            s.strategy::integer AS strategy, l.debit, l.credit, s.ts_venue_ns,
            %(journal)s::text AS src_journal, s.frame AS src_frame, s.idx::integer AS src_index
     FROM {source}
@@ -108,20 +109,23 @@ WITH legs AS (
     ) AS l(leg, account, debit, credit)
     WHERE l.leg = 1 OR (l.leg = 2 AND u.fee <> 0) OR (l.leg = 3 AND c.cash <> 0)
 ), inserted AS (
-    INSERT INTO ledger_entries (exec_id, leg, account, instrument, strategy, debit, credit,
-                                ts_venue_ns, src_journal, src_frame, src_index)
+    INSERT INTO ledger_entries (venue, exec_session, exec_id, leg, account, instrument,
+                                strategy, debit, credit, ts_venue_ns, src_journal, src_frame,
+                                src_index)
     SELECT * FROM legs
     ON CONFLICT DO NOTHING
     RETURNING 1
 ), kept AS (
-    INSERT INTO ledger_conflicts (exec_id, leg, account, instrument, strategy, debit, credit,
-                                  ts_venue_ns, src_journal, src_frame, src_index,
+    INSERT INTO ledger_conflicts (venue, exec_session, exec_id, leg, account, instrument,
+                                  strategy, debit, credit, ts_venue_ns, src_journal, src_frame,
+                                  src_index,
                                   kept_account, kept_instrument, kept_strategy, kept_debit,
                                   kept_credit, kept_journal, kept_frame, kept_index)
     SELECT n.*, e.account, e.instrument, e.strategy, e.debit, e.credit, e.src_journal,
            e.src_frame, e.src_index
     FROM legs n
-    JOIN ledger_entries e ON e.exec_id = n.exec_id AND e.leg = n.leg
+    JOIN ledger_entries e ON e.venue = n.venue AND e.exec_session = n.exec_session
+                         AND e.exec_id = n.exec_id AND e.leg = n.leg
     WHERE (e.account, e.instrument, e.strategy, e.debit, e.credit)
           IS DISTINCT FROM (n.account, n.instrument, n.strategy, n.debit, n.credit)
     ON CONFLICT DO NOTHING

@@ -449,7 +449,7 @@ _TABLES: dict[int, tuple[_Table, ...]] = {
                 "exec_id:u64 client_order_id:u64 order_id:u64 seq:i8 parent_seq:i8 exec_type:i2 "
                 "status:i2 reason:i4 instrument:i4 strategy:i4 side:i2 last_qty:i8 last_price:px "
                 "cum_qty:i8 leaves_qty:i8 fee:px ts_event_ns:i8 ts_recv_ns:i8 ts_order_ns:i8 "
-                "ts_venue_ns:i8 prevented_qty:i8"
+                "ts_venue_ns:i8 prevented_qty:i8 venue:i2"
             ),
         ),
     ),
@@ -478,7 +478,7 @@ _TABLES: dict[int, tuple[_Table, ...]] = {
     ),
 }
 _LEDGER_COLUMNS = (
-    "exec_id", "leg", "account", "instrument", "strategy", "debit", "credit", "ts_venue_ns",
+    "venue", "exec_session", "exec_id", "leg", "account", "instrument", "strategy", "debit", "credit", "ts_venue_ns",
     *_SRC_COLUMNS,
 )  # fmt: skip
 
@@ -1817,6 +1817,8 @@ class Loader:
         g = self._inst.frac_groups
         legs = _Part(r[rows], fills.frames[rows], fills.idx[rows])
         fields = [
+            _Field(_ints(legs.records["venue"], ">i2")),
+            _Field(_ints(legs.records["seq"] >> np.uint64(32), ">i4")),
             _Field(_u64_numeric(legs.records["exec_id"])),
             _Field(leg),
             _Field(account.astype(bytes), varlen=True),

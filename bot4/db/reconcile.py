@@ -7,8 +7,9 @@ ledger). For one journal, over the frames the database says it has loaded
 (``load_positions.next_frame``, read in the same snapshot as the rest):
 
 * **journal side**: its venue executions (``EXEC_REPORT`` with ``exec_id`` <> 0), each
-  distinct (``exec_id``, content) once — the same execution journalled twice (a batch
-  written again after a restart) counts once, two executions under one id count twice
+  distinct (identity, content) once, identity being ``(venue, session, exec_id)`` as in
+  the database (session: the OMS's ``seq >> 32``) — the same execution journalled twice (a
+  batch written again after a restart) counts once, two executions under one id count twice
   (content: :mod:`bot4.records.identity`); their fills and the net filled quantity per
   instrument (buys minus sells, shares);
 * **database side**: the ``exec_reports`` rows loaded from this journal (``src_journal``),
@@ -52,8 +53,17 @@ if TYPE_CHECKING:
 __all__ = ["LiveReconciler", "Reconciler", "Reconciliation", "reconcile"]
 
 _EXECS = np.dtype(
-    [("exec_id", np.uint64), ("content", np.int64), ("instrument", np.int64), ("signed", np.int64)]
-)  # one distinct execution: signed = +/- shares filled (0: not a fill)
+    [
+        ("venue", np.int64),
+        ("session", np.int64),
+        ("exec_id", np.uint64),
+        ("content", np.int64),
+        ("instrument", np.int64),
+        ("signed", np.int64),
+    ]
+)  # one distinct execution, identified by (venue, session, exec_id) as in the database;
+#    signed = +/- shares filled (0: not a fill)
+_IDENTITY = ["venue", "session", "exec_id"]
 
 _DB_SIDE_SQL = """
 SELECT count(*), count(*) FILTER (WHERE last_qty > 0)
@@ -75,8 +85,8 @@ WHERE p.qty IS DISTINCT FROM x.qty OR p.fills IS DISTINCT FROM x.fills
 ORDER BY strategy, instrument
 """
 _LEDGER_SQL = """
-SELECT (SELECT count(DISTINCT exec_id) FROM ledger_entries),
-       (SELECT count(*) FROM (SELECT exec_id FROM ledger_entries GROUP BY exec_id
+SELECT (SELECT count(*) FROM (SELECT DISTINCT {identity} FROM ledger_entries) f),
+       (SELECT count(*) FROM (SELECT 1 FROM ledger_entries GROUP BY {identity}
                               HAVING sum(debit) <> sum(credit)) u),
        {conflicts}
 """
@@ -173,7 +183,7 @@ class Reconciler:
         missing = self._read_journal(upto)
         ex = self._execs
         fills = ex[ex["signed"] != 0]
-        ids = len(np.unique(ex["exec_id"]))
+        ids = len(np.unique(ex[_IDENTITY]))
         net: dict[int, int] = {}
         for ins, q in zip(fills["instrument"].tolist(), fills["signed"].tolist(), strict=True):
             net[ins] = net.get(ins, 0) + q
@@ -250,7 +260,11 @@ class Reconciler:
         conflicts = (
             "(SELECT count(*) FROM ledger_conflicts)" if _exists(conn, "ledger_conflicts") else "0"
         )
-        fills, unbalanced, kept = conn.execute(_LEDGER_SQL.format(conflicts=conflicts)).fetchone()
+        identity = "exec_id"  # a ledger before its migration 0003
+        if _has_column(conn, "ledger_entries", "exec_session"):
+            identity = "venue, exec_session, exec_id"
+        sql = _LEDGER_SQL.format(conflicts=conflicts, identity=identity)
+        fills, unbalanced, kept = conn.execute(sql).fetchone()
         want = rec.database["fills_all_journals"]
         rec.database["ledger"] = {"fills": int(fills), "unbalanced": int(unbalanced),
                                   "conflicts": int(kept)}  # fmt: skip
@@ -265,12 +279,24 @@ class Reconciler:
 def _distinct(execs: np.ndarray) -> np.ndarray:
     """The distinct executions of EXEC_REPORT records (exec_id <> 0)."""
     out = np.zeros(len(execs), _EXECS)
+    out["venue"] = execs["venue"]
+    out["session"] = (execs["seq"] >> np.uint64(32)).astype(np.int64)
     out["exec_id"] = execs["exec_id"]
     out["content"] = exec_content_hashes(execs)
     out["instrument"] = execs["instrument"]
     qty = execs["last_qty"].astype(np.int64)
     out["signed"] = np.where(execs["side"] == SIDE_BUY, qty, -qty)
     return np.unique(out)
+
+
+def _has_column(conn: psycopg.Connection, table: str, column: str) -> bool:
+    return bool(
+        conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+            "AND attname = %s AND NOT attisdropped)",
+            (table, column),
+        ).fetchone()[0]
+    )
 
 
 def _exists(conn: psycopg.Connection, table: str) -> bool:

@@ -293,7 +293,8 @@ def ledger_check(ledger_dsn: str) -> dict[str, int]:
     rows = query(
         ledger_dsn,
         "SELECT count(*), count(*) FILTER (WHERE d <> c) FROM "
-        "(SELECT exec_id, sum(debit) d, sum(credit) c FROM ledger_entries GROUP BY exec_id) x",
+        "(SELECT sum(debit) d, sum(credit) c FROM ledger_entries "
+        "GROUP BY venue, exec_session, exec_id) x",
     )
     return {"fills": rows[0][0], "unbalanced": rows[0][1]}
 

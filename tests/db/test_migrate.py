@@ -65,6 +65,7 @@ def test_migrations_apply_once_and_record_themselves(new_db):
     assert [str(m) for m in migrate(dsn, ("ledger",))] == [
         "ledger 0001_ledger",
         "ledger 0002_ledger_conflicts",
+        "ledger 0003_execution_identity",
     ]
     assert "ledger_entries" in tables(dsn)
 
@@ -98,8 +99,9 @@ def test_concurrent_migrators_apply_each_migration_exactly_once(new_db):
         "events 0006_execution_identity",
         "ledger 0001_ledger",
         "ledger 0002_ledger_conflicts",
+        "ledger 0003_execution_identity",
     ]
-    assert scalar(dsn, "SELECT count(*) FROM schema_migrations") == 8
+    assert scalar(dsn, "SELECT count(*) FROM schema_migrations") == 9
 
 
 def test_changed_applied_migration_is_refused(new_db):
