@@ -53,8 +53,11 @@ def _say_notes(notes: list[str]) -> None:
 def cmd_run(args) -> int:
     from bot4.pipeline.segments import check_not_running
     from bot4.pipeline.supervisor import Supervisor
+    from bot4.pipeline.topology import validate_topology
 
-    t = _load(args.topology, args.instance, validate=True)
+    t = _load(args.topology, args.instance)
+    notes = validate_topology(t)  # bad input: said now, counted in the report at the end
+    _say_notes(notes)
     check_not_running(t.instance, [s.name for s in t.stages])  # before starting a database
     server = _database_for(t, args)
     try:
@@ -72,6 +75,7 @@ def cmd_run(args) -> int:
         if server is not None and server.started:
             server.stop()  # we started it: the run's data is in it and in the journal
     report = sup.final
+    report["bad_input"] = notes.bad_input  # stage -> rows kept out by reason, as replay's
     if args.report:
         with open(args.report, "wb") as f:
             f.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))

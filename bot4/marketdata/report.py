@@ -133,10 +133,19 @@ def check_sorted(
     raise UnsortedInputError(source, int(lines[j]), prev, int(back.size), what)
 
 
-def bad_input_line(report: BadInputReport) -> str | None:
+class BadInputLine(str):
+    """The bad-input line, carrying the report it says (``report``), so the commands that
+    print it can also put the counts by reason into their JSON reports."""
+
+    report: BadInputReport
+
+
+def bad_input_line(report: BadInputReport) -> BadInputLine | None:
     """The one line ``bot4 run``, ``bot4 record`` and ``bot4 replay`` print for an input
     that loaded with rows kept out (None when it is clean): source, rows kept of read,
     then each reason with its count and first lines."""
     if report.clean:
         return None
-    return f"bad input: {report.summary()}"
+    line = BadInputLine(f"bad input: {report.summary()}")
+    line.report = report
+    return line

@@ -549,7 +549,17 @@ def _parse_groups(source: str, raw: Any, cpus: int) -> tuple[GroupSpec, ...]:
     return tuple(out)
 
 
-def validate_topology(t: Topology) -> list[str]:
+class ValidationNotes(list):
+    """:func:`validate_topology`'s notes (strings, to print), and ``bad_input``: stage name
+    -> the counts by reason of its recorded input (``BadInputReport.as_dict()``, as
+    ``bot4 replay``'s report has them), for each input that loaded with rows kept out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bad_input: dict[str, dict] = {}
+
+
+def validate_topology(t: Topology) -> ValidationNotes:
     """Check what every stage's params point at (data files, parameter files) before any
     segment exists; the first problem is a :class:`TopologyError`
     ``FILE: stage NAME: params.KEY: REASON``. Called by the commands that start stages.
@@ -558,7 +568,7 @@ def validate_topology(t: Topology) -> list[str]:
     from bot4.stages import KINDS
     from bot4.stages.base import ParamError
 
-    notes = []
+    notes = ValidationNotes()
     for s in t.stages:
         try:
             note = KINDS[s.kind].validate(s.params)
@@ -568,6 +578,9 @@ def validate_topology(t: Topology) -> list[str]:
             raise TopologyError(t.source, f"stage {s.name}: params", _unusable(exc)) from None
         if isinstance(note, str):
             notes.append(f"stage {s.name}: {note}")
+            report = getattr(note, "report", None)
+            if report is not None:
+                notes.bad_input[s.name] = report.as_dict()
     return notes
 
 
