@@ -1,23 +1,23 @@
 """The simulated venue: price-time-priority limit order books fed by our orders and by
 other participants' market data, with a report delay queue.
 
-**State** lives in preallocated numpy arrays, bundled in one tuple ``st`` (see
-:class:`Venue`, which builds it) that every kernel takes first::
+**State** lives in preallocated numpy arrays, bundled in one named tuple ``st``,
+:data:`VenueState` (:class:`Venue` builds it), that every kernel takes first::
 
-    index  array    shape / dtype           meaning
-    0      pool     [capacity] RESTING       order slots: ours, external, quote (free list)
-    1      free     [capacity] int64         stack of free pool slots, top in v[V_FREE_TOP]
-    2      levels   [books, 2, L, 4] int64   per book and side (BID / ASK) the price levels,
-                                             ascending key, best last; columns key, head,
-                                             tail (pool slots), qty (shares resting)
-    3      nlev     [books, 2] int64         levels in use per book and side
-    4      books    [books, 4] int64         quote slot per side (-1 = none), md mode
-    5, 6   our_keys, our_vals                hash: client_order_id -> pool slot (live,
-                                             >= 0) or -(history index + 1) (done)
-    7, 8   ext_keys, ext_vals                hash: market-data order id -> pool slot
-    9      hist     [history] DONE           ring of our finished orders
-    10     queue    [queue] EXEC_REPORT      the delay queue (FIFO), head / tail in v
-    11     v        [64] int64               counters, configuration and statistics (V_*)
+    field    shape / dtype           meaning
+    pool     [capacity] RESTING       order slots: ours, external, quote (free list)
+    free     [capacity] int64         stack of free pool slots, top in v[V_FREE_TOP]
+    levels   [books, 2, L, 4] int64   per book and side (BID / ASK) the price levels,
+                                      ascending key, best last; columns key, head,
+                                      tail (pool slots), qty (shares resting)
+    nlev     [books, 2] int64         levels in use per book and side
+    books    [books, 4] int64         quote slot per side (-1 = none), md mode
+    our_keys, our_vals                hash: client_order_id -> pool slot (live,
+                                      >= 0) or -(history index + 1) (done)
+    ext_keys, ext_vals                hash: market-data order id -> pool slot
+    hist     [history] DONE           ring of our finished orders
+    queue    [queue] EXEC_REPORT      the delay queue (FIFO), head / tail in v
+    v        [64] int64               counters, configuration and statistics (V_*)
 
 A book is an instrument: book index = instrument id (1 .. books - 1). The key of a level
 is the price on the bid side and minus the price on the ask side, so both sides search and
@@ -131,6 +131,8 @@ finds the queue full is lost and counted in ``reports_lost``; size it for the wo
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 from numba import njit, types
 from numba.core import cgutils
@@ -196,6 +198,7 @@ __all__ = [
     "RESTING",
     "STATS",
     "Venue",
+    "VenueState",
     "QF_QUEUE",
     "QF_TRADE_THROUGH",
     "QUOTE_FILL_NAMES",
@@ -373,6 +376,12 @@ R_MAX_OPEN = int(Code.MAX_OPEN_ORDERS)
 _MARKET_BUY_LIMIT = np.int64(2**62)  # a market buy's limit: above any price
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
+#: the venue's state, the one object every kernel takes first (fields: module doc)
+VenueState = namedtuple(
+    "VenueState",
+    "pool free levels nlev books our_keys our_vals ext_keys ext_vals hist queue v",
+)
+
 
 # --- borrowed state ----------------------------------------------------------------------------
 
@@ -403,11 +412,12 @@ def _unowned(typingctx, arr):
 
 @njit(nogil=True, cache=True)
 def _borrow(st):
-    """The state tuple with every array borrowed (see :func:`_unowned`)."""
-    return (
-        _unowned(st[0]), _unowned(st[1]), _unowned(st[2]), _unowned(st[3]), _unowned(st[4]),
-        _unowned(st[5]), _unowned(st[6]), _unowned(st[7]), _unowned(st[8]), _unowned(st[9]),
-        _unowned(st[10]), _unowned(st[11]),
+    """The state with every array borrowed (see :func:`_unowned`)."""
+    return VenueState(
+        _unowned(st.pool), _unowned(st.free), _unowned(st.levels), _unowned(st.nlev),
+        _unowned(st.books), _unowned(st.our_keys), _unowned(st.our_vals),
+        _unowned(st.ext_keys), _unowned(st.ext_vals), _unowned(st.hist), _unowned(st.queue),
+        _unowned(st.v),
     )  # fmt: skip
 
 
@@ -484,8 +494,8 @@ def _hdel(keys, vals, i):
 def _claim(st, now, pseq, etype, status, reason):
     """Queue slot of a new report with the venue's fields set and every amount zero; -1
     when the queue is full (the report is lost, and counted)."""
-    queue = st[10]
-    v = st[11]
+    queue = st.queue
+    v = st.v
     cap = queue.shape[0]
     tail = v[V_Q_TAIL]
     if tail - v[V_Q_HEAD] >= cap:
@@ -517,7 +527,7 @@ def _report(st, now, pseq, x, stamps, etype, status, reason, cum, leaves):
     queue slot (to add a fill's amounts) or -1."""
     k = _claim(st, now, pseq, etype, status, reason)
     if k >= 0:
-        e = st[10][k]
+        e = st.queue[k]
         e.client_order_id = x.client_order_id
         e.order_id = x.order_id
         e.side = x.side
@@ -534,7 +544,7 @@ def _report(st, now, pseq, x, stamps, etype, status, reason, cum, leaves):
 @njit(nogil=True, cache=True)
 def _report_own(st, now, pseq, m, etype, status, reason):
     """Queue a report on our order in pool slot ``m``, with its own stamps."""
-    o = st[0][m]
+    o = st.pool[m]
     leaves = 0 if status in (OS_CANCELLED, OS_FILLED) else o.leaves
     return _report(st, now, pseq, o, o, etype, status, reason, o.cum_qty, leaves)
 
@@ -543,15 +553,15 @@ def _report_own(st, now, pseq, m, etype, status, reason):
 def _report_fill(st, now, pseq, m, qty, price, fee_per_share):
     """Queue the fill of ``qty`` shares at ``price`` of our order in slot ``m`` (its
     cum_qty / leaves already updated)."""
-    done = st[0][m].leaves == 0
+    done = st.pool[m].leaves == 0
     etype = EXEC_FILL if done else EXEC_PARTIAL_FILL
     k = _report_own(st, now, pseq, m, etype, OS_FILLED if done else OS_PARTIALLY_FILLED, R_OK)
     if k >= 0:
-        e = st[10][k]
+        e = st.queue[k]
         e.last_qty = qty
         e.last_price = price
         e.fee = fee_per_share * qty
-    v = st[11]
+    v = st.v
     v[S_FILLS] += 1
     v[S_FILLED_QTY] += qty
 
@@ -567,14 +577,14 @@ def _report_stp(st, now, pseq, m, etype, prevented):
     already reduced): ``EXEC_STP_EXPIRED`` (status EXPIRED, leaves 0) or
     ``EXEC_STP_DECREMENTED`` (still live), ``prevented_qty`` = the shares this event took
     off the order, reason ``SELF_TRADE``, no fill, no fee."""
-    o = st[0][m]
+    o = st.pool[m]
     expired = etype == EXEC_STP_EXPIRED
     status = OS_EXPIRED if expired else _live_status(o.cum_qty)
     leaves = 0 if expired else o.leaves
     k = _report(st, now, pseq, o, o, etype, status, R_SELF_TRADE, o.cum_qty, leaves)
     if k >= 0:
-        st[10][k].prevented_qty = prevented
-    v = st[11]
+        st.queue[k].prevented_qty = prevented
+    v = st.v
     v[S_STP_EXPIRED if expired else S_STP_DECREMENTED] += 1
     v[S_STP_PREVENTED_QTY] += prevented
 
@@ -584,7 +594,7 @@ def _report_stp(st, now, pseq, m, etype, prevented):
 
 @njit(nogil=True, cache=True)
 def _alloc(st):
-    return _a_alloc(st[0], st[1], st[11])
+    return _a_alloc(st.pool, st.free, st.v)
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -613,7 +623,7 @@ def _a_alloc(pool, free, v):
 
 @njit(nogil=True, cache=True)
 def _release_slot(st, m):
-    _a_release_slot(st[0], st[1], st[11], m)
+    _a_release_slot(st.pool, st.free, st.v, m)
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -645,7 +655,7 @@ def _level_pos(levels, nlev, b, s, key):
 @njit(nogil=True, cache=True)
 def _level_of(st, m):
     """(side row, level index) of resting pool slot ``m``."""
-    return _a_level_of(st[0], st[2], st[3], m)
+    return _a_level_of(st.pool, st.levels, st.nlev, m)
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -659,7 +669,7 @@ def _a_level_of(pool, levels, nlev, m):
 @njit(nogil=True, cache=True)
 def _unlink(st, m):
     """Take resting slot ``m`` out of its level's queue (the level goes when empty)."""
-    _a_unlink(st[0], st[2], st[3], m)
+    _a_unlink(st.pool, st.levels, st.nlev, m)
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -689,7 +699,7 @@ def _a_unlink(pool, levels, nlev, m):
 @njit(nogil=True, cache=True)
 def _discard_external(st, m):
     """Forget external / quote slot ``m`` (already unlinked or never rested)."""
-    _a_discard_external(st[0], st[1], st[4], st[7], st[8], st[11], m)
+    _a_discard_external(st.pool, st.free, st.books, st.ext_keys, st.ext_vals, st.v, m)
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -728,7 +738,9 @@ def _a_evict_worst(pool, free, levels, nlev, books, ext_keys, ext_vals, v, b, s)
 @njit(nogil=True, cache=True)
 def _append(st, m):
     """Rest slot ``m`` at the back of its price level; False if no level can be had."""
-    return _a_append(st[0], st[1], st[2], st[3], st[4], st[7], st[8], st[11], m)
+    return _a_append(
+        st.pool, st.free, st.levels, st.nlev, st.books, st.ext_keys, st.ext_vals, st.v, m
+    )
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -770,7 +782,7 @@ def _a_append(pool, free, levels, nlev, books, ext_keys, ext_vals, v, m):
 @njit(nogil=True, cache=True)
 def _resize(st, m, new_leaves):
     """Change the working size of resting slot ``m`` in place (keeps its priority)."""
-    _a_resize(st[0], st[2], st[3], m, new_leaves)
+    _a_resize(st.pool, st.levels, st.nlev, m, new_leaves)
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -785,16 +797,16 @@ def _a_resize(pool, levels, nlev, m, new_leaves):
 def _hist_add(st, x, cum, qty, price, status):
     """Remember a finished order of ours (ids, side, instrument, strategy from record
     ``x``), forgetting the oldest remembered one; maps its client order id there."""
-    hist = st[9]
-    v = st[11]
+    hist = st.hist
+    v = st.v
     h = v[V_HIST_NEXT]
     v[V_HIST_NEXT] = (h + 1) % hist.shape[0]
     e = hist[h]
     code = -(h + 1)
     if e.client_order_id != 0:
-        i = _hfind(st[5], e.client_order_id)
-        if i >= 0 and st[6][i] == code:
-            _hdel(st[5], st[6], i)
+        i = _hfind(st.our_keys, e.client_order_id)
+        if i >= 0 and st.our_vals[i] == code:
+            _hdel(st.our_keys, st.our_vals, i)
     e.client_order_id = x.client_order_id
     e.order_id = x.order_id
     e.cum_qty = cum
@@ -804,15 +816,15 @@ def _hist_add(st, x, cum, qty, price, status):
     e.strategy = x.strategy
     e.side = x.side
     e.status = status
-    _hput(st[5], st[6], x.client_order_id, code)
+    _hput(st.our_keys, st.our_vals, x.client_order_id, code)
 
 
 @njit(nogil=True, cache=True)
 def _retire(st, m, status):
     """Our order in slot ``m`` (unlinked) is done: into the history, slot freed."""
-    o = st[0][m]
+    o = st.pool[m]
     _hist_add(st, o, o.cum_qty, o.qty, o.price, status)
-    st[11][V_LIVE_OURS] -= 1
+    st.v[V_LIVE_OURS] -= 1
     _release_slot(st, m)
 
 
@@ -839,10 +851,10 @@ def _take(st, b, aside, limit, qty, taker, at_limit, stop, now, pseq):
     order (the one actually met, in priority order; liquidity ahead of it has traded); the
     taker's fills of the level so far are reported first. An expired taker stops here.
     """
-    pool = st[0]
-    levels = st[2]
-    nlev = st[3]
-    v = st[11]
+    pool = st.pool
+    levels = st.levels
+    nlev = st.nlev
+    v = st.v
     ms = ASK if aside == SIDE_BUY else BID
     ours_taker = taker >= 0 and pool[taker].owner == OWN_OURS
     stp_mode = pool[taker].stp_mode if ours_taker else STP_NONE
@@ -915,10 +927,10 @@ def _take(st, b, aside, limit, qty, taker, at_limit, stop, now, pseq):
 @njit(nogil=True, cache=True)
 def _taker_fill(st, taker, qty, px, now, pseq):
     """Our taker in slot ``taker`` filled ``qty`` shares at ``px``: book it, report it."""
-    t = st[0][taker]
+    t = st.pool[taker]
     t.leaves -= qty
     t.cum_qty += qty
-    _report_fill(st, now, pseq, taker, qty, px, st[11][V_TAKER_FEE])
+    _report_fill(st, now, pseq, taker, qty, px, st.v[V_TAKER_FEE])
 
 
 @njit(nogil=True, cache=True)
@@ -933,7 +945,7 @@ def _stp_expire_resting(st, m, prevented, now, pseq):
 def _stp_expire_taker(st, taker, prevented, now, pseq):
     """Our taker in slot ``taker`` (not resting) expires: reported now, retired EXPIRED by
     its caller (``RF_STP_EXPIRED``)."""
-    t = st[0][taker]
+    t = st.pool[taker]
     t.leaves = 0
     t.flags |= RF_STP_EXPIRED
     _report_stp(st, now, pseq, taker, EXEC_STP_EXPIRED, prevented)
@@ -951,10 +963,10 @@ def _prevent(st, m, taker, mode, now, pseq):
     reduced by ``d = min(both leaves)`` (their ``qty`` too, so ``leaves = qty - cum``
     holds); one that reaches 0 expires (both when equal), the other is reported
     ``EXEC_STP_DECREMENTED``; the taker goes on if it has shares left."""
-    pool = st[0]
+    pool = st.pool
     o = pool[m]
     t = pool[taker]
-    st[11][S_STP_MATCHES] += 1
+    st.v[S_STP_MATCHES] += 1
     if mode == STP_CANCEL_RESTING:
         _stp_expire_resting(st, m, o.leaves, now, pseq)
         return t.leaves
@@ -989,10 +1001,10 @@ def _through(st, b, aside, limit, qty, now, pseq):
     ``limit`` (ours only: other participants' liquidity is neither consumed nor in the way),
     best price first, time order within a price, at our price, up to ``qty`` shares.
     Returns the shares left."""
-    pool = st[0]
-    levels = st[2]
-    nlev = st[3]
-    v = st[11]
+    pool = st.pool
+    levels = st.levels
+    nlev = st.nlev
+    v = st.v
     ms = ASK if aside == SIDE_BUY else BID
     rem = qty
     j = nlev[b, ms] - 1
@@ -1025,12 +1037,12 @@ def _quote_through(st, b, side, price, qty, now, pseq):
     """A new quote order in ``QF_TRADE_THROUGH`` mode: fill ours strictly through its price
     completely, drop the opposite quote order it touches or crosses, rest it unmatched.
     Returns its slot or -1."""
-    books = st[4]
-    v = st[11]
+    books = st.books
+    v = st.v
     _through(st, b, np.int64(side), price, np.int64(2**62), now, pseq)
     opp = books[b, BK_QUOTE + (ASK if side == SIDE_BUY else BID)]
     if opp >= 0:
-        op = st[0][opp].price
+        op = st.pool[opp].price
         if (side == SIDE_BUY and op <= price) or (side == SIDE_SELL and op >= price):
             _unlink(st, opp)
             _discard_external(st, opp)
@@ -1038,7 +1050,7 @@ def _quote_through(st, b, side, price, qty, now, pseq):
     if m < 0:
         v[S_EXT_DROPPED] += 1
         return -1
-    o = st[0][m]
+    o = st.pool[m]
     o.price = price
     o.leaves = qty
     o.qty = qty
@@ -1060,9 +1072,9 @@ def _available(st, b, aside, limit, want, mode, group):
     resting orders of ``group`` are skipped under ``STP_CANCEL_RESTING`` (they would
     expire) and end the count under the other modes (the taker expires or is
     decremented there); under ``STP_NONE``, and for other groups, they are liquidity."""
-    pool = st[0]
-    levels = st[2]
-    nlev = st[3]
+    pool = st.pool
+    levels = st.levels
+    nlev = st.nlev
     ms = ASK if aside == SIDE_BUY else BID
     total = 0
     for j in range(nlev[b, ms] - 1, -1, -1):
@@ -1087,7 +1099,7 @@ def _available(st, b, aside, limit, want, mode, group):
 @njit(nogil=True, cache=True)
 def _work(st, m, tif, now, pseq):
     """Our order in slot ``m`` (not resting) trades what it can, then rests or ends."""
-    o = st[0][m]
+    o = st.pool[m]
     b = np.int64(o.instrument)
     _take(st, b, np.int64(o.side), o.price, o.leaves, m, AT_LIMIT_ALL, -1, now, pseq)
     if o.leaves == 0:
@@ -1115,14 +1127,14 @@ def _reject(st, now, r, reason, remember):
 
 @njit(nogil=True, cache=True)
 def _on_new(st, r, now):
-    pool = st[0]
-    v = st[11]
-    nbooks = st[3].shape[0]
+    pool = st.pool
+    v = st.v
+    nbooks = st.nlev.shape[0]
     clid = r.client_order_id
     if clid == 0:
         _reject(st, now, r, R_VENUE_REJECTED, False)
         return
-    if _hfind(st[5], clid) >= 0:
+    if _hfind(st.our_keys, clid) >= 0:
         _reject(st, now, r, R_DUPLICATE, False)
         return
     tif = r.tif if r.tif != TIF_NONE else TIF_DAY
@@ -1173,7 +1185,7 @@ def _on_new(st, r, now):
     o.owner = OWN_OURS
     o.stp_mode = stp
     o.stp_group = r.stp_group
-    _hput(st[5], st[6], clid, m)
+    _hput(st.our_keys, st.our_vals, clid, m)
     v[V_LIVE_OURS] += 1
     _report_own(st, now, r.seq, m, EXEC_ACK, OS_NEW, R_OK)
     b = np.int64(r.instrument)
@@ -1199,10 +1211,10 @@ def _stp_allowed(v, mode):
 @njit(nogil=True, cache=True)
 def _live_slot(st, clid):
     """Pool slot of our live order ``clid``, or -1."""
-    i = _hfind(st[5], clid)
-    if i < 0 or st[6][i] < 0:
+    i = _hfind(st.our_keys, clid)
+    if i < 0 or st.our_vals[i] < 0:
         return -1
-    return st[6][i]
+    return st.our_vals[i]
 
 
 @njit(nogil=True, cache=True)
@@ -1210,18 +1222,18 @@ def _answer(st, now, r, target, etype, reason_live, reason_done, reason_unknown)
     """Report ``etype`` on ``target`` as the venue knows it, answering request ``r``: a
     live order (``reason_live``), a finished one (``reason_done``; leaves 0) or an unknown
     id (status OS_NONE, ``reason_unknown``, ids and side from the request)."""
-    i = _hfind(st[5], target)
+    i = _hfind(st.our_keys, target)
     if i < 0:
         k = _report(st, now, r.seq, r, r, etype, OS_NONE, reason_unknown, 0, 0)
         if k >= 0:
-            st[10][k].client_order_id = target
+            st.queue[k].client_order_id = target
         return
-    val = st[6][i]
+    val = st.our_vals[i]
     if val < 0:
-        h = st[9][-val - 1]
+        h = st.hist[-val - 1]
         _report(st, now, r.seq, h, r, etype, h.status, reason_done, h.cum_qty, 0)
         return
-    o = st[0][val]
+    o = st.pool[val]
     _report(st, now, r.seq, o, r, etype, _live_status(o.cum_qty), reason_live, o.cum_qty, o.leaves)
 
 
@@ -1232,7 +1244,7 @@ def _on_cancel(st, r, now):
     if m < 0:
         _answer(st, now, r, target, EXEC_CANCEL_REJECTED, R_OK, R_TOO_LATE, R_UNKNOWN_ORDER)
         return
-    o = st[0][m]
+    o = st.pool[m]
     _unlink(st, m)
     _report(st, now, r.seq, o, r, EXEC_CANCELLED, OS_CANCELLED, R_OK, o.cum_qty, 0)
     _retire(st, m, OS_CANCELLED)
@@ -1250,9 +1262,9 @@ def _on_replace(st, r, now):
     if m < 0:
         _refuse_replace(st, now, r, target, R_OK)
         return
-    o = st[0][m]
+    o = st.pool[m]
     new_id = r.client_order_id if r.client_order_id != 0 else target
-    if new_id != target and _hfind(st[5], new_id) >= 0:
+    if new_id != target and _hfind(st.our_keys, new_id) >= 0:
         _refuse_replace(st, now, r, target, R_DUPLICATE)
         return
     qty = r.qty if r.qty > 0 else o.qty
@@ -1260,14 +1272,14 @@ def _on_replace(st, r, now):
     if qty <= o.cum_qty:
         _refuse_replace(st, now, r, target, R_INVALID_QTY)
         return
-    if not _stp_allowed(st[11], r.stp_mode):
+    if not _stp_allowed(st.v, r.stp_mode):
         _refuse_replace(st, now, r, target, R_VENUE_REJECTED)
         return
     if r.stp_mode != STP_NONE:
         o.stp_mode = r.stp_mode
     if new_id != target:
         _hist_add(st, o, o.cum_qty, o.qty, o.price, OS_CANCELLED)
-        _hput(st[5], st[6], new_id, m)
+        _hput(st.our_keys, st.our_vals, new_id, m)
         o.client_order_id = new_id
     o.ts_event_ns = r.ts_event_ns
     o.ts_recv_ns = r.ts_recv_ns
@@ -1296,7 +1308,7 @@ def _on_query(st, r, now):
 def _cancel_ours(st, m, now, pseq, reason, stamps, own_stamps):
     """Cancel our resting order in slot ``m``; the report carries the stamps of record
     ``stamps``, or the order's own (``own_stamps``)."""
-    o = st[0][m]
+    o = st.pool[m]
     _unlink(st, m)
     if own_stamps:
         _report(st, now, pseq, o, o, EXEC_CANCELLED, OS_CANCELLED, reason, o.cum_qty, 0)
@@ -1310,9 +1322,9 @@ def _cancel_all(st, inst, now, pseq, reason, stamps, own_stamps):
     """Cancel every resting order of ours in book ``inst`` (0 = every book), book by book,
     bids then asks, best level first, time order within a level (see _cancel_ours for the
     stamps). Returns the number cancelled."""
-    pool = st[0]
-    levels = st[2]
-    nlev = st[3]
+    pool = st.pool
+    levels = st.levels
+    nlev = st.nlev
     n = 0
     lo = 1 if inst == 0 else inst
     hi = nlev.shape[0] if inst == 0 else min(inst + 1, nlev.shape[0])
@@ -1333,7 +1345,7 @@ def _cancel_all(st, inst, now, pseq, reason, stamps, own_stamps):
 def venue_order_kernel(st, orders, now_ns):
     """Handle ORDER records in order (NEW, CANCEL, REPLACE, QUERY, CANCEL_ALL); reports
     go to the delay queue. Returns the number of reports queued."""
-    v = st[11]
+    v = st.v
     before = v[S_REPORTS]
     for i in range(orders.shape[0]):
         r = orders[i]
@@ -1359,7 +1371,7 @@ def venue_cancel_all_kernel(st, instrument, now_ns, reason):
     """Cancel every resting order of ours (``instrument`` 0 = all books), e.g. when the
     orders stage stops beating. Reports carry ``reason``, each order's own stamps and
     ``parent_seq`` 0. Returns the number of orders cancelled."""
-    return _cancel_all(st, instrument, now_ns, np.uint64(0), reason, st[0][0], True)
+    return _cancel_all(st, instrument, now_ns, np.uint64(0), reason, st.pool[0], True)
 
 
 # --- market data -----------------------------------------------------------------------------
@@ -1367,7 +1379,7 @@ def venue_cancel_all_kernel(st, instrument, now_ns, reason):
 
 @njit(nogil=True, cache=True)
 def _set_mode(st, b, mode):
-    books = st[4]
+    books = st.books
     if books[b, BK_MODE] == mode:
         return
     if mode == MODE_ORDERS:
@@ -1382,12 +1394,12 @@ def _set_mode(st, b, mode):
 @njit(nogil=True, cache=True)
 def _external(st, b, side, price, qty, owner, ext_id, now, pseq):
     """A new external / quote order: trades, then rests. Returns its slot or -1."""
-    v = st[11]
+    v = st.v
     m = _alloc(st)
     if m < 0:
         v[S_EXT_DROPPED] += 1
         return -1
-    o = st[0][m]
+    o = st.pool[m]
     o.price = price
     o.leaves = qty
     o.qty = qty
@@ -1410,9 +1422,9 @@ def _external(st, b, side, price, qty, owner, ext_id, now, pseq):
 def _shrink_snapshot(st, b, side, price, qty):
     """A cancel / delete of an order the venue never saw: taken from the initial-book
     (snapshot) orders at that price, front first."""
-    pool = st[0]
-    levels = st[2]
-    nlev = st[3]
+    pool = st.pool
+    levels = st.levels
+    nlev = st.nlev
     s = _row(side)
     key = price if s == BID else -price
     j = _level_pos(levels, nlev, b, s, key)
@@ -1434,8 +1446,8 @@ def _shrink_snapshot(st, b, side, price, qty):
 
 @njit(nogil=True, cache=True)
 def _md_one(st, r, now):
-    v = st[11]
-    books = st[4]
+    v = st.v
+    books = st.books
     nbooks = books.shape[0]
     k = r.kind
     b = np.int64(r.instrument)
@@ -1445,14 +1457,14 @@ def _md_one(st, r, now):
         return
     if MD_BOOK_ADD <= k <= MD_BOOK_HIDDEN_EXEC:
         _set_mode(st, b, MODE_ORDERS)
-        idx = _hfind(st[7], r.order_id) if r.order_id != 0 else -1
+        idx = _hfind(st.ext_keys, r.order_id) if r.order_id != 0 else -1
         if k == MD_BOOK_ADD:
             snapshot = (r.flags & MDF_SNAPSHOT) != 0
             if (r.order_id == 0 and not snapshot) or r.qty <= 0 or r.price <= 0:
                 v[S_MD_IGNORED] += 1
                 return
             if idx >= 0:
-                old = st[8][idx]
+                old = st.ext_vals[idx]
                 _unlink(st, old)
                 _discard_external(st, old)
                 v[S_EXT_DUPLICATE] += 1
@@ -1460,22 +1472,22 @@ def _md_one(st, r, now):
             m = _external(st, b, side, r.price, r.qty, owner, r.order_id, now, r.seq)
             if m >= 0:
                 if r.order_id != 0:
-                    _hput(st[7], st[8], r.order_id, m)
+                    _hput(st.ext_keys, st.ext_vals, r.order_id, m)
                 v[S_EXT_ADDED] += 1
         elif k in (MD_BOOK_CANCEL, MD_BOOK_DELETE):
             if idx < 0:
                 v[S_EXT_UNKNOWN] += 1
                 _shrink_snapshot(st, b, np.int64(side), r.price, r.qty)
                 return
-            m = st[8][idx]
-            if k == MD_BOOK_DELETE or r.qty >= st[0][m].leaves:
+            m = st.ext_vals[idx]
+            if k == MD_BOOK_DELETE or r.qty >= st.pool[m].leaves:
                 _unlink(st, m)
                 _discard_external(st, m)
             elif r.qty > 0:
-                _resize(st, m, st[0][m].leaves - r.qty)
+                _resize(st, m, st.pool[m].leaves - r.qty)
         elif k == MD_BOOK_EXEC and idx >= 0:
-            x = st[8][idx]
-            o = st[0][x]
+            x = st.ext_vals[idx]
+            o = st.pool[x]
             rem = _take(st, b, -np.int64(o.side), o.price, r.qty, -1, AT_LIMIT_UNTIL, x, now, r.seq)
             v[S_EXEC_EXCESS] += rem
         else:
@@ -1503,8 +1515,8 @@ def _md_one(st, r, now):
     if k == MD_TRADE:
         aside = np.int64(side)
         if aside != SIDE_BUY and aside != SIDE_SELL:
-            nlev = st[3]
-            levels = st[2]
+            nlev = st.nlev
+            levels = st.levels
             if nlev[b, ASK] > 0 and -levels[b, ASK, nlev[b, ASK] - 1, LK] <= r.price:
                 aside = SIDE_BUY
             elif nlev[b, BID] > 0 and levels[b, BID, nlev[b, BID] - 1, LK] >= r.price:
@@ -1522,8 +1534,8 @@ def _md_one(st, r, now):
             _unlink(st, old)
             _discard_external(st, old)
         return
-    if old >= 0 and st[0][old].price == r.price:
-        o = st[0][old]
+    if old >= 0 and st.pool[old].price == r.price:
+        o = st.pool[old]
         if r.qty != o.leaves:
             if queue_model_requeue(o.leaves, r.qty):
                 _unlink(st, old)
@@ -1662,14 +1674,14 @@ def _md_batch(st, md, now_ns, event_time):
     """MARKET_DATA records in order: the common quote-mode cases on the unpacked arrays
     (:func:`_md_quote_fast`), the rest through :func:`_md_one`."""
     st = _borrow(st)
-    pool = st[0]
-    free = st[1]
-    levels = st[2]
-    nlev = st[3]
-    books = st[4]
-    ext_keys = st[7]
-    ext_vals = st[8]
-    v = st[11]
+    pool = st.pool
+    free = st.free
+    levels = st.levels
+    nlev = st.nlev
+    books = st.books
+    ext_keys = st.ext_keys
+    ext_vals = st.ext_vals
+    v = st.v
     before = v[S_REPORTS]
     for i in range(md.shape[0]):
         v[S_MD_IN] += 1
@@ -1692,14 +1704,14 @@ def venue_md_until_report_kernel(st, md, now_ns):
     and learns, at the record that caused it, when the next report is due: nothing else
     can reach the venue before then (``bot4.replay.engine``)."""
     st = _borrow(st)
-    pool = st[0]
-    free = st[1]
-    levels = st[2]
-    nlev = st[3]
-    books = st[4]
-    ext_keys = st[7]
-    ext_vals = st[8]
-    v = st[11]
+    pool = st.pool
+    free = st.free
+    levels = st.levels
+    nlev = st.nlev
+    books = st.books
+    ext_keys = st.ext_keys
+    ext_vals = st.ext_vals
+    v = st.v
     for i in range(md.shape[0]):
         v[S_MD_IN] += 1
         r = md[i]
@@ -1743,7 +1755,7 @@ def _md_reference_kernel(st, md, now_ns, event_time):
     """Every record through :func:`_md_one` (no fast path): the reference the tests hold
     :func:`venue_md_kernel` and :func:`venue_md_event_time_kernel` to, state and reports."""
     st = _borrow(st)
-    v = st[11]
+    v = st.v
     before = v[S_REPORTS]
     for i in range(md.shape[0]):
         v[S_MD_IN] += 1
@@ -1755,11 +1767,11 @@ def _md_reference_kernel(st, md, now_ns, event_time):
 def next_release_ns(st) -> int:
     """When the oldest undelivered report becomes due (ns, the kernels' clock), or -1 when
     the delay queue is empty. Python (a replay's scheduler), not a kernel."""
-    v = st[11]
+    v = st.v
     head, tail = int(v[V_Q_HEAD]), int(v[V_Q_TAIL])
     if head >= tail:
         return -1
-    q = st[10]
+    q = st.queue
     return int(q["ts_venue_ns"][head & (q.shape[0] - 1)]) + int(v[V_LATENCY])
 
 
@@ -1771,8 +1783,8 @@ def venue_release_kernel(st, out, now_ns, seq):
     """Move the reports due at ``now_ns`` (oldest first, as many as ``out`` holds) into
     ``out``, numbering them ``seq, seq + 1, ...``; a report's ``exec_id`` is its ``seq``.
     Returns how many were moved."""
-    queue = st[10]
-    v = st[11]
+    queue = st.queue
+    v = st.v
     mask = queue.shape[0] - 1
     lat = v[V_LATENCY]
     head = v[V_Q_HEAD]
@@ -1876,19 +1888,19 @@ class Venue:
         v[V_STP_DEFAULT] = int(stp_default)
         v[V_STP_ALLOWED] = sum(1 << m for m in modes)
         self.next_seq = 1  # numbering of release() without a seq: 1, 2, ...
-        self.state = (
-            pool,
-            free,
-            lv,
-            nlev,
-            bk,
-            np.zeros(n_ours, np.uint64),
-            np.zeros(n_ours, np.int64),
-            np.zeros(n_ext, np.uint64),
-            np.zeros(n_ext, np.int64),
-            hist,
-            q,
-            v,
+        self.state = VenueState(
+            pool=pool,
+            free=free,
+            levels=lv,
+            nlev=nlev,
+            books=bk,
+            our_keys=np.zeros(n_ours, np.uint64),
+            our_vals=np.zeros(n_ours, np.int64),
+            ext_keys=np.zeros(n_ext, np.uint64),
+            ext_vals=np.zeros(n_ext, np.int64),
+            hist=hist,
+            queue=q,
+            v=v,
         )
 
     # -- hot path ---------------------------------------------------------------------------
@@ -1925,19 +1937,20 @@ class Venue:
     @property
     def pending(self) -> int:
         """Reports queued and not yet released."""
-        v = self.state[11]
+        v = self.state.v
         return int(v[V_Q_TAIL] - v[V_Q_HEAD])
 
     @property
     def live_orders(self) -> int:
         """Our resting orders."""
-        return int(self.state[11][V_LIVE_OURS])
+        return int(self.state.v[V_LIVE_OURS])
 
     def resting(self, instrument: int, side: int) -> list[tuple[int, int, int, int]]:
         """``(price, owner, id, leaves)`` of every order resting on ``side`` of the book,
         in priority order; id is the client order id (ours), the market data order id
         (external) or 0 (quote)."""
-        pool, _, lv, nlev = self.state[:4]
+        st = self.state
+        pool, lv, nlev = st.pool, st.levels, st.nlev
         s = BID if side == SIDE_BUY else ASK
         out = []
         for j in range(int(nlev[instrument, s]) - 1, -1, -1):
@@ -1952,11 +1965,11 @@ class Venue:
 
     def levels(self, instrument: int, side: int) -> list[tuple[int, int]]:
         """``(price, shares)`` per level of ``side``, best first."""
-        _, _, lv, nlev = self.state[:4]
+        lv, nlev = self.state.levels, self.state.nlev
         s = BID if side == SIDE_BUY else ASK
         rows = lv[instrument, s, : int(nlev[instrument, s])][::-1]
         return [(int(k) if s == BID else -int(k), int(q)) for k, q in rows[:, [LK, LQ]]]
 
     def counters(self) -> dict[str, int]:
-        v = self.state[11]
+        v = self.state.v
         return {name: int(v[V_STATS + i]) for i, name in enumerate(STATS)}
