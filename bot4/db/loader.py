@@ -375,7 +375,7 @@ _SRC_COLUMNS = ("src_journal", "src_frame", "src_index")
 _ORDER_SPEC = (
     "client_order_id:u64 order_id:u64 {orig} seq:i8 parent_seq:i8 action:i2 instrument:i4 "
     "strategy:i4 side:i2 order_type:i2 tif:i2 qty:i8 limit_price:px? stop_price:px? "
-    "ts_event_ns:i8 ts_recv_ns:i8 ts_signal_ns:i8 ts_risk_ns:i8 ts_order_ns:i8"
+    "ts_event_ns:i8 ts_recv_ns:i8 ts_signal_ns:i8 ts_risk_ns:i8 ts_order_ns:i8 model_id:i8"
 )
 _CREATES_ORDER = (ACTION_NEW, ACTION_REPLACE)
 

@@ -49,6 +49,7 @@ def test_migrations_apply_once_and_record_themselves(new_db):
         "events 0004_model_registry",
         "events 0005_sweep_runs",
         "events 0006_execution_identity",
+        "events 0007_model_attribution",
     ]
     assert EVENT_TABLES | {"schema_migrations"} <= tables(dsn)
     assert migrate(dsn, ("events",)) == []  # idempotent
@@ -60,6 +61,7 @@ def test_migrations_apply_once_and_record_themselves(new_db):
         ("events", 4, "model_registry"),
         ("events", 5, "sweep_runs"),
         ("events", 6, "execution_identity"),
+        ("events", 7, "model_attribution"),
     ]
     # the ledger scope can join the same database (ledger without two-phase commit)
     assert [str(m) for m in migrate(dsn, ("ledger",))] == [
@@ -97,11 +99,12 @@ def test_concurrent_migrators_apply_each_migration_exactly_once(new_db):
         "events 0004_model_registry",
         "events 0005_sweep_runs",
         "events 0006_execution_identity",
+        "events 0007_model_attribution",
         "ledger 0001_ledger",
         "ledger 0002_ledger_conflicts",
         "ledger 0003_execution_identity",
     ]
-    assert scalar(dsn, "SELECT count(*) FROM schema_migrations") == 9
+    assert scalar(dsn, "SELECT count(*) FROM schema_migrations") == 10
 
 
 def test_changed_applied_migration_is_refused(new_db):
