@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-import bot4
 from bot4 import nbcache
 from bot4.risk import accounting as _acc
+from tests.nbcache_copy import copy_package, run_in_copy
 
 #: the module that defines the average-cost kernels (moves as issue 13 splits packages)
 _ACCOUNTING = _acc.pro_rata.py_func.__module__
@@ -132,26 +132,12 @@ _CHILD = textwrap.dedent(
 
 
 def _run_copy(pkg_parent: Path, cache: Path) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(pkg_parent), NUMBA_CACHE_DIR=str(cache))
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD],
-        env=env,
-        cwd=pkg_parent,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_in_copy(pkg_parent, cache, _CHILD)
 
 
 @pytest.mark.timeout(600)
 def test_layout_constant_edit_recompiles_its_readers_and_nothing_else(tmp_path):
-    src = tmp_path / "src"
-    cache = tmp_path / "cache"
-    shutil.copytree(
-        Path(bot4.__file__).parent, src / "bot4", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    src, cache = copy_package(tmp_path)
 
     first = _run_copy(src, cache)
     assert Path(first["bot4"]).parent == src / "bot4"  # the copy, not the installed tree

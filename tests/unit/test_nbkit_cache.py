@@ -6,18 +6,13 @@ exercises)."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-import bot4
 from bot4 import nbcache
+from tests.nbcache_copy import copy_package, run_in_copy
 
 _CHILD = textwrap.dedent(
     """
@@ -59,17 +54,7 @@ def _home(key: int, golden: int, rows: int) -> int:
 
 
 def _run_copy(pkg_parent: Path, cache: Path) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(pkg_parent), NUMBA_CACHE_DIR=str(cache))
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD],
-        env=env,
-        cwd=pkg_parent,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_in_copy(pkg_parent, cache, _CHILD)
 
 
 def test_the_lru_key_covers_the_kit_files_it_calls_into():
@@ -80,11 +65,7 @@ def test_the_lru_key_covers_the_kit_files_it_calls_into():
 
 @pytest.mark.timeout(600)
 def test_an_edit_in_the_kit_recompiles_the_kernels_that_call_it_and_nothing_else(tmp_path):
-    src = tmp_path / "src"
-    cache = tmp_path / "cache"
-    shutil.copytree(
-        Path(bot4.__file__).parent, src / "bot4", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    src, cache = copy_package(tmp_path)
     first = _run_copy(src, cache)
     assert Path(first["bot4"]).parent == src / "bot4"  # the copy, not the working tree
     assert first["row"] == [_home(12345, first["golden"], 8)]
