@@ -4,6 +4,7 @@
                                          scikit-learn HistGradientBoosting .joblib/.pkl;
                                          parity-checked against the library's predict
     bot4 models list | show ID | status  what is registered, one model, a slot's assignment
+                                         (status --journal DIR: per-model sub-positions)
     bot4 models promote ID               make ID the slot's champion
     bot4 models shadow ID                score ID beside the champion, never trade it
     bot4 models canary ID --pct P [--ramp 5,10,25,50]   P % of intents, ramping
@@ -66,6 +67,11 @@ def _fill(p: argparse.ArgumentParser) -> None:
         q = sub.add_parser(name, help=f"{name} (read-only)")
         _common(q, False)
         q.add_argument("--json", action="store_true")
+        if name == "status":
+            q.add_argument(
+                "--journal", help="journal directory: per-model virtual sub-positions from it"
+            )
+            q.add_argument("--horizon", type=int, default=20, help="markout horizon, fills")
     s = sub.add_parser("show", help="one model (read-only)")
     _common(s, False)
     s.add_argument("id", type=int)
@@ -307,8 +313,12 @@ def _status(reg, args) -> int:
     reg.recover()
     a = reg.assignment(args.slot)
     evs = [e for e in reg.events() if e["slot"] == args.slot]
+    subs = _sub_positions(reg, args, a, evs) if args.journal else None
     if args.json:
-        print(json.dumps({"assignment": a.to_dict(), "events": evs}, indent=1))
+        doc = {"assignment": a.to_dict(), "events": evs}
+        if subs is not None:
+            doc["sub_positions"] = subs
+        print(json.dumps(doc, indent=1))
         return 0
     if not a.generation:
         print(f"slot {args.slot}: no assignment in {reg.root}")
@@ -320,7 +330,40 @@ def _status(reg, args) -> int:
     print(line)
     for e in evs[-10:]:
         print(f"  {_event_line(e)}")
+    if subs is not None:
+        print(f"  virtual sub-positions ({args.journal}; marks: last fill prices; risk "
+              "limits are on the total):")  # fmt: skip
+        for r in subs["rows"]:
+            print(
+                f"    model {r['model']:>3}  instrument {r['instrument']:>3}  position "
+                f"{r['position']:>7}  fills {r['fills']:>5}  pnl {r['pnl']:>10} units"
+            )
+        for m, to in subs["handed_over"].items():
+            print(f"    model {m} rolled back: its inventory is model {to}'s")
+        if not subs["rows"]:
+            print("    no attributed fills")
     return 0
+
+
+def _sub_positions(reg, args, a, evs) -> dict:
+    """Per-model virtual sub-positions from a journal (``bot4.models.rollout``); a model
+    rolled back in this slot hands its inventory to the champion of that moment (the
+    event's ``inventory_to``, else the slot's champion now)."""
+    from bot4.models.artifact import ModelError
+    from bot4.models.rollout import attribution_from_journal
+
+    if not Path(args.journal).is_dir():
+        raise ModelError(f"{args.journal}: no such journal directory")
+    att = attribution_from_journal(args.journal, max(1, args.horizon))
+    marks = dict(att.last_price)
+    handed = {}
+    for e in evs:
+        if e["event"] == "rolled_back" and e["model"] != a.champion:
+            to = int(e.get("details", {}).get("inventory_to") or a.champion)
+            if e["model"] not in att.subs.heir and to:
+                att.subs.hand_over(e["model"], to, marks)
+                handed[e["model"]] = to
+    return {"rows": att.subs.rows(marks), "handed_over": handed, "marks": marks}
 
 
 def _change(reg, args) -> int:
@@ -351,9 +394,9 @@ def _change(reg, args) -> int:
 
 
 def _evaluate(reg, args) -> int:
-    from bot4.models import registry as R
     from bot4.models.artifact import ModelError
-    from bot4.models.evaluate import EvalConfig, evaluate_stream, outcomes_from_journal
+    from bot4.models.evaluate import EvalConfig, evaluate_stream
+    from bot4.models.rollout import apply_verdicts, outcomes_from_journal
 
     a = reg.assignment(args.slot)
     if not a.challenger:
@@ -381,21 +424,7 @@ def _evaluate(reg, args) -> int:
     verdicts = evaluate_stream(c["returns"], c["hits"], h["returns"], h["hits"], cfg)
     last = verdicts[-1] if verdicts else None
     passed = sum(1 for v in verdicts if v.passed)
-    action = "none"
-    if args.apply and last is not None and last.rollback:
-        R.rollback(
-            reg, args.slot, why=f"automatic: {last.reason()}",
-            details={"checkpoint": last.checkpoint, "triggers": last.triggers,
-                     "metrics": last.metrics},
-        )  # fmt: skip
-        action = "rolled_back"
-    elif args.apply and a.mode == "canary" and a.ramp:
-        while (
-            reg.assignment(args.slot).ramp_step + 1 <= passed
-            and reg.assignment(args.slot).challenger
-        ):
-            R.advance_ramp(reg, args.slot, why=f"checkpoint passed ({passed} so far)")
-            action = "ramped"
+    action = apply_verdicts(reg, args.slot, verdicts) if args.apply else "none"
     res = {
         "slot": args.slot,
         "champion": a.champion,

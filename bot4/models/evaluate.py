@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -188,48 +187,3 @@ def evaluate_stream(
         if v.rollback:
             break
     return out
-
-
-def outcomes_from_journal(directory: str | Path, horizon: int = 20) -> dict[int, dict]:
-    """Per ``ORDER.model_id`` (0: unattributed) the markouts of its fills, in journal order:
-    ``{"returns": array, "hits": array, "ts": array}``. A fill's mark is the fill price of
-    its instrument ``horizon`` fills later (any model); the last ``horizon`` fills of each
-    instrument have none and are left out."""
-    from bot4.journal import JournalReader
-    from bot4.records import ACTION_NEW, RT_EXEC_REPORT, RT_ORDER
-
-    model_of: dict[int, int] = {}
-    fills = []  # (coid, instrument, side, price, ts)
-    for _frame, rtype, recs in JournalReader(directory):
-        if rtype == RT_ORDER:
-            for o in recs[recs["action"] == ACTION_NEW]:
-                model_of[int(o["client_order_id"])] = int(o["model_id"])
-        elif rtype == RT_EXEC_REPORT:
-            f = recs[recs["last_qty"] > 0]
-            for e in f:
-                fills.append(
-                    (int(e["client_order_id"]), int(e["instrument"]), int(e["side"]),
-                     float(e["last_price"]), int(e["ts_venue_ns"]))
-                )  # fmt: skip
-    by_inst: dict[int, list[int]] = {}
-    for i, (_c, inst, *_r) in enumerate(fills):
-        by_inst.setdefault(inst, []).append(i)
-    out: dict[int, dict] = {}
-    rows: list[tuple[int, int, float, int]] = []
-    for idx in by_inst.values():
-        for j in range(len(idx) - horizon):
-            coid, _inst, side, px, ts = fills[idx[j]]
-            mark = fills[idx[j + horizon]][3]
-            ret = side * (mark - px) / px
-            hit = -1 if mark == px else int(ret > 0)
-            rows.append((idx[j], model_of.get(coid, 0), ret, hit))
-    rows.sort()
-    for i, mid, ret, hit in rows:
-        d = out.setdefault(mid, {"returns": [], "hits": [], "ts": []})
-        d["returns"].append(ret)
-        d["hits"].append(hit)
-        d["ts"].append(fills[i][4])
-    return {
-        k: {n: np.asarray(v, float if n == "returns" else np.int64) for n, v in d.items()}
-        for k, d in out.items()
-    }

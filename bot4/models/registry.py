@@ -122,6 +122,10 @@ class Registry:
         self.mirror = mirror
         #: the last mirror failure (the files committed; the next command sends it again)
         self.mirror_error: str | None = None
+        #: what stamps an event's ``ts_ns`` and ``who``: the wall clock and the OS user;
+        #: a replay's own registry uses its simulated clock and ``bot4-replay``
+        self.clock: Callable[[], int] = time.time_ns
+        self.actor: str | None = None
 
     # -- paths -----------------------------------------------------------------------
     def object_path(self, sha: str) -> Path:
@@ -296,8 +300,8 @@ class Registry:
             "event": event,
             "slot": slot,
             "generation": int(gen),
-            "ts_ns": time.time_ns(),
-            "who": who(),
+            "ts_ns": int(self.clock()),
+            "who": self.actor or who(),
             "why": why,
             "details": details,
         }

@@ -196,12 +196,13 @@ class _Direct:
     """A same-step ring: the producer writes into the buffer, the consumer (later in the
     same step) reads everything and empties it."""
 
-    __slots__ = ("buf", "n")
+    __slots__ = ("buf", "n", "tap")
     delayed = False
 
     def __init__(self, dtype, cap: int = 1024) -> None:
         self.buf = np.zeros(cap, dtype)
         self.n = 0
+        self.tap = None  # callable(records): sees what is written (bot4.replay.models)
 
     def room(self, need: int) -> np.ndarray:
         if self.n + need > len(self.buf):
@@ -211,6 +212,8 @@ class _Direct:
         return self.buf[self.n : self.n + need]
 
     def commit(self, k: int, _t: int) -> None:
+        if self.tap is not None and k:
+            self.tap(self.buf[self.n : self.n + k])
         self.n += k
 
     def take(self, _t: int) -> np.ndarray:
@@ -241,6 +244,7 @@ class _Delay:
         self.last_due = -(1 << 62)
         self.count = 0
         self.load_of = None  # callable(times) -> load array, for load-driven models
+        self.tap = None  # callable(records): sees what is written (bot4.replay.models)
 
     def room(self, need: int) -> np.ndarray:
         if need > len(self.scratch):
@@ -251,6 +255,8 @@ class _Delay:
         if k == 0:
             return
         recs = self.scratch[:k].copy()
+        if self.tap is not None:
+            self.tap(recs)
         start = recs[self.stamp].astype(np.int64) if self.stamp else np.full(k, t, np.int64)
         if self.model is not None:
             load = self.load_of(start) if (self.model.needs_load and self.load_of) else None
@@ -339,6 +345,7 @@ class ReplayResult:
     marks: dict[int, int]
     mark_series: tuple[np.ndarray, dict[int, np.ndarray]]
     config: dict
+    models: dict | None = None  # the automatic rollout (bot4.replay.models), if any
 
 
 class DeterministicReplay:
@@ -405,6 +412,10 @@ class DeterministicReplay:
             p["dir"] = str(self.journal_dir)
             p["fsync"] = "none"
             p["database"] = False  # a backtest's events stay in its own journal
+        elif s.kind == "signals" and p.get("model_slot"):
+            from bot4.replay.models import local_registry
+
+            p = local_registry(p, self.out_dir)  # the replay's own registry copy
         return replace(s, params=p)
 
     def _build(self) -> None:
@@ -472,6 +483,18 @@ class DeterministicReplay:
             )
         self.delays = [c for c in self.channels.values() if isinstance(c, _Delay)]
         self.venue = next((n for n in self.nodes.values() if n.kind == "venue"), None)
+        self.rollout = None  # a signals stage with model_slot: its automatic rollout
+        for node in self.nodes.values():
+            if node.kind == "signals" and node.stage.spec.params.get("model_slot"):
+                if self.rollout is not None:
+                    raise Bot4Error(
+                        f"{t.source}: a replay runs the automatic rollout of one signals "
+                        "stage with model_slot",
+                        Code.TOPOLOGY_INVALID,
+                    )
+                from bot4.replay.models import ReplayRollout
+
+                self.rollout = ReplayRollout(self, node)
 
     def _channel(self, r: RingSpec):
         dtype = RECORD_TYPES[r.type]
@@ -838,6 +861,7 @@ class DeterministicReplay:
             {i: np.asarray(v, np.int64) for i, v in self.mark_v.items()},
         )
         summaries = {n.name: _jsonable(n.stage.summary()) for n in order}
+        models = _jsonable(self.rollout.summary()) if self.rollout is not None else None
         return ReplayResult(
             self.out_dir,
             self.journal_dir,
@@ -851,6 +875,7 @@ class DeterministicReplay:
             marks,
             series,
             self.describe(),
+            models,
         )
 
     def _run_stepped(self, order: list[_Node]) -> tuple[int, int]:
@@ -885,6 +910,9 @@ class DeterministicReplay:
                 self._sample_marks(int(feed["ts_recv_ns"][0]) - 1)
                 self._track_quotes(feed)
             hop_ns = compute.sample(self.rng_compute, n_hops) if use_compute else None
+            if self.rollout is not None:
+                self.clock.t = T
+                self.rollout.step(T)
             for node in order:
                 self._run_node(node, T, hop_ns, feed, vfeed)
             steps += 1
@@ -949,6 +977,7 @@ class DeterministicReplay:
             n.inputs = [new if ch is old else ch for ch in n.inputs]
             n.outputs = [new if ch is old else ch for ch in n.outputs]
             n.plan = [(i, code, new if ch is old else ch) for i, code, ch in n.plan]
+        new.tap = getattr(old, "tap", None)
         for k, ch in list(self.channels.items()):
             if ch is old:
                 self.channels[k] = new
@@ -1152,6 +1181,9 @@ class DeterministicReplay:
             if len(feed):
                 self._sample_marks(int(feed["ts_recv_ns"][0]) - 1)
                 self._track_quotes(feed)
+            if self.rollout is not None:
+                self.clock.t = T
+                self.rollout.step(T)
             for node in order:
                 self._run_node(node, T, hop, feed, vfeed)
             steps += 1

@@ -321,6 +321,7 @@ class Report:
             f"fees {s['fees']})  fills {s['fills']}  orders {s['orders']}  "
             f"turnover {s['turnover']}",
             f"{sharpe}  max drawdown {s['max_drawdown']}  hit rate {hit}  denials {d['total']}",
+            *model_lines(self.doc.get("models")),
         ]
 
     def write(self, out_dir: str | os.PathLike) -> tuple[Path, Path]:
@@ -342,6 +343,45 @@ class Report:
         from bot4.replay.tearsheet import render
 
         return render(self)
+
+
+def model_lines(m: dict | None) -> list[str]:
+    """The rollout of a replay with ``model_slot`` (``doc["models"]``): the assignment at
+    start and end, each rollback with its reason and who took the inventory, and per model
+    orders, fills and PnL (price units) of its virtual sub-positions."""
+    if not m:
+        return []
+
+    def assign(a: dict) -> str:
+        if not a["challenger"]:
+            return f"champion {a['champion']}"
+        return f"champion {a['champion']}, challenger {a['challenger']} ({a['mode']} {a['pct']:g}%)"
+
+    out = [f"models: slot {m['slot']}: {assign(m['start'])} -> {assign(m['end'])}"]
+    for look in m["looks"]:
+        if look["rollback"]:
+            out.append(
+                f"  ROLLBACK of model {look['challenger']} at checkpoint {look['checkpoint']} "
+                f"({look['trades']['challenger']} challenger trades): {look['reason']}; "
+                f"{look['cancelled_orders']} open order(s) cancelled, inventory to model "
+                f"{look['inventory_to']}"
+            )
+        elif look["action"] != "none":
+            out.append(
+                f"  checkpoint {look['checkpoint']} passed ({look['trades']['challenger']} "
+                f"challenger trades): {look['action']}"
+            )
+    for mid, r in m["models"].items():
+        out.append(
+            f"  model {mid}: orders {r['orders']}  fills {r['fills']}  trades {r['trades']}  "
+            f"pnl {r['pnl_units']} units"
+            + (
+                f"  (took the inventory of {r['took_inventory_of']})"
+                if r["took_inventory_of"]
+                else ""
+            )
+        )
+    return out
 
 
 def _cell(v) -> str:

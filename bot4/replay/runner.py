@@ -85,6 +85,8 @@ def replay(
                 "stages": _stable(res.summaries),
             },
         )
+        if res.models is not None:  # a signals stage with model_slot (bot4.replay.models)
+            report.doc["models"] = res.models
         run = {
             "mode": mode,
             "events": res.events,

@@ -372,7 +372,10 @@ class SignalsStage(Stage):
     registry models (docs/models.md): ``model_slot`` (the registry slot whose champion and
     challenger decide, instead of ``model_file``), ``model_registry`` (default
     ``$BOT4_DATA_DIR/models``), ``model_watch`` (true: pick up a new assignment at a batch
-    boundary; false: the one at start for the whole run); ``imbalance_levels`` (1: the
+    boundary; false: the one at start for the whole run), ``rollout`` (a table: the
+    automatic rollback and canary ramp of ``bot4 replay``, keys ``horizon``,
+    ``min_trades``, ``checkpoint_trades``, ``max_checkpoints``, ``alpha``, ``enabled``;
+    bot4.models.rollout); ``imbalance_levels`` (1: the
     imbalance feature is the top of book's; N > 1: it is (bid - ask) / (bid + ask) over the
     best N levels of the optional second input, the md stage's ``book_level`` ring, once
     that input has delivered them)."""
@@ -398,6 +401,7 @@ class SignalsStage(Stage):
             "model_registry",
             "model_slot",
             "model_watch",
+            "rollout",
             "imbalance_levels",
         }
     )
@@ -417,6 +421,19 @@ class SignalsStage(Stage):
         check_type(params, "model_slot", str, "a slot name")
         check_type(params, "model_watch", bool, "true or false")
         check_number(params, "imbalance_levels", integer=True, lo=1, hi=255)
+        if "rollout" in params:
+            from bot4.models.rollout import ROLLOUT_KEYS
+
+            r = params["rollout"]
+            if not isinstance(r, dict) or set(r) - ROLLOUT_KEYS:
+                raise ParamError(
+                    "rollout",
+                    f"a table with keys among {', '.join(sorted(ROLLOUT_KEYS))}, got {r!r}",
+                )
+            for key in ROLLOUT_KEYS - {"enabled", "alpha"}:
+                check_number(r, key, integer=True, lo=1)
+            check_number(r, "alpha", lo=0, hi=1)
+            check_type(r, "enabled", bool, "true or false")
         if "model_slot" in params and "model_file" in params:
             raise ParamError("model_slot", "give model_slot (registry) or model_file, not both")
 
