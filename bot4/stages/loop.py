@@ -50,6 +50,7 @@ from bot4.shm.ring_layout import (
 )
 from bot4.shm.segment import ShmError
 from bot4.stages.notify import Notifier
+from bot4.stages.publish import publish_stamped
 from bot4.stages.ring_full import RingFullLog
 from bot4.stages.testing import hang_requested, stall_requested
 
@@ -155,6 +156,16 @@ class StageRunner:
             self.blk[C.S_CURSOR_B : C.S_CURSOR_B + C.CURSOR_WORDS],
         ]
         self.stage.setup()
+        # a source whose outputs all carry MARKET_DATA and that asks for it publishes its
+        # batches in one compiled call that stamps ts_recv_ns last (bot4.stages.publish)
+        self._stamped = (
+            self.stage.source
+            and getattr(self.stage, "stamp_on_publish", False)
+            and bool(self.out_specs)
+            and all(r.type == "MARKET_DATA" for r in self.out_specs)
+        )
+        self._hdrs = tuple(p.hdr for p in self.outs)
+        self._claims = np.zeros(max(1, len(self.outs)), np.uint64)
         self._full_log = RingFullLog(
             self.spec.name,
             [(r.name, p.hdr) for r, p in zip(self.out_specs, self.outs, strict=True)],
@@ -176,6 +187,11 @@ class StageRunner:
             ops.count_rejection(p.hdr, 0)
         counts = self.counts.copy()
         views = [s[:0] for s in self.scratch]
+        if self._stamped:
+            scratch_buf = np.zeros(C.CURSOR_WORDS, np.uint64)
+            views_out = tuple(p.slots[:0] for p in self.outs)
+            publish_stamped(scratch_buf, np.uint64(0), self._hdrs, views_out, self._claims,
+                            counts, 0, 0)  # fmt: skip
         if self.stage.source:
             self.stage.generate(0, 0, views, counts, 1)
         else:
@@ -306,7 +322,10 @@ class StageRunner:
         else:
             seq = stage.process(i, in_view, views, counts, self.next_seq)
         self.cur[i] = (pos + k) & _M64
-        self._publish(claims, counts, seq)
+        if self._stamped and all(type(c) is int and c != -1 for c in claims):
+            self._publish_stamped(views, claims, counts, seq)
+        else:
+            self._publish(claims, counts, seq)
         if not stage.source:
             ops.consumer_release(self.ins[i].hdr, k)
         self.next_seq = seq
@@ -376,6 +395,21 @@ class StageRunner:
                 out_n += n
         self.records_out += out_n
         return out_n
+
+    def _publish_stamped(self, views: list, claims: list, counts: np.ndarray, seq: int) -> None:
+        """``_publish`` for a source's batch claimed contiguously on every output, in one
+        compiled call that stamps ``ts_recv_ns`` just before the commits
+        (``bot4.stages.publish``)."""
+        cl = self._claims
+        for j, c in enumerate(claims):
+            cl[j] = c
+        self.gen += 1
+        publish_stamped(
+            self.bufs[self.next_buf], np.uint64(self.cur[0]), self._hdrs, tuple(views), cl,
+            counts, seq, self.gen,
+        )  # fmt: skip
+        self.next_buf ^= 1
+        self.records_out += int(counts[: len(self.outs)].sum())
 
     def _emit_pending(self) -> int:
         """Records the stage sends on its own (not derived from an input batch: queries at

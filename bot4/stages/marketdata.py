@@ -29,7 +29,9 @@ from LOBSTER's orderbook file, which seeds the book (orders resting before the d
 starts), supplies the levels that slide into its depth-limited window, and cross-checks
 it; the builder's counts by reason are logged and in ``summary()``. Each record
 is stamped with this stage's sequence number and its receive time (``ts_recv_ns``) as it is
-published, in batches. A restarted stage resumes at the position its cursors say: the
+published, in batches: live, where every output carries MARKET_DATA, by the compiled
+publish call just before the commit (``bot4.stages.publish``); otherwise when ``generate``
+builds the batch. A restarted stage resumes at the position its cursors say: the
 records of a file are a pure function of their position.
 """
 
@@ -195,6 +197,9 @@ class MarketDataStage(Stage):
         | SyntheticMarketData.params_keys
     )
     DEFAULT_DEPTH = 5
+    #: live, ``ts_recv_ns`` is stamped as the batch is published (``bot4.stages.publish``),
+    #: not when ``generate`` built it: the stamp is the instant the tick reaches the rings
+    stamp_on_publish = True
 
     def __init__(self, spec, inputs, outputs, instance="default", topology=None) -> None:
         super().__init__(spec, inputs, outputs, instance, topology)
