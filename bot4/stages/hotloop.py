@@ -17,15 +17,19 @@ order — peek the input; claim ``k * max_out_per_in`` contiguous slots on every
 call the stage's kernel with the stage's state; write the member's cursor buffer in its
 control-block slot (generation last, release store); commit the outputs; release the
 input — so a group killed anywhere resumes every member exactly, through the same
-``StageRunner.recover``. A ring whose two ends are both in the group is committed and
-released without the wake-up fence (nobody sleeps on it); a ring with an end outside the
-group wakes a parked peer on every batch.
+``StageRunner.recover``. Commits and releases never fence: a ring whose two ends are
+both in the group has nobody sleeping on it, and a parked process outside the group is
+woken by :func:`_wake_peers` once per ring, after the order path of the round (the
+venue's order and persistence's events) and at its end — not between two in-group steps,
+where a futex wake of persistence sat inside the risk -> orders hop.
 
 The cycle returns to Python (the caller then runs one ordinary round of every member:
 housekeeping, heartbeats, the stages' ``pending``/``emit`` hooks, drain, logging):
 
-* ``R_DEADLINE`` — at ``deadline_ns`` (the caller passes now + ``HOUSEKEEP_NS``): every
-  stay in compiled code is bounded, so signals, SIGTERM and the supervisor still work;
+* ``R_DEADLINE`` — at ``deadline_ns`` (the caller passes now + ``HOUSEKEEP_NS``), after
+  the first round without work, at most ``HOUSEKEEP_NS`` later (the Python round never
+  holds up a batch in flight): every stay in compiled code is bounded, so signals,
+  SIGTERM and the supervisor still work;
 * ``R_STATE`` — the pipeline state word (control block, shared memory) left RUNNING;
 * ``R_IDLE`` — ``spin_ns`` passed without work and ``park`` is off;
 * ``R_BAIL`` — a step needs the Python path: an output without ``max_out_per_in``
@@ -60,14 +64,14 @@ from bot4.shm.control import (
     S_CURSOR_B,
     W_PIPE_STATE,
 )
-from bot4.shm.ring_layout import W_CAPACITY
+from bot4.shm.ring_layout import W_CAPACITY, W_WAIT, WAIT_SPIN_PARK
 from bot4.shm.ring_ops import (
     consumer_peek,
-    consumer_release,
     consumer_release_nowake,
     producer_claim,
-    producer_commit,
     producer_commit_nowake,
+    wake_consumer,
+    wake_producer,
 )
 from bot4.shm.waitv import announce, end_park, futex_waitv, signal_address
 from bot4.stages.orders import execs_kernel, orders_kernel
@@ -79,6 +83,8 @@ HOUSEKEEP_NS = 1_000_000  # longest stay in compiled code before Python's round
 # loop-state words of one member (u64)
 L_GEN, L_NEXT_BUF, L_NEXT_SEQ, L_BATCHES, L_REC_IN, L_REC_OUT = range(6)
 L_CUR = 8  # input cursors, one word per input
+L_WAKE_OUT = 12  # bit j: output j (consumer outside the group) committed, not yet woken
+L_WAKE_IN = 13  # bit i: input i (producer outside the group) released, not yet woken
 LS_WORDS = 16
 
 _ONE = np.uint64(1)
@@ -187,20 +193,66 @@ def _seal(blk, base, ls, next_seq):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _commit(hdr, n, wake):
+def _commit(ls, j, hdr, n, wake):
+    """Publish ``n`` records on output ``j``. A consumer outside the group is woken later,
+    once per ring, by :func:`_wake_peers` (one fence per round, not per commit, and none
+    on the tick's path between two in-group steps)."""
     if n > 0:
+        producer_commit_nowake(hdr, n)
         if wake:
-            producer_commit(hdr, n)
-        else:
-            producer_commit_nowake(hdr, n)
+            ls[L_WAKE_OUT] |= _ONE << np.uint64(j)
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _release(hdr, k, wake):
+def _release(ls, i, hdr, k, wake):
+    consumer_release_nowake(hdr, k)
     if wake:
-        consumer_release(hdr, k)
-    else:
-        consumer_release_nowake(hdr, k)
+        ls[L_WAKE_IN] |= _ONE << np.uint64(i)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _wake_ring(ls, word, bit, hdr, out):
+    if ls[word] & (_ONE << np.uint64(bit)) and hdr[W_WAIT] == WAIT_SPIN_PARK:
+        if out:
+            wake_consumer(hdr)
+        else:
+            wake_producer(hdr)
+
+
+@njit(nogil=True, cache=True)
+def _wake_peers(sig, risk, oms):
+    """Wake the processes outside the group that sleep on a ring the members committed
+    to or released since the last call (``ring_ops``: a caller that publishes with the
+    ``nowake`` calls wakes each ring once before it idles, waits or returns; a sleeper
+    is woken at most one round late, never lost)."""
+    ls = sig[0]
+    if ls[L_WAKE_OUT] | ls[L_WAKE_IN]:
+        ih, _isl, oh, _osl = sig[4]
+        _wake_ring(ls, L_WAKE_IN, 0, ih, False)
+        _wake_ring(ls, L_WAKE_OUT, 0, oh, True)
+        ls[L_WAKE_OUT] = 0
+        ls[L_WAKE_IN] = 0
+    ls = risk[0]
+    if ls[L_WAKE_OUT] | ls[L_WAKE_IN]:
+        h0, _s0, h1, _s1, h2, _s2, oh0, _os0, oh1, _os1 = risk[4]
+        _wake_ring(ls, L_WAKE_IN, 0, h0, False)
+        _wake_ring(ls, L_WAKE_IN, 1, h1, False)
+        _wake_ring(ls, L_WAKE_IN, 2, h2, False)
+        _wake_ring(ls, L_WAKE_OUT, 0, oh0, True)
+        _wake_ring(ls, L_WAKE_OUT, 1, oh1, True)
+        ls[L_WAKE_OUT] = 0
+        ls[L_WAKE_IN] = 0
+    ls = oms[0]
+    if ls[L_WAKE_OUT] | ls[L_WAKE_IN]:
+        h0, _s0, h1, _s1, oh0, _os0, oh1, _os1, oh2, _os2, oh3, _os3 = oms[4]
+        _wake_ring(ls, L_WAKE_IN, 0, h0, False)
+        _wake_ring(ls, L_WAKE_IN, 1, h1, False)
+        _wake_ring(ls, L_WAKE_OUT, 0, oh0, True)
+        _wake_ring(ls, L_WAKE_OUT, 1, oh1, True)
+        _wake_ring(ls, L_WAKE_OUT, 2, oh2, True)
+        _wake_ring(ls, L_WAKE_OUT, 3, oh3, True)
+        ls[L_WAKE_OUT] = 0
+        ls[L_WAKE_IN] = 0
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -236,8 +288,8 @@ def signals_step(m, batch):
     blk[base + C_CURSOR] = ls[L_CUR]
     blk[base + C_VALID_AT] = c0 + np.uint64(n)
     _seal(blk, base, ls, seq + n)
-    _commit(oh, n, wake_out[0])
-    _release(ih, k, wake_in[0])
+    _commit(ls, 0, oh, n, wake_out[0])
+    _release(ls, 0, ih, k, wake_in[0])
     _done(ls, k, n)
     return k
 
@@ -277,9 +329,9 @@ def risk_step(m, i, batch):
     blk[base + C_VALID_AT] = c0 + np.uint64(n_o)
     blk[base + C_VALID_AT + 1] = c1 + np.uint64(n_d)
     _seal(blk, base, ls, seq + n_o + n_d)
-    _commit(oh0, n_o, wake_out[0])
-    _commit(oh1, n_d, wake_out[1])
-    _release(ih, k, wake_in[i])
+    _commit(ls, 0, oh0, n_o, wake_out[0])
+    _commit(ls, 1, oh1, n_d, wake_out[1])
+    _release(ls, i, ih, k, wake_in[i])
     _done(ls, k, n_o + n_d)
     return k
 
@@ -335,11 +387,11 @@ def orders_step(m, i, batch, mo):
     blk[base + C_VALID_AT + 2] = c2 + np.uint64(n2)
     blk[base + C_VALID_AT + 3] = c3 + np.uint64(n3)
     _seal(blk, base, ls, nseq)
-    _commit(oh0, n0, wake_out[0])
-    _commit(oh1, nf, wake_out[1])
-    _commit(oh2, n2, wake_out[2])
-    _commit(oh3, n3, wake_out[3])
-    _release(ih, k, wake_in[i])
+    _commit(ls, 0, oh0, n0, wake_out[0])
+    _commit(ls, 1, oh1, nf, wake_out[1])
+    _commit(ls, 2, oh2, n2, wake_out[2])
+    _commit(ls, 3, oh3, n3, wake_out[3])
+    _release(ls, i, ih, k, wake_in[i])
     _done(ls, k, n0 + nf + n2 + n3)
     return k
 
@@ -419,13 +471,19 @@ def hot_cycle(
             else:
                 r = orders_step(oms, 1, batches[2], oms_mo)
             if r < 0:
+                _wake_peers(sig, risk, oms)
                 return R_BAIL, total + work
             work += r
+            if k == 2:  # the order went to the venue: wake it (and persistence) now
+                _wake_peers(sig, risk, oms)
+        _wake_peers(sig, risk, oms)
         total += work
         if load_relaxed(words, W_PIPE_STATE) != PIPE_RUNNING:
             return R_STATE, total
         now = monotonic_ns()
-        if now >= deadline_ns:
+        # housekeeping waits for a round without work (a batch in flight is not held up
+        # by the members' Python round), at most one more HOUSEKEEP_NS
+        if now >= deadline_ns and (work == 0 or now - deadline_ns >= HOUSEKEEP_NS):
             return R_DEADLINE, total
         if work:
             idle_since = 0

@@ -518,13 +518,15 @@ class StageRunner:
         self.rr = 0
         self._last_hk = time.monotonic_ns()
 
-    def cycle(self) -> int:
+    def cycle(self, steps: bool = True) -> int:
         """One duty cycle: a batch from each input (or the source), the stage's own
         records, housekeeping when due. Returns the records done (> 0), 0 when idle (the
-        caller idles), -1 when the stage is to leave its loop (drained, halted, done)."""
+        caller idles), -1 when the stage is to leave its loop (drained, halted, done).
+        ``steps`` False: no input batches (a compiled group's housekeeping round: its
+        compiled cycle reads the inputs as soon as the round ends)."""
         done = 0
         finished = False
-        n_src = self.n_src
+        n_src = self.n_src if steps else 0
         for _ in range(n_src):
             got = self._step(self.rr)
             self.rr = (self.rr + 1) % n_src
@@ -713,6 +715,7 @@ class GroupRunner:
             last_py = 0
             while active:
                 work = 0
+                steps = True
                 compiled = (
                     hot is not None
                     and not self.local_stop
@@ -732,6 +735,9 @@ class GroupRunner:
                         )
                         raise
                     now = time.monotonic_ns()
+                    # a housekeeping round (deadline, idle) leaves the inputs to the next
+                    # compiled call; a bail or a state change runs the members' steps
+                    steps = reason in (R_BAIL, R_STATE)
                     if reason == R_BAIL:
                         work += 1  # a member wants its Python step now, not after idling
                     elif reason != R_STATE and now - last_py < PY_ROUND_NS:
@@ -744,7 +750,7 @@ class GroupRunner:
                 for m in tuple(active):
                     m.local_stop = self.local_stop
                     try:
-                        n = m.cycle()
+                        n = m.cycle(steps)
                         if n < 0:
                             m.finish()
                             active.remove(m)
