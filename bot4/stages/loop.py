@@ -509,6 +509,7 @@ class StageRunner:
         group reports its members running once it has loaded its compiled cycle)."""
         self.batches = self.records_in = self.records_out = 0
         self._drain_deadline: float | None = None  # set when the shutdown policy ran
+        self._trail_deadline: float | None = None  # set when a stopped member trails
         self.attach()
         self.recover()
         self._housekeep()
@@ -598,6 +599,38 @@ class StageRunner:
             self._emit_pending()  # the shutdown policy's records leave before we do
         self._housekeep()
         self.blk[C.S_STATE] = C.STAGE_STOPPED
+
+    def trail(self, producers: set[str]) -> int:
+        """After :meth:`finish`, in a group: read the feedback inputs fed by the still
+        running members ``producers`` (risk's ``fills`` from orders: the CANCELLED reports
+        of the orders stage's shutdown CANCEL_ALL arrive after risk drained). Returns the
+        records read, -1 once every such producer has stopped and its ring is empty (or
+        ``DRAIN_REPLY_S`` passed). The state read before the depth: records committed
+        before a producer said stopped are all seen."""
+        if self._trail_deadline is None:  # the producer's own drain may take DRAIN_REPLY_S
+            self._trail_deadline = time.monotonic() + 2 * DRAIN_REPLY_S
+        n = 0
+        open_ = False
+        for i, r in enumerate(self.in_specs):
+            if not r.feedback or r.producer not in producers:
+                continue
+            prod = int(self.cb.stage(self.topology.stage(r.producer).index)[C.S_STATE])
+            done = prod in (C.STAGE_STOPPED, C.STAGE_FAILED)
+            got = self._step(i)
+            n += max(got, 0)
+            if not done or got > 0 or self.ins[i].depth:
+                open_ = True
+        if open_ and time.monotonic() < self._trail_deadline:
+            return n
+        if open_:
+            log.warning("%s: feedback inputs not drained within %.0f s", self.spec.name,
+                        2 * DRAIN_REPLY_S)  # fmt: skip
+        self._housekeep()
+        return -1
+
+    def feeds_back_from(self, names: set[str]) -> set[str]:
+        """The members of ``names`` that produce a feedback input of this stage."""
+        return {r.producer for r in self.in_specs if r.feedback and r.producer in names}
 
     def fail(self) -> None:
         self.blk[C.S_STATE] = C.STAGE_FAILED
@@ -711,9 +744,11 @@ class GroupRunner:
             # idles after it
             spin_ns, yield_idle, park = HOT_IDLE[strategy]
             active = list(self.members)
+            # members that stopped but still read feedback from running members (trail)
+            trailing = []
             idle_iter = 0
             last_py = 0
-            while active:
+            while active or trailing:
                 work = 0
                 steps = True
                 compiled = (
@@ -754,6 +789,10 @@ class GroupRunner:
                         if n < 0:
                             m.finish()
                             active.remove(m)
+                            if not self.local_stop and m.feeds_back_from(
+                                {a.spec.name for a in active}
+                            ):
+                                trailing.append(m)
                         else:
                             work += n
                     except BaseException as exc:
@@ -766,6 +805,17 @@ class GroupRunner:
                                 exc,
                             )
                         raise
+                for m in tuple(trailing):
+                    try:
+                        n = m.trail({a.spec.name for a in active})
+                    except Exception as exc:
+                        log.error("group %s: member %s failed: %s: %s",
+                                  g.name, m.spec.name, type(exc).__name__, exc)  # fmt: skip
+                        raise
+                    if n < 0:
+                        trailing.remove(m)
+                    else:
+                        work += n
                 if work or compiled:  # the compiled cycle idles by itself (HOT_IDLE)
                     idle_iter = 0
                     continue

@@ -10,7 +10,8 @@ Scenarios and the outcomes they allow:
 * SIGTERM drains a group: exit 0, every member stopped, every record the source emitted
   reaches the sink.
 * the default topology on one core only (every stage, groups included, pinned to core 0)
-  runs, keeps trading and drains with exit 0.
+  runs, keeps trading and drains with exit 0, leaving no record unread on any ring (the
+  fills the orders stage forwards while its shutdown CANCEL_ALL is answered included).
 """
 
 from __future__ import annotations
@@ -154,6 +155,10 @@ def test_default_topology_runs_on_one_core(instance, tmp_path):
     assert final["stages"]["orders"]["records_in"] > 0
     assert final["rings"]["ticks"]["produced"] > 8192  # past the first wrap
     assert all(s["state"] == "stopped" for s in final["stages"].values())
+    # the drain read everything: risk (in the group, before orders) still reads the fills
+    # ring while orders cancels what rests and forwards the venue's CANCELLED reports
+    left = {k: r["depth"] for k, r in final["rings"].items() if r["depth"]}
+    assert not left, f"records left unread after the drain: {left}"
     assert not instance_segments(instance)
 
 
