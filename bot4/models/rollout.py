@@ -100,18 +100,47 @@ class Markouts:
         self.ts: dict[int, list[int]] = {}
         self.index: dict[int, list[int]] = {}
         self.fills = 0
+        self._virtual: dict[int, deque] = {}  # would-be fills waiting for their mark
 
-    def add(self, model: int, inst: int, side: int, price: float, ts: int) -> None:
+    def add(
+        self, model: int, inst: int, side: int, price: float, ts: int, tick_ns: int = 0
+    ) -> None:
+        """A real fill; ``tick_ns``: its originating tick's receive time (marks would-be
+        fills decided on earlier ticks only)."""
         q = self._pending.setdefault(inst, deque())
         q.append((self.fills, model, side, float(price), ts))
         self.fills += 1
         if len(q) > self.horizon:
             i, m, s, px, t = q.popleft()
-            ret = s * (price - px) / px
-            self.returns.setdefault(m, []).append(ret)
-            self.hits.setdefault(m, []).append(-1 if price == px else int(ret > 0))
-            self.ts.setdefault(m, []).append(t)
-            self.index.setdefault(m, []).append(i)
+            self._mark(i, m, s, px, t, price)
+        v = self._virtual.get(inst)
+        if v:
+            keep = deque()
+            for e in v:
+                if tick_ns > e[1]:
+                    e[0] -= 1
+                if e[0] <= 0:
+                    self._mark(-1, e[2], e[3], e[4], e[5], price)
+                else:
+                    keep.append(e)
+            self._virtual[inst] = keep
+
+    def add_virtual(
+        self, model: int, inst: int, side: int, price: float, ts: int, tick_ns: int
+    ) -> None:
+        """A shadow model's would-be fill decided on the tick received at ``tick_ns``:
+        marked like a real fill, by its instrument's ``horizon``-th real fill from a later
+        tick (a real fill on the same tick — the champion acting on the quote the shadow
+        saw — is not a later price), and never a mark itself."""
+        e = [self.horizon, int(tick_ns), model, side, float(price), ts]
+        self._virtual.setdefault(inst, deque()).append(e)
+
+    def _mark(self, i: int, m: int, s: int, px: float, t: int, price: float) -> None:
+        ret = s * (price - px) / px
+        self.returns.setdefault(m, []).append(ret)
+        self.hits.setdefault(m, []).append(-1 if price == px else int(ret > 0))
+        self.ts.setdefault(m, []).append(t)
+        self.index.setdefault(m, []).append(i)
 
     def trades(self, model: int) -> int:
         return len(self.returns.get(model, ()))
@@ -212,6 +241,8 @@ class Attribution:
         self.subs = SubPositions()
         self.last_price: dict[int, int] = {}
         self.orders_by_model: dict[int, int] = {}
+        self.would_be: dict[int, int] = {}  # shadow: would-be intents per model
+        self.would_be_fills: dict[int, int] = {}
         self._seen_exec: set[int] = set()
 
     def on_orders(self, recs: np.ndarray) -> None:
@@ -240,12 +271,30 @@ class Attribution:
             if q > 0 and et in (EXEC_FILL, EXEC_PARTIAL_FILL):
                 m = self.model_of.get(cl, 0)
                 inst, side, px = int(r["instrument"]), int(r["side"]), int(r["last_price"])
-                self.marks.add(m, inst, side, float(px), int(r["ts_venue_ns"]))
+                self.marks.add(
+                    m, inst, side, float(px), int(r["ts_venue_ns"]), int(r["ts_recv_ns"])
+                )
                 self.subs.fill(m, inst, side, q, px, int(r["fee"]))
                 self.last_price[inst] = px
             if int(r["status"]) in CLOSED:
                 self.open.pop(cl, None)
                 self.open_inst.pop(cl, None)
+
+    def on_would_be(self, intents: np.ndarray, bid, ask) -> None:
+        """A shadow model's would-be intents (ORDER_INTENT, ``model_version`` its id): one
+        crossing the touch (``bid`` / ``ask``: arrays by instrument, the quotes it was
+        decided on) is a would-be fill at the touch, marked like a real fill; one that
+        would rest is counted, not filled (no queue model for would-be orders)."""
+        for r in intents:
+            m, inst, side = int(r["model_version"]), int(r["instrument"]), int(r["side"])
+            px = int(r["limit_price"])
+            touch = int(ask[inst]) if side > 0 else int(bid[inst])
+            self.would_be[m] = self.would_be.get(m, 0) + 1
+            if touch > 0 and (px >= touch if side > 0 else px <= touch):
+                self.marks.add_virtual(
+                    m, inst, side, float(touch), int(r["ts_signal_ns"]), int(r["ts_recv_ns"])
+                )
+                self.would_be_fills[m] = self.would_be_fills.get(m, 0) + 1
 
     def open_orders(self, model: int) -> list[tuple[int, int]]:
         """(client order id, instrument) of ``model``'s orders that may still rest."""
@@ -303,7 +352,7 @@ class RolloutMonitor:
 
     def _start(self) -> None:
         a = self.assignment
-        self.active = bool(self.cfg.enabled and a.challenger and a.mode in ("canary", "ab"))
+        self.active = bool(self.cfg.enabled and a.challenger)
         self.champion, self.challenger = a.champion, a.challenger
         self.c0 = self.attr.marks.trades(a.champion)
         self.h0 = self.attr.marks.trades(a.challenger) if a.challenger else 0
@@ -335,7 +384,10 @@ class RolloutMonitor:
                 "rollback": v.rollback,
             }
             extra = {}
-            if v.rollback:
+            if v.rollback and self.assignment.mode == "shadow":
+                extra = {"at_ns": int(now_ns), "shadow": True}
+                rec.update(reason=v.reason(), triggers=v.triggers, **extra)
+            elif v.rollback:
                 orders = self.attr.open_orders(self.challenger)
                 cancel(orders)
                 moved = self.attr.subs.hand_over(self.challenger, self.champion, marks)
@@ -381,6 +433,9 @@ class RolloutMonitor:
                 "positions": {str(k): v for k, v in t["positions"].items()},
                 "took_inventory_of": sorted(k for k, v in self.attr.subs.heir.items() if v == mid),
             }
+            if mid in self.attr.would_be:
+                per[str(mid)]["would_be_intents"] = self.attr.would_be[mid]
+                per[str(mid)]["would_be_fills"] = self.attr.would_be_fills.get(mid, 0)
         return {
             "slot": self.slot,
             "config": self.cfg.describe(),

@@ -24,6 +24,14 @@ it takes the looks the challenger's marked trades have reached; a rollback then
   mids (:class:`bot4.models.rollout.SubPositions`): the champion takes its inventory;
 * rolls the slot back: from the stage's next batch only the champion decides.
 
+A **shadow** challenger is evaluated on its would-be trades: each would-be intent of the
+stage's shadow pass that crosses the touch it was decided on is a would-be fill at that
+touch, marked like a real fill (its instrument's real fill ``horizon`` fills later; it is
+never a mark itself); one that would rest is counted, not filled (would-be orders have no
+queue model). A look that fails takes the shadow out (a rollback of the slot: nothing to
+cancel, nothing held); a shadow that passes stays a shadow — putting it in front of flow
+is an operator's decision (``bot4 models canary``).
+
 Without ``model_slot`` nothing here runs and a replay is what it was, byte for byte.
 """
 
@@ -113,9 +121,16 @@ class ReplayRollout:
         self.orders_ch.tap = self.monitor.attr.on_orders
         engine.channels[to_risk[0].name].tap = self.monitor.attr.on_reports
         self.cancelled = 0
+        self.hooked = False
 
     def step(self, T: int) -> None:
         """At the start of a step (module doc); cheap unless a look is due."""
+        if not self.hooked:  # the stage's router exists once the run set the stage up
+            e = self.engine
+            self.node.stage.router.on_shadow = lambda recs: self.monitor.attr.on_would_be(
+                recs, e.last_bid, e.last_ask
+            )
+            self.hooked = True
         if self.monitor.due():
             self.monitor.check(T, self.marks(), self.cancel)
 

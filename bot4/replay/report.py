@@ -359,7 +359,13 @@ def model_lines(m: dict | None) -> list[str]:
 
     out = [f"models: slot {m['slot']}: {assign(m['start'])} -> {assign(m['end'])}"]
     for look in m["looks"]:
-        if look["rollback"]:
+        if look["rollback"] and look.get("shadow"):
+            out.append(
+                f"  ROLLBACK of shadow model {look['challenger']} at checkpoint "
+                f"{look['checkpoint']} ({look['trades']['challenger']} would-be trades): "
+                f"{look['reason']}"
+            )
+        elif look["rollback"]:
             out.append(
                 f"  ROLLBACK of model {look['challenger']} at checkpoint {look['checkpoint']} "
                 f"({look['trades']['challenger']} challenger trades): {look['reason']}; "
@@ -372,9 +378,12 @@ def model_lines(m: dict | None) -> list[str]:
                 f"challenger trades): {look['action']}"
             )
     for mid, r in m["models"].items():
+        wb = ""
+        if "would_be_intents" in r:
+            wb = f"  would-be intents {r['would_be_intents']} (fills {r['would_be_fills']})"
         out.append(
             f"  model {mid}: orders {r['orders']}  fills {r['fills']}  trades {r['trades']}  "
-            f"pnl {r['pnl_units']} units"
+            f"pnl {r['pnl_units']} units{wb}"
             + (
                 f"  (took the inventory of {r['took_inventory_of']})"
                 if r["took_inventory_of"]

@@ -235,6 +235,9 @@ class ModelRouter:
         self.log = np.zeros(SHADOW_LOG, ORDER_INTENT)
         self.n_log = 0
         self.shadow_written = 0
+        #: callable(intents) or None: sees each shadow pass's would-be intents (a replay's
+        #: rollout evaluates them, bot4/replay/models.py)
+        self.on_shadow = None
         self.shadow_path = (
             self.registry.root / "shadow" / f"{stage.instance}.{stage.spec.name}.{slot}.intents"
         )
@@ -310,11 +313,14 @@ class ModelRouter:
     def _score_shadow(self) -> None:
         st = self.stage
         if self.n_rows and self.route[R_MODE] == MODE_SHADOW:
+            n0 = self.n_log
             self.n_log = shadow_kernel(
                 self.shadow_rows, self.n_rows, self.chall, self.route[R_CHALLENGER], self.cool,
                 st.mean, st.WT, st.cfg, st.tick, st.x, st.z, self.log, self.n_log, st.clock(),
                 self.rc,
             )  # fmt: skip
+            if self.on_shadow is not None and self.n_log > n0:
+                self.on_shadow(self.log[n0 : self.n_log])
         self.n_rows = 0
 
     def flush_shadow(self) -> None:
