@@ -7,7 +7,8 @@ instruments (4000 quotes), checkpoints every 30 challenger trades, markout horiz
   in the replay's registry events and its report, its open orders cancelled, its
   inventory the champion's; two runs give the same journal bytes;
 * an equal challenger is not rolled back and completes its canary ramp (promoted);
-* a shadow challenger never produces an order;
+* a shadow challenger never produces an order; it is judged on its would-be trades (an
+  equal one passes every look and stays, a worse one is taken out);
 * an A/B split's fraction is the configured one within binomial tolerance.
 """
 
@@ -150,17 +151,29 @@ def test_equal_challenger_is_not_rolled_back_and_completes_its_canary_ramp(tmp_p
     sub_positions_sum_to_the_total(out.report.doc)
 
 
-def test_shadow_challenger_never_produces_an_order(tmp_path):
-    out, _ = run(tmp_path, "a", "worse", "shadow")
+@pytest.mark.parametrize("kind", ["equal", "worse"])
+def test_shadow_challenger_never_produces_an_order_and_is_judged_on_would_be_trades(tmp_path, kind):
+    out, _ = run(tmp_path, "a", kind, "shadow")
+    print("\n".join(out.report.summary_lines()))
     orders, _ = journal(out.out_dir)
     new = orders[orders["action"] == ACTION_NEW]
     assert new.size > 1000 and set(new["model_id"].tolist()) == {1}
     sig = out.report.doc["run"]["stages"]["signals"]
-    assert sig["shadow_intents"] > 100 and sig["challenger_intents"] == 0
+    assert sig["shadow_intents"] >= 30 and sig["challenger_intents"] == 0
     shadow = read_shadow_log(out.out_dir / "models" / "shadow" / sig["shadow_log"].split("/")[-1])
     assert len(shadow) == sig["shadow_intents"] and set(shadow["model_version"].tolist()) == {2}
     m = out.report.doc["models"]
-    assert m["looks"] == [] and m["models"]["2"]["orders"] == 0 and m["models"]["2"]["fills"] == 0
+    r = m["models"]["2"]
+    assert r["orders"] == 0 and r["fills"] == 0 and r["positions"] == {}
+    assert r["would_be_fills"] == r["would_be_intents"] == sig["shadow_intents"]  # crossing
+    if kind == "equal":  # judged on every look, never taken out, still a shadow
+        assert len(m["looks"]) == 10 and not any(look["rollback"] for look in m["looks"])
+        assert sum(look["passed"] for look in m["looks"]) >= 9  # the first may lack trades
+        assert m["end"]["mode"] == "shadow" and m["end"]["challenger"] == 2
+    else:  # taken out at its first look; it never traded
+        assert [look["rollback"] for look in m["looks"]] == [True]
+        assert m["looks"][0]["shadow"] and "p=" in m["looks"][0]["reason"]
+        assert m["end"]["challenger"] == 0 and r["trades"] == m["looks"][0]["trades"]["challenger"]
 
 
 @pytest.mark.parametrize("pct", [30.0])

@@ -36,6 +36,17 @@ def test_markouts_mark_each_fill_with_its_instruments_fill_horizon_later():
         Markouts(0)
 
 
+def test_would_be_fill_is_marked_by_a_later_ticks_real_fill_and_marks_nothing():
+    mk = Markouts(1)
+    mk.add_virtual(9, 1, 1, 100.0, 5, tick_ns=50)  # shadow buys at 100 on tick 50
+    mk.add(1, 1, 1, 100.0, 6, tick_ns=50)  # the champion's fill on that same tick: no mark
+    assert mk.trades(9) == 0
+    mk.add(1, 1, -1, 103.0, 7, tick_ns=60)  # a later tick's fill marks both
+    assert mk.returns[9] == pytest.approx([0.03]) and mk.returns[1] == pytest.approx([0.03])
+    mk.add(1, 1, 1, 101.0, 8, tick_ns=70)
+    assert mk.trades(9) == 1  # it never marked anything itself
+
+
 def test_sub_positions_hand_over_at_the_mark_keeps_the_total():
     s = SubPositions()
     s.fill(1, 7, 1, 100, 1000, 0)
