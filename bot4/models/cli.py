@@ -12,6 +12,7 @@
     bot4 models rollback                 challenger out (or the previous champion back)
     bot4 models evaluate --journal DIR [--apply]   the four triggers; --apply rolls back or
                                          advances the canary
+    bot4 models watch --journal DIR      the same, automatically, following the journal
 
 Every action takes ``--registry DIR`` (default ``$BOT4_DATA_DIR/models``) and ``--slot``
 (default ``default``). Changes are mirrored into PostgreSQL (``--dsn``, else ``BOT4_DSN``,
@@ -38,7 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``models`` (alias ``model``) to a ``bot4`` subparsers object."""
     p = subparsers.add_parser(
         "models", aliases=["model"], help="model registry: register, promote, shadow, canary, "
-        "ab, rollback, evaluate",
+        "ab, rollback, evaluate, watch",
     )  # fmt: skip
     _fill(p)
     return p
@@ -105,6 +106,18 @@ def _fill(p: argparse.ArgumentParser) -> None:
     e.add_argument("--alpha", type=float, default=0.05)
     e.add_argument("--apply", action="store_true", help="roll back / advance the canary")
     e.add_argument("--json", action="store_true")
+    w = sub.add_parser(
+        "watch", help="follow a journal and roll back / ramp automatically (bot4 replay's monitor)"
+    )
+    _common(w, True)
+    w.add_argument("--journal", required=True, help="the running instance's journal directory")
+    w.add_argument("--horizon", type=int, default=20, help="markout horizon, fills")
+    w.add_argument("--min-trades", type=int, default=100)
+    w.add_argument("--checkpoint-trades", type=int, default=100)
+    w.add_argument("--max-checkpoints", type=int, default=10)
+    w.add_argument("--alpha", type=float, default=0.05)
+    w.add_argument("--interval", type=float, default=1.0, help="seconds between journal reads")
+    w.add_argument("--once", action="store_true", help="read what the journal has, then exit")
     p.set_defaults(fn=cmd_models)
 
 
@@ -449,6 +462,71 @@ def _evaluate(reg, args) -> int:
     return 0
 
 
+def _watch(reg, args) -> int:
+    """Follow a journal with the monitor ``bot4 replay`` runs (bot4.models.rollout): fills
+    attributed by ORDER.model_id, a look every ``--checkpoint-trades`` challenger trades,
+    a failed look rolls the slot back and a passed one moves a canary a step — ordinary
+    registry changes the running signals stage picks up at its next batch. The window is
+    the journal from its start, started again when the slot's assignment changes under
+    it (an operator's command). Live, the challenger's open orders are not cancelled (the
+    monitor has no ring to the OMS): they are named, and work or expire at the venue."""
+    import time
+
+    from bot4.journal.tail import JournalTail
+    from bot4.models.artifact import ModelError
+    from bot4.models.evaluate import EvalConfig
+    from bot4.models.rollout import RolloutConfig, RolloutMonitor
+    from bot4.records import RT_EXEC_REPORT, RT_ORDER
+
+    if not Path(args.journal).is_dir():
+        raise ModelError(f"{args.journal}: no such journal directory")
+    cfg = RolloutConfig(
+        max(1, args.horizon),
+        EvalConfig(alpha=args.alpha, min_trades=args.min_trades,
+                   checkpoint_trades=args.checkpoint_trades, max_checkpoints=args.max_checkpoints),
+    )  # fmt: skip
+    mon = RolloutMonitor(reg, args.slot, cfg)
+    tail = JournalTail(args.journal)
+
+    def left(orders) -> None:
+        if orders:
+            print(f"slot {args.slot}: {len(orders)} open order(s) of model {mon.challenger} "
+                  "left with the OMS (not cancelled by watch)")  # fmt: skip
+
+    try:
+        while True:
+            frames = tail.read(1 << 16)
+            a = reg.assignment(args.slot)
+            if a.generation != mon.assignment.generation:
+                mon.assignment = a
+                mon._start()
+            for _i, rtype, recs in frames:  # a look as soon as a frame makes one due
+                if rtype == RT_ORDER:
+                    mon.attr.on_orders(recs)
+                elif rtype == RT_EXEC_REPORT:
+                    mon.attr.on_reports(recs)
+                for rec in mon.check(time.time_ns(), dict(mon.attr.last_price), left):
+                    what = "ROLLBACK: " + rec["reason"] if rec["rollback"] else rec["action"]
+                    print(
+                        f"slot {args.slot}: checkpoint {rec['checkpoint']} "
+                        f"({rec['trades']['challenger']} challenger trades, "
+                        f"{rec['trades']['champion']} champion): {what}",
+                        flush=True,
+                    )
+            if not frames:
+                if args.once:
+                    break
+                time.sleep(max(0.01, args.interval))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        tail.close()
+    a = reg.assignment(args.slot)
+    print(f"slot {args.slot} generation {a.generation}: champion {a.champion}, challenger "
+          f"{a.challenger or '-'}; {len(mon.actions)} look(s)")  # fmt: skip
+    return 0
+
+
 _ACTIONS = {
     "register": _register,
     "list": _list,
@@ -460,6 +538,7 @@ _ACTIONS = {
     "ab": _change,
     "rollback": _change,
     "evaluate": _evaluate,
+    "watch": _watch,
 }
 
 
