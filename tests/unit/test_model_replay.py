@@ -130,6 +130,17 @@ def test_worse_challenger_is_rolled_back_within_60_trades_with_reason_cancels_an
     assert models_main([*args, "--journal", str(out.out_dir / "journal")]) == 0
     text = capsys.readouterr().out
     assert "model 2 rolled back: its inventory is model 1's" in text
+    # bot4 models watch (the same monitor following a journal, as live) on the source
+    # registry, over the replay's journal: the same decision at the same look
+    capsys.readouterr()
+    w = ["watch", "--registry", str(reg.root), "--slot", "sig", "--no-db", "--once"]
+    w += ["--journal", str(out.out_dir / "journal"), "--horizon", "1"]
+    assert models_main([*w, "--min-trades", "30", "--checkpoint-trades", "30"]) == 0
+    text = capsys.readouterr().out
+    print(text)
+    assert f"checkpoint {look['checkpoint']} (" in text and "ROLLBACK" in text
+    assert reg.assignment("sig").challenger == 0
+    assert reg.events()[-1]["event"] == "rolled_back"
     # deterministic: the same run again, the same journal bytes and rollout
     again, _ = run(tmp_path, "b", "worse", "canary", qty=300, ramp=(20, 50, 80))
     assert digest(out.out_dir) == digest(again.out_dir)

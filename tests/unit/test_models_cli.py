@@ -92,6 +92,8 @@ def test_same_content_is_stored_once(tmp_path, root):
         (("canary", "1", "--pct", "120", "--no-db"), "percentages must be in 0..100"),
         (("rollback", "--no-db"), "nothing to roll back"),
         (("evaluate", "--outcomes", "x.npz"), "no challenger"),
+        (("watch", "--journal", "nope", "--no-db", "--once"), "nope: no such journal directory"),
+        (("status", "--journal", "nope"), "nope: no such journal directory"),
     ],
 )
 def test_bad_input_is_one_line_and_changes_nothing(tmp_path, root, capsys, args, message):
