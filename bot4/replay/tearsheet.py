@@ -226,6 +226,22 @@ def _position_charts(rep, t0: int, t1: int) -> list[str]:
     ]
 
 
+def _models_section(m) -> list[str]:
+    """A replay with ``model_slot``: its rollout (``doc["models"]``), as the terminal
+    summary gives it (``bot4.replay.report.model_lines``)."""
+    if not m:
+        return []
+    from bot4.replay.report import model_lines
+
+    return [
+        "<h2>Models: routing and rollout</h2>",
+        "<pre>" + escape("\n".join(model_lines(m))) + "</pre>",
+        '<p class="note">Per-model PnL is of virtual sub-positions (attribution only; risk '
+        "limits are on the total), in price units; a rolled-back model's inventory is handed "
+        "to the champion at the mid. See docs/models.md.</p>",
+    ]
+
+
 def render(rep) -> str:
     """The tearsheet of ``rep`` (a :class:`bot4.replay.report.Report`)."""
     from bot4.replay.report import drawdown_series
@@ -319,6 +335,7 @@ def render(rep) -> str:
         ann,
         '<p class="note">Returns are equity changes per interval in currency (no capital '
         "base). Money is exact decimal at the instrument's price scale.</p>",
+        *_models_section(doc.get("models")),
         "<h2>Price, our quotes and fills</h2>",
         *_price_charts(rep, t0, t1),
         "<h2>Position</h2>",

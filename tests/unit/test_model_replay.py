@@ -154,6 +154,8 @@ def test_equal_challenger_is_not_rolled_back_and_completes_its_canary_ramp(tmp_p
     assert not any(look["rollback"] for look in m["looks"])
     assert [look["action"] for look in m["looks"]] == ["ramped", "ramped", "promoted"]
     assert [look.get("pct") for look in m["looks"][:2]] == [50.0, 80.0]
+    html = out.html_path.read_text()
+    assert "Models: routing and rollout" in html and "promoted" in html
     assert m["end"]["champion"] == 2 and m["end"]["challenger"] == 0
     orders, _ = journal(out.out_dir)
     new = orders[orders["action"] == ACTION_NEW]
