@@ -301,12 +301,15 @@ class Attribution:
         return [(cl, self.open_inst[cl]) for cl, m in self.open.items() if m == model]
 
 
-def apply_verdicts(reg, slot: str, verdicts: list[Verdict], *, details: dict | None = None) -> str:
+def apply_verdicts(
+    reg, slot: str, verdicts: list[Verdict], *, details: dict | None = None, base_step: int = 0
+) -> str:
     """What the looks so far do to ``slot`` (the CLI's ``evaluate --apply`` and the
     replay's monitor): the last one a rollback → :func:`~bot4.models.registry.rollback`
     (why: ``automatic: <tests, values, p-values>``; details: the look, its triggers and
     metrics, and ``details``); else a canary moves one ramp step per passed look not yet
-    applied (after its last step it is champion). Returns ``rolled_back``, ``ramped``,
+    applied (after its last step it is champion; ``base_step``: the ramp step the looks
+    started from). Returns ``rolled_back``, ``ramped``,
     ``promoted`` or ``none``."""
     from bot4.models import registry as R
 
@@ -321,7 +324,7 @@ def apply_verdicts(reg, slot: str, verdicts: list[Verdict], *, details: dict | N
     passed = sum(1 for v in verdicts if v.passed)
     action = "none"
     a = reg.assignment(slot)
-    while a.challenger and a.mode == "canary" and a.ramp and a.ramp_step + 1 <= passed:
+    while a.challenger and a.mode == "canary" and a.ramp and a.ramp_step + 1 <= passed + base_step:
         a = R.advance_ramp(reg, slot, why=f"checkpoint passed ({passed} so far)")
         action = "ramped" if a.challenger else "promoted"
     return action
@@ -356,6 +359,7 @@ class RolloutMonitor:
         self.champion, self.challenger = a.champion, a.challenger
         self.c0 = self.attr.marks.trades(a.champion)
         self.h0 = self.attr.marks.trades(a.challenger) if a.challenger else 0
+        self.base_step = a.ramp_step  # the looks count passes from the step it is at
         self.verdicts = []
 
     def due(self) -> bool:
@@ -398,7 +402,9 @@ class RolloutMonitor:
                     "inventory": {str(i): d for i, d in moved.items()},
                 }
                 rec.update(reason=v.reason(), triggers=v.triggers, **extra)
-            rec["action"] = apply_verdicts(self.reg, self.slot, self.verdicts, details=extra)
+            rec["action"] = apply_verdicts(
+                self.reg, self.slot, self.verdicts, details=extra, base_step=self.base_step
+            )
             if not v.rollback:
                 rec["pct"] = self.reg.assignment(self.slot).pct
             out.append(rec)

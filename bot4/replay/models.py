@@ -110,21 +110,24 @@ class ReplayRollout:
                   and kind.get(r.consumer) == "orders"]  # fmt: skip
         to_risk = [r for r in topo.rings if r.type == "EXEC_REPORT"
                    and kind.get(r.producer) == "orders" and kind.get(r.consumer) == "risk"]  # fmt: skip
+        self.cancelled = 0
+        self.off = ""  # why the rollout does not run (the routing does)
         if len(to_oms) != 1 or len(to_risk) != 1:
-            raise Bot4Error(
-                f"{topo.source}: a replay with model_slot attributes fills through one risk -> "
-                "orders ORDER ring and one orders -> risk EXEC_REPORT ring; found "
-                f"{len(to_oms)} and {len(to_risk)}",
-                Code.TOPOLOGY_INVALID,
+            self.off = (
+                "fills are attributed on one risk -> orders ORDER ring and one orders -> risk "
+                f"EXEC_REPORT ring; this topology has {len(to_oms)} and {len(to_risk)}"
             )
+            self.monitor.active = False
+            return
         self.orders_ch = engine.channels[to_oms[0].name]
         self.orders_ch.tap = self.monitor.attr.on_orders
         engine.channels[to_risk[0].name].tap = self.monitor.attr.on_reports
-        self.cancelled = 0
         self.hooked = False
 
     def step(self, T: int) -> None:
         """At the start of a step (module doc); cheap unless a look is due."""
+        if self.off:
+            return
         if not self.hooked:  # the stage's router exists once the run set the stage up
             e = self.engine
             self.node.stage.router.on_shadow = lambda recs: self.monitor.attr.on_would_be(
@@ -166,4 +169,6 @@ class ReplayRollout:
         s = self.monitor.summary(self.marks())
         s["registry"] = "models"  # under the replay's out directory
         s["cancelled_orders"] = self.cancelled
+        if self.off:
+            s["rollout_off"] = self.off
         return s
