@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 
 from bot4.models.artifact import linear_model
-from bot4.models.evaluate import EvalConfig
-from bot4.models.registry import Registry, promote, set_challenger
-from bot4.models.rollout import Attribution, Markouts, RolloutConfig, RolloutMonitor, SubPositions
+from bot4.models.evaluate import EvalConfig, Verdict
+from bot4.models.registry import Registry, advance_ramp, promote, set_challenger
+from bot4.models.rollout import (
+    Attribution,
+    Markouts,
+    RolloutConfig,
+    RolloutMonitor,
+    SubPositions,
+    apply_verdicts,
+)
 from bot4.records import ACTION_NEW, EXEC_FILL, EXEC_REPORT, ORDER, OS_FILLED
 from bot4.stages import signals as S
 from bot4.stages.base import ParamError
@@ -129,6 +136,17 @@ def test_worse_challenger_rolls_back_the_slot_with_its_reason(tmp_path):
     ev = reg.events()[-1]
     assert ev["event"] == "rolled_back" and ev["why"].startswith("automatic: ")
     assert ev["details"]["inventory_to"] == 1 and ev["details"]["triggers"]
+
+
+def test_a_canary_mid_ramp_moves_one_step_per_pass_from_where_it_is(tmp_path):
+    reg = _registry(tmp_path, "canary", ramp=(10, 50, 80))
+    advance_ramp(reg, "s")  # an operator's earlier step: at 50 %
+    base = reg.assignment("s").ramp_step
+    ok = Verdict(1, 100, 100, passed=True)
+    assert apply_verdicts(reg, "s", [ok], base_step=base) == "ramped"
+    assert reg.assignment("s").pct == 80.0
+    assert apply_verdicts(reg, "s", [ok, ok], base_step=base) == "promoted"
+    assert (reg.assignment("s").champion, reg.assignment("s").challenger) == (2, 0)
 
 
 def test_equal_challenger_false_rollback_rate_over_24_seeds(tmp_path):
