@@ -219,7 +219,7 @@ def time_loader(loops: int, args) -> float:
 
 
 def _raw_batch(fx: Fixture, batch: _Batch) -> None:
-    from bot4.db.loader import _TABLES, _write
+    from bot4.db.loader import _LEDGER_COLUMNS, _TABLES, _write
 
     enc = fx.encoder
     fills = batch.parts[RT_EXEC_REPORT].take(batch.parts[RT_EXEC_REPORT].records["last_qty"] > 0)
@@ -228,8 +228,7 @@ def _raw_batch(fx: Fixture, batch: _Batch) -> None:
         chunks, _n = enc._ledger_stream(fills)
         fx.raw_lg.execute("BEGIN")
         with fx.raw_lg.cursor().copy(
-            "COPY ledger_entries (exec_id, leg, account, instrument, strategy, debit, credit, "
-            "ts_venue_ns, src_journal, src_frame, src_index) FROM STDIN (FORMAT BINARY)"
+            f"COPY ledger_entries ({', '.join(_LEDGER_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
         ) as cp:
             _write(cp, chunks)
         fx.raw_lg.execute("COMMIT")

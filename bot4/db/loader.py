@@ -86,6 +86,7 @@ point with its name.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
@@ -152,6 +153,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_RECORDS = 4096  # loadable records per transaction (a bigger frame goes alone)
+# two-phase sessions: a WAL flush waits this long for the other database's flush to join it
+# (both COMMIT PREPAREDs are sent at once; without it the server flushes them one by one)
+DEFAULT_COMMIT_DELAY_US = 200
 SMALL_BATCH_RECORDS = 128  # up to this many loadable records: the pipelined path
 MAX_RETRIES = 3  # whole-batch retries on 40001 / 40P01
 BACKOFF_BASE_S = 0.02
@@ -421,7 +425,9 @@ class _Table:
         return (
             f"WITH ins AS ({sql} RETURNING src_frame, src_index, last_qty) "
             "SELECT count(*), array_agg(src_frame) FILTER (WHERE last_qty > 0), "
-            "array_agg(src_index) FILTER (WHERE last_qty > 0) FROM ins"
+            "array_agg(src_index) FILTER (WHERE last_qty > 0), "
+            "set_config('bot4.inserted_fills', (count(*) FILTER (WHERE last_qty > 0))::text, "
+            "true) FROM ins"
         )
 
     def copy_sql(self) -> str:
@@ -559,6 +565,12 @@ _LEDGER_SQL = LEDGER_SQL  # legs inserted once; legs unlike the ones under their
 
 _ADVANCE_SQL = "SELECT bot4_advance(%(journal)s, %(first)s, %(end)s, %(records)s, %(created)s)"
 _FENCED = "B4001"  # bot4_advance: the stored position is not where this batch starts
+_CAS_MISS = "B4003"  # bot4_positions_cas: a fill not inserted, or a position moved meanwhile
+_POSITIONS_CAS_SQL = (
+    "SELECT bot4_positions_cas(%s, %s::integer[], %s::integer[], %s::bigint[], %s::bigint[], "
+    "%s::numeric[], %s::numeric[], %s::numeric[], %s::bigint[], %s::bigint[], %s::bigint[], "
+    "%s::numeric[], %s::bigint[])"
+)
 
 _POSITIONS_READ_SQL = """
 SELECT strategy, instrument, qty, cost, realised_pnl, fees, bought_qty, sold_qty, fills,
@@ -714,6 +726,8 @@ class LoaderStats:
     recovered_commits: int = 0  # in-doubt branches committed by recovery
     recovered_rollbacks: int = 0  # in-doubt branches rolled back by recovery
     pruned_decisions: int = 0  # two-phase decisions dropped from the log (both committed)
+    one_trip_batches: int = 0  # small batches with fills sent in one round trip (positions CAS)
+    cas_misses: int = 0  # one-round-trip attempts refused (B4003) and redone in two
     skipped: int = 0  # records of types the loader does not load (market data, ...)
 
     def as_dict(self) -> dict[str, int]:
@@ -729,6 +743,7 @@ class _Outcome:
     fills: _Part | None = None  # the fills inserted, in journal order
     conflicts: list = field(default_factory=list)  # exec_conflicts rows kept (RETURNING)
     ledger_conflicts: int = 0
+    moved: dict | None = None  # positions the batch wrote, (strategy, instrument) -> Position
 
 
 class _Instruments:
@@ -832,6 +847,8 @@ class Loader:
         small_batch: int = SMALL_BATCH_RECORDS,
         synchronous_commit: bool = False,
         prune_after: int = DEFAULT_PRUNE_AFTER,
+        one_trip: bool = True,
+        commit_delay_us: int = DEFAULT_COMMIT_DELAY_US,
     ) -> None:
         self.journal_dir = Path(journal_dir)
         self.journal_id = journal_id or self.journal_dir.resolve().name
@@ -845,6 +862,12 @@ class Loader:
         self.batch_records = batch_records
         self.small_batch = small_batch
         self.synchronous_commit = synchronous_commit
+        self.one_trip = one_trip
+        self.commit_delay_us = commit_delay_us
+        # positions as this loader last committed them; a batch whose fills move only
+        # these is sent in one round trip (bot4_positions_cas checks them); emptied by any
+        # failure, a refused CAS and recovery
+        self._known: dict[tuple[int, int], Position] = {}
         self.guard = guard
         self.hook = hook
         self.alarm = alarm
@@ -941,11 +964,36 @@ class Loader:
                     pool.putconn(conn)
                 raise
             self._held = (held[0], held[1] if len(held) > 1 else None)
+            if self._held[1] is not None and self.commit_delay_us > 0:
+                try:
+                    with db_errors(f"journal {self.journal_id}: connect"):
+                        self._group_flushes(self._held)
+                except BaseException:
+                    self._release()
+                    raise
         try:
             yield self._held
         except BaseException:
             self._release()
             raise
+
+    def _group_flushes(self, conns: tuple) -> None:
+        """Two-phase sessions: ``commit_delay`` (with ``commit_siblings`` 0) so the WAL
+        flush of one database's PREPARE / COMMIT PREPARED waits ``commit_delay_us`` for the
+        other's to join it when both share a server; without it the server flushes the
+        pair one after the other. A superuser setting: where the loader's role may not set
+        it, it says so once and goes on without (a DBA can ``ALTER ROLE ... SET``)."""
+        from psycopg import errors
+
+        for conn in conns:
+            try:
+                conn.execute(f"SET commit_delay = {int(self.commit_delay_us)}")
+                conn.execute("SET commit_siblings = 0")
+            except errors.InsufficientPrivilege:
+                log.info("journal %s: commit_delay not settable by this role: two-phase "
+                         "flushes are not grouped", self.journal_id)  # fmt: skip
+                self.commit_delay_us = 0
+                return
 
     def _release(self) -> None:
         """Hand the held connections back to their pools (rolled back or discarded there)."""
@@ -1050,6 +1098,7 @@ class Loader:
                 res = self._coord.resolve(conn)
                 done["committed"] += res.committed
                 done["rolled_back"] += res.rolled_back
+        self._known = {}  # another process may have moved positions since
         self.stats.recovered_commits += len(done["committed"])
         self.stats.recovered_rollbacks += len(done["rolled_back"])
         if done["committed"]:
@@ -1138,6 +1187,7 @@ class Loader:
                 self.stats.unavailable += 1
             self._recover_needed = True
             self._position = None
+            self._known = {}
             self._drop_tail()
             raise
         return loaded
@@ -1258,6 +1308,7 @@ class Loader:
                 except _SlowPathNeeded:
                     mode = "dedupe"
                 except (errors.SerializationFailure, errors.DeadlockDetected) as exc:
+                    self._known = {}  # another transaction moved something: read again
                     deadlock = isinstance(exc, errors.DeadlockDetected)
                     if deadlock:
                         self.stats.deadlocks += 1
@@ -1292,6 +1343,8 @@ class Loader:
         if conflicts or out.ledger_conflicts:
             self._report_conflicts(out)
         s.fills += 0 if out.fills is None else len(out.fills)
+        if out.moved:
+            self._known.update(out.moved)
         s.ledger_rows += out.ledger_rows
         s.skipped += batch.records - out.staged
         if mode == "pipeline":
@@ -1322,7 +1375,7 @@ class Loader:
             out = self._load_events(ev, batch, parts, unknown, mode)
             fills = out.fills
             if fills is not None:
-                self._move_positions(ev, fills)
+                out.moved = self._move_positions(ev, fills)
             self._advance(ev, batch)
             if ledger_branch is not None:
                 out.ledger_rows, out.ledger_conflicts = ledger_branch.result()
@@ -1580,19 +1633,22 @@ class Loader:
 
     def _positions_moved(
         self, current: dict[tuple[int, int], Position], fills: _Part
-    ) -> list[tuple]:
-        """Apply ``fills`` in journal order to ``current``; the upsert rows of the moved
-        positions (NUMERIC from fixed point, exact)."""
+    ) -> tuple[list[tuple], dict[tuple[int, int], Position]]:
+        """Apply ``fills`` in journal order to copies of ``current``; the upsert rows of
+        the moved positions (NUMERIC from fixed point, exact) and the moved positions."""
         r = fills.records
         cols = zip(
             r["strategy"].tolist(), r["instrument"].tolist(), r["side"].tolist(),
             r["last_qty"].tolist(), r["last_price"].tolist(), r["fee"].tolist(),
             r["exec_id"].tolist(), r["ts_venue_ns"].tolist(), strict=True,
         )  # fmt: skip
-        moved = {}
+        moved: dict[tuple[int, int], Position] = {}
         for s, i, side, qty, price, fee, exec_id, ts in cols:
-            p = moved.get((s, i)) or current.get((s, i)) or Position()
-            moved[(s, i)] = p
+            p = moved.get((s, i))
+            if p is None:
+                was = current.get((s, i))
+                p = Position() if was is None else dataclasses.replace(was)
+                moved[(s, i)] = p
             apply_fill(p, side, qty, price, fee, exec_id, ts)
         out = []
         for (s, i), p in sorted(moved.items()):
@@ -1605,15 +1661,18 @@ class Loader:
                     p.last_ts_venue_ns,
                 )
             )  # fmt: skip
-        return out
+        return out, moved
 
-    def _move_positions(self, ev: psycopg.Connection, fills: _Part) -> None:
-        """Apply the batch's inserted fills, in journal order, to their positions."""
+    def _move_positions(self, ev: psycopg.Connection, fills: _Part) -> dict:
+        """Apply the batch's inserted fills, in journal order, to their positions; the
+        positions moved."""
         rows = ev.execute(_POSITIONS_READ_SQL, self._position_keys(fills)).fetchall()
         current = self._positions_read(rows)
         self._hook("positions-read")
+        rows, moved = self._positions_moved(current, fills)
         with ev.cursor() as cur:
-            cur.executemany(_POSITIONS_WRITE_SQL, self._positions_moved(current, fills))
+            cur.executemany(_POSITIONS_WRITE_SQL, rows)
+        return moved
 
     def _attempt_pipelined(
         self, ev: psycopg.Connection, lg: psycopg.Connection | None, batch: _Batch
@@ -1630,12 +1689,26 @@ class Loader:
         PREPAREs are in flight at once; then the decision, then both COMMIT PREPAREDs at
         once: three waits on the network and one fsync of the decision log.
         """
+        from psycopg import errors
+
         parts, unknown = self._split_unknown(batch)
+        execs = parts.get(RT_EXEC_REPORT)
+        if self.one_trip and execs is not None:
+            fills = execs.take(execs.records["last_qty"] > 0)
+            r = fills.records
+            keys = zip(r["strategy"].tolist(), r["instrument"].tolist(), strict=True)
+            if len(fills) and all(k in self._known for k in keys):
+                try:
+                    return self._attempt_one_trip(ev, lg, batch, parts, unknown, fills)
+                except errors.Error as exc:
+                    if exc.sqlstate != _CAS_MISS:
+                        raise
+                    self.stats.cas_misses += 1  # rolled back: the two-round-trip way
+                    self._known = {}
         out = _Outcome(staged=sum(len(p) for p in batch.parts.values()))
         sent: list[tuple[psycopg.Connection, str]] = []
         decided = False
         try:
-            execs = parts.get(RT_EXEC_REPORT)
             maybe = None if execs is None else execs.take(execs.records["last_qty"] > 0)
             if maybe is not None and not len(maybe):
                 maybe = None
@@ -1680,7 +1753,7 @@ class Loader:
                     prepare(lg, gid_l)
                 with ev.pipeline():
                     if fills is not None:
-                        rows = self._positions_moved(current, fills)
+                        rows, out.moved = self._positions_moved(current, fills)
                         ev.cursor().executemany(_POSITIONS_WRITE_SQL, rows)
                         if lg is None:
                             ledger = self._ledger_pipelined(ev, fills)
@@ -1693,6 +1766,86 @@ class Loader:
                 if not two_phase:
                     if fills is not None:
                         out.ledger_rows, out.ledger_conflicts = ledger.fetchone()
+                    self._hook("committed")
+                    return out
+                self._hook("prepared-events")
+            out.ledger_rows, out.ledger_conflicts = ledger.fetchone()
+            self._hook("prepared-ledger")
+            self._coord.decide_commit(token, batch.first, batch.end, len(fills))
+            decided = True
+            self._hook("decided")
+            self._commit_prepared(ev, lg, gid_e, gid_l)
+            return out
+        except BaseException:
+            if decided:
+                self._recover_needed = True
+            else:
+                self._undo((ev, lg), sent)
+            raise
+
+    def _attempt_one_trip(
+        self,
+        ev: psycopg.Connection,
+        lg: psycopg.Connection | None,
+        batch: _Batch,
+        parts: dict[int, _Part],
+        unknown: dict[int, _Part],
+        fills: _Part,
+    ) -> _Outcome:
+        """A small batch with fills whose positions this loader knows, in one round trip
+        on the events database: BEGIN, the INSERTs, the positions computed from the known
+        ones and written by ``bot4_positions_cas`` (which refuses, SQLSTATE B4003, unless
+        every fill was inserted by this transaction and every position is still the known
+        one), the ledger (same database), the advance and COMMIT or PREPARE. With a ledger
+        database its branch, computed from every fill of the batch, is sent first and
+        PREPAREd meanwhile; the decision and both COMMIT PREPAREDs follow as in the
+        two-round-trip path. A B4003 rolls everything back (nothing was decided) and
+        propagates: the caller redoes the batch the two-round-trip way."""
+        out = _Outcome(staged=sum(len(p) for p in batch.parts.values()))
+        sent: list[tuple[psycopg.Connection, str]] = []
+        decided = False
+        two_phase = lg is not None
+        try:
+            token = self._coord.new_token()
+            gid_e = self._coord.gid(token, batch.first, batch.end, "e")
+            gid_l = self._coord.gid(token, batch.first, batch.end, "l")
+            rows, moved = self._positions_moved(self._known, fills)
+            expect = [self._known[k].fills for k in sorted(moved)]
+            cas = (len(fills), *map(list, zip(*rows, strict=True)))
+            cas = (cas[0], cas[1], cas[2], expect, *cas[3:])
+            self._hook("positions-read")  # known, not yet written: nothing sent
+            self._hook("before-commit")
+            with contextlib.ExitStack() as flights:
+                if two_phase:  # the ledger branch, whole, runs on its server meanwhile
+                    flights.enter_context(lg.pipeline())
+                    lg.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+                    ledger = self._ledger_pipelined(lg, fills)
+                    sent.append((lg, gid_l))
+                    prepare(lg, gid_l)
+                with ev.pipeline():
+                    ev.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+                    rejects = [self._queue_rejects(ev, rt, part) for rt, part in unknown.items()]
+                    inserts, conflicts = self._queue_inserts(ev, parts)
+                    ev.execute(_POSITIONS_CAS_SQL, cas)
+                    if not two_phase:
+                        ledger = self._ledger_pipelined(ev, fills)
+                    ev.execute(_ADVANCE_SQL, self._advance_params(batch))
+                    if two_phase:
+                        sent.append((ev, gid_e))
+                        prepare(ev, gid_e)
+                    else:
+                        self._commit_one_phase(ev)
+                out.rejected = sum(c.rowcount for c in rejects)
+                for table, part, cur in inserts:
+                    n, got = _inserted(cur, table)
+                    out.inserted += n
+                    if table.rtype == RT_EXEC_REPORT:
+                        out.fills = self._fills_of(batch, part, got)
+                        out.conflicts = conflicts.fetchall()
+                out.moved = moved
+                self.stats.one_trip_batches += 1
+                if not two_phase:
+                    out.ledger_rows, out.ledger_conflicts = ledger.fetchone()
                     self._hook("committed")
                     return out
                 self._hook("prepared-events")
@@ -1851,7 +2004,7 @@ def _inserted(cur, table: _Table) -> tuple[int, list]:
     inserted fills for executions)."""
     if table.rtype != RT_EXEC_REPORT:
         return cur.rowcount, []
-    count, frames, idx = cur.fetchone()
+    count, frames, idx = cur.fetchone()[:3]
     return int(count), list(zip(frames or (), idx or (), strict=True))
 
 

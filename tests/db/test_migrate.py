@@ -50,6 +50,7 @@ def test_migrations_apply_once_and_record_themselves(new_db):
         "events 0005_sweep_runs",
         "events 0006_execution_identity",
         "events 0007_model_attribution",
+        "events 0008_positions_cas",
     ]
     assert EVENT_TABLES | {"schema_migrations"} <= tables(dsn)
     assert migrate(dsn, ("events",)) == []  # idempotent
@@ -62,6 +63,7 @@ def test_migrations_apply_once_and_record_themselves(new_db):
         ("events", 5, "sweep_runs"),
         ("events", 6, "execution_identity"),
         ("events", 7, "model_attribution"),
+        ("events", 8, "positions_cas"),
     ]
     # the ledger scope can join the same database (ledger without two-phase commit)
     assert [str(m) for m in migrate(dsn, ("ledger",))] == [
@@ -100,11 +102,12 @@ def test_concurrent_migrators_apply_each_migration_exactly_once(new_db):
         "events 0005_sweep_runs",
         "events 0006_execution_identity",
         "events 0007_model_attribution",
+        "events 0008_positions_cas",
         "ledger 0001_ledger",
         "ledger 0002_ledger_conflicts",
         "ledger 0003_execution_identity",
     ]
-    assert scalar(dsn, "SELECT count(*) FROM schema_migrations") == 10
+    assert scalar(dsn, "SELECT count(*) FROM schema_migrations") == 11
 
 
 def test_changed_applied_migration_is_refused(new_db):
