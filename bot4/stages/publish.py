@@ -52,3 +52,20 @@ def publish_stamped(buf, cursor, hdrs, views, claims, counts, seq, gen):
         if counts[j] > 0:
             producer_commit(hdrs[j], counts[j])
     return now
+
+
+def warm(n_outputs: int) -> int:
+    """Compile (or load) :func:`publish_stamped` for a source with ``n_outputs``
+    MARKET_DATA outputs, on scratch arrays (nothing is committed: every count is 0)."""
+    from bot4.records import MARKET_DATA
+    from bot4.shm.control import CURSOR_WORDS
+    from bot4.shm.ring_layout import HEADER_WORDS
+
+    n = max(1, n_outputs)
+    publish_stamped(
+        np.zeros(CURSOR_WORDS, np.uint64), np.uint64(0),
+        tuple(np.zeros(HEADER_WORDS, np.uint64) for _ in range(n)),
+        tuple(np.zeros(8, MARKET_DATA)[:0] for _ in range(n)),
+        np.zeros(n, np.uint64), np.zeros(n, np.int64), 0, 0,
+    )  # fmt: skip
+    return 1
