@@ -270,6 +270,10 @@ def _job_stage(kind: str, ins: tuple, outs: tuple, only: tuple | None, params: t
         return 1
     if st.source:
         st.generate(0, 2, views, counts, 1)
+        if getattr(st, "stamp_on_publish", False) and all(t == "MARKET_DATA" for t in outs):
+            from bot4.stages.publish import warm as warm_publish  # md's live publish call
+
+            warm_publish(len(outs))
     else:
         for k, t in enumerate(ins):
             if only is not None and k not in only:
