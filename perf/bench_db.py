@@ -359,6 +359,9 @@ LATENCY_CASES = {
     "one-db": (False, True),  # the same, ledger tables in the events database: one commit
     "no-fill": (True, False),  # decision, order, ack: events database only, one commit
 }
+# --compare: the same two cases with the pre-0008 loader (two round trips on the events
+# database, no commit_delay grouping of the two-phase flushes), in the same run
+OLD_CASES = {"2pc-2rt": (True, True), "one-db-2rt": (False, True)}
 BASELINES = ("bare", "bare-2pc", "fsync")
 TARGET_P99_MS_CASE = {"2pc": 5.0, "one-db": 2.0, "no-fill": 2.0}
 WARMUP = 100
@@ -404,28 +407,34 @@ class _Bare:
             os.unlink(self.path)
 
 
-def latency_samples(args, samples: int) -> dict[str, np.ndarray]:
+def latency_samples(args, samples: int, compare: bool = False) -> dict[str, np.ndarray]:
     """Wall time (ms) of one transaction per case of :data:`LATENCY_CASES` (load_available
     over one intent) and of the :data:`BASELINES`, warm-up excluded. The cases take turns
     sample by sample, so each sees the same load on the machine; each case has its own
     journal."""
     directory = tempfile.mkdtemp(prefix="bot4-benchlat-")
-    times: dict[str, list[int]] = {k: [] for k in (*LATENCY_CASES, *BASELINES)}
+    cases = {**LATENCY_CASES, **(OLD_CASES if compare else {})}
+    times: dict[str, list[int]] = {k: [] for k in (*cases, *BASELINES)}
     next_id = 9 * 10**12
     runs = []
     bare = _Bare(args.events_dsn, directory)
     try:
-        for label, (two_dbs, with_fill) in LATENCY_CASES.items():
+        for label, (two_dbs, with_fill) in cases.items():
             writer = JournalWriter(os.path.join(directory, label), fsync="batch")
             ledger = args.ledger_dsn if two_dbs else None
-            loader = Loader(writer.directory, args.events_dsn, ledger, journal_id=f"lat-{label}")
+            old = {"one_trip": False, "commit_delay_us": 0} if label in OLD_CASES else {}
+            loader = Loader(
+                writer.directory, args.events_dsn, ledger, journal_id=f"lat-{label}", **old
+            )
             loader.load_available()
             runs.append((label, with_fill, writer, loader))
         floors = {"bare": bare.bare, "bare-2pc": bare.bare_2pc, "fsync": bare.fsync}
         for i in range(samples + WARMUP):
-            for label, with_fill, writer, loader in runs:
+            for case, (label, with_fill, writer, loader) in enumerate(runs):
                 frames = workload(1, next_id)
                 next_id += 1
+                for f in frames:  # each case its own positions, as one loader per journal
+                    f["strategy"] += 10 * (case + 1)
                 if not with_fill:
                     frames[2] = frames[2][:1]  # the ack alone: no fill, no ledger
                 for f in frames:
@@ -443,6 +452,9 @@ def latency_samples(args, samples: int) -> dict[str, np.ndarray]:
         for label, _fill, _writer, loader in runs:
             if label == "2pc":
                 assert loader.stats.twophase >= samples, loader.stats
+            st = loader.stats
+            print(f"{label}: {st.one_trip_batches} batches in one round trip, "
+                  f"{st.cas_misses} positions CAS refused, {st.pipelined_batches} pipelined")  # fmt: skip
     finally:
         for _label, _fill, writer, loader in runs:
             loader.close()
@@ -555,6 +567,11 @@ def main() -> None:
         help="only the single-transaction latency sampler (no pyperf runs)",
     )
     ap.add_argument(
+        "--compare",
+        action="store_true",
+        help="also sample the loader without one-round-trip batches and flush grouping",
+    )
+    ap.add_argument(
         "--beside",
         action="store_true",
         help="run the default topology (bot4 run) beside the latency sampler",
@@ -583,7 +600,7 @@ def main() -> None:
             with topology_beside(args) as pid:
                 if pid is not None:
                     print(f"default topology running beside the sampler (bot4 run, pid {pid})")
-                lat = latency_samples(args, args.latency_samples)
+                lat = latency_samples(args, args.latency_samples, args.compare)
     if any(b is None for b in results.values()):
         return
     print_table({k: b.median() * 1e9 for k, b in results.items()}, lat)
