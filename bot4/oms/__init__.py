@@ -1,4 +1,4 @@
-"""Order management: the pieces the orders stage (``bot4.stages.orders``) is built from.
+"""Order management: the orders stage's (``bot4.stages.orders``) state and kernels.
 
 Modules, one idea each:
 
@@ -9,6 +9,10 @@ Modules, one idea each:
   without STP; the simulated venue applies the exchanges' STP at match time)
 * ``recovery`` — what a restarted OMS had done: rebuilt from the journal and its rings
 * ``reconcile`` — the rule for the venue's answers to a restarted OMS's status queries
+* ``state``   — ``Oms``, the one state object the OMS kernels take (``oms_new``), its
+  counters, id words and reasons
+* ``kernels`` — the per-record work: ``orders_kernel`` (risk's orders), ``execs_kernel``
+  (the venue's reports), ``emit_queries``, ``emit_cancel_all``, ``mark_cancel_all``
 
 Everything is preallocated numpy arrays grouped in namedtuples; the per-record work is
 numba kernels. All of it is owned by the one orders stage process.
