@@ -12,9 +12,9 @@ other participants' market data, with a report delay queue.
                                       tail (pool slots), qty (shares resting)
     nlev     [books, 2] int64         levels in use per book and side
     books    [books, 4] int64         quote slot per side (-1 = none), md mode
-    our_keys, our_vals                hash: client_order_id -> pool slot (live,
-                                      >= 0) or -(history index + 1) (done)
-    ext_keys, ext_vals                hash: market-data order id -> pool slot
+    ours     [T, 2] int64             map (bot4.nbkit.u64map): client_order_id -> pool
+                                      slot (live, >= 0) or -(history index + 1) (done)
+    ext      [T, 2] int64             map: market-data order id -> pool slot
     hist     [history] DONE           ring of our finished orders
     queue    [queue] EXEC_REPORT      the delay queue (FIFO), head / tail in v
     v        [64] int64               counters, configuration and statistics (V_*)
@@ -138,6 +138,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from bot4.nbkit.u64map import map_delete, map_find, map_new, map_put
 from bot4.records import (
     ACTION_CANCEL,
     ACTION_CANCEL_ALL,
@@ -374,12 +375,11 @@ R_NEGATIVE_PRICE = int(Code.NEGATIVE_PRICE)
 R_MAX_OPEN = int(Code.MAX_OPEN_ORDERS)
 
 _MARKET_BUY_LIMIT = np.int64(2**62)  # a market buy's limit: above any price
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 #: the venue's state, the one object every kernel takes first (fields: module doc)
 VenueState = namedtuple(
     "VenueState",
-    "pool free levels nlev books our_keys our_vals ext_keys ext_vals hist queue v",
+    "pool free levels nlev books ours ext hist queue v",
 )
 
 
@@ -390,7 +390,7 @@ VenueState = namedtuple(
 def _unowned(typingctx, arr):
     """The same array view without its NRT meminfo (and parent): references to it are not
     counted. Every helper takes the whole state tuple, and numba increfs / decrefs each of
-    its twelve arrays around each call (an atomic add each, ~60 ns per call in all); the
+    its ten arrays around each call (an atomic add each, ~60 ns per call in all); the
     entry kernels hand the helpers borrowed views instead. Safe because the caller (the
     stage or the replay, through :class:`Venue`) keeps the arrays alive for the call.
 
@@ -415,9 +415,8 @@ def _borrow(st):
     """The state with every array borrowed (see :func:`_unowned`)."""
     return VenueState(
         _unowned(st.pool), _unowned(st.free), _unowned(st.levels), _unowned(st.nlev),
-        _unowned(st.books), _unowned(st.our_keys), _unowned(st.our_vals),
-        _unowned(st.ext_keys), _unowned(st.ext_vals), _unowned(st.hist), _unowned(st.queue),
-        _unowned(st.v),
+        _unowned(st.books), _unowned(st.ours), _unowned(st.ext), _unowned(st.hist),
+        _unowned(st.queue), _unowned(st.v),
     )  # fmt: skip
 
 
@@ -440,51 +439,15 @@ def queue_model_requeue(old_qty, new_qty):
     return False
 
 
-# --- hash tables: open addressing, linear probing, backward-shift deletion ------------------
+# --- id maps (bot4.nbkit.u64map: key in column 0, value in column 1) -------------------------
 
 
-@njit(nogil=True, cache=True)
-def _home(key, mask):
-    return np.int64(((key * _GOLDEN) >> np.uint64(32)) & np.uint64(mask))
-
-
-@njit(nogil=True, cache=True)
-def _hfind(keys, key):
-    mask = keys.size - 1
-    i = _home(key, mask)
-    while keys[i] != 0:
-        if keys[i] == key:
-            return i
-        i = (i + 1) & mask
-    return -1
-
-
-@njit(nogil=True, cache=True)
-def _hput(keys, vals, key, val):
-    """Insert or overwrite; the table is sized so that it never fills (load <= 1/2)."""
-    mask = keys.size - 1
-    i = _home(key, mask)
-    while keys[i] != 0 and keys[i] != key:
-        i = (i + 1) & mask
-    keys[i] = key
-    vals[i] = val
-
-
-@njit(nogil=True, cache=True)
-def _hdel(keys, vals, i):
-    mask = keys.size - 1
-    j = i
-    while True:
-        j = (j + 1) & mask
-        if keys[j] == 0:
-            break
-        k = _home(keys[j], mask)
-        if (i <= j and i < k <= j) or (i > j and (k > i or k <= j)):
-            continue
-        keys[i] = keys[j]
-        vals[i] = vals[j]
-        i = j
-    keys[i] = 0
+@njit(nogil=True, cache=True, inline="always")
+def _map_set(tab, key, val):
+    """Map ``key`` (never 0 here) to ``val``; the maps are sized never to fill (load <= 1/2)."""
+    i = map_put(tab, key)
+    if i >= 0:
+        tab[i, 1] = val
 
 
 # --- reports ---------------------------------------------------------------------------------
@@ -699,11 +662,11 @@ def _a_unlink(pool, levels, nlev, m):
 @njit(nogil=True, cache=True)
 def _discard_external(st, m):
     """Forget external / quote slot ``m`` (already unlinked or never rested)."""
-    _a_discard_external(st.pool, st.free, st.books, st.ext_keys, st.ext_vals, st.v, m)
+    _a_discard_external(st.pool, st.free, st.books, st.ext, st.v, m)
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _a_discard_external(pool, free, books, ext_keys, ext_vals, v, m):
+def _a_discard_external(pool, free, books, ext, v, m):
     o = pool[m]
     if o.owner == OWN_QUOTE:
         b = np.int64(o.instrument)
@@ -711,14 +674,14 @@ def _a_discard_external(pool, free, books, ext_keys, ext_vals, v, m):
         if books[b, BK_QUOTE + s] == m:
             books[b, BK_QUOTE + s] = -1
     elif o.ext_id != 0:
-        i = _hfind(ext_keys, o.ext_id)
-        if i >= 0 and ext_vals[i] == m:
-            _hdel(ext_keys, ext_vals, i)
+        i = map_find(ext, o.ext_id)
+        if i >= 0 and ext[i, 1] == m:
+            map_delete(ext, i)
     _a_release_slot(pool, free, v, m)
 
 
 @njit(nogil=True, cache=True)
-def _a_evict_worst(pool, free, levels, nlev, books, ext_keys, ext_vals, v, b, s):
+def _a_evict_worst(pool, free, levels, nlev, books, ext, v, b, s):
     """Drop the worst level of a full side if it holds no order of ours."""
     m = levels[b, s, 0, LH]
     while m >= 0:
@@ -729,7 +692,7 @@ def _a_evict_worst(pool, free, levels, nlev, books, ext_keys, ext_vals, v, b, s)
     while m >= 0:
         nxt = pool[m].next
         _a_unlink(pool, levels, nlev, m)
-        _a_discard_external(pool, free, books, ext_keys, ext_vals, v, m)
+        _a_discard_external(pool, free, books, ext, v, m)
         m = nxt
     v[S_LEVELS_EVICTED] += 1
     return True
@@ -738,13 +701,11 @@ def _a_evict_worst(pool, free, levels, nlev, books, ext_keys, ext_vals, v, b, s)
 @njit(nogil=True, cache=True)
 def _append(st, m):
     """Rest slot ``m`` at the back of its price level; False if no level can be had."""
-    return _a_append(
-        st.pool, st.free, st.levels, st.nlev, st.books, st.ext_keys, st.ext_vals, st.v, m
-    )
+    return _a_append(st.pool, st.free, st.levels, st.nlev, st.books, st.ext, st.v, m)
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _a_append(pool, free, levels, nlev, books, ext_keys, ext_vals, v, m):
+def _a_append(pool, free, levels, nlev, books, ext, v, m):
     o = pool[m]
     b = np.int64(o.instrument)
     s = _row(o.side)
@@ -753,9 +714,7 @@ def _a_append(pool, free, levels, nlev, books, ext_keys, ext_vals, v, m):
     if j >= nlev[b, s] or levels[b, s, j, LK] != key:
         cap = levels.shape[2]
         if nlev[b, s] == cap:
-            if j == 0 or not _a_evict_worst(
-                pool, free, levels, nlev, books, ext_keys, ext_vals, v, b, s
-            ):
+            if j == 0 or not _a_evict_worst(pool, free, levels, nlev, books, ext, v, b, s):
                 return False
             j -= 1
         n = nlev[b, s]
@@ -804,9 +763,9 @@ def _hist_add(st, x, cum, qty, price, status):
     e = hist[h]
     code = -(h + 1)
     if e.client_order_id != 0:
-        i = _hfind(st.our_keys, e.client_order_id)
-        if i >= 0 and st.our_vals[i] == code:
-            _hdel(st.our_keys, st.our_vals, i)
+        i = map_find(st.ours, e.client_order_id)
+        if i >= 0 and st.ours[i, 1] == code:
+            map_delete(st.ours, i)
     e.client_order_id = x.client_order_id
     e.order_id = x.order_id
     e.cum_qty = cum
@@ -816,7 +775,7 @@ def _hist_add(st, x, cum, qty, price, status):
     e.strategy = x.strategy
     e.side = x.side
     e.status = status
-    _hput(st.our_keys, st.our_vals, x.client_order_id, code)
+    _map_set(st.ours, x.client_order_id, code)
 
 
 @njit(nogil=True, cache=True)
@@ -1134,7 +1093,7 @@ def _on_new(st, r, now):
     if clid == 0:
         _reject(st, now, r, R_VENUE_REJECTED, False)
         return
-    if _hfind(st.our_keys, clid) >= 0:
+    if map_find(st.ours, clid) >= 0:
         _reject(st, now, r, R_DUPLICATE, False)
         return
     tif = r.tif if r.tif != TIF_NONE else TIF_DAY
@@ -1185,7 +1144,7 @@ def _on_new(st, r, now):
     o.owner = OWN_OURS
     o.stp_mode = stp
     o.stp_group = r.stp_group
-    _hput(st.our_keys, st.our_vals, clid, m)
+    _map_set(st.ours, clid, m)
     v[V_LIVE_OURS] += 1
     _report_own(st, now, r.seq, m, EXEC_ACK, OS_NEW, R_OK)
     b = np.int64(r.instrument)
@@ -1211,10 +1170,10 @@ def _stp_allowed(v, mode):
 @njit(nogil=True, cache=True)
 def _live_slot(st, clid):
     """Pool slot of our live order ``clid``, or -1."""
-    i = _hfind(st.our_keys, clid)
-    if i < 0 or st.our_vals[i] < 0:
+    i = map_find(st.ours, clid)
+    if i < 0 or st.ours[i, 1] < 0:
         return -1
-    return st.our_vals[i]
+    return st.ours[i, 1]
 
 
 @njit(nogil=True, cache=True)
@@ -1222,13 +1181,13 @@ def _answer(st, now, r, target, etype, reason_live, reason_done, reason_unknown)
     """Report ``etype`` on ``target`` as the venue knows it, answering request ``r``: a
     live order (``reason_live``), a finished one (``reason_done``; leaves 0) or an unknown
     id (status OS_NONE, ``reason_unknown``, ids and side from the request)."""
-    i = _hfind(st.our_keys, target)
+    i = map_find(st.ours, target)
     if i < 0:
         k = _report(st, now, r.seq, r, r, etype, OS_NONE, reason_unknown, 0, 0)
         if k >= 0:
             st.queue[k].client_order_id = target
         return
-    val = st.our_vals[i]
+    val = st.ours[i, 1]
     if val < 0:
         h = st.hist[-val - 1]
         _report(st, now, r.seq, h, r, etype, h.status, reason_done, h.cum_qty, 0)
@@ -1264,7 +1223,7 @@ def _on_replace(st, r, now):
         return
     o = st.pool[m]
     new_id = r.client_order_id if r.client_order_id != 0 else target
-    if new_id != target and _hfind(st.our_keys, new_id) >= 0:
+    if new_id != target and map_find(st.ours, new_id) >= 0:
         _refuse_replace(st, now, r, target, R_DUPLICATE)
         return
     qty = r.qty if r.qty > 0 else o.qty
@@ -1279,7 +1238,7 @@ def _on_replace(st, r, now):
         o.stp_mode = r.stp_mode
     if new_id != target:
         _hist_add(st, o, o.cum_qty, o.qty, o.price, OS_CANCELLED)
-        _hput(st.our_keys, st.our_vals, new_id, m)
+        _map_set(st.ours, new_id, m)
         o.client_order_id = new_id
     o.ts_event_ns = r.ts_event_ns
     o.ts_recv_ns = r.ts_recv_ns
@@ -1457,14 +1416,14 @@ def _md_one(st, r, now):
         return
     if MD_BOOK_ADD <= k <= MD_BOOK_HIDDEN_EXEC:
         _set_mode(st, b, MODE_ORDERS)
-        idx = _hfind(st.ext_keys, r.order_id) if r.order_id != 0 else -1
+        idx = map_find(st.ext, r.order_id) if r.order_id != 0 else -1
         if k == MD_BOOK_ADD:
             snapshot = (r.flags & MDF_SNAPSHOT) != 0
             if (r.order_id == 0 and not snapshot) or r.qty <= 0 or r.price <= 0:
                 v[S_MD_IGNORED] += 1
                 return
             if idx >= 0:
-                old = st.ext_vals[idx]
+                old = st.ext[idx, 1]
                 _unlink(st, old)
                 _discard_external(st, old)
                 v[S_EXT_DUPLICATE] += 1
@@ -1472,21 +1431,21 @@ def _md_one(st, r, now):
             m = _external(st, b, side, r.price, r.qty, owner, r.order_id, now, r.seq)
             if m >= 0:
                 if r.order_id != 0:
-                    _hput(st.ext_keys, st.ext_vals, r.order_id, m)
+                    _map_set(st.ext, r.order_id, m)
                 v[S_EXT_ADDED] += 1
         elif k in (MD_BOOK_CANCEL, MD_BOOK_DELETE):
             if idx < 0:
                 v[S_EXT_UNKNOWN] += 1
                 _shrink_snapshot(st, b, np.int64(side), r.price, r.qty)
                 return
-            m = st.ext_vals[idx]
+            m = st.ext[idx, 1]
             if k == MD_BOOK_DELETE or r.qty >= st.pool[m].leaves:
                 _unlink(st, m)
                 _discard_external(st, m)
             elif r.qty > 0:
                 _resize(st, m, st.pool[m].leaves - r.qty)
         elif k == MD_BOOK_EXEC and idx >= 0:
-            x = st.ext_vals[idx]
+            x = st.ext[idx, 1]
             o = st.pool[x]
             rem = _take(st, b, -np.int64(o.side), o.price, r.qty, -1, AT_LIMIT_UNTIL, x, now, r.seq)
             v[S_EXEC_EXCESS] += rem
@@ -1577,7 +1536,7 @@ def _ours_through(pool, levels, nlev, b, aside, limit):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _md_quote_fast(pool, free, levels, nlev, books, ext_keys, ext_vals, v, r):
+def _md_quote_fast(pool, free, levels, nlev, books, ext, v, r):
     """The quote-mode records that touch no order of ours, on the unpacked arrays (no
     call with the whole state tuple): exactly what :func:`_md_one` does for them. Returns
     False, having changed nothing, for every other record (order-level events, queue-mode
@@ -1614,7 +1573,7 @@ def _md_quote_fast(pool, free, levels, nlev, books, ext_keys, ext_vals, v, r):
         books[b, BK_MODE] = MODE_QUOTES
         if old >= 0:
             _a_unlink(pool, levels, nlev, old)
-            _a_discard_external(pool, free, books, ext_keys, ext_vals, v, old)
+            _a_discard_external(pool, free, books, ext, v, old)
         return True
     if old >= 0 and pool[old].price == price:
         books[b, BK_MODE] = MODE_QUOTES
@@ -1623,8 +1582,8 @@ def _md_quote_fast(pool, free, levels, nlev, books, ext_keys, ext_vals, v, r):
             if queue_model_requeue(o.leaves, qty):
                 _a_unlink(pool, levels, nlev, old)
                 o.leaves = qty
-                if not _a_append(pool, free, levels, nlev, books, ext_keys, ext_vals, v, old):
-                    _a_discard_external(pool, free, books, ext_keys, ext_vals, v, old)
+                if not _a_append(pool, free, levels, nlev, books, ext, v, old):
+                    _a_discard_external(pool, free, books, ext, v, old)
             else:
                 _a_resize(pool, levels, nlev, old, qty)
         return True
@@ -1641,14 +1600,14 @@ def _md_quote_fast(pool, free, levels, nlev, books, ext_keys, ext_vals, v, r):
     books[b, BK_MODE] = MODE_QUOTES
     if old >= 0:
         _a_unlink(pool, levels, nlev, old)
-        _a_discard_external(pool, free, books, ext_keys, ext_vals, v, old)
+        _a_discard_external(pool, free, books, ext, v, old)
     if through:  # _quote_through: the opposite quote order it touches or crosses goes
         opp = books[b, BK_QUOTE + (ASK if side == SIDE_BUY else BID)]
         if opp >= 0:
             op = pool[opp].price
             if (side == SIDE_BUY and op <= price) or (side == SIDE_SELL and op >= price):
                 _a_unlink(pool, levels, nlev, opp)
-                _a_discard_external(pool, free, books, ext_keys, ext_vals, v, opp)
+                _a_discard_external(pool, free, books, ext, v, opp)
     m = _a_alloc(pool, free, v)
     if m < 0:
         v[S_EXT_DROPPED] += 1
@@ -1661,7 +1620,7 @@ def _md_quote_fast(pool, free, levels, nlev, books, ext_keys, ext_vals, v, r):
     o.instrument = b
     o.side = side
     o.owner = OWN_QUOTE
-    if not _a_append(pool, free, levels, nlev, books, ext_keys, ext_vals, v, m):
+    if not _a_append(pool, free, levels, nlev, books, ext, v, m):
         v[S_EXT_DROPPED] += 1
         _a_release_slot(pool, free, v, m)
         return True
@@ -1679,14 +1638,13 @@ def _md_batch(st, md, now_ns, event_time):
     levels = st.levels
     nlev = st.nlev
     books = st.books
-    ext_keys = st.ext_keys
-    ext_vals = st.ext_vals
+    ext = st.ext
     v = st.v
     before = v[S_REPORTS]
     for i in range(md.shape[0]):
         v[S_MD_IN] += 1
         r = md[i]
-        if _md_quote_fast(pool, free, levels, nlev, books, ext_keys, ext_vals, v, r):
+        if _md_quote_fast(pool, free, levels, nlev, books, ext, v, r):
             continue
         now = now_ns
         if event_time:
@@ -1709,13 +1667,12 @@ def venue_md_until_report_kernel(st, md, now_ns):
     levels = st.levels
     nlev = st.nlev
     books = st.books
-    ext_keys = st.ext_keys
-    ext_vals = st.ext_vals
+    ext = st.ext
     v = st.v
     for i in range(md.shape[0]):
         v[S_MD_IN] += 1
         r = md[i]
-        if _md_quote_fast(pool, free, levels, nlev, books, ext_keys, ext_vals, v, r):
+        if _md_quote_fast(pool, free, levels, nlev, books, ext, v, r):
             continue
         before = v[S_REPORTS]
         t = r.ts_event_ns
@@ -1894,10 +1851,8 @@ class Venue:
             levels=lv,
             nlev=nlev,
             books=bk,
-            our_keys=np.zeros(n_ours, np.uint64),
-            our_vals=np.zeros(n_ours, np.int64),
-            ext_keys=np.zeros(n_ext, np.uint64),
-            ext_vals=np.zeros(n_ext, np.int64),
+            ours=map_new(n_ours, 2),
+            ext=map_new(n_ext, 2),
             hist=hist,
             queue=q,
             v=v,
