@@ -615,12 +615,6 @@ def _level_pos(levels, nlev, b, s, key):
     return lo
 
 
-@njit(nogil=True, cache=True)
-def _level_of(st, m):
-    """(side row, level index) of resting pool slot ``m``."""
-    return _a_level_of(st.pool, st.levels, st.nlev, m)
-
-
 @njit(nogil=True, cache=True, inline="always")
 def _a_level_of(pool, levels, nlev, m):
     o = pool[m]
