@@ -281,7 +281,8 @@ def parse_topology(
             if k not in STAGE_KEYS:
                 raise TopologyError(source, f"{where}.{k}", "unknown key")
         for req in ("name", "kind", "core"):
-            if req not in st and not (req == "core" and st.get("name") in group_core):
+            grouped = isinstance(st.get("name"), str) and st["name"] in group_core
+            if req not in st and not (req == "core" and grouped):
                 raise TopologyError(source, f"{where}.{req}", "missing")
         name = _typed(source, f"{where}.name", st["name"], str)
         where = f"stage[{i}] ({name})"
