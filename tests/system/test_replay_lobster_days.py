@@ -70,4 +70,8 @@ def test_lobster_day_replays_through_the_full_chain_and_reports(ticker, tmp_path
     assert doc["metrics"]["intervals"] >= 380  # a 6.5 h session in minutes
     assert np.isfinite(doc["metrics"]["max_drawdown_units"])
     html = out.html_path.read_text()
-    assert html.count("<svg") == 3 and ticker in html
+    # the tearsheet's panels: price with our quotes and fills, position, equity and
+    # drawdown, the latency histograms
+    for h2 in ("Price, our quotes and fills", "Position", "Equity and drawdown", "Latency"):
+        assert f"<h2>{h2}</h2>" in html, h2
+    assert html.count("<svg") == 6 and ticker in html
