@@ -53,6 +53,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from bot4.oms.kernels import execs_kernel, orders_kernel
 from bot4.shm.atomics import cpu_pause, load_relaxed, monotonic_ns, sched_yield, store_release
 from bot4.shm.control import (
     C_CURSOR,
@@ -74,7 +75,6 @@ from bot4.shm.ring_ops import (
     wake_producer,
 )
 from bot4.shm.waitv import announce, end_park, futex_waitv, signal_address
-from bot4.stages.orders import execs_kernel, orders_kernel
 from bot4.stages.signals import signals_kernel
 
 R_DEADLINE, R_STATE, R_IDLE, R_BAIL = 0, 1, 2, 3
@@ -628,9 +628,9 @@ def _bench_members(capacity: int = 4096):
     rings by name as ``(hdr, slots)``."""
     from types import SimpleNamespace
 
-    from bot4.pipeline.topology import RingSpec, StageSpec
     from bot4.records import RECORD_TYPES
     from bot4.shm.ring_layout import HEADER_WORDS
+    from bot4.spec import RingSpec, StageSpec
     from bot4.stages.orders import OrdersStage
     from bot4.stages.risk import RiskStage
     from bot4.stages.signals import SignalsStage

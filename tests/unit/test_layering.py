@@ -57,10 +57,6 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ),
     ("bot4", "bot4.replay"): "as bot4.research.api's",
     ("bot4.replay", "bot4.research.api"): "bot4.replay(...) calls the notebook API (F)",
-    ("bot4.stages.hotloop", "bot4.pipeline.topology"): (
-        "engineer B's hot path (issue 15, in progress) names RingSpec / StageSpec through "
-        "pipeline.topology; bot4.spec holds them"
-    ),
 }
 #: edges left out of the cycle check: (importer, imported) -> why
 CYCLE_EXCEPTIONS: dict[tuple[str, str], str] = {
