@@ -78,6 +78,7 @@ def _runner(stage, producer, batch: int):
     r.counts = np.zeros(1, np.int64)
     r.bufs = [np.zeros(C.CURSOR_WORDS, np.uint64) for _ in range(2)]
     r.gen = 0
+    r._stamped = False  # the per-batch path under test, not md's compiled stamped publish
     r.next_buf = 0
     r.cur = [0]
     r.mute_until = [[None]]
