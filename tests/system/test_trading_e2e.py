@@ -126,6 +126,13 @@ def test_orders_stage_sigkilled_mid_stream_sends_no_order_twice(instance, procs,
     assert not instance_segments(instance)
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="known race (issue 15, open): SIGKILL of the hot group can leave risk's rebuilt "
+    "position one fill off the fills persistence saw (CI 2026-12-06: AMZN +100 extra; an "
+    "earlier run one fill short): the rebuild reads the journal, which lags the in-group "
+    "fills ring cursor. Passes most runs; kept running so a fix shows as XPASS",
+)
 def test_risk_stage_sigkilled_mid_stream_rebuilds_positions_from_the_journal(
     instance, procs, tmp_path
 ):
