@@ -50,7 +50,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import pyperf  # noqa: E402
 
-from bot4.db.loader import Loader, _Batch  # noqa: E402
+from bot4.db.encoding import write_chunks  # noqa: E402
+from bot4.db.loader import Loader  # noqa: E402
+from bot4.db.rows import LEDGER_COLUMNS, TABLES, Batch, ledger_stream, table_stream  # noqa: E402
 from bot4.journal import JournalWriter  # noqa: E402
 from bot4.records import (  # noqa: E402
     ACTION_NEW,
@@ -141,19 +143,19 @@ def workload(n: int, start: int) -> list[np.ndarray]:
     return [f for f in frames if len(f)]
 
 
-def batches_of(frames: list[np.ndarray]) -> list[_Batch]:
+def batches_of(frames: list[np.ndarray]) -> list[Batch]:
     """The frames grouped as the loader groups them (at most BATCH records a batch)."""
     from bot4.records import record_type_of
 
     out, group, count = [], [], 0
     for i, f in enumerate(frames):
         if group and count + len(f) > BATCH:
-            out.append(_Batch.of(group))
+            out.append(Batch.of(group))
             group, count = [], 0
         group.append((i, record_type_of(f.dtype), f))
         count += len(f)
     if group:
-        out.append(_Batch.of(group))
+        out.append(Batch.of(group))
     return out
 
 
@@ -218,19 +220,17 @@ def time_loader(loops: int, args) -> float:
     return total
 
 
-def _raw_batch(fx: Fixture, batch: _Batch) -> None:
-    from bot4.db.loader import _LEDGER_COLUMNS, _TABLES, _write
-
+def _raw_batch(fx: Fixture, batch: Batch) -> None:
     enc = fx.encoder
     fills = batch.parts[RT_EXEC_REPORT].take(batch.parts[RT_EXEC_REPORT].records["last_qty"] > 0)
 
     def ledger() -> None:
-        chunks, _n = enc._ledger_stream(fills)
+        chunks, _n = ledger_stream(fills, enc._inst, enc._journal_bytes)
         fx.raw_lg.execute("BEGIN")
         with fx.raw_lg.cursor().copy(
-            f"COPY ledger_entries ({', '.join(_LEDGER_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+            f"COPY ledger_entries ({', '.join(LEDGER_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
         ) as cp:
-            _write(cp, chunks)
+            write_chunks(cp, chunks)
         fx.raw_lg.execute("COMMIT")
 
     side = threading.Thread(target=ledger)
@@ -238,12 +238,12 @@ def _raw_batch(fx: Fixture, batch: _Batch) -> None:
     fx.raw_ev.execute("BEGIN")
     with fx.raw_ev.cursor() as cur:
         for rtype, part in batch.parts.items():
-            for table in _TABLES[rtype]:
+            for table in TABLES[rtype]:
                 which = table.route(part.records)
                 rows = part if which is None else part.take(which)
                 if len(rows):
                     with cur.copy(table.copy_sql()) as cp:
-                        _write(cp, enc._encode(table, rows))
+                        write_chunks(cp, table_stream(table, rows, enc._inst, enc._journal_bytes))
     fx.raw_ev.execute("COMMIT")
     side.join()
 
@@ -261,18 +261,16 @@ def time_raw(loops: int, args) -> float:
 
 
 def time_orders(loops: int, args) -> float:
-    from bot4.db.loader import _TABLES, _write
-
     fx = fixture(args)
-    table = _TABLES[RT_ORDER][0]
+    table = TABLES[RT_ORDER][0]
     total = 0.0
     for _ in range(loops):
         frames = [(i, RT_ORDER, f) for i, f in enumerate(fx.chunk()) if f.dtype == ORDER]
-        part = _Batch.of(frames).parts[RT_ORDER]
+        part = Batch.of(frames).parts[RT_ORDER]
         t0 = time.perf_counter()
         fx.raw_ev.execute("BEGIN")
         with fx.raw_ev.cursor().copy(table.copy_sql()) as cp:
-            _write(cp, fx.encoder._encode(table, part))
+            write_chunks(cp, table_stream(table, part, fx.encoder._inst, fx.encoder._journal_bytes))
         fx.raw_ev.execute("COMMIT")
         total += time.perf_counter() - t0
     return total

@@ -63,12 +63,14 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_PRUNE_AFTER",
     "LOCK_NAME",
+    "Branches",
     "Coordinator",
     "ParsedGid",
     "Resolution",
     "finish",
     "parse_gid",
     "prepare",
+    "rollback_quietly",
 ]
 
 DEFAULT_PRUNE_AFTER = 1024  # decisions in the log before the loader prunes it (~130 KB)
@@ -279,3 +281,90 @@ def finish(conn: psycopg.Connection, gid: str, commit: bool) -> None:
     """``COMMIT PREPARED`` / ``ROLLBACK PREPARED`` a prepared transaction of ``conn``'s
     database (from any session)."""
     conn.execute(_statement("COMMIT PREPARED" if commit else "ROLLBACK PREPARED", gid))
+
+
+class Branches:
+    """One load transaction's two branches, events (``e``) and ledger (``l``): its token
+    and gids, the PREPAREs sent, the decision and the second phase, with the loader's crash
+    points (``hook``): ``prepared-events``, ``prepared-ledger``, ``decided``,
+    ``committed-events``, ``committed-ledger``.
+
+    Before :meth:`commit` has recorded the decision, a failure is undone by :meth:`undo`
+    (both branches rolled back, prepared or not); after it, recovery completes it.
+    """
+
+    def __init__(
+        self, coord: Coordinator, first: int, end: int, hook: Callable[[str], None]
+    ) -> None:
+        self.coord = coord
+        self.first, self.end = first, end
+        self.hook = hook
+        self.token = coord.new_token()
+        self.gids = {db: coord.gid(self.token, first, end, db) for db in "el"}
+        self.sent: list[tuple[psycopg.Connection, str]] = []
+        self.decided = False
+
+    def prepare(self, conn: psycopg.Connection, db: str) -> None:
+        """``PREPARE TRANSACTION`` of branch ``db`` on ``conn`` (sent, in pipeline mode)."""
+        self.sent.append((conn, self.gids[db]))
+        prepare(conn, self.gids[db])
+
+    def prepare_both(self, ev: psycopg.Connection, lg: psycopg.Connection) -> None:
+        """First phase: both PREPAREs sent before either is awaited (on one server their
+        WAL flushes can share a sync). ``prepared-events`` is reached when the events
+        branch is prepared, the ledger's PREPARE then in flight; ``prepared-ledger`` when
+        both are."""
+        with lg.pipeline():
+            with ev.pipeline():
+                self.prepare(lg, "l")
+                self.prepare(ev, "e")
+            self.hook("prepared-events")
+        self.hook("prepared-ledger")
+
+    def commit(self, ev: psycopg.Connection, lg: psycopg.Connection, fills: int) -> None:
+        """Both branches prepared: record the decision durably (the commit point), then
+        COMMIT PREPARED on both databases at once. ``committed-events`` is reached when the
+        events branch is committed (the ledger's in flight), ``committed-ledger`` when both
+        are."""
+        self.coord.decide_commit(self.token, self.first, self.end, fills)
+        self.decided = True
+        self.hook("decided")
+        with lg.pipeline():
+            with ev.pipeline():
+                finish(lg, self.gids["l"], True)
+                finish(ev, self.gids["e"], True)
+            self.hook("committed-events")
+        self.hook("committed-ledger")
+
+    def undo(self, conns: tuple[psycopg.Connection | None, ...]) -> bool:
+        """A transaction failed before its decision: roll back both branches, prepared or
+        not. False when a prepared branch could not be reached (left to presumed abort at
+        the next recovery)."""
+        from psycopg import errors
+
+        for conn in conns:
+            rollback_quietly(conn)
+        done = True
+        for conn, gid in self.sent:
+            try:
+                finish(conn, gid, False)
+            except errors.UndefinedObject:
+                pass  # not prepared (its PREPARE failed or never ran)
+            except Exception:
+                done = False
+        return done
+
+
+def rollback_quietly(conn: psycopg.Connection | None) -> None:
+    """Roll back an open transaction on ``conn`` (no-op when idle or broken)."""
+    if conn is None or conn.closed or conn.broken:
+        return
+    from psycopg.pq import TransactionStatus
+
+    if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        # rollback(), not execute("ROLLBACK"): psycopg then also drops its prepared
+        # statements on both sides (DEALLOCATE ALL), so a pipeline an error cut short (a
+        # Parse the server skipped) cannot leave its cache naming statements the session
+        # does not have
+        with contextlib.suppress(Exception):
+            conn.rollback()

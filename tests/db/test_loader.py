@@ -14,16 +14,9 @@ import numpy as np
 import psycopg
 import pytest
 
-from bot4.db.loader import (
-    JournalBehindDatabase,
-    Loader,
-    Position,
-    apply_fill,
-    copy_stream,
-    numeric_payload,
-    split_sign,
-)
-from bot4.db.loader import _Field as Field
+from bot4.db.encoding import Field, copy_stream, numeric_payload, split_sign
+from bot4.db.loader import JournalBehindDatabase, Loader
+from bot4.db.positions import Position, apply_fill
 from bot4.journal import JournalReader, JournalTail, JournalWriter
 from bot4.records import (
     ACTION_CANCEL,
