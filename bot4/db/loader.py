@@ -83,16 +83,11 @@ from bot4.db.encoding import Instruments, SlowPathNeeded
 from bot4.db.paths import ROW_ERROR_CLASSES, BatchPaths
 from bot4.db.pool import DatabaseUnavailable, db_errors, make_pool
 from bot4.db.positions import Position, apply_fill
-from bot4.db.rows import FENCED, INSTRUMENT_SQL, LAYOUTS, Batch, Outcome
+from bot4.db.rows import FENCED, LOADED_TYPES, Batch, Outcome
+from bot4.db.session import Session
 from bot4.db.twophase import DEFAULT_PRUNE_AFTER, Branches, Coordinator
 from bot4.journal import TornTail
 from bot4.journal.tail import JournalBehindDatabase, JournalTail, journal_created_ns
-from bot4.records.dtypes import (
-    RT_EXEC_REPORT,
-    RT_OPERATOR_ACTION,
-    RT_ORDER,
-    RT_RISK_DECISION,
-)
 from bot4.records.errors import Bot4Error, Code
 from bot4.records.instruments import DEFAULT_INSTRUMENTS, InstrumentTable
 
@@ -129,7 +124,7 @@ BACKOFF_BASE_S = 0.02
 BACKOFF_CAP_S = 1.0
 MAX_CONFLICTS_LOGGED = 10  # identity conflicts logged one by one per batch (all are kept)
 MODES = ("pipeline", "fast", "dedupe", "isolate")
-LOADED_TYPES = (RT_ORDER, RT_EXEC_REPORT, RT_RISK_DECISION, RT_OPERATOR_ACTION)
+
 HOOK_POINTS = (
     "positions-read",  # positions of the batch's fills read, not yet written
     "before-commit",  # every statement done, nothing prepared or committed
@@ -195,7 +190,7 @@ class LoaderStats:
 # --- the loader -----------------------------------------------------------------------------
 
 
-class Loader(BatchPaths):
+class Loader(Session, BatchPaths):
     """Loads one journal into the events (and ledger) database, exactly once.
 
     ``journal_dir``: the journal (read only; it may not exist yet). ``dsn``: the events
@@ -295,107 +290,6 @@ class Loader(BatchPaths):
         self._position: int | None = None  # committed position, while nothing failed
         self._held: tuple | None = None  # (events, ledger) connections between calls
 
-    # --- setup ------------------------------------------------------------------------------
-
-    def _stage_table(self, rtype: int) -> str:
-        return LAYOUTS[rtype].table(self._key)
-
-    def _setup_db(
-        self, conn: psycopg.Connection, scopes: tuple[str, ...], rtypes: tuple[int, ...]
-    ) -> None:
-        from bot4.db.migrate import migrate
-
-        migrate(conn, scopes)
-        rows = [
-            (ident, symbol, scale, unit, tick, lot)
-            for ident, (scale, unit, symbol, tick, lot) in self._inst.by_id.items()
-        ]
-        with conn.transaction(), conn.cursor() as cur:
-            cur.executemany(INSTRUMENT_SQL, rows)
-        for rtype in rtypes:
-            conn.execute(
-                f"CREATE UNLOGGED TABLE IF NOT EXISTS {self._stage_table(rtype)} "
-                f"({LAYOUTS[rtype].columns_sql()}) WITH (autovacuum_enabled = false)"
-            )
-
-    def _setup(self, ev: psycopg.Connection, lg: psycopg.Connection | None) -> None:
-        if lg is None:
-            self._setup_db(ev, ("events", "ledger"), LOADED_TYPES)
-        else:
-            self._setup_db(ev, ("events",), LOADED_TYPES)
-            self._setup_db(lg, ("ledger",), (RT_EXEC_REPORT,))
-            for conn, name in ((ev, "events"), (lg, "ledger")):
-                n = int(conn.execute("SHOW max_prepared_transactions").fetchone()[0])
-                if n < 2:
-                    raise Bot4Error(
-                        f"{name} database: max_prepared_transactions = {n}; two-phase commit "
-                        "needs at least 2 (set it in postgresql.conf and restart the server)",
-                        Code.CONFIG_INVALID,
-                    )
-        self._ready = True
-
-    # --- connections, hooks -----------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _connections(self) -> Iterator[tuple[psycopg.Connection, psycopg.Connection | None]]:
-        """The loader's connections, checked out of the pools (and checked) on first use and
-        kept across calls while they work; any exception hands them back to their pools
-        (which discard broken ones), so the next call checks out fresh, checked ones."""
-        if self._events is None:
-            raise Bot4Error("loader is closed")
-        if self._held is None:
-            held: list = []
-            try:
-                with db_errors(f"journal {self.journal_id}: connect"):
-                    held.append(self._events.getconn())
-                    if self._ledger is not None:
-                        held.append(self._ledger.getconn())
-            except BaseException:
-                for pool, conn in zip((self._events, self._ledger), held, strict=False):
-                    pool.putconn(conn)
-                raise
-            self._held = (held[0], held[1] if len(held) > 1 else None)
-            if self._held[1] is not None and self.commit_delay_us > 0:
-                try:
-                    with db_errors(f"journal {self.journal_id}: connect"):
-                        self._group_flushes(self._held)
-                except BaseException:
-                    self._release()
-                    raise
-        try:
-            yield self._held
-        except BaseException:
-            self._release()
-            raise
-
-    def _group_flushes(self, conns: tuple) -> None:
-        """Two-phase sessions: ``commit_delay`` (with ``commit_siblings`` 0) so the WAL
-        flush of one database's PREPARE / COMMIT PREPARED waits ``commit_delay_us`` for the
-        other's to join it when both share a server; without it the server flushes the
-        pair one after the other. A superuser setting: where the loader's role may not set
-        it, it says so once and goes on without (a DBA can ``ALTER ROLE ... SET``)."""
-        from psycopg import errors
-
-        for conn in conns:
-            try:
-                conn.execute(f"SET commit_delay = {int(self.commit_delay_us)}")
-                conn.execute("SET commit_siblings = 0")
-            except errors.InsufficientPrivilege:
-                log.info("journal %s: commit_delay not settable by this role: two-phase "
-                         "flushes are not grouped", self.journal_id)  # fmt: skip
-                self.commit_delay_us = 0
-                return
-
-    def _release(self) -> None:
-        """Hand the held connections back to their pools (rolled back or discarded there)."""
-        held, self._held = self._held, None
-        if held is None:
-            return
-        for pool, conn in ((self._events, held[0]), (self._ledger, held[1])):
-            if pool is not None and conn is not None:
-                with contextlib.suppress(Exception):
-                    pool.putconn(conn)
-
     def _hook(self, point: str) -> None:
         if self.hook is not None:
             self.hook(point)
@@ -422,15 +316,6 @@ class Loader(BatchPaths):
             if txn.decided or not txn.undo((ev, lg)):
                 self._recover_needed = True
             raise
-
-    def _commit_one_phase(self, conn: psycopg.Connection) -> None:
-        """COMMIT of a batch that touches one database. Unless ``synchronous_commit``, the
-        commit does not wait for its WAL flush: the journal already holds the batch
-        durably, and a server crash that takes back the last commits takes their load
-        position back with them (one WAL stream), so those frames load again."""
-        if not self.synchronous_commit:
-            conn.execute("SET LOCAL synchronous_commit TO OFF")
-        conn.execute("COMMIT")
 
     # --- public API -------------------------------------------------------------------------
 
@@ -482,25 +367,6 @@ class Loader(BatchPaths):
         """The first journal frame the events database has not loaded (0 if none)."""
         with self._connections() as (ev, _lg), db_errors(f"journal {self.journal_id}: position"):
             return self._read_position(ev, check=False)
-
-    def _read_position(self, ev: psycopg.Connection, check: bool = True) -> int:
-        exists = ev.execute("SELECT to_regclass('load_positions') IS NOT NULL").fetchone()[0]
-        if not exists:
-            return 0
-        row = ev.execute(
-            "SELECT next_frame, journal_created_ns FROM load_positions WHERE journal_id = %s",
-            (self.journal_id,),
-        ).fetchone()
-        if row is None:
-            return 0
-        if check and row[1] is not None:
-            created = journal_created_ns(self.journal_dir)
-            if created is not None and created != row[1]:
-                raise JournalBehindDatabase(
-                    f"journal {self.journal_id} in {self.journal_dir} is not the one loaded so "
-                    f"far (created {created}, database has {row[1]}): give it another id"
-                )
-        return int(row[0])
 
     def load_available(self, max_batches: int | None = None) -> int:
         """Load every complete frame after the database's position, in at most

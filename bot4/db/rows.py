@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bot4.db.arrays import BigintArray, ByteaArray, bigint_array, bytea_array
 from bot4.db.conflicts import LEDGER_SQL
 from bot4.db.encoding import (
     Field,
@@ -49,6 +50,7 @@ __all__ = [
     "LAYOUTS",
     "LEDGER_COLUMNS",
     "LEDGER_SQL",
+    "LOADED_TYPES",
     "REJECT_SQL",
     "TABLES",
     "Batch",
@@ -243,19 +245,18 @@ class StageLayout:
         arrays = ", ".join(f"%(u{k})s::{t}[]" for k, t in enumerate(kinds))
         return f"unnest({arrays}) AS s({', '.join(names)})"
 
-    def unnest_params(self, part: Part) -> dict[str, list]:
-        """The array parameters of :meth:`unnest_source` for ``part`` (rid = position)."""
-        params: dict[str, list] = {
-            "u0": list(range(len(part))),
-            "u1": part.frames.tolist(),
-            "u2": part.idx.tolist(),
+    def unnest_params(self, part: Part) -> dict[str, BigintArray | ByteaArray]:
+        """The array parameters of :meth:`unnest_source` for ``part`` (rid = position), in
+        the binary array format built with numpy (:mod:`bot4.db.arrays`): the same values
+        as the staging table's COPY (uint64 by bit pattern, bytes at their full width)."""
+        params: dict[str, BigintArray | ByteaArray] = {
+            "u0": bigint_array(np.arange(len(part), dtype=np.int64)),
+            "u1": bigint_array(part.frames),
+            "u2": bigint_array(part.idx),
         }
         for k, name in enumerate(self.fields, start=3):
             col = part.records[name]
-            if col.dtype.kind == "S":
-                params[f"u{k}"] = col.tolist()
-            else:
-                params[f"u{k}"] = (col.view(np.int64) if col.dtype == np.uint64 else col).tolist()
+            params[f"u{k}"] = bytea_array(col) if col.dtype.kind == "S" else bigint_array(col)
         return params
 
     def encode(self, part: Part) -> list:
@@ -272,6 +273,7 @@ class StageLayout:
         return copy_stream(fields, n)
 
 
+LOADED_TYPES = (RT_ORDER, RT_EXEC_REPORT, RT_RISK_DECISION, RT_OPERATOR_ACTION)
 LAYOUTS = {
     RT_ORDER: StageLayout.of(ORDER, "order"),
     RT_EXEC_REPORT: StageLayout.of(EXEC_REPORT, "exec"),
