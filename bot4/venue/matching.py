@@ -518,7 +518,9 @@ def _report_fill(st, now, pseq, m, qty, price, fee_per_share):
     cum_qty / leaves already updated)."""
     done = st.pool[m].leaves == 0
     etype = EXEC_FILL if done else EXEC_PARTIAL_FILL
-    k = _report_own(st, now, pseq, m, etype, OS_FILLED if done else OS_PARTIALLY_FILLED, R_OK)
+    k = _report_own(
+        st, now, pseq, m, etype, OS_FILLED if done else OS_PARTIALLY_FILLED, np.int64(R_OK)
+    )
     if k >= 0:
         e = st.queue[k]
         e.last_qty = qty
@@ -544,7 +546,7 @@ def _report_stp(st, now, pseq, m, etype, prevented):
     expired = etype == EXEC_STP_EXPIRED
     status = OS_EXPIRED if expired else _live_status(o.cum_qty)
     leaves = 0 if expired else o.leaves
-    k = _report(st, now, pseq, o, o, etype, status, R_SELF_TRADE, o.cum_qty, leaves)
+    k = _report(st, now, pseq, o, o, etype, status, np.int64(R_SELF_TRADE), o.cum_qty, leaves)
     if k >= 0:
         st.queue[k].prevented_qty = prevented
     v = st.v
@@ -823,7 +825,7 @@ def _take(st, b, aside, limit, qty, taker, at_limit, stop, now, pseq):
         if at_lim and at_limit == AT_LIMIT_NONE:
             break
         done_here = False
-        level_fill = 0
+        level_fill = np.int64(0)
         m = levels[b, ms, j, LH]
         while m >= 0 and rem > 0:
             o = pool[m]
@@ -837,7 +839,7 @@ def _take(st, b, aside, limit, qty, taker, at_limit, stop, now, pseq):
             if stp_mode != STP_NONE and o.owner == OWN_OURS and o.stp_group == stp_group:
                 if level_fill > 0:
                     _taker_fill(st, taker, level_fill, px, now, pseq)
-                    level_fill = 0
+                    level_fill = np.int64(0)
                 rem = _prevent(st, m, taker, stp_mode, now, pseq)
                 if rem == 0:
                     done_here = True
@@ -856,7 +858,7 @@ def _take(st, b, aside, limit, qty, taker, at_limit, stop, now, pseq):
                 _report_fill(st, now, pseq, m, f, px, v[V_MAKER_FEE])
                 if o.leaves == 0:
                     _unlink(st, m)
-                    _retire(st, m, OS_FILLED)
+                    _retire(st, m, np.int64(OS_FILLED))
             else:
                 if not ours_taker:
                     v[S_EXT_TRADED] += f
@@ -890,8 +892,8 @@ def _taker_fill(st, taker, qty, px, now, pseq):
 def _stp_expire_resting(st, m, prevented, now, pseq):
     """Our resting order in slot ``m`` expires by self-trade prevention."""
     _unlink(st, m)
-    _report_stp(st, now, pseq, m, EXEC_STP_EXPIRED, prevented)
-    _retire(st, m, OS_EXPIRED)
+    _report_stp(st, now, pseq, m, np.int64(EXEC_STP_EXPIRED), prevented)
+    _retire(st, m, np.int64(OS_EXPIRED))
 
 
 @njit(nogil=True, cache=True)
@@ -901,7 +903,7 @@ def _stp_expire_taker(st, taker, prevented, now, pseq):
     t = st.pool[taker]
     t.leaves = 0
     t.flags |= RF_STP_EXPIRED
-    _report_stp(st, now, pseq, taker, EXEC_STP_EXPIRED, prevented)
+    _report_stp(st, now, pseq, taker, np.int64(EXEC_STP_EXPIRED), prevented)
 
 
 @njit(nogil=True, cache=True)
@@ -936,14 +938,14 @@ def _prevent(st, m, taker, mode, now, pseq):
     else:
         _resize(st, m, o.leaves - d)
         o.qty -= d
-        _report_stp(st, now, pseq, m, EXEC_STP_DECREMENTED, d)
+        _report_stp(st, now, pseq, m, np.int64(EXEC_STP_DECREMENTED), d)
     if d == t.leaves:
         t.qty -= d
         _stp_expire_taker(st, taker, d, now, pseq)
         return np.int64(0)
     t.leaves -= d
     t.qty -= d
-    _report_stp(st, now, pseq, taker, EXEC_STP_DECREMENTED, d)
+    _report_stp(st, now, pseq, taker, np.int64(EXEC_STP_DECREMENTED), d)
     return t.leaves
 
 
@@ -979,7 +981,7 @@ def _through(st, b, aside, limit, qty, now, pseq):
                 _report_fill(st, now, pseq, m, f, px, v[V_MAKER_FEE])
                 if o.leaves == 0:
                     _unlink(st, m)  # an emptied level goes; the worse ones keep their index
-                    _retire(st, m, OS_FILLED)
+                    _retire(st, m, np.int64(OS_FILLED))
             m = nxt
         j -= 1
     return rem
@@ -1054,7 +1056,18 @@ def _work(st, m, tif, now, pseq):
     """Our order in slot ``m`` (not resting) trades what it can, then rests or ends."""
     o = st.pool[m]
     b = np.int64(o.instrument)
-    _take(st, b, np.int64(o.side), o.price, o.leaves, m, AT_LIMIT_ALL, -1, now, pseq)
+    _take(
+        st,
+        b,
+        np.int64(o.side),
+        o.price,
+        o.leaves,
+        m,
+        np.int64(AT_LIMIT_ALL),
+        np.int64(-1),
+        now,
+        pseq,
+    )
     if o.leaves == 0:
         _retire(st, m, OS_EXPIRED if o.flags & RF_STP_EXPIRED else OS_FILLED)
         return
@@ -1063,8 +1076,8 @@ def _work(st, m, tif, now, pseq):
         if _append(st, m):
             return
         reason = R_MAX_OPEN
-    _report_own(st, now, pseq, m, EXEC_CANCELLED, OS_CANCELLED, reason)
-    _retire(st, m, OS_CANCELLED)
+    _report_own(st, now, pseq, m, np.int64(EXEC_CANCELLED), np.int64(OS_CANCELLED), reason)
+    _retire(st, m, np.int64(OS_CANCELLED))
 
 
 # --- our orders ------------------------------------------------------------------------------
@@ -1073,9 +1086,20 @@ def _work(st, m, tif, now, pseq):
 @njit(nogil=True, cache=True)
 def _reject(st, now, r, reason, remember):
     """REJECTED for request ``r``; remembered (so a repeat is a duplicate) if asked."""
-    _report(st, now, r.seq, r, r, EXEC_REJECTED, OS_REJECTED, reason, 0, 0)
+    _report(
+        st,
+        now,
+        r.seq,
+        r,
+        r,
+        np.int64(EXEC_REJECTED),
+        np.int64(OS_REJECTED),
+        reason,
+        np.int64(0),
+        np.int64(0),
+    )
     if remember:
-        _hist_add(st, r, 0, r.qty, r.limit_price, OS_REJECTED)
+        _hist_add(st, r, np.int64(0), r.qty, r.limit_price, np.int64(OS_REJECTED))
 
 
 @njit(nogil=True, cache=True)
@@ -1085,10 +1109,10 @@ def _on_new(st, r, now):
     nbooks = st.nlev.shape[0]
     clid = r.client_order_id
     if clid == 0:
-        _reject(st, now, r, R_VENUE_REJECTED, False)
+        _reject(st, now, r, np.int64(R_VENUE_REJECTED), np.bool_(False))
         return
     if map_find(st.ours, clid) >= 0:
-        _reject(st, now, r, R_DUPLICATE, False)
+        _reject(st, now, r, np.int64(R_DUPLICATE), np.bool_(False))
         return
     tif = r.tif if r.tif != TIF_NONE else TIF_DAY
     limit = r.limit_price
@@ -1115,7 +1139,7 @@ def _on_new(st, r, now):
     if reason == R_OK and (v[V_FREE_TOP] == 0 or v[V_LIVE_OURS] >= v[V_MAX_OPEN]):
         reason = R_MAX_OPEN
     if reason != R_OK:
-        _reject(st, now, r, reason, True)
+        _reject(st, now, r, reason, np.bool_(True))
         return
     m = _alloc(st)
     o = pool[m]
@@ -1140,15 +1164,17 @@ def _on_new(st, r, now):
     o.stp_group = r.stp_group
     _map_set(st.ours, clid, m)
     v[V_LIVE_OURS] += 1
-    _report_own(st, now, r.seq, m, EXEC_ACK, OS_NEW, R_OK)
+    _report_own(st, now, r.seq, m, np.int64(EXEC_ACK), np.int64(OS_NEW), np.int64(R_OK))
     b = np.int64(r.instrument)
     if tif == TIF_FOK and (
         _available(st, b, np.int64(o.side), limit, o.leaves, o.stp_mode, o.stp_group) < o.leaves
     ):
-        _report_own(st, now, r.seq, m, EXEC_CANCELLED, OS_CANCELLED, R_OK)
-        _retire(st, m, OS_CANCELLED)
+        _report_own(
+            st, now, r.seq, m, np.int64(EXEC_CANCELLED), np.int64(OS_CANCELLED), np.int64(R_OK)
+        )
+        _retire(st, m, np.int64(OS_CANCELLED))
         return
-    _work(st, m, tif, now, r.seq)
+    _work(st, m, np.int64(tif), now, r.seq)
 
 
 @njit(nogil=True, cache=True)
@@ -1177,14 +1203,18 @@ def _answer(st, now, r, target, etype, reason_live, reason_done, reason_unknown)
     id (status OS_NONE, ``reason_unknown``, ids and side from the request)."""
     i = map_find(st.ours, target)
     if i < 0:
-        k = _report(st, now, r.seq, r, r, etype, OS_NONE, reason_unknown, 0, 0)
+        k = _report(
+            st, now, r.seq, r, r, etype, np.int64(OS_NONE), reason_unknown, np.int64(0), np.int64(0)
+        )
         if k >= 0:
             st.queue[k].client_order_id = target
         return
     val = st.ours[i, 1]
     if val < 0:
         h = st.hist[-val - 1]
-        _report(st, now, r.seq, h, r, etype, h.status, reason_done, h.cum_qty, 0)
+        _report(
+            st, now, r.seq, h, r, etype, np.int64(h.status), reason_done, h.cum_qty, np.int64(0)
+        )
         return
     o = st.pool[val]
     _report(st, now, r.seq, o, r, etype, _live_status(o.cum_qty), reason_live, o.cum_qty, o.leaves)
@@ -1195,17 +1225,46 @@ def _on_cancel(st, r, now):
     target = r.orig_client_order_id
     m = _live_slot(st, target)
     if m < 0:
-        _answer(st, now, r, target, EXEC_CANCEL_REJECTED, R_OK, R_TOO_LATE, R_UNKNOWN_ORDER)
+        _answer(
+            st,
+            now,
+            r,
+            target,
+            np.int64(EXEC_CANCEL_REJECTED),
+            np.int64(R_OK),
+            np.int64(R_TOO_LATE),
+            np.int64(R_UNKNOWN_ORDER),
+        )
         return
     o = st.pool[m]
     _unlink(st, m)
-    _report(st, now, r.seq, o, r, EXEC_CANCELLED, OS_CANCELLED, R_OK, o.cum_qty, 0)
-    _retire(st, m, OS_CANCELLED)
+    _report(
+        st,
+        now,
+        r.seq,
+        o,
+        r,
+        np.int64(EXEC_CANCELLED),
+        np.int64(OS_CANCELLED),
+        np.int64(R_OK),
+        o.cum_qty,
+        np.int64(0),
+    )
+    _retire(st, m, np.int64(OS_CANCELLED))
 
 
 @njit(nogil=True, cache=True)
 def _refuse_replace(st, now, r, target, reason):
-    _answer(st, now, r, target, EXEC_CANCEL_REJECTED, reason, R_TOO_LATE, R_UNKNOWN_ORDER)
+    _answer(
+        st,
+        now,
+        r,
+        target,
+        np.int64(EXEC_CANCEL_REJECTED),
+        reason,
+        np.int64(R_TOO_LATE),
+        np.int64(R_UNKNOWN_ORDER),
+    )
 
 
 @njit(nogil=True, cache=True)
@@ -1213,25 +1272,25 @@ def _on_replace(st, r, now):
     target = r.orig_client_order_id
     m = _live_slot(st, target)
     if m < 0:
-        _refuse_replace(st, now, r, target, R_OK)
+        _refuse_replace(st, now, r, target, np.int64(R_OK))
         return
     o = st.pool[m]
     new_id = r.client_order_id if r.client_order_id != 0 else target
     if new_id != target and map_find(st.ours, new_id) >= 0:
-        _refuse_replace(st, now, r, target, R_DUPLICATE)
+        _refuse_replace(st, now, r, target, np.int64(R_DUPLICATE))
         return
     qty = r.qty if r.qty > 0 else o.qty
     price = r.limit_price if r.limit_price > 0 else o.price
     if qty <= o.cum_qty:
-        _refuse_replace(st, now, r, target, R_INVALID_QTY)
+        _refuse_replace(st, now, r, target, np.int64(R_INVALID_QTY))
         return
     if not _stp_allowed(st.v, r.stp_mode):
-        _refuse_replace(st, now, r, target, R_VENUE_REJECTED)
+        _refuse_replace(st, now, r, target, np.int64(R_VENUE_REJECTED))
         return
     if r.stp_mode != STP_NONE:
         o.stp_mode = r.stp_mode
     if new_id != target:
-        _hist_add(st, o, o.cum_qty, o.qty, o.price, OS_CANCELLED)
+        _hist_add(st, o, o.cum_qty, o.qty, o.price, np.int64(OS_CANCELLED))
         _map_set(st.ours, new_id, m)
         o.client_order_id = new_id
     o.ts_event_ns = r.ts_event_ns
@@ -1243,18 +1302,27 @@ def _on_replace(st, r, now):
         o.price = price
         o.qty = qty
         o.leaves = qty - o.cum_qty
-        _report_own(st, now, r.seq, m, EXEC_REPLACED, status, R_OK)
-        _work(st, m, o.tif, now, r.seq)
+        _report_own(st, now, r.seq, m, np.int64(EXEC_REPLACED), status, np.int64(R_OK))
+        _work(st, m, np.int64(o.tif), now, r.seq)
         return
     _resize(st, m, qty - o.cum_qty)
     o.qty = qty
-    _report_own(st, now, r.seq, m, EXEC_REPLACED, status, R_OK)
+    _report_own(st, now, r.seq, m, np.int64(EXEC_REPLACED), status, np.int64(R_OK))
 
 
 @njit(nogil=True, cache=True)
 def _on_query(st, r, now):
     target = r.client_order_id if r.client_order_id != 0 else r.orig_client_order_id
-    _answer(st, now, r, target, EXEC_STATUS, R_OK, R_OK, R_UNKNOWN_ORDER)
+    _answer(
+        st,
+        now,
+        r,
+        target,
+        np.int64(EXEC_STATUS),
+        np.int64(R_OK),
+        np.int64(R_OK),
+        np.int64(R_UNKNOWN_ORDER),
+    )
 
 
 @njit(nogil=True, cache=True)
@@ -1264,10 +1332,32 @@ def _cancel_ours(st, m, now, pseq, reason, stamps, own_stamps):
     o = st.pool[m]
     _unlink(st, m)
     if own_stamps:
-        _report(st, now, pseq, o, o, EXEC_CANCELLED, OS_CANCELLED, reason, o.cum_qty, 0)
+        _report(
+            st,
+            now,
+            pseq,
+            o,
+            o,
+            np.int64(EXEC_CANCELLED),
+            np.int64(OS_CANCELLED),
+            reason,
+            o.cum_qty,
+            np.int64(0),
+        )
     else:
-        _report(st, now, pseq, o, stamps, EXEC_CANCELLED, OS_CANCELLED, reason, o.cum_qty, 0)
-    _retire(st, m, OS_CANCELLED)
+        _report(
+            st,
+            now,
+            pseq,
+            o,
+            stamps,
+            np.int64(EXEC_CANCELLED),
+            np.int64(OS_CANCELLED),
+            reason,
+            o.cum_qty,
+            np.int64(0),
+        )
+    _retire(st, m, np.int64(OS_CANCELLED))
 
 
 @njit(nogil=True, cache=True)
@@ -1313,9 +1403,11 @@ def venue_order_kernel(st, orders, now_ns):
         elif a == ACTION_QUERY:
             _on_query(st, r, now_ns)
         elif a == ACTION_CANCEL_ALL:
-            _cancel_all(st, np.int64(r.instrument), now_ns, r.seq, R_OK, r, False)
+            _cancel_all(
+                st, np.int64(r.instrument), now_ns, r.seq, np.int64(R_OK), r, np.bool_(False)
+            )
         else:
-            _reject(st, now_ns, r, R_VENUE_REJECTED, False)
+            _reject(st, now_ns, r, np.int64(R_VENUE_REJECTED), np.bool_(False))
     return v[S_REPORTS] - before
 
 
@@ -1324,7 +1416,7 @@ def venue_cancel_all_kernel(st, instrument, now_ns, reason):
     """Cancel every resting order of ours (``instrument`` 0 = all books), e.g. when the
     orders stage stops beating. Reports carry ``reason``, each order's own stamps and
     ``parent_seq`` 0. Returns the number of orders cancelled."""
-    return _cancel_all(st, instrument, now_ns, np.uint64(0), reason, st.pool[0], True)
+    return _cancel_all(st, instrument, now_ns, np.uint64(0), reason, st.pool[0], np.bool_(True))
 
 
 # --- market data -----------------------------------------------------------------------------
@@ -1360,7 +1452,7 @@ def _external(st, b, side, price, qty, owner, ext_id, now, pseq):
     o.instrument = b
     o.side = side
     o.owner = owner
-    _take(st, b, np.int64(side), price, qty, m, AT_LIMIT_ALL, -1, now, pseq)
+    _take(st, b, np.int64(side), price, qty, m, np.int64(AT_LIMIT_ALL), np.int64(-1), now, pseq)
     if o.leaves == 0:
         _release_slot(st, m)
         return -1
@@ -1409,7 +1501,7 @@ def _md_one(st, r, now):
         v[S_MD_IGNORED] += 1
         return
     if MD_BOOK_ADD <= k <= MD_BOOK_HIDDEN_EXEC:
-        _set_mode(st, b, MODE_ORDERS)
+        _set_mode(st, b, np.int64(MODE_ORDERS))
         idx = map_find(st.ext, r.order_id) if r.order_id != 0 else -1
         if k == MD_BOOK_ADD:
             snapshot = (r.flags & MDF_SNAPSHOT) != 0
@@ -1441,13 +1533,26 @@ def _md_one(st, r, now):
         elif k == MD_BOOK_EXEC and idx >= 0:
             x = st.ext[idx, 1]
             o = st.pool[x]
-            rem = _take(st, b, -np.int64(o.side), o.price, r.qty, -1, AT_LIMIT_UNTIL, x, now, r.seq)
+            rem = _take(
+                st,
+                b,
+                -np.int64(o.side),
+                o.price,
+                r.qty,
+                np.int64(-1),
+                np.int64(AT_LIMIT_UNTIL),
+                x,
+                now,
+                r.seq,
+            )
             v[S_EXEC_EXCESS] += rem
         else:
             if k == MD_BOOK_EXEC:
                 v[S_EXT_UNKNOWN] += 1
             mode = AT_LIMIT_SNAPSHOT if k == MD_BOOK_EXEC else AT_LIMIT_FRONT
-            _take(st, b, -np.int64(side), r.price, r.qty, -1, mode, -1, now, r.seq)
+            _take(
+                st, b, -np.int64(side), r.price, r.qty, np.int64(-1), mode, np.int64(-1), now, r.seq
+            )
         return
     if k != MD_QUOTE and k != MD_TRADE:
         v[S_MD_IGNORED] += 1
@@ -1455,7 +1560,7 @@ def _md_one(st, r, now):
     if books[b, BK_MODE] == MODE_ORDERS:
         v[S_MD_IGNORED] += 1
         return
-    _set_mode(st, b, MODE_QUOTES)
+    _set_mode(st, b, np.int64(MODE_QUOTES))
     through = v[V_QUOTE_FILL] == QF_TRADE_THROUGH
     if k == MD_TRADE and through:
         if r.qty > 0 and r.price > 0:
@@ -1478,7 +1583,18 @@ def _md_one(st, r, now):
                 v[S_MD_IGNORED] += 1
                 return
         if r.qty > 0:
-            _take(st, b, aside, r.price, r.qty, -1, AT_LIMIT_ALL, -1, now, r.seq)
+            _take(
+                st,
+                b,
+                aside,
+                r.price,
+                r.qty,
+                np.int64(-1),
+                np.int64(AT_LIMIT_ALL),
+                np.int64(-1),
+                now,
+                r.seq,
+            )
         return
     s = _row(side)
     old = books[b, BK_QUOTE + s]
@@ -1504,7 +1620,7 @@ def _md_one(st, r, now):
     if through:
         m = _quote_through(st, b, side, r.price, r.qty, now, r.seq)
     else:
-        m = _external(st, b, side, r.price, r.qty, OWN_QUOTE, np.uint64(0), now, r.seq)
+        m = _external(st, b, side, r.price, r.qty, np.int64(OWN_QUOTE), np.uint64(0), now, r.seq)
     if m >= 0:
         books[b, BK_QUOTE + s] = m
 
@@ -1623,9 +1739,13 @@ def _md_quote_fast(pool, free, levels, nlev, books, ext, v, r):
 
 
 @njit(nogil=True, cache=True)
-def _md_batch(st, md, now_ns, event_time):
+def _md_batch(st, md, now_ns, event_time, until_report):
     """MARKET_DATA records in order: the common quote-mode cases on the unpacked arrays
-    (:func:`_md_quote_fast`), the rest through :func:`_md_one`."""
+    (:func:`_md_quote_fast`), the rest through :func:`_md_one`, each at ``now_ns`` or, with
+    ``event_time``, at its own ``ts_event_ns`` (``now_ns`` when it has none). With
+    ``until_report``, stops after the first record that queued a report. Returns the
+    records applied. The one copy of the per-record loop every market data kernel calls
+    (with non-literal flags: numba compiles a callee once per literal argument value)."""
     st = _borrow(st)
     pool = st.pool
     free = st.free
@@ -1634,7 +1754,6 @@ def _md_batch(st, md, now_ns, event_time):
     books = st.books
     ext = st.ext
     v = st.v
-    before = v[S_REPORTS]
     for i in range(md.shape[0]):
         v[S_MD_IN] += 1
         r = md[i]
@@ -1644,8 +1763,11 @@ def _md_batch(st, md, now_ns, event_time):
         if event_time:
             t = r.ts_event_ns
             now = t if t > 0 else now_ns
+        before = v[S_REPORTS]
         _md_one(st, r, now)
-    return v[S_REPORTS] - before
+        if until_report and v[S_REPORTS] != before:
+            return i + 1
+    return md.shape[0]
 
 
 @njit(nogil=True, cache=True)
@@ -1655,32 +1777,16 @@ def venue_md_until_report_kernel(st, md, now_ns):
     did). The event-exact replay applies a window of market data in one call this way
     and learns, at the record that caused it, when the next report is due: nothing else
     can reach the venue before then (``bot4.replay.engine``)."""
-    st = _borrow(st)
-    pool = st.pool
-    free = st.free
-    levels = st.levels
-    nlev = st.nlev
-    books = st.books
-    ext = st.ext
-    v = st.v
-    for i in range(md.shape[0]):
-        v[S_MD_IN] += 1
-        r = md[i]
-        if _md_quote_fast(pool, free, levels, nlev, books, ext, v, r):
-            continue
-        before = v[S_REPORTS]
-        t = r.ts_event_ns
-        _md_one(st, r, t if t > 0 else now_ns)
-        if v[S_REPORTS] != before:
-            return i + 1
-    return md.shape[0]
+    return _md_batch(st, md, now_ns, np.bool_(True), np.bool_(True))
 
 
 @njit(nogil=True, cache=True)
 def venue_md_kernel(st, md, now_ns):
     """Apply MARKET_DATA records in order (other participants' liquidity, see the module
     doc); fills of our resting orders go to the delay queue. Returns reports queued."""
-    return _md_batch(st, md, now_ns, False)
+    before = st.v[S_REPORTS]
+    _md_batch(st, md, now_ns, np.bool_(False), np.bool_(False))
+    return st.v[S_REPORTS] - before
 
 
 @njit(nogil=True, cache=True)
@@ -1689,7 +1795,9 @@ def venue_md_event_time_kernel(st, md, now_ns):
     ``ts_event_ns`` (``now_ns`` for a record without one), so the reports it causes carry
     that ``ts_venue_ns``. For replays, where the venue is the exchange that produced the
     data. Returns reports queued."""
-    return _md_batch(st, md, now_ns, True)
+    before = st.v[S_REPORTS]
+    _md_batch(st, md, now_ns, np.bool_(True), np.bool_(False))
+    return st.v[S_REPORTS] - before
 
 
 @njit(nogil=True, cache=True)
@@ -1697,7 +1805,7 @@ def venue_md_release_kernel(st, md, now_ns, event_time, out, seq):
     """``venue_md_event_time_kernel`` (``event_time``) or ``venue_md_kernel``, then
     ``venue_release_kernel`` into ``out`` at ``now_ns``, in one call (the stage's market
     data path without a heartbeat watch). Returns the reports released."""
-    _md_batch(st, md, now_ns, event_time)
+    _md_batch(st, md, now_ns, event_time, np.bool_(False))
     return venue_release_kernel(st, out, now_ns, seq)
 
 
