@@ -628,6 +628,15 @@ class StageRunner:
         self._housekeep()
         return -1
 
+    def stopped(self) -> None:
+        """The member read its last record (after :meth:`finish`, and after :meth:`trail`
+        where it trails): the stage's ``on_stopped`` hook, if it has one (risk logs its
+        summary there, so its positions include the fills that reached it while it
+        trailed)."""
+        hook = getattr(self.stage, "on_stopped", None)
+        if hook is not None:
+            hook()
+
     def feeds_back_from(self, names: set[str]) -> set[str]:
         """The members of ``names`` that produce a feedback input of this stage."""
         return {r.producer for r in self.in_specs if r.feedback and r.producer in names}
@@ -659,6 +668,7 @@ class StageRunner:
                 idle_iter += 1
             self.notifier.send("STOPPING=1")
             self.finish()
+            self.stopped()
             return 0
         except BaseException:
             self.fail()
@@ -793,6 +803,8 @@ class GroupRunner:
                                 {a.spec.name for a in active}
                             ):
                                 trailing.append(m)
+                            else:
+                                m.stopped()
                         else:
                             work += n
                     except BaseException as exc:
@@ -814,6 +826,7 @@ class GroupRunner:
                         raise
                     if n < 0:
                         trailing.remove(m)
+                        m.stopped()
                     else:
                         work += n
                 if work or compiled:  # the compiled cycle idles by itself (HOT_IDLE)

@@ -43,12 +43,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bot4.logs import log_event
-from bot4.records import MARKET_DATA, RISK_DECISION
+from bot4.records import (
+    EXEC_FILL,
+    EXEC_PARTIAL_FILL,
+    EXEC_REPORT,
+    MARKET_DATA,
+    ORDER,
+    RISK_DECISION,
+    RT_EXEC_REPORT,
+)
 from bot4.records.errors import Bot4Error, Code
 from bot4.risk import create_risk_segments
 from bot4.risk.book import RiskBook
@@ -208,20 +217,20 @@ class RiskStage(Stage):
         """A restart within the session: re-apply the fills the previous process had applied.
 
         The OMS writes each report to ``fills`` (our input 1) and to ``exec_events`` (to
-        persistence) under the same ``seq``. Everything from the first record still unread
-        in our fills ring on reaches us again through the ring; every fill before it in
-        the session's journal was applied by the previous process and is applied again
-        here, once persistence has journalled ``exec_events`` up to date. Positions,
+        persistence) under the same ``seq``, in one batch, ``fills`` committed first.
+        Everything from the first record still unread in our fills ring on reaches us again
+        through the ring; every fill of the session before it was applied by the previous
+        process and is applied again here, from :func:`applied_fills`: the session's
+        ``exec_events`` as persistence journalled them *and* as still unconsumed in that
+        ring (read first, then the journal: a record persistence releases in between is
+        journalled before it is released), counted once by ``seq`` — so the rebuild is exact
+        whatever persistence's lag, and a frame journalled twice (a persistence restart
+        between writing it and releasing its input) is not applied twice. Positions,
         average cost and realised PnL follow; open orders do not (their reports move the
-        position when they come, like any report for an order we do not know).
+        position when they come, like any report for an order we do not know). The OMS of
+        the same process (the hot group) is not running while this reads: nothing is
+        written to either ring meanwhile.
         """
-        from bot4.journal import JournalReader
-        from bot4.oms.recovery import session_range, wait_journalled
-        from bot4.records import EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_REPORT, ORDER, RT_EXEC_REPORT
-        from bot4.shm.ring_layout import HEADER_BYTES
-        from bot4.shm.segment import segment_name
-        from bot4.shm.stats import RingReader
-
         if len(self.inputs) < 2:
             return
         fills = self.inputs[1]
@@ -229,37 +238,9 @@ class RiskStage(Stage):
         if twin is None:
             return
         events, journal = twin
-        if not journal.is_dir():
-            return  # a first start: persistence has not made its journal yet
-        if not wait_journalled(self.instance, [events.name]):
-            log.warning(
-                "risk: persistence is behind on %s; positions from what it has", events.name
-            )
-        ring = RingReader(segment_name(self.instance, fills.name))  # read-only
-        try:
-            snap = ring.snapshot()
-            first_unread = None
-            if snap.depth:
-                slots = np.frombuffer(ring.segment.buf, EXEC_REPORT, snap.capacity, HEADER_BYTES)
-                first_unread = int(slots[snap.consumer_position % snap.capacity]["seq"])
-                del slots
-        finally:
-            ring.close()
-        lo, hi = session_range(self.session)
-        if first_unread is not None:
-            hi = min(hi, first_unread)
-        parts = []
-        for _pos, rtype, recs in JournalReader(journal):
-            if rtype != RT_EXEC_REPORT:
-                continue
-            sel = recs[(recs["seq"] >= lo) & (recs["seq"] < hi) & (recs["last_qty"] > 0)]
-            sel = sel[(sel["exec_type"] == EXEC_FILL) | (sel["exec_type"] == EXEC_PARTIAL_FILL)]
-            if len(sel):
-                parts.append(sel)
-        if not parts:
+        done = applied_fills(self.instance, fills.name, events.name, journal, self.session)
+        if done is None or not len(done):
             return
-        done = np.concatenate(parts)
-        done = done[np.argsort(done["seq"], kind="stable")]
         scratch = np.zeros(len(done) * self.max_out_per_in + 1, ORDER)
         self.book.fills(done, scratch, 0, self.clock())
         self.recovered = {"fills": len(done), "positions": self.book.positions()}
@@ -333,15 +314,57 @@ class RiskStage(Stage):
         return seq + n
 
     def on_drain(self) -> None:
-        """Shutdown policy: none of its own (the OMS cancels what rests when it drains);
-        logs the summary."""
+        """Shutdown policy: none of its own (the OMS cancels what rests when it drains)."""
+
+    def on_stopped(self) -> None:
+        """Logs the summary once the stage read its last record: in a group, after it
+        trailed the fills the OMS forwarded while it drained (``StageRunner.trail``), so
+        its positions are the net of every fill persistence journalled."""
         log_event(log, logging.INFO, "stage_summary", "risk summary", summary=self.summary())
+
+
+def first_unread_seq(instance: str, ring: str) -> int | None:
+    """``seq`` of the first record of ``ring`` its consumer has not released, None when it
+    holds none (read-only)."""
+    from bot4.oms.recovery import unconsumed_records
+
+    recs = unconsumed_records(instance, ring, EXEC_REPORT)
+    return int(recs[0]["seq"]) if len(recs) else None
+
+
+def applied_fills(
+    instance: str, fills: str, events: str, journal: Path, session: int
+) -> np.ndarray | None:
+    """The fills (``EXEC_FILL`` / ``EXEC_PARTIAL_FILL`` with ``last_qty > 0``) of
+    ``session`` that the consumer of ring ``fills`` has released: those before the first
+    record still in it by ``seq`` (all of them when it is empty), taken from ring
+    ``events`` (the OMS's twin of ``fills``, unconsumed records) and then the journal its
+    consumer writes, each ``seq`` once, in ``seq`` order. None before persistence made its
+    journal and with nothing in ``events`` (a first start). See
+    ``RiskStage._recover_positions``."""
+    from bot4.journal import JournalReader
+    from bot4.oms.recovery import session_range, unconsumed_records
+
+    lo, hi = session_range(session)
+    first_unread = first_unread_seq(instance, fills)
+    if first_unread is not None:
+        hi = min(hi, first_unread)
+    parts = [unconsumed_records(instance, events, EXEC_REPORT)]  # the ring before the journal
+    if journal.is_dir():
+        parts += [recs for _pos, rtype, recs in JournalReader(journal) if rtype == RT_EXEC_REPORT]
+    elif not len(parts[0]):
+        return None
+    recs = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    recs = recs[(recs["seq"] >= lo) & (recs["seq"] < hi) & (recs["last_qty"] > 0)]
+    recs = recs[(recs["exec_type"] == EXEC_FILL) | (recs["exec_type"] == EXEC_PARTIAL_FILL)]
+    _, first = np.unique(recs["seq"], return_index=True)  # sorted by seq, each seq once
+    return recs[first]
 
 
 def warm_kernels() -> int:
     """Compile (or load from numba's cache) the risk kernels on process-local state."""
-    from bot4.records import BOOK_LEVEL
-    from bot4.spec import EXEC_REPORT, ORDER, ORDER_INTENT, RingSpec, StageSpec
+    from bot4.records import BOOK_LEVEL, ORDER_INTENT
+    from bot4.spec import RingSpec, StageSpec
 
     spec = StageSpec(name="warm", kind="risk", core=0, index=0, params={"shared": False})
     ins = [
