@@ -413,6 +413,7 @@ def latency_samples(args, samples: int, compare: bool = False) -> dict[str, np.n
     directory = tempfile.mkdtemp(prefix="bot4-benchlat-")
     cases = {**LATENCY_CASES, **(OLD_CASES if compare else {})}
     times: dict[str, list[int]] = {k: [] for k in (*cases, *BASELINES)}
+    cpu: dict[str, list[int]] = {k: [] for k in cases}  # the loader thread's CPU time
     next_id = 9 * 10**12
     runs = []
     bare = _Bare(args.events_dsn, directory)
@@ -438,10 +439,11 @@ def latency_samples(args, samples: int, compare: bool = False) -> dict[str, np.n
                 for f in frames:
                     writer.append(f)
                 writer.flush()
-                t0 = time.perf_counter_ns()
+                t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
                 loader.load_available()
                 if i >= WARMUP:
                     times[label].append(time.perf_counter_ns() - t0)
+                    cpu[label].append(time.thread_time_ns() - c0)
             for label, fn in floors.items():
                 t0 = time.perf_counter_ns()
                 fn()
@@ -459,7 +461,9 @@ def latency_samples(args, samples: int, compare: bool = False) -> dict[str, np.n
             writer.close()
         bare.close()
         shutil.rmtree(directory, ignore_errors=True)
-    return {k: np.array(v) / 1e6 for k, v in times.items()}
+    out = {k: np.array(v) / 1e6 for k, v in times.items()}
+    out.update({f"{k} cpu": np.array(v) / 1e6 for k, v in cpu.items()})
+    return out
 
 
 @contextlib.contextmanager
@@ -534,6 +538,8 @@ def print_table(ns: dict[str, float], lat: dict[str, np.ndarray] | None) -> None
         print(f"\nsingle transaction, {len(next(iter(lat.values())))} samples each, cases "
               "interleaved sample by sample (ms; x: p50 and p99 over the bare commit's)")  # fmt: skip
         for label, v in q.items():
+            if label.endswith(" cpu"):
+                continue
             line = (f"  {label:<9} p50 {v['p50']:7.3f}  p99 {v['p99']:7.3f}  "
                     f"p99.9 {v['p999']:7.3f}  max {v['max']:7.3f}")  # fmt: skip
             if bare is not None and label != "bare":
@@ -543,6 +549,11 @@ def print_table(ns: dict[str, float], lat: dict[str, np.ndarray] | None) -> None
                 verdict = "PASS" if v["p99"] <= target else "FAIL"
                 line += f"   target p99 <= {target} ms {verdict}"
             print(line)
+        print("loader thread CPU time per transaction (ms; the client's share, less sensitive "
+              "to the machine's load than wall time)")  # fmt: skip
+        for label, v in q.items():
+            if label.endswith(" cpu"):
+                print(f"  {label[:-4]:<9} p50 {v['p50']:7.3f}  p99 {v['p99']:7.3f}")
 
 
 def _worker_args(cmd: list[str], args) -> None:

@@ -1,9 +1,10 @@
 """Array parameters in PostgreSQL's binary array format, built with numpy.
 
-The pipelined paths send a batch's rows as ``unnest`` of one array parameter per column
-(:meth:`bot4.db.rows.StageLayout.unnest_params`). Dumping a Python list element by element
-costs the client more than the statement costs the server at 128 rows; these wrappers carry
-the array's wire bytes, built in one numpy pass per column, and psycopg sends them as they
+The pipelined paths send a batch's rows of one record type as one two-dimensional array
+parameter, field by row (:meth:`bot4.db.rows.StageLayout.array_params`), instead of one
+list per field: dumping Python lists element by element, and one parameter per field, cost
+the client more than the statement costs the server at 128 rows. These wrappers carry the
+array's wire bytes, built with one numpy pass per column, and psycopg sends them as they
 are (binary parameters, no per-element Python).
 
 Wire format (``array_send``): ndim, has-nulls flag, element type oid, then per dimension
@@ -19,7 +20,7 @@ import psycopg
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
-__all__ = ["BigintArray", "ByteaArray", "bigint_array", "bytea_array"]
+__all__ = ["BigintArray", "ByteaArray", "bigint_matrix", "bytea_matrix"]
 
 _INT8_OID = 20
 _INT8_ARRAY_OID = 1016
@@ -44,33 +45,46 @@ class ByteaArray(_Wire):
     """A ``bytea[]`` parameter (see :func:`bytea_array`)."""
 
 
-def _header(n: int, oid: int) -> bytes:
-    if n == 0:
+_INT8_WIRE = np.dtype([("len", ">i4"), ("v", ">i8")])
+
+
+def _header(shape: tuple[int, ...], oid: int) -> bytes:
+    if 0 in shape:
         return struct.pack("!iii", 0, 0, oid)
-    return struct.pack("!iiiii", 1, 0, oid, n, 1)
+    dims = b"".join(struct.pack("!ii", n, 1) for n in shape)
+    return struct.pack("!iii", len(shape), 0, oid) + dims
 
 
-def bigint_array(values: np.ndarray) -> BigintArray:
-    """``values`` (any integer dtype; uint64 by bit pattern, as the staging tables store
-    it) as a one-dimensional ``bigint[]`` without NULLs."""
+def _ints(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values)
-    if values.dtype == np.uint64:
-        values = values.view(np.int64)
-    wire = np.empty(len(values), dtype=[("len", ">i4"), ("v", ">i8")])
+    return values.view(np.int64) if values.dtype == np.uint64 else values
+
+
+def bigint_matrix(columns: list[np.ndarray], n: int) -> BigintArray:
+    """``len(columns)`` integer columns of ``n`` values each as one two-dimensional
+    ``bigint[]``, ``m[k][i]`` the ``i``-th value of column ``k`` (both from 1); uint64 by
+    bit pattern. One numpy pass per column: the wire elements of a column are contiguous."""
+    wire = np.empty((len(columns), n), _INT8_WIRE)
     wire["len"] = 8
-    wire["v"] = values
-    return BigintArray(_header(len(values), _INT8_OID) + wire.tobytes())
+    v = wire["v"]
+    for k, col in enumerate(columns):
+        v[k] = _ints(col)
+    return BigintArray(_header((len(columns), n), _INT8_OID) + wire.tobytes())
 
 
-def bytea_array(values: np.ndarray) -> ByteaArray:
-    """A fixed-width bytes column (``S<w>``) as ``bytea[]``, every element its full
-    ``w`` bytes (NUL padding included, as the staging tables' COPY stores them)."""
-    values = np.asarray(values)
-    width = values.dtype.itemsize
-    wire = np.empty(len(values), dtype=[("len", ">i4"), ("v", f"S{width}")])
-    wire["len"] = width
-    wire["v"] = values
-    return ByteaArray(_header(len(values), _BYTEA_OID) + wire.tobytes())
+def bytea_matrix(columns: list[np.ndarray], n: int) -> ByteaArray:
+    """Fixed-width bytes columns (``S<w>``, widths may differ) of ``n`` values each as one
+    two-dimensional ``bytea[]``, every element its full ``w`` bytes (NUL padding included,
+    as the staging tables' COPY stores them)."""
+    chunks = [_header((len(columns), n), _BYTEA_OID)]
+    for col in columns:
+        col = np.asarray(col)
+        width = col.dtype.itemsize
+        wire = np.empty(n, dtype=[("len", ">i4"), ("v", f"S{width}")])
+        wire["len"] = width
+        wire["v"] = col
+        chunks.append(wire.tobytes())
+    return ByteaArray(b"".join(chunks))
 
 
 class _BigintArrayDumper(Dumper):

@@ -18,8 +18,8 @@ The ledger's counterpart is :data:`LEDGER_SQL`: the legs of a batch's fills, ins
 that met an existing leg with a different account, instrument, strategy or amount are kept
 in ``ledger_conflicts`` (ledger migration 0002); it returns (legs inserted, legs kept).
 
-Both read their rows from ``{source}``: the loader's staging table or ``unnest`` of array
-parameters, aliased ``s``, with ``rid``, ``frame``, ``idx`` and the record's fields.
+Both read their rows from ``{source}``: the loader's staging table or the pipelined paths'
+array parameters, aliased ``s``, with ``rid``, ``frame``, ``idx`` and the record's fields.
 """
 
 from __future__ import annotations

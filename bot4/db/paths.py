@@ -3,7 +3,7 @@
 A batch of at most ``small_batch`` (128) loadable records takes
 
 - **pipeline**: the ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` statements read
-  ``unnest`` of array parameters, sent with psycopg's pipeline mode: BEGIN, the INSERTs
+  two-dimensional array parameters (one per record type), sent with psycopg's pipeline mode: BEGIN, the INSERTs
   and the positions read in one round trip; positions, the fenced advance and COMMIT (or
   PREPARE) in the next; the ledger branch runs on its server meanwhile. When the loader
   knows every position the batch's fills move (from its own last commit), the positions go
@@ -324,7 +324,7 @@ class BatchPaths:
         """A small batch in the fewest round trips (psycopg pipeline mode; one round trip
         per pipeline block, whose exit is the sync).
 
-        Events database: BEGIN, the INSERTs from ``unnest`` of arrays (ON CONFLICT DO
+        Events database: BEGIN, the INSERTs from array parameters (ON CONFLICT DO
         NOTHING) and the positions read; then the positions, the ledger (same database),
         the fenced advance and COMMIT or PREPARE (:meth:`_last_trip`). A batch without a
         fill needs only the first round trip, which then ends in the advance and COMMIT.
@@ -471,7 +471,7 @@ class BatchPaths:
         out: Outcome,
     ) -> Callable[[], None]:
         """Queue (pipeline mode) BEGIN, the ``rejected_rows`` of records naming an unknown
-        instrument, the ON CONFLICT INSERTs of ``parts`` from ``unnest`` of arrays and the
+        instrument, the ON CONFLICT INSERTs of ``parts`` from array parameters and the
         executions' conflict check; returns the function that reads their results into
         ``out`` once the pipeline has synced."""
         conn.execute(_BEGIN)
@@ -483,19 +483,19 @@ class BatchPaths:
         inserts, conflicts = [], None
         for rtype, part in parts.items():
             layout = LAYOUTS[rtype]
-            params = layout.unnest_params(part)
+            params = layout.array_params(part)
             params.update(journal=self.journal_id, lo=0, hi=len(part))
             for table in TABLES[rtype]:
                 which = table.route(part.records)
                 if which is not None and not which.any():
                     continue  # no rows for this table: no statement
                 cur = conn.cursor()
-                cur.execute(table.insert_sql(layout.unnest_source()), params)
+                cur.execute(table.insert_sql(layout.array_source()), params)
                 inserts.append((table, part, cur))
                 if table.rtype == RT_EXEC_REPORT:
                     conflicts = conn.cursor()
                     conflicts.execute(
-                        exec_conflicts_sql(table.columns, layout.unnest_source()), params
+                        exec_conflicts_sql(table.columns, layout.array_source()), params
                     )
 
         def collect() -> None:
@@ -510,10 +510,10 @@ class BatchPaths:
         return collect
 
     def _queue_ledger(self, conn: psycopg.Connection, fills: Part):
-        """Queue the ledger INSERT of ``fills`` from ``unnest`` (pipeline mode); its cursor."""
+        """Queue the ledger INSERT of ``fills`` from array parameters (pipeline mode); its cursor."""
         layout = LAYOUTS[RT_EXEC_REPORT]
-        params = layout.unnest_params(fills)
+        params = layout.array_params(fills)
         params["journal"] = self.journal_id
         cur = conn.cursor()
-        cur.execute(LEDGER_SQL.format(source=layout.unnest_source()), params)
+        cur.execute(LEDGER_SQL.format(source=layout.array_source()), params)
         return cur

@@ -3,7 +3,7 @@ the loader moves.
 
 One column spec (:class:`Column`) drives both ways rows get in: the binary COPY straight
 into the real tables (:func:`table_stream`, numpy-encoded) and the SQL of the ON CONFLICT
-paths (:meth:`Table.insert_sql`, from the staging table or from ``unnest`` of array
+paths (:meth:`Table.insert_sql`, from the staging table or from array
 parameters, :class:`StageLayout`). The ledger's legs of a batch's fills as one COPY stream:
 :func:`ledger_stream`.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bot4.db.arrays import BigintArray, ByteaArray, bigint_array, bytea_array
+from bot4.db.arrays import BigintArray, ByteaArray, bigint_matrix, bytea_matrix
 from bot4.db.conflicts import LEDGER_SQL
 from bot4.db.encoding import (
     Field,
@@ -129,8 +129,10 @@ class Table:
         return creates if self.creates else ~creates
 
     def insert_sql(self, source: str) -> str:
-        """Rows of ``source`` (the staging table, or ``unnest`` of arrays, aliased ``s``)
-        -> table, ON CONFLICT DO NOTHING, over rows ``rid`` in [%(lo)s, %(hi)s); for
+        """Rows of ``source`` (the staging table, or the array parameters, aliased ``s``)
+        -> table, ON CONFLICT DO NOTHING, over rows ``rid`` in [%(lo)s, %(hi)s), in
+        ``rid`` (journal) order whatever plan the join gets, so of two records of a batch
+        under one identity the first is the one inserted; for
         executions: (rows inserted, frames and indexes of the inserted fills)."""
         cols = ", ".join([*(c.name for c in self.columns), *SRC_COLUMNS])
         exprs = ", ".join([*(c.sql() for c in self.columns), "%(journal)s", "s.frame", "s.idx"])
@@ -140,7 +142,8 @@ class Table:
             where = f"s.action {'' if self.creates else 'NOT '}IN {CREATES_ORDER}"
         sql = (
             f"INSERT INTO {self.name} ({cols}) SELECT {exprs} FROM {source}{join} "
-            f"WHERE {where} AND s.rid >= %(lo)s AND s.rid < %(hi)s ON CONFLICT DO NOTHING"
+            f"WHERE {where} AND s.rid >= %(lo)s AND s.rid < %(hi)s ORDER BY s.rid "
+            "ON CONFLICT DO NOTHING"
         )
         if self.rtype != RT_EXEC_REPORT:
             return sql
@@ -235,28 +238,40 @@ class StageLayout:
         digest = hashlib.sha1(self.columns_sql().encode()).hexdigest()[:8]
         return f"bot4_stage.{self.kind}_{journal_key}_{digest}"
 
-    def unnest_source(self) -> str:
-        """The staging columns as ``unnest`` of array parameters ``%(u0)s``.., alias ``s``:
-        what the pipeline path reads instead of the staging table."""
-        names = ["rid", "frame", "idx", *self.fields]
-        kinds = ["bigint"] * 3 + [
-            "bytea" if self.dtype.fields[f][0].kind == "S" else "bigint" for f in self.fields
-        ]
-        arrays = ", ".join(f"%(u{k})s::{t}[]" for k, t in enumerate(kinds))
-        return f"unnest({arrays}) AS s({', '.join(names)})"
+    def array_source(self) -> str:
+        """The staging columns read from the array parameters of :meth:`array_params`
+        (``%(m)s``: the integers as ``bigint[][]``, field by row; ``%(b)s``: the bytes
+        fields as ``bytea[][]``), alias ``s``: what the pipeline path reads instead of the
+        staging table."""
+        ints = ["rid", "frame", "idx"]
+        cols = ["p.m[1][g.i] AS rid", "p.m[2][g.i] AS frame", "p.m[3][g.i] AS idx"]
+        nbytes = 0
+        for name in self.fields:
+            if self.dtype.fields[name][0].kind == "S":
+                nbytes += 1
+                cols.append(f"p.b[{nbytes}][g.i] AS {name}")
+            else:
+                ints.append(name)
+                cols.append(f"p.m[{len(ints)}][g.i] AS {name}")
+        arrays = "%(m)s::bigint[] AS m" + (", %(b)s::bytea[] AS b" if nbytes else "")
+        return (
+            f"(SELECT {', '.join(cols)} FROM (SELECT {arrays}) p "
+            "CROSS JOIN LATERAL generate_subscripts(p.m, 2) AS g(i)) s"
+        )
 
-    def unnest_params(self, part: Part) -> dict[str, BigintArray | ByteaArray]:
-        """The array parameters of :meth:`unnest_source` for ``part`` (rid = position), in
+    def array_params(self, part: Part) -> dict[str, BigintArray | ByteaArray]:
+        """The array parameters of :meth:`array_source` for ``part`` (rid = position), in
         the binary array format built with numpy (:mod:`bot4.db.arrays`): the same values
         as the staging table's COPY (uint64 by bit pattern, bytes at their full width)."""
-        params: dict[str, BigintArray | ByteaArray] = {
-            "u0": bigint_array(np.arange(len(part), dtype=np.int64)),
-            "u1": bigint_array(part.frames),
-            "u2": bigint_array(part.idx),
-        }
-        for k, name in enumerate(self.fields, start=3):
+        n = len(part)
+        ints = [np.arange(n, dtype=np.int64), part.frames, part.idx]
+        nbytes = []
+        for name in self.fields:
             col = part.records[name]
-            params[f"u{k}"] = bytea_array(col) if col.dtype.kind == "S" else bigint_array(col)
+            (nbytes if col.dtype.kind == "S" else ints).append(col)
+        params: dict[str, BigintArray | ByteaArray] = {"m": bigint_matrix(ints, n)}
+        if nbytes:
+            params["b"] = bytea_matrix(nbytes, n)
         return params
 
     def encode(self, part: Part) -> list:

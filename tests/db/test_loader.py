@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from bot4.db.encoding import Field, copy_stream, numeric_payload, split_sign
-from bot4.db.loader import JournalBehindDatabase, Loader
+from bot4.db.loader import JournalBehindDatabase, Loader, LoadRetriesExhausted
 from bot4.db.positions import Position, apply_fill
 from bot4.journal import JournalReader, JournalTail, JournalWriter
 from bot4.records import (
@@ -327,11 +327,19 @@ def test_concurrent_writers_forced_into_serialization_failures_commit_once(tmp_p
     for loader in loaders:  # migrate and register before the race
         loader.load_available(max_batches=0)
     errors: list[BaseException] = []
+    exhausted: list[str] = []
 
     def run(loader: Loader) -> None:
+        # as follow() does: a batch that lost MAX_RETRIES + 1 races in a row (the other
+        # loader keeps moving the same row meanwhile; more likely the more loaded the
+        # machine) raises LoadRetriesExhausted, "retry later": call again
         try:
-            while loader.load_available():
-                pass
+            while True:
+                try:
+                    if not loader.load_available():
+                        return
+                except LoadRetriesExhausted as exc:
+                    exhausted.append(str(exc))
         except BaseException as exc:  # noqa: BLE001 - asserted below
             errors.append(exc)
 
@@ -345,7 +353,7 @@ def test_concurrent_writers_forced_into_serialization_failures_commit_once(tmp_p
     assert not errors, errors
     retries = sum(ld.stats.retries for ld in loaders)
     failures = sum(ld.stats.serialization_failures + ld.stats.deadlocks for ld in loaders)
-    assert retries >= 1 and failures == retries
+    assert retries >= 1 and failures == retries + len(exhausted), exhausted
     for loader in loaders:
         loader.close()
     everything = concat_flows(flows)
