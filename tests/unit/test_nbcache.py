@@ -45,6 +45,18 @@ def test_risk_checks_key_covers_its_imports_transitively():
     assert _ACCOUNTING in files
 
 
+def test_venue_kernel_keys_cover_the_modules_the_venue_was_split_into():
+    """The venue's kernels call helpers across its modules (layout, book, reports, match,
+    orders, feed: issue 13): an edit of any one recompiles the kernels that reach it and
+    no others (the books' helpers do not depend on the feed)."""
+    feed = nbcache.closure_of("bot4.venue.feed")
+    parts = {f"bot4.venue.{m}" for m in ("layout", "book", "queue_model", "reports", "match")}
+    assert parts <= feed
+    assert parts - {"bot4.venue.queue_model"} <= nbcache.closure_of("bot4.venue.orders")
+    book = nbcache.closure_of("bot4.venue.book")
+    assert "bot4.venue.layout" in book and not {"bot4.venue.feed", "bot4.venue.match"} & book
+
+
 def test_accounting_key_depends_on_nothing_else():
     assert nbcache.closure_of(_ACCOUNTING) == {_ACCOUNTING}
 
