@@ -83,29 +83,27 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from numba import njit
 
 from bot4.pipeline.topology import RingSpec, StageSpec, Topology, load_topology
-from bot4.records import MARKET_DATA, MD_QUOTE, MDF_BOOK_STALE, RECORD_TYPES
+from bot4.records import MARKET_DATA, MDF_BOOK_STALE, RECORD_TYPES
 from bot4.records.errors import Bot4Error, Code
+from bot4.replay.kernels import _restamp_arrivals, _stamp_chunk, _track_quotes
 from bot4.replay.latency import Constant, LatencyConfig, LatencyModel, trailing_load
 from bot4.replay.progress import Progress
+from bot4.replay.quiet import QuietPath
 from bot4.replay.sources import CHUNK, DataSource
 from bot4.stages.base import Stage
 from bot4.venue.matching import next_release_ns, venue_md_until_report_kernel
 
 try:  # the risk state's layout (its own module since issue 13)
     from bot4.risk.layout import (
-        I_MD_NS,
         I_STALE,
-        L_KNOWN,
         X_FEED_GONE,
         X_LAST_MD_NS,
         X_NEXT_RESET_NS,
     )
 except ImportError:  # pragma: no cover - before the split
-    from bot4.risk.checks import I_MD_NS, I_STALE, X_FEED_GONE, X_LAST_MD_NS, X_NEXT_RESET_NS
-    from bot4.risk.limits import L_KNOWN
+    from bot4.risk.checks import I_STALE, X_FEED_GONE, X_LAST_MD_NS, X_NEXT_RESET_NS
 
 __all__ = ["DeterministicReplay", "ReplayResult", "SimClock"]
 
@@ -113,70 +111,7 @@ SOURCE_KINDS = ("md", "synthetic-md", "test-source")
 SINK_BATCH = 4096  # records a sink stage (persistence) waits for before it is called
 WINDOW = 16384  # market data records per stage call in an event-exact window
 _FAR = 1 << 62  # "no time" on the simulated axis (ns)
-
-
-@njit(nogil=True, cache=True)
-def _track_quotes(feed, last_bid, last_ask, quoted):
-    """Latest bid / ask per instrument from the quotes in ``feed``; True when an
-    instrument was quoted for the first time."""
-    new = False
-    for k in range(feed.shape[0]):
-        r = feed[k]
-        i = np.int64(r.instrument)
-        if r.kind != MD_QUOTE or r.qty <= 0 or r.price <= 0 or i <= 0 or i >= last_bid.shape[0]:
-            continue
-        if r.side > 0:
-            last_bid[i] = r.price
-        elif r.side < 0:
-            last_ask[i] = r.price
-        if not quoted[i]:
-            quoted[i] = True
-            new = True
-    return new
-
-
-@njit(nogil=True, cache=True)
-def _stamp_chunk(dst, chunk, lat, seq0, last_recv, recv, event):
-    """Copy a source chunk into the feed buffer: ``seq`` numbered from ``seq0``,
-    ``parent_seq`` 0, ``ts_recv_ns`` = event time + latency, never below the one before
-    (from ``last_recv``: a feed keeps its order); the receive and event times also into
-    ``recv`` / ``event``. Returns the last receive time."""
-    for k in range(chunk.shape[0]):
-        dst[k] = chunk[k]
-        r = dst[k]
-        e = np.int64(r.ts_event_ns)
-        t = e + lat[k]
-        if t < last_recv:
-            t = last_recv
-        last_recv = t
-        r.seq = seq0 + k
-        r.parent_seq = 0
-        r.ts_recv_ns = t
-        recv[k] = t
-        event[k] = e
-    return last_recv
-
-
-@njit(nogil=True, cache=True)
-def _restamp_arrivals(md, off, inst_st, acct, ilim, last_before):
-    """After the risk stage applied a window of market data in one call at the window's
-    last clock: each known instrument's arrival stamp (``I_MD_NS``) set to its last
-    record's own delivery time (``ts_recv_ns + off``, at least 1) and the newest arrival
-    (``X_LAST_MD_NS``) to the latest of them (``last_before``: its value before the call),
-    as record-by-record delivery leaves them. Prices, references (stamped from the
-    records' ``ts_recv_ns``) and marks are the same either way."""
-    n_inst = ilim.shape[0]
-    last = last_before
-    for k in range(md.shape[0]):
-        r = md[k]
-        inst = np.int64(r.instrument)
-        if inst <= 0 or inst >= n_inst or ilim[inst, L_KNOWN] == 0:
-            continue
-        t = max(np.int64(r.ts_recv_ns) + off, np.int64(1))
-        inst_st[inst, I_MD_NS] = t
-        if t > last:
-            last = t
-    acct[X_LAST_MD_NS] = last
+QUIET_STEPS = True  # event-exact: quiet steps in one kernel call (bot4.replay.quiet)
 
 
 class SimClock:
@@ -389,6 +324,8 @@ class DeterministicReplay:
                 Code.CONFIG_INVALID,
             )
         self.max_batch = int(max_batch)
+        self.sink_batch = SINK_BATCH
+        self.quiet_steps = QUIET_STEPS
         self.interval_ns = int(interval_ns)
         self.progress = Progress(source.total, progress) if progress is not None else None
         self.clock = SimClock(source.first_ns)
@@ -660,11 +597,14 @@ class DeterministicReplay:
                 ch.commit(k, t)
                 node.records_out += k
 
-    def _emit(self, node: _Node) -> None:
+    def _emit(self, node: _Node, want: int | None = None) -> None:
+        """The stage's records of its own (``pending`` / ``emit``); ``want``: what its
+        ``pending`` returned, already called (the quiet steps' kernel)."""
         if not node.has_pending or node.ahead:  # read ahead: no router, nothing pending
             return
         st = node.stage
-        want = st.pending(self.clock.t)
+        if want is None:
+            want = st.pending(self.clock.t)
         guard = 0
         while want > 0 and node.outputs and guard < 64:
             views = [ch.room(want) for ch in node.outputs]
@@ -800,6 +740,17 @@ class DeterministicReplay:
             for inst in self.mark_insts:
                 self.mark_v[inst].append(mids[inst])
             self.next_mark += self.interval_ns
+
+    def _marks_over(self, s: int, e: int) -> None:
+        """The marks over the feed records ``buf[s:e]`` delivered in order: a boundary b
+        samples the quotes received by b."""
+        recv = self.recv
+        j = s
+        while j < e:
+            self._sample_marks(int(recv[j]) - 1)
+            k = min(e, int(recv[j:e].searchsorted(self.next_mark, side="right")) + j)
+            self._track_quotes(self.buf[j:k])
+            j = k
 
     def _track_quotes(self, feed: np.ndarray) -> None:
         if _track_quotes(feed, self.last_bid, self.last_ask, self.quoted):
@@ -1113,12 +1064,7 @@ class DeterministicReplay:
         if e <= s:
             return W
         recv = self.recv
-        j = s
-        while j < e:  # the marks: a boundary b samples the quotes received by b
-            self._sample_marks(int(recv[j]) - 1)
-            k = min(e, int(recv[j:e].searchsorted(self.next_mark, side="right")) + j)
-            self._track_quotes(self.buf[j:k])
-            j = k
+        self._marks_over(s, e)
         for node in self.window_nodes:
             book = node.stage.book
             ilim = node.stage.arrays.ilim
@@ -1145,9 +1091,14 @@ class DeterministicReplay:
         hop = self.hop_const
         T = -_FAR
         steps = 0
+        quiet = QuietPath.of(self, order) if self.quiet_steps else None
+        self.quiet = quiet
         while True:
             self._pinned = -1
             self._ahead_all()
+            if quiet is not None:
+                T, steps = quiet.run(T, steps)
+                self._pinned = -1
             W = self._next_exact(T)
             H = self._horizon()
             if H is not None and (W is None or W >= H):
