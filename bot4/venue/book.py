@@ -13,9 +13,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from bot4.nbkit.u64map import map_delete, map_find, map_put
-from bot4.records import (
-    SIDE_BUY,
-)
+from bot4.records import SIDE_BUY
 from bot4.venue.layout import (
     ASK,
     BID,

@@ -110,12 +110,8 @@ from bot4.venue.match import (
     _take,
     _through,
 )
-from bot4.venue.queue_model import (
-    queue_model_requeue,
-)
-from bot4.venue.reports import (
-    venue_release_kernel,
-)
+from bot4.venue.queue_model import queue_model_requeue
+from bot4.venue.reports import venue_release_kernel
 
 
 @njit(nogil=True, cache=True)

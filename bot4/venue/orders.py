@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from bot4.nbkit.stamps import copy_stamps
 from bot4.nbkit.u64map import map_find
 from bot4.records import (
     ACTION_CANCEL,
@@ -161,9 +162,7 @@ def _on_new(st, r, now):
     else:
         v[V_ORDER_ID] += 1
         o.order_id = np.uint64(v[V_ORDER_ID])
-    o.ts_event_ns = r.ts_event_ns
-    o.ts_recv_ns = r.ts_recv_ns
-    o.ts_order_ns = r.ts_order_ns
+    copy_stamps(o, r)
     o.instrument = r.instrument
     o.strategy = r.strategy
     o.side = r.side
@@ -302,9 +301,7 @@ def _on_replace(st, r, now):
         _hist_add(st, o, o.cum_qty, o.qty, o.price, np.int64(OS_CANCELLED))
         _map_set(st.ours, new_id, m)
         o.client_order_id = new_id
-    o.ts_event_ns = r.ts_event_ns
-    o.ts_recv_ns = r.ts_recv_ns
-    o.ts_order_ns = r.ts_order_ns
+    copy_stamps(o, r)
     status = _live_status(o.cum_qty)
     if price != o.price or qty > o.qty:
         _unlink(st, m)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from bot4.nbkit.stamps import copy_stamps
 from bot4.nbkit.u64map import map_delete, map_find
 from bot4.records import (
     EXEC_FILL,
@@ -100,9 +101,7 @@ def _report(st, now, pseq, x, stamps, etype, status, reason, cum, leaves):
         e.side = x.side
         e.instrument = x.instrument
         e.strategy = x.strategy
-        e.ts_event_ns = stamps.ts_event_ns
-        e.ts_recv_ns = stamps.ts_recv_ns
-        e.ts_order_ns = stamps.ts_order_ns
+        copy_stamps(e, stamps)
         e.cum_qty = cum
         e.leaves_qty = leaves
     return k
