@@ -45,10 +45,14 @@ from bot4.records import RECORD_TYPES
 #: record types that travel on rings (TXN_DECISION lives only in the 2PC decision log)
 RING_TYPES = {k: v for k, v in RECORD_TYPES.items() if k != "TXN_DECISION"}
 
-#: rough cold-compile seconds per stage kind (this 2-core VM, loaded), for longest-first
-#: scheduling only; a kind at or above SPLIT_S with several inputs is split per input
-KIND_WEIGHT = {"venue": 150.0, "orders": 40.0, "risk": 35.0, "md_gateway": 8.0}
-SPLIT_S = 100.0
+#: rough cold-compile seconds per stage kind (this 2-core VM, lightly loaded), for
+#: longest-first scheduling only (measured with perf/bench_warm.py: orders 58 s, hot path
+#: cycle 43 s, risk 27 s, the venue 51 s in its three jobs since its kernels compile once
+#: per signature, no longer once per literal argument value: docs/compile.md)
+KIND_WEIGHT = {"venue": 50.0, "orders": 60.0, "risk": 30.0, "md_gateway": 8.0}
+#: kinds whose inputs compile as separate jobs after one running the setup alone (their
+#: kernel trees per input are independent and about as long as a whole other stage)
+SPLIT_KINDS = frozenset({"venue"})
 MANIFEST_DIR = ".warm"
 
 
@@ -97,7 +101,7 @@ def _stage_jobs(
         label += f" ({','.join(t.lower() for t in ins) or '-'} -> "
         label += f"{','.join(t.lower() for t in outs) or '-'})"
     w = KIND_WEIGHT.get(kind, 2.0)
-    if w < SPLIT_S or len(ins) < 2:
+    if kind not in SPLIT_KINDS or len(ins) < 2:
         return [Job(f"stage {label}", "_job_stage", (kind, ins, outs, None, params), w)]
     first = Job(f"stage {kind} setup", "_job_stage", (kind, ins, outs, (), params), w * 0.05)
     return [first] + [
@@ -142,7 +146,7 @@ def jobs_for(topology) -> list[Job]:
         if "hot path" not in seen and kinds == ["signals", "risk", "orders"]:
             seen.add("hot path")  # bot4.stages.hotloop.HOT_KINDS, wired as the default
             after = tuple(j.name for j in stage_jobs if j.args[0] in kinds)
-            jobs.append(Job("hot path group cycle", "_job_hot_path", (), 50.0, after=after))
+            jobs.append(Job("hot path group cycle", "_job_hot_path", (), 45.0, after=after))
     types = sorted({r.type for r in topology.rings})
     if types:
         jobs.append(
@@ -183,7 +187,7 @@ def all_jobs() -> list[Job]:
     ]
     hot = ("signals", "risk", "orders")
     after = tuple(j.name for j in jobs if j.fn == "_job_stage" and j.args[0] in hot)
-    jobs.append(Job("hot path group cycle", "_job_hot_path", (), 50.0, after=after))
+    jobs.append(Job("hot path group cycle", "_job_hot_path", (), 45.0, after=after))
     # and the default topology's own jobs, so that its first `bot4 run` finds them warm
     from bot4.pipeline.topology import load_topology
 
