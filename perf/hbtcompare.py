@@ -209,8 +209,8 @@ def run_hbt_fair(md: np.ndarray, rows: list[np.ndarray], is_event: np.ndarray) -
             "intents": int(s.counters[2]), "orders": int(sent)}  # fmt: skip
 
 
-def bot4(n: int, step_ns: int) -> dict:
-    r = rb.run_replay(rb.source(n), step_ns)
+def bot4(n: int, step_ns: int, quiet: bool = True) -> dict:
+    r = rb.run_replay(rb.source(n), step_ns, quiet)
     r["rate"] = r["events"] / (r["wall_s"] - r["source_s"])
     return r
 
@@ -226,6 +226,13 @@ def main() -> None:
     ap.add_argument("--events", type=int, nargs="*", default=[2_000_000, 10_000_000])
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--rss-hbt", type=int, help="run hftbacktest alone on N events, print RSS")
+    ap.add_argument(
+        "--scheduler-upto",
+        type=int,
+        default=2_000_000,
+        help="also run bot4 exact without the quiet steps' kernel (the Python scheduler "
+        "alone: the speed-up's baseline) at sizes up to this (0: never)",
+    )
     a = ap.parse_args()
     import hftbacktest
 
@@ -240,6 +247,7 @@ def main() -> None:
     md = np.concatenate(list(rb.source(w).chunks()))
     run_hbt_fair(md, *hbt_depth_events(md))
     bot4(w, 0)
+    bot4(w, 0, quiet=False)
     bot4(w, rb.STEP_NS)
     for n in a.events:
         md = np.concatenate(list(rb.source(n).chunks()))
@@ -250,6 +258,7 @@ def main() -> None:
             b = bot4(n, 0)
             h = run_hbt_fair(md, rows, is_ev)
             s = bot4(n, rb.STEP_NS)
+            p = bot4(n, 0, quiet=False) if n <= a.scheduler_upto else None
             hx = h["events"] / h["wall_s"]
             ratios.append((b["rate"] / hx, s["rate"] / hx))
             print(
@@ -266,6 +275,14 @@ def main() -> None:
                 f"{s['rate'] / hx:.2f}x",
                 flush=True,
             )
+            if p is not None:
+                same = (p["orders"], p["fills"]) == (b["orders"], b["fills"])
+                print(
+                    f"  bot4 exact, scheduler alone {p['rate'] / 1e6:6.2f} M ev/s "
+                    f"({p['orders']:,} orders, {p['fills']:,} fills{'' if same else ' DIFFER'}): "
+                    f"quiet steps {b['rate'] / p['rate']:.1f}x faster",
+                    flush=True,
+                )
         if a.rounds > 1:
             print(f"  median exact/hbt {statistics.median(r[0] for r in ratios):.2f}x, "
                   f"1 ms/hbt {statistics.median(r[1] for r in ratios):.2f}x")  # fmt: skip

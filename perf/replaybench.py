@@ -55,13 +55,17 @@ def source(n: int, dt_ns: int = DT_NS) -> SyntheticSource:
     return SyntheticSource(n, instruments=INSTRUMENTS, seed=1, dt_ns=dt_ns)
 
 
-def run_replay(src, step_ns: int = STEP_NS) -> dict:
-    """One deterministic run of ``src``; wall and source seconds, events, fills."""
+def run_replay(src, step_ns: int = STEP_NS, quiet: bool = True) -> dict:
+    """One deterministic run of ``src``; wall and source seconds, events, fills.
+    ``quiet`` False: event-exact time without the quiet steps' kernel (the Python
+    scheduler does every step: the baseline of ``bot4.replay.quiet``)."""
     d = tempfile.mkdtemp(prefix="bot4-replaybench-")
     try:
         gc.collect()
         t0 = time.perf_counter()
-        r = DeterministicReplay(src, d, step_ns=step_ns).run()
+        eng = DeterministicReplay(src, d, step_ns=step_ns)
+        eng.quiet_steps = quiet
+        r = eng.run()
         wall = time.perf_counter() - t0
     finally:
         shutil.rmtree(d, ignore_errors=True)

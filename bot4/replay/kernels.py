@@ -26,7 +26,6 @@ __all__ = [
     "Q_POLL",
     "Q_ROOM",
     "Q_SINK",
-    "Q_STALE",
     "Q_STARTED",
     "Q_VENUE",
     "quiet_steps",
@@ -50,8 +49,6 @@ Q_ORDERS = 3  # the risk stage wrote orders: the rest of the step is the schedul
 Q_POLL = 4  # CANCEL_ALLs queued (IO_WANT): the risk stage's emit and the rest
 Q_STARTED = 5  # a stale episode started (IO_WANT: how many): log, poll, emit and the rest
 Q_SINK = 6  # the sink's batch is full: the rest of the step is the scheduler's
-# ... or after a whole step:
-Q_STALE = 7  # an instrument is stale: every record is an event, the scheduler's
 
 
 @njit(nogil=True, cache=True)
@@ -184,6 +181,16 @@ def quiet_steps(
                 x = y
             if x < tt:
                 tt = x
+        # while an instrument is in a stale episode (or the feed is gone), every record
+        # is an event: the next one ends it at its own time
+        every = acct[X_FEED_GONE] != 0
+        if not every:
+            for i in range(inst.shape[0]):
+                if inst[i, I_STALE] != 0:
+                    every = True
+                    break
+        if every and cs < n and recv[cs] < tt:
+            tt = recv[cs]
         r = _next_release(vst)  # a report queued by an earlier step's window
         if 0 <= r < bound:
             bound = r
@@ -305,17 +312,6 @@ def quiet_steps(
             break
         if tt > vnow:
             vnow = tt
-        if acct[X_FEED_GONE] != 0:
-            status = Q_STALE
-            break
-        stale = False
-        for i in range(inst.shape[0]):
-            if inst[i, I_STALE] != 0:
-                stale = True
-                break
-        if stale:
-            status = Q_STALE
-            break
     io[IO_CS] = cs
     io[IO_CV] = cv
     io[IO_INT] = ii

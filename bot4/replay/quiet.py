@@ -44,7 +44,6 @@ from bot4.replay.kernels import (
     Q_BOUND,
     Q_POLL,
     Q_ROOM,
-    Q_STALE,
     Q_STARTED,
     Q_VENUE,
     quiet_steps,
@@ -52,9 +51,9 @@ from bot4.replay.kernels import (
 from bot4.venue.matching import next_release_ns
 
 try:
-    from bot4.risk.layout import I_STALE, X_FEED_GONE, X_NEXT_RESET_NS
+    from bot4.risk.layout import X_NEXT_RESET_NS
 except ImportError:  # pragma: no cover - before the split
-    from bot4.risk.checks import I_STALE, X_FEED_GONE, X_NEXT_RESET_NS
+    from bot4.risk.checks import X_NEXT_RESET_NS
 
 __all__ = ["QuietPath"]
 
@@ -122,6 +121,10 @@ class QuietPath:
         c = int(eng.latency.compute.ns)
         self.off = {id(n): n.hop * c for n in order}
         self.empty = None
+        self.rst = risk.stage.book.st
+        self.others_in = [
+            (n.stage, [c for c in n.inputs if not getattr(c, "delayed", True)]) for n in others
+        ]
         # the risk stage reads its intents before its market data (else after it, and
         # a window takes the records received at the step's time too)
         self.int_first = any(ch is intents for ch in risk.first)
@@ -132,19 +135,16 @@ class QuietPath:
         from bot4.stages.orders import RECON_READY
 
         st = self.risk.stage
-        book = st.book
-        if book.acct[X_FEED_GONE] != 0 or book.inst[:, I_STALE].any():
-            return False
-        if int(book.acct[X_NEXT_RESET_NS]) <= 0:
+        if int(self.rst.acct[X_NEXT_RESET_NS]) <= 0:
             return False  # the stage schedules its reset after its next call
         if getattr(st, "state_log", None) is not None:
             return False
-        for n in self.others:
-            s = n.stage
+        for s, direct in self.others_in:
             if s.recon != RECON_READY or s.drain_cancel_all:
                 return False
-            if any(not getattr(c, "delayed", True) and len(c) for c in n.inputs):
-                return False
+            for c in direct:
+                if c.n:
+                    return False
         return True
 
     def _bound(self) -> int:
@@ -162,7 +162,7 @@ class QuietPath:
             j = int(eng.flag_abs.searchsorted(eng.base + eng.cs))
             if j < len(eng.flag_abs):
                 b = min(b, int(eng.recv[int(eng.flag_abs[j]) - eng.base]))
-        nxt = int(self.risk.stage.book.acct[X_NEXT_RESET_NS])
+        nxt = int(self.rst.acct[X_NEXT_RESET_NS])
         if nxt > 0:
             x = eng._first_event_at(nxt - self.risk.off)
             if x is not None:
@@ -245,7 +245,7 @@ class QuietPath:
                 eng._marks_over(cs0, cs1)
                 eng.delivered += cs1 - cs0
                 eng.cs = cs1
-            mid = status not in (Q_BOUND, Q_ROOM, Q_VENUE, Q_STALE)
+            mid = status not in (Q_BOUND, Q_ROOM, Q_VENUE)
             if n_steps:
                 # the idle stages' clocks as the steps left them (the step the kernel
                 # stopped in: the scheduler moves them as it runs the rest)
