@@ -357,8 +357,8 @@ LATENCY_CASES = {
     "one-db": (False, True),  # the same, ledger tables in the events database: one commit
     "no-fill": (True, False),  # decision, order, ack: events database only, one commit
 }
-# --compare: the same two cases with the pre-0008 loader (two round trips on the events
-# database, no commit_delay grouping of the two-phase flushes), in the same run
+# --compare: the same two cases with the loader sending small batches with fills in two round
+# trips on the events database (one_trip=False), in the same run
 OLD_CASES = {"2pc-2rt": (True, True), "one-db-2rt": (False, True)}
 BASELINES = ("bare", "bare-2pc", "fsync")
 TARGET_P99_MS_CASE = {"2pc": 5.0, "one-db": 2.0, "no-fill": 2.0}
@@ -421,7 +421,7 @@ def latency_samples(args, samples: int, compare: bool = False) -> dict[str, np.n
         for label, (two_dbs, with_fill) in cases.items():
             writer = JournalWriter(os.path.join(directory, label), fsync="batch")
             ledger = args.ledger_dsn if two_dbs else None
-            old = {"one_trip": False, "commit_delay_us": 0} if label in OLD_CASES else {}
+            old = {"one_trip": False} if label in OLD_CASES else {}
             loader = Loader(
                 writer.directory, args.events_dsn, ledger, journal_id=f"lat-{label}", **old
             )
@@ -578,7 +578,7 @@ def main() -> None:
     ap.add_argument(
         "--compare",
         action="store_true",
-        help="also sample the loader without one-round-trip batches and flush grouping",
+        help="also sample the loader without one-round-trip batches",
     )
     ap.add_argument(
         "--beside",

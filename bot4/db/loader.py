@@ -65,6 +65,7 @@ point with its name.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -85,7 +86,13 @@ from bot4.db.pool import DatabaseUnavailable, db_errors, make_pool
 from bot4.db.positions import Position, apply_fill
 from bot4.db.rows import FENCED, LOADED_TYPES, Batch, Outcome
 from bot4.db.session import Session
-from bot4.db.twophase import DEFAULT_PRUNE_AFTER, Branches, Coordinator
+from bot4.db.twophase import (
+    DEFAULT_PRUNE_AFTER,
+    PRUNE_SQL,
+    Branches,
+    Coordinator,
+    decision_of,
+)
 from bot4.journal import TornTail
 from bot4.journal.tail import JournalBehindDatabase, JournalTail, journal_created_ns
 from bot4.records.errors import Bot4Error, Code
@@ -115,9 +122,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_RECORDS = 4096  # loadable records per transaction (a bigger frame goes alone)
-# two-phase sessions: a WAL flush waits this long for the other database's flush to join it
-# (both COMMIT PREPAREDs are sent at once; without it the server flushes them one by one)
-DEFAULT_COMMIT_DELAY_US = 200
+# two-phase sessions: commit_delay (us) so a WAL flush waits for the other database's to join
+# it; off: since the decision moved into the events branch the two flushes are sequential
+DEFAULT_COMMIT_DELAY_US = 0
 SMALL_BATCH_RECORDS = 128  # up to this many loadable records: the pipelined path
 MAX_RETRIES = 3  # whole-batch retries on 40001 / 40P01
 BACKOFF_BASE_S = 0.02
@@ -129,10 +136,8 @@ HOOK_POINTS = (
     "positions-read",  # positions of the batch's fills read, not yet written
     "before-commit",  # every statement done, nothing prepared or committed
     "committed",  # single-database commit done
-    "prepared-events",  # events branch prepared, ledger branch open
-    "prepared-ledger",  # both branches prepared, no decision
-    "decided",  # commit decision durable, nothing committed
-    "committed-events",  # events branch committed, ledger branch prepared
+    "prepared-ledger",  # two-phase: ledger branch prepared, events branch not committed
+    "decided",  # events branch committed with its decision row, ledger branch prepared
     "committed-ledger",  # both committed
 )
 _JOURNAL_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -178,7 +183,7 @@ class LoaderStats:
     backoffs: int = 0  # follow(): waits after a failed call (database down, breaker open)
     recovered_commits: int = 0  # in-doubt branches committed by recovery
     recovered_rollbacks: int = 0  # in-doubt branches rolled back by recovery
-    pruned_decisions: int = 0  # two-phase decisions dropped from the log (both committed)
+    pruned_decisions: int = 0  # two-phase decision rows deleted (both branches committed)
     one_trip_batches: int = 0  # small batches with fills sent in one round trip (positions CAS)
     cas_misses: int = 0  # one-round-trip attempts refused (B4003) and redone in two
     skipped: int = 0  # records of types the loader does not load (market data, ...)
@@ -201,14 +206,16 @@ class Loader(Session, BatchPaths):
     ``batch_records``: loadable records per transaction. ``small_batch``: batches of at
     most this many loadable records take the pipelined path (0: never). ``fast_path``: try
     the direct COPY first for bigger ones (False: staging + ON CONFLICT).
-    ``coordinator_dir``: the two-phase decision log (default
-    ``<journal_dir>/coordinator``). ``guard``, ``hook``: see the module docstring.
+    ``coordinator_dir``: the coordinator's directory, its lock (one loader per journal) and
+    the decision log of earlier versions (default ``<journal_dir>/coordinator``).
+    ``guard``, ``hook``: see the module docstring.
     ``pool_timeout``: seconds a checkout waits for a connection. ``synchronous_commit``:
     wait for the WAL flush of one-database commits too (default False: the journal is the
-    durable copy; see :meth:`_commit_one_phase`). Two-phase branches always flush: PREPARE
-    and COMMIT PREPARED ignore the setting. ``prune_after``: decisions in the two-phase
-    decision log before a call that completed every transaction it decided drops them
-    (:meth:`Coordinator.prune <bot4.db.twophase.Coordinator.prune>`).
+    durable copy; see :meth:`_commit_one_phase`). Two-phase transactions always flush:
+    PREPARE and COMMIT PREPARED ignore the setting, and the events COMMIT carrying the
+    decision sets it on. ``prune_after``: decision rows (``bot4_txn_decisions``) the loader
+    leaves before a call that completed every transaction it decided deletes them.
+    ``commit_delay_us``: ``commit_delay`` of the two-phase sessions (default 0).
 
     The constructor does not touch the database (it may be down); the first
     :meth:`load_available` or :meth:`recover` resolves in-doubt transactions, applies the
@@ -289,6 +296,7 @@ class Loader(Session, BatchPaths):
         self._pool_executor = None  # one thread: the ledger branch of fast batches
         self._position: int | None = None  # committed position, while nothing failed
         self._held: tuple | None = None  # (events, ledger) connections between calls
+        self._decisions = 0  # decision rows this loader may have left (see _maybe_prune)
 
     def _hook(self, point: str) -> None:
         if self.hook is not None:
@@ -312,8 +320,8 @@ class Loader(Session, BatchPaths):
         txn = Branches(self._coord, batch.first, batch.end, self._hook)
         try:
             yield txn
-        except BaseException:
-            if txn.decided or not txn.undo((ev, lg)):
+        except BaseException as exc:
+            if txn.decided or not txn.undo(ev, lg, exc):
                 self._recover_needed = True
             raise
 
@@ -321,8 +329,8 @@ class Loader(Session, BatchPaths):
 
     def recover(self) -> dict[str, list[str]]:
         """Resolve this journal's in-doubt two-phase transactions on both databases from
-        the decision log (commit if decided, else roll back): the gids committed and
-        rolled back. DatabaseUnavailable if a database cannot be reached."""
+        the decisions (commit if decided, else record an abort and roll back): the gids
+        committed and rolled back. DatabaseUnavailable if a database cannot be reached."""
         with self._guarded(), self._connections() as (ev, lg):
             return self._recover(ev, lg)
 
@@ -331,11 +339,18 @@ class Loader(Session, BatchPaths):
     ) -> dict[str, list[str]]:
         done: dict[str, list[str]] = {"committed": [], "rolled_back": []}
         with db_errors(f"journal {self.journal_id}: recover"):
+            decide = None
+            if (
+                lg is not None
+                and ev.execute("SELECT to_regclass('bot4_txn_decisions') IS NOT NULL").fetchone()[0]
+            ):
+                decide = functools.partial(decision_of, ev, self.journal_id)
             for conn in (ev, lg) if lg is not None else (ev,):
-                res = self._coord.resolve(conn)
+                res = self._coord.resolve(conn, decide)
                 done["committed"] += res.committed
                 done["rolled_back"] += res.rolled_back
         self._known = {}  # another process may have moved positions since
+        self._decisions += len(done["committed"]) + len(done["rolled_back"])
         self.stats.recovered_commits += len(done["committed"])
         self.stats.recovered_rollbacks += len(done["rolled_back"])
         if done["committed"]:
@@ -399,7 +414,7 @@ class Loader(Session, BatchPaths):
                     self._commit_batch(ev, lg, batch)  # guarded per batch
                     loaded += batch.records
                     batches += 1
-                self._maybe_prune()
+                self._maybe_prune(ev)
         except BaseException as exc:
             if isinstance(exc, DatabaseUnavailable):
                 self.stats.unavailable += 1
@@ -460,13 +475,26 @@ class Loader(Session, BatchPaths):
             log.warning("journal %s: loading deferred (%d so far): %s", self.journal_id,
                         self.stats.backoffs, exc)  # fmt: skip
 
-    def _maybe_prune(self) -> None:
-        """Drop the decision log once it is long enough and none of it is needed: the last
-        recovery resolved every in-doubt branch of the journal, and every two-phase batch
-        since then committed on both databases (any failure sets ``_recover_needed``)."""
-        if self._recover_needed or not self._coord.should_prune():
+    def _maybe_prune(self, ev: psycopg.Connection) -> None:
+        """Delete the journal's decision rows once there are ``prune_after`` of them and
+        none is needed: the last recovery resolved every in-doubt branch of the journal,
+        and every two-phase batch since then committed on both databases (any failure sets
+        ``_recover_needed``). The crash point ``pruning`` is reached with the DELETE done,
+        not committed. A decision log file of an earlier version (decisions appended to
+        ``coordinator/``) is dropped on the same condition."""
+        if self._recover_needed:
             return
-        self.stats.pruned_decisions += self._coord.prune(self._hook)
+        if self._coord.should_prune():
+            self.stats.pruned_decisions += self._coord.prune(self._hook)
+        if self._decisions < self._coord.prune_after:
+            return
+        with db_errors(f"journal {self.journal_id}: prune decisions"):
+            ev.execute("BEGIN")
+            n = ev.execute(PRUNE_SQL, (self.journal_id,)).rowcount
+            self._hook("pruning")
+            ev.execute("COMMIT")
+        self._decisions = 0
+        self.stats.pruned_decisions += n
 
     def _tail_at(self, position: int) -> JournalTail:
         if self._tail is None:

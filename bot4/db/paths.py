@@ -125,9 +125,11 @@ class BatchPaths:
                 self._commit_one_phase(ev)
                 self._hook("committed")
                 return out
-            txn.prepare_both(ev, lg)
-            txn.commit(ev, lg, len(fills))
-            self.stats.twophase += 1
+            txn.prepare_ledger(lg)
+            self._hook("prepared-ledger")
+            txn.queue_decision(ev, len(fills))
+            txn.commit(ev, lg)
+            self._decided()
             return out
 
     def _executor(self):
@@ -424,12 +426,13 @@ class BatchPaths:
         collect: Callable[[], None] | None = None,
     ) -> Outcome:
         """The last round trip of a pipelined batch, and with fills and a ledger database
-        the two phases. With a ledger database the ledger branch, whole (BEGIN, the legs of
-        ``fills``, PREPARE), is sent first and runs on its server while the events
-        statements travel: ``queue()`` (the caller's statements: positions, or the rows and
-        the positions CAS), the ledger (one database), the fenced advance, and COMMIT or
-        PREPARE, so both PREPAREs are in flight at once; ``collect()`` then reads the
-        caller's results. Then the decision and both COMMIT PREPAREDs."""
+        the two-phase commit (:class:`bot4.db.twophase.Branches`). With a ledger database
+        the ledger branch, whole (BEGIN, the legs of ``fills``, PREPARE), is sent first and
+        runs on its server while the events statements travel: ``queue()`` (the caller's
+        statements: positions, or the rows and the positions CAS), the ledger (one
+        database), the fenced advance, and COMMIT — or, two-phase, the decision row;
+        ``collect()`` then reads the caller's results. Two-phase, once the ledger branch is
+        prepared: the events COMMIT (the commit point), then the ledger's COMMIT PREPARED."""
         two_phase = lg is not None and fills is not None
         ledger = None
         with contextlib.ExitStack() as flights:
@@ -437,7 +440,7 @@ class BatchPaths:
                 flights.enter_context(lg.pipeline())
                 lg.execute(_BEGIN)
                 ledger = self._queue_ledger(lg, fills)
-                txn.prepare(lg, "l")
+                txn.prepare_ledger(lg)
             with ev.pipeline():
                 if queue is not None:
                     queue()
@@ -445,7 +448,7 @@ class BatchPaths:
                     ledger = self._queue_ledger(ev, fills)
                 ev.execute(ADVANCE_SQL, self._advance_params(batch))
                 if two_phase:
-                    txn.prepare(ev, "e")
+                    txn.queue_decision(ev, len(fills))
                 else:
                     self._commit_one_phase(ev)
             if collect is not None:
@@ -455,12 +458,17 @@ class BatchPaths:
                     out.ledger_rows, out.ledger_conflicts = ledger.fetchone()
                 self._hook("committed")
                 return out
-            self._hook("prepared-events")
         out.ledger_rows, out.ledger_conflicts = ledger.fetchone()
         self._hook("prepared-ledger")
-        txn.commit(ev, lg, len(fills))
-        self.stats.twophase += 1
+        txn.commit(ev, lg)
+        self._decided()
         return out
+
+    def _decided(self) -> None:
+        """A two-phase batch committed on both databases: its decision row stays until
+        :meth:`_maybe_prune` deletes it."""
+        self.stats.twophase += 1
+        self._decisions += 1
 
     def _queue_rows(
         self,

@@ -1,41 +1,49 @@
-"""Two-phase commit across the events and the ledger database: gids, the coordinator's
-decision log, and the resolution of in-doubt transactions.
+"""Two-phase commit across the events and the ledger database: gids, the decision, and the
+resolution of in-doubt transactions.
 
-Protocol of one load transaction that carries fills (driven by :mod:`bot4.db.loader`):
+Protocol of one load transaction that carries fills (driven by :mod:`bot4.db.loader`
+through :class:`Branches`; events migration 0009):
 
-1. both transactions do their work (events: rows, positions, load position; ledger: legs);
-2. ``PREPARE TRANSACTION`` on the events database, then on the ledger database. A failure
-   here rolls back whatever was prepared; nothing is decided yet;
-3. the coordinator appends a ``TXN_DECISION`` (``TXN_COMMIT``) record to its decision log
-   and fsyncs it (:meth:`Coordinator.decide_commit`). This is the commit point: from here
-   the transaction *will* commit on both databases, whatever crashes;
-4. ``COMMIT PREPARED`` on the events database, then on the ledger database.
+1. the ledger branch (BEGIN, legs, ``PREPARE TRANSACTION``) is sent first and runs on its
+   server while the events branch's statements (rows, positions, load position, and the
+   decision row ``bot4_txn_decisions(token, committed = true)``) travel;
+2. once the ledger branch is prepared, the events branch COMMITs (synchronously): its rows
+   and its decision row become durable together in one WAL flush. **This is the commit
+   point**: from here the transaction *will* commit on both databases, whatever crashes.
+   A failure before it rolls back both branches: nothing was decided;
+3. ``COMMIT PREPARED`` on the ledger database.
 
-Presumed abort: a prepared transaction whose token has no ``TXN_COMMIT`` in the log was
-never decided, so it is rolled back. :meth:`Coordinator.resolve` applies this to every
-prepared transaction of its journal found in ``pg_prepared_xacts`` of a database (run on
-start, and after any failure between steps 2 and 4). Both databases therefore agree: a
-fill is in both or in neither.
+Presumed abort, recorded: a prepared ledger branch whose token has no decision row was
+never decided. :func:`decision_of` first inserts a ``committed = false`` row under the
+token (``ON CONFLICT DO NOTHING``: an events transaction whose decision INSERT is still
+uncommitted makes it wait, and one that comes later fails on it), then rolls the branch
+back; a token that already holds a row follows it. :meth:`Coordinator.resolve` applies this
+to every prepared transaction of its journal found in ``pg_prepared_xacts`` of a database
+(run on start, and after any failure during steps 1-3). Both databases therefore agree: a
+fill is in both or in neither. Compared with a decision log of its own (a file, fsynced,
+between the PREPAREs and the COMMIT PREPAREDs: three durable writes one after the other),
+the events branch is never prepared, and its commit is the decision.
 
 Gids: ``bot4:<journal_id>:<first>-<end>:<token>:<db>`` with the journal frame range
-``[first, end)``, a random 63-bit ``token`` (hex) naming this attempt, and ``db`` ``e``
-(events) or ``l`` (ledger): gids are unique per *cluster*, and both databases may share a
-server. A retried batch gets a new token, so a stale decision can never commit a later
-attempt.
+``[first, end)``, a random 63-bit ``token`` (hex) naming this attempt, and ``db`` ``l``
+(ledger; ``e``, events, in transactions of earlier versions): gids are unique per
+*cluster*, and both databases may share a server. A retried batch gets a new token, so a
+stale decision can never commit a later attempt.
 
-The decision log is a journal (``bot4.journal``, fsync ``always``) in its own directory,
-by default ``<journal dir>/coordinator``. The coordinator holds an exclusive ``flock`` on
-``coordinator.lock`` in that directory for its whole life, which makes it — hence the
-loader — the only one of its journal: a second loader of the same journal fails to open it.
+Pruning. A decision row is needed only while its ledger branch may still be prepared. Once
+every transaction the loader decided since its last successful recovery committed on both
+databases, and that recovery resolved every in-doubt branch of the journal, every row of
+the journal is dead and the loader deletes them (:data:`PRUNE_SQL`, every ``prune_after``
+decisions).
 
-Pruning. A decision is needed only while a branch it decides may still be prepared. Once
-both databases have committed every decided transaction (the loader knows: each of its
-two-phase batches since its last successful recovery completed both COMMIT PREPAREDs, and
-that recovery resolved every in-doubt branch of the journal), the whole log is dead, and
-:meth:`Coordinator.prune` drops it: the log's writer closes, its segment files are unlinked
-from the last to the first (a crash in between leaves a readable prefix of dead decisions,
-or nothing), the directory is synced, and a fresh log starts at frame 0. The lock file is
-held throughout, so no other coordinator can slip in while the log is reopened.
+The :class:`Coordinator` keeps the directory (by default ``<journal dir>/coordinator``)
+with an exclusive ``flock`` on ``coordinator.lock`` for its whole life, which makes it —
+hence the loader — the only one of its journal: a second loader of the same journal fails
+to open it. Its decision log there (a journal, fsync ``always``) is where versions before
+events migration 0009 recorded their decisions: recovery still honours a commit decision
+found in it, and the loader drops the log once it is dead (:meth:`Coordinator.prune`:
+segments unlinked last first, the directory synced, a fresh log; the lock held
+throughout).
 """
 
 from __future__ import annotations
@@ -63,10 +71,13 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_PRUNE_AFTER",
     "LOCK_NAME",
+    "DECIDE_SQL",
+    "PRUNE_SQL",
     "Branches",
     "Coordinator",
     "ParsedGid",
     "Resolution",
+    "decision_of",
     "finish",
     "parse_gid",
     "prepare",
@@ -196,15 +207,21 @@ class Coordinator:
         ).fetchall()
         return [r[0] for r in rows]
 
-    def resolve(self, conn: psycopg.Connection) -> Resolution:
+    def resolve(
+        self, conn: psycopg.Connection, decide: Callable[[ParsedGid], bool] | None = None
+    ) -> Resolution:
         """Commit (decided) or roll back (presumed abort) every in-doubt transaction of this
-        journal in ``conn``'s database. ``conn`` must be in autocommit mode."""
+        journal in ``conn``'s database. ``conn`` must be in autocommit mode. A transaction
+        is decided by this log, or else by ``decide`` (the events database's decision
+        rows, :func:`decision_of`), which must also make sure nothing decides it later."""
         from psycopg import errors
 
         done = Resolution([], [])
         for gid in self.in_doubt(conn):
             parsed = parse_gid(gid)
-            commit = parsed is not None and self.committed(parsed.token)
+            commit = parsed is not None and (
+                self.committed(parsed.token) or (decide is not None and decide(parsed))
+            )
             with contextlib.suppress(errors.UndefinedObject):  # finished meanwhile
                 finish(conn, gid, commit)
                 (done.committed if commit else done.rolled_back).append(gid)
@@ -284,13 +301,17 @@ def finish(conn: psycopg.Connection, gid: str, commit: bool) -> None:
 
 
 class Branches:
-    """One load transaction's two branches, events (``e``) and ledger (``l``): its token
-    and gids, the PREPAREs sent, the decision and the second phase, with the loader's crash
-    points (``hook``): ``prepared-events``, ``prepared-ledger``, ``decided``,
-    ``committed-events``, ``committed-ledger``.
+    """One load transaction with fills and a separate ledger database: its token, the ledger
+    branch's gid, the decision and the second phase, with the loader's crash points
+    (``hook``): ``prepared-ledger``, ``decided``, ``committed-ledger``.
 
-    Before :meth:`commit` has recorded the decision, a failure is undone by :meth:`undo`
-    (both branches rolled back, prepared or not); after it, recovery completes it.
+    Only the ledger branch is prepared (:meth:`prepare_ledger`). The events branch carries
+    the decision (:meth:`queue_decision`: a ``bot4_txn_decisions`` row, events migration
+    0009) and commits in one phase once the ledger branch is prepared: that COMMIT is the
+    commit point (:meth:`commit`), then COMMIT PREPARED on the ledger. A failure before the
+    COMMIT was sent is undone by :meth:`undo` (both rolled back); one while its outcome is
+    unknown (the connection lost during the COMMIT) is left to recovery, which finds the
+    decision row or records an abort in its place (:func:`decision_of`).
     """
 
     def __init__(
@@ -300,49 +321,48 @@ class Branches:
         self.first, self.end = first, end
         self.hook = hook
         self.token = coord.new_token()
-        self.gids = {db: coord.gid(self.token, first, end, db) for db in "el"}
+        self.gid = coord.gid(self.token, first, end, "l")
         self.sent: list[tuple[psycopg.Connection, str]] = []
-        self.decided = False
+        self.committing = False  # the events COMMIT was sent
+        self.decided = False  # ... and succeeded
 
-    def prepare(self, conn: psycopg.Connection, db: str) -> None:
-        """``PREPARE TRANSACTION`` of branch ``db`` on ``conn`` (sent, in pipeline mode)."""
-        self.sent.append((conn, self.gids[db]))
-        prepare(conn, self.gids[db])
+    def prepare_ledger(self, lg: psycopg.Connection) -> None:
+        """``PREPARE TRANSACTION`` of the ledger branch (sent, in pipeline mode)."""
+        self.sent.append((lg, self.gid))
+        prepare(lg, self.gid)
 
-    def prepare_both(self, ev: psycopg.Connection, lg: psycopg.Connection) -> None:
-        """First phase: both PREPAREs sent before either is awaited (on one server their
-        WAL flushes can share a sync). ``prepared-events`` is reached when the events
-        branch is prepared, the ledger's PREPARE then in flight; ``prepared-ledger`` when
-        both are."""
-        with lg.pipeline():
-            with ev.pipeline():
-                self.prepare(lg, "l")
-                self.prepare(ev, "e")
-            self.hook("prepared-events")
-        self.hook("prepared-ledger")
+    def queue_decision(self, ev: psycopg.Connection, fills: int) -> None:
+        """The decision row, in the events branch (queued in pipeline mode), and a
+        synchronous COMMIT for it whatever the session's default."""
+        ev.execute(
+            DECIDE_SQL,
+            (self.token, self.coord.journal_id, self.first, self.end, fills, time.time_ns()),
+        )
+        ev.execute("SET LOCAL synchronous_commit TO ON")
 
-    def commit(self, ev: psycopg.Connection, lg: psycopg.Connection, fills: int) -> None:
-        """Both branches prepared: record the decision durably (the commit point), then
-        COMMIT PREPARED on both databases at once. ``committed-events`` is reached when the
-        events branch is committed (the ledger's in flight), ``committed-ledger`` when both
-        are."""
-        self.coord.decide_commit(self.token, self.first, self.end, fills)
+    def commit(self, ev: psycopg.Connection, lg: psycopg.Connection) -> None:
+        """The ledger branch prepared, the events branch done: COMMIT the events branch
+        (its decision row with it: the commit point, one WAL flush), then COMMIT PREPARED
+        the ledger branch."""
+        self.committing = True
+        ev.execute("COMMIT")
         self.decided = True
         self.hook("decided")
-        with lg.pipeline():
-            with ev.pipeline():
-                finish(lg, self.gids["l"], True)
-                finish(ev, self.gids["e"], True)
-            self.hook("committed-events")
+        finish(lg, self.gid, True)
         self.hook("committed-ledger")
 
-    def undo(self, conns: tuple[psycopg.Connection | None, ...]) -> bool:
-        """A transaction failed before its decision: roll back both branches, prepared or
-        not. False when a prepared branch could not be reached (left to presumed abort at
-        the next recovery)."""
+    def undo(self, ev: psycopg.Connection, lg: psycopg.Connection, exc: BaseException) -> bool:
+        """The transaction failed before its decision: roll back both branches, the ledger
+        one prepared or not. False when that is not certain to be right or done — the
+        events COMMIT was sent and its outcome is unknown, or a prepared branch could not
+        be reached: recovery decides (from the decision row) and finishes."""
         from psycopg import errors
 
-        for conn in conns:
+        if self.committing and not (
+            isinstance(exc, errors.Error) and exc.sqlstate is not None and not ev.broken
+        ):
+            return False  # the COMMIT may have taken effect: only recovery can tell
+        for conn in (ev, lg):
             rollback_quietly(conn)
         done = True
         for conn, gid in self.sent:
@@ -353,6 +373,35 @@ class Branches:
             except Exception:
                 done = False
         return done
+
+
+DECIDE_SQL = (
+    "INSERT INTO bot4_txn_decisions (token, journal_id, first_frame, end_frame, fills, "
+    "committed, decided_ns) VALUES (%s, %s, %s, %s, %s, true, %s)"
+)
+_ABORT_SQL = (
+    "INSERT INTO bot4_txn_decisions (token, journal_id, first_frame, end_frame, fills, "
+    "committed, decided_ns) VALUES (%s, %s, %s, %s, 0, false, %s) "
+    "ON CONFLICT (token) DO NOTHING RETURNING token"
+)
+PRUNE_SQL = "DELETE FROM bot4_txn_decisions WHERE journal_id = %s"
+
+
+def decision_of(ev: psycopg.Connection, journal_id: str, gid: ParsedGid) -> bool:
+    """Whether the events database decided to commit the transaction of ``gid``; when
+    nothing decided it, records that it is rolled back (a ``committed = false`` row), so
+    an events COMMIT still in flight can no longer decide it: its decision row would meet
+    that one (and an uncommitted decision row makes this INSERT wait for its outcome).
+    ``ev`` in autocommit mode."""
+    row = ev.execute(
+        _ABORT_SQL, (gid.token, journal_id, gid.first_frame, gid.end_frame, time.time_ns())
+    ).fetchone()
+    if row is not None:
+        return False
+    got = ev.execute(
+        "SELECT committed FROM bot4_txn_decisions WHERE token = %s", (gid.token,)
+    ).fetchone()
+    return bool(got[0])
 
 
 def rollback_quietly(conn: psycopg.Connection | None) -> None:

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(60)
 EVENT_TABLES = {
     "instruments", "load_positions", "orders", "order_actions", "exec_reports",
     "risk_decisions", "operator_actions", "positions", "model_events", "rejected_rows",
-    "exec_conflicts",
+    "exec_conflicts", "bot4_txn_decisions",
 }  # fmt: skip
 
 
@@ -51,6 +51,7 @@ def test_migrations_apply_once_and_record_themselves(new_db):
         "events 0006_execution_identity",
         "events 0007_model_attribution",
         "events 0008_positions_cas",
+        "events 0009_txn_decisions",
     ]
     assert EVENT_TABLES | {"schema_migrations"} <= tables(dsn)
     assert migrate(dsn, ("events",)) == []  # idempotent
@@ -64,6 +65,7 @@ def test_migrations_apply_once_and_record_themselves(new_db):
         ("events", 6, "execution_identity"),
         ("events", 7, "model_attribution"),
         ("events", 8, "positions_cas"),
+        ("events", 9, "txn_decisions"),
     ]
     # the ledger scope can join the same database (ledger without two-phase commit)
     assert [str(m) for m in migrate(dsn, ("ledger",))] == [
@@ -103,11 +105,12 @@ def test_concurrent_migrators_apply_each_migration_exactly_once(new_db):
         "events 0006_execution_identity",
         "events 0007_model_attribution",
         "events 0008_positions_cas",
+        "events 0009_txn_decisions",
         "ledger 0001_ledger",
         "ledger 0002_ledger_conflicts",
         "ledger 0003_execution_identity",
     ]
-    assert scalar(dsn, "SELECT count(*) FROM schema_migrations") == 11
+    assert scalar(dsn, "SELECT count(*) FROM schema_migrations") == 12
 
 
 def test_changed_applied_migration_is_refused(new_db):

@@ -1,7 +1,8 @@
-"""Two-phase commit: a loader killed between PREPARE and COMMIT PREPARED, on either
-database, leaves transactions in doubt; the next loader resolves them from the decision
-log (commit if decided, else roll back) and both databases agree: every fill is in both or
-in neither, then everything lands once."""
+"""Two-phase commit: a loader killed at each named point of the protocol (the ledger branch
+prepared; the events branch committed with its decision row; both committed) or inside
+pruning; the next loader resolves what is in doubt (commit if the events database holds the
+decision, else record an abort and roll back) and both databases agree: every fill is in
+both or in neither, then everything lands once."""
 
 from __future__ import annotations
 
@@ -27,14 +28,11 @@ from tests.db.conftest import (
 pytestmark = pytest.mark.timeout(90)
 
 ALLOWED = {
-    # crash point -> ({(in doubt on events, in doubt on ledger)}, what recovery does). Both
-    # PREPAREs, and both COMMIT PREPAREDs, are sent at once: at "prepared-events" the
-    # ledger's PREPARE and at "committed-events" the ledger's COMMIT PREPARED was in flight
-    # when the loader died, and may or may not have taken effect.
-    "prepared-events": ({(1, 0), (1, 1)}, "rolled_back"),
-    "prepared-ledger": ({(1, 1)}, "rolled_back"),
-    "decided": ({(1, 1)}, "committed"),
-    "committed-events": ({(0, 1), (0, 0)}, "committed"),
+    # crash point -> ({(in doubt on events, in doubt on ledger)}, what recovery does). Only
+    # the ledger branch is ever prepared; the events branch commits in one phase with its
+    # decision row (events migration 0009), the commit point.
+    "prepared-ledger": ({(0, 1)}, "rolled_back"),
+    "decided": ({(0, 1)}, "committed"),
 }
 
 
@@ -114,10 +112,10 @@ def test_next_load_resolves_in_doubt_transactions_before_loading(tmp_path, dbs, 
     write_flow(jdir, flow, frame_size=8)
     code, _ = run_loader(jdir, ev, lg, "tp2", crash_at="decided:1", procs=procs)
     assert code == -signal.SIGKILL
-    assert len(in_doubt(ev)) == 1 and len(in_doubt(lg)) == 1
+    assert len(in_doubt(ev)) == 0 and len(in_doubt(lg)) == 1
     with Loader(jdir, ev, lg, journal_id="tp2", batch_records=40) as loader:
         loader.load_available()
-        assert loader.stats.recovered_commits == 2
+        assert loader.stats.recovered_commits == 1
     assert in_doubt(ev) == [] and in_doubt(lg) == []
     assert_databases_agree(ev, lg)
     assert sorted(exec_ids(ev)) == sorted(map(int, flow.fills["exec_id"]))
@@ -223,9 +221,10 @@ def test_pruned_decision_log_keeps_every_decision_recovery_needs(
 
 
 def test_a_decision_whose_commit_did_not_finish_is_not_pruned(tmp_path, dbs):
-    """A batch fails after its decision (before COMMIT PREPARED): the call raises and the
-    log keeps the decision; the next call commits it by recovery, and only then, with every
-    decided transaction committed on both databases, prunes."""
+    """A batch fails after its decision (the events branch committed with its decision
+    row, the ledger branch still prepared): the call raises and the decision row stays;
+    the next call commits the ledger branch by recovery, and only then, with every decided
+    transaction committed on both databases, deletes the journal's decision rows."""
     ev, lg = dbs
     jdir = tmp_path / "j"
     flow = make_flow(40, seed=24)
@@ -240,18 +239,50 @@ def test_a_decision_whose_commit_did_not_finish_is_not_pruned(tmp_path, dbs):
             raise Boom(point)
 
     fail = [True]
+    decisions = "SELECT token, committed FROM bot4_txn_decisions WHERE journal_id = 'np'"
     with Loader(jdir, ev, lg, journal_id="np", batch_records=40, prune_after=1, hook=hook) as ld:
         with pytest.raises(Boom):
             ld.load_available()
         assert ld.stats.pruned_decisions == 0
-        assert len(in_doubt(ev)) == 1 and len(in_doubt(lg)) == 1
-        token = parse_gid(in_doubt(ev)[0]).token
-        reread = Coordinator.__new__(Coordinator)  # the log on disk, as a new process sees it
-        reread.directory, reread._committed = jdir / "coordinator", None
-        assert reread.committed(token)
+        assert len(in_doubt(ev)) == 0 and len(in_doubt(lg)) == 1
+        token = parse_gid(in_doubt(lg)[0]).token
+        assert query(ev, decisions) == [(token, True)]  # durable, in the events database
         ld.load_available()
-        assert ld.stats.recovered_commits == 2
+        assert ld.stats.recovered_commits == 1
         assert ld.stats.pruned_decisions == ld.stats.twophase + 1  # the recovered one too
+    assert query(ev, decisions) == []
     assert in_doubt(ev) == [] and in_doubt(lg) == []
     assert_databases_agree(ev, lg)
     assert sorted(exec_ids(ev)) == sorted(map(int, flow.fills["exec_id"]))
+
+
+def test_recovery_records_an_abort_so_a_late_decision_cannot_commit(tmp_path, dbs):
+    """Presumed abort with a record: a ledger branch prepared and no decision row is rolled
+    back, and recovery leaves a committed = false row under its token first, so an events
+    COMMIT still in flight (its connection lost to the loader) cannot decide it after."""
+    ev, lg = dbs
+    jdir = tmp_path / "j"
+    write_flow(jdir, make_flow(20, seed=25), frame_size=8)
+    with Loader(jdir, ev, lg, journal_id="ab") as loader:
+        loader.load_available(max_batches=0)  # schema in place
+    import psycopg
+
+    from bot4.db.twophase import DECIDE_SQL
+
+    coord = Coordinator(tmp_path / "c", "ab")
+    token = coord.new_token()
+    with psycopg.connect(lg, autocommit=True) as conn:
+        conn.execute("BEGIN")
+        conn.execute(f"PREPARE TRANSACTION '{coord.gid(token, 0, 1, 'l')}'")
+    coord.close()
+    with Loader(jdir, ev, lg, journal_id="ab", coordinator_dir=tmp_path / "c") as loader:
+        done = loader.recover()
+    assert len(done["rolled_back"]) == 1 and done["committed"] == []
+    assert query(ev, f"SELECT committed FROM bot4_txn_decisions WHERE token = {token}") == [
+        (False,)
+    ]
+    with (
+        psycopg.connect(ev, autocommit=True) as conn,
+        pytest.raises(psycopg.errors.UniqueViolation),
+    ):
+        conn.execute(DECIDE_SQL, (token, "ab", 0, 1, 1, 0))  # the late decision is refused
