@@ -84,7 +84,7 @@ from bot4.db.encoding import Instruments, SlowPathNeeded
 from bot4.db.paths import ROW_ERROR_CLASSES, BatchPaths
 from bot4.db.pool import DatabaseUnavailable, db_errors, make_pool
 from bot4.db.positions import Position, apply_fill
-from bot4.db.rows import FENCED, LOADED_TYPES, Batch, Outcome
+from bot4.db.rows import FENCED, LOADED_TYPES, Batch
 from bot4.db.session import Session
 from bot4.db.twophase import (
     DEFAULT_PRUNE_AFTER,
@@ -129,7 +129,6 @@ SMALL_BATCH_RECORDS = 128  # up to this many loadable records: the pipelined pat
 MAX_RETRIES = 3  # whole-batch retries on 40001 / 40P01
 BACKOFF_BASE_S = 0.02
 BACKOFF_CAP_S = 1.0
-MAX_CONFLICTS_LOGGED = 10  # identity conflicts logged one by one per batch (all are kept)
 MODES = ("pipeline", "fast", "dedupe", "isolate")
 
 HOOK_POINTS = (
@@ -602,30 +601,6 @@ class Loader(Session, BatchPaths):
         else:
             s.isolations += 1
         self._position = batch.end
-
-    def _report_conflicts(self, out: Outcome) -> None:
-        """A committed batch kept identity conflicts: count, log at ERROR, alarm."""
-        n, legs = len(out.conflicts), out.ledger_conflicts
-        self.stats.conflicts += n
-        self.stats.ledger_conflicts += legs
-        for exec_id, frame, idx, differs, kj, kf, ki in out.conflicts[:MAX_CONFLICTS_LOGGED]:
-            log.error(
-                "journal %s: frame %d record %d: exec_id %s already holds another execution "
-                "(%s:%d[%d]; differs in %s): kept in exec_conflicts, not loaded",
-                self.journal_id, frame, idx, exec_id, kj, kf, ki, ", ".join(differs),
-            )  # fmt: skip
-        if n > MAX_CONFLICTS_LOGGED:
-            log.error("journal %s: %d more exec_id conflicts in exec_conflicts", self.journal_id,
-                      n - MAX_CONFLICTS_LOGGED)  # fmt: skip
-        if legs:
-            log.error(
-                "journal %s: %d ledger legs met a different leg under their (exec_id, leg): "
-                "kept in ledger_conflicts, not entered",
-                self.journal_id,
-                legs,
-            )
-        if self.alarm is not None:
-            self.alarm(Code.EXEC_ID_CONFLICT, n + legs)
 
 
 def _crash_point() -> tuple[str, int] | None:

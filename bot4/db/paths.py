@@ -35,6 +35,7 @@ instruments, coordinator, hooks and stats); it is not used on its own.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -78,7 +79,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ROW_ERROR_CLASSES", "BatchPaths"]
 
+log = logging.getLogger("bot4.db.loader")  # the loader's log: its lines name the journal
+
 ROW_ERROR_CLASSES = ("22", "23")  # data exception, integrity constraint violation
+MAX_CONFLICTS_LOGGED = 10  # identity conflicts logged one by one per batch (all are kept)
 _BEGIN = "BEGIN ISOLATION LEVEL SERIALIZABLE"
 
 
@@ -131,6 +135,30 @@ class BatchPaths:
             txn.commit(ev, lg)
             self._decided()
             return out
+
+    def _report_conflicts(self, out: Outcome) -> None:
+        """A committed batch kept identity conflicts: count, log at ERROR, alarm."""
+        n, legs = len(out.conflicts), out.ledger_conflicts
+        self.stats.conflicts += n
+        self.stats.ledger_conflicts += legs
+        for exec_id, frame, idx, differs, kj, kf, ki in out.conflicts[:MAX_CONFLICTS_LOGGED]:
+            log.error(
+                "journal %s: frame %d record %d: exec_id %s already holds another execution "
+                "(%s:%d[%d]; differs in %s): kept in exec_conflicts, not loaded",
+                self.journal_id, frame, idx, exec_id, kj, kf, ki, ", ".join(differs),
+            )  # fmt: skip
+        if n > MAX_CONFLICTS_LOGGED:
+            log.error("journal %s: %d more exec_id conflicts in exec_conflicts", self.journal_id,
+                      n - MAX_CONFLICTS_LOGGED)  # fmt: skip
+        if legs:
+            log.error(
+                "journal %s: %d ledger legs met a different leg under their (exec_id, leg): "
+                "kept in ledger_conflicts, not entered",
+                self.journal_id,
+                legs,
+            )
+        if self.alarm is not None:
+            self.alarm(Code.EXEC_ID_CONFLICT, n + legs)
 
     def _executor(self):
         if self._pool_executor is None:
