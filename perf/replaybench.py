@@ -6,6 +6,8 @@ hftbacktest on the same events when it is importable.
     .venv/bin/python perf/replaybench.py --events 10000000  # the issue's size
     .venv/bin/python perf/replaybench.py --rss 1000000      # one run, prints peak RSS (MB)
     .venv/bin/python perf/replaybench.py --stages           # where the time goes, per stage
+    .venv/bin/python perf/replaybench.py --lobster ../shared/data/lobster-2012-06-21/zips/LOBSTER_SampleFile_GOOG_2012-06-21_1.zip
+        # event-exact: quiet steps' kernel vs the Python scheduler alone, same run
 
 What is measured (one run each, after a warm-up run that loads every kernel):
 
@@ -198,6 +200,48 @@ def _mm(hbt, n_assets):
     return _MM(hbt, n_assets)
 
 
+def lobster_quiet(path: str, rounds: int = 1) -> None:
+    """A LOBSTER day (or any file ``open_source`` reads) at event-exact time, with the
+    quiet steps' kernel and with the Python scheduler alone, interleaved in one run; the
+    output files of both compared byte for byte (``report.html`` and ``run.json`` aside)."""
+    import bot4.replay.engine as engine
+    from bot4.replay.runner import replay
+
+    def one(quiet: bool, d: str) -> tuple[float, int, int]:
+        engine.QUIET_STEPS = quiet
+        try:
+            gc.collect()
+            o = replay(path, d, progress=None)
+            return o.run["wall_s"], o.run["events"], o.run["steps"]
+        finally:
+            engine.QUIET_STEPS = True
+
+    def files(d: str) -> dict:
+        return {
+            str(p.relative_to(d)): p.read_bytes()
+            for p in sorted(Path(d).rglob("*"))
+            if p.is_file() and p.name not in ("report.html", "run.json")
+        }
+
+    for _ in range(rounds + 1):  # the first round loads the kernels
+        walls = {}
+        outs = {}
+        for quiet in (True, False):
+            d = tempfile.mkdtemp(prefix="bot4-replaybench-")
+            try:
+                walls[quiet], ev, steps = one(quiet, d)
+                outs[quiet] = files(d)
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    same = "identical" if outs[True] == outs[False] else "DIFFERENT"
+    print(
+        f"{Path(path).name}: {ev:,} events, {steps:,} steps (load {load}): quiet "
+        f"{ev / walls[True] / 1e3:.1f} k ev/s, scheduler alone {ev / walls[False] / 1e3:.1f} k "
+        f"ev/s: {walls[False] / walls[True]:.2f}x (the replay; the report aside); outputs {same}"
+    )
+
+
 def stage_split(n: int, dt_ns: int = DT_NS, step_ns: int = STEP_NS) -> None:
     """One run of ``n`` events with each stage class's ``process`` timed (the wrappers
     add about 0.1 us per call); prints the split."""
@@ -260,12 +304,22 @@ def main() -> None:
     ap.add_argument("--parquet", action="store_true", help="with --rss: read the Parquet file")
     ap.add_argument("--stages", action="store_true", help="time per stage (one run)")
     ap.add_argument("--write", type=int, help="write the Parquet file of N events and exit")
+    ap.add_argument(
+        "--lobster",
+        nargs="*",
+        metavar="FILE",
+        help="event-exact replays of these files with and without the quiet steps' kernel",
+    )
     args = ap.parse_args()
     if args.stages:
         stage_split(args.events, args.dt, args.step)
         return
     if args.write:
         parquet_file(args.write, args.dt)
+        return
+    if args.lobster:
+        for f in args.lobster:
+            lobster_quiet(f)
         return
     if args.rss:
         if args.parquet:  # written by a child: the measured process only reads it
