@@ -76,6 +76,10 @@ def _env(src: Path, cache: Path, data: Path) -> dict:
         NUMBA_CACHE_DIR=str(cache),
         BOT4_DATA_DIR=str(data),
         PYTHONDONTWRITEBYTECODE="",
+        # `python -m bot4.cli` (and spawned workers) would put the current directory first
+        # on sys.path: run from the repository, the working tree's bot4 was measured (and
+        # its uncommitted edits made the startup run find jobs cold), not the copy
+        PYTHONSAFEPATH="1",
     )
 
 
