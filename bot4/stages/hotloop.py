@@ -26,9 +26,9 @@ where a futex wake of persistence sat inside the risk -> orders hop.
 The cycle returns to Python (the caller then runs one ordinary round of every member:
 housekeeping, heartbeats, the stages' ``pending``/``emit`` hooks, drain, logging):
 
-* ``R_DEADLINE`` — at ``deadline_ns`` (the caller passes now + ``HOUSEKEEP_NS``), after
-  the first round without work, at most ``HOUSEKEEP_NS`` later (the Python round never
-  holds up a batch in flight): every stay in compiled code is bounded, so signals,
+* ``R_DEADLINE`` — at ``deadline_ns`` (the caller passes now + ``HOUSEKEEP_NS``, 20 ms),
+  after the first round without work, at most ``HOUSEKEEP_NS`` later (the Python round
+  never holds up a batch in flight): every stay in compiled code is bounded, so signals,
   SIGTERM and the supervisor still work;
 * ``R_STATE`` — the pipeline state word (control block, shared memory) left RUNNING;
 * ``R_IDLE`` — ``spin_ns`` passed without work and ``park`` is off;
@@ -37,8 +37,9 @@ housekeeping, heartbeats, the stages' ``pending``/``emit`` hooks, drain, logging
 
 While idle inside the cycle it spins with PAUSE (or ``sched_yield`` when ``yield_idle``)
 for ``spin_ns``, then, with ``park``, sleeps on every input ring fed from outside the
-group at once (``futex_waitv``, ``bot4.shm.waitv``) until a producer publishes or the
-deadline: a wake-up reaches the kernels without the interpreter.
+group at once (``futex_waitv``, ``bot4.shm.waitv``) until a producer publishes, the
+deadline or ``PARK_NS`` (1 ms; then it reads the state word and parks again): a wake-up
+reaches the kernels without the interpreter.
 
 Member loop state ``ls`` (u64, ``LS_WORDS``, owned by the group process): the mirror of
 ``StageRunner``'s generation, next buffer, next sequence number and input cursors, copied
@@ -78,7 +79,12 @@ from bot4.shm.waitv import announce, end_park, futex_waitv, signal_address
 from bot4.stages.signals import signals_kernel
 
 R_DEADLINE, R_STATE, R_IDLE, R_BAIL = 0, 1, 2, 3
-HOUSEKEEP_NS = 1_000_000  # longest stay in compiled code before Python's round
+# longest stay in compiled code before Python's round: every return costs ~30 us of
+# argument unboxing and the members' Python round ~130 us (loaded VM); at 1 ms that put
+# one tick in eight behind them (the p99). Heartbeats, SIGTERM and the stale-data check
+# need far less often; the pipeline state word and the park bound stay per round.
+HOUSEKEEP_NS = 20_000_000
+PARK_NS = 1_000_000  # longest park inside the cycle before it polls the state word again
 
 # loop-state words of one member (u64)
 L_GEN, L_NEXT_BUF, L_NEXT_SEQ, L_BATCHES, L_REC_IN, L_REC_OUT = range(6)
@@ -493,7 +499,7 @@ def hot_cycle(
         elif now - idle_since >= spin_ns:
             if not park:
                 return R_IDLE, total
-            _park(sig, risk, oms, waiters, addrs, deadline_ns)
+            _park(sig, risk, oms, waiters, addrs, min(deadline_ns, now + PARK_NS))
             continue
         if yld:
             sched_yield()
