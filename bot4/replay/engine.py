@@ -39,7 +39,9 @@ a time, each in one call, where that provably changes nothing:
 * any other stage reading the feed makes every feed record an event.
 
 At each event's time a *step* runs every stage in topology order exactly as a stepped run
-does, so the window is only an optimisation: the next event time bounds it.
+does, so the window is only an optimisation: the next event time bounds it. The steps where
+only the risk stage has work (an intent it denies, a staleness check) run many per call in
+one kernel (``bot4.replay.quiet``); the code of this mode is in ``bot4.replay.exact``.
 
 **Stepped time** (``step_ns > 0``: ``--step 1ms``). Time advances on a grid of
 ``step_ns`` (empty windows are skipped; a window with more than ``max_batch`` feed records

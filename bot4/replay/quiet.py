@@ -51,9 +51,9 @@ from bot4.replay.kernels import (
 from bot4.venue.matching import next_release_ns
 
 try:
-    from bot4.risk.layout import X_NEXT_RESET_NS
+    from bot4.risk.layout import I_STALE, X_FEED_GONE, X_NEXT_RESET_NS
 except ImportError:  # pragma: no cover - before the split
-    from bot4.risk.checks import X_NEXT_RESET_NS
+    from bot4.risk.checks import I_STALE, X_FEED_GONE, X_NEXT_RESET_NS
 
 __all__ = ["QuietPath"]
 
@@ -188,6 +188,19 @@ class QuietPath:
             else:
                 due, recs, i0 = np.zeros(0, np.int64), self.intents.scratch[:0], 0
             st = risk.stage
+            bound = self._bound()
+            # nothing quiet before the bound (the next event is an order's, a report's, ...):
+            # the scheduler's, without a kernel call
+            head = int(due[i0]) if i0 < len(due) else _FAR
+            tgt = int(st._stale_due) - risk.off if st.stale_every else _FAR
+            rst = self.rst
+            if (
+                head >= bound
+                and tgt >= bound
+                and rst.acct[X_FEED_GONE] == 0
+                and not rst.inst[:, I_STALE].any()
+            ):
+                return T, steps
             out_o, out_d = risk.outputs
             v = eng.venue
             io = self.io
@@ -214,7 +227,7 @@ class QuietPath:
                     int(st.stale_every), 16384, due, recs, _FAR, self.int_first, out_o.buf,
                     out_d.buf,
                     int(st.max_out_per_in), sink_base, eng.sink_batch, v.stage.state,
-                    self._bound(),
+                    bound,
                 )
             )  # fmt: skip
             self.calls += 1
