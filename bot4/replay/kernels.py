@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - before the split
     from bot4.risk.limits import L_KNOWN
 from bot4.risk.checks import check_intents
 from bot4.risk.killswitch import check_staleness, poll_states
-from bot4.risk.positions import apply_market_data
+from bot4.risk.positions import apply_fills, apply_market_data
 
 __all__ = [
     "Q_BOUND",
@@ -38,7 +38,7 @@ IO_CS, IO_CV, IO_INT, IO_ORD_N, IO_DEC_N, IO_SEQ, IO_NOW_R, IO_VNOW = 0, 1, 2, 3
 IO_STALE_DUE, IO_T, IO_STEPS, IO_CALLS, IO_IN, IO_OUT, IO_WANT, IO_NEED_O, IO_NEED_D = (
     8, 9, 10, 11, 12, 13, 14, 15, 16,
 )  # fmt: skip
-IO_STEP_S, IO_WORDS = 17, 18
+IO_STEP_S, IO_FILLS, IO_WORDS = 17, 18, 19
 
 # why quiet_steps returned: before any work for the next event ...
 Q_BOUND = 0  # the next event is not a quiet one (or there is none): the scheduler's
@@ -136,7 +136,7 @@ def _first_at(times, lo, n, t):
 @njit(nogil=True, cache=True)
 def quiet_steps(
     buf, recv, event, io, rst, ilim, off, stale_every, window, due, recs, next_part,
-    int_first, ord_buf, dec_buf, mo, sink_base, sink_batch, vst, bound,
+    int_first, fdue, frecs, ord_buf, dec_buf, mo, sink_base, sink_batch, vst, bound,
 ):  # fmt: skip
     """Event-exact steps where only the risk stage has work, in one call: the events of a
     default chain (intents at their market data's receive time, the risk stage's
@@ -154,6 +154,8 @@ def quiet_steps(
     cs = io[IO_CS]
     cv = io[IO_CV]
     ii = io[IO_INT]
+    fi = io[IO_FILLS]
+    n_fills = fdue.shape[0]
     ord_n = io[IO_ORD_N]
     dec_n = io[IO_DEC_N]
     seq = io[IO_SEQ]
@@ -191,6 +193,10 @@ def quiet_steps(
                     break
         if every and cs < n and recv[cs] < tt:
             tt = recv[cs]
+        if fi < n_fills:  # fills written at a step reach the risk stage 1 ns after it
+            f = max(fdue[fi], t_prev + 1)
+            if f < tt:
+                tt = f
         r = _next_release(vst)  # a report queued by an earlier step's window
         if 0 <= r < bound:
             bound = r
@@ -198,12 +204,15 @@ def quiet_steps(
             status = Q_BOUND
             break
         j_int = ii + np.searchsorted(due[ii:], tt, side="right")
+        j_f = fi + np.searchsorted(fdue[fi:], tt, side="right")
         if j_int == n_int and next_part <= tt:
             status = Q_BOUND  # the step's intents continue in the next part
             break
         e_max = cs + np.searchsorted(recv[cs:n], tt, side="right")
-        need_o = ord_n + (e_max - cs + j_int - ii) * mo + 16 * (3 + (e_max - cs) // window)
-        need_d = dec_n + (j_int - ii) * mo + 16 * (3 + (e_max - cs) // window)
+        need_o = (
+            ord_n + (e_max - cs + j_int - ii + j_f - fi) * mo + 16 * (4 + (e_max - cs) // window)
+        )
+        need_d = dec_n + (j_int - ii + j_f - fi) * mo + 16 * (4 + (e_max - cs) // window)
         if need_o > ord_buf.shape[0] or need_d > dec_buf.shape[0]:
             io[IO_NEED_O] = need_o
             io[IO_NEED_D] = need_d
@@ -231,7 +240,7 @@ def quiet_steps(
             break
         # the risk stage's window: market data received before tt (at tt too when no
         # intent is due then: a step reads its delay lines before its market data)
-        at_w = j_int == ii or not int_first
+        at_w = (j_int == ii or not int_first) and j_f == fi
         if at_w:
             e = cs + np.searchsorted(recv[cs:n], tt, side="right")
         else:
@@ -260,6 +269,17 @@ def quiet_steps(
         t = tt + off
         if t > now_r:
             now_r = t
+        if j_f > fi:  # the fills due (read first: a feedback ring, a delay line)
+            m = j_f - fi
+            need = m * mo + 16
+            k = apply_fills(rst, frecs[fi:j_f], ord_buf[ord_n : ord_n + need], seq, now_r)
+            seq += k
+            ord_n += k
+            n_ord += k
+            r_out += k
+            r_in += m
+            calls += 1
+            fi = j_f
         for part in range(2):  # the risk stage's inputs in its reading order
             if (part == 0) == int_first:
                 if j_int > ii:  # the intents due
@@ -315,6 +335,7 @@ def quiet_steps(
     io[IO_CS] = cs
     io[IO_CV] = cv
     io[IO_INT] = ii
+    io[IO_FILLS] = fi
     io[IO_ORD_N] = ord_n
     io[IO_DEC_N] = dec_n
     io[IO_SEQ] = seq

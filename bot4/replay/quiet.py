@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from bot4.records import EXEC_REPORT
 from bot4.replay.kernels import (
     IO_CALLS,
     IO_CS,
     IO_CV,
     IO_DEC_N,
+    IO_FILLS,
     IO_IN,
     IO_INT,
     IO_NEED_D,
@@ -117,10 +119,23 @@ class QuietPath:
         self.others = others
         self.after = order[order.index(risk) + 1 :]
         self.io = np.zeros(IO_WORDS, np.int64)
-        self.bounds = [ch for ch in eng.delays if ch is not intents]
+        # the risk stage's fills (a feedback ring read before its market data, its
+        # intents after it): in the kernel too when that is its reading order
+        firsts = [ch for ch in risk.first if ch is not intents]
+        self.fills = None
+        if (
+            not any(ch is intents for ch in risk.first)
+            and len(firsts) == 1
+            and firsts[0].model is None
+            and firsts[0].stamp is None
+            and risk.inputs.index(firsts[0]) == 1
+        ):
+            self.fills = firsts[0]
+        self.bounds = [ch for ch in eng.delays if ch is not intents and ch is not self.fills]
         c = int(eng.latency.compute.ns)
         self.off = {id(n): n.hop * c for n in order}
         self.empty = None
+        self._none = None
         self.rst = risk.stage.book.st
         self.others_in = [
             (n.stage, [c for c in n.inputs if not getattr(c, "delayed", True)]) for n in others
@@ -177,21 +192,15 @@ class QuietPath:
         eng = self.eng
         risk = self.risk
         while self._ready():
-            parts = self.intents.parts
-            if len(parts) > 1:  # one part: the kernel reads one array
-                due = np.concatenate([p[0][p[2] :] for p in parts])
-                recs = np.concatenate([p[1][p[2] :] for p in parts])
-                parts.clear()
-                parts.append([due, recs, 0])
-            if parts:
-                due, recs, i0 = parts[0]
-            else:
-                due, recs, i0 = np.zeros(0, np.int64), self.intents.scratch[:0], 0
+            due, recs, i0 = self._head(self.intents)
+            fdue, frecs, f0 = self._head(self.fills)
             st = risk.stage
             bound = self._bound()
             # nothing quiet before the bound (the next event is an order's, a report's, ...):
             # the scheduler's, without a kernel call
             head = int(due[i0]) if i0 < len(due) else _FAR
+            if f0 < len(fdue):
+                head = min(head, max(int(fdue[f0]), T + 1))
             tgt = int(st._stale_due) - risk.off if st.stale_every else _FAR
             rst = self.rst
             if (
@@ -208,6 +217,7 @@ class QuietPath:
             io[IO_CS] = eng.cs
             io[IO_CV] = eng.cv
             io[IO_INT] = i0
+            io[IO_FILLS] = f0
             io[IO_ORD_N] = out_o.n
             io[IO_DEC_N] = out_d.n
             io[IO_SEQ] = risk.seq
@@ -224,21 +234,16 @@ class QuietPath:
             status = int(
                 quiet_steps(
                     eng.buf, eng.recv, eng.event, io, book.st, st.arrays.ilim, risk.off,
-                    int(st.stale_every), 16384, due, recs, _FAR, self.int_first, out_o.buf,
-                    out_d.buf,
+                    int(st.stale_every), 16384, due, recs, _FAR, self.int_first, fdue, frecs,
+                    out_o.buf, out_d.buf,
                     int(st.max_out_per_in), sink_base, eng.sink_batch, v.stage.state,
                     bound,
                 )
             )  # fmt: skip
             self.calls += 1
             # what the kernel moved
-            i1 = int(io[IO_INT])
-            if parts:
-                self.intents.count -= i1 - i0
-                if i1 >= len(due):
-                    parts.popleft()
-                else:
-                    parts[0][2] = i1
+            self._took(self.intents, i0, int(io[IO_INT]), len(due))
+            self._took(self.fills, f0, int(io[IO_FILLS]), len(fdue))
             out_o.n = int(io[IO_ORD_N])
             out_d.n = int(io[IO_DEC_N])
             risk.seq = int(io[IO_SEQ])
@@ -298,6 +303,33 @@ class QuietPath:
             if eng.progress is not None:
                 eng.progress.update(eng.base + eng.cs)
         return T, steps
+
+    def _head(self, ch):
+        """A delay line's records not yet taken, as one part: (due, records, first)."""
+        if ch is None or not ch.parts:
+            if self._none is None:  # no fills ring in the kernel: an empty one
+                self._none = (np.zeros(0, np.int64), np.zeros(0, EXEC_REPORT), 0)
+            if ch is None:
+                return self._none
+            return np.zeros(0, np.int64), ch.scratch[:0], 0
+        parts = ch.parts
+        if len(parts) > 1:  # one part: the kernel reads one array
+            due = np.concatenate([p[0][p[2] :] for p in parts])
+            recs = np.concatenate([p[1][p[2] :] for p in parts])
+            parts.clear()
+            parts.append([due, recs, 0])
+        return parts[0][0], parts[0][1], parts[0][2]
+
+    @staticmethod
+    def _took(ch, i0: int, i1: int, n: int) -> None:
+        """The kernel took ``i0:i1`` of the delay line's head part (``n`` records)."""
+        if ch is None or i1 == i0:
+            return
+        ch.count -= i1 - i0
+        if i1 >= n:
+            ch.parts.popleft()
+        else:
+            ch.parts[0][2] = i1
 
     def _log_stale(self, started: int) -> None:
         """The risk stage's warning when a stale episode starts (``RiskStage.pending``)."""
