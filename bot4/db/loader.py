@@ -122,9 +122,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_RECORDS = 4096  # loadable records per transaction (a bigger frame goes alone)
-# two-phase sessions: commit_delay (us) so a WAL flush waits for the other database's to join
-# it; off: since the decision moved into the events branch the two flushes are sequential
-DEFAULT_COMMIT_DELAY_US = 0
 SMALL_BATCH_RECORDS = 128  # up to this many loadable records: the pipelined path
 MAX_RETRIES = 3  # whole-batch retries on 40001 / 40P01
 BACKOFF_BASE_S = 0.02
@@ -214,7 +211,6 @@ class Loader(Session, BatchPaths):
     PREPARE and COMMIT PREPARED ignore the setting, and the events COMMIT carrying the
     decision sets it on. ``prune_after``: decision rows (``bot4_txn_decisions``) the loader
     leaves before a call that completed every transaction it decided deletes them.
-    ``commit_delay_us``: ``commit_delay`` of the two-phase sessions (default 0).
 
     The constructor does not touch the database (it may be down); the first
     :meth:`load_available` or :meth:`recover` resolves in-doubt transactions, applies the
@@ -240,7 +236,6 @@ class Loader(Session, BatchPaths):
         synchronous_commit: bool = False,
         prune_after: int = DEFAULT_PRUNE_AFTER,
         one_trip: bool = True,
-        commit_delay_us: int = DEFAULT_COMMIT_DELAY_US,
     ) -> None:
         self.journal_dir = Path(journal_dir)
         self.journal_id = journal_id or self.journal_dir.resolve().name
@@ -255,7 +250,6 @@ class Loader(Session, BatchPaths):
         self.small_batch = small_batch
         self.synchronous_commit = synchronous_commit
         self.one_trip = one_trip
-        self.commit_delay_us = commit_delay_us
         # positions as this loader last committed them; a batch whose fills move only
         # these is sent in one round trip (bot4_positions_cas checks them); emptied by any
         # failure, a refused CAS and recovery

@@ -9,7 +9,6 @@ journal id and settings); it is not used on its own.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -23,8 +22,6 @@ if TYPE_CHECKING:
     import psycopg
 
 __all__ = ["Session"]
-
-log = logging.getLogger("bot4.db.loader")
 
 
 class Session:
@@ -90,36 +87,11 @@ class Session:
                     pool.putconn(conn)
                 raise
             self._held = (held[0], held[1] if len(held) > 1 else None)
-            if self._held[1] is not None and self.commit_delay_us > 0:
-                try:
-                    with db_errors(f"journal {self.journal_id}: connect"):
-                        self._group_flushes(self._held)
-                except BaseException:
-                    self._release()
-                    raise
         try:
             yield self._held
         except BaseException:
             self._release()
             raise
-
-    def _group_flushes(self, conns: tuple) -> None:
-        """Two-phase sessions: ``commit_delay`` (with ``commit_siblings`` 0) so the WAL
-        flush of one database's PREPARE / COMMIT PREPARED waits ``commit_delay_us`` for the
-        other's to join it when both share a server; without it the server flushes the
-        pair one after the other. A superuser setting: where the loader's role may not set
-        it, it says so once and goes on without (a DBA can ``ALTER ROLE ... SET``)."""
-        from psycopg import errors
-
-        for conn in conns:
-            try:
-                conn.execute(f"SET commit_delay = {int(self.commit_delay_us)}")
-                conn.execute("SET commit_siblings = 0")
-            except errors.InsufficientPrivilege:
-                log.info("journal %s: commit_delay not settable by this role: two-phase "
-                         "flushes are not grouped", self.journal_id)  # fmt: skip
-                self.commit_delay_us = 0
-                return
 
     def _release(self) -> None:
         """Hand the held connections back to their pools (rolled back or discarded there)."""
