@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from bot4.replay.channels import _Delay, _Direct
-from bot4.replay.kernels import _restamp_arrivals
+from bot4.replay.kernels import WINDOW, _restamp_arrivals
 from bot4.replay.quiet import QuietPath
 from bot4.venue.matching import next_release_ns, venue_md_until_report_kernel
 
@@ -19,7 +19,6 @@ except ImportError:  # pragma: no cover - before the split
 
 __all__ = ["WINDOW", "ExactMixin"]
 
-WINDOW = 16384  # market data records per stage call in an event-exact window
 _FAR = 1 << 62  # "no time" on the simulated axis (ns)
 
 

@@ -21,6 +21,7 @@ from bot4.risk.killswitch import check_staleness, poll_states
 from bot4.risk.positions import apply_fills, apply_market_data
 
 __all__ = [
+    "WINDOW",
     "Q_BOUND",
     "Q_ORDERS",
     "Q_POLL",
@@ -32,6 +33,7 @@ __all__ = [
 ]
 
 _FAR = 1 << 62
+WINDOW = 16384  # market data records per stage call in an event-exact window
 
 # quiet_steps' io words
 IO_CS, IO_CV, IO_INT, IO_ORD_N, IO_DEC_N, IO_SEQ, IO_NOW_R, IO_VNOW = 0, 1, 2, 3, 4, 5, 6, 7

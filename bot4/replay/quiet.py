@@ -48,6 +48,7 @@ from bot4.replay.kernels import (
     Q_ROOM,
     Q_STARTED,
     Q_VENUE,
+    WINDOW,
     quiet_steps,
 )
 from bot4.venue.matching import next_release_ns
@@ -234,7 +235,7 @@ class QuietPath:
             status = int(
                 quiet_steps(
                     eng.buf, eng.recv, eng.event, io, book.st, st.arrays.ilim, risk.off,
-                    int(st.stale_every), 16384, due, recs, _FAR, self.int_first, fdue, frecs,
+                    int(st.stale_every), WINDOW, due, recs, _FAR, self.int_first, fdue, frecs,
                     out_o.buf, out_d.buf,
                     int(st.max_out_per_in), sink_base, eng.sink_batch, v.stage.state,
                     bound,
