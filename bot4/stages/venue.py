@@ -4,7 +4,8 @@ Inputs: ring 0 carries ORDER records from the orders stage (NEW, CANCEL, REPLACE
 CANCEL_ALL); the optional ring 1 carries MARKET_DATA from the md stage (other
 participants' orders, quotes and trades: the liquidity our orders meet). Output ring 0
 carries EXEC_REPORT records to the orders stage. Matching, market data handling and the
-report delay queue are :mod:`bot4.venue.matching`; this class only wires them to the loop.
+report delay queue are the :mod:`bot4.venue` kernels (``orders``, ``feed``, ``reports``;
+:mod:`bot4.venue.matching` maps them); this class only wires them to the loop.
 
 params (all optional):
 
@@ -20,7 +21,7 @@ params (all optional):
 * ``quote_fill`` (``queue``): how our resting orders fill on quote-level data (quotes
   and trade prints, no order-level events): ``queue`` (prints consume the displayed size
   ahead of ours first) or ``trade_through`` (only a price strictly through ours fills it;
-  a touch never does) — see :mod:`bot4.venue.matching`;
+  a touch never does) — see :mod:`bot4.venue.feed`;
 * ``stp_profile`` (``binance``): self-trade prevention at match time with the semantics of
   the exchanges (``docs/stp.md``); the profile sets the default mode an order with
   ``stp_mode`` 0 gets and the modes an order may carry (others are rejected):
