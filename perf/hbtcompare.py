@@ -28,7 +28,9 @@ The same events for both (``replaybench.source``: N synthetic quotes and trades,
   whose risk stage denies some).
 
 Reported per size: events/s of each (and hftbacktest's feed rows/s), the orders each side
-sent, bot4 exact / hftbacktest and 1 ms / hftbacktest. Rates on this shared 2-core VM move
+sent, bot4 exact / hftbacktest and 1 ms / hftbacktest; up to ``--scheduler-upto`` events
+also bot4 exact with the Python scheduler doing every step (no quiet steps' kernel,
+``bot4.replay.quiet``): the speed-up's baseline, its orders and fills checked equal. Rates on this shared 2-core VM move
 with other sessions' load: read the ratios of one round.
 """
 
