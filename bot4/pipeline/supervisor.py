@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from bot4 import logs
 from bot4.pipeline.liveness import CursorReader, ProgressWatch, Verdict
 from bot4.pipeline.segments import create_segments, destroy_segments
-from bot4.records.errors import EXIT_INPUT_REFUSED
+from bot4.records.errors import EXIT_INPUT_REFUSED, Code
 from bot4.shm import control as C
 from bot4.shm.control import ControlBlock
 from bot4.shm.owners import process_start, self_start
@@ -374,6 +374,15 @@ class Supervisor:
                     code = EXIT_FORCED
                 elif not drained:
                     code = EXIT_DRAIN_FAILED
+                elif behind := self._database_behind():
+                    code = EXIT_DRAIN_FAILED
+                    self._say(
+                        f"drained, but stage {behind} left the database behind the journal "
+                        "(its error line above says how far): the rest loads at the next start",
+                        logging.ERROR,
+                        "database_behind",
+                        stage=behind,
+                    )
             self.final = self._final_figures()
             self.final["exit_code"] = code
         finally:
@@ -603,6 +612,14 @@ class Supervisor:
                 C.write_live_ring(blk, v.ring)
                 slot.live_ring = v.ring
         self.cb.words[C.W_PIPE_STUCK_SINCE_NS] = int(since * 1e9) if since is not None else 0
+
+    def _database_behind(self) -> str | None:
+        """The stage whose database loader had not caught up with its journal when it
+        stopped (its ``DB_BEHIND_AT_EXIT`` alarm, raised last at its drain), if any."""
+        for slot in self.slots:
+            if int(self.cb.stage(slot.index)[C.S_ALARM_CODE]) == Code.DB_BEHIND_AT_EXIT:
+                return slot.name
+        return None
 
     def _final_figures(self) -> dict:
         stages = {}

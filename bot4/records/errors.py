@@ -105,6 +105,7 @@ class Code(IntEnum):
     DEADLOCK_DETECTED = 505
     JOURNAL_GAP = 506
     DB_RECONCILE_DIFFERENCE = 510
+    DB_BEHIND_AT_EXIT = 511
 
     # 6xx runtime
     STAGE_DIED = 600
@@ -189,6 +190,7 @@ _DESCRIPTIONS: dict[Code, str] = {
     Code.JOURNAL_CRC: "journal frame checksum mismatch",
     Code.DEADLOCK_DETECTED: "database deadlock detected (retried)",
     Code.DB_RECONCILE_DIFFERENCE: "journal and database disagree (executions or positions): an operator must look",
+    Code.DB_BEHIND_AT_EXIT: "the database loader had not caught up with the journal when the run stopped: the rest loads at the next start or with `bot4 db load`",
     Code.JOURNAL_GAP: "journal frames missing: a segment is missing, renumbered or does not continue the previous one",
     Code.STAGE_DIED: "stage process exited",
     Code.STAGE_STALLED: "stage heartbeat stopped advancing",

@@ -50,6 +50,7 @@ Restart state: the counts and histogram of the summary cover one process only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -249,30 +250,45 @@ class PersistenceStage(CountSink):
         log.error("persistence: %s", rec.summary())
 
     def _finish_loading(self) -> None:
-        """At drain: let the loader catch up with the journal for up to ``drain_db_s``."""
-        deadline = time.monotonic() + float(self.params.get("drain_db_s", 10.0))
+        """At drain: let the loader catch up with the journal. It waits as long as the
+        loader keeps advancing, and gives up after ``drain_db_s`` seconds without progress
+        (the supervisor's drain timeout bounds the whole wait): a loaded machine loads
+        slowly but completely. Whatever is still behind stays in the journal, loads at the
+        next start or with ``bot4 db load``, and is raised as the ``DB_BEHIND_AT_EXIT``
+        alarm, which makes ``bot4 run`` exit 1 (a partial database is not a success)."""
+        patience = float(self.params.get("drain_db_s", 10.0))
+        deadline = time.monotonic() + patience
         end = self.writer.next_frame
         behind = None
         while time.monotonic() < deadline and self.loader_error is None:
             try:
-                behind = end - self.loader.position()
+                now_behind = end - self.loader.position()
             except Exception as exc:  # database down: the journal keeps the rest
-                behind = f"unknown ({exc})"
-            if behind == 0:
+                now_behind = f"unknown ({exc})"
+            if now_behind == 0:
+                behind = 0
                 break
+            if isinstance(now_behind, int) and (not isinstance(behind, int) or now_behind < behind):
+                deadline = time.monotonic() + patience  # it advanced: wait on
+            behind = now_behind
             time.sleep(0.05)
         self._stop_loading.set()
         self._loader_thread.join(timeout=30)
         if not self._loader_thread.is_alive():  # the reconciler is the loader thread's
             self._reconcile(final=True)
             self.reconciler.close()
+            with contextlib.suppress(Exception):  # the last batch may have landed meanwhile
+                behind = end - self.loader.position()
         if behind:
-            log.warning(
+            log.error(
                 "persistence: database %s frames behind the journal at exit; they load at "
-                "the next start",
+                "the next start or with `bot4 db load %s`",
                 behind,
+                self.dir,
             )
+            self.alarms.raise_alarm(Code.DB_BEHIND_AT_EXIT)
         self.db_behind = behind
+        self._publish_lag()
         self.loader.close()
 
     def _take_operator_actions(self) -> int:

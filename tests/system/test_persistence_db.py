@@ -132,3 +132,30 @@ def test_database_outage_mid_run_loses_nothing_and_trading_keeps_pace(
     got = assert_exactly_once(journal, *outage_databases)
     assert got["orders"] > 0 and got["fills"] > 0
     assert "loading deferred" in log  # the loader said it was waiting for the database
+
+
+def test_run_stopped_with_the_database_down_exits_1_and_db_load_completes_it(
+    instance, procs, tmp_path, outage_server, outage_databases
+):
+    """A drain that leaves the database behind the journal is a partial result: `bot4 run`
+    says how far behind, exits 1, and `bot4 db load` later loads the rest exactly once."""
+    p = procs.add(start_run(instance, tmp_path))
+    wait_running(instance)
+    time.sleep(2.0)
+    outage_server.stop()
+    wait_breaker(instance, "open", 30)
+    time.sleep(1.0)  # events journalled while the database is down
+    p.send_signal(signal.SIGINT)
+    log, _ = p.communicate(timeout=180)
+    assert p.returncode == 1, log[-4000:]
+    assert "frames behind the journal at exit" in log, log[-4000:]
+    assert "left the database behind the journal" in log, log[-4000:]
+    assert "Traceback" not in log
+    outage_server.start()
+    journal = tmp_path / "bot4-data" / "journal" / instance
+    load = subprocess.run(
+        [*BOT4, "db", "load", str(journal)], capture_output=True, text=True, timeout=180
+    )
+    assert load.returncode == 0, load.stdout + load.stderr
+    got = assert_exactly_once(journal, *outage_databases)
+    assert got["orders"] > 0 and got["fills"] > 0
