@@ -69,6 +69,7 @@ def cmd_run(args) -> int:
             max_restarts=args.max_restarts,
             max_backoff=args.max_backoff,
             drain_timeout=args.drain_timeout,
+            keep_signal_handlers=True,
         )
         code = sup.run()
     finally:
@@ -202,7 +203,12 @@ def cmd_record(args) -> int:
     out = doc["stage"][1]["params"]["dir"]
     t = parse_topology(doc, "bot4 record")
     _say_notes(validate_topology(t))
-    sup = Supervisor(t, duration=args.duration, live=None if not args.quiet else False)
+    sup = Supervisor(
+        t,
+        duration=args.duration,
+        live=None if not args.quiet else False,
+        keep_signal_handlers=True,
+    )
     code = sup.run()
     if sup.final.get("halted"):
         _LOG.error("%s", sup.final["halted"])

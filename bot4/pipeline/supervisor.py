@@ -128,8 +128,14 @@ class Supervisor:
         start_timeout: float = 120.0,
         drain_timeout: float = 60.0,
         out=None,
+        keep_signal_handlers: bool = False,
     ) -> None:
         self.t = topology
+        # a command that ends when run() returns keeps the supervisor's SIGINT/SIGTERM
+        # handlers installed: a stop request that races the pipeline's own end (systemd's
+        # stop as market data finishes) then changes nothing, instead of killing the
+        # process mid-teardown with the default action and losing the run's exit code
+        self.keep_signal_handlers = keep_signal_handlers
         self.keep_shm = keep_shm
         self.duration = duration
         self.out = out or sys.stderr
@@ -386,8 +392,9 @@ class Supervisor:
             self.final = self._final_figures()
             self.final["exit_code"] = code
         finally:
-            signal.signal(signal.SIGINT, old_int)
-            signal.signal(signal.SIGTERM, old_term)
+            if not self.keep_signal_handlers:
+                signal.signal(signal.SIGINT, old_int)
+                signal.signal(signal.SIGTERM, old_term)
             for slot in self.slots:
                 self._kill_and_reap(slot)
             if self.cursors is not None:

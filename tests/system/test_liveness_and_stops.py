@@ -141,9 +141,12 @@ def test_stage_blocked_behind_a_stopped_consumer_is_not_killed(instance, procs, 
 
         wait_until("a shown blocked on r2 by bot4 stats", a_blocked, proc=p)
         blocked_at = time.monotonic()
+        # a starved of CPU before it blocked (a loaded machine, a 1 s heartbeat timeout)
+        # may have been restarted for that: what is checked is that blocking never is
+        before = stage_block(instance, A)["restarts"]
         # three times a's stall and heartbeat timeouts, still blocked, never restarted
         while time.monotonic() - blocked_at < 3.0:
-            assert stage_block(instance, A)["restarts"] == 0
+            assert stage_block(instance, A)["restarts"] == before
             assert a_blocked()
             time.sleep(0.1)
     finally:
@@ -151,7 +154,9 @@ def test_stage_blocked_behind_a_stopped_consumer_is_not_killed(instance, procs, 
     log.wait_for(n, 200, p)
     out, _ = p.communicate(timeout=150)
     assert p.returncode == 0, out
-    assert "stalled" not in out and "; restart" not in out, out
+    assert next(r for r in stage_table(out) if r["stage"] == "a")["restarts"] == before, out
+    if before == 0:
+        assert "stalled" not in out and "; restart" not in out, out
     assert np.array_equal(log.ids(), np.arange(1, n + 1, dtype=np.uint64))
     assert not instance_segments(instance)
 

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
 
 
 def test_operator_actions_are_journalled_once_in_order(instance, procs, tmp_path):
-    p = procs.add(start(instance, tmp_path, 60))
+    p = procs.add(start(instance, tmp_path, 900))  # stopped by SIGINT below
     wait_running(instance)
     cmds = [
         ["halt", "AAPL", "--note", "first"],
