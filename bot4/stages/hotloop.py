@@ -26,7 +26,7 @@ where a futex wake of persistence sat inside the risk -> orders hop.
 The cycle returns to Python (the caller then runs one ordinary round of every member:
 housekeeping, heartbeats, the stages' ``pending``/``emit`` hooks, drain, logging):
 
-* ``R_DEADLINE`` — at ``deadline_ns`` (the caller passes now + ``HOUSEKEEP_NS``, 20 ms),
+* ``R_DEADLINE`` — at ``deadline_ns`` (the caller passes now + ``HOUSEKEEP_NS``, 5 ms),
   after the first round without work, at most ``HOUSEKEEP_NS`` later (the Python round
   never holds up a batch in flight): every stay in compiled code is bounded, so signals,
   SIGTERM and the supervisor still work;
@@ -81,9 +81,10 @@ from bot4.stages.signals import signals_kernel
 R_DEADLINE, R_STATE, R_IDLE, R_BAIL = 0, 1, 2, 3
 # longest stay in compiled code before Python's round: every return costs ~30 us of
 # argument unboxing and the members' Python round ~130 us (loaded VM); at 1 ms that put
-# one tick in eight behind them (the p99). Heartbeats, SIGTERM and the stale-data check
-# need far less often; the pipeline state word and the park bound stay per round.
-HOUSEKEEP_NS = 20_000_000
+# one tick in eight behind them (the p99); at 5 ms about one in forty. Not longer: risk's
+# kill-switch CANCEL_ALLs and stale-data check run in that round, and a kill switch must
+# not wait tens of ms. The pipeline state word and the park bound stay per round.
+HOUSEKEEP_NS = 5_000_000
 PARK_NS = 1_000_000  # longest park inside the cycle before it polls the state word again
 
 # loop-state words of one member (u64)

@@ -65,8 +65,9 @@ SOURCE_PARK_NS = 200_000  # ... of a group with a source, which is driven by the
 DRAIN_REPLY_S = 5.0  # longest wait for the answers to a stage's shutdown records
 # a compiled group's members run their Python cycle this often (the compiled cycle's
 # deadline, hotloop.HOUSEKEEP_NS): a tick that arrives during the ~130 us round waits
-# for it, so the round is the tail of tick-to-order; at 1 ms it was the p99
-PY_ROUND_NS = 20_000_000
+# for it, so the round is the tail of tick-to-order; at 1 ms it was the p99 (5 ms: the
+# kill switch's CANCEL_ALLs wait for this round, see hotloop.HOUSEKEEP_NS)
+PY_ROUND_NS = 5_000_000
 # a compiled group's spin before backoff parks: md's batches come ~250 us apart at 20 k
 # ticks/s, so a longer spin rarely catches one and was a third of the group's CPU
 BACKOFF_SPIN_NS = 10_000
