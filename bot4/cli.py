@@ -69,7 +69,7 @@ def cmd_run(args) -> int:
             max_restarts=args.max_restarts,
             max_backoff=args.max_backoff,
             drain_timeout=args.drain_timeout,
-            keep_signal_handlers=True,
+            ignore_stops_after=True,
         )
         code = sup.run()
     finally:
@@ -207,7 +207,7 @@ def cmd_record(args) -> int:
         t,
         duration=args.duration,
         live=None if not args.quiet else False,
-        keep_signal_handlers=True,
+        ignore_stops_after=True,
     )
     code = sup.run()
     if sup.final.get("halted"):

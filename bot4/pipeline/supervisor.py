@@ -128,14 +128,15 @@ class Supervisor:
         start_timeout: float = 120.0,
         drain_timeout: float = 60.0,
         out=None,
-        keep_signal_handlers: bool = False,
+        ignore_stops_after: bool = False,
     ) -> None:
         self.t = topology
-        # a command that ends when run() returns keeps the supervisor's SIGINT/SIGTERM
-        # handlers installed: a stop request that races the pipeline's own end (systemd's
-        # stop as market data finishes) then changes nothing, instead of killing the
-        # process mid-teardown with the default action and losing the run's exit code
-        self.keep_signal_handlers = keep_signal_handlers
+        # a command that ends when run() returns ignores SIGINT/SIGTERM from the end of
+        # run() on: a stop request that races the pipeline's own end (systemd's stop as
+        # market data finishes) then changes nothing, instead of killing the process
+        # mid-teardown, or during the interpreter's finalization (which puts Python-level
+        # handlers back to the default action), and losing the run's exit code
+        self.ignore_stops_after = ignore_stops_after
         self.keep_shm = keep_shm
         self.duration = duration
         self.out = out or sys.stderr
@@ -392,7 +393,10 @@ class Supervisor:
             self.final = self._final_figures()
             self.final["exit_code"] = code
         finally:
-            if not self.keep_signal_handlers:
+            if self.ignore_stops_after:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            else:
                 signal.signal(signal.SIGINT, old_int)
                 signal.signal(signal.SIGTERM, old_term)
             for slot in self.slots:

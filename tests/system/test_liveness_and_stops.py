@@ -22,6 +22,7 @@ Scenarios and the outcomes they allow:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -268,3 +269,30 @@ def test_restart_stuck_while_starting_is_killed_after_its_start_timeout(
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["stages"]["a"]["restarts"] >= 2
     assert not instance_segments(instance)
+
+
+def test_stop_signals_after_the_pipeline_ended_do_not_change_the_exit_code(
+    instance, procs, sink, tmp_path
+):
+    """A SIGTERM that races the pipeline's own end (systemd stopping it as market data
+    finishes) arrives while `bot4 run` tears down or while Python finalizes: the run is
+    over, its exit code stands. Signals are sent from the moment the final table shows
+    until the process is gone."""
+    sink(2_002)
+    p = start_pipeline(tmp_path, chain_topology(instance, count=2_000, rate=100_000), procs)
+    lines = []
+    while True:
+        line = p.stdout.readline()
+        assert line, "".join(lines)  # the run ended without its final table
+        lines.append(line)
+        if line.startswith("stage ") and "restarts" in line:
+            break
+    sent = 0
+    while p.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p.pid, signal.SIGTERM if sent % 2 else signal.SIGINT)
+            sent += 1
+        time.sleep(0.002)
+    rest, _ = p.communicate(timeout=60)
+    assert sent > 0
+    assert p.returncode == 0, "".join(lines) + rest
