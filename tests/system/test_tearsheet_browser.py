@@ -3,11 +3,13 @@ report.html and the pixels show our fills (buy and sell marker colours) and the 
 line; the same page with the fills taken away paints no marker at all, so an empty chart
 fails. The browser's own DOM holds one fill marker per fill.
 
-Needs a headless Chromium on PATH (Debian: ``apt-get install chromium-headless-shell``);
-skipped, saying so, without one."""
+Needs a headless Chromium on PATH (Debian: ``apt-get install chromium-headless-shell``, which
+.ci/run does): skipped, saying so, without one; under ``CI=true`` a missing browser fails the
+test instead, so CI never passes without looking at the page."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import subprocess
@@ -87,10 +89,18 @@ def shoot(browser, html_path, png_path) -> np.ndarray:
     return read_png(png_path)
 
 
-@pytest.mark.skipif(BROWSER is None, reason="no headless Chromium on PATH")
+def browser() -> str:
+    if BROWSER is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("no headless Chromium on PATH (.ci/run installs chromium-headless-shell)")
+        pytest.skip("no headless Chromium on PATH (apt-get install chromium-headless-shell)")
+    return BROWSER
+
+
 def test_the_browser_paints_every_fill_and_an_empty_chart_would_fail(tmp_path):
     from bot4.replay.runner import replay
 
+    browser()
     out = replay(lobster_dir() / "aapl_level10_first999", tmp_path / "r", progress=None)
     rep = out.report
     buys = sum(1 for f in rep.fills if f["side"] > 0)
