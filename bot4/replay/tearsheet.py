@@ -86,6 +86,13 @@ def _ns_label(ns: int) -> str:
 # --- CSV exports ----------------------------------------------------------------------------
 
 
+def _step_label(run: dict) -> str:
+    """The clock's step in the subtitle: 0 is the default event-exact time, not a step."""
+    if "step_ns" not in run:
+        return ""
+    return ", event-exact time" if not run["step_ns"] else f", step {_ns_label(run['step_ns'])}"
+
+
 def trades_csv(rep) -> str:
     """Closed round trips, one per line: instrument, side (long/short), opened and closed
     (ISO times, exchange zone), holding seconds, largest position, shares and average price
@@ -259,7 +266,7 @@ def render(rep) -> str:
         f"{what}<br>{day} {_clock(t0)} to {_clock(t1)} New York ({_duration(t1 - t0)}), "
         f"{escape(str(run.get('mode', '')))} mode"
         + (f", seed {run['seed']}" if "seed" in run else "")
-        + (f", step {_ns_label(run['step_ns'])}" if "step_ns" in run else "")
+        + _step_label(run)
         + (
             ", latency " + ", ".join(f"{escape(k)} {escape(v)}" for k, v in sorted(latency.items()))
             if latency

@@ -154,3 +154,11 @@ def test_report_from_journal_round_trips_denials_latency_and_duplicates(tmp_path
     assert rep.doc["trade_stats"]["max_winner"] == "100.0000"
     assert rep.doc["trade_stats"]["max_loser"] == "-100.0000"
     assert [f["position"] for f in rep.fills] == [100, 0, -50, 0, 10]
+
+
+def test_the_tearsheet_names_event_exact_time_not_a_zero_step():
+    from bot4.replay.tearsheet import _step_label
+
+    assert _step_label({"step_ns": 0}) == ", event-exact time"
+    assert _step_label({"step_ns": 1_000_000}) == ", step 1ms"
+    assert _step_label({}) == ""
