@@ -72,6 +72,29 @@ def cmd_exchange(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    """Each pair through the simulator into md_gateway (in one process, loopback UDP):
+    one JSON line per pair; exit 0 only if every pair's book matched LOBSTER's."""
+    from bot4.gateways.bookcheck import check_pair
+    from bot4.marketdata.lobster import LobsterError
+
+    failed = 0
+    for path in args.lobster:
+        try:
+            res = check_pair(path, drop_every=args.drop_every, rate=args.rate, store=args.store,
+                             timeout_s=args.timeout)  # fmt: skip
+        except (OSError, ValueError, LobsterError, TimeoutError) as exc:
+            print(f"bot4: error: exchange check: {path}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(json.dumps(res), flush=True)
+        failed += not res["ok"]
+    if failed:
+        print(f"bot4: error: exchange check: {failed} of {len(args.lobster)} pairs failed",
+              file=sys.stderr)  # fmt: skip
+    return 1 if failed else 0
+
+
 def add_parser(sub) -> None:
     e = sub.add_parser("exchange", help="the exchange simulator (ITCH/MoldUDP64, OUCH/SoupBinTCP)")
     esub = e.add_subparsers(dest="exchange_cmd", required=True)
@@ -97,3 +120,14 @@ def add_parser(sub) -> None:
     s.add_argument("--refuse-login", action="store_true", help="fault: reject every login")
     s.add_argument("--ready-file", help="write the bound ports as JSON here once serving")
     s.set_defaults(fn=cmd_exchange)
+    c = esub.add_parser(
+        "check",
+        help="serve each LOBSTER pair over ITCH/MoldUDP64 into md_gateway, dropping packets, "
+        "and compare its book with LOBSTER's orderbook file at every row",
+    )
+    c.add_argument("lobster", nargs="+", help="LOBSTER pairs (directory, zip or file), one each")
+    c.add_argument("--drop-every", type=int, default=100, help="drop every k-th packet (100)")
+    c.add_argument("--rate", type=float, default=100000.0, help="ITCH messages/s (100000)")
+    c.add_argument("--store", type=int, default=65536, help="md_gateway's store (65536)")
+    c.add_argument("--timeout", type=float, default=600.0, help="seconds per pair (600)")
+    c.set_defaults(fn=cmd_check)

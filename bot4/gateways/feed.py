@@ -113,18 +113,28 @@ class _Shadow:
         self.add(ts, self.next_syn, side, qty, price)
         self.counts["synthetic_adds"] += 1
 
-    def take(self, ts, side, price, qty):
-        """Take ``qty`` out of level (side, price), synthetic orders first, then oldest."""
+    def take(self, ts, side, price, qty, keep=-1):
+        """Take ``qty`` out of level (side, price), synthetic orders first, then oldest
+        (never the order ``keep``)."""
         refs = sorted(self.levels[side].get(price, ()), key=lambda r: (r < SNAPSHOT_REF_BASE,))
         for r in refs:
+            if r == keep:
+                continue
             if qty <= 0:
                 break
             have = self.orders[r][2]
             self.reduce(ts, r, qty)
             qty -= have
 
-    def align(self, ts, row, levels):
-        """Corrections so the visible levels equal LOBSTER's orderbook ``row``."""
+    def align(self, ts, row, levels, determinable=0):
+        """Corrections so the visible levels equal LOBSTER's orderbook ``row``.
+
+        Levels ``1..determinable`` of the row are what the message alone determines from
+        the previous row (the data README's one-step check: levels 1..N-1 of a level-N
+        file, the top of a level-1 file unless the message emptied it). Returns whether a
+        side's book differed there before the corrections: the messages alone would not
+        have rebuilt a row that they determine."""
+        differs = False
         for side, c in ((SIDE_SELL, 0), (SIDE_BUY, 2)):
             truth = {}
             order = []
@@ -135,23 +145,40 @@ class _Shadow:
                     order.append(px)
             if not order:
                 continue
-            worst = order[-1]
-            prices = self.prices[side]
-            if side == SIDE_BUY:
-                window = prices[bisect.bisect_left(prices, worst) :]
-            else:
-                window = prices[: bisect.bisect_right(prices, worst)]
-            for px in window:
-                have = self.level_size(side, px)
-                want = truth.get(px, 0)
-                if have > want:
-                    self.counts["corrections"] += 1
-                    self.take(ts, side, px, have - want)
-            for px, want in truth.items():
-                have = self.level_size(side, px)
-                if have < want:
-                    self.counts["corrections"] += 1
-                    self.synthetic(ts, side, want - have, px)
+            if determinable and self._differs(side, truth, order[:determinable]):
+                differs = True
+            self._align_side(ts, side, truth, order)
+        return differs
+
+    def _differs(self, side, truth, det) -> bool:
+        """Whether the side's levels at or better than ``det[-1]`` differ from ``truth``."""
+        prices = self.prices[side]
+        if side == SIDE_BUY:
+            inside = prices[bisect.bisect_left(prices, det[-1]) :]
+        else:
+            inside = prices[: bisect.bisect_right(prices, det[-1])]
+        if len(inside) != len(det):
+            return True
+        return any(self.level_size(side, px) != truth[px] for px in det)
+
+    def _align_side(self, ts, side, truth, order):
+        worst = order[-1]
+        prices = self.prices[side]
+        if side == SIDE_BUY:
+            window = prices[bisect.bisect_left(prices, worst) :]
+        else:
+            window = prices[: bisect.bisect_right(prices, worst)]
+        for px in window:
+            have = self.level_size(side, px)
+            want = truth.get(px, 0)
+            if have > want:
+                self.counts["corrections"] += 1
+                self.take(ts, side, px, have - want)
+        for px, want in truth.items():
+            have = self.level_size(side, px)
+            if have < want:
+                self.counts["corrections"] += 1
+                self.synthetic(ts, side, want - have, px)
 
 
 def lobster_to_itch(paths: list[str]) -> Feed:
@@ -194,7 +221,9 @@ def lobster_to_itch(paths: list[str]) -> Feed:
         raise ValueError("no LOBSTER messages in " + ", ".join(map(str, paths)))
     midnight = int(local_to_utc_ns(day, np.zeros(1, np.int64))[0])
     t_open = min(int(m[0]["ts_event_ns"]) for _, _, m, _ in per) - midnight
-    counts = {"synthetic_adds": 0, "corrections": 0, "carved": 0}
+    counts = {"synthetic_adds": 0, "corrections": 0, "carved": 0, "short": 0, "long": 0,
+              "determinable_rows": 0,
+              "determinable_mismatches": 0}  # fmt: skip
     head: list = [((b"S", 0, t_open, 0, 0, b" ", 0, 0, 0, b"", b"O"), (0, 0, 0, 0, 0, t_open), -1)]
     streams = []
     match = 0
@@ -216,10 +245,24 @@ def lobster_to_itch(paths: list[str]) -> Feed:
             ts = int(r["ts_event_ns"]) - midnight
             kind, oid, q, px, side = (int(r["kind"]), int(r["order_id"]), int(r["qty"]),
                                       int(r["price"]), int(r["side"]))  # fmt: skip
-            if kind in (MD_BOOK_CANCEL, MD_BOOK_DELETE, MD_BOOK_EXEC) and oid not in sh.orders:
-                counts["carved"] += 1
-                sh.take(ts, side, px, q)
-                sh.add(ts, oid, side, q, px)
+            if kind in (MD_BOOK_CANCEL, MD_BOOK_DELETE, MD_BOOK_EXEC):
+                if oid not in sh.orders:
+                    counts["carved"] += 1
+                    sh.take(ts, side, px, q)
+                    sh.add(ts, oid, side, q, px)
+                elif q > sh.orders[oid][2]:
+                    # the order is smaller here than LOBSTER says: an earlier carve took
+                    # from it; the difference comes out of the level's other orders
+                    counts["short"] += 1
+                    sh.take(ts, side, px, q - sh.orders[oid][2], keep=oid)
+                elif kind == MD_BOOK_DELETE and q < sh.orders[oid][2]:
+                    # larger here than the size LOBSTER deletes (it lost shares while out
+                    # of the file's levels): the difference stays on the level, as its own
+                    # synthetic order
+                    counts["long"] += 1
+                    extra = sh.orders[oid][2] - q
+                    sh.reduce(ts, oid, extra, b"X")
+                    sh.synthetic(ts, side, extra, px)
             if kind == MD_BOOK_ADD:
                 sh.add(ts, oid, side, q, px)
             elif kind == MD_BOOK_CANCEL:
@@ -240,7 +283,12 @@ def lobster_to_itch(paths: list[str]) -> Feed:
                 st = b"H" if fl & MDF_HALT else b"Q" if fl & MDF_QUOTING else b"T"
                 sh._emit(ts, b"H", 0, 0, 0, 0, 0, st)
             row = int(r["seq"]) - 1
-            sh.align(ts, book[row], levels)
+            det = _determinable(levels, kind, q, px, side, book[row - 1] if row else None)
+            if det:
+                counts["determinable_rows"] += 1
+                counts["determinable_mismatches"] += sh.align(ts, book[row], levels, det)
+            else:
+                sh.align(ts, book[row], levels)
             marks.append((len(rows), row))
         lob = np.full(len(rows), -1, np.int64)
         for end, row in marks:
@@ -275,6 +323,22 @@ def lobster_to_itch(paths: list[str]) -> Feed:
     vmd["seq"] = np.arange(1, len(gen) + 1)
     counts["messages"] = len(gen)
     return Feed(buf, offsets, vmd, lobster_row, symbols, day, counts)
+
+
+def _determinable(levels, kind, qty, price, side, prev) -> int:
+    """How many levels of the orderbook row after this message the message determines from
+    the row before (``prev``): levels 1..N-1 of a level-N file (the N-th can slide in from
+    outside the window); the top of a level-1 file unless the message takes the whole best
+    level of its side (the next best was never shown); 0 without a previous row."""
+    if prev is None:
+        return 0
+    if levels > 1:
+        return levels - 1
+    c = 0 if side == SIDE_SELL else 2
+    reduces = kind in (MD_BOOK_CANCEL, MD_BOOK_DELETE, MD_BOOK_EXEC)
+    if reduces and int(prev[c]) == price and qty >= int(prev[c + 1]):
+        return 0
+    return 1
 
 
 def _side(side: int) -> bytes:
