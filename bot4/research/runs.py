@@ -37,6 +37,7 @@ __all__ = [
     "metrics_of",
     "pack_data",
     "run_one",
+    "version_of_checkout",
 ]
 
 #: metric columns of the results table, in order (None where undefined)
@@ -155,28 +156,41 @@ _CODE_VERSION: str | None = None
 
 
 def code_version() -> str:
-    """``bot4 <version>`` and the git commit of the checkout bot4 runs from (``+dirty`` when
-    bot4/ has uncommitted changes); the version alone for an installed package."""
+    """``<version>+g<commit>`` naming the code that ran (:func:`version_of_checkout`); the
+    version alone for an installed package."""
     global _CODE_VERSION
     if _CODE_VERSION is None:
         import bot4
 
         root = Path(bot4.__file__).resolve().parents[1]
-        v = bot4.__version__
-        try:
-            head = subprocess.run(
-                ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
-                capture_output=True, text=True, timeout=10, check=True,
-            ).stdout.strip()  # fmt: skip
-            dirty = subprocess.run(
-                ["git", "-C", str(root), "status", "--porcelain", "--", "bot4"],
-                capture_output=True, text=True, timeout=10, check=True,
-            ).stdout.strip()  # fmt: skip
-            v = f"{v}+g{head}" + ("-dirty" if dirty else "")
-        except (OSError, subprocess.SubprocessError):
-            pass
-        _CODE_VERSION = v
+        _CODE_VERSION = version_of_checkout(root, bot4.__version__)
     return _CODE_VERSION
+
+
+def version_of_checkout(root: Path, version: str) -> str:
+    """``version+g<commit>``: the last commit that changed ``root/bot4`` (commits elsewhere
+    in the repository, docs or tests, do not change it), then ``-dirty.<8 hex>`` when bot4/
+    has uncommitted changes (sha256 of the diff and of the untracked files, so two different
+    edits never share a version); ``version`` alone outside a git checkout."""
+
+    def git(*args: str) -> bytes:
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, timeout=10, check=True
+        ).stdout
+
+    try:
+        commit = git("log", "-1", "--format=%h", "--abbrev=12", "--", "bot4").decode().strip()
+        if not commit:
+            return version
+        h = hashlib.sha256(git("diff", "HEAD", "--", "bot4"))
+        untracked = git("ls-files", "-z", "--others", "--exclude-standard", "--", "bot4")
+        for name in sorted(n for n in untracked.decode().split("\0") if n):
+            h.update(name.encode())
+            h.update((root / name).read_bytes())
+    except (OSError, subprocess.SubprocessError):
+        return version
+    clean = h.digest() == hashlib.sha256(b"").digest()
+    return f"{version}+g{commit}" + ("" if clean else f"-dirty.{h.hexdigest()[:8]}")
 
 
 def _num(text) -> float | None:

@@ -213,3 +213,35 @@ def test_without_ray_the_sweep_says_which_extra_in_one_line(tmp_path):
     assert line.startswith("bot4: error: running sweeps (bot4 sweep, bot4.sweep) needs the "
                            "optional 'research' extra")  # fmt: skip
     assert not (tmp_path / "o" / "results.parquet").exists()
+
+
+def test_the_code_version_names_the_code_not_unrelated_commits(tmp_path):
+    import subprocess
+
+    from bot4.research.runs import version_of_checkout
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    assert version_of_checkout(tmp_path, "1.0") == "1.0"  # not a checkout
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    (tmp_path / "bot4").mkdir()
+    (tmp_path / "bot4" / "a.py").write_text("x = 1\n")
+    git("add", "bot4")
+    git("commit", "-q", "-m", "code")
+    clean = version_of_checkout(tmp_path, "1.0")
+    assert clean.startswith("1.0+g") and "dirty" not in clean
+    (tmp_path / "README").write_text("docs\n")
+    git("add", "README")
+    git("commit", "-q", "-m", "docs")
+    assert version_of_checkout(tmp_path, "1.0") == clean  # a docs commit is the same code
+    (tmp_path / "bot4" / "a.py").write_text("x = 2\n")
+    one = version_of_checkout(tmp_path, "1.0")
+    (tmp_path / "bot4" / "a.py").write_text("x = 3\n")
+    two = version_of_checkout(tmp_path, "1.0")
+    assert one.startswith(clean + "-dirty.") and two.startswith(clean + "-dirty.") and one != two
+    (tmp_path / "bot4" / "a.py").write_text("x = 1\n")
+    (tmp_path / "bot4" / "new.py").write_text("y = 1\n")  # untracked code counts too
+    assert version_of_checkout(tmp_path, "1.0").startswith(clean + "-dirty.")
