@@ -55,6 +55,9 @@ def main() -> int:
     cols = [c for c in ta.columns if c not in VOLATILE]
     same_table = ta[cols].equals(tb[cols])
     same_journals = bool((ta["journal_sha256"] == tb["journal_sha256"]).all())
+    for c in cols:
+        if not ta[c].equals(tb[c]):
+            print(f"column {c} differs: {list(ta[c][:2])} vs {list(tb[c][:2])}")
     print(f"{len(ta)} runs, {int((ta['status'] == 'ok').sum())} ok; tables identical "
           f"(modulo {', '.join(VOLATILE)}): {same_table}; journals identical: {same_journals}")  # fmt: skip
     differ = 0
