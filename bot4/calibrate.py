@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from bot4.stages import signals as S
+from bot4.signals import features as S
 
 MIN_RETURNS = 100
 

@@ -372,8 +372,8 @@ def _job_marketdata() -> int:
 def _job_depth() -> int:
     """The depth kernels only a topology with book_level rings calls (issue 18)."""
     from bot4.records import BOOK_LEVEL
+    from bot4.signals.features import NSTATE, depth_kernel
     from bot4.stages.marketdata import _emit_levels
-    from bot4.stages.signals import NSTATE, depth_kernel
 
     lv = np.zeros(2, BOOK_LEVEL)
     lv["instrument"], lv["side"] = 1, 1

@@ -179,7 +179,7 @@ class SignalsSubject:
         import sigbench
 
         from bot4.models.orthogonal import Orthogonaliser
-        from bot4.stages.signals import NF
+        from bot4.signals.features import NF
 
         self.sb = sigbench
         self.recs = sigbench.make_quotes(200_000)

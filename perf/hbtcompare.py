@@ -128,7 +128,7 @@ def _fair_kernel():
     from hftbacktest import GTX, LIMIT
     from numba import njit
 
-    from bot4.stages.signals import signals_kernel
+    from bot4.signals.features import signals_kernel
 
     @njit
     def fair(hbt, md, local, st, g, mean, WT, model, cfg, tick, x, z, counters, out):

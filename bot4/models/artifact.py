@@ -13,7 +13,7 @@ kinds pass through the signals kernel with the same types:
 
 The score is ``lin[0] + lin[1:] . z + sum_t leaf(tree t)``, trees summed in order from 0.0
 as LightGBM's ``predict(raw_score=True)`` does; ``z`` is the signals stage's orthogonalised
-signal vector (``bot4.stages.signals.FEATURES`` order).
+signal vector (``bot4.signals.features.FEATURES`` order).
 
 File layout (little endian)::
 

@@ -150,7 +150,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def _features():
-    from bot4.stages.signals import FEATURES
+    from bot4.signals.features import FEATURES
 
     return FEATURES
 

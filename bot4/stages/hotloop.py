@@ -76,7 +76,7 @@ from bot4.shm.ring_ops import (
     wake_producer,
 )
 from bot4.shm.waitv import announce, end_park, futex_waitv, signal_address
-from bot4.stages.signals import signals_kernel
+from bot4.signals.features import signals_kernel
 
 R_DEADLINE, R_STATE, R_IDLE, R_BAIL = 0, 1, 2, 3
 # longest stay in compiled code before Python's round: every return costs ~30 us of
