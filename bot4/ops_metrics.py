@@ -111,6 +111,7 @@ class Bot4Collector:
         yield from self._trading(snap)
         yield from self._latency(snap)
         yield from self._flow(snap)
+        yield from self._risk(snap)
         took = GaugeMetricFamily(
             "bot4_exporter_scrape_duration_seconds",
             "time this scrape took to read the segments",
@@ -371,6 +372,82 @@ class Bot4Collector:
         for k, v in f["positions"].items():
             pos.add_metric([inst, k], v)
         yield pos
+
+    # -- the risk stage's panel: PnL, positions, limit use -----------------------------------
+    def _risk(self, snap: dict) -> Iterator[Metric]:
+        r = snap.get("risk")
+        if not r:
+            return
+        inst = self.instance
+        lab = ["bot4_instance"]
+        age = GaugeMetricFamily(
+            "bot4_risk_panel_age_seconds",
+            "age of the risk stage's last copy of its figures (it copies every 0.1 s)",
+            labels=lab,
+        )
+        age.add_metric([inst], _sec(r["age_ns"]))
+        yield age
+        acct = GaugeMetricFamily(
+            "bot4_risk_account_pnl",
+            "account PnL in currency units: realised (fees deducted), unrealised, fees paid, "
+            "daily (realised + unrealised since the daily reset)",
+            labels=[*lab, "component"],
+        )
+        for k in ("realised", "unrealised", "fees"):
+            acct.add_metric([inst, k], r[k])
+        acct.add_metric([inst, "daily"], r["daily_pnl"])
+        yield acct
+        gross = GaugeMetricFamily(
+            "bot4_risk_gross_exposure",
+            "sum over instruments of worst-case |position| x price, currency units",
+            labels=lab,
+        )
+        gross.add_metric([inst], r["gross"])
+        yield gross
+        il = [*lab, "instrument"]
+        pnl = GaugeMetricFamily(
+            "bot4_risk_pnl",
+            "PnL per instrument in currency units: realised (fees deducted), unrealised, fees",
+            labels=[*il, "component"],
+        )
+        pos = GaugeMetricFamily(
+            "bot4_risk_position_shares",
+            "the risk stage's signed position per instrument (its fills)",
+            labels=il,
+        )
+        open_sh = GaugeMetricFamily(
+            "bot4_risk_open_order_shares",
+            "shares in open orders per instrument and side",
+            labels=[*il, "side"],
+        )
+        open_n = GaugeMetricFamily(
+            "bot4_risk_open_orders",
+            "orders resting per instrument ('account': all)",
+            labels=il,
+        )
+        use = GaugeMetricFamily(
+            "bot4_risk_limit_utilisation_ratio",
+            "used / limit (1: at the limit) for every limit that is on: per instrument "
+            "position (worst case with open orders) and open_orders; instrument 'account': "
+            "gross, open_orders, daily_loss, daily_halt",
+            labels=[*il, "limit"],
+        )
+        open_n.add_metric([inst, "account"], r["open_orders"])
+        for k, v in r["utilisation"].items():
+            if v is not None:
+                use.add_metric([inst, "account", k], v)
+        for ident, i in r["instruments"].items():
+            v = [inst, ident]
+            for k in ("realised", "unrealised", "fees"):
+                pnl.add_metric([*v, k], i[k])
+            pos.add_metric(v, i["position"])
+            open_sh.add_metric([*v, "buy"], i["open_buy"])
+            open_sh.add_metric([*v, "sell"], i["open_sell"])
+            open_n.add_metric(v, i["open_orders"])
+            for k, u in i["utilisation"].items():
+                if u is not None:
+                    use.add_metric([*v, k], u)
+        yield from (pnl, pos, open_sh, open_n, use)
 
 
 # --- readiness ---------------------------------------------------------------------------------

@@ -146,8 +146,8 @@ def trading_snapshot(instance: str) -> dict | None:
     return out
 
 
-def metrics_snapshot(instance: str) -> tuple[list[str], dict, dict, dict] | None:
-    """``(stage names, latency summaries, flow, raw histograms)`` from ``instance``'s
+def metrics_snapshot(instance: str) -> tuple[list[str], dict, dict, dict, dict | None] | None:
+    """``(stage names, latency summaries, flow, raw histograms, risk)`` from ``instance``'s
     metrics segment (read-only attach); None without it."""
     if segment_name(instance, M.METRICS_SEGMENT) not in instance_segments(instance):
         return None
@@ -162,6 +162,7 @@ def metrics_snapshot(instance: str) -> tuple[list[str], dict, dict, dict] | None
         f = M.flow(w).copy()
         w_copy = w[: M.FLOW_BASE].copy()
         recorder = m.recorder
+        panel = M.risk_panel(w)
     finally:
         del w
         m.close()
@@ -197,7 +198,64 @@ def metrics_snapshot(instance: str) -> tuple[list[str], dict, dict, dict] | None
             if v
         },
     }
-    return names, latency, flow, raw
+    return names, latency, flow, raw, risk_view(panel)
+
+
+#: utilisation at or above this is highlighted in the live table
+RISK_HIGHLIGHT = 0.9
+
+
+def _ratio(used: float, limit: int) -> float | None:
+    return None if limit <= 0 else round(used / limit, 6)
+
+
+def risk_view(panel: dict | None, now_ns: int | None = None) -> dict | None:
+    """The risk panel (``bot4.shm.metrics.risk_panel``) in currency units, with each
+    limit's utilisation (used / limit; None when the limit is off): account-wide ``gross``,
+    ``open_orders``, ``daily_loss`` (the loss since the daily reset against the loss that
+    reduces trading) and ``daily_halt``; per instrument ``position`` (worst case with open
+    orders, either side, against ``max_position``) and ``open_orders``."""
+    if panel is None:
+        return None
+    scale = panel["price_scale"] or 1
+    a = panel["account"]
+    loss = max(0, -a["daily_pnl"])
+    now = time.monotonic_ns() if now_ns is None else now_ns
+    out = {
+        "age_ns": max(0, now - panel["updated_ns"]),
+        "price_scale": scale,
+        **{k: a[k] / scale for k in ("realised", "unrealised", "fees", "daily_pnl", "gross")},
+        "open_orders": a["open_orders"],
+        "limits": {
+            "gross": a["max_gross"] / scale or None,
+            "open_orders": a["max_open_orders"] or None,
+            "daily_loss": a["daily_loss_limit"] / scale or None,
+            "daily_halt": a["daily_halt_limit"] / scale or None,
+        },
+        "utilisation": {
+            "gross": _ratio(a["gross"], a["max_gross"]),
+            "open_orders": _ratio(a["open_orders"], a["max_open_orders"]),
+            "daily_loss": _ratio(loss, a["daily_loss_limit"]),
+            "daily_halt": _ratio(loss, a["daily_halt_limit"]),
+        },
+        "instruments": {},
+    }
+    for ident, r in panel["instruments"].items():
+        worst = max(abs(r["position"] + r["open_buy"]), abs(r["position"] - r["open_sell"]))
+        out["instruments"][str(ident)] = {
+            "position": r["position"],
+            "open_buy": r["open_buy"],
+            "open_sell": r["open_sell"],
+            "open_orders": r["open_orders"],
+            **{k: r[k] / scale for k in ("realised", "unrealised", "fees")},
+            "max_position": r["max_position"] or None,
+            "max_open_orders": r["max_open_orders"] or None,
+            "utilisation": {
+                "position": _ratio(worst, r["max_position"]),
+                "open_orders": _ratio(r["open_orders"], r["max_open_orders"]),
+            },
+        }
+    return out
 
 
 def _groups(stages: list[dict], group_of: dict[str, str] | None) -> list[dict]:
@@ -248,12 +306,13 @@ def snapshot(
         "last_operator_action": None,
         "latency": {},
         "flow": None,
+        "risk": None,
     }
     met = metrics_snapshot(instance)
     names = list(stage_names or [])
     if met is not None:
         names = names or met[0]
-        out["latency"], out["flow"], out["_hist"] = met[1], met[2], met[3]
+        out["latency"], out["flow"], out["_hist"], out["risk"] = met[1], met[2], met[3], met[4]
     if segment_name(instance, C.CONTROL_SEGMENT) in instance_segments(instance):
         try:
             cb = C.ControlBlock(instance, readonly=True)
@@ -435,6 +494,7 @@ def render(
             f"database loader: {lag['behind_frames']:,} journal frames behind "
             f"({lag['loaded_frames']:,} of {lag['journal_frames']:,} loaded)"
         )
+    lines += _render_risk(snap.get("risk"), color)
     lines += _render_breakers(snap.get("breakers") or [], color)
     lines += _render_trading(snap.get("trading"), color)
     lines += _render_operator(snap.get("last_operator_action"))
@@ -465,6 +525,45 @@ def _render_latency(snap: dict, prev: dict | None) -> list[str]:
         )
         out.append(f"{name:<16}{ivs} |{tot}")
     return out
+
+
+def _money(x: float) -> str:
+    """Currency in at most 11 characters: -999,999.99 then -12.35M, 1.23G."""
+    if abs(x) < 1e6:
+        return f"{x:,.2f}"
+    if abs(x) < 1e9:
+        return f"{x / 1e6:.2f}M"
+    return f"{x / 1e9:.2f}G"
+
+
+def _pct(u: float | None) -> str:
+    return "-" if u is None else f"{100 * u:.0f}%"
+
+
+def _render_risk(risk: dict | None, color: bool = False) -> list[str]:
+    """The risk stage's PnL and how much of each limit is used (the fullest instrument's
+    position limit), highlighted from ``RISK_HIGHLIGHT``."""
+    if not risk:
+        return []
+    u = risk["utilisation"]
+    pos = [
+        (i["utilisation"]["position"], k)
+        for k, i in risk["instruments"].items()
+        if i["utilisation"]["position"] is not None
+    ]
+    top = max(pos) if pos else (None, "-")
+    pnl = (
+        f"risk pnl {_money(risk['realised'] + risk['unrealised'])} realised "
+        f"{_money(risk['realised'])} unrealised {_money(risk['unrealised'])} fees "
+        f"{_money(risk['fees'])} daily {_money(risk['daily_pnl'])}"
+    )
+    use = (
+        f"limits used: daily loss {_pct(u['daily_loss'])}, halt {_pct(u['daily_halt'])}, "
+        f"gross {_pct(u['gross'])}, open orders {_pct(u['open_orders'])}, "
+        f"position {_pct(top[0])} ({top[1]})"
+    )
+    hot = any(v is not None and v >= RISK_HIGHLIGHT for v in [*u.values(), top[0]])
+    return [pnl, _mark(use, hot, color)]
 
 
 def _render_breakers(rows: list[dict], color: bool = False) -> list[str]:

@@ -216,7 +216,11 @@ def create_segments(topology, say: Callable[[str], None] | None = None) -> list[
             )
             made.append(name)
         made += _risk_segments(topology)
-        made.append(create_metrics(topology.instance, metrics_recorder(topology), names))
+        made.append(
+            create_metrics(
+                topology.instance, metrics_recorder(topology), names, risk_panel_writer(topology)
+            )
+        )
     except BaseException:
         for name in made:
             Segment.unlink(name)
@@ -234,6 +238,17 @@ def metrics_recorder(topology) -> int | None:
         if getattr(KINDS.get(s.kind), "records_metrics", False) and any(
             r.type in flow for r in topology.inputs_of(s.name)
         ):
+            return s.index
+    return None
+
+
+def risk_panel_writer(topology) -> int | None:
+    """Index of the stage that publishes the metrics segment's risk panel: the first whose
+    kind says it does with its params (a shared risk stage)."""
+    from bot4.stages import KINDS
+
+    for s in topology.stages:
+        if KINDS[s.kind].publishes_risk_panel(s.params):
             return s.index
     return None
 

@@ -19,6 +19,10 @@ from bot4.risk.killswitch import (
     poll_states,
 )
 from bot4.risk.layout import (
+    A_DAILY_HALT,
+    A_DAILY_LOSS,
+    A_MAX_GROSS,
+    A_MAX_OPEN_ORDERS,
     C_BOOK_STALE,
     C_CANCEL_ALL,
     C_FEED_GONE,
@@ -35,6 +39,8 @@ from bot4.risk.layout import (
     I_STALE,
     I_UNREALISED,
     L_KNOWN,
+    L_MAX_OPEN_ORDERS,
+    L_MAX_POSITION,
     MAX_BOOK_LEVELS,
     NC,
     NI,
@@ -42,8 +48,12 @@ from bot4.risk.layout import (
     NX,
     R_OK,
     X_FEED_GONE,
+    X_GROSS,
     X_NEXT_RESET_NS,
+    X_OPEN_ORDERS,
+    X_REALISED,
     X_TS_GEN,
+    X_UNREALISED,
     RiskState,
 )
 from bot4.risk.limits import LimitArrays
@@ -167,6 +177,35 @@ class RiskBook:
 
     def daily_pnl(self) -> int:
         return -int(daily_loss(self.st))
+
+    def panel(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(account, rows)`` for the metrics segment's risk panel, in the order of
+        ``bot4.shm.metrics.RISK_ACCOUNT`` and ``RISK_ROW`` (one row per instrument id):
+        copies of this process's own figures and limits, int64."""
+        st = self.st
+        a, lim = st.acct, st.alim
+        account = np.array(
+            [
+                a[X_REALISED],
+                a[X_UNREALISED],
+                st.inst[:, I_FEES].sum(),
+                self.daily_pnl(),
+                lim[A_DAILY_LOSS],
+                lim[A_DAILY_HALT],
+                a[X_GROSS],
+                lim[A_MAX_GROSS],
+                a[X_OPEN_ORDERS],
+                lim[A_MAX_OPEN_ORDERS],
+            ],
+            np.int64,
+        )
+        cols = (I_POS, I_OPEN_BUY, I_OPEN_SELL, I_OPEN_ORDERS, I_REALISED, I_UNREALISED, I_FEES)
+        rows = np.zeros((st.inst.shape[0], 3 + len(cols)), np.int64)
+        rows[:, 0] = st.ilim[:, L_KNOWN] != 0
+        rows[:, 1 : 1 + len(cols)] = st.inst[:, cols]
+        rows[:, -2] = st.ilim[:, L_MAX_POSITION]
+        rows[:, -1] = st.ilim[:, L_MAX_OPEN_ORDERS]
+        return account, rows
 
     def positions(self) -> dict[int, dict[str, int]]:
         out = {}

@@ -23,7 +23,8 @@ A missing stamp (0) is not a latency and is not counted. Each histogram is
     0           creator   magic "BOT4METR", layout version, histograms, words per
                           histogram, counts per histogram, significant figures,
                           highest trackable ns, recorder stage index + 1 (0: none),
-                          positions tracked, reasons tracked, created ns  (words 0..10)
+                          positions tracked, reasons tracked, created ns, risk
+                          panel writer stage index + 1 (0: none)  (words 0..11)
     16          recorder  updated ns (monotonic, at each batch it recorded)
     17          recorder  journal: next frame the writer appends (persistence only)
     18          recorder  database: first frame not loaded + 1 (0: no loader, or not
@@ -41,6 +42,16 @@ A missing stamp (0) is not a latency and is not counted. Each histogram is
       +64+2 N_REASONS     net filled position per instrument id, shares, int64 as u64
                           (buys minus sells; ids >= N_POSITIONS not kept)      [N_POSITIONS]
     HIST_BASE   recorder  N_HIST histograms of ``histogram.HIST_WORDS`` words each
+    RISK_BASE   risk      the risk panel (``publish_risk``: the risk stage's own figures,
+                          copied every ``RISK_PANEL_NS`` at housekeeping, off its kernels):
+      +0                  generation: odd while a copy is being written (seqlock)
+      +1                  updated ns (monotonic)
+      +2                  price scale (price units per currency unit)
+      +3                  account (RISK_ACCOUNT_WORDS, int64 as u64; ``RA_*``)
+      +16                 per instrument id (< N_POSITIONS) RISK_ROW_WORDS words (``RI_*``)
+
+The risk panel's writer is the first shared risk stage (the creator writes its index); its
+amounts are int64 in price units (``price scale`` per currency unit), positions in shares.
 
 Counts only grow within a session (the segments are created per session). A recorder
 restarted after a SIGKILL re-reads (and journals again) the batch it had not released, so
@@ -70,7 +81,7 @@ from bot4.shm.atomics import monotonic_ns
 from bot4.shm.segment import attach_checked, create_initialised, segment_name
 
 MAGIC = int.from_bytes(b"BOT4METR", "little")
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: the risk panel
 METRICS_SEGMENT = "metrics"
 
 HIST_NAMES = ("tick_to_order", "md_to_signals", "signals_to_risk", "risk_to_orders")
@@ -98,7 +109,8 @@ N_POSITIONS = 256
     W_NPOS,
     W_NREASONS,
     W_CREATED_NS,
-) = range(11)
+    W_RISK_WRITER,
+) = range(12)
 W_UPDATED_NS = 16
 W_JOURNAL_NEXT_FRAME = 17
 W_LOADED_FRAME_PLUS1 = 18
@@ -118,18 +130,57 @@ F_REJECTS = F_DENIALS + N_REASONS
 F_POSITION = F_REJECTS + N_REASONS
 FLOW_WORDS = F_POSITION + N_POSITIONS
 HIST_BASE = FLOW_BASE + FLOW_WORDS + (-(FLOW_BASE + FLOW_WORDS) % 16)  # 128-byte aligned
-TOTAL_WORDS = HIST_BASE + N_HIST * H.HIST_WORDS
+RISK_BASE = HIST_BASE + N_HIST * H.HIST_WORDS
+R_GEN, R_UPDATED_NS, R_SCALE = 0, 1, 2
+R_ACCOUNT = 3
+#: account words of the risk panel (price units unless said)
+RISK_ACCOUNT = (
+    "realised",  # realised PnL, fees deducted
+    "unrealised",  # position * mark - cost
+    "fees",  # fees paid
+    "daily_pnl",  # realised + unrealised since the last daily reset
+    "daily_loss_limit",  # daily loss at which trading reduces (0: off)
+    "daily_halt_limit",  # daily loss at which trading halts (0: off)
+    "gross",  # sum over instruments of worst-case |position| * price
+    "max_gross",  # limit (0: off)
+    "open_orders",  # orders resting, account
+    "max_open_orders",  # limit (0: off)
+)
+RISK_ACCOUNT_WORDS = len(RISK_ACCOUNT)
+R_ROWS = 16
+#: per-instrument words of the risk panel (shares, orders, price units)
+RISK_ROW = (
+    "known",  # 1: the instrument is in the risk stage's table
+    "position",  # signed, shares
+    "open_buy",  # shares in open buy orders
+    "open_sell",  # shares in open sell orders
+    "open_orders",
+    "realised",
+    "unrealised",
+    "fees",
+    "max_position",  # limit: worst case with open orders, either side, shares (0: off)
+    "max_open_orders",  # limit (0: off)
+)
+RISK_ROW_WORDS = len(RISK_ROW)
+RISK_WORDS = R_ROWS + N_POSITIONS * RISK_ROW_WORDS
+RISK_PANEL_NS = 100_000_000  # the risk stage copies its figures at most this often
+TOTAL_WORDS = RISK_BASE + RISK_WORDS
 SEGMENT_BYTES = TOTAL_WORDS * 8
 
 _ONE = np.uint64(1)
 
 
 def init_metrics(
-    words: np.ndarray, recorder: int | None, created_ns: int, stage_names=()
+    words: np.ndarray,
+    recorder: int | None,
+    created_ns: int,
+    stage_names=(),
+    risk_writer: int | None = None,
 ) -> np.ndarray:
     """Lay out a zeroed ``TOTAL_WORDS`` u64 array (a new segment or a private array);
     ``recorder``: the recording stage's index (None: no recorder); ``stage_names`` in
-    topology order (the first ``MAX_STAGES``, each cut to 48 bytes)."""
+    topology order (the first ``MAX_STAGES``, each cut to 48 bytes); ``risk_writer``: the
+    index of the stage that publishes the risk panel (None: none)."""
     words[W_VERSION] = LAYOUT_VERSION
     words[W_NHIST] = N_HIST
     words[W_HIST_WORDS] = H.HIST_WORDS
@@ -140,6 +191,7 @@ def init_metrics(
     words[W_NPOS] = N_POSITIONS
     words[W_NREASONS] = N_REASONS
     words[W_CREATED_NS] = created_ns
+    words[W_RISK_WRITER] = 0 if risk_writer is None else risk_writer + 1
     for k in range(N_HIST):
         H.init(hist(words, k))
     for i, name in enumerate(list(stage_names)[:MAX_STAGES]):
@@ -166,13 +218,15 @@ def flow(words: np.ndarray) -> np.ndarray:
     return words[FLOW_BASE : FLOW_BASE + FLOW_WORDS]
 
 
-def create_metrics(instance: str, recorder: int | None, stage_names=()) -> str:
+def create_metrics(
+    instance: str, recorder: int | None, stage_names=(), risk_writer: int | None = None
+) -> str:
     """Create ``instance``'s metrics segment (the launcher, with the other segments)."""
     name = segment_name(instance, METRICS_SEGMENT)
     return create_initialised(
         name,
         SEGMENT_BYTES,
-        lambda w: init_metrics(w, recorder, time.monotonic_ns(), stage_names),
+        lambda w: init_metrics(w, recorder, time.monotonic_ns(), stage_names, risk_writer),
     )
 
 
@@ -195,6 +249,12 @@ class Metrics:
     def recorder(self) -> int | None:
         """Index of the recording stage, None when the topology has none."""
         r = int(self.words[W_RECORDER])
+        return r - 1 if r else None
+
+    @property
+    def risk_writer(self) -> int | None:
+        """Index of the stage that publishes the risk panel, None when none does."""
+        r = int(self.words[W_RISK_WRITER])
         return r - 1 if r else None
 
     def close(self) -> None:
@@ -264,6 +324,64 @@ def record_decisions(words, batch):
             words[f + F_DENIED] += _ONE
             words[f + F_DENIALS + _reason_slot(d.reason)] += _ONE
     words[W_UPDATED_NS] = monotonic_ns()
+
+
+# --- the risk panel (the risk stage's housekeeping, Python) ------------------------------------
+
+
+def publish_risk(words: np.ndarray, scale: int, account: np.ndarray, rows: np.ndarray) -> None:
+    """Copy the risk stage's figures into the panel: ``account`` int64[RISK_ACCOUNT_WORDS],
+    ``rows`` int64[n, RISK_ROW_WORDS] for instrument ids 0..n-1 (ids >= N_POSITIONS are not
+    kept). A seqlock: the generation is odd while the words change (x86 keeps stores in
+    program order, and every store here is a separate numpy call), so a reader that sees
+    the same even generation before and after its copy has one whole publication."""
+    r = words[RISK_BASE : RISK_BASE + RISK_WORDS]
+    gen = int(r[R_GEN])
+    r[R_GEN] = gen + 1 if gen % 2 == 0 else gen + 2
+    r[R_SCALE] = scale
+    r[R_ACCOUNT : R_ACCOUNT + RISK_ACCOUNT_WORDS] = account.astype(np.int64).view(np.uint64)
+    n = min(len(rows), N_POSITIONS)
+    body = r[R_ROWS:].reshape(N_POSITIONS, RISK_ROW_WORDS)
+    body[:n] = rows[:n].astype(np.int64).view(np.uint64)
+    r[R_UPDATED_NS] = time.monotonic_ns()
+    r[R_GEN] = int(r[R_GEN]) + 1
+
+
+def risk_panel(words: np.ndarray, tries: int = 100) -> dict | None:
+    """The risk panel as one publication: ``{"updated_ns", "price_scale", "account":
+    {RISK_ACCOUNT: int}, "instruments": {id: {RISK_ROW: int}}}`` (instruments the risk
+    stage knows), amounts in price units; None when no stage publishes it (or it has not
+    yet, or no consistent copy was had in ``tries``)."""
+    if int(words[W_RISK_WRITER]) == 0:
+        return None
+    r = words[RISK_BASE : RISK_BASE + RISK_WORDS]
+    for _ in range(tries):
+        g0 = int(r[R_GEN])
+        if g0 == 0:
+            return None
+        if g0 % 2:
+            continue
+        copy = r.copy()
+        if int(r[R_GEN]) == g0:
+            break
+    else:
+        return None
+    v = copy.view(np.int64)
+    rows = v[R_ROWS:].reshape(N_POSITIONS, RISK_ROW_WORDS)
+    return {
+        "updated_ns": int(v[R_UPDATED_NS]),
+        "price_scale": int(v[R_SCALE]),
+        "account": {
+            k: int(x)
+            for k, x in zip(
+                RISK_ACCOUNT, v[R_ACCOUNT : R_ACCOUNT + RISK_ACCOUNT_WORDS], strict=True
+            )
+        },
+        "instruments": {
+            int(i): {k: int(x) for k, x in zip(RISK_ROW[1:], rows[i, 1:], strict=True)}
+            for i in np.flatnonzero(rows[:, 0])
+        },
+    }
 
 
 # --- reading ---------------------------------------------------------------------------------

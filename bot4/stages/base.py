@@ -175,6 +175,13 @@ class Stage:
         return []
 
     @classmethod
+    def publishes_risk_panel(cls, params: Mapping[str, Any]) -> bool:
+        """A stage built with ``params`` publishes the metrics segment's risk panel (PnL,
+        positions, limit use: ``bot4.shm.metrics``); the launcher names the first such
+        stage in the segment."""
+        return False
+
+    @classmethod
     def check_in_topology(cls, params: Mapping[str, Any], topology: Any) -> str | None:
         """What ``params`` say about other stages (an index, a name), checked against the
         loaded ``topology`` after every stage and ring is known: the problem in one line,

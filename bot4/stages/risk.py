@@ -73,6 +73,7 @@ from bot4.risk.limits import (
     next_reset_utc_ns,
     param_keys,
 )
+from bot4.shm import metrics as M
 from bot4.shm.breakers import Breakers, breakers_bytes, init_breakers
 from bot4.shm.operator_log import create_operator_log
 from bot4.shm.segment import Segment
@@ -156,6 +157,12 @@ class RiskStage(Stage):
             raise
         return made
 
+    @classmethod
+    def publishes_risk_panel(cls, params) -> bool:
+        """A shared risk stage copies its PnL, positions and limit use into the metrics
+        segment (the first one of the topology: ``bot4.shm.metrics``, risk panel)."""
+        return bool(params.get("shared", True))
+
     def setup(self) -> None:
         params = dict(self.params)
         shared = params.pop("shared", True)
@@ -212,6 +219,22 @@ class RiskStage(Stage):
         self.recovered = None
         if self.topology is not None and self.session > 0 and recover:
             self._recover_positions()
+        self._panel = None  # the metrics segment when this stage publishes the risk panel
+        self._panel_due = 0
+        if shared and self.topology is not None:
+            try:
+                seg = M.Metrics(self.instance)
+            except (Bot4Error, ValueError):
+                seg = None  # segments created without it (an older creator): no panel
+            if seg is not None and seg.risk_writer == self.spec.index:
+                self._panel = seg
+                self._publish_panel()
+            elif seg is not None:
+                seg.close()
+
+    def _publish_panel(self) -> None:
+        account, rows = self.book.panel()
+        M.publish_risk(self._panel.words, self.arrays.price_scale, account, rows)
 
     def _recover_positions(self) -> None:
         """A restart within the session: re-apply the fills the previous process had applied.
@@ -304,6 +327,9 @@ class RiskStage(Stage):
                 )
         if self.state_log is not None:
             self.state_log.poll(now_ns)
+        if self._panel is not None and now_ns >= self._panel_due:
+            self._panel_due = now_ns + M.RISK_PANEL_NS
+            self._publish_panel()
         return self.book.poll()
 
     def emit(self, outs, counts, seq: int) -> int:
@@ -320,6 +346,8 @@ class RiskStage(Stage):
         """Logs the summary once the stage read its last record: in a group, after it
         trailed the fills the OMS forwarded while it drained (``StageRunner.trail``), so
         its positions are the net of every fill persistence journalled."""
+        if self._panel is not None:
+            self._publish_panel()
         log_event(log, logging.INFO, "stage_summary", "risk summary", summary=self.summary())
 
 

@@ -136,6 +136,12 @@ def test_scrape_equals_stats_json_and_readyz_follows_a_frozen_stage(instance, pr
     between(val("bot4_fills_total"), before["flow"]["fills"], after["flow"]["fills"], "fills")
     g = before["trading"]["global"]["state"]
     assert val("bot4_trading_state", instrument="global", bot4_trading_state=g) == 1
+    # the risk stage's panel: every instrument it knows, its limits' utilisation
+    assert before["risk"] is not None and before["risk"]["instruments"]
+    for ident in before["risk"]["instruments"]:
+        val("bot4_risk_position_shares", instrument=ident)
+        val("bot4_risk_pnl", instrument=ident, component="realised")
+    assert val("bot4_risk_open_orders", instrument="account") >= 0
 
     # freeze the signals stage: not ready, and the body says who; thawed: ready again
     sig = next(s for s in before["stages"] if s["name"] == "signals")

@@ -110,6 +110,46 @@ def test_latency_histograms_are_cumulative_le_buckets_in_seconds(instance):
         _drop(instance)
 
 
+def test_risk_panel_is_exported_in_currency_with_each_limits_utilisation(instance):
+    from bot4.ops_metrics import Exporter
+
+    _make(instance)
+    try:
+        seg = Segment.attach(segment_name(instance, M.METRICS_SEGMENT))
+        w = np.frombuffer(seg.buf, np.uint64)
+        w[M.W_RISK_WRITER] = 2  # stage 1 publishes it
+        acct = dict.fromkeys(M.RISK_ACCOUNT, 0)
+        acct.update(realised=-25_000, unrealised=5_000, daily_pnl=-20_000,
+                    daily_loss_limit=100_000, max_open_orders=4, open_orders=3)  # fmt: skip
+        rows = np.zeros((3, M.RISK_ROW_WORDS), np.int64)
+        rows[1] = [1, -150, 50, 0, 3, -25_000, 5_000, 700, 200, 10]
+        M.publish_risk(w, 10_000, np.array(list(acct.values()), np.int64), rows)
+        del w
+        seg.close()
+        body, _ = Exporter(instance).metrics(None)
+        fams = {f.name: f for f in text_string_to_metric_families(body.decode())}
+
+        def val(fam, **labels):
+            (s,) = [x for x in fams[fam].samples if labels.items() <= x.labels.items()]
+            return s.value
+
+        assert val("bot4_risk_account_pnl", component="realised") == -2.5
+        assert val("bot4_risk_account_pnl", component="daily") == -2.0
+        assert val("bot4_risk_pnl", instrument="1", component="fees") == 0.07
+        assert val("bot4_risk_position_shares", instrument="1") == -150
+        assert val("bot4_risk_open_order_shares", instrument="1", side="buy") == 50
+        use = "bot4_risk_limit_utilisation_ratio"
+        assert val(use, instrument="1", limit="position") == 0.75  # |-150 - 0| of 200
+        assert val(use, instrument="1", limit="open_orders") == 0.3
+        assert val(use, instrument="account", limit="daily_loss") == 0.2
+        assert val(use, instrument="account", limit="open_orders") == 0.75
+        limits = {x.labels["limit"] for x in fams[use].samples}
+        assert "gross" not in limits and "daily_halt" not in limits  # limits that are off
+        assert {x.labels["instrument"] for x in fams["bot4_risk_pnl"].samples} == {"1"}
+    finally:
+        _drop(instance)
+
+
 def _snap(**over) -> dict:
     st = {
         "name": "risk", "state": "running", "heartbeat_age_ns": 1_000_000, "liveness": "moving",

@@ -87,3 +87,25 @@ def test_loader_lag_is_the_journal_frames_not_yet_loaded():
     w[M.W_JOURNAL_NEXT_FRAME] = 120
     w[M.W_LOADED_FRAME_PLUS1] = 101  # frames 0..99 loaded
     assert M.loader_lag(w) == {"journal_frames": 120, "loaded_frames": 100, "behind_frames": 20}
+
+
+def test_risk_panel_round_trips_and_a_copy_being_written_is_never_read():
+    words = M.init_metrics(np.zeros(M.TOTAL_WORDS, np.uint64), None, 1, (), risk_writer=3)
+    assert M.risk_panel(words) is None  # nothing published yet
+    account = np.arange(-5, M.RISK_ACCOUNT_WORDS - 5, dtype=np.int64)
+    rows = np.zeros((4, M.RISK_ROW_WORDS), np.int64)
+    rows[2] = [1, -300, 100, 0, 1, -12_345, 678, 9, 2_000, 3]
+    M.publish_risk(words, 10_000, account, rows)
+    got = M.risk_panel(words)
+    assert got["price_scale"] == 10_000
+    assert list(got["account"].values()) == account.tolist()
+    assert got["instruments"] == {2: dict(zip(M.RISK_ROW[1:], rows[2, 1:].tolist(), strict=True))}
+    gen = M.RISK_BASE + M.R_GEN
+    assert words[gen] % 2 == 0
+    words[gen] += 1  # the writer is between its stores
+    assert M.risk_panel(words, tries=3) is None
+    words[gen] += 1
+    assert M.risk_panel(words) == got
+    none = M.init_metrics(np.zeros(M.TOTAL_WORDS, np.uint64), None, 1, ())
+    M.publish_risk(none, 10_000, account, rows)
+    assert M.risk_panel(none) is None  # no stage was named to publish it

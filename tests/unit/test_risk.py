@@ -952,3 +952,28 @@ def test_stage_without_segments_or_decisions_output(instance, instruments_file) 
     it["seq"], it["instrument"], it["qty"], it["side"] = [1, 2], 3, 100, SIDE_BUY
     assert st.process(0, it, outs, counts, 10) == 12  # two decisions, nowhere to go
     assert counts[0] == 0
+
+
+def test_risk_panel_copies_positions_pnl_and_limits_for_the_metrics_segment(desk: Desk) -> None:
+    """What the risk stage publishes (bot4.shm.metrics risk panel), read back as the
+    operator tools read it: amounts in currency, each limit's utilisation."""
+    from bot4.ops_stats import risk_view
+    from bot4.shm import metrics as M
+
+    desk.fill(qty=100, px=1_000_000, fee=50)
+    desk.intent(qty=200)  # an open buy of 200 shares
+    account, rows = desk.book.panel()
+    assert account.shape == (M.RISK_ACCOUNT_WORDS,) and rows.shape[1] == M.RISK_ROW_WORDS
+    words = M.init_metrics(np.zeros(M.TOTAL_WORDS, np.uint64), None, 1, (), risk_writer=2)
+    M.publish_risk(words, desk.book.arrays.price_scale, account, rows)
+    view = risk_view(M.risk_panel(words), now_ns=int(words[M.RISK_BASE + M.R_UPDATED_NS]))
+    p = desk.pos()
+    one = view["instruments"]["1"]
+    assert (one["position"], one["open_buy"], one["open_orders"]) == (100, 200, 1)
+    assert one["realised"] == p["realised"] / 10_000 and one["fees"] == 50 / 10_000
+    assert one["utilisation"]["position"] == 300 / 2_000  # worst case with the open buy
+    assert one["utilisation"]["open_orders"] == pytest.approx(1 / 3, abs=1e-6)
+    assert view["limits"]["daily_loss"] == 1000.0 and view["limits"]["open_orders"] == 5
+    assert view["utilisation"]["open_orders"] == 1 / 5
+    assert view["daily_pnl"] == desk.book.daily_pnl() / 10_000
+    assert set(view["instruments"]) == {str(i) for i in np.flatnonzero(desk.book.arrays.ilim[:, 0])}

@@ -77,10 +77,18 @@ def test_restarted_stage_shows_no_heartbeat_until_it_beats_and_ages_are_never_ne
 
 def test_table_fits_100_columns_and_highlights_only_when_asked(instance):
     C.create_control(instance, 2, created_ns=1, session=1)
-    M.create_metrics(instance, 1, ["marketdata-feed", "persistence"])
+    M.create_metrics(instance, 1, ["marketdata-feed", "persistence"], risk_writer=0)
     create_ring(segment_name(instance, "venue_orders_xl"), RECORD_TYPES["ORDER"], 8)
     seg = Segment.attach(segment_name(instance, "venue_orders_xl"))
+    met = Segment.attach(segment_name(instance, M.METRICS_SEGMENT))
     try:
+        acct = dict.fromkeys(M.RISK_ACCOUNT, -987_654_321_000_000)  # large losses
+        acct.update(daily_loss_limit=10**12, max_gross=10**18, max_open_orders=0)
+        rows = np.zeros((300, M.RISK_ROW_WORDS), np.int64)
+        rows[255] = [1, -95, 0, 0, 0, -(10**15), 10**15, 10**12, 100, 0]  # 95 % of its limit
+        w = np.frombuffer(met.buf, np.uint64)
+        M.publish_risk(w, 10_000, np.array(list(acct.values()), np.int64), rows)
+        del w
         hdr = np.frombuffer(seg.buf, np.uint64, L.HEADER_WORDS)
         _, got = ops.producer_claim(hdr, 8)
         ops.producer_commit(hdr, got)  # full
@@ -91,10 +99,14 @@ def test_table_fits_100_columns_and_highlights_only_when_asked(instance):
         assert "\033" not in plain
         assert all(len(ln) <= WIDTH for ln in plain.splitlines()), plain
         assert "latency us" in plain and "tick_to_order" in plain
+        assert "risk pnl -197.53G" in plain and "position 95% (255)" in plain
         colored = render(snap, None, color=True)
         full = next(ln for ln in colored.splitlines() if "venue_orders_xl" in ln)
         assert full.startswith("\033[1;31m")  # the full ring
+        used = next(ln for ln in colored.splitlines() if "limits used" in ln)
+        assert used.startswith("\033[1;31m") and len(used) - len("\033[1;31m\033[0m") <= WIDTH
     finally:
+        met.close()
         seg.close()
         _drop(instance)
 
