@@ -36,13 +36,19 @@ def cmd_exchange(args) -> int:
         users=users,
         cancel_on_disconnect=not args.no_cancel_on_disconnect,
         stp_profile=args.stp_profile,
+        start_on_login=args.start_on_login,
+        latency_log=args.latency_log or "",
         faults=Faults(
             drop_every=args.drop_every,
             duplicate_every=args.duplicate_every,
             reorder_every=args.reorder_every,
             delay_ms=args.delay_ms,
             disconnect_after=args.disconnect_after,
+            disconnect_random=args.disconnect_random,
+            seed=args.seed,
             refuse_login=args.refuse_login,
+            restart_after=args.restart_after,
+            restart_pause=args.restart_pause,
         ),
     )
 
@@ -117,8 +123,26 @@ def add_parser(sub) -> None:
     s.add_argument("--delay-ms", type=float, default=0.0, help="fault: delay every packet")
     s.add_argument("--disconnect-after", type=int, default=0,
                    help="fault: end an OUCH connection after N sequenced messages")  # fmt: skip
+    s.add_argument("--disconnect-random", type=int, default=0, metavar="N",
+                   help="fault: end each OUCH connection after 1..N sequenced messages, "
+                   "drawn from --seed")  # fmt: skip
+    s.add_argument("--seed", type=int, default=0, help="seed of the random faults (0)")
     s.add_argument("--refuse-login", action="store_true", help="fault: reject every login")
+    s.add_argument("--restart-after", type=float, default=0.0, metavar="S",
+                   help="fault: S seconds after serving starts, go down (every OUCH "
+                   "connection closed, no feed) and come back with the day intact")  # fmt: skip
+    s.add_argument(
+        "--restart-pause",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="how long the restart fault stays down (1.0)",
+    )
+    s.add_argument("--start-on-login", action="store_true",
+                   help="hold the feed (MoldUDP64 heartbeats only) until the first OUCH login")  # fmt: skip
     s.add_argument("--ready-file", help="write the bound ports as JSON here once serving")
+    s.add_argument("--latency-log", metavar="FILE",
+                   help="at exit, write feed send / OUCH Enter arrival stamps here (.npz)")  # fmt: skip
     s.set_defaults(fn=cmd_exchange)
     c = esub.add_parser(
         "check",

@@ -22,7 +22,9 @@ Fault injection (all off by default): ``drop_every`` (drop every k-th downstream
 re-requests are never dropped), ``duplicate_every``, ``reorder_every`` (hold a packet and
 send it after the next), ``delay_ms`` (send every packet that much later),
 ``disconnect_after`` (end an OUCH connection after it has been sent that many sequenced
-messages), ``refuse_login`` (reject every login, reason 'A').
+messages), ``disconnect_random`` (after a number drawn from 1..N for each connection, from
+``seed``), ``refuse_login`` (reject every login, reason 'A'), ``restart_after`` (go down
+for ``restart_pause`` s and come back with the day intact, see ``_restart``).
 
 One process, one asyncio loop (uvloop): every state change happens on the loop, so the
 venue, the logs and the feed need no locks.
@@ -74,7 +76,20 @@ class Faults:
     reorder_every: int = 0
     delay_ms: float = 0.0
     disconnect_after: int = 0
+    disconnect_random: int = 0  # cut each connection after 1..N sequenced messages (seeded)
+    seed: int = 0
     refuse_login: bool = False
+    restart_after: float = 0.0  # s after serving starts: go down and come back (0: never)
+    restart_pause: float = 1.0  # s down
+
+    def __post_init__(self) -> None:
+        self._rng = np.random.default_rng(self.seed)
+
+    def cut_after(self) -> int:
+        """Sequenced messages a new OUCH connection gets before it is cut (0: never)."""
+        if self.disconnect_random > 0:
+            return int(self._rng.integers(1, self.disconnect_random + 1))
+        return self.disconnect_after
 
 
 @dataclass
@@ -92,6 +107,8 @@ class ExchangeConfig:
     stp_profile: str = "binance"
     faults: Faults = field(default_factory=Faults)
     max_rerequest: int = 2000  # messages answered per re-request
+    start_on_login: bool = False  # hold the feed (heartbeats only) until a first OUCH login
+    latency_log: str = ""  # .npz written at exit: feed send and OUCH Enter arrival stamps
 
 
 @dataclass
@@ -156,11 +173,17 @@ class Exchange:
             "disconnect_cancels": 0,
             "bad_frames": 0,
             "errors": 0,
+            "restarts": 0,
         }
         self._held: bytes | None = None
+        self.down = False  # the restart fault's down time
         self.net: dict[str, int] = {}  # "account:symbol" -> signed filled shares
         self.md_sock = None
         self.t0 = time.monotonic()
+        # latency stamps (CLOCK_MONOTONIC ns): when the feed first sent each message, when
+        # each OUCH Enter's bytes were handed to the exchange (perf/wirebench.py)
+        self.sent_ns = np.zeros(feed.messages, np.int64)
+        self.enter_log: list[tuple[bytes, int]] = []
 
     # -- market data ------------------------------------------------------------------------
     def _send_md(self, pkt: bytes, *, faults: bool = True) -> None:
@@ -199,7 +222,10 @@ class Exchange:
         lo = self.published
         if hi <= lo:
             return 0
-        for _seq, pkt in mold.packets(self.session, 1, self.feed.buf, self.feed.offsets, lo, hi):
+        for seq, pkt in mold.packets(self.session, 1, self.feed.buf, self.feed.offsets, lo, hi):
+            self.sent_ns[seq - 1 : seq - 1 + int.from_bytes(pkt[18:20], "big")] = (
+                time.monotonic_ns()
+            )
             self._send_md(pkt)
         md = self.feed.venue_md[lo:hi]
         md = md[md["kind"] != 0]
@@ -229,7 +255,19 @@ class Exchange:
 
     async def feed_task(self) -> None:
         last_sent = time.monotonic()
+        if self.cfg.start_on_login:
+            log.info("exchange: the feed starts at the first OUCH login")
+            while not self.stats["logins"]:
+                if time.monotonic() - last_sent >= self.cfg.heartbeat_s:
+                    self._sendto_all(mold.header(self.session, 1, 0))
+                    last_sent = time.monotonic()
+                await asyncio.sleep(0.01)
+            log.info("exchange: first login: the feed starts")
+            self.t0 = time.monotonic()
         while True:
+            if self.down:  # restart fault
+                await asyncio.sleep(0.01)
+                continue
             now = time.monotonic()
             if self.publish_due(now):
                 last_sent = now
@@ -274,8 +312,10 @@ class Exchange:
         r0["ts_order_ns"] = time.monotonic_ns()
         return r
 
-    def on_enter(self, acct: _Account, m) -> None:
+    def on_enter(self, acct: _Account, m, arrived_ns: int = 0) -> None:
         token = bytes(m["token"])
+        if self.cfg.latency_log:
+            self.enter_log.append((token, arrived_ns))
         if token in acct.tokens:
             self.stats["duplicate_tokens"] += 1  # OUCH: a repeated token is ignored
             return
@@ -447,6 +487,27 @@ class Exchange:
             return
         self.sequenced(acct, msg)
 
+    def write_latency_log(self, path: str) -> None:
+        """The stamps as ``.npz``: ``sent_ns`` and ``itch_ts`` (ns since midnight) per
+        message (sequence number - 1), ``day_ns`` (the feed's midnight, UTC ns),
+        ``enter_token`` and ``enter_ns`` per OUCH Enter received."""
+        import os
+
+        from bot4.marketdata.lobster import local_to_utc_ns
+
+        at = self.feed.offsets[:-1].astype(np.int64) + 5  # type, locate, tracking, then u48
+        ts = np.zeros(len(at), np.int64)
+        for k in range(6):
+            ts = (ts << 8) | self.feed.buf[at + k].astype(np.int64)
+
+        day_ns = int(local_to_utc_ns(self.feed.day, np.zeros(1, np.int64))[0])
+        tok = np.array([t for t, _ in self.enter_log], "S14")
+        arr = np.array([a for _, a in self.enter_log], np.int64)
+        with open(path + ".tmp", "wb") as f:
+            np.savez(f, sent_ns=self.sent_ns, itch_ts=ts, day_ns=day_ns, enter_token=tok,
+                     enter_ns=arr)  # fmt: skip
+        os.replace(path + ".tmp", path)
+
     def summary(self) -> dict:
         """Counters, the ITCH messages published and each account's net fills per symbol."""
         live = sum(1 for o in self.orders.values() if o.live)
@@ -465,16 +526,17 @@ class Exchange:
             def datagram_received(self, data, addr):
                 ex.answer_rerequest(data, addr)
 
+        async def bind(rr_port: int, ouch_port: int) -> None:
+            rt, _ = await loop.create_datagram_endpoint(_Rereq, local_addr=(self.cfg.host, rr_port))
+            self.rerequest_sock = rt
+            self.server = await loop.create_server(
+                lambda: OuchConnection(ex), self.cfg.host, ouch_port
+            )
+            self.rerequest_port = rt.get_extra_info("sockname")[1]
+            self.ouch_port = self.server.sockets[0].getsockname()[1]
+
         self.md_sock, _ = await loop.create_datagram_endpoint(_Md, local_addr=(self.cfg.host, 0))
-        rt, _ = await loop.create_datagram_endpoint(
-            _Rereq, local_addr=(self.cfg.host, self.cfg.rerequest_port)
-        )
-        self.rerequest_sock = rt
-        server = await loop.create_server(
-            lambda: OuchConnection(ex), self.cfg.host, self.cfg.ouch_port
-        )
-        self.rerequest_port = rt.get_extra_info("sockname")[1]
-        self.ouch_port = server.sockets[0].getsockname()[1]
+        await bind(self.cfg.rerequest_port, self.cfg.ouch_port)
         log.info(
             "exchange: %d ITCH messages (%s) for %s; OUCH on %s:%d, re-request on %s:%d",
             self.feed.messages,
@@ -488,7 +550,32 @@ class Exchange:
         if ready is not None:
             ready(self)
         self.t0 = time.monotonic()
+        if self.cfg.faults.restart_after > 0:
+            self._restarter = loop.create_task(self._restart(bind))
         await self.feed_task()
+
+    async def _restart(self, bind) -> None:
+        """Fault: after ``restart_after`` s the exchange goes down for ``restart_pause`` s —
+        every OUCH connection closed (cancel on disconnect applies), the OUCH and re-request
+        servers closed, no feed, no heartbeat — and comes back on the same ports with its
+        day intact (message logs, sequence numbers, books), as an exchange restarted from its
+        own logs; the feed resumes where it stopped."""
+        f = self.cfg.faults
+        await asyncio.sleep(f.restart_after)
+        log.warning("exchange: fault: restarting (down %.2f s)", f.restart_pause)
+        self.stats["restarts"] += 1
+        self.down = True
+        t = time.monotonic()
+        self.server.close()
+        self.rerequest_sock.close()
+        for a in self.accounts.values():
+            if a.conn is not None and not a.conn.closed:
+                a.conn.transport.close()
+        await asyncio.sleep(f.restart_pause)
+        await bind(self.rerequest_port, self.ouch_port)
+        self.t0 += time.monotonic() - t
+        self.down = False
+        log.warning("exchange: fault: back after the restart")
 
 
 class OuchConnection(asyncio.Protocol):
@@ -501,6 +588,7 @@ class OuchConnection(asyncio.Protocol):
         self.sent_seq = 0
         self.last_sent = self.last_recv = time.monotonic()
         self.closed = False
+        self.cut_after = ex.cfg.faults.cut_after()
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -528,13 +616,14 @@ class OuchConnection(asyncio.Protocol):
     def send_sequenced(self, msg: bytes) -> None:
         self._write(soup.packet(soup.SEQUENCED, msg))
         self.sent_seq += 1
-        n = self.ex.cfg.faults.disconnect_after
+        n = self.cut_after
         if n and self.sent_seq >= n and not self.closed:
             log.info("exchange: fault: disconnecting %s after %d messages", self._name(), n)
             self.transport.close()
             self.closed = True
 
     def data_received(self, data: bytes) -> None:
+        self.arrived_ns = time.monotonic_ns()
         self.last_recv = time.monotonic()
         try:
             frames = self.framer.feed(data)
@@ -614,7 +703,7 @@ class OuchConnection(asyncio.Protocol):
             return
         t = bytes(m["type"])
         if t == b"O":
-            self.ex.on_enter(self.acct, m)
+            self.ex.on_enter(self.acct, m, self.arrived_ns)
         elif t == b"U":
             self.ex.on_replace(self.acct, m)
         else:
@@ -642,3 +731,5 @@ def serve(cfg: ExchangeConfig, ready=None) -> None:
         uvloop.run(ex.serve(ready))
     finally:
         log.info("exchange summary %s", ex.summary())
+        if cfg.latency_log:
+            ex.write_latency_log(cfg.latency_log)
