@@ -63,7 +63,7 @@ def _exposed(instance: str) -> set[str]:
     from bot4.risk import create_risk_segments
 
     C.create_control(instance, 1, created_ns=1, session=1)
-    M.create_metrics(instance, 0, ["persistence"])
+    M.create_metrics(instance, 0, ["persistence"], risk_writer=0)
     create_ring(segment_name(instance, "ticks"), RECORD_TYPES["MARKET_DATA"], 64)
     create_risk_segments(instance, 1, 2)
     seg = Segment.attach(segment_name(instance, M.METRICS_SEGMENT))
@@ -79,6 +79,9 @@ def _exposed(instance: str) -> set[str]:
     dec = np.zeros(1, RECORD_TYPES["RISK_DECISION"])
     dec["decision"], dec["reason"] = DECISION_DENY, 1
     M.record_decisions(w, dec)
+    rows = np.zeros((2, M.RISK_ROW_WORDS), np.int64)
+    rows[1] = [1, 5, 0, 0, 0, 0, 0, 0, 100, 3]  # instrument 1, 5 % of its position limit
+    M.publish_risk(w, 10_000, np.zeros(M.RISK_ACCOUNT_WORDS, np.int64), rows)
     del w
     seg.close()
     cb = C.ControlBlock(instance)
