@@ -12,36 +12,29 @@ import subprocess
 import numpy as np
 import pytest
 
-from bot4.journal import JournalReader
+from bot4.marketdata.builder import GAP_STATS
+from bot4.marketdata.crosscheck import (
+    compare_with_orderbook,
+    journal_topology,
+    journalled,
+    md_summary,
+    published_depth,
+    published_top,
+)
 from bot4.marketdata.lobster import read_pair
-from bot4.records import RT_BOOK_LEVEL, RT_MARKET_DATA, SIDE_BUY, SIDE_SELL
+from bot4.records import MDF_BOOK_STALE
 from bot4.shm.segment import instance_segments
 from tests.data_paths import lobster_dir
 from tests.system.pipeline_util import BOT4
-from tests.unit.test_book_builder import _latest, _message_of, _published_top
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(300)]
 
-TOPO = """
-instance = "{instance}"
-
-[[stage]]
-name = "md"
-kind = "md"
-core = 0
-params = {{ source = "lobster", path = "{path}", depth = 10 }}
-
+SIGNALS = """
 [[stage]]
 name = "signals"
 kind = "signals"
 core = 1
-params = {{ imbalance_levels = 5, warmup = 5, threshold = 0.5 }}
-
-[[stage]]
-name = "persistence"
-kind = "persistence"
-core = 1
-params = {{ dir = "{journal}", fsync = "none" }}
+params = { imbalance_levels = 5, warmup = 5, threshold = 0.5 }
 
 [[ring]]
 name = "ticks"
@@ -54,20 +47,6 @@ capacity = 4096
 name = "depth"
 from = "md"
 to = "signals"
-type = "book_level"
-capacity = 4096
-
-[[ring]]
-name = "md_journal"
-from = "md"
-to = "persistence"
-type = "market_data"
-capacity = 4096
-
-[[ring]]
-name = "depth_journal"
-from = "md"
-to = "persistence"
 type = "book_level"
 capacity = 4096
 
@@ -85,7 +64,7 @@ def test_published_books_equal_lobster_orderbook_rows(instance, tmp_path):
     records, book, _ = read_pair(src)
     journal = tmp_path / "journal"
     topo = tmp_path / "t.toml"
-    topo.write_text(TOPO.format(instance=instance, path=src, journal=journal))
+    topo.write_text(journal_topology(instance, src, 10, journal) + SIGNALS)
     report = tmp_path / "report.json"
     out = subprocess.run(
         [*BOT4, "run", str(topo), "--no-db", "--duration", "60", "--quiet"]
@@ -99,14 +78,7 @@ def test_published_books_equal_lobster_orderbook_rows(instance, tmp_path):
     assert not instance_segments(instance)
     stages = json.loads(report.read_text())["stages"]
 
-    md_parts, lv_parts = [], []
-    for _pos, rtype, recs in JournalReader(journal):
-        if rtype == RT_MARKET_DATA:
-            md_parts.append(recs.copy())
-        elif rtype == RT_BOOK_LEVEL:
-            lv_parts.append(recs.copy())
-    md = np.concatenate(md_parts)
-    lv = np.concatenate(lv_parts)
+    md, lv = journalled(journal)
     assert (np.diff(md["seq"].astype(np.int64)) == 1).all(), "market data once, in order"
     assert (np.diff(lv["seq"].astype(np.int64)) == 1).all(), "depth once, in order"
     n = len(records)
@@ -114,23 +86,22 @@ def test_published_books_equal_lobster_orderbook_rows(instance, tmp_path):
 
     # top of book, from the quotes, equals the orderbook file after every message
     rows = book[records["seq"].astype(np.int64) - 1]
-    assert (_published_top(md, n) == rows[:, :4]).all()
+    assert (published_top(md, n) == rows[:, :4]).all()
 
-    # every level, from the BOOK_LEVEL records: levels 1..9 are determined by the
-    # messages; level 10 also equals the file (levels sliding in come from it, counted)
+    # every level, from the BOOK_LEVEL records: every cell the messages determine (levels
+    # 1..9, and level 10 except where a level slid in) equals the file; the slid-in cells
+    # too, and they are exactly the counted slide-ins, one per level-emptying message
     pos = np.searchsorted(md["seq"], lv["parent_seq"])
     assert (md["seq"][pos] == lv["parent_seq"]).all(), "each update names its event"
-    msg = _message_of(md)[pos]
-    got = np.zeros((n, 40), np.int64)
-    for k in range(10):
-        for col, side in ((0, SIDE_SELL), (2, SIDE_BUY)):
-            sel = (lv["side"] == side) & (lv["level"] == k)
-            idx = _latest(n, msg[sel])
-            assert (idx >= 0).all()
-            got[:, 4 * k + col] = lv["price"][sel][idx]
-            got[:, 4 * k + col + 1] = lv["qty"][sel][idx]
-    assert (got[:, :36] == rows[:, :36]).all()
+    got = published_depth(md, lv, pos, n, 10)
+    cmp = compare_with_orderbook(records, book, got)
+    assert cmp.ok, cmp.line()
     assert (got == rows).all()
+    counters = md_summary(out.stderr)["book"]
+    assert counters["slide_in"] == cmp.emptying_messages and cmp.slid_in_equal == cmp.slid_in
+    assert counters["seeded"] == 20 and counters["resync"] == 0
+    assert not any(counters[k] for k in GAP_STATS), counters
+    assert not (md["flags"] & MDF_BOOK_STALE).any()
     assert stages["signals"]["records_in"] == len(md) + len(lv)
 
 
@@ -139,7 +110,7 @@ def test_deterministic_replay_refuses_a_depth_ring_in_one_line(instance, tmp_pat
     refused up front, naming the ring and the way out (``--mode full``)."""
     src = lobster_dir() / "aapl_level10_first999"
     topo = tmp_path / "t.toml"
-    topo.write_text(TOPO.format(instance=instance, path=src, journal=tmp_path / "j"))
+    topo.write_text(journal_topology(instance, src, 10, tmp_path / "j") + SIGNALS)
     out = subprocess.run(
         [*BOT4, "replay", str(src), "--topology", str(topo), "--out", str(tmp_path / "out")],
         capture_output=True,
@@ -149,5 +120,9 @@ def test_deterministic_replay_refuses_a_depth_ring_in_one_line(instance, tmp_pat
     )
     assert out.returncode != 0
     assert "Traceback" not in out.stderr
-    assert "bot4: error:" in out.stderr and "'depth'" in out.stderr and "--mode full" in out.stderr
+    assert (
+        "bot4: error:" in out.stderr
+        and "'depth_journal'" in out.stderr
+        and "--mode full" in out.stderr
+    )
     assert not instance_segments(instance)

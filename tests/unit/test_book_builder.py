@@ -21,6 +21,14 @@ from bot4.marketdata.builder import (
     GAP_STATS,
     BookBuilder,
 )
+from bot4.marketdata.crosscheck import (
+    compare_with_orderbook,
+    copied_stream,
+    emptying,
+    message_of,
+    published_depth,
+    published_top,
+)
 from bot4.marketdata.lobster import find_pairs, read_pair
 from bot4.records import (
     BOOK_LEVEL,
@@ -73,47 +81,6 @@ def built():
     return out
 
 
-def _message_of(stream: np.ndarray) -> np.ndarray:
-    """Index of the message each stream record belongs to (events start a message)."""
-    event = (stream["kind"] != MD_QUOTE) & (stream["kind"] != MD_TRADE)
-    return np.cumsum(event) - 1
-
-
-def _latest(n: int, at: np.ndarray) -> np.ndarray:
-    """For each message 0..n-1, the index into ``at`` (non-decreasing message indices) of
-    the last entry at or before it (-1: none yet)."""
-    last = np.full(n, -1, np.int64)
-    last[at] = np.arange(at.size)  # later entries of one message overwrite earlier ones
-    return np.maximum.accumulate(last)
-
-
-def _published_top(stream: np.ndarray, n: int) -> np.ndarray:
-    """(n, 4) AskPrice, AskSize, BidPrice, BidSize after each message, from the quotes."""
-    msg = _message_of(stream)
-    out = np.zeros((n, 4), np.int64)
-    for col, side in ((0, SIDE_SELL), (2, SIDE_BUY)):
-        q = (stream["kind"] == MD_QUOTE) & (stream["side"] == side)
-        idx = _latest(n, msg[q])
-        assert (idx >= 0).all(), "a message before the first quote of a side"
-        out[:, col] = stream["price"][q][idx]
-        out[:, col + 1] = stream["qty"][q][idx]
-    return out
-
-
-def _published_depth(stream: np.ndarray, levels: np.ndarray, n: int, depth: int) -> np.ndarray:
-    """(n, 4 * depth) in LOBSTER's column order after each message, from BOOK_LEVEL."""
-    msg = _message_of(stream)[levels["parent_seq"].astype(np.int64)]
-    out = np.zeros((n, 4 * depth), np.int64)
-    for k in range(depth):
-        for col, side in ((0, SIDE_SELL), (2, SIDE_BUY)):
-            sel = (levels["side"] == side) & (levels["level"] == k)
-            idx = _latest(n, msg[sel])
-            assert (idx >= 0).all()
-            out[:, 4 * k + col] = levels["price"][sel][idx]
-            out[:, 4 * k + col + 1] = levels["qty"][sel][idx]
-    return out
-
-
 @pytest.mark.parametrize("key", KEYS)
 def test_published_top_of_book_equals_lobster_on_every_row(built, key):
     records, book, b, stream, _ = built[key]
@@ -123,7 +90,7 @@ def test_published_top_of_book_equals_lobster_on_every_row(built, key):
     assert c["stale_messages"] == 0 and not (stream["flags"] & MDF_BOOK_STALE).any()
     assert c["unknown_order"] == UNKNOWN_REFERENCES[key]  # orders resting before the data
     rows = book[records["seq"].astype(np.int64) - 1]
-    assert (_published_top(stream, len(records)) == rows[:, :4]).all()
+    assert (published_top(stream, len(records)) == rows[:, :4]).all()
     # one event per message, a trade per execution, in message order
     ev = (stream["kind"] != MD_QUOTE) & (stream["kind"] != MD_TRADE)
     assert (stream[ev]["order_id"] == records["order_id"]).all()
@@ -131,27 +98,7 @@ def test_published_top_of_book_equals_lobster_on_every_row(built, key):
     assert (stream["kind"] == MD_TRADE).sum() == ex.sum()
     # the end of a batch of equal event times is the last record of its message
     last = np.flatnonzero(stream["flags"] & MDF_LAST_IN_BATCH)
-    assert (_message_of(stream)[last] == np.flatnonzero(records["flags"] & MDF_LAST_IN_BATCH)).all()
-
-
-def _emptying(records: np.ndarray, book: np.ndarray, levels: int) -> np.ndarray:
-    """Messages that remove a whole visible level (a delete, cancel or execution of at
-    least the level's size in the row before), from the files alone."""
-    rows = records["seq"].astype(np.int64) - 1
-    prev = book[np.maximum(rows - 1, 0)]
-    reduce = np.isin(records["kind"], (MD_BOOK_CANCEL, MD_BOOK_DELETE, MD_BOOK_EXEC))
-    ask = records["side"] == SIDE_SELL
-    out = np.zeros(len(records), bool)
-    for k in range(levels):
-        px = np.where(ask, prev[:, 4 * k], prev[:, 4 * k + 2])
-        sz = np.where(ask, prev[:, 4 * k + 1], prev[:, 4 * k + 3])
-        out |= reduce & (records["price"] == px) & (records["qty"] >= sz)
-    # the first message has no row before it: it empties a level when its price is not
-    # in row 1 on its side (the seed puts it back)
-    first = book[rows[0]]
-    cols = [4 * k + (0 if records["side"][0] == SIDE_SELL else 2) for k in range(levels)]
-    out[0] = bool(reduce[0]) and int(records["price"][0]) not in first[cols]
-    return out
+    assert (message_of(stream)[last] == np.flatnonzero(records["flags"] & MDF_LAST_IN_BATCH)).all()
 
 
 @pytest.mark.parametrize("key", KEYS)
@@ -161,8 +108,29 @@ def test_only_levels_sliding_into_the_window_come_from_the_orderbook(built, key)
     records, book, b, _, _ = built[key]
     levels = book.shape[1] // 4
     c = b.counters()
-    assert c["slide_in"] == _emptying(records, book, levels).sum()
+    assert c["slide_in"] == emptying(records, book).sum()
     assert c["seeded"] == 2 * levels and c["resync"] == 0
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_market_data_stream_is_the_copied_one_byte_for_byte(built, key):
+    """What the replay and the md stage publish from the rebuilt book is, record for
+    record and byte for byte, the stream copied from the orderbook file before issue 18:
+    on these files the replay's results cannot have changed."""
+    records, book, _, stream, _ = built[key]
+    published = stream.copy()
+    published["seq"] = 0  # the stage numbers what it publishes (build_lobster_stream)
+    assert published.tobytes() == copied_stream(records, book).tobytes()
+
+
+@pytest.mark.parametrize("key", DEEP)
+def test_every_determinable_cell_equals_the_orderbook(built, key):
+    records, book, b, stream, levels = built[key]
+    depth = book.shape[1] // 4
+    got = published_depth(stream, levels, levels["parent_seq"], len(records), depth)
+    cmp = compare_with_orderbook(records, book, got)
+    assert cmp.ok, cmp.line()
+    assert cmp.slid_in == 2 * cmp.emptying_messages == 2 * b.counters()["slide_in"]
 
 
 @pytest.mark.parametrize("key", DEEP)
@@ -171,7 +139,7 @@ def test_published_depth_equals_lobster_on_every_row(built, key):
     depth = book.shape[1] // 4
     assert levels.dtype == BOOK_LEVEL and len(levels) > 0
     rows = book[records["seq"].astype(np.int64) - 1]
-    got = _published_depth(stream, levels, len(records), depth)
+    got = published_depth(stream, levels, levels["parent_seq"], len(records), depth)
     assert (got[:, : 4 * (depth - 1)] == rows[:, : 4 * (depth - 1)]).all()  # determined
     assert (got == rows).all()  # and the deepest level with the slid-in levels
     assert (levels["orders"] >= 1).all() and (np.diff(levels["parent_seq"]) >= 0).all()
@@ -198,7 +166,7 @@ def test_the_orderbook_file_is_a_cross_check_not_a_source(built):
     b = BookBuilder(int(records["instrument"].max()) + 1, 10, 10)
     stream, _ = b.build(records, bad)
     assert b.counters()["check_mismatch"] >= 1 and b.counters()["resync"] >= 1
-    msg = _message_of(stream)
+    msg = message_of(stream)
     stale = np.unique(msg[(stream["flags"] & MDF_BOOK_STALE) != 0])
     assert row in stale
     unchecked = BookBuilder(int(records["instrument"].max()) + 1, 10, 10, check=False)
@@ -263,11 +231,11 @@ def test_a_gap_without_a_snapshot_is_counted_and_stays_stale(reason, msg):
     stream, levels = b.build(_msgs([*BASE, msg, (MD_BOOK_ADD, 4, SIDE_BUY, 101, 1)]))
     assert b.counters()[reason] == 1
     assert b.counters()["stale_messages"] == 2
-    msg_of = _message_of(stream)
+    msg_of = message_of(stream)
     flagged = (stream["flags"] & MDF_BOOK_STALE) != 0
     assert (flagged == (msg_of >= 3)).all()  # every record from the gap on is flagged
     assert not (stream["kind"][msg_of >= 3] == MD_QUOTE).any()  # nothing from that book
-    assert _message_of(stream)[levels["parent_seq"].astype(np.int64)].max() < 3
+    assert message_of(stream)[levels["parent_seq"].astype(np.int64)].max() < 3
 
 
 def test_a_crossed_book_is_stale_while_it_lasts():
@@ -283,14 +251,14 @@ def test_a_crossed_book_is_stale_while_it_lasts():
         )
     )
     assert b.counters()["crossed"] == 1 and b.counters()["stale_messages"] == 2
-    msg_of = _message_of(stream)
+    msg_of = message_of(stream)
     flagged = (stream["flags"] & MDF_BOOK_STALE) != 0
     assert (flagged == np.isin(msg_of, (3, 4))).all()
     # consistent again: the first message after publishes what changed since the last
     # publication (the bid is back at 100 x 10: no quote; level 3 of the bids is new)
     last = stream[msg_of == 5]
     assert not (last["kind"] == MD_QUOTE).any()
-    lv = levels[_message_of(stream)[levels["parent_seq"].astype(np.int64)] == 5]
+    lv = levels[message_of(stream)[levels["parent_seq"].astype(np.int64)] == 5]
     assert [(int(r["level"]), int(r["price"])) for r in lv] == [(2, 98)]
 
 
@@ -312,7 +280,7 @@ def test_a_gap_with_reference_rows_is_resynced_from_the_next_row():
     stream, _ = b.build(msgs, ref)
     c = b.counters()
     assert c["missing_level"] == 1 and c["resync"] == 1 and c["stale_messages"] == 1
-    flagged = _message_of(stream)[(stream["flags"] & MDF_BOOK_STALE) != 0]
+    flagged = message_of(stream)[(stream["flags"] & MDF_BOOK_STALE) != 0]
     assert set(flagged.tolist()) == {3}
     assert b.top(1, 2).tolist() == [102, 5, 101, 1, 9999999999, 0, 100, 10]
 
