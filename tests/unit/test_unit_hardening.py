@@ -13,8 +13,11 @@ stage. So each risky setting's effect is checked on its own:
   no capability at all (``CapabilityBoundingSet=`` empty);
 * the exposure score of ``systemd-analyze security --offline=yes``.
 
-What cannot be checked here — numba compiling under ``MemoryDenyWriteExecute=`` — is why
-that setting is absent; docs/systemd.md "Hardening" has the manual check for a host.
+* numba under a write-xor-execute policy (the kernel's own, ``prctl(PR_SET_MDWE)``, Linux
+  6.3+, which ``MemoryDenyWriteExecute=`` asks for): it cannot run at all, which is why
+  that setting is absent.
+
+docs/systemd.md "Hardening" has the check to run on a host under the real units.
 """
 
 from __future__ import annotations
@@ -164,6 +167,39 @@ def test_no_setting_that_breaks_a_stage():
     assert u["LimitMEMLOCK"] == ["infinity"] and u["LimitRTPRIO"] == ["99"]
     denied = " ".join(v for v in u["SystemCallFilter"] if v.startswith("~"))
     assert "@resources" not in denied and "@memlock" not in denied  # affinity, FIFO, mlock
+
+
+MDWE_CHILD = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    print("no-mdwe", ctypes.get_errno())
+    raise SystemExit(0)
+# what `import numba` runs first (numba/__init__.py, _ensure_llvm): without the whole
+# import's seconds
+from llvmlite.binding.executionengine import check_jit_execution
+try:
+    check_jit_execution()
+except OSError as exc:
+    print("refused:", exc)
+    raise SystemExit(0)
+print("compiled under W^X")
+"""
+
+
+def test_numba_cannot_run_under_write_xor_execute_so_the_unit_does_not_ask_for_it():
+    """``MemoryDenyWriteExecute=yes`` is the W^X policy the kernel enforces with
+    ``PR_SET_MDWE`` (memory never gains execute): numba cannot even start, as a stage would
+    find at its first kernel. Checked in a child under that policy; the unit omits it."""
+    out = subprocess.run(
+        [sys.executable, "-c", MDWE_CHILD], capture_output=True, text=True, timeout=120
+    )
+    if out.stdout.startswith("no-mdwe"):
+        pytest.skip(f"this kernel has no PR_SET_MDWE ({out.stdout.strip()})")
+    assert out.returncode == 0 and out.stdout.startswith("refused:"), out.stdout + out.stderr
+    assert "executable memory" in out.stdout
+    for name in HARDENED:
+        assert "MemoryDenyWriteExecute" not in unit(name), name
 
 
 def _groups() -> dict[str, list[str]]:
