@@ -77,11 +77,14 @@ def check_pair(
     rate: float = 100_000.0,
     store: int = 65536,
     timeout_s: float = 600.0,
+    group: str = "",
 ) -> dict:
     """Serve the pair ``path`` (directory, zip or file) and receive it; returns the counts.
     ``ok`` is true when every LOBSTER row was reached at a message boundary and the book
     equalled it there, every message was decoded once, no reference was unknown, packets
-    were dropped and recovered, and the feed needed no correction on a determinable row."""
+    were dropped and recovered, and the feed needed no correction on a determinable row.
+    ``group``: a multicast group address to publish to and join on 127.0.0.1 (unicast to
+    127.0.0.1 otherwise)."""
     import uvloop
 
     from bot4.marketdata.lobster import read_pair
@@ -94,7 +97,7 @@ def check_pair(
     md_port, rr_port = free_udp_port(), free_udp_port()
     cfg = ExchangeConfig(
         lobster=[path],
-        md_to=[("127.0.0.1", md_port)],
+        md_to=[(group or "127.0.0.1", md_port)],
         rerequest_port=rr_port,
         ouch_port=0,
         rate=rate,
@@ -103,7 +106,7 @@ def check_pair(
     )
     ex = Exchange(cfg, feed)
     params = {
-        "listen": f"127.0.0.1:{md_port}",
+        "listen": f"{group or '127.0.0.1'}:{md_port}",
         "rerequest": f"127.0.0.1:{rr_port}",
         "session": cfg.session,
         "symbols": [symbol],

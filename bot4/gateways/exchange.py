@@ -2,7 +2,8 @@
 (:class:`bot4.venue.matching.Venue`) served over NASDAQ's wire protocols on uvloop.
 
 * **Market data**: a LOBSTER day converted to ITCH 5.0 (:func:`lobster_to_itch`) published
-  in MoldUDP64 packets over UDP (unicast to each ``md_to`` address) at ``rate`` messages/s,
+  in MoldUDP64 packets over UDP (to each ``md_to`` address, unicast or a multicast group,
+  leaving through ``host``'s interface) at ``rate`` messages/s,
   with MoldUDP64 heartbeats when idle, and a re-request server (UDP) answering requests for
   any message published so far (the whole day is retained).
 * **The book** the feed describes is the venue's: every LOBSTER message published is also
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -535,7 +537,17 @@ class Exchange:
             self.rerequest_port = rt.get_extra_info("sockname")[1]
             self.ouch_port = self.server.sockets[0].getsockname()[1]
 
-        self.md_sock, _ = await loop.create_datagram_endpoint(_Md, local_addr=(self.cfg.host, 0))
+        md = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        md.bind((self.cfg.host, 0))
+        # a multicast md_to leaves through the servers' interface and loops back to this host
+        md.setsockopt(
+            socket.IPPROTO_IP,
+            socket.IP_MULTICAST_IF,
+            socket.inet_aton(socket.gethostbyname(self.cfg.host)),
+        )
+        md.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+        md.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+        self.md_sock, _ = await loop.create_datagram_endpoint(_Md, sock=md)
         await bind(self.cfg.rerequest_port, self.cfg.ouch_port)
         log.info(
             "exchange: %d ITCH messages (%s) for %s; OUCH on %s:%d, re-request on %s:%d",

@@ -28,7 +28,7 @@ whole day). A fresh gateway joining mid-day starts at sequence 1 the same way, s
 are complete.
 
 params (all optional): ``listen`` (``"127.0.0.1:31000"``, the UDP address the feed is sent
-to), ``rerequest`` (``"127.0.0.1:31001"``, the re-request server), ``session``
+to; a multicast group address joins that group on ``interface``, ``"127.0.0.1"``), ``rerequest`` (``"127.0.0.1:31001"``, the re-request server), ``session``
 (``"BOT4SIM"``), ``symbols`` (every instrument of the instrument table), ``date`` (the
 feed's trading day, ``YYYY-MM-DD``: ITCH timestamps are ns since midnight US/Eastern;
 default today), ``store`` (65536 messages, a power of two), ``levels`` (1024 per side),
@@ -38,6 +38,7 @@ default today), ``store`` (65536 messages, a power of two), ``levels`` (1024 per
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 import time
@@ -80,6 +81,7 @@ class MdGatewayStage(Stage):
     params_keys = frozenset(
         {
             "listen",
+            "interface",
             "rerequest",
             "session",
             "symbols",
@@ -103,7 +105,17 @@ class MdGatewayStage(Stage):
         super().check_params(params)
         for key in ("listen", "rerequest"):
             if key in params:
-                parse_addr(params[key], key)
+                host, _port = parse_addr(params[key], key)
+                try:
+                    ipaddress.IPv4Address(host)
+                except ValueError:
+                    raise ParamError(key, f"expected an IPv4 address, got {host!r}") from None
+        if "interface" in params:
+            try:
+                ipaddress.IPv4Address(params["interface"])
+            except ValueError:
+                raise ParamError("interface", f"expected an IPv4 address, got "
+                                 f"{params['interface']!r}") from None  # fmt: skip
         check_type(params, "session", str, "a string")
         check_type(params, "symbols", list, "a list of symbols")
         check_type(params, "date", str, "a date YYYY-MM-DD")
@@ -126,6 +138,7 @@ class MdGatewayStage(Stage):
 
         p = self.params
         self.listen = parse_addr(p.get("listen", "127.0.0.1:31000"), "listen")
+        self.interface = p.get("interface", "127.0.0.1")
         self.rerequest_addr = parse_addr(p.get("rerequest", "127.0.0.1:31001"), "rerequest")
         self.session_b = mold.session_bytes(p.get("session", "BOT4SIM"))
         day = date.fromisoformat(p["date"]) if "date" in p else date.today()
@@ -198,7 +211,14 @@ class MdGatewayStage(Stage):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        sock.bind(self.listen)
+        if ipaddress.ip_address(self.listen[0]).is_multicast:
+            # the group on `interface`; bound to any address so that the re-request
+            # server's unicast answers (to this socket's port) arrive here too
+            sock.bind(("0.0.0.0", self.listen[1]))
+            mreq = socket.inet_aton(self.listen[0]) + socket.inet_aton(self.interface)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+        else:
+            sock.bind(self.listen)
         self.transport, _ = await loop.create_datagram_endpoint(lambda: _Feed(self), sock=sock)
         log.info("md_gateway: listening on %s:%d", *self.listen)
 
