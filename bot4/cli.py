@@ -331,6 +331,7 @@ def cmd_journal(args) -> int:
 
     if not Path(args.dir).is_dir():
         raise Bot4Error(f"{args.dir}: no such journal directory", Code.CONFIG_INVALID)
+    _not_a_parent_of_journals(Path(args.dir))
     if args.action == "repair":
         return _journal_repair(args.dir)
     names = {i: n for i, n in enumerate(RECORD_TYPES, start=1)}
@@ -359,6 +360,32 @@ def cmd_journal(args) -> int:
         print(f"bot4: error: {reader.torn_tail.describe()}", file=sys.stderr)
         return JOURNAL_EXIT_TORN
     return 0
+
+
+def _not_a_parent_of_journals(d) -> None:
+    """A directory with no journal file whose subdirectories hold journals (the data
+    directory's ``journal/``, one journal per instance) is a wrong path, not an empty
+    journal: one line naming them, instead of ``files 0`` and exit 0."""
+    from bot4.journal.core import list_segments
+    from bot4.records.errors import Bot4Error, Code
+
+    def holds_journal(p) -> bool:
+        try:
+            return p.is_dir() and bool(list_segments(p))
+        except OSError:  # unreadable: not ours to judge here
+            return False
+
+    if holds_journal(d):
+        return
+    try:
+        inner = sorted(c.name for c in d.iterdir() if holds_journal(c))
+    except OSError:
+        return
+    if inner:
+        raise Bot4Error(
+            f"{d}: no journal here; its subdirectories hold journals: {', '.join(inner)}",
+            Code.CONFIG_INVALID,
+        )
 
 
 def _journal_repair(directory: str) -> int:

@@ -51,6 +51,19 @@ def test_missing_journal_directory_is_one_line_and_exit_1(tmp_path):
         assert p.stderr == f"bot4: error: {tmp_path / 'nope'}: no such journal directory\n"
 
 
+def test_the_parent_of_journals_is_one_line_naming_them_not_an_empty_journal(tmp_path, capsys):
+    with JournalWriter(tmp_path / "default") as w:
+        w.append(np.zeros(4, MARKET_DATA))
+    (tmp_path / "empty").mkdir()
+    for action in ("verify", "cat", "repair"):
+        assert main(["journal", action, str(tmp_path)]) == 1, action
+        assert capsys.readouterr().err == (
+            f"bot4: error: {tmp_path}: no journal here; its subdirectories hold journals: default\n"
+        )
+    assert main(["journal", "verify", str(tmp_path / "empty")]) == 0  # an empty journal
+    assert capsys.readouterr().out.startswith("files 0")
+
+
 def test_unknown_stage_name_is_one_line_naming_the_stages():
     p = _bot4("stage", "nope")
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
