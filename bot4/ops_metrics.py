@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -561,6 +562,14 @@ class Exporter:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                try:
+                    self._get()
+                except Exception as exc:  # a segment gone mid-read: one line, not a traceback
+                    line = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                    print(f"bot4: error: metrics: {self.path}: {line}", file=sys.stderr)
+                    self._send(500, f"{line}\n".encode())
+
+            def _get(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     body, ctype = exporter.metrics(self.headers.get("Accept"))

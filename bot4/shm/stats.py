@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from bot4.shm import ring_layout as L
-from bot4.shm.segment import Segment, instance_segments
+from bot4.shm.segment import Segment, SegmentMissingError, instance_segments
 
 _M64 = (1 << 64) - 1
 
@@ -148,7 +148,10 @@ def instance_ring_snapshots(instance: str) -> list[RingSnapshot]:
     for name in instance_segments(instance):
         if not is_ring(name):
             continue
-        r = RingReader(name)
+        try:
+            r = RingReader(name)
+        except (SegmentMissingError, ValueError):
+            continue  # unlinked since it was listed (the instance stopping): not a ring now
         try:
             out.append(r.snapshot())
         finally:

@@ -214,3 +214,43 @@ def test_a_port_in_use_is_one_line_not_a_traceback():
         out.stderr
         == f"bot4: error: metrics: cannot listen on 127.0.0.1:{port}: Address already in use\n"
     )
+
+
+def test_a_scrape_that_fails_is_a_500_and_one_line_not_a_traceback(monkeypatch, capsys):
+    """A segment unlinked while a scrape reads it (the instance stopping): the scraper gets
+    a 500 with the reason, the exporter's stderr one line, and it keeps serving."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    import bot4.ops_metrics as OM
+
+    def gone(*a, **kw):
+        raise OSError("segment vanished\nsecond line")
+
+    exp = OM.Exporter("nosuch")
+    srv = exp.server("127.0.0.1", 0)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        monkeypatch.setattr(OM, "snapshot", gone)
+        for path in ("/metrics", "/readyz"):
+            try:
+                urllib.request.urlopen(base + path, timeout=30)
+                raise AssertionError(f"{path}: no error")
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 500 and exc.read() == b"OSError: segment vanished\n"
+        err = capsys.readouterr().err
+        assert err == (
+            "bot4: error: metrics: /metrics: OSError: segment vanished\n"
+            "bot4: error: metrics: /readyz: OSError: segment vanished\n"
+        ), err
+        monkeypatch.undo()
+        with urllib.request.urlopen(base + "/readyz", timeout=30) as never:
+            raise AssertionError(never.read())
+    except urllib.error.HTTPError as exc:  # served again: not ready, no such instance
+        assert exc.code == 503 and exc.read() == b"instance nosuch has no segments\n"
+    finally:
+        srv.shutdown()
+        srv.server_close()
