@@ -271,6 +271,18 @@ def _journal_sha(journal: Path) -> str:
     return h.hexdigest()
 
 
+def _portable(error: str, out_root: str, given: str, used: str, tmp: Path | None) -> str:
+    """``error`` without this execution's own paths, so two executions of a run give the
+    same text (the table's reproducibility): the sweep directory's prefix goes (paths read
+    relative to OUT, as the table's other paths do), and a shipped file's temporary copy
+    reads as the path given."""
+    for root in {str(Path(out_root).resolve()), str(out_root)}:
+        error = error.replace(root.rstrip("/") + "/", "")
+    if tmp is not None:
+        error = error.replace(used, given).replace(str(tmp), str(Path(given).parent))
+    return error
+
+
 def run_one(spec: RunSpec, out_root: str, shipped: dict[str, bytes] | None = None) -> dict:
     """Run ``spec`` into ``out_root/runs/KEY`` (a previous, unfinished attempt there is
     replaced) and return its table row; never raises. ``shipped``: the data's files when
@@ -284,6 +296,7 @@ def run_one(spec: RunSpec, out_root: str, shipped: dict[str, bytes] | None = Non
     rel = f"runs/{spec.key}"
     run_dir = Path(out_root) / rel
     tmp = None
+    data = spec.data
     try:
         if run_dir.exists():
             shutil.rmtree(run_dir)
@@ -291,7 +304,6 @@ def run_one(spec: RunSpec, out_root: str, shipped: dict[str, bytes] | None = Non
         (run_dir / "topology.toml").write_text(spec.topology_toml)
         topo = load_topology(run_dir / "topology.toml")
         latency = LatencyConfig.from_specs(spec.latency_specs())
-        data = spec.data
         if shipped is not None:
             tmp = Path(tempfile.mkdtemp(prefix="bot4-sweep-data-"))
             data = _materialise(spec, shipped, tmp)
@@ -316,6 +328,7 @@ def run_one(spec: RunSpec, out_root: str, shipped: dict[str, bytes] | None = Non
         row["command"] = spec.command(rel)
     except Exception as exc:  # noqa: BLE001 - every failure is the run's result
         row.update(failed_row(spec, exc))
+        row["error"] = _portable(row["error"], out_root, spec.data, data, tmp)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

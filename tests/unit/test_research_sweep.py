@@ -112,6 +112,9 @@ def test_serial_grid_keeps_a_failed_run_resumes_and_equals_plain_replays(tmp_pat
     bad = t[t["p:signals.qty"] == 0]
     assert list(bad["status"]) == ["failed", "failed"]  # qty 0: the topology refuses it
     assert all("params.qty" in e for e in bad["error"])
+    # the error names paths relative to OUT: another OUT gives the same text
+    assert all(e.startswith(f"TopologyError: runs/{k}/topology.toml") for e, k in
+               zip(bad["error"], bad["key"], strict=True))  # fmt: skip
     ok = t[t["status"] == "ok"]
     assert len(ok) == 2 and (ok["fills"] > 0).all()
     html = (out.out_dir / "report.html").read_text()
