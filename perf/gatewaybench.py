@@ -290,13 +290,18 @@ def free_port() -> int:
 
 
 def show(name: str, lat: list[int], packets: int) -> None:
-    a = np.array(lat[len(lat) // 10 :], np.float64) / 1e3  # first 10 % warm-up
+    """Percentiles through bot4's one latency histogram (bot4.shm.histogram), as every
+    perf script and ``bot4 stats`` report them."""
+    from bot4.shm.histogram import percentiles_of
+
+    a = np.array(lat[len(lat) // 10 :], np.int64)  # first 10 % warm-up
     if a.size == 0:
         print(f"  {name}: no samples")
         return
-    p50, p99 = np.percentile(a, [50, 99])
+    p = percentiles_of(a)
+    p50, p99 = p["p50_ns"] / 1e3, p["p99_ns"] / 1e3
     print(f"  {name:34s} n={a.size:6d}/{packets}  p50 {p50:7.1f} µs  p99 {p99:8.1f} µs  "
-          f"max {a.max():8.1f} µs")  # fmt: skip
+          f"max {a.max() / 1e3:8.1f} µs")  # fmt: skip
 
 
 def main() -> None:
