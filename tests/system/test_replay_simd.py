@@ -1,7 +1,8 @@
 """The same replay at two SIMD widths (``BOT4_SIMD``: numba compiled for the host's
 default vectors and for 512-bit ones, or 256-bit where the host has no AVX-512), each in
 its own process: byte-identical journals and report. Each width has its own numba cache
-entries, so a cold cache compiles every kernel once here."""
+entries; ``bot4 warm --all`` compiles the replay's at both widths (the README's test
+command runs it first), else a cold cache compiles every kernel once here."""
 
 from __future__ import annotations
 
