@@ -53,3 +53,14 @@ def test_lobster_day_over_multicast_on_loopback_rebuilds_lobsters_book():
         pytest.skip(f"no multicast on loopback here: {exc}")
     print(res)
     assert res["ok"] and res["rows_mismatched"] == 0 and res["packets_dropped"] > 0
+
+
+def test_exchange_check_command_refuses_a_missing_pair_in_one_line():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "bot4.cli", "exchange", "check", "/nonexistent"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 1 and out.stdout == ""
+    assert "Traceback" not in out.stderr
+    assert "bot4: error: exchange check: /nonexistent:" in out.stderr
