@@ -254,3 +254,27 @@ def test_a_scrape_that_fails_is_a_500_and_one_line_not_a_traceback(monkeypatch, 
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_readyz_names_an_unreachable_database_in_one_line_and_asks_it_sparingly(monkeypatch):
+    import socket
+
+    import bot4.ops_metrics as OM
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert OM.DbCheck(None).problem() is None  # no database configured: never asked
+    check = OM.DbCheck(f"postgresql://bot4@127.0.0.1:{port}/bot4?connect_timeout=2")
+    why = check.problem()
+    assert why.startswith("database unreachable: ") and "\n" not in why, why
+    asked = []
+    monkeypatch.setattr(check, "_ask", lambda: asked.append(1))
+    assert check.problem() == why and not asked  # the verdict is kept DB_CHECK_EVERY_S
+    monkeypatch.setattr(check, "_at", check._at - OM.DB_CHECK_EVERY_S)
+    assert check.problem() is None and asked == [1]  # asked again once it is due
+    snap = {"instance": "t", "exists": True, "pipeline": "running", "stages": [], "rings": []}
+    monkeypatch.setattr(OM, "snapshot", lambda *a: snap)
+    exp = OM.Exporter("t", dsn="x")
+    monkeypatch.setattr(exp.db, "problem", lambda: why)
+    assert exp.ready() == [why]
