@@ -16,6 +16,10 @@
   (``runtime_env``), so they use the same SIMD width and the keyed numba cache; each task
   asks for one CPU and the replay pins nothing. ``warm`` runs ``bot4 warm`` once on every
   node first, so runs do not compile cold (on one machine the cache is already shared).
+* **Authentication.** Ray's token authentication (on by default for a cluster started with
+  ``ray start`` and for the local Ray): Ray sends its token to an explicit ``address`` only
+  with ``RAY_AUTH_MODE=token`` in the environment; without it a refused connection's error
+  line says so.
 * **Start-up.** A local Ray that does not come up (Ray gives its raylet 30 s, which a
   machine with every core busy can miss) is tried once more, then the sweep stops with one
   ``bot4: error:`` line; the runs already in the table stay.
@@ -107,16 +111,25 @@ class RayExecutor:
                     with contextlib.suppress(Exception):
                         ray.shutdown()
                     if attempt == 2 or self.address:
-                        where = self.address or "a local Ray"
-                        text = " ".join(str(exc).split())
-                        raise Bot4Error(
-                            f"could not start {where}: {text} (retry, or run with --serial)",
-                            Code.INTERNAL_ERROR,
-                        ) from None
+                        raise Bot4Error(self._start_error(exc), Code.INTERNAL_ERROR) from None
             self.started = True
         if self.warm:
             self._warm_nodes()
         self.startup_s = time.perf_counter() - t0
+
+    def _start_error(self, exc: BaseException) -> str:
+        text = " ".join(str(exc).split())
+        if not self.address:
+            return f"could not start a local Ray: {text} (retry, or run with --serial)"
+        hint = ""
+        if "RAY_AUTH_MODE" not in os.environ:
+            # Ray never sends a token to an address given explicitly unless told to; a
+            # cluster started with `ray start` (token authentication on by default) refuses
+            hint = (
+                "; a cluster with Ray's token authentication (the default of `ray start`) "
+                "needs RAY_AUTH_MODE=token and its token (~/.ray/auth_token or RAY_AUTH_TOKEN)"
+            )
+        return f"could not connect to the Ray cluster at {self.address}: {text}{hint}"
 
     def __exit__(self, *exc) -> None:
         if self.started:

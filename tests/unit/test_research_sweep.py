@@ -248,3 +248,16 @@ def test_the_code_version_names_the_code_not_unrelated_commits(tmp_path):
     (tmp_path / "bot4" / "a.py").write_text("x = 1\n")
     (tmp_path / "bot4" / "new.py").write_text("y = 1\n")  # untracked code counts too
     assert version_of_checkout(tmp_path, "1.0").startswith(clean + "-dirty.")
+
+
+def test_a_refused_ray_address_says_how_to_send_the_token(monkeypatch):
+    pytest.importorskip("ray")
+    from bot4.research.executor import RayExecutor
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    e = RayExecutor("10.0.0.1:6379")
+    line = e._start_error(ConnectionError("Failed to connect\nto Ray cluster"))
+    assert line.startswith("could not connect to the Ray cluster at 10.0.0.1:6379: Failed to")
+    assert "RAY_AUTH_MODE=token" in line and "\n" not in line
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # set already: the cause lies elsewhere
+    assert "RAY_AUTH_MODE" not in e._start_error(ConnectionError("refused"))
