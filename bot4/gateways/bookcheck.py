@@ -40,7 +40,7 @@ async def _receive(stage, feed, orderbook, symbol_id, timeout_s):
     from bot4.marketdata.book import book_top_kernel
     from bot4.records import MARKET_DATA, MD_QUOTE
 
-    levels = orderbook.shape[1] // 4
+    levels = orderbook.shape[1] // 4 if orderbook is not None else 1
     top = np.zeros(4 * levels, np.int64)
     out = np.zeros(8, MARKET_DATA)
     counts = np.zeros(1, np.int64)
@@ -60,7 +60,7 @@ async def _receive(stage, feed, orderbook, symbol_id, timeout_s):
             quotes += int((recs["kind"] == MD_QUOTE).sum())
             bad_parent += int((recs["parent_seq"] != pos + 1).sum()) + (n != 1)
             row = int(feed.lobster_row[pos])
-            if row >= 0:
+            if row >= 0 and orderbook is not None:
                 book_top_kernel(keys[symbol_id], sizes[symbol_id], nlev[symbol_id], levels, top)
                 checked += 1
                 if not np.array_equal(top, orderbook[row]):
@@ -68,6 +68,67 @@ async def _receive(stage, feed, orderbook, symbol_id, timeout_s):
             pos += 1
     return {"checked": checked, "mismatched": mismatched, "quotes": quotes,
             "bad_parent": bad_parent}  # fmt: skip
+
+
+def run_gateway(
+    feed,
+    symbols,
+    orderbook=None,
+    *,
+    drop_every=100,
+    rate=100_000.0,
+    store=65536,
+    timeout_s=600.0,
+    group="",
+):
+    """Serve ``feed`` and receive it with an md_gateway for ``symbols``, one message at a
+    time; with ``orderbook`` (one symbol), its book is compared with each LOBSTER row.
+    Returns (exchange, stage, counts)."""
+    import uvloop
+
+    from bot4.stages.md_gateway import MdGatewayStage
+
+    md_port, rr_port = free_udp_port(), free_udp_port()
+    cfg = ExchangeConfig(
+        lobster=[],
+        md_to=[(group or "127.0.0.1", md_port)],
+        rerequest_port=rr_port,
+        ouch_port=0,
+        rate=rate,
+        heartbeat_s=0.05,
+        faults=Faults(drop_every=drop_every),
+    )
+    ex = Exchange(cfg, feed)
+    params = {
+        "listen": f"{group or '127.0.0.1'}:{md_port}",
+        "rerequest": f"127.0.0.1:{rr_port}",
+        "session": cfg.session,
+        "symbols": list(symbols),
+        "date": str(feed.day),
+        "rerequest_ms": 5,
+        "store": store,
+    }
+    MdGatewayStage.check_params(params)
+    spec = SimpleNamespace(name="md_gateway", params=params)
+    stage = MdGatewayStage(spec, [], [SimpleNamespace(type="MARKET_DATA")], "check")
+    stage.setup()
+    stage.bind(None, _Waker())
+    symbol_id = feed.symbols[symbols[0]]
+
+    async def main():
+        server = asyncio.ensure_future(ex.serve())
+        while getattr(ex, "ouch_port", None) is None:
+            if server.done():
+                server.result()  # a bind error: raise it
+            await asyncio.sleep(0.01)
+        await stage.open()
+        try:
+            return await _receive(stage, feed, orderbook, symbol_id, timeout_s)
+        finally:
+            await stage.shut()
+            server.cancel()
+
+    return ex, stage, uvloop.run(main())
 
 
 def check_pair(
@@ -85,56 +146,16 @@ def check_pair(
     were dropped and recovered, and the feed needed no correction on a determinable row.
     ``group``: a multicast group address to publish to and join on 127.0.0.1 (unicast to
     127.0.0.1 otherwise)."""
-    import uvloop
 
     from bot4.marketdata.lobster import read_pair
     from bot4.records import DEFAULT_INSTRUMENTS
-    from bot4.stages.md_gateway import MdGatewayStage
 
     feed = lobster_to_itch([path])
     _msgs, orderbook, _rep = read_pair(path)
     (symbol,) = feed.symbols
-    md_port, rr_port = free_udp_port(), free_udp_port()
-    cfg = ExchangeConfig(
-        lobster=[path],
-        md_to=[(group or "127.0.0.1", md_port)],
-        rerequest_port=rr_port,
-        ouch_port=0,
-        rate=rate,
-        heartbeat_s=0.05,
-        faults=Faults(drop_every=drop_every),
-    )
-    ex = Exchange(cfg, feed)
-    params = {
-        "listen": f"{group or '127.0.0.1'}:{md_port}",
-        "rerequest": f"127.0.0.1:{rr_port}",
-        "session": cfg.session,
-        "symbols": [symbol],
-        "date": str(feed.day),
-        "rerequest_ms": 5,
-        "store": store,
-    }
-    MdGatewayStage.check_params(params)
-    spec = SimpleNamespace(name="md_gateway", params=params)
-    stage = MdGatewayStage(spec, [], [SimpleNamespace(type="MARKET_DATA")], "check")
-    stage.setup()
-    stage.bind(None, _Waker())
-
-    async def main():
-        server = asyncio.ensure_future(ex.serve())
-        while getattr(ex, "ouch_port", None) is None:
-            if server.done():
-                server.result()  # a bind error: raise it
-            await asyncio.sleep(0.01)
-        await stage.open()
-        try:
-            return await _receive(stage, feed, orderbook, feed.symbols[symbol], timeout_s)
-        finally:
-            await stage.shut()
-            server.cancel()
-
     t0 = time.monotonic()
-    got = uvloop.run(main())
+    ex, stage, got = run_gateway(feed, [symbol], orderbook, drop_every=drop_every, rate=rate,
+                                 store=store, timeout_s=timeout_s, group=group)  # fmt: skip
     s = stage.summary()
     rows = len(orderbook)
     res = {
@@ -178,4 +199,47 @@ def check_pair(
         # a pair shorter than drop_every packets has nothing dropped
         and (ex.stats["packets"] < drop_every or (res["packets_dropped"] > 0 and res["gaps"] > 0))
     )
+    return res
+
+
+def check_synthetic(messages: int = 20_000, instruments: int = 3, *, drop_every: int = 100,
+                    rate: float = 100_000.0, seed: int = 1) -> dict:  # fmt: skip
+    """A synthetic day (:func:`bot4.gateways.feed.synthetic_to_itch`) through the simulator
+    into md_gateway for every instrument: every message decoded once, and each
+    instrument's top of book at the end equals the one the feed's own records (the venue's
+    copy, built without the ITCH bytes) leave."""
+    from bot4.gateways.feed import synthetic_to_itch
+    from bot4.marketdata.book import book_top_kernel
+    from bot4.records import MD_BOOK_ADD, MD_BOOK_DELETE, SIDE_BUY
+
+    feed = synthetic_to_itch(messages, instruments, seed)
+    syms = list(feed.symbols)
+    ex, stage, got = run_gateway(feed, syms, drop_every=drop_every, rate=rate)
+    live: dict[int, tuple] = {}
+    for r in feed.venue_md:
+        if int(r["kind"]) == MD_BOOK_ADD:
+            live[int(r["order_id"])] = (int(r["instrument"]), int(r["side"]), int(r["price"]),
+                                        int(r["qty"]))  # fmt: skip
+        elif int(r["kind"]) == MD_BOOK_DELETE:
+            live.pop(int(r["order_id"]), None)
+    keys, sizes, nlev = stage.books[0], stage.books[1], stage.books[2]
+    top = np.zeros(4, np.int64)
+    tops_equal = True
+    for inst in feed.symbols.values():
+        want = np.zeros(4, np.int64)
+        for side, c, best in ((-SIDE_BUY, 0, min), (SIDE_BUY, 2, max)):
+            px = [o[2] for o in live.values() if o[0] == inst and o[1] == side]
+            if px:
+                want[c] = best(px)
+                want[c + 1] = sum(o[3] for o in live.values()
+                                  if o[0] == inst and o[1] == side and o[2] == want[c])  # fmt: skip
+        book_top_kernel(keys[inst], sizes[inst], nlev[inst], 1, top)
+        tops_equal &= bool(np.array_equal(top[want > 0], want[want > 0]))
+    s = stage.summary()
+    res = {"messages": feed.messages, "decoded": s["messages"], "gaps": s["gaps"],
+           "packets_dropped": ex.stats["dropped"], "unknown_ref": s["unknown_ref"],
+           "bad_parent": got["bad_parent"], "quotes": got["quotes"], "tops_equal": tops_equal,
+           "delete_mismatch": stage.table.counters()["delete_mismatch"]}  # fmt: skip
+    res["ok"] = bool(res["decoded"] == feed.messages and res["unknown_ref"] == 0 and tops_equal
+                     and res["bad_parent"] == 0 and res["delete_mismatch"] == 0)  # fmt: skip
     return res

@@ -24,8 +24,15 @@ def cmd_exchange(args) -> int:
     for u in args.user or []:
         name, _, pw = u.partition(":")
         users[name] = pw
+    if bool(args.lobster) == bool(args.synthetic):
+        print("bot4: error: exchange serve: give LOBSTER pairs or --synthetic N (one of them)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     cfg = ExchangeConfig(
         lobster=args.lobster,
+        synthetic=args.synthetic,
+        synthetic_instruments=args.instruments,
+        synthetic_seed=args.synthetic_seed,
         host=args.host,
         md_to=args.md_to or [("127.0.0.1", 31000)],
         rerequest_port=args.rerequest_port,
@@ -104,8 +111,13 @@ def cmd_check(args) -> int:
 def add_parser(sub) -> None:
     e = sub.add_parser("exchange", help="the exchange simulator (ITCH/MoldUDP64, OUCH/SoupBinTCP)")
     esub = e.add_subparsers(dest="exchange_cmd", required=True)
-    s = esub.add_parser("serve", help="serve a LOBSTER day over ITCH and OUCH until stopped")
-    s.add_argument("lobster", nargs="+", help="LOBSTER pairs (file, zip or directory), one day")
+    s = esub.add_parser("serve", help="serve a LOBSTER day (or the synthetic source) over ITCH "
+                        "and OUCH until stopped")  # fmt: skip
+    s.add_argument("lobster", nargs="*", help="LOBSTER pairs (file, zip or directory), one day")
+    s.add_argument("--synthetic", type=int, default=0, metavar="N",
+                   help="serve N events of bot4's synthetic source instead of LOBSTER pairs")  # fmt: skip
+    s.add_argument("--instruments", type=int, default=3, help="synthetic instruments (3)")
+    s.add_argument("--synthetic-seed", type=int, default=1, help="synthetic source seed (1)")
     s.add_argument("--host", default="127.0.0.1", help="address the servers bind (127.0.0.1)")
     s.add_argument("--md-to", type=_addr, action="append",
                    help="HOST:PORT the ITCH feed is sent to (repeatable; 127.0.0.1:31000)")  # fmt: skip

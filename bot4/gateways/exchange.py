@@ -1,7 +1,8 @@
 """The exchange simulator behind ``bot4 exchange serve``: bot4's matching engine
 (:class:`bot4.venue.matching.Venue`) served over NASDAQ's wire protocols on uvloop.
 
-* **Market data**: a LOBSTER day converted to ITCH 5.0 (:func:`lobster_to_itch`) published
+* **Market data**: a LOBSTER day converted to ITCH 5.0 (:func:`lobster_to_itch`), or bot4's
+  synthetic source as ITCH (:func:`~bot4.gateways.feed.synthetic_to_itch`), published
   in MoldUDP64 packets over UDP (to each ``md_to`` address, unicast or a multicast group,
   leaving through ``host``'s interface) at ``rate`` messages/s,
   with MoldUDP64 heartbeats when idle, and a re-request server (UDP) answering requests for
@@ -110,6 +111,9 @@ class ExchangeConfig:
     faults: Faults = field(default_factory=Faults)
     max_rerequest: int = 2000  # messages answered per re-request
     start_on_login: bool = False  # hold the feed (heartbeats only) until a first OUCH login
+    synthetic: int = 0  # > 0: serve this many synthetic events instead of LOBSTER days
+    synthetic_instruments: int = 3
+    synthetic_seed: int = 1
     latency_log: str = ""  # .npz written at exit: feed send and OUCH Enter arrival stamps
 
 
@@ -737,7 +741,12 @@ def serve(cfg: ExchangeConfig, ready=None) -> None:
     """Build the feed and run the exchange until interrupted (uvloop)."""
     import uvloop
 
-    feed = lobster_to_itch(cfg.lobster)
+    if cfg.synthetic:
+        from bot4.gateways.feed import synthetic_to_itch
+
+        feed = synthetic_to_itch(cfg.synthetic, cfg.synthetic_instruments, cfg.synthetic_seed)
+    else:
+        feed = lobster_to_itch(cfg.lobster)
     ex = Exchange(cfg, feed)
     try:
         uvloop.run(ex.serve(ready))

@@ -295,7 +295,12 @@ def lobster_to_itch(paths: list[str]) -> Feed:
             if end:
                 lob[end - 1] = row
         streams.append((rows, md, lob, inst))
-    # merge the symbols' streams in time order (each keeps its own order)
+    return _assemble(head, streams, symbols, day, midnight, counts)
+
+
+def _assemble(head, streams, symbols, day, midnight, counts) -> Feed:
+    """The day's Feed: ``head`` rows first, then the symbols' streams merged in time order
+    (each keeps its own order), then System Event 'C'."""
     merged = []
     for rows, md, lob, inst in streams:
         for i in range(len(rows)):
@@ -323,6 +328,80 @@ def lobster_to_itch(paths: list[str]) -> Feed:
     vmd["seq"] = np.arange(1, len(gen) + 1)
     counts["messages"] = len(gen)
     return Feed(buf, offsets, vmd, lobster_row, symbols, day, counts)
+
+
+def synthetic_to_itch(
+    messages: int = 100_000,
+    instruments: int = 3,
+    seed: int = 1,
+    day: date | None = None,
+    spacing_ns: int = 50_000,
+) -> Feed:
+    """A day from bot4's synthetic source (the default topology's GARCH mid-price walk,
+    ``bot4.stages.standins``) as ITCH 5.0: ``messages`` synthetic events from 09:30, one
+    every ``spacing_ns``. Each instrument keeps one displayed order per side: a quote
+    replaces that side's order (D of the old reference, A of a new one, with the quote's
+    price and size; an order of the other side it would cross is deleted first), a trade
+    print becomes a non-displayable trade (P). The instruments are the first
+    ``instruments`` of the instrument table, so ``md_gateway`` with its default symbols
+    takes them all. ``lobster_row`` is -1 throughout (no reference book)."""
+    from bot4.marketdata.lobster import local_to_utc_ns
+    from bot4.records import DEFAULT_INSTRUMENTS, MD_QUOTE, MD_TRADE
+    from bot4.stages.standins import _md_kernel
+
+    day = day or date.today()
+    n = int(instruments)
+    recs = np.zeros(int(messages), MARKET_DATA)
+    mids = np.array([100.0 * 10_000 * (1 + 0.5 * i) for i in range(n)])
+    _md_kernel(recs, 0, len(recs), 1, 0, np.uint64(seed), mids, np.full(n, 1e-8),
+               np.full(n, 100, np.int64), n)  # fmt: skip
+    midnight = int(local_to_utc_ns(day, np.zeros(1, np.int64))[0])
+    t_open = 34_200 * 1_000_000_000
+    counts = {"quotes": 0, "trades": 0, "crossed": 0}
+    head: list = [((b"S", 0, t_open, 0, 0, b" ", 0, 0, 0, b"", b"O"), (0, 0, 0, 0, 0, t_open), -1)]
+    symbols: dict[str, int] = {}
+    shadows, streams, resting = [], [], []
+    for k in range(n):
+        inst = k + 1
+        sym = DEFAULT_INSTRUMENTS.symbol_of(inst)
+        symbols[sym] = inst
+        key = sym.encode().ljust(8)
+        for t, code in ((b"R", b" "), (b"H", b"T")):
+            head.append(
+                ((t, LOCATE_BASE + k, t_open, 0, 0, b" ", 0, 0, 0, key, code), (0, 0, 0, 0, 0, t_open), -1)
+            )  # fmt: skip
+        rows: list = []
+        md: list = []
+        shadows.append(_Shadow(inst, LOCATE_BASE + k, key, rows, md, counts))
+        streams.append((rows, md, None, inst))
+        resting.append({SIDE_BUY: 0, SIDE_SELL: 0})
+    ref, match = 0, 0
+    for p, r in enumerate(recs):
+        k = int(r["instrument"]) - 1
+        sh, rest = shadows[k], resting[k]
+        ts = t_open + p * int(spacing_ns)
+        side, px, q = int(r["side"]), int(r["price"]), int(r["qty"])
+        if int(r["kind"]) == MD_TRADE:
+            match += 1
+            counts["trades"] += 1
+            sh._emit(ts, b"P", 0, side, q, px, match, kind=MD_BOOK_HIDDEN_EXEC)
+            continue
+        if int(r["kind"]) != MD_QUOTE:
+            continue
+        counts["quotes"] += 1
+        other = rest[-side]
+        if other and ((side == SIDE_BUY and px >= sh.orders[other][1]) or
+                      (side == SIDE_SELL and px <= sh.orders[other][1])):  # fmt: skip
+            counts["crossed"] += 1
+            sh.reduce(ts, other, 0, b"D")
+            rest[-side] = 0
+        if rest[side]:
+            sh.reduce(ts, rest[side], 0, b"D")
+        ref += 1
+        sh.add(ts, ref, side, q, px)
+        rest[side] = ref
+    streams = [(rows, md, np.full(len(rows), -1, np.int64), inst) for rows, md, _, inst in streams]
+    return _assemble(head, streams, symbols, day, midnight, counts)
 
 
 def _determinable(levels, kind, qty, price, side, prev) -> int:
