@@ -216,7 +216,8 @@ class OrderGatewayStage(Stage):
         self.c = {k: 0 for k in ("sent", "resent", "skipped_resend", "reports", "replayed",
                                   "foreign", "broken_trades", "connects", "logins",
                                   "login_rejects", "disconnects", "bad_frames", "queries",
-                                  "throttled", "outq_full", "errors", "bad_actions")}  # fmt: skip
+                                  "throttled", "outq_full", "errors", "bad_actions",
+                                  "session_resets")}  # fmt: skip
         d = data_dir() / "gateway" / self.instance
         self.wal_path = d / f"{self.spec.name}.s{self.session}.orders"
         self.wal_seqs: set[int] = set()
@@ -350,6 +351,8 @@ class OrderGatewayStage(Stage):
                     self._bad(proto, str(exc))
                     return
                 self.logged_in = True
+                if not self.first_login and seq < self.next_expected:
+                    self._session_reset(seq)
                 self.first_login = False
                 self.next_expected = seq
                 self.last_msg_ns = time.monotonic_ns()
@@ -373,8 +376,20 @@ class OrderGatewayStage(Stage):
         log.error("order_gateway: session ended: %s", why)
         proto.transport.close()
 
+    def _session_reset(self, seq: int) -> None:
+        """The exchange's session is shorter than what this gateway has seen: it lost its
+        day (a new exchange process under the same session name). Nothing can be replayed
+        from it; the orders it does not know are the operator's (and the OMS's
+        reconciliation's) to settle. Counted once per reset, logged at ERROR."""
+        self.c["session_resets"] += 1
+        log.error("order_gateway: the exchange's session restarts at message %d, this gateway "
+                  "had %d: the exchange lost its day; orders sent before are unknown there",
+                  seq, max(self.next_expected, self.published_seq + 1))  # fmt: skip
+
     def _caught_up(self) -> None:
         self.caught_up = True
+        if self.next_expected <= self.published_seq and not self.c["session_resets"]:
+            self._session_reset(self.next_expected)  # a restarted gateway found a shorter day
         resend = list(self.inflight.items())
         for token, (kind, msg) in resend:
             o = self.orders.get(ouch.coid_of(token))

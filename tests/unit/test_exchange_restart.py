@@ -97,3 +97,61 @@ def test_exchange_restart_gateway_reconnects_and_trades_again():
     assert summary["disconnects"] >= 1 and summary["logins"] >= 2
     allr = np.concatenate(reports)
     assert len(set(allr["exec_id"].tolist())) == len(allr), "a report published twice"
+
+
+def test_gateway_flags_an_exchange_that_lost_its_day():
+    """A new exchange process under the same session name (its message log empty) answers
+    the gateway's login at 1 while it expects 2: counted ``session_resets``, logged."""
+    import uvloop
+
+    def exchange():
+        feed = Feed(np.zeros(0, np.uint8), np.zeros(1, np.int64), np.zeros(0, MARKET_DATA),
+                    np.zeros(0, np.int64), {"AMZN": AMZN}, date(2012, 6, 21))  # fmt: skip
+        ex = Exchange(ExchangeConfig(lobster=[], ouch_port=port, rerequest_port=0), feed)
+        ex.venue.on_market_data(external_book(), 1)
+        return ex
+
+    port = 0
+
+    async def main():
+        nonlocal port
+        first = exchange()
+        server = asyncio.ensure_future(first.serve())
+        while getattr(first, "ouch_port", None) is None:
+            await asyncio.sleep(0.01)
+        port = first.ouch_port
+        params = {"connect": f"127.0.0.1:{port}", "throttle": 0, "replay_quiet_ms": 5}
+        spec = SimpleNamespace(name="order_gateway", params=params)
+        gw = OrderGatewayStage(spec, [SimpleNamespace(type="ORDER")],
+                               [SimpleNamespace(type="EXEC_REPORT")], "reset")  # fmt: skip
+        gw.session = 6
+        gw.setup()
+        gw.bind(SimpleNamespace(outs=[SimpleNamespace(producer_position=0, capacity=8)]), _Waker())
+        await gw.open()
+        out = np.zeros(64, EXEC_REPORT)
+        counts = np.zeros(1, np.int64)
+        deadline = time.monotonic() + 20
+        while not gw.input_ready(0, time.monotonic_ns()):
+            assert time.monotonic() < deadline, "gateway never logged in"
+            await asyncio.sleep(0.005)
+        gw.process(0, order(1, ACTION_NEW, 301, SIDE_BUY, 50, 2_190_000, oid=31), [out], counts, 1)
+        while gw.summary()["next_expected"] < 2:  # the ACK
+            assert time.monotonic() < deadline, "no ACK"
+            await asyncio.sleep(0.005)
+        # the exchange process ends; a new one (an empty day) takes its port
+        first.server.close()
+        for a in first.accounts.values():
+            a.conn.transport.close()
+        server.cancel()
+        second = exchange()
+        server = asyncio.ensure_future(second.serve())
+        while gw.summary()["logins"] < 2:
+            assert time.monotonic() < deadline + 20, "no login to the new exchange"
+            await asyncio.sleep(0.01)
+        await gw.shut()
+        server.cancel()
+        return gw.summary()
+
+    summary = uvloop.run(main())
+    print(summary)
+    assert summary["session_resets"] == 1 and summary["errors"] == 0
