@@ -174,3 +174,23 @@ def test_order_lifecycles_over_ouch_equal_the_in_process_venues(tmp_path):
     others = raw[~np.isin(raw["exec_type"], (2, 3))]
     assert (others["exec_id"] >= (1 << 63)).all()
     assert len(set(raw["exec_id"].tolist())) == len(raw)
+
+
+def test_throttle_holds_the_ring_once_the_bucket_is_spent():
+    """``throttle`` orders/s per session, a token bucket: a batch may overdraw it once, then
+    the gateway leaves its input ring alone (``input_ready`` false, counted) until the
+    bucket refills (here 9 orders short at 2/s: 4.5 s, far beyond the next call)."""
+    spec = SimpleNamespace(name="order_gateway", params={"throttle": 2})
+    OrderGatewayStage.check_params(spec.params)
+    gw = OrderGatewayStage(spec, [SimpleNamespace(type="ORDER")],
+                           [SimpleNamespace(type="EXEC_REPORT")], "throttle")  # fmt: skip
+    gw.session = 7
+    gw.setup()
+    gw.logged_in = gw.caught_up = True  # no exchange: what is sent goes nowhere
+    assert gw.input_ready(0, time.monotonic_ns())
+    batch = np.concatenate([order(k, ACTION_NEW, 400 + k, SIDE_BUY, 10, 2_190_000, oid=k)
+                            for k in range(1, 11)])  # fmt: skip
+    gw.process(0, batch, [np.zeros(64, EXEC_REPORT)], np.zeros(1, np.int64), 1)
+    assert gw.summary()["sent"] == 10
+    assert not gw.input_ready(0, time.monotonic_ns())
+    assert gw.summary()["throttled"] == 1
