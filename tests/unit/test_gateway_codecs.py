@@ -361,3 +361,24 @@ def test_ouch_decode_refuses_unknown_types_and_wrong_lengths():
         ouch.decode(b"out", b"Z" + bytes(30))
     with pytest.raises(ValueError):
         ouch.decode(b"in", b"")
+
+
+# Add Order with MPID attribution: ref 12345678, 'S', 200 shares, "AMZN", $220.6600, "GSCS"
+GOLDEN_F = (
+    "46 0001 000b 1f1aced9f001 0000000000bc614e 53 000000c8 414d5a4e20202020 0021ab88 47534353"
+)
+
+
+def test_itch_decoder_reads_an_add_with_mpid_attribution():
+    s = _Store()
+    f = golden(GOLDEN_F)
+    assert len(f) == itch.MESSAGE_LENGTHS[b"F"] == 40
+    s.ingest(s.packet(1, [golden(GOLDEN_ITCH[b"R"]), f]))
+    recs = s.decode(2)
+    add, quote = recs[0], recs[1]
+    assert (add["kind"], add["side"], add["price"], add["qty"], add["order_id"]) == (
+        MD_BOOK_ADD, SIDE_SELL, 2206600, 200, 12345678)  # fmt: skip
+    assert (add["parent_seq"], add["instrument"]) == (2, 2)
+    assert (quote["kind"], quote["side"], quote["price"], quote["qty"]) == (
+        MD_QUOTE, SIDE_SELL, 2206600, 200)  # fmt: skip
+    assert len(s.table) == 1 and s.stats[itch.DS_MESSAGES] == 2
