@@ -295,10 +295,15 @@ class Exchange:
             acct.conn.send_sequenced(msg)
 
     def _ts(self) -> int:
-        lt = time.localtime()
-        return ((lt.tm_hour * 60 + lt.tm_min) * 60 + lt.tm_sec) * 1_000_000_000 + (
-            time.time_ns() % 1_000_000_000
-        )
+        """OUCH timestamp: ns since midnight US/Eastern (the exchange's clock), now."""
+        from datetime import datetime
+        from zoneinfo import ZoneInfo
+
+        from bot4.marketdata.lobster import EXCHANGE_TZ
+
+        t = time.time_ns()
+        lt = datetime.fromtimestamp(t // 1_000_000_000, ZoneInfo(EXCHANGE_TZ))
+        return ((lt.hour * 60 + lt.minute) * 60 + lt.second) * 1_000_000_000 + t % 1_000_000_000
 
     def _order_record(self, action, coid, orig, inst, side, qty, price, tif) -> np.ndarray:
         self.order_seq += 1
