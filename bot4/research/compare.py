@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from html import escape
 from pathlib import Path
 
@@ -77,8 +78,8 @@ def heat_map_svg(df, x: str, y: str, objective: str) -> str:
     cx, cy = f"p:{x}", f"p:{y}"
     xs = sorted(df[cx].dropna().unique().tolist(), key=_sort_key)
     ys = sorted(df[cy].dropna().unique().tolist(), key=_sort_key)
-    cw, ch, left, top = max(60, min(110, 660 // max(1, len(xs)))), 30, 110, 40
-    w, h = max(700, left + cw * len(xs) + 20), top + ch * len(ys) + 40  # the title fits
+    cw, ch, left, top = max(60, min(110, 660 // max(1, len(xs)))), 30, 110, 8
+    w, h = left + cw * len(xs) + 20, top + ch * len(ys) + 40
     cells = {}
     for (vx, vy), g in ok.groupby([cx, cy]):
         vals = g[objective].astype("float64").dropna()
@@ -86,12 +87,11 @@ def heat_map_svg(df, x: str, y: str, objective: str) -> str:
             cells[(vx, vy)] = float(vals.mean())
     finite = list(cells.values()) or [0.0]
     lo, hi = min(finite), max(finite)
-    parts = [
+    parts = [  # the title is page text above the grid: never cut by a narrow grid
+        f'<p class="heat-title"><b>{escape(objective)}: {escape(y)} (rows) x {escape(x)} '
+        "(columns)</b>, mean over the other parameters and data</p>",
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
         f'viewBox="0 0 {w} {h}" role="img" aria-label="heat map {escape(objective)}">',
-        f'<text x="{left}" y="18" font-size="13" font-weight="bold">{escape(objective)}: '
-        f"{escape(y)} (rows) x {escape(x)} (columns), mean over the other parameters and "
-        "data</text>",
     ]
     for j, vy in enumerate(ys):
         parts.append(
@@ -118,7 +118,11 @@ def heat_map_svg(df, x: str, y: str, objective: str) -> str:
 
 
 def _sort_key(v):
-    return (0, float(v), "") if isinstance(v, int | float) else (1, 0.0, str(v))
+    """Numbers by value; text in natural order (``const:30us`` before ``const:120us``)."""
+    if isinstance(v, int | float):
+        return (0, float(v), ())
+    parts = re.split(r"(\d+(?:\.\d+)?)", str(v))
+    return (1, 0.0, tuple((0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts)))
 
 
 def _table(headers: list[str], rows: list[list[str]], left: int = 0) -> str:
