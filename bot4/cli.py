@@ -282,14 +282,18 @@ def cmd_stats(args) -> int:
         sys.stdout.buffer.write(to_json(snapshot(inst, names, group_of)) + b"\n")
         return 0
     prev = None
-    color = sys.stdout.isatty()
+    tty = sys.stdout.isatty()  # piped: no highlighting, no screen clearing, a blank line between
     while True:
         snap = snapshot(inst, names, group_of)
-        text = render(snap, prev, names, color=color)
+        if snap["exists"]:
+            text = render(snap, prev, names, color=tty)
+        else:  # stopped since: say so, and keep watching for its next start (systemd restarts)
+            text = f"instance {inst} has no segments (stopped); waiting for it to start again"
+            snap = None
         if args.once:
             print(text)
             return 0
-        print("\033[H\033[J" + text, flush=True)
+        print(("\033[H\033[J" if tty else "\n") + text, flush=True)
         prev = snap
         time.sleep(args.interval)
 

@@ -147,3 +147,34 @@ def test_groups_and_their_members_from_the_topology_or_from_shared_pids(instance
     finally:
         cb.close()
         _drop(instance)
+
+
+def test_live_view_piped_is_plain_and_says_when_the_instance_stops(instance, monkeypatch, capsys):
+    """Piped (not a terminal): no highlighting and no screen clearing, snapshots separated
+    by a blank line; an instance that stops while watched is one line, watched on (a
+    systemd restart brings it back), not an empty table."""
+    import bot4.cli as cli
+
+    C.create_control(instance, 1, created_ns=1, session=1)
+    M.create_metrics(instance, None, ["md"])
+    ticks = [0]
+
+    def tick(_s):
+        ticks[0] += 1
+        if ticks[0] == 1:
+            _drop(instance)  # the instance stops between two refreshes
+        else:
+            raise KeyboardInterrupt  # the operator's Ctrl-C
+
+    monkeypatch.setattr(cli.time, "sleep", tick)
+    try:
+        assert cli.main(["stats", "--instance", instance, "--interval", "0.1"]) == 130
+    finally:
+        _drop(instance)
+    out = capsys.readouterr().out
+    assert "\033" not in out
+    first, second = out.split("\n\n")
+    assert first.startswith(f"\ninstance {instance}  pipeline ")
+    assert (
+        second == f"instance {instance} has no segments (stopped); waiting for it to start again\n"
+    )
