@@ -47,6 +47,7 @@ from bot4.risk.layout import (
     NO,
     NX,
     R_OK,
+    X_DAY_START,
     X_FEED_GONE,
     X_GROSS,
     X_NEXT_RESET_NS,
@@ -178,34 +179,38 @@ class RiskBook:
     def daily_pnl(self) -> int:
         return -int(daily_loss(self.st))
 
+    _PANEL_COLS = np.array(
+        [I_POS, I_OPEN_BUY, I_OPEN_SELL, I_OPEN_ORDERS, I_REALISED, I_UNREALISED, I_FEES]
+    )
+
     def panel(self) -> tuple[np.ndarray, np.ndarray]:
         """``(account, rows)`` for the metrics segment's risk panel, in the order of
         ``bot4.shm.metrics.RISK_ACCOUNT`` and ``RISK_ROW`` (one row per instrument id):
-        copies of this process's own figures and limits, int64."""
+        copies of this process's own figures and limits, int64. The arrays are this
+        book's own, refilled at each call (the risk stage's housekeeping: a few numpy
+        calls, no kernel)."""
         st = self.st
-        a, lim = st.acct, st.alim
-        account = np.array(
-            [
-                a[X_REALISED],
-                a[X_UNREALISED],
-                st.inst[:, I_FEES].sum(),
-                self.daily_pnl(),
-                lim[A_DAILY_LOSS],
-                lim[A_DAILY_HALT],
-                a[X_GROSS],
-                lim[A_MAX_GROSS],
-                a[X_OPEN_ORDERS],
-                lim[A_MAX_OPEN_ORDERS],
-            ],
-            np.int64,
+        if self.__dict__.get("_panel_rows") is None:
+            rows = np.zeros((st.inst.shape[0], 3 + len(self._PANEL_COLS)), np.int64)
+            rows[:, 0] = st.ilim[:, L_KNOWN] != 0
+            rows[:, -2] = st.ilim[:, L_MAX_POSITION]
+            rows[:, -1] = st.ilim[:, L_MAX_OPEN_ORDERS]
+            self._panel_rows, self._panel_account = rows, np.zeros(10, np.int64)
+        a, lim, acc, rows = st.acct, st.alim, self._panel_account, self._panel_rows
+        rows[:, 1 : 1 + len(self._PANEL_COLS)] = st.inst[:, self._PANEL_COLS]
+        acc[:] = (
+            a[X_REALISED],
+            a[X_UNREALISED],
+            rows[:, 7].sum(),  # fees
+            a[X_REALISED] + a[X_UNREALISED] - a[X_DAY_START],  # -daily_loss(st)
+            lim[A_DAILY_LOSS],
+            lim[A_DAILY_HALT],
+            a[X_GROSS],
+            lim[A_MAX_GROSS],
+            a[X_OPEN_ORDERS],
+            lim[A_MAX_OPEN_ORDERS],
         )
-        cols = (I_POS, I_OPEN_BUY, I_OPEN_SELL, I_OPEN_ORDERS, I_REALISED, I_UNREALISED, I_FEES)
-        rows = np.zeros((st.inst.shape[0], 3 + len(cols)), np.int64)
-        rows[:, 0] = st.ilim[:, L_KNOWN] != 0
-        rows[:, 1 : 1 + len(cols)] = st.inst[:, cols]
-        rows[:, -2] = st.ilim[:, L_MAX_POSITION]
-        rows[:, -1] = st.ilim[:, L_MAX_OPEN_ORDERS]
-        return account, rows
+        return acc, rows
 
     def positions(self) -> dict[int, dict[str, int]]:
         out = {}

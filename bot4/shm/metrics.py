@@ -331,7 +331,7 @@ def record_decisions(words, batch):
 
 def publish_risk(words: np.ndarray, scale: int, account: np.ndarray, rows: np.ndarray) -> None:
     """Copy the risk stage's figures into the panel: ``account`` int64[RISK_ACCOUNT_WORDS],
-    ``rows`` int64[n, RISK_ROW_WORDS] for instrument ids 0..n-1 (ids >= N_POSITIONS are not
+    ``rows`` C-contiguous int64[n, RISK_ROW_WORDS] for instrument ids 0..n-1 (ids >= N_POSITIONS are not
     kept). A seqlock: the generation is odd while the words change (x86 keeps stores in
     program order, and every store here is a separate numpy call), so a reader that sees
     the same even generation before and after its copy has one whole publication."""
@@ -339,10 +339,9 @@ def publish_risk(words: np.ndarray, scale: int, account: np.ndarray, rows: np.nd
     gen = int(r[R_GEN])
     r[R_GEN] = gen + 1 if gen % 2 == 0 else gen + 2
     r[R_SCALE] = scale
-    r[R_ACCOUNT : R_ACCOUNT + RISK_ACCOUNT_WORDS] = account.astype(np.int64).view(np.uint64)
+    r[R_ACCOUNT : R_ACCOUNT + RISK_ACCOUNT_WORDS] = account.view(np.uint64)
     n = min(len(rows), N_POSITIONS)
-    body = r[R_ROWS:].reshape(N_POSITIONS, RISK_ROW_WORDS)
-    body[:n] = rows[:n].astype(np.int64).view(np.uint64)
+    r[R_ROWS : R_ROWS + n * RISK_ROW_WORDS] = rows[:n].view(np.uint64).reshape(-1)
     r[R_UPDATED_NS] = time.monotonic_ns()
     r[R_GEN] = int(r[R_GEN]) + 1
 
