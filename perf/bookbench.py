@@ -4,11 +4,19 @@ plain-Python dict-based book doing the same work on the same LOBSTER messages, i
 Both sides apply every message to an order map (id -> remaining, price, side) and to the
 price levels of a window of N levels per side (size and order count), take a level that
 slides into the window from the orderbook row, and publish a quote when a side's best
-level changed. The builder also writes the event and trade records (the reference only
-counts them); neither runs the cross-check (``check = False``) nor publishes depth
-(``depth = 0``), so the work is the book itself. Parsing is excluded from both, and so is
-allocating the builder's output arrays (preallocated, as a running stage reuses them):
-the kernel is timed. Interleaved rounds, medians, messages/s and the ratio:
+level changed; parsing is excluded. Three timings per round, interleaved, medians:
+
+* ``kernel`` — the builder's kernel alone, outputs preallocated, the stage's order-map
+  size, no cross-check (``check = False``), no depth (``depth = 0``): the book itself (it
+  also writes the event and trade records, which the Python book only counts);
+* ``md setup`` — what the md stage's start-up runs (``build_lobster_stream`` after
+  parsing): ``BookBuilder(depth = the file's levels, check = True).build``, outputs
+  allocated, every BOOK_LEVEL update and the per-row cross-check included;
+* ``python`` — the plain-Python dict book (:func:`python_book`), same quotes asserted.
+
+Rates are messages per second of the process's CPU time (``time.thread_time``: on a
+shared, loaded machine wall time also counts the time other processes held the core);
+the ratios are given on CPU time and, in brackets, on wall time:
 
     .venv/bin/python perf/bookbench.py                       # GOOG-10 and AMZN-5, 5 rounds
     .venv/bin/python perf/bookbench.py --pairs GOOG_2012-06-21_34200000_57600000_message_10
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import os
 import statistics
 import time
 from pathlib import Path
@@ -106,6 +115,14 @@ def python_book(msgs: list[tuple], ref: list[list[int]], window: int) -> int:
     return quotes
 
 
+def timed(into: list, fn, *args):
+    """``fn(*args)``, appending its (CPU, wall) seconds to ``into``."""
+    w, c = time.perf_counter(), time.thread_time()
+    res = fn(*args)
+    into.append((time.thread_time() - c, time.perf_counter() - w))
+    return res
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -119,12 +136,16 @@ def main() -> int:
     )
     args = ap.parse_args()
     pairs = [p for p in find_pairs(DATA, recursive=True) if p.message.filename[:-4] in args.pairs]
-    print(f"{'pair':<12} {'messages':>9} {'numba msg/s':>12} {'python msg/s':>13} {'ratio':>7}")
+    print(f"load average {os.getloadavg()[0]:.1f}; rates from CPU time (thread_time), wall in []")
+    print(
+        f"{'pair':<8} {'messages':>8} {'kernel msg/s':>13} {'md setup msg/s':>15} "
+        f"{'python msg/s':>13} {'kernel/py':>17} {'md setup/py':>17}"
+    )
     for pair in pairs:
         records, book, _ = read_pair(pair)
         window = pair.levels
         n_inst = int(records["instrument"].max()) + 1
-        BookBuilder(n_inst, window, 0, check=False).build(records[:100], book)  # compile
+        BookBuilder(n_inst, window, window).build(records[:100], book)  # compile
         msgs = list(
             zip(
                 records["seq"].astype(np.int64).tolist(),
@@ -137,29 +158,34 @@ def main() -> int:
             )
         )
         ref = book.tolist()
-        fast, slow = [], []
+        times: dict[str, list[tuple[float, float]]] = {"kernel": [], "setup": [], "python": []}
         out = np.zeros(4 * len(records) + 8, MARKET_DATA)
         lv = np.zeros(8, BOOK_LEVEL)
+
         for _ in range(args.rounds):
-            b = BookBuilder(n_inst, window, 0, check=False, orders=1 << 18)
+            b = BookBuilder(n_inst, window, 0, check=False)  # the stage's order map size
             counts = np.zeros(2, np.int64)
-            t = time.perf_counter()
-            done = build_kernel(
+            done = timed(times["kernel"], build_kernel,
                 records, 0, book, b.cfg, b.px, b.qty, b.cnt, b.n, b.seeded, b.stale, b.qpx,
-                b.qqty, b.ppx, b.pqty, b.pcnt, b.otab, b.live, b.stats,
-                out, counts, lv,
+                b.qqty, b.ppx, b.pqty, b.pcnt, b.otab, b.live, b.stats, out, counts, lv,
             )  # fmt: skip
-            fast.append(time.perf_counter() - t)
-            assert done == len(records), "order table too small for one kernel call"
+            assert done == len(records), "order map too small for one kernel call"
             stream = out[: counts[0]]
-            t = time.perf_counter()
-            q = python_book(msgs, ref, window)
-            slow.append(time.perf_counter() - t)
+            # what the md stage's setup runs: depth = the file's levels, cross-check on,
+            # outputs allocated (bot4.marketdata.replay.build_lobster_stream, parsing aside)
+            full = timed(times["setup"], BookBuilder(n_inst, window, window).build, records, book)
+            q = timed(times["python"], python_book, msgs, ref, window)
         assert q == int((stream["kind"] == 8).sum()), "the two books published different quotes"
-        f, s = statistics.median(fast), statistics.median(slow)
+        assert full[0].tobytes() != b"" and len(full[0]) == len(stream)
+        med = {k: [statistics.median(x[j] for x in v) for j in (0, 1)] for k, v in times.items()}
+        rate = {k: len(records) / v[0] for k, v in med.items()}
+        py = med["python"]
+        ratio = {k: (py[0] / med[k][0], py[1] / med[k][1]) for k in ("kernel", "setup")}
         name = f"{pair.ticker}-{pair.levels}"
         print(
-            f"{name:<12} {len(records):>9} {len(records) / f:>12,.0f} {len(records) / s:>13,.0f} {s / f:>6.1f}x"
+            f"{name:<8} {len(records):>8} {rate['kernel']:>13,.0f} {rate['setup']:>15,.0f} "
+            f"{rate['python']:>13,.0f} {ratio['kernel'][0]:>8.1f}x [{ratio['kernel'][1]:.1f}x] "
+            f"{ratio['setup'][0]:>8.1f}x [{ratio['setup'][1]:.1f}x]"
         )
     return 0
 

@@ -288,13 +288,24 @@ def test_a_gap_with_reference_rows_is_resynced_from_the_next_row():
 # --- against a dict model -------------------------------------------------------------------
 
 
+def _model_levels(live: dict[int, list[int]], side: int) -> list[tuple[int, int, int]]:
+    """(price, size, orders) of one side of the live orders, best first."""
+    model: dict[int, list[int]] = {}
+    for sd, price, q in live.values():
+        if sd == side:
+            lv = model.setdefault(price, [0, 0])
+            lv[0] += q
+            lv[1] += 1
+    return sorted(((p, *v) for p, v in model.items()), reverse=side > 0)
+
+
 def test_builder_matches_a_dict_model_on_random_order_flow():
     """Random adds, partial cancels, deletes and executions (by id, with and without the
     price on the message) on a window wider than the prices used: after every message the
     builder's levels (size and order count) equal a dict of live orders aggregated."""
     rng, _seed = seeded_rng("builder dict model")
     live: dict[int, list[int]] = {}  # id -> [side, price, qty]
-    rows = []
+    rows, want = [], []
     nxt = 1
     for _ in range(3000):
         if not live or rng.random() < 0.45:
@@ -302,37 +313,38 @@ def test_builder_matches_a_dict_model_on_random_order_flow():
             price = int(rng.integers(90, 100)) if side == SIDE_BUY else int(rng.integers(100, 110))
             q = int(rng.integers(1, 50))
             live[nxt] = [side, price, q]
-            rows.append((MD_BOOK_ADD, nxt, side, price, q))
+            row = (MD_BOOK_ADD, nxt, side, price, q)
             nxt += 1
-            continue
-        oid = int(rng.choice(list(live)))
-        side, price, q = live[oid]
-        kind = int(rng.choice([MD_BOOK_CANCEL, MD_BOOK_DELETE, MD_BOOK_EXEC]))
-        take = q if kind == MD_BOOK_DELETE else int(rng.integers(1, q + 1))
-        by_id = rng.random() < 0.3
-        rows.append((kind, oid, 0 if by_id else side, 0 if by_id else price, take))
-        live[oid][2] -= take
-        if live[oid][2] == 0:
-            del live[oid]
-    msgs = _msgs(rows)
-    b = BookBuilder(2, 32, 0, reference=False)
-    b.build(msgs)
-    model: dict[tuple[int, int], list[int]] = {}
-    for side, price, q in live.values():
-        lv = model.setdefault((side, price), [0, 0])
-        lv[0] += q
-        lv[1] += 1
-    for side, s in ((SIDE_BUY, 0), (SIDE_SELL, 1)):
-        want = sorted(((p, *v) for (sd, p), v in model.items() if sd == side), reverse=side > 0)
-        m = int(b.n[1, s])
-        got = list(
-            zip(
-                b.px[1, s, :m].tolist(),
-                b.qty[1, s, :m].tolist(),
-                b.cnt[1, s, :m].tolist(),
-                strict=True,
+        else:
+            oid = int(rng.choice(list(live)))
+            side, price, q = live[oid]
+            kind = int(rng.choice([MD_BOOK_CANCEL, MD_BOOK_DELETE, MD_BOOK_EXEC]))
+            take = q if kind == MD_BOOK_DELETE else int(rng.integers(1, q + 1))
+            by_id = rng.random() < 0.3
+            row = (kind, oid, 0 if by_id else side, 0 if by_id else price, take)
+            live[oid][2] -= take
+            if live[oid][2] == 0:
+                del live[oid]
+        rows.append(row)
+        want.append([_model_levels(live, side) for side in (SIDE_BUY, SIDE_SELL)])
+    # the book after every message, from the BOOK_LEVEL updates it published (every
+    # position of a window wider than the prices used: 10 a side)
+    b = BookBuilder(2, 32, 20, reference=False)
+    stream, levels = b.build(_msgs(rows))
+    at = message_of(stream)[levels["parent_seq"].astype(np.int64)]
+    book = {}
+    k = 0
+    for m in range(len(rows)):
+        while k < len(levels) and at[k] == m:
+            r = levels[k]
+            book[(int(r["side"]), int(r["level"]))] = (
+                int(r["price"]),
+                int(r["qty"]),
+                int(r["orders"]),
             )
-        )
-        assert got == [tuple(w) for w in want]
+            k += 1
+        for j, side in enumerate((SIDE_BUY, SIDE_SELL)):
+            got = [book[(side, p)] for p in range(20) if book.get((side, p), (0, 0, 0))[1] > 0]
+            assert got == want[m][j], (m, rows[m])
     assert b.gaps() == dict.fromkeys(GAP_STATS, 0)
     assert len(BUILD_STATS) == len(set(BUILD_STATS))
