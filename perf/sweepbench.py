@@ -10,9 +10,9 @@ Prints, for each executor (serial; Ray with 1 CPU; Ray with ``--cpus``): wall se
 runs per minute, the sum of the runs' own wall times (inside the worker), Ray's start-up,
 and Ray's overhead per run = (wall - start-up - sum of run times / CPUs) / runs
 (scheduling, argument and result transfer, a worker's first import). Ray with one CPU runs
-the replays one at a time as the serial baseline does, so its wall time minus start-up
-minus the serial wall time, per run, is Ray's cost per run without the cores' share in it
-(``vs serial/run``). All sweeps start from a warm numba cache (``bot4 warm``); the first
+the replays one at a time as the serial baseline does, so its ratio to serial is Ray's
+cost without the cores' share in it; the last lines give each Ray row's runs/min over all
+rounds as a multiple of serial's, with and without Ray's start-up. All sweeps start from a warm numba cache (``bot4 warm``); the first
 Ray runs still pay each worker's import and cache load. The load average is printed before
 and after: on a machine shared with other work, parallel runs gain only what the other
 work leaves of the cores.
