@@ -145,8 +145,16 @@ class SweepOutcome:
         return rank_points(self.table, self.config.objective, self.config.direction).head(n)
 
 
+#: seconds between two rewrites of the results table (and database writes) while runs
+#: finish: a rewrite costs O(rows) (66 ms at 12 rows, 0.5 s at 5,000 on this VM under load),
+#: so writing after every row would make the driver the bottleneck of a large cluster. The
+#: first row is written at once; a kill loses at most this much of finished rows (they rerun)
+WRITE_EVERY_S = 1.0
+
+
 class _Driver:
-    """Runs specs (skipping done keys), writes each row as it arrives."""
+    """Runs specs (skipping done keys), writes rows as they arrive (at most every
+    :data:`WRITE_EVERY_S`, and once more when the runs are done)."""
 
     def __init__(self, cfg: SweepConfig, table: ResultsTable, executor) -> None:
         self.cfg = cfg
@@ -156,6 +164,9 @@ class _Driver:
         self.skipped = 0
         self.planned: set[str] = set()
         self.db = None
+        self.writes = 0
+        self._last_write = -math.inf
+        self._unsent: list[dict] = []
         if cfg.dsn:
             from bot4.records.errors import Bot4Error
             from bot4.research.db import SweepDB
@@ -184,9 +195,9 @@ class _Driver:
 
         def on_row(row: dict) -> None:
             self.table.add(row)
-            self.table.write()
-            if self.db is not None:
-                self.db.write([row])
+            self._unsent.append(row)
+            if time.monotonic() - self._last_write >= WRITE_EVERY_S:
+                self.flush()
             self.ran += 1
             done[0] += 1
             if self.cfg.progress is not None:
@@ -199,12 +210,25 @@ class _Driver:
                     flush=True,
                 )
 
-        if self.executor is None:
-            from bot4.research.executor import run_serial
+        try:
+            if self.executor is None:
+                from bot4.research.executor import run_serial
 
-            run_serial(todo, self.cfg.out, on_row)
-        else:
-            self.executor.run(todo, self.cfg.out, on_row)
+                run_serial(todo, self.cfg.out, on_row)
+            else:
+                self.executor.run(todo, self.cfg.out, on_row)
+        finally:  # also on Ctrl-C / SIGTERM: the rows that finished are kept
+            if self._unsent:
+                self.flush()
+
+    def flush(self) -> None:
+        """Rewrite the table and send the rows not yet in the database."""
+        self.table.write()
+        if self.db is not None:
+            self.db.write(self._unsent)
+        self._unsent = []
+        self.writes += 1
+        self._last_write = time.monotonic()
 
 
 def _objective(rows: list[dict], metric: str) -> float | None:

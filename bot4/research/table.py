@@ -1,8 +1,10 @@
 """The results table of a sweep: one row per run, in plan order, as Parquet.
 
-``OUT/results.parquet`` is rewritten (to a temporary file, then renamed) after every
-finished run, by the driver alone, so a sweep killed at any moment leaves a readable table
-of the runs that finished; the next start of the same sweep skips their keys.
+``OUT/results.parquet`` is rewritten (to a temporary file, then renamed) by the driver
+alone as runs finish (the first at once, then at most every
+``bot4.research.sweep.WRITE_EVERY_S``, and when the runs are done), so a sweep killed at any
+moment leaves a readable table of the runs that finished (all but the last second's); the
+next start of the same sweep skips their keys.
 
 Columns: ``run`` (place in the plan), ``key``, ``data``, ``params`` (JSON text), one
 ``p:KEY`` column per parameter (numbers as float64 / int64, anything else as text),

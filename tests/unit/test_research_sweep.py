@@ -261,3 +261,25 @@ def test_a_refused_ray_address_says_how_to_send_the_token(monkeypatch):
     assert "RAY_AUTH_MODE=token" in line and "\n" not in line
     monkeypatch.setenv("RAY_AUTH_MODE", "token")  # set already: the cause lies elsewhere
     assert "RAY_AUTH_MODE" not in e._start_error(ConnectionError("refused"))
+
+
+def test_the_driver_rewrites_the_table_at_most_every_interval(tmp_path, monkeypatch):
+    import bot4.research.sweep as sw
+
+    writes = []
+    real = ResultsTable.write
+
+    def counting(self):
+        writes.append(len(self.rows))
+        return real(self)
+
+    monkeypatch.setattr(ResultsTable, "write", counting)
+    monkeypatch.setattr(sw, "WRITE_EVERY_S", 1e9)  # rows arrive faster than the interval
+    out = run_sweep(_cfg(tmp_path, "w"))
+    # the first row at once, the other three together when the runs are done, then the
+    # sweep's final write: nothing lost, three rewrites instead of five
+    assert writes == [1, 4, 4] and len(out.table) == 4
+    writes.clear()
+    monkeypatch.setattr(sw, "WRITE_EVERY_S", 0.0)
+    run_sweep(_cfg(tmp_path, "w0"))
+    assert writes == [1, 2, 3, 4, 4]
