@@ -12,7 +12,8 @@ the message's sequence number.
 **Gaps.** A message beyond the contiguous run (a later packet, or a heartbeat announcing a
 higher next sequence) reveals a gap: the gateway asks the re-request server for the hole
 only, up to the next message it holds (at most ``max_request`` messages per request; again
-after ``rerequest_ms`` without progress, or as soon as the previous request was satisfied). Until the range
+after ``rerequest_ms`` without progress — doubling, up to 64 x, while the same hole is
+asked for again —, or as soon as the previous request was satisfied). Until the range
 arrives nothing after the gap is published, so no message is skipped and none is applied
 twice (a message already stored or consumed is dropped, counted as a duplicate).
 
@@ -169,6 +170,8 @@ class MdGatewayStage(Stage):
         self.warm_to = None  # restart: rebuild the books up to this sequence first
         self.req_end = 0  # end of the outstanding re-request
         self.req_at = 0
+        self.req_first = 0  # its first sequence number
+        self.req_wait = self.rerequest_ns  # before asking again: doubles while no progress
         self.counters = {"packets": 0, "bad_packets": 0, "heartbeats": 0, "end_of_session": 0,
                          "gaps": 0, "requests": 0, "requested": 0, "rebuilt": 0}  # fmt: skip
         self.transport = None
@@ -257,10 +260,17 @@ class MdGatewayStage(Stage):
     def _gap_check(self, now: int, first_missing: int) -> None:
         if self.known_end <= first_missing or self.transport is None:
             return
-        if first_missing < self.req_end and now - self.req_at < self.rerequest_ns:
+        if first_missing < self.req_end and now - self.req_at < self.req_wait:
             return  # the previous request is still being answered
         if first_missing >= self.req_end:
             self.counters["gaps"] += 1
+        # the same hole again: its answer may sit unread behind a busy duty cycle, so wait
+        # twice as long each time (up to 64 x) rather than have it all resent again
+        if first_missing == self.req_first:
+            self.req_wait = min(2 * self.req_wait, 64 * self.rerequest_ns)
+        else:
+            self.req_wait = self.rerequest_ns
+        self.req_first = first_missing
         limit = min(self.known_end - first_missing, self.max_request, self.cap)
         n = int(mold.mold_hole_kernel(self.have, self.seqs, first_missing, limit))
         self.transport.sendto(mold.request(self.session_b, first_missing, n), self.rerequest_addr)
