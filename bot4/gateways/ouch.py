@@ -217,14 +217,30 @@ def decode(direction: bytes, payload: bytes) -> np.void:
 
 def message(dt: np.dtype, **fields) -> bytes:
     """Encode one message of dtype ``dt`` from keyword fields (the rest zero / spaces for
-    alpha fields)."""
-    m = np.zeros(1, dt)
-    for name in dt.names:
-        if dt.fields[name][0].kind == "S":
-            m[name] = b" " * dt.fields[name][0].itemsize
-    for k, v in fields.items():
-        ft = dt.fields[k][0]
-        if ft.kind == "S" and isinstance(v, bytes | str):  # alpha: space padded, never NUL
-            v = (v.encode("ascii") if isinstance(v, str) else v).ljust(ft.itemsize)
-        m[k] = v
+    alpha fields): one tuple assigned to a structured record (numpy packs it in one call),
+    alpha values space padded, never NUL."""
+    spec = _SPECS.get(dt)
+    if spec is None:
+        spec = _SPECS[dt] = tuple(
+            (name, dt.fields[name][0].itemsize if dt.fields[name][0].kind == "S" else 0)
+            for name in dt.names
+        )
+    vals = []
+    for name, alpha in spec:
+        v = fields.get(name)
+        if alpha:
+            if v is None:
+                v = b" " * alpha
+            elif isinstance(v, str):
+                v = v.encode("ascii").ljust(alpha)
+            elif len(v) < alpha:
+                v = v.ljust(alpha)
+        elif v is None:
+            v = 0
+        vals.append(v)
+    m = np.empty(1, dt)
+    m[0] = tuple(vals)
     return m.tobytes()
+
+
+_SPECS: dict[np.dtype, tuple] = {}  # dtype -> ((field, alpha width or 0), ...)
