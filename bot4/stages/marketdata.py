@@ -38,6 +38,7 @@ records of a file are a pure function of their position.
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 from numba import njit
@@ -317,6 +318,7 @@ class MarketDataStage(Stage):
         if self.mode == "lobster":
             from bot4.paths import session_seq_base
 
+            t0 = time.perf_counter()
             b = load_lobster(
                 p["path"],
                 snapshot=bool(p.get("snapshot", False)),
@@ -333,8 +335,10 @@ class MarketDataStage(Stage):
                 self.lv_seq = session_seq_base(self.session)
             gaps = {k: v for k, v in b.gaps().items() if v}
             log.info(
-                "market data books built from %d messages (window %d levels): %s%s",
+                "market data books built from %d messages in %.0f ms, read included "
+                "(window %d levels): %s%s",
                 int(b.report.kept),
+                1e3 * (time.perf_counter() - t0),
                 b.window,
                 ", ".join(f"{k} {v}" for k, v in b.counters.items() if v),
                 f"; GAPS {gaps}" if gaps else "; no gaps",
