@@ -17,7 +17,7 @@ One run proves, together:
   the exchange's position.
 
 A second run cuts the OUCH session at random points (seeded) at least 20 times during the
-flow, with the same identity checks.
+flow, with the same identity checks, the database's included.
 """
 
 from __future__ import annotations
@@ -219,6 +219,21 @@ def check_trading_identity(log, exlog, tmp_path, instance) -> tuple[dict, dict]:
     return exch, ogw
 
 
+def check_database(log, exch) -> None:
+    """The events database (the session's server, BOT4_DSN) holds each order once, each
+    execution once and the exchange's position; the loader reconciled with the journal."""
+    dsn = os.environ["BOT4_DSN"]
+    sink = summary(log, "persistence", "summary")["database"]
+    assert sink["reconciled"] and sink["conflicts"] == 0 and sink["rejected"] == 0
+    assert scalar(dsn, "SELECT count(*) FROM orders WHERE action = 1") == exch["enters"]
+    fills = scalar(dsn, "SELECT count(*) FROM exec_reports WHERE venue = 1 AND last_qty > 0")
+    assert fills == exch["fills"]
+    twice = "SELECT count(*) - count(DISTINCT (venue, exec_session, exec_id)) FROM exec_reports"
+    assert scalar(dsn, twice) == 0
+    pos = scalar(dsn, "SELECT coalesce(sum(qty), 0) FROM positions WHERE instrument = 2")
+    assert pos == exch["net"].get("bot4:AMZN", 0)
+
+
 def test_pipeline_trades_over_the_wire_through_dropped_packets_and_gateway_kills(
     instance, procs, tmp_path
 ):
@@ -242,24 +257,7 @@ def test_pipeline_trades_over_the_wire_through_dropped_packets_and_gateway_kills
     assert report["stages"]["order_gateway"]["restarts"] == 1
     assert report["stages"]["md_gateway"]["restarts"] == 1
     exch, ogw = check_trading_identity(log, exlog, tmp_path, instance)
-    # the database holds each order once, each execution once, the exchange's position
-    dsn = os.environ["BOT4_DSN"]
-    sink = summary(log, "persistence", "summary")["database"]
-    assert sink["reconciled"] and sink["conflicts"] == 0 and sink["rejected"] == 0
-    assert scalar(dsn, "SELECT count(*) FROM orders WHERE action = 1") == exch["enters"]
-    assert (
-        scalar(dsn, "SELECT count(*) FROM exec_reports WHERE venue = 1 AND last_qty > 0")
-        == (exch["fills"])
-    )
-    assert (
-        scalar(
-            dsn,
-            "SELECT count(*) - count(DISTINCT (venue, exec_session, exec_id)) FROM exec_reports",
-        )
-        == 0
-    )
-    pos = scalar(dsn, "SELECT coalesce(sum(qty), 0) FROM positions WHERE instrument = 2")
-    assert pos == exch["net"].get("bot4:AMZN", 0)
+    check_database(log, exch)
     assert exch["dropped"] > 0 and exch["rerequests"] > 0
     # the restarted md_gateway rebuilt its books, recovered every gap, knew every order
     mdg = summary(log, "md_gateway", "md_gateway summary")
@@ -288,7 +286,9 @@ def test_order_session_cut_at_random_points_enters_each_order_once(instance, pro
 
     # a position limit the flow does not reach: orders keep coming (and fills with them)
     log, exlog, report = run_pipeline(instance, procs, tmp_path, ex, md, rr, ouch, flow,
-                                      trade_s=2.0, params={"risk": {"max_position": 100_000}})  # fmt: skip
+                                      trade_s=2.0, params={"risk": {"max_position": 100_000}},
+                                      db=True)  # fmt: skip
     assert report["stages"]["order_gateway"]["restarts"] == 0
     exch, ogw = check_trading_identity(log, exlog, tmp_path, instance)
+    check_database(log, exch)
     assert ogw["disconnects"] >= 20 and exch["logins"] >= 20
