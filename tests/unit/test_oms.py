@@ -545,7 +545,7 @@ class Driver:
         return self._collect(views, counts)
 
     def step(self) -> int:
-        now = time.monotonic_ns()
+        now = self.st.clock()  # the stage's clock: the loop passes the same instant
         did = 0
         if self.venue is not None:
             self.q[1].extend(self.venue.take())
@@ -571,7 +571,7 @@ class Driver:
     def drain(self) -> None:
         """The shutdown policy as the loop runs it: on_drain, then emit until done."""
         self.st.on_drain()
-        while self.st.pending(time.monotonic_ns()):
+        while self.st.pending(self.st.clock()):
             self.emit()
 
     def all(self, j):
@@ -1043,6 +1043,9 @@ def test_reconciliation_timeout_releases_and_marks_unanswered():
     snap, next_id, (a, b) = _session_with_open_orders(v)
     v.answer_queries = False
     st = make_stage(reconcile_timeout_ms=30)
+    # a simulated clock: 30 ms of wall time can pass inside one d.run() on a loaded machine
+    now = [time.monotonic_ns()]
+    st.clock = lambda: now[0]
     words = np.zeros(1, np.uint64)  # no trading words: nothing may be halted anyway
     d = Driver(st, v)
     st.restore_open_orders(snap, next_id)
@@ -1050,14 +1053,14 @@ def test_reconciliation_timeout_releases_and_marks_unanswered():
     d.run(5)
     assert st.reconciling and d.q[0]  # held until the first timeout
     for _ in range(O.RECON_ATTEMPTS - 1):
-        time.sleep(0.04)
+        now[0] += 40_000_000
         d.run(5)  # a timeout: intents flow again, the unanswered are asked again
         d.run(5)  # (the loop polls pending() every cycle; the driver stops at an idle step)
         assert st.reconciling and not d.q[0]
     queries = [r for r in d.all(0) if r["action"] == ACTION_QUERY]
     assert [int(r["client_order_id"]) for r in queries] == [a, b] * O.RECON_ATTEMPTS
     assert ACTION_NEW in d.all(0)["action"] and st.summary()["counters"]["unheld_intents"] == 0
-    time.sleep(0.04)
+    now[0] += 40_000_000
     d.run()
     assert not st.reconciling
     s = st.summary()
