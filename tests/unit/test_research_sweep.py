@@ -283,3 +283,39 @@ def test_the_driver_rewrites_the_table_at_most_every_interval(tmp_path, monkeypa
     monkeypatch.setattr(sw, "WRITE_EVERY_S", 0.0)
     run_sweep(_cfg(tmp_path, "w0"))
     assert writes == [1, 2, 3, 4, 4]
+
+
+def test_a_run_whose_worker_dies_is_a_failed_row_with_rays_error(monkeypatch):
+    """The executor's side of a dead worker (out of memory, a signal), with a stand-in for
+    Ray: ray.get raises for that run, the row says so on one line, the other run is ok."""
+    import types
+
+    from bot4.research.executor import RayExecutor
+
+    base, _ = base_topology_text(None)
+    specs = [RunSpec(i, fixture(), {"signals.threshold": t}, base) for i, t in enumerate((1, 2))]
+    refs = {}
+
+    class Task:
+        def remote(self, spec, out_root, shipped):
+            refs[len(refs)] = spec
+            return len(refs) - 1
+
+    def get(ref):
+        if refs[ref].index == 0:
+            raise RuntimeError("The worker died unexpectedly\n(SIGKILL, out of memory)")
+        return {**refs[ref].base_row(), "status": "ok"}
+
+    fake = types.SimpleNamespace(
+        is_initialized=lambda: True,
+        remote=lambda **kw: lambda fn: Task(),
+        wait=lambda r, num_returns: (r[:1], r[1:]),
+        get=get,
+    )
+    monkeypatch.setitem(__import__("sys").modules, "ray", fake)
+    rows = []
+    RayExecutor(None).run(specs, "unused", rows.append)
+    assert [r["status"] for r in rows] == ["failed", "ok"]
+    assert rows[0]["error"] == (
+        "RuntimeError: The worker died unexpectedly (SIGKILL, out of memory)"
+    )
