@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import date
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -26,8 +25,7 @@ from bot4.records import (
     MARKET_DATA,
     SIDE_BUY,
 )
-from bot4.stages.order_gateway import OrderGatewayStage
-from tests.unit.test_order_gateway_lifecycle import AMZN, _Waker, external_book, order
+from tests.unit.test_order_gateway_lifecycle import AMZN, external_book, gateway, order
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -46,13 +44,7 @@ def test_exchange_restart_gateway_reconnects_and_trades_again():
         server = asyncio.ensure_future(ex.serve())
         while getattr(ex, "ouch_port", None) is None:
             await asyncio.sleep(0.01)
-        params = {"connect": f"127.0.0.1:{ex.ouch_port}", "throttle": 0, "replay_quiet_ms": 5}
-        spec = SimpleNamespace(name="order_gateway", params=params)
-        gw = OrderGatewayStage(spec, [SimpleNamespace(type="ORDER")],
-                               [SimpleNamespace(type="EXEC_REPORT")], "restart")  # fmt: skip
-        gw.session = 5
-        gw.setup()
-        gw.bind(SimpleNamespace(outs=[SimpleNamespace(producer_position=0, capacity=8)]), _Waker())
+        gw = gateway(ex.ouch_port, "restart", 5)
         await gw.open()
         out = np.zeros(64, EXEC_REPORT)
         counts = np.zeros(1, np.int64)
@@ -120,13 +112,7 @@ def test_gateway_flags_an_exchange_that_lost_its_day():
         while getattr(first, "ouch_port", None) is None:
             await asyncio.sleep(0.01)
         port = first.ouch_port
-        params = {"connect": f"127.0.0.1:{port}", "throttle": 0, "replay_quiet_ms": 5}
-        spec = SimpleNamespace(name="order_gateway", params=params)
-        gw = OrderGatewayStage(spec, [SimpleNamespace(type="ORDER")],
-                               [SimpleNamespace(type="EXEC_REPORT")], "reset")  # fmt: skip
-        gw.session = 6
-        gw.setup()
-        gw.bind(SimpleNamespace(outs=[SimpleNamespace(producer_position=0, capacity=8)]), _Waker())
+        gw = gateway(port, "reset", 6)
         await gw.open()
         out = np.zeros(64, EXEC_REPORT)
         counts = np.zeros(1, np.int64)

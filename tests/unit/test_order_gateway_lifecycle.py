@@ -101,6 +101,20 @@ class _Waker:
         pass
 
 
+def gateway(port: int, instance: str, session: int, **params) -> OrderGatewayStage:
+    """An order_gateway stage for ``127.0.0.1:port`` outside a pipeline (no rings: the test
+    calls ``process`` / ``emit``), set up and bound; ``open()`` connects it."""
+    p = {"connect": f"127.0.0.1:{port}", "throttle": 0, "replay_quiet_ms": 5, **params}
+    OrderGatewayStage.check_params(p)
+    gw = OrderGatewayStage(SimpleNamespace(name="order_gateway", params=p),
+                           [SimpleNamespace(type="ORDER")],
+                           [SimpleNamespace(type="EXEC_REPORT")], instance)  # fmt: skip
+    gw.session = session
+    gw.setup()
+    gw.bind(SimpleNamespace(outs=[SimpleNamespace(producer_position=0, capacity=8)]), _Waker())
+    return gw
+
+
 def gateway_table(tmp_path) -> tuple[list[list[tuple]], dict, np.ndarray]:
     import uvloop
 
@@ -115,21 +129,7 @@ def gateway_table(tmp_path) -> tuple[list[list[tuple]], dict, np.ndarray]:
         server = asyncio.ensure_future(ex.serve())
         while getattr(ex, "ouch_port", None) is None:
             await asyncio.sleep(0.01)
-        spec = SimpleNamespace(
-            name="order_gateway",
-            params={
-                "connect": f"127.0.0.1:{ex.ouch_port}",
-                "symbols": ["AAPL", "AMZN"],
-                "throttle": 0,
-                "replay_quiet_ms": 5,
-            },  # fmt: skip
-        )
-        OrderGatewayStage.check_params(spec.params)
-        gw = OrderGatewayStage(spec, [SimpleNamespace(type="ORDER")],
-                               [SimpleNamespace(type="EXEC_REPORT")], "lifecycle")  # fmt: skip
-        gw.session = 3
-        gw.setup()
-        gw.bind(SimpleNamespace(outs=[SimpleNamespace(producer_position=0, capacity=8)]), _Waker())
+        gw = gateway(ex.ouch_port, "lifecycle", 3, symbols=["AAPL", "AMZN"])
         await gw.open()
         deadline = time.monotonic() + 30
         while not gw.input_ready(0, time.monotonic_ns()):
