@@ -400,16 +400,21 @@ def _num(n: int) -> str:
     return f"{n / 1e9:.2f}G"
 
 
-def _us(ns) -> str:
-    """ns as µs in at most 8 characters."""
+def _us(ns, width: int = 8) -> str:
+    """ns as µs in fewer than ``width`` characters (one blank separates columns): a value
+    too wide in µs is shown in ms or s with its unit (a 1.57 s max ran into the next
+    column under load)."""
     if ns is None:
         return "-"
     us = ns / 1e3
-    if us < 1_000:
-        return f"{us:.1f}"
-    if us < 10_000_000:
-        return f"{us:,.0f}"
-    return f"{ns / 1e9:.1f}s"
+    if ns >= 1e9:
+        fits = (f"{ns / 1e9:.2f}s", f"{ns / 1e9:.1f}s")
+    else:
+        fits = (f"{us:.1f}" if us < 1_000 else "", f"{us:,.0f}", f"{ns / 1e6:.1f}ms")
+    for s in fits:
+        if s and len(s) < width:
+            return s
+    return f"{ns / 1e6:.0f}ms" if ns < 1e9 else f"{ns / 1e9:.0f}s"
 
 
 WIDTH = 100  # every line of the table fits this many columns (highlighting aside)
@@ -516,12 +521,12 @@ def _render_latency(snap: dict, prev: dict | None) -> list[str]:
         if name in raw and name in praw:
             iv = H.summary(raw[name], praw[name])
             ivs = f"{_num(iv['count']):>11}" + "".join(
-                f"{_us(iv.get(c)):>{w}}" for c, w in zip(cols, (7, 8, 8, 8), strict=True)
+                f"{_us(iv.get(c), w):>{w}}" for c, w in zip(cols, (7, 8, 8, 8), strict=True)
             )
         else:
             ivs = f"{'-':>11}{'-':>7}{'-':>8}{'-':>8}{'-':>8}"
         tot = f"{_num(total['count']):>9}" + "".join(
-            f"{_us(total.get(c)):>{w}}" for c, w in zip(cols, (7, 8, 8, 8), strict=True)
+            f"{_us(total.get(c), w):>{w}}" for c, w in zip(cols, (7, 8, 8, 8), strict=True)
         )
         out.append(f"{name:<16}{ivs} |{tot}")
     return out

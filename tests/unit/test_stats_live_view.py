@@ -178,3 +178,17 @@ def test_live_view_piped_is_plain_and_says_when_the_instance_stops(instance, mon
     assert (
         second == f"instance {instance} has no segments (stopped); waiting for it to start again\n"
     )
+
+
+def test_latency_cells_fit_their_columns_at_every_magnitude():
+    """A latency too wide for its column in µs is shown in ms or s with the unit: under
+    load a 1.57 s max ran into the next column ('50,3321,568,67')."""
+    from bot4.ops_stats import _us
+
+    for width in (7, 8):
+        for ns in (0, 999, 7_200, 4_096_000, 25_559_000, 125_559_000, 999_999_999,
+                   1_568_672_000, 12 * 10**9, 999 * 10**9):  # fmt: skip
+            cell = _us(ns, width)
+            assert len(cell) < width, (ns, width, cell)
+    assert _us(7_200) == "7.2" and _us(25_559_000) == "25,559"
+    assert _us(125_559_000, 7) == "126ms" and _us(1_568_672_000, 8) == "1.57s"
