@@ -18,6 +18,14 @@ the journal back and checks:
   ``ts_recv_ns``), to the stream copied from the orderbook file before issue 18
   (``copied_stream``): where the replay's results could have changed.
 
+Then a made-up gap through the default topology (md reading a copy of the 999-row AAPL
+pair whose orderbook row 501 has AskSize_1 + 7; signals, risk, orders, venue as shipped):
+the md stage counts the check mismatch by reason and re-seeds (``resync``), the records of
+that message go out flagged ``MDF_BOOK_STALE`` and no quote is published from the book
+meanwhile, and the risk stage halts AAPL for it (``book_stale_episodes`` 1; an intent
+meanwhile is denied ``STATE_HALTED``) and holds no instrument stale at the end
+(``--no-gap`` skips it).
+
     .venv/bin/python perf/mdbookcheck.py                  # every pair
     .venv/bin/python perf/mdbookcheck.py --only GOOG-10 AAPL-10-999
 
@@ -27,6 +35,7 @@ Exit 0 when every check of every pair held, 1 otherwise. Minutes on a 2-core mac
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -41,7 +50,9 @@ from bot4.marketdata.crosscheck import (
     copied_stream,
     journal_topology,
     journalled,
+    logged_summary,
     md_summary,
+    message_of,
     published_depth,
     published_top,
 )
@@ -143,11 +154,83 @@ def check_pair(pair, work: Path, timeout: float) -> list[str]:
     return failed
 
 
+def check_gap(work: Path, timeout: float) -> list[str]:
+    """The made-up gap (module docstring) through the default topology."""
+    src = DATA / "aapl_level10_first999"
+    gap = work / "gap" / "data"
+    gap.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        text = f.read_text()
+        if "orderbook" in f.name:
+            rows = text.split("\n")
+            cols = rows[500].split(",")
+            cols[1] = str(int(cols[1]) + 7)  # AskSize_1 after message 501
+            rows[500] = ",".join(cols)
+            text = "\n".join(rows)
+        (gap / f.name).write_text(text)
+    from importlib import resources
+
+    topo = resources.files("bot4.config").joinpath("default.toml").read_text()
+    synthetic = 'params = { source = "synthetic", rate = 20000, instruments = 3, seed = 1 }'
+    if synthetic not in topo:
+        return ["the default topology's md line changed: update check_gap"]
+    topo = topo.replace(synthetic, f'params = {{ source = "lobster", path = "{gap}" }}')
+    instance = f"mdbg{abs(hash(time.time())) % 10**6}"
+    topo = "\n".join(
+        f'instance = "{instance}"' if x.startswith("instance =") else x for x in topo.splitlines()
+    )
+    topo += (  # what md publishes, journalled too
+        '\n[[ring]]\nname = "md_journal"\nfrom = "md"\nto = "persistence"\n'
+        'type = "market_data"\ncapacity = 8192\n'
+    )
+    (work / "gap" / "t.toml").write_text(topo)
+    data_dir = work / "gap" / "bot4-data"
+    run = subprocess.run(
+        [sys.executable, "-m", "bot4.cli", "run", str(work / "gap" / "t.toml"), "--no-db"]
+        + ["--quiet", "--duration", str(int(timeout))],
+        capture_output=True,
+        text=True,
+        timeout=timeout + 120,
+        start_new_session=True,
+        env={**os.environ, "BOT4_DATA_DIR": str(data_dir)},
+    )
+    if run.returncode != 0:
+        return [f"gap run: bot4 run exited {run.returncode}: {run.stderr.strip()[-400:]}"]
+    book = md_summary(run.stderr)["book"]
+    risk = logged_summary(run.stderr, "risk summary")
+    md, _ = journalled(data_dir / "journal" / instance)
+    md = md[md["instrument"] > 0]
+    msg = message_of(md)
+    flagged = sorted(set(msg[(md["flags"] & MDF_BOOK_STALE) != 0].tolist()))
+    quotes_in_gap = int(((md["kind"] == MD_QUOTE) & np.isin(msg, flagged)).sum())
+    failed = []
+    if not (book["check_mismatch"] >= 1 and book["resync"] == book["check_mismatch"]):
+        failed.append(f"gap: md counters {book}")
+    if 500 not in flagged or len(flagged) != book["stale_messages"] or quotes_in_gap:
+        failed.append(f"gap: flagged messages {flagged}, quotes among them {quotes_in_gap}")
+    episodes = risk["stale"]["book_stale_episodes"]
+    if episodes != 1 or risk["stale"]["instruments"]:
+        failed.append(f"gap: risk stale {risk['stale']}")
+    print(
+        f"gap (AAPL-10-999, row 501 changed, default topology): md check_mismatch "
+        f"{book['check_mismatch']}, resync {book['resync']}, messages flagged MDF_BOOK_STALE "
+        f"{flagged} (no quote among them: {quotes_in_gap == 0}); risk book_stale_episodes "
+        f"{episodes}, decisions {risk['decisions']}, cancel_all_sent "
+        f"{risk.get('cancel_all_sent')}, stale at the end {risk['stale']['instruments']}"
+        f"  {'ok' if not failed else 'FAILED'}",
+        flush=True,
+    )
+    for f in failed:
+        print(f"    FAILED: {f}", flush=True)
+    return failed
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", help="pair keys (e.g. GOOG-10 AMZN-1-csv AAPL-10-999)")
     ap.add_argument("--out", default=None, help="work directory (default: a temporary one)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per pipeline run")
+    ap.add_argument("--no-gap", action="store_true", help="skip the made-up gap run")
     a = ap.parse_args()
     pairs = find_pairs(DATA, recursive=True)
     if a.only:
@@ -162,7 +245,10 @@ def main() -> int:
             failed = check_pair(pair, work, a.timeout)
             if failed:
                 bad[key_of(pair)] = failed
-    print(f"{len(pairs) - len(bad)}/{len(pairs)} pairs: every check held" + (
+        if not a.no_gap and check_gap(work, a.timeout):
+            bad["gap"] = True
+    npairs = len(bad) - ("gap" in bad)
+    print(f"{len(pairs) - npairs}/{len(pairs)} pairs: every check held" + (
         f"; failed: {', '.join(bad)}" if bad else ""
     ))  # fmt: skip
     return 1 if bad else 0

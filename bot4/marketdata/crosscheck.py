@@ -47,6 +47,7 @@ __all__ = [
     "BookComparison",
     "journal_topology",
     "journalled",
+    "logged_summary",
     "md_summary",
     "compare_with_orderbook",
     "copied_stream",
@@ -259,9 +260,15 @@ capacity = {capacity}
 def md_summary(log: str) -> dict:
     """The md stage's summary (book counters under ``book``) from a run's log: its one
     ``market data summary`` line at drain (text format)."""
-    lines = [x for x in log.splitlines() if "market data summary" in x and "summary=" in x]
+    return logged_summary(log, "market data summary")
+
+
+def logged_summary(log: str, title: str) -> dict:
+    """The JSON ``summary=`` of the one log line holding ``title`` (a stage's summary at
+    drain, e.g. ``risk summary``), from a run's text-format log."""
+    lines = [x for x in log.splitlines() if title in x and "summary=" in x]
     if len(lines) != 1:
-        raise ValueError(f"{len(lines)} md summary lines in the log")
+        raise ValueError(f"{len(lines)} {title!r} lines in the log")
     return json.loads(lines[0].split("summary=", 1)[1])
 
 
