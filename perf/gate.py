@@ -468,7 +468,17 @@ def print_info(medians: dict[str, dict[str, float]]) -> None:
 
 
 def _terminate(signum, frame):
+    if signum == signal.SIGALRM:  # the budget ran out: say so (exit 142 alone says nothing)
+        print(
+            f"gate: the {_BUDGET[0]:g} s budget ran out before a result (a machine this "
+            "loaded cannot be measured; --budget raises it): no verdict, no pyperf results",
+            file=sys.stderr,
+            flush=True,
+        )
     raise SystemExit(128 + signum)
+
+
+_BUDGET = [BUDGET_S]  # this run's --budget, for the message above
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -492,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds = max(args.rounds, MIN_ROUNDS)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
         signal.signal(sig, _terminate)
+    _BUDGET[0] = args.budget
     signal.alarm(max(1, int(args.budget)))  # a hung peer ends the gate (exit 142), cleaned up
     t_start = time.monotonic()
     try:

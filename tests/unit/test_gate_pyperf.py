@@ -54,3 +54,17 @@ def test_rates_are_stored_as_seconds_per_record(gate):
     assert gate.pyperf_seconds("single", 4e6) == pytest.approx(2.5e-7)
     assert gate.pyperf_seconds("p50_ns", 1500.0) == pytest.approx(1.5e-6)
     assert gate.pyperf_seconds("risk_ns", 120.0) == pytest.approx(1.2e-7)
+
+
+def test_a_budget_that_runs_out_says_so_in_one_line_and_writes_nothing(tmp_path):
+    out_json = tmp_path / "gate.json"
+    out = subprocess.run(
+        [sys.executable, str(PERF / "gate.py"), "--budget", "1", "-o", str(out_json)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 142, out.stdout + out.stderr  # 128 + SIGALRM
+    said = [ln for ln in out.stderr.splitlines() if ln.startswith("gate: the 1 s budget ran out")]
+    assert len(said) == 1, out.stderr
+    assert "Traceback" not in out.stderr and not out_json.exists()
