@@ -406,33 +406,21 @@ class Bot4Collector:
         gross.add_metric([inst], r["gross"])
         yield gross
         il = [*lab, "instrument"]
-        pnl = GaugeMetricFamily(
-            "bot4_risk_pnl",
-            "PnL per instrument in currency units: realised (fees deducted), unrealised, fees",
-            labels=[*il, "component"],
-        )
-        pos = GaugeMetricFamily(
-            "bot4_risk_position_shares",
-            "the risk stage's signed position per instrument (its fills)",
-            labels=il,
-        )
-        open_sh = GaugeMetricFamily(
-            "bot4_risk_open_order_shares",
-            "shares in open orders per instrument and side",
-            labels=[*il, "side"],
-        )
-        open_n = GaugeMetricFamily(
-            "bot4_risk_open_orders",
-            "orders resting per instrument ('account': all)",
-            labels=il,
-        )
-        use = GaugeMetricFamily(
-            "bot4_risk_limit_utilisation_ratio",
-            "used / limit (1: at the limit) for every limit that is on: per instrument "
-            "position (worst case with open orders) and open_orders; instrument 'account': "
-            "gross, open_orders, daily_loss, daily_halt",
-            labels=[*il, "limit"],
-        )
+        pnl, pos, open_sh, open_n, use = (
+            GaugeMetricFamily(f"bot4_risk_{name}", doc, labels=[*il, *extra])
+            for name, doc, extra in (
+                ("pnl", "PnL per instrument in currency units: realised (fees deducted), "
+                 "unrealised, fees", ["component"]),
+                ("position_shares", "the risk stage's signed position per instrument (its "
+                 "fills)", []),
+                ("open_order_shares", "shares in open orders per instrument and side", ["side"]),
+                ("open_orders", "orders resting per instrument ('account': all)", []),
+                ("limit_utilisation_ratio", "used / limit (1: at the limit) for every limit "
+                 "that is on: per instrument position (worst case with open orders) and "
+                 "open_orders; instrument 'account': gross, open_orders, daily_loss, "
+                 "daily_halt", ["limit"]),
+            )
+        )  # fmt: skip
         open_n.add_metric([inst, "account"], r["open_orders"])
         for k, v in r["utilisation"].items():
             if v is not None:
