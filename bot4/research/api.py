@@ -292,6 +292,7 @@ def sweep(
     latency: dict | list | None = None,
     interval: int | str = "60s",
     walk_forward: bool = False,
+    walk_forward_calibrate: bool = False,
     objective: str = "total_pnl",
     minimize: bool = False,
     ray_address: str | None = None,
@@ -309,7 +310,8 @@ def sweep(
     ``params``: distributions for random / Bayesian search, ``{"signals.threshold":
     "uniform:0.2:2", "risk.max_position": "int:100:1000"}``; ``search`` defaults to grid
     without ``params``, else random. ``out`` (default: a new temporary directory) is where
-    a second call resumes. ``serial``: no Ray, one run after another in this process."""
+    a second call resumes. ``walk_forward_calibrate``: ``--walk-forward-calibrate``.
+    ``serial``: no Ray, one run after another in this process."""
     import sys
 
     from bot4.research.space import parse_dist, parse_grid
@@ -334,6 +336,7 @@ def sweep(
         latency=_latency_dict(latency),
         interval_ns=_duration_ns(interval),
         walk_forward=walk_forward,
+        walk_forward_calibrate=walk_forward_calibrate,
         objective=objective,
         direction="min" if minimize else "max",
         executor="serial" if serial else "ray",

@@ -80,6 +80,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="DATA are consecutive windows: the best point on window k trades window k+1",
     )
+    s.add_argument(
+        "--walk-forward-calibrate",
+        action="store_true",
+        help="with --walk-forward: fit bot4 calibrate on window k and use it as "
+        "signals.params_file for k's in-sample runs and k+1's out-of-sample run",
+    )
     s.add_argument("--objective", default="total_pnl", help="metric to rank by (total_pnl)")
     s.add_argument("--minimize", action="store_true", help="smaller objective is better")
     s.add_argument(
@@ -138,6 +144,7 @@ def config_from_args(args):
         latency=latency,
         interval_ns=args.interval,
         walk_forward=args.walk_forward,
+        walk_forward_calibrate=args.walk_forward_calibrate,
         objective=args.objective,
         direction="min" if args.minimize else "max",
         executor="serial" if args.serial else "ray",

@@ -78,6 +78,11 @@ class RunSpec:
     latency: dict = field(default_factory=dict)  # fixed models, NAME -> text
     interval_ns: int = DEFAULT_INTERVAL_NS
     data_bytes: int = -1
+    #: walk-forward calibration: the params file (relative to OUT) for ``signals.params_file``
+    #: and its content's sha256, or the calibration's error (the run fails with it)
+    params_file: str | None = None
+    params_sha256: str | None = None
+    params_error: str | None = None
 
     @property
     def seed(self) -> int:
@@ -111,6 +116,8 @@ class RunSpec:
             "latency": self.latency_specs(),
             "interval_ns": self.interval_ns,
         }
+        if self.params_file is not None or self.params_error is not None:
+            doc["params_file"] = [self.params_file, self.params_sha256, self.params_error]
         text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -141,6 +148,8 @@ class RunSpec:
             "trades_csv": None,
             "journal_sha256": None,
             "command": None,
+            "params_file": self.params_file,
+            "params_sha256": self.params_sha256,
             "code_version": code_version(),
             "wall_s": None,
             "worker": None,
@@ -283,6 +292,21 @@ def _portable(error: str, out_root: str, given: str, used: str, tmp: Path | None
     return error
 
 
+class CalibrationFailed(Exception):
+    """The walk-forward calibration of a run's window failed (its error is the run's)."""
+
+
+def _with_params_file(spec: RunSpec, out_root: str) -> str:
+    """The run's topology, with ``signals.params_file`` set to the calibration's file (an
+    absolute path, so ``command`` works from anywhere) when the run has one."""
+    if spec.params_file is None:
+        return spec.topology_toml
+    from bot4.research.space import topology_text
+
+    path = str((Path(out_root) / spec.params_file).resolve())
+    return topology_text(spec.topology_toml, {"signals.params_file": path})
+
+
 def run_one(spec: RunSpec, out_root: str, shipped: dict[str, bytes] | None = None) -> dict:
     """Run ``spec`` into ``out_root/runs/KEY`` (a previous, unfinished attempt there is
     replaced) and return its table row; never raises. ``shipped``: the data's files when
@@ -301,7 +325,9 @@ def run_one(spec: RunSpec, out_root: str, shipped: dict[str, bytes] | None = Non
         if run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
-        (run_dir / "topology.toml").write_text(spec.topology_toml)
+        if spec.params_error is not None:
+            raise CalibrationFailed(spec.params_error)
+        (run_dir / "topology.toml").write_text(_with_params_file(spec, out_root))
         topo = load_topology(run_dir / "topology.toml")
         latency = LatencyConfig.from_specs(spec.latency_specs())
         if shipped is not None:

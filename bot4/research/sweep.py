@@ -16,7 +16,11 @@ files are consecutive windows in the order given (day 1, day 2, ...): the point 
 best on window k (the ``objective`` metric, ``direction`` max or min) is traded on window
 k+1, out of sample. Grid and random search run every point on every window, so the
 out-of-sample run is one of them; Bayesian search optimises on each window k alone and
-runs the chosen point on k+1 afterwards. The walk-forward table is
+runs the chosen point on k+1 afterwards. With ``walk_forward_calibrate`` each in-sample
+window k is also calibrated (``bot4 calibrate``: GARCH + orthogonaliser;
+``bot4.research.calib``) and the fitted file is the ``signals.params_file`` of window k's
+in-sample runs and of window k+1's out-of-sample run; the last window then has no
+in-sample runs of its own. The walk-forward table is
 ``OUT/walkforward.parquet`` and a section of the comparison report.
 
 Reproducible: every run is a deterministic replay, rows are kept in plan order, and the
@@ -36,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bot4.research.calib import WindowCalibration, calibrate_window, calibration_fields
 from bot4.research.runs import (
     DEFAULT_INTERVAL_NS,
     METRICS,
@@ -74,6 +79,7 @@ class SweepConfig:
     latency: dict = field(default_factory=dict)
     interval_ns: int = DEFAULT_INTERVAL_NS
     walk_forward: bool = False
+    walk_forward_calibrate: bool = False
     objective: str = "total_pnl"
     direction: str = "max"
     executor: str = "ray"
@@ -107,11 +113,29 @@ class SweepConfig:
             raise SpaceError("direction must be max or min")
         if self.walk_forward and len(self.data) < 2:
             raise SpaceError("walk-forward needs at least two data files (windows)")
+        if self.walk_forward_calibrate:
+            self._check_calibrate()
         if self.trials < 1:
             raise SpaceError("trials must be >= 1")
         keys = [k for k, _ in self.grid] + [d.key for d in self.dists]
         if len(set(keys)) != len(keys):
             raise SpaceError("a parameter is given twice")
+
+    def _check_calibrate(self) -> None:
+        import tomllib
+
+        if not self.walk_forward:
+            raise SpaceError("--walk-forward-calibrate needs --walk-forward")
+        if "signals.params_file" in [k for k, _ in self.grid] + [d.key for d in self.dists]:
+            raise SpaceError(
+                "--walk-forward-calibrate sets signals.params_file: it cannot be swept too"
+            )
+        stages = tomllib.loads(base_topology_text(self.topology)[0]).get("stage", [])
+        if "signals" not in {st.get("name") for st in stages}:
+            raise SpaceError(
+                "--walk-forward-calibrate: the topology has no stage named 'signals' to "
+                "take the params_file"
+            )
 
 
 @dataclass
@@ -250,8 +274,11 @@ class _Planner:
         self.next_index = 0
         self._topo_cache: dict[str, str] = {}
 
-    def spec(self, data: str, point: dict, *, new: bool = True) -> RunSpec:
-        """The run of ``point`` on ``data``; ``new=False``: a lookup (no plan index taken)."""
+    def spec(
+        self, data: str, point: dict, *, new: bool = True, cal: WindowCalibration | None = None
+    ) -> RunSpec:
+        """The run of ``point`` on ``data``; ``new=False``: a lookup (no plan index taken);
+        ``cal``: the calibration whose file is the run's ``signals.params_file``."""
         key = json.dumps(point, sort_keys=True)
         if key not in self._topo_cache:
             self._topo_cache[key] = topology_text(self.base, point)
@@ -263,6 +290,7 @@ class _Planner:
             latency=dict(self.cfg.latency),
             interval_ns=self.cfg.interval_ns,
             data_bytes=self.bytes[data],
+            **calibration_fields(cal, "params_error"),
         )
         if new:
             self.next_index += 1
@@ -278,9 +306,15 @@ class _Planner:
         return [{**b, **d} for d in draws for b in base]
 
 
-def _bayes(cfg: SweepConfig, planner: _Planner, driver: _Driver, windows: list[str]) -> list:
-    """One Optuna study over ``windows`` (in-sample files); returns its points in the order
-    asked."""
+def _bayes(
+    cfg: SweepConfig,
+    planner: _Planner,
+    driver: _Driver,
+    windows: list[str],
+    cal: WindowCalibration | None = None,
+) -> list:
+    """One Optuna study over ``windows`` (in-sample files; ``cal``: their calibration);
+    returns its points in the order asked."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -300,7 +334,7 @@ def _bayes(cfg: SweepConfig, planner: _Planner, driver: _Driver, windows: list[s
             sampled = {d.key: d.suggest(t) for d in cfg.dists}
             tp.append([{**g, **sampled} for g in grid])
         specs = {
-            id(t): [[planner.spec(w, p) for w in windows] for p in pts]
+            id(t): [[planner.spec(w, p, cal=cal) for w in windows] for p in pts]
             for t, pts in zip(trials, tp, strict=True)
         }
         driver.run([s for t in trials for group in specs[id(t)] for s in group])
@@ -317,9 +351,11 @@ def _bayes(cfg: SweepConfig, planner: _Planner, driver: _Driver, windows: list[s
     return points
 
 
-def _walk_forward(cfg: SweepConfig, planner: _Planner, driver: _Driver, in_sample: dict):
+def _walk_forward(
+    cfg: SweepConfig, planner: _Planner, driver: _Driver, in_sample: dict, cals: dict
+):
     """The walk-forward table: for each window k, the best point on k (``in_sample[k]``:
-    that window's points) traded on k+1."""
+    that window's points) traded on k+1 (with window k's calibration ``cals[k]``, if any)."""
     import pandas as pd
 
     rows = driver.table.rows
@@ -331,7 +367,7 @@ def _walk_forward(cfg: SweepConfig, planner: _Planner, driver: _Driver, in_sampl
         win, nxt = cfg.data[k], cfg.data[k + 1]
         best, best_v, n_ok = None, None, 0
         for p in in_sample[k]:
-            s = planner.spec(win, p, new=False)
+            s = planner.spec(win, p, new=False, cal=cals.get(k))
             v = _objective([rows[s.key]], cfg.objective) if s.key in rows else None
             if v is None:
                 continue
@@ -340,15 +376,17 @@ def _walk_forward(cfg: SweepConfig, planner: _Planner, driver: _Driver, in_sampl
                 best, best_v = p, v
         picks.append((k, win, nxt, best, best_v, n_ok, len(in_sample[k])))
         if best is not None:
-            oos_specs.append(planner.spec(nxt, best))
+            oos_specs.append(planner.spec(nxt, best, cal=cals.get(k)))
     driver.run(oos_specs)
     for k, win, nxt, best, best_v, n_ok, n in picks:
         oos_row = None
         if best is not None:
-            s = planner.spec(nxt, best, new=False)
+            s = planner.spec(nxt, best, new=False, cal=cals.get(k))
             oos_row = rows.get(s.key)
+        cal = cals.get(k)
         out.append(
             {
+                **calibration_fields(cal, "calibration_error"),
                 "window": k,
                 "in_sample": win,
                 "out_of_sample": nxt,
@@ -364,6 +402,19 @@ def _walk_forward(cfg: SweepConfig, planner: _Planner, driver: _Driver, in_sampl
             }
         )
     return pd.DataFrame(out)
+
+
+def _calibrate_windows(cfg: SweepConfig) -> dict[int, WindowCalibration]:
+    """Window k's calibration for every in-sample window (fitted now or read back)."""
+    cals = {}
+    for k, d in enumerate(cfg.data[:-1]):
+        cal, fitted = calibrate_window(cfg.out, d, retry_failed=cfg.retry_failed)
+        cals[k] = cal
+        if cfg.progress is not None:
+            what = "calibrated" if fitted else "calibration found"
+            res = cal.error if cal.error else f"{cal.file} sha256 {cal.sha256[:16]}"
+            print(f"{what}: window {k} {d}: {res}", file=cfg.progress, flush=True)
+    return cals
 
 
 def run_sweep(cfg: SweepConfig) -> SweepOutcome:
@@ -398,10 +449,13 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     try:
         if executor is not None:
             executor.__enter__()
+        cals = _calibrate_windows(cfg) if cfg.walk_forward_calibrate else {}
         if cfg.search == "bayes":
             windows = cfg.data[:-1] if cfg.walk_forward else cfg.data
             if cfg.walk_forward:
-                in_sample = {k: _bayes(cfg, planner, driver, [w]) for k, w in enumerate(windows)}
+                in_sample = {
+                    k: _bayes(cfg, planner, driver, [w], cals.get(k)) for k, w in enumerate(windows)
+                }
                 trials = cfg.trials * len(windows)
             else:
                 in_sample = {0: _bayes(cfg, planner, driver, windows)}
@@ -409,10 +463,14 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
         else:
             pts = planner.points()
             trials = len(pts)
-            driver.run([planner.spec(d, p) for p in pts for d in cfg.data])
+            if cals:  # window k with its own calibration; the last one is out of sample only
+                windows = list(enumerate(cfg.data[:-1]))
+                driver.run([planner.spec(d, p, cal=cals[k]) for p in pts for k, d in windows])
+            else:
+                driver.run([planner.spec(d, p) for p in pts for d in cfg.data])
             in_sample = dict.fromkeys(range(len(cfg.data)), pts)
         if cfg.walk_forward:
-            wf = _walk_forward(cfg, planner, driver, in_sample)
+            wf = _walk_forward(cfg, planner, driver, in_sample, cals)
     finally:
         if executor is not None:
             startup_s = executor.startup_s
@@ -437,6 +495,7 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
         "latency": cfg.latency,
         "interval_ns": cfg.interval_ns,
         "walk_forward": cfg.walk_forward,
+        "walk_forward_calibrate": cfg.walk_forward_calibrate,
         "objective": cfg.objective,
         "direction": cfg.direction,
         "code_version": code_version(),

@@ -200,6 +200,74 @@ def test_walk_forward_trades_each_windows_best_point_on_the_next(tmp_path):
     assert "Walk-forward" in (out.out_dir / "report.html").read_text()
 
 
+def test_walk_forward_calibrate_trades_window_k_plus_1_with_window_ks_fit(tmp_path):
+    import hashlib
+    import io
+
+    from bot4.calibrate import calibrate
+    from bot4.replay.sources import SyntheticSource, write_parquet
+
+    windows = []
+    for k, n in enumerate((20_000, 20_000, 20_000, 60)):  # the 4th: too few returns to fit
+        p = tmp_path / f"day{k}.parquet"
+        write_parquet(p, SyntheticSource(n, instruments=1, seed=50 + k, dt_ns=50_000).chunks())
+        windows.append(str(p))
+    cfg = _cfg(
+        tmp_path,
+        "wfc",
+        data=windows[:3],
+        grid=[("signals.threshold", [0.5, 2.0])],
+        walk_forward=True,
+        walk_forward_calibrate=True,
+    )
+    out = run_sweep(cfg)
+    t, wf = out.table, out.walkforward
+    # in sample: 2 points x windows 0, 1 (each with its own fit); out of sample: 2 runs
+    assert len(t) == 6 and (t["status"] == "ok").all(), t[["data", "error"]]
+    assert list(wf["window"]) == [0, 1]
+    fits = []
+    for _, w in wf.iterrows():
+        k = int(w["window"])
+        text = (out.out_dir / w["params_file"]).read_bytes()
+        assert hashlib.sha256(text).hexdigest() == w["params_sha256"]
+        direct = calibrate(windows[k])  # a direct `bot4 calibrate` of the in-sample window
+        doc = json.loads(text)
+        assert doc["garch"] == json.loads(json.dumps(direct["garch"]))
+        assert doc["orthogonaliser"] == json.loads(json.dumps(direct["orthogonaliser"]))
+        fits.append(w["params_sha256"])
+        oos = t[t["key"] == w["out_of_sample_key"]].iloc[0]
+        assert oos["data"] == windows[k + 1] == w["out_of_sample"]
+        assert (oos["params_file"], oos["params_sha256"]) == (w["params_file"], w["params_sha256"])
+        topo = tomllib.loads((out.out_dir / "runs" / oos["key"] / "topology.toml").read_text())
+        sig = next(st for st in topo["stage"] if st["name"] == "signals")
+        assert sig["params"]["params_file"] == str((out.out_dir / w["params_file"]).resolve())
+        on_k = t[t["data"] == windows[k]]  # window k's 2 in-sample runs, on its own fit
+        ins = on_k[on_k["key"] != (wf.iloc[k - 1]["out_of_sample_key"] if k else None)]
+        assert len(ins) == 2 and set(ins["params_sha256"]) == {w["params_sha256"]}
+    assert fits[0] != fits[1]  # window 1's out-of-sample run is not traded on its own fit
+    # resumed: nothing runs again, no window is fitted again
+    log = io.StringIO()
+    again = run_sweep(_cfg(**{**cfg.__dict__, "progress": log}, tmp_path=tmp_path, name="wfc"))
+    assert again.ran == 0 and "calibrated:" not in log.getvalue()
+    assert log.getvalue().count("calibration found") == 2
+    # a window that cannot be fitted: its runs are failed rows with the calibration's error
+    bad = run_sweep(
+        _cfg(
+            tmp_path,
+            "wfc-bad",
+            data=[windows[3], windows[0]],
+            grid=[("signals.threshold", [1.0])],
+            walk_forward=True,
+            walk_forward_calibrate=True,
+        )
+    )
+    row = bad.table.iloc[0]
+    assert len(bad.table) == 1 and row["status"] == "failed"
+    assert "fewer than 100 mid returns" in row["error"] and "calibration of window" in row["error"]
+    assert bad.walkforward.iloc[0]["calibration_error"] in row["error"]
+    assert bad.walkforward.iloc[0]["out_of_sample_key"] is None
+
+
 def test_without_ray_the_sweep_says_which_extra_in_one_line(tmp_path):
     import subprocess
     import sys
