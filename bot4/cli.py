@@ -275,7 +275,8 @@ def cmd_stats(args) -> int:
         inst = t.instance
         names = [s.name for s in t.stages]
         group_of = {m: g.name for g in t.groups for m in g.members}
-    if not snapshot(inst, names, group_of)["exists"]:
+    first = snapshot(inst, names, group_of)
+    if not first["exists"]:
         print(f"bot4: error: instance {inst} has no segments (not running?)", file=sys.stderr)
         return 1
     if args.json:
@@ -283,10 +284,16 @@ def cmd_stats(args) -> int:
         return 0
     prev = None
     tty = sys.stdout.isatty()  # piped: no highlighting, no screen clearing, a blank line between
+    if args.once and args.interval > 0:  # rates and the last interval need two snapshots
+        prev = first
+        time.sleep(args.interval)
     while True:
         snap = snapshot(inst, names, group_of)
         if snap["exists"]:
             text = render(snap, prev, names, color=tty)
+        elif args.once:
+            print(f"bot4: error: instance {inst} stopped (no segments)", file=sys.stderr)
+            return 1
         else:  # stopped since: say so, and keep watching for its next start (systemd restarts)
             text = f"instance {inst} has no segments (stopped); waiting for it to start again"
             snap = None
@@ -705,8 +712,12 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--topology")
     st.add_argument("--instance")
     st.add_argument("--json", action="store_true", help="one JSON snapshot (orjson)")
-    st.add_argument("--once", action="store_true", help="print one table and exit")
-    st.add_argument("--interval", type=float, default=1.0)
+    st.add_argument(
+        "--once",
+        action="store_true",
+        help="print one table and exit (rates over one --interval; --interval 0: none, at once)",
+    )
+    st.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (1)")
     st.set_defaults(fn=cmd_stats)
     from bot4.metrics_cli import add_parser as add_metrics
 

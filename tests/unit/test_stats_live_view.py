@@ -192,3 +192,33 @@ def test_latency_cells_fit_their_columns_at_every_magnitude():
             assert len(cell) < width, (ns, width, cell)
     assert _us(7_200) == "7.2" and _us(25_559_000) == "25,559"
     assert _us(125_559_000, 7) == "126ms" and _us(1_568_672_000, 8) == "1.57s"
+
+
+def test_once_shows_rates_over_one_interval(instance, monkeypatch, capsys):
+    import bot4.cli as cli
+
+    C.create_control(instance, 1, created_ns=1, session=1)
+    M.create_metrics(instance, None, ["md"])
+    create_ring(segment_name(instance, "ticks"), RECORD_TYPES["MARKET_DATA"], 64)
+    seg = Segment.attach(segment_name(instance, "ticks"))
+    slept = []
+
+    def produce(s):  # 40 records published during the interval
+        slept.append(s)
+        hdr = np.frombuffer(seg.buf, np.uint64, L.HEADER_WORDS)
+        _, got = ops.producer_claim(hdr, 40)
+        ops.producer_commit(hdr, got)
+
+    monkeypatch.setattr(cli.time, "sleep", produce)
+    try:
+        assert cli.main(["stats", "--instance", instance, "--once", "--interval", "0.5"]) == 0
+        out = capsys.readouterr().out
+        (row,) = [ln for ln in out.splitlines() if ln.startswith("ticks")]
+        produced, rate = row.split()[4:6]  # rate/s over the time between the snapshots
+        assert slept == [0.5] and produced == "40" and int(rate.replace(",", "")) > 0, row
+        assert cli.main(["stats", "--instance", instance, "--once", "--interval", "0"]) == 0
+        (row,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("ticks")]
+        assert slept == [0.5] and row.split()[4:6] == ["40", "0"], row  # no rate: fullw next
+    finally:
+        seg.close()
+        _drop(instance)
