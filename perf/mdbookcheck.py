@@ -22,7 +22,7 @@ Then a made-up gap through the default topology (md reading a copy of the 999-ro
 pair whose orderbook row 501 has AskSize_1 + 7; signals, risk, orders, venue as shipped):
 the md stage counts the check mismatch by reason and re-seeds (``resync``), the records of
 that message go out flagged ``MDF_BOOK_STALE`` and no quote is published from the book
-meanwhile, and the risk stage halts AAPL for it (``book_stale_episodes`` 1; an intent
+meanwhile, and the risk stage halts AAPL for it (``book_stale_episodes`` 1; any intent
 meanwhile is denied ``STATE_HALTED``) and holds no instrument stale at the end
 (``--no-gap`` skips it).
 
