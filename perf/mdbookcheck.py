@@ -89,6 +89,7 @@ def check_pair(pair, work: Path, timeout: float) -> list[str]:
         text=True,
         timeout=timeout + 120,
         start_new_session=True,
+        env={**os.environ, "BOT4_DATA_DIR": str(work / key / "bot4-data")},  # reports there
     )
     wall = time.monotonic() - t0
     if run.returncode != 0:
