@@ -159,8 +159,16 @@ class Bot4Collector:
             "context switches of the stage's process",
             labels=[*lab, "kind"],
         )
+        named = GaugeMetricFamily(
+            "bot4_stage_counter",
+            "a stage's own named counter (docs/gateways.md: a gateway's gaps, re-requests, "
+            "reconnects...), counted since the stage's process started",
+            labels=[*lab, "counter"],
+        )
         for s in snap["stages"]:
             v = [self.instance, s["name"]]
+            for k, x in (s.get("counters") or {}).items():
+                named.add_metric([*v, k], x)
             state.add_metric(v, {n: s["state"] == n for n in STAGE_NAMES.values() if n != "none"})
             live.add_metric(v, {n: s["liveness"] == n for n in LIVE_NAMES.values() if n != "-"})
             g["heartbeat_age_seconds"].add_metric(v, _sec(s["heartbeat_age_ns"]))
@@ -195,6 +203,7 @@ class Bot4Collector:
         yield from c.values()
         yield cpu
         yield ctx
+        yield named
 
     def _process(self, pid: int) -> psutil.Process | None:
         """The stage's process (kept between scrapes so CPU times are per process)."""

@@ -347,6 +347,8 @@ def snapshot(
                         # integrity alarms this session and the latest one's code name
                         "alarms": int(b[C.S_ALARMS]),
                         "alarm": _reason_name(int(b[C.S_ALARM_CODE])),
+                        # the stage's own named counters (a gateway's gaps, reconnects...)
+                        "counters": C.read_counters(b),
                         # the supervisor's verdict from the ring cursors (bot4.pipeline.liveness)
                         "liveness": C.LIVE_NAMES.get(int(b[C.S_LIVENESS]), "?"),
                         "liveness_ring": C.read_live_ring(b) or None,
@@ -468,6 +470,8 @@ def render(
                 f"{rate:>9}  {_live(s)}"
             )
             lines.append(_mark(row, bad, color))
+            if s.get("counters"):
+                lines += _render_counters(s["counters"])
             if s.get("alarms"):  # on a line of its own: the code names are long
                 lines.append(_mark(f"{'':13}{s['alarms']} ALARM {s['alarm']}", True, color))
     for g in snap.get("groups") or []:
@@ -504,6 +508,18 @@ def render(
     lines += _render_trading(snap.get("trading"), color)
     lines += _render_operator(snap.get("last_operator_action"))
     return "\n".join(ln if "\033" in ln else ln[:WIDTH] for ln in lines)
+
+
+def _render_counters(counters: dict[str, int]) -> list[str]:
+    """A stage's named counters, indented under its row, wrapped within ``WIDTH``."""
+    out, line = [], ""
+    for k, v in counters.items():
+        item = f"{k} {_num(v)}"
+        if line and len(line) + 2 + len(item) > WIDTH:
+            out.append(line)
+            line = ""
+        line = f"{line}  {item}" if line else f"{'':13}{item}"
+    return [*out, line] if line else out
 
 
 def _render_latency(snap: dict, prev: dict | None) -> list[str]:

@@ -23,6 +23,9 @@ little-endian u64; every field has exactly one writing process.
                       stage        pid seen start                              (word 31)
       +256            stage        cursor buffer A (see below)
       +512            stage        cursor buffer B
+      +672            stage        named counters: how many (word 84), their names
+                                   (16 bytes ASCII each, words 86..109), values
+                                   (u64, words 110..121)
 
 Alarms (``S_ALARMS``, ``S_ALARM_CODE``): integrity errors a stage detected that trading
 goes on through but an operator must look at — an execution id carrying two different
@@ -38,6 +41,14 @@ its own, the supervisor its own and each stage process it started, a stage its o
 systemd, with no supervisor, that is the only record). :func:`owners` lists them; an
 instance none of whose owners is alive is dead, and its segments are replaced by the next
 creation (``bot4.pipeline.segments``). A pid alone never decides: pids are reused.
+
+Named counters (``S_COUNTERS_N``, ``S_COUNTER_NAMES``, ``S_COUNTER_VALUES``): a stage's own
+figures beyond records and batches (a gateway's gaps, re-requests, reconnects, ...), at most
+``MAX_COUNTERS``. The stage's process writes the names once at start, then the count (so a
+reader that sees ``n`` sees ``n`` names), and the values at every housekeeping; each value
+is one aligned word (never torn), the set is not one atomic snapshot. Values count from the
+stage process's start (a restarted stage starts again from 0). Words 82..127 were unused
+in layout 2: a block without counters reads ``n = 0``, so the layout version is unchanged.
 
 A cursor buffer is how a restarted stage neither skips an input nor emits a duplicate. It
 holds ``gen`` (written last), ``next_seq`` (the stage's next output sequence number),
@@ -95,6 +106,11 @@ S_ALARMS = 23  # integrity alarms raised by the stage this session (only grows)
 S_ALARM_CODE = 24  # errors.Code of the latest alarm (0: none)
 S_PID_SEEN_START = 31  # stage: its own start (with S_PID_SEEN), clock ticks after boot
 S_CURSOR_A = 32
+S_COUNTERS_N = 84  # stage: named counters in use (written after their names)
+S_COUNTER_NAMES = 86  # stage: .. + 2 * MAX_COUNTERS, 16 bytes ASCII each, NUL-padded
+S_COUNTER_VALUES = 110  # stage: .. + MAX_COUNTERS, u64
+MAX_COUNTERS = 12
+COUNTER_NAME_BYTES = 16
 S_CURSOR_B = 64
 # inside a cursor buffer
 C_GEN = 0
@@ -137,6 +153,40 @@ def read_live_ring(block: np.ndarray) -> str:
     """The ring name stored by :func:`write_live_ring` ("" when none)."""
     raw = block[S_LIVE_RING : S_LIVE_RING + LIVE_RING_WORDS].tobytes()
     return raw.rstrip(b"\0").decode("ascii", "replace")
+
+
+def write_counter_names(block: np.ndarray, names) -> None:
+    """Declare a stage's named counters in its own ``block`` (its process only; at most
+    ``MAX_COUNTERS`` names of at most 16 ASCII bytes)."""
+    names = list(names)
+    if len(names) > MAX_COUNTERS:
+        raise ValueError(f"{len(names)} named counters, at most {MAX_COUNTERS}")
+    block[S_COUNTERS_N] = 0
+    for i, name in enumerate(names):
+        raw = name.encode("ascii")
+        if len(raw) > COUNTER_NAME_BYTES:
+            raise ValueError(f"counter name {name!r} longer than {COUNTER_NAME_BYTES} bytes")
+        off = S_COUNTER_NAMES + 2 * i
+        block[off : off + 2] = np.frombuffer(raw.ljust(COUNTER_NAME_BYTES, b"\0"), np.uint64)
+        block[S_COUNTER_VALUES + i] = 0
+    block[S_COUNTERS_N] = len(names)
+
+
+def write_counter_values(block: np.ndarray, values) -> None:
+    """Store the values of the counters :func:`write_counter_names` declared, in order."""
+    n = len(values)
+    block[S_COUNTER_VALUES : S_COUNTER_VALUES + n] = np.asarray(values, np.int64).view(np.uint64)
+
+
+def read_counters(block: np.ndarray) -> dict[str, int]:
+    """A stage block's named counters (``{}`` when it declares none); read-only."""
+    n = min(int(block[S_COUNTERS_N]), MAX_COUNTERS)
+    raw = block[S_COUNTER_NAMES : S_COUNTER_NAMES + 2 * n].tobytes()
+    vals = block[S_COUNTER_VALUES : S_COUNTER_VALUES + n].view(np.int64)
+    return {
+        raw[16 * i : 16 * i + 16].rstrip(b"\0").decode("ascii", "replace"): int(vals[i])
+        for i in range(n)
+    }
 
 
 def owners(words: np.ndarray, stage_names: list[str] | None = None) -> list[Owner]:

@@ -106,6 +106,10 @@ class Stage:
     #: every key of ``params`` the kind reads; any other key is refused when the topology
     #: is loaded (a misspelt ``rat = 20000`` would otherwise run silently at the default)
     params_keys: frozenset[str] = frozenset()
+    #: the stage's own live figures (at most ``control.MAX_COUNTERS`` names of at most 16
+    #: ASCII bytes): the loop copies :meth:`counter_values` into the stage's control block
+    #: at every housekeeping, ``bot4 stats`` and the exporter show them
+    counter_names: tuple[str, ...] = ()
 
     def __init__(self, spec, inputs, outputs, instance: str = "default", topology=None) -> None:
         self.spec = spec
@@ -244,6 +248,10 @@ class Stage:
         """True while the stage, draining, waits for answers to its shutdown records on a
         feedback input (the loop keeps reading them, at most ``loop.DRAIN_REPLY_S``)."""
         return False
+
+    def counter_values(self) -> list[int]:
+        """The current values of ``counter_names``, in that order (housekeeping; cheap)."""
+        return []
 
     def summary(self) -> dict:
         """Figures for the end-of-run report."""

@@ -151,6 +151,7 @@ class StageRunner:
         self.blk[C.S_PID_SEEN_START] = self_start()  # owner (pid, start): bot4.shm.owners
         self.blk[C.S_PID_SEEN] = os.getpid()
         self.blk[C.S_STATE] = C.STAGE_STARTING
+        C.write_counter_names(self.blk, self.stage.counter_names)
         self.test_stall = stall_requested(self.spec.name, int(self.blk[C.S_RESTARTS]))
         while hang_requested(self.spec.name, int(self.blk[C.S_RESTARTS])):
             time.sleep(1)  # test hook: a restart stuck while starting
@@ -460,6 +461,8 @@ class StageRunner:
         blk[C.S_BATCHES] = self.batches
         blk[C.S_RECORDS_IN] = self.records_in
         blk[C.S_RECORDS_OUT] = self.records_out
+        if self.stage.counter_names:
+            C.write_counter_values(blk, self.stage.counter_values())
         for c in self.ins:
             ops.beat_consumer(c.hdr)
         for p in self.outs:

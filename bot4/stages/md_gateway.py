@@ -79,6 +79,13 @@ class MdGatewayStage(Stage):
         "the books and order table: rebuilt at start from sequence 1 through the "
         "re-request server (the day's messages are retained there)"
     )
+    #: live in ``bot4 stats`` (docs/gateways.md): MoldUDP64 packets received and refused,
+    #: gaps seen, re-requests sent and the messages they asked for, messages received twice
+    #: or too far ahead of the store, ITCH messages refused (unknown type or bad length),
+    #: messages applied in a restart's rebuild, the next sequence to publish, gap episodes
+    #: that flagged the instruments to risk
+    counter_names = ("packets", "bad_packets", "gaps", "requests", "requested", "duplicates",
+                     "ahead_dropped", "bad_messages", "rebuilt", "next_seq", "gap_flags")  # fmt: skip
     params_keys = frozenset(
         {
             "listen",
@@ -173,7 +180,8 @@ class MdGatewayStage(Stage):
         self.req_first = 0  # its first sequence number
         self.req_wait = self.rerequest_ns  # before asking again: doubles while no progress
         self.counters = {"packets": 0, "bad_packets": 0, "heartbeats": 0, "end_of_session": 0,
-                         "gaps": 0, "requests": 0, "requested": 0, "rebuilt": 0}  # fmt: skip
+                         "gaps": 0, "requests": 0, "requested": 0, "rebuilt": 0,
+                         "gap_flags": 0}  # fmt: skip
         self.transport = None
         self.waker = None
         self._warm_kernels()
@@ -311,6 +319,13 @@ class MdGatewayStage(Stage):
         mold.mold_release_kernel(self.have, start, n)
         self.next_seq_in = start + n
         return n, seq + w
+
+    def counter_values(self) -> list[int]:
+        c, d, i = self.counters, self.dstats, self.ingest
+        return [c["packets"], c["bad_packets"], c["gaps"], c["requests"], c["requested"],
+                int(i[mold.IN_DUPLICATE]), int(i[mold.IN_AHEAD]),
+                int(d[itch.DS_UNKNOWN_TYPE] + d[itch.DS_BAD_LENGTH]), c["rebuilt"],
+                self.next_seq_in, c["gap_flags"]]  # fmt: skip
 
     def summary(self) -> dict:
         s = dict(self.counters)

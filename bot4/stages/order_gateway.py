@@ -147,6 +147,13 @@ class OrderGatewayStage(Stage):
         "nothing: orders come back from the write-ahead file, their state and the tokens "
         "the exchange has from SoupBinTCP replay from sequence 1"
     )
+    #: live in ``bot4 stats`` (docs/gateways.md): OUCH messages sent and resent after a
+    #: reconnect, reports received, TCP connects, SoupBinTCP logins and refused logins,
+    #: disconnects, malformed frames, orders held back by the throttle, exchange session
+    #: resets, socket errors, ORDER records refused
+    counter_names = ("sent", "resent", "reports", "connects", "logins", "login_rejects",
+                     "disconnects", "bad_frames", "throttled", "session_resets", "errors",
+                     "bad_actions")  # fmt: skip
     params_keys = frozenset(
         {
             "connect",
@@ -683,6 +690,9 @@ class OrderGatewayStage(Stage):
         self.out_n -= k
         counts[0] = k
         return seq + k
+
+    def counter_values(self) -> list[int]:
+        return [self.c[k] for k in self.counter_names]
 
     def summary(self) -> dict:
         live = sum(1 for o in self.orders.values() if o.live)
