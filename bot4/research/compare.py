@@ -147,6 +147,17 @@ def _auto_heat(df) -> tuple[str, str] | None:
     return (pcols[0], pcols[1]) if len(pcols) >= 2 else None
 
 
+def _calibration_cell(r) -> str:
+    """A walk-forward row's calibration: the params file (linked) and 12 hex digits of its
+    sha256, or the fit's error."""
+    if r.get("calibration_error"):
+        return f'<span class="bad">{escape(str(r["calibration_error"]))}</span>'
+    f = str(r["params_file"])
+    return (
+        f'<a href="{escape(f)}">{escape(Path(f).name)}</a> {escape(str(r["params_sha256"])[:12])}'
+    )
+
+
 def write_report(
     out_dir: Path, df, wf, meta: dict, *, heat: tuple[str, str] | None = None, best: int = 10
 ) -> Path:
@@ -201,17 +212,22 @@ def write_report(
              escape(_fmt(r["out_of_sample_objective"])), escape(str(r["out_of_sample_status"]))]
             for _, r in wf.iterrows()
         ]  # fmt: skip
+        head = [
+            "in sample",
+            "out of sample",
+            "chosen params",
+            "trials ok",
+            "in sample " + obj,
+            "out of sample " + obj,
+            "oos run",
+        ]
+        if "params_sha256" in wf.columns:  # --walk-forward-calibrate: window k's fit
+            head.append("calibration (signals.params_file)")
+            for row, (_, r) in zip(rows, wf.iterrows(), strict=True):
+                row.append(_calibration_cell(r))
         html.append(
             _table(
-                [
-                    "in sample",
-                    "out of sample",
-                    "chosen params",
-                    "trials ok",
-                    "in sample " + obj,
-                    "out of sample " + obj,
-                    "oos run",
-                ],
+                head,
                 rows,
                 left=3,
             )  # fmt: skip

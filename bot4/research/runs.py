@@ -292,10 +292,6 @@ def _portable(error: str, out_root: str, given: str, used: str, tmp: Path | None
     return error
 
 
-class CalibrationFailed(Exception):
-    """The walk-forward calibration of a run's window failed (its error is the run's)."""
-
-
 def _with_params_file(spec: RunSpec, out_root: str) -> str:
     """The run's topology, with ``signals.params_file`` set to the calibration's file (an
     absolute path, so ``command`` works from anywhere) when the run has one."""
@@ -322,11 +318,12 @@ def run_one(spec: RunSpec, out_root: str, shipped: dict[str, bytes] | None = Non
     tmp = None
     data = spec.data
     try:
+        if spec.params_error is not None:  # its window's calibration failed: so does the run
+            row.update(failed_row(spec, spec.params_error))
+            return row
         if run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
-        if spec.params_error is not None:
-            raise CalibrationFailed(spec.params_error)
         (run_dir / "topology.toml").write_text(_with_params_file(spec, out_root))
         topo = load_topology(run_dir / "topology.toml")
         latency = LatencyConfig.from_specs(spec.latency_specs())
@@ -358,6 +355,6 @@ def run_one(spec: RunSpec, out_root: str, shipped: dict[str, bytes] | None = Non
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    row["wall_s"] = time.perf_counter() - t0
-    row["worker"] = f"{os.uname().nodename}:{os.getpid()}"
+        row["wall_s"] = time.perf_counter() - t0
+        row["worker"] = f"{os.uname().nodename}:{os.getpid()}"
     return row

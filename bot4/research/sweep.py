@@ -386,7 +386,6 @@ def _walk_forward(
         cal = cals.get(k)
         out.append(
             {
-                **calibration_fields(cal, "calibration_error"),
                 "window": k,
                 "in_sample": win,
                 "out_of_sample": nxt,
@@ -399,6 +398,7 @@ def _walk_forward(
                 ),
                 "out_of_sample_key": oos_row["key"] if oos_row is not None else None,
                 "out_of_sample_status": oos_row["status"] if oos_row is not None else None,
+                **calibration_fields(cal, "calibration_error"),
             }
         )
     return pd.DataFrame(out)
