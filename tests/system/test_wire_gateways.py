@@ -96,6 +96,15 @@ def summary(log: str, stage: str, marker: str) -> dict:
         return ast.literal_eval(body)
 
 
+def stats_counters(instance: str) -> dict[str, dict]:
+    """Each stage's named counters as ``bot4 stats --json`` shows them (read-only)."""
+    out = subprocess.run(
+        [*BOT4, "stats", "--instance", instance, "--json"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return {s["name"]: s["counters"] for s in json.loads(out.stdout)["stages"]}
+
+
 def kill_and_wait_restart(instance: str, index: int) -> None:
     os.kill(stage_block(instance, index)["pid"], signal.SIGKILL)
     deadline = time.monotonic() + 120
@@ -241,6 +250,14 @@ def test_pipeline_trades_over_the_wire_through_dropped_packets_and_gateway_kills
     ex, md, rr, ouch = start_exchange(tmp_path, procs, "--drop-every", "50", "--rate", "1500")
 
     def kills(instance):
+        # the gateways' live counters in bot4 stats: the dropped packets' gaps recovered
+        deadline = time.monotonic() + 60
+        while (md := stats_counters(instance)["md_gateway"])["requests"] == 0:
+            assert time.monotonic() < deadline, f"no re-request in bot4 stats within 60 s: {md}"
+            time.sleep(0.2)
+        print("bot4 stats md_gateway", md)
+        assert md["gaps"] > 0 and md["requested"] > 0 and md["packets"] > 0
+        assert md["next_seq"] > 1 and md["bad_packets"] == 0
         kill_and_wait_restart(instance, ORDER_GW)
         time.sleep(1.0)
         kill_and_wait_restart(instance, MD)
@@ -283,6 +300,14 @@ def test_order_session_cut_at_random_points_enters_each_order_once(instance, pro
         while stage_block(instance, ORDER_GW)["records_out"] < 150:
             assert time.monotonic() < deadline, "fewer than 150 reports within 150 s"
             time.sleep(0.1)
+        # the session cuts are live in bot4 stats (counters the stage writes at housekeeping)
+        deadline = time.monotonic() + 30
+        while (og := stats_counters(instance)["order_gateway"])["disconnects"] == 0:
+            assert time.monotonic() < deadline, f"no disconnect in bot4 stats: {og}"
+            time.sleep(0.2)
+        print("bot4 stats order_gateway", og)
+        assert og["connects"] >= og["logins"] >= 1 and og["sent"] > 0 and og["reports"] > 0
+        assert og["bad_frames"] == 0 and og["errors"] == 0
 
     # a position limit the flow does not reach: orders keep coming (and fills with them)
     log, exlog, report = run_pipeline(instance, procs, tmp_path, ex, md, rr, ouch, flow,
