@@ -245,11 +245,30 @@ def test_walk_forward_calibrate_trades_window_k_plus_1_with_window_ks_fit(tmp_pa
         ins = on_k[on_k["key"] != (wf.iloc[k - 1]["out_of_sample_key"] if k else None)]
         assert len(ins) == 2 and set(ins["params_sha256"]) == {w["params_sha256"]}
     assert fits[0] != fits[1]  # window 1's out-of-sample run is not traded on its own fit
+    assert wf.iloc[0]["params_file"] in (out.out_dir / "report.html").read_text()
     # resumed: nothing runs again, no window is fitted again
     log = io.StringIO()
     again = run_sweep(_cfg(**{**cfg.__dict__, "progress": log}, tmp_path=tmp_path, name="wfc"))
     assert again.ran == 0 and "calibrated:" not in log.getvalue()
     assert log.getvalue().count("calibration found") == 2
+    # Bayesian search: window 0's trials and window 1's out-of-sample run use window 0's fit
+    by = run_sweep(
+        _cfg(
+            tmp_path,
+            "wfc-bayes",
+            data=windows[:2],
+            search="bayes",
+            grid=[],
+            dists=[parse_dist("signals.threshold=uniform:0.5:2")],
+            trials=2,
+            batch=1,
+            walk_forward=True,
+            walk_forward_calibrate=True,
+        )
+    )
+    assert len(by.table) == 3 and (by.table["status"] == "ok").all()
+    assert set(by.table["params_sha256"]) == {fits[0]}  # the same window, the same bytes
+    assert by.walkforward.iloc[0]["out_of_sample_status"] == "ok"
     # a window that cannot be fitted: its runs are failed rows with the calibration's error
     bad = run_sweep(
         _cfg(
@@ -266,6 +285,12 @@ def test_walk_forward_calibrate_trades_window_k_plus_1_with_window_ks_fit(tmp_pa
     assert "fewer than 100 mid returns" in row["error"] and "calibration of window" in row["error"]
     assert bad.walkforward.iloc[0]["calibration_error"] in row["error"]
     assert bad.walkforward.iloc[0]["out_of_sample_key"] is None
+    for kw, said in (
+        ({"walk_forward": False}, "needs --walk-forward"),
+        ({"grid": [("signals.params_file", ["a", "b"])]}, "cannot be swept"),
+    ):
+        with pytest.raises(SpaceError, match=said):
+            run_sweep(_cfg(**{**cfg.__dict__, **kw}, tmp_path=tmp_path, name="wfc"))
 
 
 def test_without_ray_the_sweep_says_which_extra_in_one_line(tmp_path):
