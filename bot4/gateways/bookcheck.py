@@ -36,7 +36,7 @@ class _Waker:
         pass
 
 
-async def _receive(stage, feed, orderbook, symbol_id, timeout_s):
+async def _receive(stage, feed, orderbook, symbol_id, timeout_s, on_cycle=None):
     from bot4.marketdata.book import book_top_kernel
     from bot4.records import MARKET_DATA, MD_QUOTE
 
@@ -51,6 +51,8 @@ async def _receive(stage, feed, orderbook, symbol_id, timeout_s):
         if time.monotonic() > deadline:
             raise TimeoutError(f"stuck at sequence {pos + 1} of {feed.messages}")
         k = stage.source_ready(pos, time.monotonic_ns())
+        if on_cycle is not None:
+            on_cycle(stage, pos)
         if k == 0:
             await asyncio.sleep(0.001)
             continue
@@ -80,10 +82,16 @@ def run_gateway(
     store=65536,
     timeout_s=600.0,
     group="",
+    faults: Faults | None = None,
+    instance: str = "check",
+    params: dict | None = None,
+    on_cycle=None,
 ):
     """Serve ``feed`` and receive it with an md_gateway for ``symbols``, one message at a
     time; with ``orderbook`` (one symbol), its book is compared with each LOBSTER row.
-    Returns (exchange, stage, counts)."""
+    ``faults`` replace ``drop_every``'s; ``params`` are added to the stage's; ``on_cycle
+    (stage, position)`` is called after every ``source_ready``. Returns (exchange, stage,
+    counts)."""
     import uvloop
 
     from bot4.stages.md_gateway import MdGatewayStage
@@ -96,7 +104,7 @@ def run_gateway(
         ouch_port=0,
         rate=rate,
         heartbeat_s=0.05,
-        faults=Faults(drop_every=drop_every),
+        faults=faults or Faults(drop_every=drop_every),
     )
     ex = Exchange(cfg, feed)
     params = {
@@ -107,10 +115,11 @@ def run_gateway(
         "date": str(feed.day),
         "rerequest_ms": 5,
         "store": store,
+        **(params or {}),
     }
     MdGatewayStage.check_params(params)
     spec = SimpleNamespace(name="md_gateway", params=params)
-    stage = MdGatewayStage(spec, [], [SimpleNamespace(type="MARKET_DATA")], "check")
+    stage = MdGatewayStage(spec, [], [SimpleNamespace(type="MARKET_DATA")], instance)
     stage.setup()
     stage.bind(None, _Waker())
     symbol_id = feed.symbols[symbols[0]]
@@ -123,7 +132,7 @@ def run_gateway(
             await asyncio.sleep(0.01)
         await stage.open()
         try:
-            return await _receive(stage, feed, orderbook, symbol_id, timeout_s)
+            return await _receive(stage, feed, orderbook, symbol_id, timeout_s, on_cycle)
         finally:
             await stage.shut()
             server.cancel()

@@ -50,6 +50,7 @@ def cmd_exchange(args) -> int:
             duplicate_every=args.duplicate_every,
             reorder_every=args.reorder_every,
             delay_ms=args.delay_ms,
+            rerequest_delay_ms=args.rerequest_delay_ms,
             disconnect_after=args.disconnect_after,
             disconnect_random=args.disconnect_random,
             seed=args.seed,
@@ -133,6 +134,8 @@ def add_parser(sub) -> None:
     s.add_argument("--duplicate-every", type=int, default=0, help="fault: send twice")
     s.add_argument("--reorder-every", type=int, default=0, help="fault: swap with the next")
     s.add_argument("--delay-ms", type=float, default=0.0, help="fault: delay every packet")
+    s.add_argument("--rerequest-delay-ms", type=float, default=0.0,
+                   help="fault: answer every re-request this much later")  # fmt: skip
     s.add_argument("--disconnect-after", type=int, default=0,
                    help="fault: end an OUCH connection after N sequenced messages")  # fmt: skip
     s.add_argument("--disconnect-random", type=int, default=0, metavar="N",

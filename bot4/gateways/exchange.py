@@ -22,7 +22,8 @@
 
 Fault injection (all off by default): ``drop_every`` (drop every k-th downstream packet;
 re-requests are never dropped), ``duplicate_every``, ``reorder_every`` (hold a packet and
-send it after the next), ``delay_ms`` (send every packet that much later),
+send it after the next), ``delay_ms`` (send every packet that much later), ``rerequest_delay_ms`` (answer every
+re-request that much later: a gap that stays open),
 ``disconnect_after`` (end an OUCH connection after it has been sent that many sequenced
 messages), ``disconnect_random`` (after a number drawn from 1..N for each connection, from
 ``seed``), ``refuse_login`` (reject every login, reason 'A'), ``restart_after`` (go down
@@ -78,6 +79,7 @@ class Faults:
     duplicate_every: int = 0
     reorder_every: int = 0
     delay_ms: float = 0.0
+    rerequest_delay_ms: float = 0.0  # answer each re-request this much later
     disconnect_after: int = 0
     disconnect_random: int = 0  # cut each connection after 1..N sequenced messages (seeded)
     seed: int = 0
@@ -255,6 +257,14 @@ class Exchange:
         hi = min(self.published, lo + min(count, self.cfg.max_rerequest))
         if hi <= lo:
             return
+        delay = self.cfg.faults.rerequest_delay_ms
+        if delay > 0:
+            loop = asyncio.get_running_loop()
+            loop.call_later(delay / 1e3, self._resend, lo, hi, addr)
+        else:
+            self._resend(lo, hi, addr)
+
+    def _resend(self, lo: int, hi: int, addr) -> None:
         for _seq, pkt in mold.packets(self.session, 1, self.feed.buf, self.feed.offsets, lo, hi):
             self.rerequest_sock.sendto(pkt, addr)
         self.stats["resent"] += hi - lo

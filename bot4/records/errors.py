@@ -85,6 +85,7 @@ class Code(IntEnum):
     QTY_NOT_LOT_MULTIPLE = 315
     MARKET_DATA_STALE = 316
     BOOK_LIQUIDITY = 317
+    FEED_GAP = 318
 
     # 4xx OMS
     ILLEGAL_TRANSITION = 400
@@ -175,6 +176,7 @@ _DESCRIPTIONS: dict[Code, str] = {
     Code.QTY_NOT_LOT_MULTIPLE: "quantity not a multiple of the instrument's lot size",
     Code.MARKET_DATA_STALE: "market data stale: no update within the staleness limit",
     Code.BOOK_LIQUIDITY: "order larger than its share of the visible book it would trade against",
+    Code.FEED_GAP: "market data feed gap not yet recovered: the gateway's books are suspect",
     Code.ILLEGAL_TRANSITION: "event not allowed in the order's current state",
     Code.DUPLICATE_ORDER: "client order id already used",
     Code.SELF_TRADE: "order would trade against our own resting order",

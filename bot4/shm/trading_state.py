@@ -19,7 +19,8 @@ Every state word has its own 128-byte block, so a change to one instrument never
 the line another instrument's readers poll.
 
 Ownership: the words are multi-writer by design (the operator CLI halts and resumes, the
-risk stage reduces on a daily loss and halts on a breaker). Every change is a
+risk stage reduces on a daily loss and halts on a breaker, the OMS halts an instrument
+whose reconciliation failed, md_gateway halts its instruments while a feed gap is open). Every change is a
 ``compare_exchange`` from the exact word read and bumps the word's change count, so
 concurrent writers serialise and none is lost; the generation is bumped after the word,
 so a reader that sees a new generation also sees the change that caused it. Readers (the
@@ -47,6 +48,7 @@ __all__ = [
     "SOURCE_NAMES",
     "SRC_OPERATOR",
     "SRC_OMS",
+    "SRC_MD_GATEWAY",
     "SRC_RISK",
     "STATE_NAMES",
     "TRADING_SEGMENT",
@@ -78,8 +80,9 @@ W_GENERATION = 8
 
 ACTIVE, REDUCING, HALTED = 0, 1, 2
 STATE_NAMES = {ACTIVE: "active", REDUCING: "reducing", HALTED: "halted"}
-SRC_NONE, SRC_OPERATOR, SRC_RISK, SRC_OMS = 0, 1, 2, 3
-SOURCE_NAMES = {SRC_NONE: "-", SRC_OPERATOR: "operator", SRC_RISK: "risk", SRC_OMS: "oms"}
+SRC_NONE, SRC_OPERATOR, SRC_RISK, SRC_OMS, SRC_MD_GATEWAY = 0, 1, 2, 3, 4
+SOURCE_NAMES = {SRC_NONE: "-", SRC_OPERATOR: "operator", SRC_RISK: "risk", SRC_OMS: "oms",
+                SRC_MD_GATEWAY: "md_gateway"}  # fmt: skip
 
 STATE_MASK = 0xFF
 REASON_SHIFT = 8

@@ -17,6 +17,20 @@ asked for again —, or as soon as the previous request was satisfied). Until th
 arrives nothing after the gap is published, so no message is skipped and none is applied
 twice (a message already stored or consumed is dropped, counted as a duplicate).
 
+**Gaps flag the instruments to risk.** While a hole is outstanding nothing after it is
+published, and any of the gateway's instruments may have a message in it: a hole that has
+made no progress for ``gap_flag_ms`` (50) sets every instrument of the gateway HALTED in
+the trading-state segment (reason ``FEED_GAP``, source ``md_gateway``; ``raise_state``: an
+instrument already halted — by the operator, a breaker, the stale-feed rule — is left as
+it is and not touched when the gap clears). Risk halts on it at once (its next poll of the
+trading state: CANCEL_ALL of the resting orders, intents denied ``STATE_HALTED``) instead
+of waiting for its per-instrument stale timers. The flag is cleared (``relax_state``: only
+if the word is still exactly this flag, back to the state it raised from) once every
+message known to exist when it was set has arrived and no hole is older than
+``gap_flag_ms``; a restarted gateway adopts the flags it finds. Logged at WARNING (set) and
+INFO (cleared) with the gap's sequence range; counted ``gap_flags``. No flag record goes
+to the ring: a source's records belong to sequence numbers (exact resume).
+
 **Backpressure.** UDP cannot be slowed down: while the output rings are full the duty
 cycle stops consuming, datagrams keep filling the store; a message too far ahead of the
 position to fit the store (``store`` messages) is dropped, counted (``ahead``) and
@@ -33,7 +47,7 @@ to; a multicast group address joins that group on ``interface``, ``"127.0.0.1"``
 (``"BOT4SIM"``), ``symbols`` (every instrument of the instrument table), ``date`` (the
 feed's trading day, ``YYYY-MM-DD``: ITCH timestamps are ns since midnight US/Eastern;
 default today), ``store`` (65536 messages, a power of two), ``levels`` (1024 per side),
-``orders`` (4096: initial order table capacity; it doubles before it could fill), ``rerequest_ms`` (20), ``max_request`` (2000).
+``orders`` (4096: initial order table capacity; it doubles before it could fill), ``rerequest_ms`` (20), ``max_request`` (2000), ``gap_flag_ms`` (50; 0: never flag).
 """
 
 from __future__ import annotations
@@ -99,6 +113,7 @@ class MdGatewayStage(Stage):
             "orders",
             "rerequest_ms",
             "max_request",
+            "gap_flag_ms",
         }
     )
 
@@ -139,6 +154,7 @@ class MdGatewayStage(Stage):
         check_number(params, "orders", integer=True, lo=1024)
         check_number(params, "rerequest_ms", lo=1)
         check_number(params, "max_request", integer=True, lo=1, hi=65534)
+        check_number(params, "gap_flag_ms", lo=0, hi=3_600_000)
 
     def setup(self) -> None:
         from bot4.marketdata.lobster import local_to_utc_ns
@@ -182,6 +198,13 @@ class MdGatewayStage(Stage):
         self.counters = {"packets": 0, "bad_packets": 0, "heartbeats": 0, "end_of_session": 0,
                          "gaps": 0, "requests": 0, "requested": 0, "rebuilt": 0,
                          "gap_flags": 0}  # fmt: skip
+        self.gap_flag_ns = int(float(p.get("gap_flag_ms", 50)) * 1e6)
+        self.hole_first = 0  # first missing sequence of the hole seen last (0: none)
+        self.hole_since = 0  # when that hole was first seen (monotonic ns)
+        self.trading = None  # the trading-state segment (bind: when the instance has one)
+        self.flagged: dict[int, int] = {}  # instrument id -> its state before the flag
+        self.flag_ids: list[int] = []  # the instruments a gap flags (those with a state word)
+        self.flag_first = self.flag_end = self.flag_at = 0  # the flagged gap: [first, end)
         self.transport = None
         self.waker = None
         self._warm_kernels()
@@ -216,6 +239,86 @@ class MdGatewayStage(Stage):
     def bind(self, runner, waker) -> None:
         self.runner = runner
         self.waker = waker
+        self._attach_trading()
+
+    # -- gaps flagged to risk (trading-state segment) ----------------------------------------
+    def _attach_trading(self) -> None:
+        from bot4.records.errors import Bot4Error
+        from bot4.shm import trading_state as T
+
+        if not self.gap_flag_ns:
+            return
+        try:
+            ts = T.TradingState(self.instance)
+        except (Bot4Error, ValueError):
+            log.info("md_gateway: no trading-state segment: gaps are not flagged to risk")
+            return
+        self.trading = ts
+        self.flag_ids = [i for i in self.sym_ids.tolist() if 0 < i <= ts.n_instruments]
+        for i in self.flag_ids:  # a restart: adopt the flags the last process set
+            w = int(T.state_word(ts.words, i))
+            if (T.word_state(w), T.word_reason(w), T.word_source(w)) == self._flag_word():
+                self.flagged[i] = T.ACTIVE
+        if self.flagged:
+            self.flag_first, self.flag_end, self.flag_at = 1, 1, time.monotonic_ns()
+            log.warning("md_gateway: adopted the FEED_GAP flags of %s", self._symbols())
+
+    @staticmethod
+    def _flag_word() -> tuple[int, int, int]:
+        from bot4.records.errors import Code
+        from bot4.shm import trading_state as T
+
+        return T.HALTED, int(Code.FEED_GAP), T.SRC_MD_GATEWAY
+
+    def _symbols(self) -> list[str]:
+        from bot4.records import DEFAULT_INSTRUMENTS
+
+        return [DEFAULT_INSTRUMENTS.symbol_of(i) for i in self.flagged]
+
+    def _watch_gap(self, now: int, first_missing: int) -> None:
+        """Flag the instruments when a hole stalls ``gap_flag_ns``; clear once filled."""
+        hole = self.known_end > first_missing
+        if not hole:
+            self.hole_first = 0
+        elif first_missing != self.hole_first:  # a new hole, or the old one moved on
+            self.hole_first, self.hole_since = first_missing, now
+        stalled = hole and now - self.hole_since >= self.gap_flag_ns
+        if self.flagged:
+            self.flag_end = max(self.flag_end, self.known_end) if stalled else self.flag_end
+            if first_missing >= self.flag_end and not stalled:
+                self._clear_flags(now)
+        elif stalled and self.trading is not None:
+            self._raise_flags(now, first_missing)
+
+    def _raise_flags(self, now: int, first_missing: int) -> None:
+        from bot4.shm import trading_state as T
+
+        state, reason, source = self._flag_word()
+        for i in self.flag_ids:
+            prev = int(T.raise_state(self.trading.words, i, state, reason, source))
+            if prev < state:
+                self.flagged[i] = prev
+        self.flag_first, self.flag_end, self.flag_at = first_missing, self.known_end, now
+        self.counters["gap_flags"] += 1
+        log.warning(
+            "md_gateway: gap at sequences %d..%d outstanding %.0f ms: instruments %s HALTED "
+            "for risk (FEED_GAP)",
+            first_missing, self.known_end - 1, (now - self.hole_since) / 1e6, self._symbols(),
+        )  # fmt: skip
+
+    def _clear_flags(self, now: int) -> None:
+        from bot4.shm import trading_state as T
+
+        state, reason, source = self._flag_word()
+        cleared = [i for i, prev in self.flagged.items()
+                   if T.relax_state(self.trading.words, i, state, reason, source, prev)]  # fmt: skip
+        log.info(
+            "md_gateway: gap at sequences %d..%d recovered after %.0f ms: FEED_GAP flag "
+            "cleared on %s",
+            self.flag_first, self.flag_end - 1, (now - self.flag_at) / 1e6,
+            [s for i, s in zip(self.flagged, self._symbols(), strict=True) if i in cleared],
+        )  # fmt: skip
+        self.flagged = {}
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -236,6 +339,9 @@ class MdGatewayStage(Stage):
     async def shut(self) -> None:
         if self.transport is not None:
             self.transport.close()
+        if self.trading is not None:
+            self.trading.close()
+            self.trading = None
 
     def on_packet(self, pkt: bytes) -> None:
         now = time.monotonic_ns()
@@ -266,6 +372,8 @@ class MdGatewayStage(Stage):
             self.waker.wake()
 
     def _gap_check(self, now: int, first_missing: int) -> None:
+        if self.gap_flag_ns:
+            self._watch_gap(now, first_missing)
         if self.known_end <= first_missing or self.transport is None:
             return
         if first_missing < self.req_end and now - self.req_at < self.req_wait:
