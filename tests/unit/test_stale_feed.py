@@ -350,6 +350,29 @@ def test_stale_halts_carry_source_risk_and_their_reason(instruments_file) -> Non
     assert rig.states() == "AAHAA" and rig.stage.summary()["stale"]["relaxed"] == 2
 
 
+def test_a_feed_gap_flag_from_md_gateway_halts_at_once_until_md_gateway_clears_it(
+    instruments_file,
+) -> None:
+    """md_gateway's FEED_GAP flag (docs/gateways.md) is a trading-state word like the
+    operator's: risk cancels the instrument's orders at its next poll and denies its
+    intents; data arriving meanwhile does not end it (only md_gateway relaxes its flag)."""
+    rig = Rig(instruments_file)
+    rig.md([1, 2])
+    flag = (T.HALTED, int(Code.FEED_GAP), T.SRC_MD_GATEWAY)
+    assert T.raise_state(rig.ts, 1, *flag) == T.ACTIVE
+    assert rig.tick() == [1]  # CANCEL_ALL for the flagged instrument, at once
+    it = np.zeros(1, ORDER_INTENT)
+    it["seq"], it["instrument"], it["side"], it["qty"], it["strategy"] = 1, 1, SIDE_BUY, 100, 1
+    it["limit_price"], it["stop_price"] = BID, 990_000
+    rig.counts[:] = 0
+    rig.stage.process(0, it, rig.outs, rig.counts, rig.seq)
+    assert int(rig.outs[1][0]["reason"]) == Code.STATE_HALTED
+    rig.md([1, 2])
+    assert rig.states() == "AHAAA"  # risk's stale rule does not relax another's halt
+    assert T.relax_state(rig.ts, 1, *flag, T.ACTIVE)
+    assert rig.states() == "AAAAA"
+
+
 def test_a_restarted_stage_adopts_stale_halts_and_ends_them_when_data_resumes(
     instance, instruments_file
 ) -> None:
