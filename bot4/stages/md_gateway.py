@@ -202,6 +202,7 @@ class MdGatewayStage(Stage):
         self.hole_first = 0  # first missing sequence of the hole seen last (0: none)
         self.hole_since = 0  # when that hole was first seen (monotonic ns)
         self.trading = None  # the trading-state segment (bind: when the instance has one)
+        self.flag_on = False  # a gap is flagged (whether or not it changed any word)
         self.flagged: dict[int, int] = {}  # instrument id -> its state before the flag
         self.flag_ids: list[int] = []  # the instruments a gap flags (those with a state word)
         self.flag_first = self.flag_end = self.flag_at = 0  # the flagged gap: [first, end)
@@ -260,6 +261,8 @@ class MdGatewayStage(Stage):
             if (T.word_state(w), T.word_reason(w), T.word_source(w)) == self._flag_word():
                 self.flagged[i] = T.ACTIVE
         if self.flagged:
+            self.flag_on = True
+            # cleared once the rebuild and what was known then are through (source_ready)
             self.flag_first, self.flag_end, self.flag_at = 1, 1, time.monotonic_ns()
             log.warning("md_gateway: adopted the FEED_GAP flags of %s", self._symbols())
 
@@ -283,7 +286,7 @@ class MdGatewayStage(Stage):
         elif first_missing != self.hole_first:  # a new hole, or the old one moved on
             self.hole_first, self.hole_since = first_missing, now
         stalled = hole and now - self.hole_since >= self.gap_flag_ns
-        if self.flagged:
+        if self.flag_on:
             self.flag_end = max(self.flag_end, self.known_end) if stalled else self.flag_end
             if first_missing >= self.flag_end and not stalled:
                 self._clear_flags(now)
@@ -298,6 +301,7 @@ class MdGatewayStage(Stage):
             prev = int(T.raise_state(self.trading.words, i, state, reason, source))
             if prev < state:
                 self.flagged[i] = prev
+        self.flag_on = True
         self.flag_first, self.flag_end, self.flag_at = first_missing, self.known_end, now
         self.counters["gap_flags"] += 1
         log.warning(
@@ -319,6 +323,7 @@ class MdGatewayStage(Stage):
             [s for i, s in zip(self.flagged, self._symbols(), strict=True) if i in cleared],
         )  # fmt: skip
         self.flagged = {}
+        self.flag_on = False
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -399,6 +404,8 @@ class MdGatewayStage(Stage):
     def source_ready(self, position: int, now_ns: int) -> int:
         if self.warm_to is None:  # first call: where the loop resumes
             self.warm_to = position + 1
+            if self.flag_on:  # adopted flags: held until the books are rebuilt at least
+                self.flag_end = max(self.flag_end, self.warm_to, self.known_end)
             if position > 0:
                 log.info("md_gateway: rebuilding the books from sequence 1 to %d", position)
         while self.next_seq_in < self.warm_to:  # restart: books first, nothing published
