@@ -51,3 +51,34 @@ def test_counters_render_under_the_stage_within_the_table_width():
     assert len(lines) > 1 and all(len(ln) <= 100 for ln in lines)
     assert all(ln.startswith(" " * 13) for ln in lines)
     assert "counter_03 1,000" in " ".join(lines)
+
+
+def test_counters_reach_stats_json_table_and_exporter(instance):
+    """A stage block's counters, written as the stage's loop writes them, are read
+    (PROT_READ) by bot4 stats' snapshot, its table and the exporter."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from bot4.ops_metrics import Exporter
+    from bot4.ops_stats import render, snapshot
+    from bot4.shm import metrics as M
+    from bot4.shm.segment import Segment, instance_segments
+
+    C.create_control(instance, 2, created_ns=1, session=1)
+    M.create_metrics(instance, None, ["md_gateway", "sink"])
+    try:
+        cb = C.ControlBlock(instance)
+        C.write_counter_names(cb.stage(0), ("gaps", "requests"))
+        C.write_counter_values(cb.stage(0), [3, 5])
+        cb.close()
+        snap = snapshot(instance)
+        by_name = {s["name"]: s["counters"] for s in snap["stages"]}
+        assert by_name == {"md_gateway": {"gaps": 3, "requests": 5}, "sink": {}}
+        assert "gaps 3  requests 5" in render(snap)
+        body, _ = Exporter(instance).metrics(None)
+        fams = {f.name: f for f in text_string_to_metric_families(body.decode())}
+        got = {(s.labels["stage"], s.labels["counter"]): s.value
+               for s in fams["bot4_stage_counter"].samples}  # fmt: skip
+        assert got == {("md_gateway", "gaps"): 3, ("md_gateway", "requests"): 5}
+    finally:
+        for n in instance_segments(instance):
+            Segment.unlink(n)
