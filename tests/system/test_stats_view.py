@@ -10,6 +10,7 @@ import time
 import pytest
 
 from bot4.shm.segment import Segment, instance_segments
+from bot4.shm.stats import RingReader
 from tests.system.pipeline_util import BOT4, start_pipeline, wait_running
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
@@ -40,7 +41,13 @@ capacity = 1024
 def test_stats_json_lists_every_stage_and_ring_of_a_running_instance(instance, procs, tmp_path):
     p = start_pipeline(tmp_path, TOPO.format(instance=instance), procs)
     wait_running(instance)
-    time.sleep(0.5)
+    # records flowing (a fixed 0.5 s saw none consumed yet on a loaded machine)
+    reader = RingReader(f"/bot4.{instance}.ticks")
+    deadline = time.monotonic() + 60
+    while reader.snapshot().consumed == 0:
+        assert time.monotonic() < deadline, "no record consumed within 60 s"
+        time.sleep(0.05)
+    reader.close()
     ident = Segment.attach(f"/bot4.{instance}.ticks", readonly=True)
     before = hashlib.sha256(bytes(ident.buf[:128])).hexdigest()
     out = subprocess.run(
