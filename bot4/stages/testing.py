@@ -51,13 +51,16 @@ def _relay_kernel(inp, out, seq, spin_ns):
     return seq + inp.shape[0]
 
 
+_M64 = (1 << 64) - 1
+
+
 @njit(nogil=True, cache=True)
 def _sink_kernel(inp, log, lat):
     now = monotonic_ns()
     n = load_acquire(log, 0)
     for i in range(inp.shape[0]):
         k = n + np.uint64(i + 1)
-        if k < log.shape[0]:
+        if k < log.shape[0] - 1:  # the last word of ``lat`` is the sink's (setup)
             log[k] = inp[i].order_id
             lat[k] = np.uint64(now - inp[i].ts_recv_ns)
     store_release(log, 0, n + np.uint64(inp.shape[0]))
@@ -159,9 +162,9 @@ class TestSink(Stage):
     arity = (1, 1, 0, 0)
     input_types = ("MARKET_DATA",)
     restart_state = (
-        "none; it logs each record once across restarts: word 0 of ``<log>-lat`` holds how "
-        "many records its input had consumed when the log began, so a restarted sink skips "
-        "what it logged but had not released (a stage group kill takes the sink with it)"
+        "none; it logs each record once across restarts (a stage group kill takes the sink "
+        "with it): words 0 and -1 of ``<log>-lat`` say where the log ends in its input "
+        "ring's positions, so a restarted sink skips what it logged but had not released"
     )
     params_keys = frozenset({"log", "log_instance"})
 
@@ -180,19 +183,28 @@ class TestSink(Stage):
         self.lat = np.frombuffer(self.lat_seg.buf, np.uint64)
         # Exactly once across restarts: the log's count commits each batch, the input is
         # released after it, so a SIGKILL in between leaves records logged but unreleased;
-        # the loop resumes at the released position and they would be logged again. The
-        # records consumed when the log began (lat[0]) plus the count is where the log
-        # ends on the ring; everything between the released position and there is skipped.
+        # the loop resumes at the released position and they would be logged again.
+        # lat[0] + count is where the log ends in the input ring's positions (consumed
+        # records), lat[-1] which creation of the instance's segments lat[0] belongs to
+        # (the control block's creation ns; a log can outlive segments and go on in a new
+        # run): everything between the released position and the log's end is skipped.
+        from bot4.shm import control as C
         from bot4.shm.stats import RingReader
 
+        cb = C.ControlBlock(self.instance, readonly=True)
+        created = int(cb.words[C.W_CREATED_NS])
+        cb.close()
         reader = RingReader(segment_name(self.instance, self.inputs[0].name))
         try:
             consumed = int(reader.snapshot().consumed)
         finally:
             reader.close()
-        if int(self.log[0]) == 0:
-            self.lat[0] = consumed  # before the first record is counted
-        self.skip = max(0, int(self.lat[0]) + int(self.log[0]) - consumed)
+        count = int(self.log[0])
+        if int(self.lat[-1]) != created:  # nothing of these segments' ring logged yet
+            self.lat[0] = (consumed - count) & _M64
+            self.lat[-1] = created
+        ahead = (int(self.lat[0]) + count - consumed) & _M64
+        self.skip = ahead if ahead < 1 << 63 else 0
 
     def process(self, i, batch, outs, counts, seq):
         if self.skip:
