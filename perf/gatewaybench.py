@@ -30,7 +30,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-AMZN = "/work/shared/data/lobster-2012-06-21/amzn_level1"
+AMZN = str(
+    Path(__file__).resolve().parents[1].parent / "shared/data/lobster-2012-06-21/amzn_level1"
+)
 M48 = (1 << 48) - 1
 
 

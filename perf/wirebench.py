@@ -46,7 +46,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-AMZN = "/work/shared/data/lobster-2012-06-21/amzn_level1"
+AMZN = str(
+    Path(__file__).resolve().parents[1].parent / "shared/data/lobster-2012-06-21/amzn_level1"
+)
 BOT4 = [sys.executable, "-m", "bot4.cli"]
 
 

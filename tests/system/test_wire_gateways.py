@@ -40,11 +40,12 @@ from bot4.journal import JournalReader
 from bot4.records import ACTION_NEW, EXEC_FILL, EXEC_PARTIAL_FILL, RT_EXEC_REPORT, RT_ORDER
 from bot4.shm.segment import instance_segments
 from tests.conftest import scalar
+from tests.data_paths import lobster_dir
 from tests.seeds import seeded_rng
 from tests.system.pipeline_util import BOT4, stage_block, wait_running
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(400)]
-AMZN = "/work/shared/data/lobster-2012-06-21/amzn_level1"
+
 MD, ORDER_GW = 0, 4  # stage indexes in wire.toml
 
 
@@ -127,7 +128,7 @@ def start_exchange(tmp_path, procs, *faults: str):
                 *BOT4,
                 "exchange",
                 "serve",
-                AMZN,
+                str(lobster_dir() / "amzn_level1"),
                 "--md-to",
                 f"127.0.0.1:{md}",
                 "--rerequest-port",

@@ -344,7 +344,9 @@ def test_the_code_version_names_the_code_not_unrelated_commits(tmp_path):
 
 
 def test_a_refused_ray_address_says_how_to_send_the_token(monkeypatch):
-    pytest.importorskip("ray")
+    pytest.importorskip(
+        "ray", reason="the research extra (ray) is not installed; CI installs it via the test extra"
+    )
     from bot4.research.executor import RayExecutor
 
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
