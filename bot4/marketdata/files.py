@@ -444,6 +444,13 @@ def _arrow_text(col) -> list:
     import pyarrow as pa
 
     col = _plain(col)
+    # Arrow does not validate a string column's UTF-8 when it reads a file: a poisoned file's
+    # bytes would raise in to_pylist. Read them as bytes and decode with replacement, so such
+    # a value is a word no instrument or code has (its row counted), as for binary columns
+    if pa.types.is_string(col.type):
+        col = col.cast(pa.binary())
+    elif pa.types.is_large_string(col.type):
+        col = col.cast(pa.large_binary())
     vals = col.to_pylist()
     if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
         vals = [v.decode("utf-8", "replace") if v is not None else None for v in vals]
@@ -460,7 +467,7 @@ def _arrow_codes(col, mapping: dict, fold: bool = True) -> np.ndarray:
         return np.full(len(col), _word_code(None, mapping, fold), np.int64)
     if not pa.types.is_dictionary(col.type):
         col = pc.dictionary_encode(col)
-    words = col.dictionary.to_pylist()
+    words = _arrow_text(col.dictionary)  # bytes decoded with replacement, as for a plain column
     codes = np.asarray([_word_code(w, mapping, fold) for w in [*words, None]], np.int64)
     idx = pc.fill_null(col.indices, -1).to_numpy(zero_copy_only=False)
     return codes[idx]
