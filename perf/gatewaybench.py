@@ -1,7 +1,8 @@
 """Gateway benchmarks (issue 19), ratios measured in one run.
 
 1. ITCH decode throughput: the AMZN level-1 day as ITCH (the simulator's encoding, ~90 k
-   messages) decoded by md_gateway's numba kernel (records + order table + level books)
+   messages) decoded by md_gateway's numba kernel (records + the md stage's books: order map
+   and levels, ``bot4.marketdata.builder``)
    against a plain-Python ``struct`` decoder of the same messages (fields only, no book):
    messages/s each and the ratio.
 2. Wire-to-ring latency on loopback: a sender process sends one ITCH Add per MoldUDP64
@@ -110,28 +111,24 @@ def decode_throughput() -> None:
 
 
 def decode_split() -> None:
-    """Where the decoder's time goes: the same kernel source compiled with the order-table
-    call, the level-book call and the quote emission each cut out (text substitution into
-    a throw-away module; the AMZN level-1 day)."""
+    """Where the decoder's time goes: the same kernel source compiled with the book step
+    (order map + levels, the builder's ``apply_event``) and the quote emission each cut out (text substitution into a throw-away
+    module; the AMZN level-1 day)."""
     from bot4.gateways import itch, mold
-    from bot4.marketdata.book import OrderTable
     from bot4.records import MARKET_DATA
 
     src = Path(itch.__file__).read_text().replace("cache=True", "cache=False")
-    cut_orders = (
-        "    if orders_apply_kernel(otab, live, ostats, out[n - 1 : n], 0) == 0:",
-        "    if False:",
-    )
     cut_book = (
-        "    book_apply_kernel(keys[inst], sizes[inst], nlev[inst], lstats, r.kind, r.side, r.price, r.qty)",
+        "    apply_event(px, qty, cnt, nlev, bstats, px.shape[2], otab, live, inst, out[n - 1])",
         "    pass",
     )
+
     cut_quotes = (
         "            w = _quotes(o, w, seq0, mseq, ts, recv, inst, keys, sizes, nlev, last_q)\n        elif t in",
         "            pass\n        elif t in",
     )
-    variants = {"full": [], "no order table": [cut_orders], "no level book": [cut_book],
-                "no quotes": [cut_quotes], "decode only": [cut_orders, cut_book, cut_quotes]}  # fmt: skip
+    variants = {"full": [], "no book step": [cut_book], "no quotes": [cut_quotes],
+                "decode only": [cut_book, cut_quotes]}  # fmt: skip
     from bot4.gateways.feed import lobster_to_itch
 
     feed = lobster_to_itch([AMZN])
@@ -160,16 +157,15 @@ def decode_split() -> None:
         spec.loader.exec_module(m)
         best = float("inf")
         for _ in range(3):
-            keys, sizes, nlev, lst, lq = itch.new_books(5, 1024)
-            t = OrderTable(4096)
+            b, lq = itch.new_books(5, 1024, 4096)
             lm = np.zeros(1 << 16, np.int64)
             lm[1] = 2
             lm[2:] = 0
             t0 = time.perf_counter()
             m.itch_decode_kernel(msgs, lens, seqs, recvs, 1, n, 0, out, 1, lm,
-                                 np.zeros(1, np.uint64), np.zeros(1, np.int64), keys, sizes,
-                                 nlev, lst, lq, t.tab, t.live, t.stats, np.zeros(8, np.int64),
-                                 True)  # fmt: skip
+                                 np.zeros(1, np.uint64), np.zeros(1, np.int64), b.px, b.qty,
+                                 b.cnt, b.n, b.stats, lq, b.otab, b.live,
+                                 np.zeros(8, np.int64), True)  # fmt: skip
             best = min(best, time.perf_counter() - t0)
         os.unlink(path)
         print(f"  {name:16s} {n / best / 1e6:8.2f}")

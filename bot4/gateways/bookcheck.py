@@ -37,7 +37,7 @@ class _Waker:
 
 
 async def _receive(stage, feed, orderbook, symbol_id, timeout_s, on_cycle=None):
-    from bot4.marketdata.book import book_top_kernel
+    from bot4.marketdata.builder import top_kernel
     from bot4.records import MARKET_DATA, MD_QUOTE
 
     levels = orderbook.shape[1] // 4 if orderbook is not None else 1
@@ -46,7 +46,7 @@ async def _receive(stage, feed, orderbook, symbol_id, timeout_s, on_cycle=None):
     counts = np.zeros(1, np.int64)
     pos, seq, checked, mismatched, quotes, bad_parent = 0, 1, 0, [], 0, 0
     deadline = time.monotonic() + timeout_s
-    keys, sizes, nlev = stage.books[0], stage.books[1], stage.books[2]
+    book = stage.book
     while pos < feed.messages:
         if time.monotonic() > deadline:
             raise TimeoutError(f"stuck at sequence {pos + 1} of {feed.messages}")
@@ -63,7 +63,7 @@ async def _receive(stage, feed, orderbook, symbol_id, timeout_s, on_cycle=None):
             bad_parent += int((recs["parent_seq"] != pos + 1).sum()) + (n != 1)
             row = int(feed.lobster_row[pos])
             if row >= 0 and orderbook is not None:
-                book_top_kernel(keys[symbol_id], sizes[symbol_id], nlev[symbol_id], levels, top)
+                top_kernel(book.px, book.qty, book.n, symbol_id, levels, top)
                 checked += 1
                 if not np.array_equal(top, orderbook[row]):
                     mismatched.append(row)
@@ -190,7 +190,7 @@ def check_pair(
         "ahead_dropped": s["ahead_dropped"],
         "unknown_ref": s["unknown_ref"],
         "bad_length": s["bad_length"],
-        "delete_mismatch": stage.table.counters()["delete_mismatch"],
+        "delete_mismatch": stage.book.counters()["delete_mismatch"],
         "bad_parent": got["bad_parent"],
         "quotes": got["quotes"],
         "seconds": round(time.monotonic() - t0, 1),
@@ -218,7 +218,6 @@ def check_synthetic(messages: int = 20_000, instruments: int = 3, *, drop_every:
     instrument's top of book at the end equals the one the feed's own records (the venue's
     copy, built without the ITCH bytes) leave."""
     from bot4.gateways.feed import synthetic_to_itch
-    from bot4.marketdata.book import book_top_kernel
     from bot4.records import MD_BOOK_ADD, MD_BOOK_DELETE, SIDE_BUY
 
     feed = synthetic_to_itch(messages, instruments, seed)
@@ -231,7 +230,6 @@ def check_synthetic(messages: int = 20_000, instruments: int = 3, *, drop_every:
                                         int(r["qty"]))  # fmt: skip
         elif int(r["kind"]) == MD_BOOK_DELETE:
             live.pop(int(r["order_id"]), None)
-    keys, sizes, nlev = stage.books[0], stage.books[1], stage.books[2]
     top = np.zeros(4, np.int64)
     tops_equal = True
     for inst in feed.symbols.values():
@@ -242,13 +240,13 @@ def check_synthetic(messages: int = 20_000, instruments: int = 3, *, drop_every:
                 want[c] = best(px)
                 want[c + 1] = sum(o[3] for o in live.values()
                                   if o[0] == inst and o[1] == side and o[2] == want[c])  # fmt: skip
-        book_top_kernel(keys[inst], sizes[inst], nlev[inst], 1, top)
+        top[:] = stage.book.top(inst, 1)
         tops_equal &= bool(np.array_equal(top[want > 0], want[want > 0]))
     s = stage.summary()
     res = {"messages": feed.messages, "decoded": s["messages"], "gaps": s["gaps"],
            "packets_dropped": ex.stats["dropped"], "unknown_ref": s["unknown_ref"],
            "bad_parent": got["bad_parent"], "quotes": got["quotes"], "tops_equal": tops_equal,
-           "delete_mismatch": stage.table.counters()["delete_mismatch"]}  # fmt: skip
+           "delete_mismatch": stage.book.counters()["delete_mismatch"]}  # fmt: skip
     res["ok"] = bool(res["decoded"] == feed.messages and res["unknown_ref"] == 0 and tops_equal
                      and res["bad_parent"] == 0 and res["delete_mismatch"] == 0)  # fmt: skip
     return res

@@ -16,10 +16,12 @@ tests/unit/test_gateway_codecs.py); the dtypes below describe the ones bot4 enco
 decodes.
 
 Decoding (:func:`itch_decode_kernel`, numba) turns the messages of a MoldUDP64 stream into
-``MARKET_DATA`` records and keeps, per configured instrument, an order table and a price
-level book with the functions of :mod:`bot4.marketdata.book` (``orders_apply_kernel``,
-``book_apply_kernel``): E / C / X / D / U carry only the order reference, so the table
-gives their price and side. Per message it emits (``MAX_RECORDS_PER_MESSAGE`` at most):
+``MARKET_DATA`` records and keeps, per configured instrument, the price levels and the
+order map of a :class:`bot4.marketdata.builder.BookBuilder`, each book event applied by
+the md stage's own step (:func:`bot4.marketdata.builder.apply_event`: one book
+implementation in the product): E / C / X / D / U carry only the order reference, so the
+order map gives their price and side. Per message it emits (``MAX_RECORDS_PER_MESSAGE`` at
+most):
 
 * A / F: ``MD_BOOK_ADD``; X: ``MD_BOOK_CANCEL``; D: ``MD_BOOK_DELETE`` (qty = what was left);
   U: ``MD_BOOK_DELETE`` of the old reference then ``MD_BOOK_ADD`` of the new one (same side,
@@ -45,15 +47,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from bot4.marketdata.book import (
-    ASK,
-    BID,
-    T_PX,
-    T_QTY,
-    T_SIDE,
-    book_apply_kernel,
-    orders_apply_kernel,
-)
+from bot4.marketdata.builder import ASK, BID, O_PX, O_QTY, apply_event, order_side
 from bot4.nbkit import map_find
 from bot4.records import (
     MARKET_DATA,
@@ -284,8 +278,8 @@ DS_RECORDS = 1  # records emitted
 DS_UNKNOWN_TYPE = 2  # message types outside MESSAGE_LENGTHS
 DS_BAD_LENGTH = 3  # length differs from the type's (message dropped)
 DS_OTHER_INSTRUMENT = 4  # messages of instruments not configured
-DS_UNKNOWN_REF = 5  # E / C / X / D / U of a reference not in the order table
-DS_TABLE_FULL = 6  # adds dropped: the order table is 3/4 full
+DS_UNKNOWN_REF = 5  # E / C / X / D / U of a reference not in the order map
+DS_TABLE_FULL = 6  # adds dropped: the order map is 3/4 full
 DS_IGNORED = 7  # known types that make no record (S, Y, L, V, W, K, J, h, B, I, N)
 DECODER_STATS = (
     "messages",
@@ -348,42 +342,39 @@ def _emit(out, n, seq0, mseq, ts, recv, inst, kind, side, price, qty, oid, flags
 
 
 @njit(nogil=True, cache=True)
-def _quotes(out, n, seq0, mseq, ts, recv, inst, keys, sizes, nlev, last_q):
+def _quotes(out, n, seq0, mseq, ts, recv, inst, px, qty, nlev, last_q):
     """MD_QUOTE per side whose best (price, size) moved since the last quote published."""
     for s in (ASK, BID):
-        m = nlev[inst, s]
-        px = np.int64(0)
+        p = np.int64(0)
         sz = np.int64(0)
-        if m > 0:
-            px = keys[inst, s, m - 1]
-            if s == ASK:
-                px = -px
-            sz = sizes[inst, s, m - 1]
-        if px == last_q[inst, s, 0] and sz == last_q[inst, s, 1]:
+        if nlev[inst, s] > 0:
+            p = px[inst, s, 0]
+            sz = qty[inst, s, 0]
+        if p == last_q[inst, s, 0] and sz == last_q[inst, s, 1]:
             continue
-        last_q[inst, s, 0] = px
+        last_q[inst, s, 0] = p
         last_q[inst, s, 1] = sz
         side = SIDE_SELL if s == ASK else SIDE_BUY
-        n = _emit(out, n, seq0, mseq, ts, recv, inst, MD_QUOTE, side, px, sz, 0, 0)
+        n = _emit(out, n, seq0, mseq, ts, recv, inst, MD_QUOTE, side, p, sz, 0, 0)
     return n
 
 
-@njit(nogil=True, cache=True)
-def _book_event(out, n, inst, keys, sizes, nlev, lstats, otab, live, ostats, dstats):
-    """Apply the record just written at ``out[n - 1]`` to the order table and the level
-    book of its instrument (bot4.marketdata.book). False when an add did not fit."""
-    r = out[n - 1]
-    if orders_apply_kernel(otab, live, ostats, out[n - 1 : n], 0) == 0:
+@njit(nogil=True, cache=True, inline="always")
+def _book_event(out, n, inst, px, qty, cnt, nlev, bstats, otab, live, dstats):
+    """Apply the record just written at ``out[n - 1]`` to its instrument's book (the md
+    stage's step, :func:`bot4.marketdata.builder.apply_event`). False when an add did not
+    fit (the order map 3/4 full: the stage grows it between calls, so this is a guard)."""
+    if out[n - 1].kind == MD_BOOK_ADD and live[0] + 1 > otab.shape[0] * 3 // 4:
         dstats[DS_TABLE_FULL] += 1
         return False
-    book_apply_kernel(keys[inst], sizes[inst], nlev[inst], lstats, r.kind, r.side, r.price, r.qty)
+    apply_event(px, qty, cnt, nlev, bstats, px.shape[2], otab, live, inst, out[n - 1])
     return True
 
 
 @njit(nogil=True, cache=True)
 def itch_decode_kernel(msgs, lens, seqs, recvs, start, count, day_ns, out, seq0, locate_map,
-                       sym_keys, sym_ids, keys, sizes, nlev, lstats, last_q, otab, live, ostats,
-                       dstats, emit):  # fmt: skip
+                       sym_keys, sym_ids, px, qty, cnt, nlev, bstats, last_q, otab, live, dstats,
+                       emit):  # fmt: skip
     """Decode messages ``start .. start + count - 1`` of the store (``msgs`` uint8[cap, 64],
     ``lens`` their lengths, ``seqs`` their MoldUDP64 sequence numbers, ``recvs`` receive
     stamps, ns; slot = index & (cap - 1)) into ``out`` (MARKET_DATA, room for
@@ -392,10 +383,11 @@ def itch_decode_kernel(msgs, lens, seqs, recvs, start, count, day_ns, out, seq0,
     restarted gateway rebuilding its books from sequence 1). ``day_ns``: UTC epoch ns of
     midnight exchange time. ``locate_map`` int64[65536]: instrument of a locate code (0 =
     not configured), filled from R messages whose stock matches ``sym_keys``
-    (:func:`stock_key`) -> ``sym_ids``. Books: ``keys`` / ``sizes`` int64[books, 2, L],
-    ``nlev`` int64[books, 2] (LevelBook arrays per instrument id), ``last_q`` int64[books,
-    2, 2] last quoted (price, size) per side; ``otab``, ``live``, ``ostats``: an
-    OrderTable's ``tab`` (the nbkit map of orders), ``live`` and ``stats``."""
+    (:func:`stock_key`) -> ``sym_ids``. Books: a
+    :class:`~bot4.marketdata.builder.BookBuilder`'s ``px`` / ``qty`` / ``cnt``
+    int64[books, 2, L] (best first), ``n`` (here ``nlev``) int64[books, 2], ``stats``
+    (here ``bstats``, ``BUILD_STATS``), ``otab`` (the order map) and ``live``, indexed by
+    instrument id; ``last_q`` int64[books, 2, 2] last quoted (price, size) per side."""
     mask = msgs.shape[0] - 1
     n = 0
     for k in range(count):
@@ -436,24 +428,24 @@ def itch_decode_kernel(msgs, lens, seqs, recvs, start, count, day_ns, out, seq0,
             side = SIDE_BUY if b[19] == _B else SIDE_SELL
             w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_ADD, side,
                       np.int64(_u32(b, 32)), np.int64(_u32(b, 20)), _u64(b, 11), 0)  # fmt: skip
-            if not _book_event(o, w, inst, keys, sizes, nlev, lstats, otab, live, ostats, dstats):
+            if not _book_event(o, w, inst, px, qty, cnt, nlev, bstats, otab, live, dstats):
                 w -= 1
                 continue
-            w = _quotes(o, w, seq0, mseq, ts, recv, inst, keys, sizes, nlev, last_q)
+            w = _quotes(o, w, seq0, mseq, ts, recv, inst, px, qty, nlev, last_q)
         elif t in (_E, _C, _X, _D, _U):
             ref = _u64(b, 11)
             j = map_find(otab, ref)
             if j < 0:
                 dstats[DS_UNKNOWN_REF] += 1
                 continue
-            px = otab[j, T_PX]
-            sd = otab[j, T_SIDE]
-            left = otab[j, T_QTY]
+            opx = otab[j, O_PX]
+            sd = order_side(otab, j)
+            left = otab[j, O_QTY]
             if t in (_E, _C):
                 q = np.int64(_u32(b, 19))
-                w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_EXEC, sd, px, q, ref, 0)
-                _book_event(o, w, inst, keys, sizes, nlev, lstats, otab, live, ostats, dstats)
-                tpx = px
+                w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_EXEC, sd, opx, q, ref, 0)
+                _book_event(o, w, inst, px, qty, cnt, nlev, bstats, otab, live, dstats)
+                tpx = opx
                 printable = True
                 if t == _C:
                     tpx = np.int64(_u32(b, 32))
@@ -462,31 +454,29 @@ def itch_decode_kernel(msgs, lens, seqs, recvs, start, count, day_ns, out, seq0,
                     w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_TRADE, -sd, tpx, q, 0, 0)
             elif t == _X:
                 q = np.int64(_u32(b, 19))
-                w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_CANCEL, sd, px, q, ref, 0)
-                _book_event(o, w, inst, keys, sizes, nlev, lstats, otab, live, ostats, dstats)
+                w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_CANCEL, sd, opx, q, ref, 0)
+                _book_event(o, w, inst, px, qty, cnt, nlev, bstats, otab, live, dstats)
             elif t == _D:
-                w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_DELETE, sd, px, left, ref, 0)
-                _book_event(o, w, inst, keys, sizes, nlev, lstats, otab, live, ostats, dstats)
+                w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_DELETE, sd, opx, left, ref, 0)
+                _book_event(o, w, inst, px, qty, cnt, nlev, bstats, otab, live, dstats)
             else:  # U: the old order leaves the book, the new one joins at the back
-                w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_DELETE, sd, px, left, ref, 0)
-                _book_event(o, w, inst, keys, sizes, nlev, lstats, otab, live, ostats, dstats)
+                w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_DELETE, sd, opx, left, ref, 0)
+                _book_event(o, w, inst, px, qty, cnt, nlev, bstats, otab, live, dstats)
                 w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_ADD, sd,
                           np.int64(_u32(b, 31)), np.int64(_u32(b, 27)), _u64(b, 19), 0)  # fmt: skip
-                if not _book_event(
-                    o, w, inst, keys, sizes, nlev, lstats, otab, live, ostats, dstats
-                ):
+                if not _book_event(o, w, inst, px, qty, cnt, nlev, bstats, otab, live, dstats):
                     w -= 1
-            w = _quotes(o, w, seq0, mseq, ts, recv, inst, keys, sizes, nlev, last_q)
+            w = _quotes(o, w, seq0, mseq, ts, recv, inst, px, qty, nlev, last_q)
         elif t == _P:
             sd = SIDE_BUY if b[19] == _B else SIDE_SELL
-            px = np.int64(_u32(b, 32))
+            tpx = np.int64(_u32(b, 32))
             q = np.int64(_u32(b, 20))
-            w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_HIDDEN_EXEC, sd, px, q, 0, 0)
-            w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_TRADE, -sd, px, q, 0, 0)
+            w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_HIDDEN_EXEC, sd, tpx, q, 0, 0)
+            w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_TRADE, -sd, tpx, q, 0, 0)
         elif t == _Q:
             q = np.int64(_u64(b, 11))
-            px = np.int64(_u32(b, 27))
-            w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_CROSS_TRADE, 0, px, q, 0, 0)
+            tpx = np.int64(_u32(b, 27))
+            w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_CROSS_TRADE, 0, tpx, q, 0, 0)
         else:  # H
             st = b[19]
             fl = MDF_RESUME
@@ -503,17 +493,17 @@ def itch_decode_kernel(msgs, lens, seqs, recvs, start, count, day_ns, out, seq0,
     return n
 
 
-def new_books(instruments: int, levels: int = 1024) -> tuple:
-    """Level-book arrays for instrument ids 0 .. instruments (``keys``, ``sizes``, ``nlev``,
-    ``stats``, ``last_q``): the per-instrument stack of :class:`bot4.marketdata.LevelBook`."""
+def new_books(instruments: int, levels: int = 1024, orders: int = 4096) -> tuple:
+    """The books of instrument ids 0 .. instruments: ``(builder, last_q)``, a
+    :class:`~bot4.marketdata.builder.BookBuilder` of ``levels`` levels per side built from
+    the messages alone (no reference rows, no depth records: the decoder publishes its own
+    quotes) with an order map of ``orders`` rows to start with (grow it with
+    ``builder.reserve`` between kernel calls), and ``last_q`` int64[books, 2, 2]."""
+    from bot4.marketdata.builder import BookBuilder
+
     books = instruments + 1
-    return (
-        np.zeros((books, 2, levels), np.int64),
-        np.zeros((books, 2, levels), np.int64),
-        np.zeros((books, 2), np.int64),
-        np.zeros(8, np.int64),
-        np.zeros((books, 2, 2), np.int64),
-    )
+    builder = BookBuilder(books, levels, 0, check=False, reference=False, orders=orders)
+    return builder, np.zeros((books, 2, 2), np.int64)
 
 
 def decode_scratch(count: int) -> np.ndarray:

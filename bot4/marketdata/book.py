@@ -1,4 +1,12 @@
-"""Order books rebuilt from ``MARKET_DATA`` book events: per price level, and per order id.
+"""The tests' reference book: ``MARKET_DATA`` book events applied per price level and per
+order id, written independently of the product's book.
+
+**Not product code.** The md stage and md_gateway both build their books with
+:mod:`bot4.marketdata.builder` (one book implementation, issue 18); nothing under
+``bot4/`` imports this module. It stays as the reference the tests compare against
+(``one_step_check`` against LOBSTER's orderbook file row by row, hypothesis models of the
+level book and order table in tests/unit/test_lobster.py), so its layout differs on
+purpose (best level *last*, binary search) from the builder's.
 
 **Price levels** (:class:`LevelBook`). Each side is two fixed-capacity int64 rows, ``keys``
 and ``sizes``, sorted ascending by key with the best level *last*: key = price on the bid

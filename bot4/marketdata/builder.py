@@ -76,7 +76,15 @@ from bot4.records import (
     SIDE_SELL,
 )
 
-__all__ = ["BUILD_STATS", "GAP_STATS", "BookBuilder", "build_kernel"]
+__all__ = [
+    "BUILD_STATS",
+    "GAP_STATS",
+    "BookBuilder",
+    "apply_event",
+    "build_kernel",
+    "order_side",
+    "top_kernel",
+]
 
 BID = 0  # side row of the book arrays
 ASK = 1
@@ -295,12 +303,22 @@ def _oset(otab, k, q, p, side, seq):
     otab[k, O_SQ] = np.int64(seq) * 4 + side + 1
 
 
+@njit(nogil=True, cache=True, inline="always")
+def order_side(otab, k):
+    """Side (SIDE_BUY / SIDE_SELL) of the order in map row ``k``."""
+    return (otab[k, O_SQ] & 3) - 1
+
+
 # --- one message ----------------------------------------------------------------------------
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _apply(px, qty, cnt, n, stats, window, otab, live, i, r):
-    """Apply one book event to instrument ``i``; returns True when it opened a gap."""
+def apply_event(px, qty, cnt, n, stats, window, otab, live, i, r):
+    """Apply one book event (a MARKET_DATA record ``r``) to instrument ``i``'s levels and
+    the order map; returns True when it opened a gap. The one book step of the product:
+    :func:`build_kernel` (the md stage, LOBSTER) and the ITCH decoder
+    (:func:`bot4.gateways.itch.itch_decode_kernel`, md_gateway) both call it. An add
+    needs a free map row: callers keep ``live[0]`` below 3/4 of ``otab``'s rows."""
     kind = r.kind
     if kind < MD_BOOK_ADD or kind > MD_BOOK_EXEC:
         stats[B_IGNORED] += 1
@@ -335,7 +353,7 @@ def _apply(px, qty, cnt, n, stats, window, otab, live, i, r):
     gone = kind == MD_BOOK_DELETE
     k = map_find(otab, oid)  # id 0 is never found
     if k >= 0:
-        o_side = (otab[k, O_SQ] & 3) - 1
+        o_side = order_side(otab, k)
         if p == 0:
             p = otab[k, O_PX]
             side = o_side
@@ -486,7 +504,7 @@ def build_kernel(
             seeded[i] = 1
             stats[B_SEEDED] += _seed(px, qty, cnt, n, window, i, ref, row)
             _unapply(px, qty, cnt, n, stats, window, i, r.kind, r.side, r.price, r.qty)
-        gap = _apply(px, qty, cnt, n, stats, window, otab, live, i, r)
+        gap = apply_event(px, qty, cnt, n, stats, window, otab, live, i, r)
         if has_row:
             stats[B_SLIDE_IN] += _slide_in(px, qty, cnt, n, window, i, ref, row)
             if check:
@@ -522,6 +540,26 @@ def build_kernel(
     counts[0] = nm
     counts[1] = nl
     return msgs.shape[0]
+
+
+@njit(nogil=True, cache=True)
+def top_kernel(px, qty, n, i, levels, out):
+    """Instrument ``i``'s best ``levels`` levels into ``out`` (int64[4 * levels]) in
+    LOBSTER's column order: AskPrice, AskSize, BidPrice, BidSize per level, best first;
+    missing levels as LOBSTER's dummies."""
+    for k in range(levels):
+        if k < n[i, ASK]:
+            out[4 * k] = px[i, ASK, k]
+            out[4 * k + 1] = qty[i, ASK, k]
+        else:
+            out[4 * k] = DUMMY_ASK_PRICE
+            out[4 * k + 1] = 0
+        if k < n[i, BID]:
+            out[4 * k + 2] = px[i, BID, k]
+            out[4 * k + 3] = qty[i, BID, k]
+        else:
+            out[4 * k + 2] = DUMMY_BID_PRICE
+            out[4 * k + 3] = 0
 
 
 # --- Python API ------------------------------------------------------------------------------
@@ -576,6 +614,19 @@ class BookBuilder:
     def _alloc_orders(self, cap: int) -> None:
         self.otab = map_new(cap, NO)  # the order map (O_* columns)
 
+    def __len__(self) -> int:
+        """Live orders in the order map."""
+        return int(self.live[0])
+
+    def reserve(self, adds: int) -> None:
+        """Grow the order map (doubling, rehashed) until ``adds`` more orders fit under its
+        3/4 load limit: between kernel calls, for callers that apply events one by one
+        (:func:`apply_event`) rather than through :meth:`build`."""
+        while self.live[0] + adds > self.otab.shape[0] * 3 // 4:
+            old = self.otab
+            self._alloc_orders(2 * old.shape[0])
+            map_rehash(old, self.otab)
+
     @property
     def window(self) -> int:
         return int(self.cfg[CFG_WINDOW])
@@ -629,13 +680,7 @@ class BookBuilder:
         per level, best first; missing levels as LOBSTER's dummies)."""
         levels = self.window if levels is None else levels
         out = np.zeros(4 * levels, np.int64)
-        for k in range(levels):
-            for s, col, dummy in ((ASK, 0, DUMMY_ASK_PRICE), (BID, 2, DUMMY_BID_PRICE)):
-                if k < self.n[instrument, s]:
-                    out[4 * k + col] = self.px[instrument, s, k]
-                    out[4 * k + col + 1] = self.qty[instrument, s, k]
-                else:
-                    out[4 * k + col] = dummy
+        top_kernel(self.px, self.qty, self.n, instrument, levels, out)
         return out
 
     def counters(self) -> dict[str, int]:

@@ -62,7 +62,6 @@ from datetime import date
 import numpy as np
 
 from bot4.gateways import itch, mold
-from bot4.marketdata.book import LEVEL_STATS, OrderTable
 from bot4.stages.base import ParamError, Stage, check_number, check_type
 
 log = logging.getLogger("bot4.stage")
@@ -178,10 +177,11 @@ class MdGatewayStage(Stage):
         self.recvs = np.zeros(cap, np.int64)
         self.have = np.zeros(cap, np.bool_)
         self.cap = cap
-        self.books = itch.new_books(max(ids), int(p.get("levels", 1024)))
-        # small enough to stay in cache (its lookups are the decoder's main cost); grown
-        # between duty cycles before it can fill (see _room)
-        self.table = OrderTable(int(p.get("orders", 4096)))
+        # the md stage's book implementation (bot4.marketdata.builder); the order map starts
+        # small enough to stay in cache (its lookups are the decoder's main cost) and is
+        # grown between duty cycles before it can fill (see _decode)
+        self.book, self.last_q = itch.new_books(max(ids), int(p.get("levels", 1024)),
+                                                int(p.get("orders", 4096)))  # fmt: skip
         self.locate_map = np.zeros(1 << 16, np.int64)
         self.dstats = np.zeros(len(itch.DECODER_STATS), np.int64)
         self.ingest = np.zeros(mold.INGEST_WORDS, np.int64)
@@ -219,20 +219,14 @@ class MdGatewayStage(Stage):
         m.mold_hole_kernel(self.have, self.seqs, 1, 0)
         self._decode(1, 0, self.scratch, 1, False)
 
-    def _room(self, count: int) -> None:
-        """Grow the order table so ``count`` more adds fit under its 3/4 load limit."""
-        while len(self.table) + count > self.table.capacity * 3 // 4:
-            self.table._grow()
-
     def _decode(self, start: int, count: int, out: np.ndarray, seq0: int, emit: bool) -> int:
-        self._room(count)
-        t = self.table
-        keys, sizes, nlev, lstats, last_q = self.books
+        b = self.book
+        b.reserve(count)  # at most one add per message
         return int(
             itch.itch_decode_kernel(
                 self.msgs, self.lens, self.seqs, self.recvs, start, count, self.day_ns, out,
-                seq0, self.locate_map, self.sym_keys, self.sym_ids, keys, sizes, nlev, lstats,
-                last_q, t.tab, t.live, t.stats, self.dstats, emit,
+                seq0, self.locate_map, self.sym_keys, self.sym_ids, b.px, b.qty, b.cnt, b.n,
+                b.stats, self.last_q, b.otab, b.live, self.dstats, emit,
             )
         )  # fmt: skip
 
@@ -448,8 +442,8 @@ class MdGatewayStage(Stage):
         s["duplicates"] = int(self.ingest[mold.IN_DUPLICATE])
         s["ahead_dropped"] = int(self.ingest[mold.IN_AHEAD])
         s["next_seq"] = self.next_seq_in
-        s["book"] = dict(zip(LEVEL_STATS, self.books[3][: len(LEVEL_STATS)].tolist(), strict=True))
-        s["orders_live"] = len(self.table)
+        s["book"] = self.book.counters()
+        s["orders_live"] = len(self.book)
         return s
 
     def on_drain(self) -> None:

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from bot4.gateways import itch, mold, ouch, soup
-from bot4.marketdata.book import OrderTable
 from bot4.records import (
     MD_BOOK_ADD,
     MD_BOOK_CANCEL,
@@ -112,8 +111,7 @@ class _Store:
         self.seqs = np.zeros(cap, np.int64)
         self.recvs = np.zeros(cap, np.int64)
         self.have = np.zeros(cap, np.bool_)
-        self.books = itch.new_books(5, 64)
-        self.table = OrderTable(64)
+        self.book, self.last_q = itch.new_books(5, 64, 64)
         self.locate = np.zeros(1 << 16, np.int64)
         self.stats = np.zeros(len(itch.DECODER_STATS), np.int64)
         self.res = np.zeros(mold.INGEST_WORDS, np.int64)
@@ -131,12 +129,12 @@ class _Store:
 
     def decode(self, count: int) -> np.ndarray:
         out = itch.decode_scratch(count)
-        keys, sizes, nlev, lstats, last_q = self.books
-        t = self.table
+        b = self.book
+        b.reserve(count)
         n = itch.itch_decode_kernel(
             self.msgs, self.lens, self.seqs, self.recvs, self.next, count, 1_000, out, 100,
             self.locate, np.array([itch.stock_key("AMZN")], np.uint64), np.array([2], np.int64),
-            keys, sizes, nlev, lstats, last_q, t.tab, t.live, t.stats, self.stats, True,
+            b.px, b.qty, b.cnt, b.n, b.stats, self.last_q, b.otab, b.live, self.stats, True,
         )  # fmt: skip
         mold.mold_release_kernel(self.have, self.next, count)
         self.next += count
@@ -181,7 +179,7 @@ def test_itch_decoder_reads_the_golden_bytes_into_records():
     d = by_seq[11]
     assert (d[0]["kind"], d[0]["qty"]) == (MD_BOOK_DELETE, 500)
     assert d[-1]["kind"] == MD_QUOTE and d[-1]["qty"] == 0  # the bid side emptied
-    assert len(s.table) == 0
+    assert len(s.book) == 0
     assert 1 not in by_seq and 2 not in by_seq  # S and R make no record
     assert sorted(set(k for _, k in kinds)) == list(range(3, 12))
 
@@ -381,4 +379,4 @@ def test_itch_decoder_reads_an_add_with_mpid_attribution():
     assert (add["parent_seq"], add["instrument"]) == (2, 2)
     assert (quote["kind"], quote["side"], quote["price"], quote["qty"]) == (
         MD_QUOTE, SIDE_SELL, 2206600, 200)  # fmt: skip
-    assert len(s.table) == 1 and s.stats[itch.DS_MESSAGES] == 2
+    assert len(s.book) == 1 and s.stats[itch.DS_MESSAGES] == 2
