@@ -97,13 +97,15 @@ WITH legs AS (
     FROM {source}
     JOIN instruments i ON i.instrument = s.instrument
     CROSS JOIN LATERAL (SELECT s.last_price::numeric * s.last_qty AS notional,
-                               s.fee::numeric AS fee) u
-    CROSS JOIN LATERAL (SELECT CASE WHEN s.side > 0 THEN -u.notional ELSE u.notional END
+                               CASE WHEN s.exec_type = 12 THEN -s.fee ELSE s.fee END::numeric
+                                   AS fee,
+                               (s.side > 0) <> (s.exec_type = 12) AS buy) u
+    CROSS JOIN LATERAL (SELECT CASE WHEN u.buy THEN -u.notional ELSE u.notional END
                                - u.fee AS cash) c
     CROSS JOIN LATERAL (VALUES
         (1, 'position:' || i.symbol,
-            CASE WHEN s.side > 0 THEN u.notional ELSE 0 END * i.unit,
-            CASE WHEN s.side > 0 THEN 0 ELSE u.notional END * i.unit),
+            CASE WHEN u.buy THEN u.notional ELSE 0 END * i.unit,
+            CASE WHEN u.buy THEN 0 ELSE u.notional END * i.unit),
         (2, 'fees', greatest(u.fee, 0) * i.unit, greatest(-u.fee, 0) * i.unit),
         (3, 'cash', greatest(c.cash, 0) * i.unit, greatest(-c.cash, 0) * i.unit)
     ) AS l(leg, account, debit, credit)

@@ -18,7 +18,7 @@ from decimal import Decimal
 from bot4.db.encoding import Instruments
 from bot4.db.rows import Part
 from bot4.records.accounting import average_cost_fill
-from bot4.records.dtypes import SIDE_BUY
+from bot4.records.dtypes import EXEC_BROKEN, SIDE_BUY
 from bot4.records.fixed import from_fixed, to_fixed
 
 __all__ = [
@@ -80,20 +80,38 @@ class Position:
 
 
 def apply_fill(
-    p: Position, side: int, qty: int, price: int, fee: int, exec_id: int, ts_venue_ns: int
+    p: Position,
+    side: int,
+    qty: int,
+    price: int,
+    fee: int,
+    exec_id: int,
+    ts_venue_ns: int,
+    broken: bool = False,
 ) -> None:
-    """Move ``p`` by one fill (``qty`` > 0 shares at ``price`` units, ``fee`` units).
+    """Move ``p`` by one fill (``qty`` > 0 shares at ``price`` units, ``fee`` units), or
+    with ``broken`` reverse the fill a trade bust (``EXEC_BROKEN``) names: the opposite
+    side at the same price, the fee given back, the fill's side's bought / sold quantity
+    taken back; ``fills`` counts every row that moved the position, busts included.
 
     Average cost by :func:`bot4.records.accounting.average_cost_fill`, the rule the risk
     stage keeps its positions by, so the table and risk agree to the unit.
     """
     signed = qty if side == SIDE_BUY else -qty
     p.fills += 1
-    p.fees += fee
-    if signed > 0:
-        p.bought += qty
+    if broken:
+        p.fees -= fee
+        if signed > 0:
+            p.bought -= qty
+        else:
+            p.sold -= qty
+        signed = -signed
     else:
-        p.sold += qty
+        p.fees += fee
+        if signed > 0:
+            p.bought += qty
+        else:
+            p.sold += qty
     q, c, realised, _closed = average_cost_fill(p.qty, p.cost, signed, price)
     p.qty, p.cost = int(q), int(c)
     p.realised += int(realised)
@@ -133,16 +151,17 @@ def positions_moved(
     cols = zip(
         r["strategy"].tolist(), r["instrument"].tolist(), r["side"].tolist(),
         r["last_qty"].tolist(), r["last_price"].tolist(), r["fee"].tolist(),
-        r["exec_id"].tolist(), r["ts_venue_ns"].tolist(), strict=True,
+        r["exec_id"].tolist(), r["ts_venue_ns"].tolist(),
+        (r["exec_type"] == EXEC_BROKEN).tolist(), strict=True,
     )  # fmt: skip
     moved: dict[tuple[int, int], Position] = {}
-    for s, i, side, qty, price, fee, exec_id, ts in cols:
+    for s, i, side, qty, price, fee, exec_id, ts, broken in cols:
         p = moved.get((s, i))
         if p is None:
             was = current.get((s, i))
             p = Position() if was is None else dataclasses.replace(was)
             moved[(s, i)] = p
-        apply_fill(p, side, qty, price, fee, exec_id, ts)
+        apply_fill(p, side, qty, price, fee, exec_id, ts, broken)
     out = []
     for (s, i), p in sorted(moved.items()):
         scale = inst.scale(i)

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bot4.journal import JournalTail
-from bot4.records.dtypes import RT_EXEC_REPORT, SIDE_BUY
+from bot4.records.dtypes import EXEC_BROKEN, RT_EXEC_REPORT, SIDE_BUY
 from bot4.records.identity import exec_content_hashes
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ SELECT count(*), count(*) FILTER (WHERE last_qty > 0)
 FROM exec_reports WHERE src_journal = %(j)s AND exec_id <> 0
 """
 _DB_NET_SQL = """
-SELECT instrument, sum(CASE WHEN side > 0 THEN last_qty ELSE -last_qty END)
+SELECT instrument, sum(CASE WHEN (side > 0) <> (exec_type = 12) THEN last_qty ELSE -last_qty END)
 FROM exec_reports WHERE src_journal = %(j)s AND exec_id <> 0 AND last_qty > 0
 GROUP BY instrument
 """
@@ -78,7 +78,8 @@ _POSITIONS_SQL = """
 SELECT strategy, instrument, p.qty, x.qty, p.fills, x.fills
 FROM positions p
 FULL JOIN (SELECT strategy, instrument, count(*) AS fills,
-                  sum(CASE WHEN side > 0 THEN last_qty ELSE -last_qty END) AS qty
+                  sum(CASE WHEN (side > 0) <> (exec_type = 12) THEN last_qty
+                           ELSE -last_qty END) AS qty
            FROM exec_reports WHERE last_qty > 0 GROUP BY strategy, instrument) x
      USING (strategy, instrument)
 WHERE p.qty IS DISTINCT FROM x.qty OR p.fills IS DISTINCT FROM x.fills
@@ -285,6 +286,7 @@ def _distinct(execs: np.ndarray) -> np.ndarray:
     out["content"] = exec_content_hashes(execs)
     out["instrument"] = execs["instrument"]
     qty = execs["last_qty"].astype(np.int64)
+    qty = np.where(execs["exec_type"] == EXEC_BROKEN, -qty, qty)  # a bust reverses its fill
     out["signed"] = np.where(execs["side"] == SIDE_BUY, qty, -qty)
     return np.unique(out)
 

@@ -30,6 +30,7 @@ from bot4.db.encoding import (
 from bot4.records.dtypes import (
     ACTION_NEW,
     ACTION_REPLACE,
+    EXEC_BROKEN,
     EXEC_REPORT,
     OPERATOR_ACTION,
     ORDER,
@@ -419,7 +420,11 @@ def ledger_stream(fills: Part, inst: Instruments, journal: bytes) -> tuple[list,
     fee = r["fee"].astype(np.int64)
     if (np.abs(fee) > 2**62).any():
         raise SlowPathNeeded("fee beyond 2**62 units")
-    buy = r["side"] > 0
+    # a trade bust (EXEC_BROKEN) books the reverse of the fill it names: the other side,
+    # the fee given back
+    broken = r["exec_type"] == EXEC_BROKEN
+    fee = np.where(broken, -fee, fee)
+    buy = (r["side"] > 0) != broken
     cash = np.where(buy, -notional, notional) - fee
     each = np.arange(m)
     paid = np.nonzero(fee != 0)[0]

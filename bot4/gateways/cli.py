@@ -57,6 +57,7 @@ def cmd_exchange(args) -> int:
             refuse_login=args.refuse_login,
             restart_after=args.restart_after,
             restart_pause=args.restart_pause,
+            bust_every=args.bust_every,
         ),
     )
 
@@ -153,6 +154,9 @@ def add_parser(sub) -> None:
         metavar="S",
         help="how long the restart fault stays down (1.0)",
     )
+    s.add_argument("--bust-every", type=int, default=0, metavar="K",
+                   help="fault: break every K-th execution (an OUCH Broken Trade right "
+                   "after its Executed)")  # fmt: skip
     s.add_argument("--start-on-login", action="store_true",
                    help="hold the feed (MoldUDP64 heartbeats only) until the first OUCH login")  # fmt: skip
     s.add_argument("--ready-file", help="write the bound ports as JSON here once serving")

@@ -27,7 +27,10 @@ re-request that much later: a gap that stays open),
 ``disconnect_after`` (end an OUCH connection after it has been sent that many sequenced
 messages), ``disconnect_random`` (after a number drawn from 1..N for each connection, from
 ``seed``), ``refuse_login`` (reject every login, reason 'A'), ``restart_after`` (go down
-for ``restart_pause`` s and come back with the day intact, see ``_restart``).
+for ``restart_pause`` s and come back with the day intact, see ``_restart``),
+``bust_every`` (break every k-th execution: a Broken Trade, reason 'E', right after its
+Executed message; the order is not reopened, the account's net fills are reversed, counted
+``busts``).
 
 One process, one asyncio loop (uvloop): every state change happens on the loop, so the
 venue, the logs and the feed need no locks.
@@ -86,6 +89,7 @@ class Faults:
     refuse_login: bool = False
     restart_after: float = 0.0  # s after serving starts: go down and come back (0: never)
     restart_pause: float = 1.0  # s down
+    bust_every: int = 0  # break every k-th execution (Broken Trade after its Executed)
 
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
@@ -182,6 +186,7 @@ class Exchange:
             "bad_frames": 0,
             "errors": 0,
             "restarts": 0,
+            "busts": 0,
         }
         self._held: bytes | None = None
         self.down = False  # the restart fault's down time
@@ -472,6 +477,15 @@ class Exchange:
             msg = ouch.message(ouch.EXECUTED, type=b"E", ts=ts, token=tok, shares=q,
                                price=int(e["last_price"]), liquidity=liq,
                                match=int(e["exec_id"]))  # fmt: skip
+            k = self.cfg.faults.bust_every
+            if k and self.stats["fills"] % k == 0:  # fault: this execution is broken
+                self.sequenced(acct, msg)
+                self.stats["busts"] += 1
+                self.net[key] -= q if o.side == b"B" else -q
+                log.info("exchange: fault: breaking execution %d (%s, %d shares)",
+                         int(e["exec_id"]), tok.decode(), q)  # fmt: skip
+                msg = ouch.message(ouch.BROKEN_TRADE, type=b"B", ts=self._ts(), token=tok,
+                                   match=int(e["exec_id"]), reason=ouch.BROKEN_ERRONEOUS)  # fmt: skip
         elif et in (EXEC_CANCELLED, EXEC_EXPIRED):
             if o.prev_token:  # a Replace refused because the order was gone
                 o.live = False

@@ -25,7 +25,9 @@ type, and the token after it for order messages::
                              execution price(u32) liquidity flag(1)
     'E' executed       40 B  executed shares(u32) price(u32) liquidity flag(1)
                              match number(u64)
-    'B' broken trade   32 B  match number(u64) reason(1)
+    'B' broken trade   32 B  match number(u64) reason(1: 'E' clearly erroneous, 'C' consent,
+                             'S' supervisory, 'X' external): the execution of that match
+                             number (reported by an Executed before) no longer stands
     'J' rejected       24 B  reason(1)
     'P' cancel pending 23 B  -
     'I' cancel reject  23 B  -
@@ -169,6 +171,11 @@ CANCEL_USER = b"U"  # user requested
 CANCEL_IOC = b"I"  # immediate or cancel: nothing left to rest
 CANCEL_SYSTEM = b"Z"  # system cancel (here: cancel on disconnect)
 CANCEL_SELF_MATCH = b"Q"  # self-match prevention (AIQ)
+# Broken Trade reasons (all of them)
+BROKEN_ERRONEOUS = b"E"  # clearly erroneous
+BROKEN_CONSENT = b"C"  # both parties agreed
+BROKEN_SUPERVISORY = b"S"  # broken by the exchange's supervisory terminal
+BROKEN_EXTERNAL = b"X"  # broken by an external third party
 # Rejected reasons (subset)
 REJECT_INVALID_STOCK = b"S"
 REJECT_INVALID_PRICE = b"X"

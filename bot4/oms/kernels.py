@@ -43,6 +43,7 @@ from bot4.oms.state import (
     C_BAD_ACTION,
     C_BAD_EXEC,
     C_BOOK_FULL,
+    C_BROKEN_FILLS,
     C_CANCEL_ALL,
     C_CANCEL_ALL_MARKED,
     C_CANCEL_SENT,
@@ -110,6 +111,7 @@ from bot4.records import (
     ACTION_NEW,
     ACTION_QUERY,
     ACTION_REPLACE,
+    EXEC_BROKEN,
     EXEC_CANCEL_REJECTED,
     EXEC_CANCELLED,
     EXEC_EXPIRED,
@@ -513,6 +515,18 @@ def _apply_exec(st, r):
 
 
 @njit(nogil=True, cache=True)
+def _on_broken(st, r):
+    """A trade bust (EXEC_BROKEN): the order's state and filled quantity stay as they are
+    (a venue does not reopen a busted order); counted, and forwarded to risk (which
+    reverses the fill) under the client order id risk knows the order by."""
+    st.ctr[C_BROKEN_FILLS] += 1
+    s = book_find(st.book, r.client_order_id)
+    if s >= 0:
+        return r.last_qty > 0, st.book.slots[s].risk_client_order_id
+    return r.last_qty > 0, r.client_order_id
+
+
+@njit(nogil=True, cache=True)
 def execs_kernel(batch, fills, events, keep_events, seq, st):
     """Venue reports -> risk (``fills``) and persistence (``events`` if ``keep_events``).
     Returns ``(n_fills, n_events, next seq)``; a forwarded report and its event copy share
@@ -522,7 +536,7 @@ def execs_kernel(batch, fills, events, keep_events, seq, st):
     for i in range(batch.shape[0]):
         r = batch[i]
         st.ctr[C_EXECS] += 1
-        if r.exec_type == 0 or r.exec_type > EXEC_STP_DECREMENTED:
+        if r.exec_type == 0 or r.exec_type > EXEC_BROKEN:
             st.ctr[C_BAD_EXEC] += 1
             continue
         if r.exec_id != 0:
@@ -545,7 +559,10 @@ def execs_kernel(batch, fills, events, keep_events, seq, st):
         if r.exec_type == EXEC_STATUS:
             nf, ne, seq = _on_status(st, r, fills, events, keep_events, nf, ne, seq)
             continue
-        fwd, risk_cl = _apply_exec(st, r)
+        if r.exec_type == EXEC_BROKEN:
+            fwd, risk_cl = _on_broken(st, r)
+        else:
+            fwd, risk_cl = _apply_exec(st, r)
         if r.exec_type == EXEC_STP_EXPIRED:
             st.ctr[C_VENUE_STP_EXPIRED] += 1
         elif r.exec_type == EXEC_STP_DECREMENTED:

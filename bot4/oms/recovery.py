@@ -62,6 +62,7 @@ from bot4.records import (
     ACTION_NEW,
     ACTION_REPLACE,
     EXEC_ACK,
+    EXEC_BROKEN,
     EXEC_CANCEL_REJECTED,
     EXEC_CANCELLED,
     EXEC_EXPIRED,
@@ -178,8 +179,9 @@ def rebuild_from_journal(
         else:
             n_reports += 1
             et = int(r["exec_type"])
-            if et in (EXEC_FILL, EXEC_PARTIAL_FILL) and int(r["last_qty"]) > 0:
+            if et in (EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_BROKEN) and int(r["last_qty"]) > 0:
                 q = int(r["last_qty"])
+                q = -q if et == EXEC_BROKEN else q  # a bust reverses the fill it names
                 ins = int(r["instrument"])
                 net[ins] = net.get(ins, 0) + (q if int(r["side"]) == SIDE_BUY else -q)
             _apply_report(book, r)

@@ -81,7 +81,8 @@ C_EXEC_CONFLICT = 28  # exec_id seen before with different content: processed, a
 C_VENUE_STP_EXPIRED = 29  # EXEC_STP_EXPIRED reports read: orders the venue's STP expired
 C_VENUE_STP_DECREMENTED = 30  # EXEC_STP_DECREMENTED reports read
 C_RECON_ADOPTED = 31  # venue status adopted with a correction, no halt (bot4.oms.reconcile)
-N_CTR = 32
+C_BROKEN_FILLS = 32  # EXEC_BROKEN reports read: fills the venue broke (state unchanged)
+N_CTR = 33
 
 COUNTER_NAMES = {
     C_INTENTS: "intents", C_NEW_SENT: "new_sent", C_DUPLICATE_INTENT: "duplicate_intents",
@@ -99,6 +100,7 @@ COUNTER_NAMES = {
     C_RECON_UNANSWERED: "reconcile_unanswered", C_GENERATED: "generated_reports",
     C_EXEC_CONFLICT: "exec_id_conflicts", C_VENUE_STP_EXPIRED: "venue_stp_expired",
     C_VENUE_STP_DECREMENTED: "venue_stp_decremented", C_RECON_ADOPTED: "reconcile_adopted",
+    C_BROKEN_FILLS: "broken_fills",
 }  # fmt: skip
 
 I_NEXT_ORDER_ID = 0

@@ -77,7 +77,9 @@ __all__ = [
     "DECISION_ACCEPT",
     "DECISION_DENY",
     "DECISION_NONE",
+    "BROKEN_EXEC_ID_BIT",
     "EXEC_ACK",
+    "EXEC_BROKEN",
     "EXEC_CANCELLED",
     "EXEC_CANCEL_REJECTED",
     "EXEC_EXPIRED",
@@ -239,6 +241,13 @@ EXEC_CANCEL_REJECTED = 8  # cancel / replace refused (e.g. already filled); orde
 EXEC_STATUS = 9  # answer to ACTION_QUERY: status, cum_qty, leaves_qty as the venue has them
 EXEC_STP_EXPIRED = 10  # self-trade prevention expired (cancelled) the order's rest; prevented_qty
 EXEC_STP_DECREMENTED = 11  # self-trade prevention decremented the order by prevented_qty
+# trade bust: the venue broke an execution reported before (OUCH Broken Trade). exec_id =
+# BROKEN_EXEC_ID_BIT | the broken execution's exec_id (its own identity, the broken one's
+# readable); last_qty / last_price / fee / side as in the broken fill, which every consumer
+# reverses (an opposite fill at the same price); cum_qty / leaves_qty / status unchanged
+# (the order is not reopened). See docs/records.md
+EXEC_BROKEN = 12
+BROKEN_EXEC_ID_BIT = 1 << 62  # EXEC_BROKEN exec_id = this | the broken execution's exec_id
 
 # self-trade prevention modes an ORDER carries to the venue (applied at match time; the
 # aggressor's mode governs). See docs/stp.md for the mapping to Binance, Coinbase and CME.

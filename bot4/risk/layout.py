@@ -125,6 +125,7 @@ C_FEED_GONE = 1007  # feed-gone episodes (global halted once each)
 C_STALE_RELAXED = 1008  # stale halts undone by resumed data (instrument or global)
 C_BOOK_STALE = 1009  # stale episodes started by md-flagged inconsistent books
 C_BOOK_LEVELS = 1010  # BOOK_LEVEL records applied
+C_BROKEN_FILLS = 1011  # EXEC_BROKEN reports whose fill was reversed (trade busts)
 NC = 1024
 MAX_BOOK_LEVELS = 256  # depth[inst, side, level]: book_level positions tracked per side
 

@@ -13,6 +13,7 @@ from numba import njit
 from bot4.nbkit import add_sat, map_delete, map_find, mul_sat
 from bot4.records import (
     EXEC_ACK,
+    EXEC_BROKEN,
     EXEC_FILL,
     EXEC_PARTIAL_FILL,
     EXEC_REJECTED,
@@ -33,6 +34,7 @@ from bot4.risk.layout import (
     A_BREAKER_FROM_EXECS,
     C_BOOK_LEVELS,
     C_BOOK_STALE,
+    C_BROKEN_FILLS,
     C_EXEC_BAD,
     C_EXEC_UNKNOWN_ORDER,
     C_FILLS,
@@ -144,7 +146,9 @@ def apply_fills(st, execs, out_orders, seq, now_ns):
 
     A report for an order in the open-order table sets its open quantity to ``leaves_qty``
     (0 once the status is FILLED, CANCELLED, REJECTED or EXPIRED, which also closes it);
-    ``last_qty > 0`` is a fill at ``last_price`` on the report's side, with ``fee``.
+    ``last_qty > 0`` is a fill at ``last_price`` on the report's side, with ``fee``; for
+    ``EXEC_BROKEN`` (a trade bust) the fill it names is reversed: the opposite side at the
+    same price, the fee given back.
     Reports for orders not in the table (sent before a restart) still move the position.
     """
     maybe_reset(st, now_ns)
@@ -186,8 +190,15 @@ def apply_fills(st, execs, out_orders, seq, now_ns):
                 continue
             st.counters[C_EXEC_UNKNOWN_ORDER] += 1
         if r.last_qty > 0:
-            _apply_fill(st, inst, side, r.last_qty, r.last_price, r.fee)
-            st.counters[C_FILLS] += 1
+            if r.exec_type == EXEC_BROKEN:
+                # a trade bust: the opposite fill at the broken fill's price, its fee given
+                # back. Position exact; realised + unrealised exact (average cost): only
+                # their split is a closing trade's
+                _apply_fill(st, inst, -side, r.last_qty, r.last_price, -r.fee)
+                st.counters[C_BROKEN_FILLS] += 1
+            else:
+                _apply_fill(st, inst, side, r.last_qty, r.last_price, r.fee)
+                st.counters[C_FILLS] += 1
         remark(st, inst)
     return after_batch(st, out_orders, seq, now_ns)
 

@@ -70,6 +70,7 @@ from bot4.records import (
     ACTION_NEW,
     DECISION_ACCEPT,
     DECISION_DENY,
+    EXEC_BROKEN,
     EXEC_CANCEL_REJECTED,
     EXEC_FILL,
     EXEC_PARTIAL_FILL,
@@ -307,6 +308,11 @@ def record_execs(words, batch):
                 k = f + F_POSITION + np.int64(e.instrument)
                 d = e.last_qty if e.side == SIDE_BUY else -e.last_qty
                 words[k] = np.uint64(np.int64(words[k]) + d)
+        elif t == EXEC_BROKEN:  # a trade bust reverses the fill it names
+            if e.instrument < N_POSITIONS:
+                k = f + F_POSITION + np.int64(e.instrument)
+                d = e.last_qty if e.side == SIDE_BUY else -e.last_qty
+                words[k] = np.uint64(np.int64(words[k]) - d)
         elif t in (EXEC_REJECTED, EXEC_CANCEL_REJECTED):
             words[f + F_REJECTS + _reason_slot(e.reason)] += _ONE
     words[W_UPDATED_NS] = monotonic_ns()

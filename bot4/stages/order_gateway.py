@@ -23,9 +23,18 @@ Rejected -> REJECTED; Cancel Reject -> CANCEL_REJECTED. A report that is no exec
 ``exec_id`` = 2^63 | its SoupBinTCP sequence number, so ids never collide with match
 numbers and are unique per (venue, day). ``venue`` = the ``venue_id`` param, ``parent_seq``
 = the message's SoupBinTCP sequence number, ``ts_venue_ns`` = the host receive stamp
-(monotonic, so latencies can be read off it). Broken Trade has no bot4 report type: it is
-counted and logged at ERROR (an operator matter). Messages about tokens this session did
-not send (another session of the same account) are counted and not published.
+(monotonic, so latencies can be read off it). Broken Trade -> BROKEN (a trade bust) for
+the execution of its match number, as this gateway saw it executed: ``exec_id`` =
+``BROKEN_EXEC_ID_BIT`` | the match number, ``last_qty`` / ``last_price`` / ``side`` / order
+fields those of the broken fill, ``cum_qty`` / ``leaves_qty`` / ``status`` the order's as
+they are (a busted order is not reopened), logged at WARNING with the reason (E clearly
+erroneous, C consent, S supervisory, X external). A bust of a match number this gateway
+never saw executed (or saw busted already) is counted (``unknown_busts`` /
+``repeated_busts``) and logged at ERROR, and publishes nothing. The executions are known
+from the session's replay from sequence 1 like everything else, so a restarted gateway
+matches a bust as the first process did, and publishes it once (``parent_seq`` resume
+below). Messages about tokens this session did not send (another session of the same
+account) are counted and not published.
 
 **Session.** Login with requested sequence number 1 on the first connection of a process
 (so the whole day's messages rebuild the token set and the orders), the next expected
@@ -63,7 +72,9 @@ from bot4.records import (
     ACTION_NEW,
     ACTION_QUERY,
     ACTION_REPLACE,
+    BROKEN_EXEC_ID_BIT,
     EXEC_ACK,
+    EXEC_BROKEN,
     EXEC_CANCEL_REJECTED,
     EXEC_CANCELLED,
     EXEC_FILL,
@@ -206,6 +217,10 @@ class OrderGatewayStage(Stage):
         self.stock = {DEFAULT_INSTRUMENTS.id_of(s): s.encode().ljust(8) for s in symbols}
         self.orders: dict[int, _Order] = {}  # client order id -> order
         self.inflight: dict[bytes, tuple[str, bytes]] = {}  # token -> (kind, OUCH message)
+        # match number -> (order, shares, price) of every execution of the session, and the
+        # match numbers busted: what a Broken Trade is matched against
+        self.executions: dict[int, tuple[_Order, int, int]] = {}
+        self.busted: set[int] = set()
         self.outq = np.zeros(_OUTQ, EXEC_REPORT)
         self.out_n = 0
         self.published_seq = 0  # SoupBinTCP sequence of the last report on venue_execs
@@ -221,7 +236,8 @@ class OrderGatewayStage(Stage):
         self.waker = None
         self.stopping = False
         self.c = {k: 0 for k in ("sent", "resent", "skipped_resend", "reports", "replayed",
-                                  "foreign", "broken_trades", "connects", "logins",
+                                  "foreign", "broken_trades", "unknown_busts",
+                                  "repeated_busts", "connects", "logins",
                                   "login_rejects", "disconnects", "bad_frames", "queries",
                                   "throttled", "outq_full", "errors", "bad_actions",
                                   "session_resets")}  # fmt: skip
@@ -451,7 +467,9 @@ class OrderGatewayStage(Stage):
             o.live = not done
             o.status = OS_FILLED if done else OS_PARTIALLY_FILLED
             et = EXEC_FILL if done else EXEC_PARTIAL_FILL
-            self._out(publish, seq, o, et, o.status, 0, q, px, 0, now, exec_id=int(m["match"]))
+            match = int(m["match"])
+            self.executions[match] = (o, q, px)
+            self._out(publish, seq, o, et, o.status, 0, q, px, 0, now, exec_id=match)
         elif t == b"C":
             dec = int(m["decrement"])
             o.leaves = max(0, o.leaves - dec)
@@ -497,11 +515,30 @@ class OrderGatewayStage(Stage):
             self._out(publish, seq, o, EXEC_CANCEL_REJECTED, o.status,
                       int(Code.TOO_LATE_TO_CANCEL), 0, 0, 0, now)  # fmt: skip
         elif t == b"B":
-            self.c["broken_trades"] += 1
-            log.error("order_gateway: broken trade, match %d, order %d: no report type for it; "
-                      "reconcile by hand", int(m["match"]), coid)  # fmt: skip
+            self._broken(publish, seq, int(m["match"]), bytes(m["reason"]), coid, now)
         if t in (b"A", b"J", b"U", b"C", b"E", b"D", b"I"):
             self.inflight.pop(bytes(m["token"]), None)
+
+    def _broken(self, publish, seq, match, reason, coid, now) -> None:
+        """A Broken Trade: BROKEN for the execution ``match`` names (module doc)."""
+        fill = self.executions.get(match)
+        if fill is None or match >= BROKEN_EXEC_ID_BIT or match in self.busted:
+            key = "repeated_busts" if match in self.busted else "unknown_busts"
+            self.c[key] += 1
+            if publish:
+                log.error("order_gateway: broken trade %d (message %d, order %d): %s; nothing "
+                          "published, reconcile by hand", match, seq, coid,
+                          "busted already" if key == "repeated_busts"
+                          else "no execution of this session has that match number")  # fmt: skip
+            return
+        self.busted.add(match)
+        self.c["broken_trades"] += 1
+        o, q, px = fill
+        if publish:
+            log.warning("order_gateway: broken trade %d (reason %r): order %d's fill of %d at "
+                        "%d reversed", match, reason, o.coid, q, px)  # fmt: skip
+        self._out(publish, seq, o, EXEC_BROKEN, o.status, 0, q, px, 0, now,
+                  exec_id=BROKEN_EXEC_ID_BIT | match)  # fmt: skip
 
     def _out(self, publish, seq, o, et, status, reason, q, px, prevented, now, exec_id=0):
         if not publish:

@@ -50,6 +50,7 @@ import numpy as np
 
 from bot4.logs import log_event
 from bot4.records import (
+    EXEC_BROKEN,
     EXEC_FILL,
     EXEC_PARTIAL_FILL,
     EXEC_REPORT,
@@ -61,7 +62,7 @@ from bot4.records import (
 from bot4.records.errors import Bot4Error, Code
 from bot4.risk import create_risk_segments
 from bot4.risk.book import RiskBook
-from bot4.risk.layout import C_CANCEL_ALL
+from bot4.risk.layout import C_BROKEN_FILLS, C_CANCEL_ALL
 from bot4.risk.limits import (
     A_FEED_GONE_NS,
     L_BREAKER,
@@ -300,6 +301,7 @@ class RiskStage(Stage):
         return {
             "decisions": self.book.decision_counts(),
             "cancel_all_sent": int(self.book.counters[C_CANCEL_ALL]),
+            "broken_fills": int(self.book.counters[C_BROKEN_FILLS]),
             "daily_pnl": self.book.daily_pnl(),
             "recovered": self.recovered,
             "stale": stale,
@@ -363,7 +365,8 @@ def first_unread_seq(instance: str, ring: str) -> int | None:
 def applied_fills(
     instance: str, fills: str, events: str, journal: Path, session: int
 ) -> np.ndarray | None:
-    """The fills (``EXEC_FILL`` / ``EXEC_PARTIAL_FILL`` with ``last_qty > 0``) of
+    """The fills (``EXEC_FILL`` / ``EXEC_PARTIAL_FILL`` with ``last_qty > 0``, and the trade
+    busts, ``EXEC_BROKEN``, that reverse them) of
     ``session`` that the consumer of ring ``fills`` has released: those before the first
     record still in it by ``seq`` (all of them when it is empty), taken from ring
     ``events`` (the OMS's twin of ``fills``, unconsumed records) and then the journal its
@@ -384,7 +387,7 @@ def applied_fills(
         return None
     recs = np.concatenate(parts) if len(parts) > 1 else parts[0]
     recs = recs[(recs["seq"] >= lo) & (recs["seq"] < hi) & (recs["last_qty"] > 0)]
-    recs = recs[(recs["exec_type"] == EXEC_FILL) | (recs["exec_type"] == EXEC_PARTIAL_FILL)]
+    recs = recs[np.isin(recs["exec_type"], (EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_BROKEN))]
     _, first = np.unique(recs["seq"], return_index=True)  # sorted by seq, each seq once
     return recs[first]
 

@@ -30,6 +30,7 @@ from bot4.logs import log_event
 from bot4.nbkit import splitmix64
 from bot4.records import (
     ACTION_NEW,
+    EXEC_BROKEN,
     EXEC_FILL,
     EXEC_PARTIAL_FILL,
     MD_QUOTE,
@@ -384,6 +385,8 @@ def _count_exec(inp, net):
             e.exec_type == EXEC_FILL or e.exec_type == EXEC_PARTIAL_FILL
         ) and e.instrument < net.shape[0]:
             net[e.instrument] += e.last_qty if e.side == SIDE_BUY else -e.last_qty
+        elif e.exec_type == EXEC_BROKEN and e.instrument < net.shape[0]:  # reverses a fill
+            net[e.instrument] -= e.last_qty if e.side == SIDE_BUY else -e.last_qty
 
 
 class CountSink(Stage):

@@ -18,10 +18,10 @@ def test_migrate_load_status(tmp_path, dbs, capsys):
     args = ["--dsn", ev, "--ledger-dsn", lg]
     assert cli.main(["migrate", *args]) == 0
     assert (
-        "events: applied 9: events 0001_events, events 0002_exec_conflicts, "
+        "events: applied 10: events 0001_events, events 0002_exec_conflicts, "
         "events 0003_stp_reports, events 0004_model_registry, events 0005_sweep_runs, "
         "events 0006_execution_identity, events 0007_model_attribution, "
-        "events 0008_positions_cas, events 0009_txn_decisions"
+        "events 0008_positions_cas, events 0009_txn_decisions, events 0010_trade_busts"
     ) in (capsys.readouterr().out)
     assert cli.main(["migrate", *args]) == 0
     assert "up to date" in capsys.readouterr().out

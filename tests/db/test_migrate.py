@@ -52,6 +52,7 @@ def test_migrations_apply_once_and_record_themselves(new_db):
         "events 0007_model_attribution",
         "events 0008_positions_cas",
         "events 0009_txn_decisions",
+        "events 0010_trade_busts",
     ]
     assert EVENT_TABLES | {"schema_migrations"} <= tables(dsn)
     assert migrate(dsn, ("events",)) == []  # idempotent
@@ -66,6 +67,7 @@ def test_migrations_apply_once_and_record_themselves(new_db):
         ("events", 7, "model_attribution"),
         ("events", 8, "positions_cas"),
         ("events", 9, "txn_decisions"),
+        ("events", 10, "trade_busts"),
     ]
     # the ledger scope can join the same database (ledger without two-phase commit)
     assert [str(m) for m in migrate(dsn, ("ledger",))] == [
@@ -106,11 +108,12 @@ def test_concurrent_migrators_apply_each_migration_exactly_once(new_db):
         "events 0007_model_attribution",
         "events 0008_positions_cas",
         "events 0009_txn_decisions",
+        "events 0010_trade_busts",
         "ledger 0001_ledger",
         "ledger 0002_ledger_conflicts",
         "ledger 0003_execution_identity",
     ]
-    assert scalar(dsn, "SELECT count(*) FROM schema_migrations") == 12
+    assert scalar(dsn, "SELECT count(*) FROM schema_migrations") == 13
 
 
 def test_changed_applied_migration_is_refused(new_db):

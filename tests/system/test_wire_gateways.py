@@ -18,6 +18,10 @@ One run proves, together:
 
 A second run cuts the OUCH session at random points (seeded) at least 20 times during the
 flow, with the same identity checks, the database's included.
+
+A third run has the simulator break every 2nd execution (OUCH Broken Trade) while
+order_gateway is SIGKILLed twice: each bust is one EXEC_BROKEN in the journal and one row in
+the database, and risk's and the database's positions reverse the broken fills.
 """
 
 from __future__ import annotations
@@ -318,3 +322,93 @@ def test_order_session_cut_at_random_points_enters_each_order_once(instance, pro
     exch, ogw = check_trading_identity(log, exlog, tmp_path, instance)
     check_database(log, exch)
     assert ogw["disconnects"] >= 20 and exch["logins"] >= 20
+
+
+def test_exchange_busts_trades_and_risk_db_reverse_each_once_through_gateway_kills(
+    instance, procs, tmp_path
+):
+    """The simulator breaks every 2nd execution (an OUCH Broken Trade right after its
+    Executed, ``--bust-every 2``) while order_gateway is SIGKILLed twice during the flow:
+    each bust becomes one EXEC_BROKEN (exec_id 2^62 | the match number of an execution
+    journalled before it), the OMS counts each once without reopening anything, the
+    database holds each once and its positions equal the exchange's net (busts reversed),
+    and risk's position is the journal's net (busts reversed) at the point risk stopped."""
+    from bot4.records import BROKEN_EXEC_ID_BIT, EXEC_BROKEN
+
+    ex, md, rr, ouch = start_exchange(tmp_path, procs, "--bust-every", "2")
+
+    def kills(instance):
+        for k in (1, 2):
+            out0 = stage_block(instance, ORDER_GW)["records_out"]
+            deadline = time.monotonic() + 120
+            while stage_block(instance, ORDER_GW)["records_out"] < out0 + 12:
+                assert time.monotonic() < deadline, f"no reports before kill {k} within 120 s"
+                time.sleep(0.05)
+            os.kill(stage_block(instance, ORDER_GW)["pid"], signal.SIGKILL)
+            deadline = time.monotonic() + 120
+            while not (
+                stage_block(instance, ORDER_GW)["restarts"] >= k
+                and stage_block(instance, ORDER_GW)["state"] == 2
+            ):
+                assert time.monotonic() < deadline, f"order_gateway not restarted after kill {k}"
+                time.sleep(0.05)
+
+    log, exlog, report = run_pipeline(instance, procs, tmp_path, ex, md, rr, ouch, kills,
+                                      params={"risk": {"max_position": 100_000}},
+                                      db=True)  # fmt: skip
+    assert report["stages"]["order_gateway"]["restarts"] == 2
+    exch = ast.literal_eval(re.findall(r"exchange summary (\{.*\})", exlog)[-1])
+    print("exchange", exch)
+    assert exch["fills"] >= 2 and exch["busts"] == exch["fills"] // 2
+    orders = summary(log, "orders", "orders summary")["counters"]
+    assert orders["duplicate_execs"] == 0 and orders["exec_id_conflicts"] == 0
+    assert orders["broken_fills"] == exch["busts"] and orders["illegal_transitions"] == 0
+
+    journal = tmp_path / "bot4-data" / "journal" / instance
+    wire = np.concatenate(
+        [r[r["venue"] == 1] for _p, t, r in JournalReader(journal) if t == RT_EXEC_REPORT]
+    )
+    assert len(set(wire["exec_id"].tolist())) == len(wire), "an execution journalled twice"
+    fills = wire[np.isin(wire["exec_type"], (EXEC_FILL, EXEC_PARTIAL_FILL))]
+    busts = wire[wire["exec_type"] == EXEC_BROKEN]
+    assert len(fills) == exch["fills"] and len(busts) == exch["busts"]
+    by_id = {int(f["exec_id"]): f for f in fills}
+    for b in busts:  # each names a fill journalled before it, with its quantity and price
+        f = by_id[int(b["exec_id"]) ^ BROKEN_EXEC_ID_BIT]
+        assert int(f["seq"]) < int(b["seq"])
+        assert (b["last_qty"], b["last_price"], b["side"]) == (
+            f["last_qty"], f["last_price"], f["side"])  # fmt: skip
+        assert int(b["client_order_id"]) == int(f["client_order_id"])
+    signed = wire["last_qty"].astype(np.int64) * wire["side"].astype(np.int64)
+    signed = np.where(wire["exec_type"] == EXEC_BROKEN, -signed, signed)
+    signed = np.where(np.isin(wire["exec_type"], (EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_BROKEN)),
+                      signed, 0)  # fmt: skip
+    net = int(signed.sum())
+    assert {k: v for k, v in exch["net"].items() if v} == ({"bot4:AMZN": net} if net else {})
+    sink = summary(log, "persistence", "summary")
+    assert {k: v for k, v in sink["net_filled"].items() if v} == ({"2": net} if net else {})
+
+    # risk reversed the busts it received: its final position and bust count are those of a
+    # prefix of the OMS's reports (risk stops before the orders stage's drain)
+    risk = summary(log, "risk", "risk summary")
+    pos = risk["positions"].get("AMZN", {}).get("position", 0)
+    order = np.argsort(wire["seq"])
+    prefix_net = np.concatenate([[0], np.cumsum(signed[order])])
+    prefix_busts = np.concatenate([[0], np.cumsum(wire["exec_type"][order] == EXEC_BROKEN)])
+    print("risk", risk["positions"], "broken_fills", risk["broken_fills"])
+    assert any(
+        int(n) == pos and int(b) == risk["broken_fills"]
+        for n, b in zip(prefix_net, prefix_busts, strict=True)
+    ), "risk's position is no prefix of the journal's fills with busts reversed"
+    assert risk["broken_fills"] > 0
+
+    dsn = os.environ["BOT4_DSN"]
+    db = summary(log, "persistence", "summary")["database"]
+    assert db["reconciled"] and db["conflicts"] == 0 and db["rejected"] == 0
+    assert scalar(dsn, "SELECT count(*) FROM exec_reports WHERE exec_type = 12") == exch["busts"]
+    assert scalar(dsn, "SELECT count(*) FROM broken_fills") == exch["busts"]
+    twice = "SELECT count(*) - count(DISTINCT (venue, exec_session, exec_id)) FROM exec_reports"
+    assert scalar(dsn, twice) == 0
+    pos_db = scalar(dsn, "SELECT coalesce(sum(qty), 0) FROM positions WHERE instrument = 2")
+    assert pos_db == exch["net"].get("bot4:AMZN", 0)
+    assert not instance_segments(instance)

@@ -352,6 +352,49 @@ def test_ouch_outbound_messages_decode_from_the_layout():
     assert (int(d["decrement"]), bytes(d["reason"]), int(d["prevented"])) == (60, b"Q", 60)
 
 
+def test_ouch_broken_trade_matches_the_specifications_layout():
+    """OUCH 4.2 Broken Trade: type 'B', timestamp(8), order token(14), match number(8),
+    reason(1: E clearly erroneous, C consent, S supervisory, X external) = 32 bytes; the
+    fixture is written from that layout, so the encoder (the simulator's) and the decoder
+    (the gateway's) are each held to it."""
+    raw = golden(GOLDEN_OUCH_OUT[b"B"])
+    assert len(raw) == 32 == ouch.BROKEN_TRADE.itemsize
+    assert raw[0:1] == b"B" and raw[9:23] == ouch.token_of(95)
+    assert int.from_bytes(raw[23:31], "big") == 10_000_001 and raw[31:32] == b"E"
+    b = ouch.decode(b"out", raw)
+    assert (int(b["match"]), bytes(b["reason"]), int(b["ts"])) == (
+        10_000_001,
+        b"E",
+        34_200_000_000_000,
+    )
+    enc = ouch.message(ouch.BROKEN_TRADE, type=b"B", ts=34_200_000_000_000,
+                       token=ouch.token_of(95), match=10_000_001, reason=ouch.BROKEN_ERRONEOUS)  # fmt: skip
+    assert enc == raw
+    assert {ouch.BROKEN_ERRONEOUS, ouch.BROKEN_CONSENT, ouch.BROKEN_SUPERVISORY,
+            ouch.BROKEN_EXTERNAL} == {b"E", b"C", b"S", b"X"}  # fmt: skip
+
+
+# ITCH 5.0 Broken Trade: type 'B', locate, tracking, timestamp(6), match number(8) = 19 bytes
+GOLDEN_ITCH_B = "42 0001 000c 1f1aced9f001 000000000000002a"
+
+
+def test_itch_broken_trade_is_counted_and_leaves_the_book_alone():
+    """md_gateway's decoder on an ITCH Broken Trade (match 42, after an add and its
+    execution): no record, counted as a known type that makes none, the book unchanged."""
+    assert len(golden(GOLDEN_ITCH_B)) == itch.MESSAGE_LENGTHS[b"B"] == 19
+    s = _Store()
+    msgs = [golden(GOLDEN_ITCH[t]) for t in (b"R", b"A", b"E")]
+    s.ingest(s.packet(1, msgs))
+    s.decode(len(msgs))
+    before = (len(s.book), s.stats.copy())
+    s.ingest(s.packet(4, [golden(GOLDEN_ITCH_B)]))
+    recs = s.decode(1)
+    assert len(recs) == 0 and len(s.book) == before[0] == 1
+    st = dict(zip(itch.DECODER_STATS, (s.stats - before[1]).tolist(), strict=True))
+    assert st["messages"] == 1 and st["ignored"] == 1
+    assert sum(st.values()) == 2  # nothing else moved: no bad length, no unknown reference
+
+
 def test_ouch_decode_refuses_unknown_types_and_wrong_lengths():
     with pytest.raises(ValueError):
         ouch.decode(b"out", golden(GOLDEN_OUCH_OUT[b"E"])[:-1])
