@@ -38,6 +38,7 @@ import numpy as np
 from bot4.models.evaluate import EvalConfig, Verdict, evaluate_checkpoint
 from bot4.records import (
     ACTION_NEW,
+    EXEC_BROKEN,
     EXEC_FILL,
     EXEC_PARTIAL_FILL,
     OS_CANCELLED,
@@ -168,13 +169,18 @@ class SubPositions:
             seen += 1
         return model
 
-    def fill(self, model: int, inst: int, side: int, qty: int, price: int, fee: int) -> None:
+    def fill(
+        self, model: int, inst: int, side: int, qty: int, price: int, fee: int, broken=False
+    ) -> None:
+        """One fill; ``broken``: reverse the fill a trade bust (``EXEC_BROKEN``) names (its
+        quantity, price and fee taken back; ``fills`` counts it)."""
         b = self.book.setdefault((self.owner(model), inst), [0, 0, 0, 0, 0, 0])
-        b[0] += side * qty
-        b[1] -= side * qty * price
-        b[2] += fee
+        sign = -1 if broken else 1
+        b[0] += sign * side * qty
+        b[1] -= sign * side * qty * price
+        b[2] += sign * fee
         b[3] += 1
-        b[4 if side > 0 else 5] += qty
+        b[4 if side > 0 else 5] += sign * qty
 
     def hand_over(self, frm: int, to: int, marks: dict[int, int]) -> dict[int, dict]:
         """``frm``'s positions to ``to`` at ``marks`` (instrument -> price units); later
@@ -276,6 +282,10 @@ class Attribution:
                 )
                 self.subs.fill(m, inst, side, q, px, int(r["fee"]))
                 self.last_price[inst] = px
+            elif q > 0 and et == EXEC_BROKEN:  # a trade bust: the model's fill reversed
+                m = self.model_of.get(cl, 0)
+                self.subs.fill(m, int(r["instrument"]), int(r["side"]), q,
+                               int(r["last_price"]), int(r["fee"]), broken=True)  # fmt: skip
             if int(r["status"]) in CLOSED:
                 self.open.pop(cl, None)
                 self.open_inst.pop(cl, None)

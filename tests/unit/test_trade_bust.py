@@ -280,3 +280,27 @@ def test_reconciliation_counts_a_bust_with_the_opposite_sign():
     bust["exec_type"], bust["exec_id"] = EXEC_BROKEN, BROKEN_EXEC_ID_BIT | 11
     d = _distinct(np.concatenate([fill, bust]))
     assert sorted(d["signed"].tolist()) == [-100, 100]
+
+
+def test_model_attribution_reverses_a_busted_fill_of_the_models_order():
+    """The rollout's per-model sub-positions (bot4.models.rollout): a bust takes the
+    model's fill back (position and PnL as without it), once however often it is read."""
+    from bot4.models.rollout import Attribution
+
+    o = np.zeros(2, ORDER)
+    o["action"], o["client_order_id"], o["model_id"], o["instrument"] = ACTION_NEW, [11, 12], 2, 3
+    fills = np.concatenate([_fill(1, SIDE_BUY, 100, 1000, 77), _fill(2, SIDE_SELL, 40, 1010, 78)])
+    fills["client_order_id"], fills["instrument"], fills["fee"] = [11, 12], 3, [5, 3]
+    bust = fills[:1].copy()
+    bust["exec_type"], bust["exec_id"] = EXEC_BROKEN, BROKEN_EXEC_ID_BIT | 77
+    a, b = Attribution(1), Attribution(1)
+    a.on_orders(o)
+    b.on_orders(o)
+    a.on_reports(fills)
+    a.on_reports(bust)
+    a.on_reports(bust)  # a journal's copy: once
+    b.on_reports(fills[1:])
+    marks = {3: 1020}
+    ta, tb = a.subs.totals(marks)[2], b.subs.totals(marks)[2]
+    assert ta["positions"] == tb["positions"] == {3: -40}
+    assert ta["pnl"] == tb["pnl"] and ta["fills"] == 3
