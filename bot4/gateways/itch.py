@@ -48,7 +48,7 @@ import numpy as np
 from numba import njit
 
 from bot4.marketdata.builder import ASK, BID, O_PX, O_QTY, apply_event, order_side
-from bot4.nbkit import map_find
+from bot4.nbkit import map_find, unowned
 from bot4.records import (
     MARKET_DATA,
     MD_BOOK_ADD,
@@ -388,6 +388,11 @@ def itch_decode_kernel(msgs, lens, seqs, recvs, start, count, day_ns, out, seq0,
     int64[books, 2, L] (best first), ``n`` (here ``nlev``) int64[books, 2], ``stats``
     (here ``bstats``, ``BUILD_STATS``), ``otab`` (the order map) and ``live``, indexed by
     instrument id; ``last_q`` int64[books, 2, 2] last quoted (price, size) per side."""
+    # borrowed views (bot4.nbkit.borrow): no atomic reference counting per helper call
+    msgs, lens, seqs, recvs = unowned(msgs), unowned(lens), unowned(seqs), unowned(recvs)
+    out, px, qty, cnt = unowned(out), unowned(px), unowned(qty), unowned(cnt)
+    nlev, bstats, last_q, otab = unowned(nlev), unowned(bstats), unowned(last_q), unowned(otab)
+    live, dstats, locate_map = unowned(live), unowned(dstats), unowned(locate_map)
     mask = msgs.shape[0] - 1
     n = 0
     for k in range(count):

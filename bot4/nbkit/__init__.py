@@ -7,13 +7,19 @@
   deletion);
 * :mod:`~bot4.nbkit.sat` — saturating int64 arithmetic (money that must not wrap);
 * :mod:`~bot4.nbkit.stamps` — ``copy_stamps``: a derived record takes the ``ts_*_ns``
-  stamps of the record it came from.
+  stamps of the record it came from;
+* :mod:`~bot4.nbkit.borrow` — ``unowned``: an array view whose references numba does not
+  count (an entry kernel's arrays handed to inlined helpers in a per-record loop);
+* :mod:`~bot4.nbkit.prefetch` — ``prefetch``: a software prefetch hint of one array row
+  (an order map's home row a few records ahead).
 
 Layering: imports numpy, numba and :mod:`bot4.records` only; every package above may use
 it. Nothing here allocates after setup or holds state of its own.
 """
 
+from bot4.nbkit.borrow import unowned
 from bot4.nbkit.hash import splitmix64
+from bot4.nbkit.prefetch import prefetch
 from bot4.nbkit.sat import add_sat, mul_sat
 from bot4.nbkit.stamps import STAMP_FIELDS, copy_stamps
 from bot4.nbkit.u64map import (
@@ -38,5 +44,7 @@ __all__ = [
     "map_put",
     "map_rehash",
     "mul_sat",
+    "prefetch",
+    "unowned",
     "splitmix64",
 ]

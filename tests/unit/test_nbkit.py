@@ -20,7 +20,9 @@ from bot4.nbkit import (
     map_rehash,
     mul_sat,
     splitmix64,
+    unowned,
 )
+from bot4.nbkit.prefetch import prefetch
 from bot4.records import EXEC_REPORT, MARKET_DATA, ORDER, ORDER_INTENT, RISK_DECISION
 from tests.seeds import seeded_rng
 
@@ -170,3 +172,33 @@ def test_copy_stamps_copies_exactly_the_shared_stamp_fields(dst_t, src_t):
     py = np.zeros(1, dst_t)
     copy_stamps(py[0], src[0])  # the Python version agrees
     assert py[0] == dst[0]
+
+
+@njit(cache=True)
+def _borrowed_sum_and_bump(a):
+    b = unowned(a)
+    s = 0
+    for i in range(b.shape[0]):
+        b[i] += 1
+        s += b[i]
+    return s
+
+
+@njit(cache=True)
+def _prefetched_sum(a, ahead):
+    s = 0
+    for i in range(a.shape[0]):
+        prefetch(a, i + ahead, 0)  # beyond the last row and below 0: clamped
+        prefetch(a, i - ahead, a.shape[1] - 1)
+        s += a[i, 0]
+    return s
+
+
+def test_unowned_view_shares_the_array_and_prefetch_changes_nothing():
+    a = np.arange(10, dtype=np.int64)
+    assert _borrowed_sum_and_bump(a) == sum(range(1, 11))
+    assert (a == np.arange(1, 11)).all()  # the borrowed view wrote the caller's array
+    m = np.arange(12, dtype=np.int64).reshape(6, 2)
+    for ahead in (0, 1, 4, 100):
+        assert _prefetched_sum(m, ahead) == int(m[:, 0].sum())
+    assert _prefetched_sum(np.zeros((0, 3), np.int64), 4) == 0  # empty: nothing fetched
