@@ -15,6 +15,11 @@ with ``NUMBA_CACHE_DIR`` an empty directory, so nothing compiled earlier (the tr
 * ``serial``  — the default topology's jobs on one worker (``bot4 warm -j 1``);
 * ``after``   — ``bot4 warm`` (the default topology's jobs on every CPU);
 * ``all``     — ``bot4 warm --all`` (every kernel, every CPU);
+* ``compare`` — ``after`` of ``--rev`` and of ``--compare REV`` (default ``HEAD~1``: the
+  previous commit), alternately, ``--repeat`` pairs, each from its own empty cache: the
+  wall-time ratio of each pair (run back to back under the same load) and their median,
+  and each job's seconds in its worker side by side: what a change to the kernels or to
+  ``bot4/warm.py`` did to a fresh install's ``bot4 warm``;
 * ``startup`` — with ``after``'s cache: ``bot4 run --no-db`` of the default topology,
   twice, each from its start to the first record on the ``ticks`` ring (read-only
   attachment, polled every ms); the run's log is checked for a stage that compiled.
@@ -28,6 +33,7 @@ after each run: the machine is shared, so compare CPU seconds when the load move
 
     .venv/bin/python perf/bench_warm.py                  # before, after, startup
     .venv/bin/python perf/bench_warm.py --runs after,startup --keep /tmp/bw
+    .venv/bin/python perf/bench_warm.py --runs compare --rev worktree --compare HEAD
 """
 
 from __future__ import annotations
@@ -104,6 +110,55 @@ def _timed(argv: list[str], env: dict, what: str, timeout: float) -> dict:
     return row
 
 
+def _job_seconds(stderr: str) -> dict[str, float]:
+    """Each job's seconds in its worker, from ``bot4 warm``'s plain progress lines
+    (``bot4: warm: [3/9 done, 6 left, 41 s] JOB: 22.0 s (compiling: ...)``)."""
+    import re
+
+    done = re.compile(r" left, \d+ s\] (.*): ([0-9.]+) s \(compiling: ")
+    return {m[1]: float(m[2]) for m in map(done.search, stderr.splitlines()) if m}
+
+
+def _compare(args, work: Path, j: list[str]) -> list[dict]:
+    """``bot4 warm`` (the default topology, every CPU) of ``--rev`` and ``--compare``
+    alternately from empty caches: rows, then the ratio of each back-to-back pair."""
+    py = sys.executable
+    revs = {"new": args.rev, "old": args.compare}
+    rows, pairs = [], []
+    for k in range(args.repeat):
+        pair = {}
+        for side in ("old", "new") if k % 2 == 0 else ("new", "old"):
+            d = work / f"{side}{k}"
+            shutil.rmtree(d, ignore_errors=True)
+            rev = revs[side]
+            src = _copy_tree(d / "src", None if rev == "worktree" else rev)
+            env = _env(src, d / "cache", d / "data")
+            row = _timed([py, "-m", "bot4.cli", "warm", *j], env, f"{side} {rev}", 1800)
+            row["jobs"] = _job_seconds((d / "stderr.txt").read_text())
+            print(json.dumps({"run": row["run"], "job_s": row["jobs"]}), flush=True)
+            rows.append(row)
+            pair[side] = row
+        ratio = pair["old"]["wall_s"] / max(pair["new"]["wall_s"], 1e-9)
+        cpu = pair["old"]["cpu_s"] / max(pair["new"]["cpu_s"], 1e-9)
+        pairs.append(ratio)
+        print(
+            json.dumps({"pair": k, "speedup_wall": round(ratio, 2), "speedup_cpu": round(cpu, 2)})
+        )
+    pairs.sort()
+    print(
+        json.dumps(
+            {
+                "compare": f"{args.rev} vs {args.compare}",
+                "pairs": len(pairs),
+                "median_speedup_wall": round(pairs[len(pairs) // 2], 2),
+                "min_speedup_wall": round(pairs[0], 2),
+            }
+        ),
+        flush=True,
+    )
+    return rows
+
+
 def _first_tick(env: dict, instance: str, ring: str, duration: float) -> dict:
     """``bot4 run`` of the default topology; seconds from its start to the first record
     on ``ring`` (and to the supervisor's ``running`` line)."""
@@ -170,8 +225,14 @@ def _first_tick(env: dict, instance: str, ring: str, duration: float) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
-        "--runs", default="before,after,startup", help="before,serial,after,all,startup"
+        "--runs", default="before,after,startup", help="before,serial,after,all,compare,startup"
     )
+    ap.add_argument(
+        "--compare",
+        default="HEAD~1",
+        help="compare: the git revision to measure --rev against (default HEAD~1)",
+    )
+    ap.add_argument("--repeat", type=int, default=3, help="compare: pairs of runs")
     ap.add_argument("--jobs", type=int, help="bot4 warm -j (default: its own)")
     ap.add_argument(
         "--rev",
@@ -201,6 +262,13 @@ def main() -> int:
     print(json.dumps({"cpus": len(os.sched_getaffinity(0)), "rev": rev, "work": str(work)}))
     rows = []
     try:
+        if "compare" in runs:
+            args.compare = subprocess.run(
+                ["git", "-C", str(ROOT), "rev-parse", "--short", args.compare],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            rows += _compare(args, work / "compare", j)
         for what in ("before", "serial", "after", "all"):
             if what not in runs and not (what == "after" and "startup" in runs):
                 continue

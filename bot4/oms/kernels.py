@@ -134,6 +134,17 @@ from bot4.records import (
 )
 from bot4.records.identity import exec_content_hash
 
+# Constants handed to another kernel go as numpy scalars (``_i(EXEC_ACK)``, ``_I0``), never
+# bare: numba types a bare constant argument as ``Literal[int](value)`` and compiles the
+# callee (and what it passes the value on to) once per distinct value, and a counter that
+# starts at a bare ``0`` compiles the callees of the loop twice (docs/compile.md). The
+# scalar types are those of the non-constant callers (``transition``: uint8 state, int8
+# event; ``lru_put``: int64 value), so each helper has one signature.
+_i = np.int64
+_I0 = np.int64(0)
+_U0 = np.uint64(0)
+_ST_NEW = np.uint8(ST_NEW)
+
 
 # --- record writers ---------------------------------------------------------------------------
 @njit(nogil=True, cache=True)
@@ -220,15 +231,18 @@ def _on_new(batch, i, venue, fills, nv, nf, seq, now, st):
         reason = R_DUPLICATE_ORDER
     if reason != 0:
         st.ctr[C_DUPLICATE_INTENT if reason == R_DUPLICATE_ORDER else C_INVALID] += 1
-        _report(fills, nf, seq, r, 0, EXEC_REJECTED, OS_REJECTED, 0, reason, now, st)
+        _report(fills, nf, seq, r, _U0, _i(EXEC_REJECTED), _i(OS_REJECTED), _I0, reason, now, st)
         return nv, nf + 1, seq + 1
     oid = st.ids[I_NEXT_ORDER_ID]
     st.ids[I_NEXT_ORDER_ID] += np.uint64(1)
     if book.meta[B_FREE] == 0:
-        transition_counted(st.table, ST_NEW, EV_REJECT, st.illegal)
-        lru_put(st.seen, cl, ST_REJECTED)
+        transition_counted(st.table, _ST_NEW, np.int8(EV_REJECT), st.illegal)
+        lru_put(st.seen, cl, _i(ST_REJECTED))
         st.ctr[C_BOOK_FULL] += 1
-        _report(fills, nf, seq, r, oid, EXEC_REJECTED, OS_REJECTED, 0, R_MAX_OPEN_ORDERS, now, st)
+        _report(
+            fills, nf, seq, r, oid, _i(EXEC_REJECTED), _i(OS_REJECTED), _I0, _i(R_MAX_OPEN_ORDERS),
+            now, st,
+        )  # fmt: skip
         return nv, nf + 1, seq + 1
     qty = r.qty
     n_act = 0
@@ -256,9 +270,9 @@ def _on_new(batch, i, venue, fills, nv, nf, seq, now, st):
         m = book.slots[s]
         m.flags |= F_STP
         if st.plan_actions[k] == A_CANCEL:
-            m.state = transition_counted(st.table, m.state, EV_CANCEL_REQUEST, st.illegal)
+            m.state = transition_counted(st.table, m.state, np.int8(EV_CANCEL_REQUEST), st.illegal)
             _venue_msg(
-                venue, nv, seq, batch[i : i + 1], st, s, ACTION_CANCEL, m.client_order_id,
+                venue, nv, seq, batch[i : i + 1], st, s, _i(ACTION_CANCEL), m.client_order_id,
                 m.leaves_qty, now,
             )  # fmt: skip
             st.ctr[C_STP_MAKER_CANCEL] += 1
@@ -266,10 +280,10 @@ def _on_new(batch, i, venue, fills, nv, nf, seq, now, st):
         else:
             alias = (np.uint64(OMS_PRODUCER) << np.uint64(48)) | st.ids[I_NEXT_ALIAS]
             st.ids[I_NEXT_ALIAS] += np.uint64(1)
-            m.state = transition_counted(st.table, m.state, EV_REPLACE_REQUEST, st.illegal)
+            m.state = transition_counted(st.table, m.state, np.int8(EV_REPLACE_REQUEST), st.illegal)
             book_set_alias(book, s, alias)
             _venue_msg(
-                venue, nv, seq, batch[i : i + 1], st, s, ACTION_REPLACE, alias,
+                venue, nv, seq, batch[i : i + 1], st, s, _i(ACTION_REPLACE), alias,
                 m.qty - st.plan_amounts[k], now,
             )  # fmt: skip
             st.ctr[C_STP_MAKER_DECREMENT] += 1
@@ -277,18 +291,23 @@ def _on_new(batch, i, venue, fills, nv, nf, seq, now, st):
         nv += 1
         seq += 1
     if qty == 0:
-        state = transition_counted(st.table, ST_NEW, EV_EXPIRE, st.illegal)
+        state = transition_counted(st.table, _ST_NEW, np.int8(EV_EXPIRE), st.illegal)
         lru_put(st.seen, cl, state)
         st.ctr[C_STP_EXPIRED] += 1
-        _report(fills, nf, seq, r, oid, EXEC_EXPIRED, OS_EXPIRED, 0, R_SELF_TRADE, now, st)
+        _report(
+            fills, nf, seq, r, oid, _i(EXEC_EXPIRED), _i(OS_EXPIRED), _I0, _i(R_SELF_TRADE), now, st
+        )
         return nv, nf + 1, seq + 1
     if qty < r.qty:
         st.ctr[C_STP_AMENDED] += 1
-        _report(fills, nf, seq, r, oid, EXEC_REPLACED, OS_PENDING_NEW, qty, R_SELF_TRADE, now, st)
+        _report(
+            fills, nf, seq, r, oid, _i(EXEC_REPLACED), _i(OS_PENDING_NEW), qty, _i(R_SELF_TRADE),
+            now, st,
+        )  # fmt: skip
         nf += 1
         seq += 1
-    state = transition_counted(st.table, ST_NEW, EV_SEND, st.illegal)
-    lru_put(st.seen, cl, 0)  # open: the book has it
+    state = transition_counted(st.table, _ST_NEW, np.int8(EV_SEND), st.illegal)
+    lru_put(st.seen, cl, _I0)  # open: the book has it
     book_add(
         book, cl, cl, oid, r.instrument, r.side, r.limit_price, r.stop_price, qty, 0,
         r.strategy, r.order_type, r.tif, state, now,
@@ -332,8 +351,8 @@ def orders_kernel(batch, venue, fills, seq, st, now):
     """Orders from risk -> venue messages (``venue``) and generated reports (``fills``),
     stamped ``ts_order_ns = now`` (the stage clock, ns). Returns ``(n_venue, n_fills, next
     seq)``."""
-    nv = 0
-    nf = 0
+    nv = _I0
+    nf = _I0
     for i in range(batch.shape[0]):
         r = batch[i]
         st.ctr[C_INTENTS] += 1
@@ -349,20 +368,20 @@ def orders_kernel(batch, venue, fills, seq, st, now):
             nv += 1
             seq += 1
             st.ctr[C_CANCEL_ALL] += 1
-            mark_cancel_all(st, r.instrument)
+            mark_cancel_all(st, np.int64(r.instrument))
         elif a == ACTION_CANCEL:
             s = book_find(st.book, r.orig_client_order_id)
             if s < 0:
                 st.ctr[C_UNKNOWN_ORDER] += 1
                 continue
             o = st.book.slots[s]
-            nxt = transition_counted(st.table, o.state, EV_CANCEL_REQUEST, st.illegal)
+            nxt = transition_counted(st.table, o.state, np.int8(EV_CANCEL_REQUEST), st.illegal)
             if nxt < 0:
                 st.ctr[C_ILLEGAL] += 1
                 continue
             o.state = nxt
             _venue_msg(
-                venue, nv, seq, batch[i : i + 1], st, s, ACTION_CANCEL, o.client_order_id,
+                venue, nv, seq, batch[i : i + 1], st, s, _i(ACTION_CANCEL), o.client_order_id,
                 o.leaves_qty, now,
             )  # fmt: skip
             st.ctr[C_CANCEL_SENT] += 1
@@ -531,8 +550,8 @@ def execs_kernel(batch, fills, events, keep_events, seq, st):
     """Venue reports -> risk (``fills``) and persistence (``events`` if ``keep_events``).
     Returns ``(n_fills, n_events, next seq)``; a forwarded report and its event copy share
     their ``seq``."""
-    nf = 0
-    ne = 0
+    nf = _I0
+    ne = _I0
     for i in range(batch.shape[0]):
         r = batch[i]
         st.ctr[C_EXECS] += 1
@@ -552,7 +571,7 @@ def execs_kernel(batch, fills, events, keep_events, seq, st):
                 if lru_contains(st.exec_conflicts, pair):
                     st.ctr[C_DUPLICATE_EXEC] += 1  # this conflicting report, again
                     continue
-                lru_put(st.exec_conflicts, pair, 0)
+                lru_put(st.exec_conflicts, pair, _I0)
                 st.ctr[C_EXEC_CONFLICT] += 1
         if r.order_id >= st.ids[I_NEXT_ORDER_ID]:
             st.ids[I_NEXT_ORDER_ID] = r.order_id + np.uint64(1)
@@ -594,13 +613,13 @@ def emit_queries(st, slots, start, k, out, seq, now):
     restored order may have closed, its slot even been reused, before its query went out)
     into ``out``, stamped ``now``; returns ``(records written, next seq)``."""
     none = st.zero_order[:0]
-    n = 0
+    n = _I0
     for j in range(k):
         s = slots[start + j]
         o = st.book.slots[s]
         if o.state == 0 or not (o.flags & F_AWAIT_STATUS):
             continue
-        _venue_msg(out, n, seq + n, none, st, s, ACTION_QUERY, o.client_order_id, o.qty, now)
+        _venue_msg(out, n, seq + n, none, st, s, _i(ACTION_QUERY), o.client_order_id, o.qty, now)
         n += 1
     st.ctr[C_QUERIES_SENT] += n
     return n, seq + n

@@ -40,6 +40,7 @@ no maker is touched. Stop orders are not checked (not active until triggered).
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from bot4.oms.book import book_rests
@@ -146,7 +147,7 @@ def guard_plan(
         if overflow:
             return 0, 0, OUT_FALLBACK
         for k in range(n):
-            if transition(table, book.slots[makers[k]].state, EV_CANCEL_REQUEST) < 0:
+            if transition(table, book.slots[makers[k]].state, np.int8(EV_CANCEL_REQUEST)) < 0:
                 return 0, 0, OUT_FALLBACK
             actions[k] = A_CANCEL
             amounts[k] = book.slots[makers[k]].leaves_qty
@@ -158,7 +159,7 @@ def guard_plan(
             m = book.slots[makers[k]]
             d = min(m.leaves_qty, rem)
             a = A_CANCEL if d == m.leaves_qty else A_DECREMENT
-            ev = EV_CANCEL_REQUEST if a == A_CANCEL else EV_REPLACE_REQUEST
+            ev = np.int8(EV_CANCEL_REQUEST if a == A_CANCEL else EV_REPLACE_REQUEST)
             if transition(table, m.state, ev) < 0:
                 return 0, 0, OUT_FALLBACK
             actions[k] = a

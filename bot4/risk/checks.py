@@ -410,7 +410,7 @@ def check_intents(st, intents, out_orders, out_decisions, seq, now_ns):
     maybe_reset(st, now_ns)
     poll_states(st)
     k_in = intents.shape[0]
-    n_o, s = emit_cancels(st, out_orders, 0, out_orders.shape[0] - k_in, seq, now_ns)
+    n_o, s = emit_cancels(st, out_orders, np.int64(0), out_orders.shape[0] - k_in, seq, now_ns)
     n_d = 0
     producer = np.uint64(st.alim[A_INTENT_PRODUCER]) << np.uint64(COID_PRODUCER_SHIFT)
     inst_st = st.inst

@@ -58,6 +58,11 @@ from bot4.shm.trading_state import (
     word_state,
 )
 
+# constants handed to the trading-state kernels go as int64 scalars, not bare: numba
+# compiles a callee once per distinct literal argument (docs/compile.md)
+_i = np.int64
+_I0 = np.int64(0)
+
 __all__ = [
     "after_batch",
     "check_staleness",
@@ -86,10 +91,10 @@ def daily_guard(st):
     loss = daily_loss(st)
     halt = st.alim[A_DAILY_HALT]
     if halt > 0 and loss >= halt:
-        raise_state(st.trading, 0, HALTED, R_DAILY_LOSS, SRC_RISK)
+        raise_state(st.trading, _I0, _i(HALTED), _i(R_DAILY_LOSS), _i(SRC_RISK))
     limit = st.alim[A_DAILY_LOSS]
     if limit > 0 and loss >= limit:
-        raise_state(st.trading, 0, REDUCING, R_DAILY_LOSS, SRC_RISK)
+        raise_state(st.trading, _I0, _i(REDUCING), _i(R_DAILY_LOSS), _i(SRC_RISK))
     return loss
 
 
@@ -102,7 +107,7 @@ def maybe_reset(st, now_ns):
         a[X_DAY_START] = a[X_REALISED] + a[X_UNREALISED]
         a[X_LAST_RESET_NS] = nxt
         a[X_NEXT_RESET_NS] = 0
-        relax_state(st.trading, 0, REDUCING, R_DAILY_LOSS, SRC_RISK, ACTIVE)
+        relax_state(st.trading, _I0, _i(REDUCING), _i(R_DAILY_LOSS), _i(SRC_RISK), _i(ACTIVE))
         st.counters[C_RESETS] += 1
 
 
@@ -116,7 +121,7 @@ def is_stale_halt(w):
 def stale_halt(trading, target):
     """Halt ``target`` for stale data; returns its stale flag: 1 + the state to relax to."""
     w = state_word(trading, target)
-    prev = raise_state(trading, target, HALTED, R_STALE_FEED, SRC_RISK)
+    prev = raise_state(trading, target, _i(HALTED), _i(R_STALE_FEED), _i(SRC_RISK))
     if prev == REDUCING and word_state(w) == REDUCING:
         by_daily_loss = word_reason(w) == R_DAILY_LOSS and word_source(w) == SRC_RISK
         if not by_daily_loss:  # nothing would re-assert it: keep it
@@ -134,12 +139,12 @@ def md_arrived(st, inst, now_ns):
     f = st.inst[inst, I_STALE]
     if f != 0:
         st.inst[inst, I_STALE] = 0
-        if relax_state(st.trading, inst, HALTED, R_STALE_FEED, SRC_RISK, f - 1):
+        if relax_state(st.trading, inst, _i(HALTED), _i(R_STALE_FEED), _i(SRC_RISK), f - 1):
             st.counters[C_STALE_RELAXED] += 1
     g = st.acct[X_FEED_GONE]
     if g != 0:
         st.acct[X_FEED_GONE] = 0
-        if relax_state(st.trading, 0, HALTED, R_STALE_FEED, SRC_RISK, g - 1):
+        if relax_state(st.trading, _I0, _i(HALTED), _i(R_STALE_FEED), _i(SRC_RISK), g - 1):
             st.counters[C_STALE_RELAXED] += 1
 
 
@@ -161,7 +166,7 @@ def check_staleness(st, now_ns):
     gone = st.alim[A_FEED_GONE_NS]
     last = st.acct[X_LAST_MD_NS]
     if gone > 0 and last > 0 and st.acct[X_FEED_GONE] == 0 and now_ns - last > gone:
-        st.acct[X_FEED_GONE] = stale_halt(st.trading, 0)
+        st.acct[X_FEED_GONE] = stale_halt(st.trading, _I0)
         st.counters[C_FEED_GONE] += 1
         started += 1
     return started
@@ -183,11 +188,11 @@ def poll_states(st):
                 continue
             st.brk_seen[b] = epoch
             if st.brk_scope[b] == 1:
-                raise_state(trading, 0, HALTED, R_BREAKER_OPEN, SRC_RISK)
+                raise_state(trading, _I0, _i(HALTED), _i(R_BREAKER_OPEN), _i(SRC_RISK))
             else:
                 for inst in range(1, seen.shape[0]):
                     if st.ilim[inst, L_BREAKER] == b:
-                        raise_state(trading, inst, HALTED, R_BREAKER_OPEN, SRC_RISK)
+                        raise_state(trading, inst, _i(HALTED), _i(R_BREAKER_OPEN), _i(SRC_RISK))
     gen = state_generation(trading)
     if gen == st.acct[X_TS_GEN]:
         return st.acct[X_PENDING]
@@ -270,5 +275,5 @@ def after_batch(st, out_orders, seq, now_ns):
     poll, and the CANCEL_ALLs they call for; returns the number of orders written."""
     daily_guard(st)
     poll_states(st)
-    n, _ = emit_cancels(st, out_orders, 0, out_orders.shape[0], seq, now_ns)
+    n, _ = emit_cancels(st, out_orders, _I0, out_orders.shape[0], seq, now_ns)
     return n

@@ -162,7 +162,7 @@ def state_of(words, target):
 @njit(nogil=True, cache=True)
 def effective_state(words, inst):
     """The state instrument ``inst`` trades under: max(global, its own). Two acquire loads."""
-    g = state_word(words, 0) & STATE_MASK
+    g = state_word(words, np.int64(0)) & STATE_MASK
     s = state_word(words, inst) & STATE_MASK
     return max(g, s)
 
@@ -227,7 +227,7 @@ def relax_state(words, target, from_state, reason, source, to_state):
             or (old >> SOURCE_SHIFT) & 0xFF != source
         ):
             return False
-        if _replace(words, k, old, to_state, 0, source):
+        if _replace(words, k, old, to_state, np.int64(0), source):
             return True
 
 

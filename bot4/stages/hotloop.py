@@ -95,6 +95,14 @@ L_WAKE_IN = 13  # bit i: input i (producer outside the group) released, not yet 
 LS_WORDS = 16
 
 _ONE = np.uint64(1)
+# Input indices and flags handed to the step kernels are numpy scalars, not bare constants:
+# numba compiles a callee once per distinct literal argument, and each of orders_step,
+# risk_step and (through orders_step) the OMS's execs_kernel tree was compiled twice,
+# ~7 s of the cold warm's critical path (docs/compile.md). One branch on ``i`` per batch
+# is what the shared copy costs at run time.
+_IN0 = np.int64(0)
+_IN1 = np.int64(1)
+_KEEP_EVENTS = np.bool_(True)  # the orders stage's type for keep_events (a Python bool)
 
 # The risk kernels take the risk book's state: one named tuple (``RiskBook.st``, issue 13's
 # layout of bot4.risk) or, before it, the book's arrays one by one. ``_risk_state(book)``
@@ -384,7 +392,7 @@ def orders_step(m, i, batch, mo):
         n2 = nv
         n3 = nf
     else:
-        nf, n3, nseq = execs_kernel(s1[ix : ix + k], fills, events, True, seq, oms)
+        nf, n3, nseq = execs_kernel(s1[ix : ix + k], fills, events, _KEEP_EVENTS, seq, oms)
     ls[L_CUR + i] = p + np.uint64(k)
     base = _buffer(ls)
     blk[base + C_CURSOR] = ls[L_CUR]
@@ -415,7 +423,7 @@ def _park(sig, risk, oms, waiters, addrs, deadline_ns):
     sr = sig[4]
     rr = risk[4]
     orr = oms[4]
-    n = 0
+    n = np.int64(0)  # not a bare 0: announce would compile for Literal[int](0) too
     ok = True
     if s_in[0]:
         ok = announce(sr[0], waiters, n, addrs[0])
@@ -470,13 +478,13 @@ def hot_cycle(
             if k == 0:
                 r = signals_step(sig, batches[0])
             elif k == 1:
-                r = risk_step(risk, 0, batches[1])
+                r = risk_step(risk, _IN0, batches[1])
             elif k == 2:
-                r = orders_step(oms, 0, batches[2], oms_mo)
+                r = orders_step(oms, _IN0, batches[2], oms_mo)
             elif k < 5:
-                r = risk_step(risk, k - 2, batches[1])
+                r = risk_step(risk, np.int64(k - 2), batches[1])
             else:
-                r = orders_step(oms, 1, batches[2], oms_mo)
+                r = orders_step(oms, _IN1, batches[2], oms_mo)
             if r < 0:
                 _wake_peers(sig, risk, oms)
                 return R_BAIL, total + work
