@@ -514,7 +514,15 @@ def main(argv: list[str] | None = None) -> int:
         stale = rb.sweep_stale_segments()
         if stale:
             print(f"removed segments of dead benchmark runs: {', '.join(stale)}", file=sys.stderr)
-        warm = rb.warm_numba_cache()
+        # A signal handler that raises inside numba's compiler lands in an LLVM ctypes
+        # callback, which swallows it and leaves a half-built library ("no compiled object
+        # yet"): hold the stop signals while kernels compile; a pending one acts right after.
+        held = {signal.SIGTERM, signal.SIGHUP, signal.SIGALRM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            warm = rb.warm_numba_cache()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
         print(f"numba kernels ready in {warm:.1f} s")
         attempts = 1 if args.no_retry else 2
         scale = args.scale
