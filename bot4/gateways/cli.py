@@ -14,6 +14,17 @@ def _addr(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _numbers(text: str) -> tuple[int, ...]:
+    """``"3,7"`` -> (3, 7); ``""`` -> (): a comma list of positive integers."""
+    try:
+        out = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        out = (0,)
+    if any(n <= 0 for n in out):
+        raise argparse.ArgumentTypeError(f"expected N[,M...] positive integers, got {text!r}")
+    return out
+
+
 def cmd_exchange(args) -> int:
     from bot4 import logs
     from bot4.gateways.exchange import ExchangeConfig, Faults, serve
@@ -58,6 +69,8 @@ def cmd_exchange(args) -> int:
             restart_after=args.restart_after,
             restart_pause=args.restart_pause,
             bust_every=args.bust_every,
+            bust_fills=args.bust_fill,
+            bust_matches=args.bust_match,
         ),
     )
 
@@ -157,6 +170,10 @@ def add_parser(sub) -> None:
     s.add_argument("--bust-every", type=int, default=0, metavar="K",
                    help="fault: break every K-th execution (an OUCH Broken Trade right "
                    "after its Executed)")  # fmt: skip
+    s.add_argument("--bust-fill", type=_numbers, default=(), metavar="N[,M...]",
+                   help="fault: break the N-th (1-based, in the day's order) execution(s)")  # fmt: skip
+    s.add_argument("--bust-match", type=_numbers, default=(), metavar="N[,M...]",
+                   help="fault: break the execution(s) with these match numbers")  # fmt: skip
     s.add_argument("--start-on-login", action="store_true",
                    help="hold the feed (MoldUDP64 heartbeats only) until the first OUCH login")  # fmt: skip
     s.add_argument("--ready-file", help="write the bound ports as JSON here once serving")

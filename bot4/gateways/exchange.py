@@ -30,7 +30,8 @@ messages), ``disconnect_random`` (after a number drawn from 1..N for each connec
 for ``restart_pause`` s and come back with the day intact, see ``_restart``),
 ``bust_every`` (break every k-th execution: a Broken Trade, reason 'E', right after its
 Executed message; the order is not reopened, the account's net fills are reversed, counted
-``busts``).
+``busts``), ``bust_fills`` (break the executions numbered so in the day's order, 1-based:
+one chosen fill) and ``bust_matches`` (break the executions with these match numbers).
 
 One process, one asyncio loop (uvloop): every state change happens on the loop, so the
 venue, the logs and the feed need no locks.
@@ -90,6 +91,8 @@ class Faults:
     restart_after: float = 0.0  # s after serving starts: go down and come back (0: never)
     restart_pause: float = 1.0  # s down
     bust_every: int = 0  # break every k-th execution (Broken Trade after its Executed)
+    bust_fills: tuple = ()  # break the n-th executions of the day (1-based)
+    bust_matches: tuple = ()  # break the executions with these match numbers
 
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
@@ -477,13 +480,18 @@ class Exchange:
             msg = ouch.message(ouch.EXECUTED, type=b"E", ts=ts, token=tok, shares=q,
                                price=int(e["last_price"]), liquidity=liq,
                                match=int(e["exec_id"]))  # fmt: skip
-            k = self.cfg.faults.bust_every
-            if k and self.stats["fills"] % k == 0:  # fault: this execution is broken
+            f = self.cfg.faults
+            n = self.stats["fills"]
+            if (
+                (f.bust_every and n % f.bust_every == 0)
+                or n in f.bust_fills
+                or int(e["exec_id"]) in f.bust_matches
+            ):  # fault: this execution is broken
                 self.sequenced(acct, msg)
                 self.stats["busts"] += 1
                 self.net[key] -= q if o.side == b"B" else -q
-                log.info("exchange: fault: breaking execution %d (%s, %d shares)",
-                         int(e["exec_id"]), tok.decode(), q)  # fmt: skip
+                log.info("exchange: fault: breaking execution %d (fill %d, %s, %d shares)",
+                         int(e["exec_id"]), n, tok.decode(), q)  # fmt: skip
                 msg = ouch.message(ouch.BROKEN_TRADE, type=b"B", ts=self._ts(), token=tok,
                                    match=int(e["exec_id"]), reason=ouch.BROKEN_ERRONEOUS)  # fmt: skip
         elif et in (EXEC_CANCELLED, EXEC_EXPIRED):

@@ -412,3 +412,60 @@ def test_exchange_busts_trades_and_risk_db_reverse_each_once_through_gateway_kil
     pos_db = scalar(dsn, "SELECT coalesce(sum(qty), 0) FROM positions WHERE instrument = 2")
     assert pos_db == exch["net"].get("bot4:AMZN", 0)
     assert not instance_segments(instance)
+
+
+def test_exchange_busts_one_chosen_fill_end_to_end(instance, procs, tmp_path):
+    """``--bust-fill 3`` breaks the day's 3rd execution and nothing else: the exchange logs
+    its match number, the journal holds one EXEC_BROKEN naming exactly that fill (the 3rd
+    journalled), risk counts one bust and its position is a prefix of the journal's net with
+    it reversed, the database's broken_fills view pairs that fill with its bust and its
+    positions equal the exchange's net."""
+    from bot4.records import BROKEN_EXEC_ID_BIT, EXEC_BROKEN
+
+    ex, md, rr, ouch = start_exchange(tmp_path, procs, "--bust-fill", "3")
+    log, exlog, report = run_pipeline(instance, procs, tmp_path, ex, md, rr, ouch,
+                                      params={"risk": {"max_position": 100_000}},
+                                      db=True)  # fmt: skip
+    exch = ast.literal_eval(re.findall(r"exchange summary (\{.*\})", exlog)[-1])
+    print("exchange", exch)
+    assert exch["fills"] >= 3 and exch["busts"] == 1
+    broke = re.findall(r"breaking execution (\d+) \(fill (\d+),", exlog)
+    assert len(broke) == 1 and broke[0][1] == "3", broke
+    match = int(broke[0][0])
+
+    journal = tmp_path / "bot4-data" / "journal" / instance
+    wire = np.concatenate(
+        [r[r["venue"] == 1] for _p, t, r in JournalReader(journal) if t == RT_EXEC_REPORT]
+    )
+    wire = wire[np.argsort(wire["seq"])]
+    fills = wire[np.isin(wire["exec_type"], (EXEC_FILL, EXEC_PARTIAL_FILL))]
+    busts = wire[wire["exec_type"] == EXEC_BROKEN]
+    assert len(busts) == 1 and len(fills) == exch["fills"]
+    assert int(fills[2]["exec_id"]) == match
+    assert int(busts[0]["exec_id"]) == BROKEN_EXEC_ID_BIT | match
+    assert (busts[0]["last_qty"], busts[0]["last_price"], busts[0]["side"]) == (
+        fills[2]["last_qty"], fills[2]["last_price"], fills[2]["side"])  # fmt: skip
+
+    signed = wire["last_qty"].astype(np.int64) * wire["side"].astype(np.int64)
+    signed = np.where(wire["exec_type"] == EXEC_BROKEN, -signed, signed)
+    signed = np.where(np.isin(wire["exec_type"], (EXEC_FILL, EXEC_PARTIAL_FILL, EXEC_BROKEN)),
+                      signed, 0)  # fmt: skip
+    net = int(signed.sum())
+    assert {k: v for k, v in exch["net"].items() if v} == ({"bot4:AMZN": net} if net else {})
+    orders = summary(log, "orders", "orders summary")["counters"]
+    assert orders["broken_fills"] == 1 and orders["illegal_transitions"] == 0
+    risk = summary(log, "risk", "risk summary")
+    pos = risk["positions"].get("AMZN", {}).get("position", 0)
+    prefix_net = np.concatenate([[0], np.cumsum(signed)])
+    prefix_busts = np.concatenate([[0], np.cumsum(wire["exec_type"] == EXEC_BROKEN)])
+    print("risk", risk["positions"], "broken_fills", risk["broken_fills"])
+    assert risk["broken_fills"] == 1
+    assert any(int(n) == pos and int(b) == 1 for n, b in zip(prefix_net, prefix_busts,
+                                                              strict=True))  # fmt: skip
+
+    dsn = os.environ["BOT4_DSN"]
+    assert scalar(dsn, "SELECT count(*) FROM broken_fills") == 1
+    assert scalar(dsn, "SELECT exec_id FROM broken_fills") == match
+    pos_db = scalar(dsn, "SELECT coalesce(sum(qty), 0) FROM positions WHERE instrument = 2")
+    assert pos_db == exch["net"].get("bot4:AMZN", 0)
+    assert not instance_segments(instance)
