@@ -4,6 +4,7 @@ compiles says so once."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -75,3 +76,57 @@ def test_a_process_that_compiles_says_so_once_and_a_cached_load_says_nothing(tmp
     assert len(lines[0]) == 1 and ".accounting.pro_rata " in lines[0][0]
     assert str(tmp_path) in lines[0][0]
     assert lines[1] == []
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.timeout(240)
+def test_ctrl_c_ends_a_compiling_warm_with_one_line_and_exit_130(tmp_path):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) while the workers are
+    compiling from an empty cache: one line, exit 130, no traceback, the workers gone,
+    and the warm did not run to its end (no summary line)."""
+    import signal
+    import time
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    p = subprocess.Popen(
+        [sys.executable, "-m", "bot4.cli", "warm", "-j", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    seen: set[int] = set()
+    try:
+        # compiling: both workers (and multiprocessing's resource tracker) are there
+        deadline = time.monotonic() + 120
+        while len(seen) < 3 and p.poll() is None and time.monotonic() < deadline:
+            seen.update(_children(p.pid))
+            time.sleep(0.1)
+        assert p.poll() is None and len(seen) >= 3, f"no workers seen: {seen}"
+        time.sleep(2.0)  # inside numba's compiler by now (an empty cache: ~30 s to go)
+        os.killpg(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 130, err
+        assert "Traceback" not in err, err
+        assert err.rstrip().splitlines()[-1] == "bot4: interrupted", err
+        assert "warmed " not in out, out  # it stopped before the end
+        deadline = time.monotonic() + 30
+        while any(os.path.exists(f"/proc/{c}") for c in seen) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = [c for c in seen if os.path.exists(f"/proc/{c}")]
+        assert not left, f"worker processes left: {left}"
+    finally:
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait()
+        for c in seen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(c, signal.SIGKILL)
