@@ -121,12 +121,20 @@ from bot4.oms.lru import (
     lru_put,
 )
 from bot4.oms.state import (
+    C_BROKEN_FILLS,
+    C_CANCEL_SENT,
+    C_DUPLICATE_EXEC,
     C_EXEC_CONFLICT,
+    C_EXECS,
+    C_ILLEGAL,
+    C_INTENTS,
+    C_NEW_SENT,
     C_RECON_ADOPTED,
     C_RECON_MISMATCH,
     C_RECON_OUTSTANDING,
     C_RECON_UNANSWERED,
     C_UNHELD_INTENTS,
+    C_UNKNOWN_ORDER,
     COUNTER_NAMES,
     I_NEXT_ORDER_ID,
     MAX_STP_MAKERS,
@@ -214,6 +222,13 @@ class OrdersStage(Stage):
         "Without a journal (no persistence output) nothing of this; reports of orders it "
         "does not know are counted as UNKNOWN_ORDER and still forwarded to risk"
     )
+    #: live in ``bot4 stats`` (docs/operations.md): a subset of the summary's ``counters``
+    #: (bot4.oms.state.COUNTER_NAMES), the ones an operator watches during the day; busts
+    #: are here (the order_gateway's slots are full)
+    counter_names = ("intents", "new_sent", "cancels_sent", "exec_reports", "duplicate_execs",
+                     "exec_conflicts", "unknown_order", "illegal", "broken_fills")  # fmt: skip
+    _counter_slots = (C_INTENTS, C_NEW_SENT, C_CANCEL_SENT, C_EXECS, C_DUPLICATE_EXEC,
+                      C_EXEC_CONFLICT, C_UNKNOWN_ORDER, C_ILLEGAL, C_BROKEN_FILLS)  # fmt: skip
     params_keys = frozenset(
         {
             "stp",
@@ -601,6 +616,13 @@ class OrdersStage(Stage):
     def open_orders(self) -> np.ndarray:
         """Snapshot of the open orders (``OPEN_ORDER`` rows) for ``restore_open_orders``."""
         return book_open(self.oms.book)
+
+    def counter_values(self) -> list[int]:
+        oms = getattr(self, "oms", None)  # made by setup()
+        if oms is None:
+            return [0] * len(self._counter_slots)
+        ctr = oms.ctr
+        return [int(ctr[k]) for k in self._counter_slots]
 
     def summary(self) -> dict:
         st = self.oms

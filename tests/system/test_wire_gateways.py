@@ -420,12 +420,26 @@ def test_exchange_busts_one_chosen_fill_end_to_end(instance, procs, tmp_path):
     journalled), risk counts one bust and its position is a prefix of the journal's net with
     it reversed, the database's broken_fills view pairs that fill with its bust and its
     positions equal the exchange's net."""
+    from bot4.ops_stats import snapshot
     from bot4.records import BROKEN_EXEC_ID_BIT, EXEC_BROKEN
 
     ex, md, rr, ouch = start_exchange(tmp_path, procs, "--bust-fill", "3")
-    log, exlog, report = run_pipeline(instance, procs, tmp_path, ex, md, rr, ouch,
+    seen = {}
+
+    def watch(instance):  # bot4 stats shows the bust live, in the orders stage's counters
+        deadline = time.monotonic() + 120
+        while True:
+            st = {s["name"]: s for s in snapshot(instance)["stages"]}
+            seen.update(st["orders"]["counters"])
+            if seen.get("broken_fills"):
+                return
+            assert time.monotonic() < deadline, f"no bust in bot4 stats within 120 s: {seen}"
+            time.sleep(0.1)
+
+    log, exlog, report = run_pipeline(instance, procs, tmp_path, ex, md, rr, ouch, watch,
                                       params={"risk": {"max_position": 100_000}},
                                       db=True)  # fmt: skip
+    assert seen["broken_fills"] == 1 and seen["exec_reports"] > 0, seen
     exch = ast.literal_eval(re.findall(r"exchange summary (\{.*\})", exlog)[-1])
     print("exchange", exch)
     assert exch["fills"] >= 3 and exch["busts"] == 1

@@ -10,6 +10,7 @@ from bot4.ops_stats import _render_counters
 from bot4.shm import control as C
 from bot4.stages.md_gateway import MdGatewayStage
 from bot4.stages.order_gateway import OrderGatewayStage
+from bot4.stages.orders import OrdersStage
 
 
 def block() -> np.ndarray:
@@ -39,7 +40,7 @@ def test_too_many_or_too_long_names_are_refused():
         C.write_counter_names(block(), ["a_name_of_17_byte"])
 
 
-@pytest.mark.parametrize("kind", [MdGatewayStage, OrderGatewayStage])
+@pytest.mark.parametrize("kind", [MdGatewayStage, OrderGatewayStage, OrdersStage])
 def test_gateways_declare_counters_that_fit(kind):
     names = kind.counter_names
     assert 0 < len(names) <= C.MAX_COUNTERS and len(set(names)) == len(names)
