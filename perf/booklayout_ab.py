@@ -1,0 +1,159 @@
+"""Book kernel A/B (issue 18): ``bot4.marketdata.builder.build_kernel`` as committed against a
+variant of it generated from its source at run time, on the same LOBSTER messages in the
+same process, rounds interleaved, medians of CPU time (``thread_time``).
+
+Variants (``--variant``):
+
+* ``interleaved`` — one level array (instrument, side, level, 3) instead of the three
+  (instrument, side, level) arrays ``px``, ``qty``, ``cnt``: each (price, size, count) in
+  one 24-byte run (every ``px[...]``, ``qty[...]``, ``cnt[...]`` gets a fourth index 0/1/2,
+  the kernel is handed the same 4-D array three times). Outputs (records, levels,
+  counters) asserted byte-identical;
+* ablations, to see where the time goes (outputs differ, not compared): ``no-apply`` (no
+  ``apply_event``: the book stays as seeded), ``no-map`` (no order map: adds not stored,
+  reductions applied by the message's price), ``no-slide-in``, ``no-publish``,
+  ``no-prefetch``.
+
+::
+
+    .venv/bin/python perf/booklayout_ab.py                 # interleaved, GOOG-10 and AMZN-5
+    .venv/bin/python perf/booklayout_ab.py --variant no-apply --rounds 9
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bot4.marketdata import builder as old
+from bot4.marketdata.lobster import find_pairs, read_pair
+from bot4.records import BOOK_LEVEL, MARKET_DATA
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lobster-2012-06-21"
+
+
+ABLATIONS = {
+    "no-apply": (
+        "gap = apply_event(px, qty, cnt, n, stats, window, otab, live, i, r)",
+        "gap = False",
+    ),
+    "no-map": (
+        ("k = map_find(otab, oid)", "k = np.int64(-1)"),
+        ("k = map_put(otab, oid)", "k = np.int64(-1)"),
+        ("live[0] += 1", "pass"),
+    ),
+    "no-slide-in": (
+        "stats[B_SLIDE_IN] += _slide_in(px, qty, cnt, n, window, i, ref, row)",
+        "pass",
+    ),
+    "no-publish": (
+        "nm, nl = _publish(r, i, flags, px, qty, cnt, n, depth, qpx, qqty, ppx, pqty, pcnt,\n"
+        "                              out, nm, lv, nl, ev)  # fmt: skip",
+        "pass",
+    ),
+    "no-prefetch": ("if m + PREFETCH < msgs.shape[0]:", "if m + PREFETCH < 0:"),
+}
+
+
+def load_variant(tmp: Path, variant: str):
+    """The builder module rewritten as ``variant``, imported from ``tmp``."""
+    src = Path(old.__file__).read_text()
+    if variant == "interleaved":
+        src = interleave(src)
+    else:
+        edits = ABLATIONS[variant]
+        for a, b in edits if isinstance(edits[0], tuple) else (edits,):
+            assert a in src, f"{variant}: {a!r} not in builder.py (changed?)"
+            src = src.replace(a, b)
+    path = tmp / "builder_variant.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("builder_variant", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def interleave(src: str) -> str:
+    """px/qty/cnt as columns 0/1/2 of one interleaved array."""
+    for col, name in enumerate(("px", "qty", "cnt")):
+        pat = r"(?<![A-Za-z_])" + name + r"\[(i, (?:s|BID|ASK), [^\]]+)\]"
+        src = re.sub(pat, lambda m, c=col, nm=name: f"{nm}[{m.group(1)}, {c}]", src)
+    left = re.findall(r"(?<![A-Za-z_])(?:px|qty|cnt)\[i, [^\]]*\]", src)
+    assert all(x.count(",") == 3 for x in left), left
+    return src
+
+
+def run(mod, rec, book, n_inst, window, depth, check, interleaved):
+    b = old.BookBuilder(n_inst, window, depth, check=check)
+    if mod is old or not interleaved:
+        px, qty, cnt = b.px, b.qty, b.cnt
+    else:
+        px = qty = cnt = np.zeros((n_inst, 2, window, 3), np.int64)
+    out = np.zeros(4 * len(rec) + 8, MARKET_DATA)
+    lv = np.zeros(max(8, 2 * depth * len(rec) + 8), BOOK_LEVEL)
+    counts = np.zeros(2, np.int64)
+    t = time.thread_time()
+    done = mod.build_kernel(
+        rec, 0, book, b.cfg, px, qty, cnt, b.n, b.seeded, b.stale, b.qpx, b.qqty, b.ppx,
+        b.pqty, b.pcnt, b.otab, b.live, b.stats, out, counts, lv,
+    )  # fmt: skip
+    dt = time.thread_time() - t
+    assert done == len(rec), "order map too small for one kernel call"
+    return dt, (out[: counts[0]].tobytes(), lv[: counts[1]].tobytes(), b.stats.tolist())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument(
+        "--pairs",
+        nargs="*",
+        default=[
+            "GOOG_2012-06-21_34200000_57600000_message_10",
+            "AMZN_2012-06-21_34200000_57600000_message_5",
+        ],
+    )
+    ap.add_argument("--variant", default="interleaved", choices=["interleaved", *ABLATIONS])
+    args = ap.parse_args()
+    inter = args.variant == "interleaved"
+    with tempfile.TemporaryDirectory() as tmp:
+        new = load_variant(Path(tmp), args.variant)
+        pairs = [
+            p for p in find_pairs(DATA, recursive=True) if p.message.filename[:-4] in args.pairs
+        ]
+        for pair in pairs:
+            rec, book, _ = read_pair(pair)
+            window = pair.levels
+            n_inst = int(rec["instrument"].max()) + 1
+            for mod in (old, new):
+                run(mod, rec[:100], book, n_inst, window, window, True, inter)  # compile
+            for label, depth, check in (("kernel", 0, False), ("depth+check", window, True)):
+                times: dict[str, list[float]] = {"old": [], "new": []}
+                want = None
+                for _ in range(args.rounds):
+                    for name, mod in (("old", old), ("new", new)):
+                        dt, got = run(mod, rec, book, n_inst, window, depth, check, inter)
+                        times[name].append(dt)
+                        want = got if want is None else want
+                        assert got == want or not inter, f"{name} output differs"
+                a, b = (statistics.median(times[k]) for k in ("old", "new"))
+                print(
+                    f"{pair.ticker}-{window:<3} {label:<12} committed {len(rec) / a:>12,.0f} msg/s"
+                    f"  {args.variant} {len(rec) / b:>12,.0f} msg/s  {args.variant}/committed "
+                    f"{a / b:.2f}x" + ("  (outputs identical)" if inter else ""),
+                    flush=True,
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
