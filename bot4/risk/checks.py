@@ -112,9 +112,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from bot4.nbkit import add_sat, copy_stamps, map_find, map_put, mul_sat
+from bot4.nbkit import add_sat, copy_stamps, map_find, map_put, mul_sat, unowned
 from bot4.records import ACTION_NEW, DECISION_ACCEPT, DECISION_DENY
-from bot4.risk.killswitch import clear_order, daily_guard, emit_cancels, maybe_reset, poll_states
+from bot4.risk.killswitch import (
+    clear_order,
+    daily_guard_of,
+    emit_cancels,
+    maybe_reset,
+    poll_states,
+)
 from bot4.risk.layout import (
     A_DAILY_HALT,
     A_DAILY_LOSS,
@@ -183,8 +189,9 @@ from bot4.risk.layout import (
     X_LAST_MD_NS,
     X_NEXT_RESET_NS,
     X_OPEN_ORDERS,
+    RiskState,
 )
-from bot4.risk.positions import gross_qty, remark
+from bot4.risk.positions import gross_qty, remark_of
 from bot4.shm.breakers import breaker_enter, breaker_release, breaker_state
 from bot4.shm.trading_state import HALTED, REDUCING, effective_state
 
@@ -201,19 +208,45 @@ __all__ = [
 
 
 @njit(nogil=True, cache=True)
-def _strategy_row(st, strategy):
+def _strategy_row(slim, strategy):
     """The row of slim / tat for a strategy id (row 0: strategies without their own)."""
     srow = np.int64(strategy)
-    return srow if srow < st.slim.shape[0] else np.int64(0)
+    return srow if srow < slim.shape[0] else np.int64(0)
 
 
 @njit(nogil=True, cache=True)
-def _check(st, r, now_ns, coid):
-    """(reason, checked, limit, entry price, breaker ticket) for one intent."""
-    ilim = st.ilim
-    alim = st.alim
-    inst_st = st.inst
-    acct = st.acct
+def _borrowed(st):
+    """``st`` with every array an :func:`~bot4.nbkit.unowned` view, for the rest of one
+    kernel call (its caller holds the arrays)."""
+    return RiskState(
+        unowned(st.inst),
+        unowned(st.acct),
+        unowned(st.tat),
+        unowned(st.orders),
+        unowned(st.seen),
+        unowned(st.pend),
+        unowned(st.brk_seen),
+        unowned(st.counters),
+        unowned(st.scratch),
+        unowned(st.depth),
+        unowned(st.ilim),
+        unowned(st.slim),
+        unowned(st.alim),
+        unowned(st.brk_scope),
+        unowned(st.brk),
+        unowned(st.trading),
+    )
+
+
+@njit(nogil=True, cache=True)
+def _check(r, now_ns, coid, inst_st, acct, lim, tat, orders, shared):
+    """(reason, checked, limit, entry price, breaker ticket) for one intent.
+
+    Handed only the arrays it reads (``lim`` = (ilim, slim, alim), ``shared`` = (brk,
+    trading)), not the whole state: binding a state object's every array per call was
+    most of the check's time (issue 13)."""
+    ilim, slim, alim = lim
+    brk, trading = shared
     inst = np.int64(r.instrument)
     if inst <= 0 or inst >= ilim.shape[0] or ilim[inst, L_KNOWN] == 0:
         return R_UNKNOWN_INSTRUMENT, inst, 0, 0, 0
@@ -232,7 +265,7 @@ def _check(st, r, now_ns, coid):
     reducible = abs(pos) if (pos > 0 and side < 0) or (pos < 0 and side > 0) else 0
     reducing = same_open + q <= reducible
     # 2 trading state
-    ts = effective_state(st.trading, inst)
+    ts = effective_state(trading, inst)
     if ts == HALTED:
         return R_STATE_HALTED, ts, 0, 0, 0
     if ts == REDUCING and not reducing:
@@ -270,8 +303,7 @@ def _check(st, r, now_ns, coid):
         if q > allowed:
             return R_BOOK_LIQUIDITY, q, allowed, px, 0
     # 8 stop-loss
-    srow = _strategy_row(st, r.strategy)
-    slim = st.slim
+    srow = _strategy_row(slim, r.strategy)
     stop = r.stop_price
     if stop == 0:
         if slim[srow, S_STOP_REQUIRED] != 0 and not reducing:
@@ -313,7 +345,7 @@ def _check(st, r, now_ns, coid):
         )
     # 12 daily loss
     if not reducing:
-        loss = daily_guard(st)
+        loss = daily_guard_of(acct, alim, trading)
         limit = alim[A_DAILY_LOSS]
         if limit > 0 and loss >= limit:
             return R_DAILY_LOSS, loss, limit, px, 0
@@ -321,12 +353,12 @@ def _check(st, r, now_ns, coid):
         if halt > 0 and loss >= halt:
             return R_DAILY_LOSS, loss, halt, px, 0
     # 13 duplicate
-    if map_find(st.orders, coid) >= 0:
+    if map_find(orders, coid) >= 0:
         return R_DUPLICATE, np.int64(r.seq & np.uint64(COID_SEQ_MASK)), 0, px, 0
     # 14 rate (tested here, committed by the caller once the breaker admits the order)
     interval = slim[srow, S_INTERVAL_NS]
     if interval > 0:
-        depth = max(st.tat[srow], now_ns) + interval - now_ns
+        depth = max(tat[srow], now_ns) + interval - now_ns
         cap = slim[srow, S_BURST] * interval
         if depth > cap:
             return R_RATE_LIMIT, depth, cap, px, 0
@@ -334,18 +366,17 @@ def _check(st, r, now_ns, coid):
     b = ilim[inst, L_BREAKER]
     ticket = np.int64(-1)
     if b >= 0:
-        ticket = breaker_enter(st.brk, b, now_ns)
+        ticket = breaker_enter(brk, b, now_ns)
         if ticket == 0:
-            return R_BREAKER_OPEN, breaker_state(st.brk, b), b, px, 0
+            return R_BREAKER_OPEN, breaker_state(brk, b), b, px, 0
     return R_OK, 0, 0, px, ticket
 
 
 @njit(nogil=True, cache=True)
-def _track(st, coid, r):
-    """Enter an accepted intent in the open-order table; its row, -1 if the table is full."""
-    slot = map_put(st.orders, coid)
+def _track(o, coid, r):
+    """Enter an accepted intent in open-order table ``o``; its row, -1 if the table is full."""
+    slot = map_put(o, coid)
     if slot >= 0:
-        o = st.orders
         o[slot, O_INST] = np.int64(r.instrument)
         o[slot, O_SIDE] = np.int64(r.side)
         o[slot, O_OPEN] = r.qty
@@ -354,7 +385,7 @@ def _track(st, coid, r):
 
 
 @njit(nogil=True, cache=True)
-def _decision(d, r, s, now_ns, st, verdict, pos):
+def _decision(d, r, s, now_ns, producer, verdict, pos):
     """The RISK_DECISION on intent ``r``: ``verdict`` is what :func:`_check` returned."""
     reason, checked, limit, px, _ticket = verdict
     d.seq = s
@@ -369,7 +400,7 @@ def _decision(d, r, s, now_ns, st, verdict, pos):
     d.exposure = mul_sat(add_sat(pos, r.qty * np.int64(r.side)), px)
     d.checked_value = checked
     d.limit_value = limit
-    d.intent_producer = st.alim[A_INTENT_PRODUCER]
+    d.intent_producer = producer
     d.instrument = r.instrument
     d.strategy = r.strategy
     d.reason = reason
@@ -407,35 +438,40 @@ def check_intents(st, intents, out_orders, out_decisions, seq, now_ns):
     after ``len(intents)`` slots is used for them); ``out_decisions`` for one per intent.
     Records are numbered from ``seq`` and use ``n_orders + n_decisions`` numbers.
     """
+    st = _borrowed(st)  # helpers bind views: no reference counting per call (issue 13)
     maybe_reset(st, now_ns)
     poll_states(st)
     k_in = intents.shape[0]
     n_o, s = emit_cancels(st, out_orders, np.int64(0), out_orders.shape[0] - k_in, seq, now_ns)
     n_d = 0
-    producer = np.uint64(st.alim[A_INTENT_PRODUCER]) << np.uint64(COID_PRODUCER_SHIFT)
+    intent_producer = st.alim[A_INTENT_PRODUCER]
+    producer = np.uint64(intent_producer) << np.uint64(COID_PRODUCER_SHIFT)
     inst_st = st.inst
+    acct = st.acct
+    lim = (st.ilim, st.slim, st.alim)
+    shared = (st.brk, st.trading)
     for k in range(k_in):
         r = intents[k]
         coid = producer | (r.seq & np.uint64(COID_SEQ_MASK))
-        verdict = _check(st, r, now_ns, coid)
+        verdict = _check(r, now_ns, coid, inst_st, acct, lim, st.tat, st.orders, shared)
         reason, _checked, _limit, px, ticket = verdict
         inst = np.int64(r.instrument)
         pos = np.int64(0)
         if reason != R_UNKNOWN_INSTRUMENT:
             pos = inst_st[inst, I_POS]
         # the table holds twice the open-order limit: a full one is unreachable
-        if reason == R_OK and _track(st, coid, r) < 0:
+        if reason == R_OK and _track(st.orders, coid, r) < 0:
             if ticket > 0:
                 breaker_release(st.brk, st.ilim[inst, L_BREAKER], ticket)
             reason = R_INTERNAL
             verdict = (reason, verdict[1], verdict[2], px, ticket)
-        _decision(out_decisions[n_d], r, s, now_ns, st, verdict, pos)
+        _decision(out_decisions[n_d], r, s, now_ns, intent_producer, verdict, pos)
         n_d += 1
         s += 1
         st.counters[reason] += 1
         if reason != R_OK:
             continue
-        srow = _strategy_row(st, r.strategy)
+        srow = _strategy_row(st.slim, r.strategy)
         interval = st.slim[srow, S_INTERVAL_NS]
         if interval > 0:
             st.tat[srow] = max(st.tat[srow], now_ns) + interval
@@ -444,9 +480,9 @@ def check_intents(st, intents, out_orders, out_decisions, seq, now_ns):
         else:
             inst_st[inst, I_OPEN_SELL] += r.qty
         inst_st[inst, I_OPEN_ORDERS] += 1
-        st.acct[X_OPEN_ORDERS] += 1
+        acct[X_OPEN_ORDERS] += 1
         inst_st[inst, I_LAST_PX] = px
-        remark(st, inst)
+        remark_of(inst_st, acct, inst)
         o = out_orders[n_o]
         clear_order(o)
         _order(o, r, s, now_ns, coid)

@@ -68,6 +68,7 @@ __all__ = [
     "check_staleness",
     "clear_order",
     "daily_guard",
+    "daily_guard_of",
     "daily_loss",
     "emit_cancels",
     "is_stale_halt",
@@ -86,16 +87,23 @@ def daily_loss(st):
 
 
 @njit(nogil=True, cache=True)
+def daily_guard_of(acct, alim, trading):
+    """:func:`daily_guard` on the three arrays it reads (the per-intent check's form: a
+    helper handed the whole state binds every one of its arrays)."""
+    loss = acct[X_DAY_START] - (acct[X_REALISED] + acct[X_UNREALISED])
+    halt = alim[A_DAILY_HALT]
+    if halt > 0 and loss >= halt:
+        raise_state(trading, _I0, _i(HALTED), _i(R_DAILY_LOSS), _i(SRC_RISK))
+    limit = alim[A_DAILY_LOSS]
+    if limit > 0 and loss >= limit:
+        raise_state(trading, _I0, _i(REDUCING), _i(R_DAILY_LOSS), _i(SRC_RISK))
+    return loss
+
+
+@njit(nogil=True, cache=True)
 def daily_guard(st):
     """Escalate global trading if the loss since the reset reached a limit; returns the loss."""
-    loss = daily_loss(st)
-    halt = st.alim[A_DAILY_HALT]
-    if halt > 0 and loss >= halt:
-        raise_state(st.trading, _I0, _i(HALTED), _i(R_DAILY_LOSS), _i(SRC_RISK))
-    limit = st.alim[A_DAILY_LOSS]
-    if limit > 0 and loss >= limit:
-        raise_state(st.trading, _I0, _i(REDUCING), _i(R_DAILY_LOSS), _i(SRC_RISK))
-    return loss
+    return daily_guard_of(st.acct, st.alim, st.trading)
 
 
 @njit(nogil=True, cache=True)

@@ -72,7 +72,14 @@ from bot4.risk.layout import (
 )
 from bot4.shm.breakers import breaker_record
 
-__all__ = ["apply_book_levels", "apply_fills", "apply_market_data", "gross_qty", "remark"]
+__all__ = [
+    "apply_book_levels",
+    "apply_fills",
+    "apply_market_data",
+    "gross_qty",
+    "remark",
+    "remark_of",
+]
 
 
 @njit(nogil=True, cache=True)
@@ -84,7 +91,12 @@ def gross_qty(pos, open_buy, open_sell):
 @njit(nogil=True, cache=True)
 def remark(st, inst):
     """Recompute the instrument's unrealised PnL and gross exposure, and the totals."""
-    i_st = st.inst
+    remark_of(st.inst, st.acct, inst)
+
+
+@njit(nogil=True, cache=True)
+def remark_of(i_st, acct, inst):
+    """:func:`remark` on the two arrays it touches (the per-intent check's form)."""
     mark = i_st[inst, I_REF]
     if mark <= 0:
         mark = i_st[inst, I_LAST_PX]
@@ -93,8 +105,8 @@ def remark(st, inst):
     if pos != 0:
         unreal = add_sat(mul_sat(pos, mark), -i_st[inst, I_COST])
     gross = mul_sat(gross_qty(pos, i_st[inst, I_OPEN_BUY], i_st[inst, I_OPEN_SELL]), mark)
-    st.acct[X_UNREALISED] += unreal - i_st[inst, I_UNREALISED]
-    st.acct[X_GROSS] += gross - i_st[inst, I_GROSS]
+    acct[X_UNREALISED] += unreal - i_st[inst, I_UNREALISED]
+    acct[X_GROSS] += gross - i_st[inst, I_GROSS]
     i_st[inst, I_UNREALISED] = unreal
     i_st[inst, I_GROSS] = gross
 
