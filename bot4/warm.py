@@ -479,10 +479,26 @@ def is_warm(job: Job) -> bool:
 # --- running them ----------------------------------------------------------------------
 
 
-def _worker(wid: int, tasks, events) -> None:
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL this process when ``parent`` ends, whatever ends it (a SIGTERM or SIGKILL
+    to ``bot4 warm`` runs no ``finally``: the workers would compile on, then wait for
+    tasks forever). Linux's PR_SET_PDEATHSIG; elsewhere nothing."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it ended before the call
+        os._exit(1)
+
+
+def _worker(wid: int, tasks, events, parent: int = 0) -> None:
     """A spawned worker: run jobs from ``tasks`` until None; report on ``events``."""
     import logging
     import warnings
+
+    if parent:
+        _die_with_parent(parent)
 
     from numba.core import event
 
@@ -629,7 +645,7 @@ def run_jobs(
     ctx = mp.get_context("spawn")
     tasks, events = ctx.Queue(), ctx.Queue()
     procs = [
-        ctx.Process(target=_worker, args=(w, tasks, events), name=f"bot4-warm-{w}")
+        ctx.Process(target=_worker, args=(w, tasks, events, os.getpid()), name=f"bot4-warm-{w}")
         for w in range(workers)
     ]
     pending = sorted(jobs, key=lambda j: -_priority(j, jobs))

@@ -130,3 +130,42 @@ def test_ctrl_c_ends_a_compiling_warm_with_one_line_and_exit_130(tmp_path):
         for c in seen:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(c, signal.SIGKILL)
+
+
+@pytest.mark.timeout(240)
+def test_a_sigterm_to_a_compiling_warm_takes_its_workers_with_it(tmp_path):
+    """SIGTERM (or SIGKILL) to `bot4 warm` alone runs no `finally`: the workers must not
+    compile on and then wait for tasks forever (PR_SET_PDEATHSIG)."""
+    import signal
+    import time
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    p = subprocess.Popen(
+        [sys.executable, "-m", "bot4.cli", "warm", "-j", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    seen: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while len(seen) < 3 and p.poll() is None and time.monotonic() < deadline:
+            seen.update(_children(p.pid))
+            time.sleep(0.1)
+        assert p.poll() is None and len(seen) >= 3, f"no workers seen: {seen}"
+        time.sleep(2.0)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=60) == -signal.SIGTERM
+        deadline = time.monotonic() + 30
+        while any(os.path.exists(f"/proc/{c}") for c in seen) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = [c for c in seen if os.path.exists(f"/proc/{c}")]
+        assert not left, f"worker processes left: {left}"
+    finally:
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait()
+        for c in seen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(c, signal.SIGKILL)
