@@ -24,6 +24,14 @@ gets a directory of its own::
 An edit therefore recompiles exactly the modules that (transitively) import the edited
 file; everything else keeps loading from its unchanged directory.
 
+A kernel file *outside* the package whose imports reach bot4 (``perf/riskbench.py``, a test
+helper) is keyed the same way, as ``ext.<dir>_<8 hex of the directory>.<stem>``: its own
+source, the bot4 modules it imports transitively and the neighbours in its directory it
+imports by plain name. numba compiles the bot4 kernels it calls into its machine code, so
+keyed on its own file alone it ran the old bot4 code after an edit. Files whose imports
+reach no bot4 module are left to numba's own locators. :func:`prune` does not touch the
+``ext.*`` directories (it cannot know those files); deleting them costs a recompile.
+
 Root: ``$NUMBA_CACHE_DIR`` if set (the systemd units set ``/var/cache/bot4/numba``), else
 ``$XDG_CACHE_HOME/bot4/numba``, else ``~/.cache/bot4/numba``. If the root cannot be
 written, ``$TMPDIR/bot4-numba-<uid>`` (mode 0700, owned by the user) is used, with one
@@ -173,6 +181,52 @@ def module_of(py_file: str | os.PathLike) -> str | None:
     return name if module_file(name) == p else None
 
 
+#: ``ext.<dir>_<hash>.<stem>`` -> the file, for kernel files outside the package
+#: (benchmarks, test helpers) whose imports reach bot4: see :func:`external_module`
+_ext_files: dict[str, Path] = {}
+EXT_PREFIX = "ext."
+
+
+def _ident(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_]", "_", text) or "_"
+
+
+def external_module(py_file: str | os.PathLike) -> str | None:
+    """A module name for a ``.py`` file outside the bot4 package, so that its cached kernels
+    are keyed like bot4's (``ext.<dir>_<8 hex of its directory's path>.<stem>``); None if
+    it is not a source file.
+
+    numba keys such a file's cache on its own source only, yet its kernels compile bot4's
+    kernels into themselves: ``perf/riskbench.py``'s ``loop_risk`` kept an old
+    ``check_intents`` (6.5x slower) after ``bot4/risk`` changed, and the gate failed on it.
+    The directory's hash keeps two checkouts apart (same stem, different neighbours).
+    """
+    import hashlib
+    from pathlib import Path
+
+    p = Path(py_file).resolve()
+    if p.suffix != ".py" or not p.is_file():
+        return None
+    tag = hashlib.sha256(str(p.parent).encode()).hexdigest()[:8]
+    name = f"{EXT_PREFIX}{_ident(p.parent.name)}_{tag}.{_ident(p.stem)}"
+    _ext_files[name] = p
+    _file_of[name] = p
+    return name
+
+
+def _sibling(name: str, dotted: str | None) -> str | None:
+    """The file beside external module ``name`` that ``import dotted`` loads (scripts run
+    from their own directory import their neighbours by plain name), as a module name."""
+    if not dotted:
+        return None
+    here = _ext_files[name].parent
+    first = dotted.split(".")[0]
+    path = here / f"{first}.py"
+    return external_module(path) if path.is_file() else None
+
+
 def _existing(dotted: str | None) -> str | None:
     """The longest prefix of ``dotted`` that is a bot4 module (``bot4.x.Name`` -> ``bot4.x``)."""
     if not dotted or dotted.split(".")[0] != PACKAGE:
@@ -286,7 +340,11 @@ def imports_of(name: str) -> frozenset[str]:
         return _deps_of[name]
     is_pkg = module_file(name).name == "__init__.py"
     deps: set[str | None] = set()
+    external = name in _ext_files
     for level, module, names in _import_statements(name):
+        if external and not level and _existing(module) is None:
+            deps.add(_sibling(name, module))
+            continue
         if names is None:
             deps.add(_existing(module))
             continue
@@ -551,7 +609,9 @@ def _make_locator(caching):
         def from_function(cls, py_func, py_file):
             name = module_of(py_file)
             if name is None:
-                return None
+                name = external_module(py_file)
+                if name is None or not any(not m.startswith(EXT_PREFIX) for m in closure_of(name)):
+                    return None  # reaches no bot4 module: numba's own locators
             d = key_dir(name)
             return None if d is None else cls(py_func, py_file, str(d))
 

@@ -311,3 +311,104 @@ def test_concurrent_writers_of_one_function_keep_every_signature_with_its_own_co
         for i in range(n):
             assert f.load(("sig", w, i)) == ("code", w, i)
     assert not [p.name for p in tmp_path.iterdir() if ".tmp." in p.name]
+
+
+# --- kernel files outside the package (benchmarks, test helpers) --------------------------
+
+_EXT_KERNEL = textwrap.dedent(
+    """
+    from numba import njit
+
+    import neighbour
+    from bot4.shm import ring_ops
+
+
+    @njit(cache=True)
+    def bump(hdr, n):
+        for _ in range(n):
+            ring_ops.count_rejection(hdr, neighbour.STEP)
+    """
+)
+
+_NEIGHBOUR = textwrap.dedent(
+    """
+    from numba import njit
+
+    STEP = {step}
+
+
+    @njit(cache=True)
+    def plain(x):
+        return x + 1
+    """
+)
+
+_EXT_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import bot4
+    from bot4.shm import ring_layout
+    sys.path.insert(0, {bench!r})
+    import kern
+
+    hdr = np.zeros(ring_layout.HEADER_WORDS, np.uint64)
+    kern.bump(hdr, 2)
+    kern.neighbour.plain(1)
+
+    def stats(f):
+        s = f.stats
+        return {{"path": s.cache_path, "hits": sum(s.cache_hits.values()),
+                "misses": sum(s.cache_misses.values())}}
+
+    print(json.dumps({{
+        "written": {{int(i): int(hdr[i]) for i in np.nonzero(hdr)[0]}},
+        "bump": stats(kern.bump),
+        "plain": stats(kern.neighbour.plain),
+    }}))
+    """
+)
+
+
+@pytest.mark.timeout(600)
+def test_a_kernel_file_outside_the_package_recompiles_when_the_bot4_code_it_calls_changes(
+    tmp_path,
+):
+    # numba keys a file's cache on that file alone; perf/riskbench.py's loop kept an old
+    # check_intents compiled in after bot4/risk changed (the gate measured the old code)
+    src, cache = copy_package(tmp_path)
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "kern.py").write_text(_EXT_KERNEL)
+    (bench / "neighbour.py").write_text(_NEIGHBOUR.format(step=5))
+    child = _EXT_CHILD.format(bench=str(bench))
+    layout = src / "bot4" / "shm" / "ring_layout.py"
+    text = layout.read_text()
+    old = int(re.search(r"^W_PRODUCER_REJECTIONS = (\d+)$", text, re.M).group(1))
+
+    first = run_in_copy(src, cache, child)
+    assert first["written"] == {str(old): 10}
+    assert first["bump"]["misses"] == 1
+    assert Path(first["bump"]["path"]).parent == cache
+    assert Path(first["bump"]["path"]).name.startswith("ext.bench_")
+    # a file whose imports reach no bot4 code is left to numba's own locators
+    assert first["plain"]["misses"] == 1
+    assert not Path(first["plain"]["path"]).name.startswith("ext.")
+
+    again = run_in_copy(src, cache, child)
+    assert again["bump"] == {**first["bump"], "hits": 1, "misses": 0}
+
+    new = int(re.search(r"^HEADER_BYTES = (\d+)$", text, re.M).group(1)) // 8 - 1
+    layout.write_text(
+        text.replace(f"W_PRODUCER_REJECTIONS = {old}\n", f"W_PRODUCER_REJECTIONS = {new}\n")
+    )
+    edited = run_in_copy(src, cache, child)
+    assert edited["written"] == {str(new): 10}  # the bot4 edit reached the outside kernel
+    assert edited["bump"]["misses"] == 1 and edited["bump"]["path"] != first["bump"]["path"]
+
+    (bench / "neighbour.py").write_text(
+        _NEIGHBOUR.format(step=7)
+    )  # a neighbour it imports by plain name
+    moved = run_in_copy(src, cache, child)
+    assert moved["written"] == {str(new): 14}
+    assert moved["bump"]["misses"] == 1 and moved["bump"]["path"] != edited["bump"]["path"]
