@@ -669,8 +669,12 @@ class StageRunner:
 
     def run(self) -> int:
         """The dedicated mode: this stage alone in its process."""
-        self.start()
+        # the full collection (tens to hundreds of ms) before reporting running: sources
+        # hold until every stage runs, so the first records do not wait behind it
+        self.start(running=False)
         quiet_gc()
+        self._housekeep()  # a fresh beat after the collection
+        self.blk[C.S_STATE] = C.STAGE_RUNNING
         self.notifier.send(
             "READY=1", f"STATUS=stage {self.spec.name} running on core {self.spec.core}"
         )
