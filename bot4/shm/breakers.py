@@ -91,6 +91,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from bot4.nbkit.borrow import unowned
 from bot4.records.errors import Bot4Error, Code
 from bot4.shm.atomics import compare_exchange, load_acquire, store_relaxed
 from bot4.shm.segment import attach_checked, create_initialised, segment_name
@@ -615,11 +616,12 @@ def breaker_allow(words, i, now_ns):
     In HALF_OPEN a True admits a probe: the caller must report its outcome with
     ``breaker_record``.
     """
-    b = _block(words, i)
-    st = _load(words, b + B_STATE)
+    w = unowned(words)  # borrowed: no NRT incref/decref (a lock add each) per call
+    b = _block(w, i)
+    st = _load(w, b + B_STATE)
     if st & STATE_MASK == CLOSED:
         return True
-    return _enter_slow(words, i, b, st, now_ns) != 0
+    return _enter_slow(w, i, b, st, now_ns) != 0
 
 
 @njit(nogil=True, cache=True)
