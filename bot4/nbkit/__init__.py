@@ -14,7 +14,7 @@
   (an order map's home row a few records ahead).
 
 Layering: imports numpy, numba and :mod:`bot4.records` only; every package above may use
-it. Nothing here allocates after setup or holds state of its own.
+it, :mod:`bot4.shm` included (its layer sits between shm and records). Nothing here allocates after setup or holds state of its own.
 """
 
 from bot4.nbkit.borrow import unowned

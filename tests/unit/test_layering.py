@@ -34,8 +34,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("domain", ("bot4.oms", "bot4.risk", "bot4.venue", "bot4.marketdata", "bot4.models",
                 "bot4.signals")),
     ("journal", ("bot4.journal", "bot4.journal_repair")),
-    ("kit and specs", ("bot4.nbkit", "bot4.spec", "bot4.cli_support")),
+    ("specs", ("bot4.spec", "bot4.cli_support")),
     ("shm", ("bot4.shm",)),
+    # below shm: it imports numpy, numba and records only, and shm's kernels borrow with it
+    ("numba kit", ("bot4.nbkit",)),
     ("records", ("bot4.records",)),
     ("foundation", ("bot4", "bot4.logs", "bot4.paths", "bot4.extras", "bot4.simd",
                     "bot4.nbcache", "bot4.config")),
