@@ -15,10 +15,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from bot4.nbkit import unowned
 from bot4.oms.book import (
     B_FREE,
     F_AWAIT_STATUS,
     F_STP,
+    Book,
     book_add,
     book_drop_alias,
     book_find,
@@ -27,6 +29,7 @@ from bot4.oms.book import (
     book_set_alias,
 )
 from bot4.oms.lru import (
+    Lru,
     lru_contains,
     lru_get,
     lru_peek,
@@ -83,6 +86,7 @@ from bot4.oms.state import (
     R_UNKNOWN_INSTRUMENT,
     STP_AT_CLIENT,
     STP_AT_VENUE,
+    Oms,
 )
 from bot4.oms.states import (
     EV_CANCEL_REQUEST,
@@ -347,10 +351,41 @@ def mark_cancel_all(st, instrument):
 
 
 @njit(nogil=True, cache=True)
+def _lru_view(m):
+    return Lru(
+        unowned(m.tab), unowned(m.keys), unowned(m.vals), unowned(m.prv), unowned(m.nxt),
+        unowned(m.meta),
+    )  # fmt: skip
+
+
+@njit(nogil=True, cache=True)
+def borrowed(st):
+    """``st`` with every array an :func:`~bot4.nbkit.unowned` view, for the rest of one
+    kernel call (its caller holds the arrays). The helpers take the state (44 arrays with
+    the book, its index and the three LRUs) and numba counts references on every array of it at
+    every helper call (NRT_incref/decref, a lock add each): 1.9 us per order before
+    (issue 13's state object; the risk check had the same, 176632d)."""
+    b = st.book
+    book = Book(
+        unowned(b.slots), unowned(b.nxt), unowned(b.prv), unowned(b.head), unowned(b.tail),
+        unowned(b.free), unowned(b.meta), _lru_view(b.index),
+    )  # fmt: skip
+    return Oms(
+        unowned(st.table), unowned(st.illegal), unowned(st.ctr), unowned(st.ids), book,
+        _lru_view(st.seen), _lru_view(st.execs), _lru_view(st.exec_conflicts),
+        unowned(st.policy), unowned(st.needs_operator), unowned(st.plan_makers),
+        unowned(st.plan_actions), unowned(st.plan_amounts), unowned(st.zero_order),
+        unowned(st.zero_exec), unowned(st.stp_where), unowned(st.stp_mode),
+        unowned(st.stp_group),
+    )  # fmt: skip
+
+
+@njit(nogil=True, cache=True)
 def orders_kernel(batch, venue, fills, seq, st, now):
     """Orders from risk -> venue messages (``venue``) and generated reports (``fills``),
     stamped ``ts_order_ns = now`` (the stage clock, ns). Returns ``(n_venue, n_fills, next
     seq)``."""
+    st = borrowed(st)  # helpers bind views: no reference counting per call
     nv = _I0
     nf = _I0
     for i in range(batch.shape[0]):
@@ -550,6 +585,7 @@ def execs_kernel(batch, fills, events, keep_events, seq, st):
     """Venue reports -> risk (``fills``) and persistence (``events`` if ``keep_events``).
     Returns ``(n_fills, n_events, next seq)``; a forwarded report and its event copy share
     their ``seq``."""
+    st = borrowed(st)  # helpers bind views: no reference counting per call
     nf = _I0
     ne = _I0
     for i in range(batch.shape[0]):
