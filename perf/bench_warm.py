@@ -283,6 +283,8 @@ def main() -> int:
                     text=True,
                     check=True,
                 ).stdout
+                # bot4/warm/ (the package warm.py split into) would shadow the old module
+                shutil.rmtree(src / "bot4" / "warm", ignore_errors=True)
                 (src / "bot4" / "warm.py").write_text(old)
             if what == "before":
                 argv = [py, "-c", "import bot4.warm as w; print(w.warm(), 'entry points')"]

@@ -74,7 +74,7 @@ def main() -> int:
         for job in jobs:
             if word in job.name:
                 t0 = time.perf_counter()
-                getattr(W, job.fn)(*job.args)
+                getattr(W.recipes, job.fn)(*job.args)
                 print(f"job {job.name}: {time.perf_counter() - t0:.1f} s", flush=True)
     print(f"all: {time.perf_counter() - t_all:.1f} s, {sum(nsig.values())} compilations")
     print(f"{'excl s':>8}{'incl s':>8}{'sigs':>6}  dispatcher")

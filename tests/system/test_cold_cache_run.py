@@ -97,7 +97,7 @@ def test_first_run_on_an_empty_cache_compiles_once_before_the_stages_start(tmp_p
         from bot4.pipeline.topology import load_topology
         jobs = warm.jobs_for(load_topology({str(topo)!r}))
         rings = [j for j in jobs if j.fn == "_job_rings"][0]
-        p = warm._manifest_path(rings)
+        p = warm.manifest._manifest_path(rings)
         m = json.loads(p.read_text())
         m["modules"]["bot4.shm.ring_ops"] += "0"  # as if ring_ops' key had changed
         p.write_text(json.dumps(m))

@@ -70,7 +70,8 @@ CYCLE_EXCEPTIONS: dict[tuple[str, str], str] = {
 }
 #: modules still switching on stage kind names: module -> why
 KIND_SWITCH_EXCEPTIONS: dict[str, str] = {
-    "bot4.warm": "per-kind warm-up recipes (engineer D, issue 17, in progress)",
+    "bot4.warm.catalogue": "per-kind warm-up recipes (engineer D, issue 17, in progress)",
+    "bot4.warm.recipes": "as bot4.warm.catalogue's",
     "bot4.replay.full": "as bot4.replay.engine's (engineer C)",
     "bot4.replay.engine": (
         "the deterministic harness's per-kind overrides and its source kinds (engineer C, "

@@ -1,4 +1,4 @@
-"""bot4 warm (bot4/warm.py): only what a topology runs, in parallel worker processes, a
+"""bot4 warm (bot4/warm/): only what a topology runs, in parallel worker processes, a
 manifest per job so a warm cache is known without compiling, and a process that
 compiles says so once."""
 
@@ -38,9 +38,11 @@ def test_default_topology_jobs_are_its_stages_and_ring_types_only():
     assert all(j.after == (setup[0].name,) for j in venue if j is not setup[0])
     # critical path first: the orders stage, then the hot path cycle that waits for it, is
     # the longest chain; the venue's setup goes before either of its halves
-    first = max(jobs, key=lambda j: warm._priority(j, jobs))
+    first = max(jobs, key=lambda j: warm.catalogue._priority(j, jobs))
     assert first.args[:1] == ("orders",) and hot.name in {j.name for j in jobs}
-    assert warm._priority(setup[0], jobs) > max(j.weight for j in venue if j is not setup[0])
+    assert warm.catalogue._priority(setup[0], jobs) > max(
+        j.weight for j in venue if j is not setup[0]
+    )
 
 
 def test_all_jobs_cover_every_kind_and_record_type_and_the_replay_runs_last():

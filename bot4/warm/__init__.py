@@ -1,0 +1,130 @@
+"""Compile numba kernels ahead of the stages, in parallel, into numba's on-disk cache.
+
+Stage processes start with the spawn method and would otherwise all compile the same
+kernels at the same moment (seconds to minutes each, on every core). ``bot4 warm`` (and
+``bot4 run`` itself, for a topology whose kernels are not cached yet: see
+:func:`ensure_warm`) runs each kernel once on small inputs of every record type it handles.
+
+Work is cut into **jobs**, one per distinct stage (kind and ring types) of the topology,
+one for the ring operations of its ring types, and a few for what only tools use (the
+replay engine, the LOBSTER readers, the latency histogram): :func:`jobs_for` (a topology)
+and :func:`all_jobs` (every kind and record type, for CI and tools). A stage kind that
+is slow to compile and has several inputs (the venue) is split into one job per input,
+after a job running its ``setup`` alone, so its two kernel trees compile on two cores.
+
+:func:`run_jobs` runs them longest first on ``jobs`` spawned worker processes (default:
+the CPUs this process may use). numba's compiler holds a process-wide lock, so threads
+would not help; processes share the cache through files, and concurrent writers of one
+function's index are serialised by ``bot4.nbcache`` (numba's own update of the index is
+not safe across processes). Each worker says on a queue which kernel it is compiling, and
+the parent draws a progress line on stderr (what compiles, how many jobs are left,
+elapsed time), redrawn in place on a terminal and as plain lines otherwise.
+
+A job that completed writes a **manifest** under the cache root,
+``.warm/<job id>.json``: the key directory of every kernel module its process looked a
+kernel up in (this job's and, conservatively, earlier jobs' of the same worker).
+The job is warm while every one of those still exists under its current key
+(``bot4.nbcache``: source, imports, toolchain, CPU), so :func:`ensure_warm` knows without
+starting a process that nothing needs compiling (a few ms), and an edit re-runs exactly
+the jobs whose kernels' sources changed. The job id covers the job and this package's
+sources.
+
+Modules: :mod:`~bot4.warm.catalogue` (the jobs: :func:`jobs_for`, :func:`all_jobs`),
+:mod:`~bot4.warm.recipes` (what each job runs), :mod:`~bot4.warm.manifest` (which jobs are
+warm), :mod:`~bot4.warm.runner` (worker processes, scheduling, the progress line); this
+module: :func:`ensure_warm`, :func:`warm_command` and :func:`warm`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from bot4.warm import recipes
+from bot4.warm.catalogue import KIND_WEIGHT, RING_TYPES, SPLIT_KINDS, Job, all_jobs, jobs_for
+from bot4.warm.manifest import MANIFEST_DIR, cold_jobs, is_warm
+from bot4.warm.runner import Progress, WarmReport, default_jobs, run_jobs
+
+__all__ = [
+    "KIND_WEIGHT",
+    "MANIFEST_DIR",
+    "RING_TYPES",
+    "SPLIT_KINDS",
+    "Job",
+    "Progress",
+    "WarmReport",
+    "all_jobs",
+    "cold_jobs",
+    "default_jobs",
+    "ensure_warm",
+    "is_warm",
+    "jobs_for",
+    "run_jobs",
+    "warm",
+    "warm_command",
+]
+
+
+def ensure_warm(
+    topology, *, workers: int | None = None, stream=None, live=None, say=None
+) -> WarmReport | None:
+    """Before a pipeline's stages start: compile what ``topology`` runs and is not cached
+    yet, on ``workers`` processes, with the progress display; None when everything is
+    warm (the manifests say so; no process is started)."""
+    cold = cold_jobs(jobs_for(topology))
+    if not cold:
+        return None
+    from bot4 import nbcache
+
+    say = say or (lambda msg: print(f"bot4: {msg}", file=stream or sys.stderr, flush=True))
+    n = min(workers or default_jobs(), len(cold))
+    say(
+        f"numba kernels of {len(cold)} parts of this topology not known to be cached "
+        f"({', '.join(j.name for j in cold)}): compiling them on {n} processes before the "
+        f"stages start (cache {nbcache.cache_root()}; `bot4 warm` does this ahead of time)"
+    )
+    progress = Progress(len(cold), stream=stream, live=live, say=lambda m: say(f"warm: {m}"))
+    rep = run_jobs(cold, n, progress)
+    say(
+        f"warm: {len(rep.done)} parts ready in {rep.seconds:.1f} s "
+        f"({rep.compiled} kernels compiled, the rest loaded from the cache)"
+    )
+    for name, why in rep.failed.items():
+        say(f"warm: {name}: {why} (the stage compiles what it needs itself)")
+    return rep
+
+
+def warm() -> int:
+    """Compile (or load from cache) every kernel in this process, one job after another;
+    returns how many entry points ran (for tools that want a warm node, e.g. research)."""
+    n = 0
+    for j in all_jobs():
+        n += getattr(recipes, j.fn)(*j.args)
+    return n
+
+
+def warm_command(topology, *, workers: int | None = None, force: bool = False) -> int:
+    """``bot4 warm``: ``topology``'s jobs (None: every job), those not warm unless
+    ``force``, with the progress display on stderr; one summary line on stdout, one
+    ``bot4: error:`` line per failed job (exit 1)."""
+    from bot4 import nbcache
+
+    jobs = all_jobs() if topology is None else jobs_for(topology)
+    what = "every kernel" if topology is None else topology.source
+    todo = jobs if force else cold_jobs(jobs)
+    n = min(workers or default_jobs(), max(1, len(todo)))
+    if todo:
+        print(
+            f"bot4: warm: {what}: {len(todo)} of {len(jobs)} jobs to run on {n} processes "
+            f"(cache {nbcache.cache_root()})",
+            file=sys.stderr,
+            flush=True,
+        )
+    rep = run_jobs(todo, n, Progress(len(todo)))
+    print(
+        f"warmed {what}: {len(jobs) - len(todo)} jobs already warm, {len(rep.done)} run in "
+        f"{rep.seconds:.1f} s ({rep.compiled} kernels compiled, the rest loaded; cache "
+        f"{nbcache.cache_root()})"
+    )
+    for name, why in rep.failed.items():
+        print(f"bot4: error: warm: {name}: {why}", file=sys.stderr)
+    return 1 if rep.failed else 0

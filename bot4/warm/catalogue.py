@@ -1,0 +1,214 @@
+"""The warm job catalogue: which kernels a topology's stages run (:func:`jobs_for`) or
+bot4 has at all (:func:`all_jobs`), cut into :class:`Job` s with their expected cold
+seconds and the jobs they wait for (the package's docstring: :mod:`bot4.warm`).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+from bot4.records import RECORD_TYPES
+
+#: record types that travel on rings (TXN_DECISION lives only in the 2PC decision log)
+RING_TYPES = {k: v for k, v in RECORD_TYPES.items() if k != "TXN_DECISION"}
+
+#: rough cold-compile seconds per stage kind (this 2-core VM, lightly loaded), for
+#: longest-first scheduling only (measured with perf/bench_warm.py: orders 58 s, hot path
+#: cycle 43 s, risk 27 s, the venue 51 s in its three jobs since its kernels compile once
+#: per signature, no longer once per literal argument value: docs/compile.md)
+KIND_WEIGHT = {"venue": 50.0, "orders": 60.0, "risk": 30.0, "md_gateway": 8.0}
+#: kinds whose inputs compile as separate jobs after one running the setup alone (their
+#: kernel trees per input are independent and about as long as a whole other stage)
+SPLIT_KINDS = frozenset({"venue"})
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of warm work, run in a worker process.
+
+    ``name`` is what the progress line shows; ``fn`` a function of :mod:`bot4.warm.recipes`
+    called with ``args``; ``weight`` the expected cold seconds (longest first); ``after``: names of jobs
+    that must be done before this one starts (their kernels then load from the cache).
+    """
+
+    name: str
+    fn: str
+    args: tuple = ()
+    weight: float = 1.0
+    after: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def ident(self) -> str:
+        """Stable id of what this job compiles (its manifest's file name)."""
+        import hashlib
+
+        h = hashlib.sha256(repr((self.fn, self.args, _own_digest())).encode())
+        return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def _own_digest() -> str:
+    """The warm package's sources (as the one ``bot4/warm.py`` was before it split): an
+    edit to any recipe, the catalogue or the runner re-runs every job."""
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _stage_jobs(
+    kind: str, ins: tuple[str, ...], outs: tuple[str, ...], params: tuple = ()
+) -> list[Job]:
+    """The jobs of one stage kind with these input and output record types and these
+    kernel-selecting ``params`` (``(key, value)`` pairs, see :func:`_kernel_params`)."""
+    label = kind
+    if ins or outs:
+        label += f" ({','.join(t.lower() for t in ins) or '-'} -> "
+        label += f"{','.join(t.lower() for t in outs) or '-'})"
+    w = KIND_WEIGHT.get(kind, 2.0)
+    if kind not in SPLIT_KINDS or len(ins) < 2:
+        return [Job(f"stage {label}", "_job_stage", (kind, ins, outs, None, params), w)]
+    first = Job(f"stage {kind} setup", "_job_stage", (kind, ins, outs, (), params), w * 0.05)
+    return [first] + [
+        Job(
+            f"stage {kind} input {k} ({t.lower()})",
+            "_job_stage",
+            (kind, ins, outs, (k,), params),
+            w * 0.5,
+            after=(first.name,),
+        )
+        for k, t in enumerate(ins)
+    ]
+
+
+def jobs_for(topology) -> list[Job]:
+    """What the stage processes of ``topology`` run: each distinct stage (kind, input and
+    output record types), the ring operations of its ring types, the depth kernels if a
+    ring carries BOOK_LEVEL records, the LOBSTER/file readers if a market data stage reads
+    recorded data. Longest first."""
+    jobs: list[Job] = []
+    seen = set()
+    for s in topology.stages:
+        ins = tuple(r.type for r in topology.inputs_of(s.name))
+        outs = tuple(r.type for r in topology.outputs_of(s.name))
+        if s.kind in ("persistence", "count-sink"):  # persistence runs count-sink's kernels
+            key = ("count-sink", ins, ())
+        else:
+            key = (s.kind, ins, outs, _kernel_params(s.kind, s.params))
+        if key not in seen:
+            seen.add(key)
+            jobs += _stage_jobs(*key)
+        if s.kind == "persistence" and "operator log" not in seen:
+            seen.add("operator log")
+            jobs.append(Job("operator log", "_job_operator_log", (), 1.0))
+        recorded = s.kind == "md" and s.params.get("source", "synthetic") != "synthetic"
+        if recorded and "marketdata" not in seen:
+            seen.add("marketdata")
+            jobs.append(Job("market data readers", "_job_marketdata", (), 15.0))
+    for g in topology.groups:
+        stage_jobs = [j for j in jobs if j.fn == "_job_stage"]
+        kinds = [topology.stage(m).kind for m in g.members]
+        if "hot path" not in seen and kinds == ["signals", "risk", "orders"]:
+            seen.add("hot path")  # bot4.stages.hotloop.HOT_KINDS, wired as the default
+            after = tuple(j.name for j in stage_jobs if j.args[0] in kinds)
+            jobs.append(Job("hot path group cycle", "_job_hot_path", (), 45.0, after=after))
+    types = sorted({r.type for r in topology.rings})
+    if types:
+        jobs.append(
+            Job(
+                f"ring operations ({len(types)} types)",
+                "_job_rings",
+                tuple(types),
+                1.0 * len(types),
+            )
+        )
+    if "BOOK_LEVEL" in types:
+        jobs.append(Job("depth kernels", "_job_depth", (), 1.0))
+    return _longest_first(jobs)
+
+
+def all_jobs() -> list[Job]:
+    """Every kernel bot4 has: every stage kind (relay and count-sink for every record
+    type), every ring type's ring operations, the depth and histogram kernels, the
+    market data readers, the hot path group's cycle, the default topology's jobs, then
+    a short replay through the default topology."""
+    from bot4.stages import KINDS
+
+    jobs: list[Job] = []
+    for kind in KINDS:
+        if kind == "persistence":
+            continue  # count-sink's kernels plus a journal file: nothing else to compile
+        ins, outs = _default_types(kind)
+        if kind == "relay":
+            jobs += [j for t in RING_TYPES for j in _stage_jobs(kind, (t,), (t,))]
+        else:
+            jobs += _stage_jobs(kind, ins, outs, _kernel_params(kind, {}))
+    jobs += [
+        Job(f"ring operations ({len(RING_TYPES)} types)", "_job_rings", tuple(RING_TYPES), 9.0),
+        Job("market data readers", "_job_marketdata", (), 15.0),
+        Job("depth kernels", "_job_depth", (), 1.0),
+        Job("latency histogram", "_job_histogram", (), 0.5),
+        Job("operator log", "_job_operator_log", (), 1.0),
+    ]
+    hot = ("signals", "risk", "orders")
+    after = tuple(j.name for j in jobs if j.fn == "_job_stage" and j.args[0] in hot)
+    jobs.append(Job("hot path group cycle", "_job_hot_path", (), 45.0, after=after))
+    # and the default topology's own jobs, so that its first `bot4 run` finds them warm
+    from bot4.pipeline.topology import load_topology
+
+    have = {j.ident for j in jobs}
+    names = {j.name for j in jobs}
+    for j in jobs_for(load_topology(None)):
+        if j.ident not in have:
+            name = j.name if j.name not in names else f"{j.name} (default topology)"
+            after = tuple(a if a not in names else f"{a} (default topology)" for a in j.after)
+            jobs.append(Job(name, j.fn, j.args, j.weight, after))
+    # the replay's kernels at the other SIMD width a host offers (512-bit vectors where it
+    # has AVX-512, else 256): numba's cache keys them apart, and the suite's SIMD-width
+    # test replays at both (tests/system/test_replay_simd.py). Independent of the jobs
+    # above (its own cache entries), so it starts with them
+    jobs.append(Job("replay engine (other SIMD width)", "_job_replay_width", (), 60.0))
+    jobs = _longest_first(jobs)
+    # the replay runs the default topology's stages in-process: after they are cached
+    jobs.append(Job("replay engine", "_job_replay", (), 2.0, after=tuple(j.name for j in jobs)))
+    return jobs
+
+
+def _kernel_params(kind: str, params: dict) -> tuple:
+    """The params of a stage that choose which kernels it calls, as ``(key, value)``
+    pairs for its warm job (the others stay at their defaults: a warm job must not read
+    files or attach segments a param names)."""
+    if kind == "risk":
+        return (("shared", False),)  # process-local state: no shared segments to attach
+    keys = {"venue": ("md_time", "disconnect_after_s")}.get(kind, ())
+    return tuple((k, params[k]) for k in keys if k in params)
+
+
+def _longest_first(jobs: list[Job]) -> list[Job]:
+    return sorted(jobs, key=lambda j: -j.weight)
+
+
+def _priority(job: Job, jobs: list[Job]) -> float:
+    """Expected seconds from ``job``'s start to the end of the longest chain of jobs
+    waiting for it (critical path first: the venue's setup before a longer lone job)."""
+    after = [_priority(j, jobs) for j in jobs if job.name in j.after]
+    return job.weight + max(after, default=0.0)
+
+
+def _default_types(kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A kind's input and output record types without a topology (from its arity)."""
+    from bot4.stages import KINDS
+
+    cls = KINDS[kind]
+    if kind == "count-sink":
+        return tuple(RING_TYPES), ()
+    in_types = list(cls.input_types or ())
+    out_types = list(cls.output_types or ())
+    lo_i, hi_i, lo_o, hi_o = cls.arity
+    ins = in_types[: max(hi_i, 0)] if hi_i else []
+    outs = (out_types * max(lo_o, 1))[: max(lo_o, 1)] if hi_o else []
+    return tuple(ins), tuple(outs)

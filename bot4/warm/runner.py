@@ -1,0 +1,258 @@
+"""Running warm jobs: spawned worker processes that die with their parent
+(PR_SET_PDEATHSIG), each reporting on a queue which kernel it compiles; the parent
+schedules the jobs (critical path first, as their ``after`` allow) and draws the progress
+line (:class:`Progress`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+
+from bot4.warm import recipes
+from bot4.warm.catalogue import Job, _priority
+from bot4.warm.manifest import _write_manifest
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL this process when ``parent`` ends, whatever ends it (a SIGTERM or SIGKILL
+    to ``bot4 warm`` runs no ``finally``: the workers would compile on, then wait for
+    tasks forever). Linux's PR_SET_PDEATHSIG; elsewhere nothing."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it ended before the call
+        os._exit(1)
+
+
+def _worker(wid: int, tasks, events, parent: int = 0) -> None:
+    """A spawned worker: run jobs from ``tasks`` until None; report on ``events``."""
+    import logging
+    import warnings
+
+    if parent:
+        _die_with_parent(parent)
+
+    from numba.core import event
+
+    from bot4 import nbcache
+
+    devnull = os.open(os.devnull, os.O_WRONLY)  # stage logs and numba warnings would
+    os.dup2(devnull, 1)  # tear the progress line: a failure comes back on `events`
+    os.dup2(devnull, 2)
+    warnings.simplefilter("ignore")
+    logging.disable(logging.CRITICAL)
+    depth = [0]
+    compiled = [0]  # outermost compiles (cache misses) during the current job
+
+    class _Compiling(event.Listener):
+        def on_start(self, ev) -> None:
+            if depth[0] == 0:
+                compiled[0] += 1
+                events.put(("kernel", wid, nbcache.compiled_name(ev.data["dispatcher"])))
+            depth[0] += 1
+
+        def on_end(self, ev) -> None:
+            depth[0] -= 1
+
+    event.register("numba:compile", _Compiling())
+    while True:
+        job = tasks.get()
+        if job is None:
+            return
+        events.put(("start", wid, job.name))
+        t0 = time.monotonic()
+        compiled[0] = 0
+        try:
+            n = getattr(recipes, job.fn)(*job.args)
+            _write_manifest(job)
+            events.put(("done", wid, job.name, n, time.monotonic() - t0, None, compiled[0]))
+        except BaseException as exc:  # reported by the parent, one line
+            text = str(exc).strip()
+            msg = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+            events.put(("done", wid, job.name, 0, time.monotonic() - t0, msg, compiled[0]))
+
+
+class WarmReport:
+    """What :func:`run_jobs` did: entry points run, seconds, jobs done and failed."""
+
+    def __init__(self) -> None:
+        self.kernels = 0  # entry points run
+        self.compiled = 0  # of which compiled (the others loaded from the cache)
+        self.seconds = 0.0
+        self.done: dict[str, float] = {}  # job name -> seconds in its worker
+        self.failed: dict[str, str] = {}  # job name -> one-line reason
+
+
+class Progress:
+    """The progress display on ``stream``: one line redrawn in place on a terminal,
+    plain lines (a job done, with what still compiles) otherwise, through ``say``."""
+
+    def __init__(self, total: int, stream=None, live: bool | None = None, say=None) -> None:
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty() if live is None else live
+        self.say = say or (lambda msg: print(f"bot4: warm: {msg}", file=self.stream, flush=True))
+        self.total = total
+        self.done = 0
+        self.t0 = time.monotonic()
+        self.running: dict[int, list[str]] = {}  # worker -> [job, kernel]
+        self._last = 0.0
+
+    def _now(self) -> str:
+        left = self.total - self.done
+        return f"{self.done}/{self.total} done, {left} left, {time.monotonic() - self.t0:.0f} s"
+
+    def _what(self) -> str:
+        return "; ".join(
+            f"{job}: {kernel.rpartition('.')[2]}" if kernel else job
+            for job, kernel in self.running.values()
+        )
+
+    def event(self, ev: tuple) -> None:
+        what, wid = ev[0], ev[1]
+        if what == "start":
+            self.running[wid] = [ev[2], ""]
+        elif what == "kernel" and wid in self.running:
+            self.running[wid][1] = ev[2]
+        elif what == "done":
+            self.running.pop(wid, None)
+            self.done += 1
+            _, _, name, _, secs, err, _ = ev
+            if self.live:
+                self._clear()
+            if err is not None:
+                self.say(f"{name}: failed: {err}")
+            elif not self.live:
+                running = ", ".join(j for j, _ in self.running.values()) or "-"
+                self.say(f"[{self._now()}] {name}: {secs:.1f} s (compiling: {running})")
+        self.draw()
+
+    def draw(self, force: bool = False) -> None:
+        if not self.live:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < 0.2:
+            return
+        self._last = now
+        width = 200
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            width = os.get_terminal_size(self.stream.fileno()).columns or width  # 0: unknown
+        frac = self.done / self.total if self.total else 1.0
+        bar = "#" * int(20 * frac) + "." * (20 - int(20 * frac))
+        line = f"bot4: warm [{bar}] {self._now()} | {self._what()}"
+        self.stream.write("\r\033[K" + line[: max(10, width - 1)])
+        self.stream.flush()
+
+    def _clear(self) -> None:
+        self.stream.write("\r\033[K")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.live:
+            self._clear()
+
+
+def default_jobs() -> int:
+    """Worker processes by default: the CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def run_jobs(
+    jobs: list[Job], workers: int | None = None, progress: Progress | None = None
+) -> WarmReport:
+    """Run ``jobs`` on ``workers`` spawned processes, in list order as their ``after``
+    allow; every worker is ended (by pid) before this returns, also on KeyboardInterrupt.
+    A job that raises is reported in ``failed``; a worker that dies fails its job and the
+    others carry on."""
+    import multiprocessing as mp
+    import queue
+
+    rep = WarmReport()
+    t0 = time.monotonic()
+    if not jobs:
+        return rep
+    workers = max(1, min(workers or default_jobs(), len(jobs)))
+    ctx = mp.get_context("spawn")
+    tasks, events = ctx.Queue(), ctx.Queue()
+    procs = [
+        ctx.Process(target=_worker, args=(w, tasks, events, os.getpid()), name=f"bot4-warm-{w}")
+        for w in range(workers)
+    ]
+    pending = sorted(jobs, key=lambda j: -_priority(j, jobs))
+    names = {j.name for j in jobs}
+    finished: set[str] = set()
+    assigned: dict[int, str] = {}  # worker -> job it started
+    idle = [workers]  # workers waiting for a job: one job each, so the order holds
+
+    def dispatch() -> None:
+        for j in list(pending):
+            if idle[0] and all(a in finished or a not in names for a in j.after):
+                tasks.put(j)
+                pending.remove(j)
+                idle[0] -= 1
+
+    try:
+        for p in procs:
+            p.start()
+        dispatch()
+        while len(finished) < len(jobs):
+            try:
+                ev = events.get(timeout=0.25)
+            except queue.Empty:
+                ev = None
+            if ev is not None:
+                if ev[0] == "start":
+                    assigned[ev[1]] = ev[2]
+                elif ev[0] == "done":
+                    assigned.pop(ev[1], None)
+                    idle[0] += 1
+                    finished.add(ev[2])
+                    rep.kernels += ev[3]
+                    rep.compiled += ev[6]
+                    if ev[5] is None:
+                        rep.done[ev[2]] = ev[4]
+                    else:
+                        rep.failed[ev[2]] = ev[5]
+                    dispatch()
+                if progress is not None:
+                    progress.event(ev)
+                continue
+            if progress is not None:
+                progress.draw()
+            for w, p in enumerate(procs):
+                if p.exitcode is not None and w in assigned:  # died inside a job
+                    name = assigned.pop(w)
+                    finished.add(name)
+                    reason = f"its worker process died (exit code {p.exitcode})"
+                    rep.failed[name] = reason
+                    if progress is not None:
+                        progress.event(("done", w, name, 0, 0.0, reason, 0))
+                    dispatch()
+            if not any(p.is_alive() for p in procs):
+                for j in pending + [j for j in jobs if j.name not in finished]:
+                    if j.name not in finished:
+                        finished.add(j.name)
+                        rep.failed[j.name] = "not run: no worker process left"
+                break
+        for _ in procs:
+            tasks.put(None)
+        for p in procs:
+            p.join(10)
+    finally:
+        for p in procs:
+            if p.pid is not None and p.exitcode is None:
+                os.kill(p.pid, 9)
+                p.join(5)
+        tasks.close()
+        events.close()
+        if progress is not None:
+            progress.close()
+    rep.seconds = time.monotonic() - t0
+    return rep
