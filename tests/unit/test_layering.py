@@ -23,8 +23,10 @@ ROOT = Path(bot4.__file__).parent
 
 #: top -> bottom; a module matches its longest prefix
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("tools", ("bot4.cli", "bot4.warm", "bot4.calibrate", "bot4.metrics_cli", "bot4.research",
-               "bot4.db.cli", "bot4.replay.cli", "bot4.models.cli", "bot4.gateways.cli")),
+    ("tools", ("bot4.cli", "bot4.cli_common", "bot4.cli_pipeline", "bot4.cli_ops",
+               "bot4.cli_journal", "bot4.warm", "bot4.calibrate", "bot4.metrics_cli",
+               "bot4.research", "bot4.db.cli", "bot4.replay.cli", "bot4.models.cli",
+               "bot4.gateways.cli")),
     ("harness", ("bot4.replay",)),
     ("pipeline", ("bot4.pipeline",)),
     ("gateway servers", ("bot4.gateways.runner", "bot4.gateways.exchange", "bot4.gateways.feed",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import orjson
 
-from bot4 import cli
+from bot4 import cli, cli_pipeline
 from bot4.marketdata.files import read_table
 from bot4.pipeline.topology import parse_topology, validate_topology
 from tests.damage import CLEAN_CSV
@@ -75,7 +75,7 @@ def test_run_report_has_the_bad_rows_by_reason(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr("bot4.pipeline.supervisor.Supervisor", FakeSupervisor)
     monkeypatch.setattr("bot4.pipeline.segments.check_not_running", lambda *a, **k: None)
-    monkeypatch.setattr(cli, "_trading_report", lambda *a, **k: None)
+    monkeypatch.setattr(cli_pipeline, "_trading_report", lambda *a, **k: None)
     out = tmp_path / "report.json"
     assert cli.main(["run", str(topo), "--no-db", "--quiet", "--report", str(out)]) == 0
     rep = orjson.loads(out.read_bytes())
