@@ -48,7 +48,7 @@ class RingSpec:
 
 @dataclass(frozen=True)
 class GroupSpec:
-    """Stages that share one process and one core (see ``bot4.stages.loop.GroupRunner``)."""
+    """Stages that share one process and one core (see ``bot4.stages.group.GroupRunner``)."""
 
     name: str
     members: tuple[str, ...]

@@ -33,7 +33,8 @@ import threading
 
 from bot4.shm import ring_ops as ops
 from bot4.shm.segment import ShmError
-from bot4.stages.loop import StageRunner, apply_process_settings
+from bot4.stages.loop import StageRunner
+from bot4.stages.process import apply_process_settings
 
 log = logging.getLogger("bot4.stage")
 

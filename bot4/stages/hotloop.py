@@ -1,6 +1,6 @@
 """The compiled duty cycle of the hot path group: signals -> risk -> orders (issue 15).
 
-``GroupRunner`` (``bot4.stages.loop``) hands its members' rounds to :func:`hot_cycle`,
+``GroupRunner`` (``bot4.stages.group``) hands its members' rounds to :func:`hot_cycle`,
 which runs them back to back in numba without returning to the interpreter between
 batches. One round is one batch from every input of every member:
 
@@ -47,6 +47,10 @@ in before a call and back after it, plus the records and batches done by the cal
 Kernel ``now`` arguments come from ``CLOCK_MONOTONIC`` (``atomics.monotonic_ns``), the
 clock the stages use live; the replay drives the same kernels through
 ``Stage.process`` with its simulated clock and never comes here.
+
+This module holds the compiled side only (numba's cache keys it by its imports); the
+Python side that binds it to a group's members (``HotPath``: which groups qualify, packing
+their state, copying the loop-state words in and out) is ``bot4.stages.hotpath``.
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ from bot4.shm.ring_ops import (
     wake_consumer,
     wake_producer,
 )
-from bot4.shm.waitv import announce, end_park, futex_waitv, signal_address
+from bot4.shm.waitv import announce, end_park, futex_waitv
 from bot4.signals.features import signals_kernel
 
 R_DEADLINE, R_STATE, R_IDLE, R_BAIL = 0, 1, 2, 3
@@ -514,189 +518,3 @@ def hot_cycle(
             sched_yield()
         else:
             cpu_pause()
-
-
-# --- the Python side: which groups qualify, packing the members' state ------------------------
-HOT_KINDS = ("signals", "risk", "orders")
-
-
-def _rings(runner) -> tuple:
-    out = []
-    for side in (*runner.ins, *runner.outs):
-        out += [side.hdr, side.slots]
-    return tuple(out)
-
-
-class HotPath:
-    """The compiled cycle bound to one group's three members (built by :meth:`of`).
-
-    ``run`` copies each member's cursors and sequence number into its loop-state words,
-    runs :func:`hot_cycle`, copies them back and adds the batches and records done; then
-    the stages' Python follow-ups their ``process`` makes after a batch (risk: schedule
-    the next daily reset once one was applied; orders: ``after_reports``).
-    """
-
-    def __init__(self, members: list, group_names: set[str]) -> None:
-        self.members = members
-        sig, risk, oms = members
-        self.ls = [np.zeros(LS_WORDS, np.uint64) for _ in members]
-        args = []
-        for m, ls in zip(members, self.ls, strict=True):
-            wake_in = np.array([r.producer not in group_names for r in m.in_specs], np.uint8)
-            wake_out = np.array([r.consumer not in group_names for r in m.out_specs], np.uint8)
-            args.append([ls, m.blk, wake_in, wake_out, _rings(m)])
-        s = sig.stage
-        args[0].append((s.st, s.g, s.mean, s.WT, s.model, s.cfg, s.tick, s.x, s.z, s.counters))
-        args[1].append(_risk_state(risk.stage.book))
-        args[2].append(oms.stage.oms)
-        self.args = tuple(tuple(a) for a in args)
-        self.words = sig.cb.words
-        self.batches = np.array([m.spec.batch for m in members], np.int64)
-        self.oms_mo = int(oms.stage.max_out_per_in)
-        self.in_words = False  # the loop-state words, not the members, hold the truth
-        self.waiters = np.zeros(3 * 6, np.uint64)
-        self.addrs = np.zeros(6, np.uint64)
-        for k, (m, i) in enumerate(((sig, 0), (risk, 0), (risk, 1), (risk, 2), (oms, 0), (oms, 1))):
-            self.addrs[k] = signal_address(m.ins[i].hdr)
-
-    @classmethod
-    def of(cls, members: list, group_names: set[str]) -> HotPath | None:
-        """A HotPath when the started members are exactly signals, risk and orders wired as
-        in the default topology (signals 1 -> 1 ring, risk 3 -> 2, orders 2 -> 4), else
-        None (the group runs its members' Python duty cycles)."""
-        if [m.stage.kind for m in members] != list(HOT_KINDS):
-            return None
-        sig, risk, oms = members
-        shape = [(len(m.ins), len(m.outs)) for m in members]
-        if shape != [(1, 1), (3, 2), (2, 4)] or sig.stage.router is not None:
-            return None
-        return cls(members, group_names)
-
-    def ready(self) -> bool:
-        """Every member on its steady path: no output muted after a restart, the OMS not
-        reconciling, no test stall."""
-        for m in self.members:
-            if m.test_stall:
-                return False
-            for row in m.mute_until:
-                for x in row:
-                    if x is not None:
-                        return False
-        return not self.members[2].stage.reconciling
-
-    def prime(self) -> None:
-        """Load (or compile) :func:`hot_cycle` for these members' types: one round with
-        batch sizes 0 and a deadline in the past reads, writes and commits nothing."""
-        sig, risk, oms = self.args
-        hot_cycle(
-            sig, risk, oms, self.words, np.zeros(3, np.int64), self.oms_mo, 0, 0, False, True,
-            self.waiters, self.addrs,
-        )  # fmt: skip
-
-    def run(
-        self, spin_ns: int, yield_idle: bool, now_ns: int, park: bool = False
-    ) -> tuple[int, int]:
-        """One call of :func:`hot_cycle` (at most ``HOUSEKEEP_NS`` from ``now_ns``);
-        returns ``(reason, records read)``. The members' Python mirrors (cursors,
-        sequence numbers, counters) are brought up to date by :meth:`to_python`, which
-        the caller calls before it runs a member's Python cycle; until then the loop-state
-        words are the truth and the next call starts from them."""
-        if not self.in_words:
-            for m, ls in zip(self.members, self.ls, strict=True):
-                ls[L_GEN] = m.gen
-                ls[L_NEXT_BUF] = m.next_buf
-                ls[L_NEXT_SEQ] = m.next_seq
-                for i, c in enumerate(m.cur):
-                    ls[L_CUR + i] = c
-                ls[L_BATCHES] = ls[L_REC_IN] = ls[L_REC_OUT] = 0
-            self.in_words = True
-        sig, risk, oms = self.args
-        reason, n = hot_cycle(
-            sig, risk, oms, self.words, self.batches, self.oms_mo, now_ns + HOUSEKEEP_NS,
-            spin_ns, yield_idle, park, self.waiters, self.addrs,
-        )  # fmt: skip
-        if n:
-            risk_stage = self.members[1].stage
-            if risk_stage.book.reset_due:
-                risk_stage._schedule_reset()
-            self.members[2].stage.after_reports()
-        return int(reason), int(n)
-
-    def to_python(self) -> None:
-        """Copy the loop-state words back into the members (before their Python cycle)."""
-        if not self.in_words:
-            return
-        for m, ls in zip(self.members, self.ls, strict=True):
-            m.gen = int(ls[L_GEN])
-            m.next_buf = int(ls[L_NEXT_BUF])
-            m.next_seq = int(ls[L_NEXT_SEQ])
-            m.cur = [int(ls[L_CUR + i]) for i in range(len(m.cur))]
-            m.batches += int(ls[L_BATCHES])
-            m.records_in += int(ls[L_REC_IN])
-            m.records_out += int(ls[L_REC_OUT])
-        self.in_words = False
-
-
-def _bench_members(capacity: int = 4096):
-    """The three members on process-local rings and state (``warm``, ``perf``, tests): stand-ins
-    for ``StageRunner`` with what :class:`HotPath` reads. Returns ``(members, rings)``,
-    rings by name as ``(hdr, slots)``."""
-    from types import SimpleNamespace
-
-    from bot4.records import RECORD_TYPES
-    from bot4.shm.ring_layout import HEADER_WORDS
-    from bot4.spec import RingSpec, StageSpec
-    from bot4.stages.orders import OrdersStage
-    from bot4.stages.risk import RiskStage
-    from bot4.stages.signals import SignalsStage
-
-    wiring = {
-        "ticks": ("md", "signals", "MARKET_DATA"),
-        "intents": ("signals", "risk", "ORDER_INTENT"),
-        "fills": ("orders", "risk", "EXEC_REPORT"),
-        "risk_md": ("md", "risk", "MARKET_DATA"),
-        "orders": ("risk", "orders", "ORDER"),
-        "decisions": ("risk", "persistence", "RISK_DECISION"),
-        "venue_execs": ("venue", "orders", "EXEC_REPORT"),
-        "venue_orders": ("orders", "venue", "ORDER"),
-        "order_events": ("orders", "persistence", "ORDER"),
-        "exec_events": ("orders", "persistence", "EXEC_REPORT"),
-    }
-    specs = {n: RingSpec(n, a, b, t, capacity, 0, 0, False) for n, (a, b, t) in wiring.items()}
-    rings = {}
-    for n, (_a, _b, t) in wiring.items():
-        hdr = np.zeros(HEADER_WORDS, np.uint64)
-        hdr[W_CAPACITY] = capacity
-        rings[n] = SimpleNamespace(hdr=hdr, slots=np.zeros(capacity, RECORD_TYPES[t]))
-    words = np.zeros(64, np.uint64)
-    words[W_PIPE_STATE] = PIPE_RUNNING
-    layout = (
-        (SignalsStage, "signals", ["ticks"], ["intents"], {}),
-        (RiskStage, "risk", ["intents", "fills", "risk_md"], ["orders", "decisions"],
-         {"shared": False}),
-        (OrdersStage, "orders", ["orders", "venue_execs"],
-         ["venue_orders", "fills", "order_events", "exec_events"], {}),
-    )  # fmt: skip
-    members = []
-    for k, (cls, name, ins, outs, params) in enumerate(layout):
-        spec = StageSpec(name=name, kind=name, core=0, index=k, params=params)
-        stage = cls(spec, [specs[r] for r in ins], [specs[r] for r in outs], "warm")
-        stage.setup()
-        members.append(
-            SimpleNamespace(
-                stage=stage, spec=spec, ins=[rings[r] for r in ins],
-                outs=[rings[r] for r in outs], in_specs=[specs[r] for r in ins],
-                out_specs=[specs[r] for r in outs], blk=np.zeros(128, np.uint64),
-                cb=SimpleNamespace(words=words), gen=0, next_buf=0, next_seq=1,
-                cur=[0] * len(ins), batches=0, records_in=0, records_out=0,
-                test_stall=False, mute_until=[[None] * len(ins) for _ in outs],
-            )
-        )  # fmt: skip
-    return members, {n: (r.hdr, r.slots) for n, r in rings.items()}
-
-
-def warm() -> int:
-    """Compile (or load from numba's cache) :func:`hot_cycle` for the default wiring."""
-    members, _rings = _bench_members(64)
-    HotPath(members, {"signals", "risk", "orders"}).prime()
-    return 1

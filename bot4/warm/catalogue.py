@@ -113,7 +113,7 @@ def jobs_for(topology) -> list[Job]:
         stage_jobs = [j for j in jobs if j.fn == "_job_stage"]
         kinds = [topology.stage(m).kind for m in g.members]
         if "hot path" not in seen and kinds == ["signals", "risk", "orders"]:
-            seen.add("hot path")  # bot4.stages.hotloop.HOT_KINDS, wired as the default
+            seen.add("hot path")  # bot4.stages.hotpath.HOT_KINDS, wired as the default
             after = tuple(j.name for j in stage_jobs if j.args[0] in kinds)
             jobs.append(Job("hot path group cycle", "_job_hot_path", (), 45.0, after=after))
     types = sorted({r.type for r in topology.rings})

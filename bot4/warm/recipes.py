@@ -108,9 +108,9 @@ def _job_hot_path() -> int:
     """The compiled duty cycle of a signals -> risk -> orders group
     (``bot4.stages.hotloop``), for the default wiring; after those stages' own jobs, so
     their kernels load from the cache."""
-    from bot4.stages import hotloop
+    from bot4.stages import hotpath
 
-    return hotloop.warm()
+    return hotpath.warm()
 
 
 def _job_operator_log() -> int:

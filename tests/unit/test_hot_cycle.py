@@ -1,6 +1,6 @@
 """The compiled duty cycle of the hot path group (``bot4.stages.hotloop``, issue 15).
 
-On process-local rings (``hotloop._bench_members``), the default synthetic quote stream:
+On process-local rings (``hotpath._bench_members``), the default synthetic quote stream:
 
 * the compiled cycle emits exactly the records the stages' own ``process`` calls emit for
   the same batches in the same order (every field but the stage clocks' stamps, which the
@@ -22,6 +22,7 @@ from bot4.shm import control as C
 from bot4.shm import ring_ops as ops
 from bot4.shm.ring_layout import W_CONSUMER_POSITION, W_PRODUCER_POSITION
 from bot4.stages import hotloop as H
+from bot4.stages import hotpath as P
 from bot4.stages.standins import SyntheticMarketData
 
 STAMPS = ("ts_signal_ns", "ts_risk_ns", "ts_order_ns")
@@ -75,14 +76,14 @@ def _strip(recs: np.ndarray) -> np.ndarray:
 def stream():
     """The default topology's synthetic stream (seed 1): quotes that make orders, stamped
     now (risk refuses intents whose tick is too old: make it after compiling)."""
-    members, _rings = H._bench_members(64)
-    H.HotPath(members, {"signals", "risk", "orders"}).prime()
+    members, _rings = P._bench_members(64)
+    P.HotPath(members, {"signals", "risk", "orders"}).prime()
     return _quotes(200, 1)
 
 
 def test_compiled_cycle_emits_what_the_stages_process_calls_emit(stream):
-    members, rings = H._bench_members(1024)
-    hp = H.HotPath(members, {"signals", "risk", "orders"})
+    members, rings = P._bench_members(1024)
+    hp = P.HotPath(members, {"signals", "risk", "orders"})
     hp.prime()  # compiled (or loaded) before any record is timed by a stage clock
     _push(rings, "risk_md", stream)  # reference prices first, then the ticks
     _run(hp)
@@ -90,7 +91,7 @@ def test_compiled_cycle_emits_what_the_stages_process_calls_emit(stream):
     _run(hp)
     got = {n: _drain(rings, n) for n in ("decisions", "venue_orders", "order_events")}
 
-    ref, _ = H._bench_members(1024)
+    ref, _ = P._bench_members(1024)
     sig, risk, oms = (m.stage for m in ref)
     seqs = [m.next_seq for m in ref]
 
@@ -118,8 +119,8 @@ def test_compiled_cycle_emits_what_the_stages_process_calls_emit(stream):
 
 
 def test_cursor_buffers_after_the_cycle_are_what_recover_reads(stream):
-    members, rings = H._bench_members(1024)
-    hp = H.HotPath(members, {"signals", "risk", "orders"})
+    members, rings = P._bench_members(1024)
+    hp = P.HotPath(members, {"signals", "risk", "orders"})
     hp.prime()  # compiled (or loaded) before any record is timed by a stage clock
     _push(rings, "risk_md", stream)
     _run(hp)
@@ -138,8 +139,8 @@ def test_cursor_buffers_after_the_cycle_are_what_recover_reads(stream):
 
 
 def test_an_output_without_room_hands_the_batch_back_to_python(stream):
-    members, rings = H._bench_members(64)
-    hp = H.HotPath(members, {"signals", "risk", "orders"})
+    members, rings = P._bench_members(64)
+    hp = P.HotPath(members, {"signals", "risk", "orders"})
     hp.prime()  # compiled (or loaded) before any record is timed by a stage clock
     hdr, _slots = rings["decisions"]  # persistence's: fill it so risk cannot claim 2 slots
     _push(rings, "decisions", np.zeros(63, rings["decisions"][1].dtype))

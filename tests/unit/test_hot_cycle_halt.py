@@ -12,7 +12,7 @@ calls after a call that read records), the other instrument stays active.
 from __future__ import annotations
 
 from bot4.records import ACTION_CANCEL, OS_NEW, OS_PARTIALLY_FILLED
-from bot4.stages import hotloop as H
+from bot4.stages import hotpath as P
 from tests.unit.test_hot_cycle import _push
 from tests.unit.test_oms import Driver, FakeVenue, _session_with_open_orders, cid, order
 from tests.unit.test_oms_reconcile import _halted, _status, _trading
@@ -22,7 +22,7 @@ def test_a_late_disagreement_read_by_the_compiled_cycle_halts_its_instrument():
     v = FakeVenue()
     snap, next_id, (a, b) = _session_with_open_orders(v)
     v.answer_queries = False
-    members, rings = H._bench_members(1024)
+    members, rings = P._bench_members(1024)
     st = members[2].stage
     words = _trading(st)
     d = Driver(st, v)
@@ -35,7 +35,7 @@ def test_a_late_disagreement_read_by_the_compiled_cycle_halts_its_instrument():
     d.send(order(cid(1, 9), action=ACTION_CANCEL, orig=b))
     d.run()
     assert not _halted(words, 2)
-    hp = H.HotPath(members, {"signals", "risk", "orders"})
+    hp = P.HotPath(members, {"signals", "risk", "orders"})
     hp.prime()
     assert hp.ready()  # reconciled: the compiled cycle runs the orders stage
     # the venue says b still works: we hold it cancelled

@@ -24,6 +24,7 @@ from bot4.shm.ring_layout import (
     WAIT_SPIN_PARK,
 )
 from bot4.stages import hotloop as H
+from bot4.stages import hotpath as P
 from tests.unit.test_hot_cycle import _push, _quotes
 
 EXTERNAL_OUT = ("venue_orders", "decisions", "order_events", "exec_events")
@@ -38,8 +39,8 @@ def _parked(rings, names, word):
 
 def test_parked_peers_outside_the_group_are_woken_once_per_round():
     stream = _quotes(200, 1)
-    members, rings = H._bench_members(1024)
-    hp = H.HotPath(members, {"signals", "risk", "orders"})
+    members, rings = P._bench_members(1024)
+    hp = P.HotPath(members, {"signals", "risk", "orders"})
     hp.prime()
     _push(rings, "risk_md", stream)  # reference prices first (no wakes asked for yet)
     hp.run(0, False, 0)  # deadline in the past: one round
@@ -64,8 +65,8 @@ def test_parked_peers_outside_the_group_are_woken_once_per_round():
 
 def test_a_round_that_bails_wakes_what_it_committed():
     stream = _quotes(200, 1)
-    members, rings = H._bench_members(64)
-    hp = H.HotPath(members, {"signals", "risk", "orders"})
+    members, rings = P._bench_members(64)
+    hp = P.HotPath(members, {"signals", "risk", "orders"})
     hp.prime()
     _parked(rings, ("intents",), W_CONSUMER_PARKED)
     _parked(rings, ("ticks",), W_PRODUCER_PARKED)

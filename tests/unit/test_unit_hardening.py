@@ -259,7 +259,7 @@ assert ctypes.CDLL(None).prctl(38, 1, 0, 0, 0) == 0            # NoNewPrivileges
 caps = [ln for ln in open("/proc/self/status") if ln.startswith("CapEff")]
 assert caps == ["CapEff:\t0000000000000000\n"], caps
 from bot4.pipeline.topology import StageSpec
-from bot4.stages.loop import apply_process_settings
+from bot4.stages.process import apply_process_settings
 spec = StageSpec(name="t", kind="relay", core=0, index=0, realtime=True, priority=10, mlock=True)
 warnings = apply_process_settings(spec)
 assert warnings == [], warnings
