@@ -6,6 +6,8 @@ MARKET_DATA; ``order_gateway`` (:mod:`bot4.stages.order_gateway`) speaks OUCH 4.
 (:mod:`~bot4.gateways.ouch`) over SoupBinTCP 4.0 (:mod:`~bot4.gateways.soup`) in place of the
 in-process venue stage. Both run their sockets on uvloop (:mod:`~bot4.gateways.runner`).
 :mod:`~bot4.gateways.exchange` is the simulator behind ``bot4 exchange serve``, serving the
-day :mod:`~bot4.gateways.feed` converts from LOBSTER. See
+day :mod:`~bot4.gateways.feed` converts from LOBSTER (its parts: :mod:`~bot4.gateways.faults`,
+:mod:`~bot4.gateways.md_publisher`, :mod:`~bot4.gateways.order_entry`,
+:mod:`~bot4.gateways.ouch_server`). See
 docs/gateways.md.
 """
