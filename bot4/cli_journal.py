@@ -56,7 +56,7 @@ def _not_a_parent_of_journals(d) -> None:
     """A directory with no journal file whose subdirectories hold journals (the data
     directory's ``journal/``, one journal per instance) is a wrong path, not an empty
     journal: one line naming them, instead of ``files 0`` and exit 0."""
-    from bot4.journal.core import list_segments
+    from bot4.journal.format import list_segments
     from bot4.records.errors import Bot4Error, Code
 
     def holds_journal(p) -> bool:

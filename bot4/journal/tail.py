@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bot4.journal.core import (
+from bot4.journal.format import (
     FILE_HEADER,
     FILE_HEADER_SIZE,
     FILE_MAGIC,
@@ -27,7 +27,6 @@ from bot4.journal.core import (
     JournalCorrupt,
     TornTail,
     check_layout,
-    classify_bad_frame,
     frame_crc,
     gap_error,
     link_gap_error,
@@ -35,6 +34,7 @@ from bot4.journal.core import (
     read_frame,
     segment_name,
 )
+from bot4.journal.scan import classify_bad_frame
 from bot4.records.dtypes import dtype_by_record_type
 from bot4.records.errors import Bot4Error, Code
 
