@@ -54,101 +54,43 @@ params: ``connect`` (``"127.0.0.1:31002"``), ``username`` (``"bot4"``), ``passwo
 (``""``), ``session`` (``""`` = the current one), ``symbols`` (every instrument of the
 table: instrument id -> OUCH stock), ``venue_id`` (1), ``throttle`` (1000 orders/s, 0 =
 off), ``replay_quiet_ms`` (20), ``firm`` (``"BOT4"``).
+
+Parts: this module holds the stage (params, setup, the write-ahead file, the duty cycle,
+QUERY answers); :mod:`bot4.stages.order_gateway_session` the SoupBinTCP session
+(:class:`~bot4.stages.order_gateway_session.SoupSession`) and
+:mod:`bot4.stages.order_gateway_ouch` the OUCH encoding of orders and decoding of reports
+(:class:`~bot4.stages.order_gateway_ouch.OuchCodec`), both mixins of the stage class.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
 
 import numpy as np
 
-from bot4.gateways import ouch, soup
 from bot4.records import (
     ACTION_CANCEL,
     ACTION_CANCEL_ALL,
     ACTION_NEW,
     ACTION_QUERY,
     ACTION_REPLACE,
-    BROKEN_EXEC_ID_BIT,
-    EXEC_ACK,
-    EXEC_BROKEN,
-    EXEC_CANCEL_REJECTED,
-    EXEC_CANCELLED,
-    EXEC_FILL,
-    EXEC_PARTIAL_FILL,
-    EXEC_REJECTED,
-    EXEC_REPLACED,
     EXEC_REPORT,
     EXEC_STATUS,
-    EXEC_STP_DECREMENTED,
-    EXEC_STP_EXPIRED,
     ORDER,
-    OS_CANCELLED,
-    OS_EXPIRED,
-    OS_FILLED,
-    OS_NEW,
     OS_NONE,
-    OS_PARTIALLY_FILLED,
-    OS_REJECTED,
-    OT_MARKET,
-    SIDE_BUY,
-    TIF_FOK,
-    TIF_IOC,
 )
 from bot4.records.errors import Code
 from bot4.stages.base import ParamError, Stage, check_number, check_type
 from bot4.stages.md_gateway import parse_addr
+from bot4.stages.order_gateway_ouch import _OUTQ, OuchCodec, _Order
+from bot4.stages.order_gateway_session import SoupSession
 
 log = logging.getLogger("bot4.stage")
 
-NON_EXEC_ID_BIT = 1 << 63
-_OUTQ = 1 << 14
 
-
-class _Order:
-    """The gateway's view of one order (one token)."""
-
-    __slots__ = ("coid", "order_id", "instrument", "strategy", "side", "qty", "cum", "leaves",
-                 "price", "ts_event", "ts_recv", "ts_order", "live", "acked", "status")  # fmt: skip
-
-    def __init__(self, r) -> None:
-        self.coid = int(r["client_order_id"])
-        self.order_id = int(r["order_id"])
-        self.instrument = int(r["instrument"])
-        self.strategy = int(r["strategy"])
-        self.side = int(r["side"])
-        self.qty = int(r["qty"])
-        self.cum = 0
-        self.leaves = int(r["qty"])
-        self.price = int(r["limit_price"])
-        self.ts_event = int(r["ts_event_ns"])
-        self.ts_recv = int(r["ts_recv_ns"])
-        self.ts_order = int(r["ts_order_ns"])
-        self.live = False
-        self.acked = False  # the exchange answered the Enter / Replace (any way)
-        self.status = OS_NONE
-
-
-class _Soup(asyncio.Protocol):
-    def __init__(self, gw: OrderGatewayStage) -> None:
-        self.gw = gw
-        self.framer = soup.Framer()
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        self.gw.on_connected(self)
-
-    def data_received(self, data: bytes) -> None:
-        self.gw.on_data(self, data)
-
-    def connection_lost(self, exc) -> None:
-        self.gw.on_lost(self, exc)
-
-
-class OrderGatewayStage(Stage):
+class OrderGatewayStage(SoupSession, OuchCodec, Stage):
     kind = "order_gateway"
     arity = (1, 1, 1, 1)
     input_types = ("ORDER",)
@@ -267,311 +209,6 @@ class OrderGatewayStage(Stage):
                     n.price = old.price
                 self.orders[n.coid] = n
 
-    # -- network ------------------------------------------------------------------------------
-    def bind(self, runner, waker) -> None:
-        self.runner = runner
-        self.waker = waker
-        out = runner.outs[0]
-        pos = out.producer_position
-        # the last report published from a SoupBinTCP message (STATUS answers to QUERY
-        # carry the ORDER's seq instead): everything up to it is on the ring already
-        for back in range(1, min(pos, out.capacity) + 1):
-            last = out.slots[(pos - back) & out.mask]
-            if int(last["venue"]) != self.venue_id:
-                break
-            if int(last["exec_type"]) != EXEC_STATUS:
-                self.published_seq = int(last["parent_seq"])
-                break
-        if self.published_seq:
-            log.info("order_gateway: resuming after SoupBinTCP message %d", self.published_seq)
-
-    async def open(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._session())
-
-    async def shut(self) -> None:
-        self.stopping = True
-        if self.proto is not None and self.logged_in:
-            self.proto.transport.write(soup.packet(soup.LOGOUT_REQUEST))
-        self.task.cancel()
-        if self.proto is not None:
-            self.proto.transport.close()
-        if self.wal >= 0:
-            os.close(self.wal)
-            self.wal = -1
-
-    async def _session(self) -> None:
-        loop = asyncio.get_running_loop()
-        backoff = 0.1
-        while not self.stopping:
-            try:
-                await loop.create_connection(lambda: _Soup(self), *self.addr)
-            except OSError as exc:
-                log.warning("order_gateway: connect %s:%d: %s", *self.addr, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(2.0, backoff * 2)
-                continue
-            backoff = 0.1
-            while self.proto is not None and not self.stopping:
-                await asyncio.sleep(0.1)
-                now = time.monotonic()
-                if now - self.last_recv > soup.TIMEOUT_S:
-                    log.warning("order_gateway: exchange silent for 15 s: reconnecting")
-                    self.proto.transport.close()
-                elif self.logged_in and now - self.last_sent >= soup.HEARTBEAT_S:
-                    self._write(soup.packet(soup.CLIENT_HEARTBEAT))
-                self._check_quiet(time.monotonic_ns())
-            await asyncio.sleep(backoff)
-
-    def _write(self, data: bytes) -> None:
-        if self.proto is not None:
-            self.proto.transport.write(data)
-            self.last_sent = time.monotonic()
-
-    def on_connected(self, proto) -> None:
-        self.proto = proto
-        self.c["connects"] += 1
-        self.logged_in = self.caught_up = False
-        self.last_recv = time.monotonic()
-        seq = 1 if self.first_login else self.next_expected
-        self._write(soup.login_request(self.username, self.password, self.req_session, seq))
-
-    def on_lost(self, proto, exc=None) -> None:
-        if proto is self.proto:
-            self.proto = None
-            self.c["disconnects"] += 1
-            if self.logged_in and not self.stopping:
-                log.warning(
-                    "order_gateway: connection lost at sequence %d (%s)",
-                    self.next_expected,
-                    exc or "closed by the exchange",
-                )
-            self.logged_in = self.caught_up = False
-
-    def on_data(self, proto, data: bytes) -> None:
-        self.last_recv = time.monotonic()
-        try:
-            frames = proto.framer.feed(data)
-        except soup.FrameError as exc:
-            self._bad(proto, str(exc))
-            return
-        for ptype, payload in frames:
-            if ptype == soup.SEQUENCED:
-                if not self.logged_in:
-                    self._bad(proto, "sequenced data before login")
-                    return
-                try:
-                    self._sequenced(payload)
-                except Exception:  # a bug must not end the session nor lose the next ones
-                    self.c["errors"] += 1
-                    log.exception("order_gateway: message %d not handled", self.next_expected - 1)
-            elif ptype == soup.SERVER_HEARTBEAT:
-                if self.logged_in and not self.caught_up:
-                    self._caught_up()
-            elif ptype == soup.LOGIN_ACCEPTED:
-                try:
-                    session, seq = soup.parse_login_accepted(payload)
-                except ValueError as exc:
-                    self._bad(proto, str(exc))
-                    return
-                self.logged_in = True
-                if not self.first_login and seq < self.next_expected:
-                    self._session_reset(seq)
-                self.first_login = False
-                self.next_expected = seq
-                self.last_msg_ns = time.monotonic_ns()
-                self.c["logins"] += 1
-                log.info("order_gateway: logged in to session %s at %d", session, seq)
-            elif ptype == soup.LOGIN_REJECTED:
-                self.c["login_rejects"] += 1
-                log.error("order_gateway: login rejected (%r)", payload)
-            elif ptype == soup.END_OF_SESSION:
-                log.warning("order_gateway: end of session")
-            elif ptype == soup.DEBUG:
-                pass
-            else:
-                self._bad(proto, f"unknown packet type {ptype!r}")
-                return
-        if self.waker is not None and self.out_n:
-            self.waker.wake()
-
-    def _bad(self, proto, why: str) -> None:
-        self.c["bad_frames"] += 1
-        log.error("order_gateway: session ended: %s", why)
-        proto.transport.close()
-
-    def _session_reset(self, seq: int) -> None:
-        """The exchange's session is shorter than what this gateway has seen: it lost its
-        day (a new exchange process under the same session name). Nothing can be replayed
-        from it; the orders it does not know are the operator's (and the OMS's
-        reconciliation's) to settle. Counted once per reset, logged at ERROR."""
-        self.c["session_resets"] += 1
-        log.error("order_gateway: the exchange's session restarts at message %d, this gateway "
-                  "had %d: the exchange lost its day; orders sent before are unknown there",
-                  seq, max(self.next_expected, self.published_seq + 1))  # fmt: skip
-
-    def _caught_up(self) -> None:
-        self.caught_up = True
-        if self.next_expected <= self.published_seq and not self.c["session_resets"]:
-            self._session_reset(self.next_expected)  # a restarted gateway found a shorter day
-        resend = list(self.inflight.items())
-        for token, (kind, msg) in resend:
-            o = self.orders.get(ouch.coid_of(token))
-            if kind == "cancel" and (o is None or not o.live):
-                del self.inflight[token]
-                continue
-            if kind != "cancel" and o is not None and o.acked:
-                del self.inflight[token]
-                continue
-            self._write(soup.packet(soup.UNSEQUENCED, msg))
-            self.c["resent"] += 1
-        if self.waker is not None:
-            self.waker.wake()
-
-    # -- OUCH in ------------------------------------------------------------------------------
-    def _sequenced(self, payload: bytes) -> None:
-        seq = self.next_expected
-        self.next_expected += 1
-        self.last_msg_ns = time.monotonic_ns()
-        publish = seq > self.published_seq
-        if not publish:
-            self.c["replayed"] += 1
-        try:
-            m = ouch.decode(b"out", payload)
-        except ValueError as exc:
-            self.c["bad_frames"] += 1
-            log.error("order_gateway: message %d dropped: %s", seq, exc)
-            return
-        t = bytes(m["type"])
-        if t == b"S":
-            log.info("order_gateway: system event %r", bytes(m["event"]))
-            return
-        try:
-            coid = ouch.coid_of(bytes(m["token"]))
-        except ValueError:
-            coid = 0
-        o = self.orders.get(coid)
-        if o is None:
-            self.c["foreign"] += 1
-            return
-        now = time.monotonic_ns()
-        if t == b"A":
-            o.acked = o.live = True
-            o.status = OS_NEW
-            o.leaves = int(m["shares"])
-            self._out(publish, seq, o, EXEC_ACK, OS_NEW, 0, 0, 0, 0, now)
-        elif t == b"E":
-            q, px = int(m["shares"]), int(m["price"])
-            o.cum += q
-            o.leaves = max(0, o.leaves - q)
-            done = o.leaves == 0
-            o.live = not done
-            o.status = OS_FILLED if done else OS_PARTIALLY_FILLED
-            et = EXEC_FILL if done else EXEC_PARTIAL_FILL
-            match = int(m["match"])
-            self.executions[match] = (o, q, px)
-            self._out(publish, seq, o, et, o.status, 0, q, px, 0, now, exec_id=match)
-        elif t == b"C":
-            dec = int(m["decrement"])
-            o.leaves = max(0, o.leaves - dec)
-            if o.leaves == 0:
-                o.live = False
-                o.status = OS_CANCELLED
-                self._out(publish, seq, o, EXEC_CANCELLED, OS_CANCELLED, 0, 0, 0, 0, now)
-            else:
-                o.qty = o.cum + o.leaves
-                self._out(publish, seq, o, EXEC_REPLACED, o.status, 0, 0, 0, 0, now)
-        elif t == b"D":
-            dec, prevented = int(m["decrement"]), int(m["prevented"])
-            o.leaves = max(0, o.leaves - dec)
-            if o.leaves == 0:
-                o.live = False
-                o.status = OS_EXPIRED
-                et = EXEC_STP_EXPIRED
-            else:
-                o.qty = o.cum + o.leaves
-                et = EXEC_STP_DECREMENTED
-            self._out(publish, seq, o, et, o.status, int(Code.SELF_TRADE), 0, 0, prevented, now)
-        elif t == b"U":
-            try:
-                old = self.orders.get(ouch.coid_of(bytes(m["prev_token"])))
-            except ValueError:
-                old = None
-            if old is not None:
-                old.live = False
-                o.cum = old.cum
-            o.acked = o.live = True
-            o.leaves = int(m["shares"])
-            o.qty = o.cum + o.leaves
-            o.price = int(m["price"])
-            o.status = OS_PARTIALLY_FILLED if o.cum else OS_NEW
-            self._out(publish, seq, o, EXEC_REPLACED, o.status, 0, 0, 0, 0, now)
-        elif t == b"J":
-            o.acked = True
-            o.live = False
-            o.status = OS_REJECTED
-            self._out(publish, seq, o, EXEC_REJECTED, OS_REJECTED, int(Code.VENUE_REJECTED),
-                      0, 0, 0, now)  # fmt: skip
-        elif t == b"I":
-            self._out(publish, seq, o, EXEC_CANCEL_REJECTED, o.status,
-                      int(Code.TOO_LATE_TO_CANCEL), 0, 0, 0, now)  # fmt: skip
-        elif t == b"B":
-            self._broken(publish, seq, int(m["match"]), bytes(m["reason"]), coid, now)
-        if t in (b"A", b"J", b"U", b"C", b"E", b"D", b"I"):
-            self.inflight.pop(bytes(m["token"]), None)
-
-    def _broken(self, publish, seq, match, reason, coid, now) -> None:
-        """A Broken Trade: BROKEN for the execution ``match`` names (module doc)."""
-        fill = self.executions.get(match)
-        if fill is None or match >= BROKEN_EXEC_ID_BIT or match in self.busted:
-            key = "repeated_busts" if match in self.busted else "unknown_busts"
-            self.c[key] += 1
-            if publish:
-                log.error("order_gateway: broken trade %d (message %d, order %d): %s; nothing "
-                          "published, reconcile by hand", match, seq, coid,
-                          "busted already" if key == "repeated_busts"
-                          else "no execution of this session has that match number")  # fmt: skip
-            return
-        self.busted.add(match)
-        self.c["broken_trades"] += 1
-        o, q, px = fill
-        if publish:
-            log.warning("order_gateway: broken trade %d (reason %r): order %d's fill of %d at "
-                        "%d reversed", match, reason, o.coid, q, px)  # fmt: skip
-        self._out(publish, seq, o, EXEC_BROKEN, o.status, 0, q, px, 0, now,
-                  exec_id=BROKEN_EXEC_ID_BIT | match)  # fmt: skip
-
-    def _out(self, publish, seq, o, et, status, reason, q, px, prevented, now, exec_id=0):
-        if not publish:
-            return
-        if self.out_n >= _OUTQ:
-            self.c["outq_full"] += 1  # never: the duty cycle drains the queue every cycle
-            log.error("order_gateway: report queue full, message %d not published", seq)
-            return
-        e = self.outq[self.out_n]
-        e["parent_seq"] = seq
-        e["exec_id"] = exec_id if exec_id else NON_EXEC_ID_BIT | seq
-        e["venue"] = self.venue_id
-        e["client_order_id"] = o.coid
-        e["order_id"] = o.order_id
-        e["instrument"] = o.instrument
-        e["strategy"] = o.strategy
-        e["side"] = o.side
-        e["exec_type"] = et
-        e["status"] = status
-        e["reason"] = reason
-        e["last_qty"] = q
-        e["last_price"] = px
-        e["cum_qty"] = o.cum
-        e["leaves_qty"] = o.leaves if o.live else 0
-        e["fee"] = 0
-        e["prevented_qty"] = prevented
-        e["ts_event_ns"] = o.ts_event
-        e["ts_recv_ns"] = o.ts_recv
-        e["ts_order_ns"] = o.ts_order
-        e["ts_venue_ns"] = now
-        self.out_n += 1
-        self.c["reports"] += 1
-
     # -- duty cycle -----------------------------------------------------------------------------
     def _check_quiet(self, now_ns: int) -> None:
         """The replay is over when no sequenced message came for ``replay_quiet_ms``."""
@@ -656,63 +293,6 @@ class OrderGatewayStage(Stage):
             e["order_id"] = o.order_id
             e["strategy"] = o.strategy
         return n + 1
-
-    def _send(self, token: bytes, kind: str, msg: bytes) -> None:
-        self.inflight[token] = (kind, msg)
-        self._write(soup.packet(soup.UNSEQUENCED, msg))
-        self.c["sent"] += 1
-
-    def _send_new(self, r, fresh: bool) -> None:
-        coid = int(r["client_order_id"])
-        token = ouch.token_of(coid)
-        o = self.orders[coid]
-        if o.acked or (not fresh and token in self.inflight):
-            self.c["skipped_resend"] += 1  # the exchange has it (or it is being resent)
-            return
-        side = int(r["side"])
-        price = int(r["limit_price"])
-        tif = ouch.TIF_SYSTEM_HOURS
-        min_qty = 0
-        if int(r["tif"]) in (TIF_IOC, TIF_FOK) or int(r["order_type"]) == OT_MARKET:
-            tif = ouch.TIF_IOC
-        if int(r["tif"]) == TIF_FOK:
-            min_qty = int(r["qty"])
-        if int(r["order_type"]) == OT_MARKET or price <= 0:
-            price = ouch.MARKET_BUY_PRICE if side == SIDE_BUY else ouch.MARKET_SELL_PRICE
-        stock = self.stock.get(int(r["instrument"]), b"?       ")
-        msg = ouch.message(
-            ouch.ENTER, type=b"O", token=token, side=b"B" if side == SIDE_BUY else b"S",
-            shares=int(r["qty"]), stock=stock, price=price, tif=tif, firm=self.firm,
-            display=b"Y", capacity=b"A", iso=b"N", min_qty=min_qty, cross_type=b"N",
-            customer_type=b"N",
-        )  # fmt: skip
-        self._send(token, "enter", msg)
-
-    def _send_replace(self, r, fresh: bool) -> None:
-        old = self.orders.get(int(r["orig_client_order_id"]))
-        new_coid = int(r["client_order_id"])
-        n = self.orders.get(new_coid)
-        if old is None or n is None or new_coid == old.coid:
-            return  # a replace keeping the id cannot be said in OUCH: the OMS always renames
-        token = ouch.token_of(new_coid)
-        if n.acked or (not fresh and token in self.inflight):
-            self.c["skipped_resend"] += 1
-            return
-        shares = max(0, int(r["qty"]) - old.cum) if int(r["qty"]) > 0 else old.leaves
-        price = int(r["limit_price"]) or old.price
-        msg = ouch.message(
-            ouch.REPLACE, type=b"U", token=ouch.token_of(old.coid), new_token=token,
-            shares=shares, price=price, tif=ouch.TIF_SYSTEM_HOURS, display=b"Y", iso=b"N",
-            min_qty=0,
-        )  # fmt: skip
-        self._send(token, "replace", msg)
-
-    def _send_cancel(self, coid: int) -> None:
-        o = self.orders.get(coid)
-        if o is None:
-            return
-        token = ouch.token_of(coid)
-        self._send(token, "cancel", ouch.message(ouch.CANCEL, type=b"X", token=token, shares=0))
 
     def pending(self, now_ns: int) -> int:
         return self.out_n
