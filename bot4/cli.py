@@ -53,7 +53,7 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_warm(args) -> int:
-    from bot4 import nbcache
+    from bot4 import nbcache_prune
     from bot4.warm import warm_command
 
     if args.dry_run and not (args.prune or args.prune_only):
@@ -68,7 +68,7 @@ def cmd_warm(args) -> int:
         if code:
             return code
     if args.prune or args.prune_only:
-        rep = nbcache.prune(dry_run=args.dry_run)
+        rep = nbcache_prune.prune(dry_run=args.dry_run)
         verb = "would remove" if args.dry_run else "removed"
         print(
             f"prune {rep.root}: {verb} {len(rep.removed)} key directories "

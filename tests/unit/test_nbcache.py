@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bot4 import nbcache
+from bot4 import nbcache, nbcache_prune
 from bot4.risk import accounting as _acc
 from tests.nbcache_copy import copy_package, run_in_copy
 
@@ -212,9 +212,9 @@ def test_prune_removes_only_unused_keys_and_never_a_held_one(tmp_path, monkeypat
     held = os.open(stale_held / nbcache.LOCK_NAME, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(held, fcntl.LOCK_SH)  # a running process using the stale key
-        dry = nbcache.prune(dry_run=True)
+        dry = nbcache_prune.prune(dry_run=True)
         assert dry.removed == [stale.name] and stale.is_dir()
-        rep = nbcache.prune()
+        rep = nbcache_prune.prune()
     finally:
         os.close(held)
     assert rep.removed == [stale.name] and rep.freed_bytes >= 100
@@ -223,7 +223,7 @@ def test_prune_removes_only_unused_keys_and_never_a_held_one(tmp_path, monkeypat
     assert rep.current == [current.name]
     assert not stale.exists() and not leftover.exists()
     assert stale_held.is_dir() and current.is_dir() and other_simd.is_dir() and foreign.is_dir()
-    assert nbcache.prune().removed == [stale_held.name]  # released: now it goes
+    assert nbcache_prune.prune().removed == [stale_held.name]  # released: now it goes
 
 
 def test_a_claim_waiting_on_a_prune_recreates_the_directory(tmp_path):
