@@ -489,6 +489,9 @@ def print_info(medians: dict[str, dict[str, float]]) -> None:
 
 
 def _terminate(signum, frame):
+    if _HELD[0] is not None:  # kernels are compiling or loading: act right after
+        _HELD[0].append(signum)
+        return
     if signum == signal.SIGALRM:  # the budget ran out: say so (exit 142 alone says nothing)
         print(
             f"gate: the {_BUDGET[0]:g} s budget ran out before a result (a machine this "
@@ -500,6 +503,8 @@ def _terminate(signum, frame):
 
 
 _BUDGET = [BUDGET_S]  # this run's --budget, for the message above
+#: signals that arrived while held (a list while the kernels compile or load, else None)
+_HELD: list[list[int] | None] = [None]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -532,13 +537,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"removed segments of dead benchmark runs: {', '.join(stale)}", file=sys.stderr)
         # A signal handler that raises inside numba's compiler lands in an LLVM ctypes
         # callback, which swallows it and leaves a half-built library ("no compiled object
-        # yet"): hold the stop signals while kernels compile; a pending one acts right after.
-        held = {signal.SIGTERM, signal.SIGHUP, signal.SIGALRM}
-        signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        # yet"), or mid-way through a ring's set-up: while kernels compile or load, the
+        # handler only notes the signal, which acts right after. (Blocking the signals with
+        # pthread_sigmask did not hold: a process-directed SIGALRM went to another thread,
+        # whose C handler still queued the Python handler for the main thread.)
+        _HELD[0] = []
         try:
             warm = rb.warm_numba_cache()
         finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+            held, _HELD[0] = _HELD[0], None
+        if held:
+            _terminate(held[0], None)
         print(f"numba kernels ready in {warm:.1f} s")
         attempts = 1 if args.no_retry else 2
         scale = args.scale
