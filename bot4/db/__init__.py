@@ -1,8 +1,9 @@
 """PostgreSQL: the embedded server, pools, migrations, the exactly-once journal loader,
 two-phase commit with the ledger, and lock diagnostics.
 
-Modules: :mod:`~bot4.db.server` (``EmbeddedPostgres``, ``resolve_dsns``),
-:mod:`~bot4.db.pool` (``make_pool``, ``DatabaseUnavailable``), :mod:`~bot4.db.migrate`
+Modules: :mod:`~bot4.db.server` (``EmbeddedPostgres``, ``resolve_dsns``) with
+:mod:`~bot4.db.cluster` (its data directory), :mod:`~bot4.db.pool` (``make_pool``,
+``DatabaseUnavailable``), :mod:`~bot4.db.migrate`
 (``migrate``), :mod:`~bot4.db.loader` (``Loader``), :mod:`~bot4.db.twophase`
 (``Coordinator``), :mod:`~bot4.db.locks` (``wait_graph``), :mod:`~bot4.db.cli`
 (``bot4 db``). See ``docs/database.md``.

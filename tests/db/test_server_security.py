@@ -28,14 +28,8 @@ import sys
 import psycopg
 import pytest
 
-from bot4.db.server import (
-    HBA_TEXT,
-    PASS_FILE,
-    SUPERUSER,
-    EmbeddedPostgres,
-    ServerStartError,
-    _bin,
-)
+from bot4.db.cluster import HBA_TEXT, PASS_FILE, SUPERUSER, ServerStartError, _bin
+from bot4.db.server import EmbeddedPostgres
 from tests.conftest import TEST_SETTINGS
 from tests.db.conftest import scalar
 
