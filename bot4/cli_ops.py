@@ -15,7 +15,8 @@ from bot4.cli_common import _instance_of, _load, _usage
 
 
 def cmd_stats(args) -> int:
-    from bot4.ops_stats import render, snapshot, to_json
+    from bot4.ops_stats import snapshot, to_json
+    from bot4.ops_stats_view import render
 
     names = group_of = None
     inst = args.instance

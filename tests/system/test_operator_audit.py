@@ -22,7 +22,8 @@ import pwd
 import pytest
 
 from bot4 import cli
-from bot4.ops_stats import render, snapshot
+from bot4.ops_stats import snapshot
+from bot4.ops_stats_view import render
 from bot4.risk import create_risk_segments
 from bot4.shm.breakers import BreakerConfig, Breakers
 from bot4.shm.operator_log import OPERATOR_SEGMENT, OperatorLog, create_operator_log

@@ -101,7 +101,7 @@ def test_pipeline_is_stuck_only_when_nothing_moves_something_is_held_and_all_are
 
 
 def test_stats_table_shows_the_verdicts():
-    from bot4.ops_stats import render
+    from bot4.ops_stats_view import render
 
     base = {
         "index": 0, "pid": 1, "core": 0, "state": "running", "heartbeat_age_ns": 1_000_000,

@@ -3,7 +3,8 @@ a restart of the stage within the session, shown (read-only) by ``bot4 stats``."
 
 from __future__ import annotations
 
-from bot4.ops_stats import render, snapshot
+from bot4.ops_stats import snapshot
+from bot4.ops_stats_view import render
 from bot4.records.errors import Code
 from bot4.shm import control as C
 from bot4.shm.segment import Segment, segment_name

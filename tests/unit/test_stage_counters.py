@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bot4.ops_stats import _render_counters
+from bot4.ops_stats_view import _render_counters
 from bot4.shm import control as C
 from bot4.stages.md_gateway import MdGatewayStage
 from bot4.stages.order_gateway import OrderGatewayStage
@@ -60,7 +60,8 @@ def test_counters_reach_stats_json_table_and_exporter(instance):
     from prometheus_client.parser import text_string_to_metric_families
 
     from bot4.ops_metrics import Exporter
-    from bot4.ops_stats import render, snapshot
+    from bot4.ops_stats import snapshot
+    from bot4.ops_stats_view import render
     from bot4.shm import metrics as M
     from bot4.shm.segment import Segment, instance_segments
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bot4.ops_stats import render, snapshot
+from bot4.ops_stats import snapshot
+from bot4.ops_stats_view import render
 from bot4.pipeline.topology import RingSpec, StageSpec
 from bot4.records import (
     ACTION_CANCEL_ALL,

@@ -11,7 +11,8 @@ import time
 
 import numpy as np
 
-from bot4.ops_stats import WIDTH, render, snapshot, to_json
+from bot4.ops_stats import snapshot, to_json
+from bot4.ops_stats_view import WIDTH, render
 from bot4.records import RECORD_TYPES
 from bot4.shm import control as C
 from bot4.shm import create_ring, segment_name
@@ -183,7 +184,7 @@ def test_live_view_piped_is_plain_and_says_when_the_instance_stops(instance, mon
 def test_latency_cells_fit_their_columns_at_every_magnitude():
     """A latency too wide for its column in µs is shown in ms or s with the unit: under
     load a 1.57 s max ran into the next column ('50,3321,568,67')."""
-    from bot4.ops_stats import _us
+    from bot4.ops_stats_view import _us
 
     for width in (7, 8):
         for ns in (0, 999, 7_200, 4_096_000, 25_559_000, 125_559_000, 999_999_999,
