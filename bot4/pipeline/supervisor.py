@@ -39,82 +39,36 @@ priorities), each line with its level and an event name: ``stage_restart`` and
 Ownership in the control block: the supervisor writes the pipeline state, its pid, the
 pipeline's stuck-since time and each stage's pid / core / restarts / started ns and
 liveness words; stages write everything else.
+
+Starting, waiting for, stopping and reaping the stage processes is
+:mod:`bot4.pipeline.processes` (``StageProcesses``, a base of ``Supervisor``); the restart
+policy, the heartbeat and liveness checks, the drain and the live line are here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import multiprocessing as mp
 import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 
 from bot4 import logs
 from bot4.pipeline.liveness import CursorReader, ProgressWatch, Verdict
+from bot4.pipeline.processes import StageProcesses, _Slot
 from bot4.pipeline.segments import create_segments, destroy_segments
 from bot4.records.errors import EXIT_INPUT_REFUSED, Code
 from bot4.shm import control as C
 from bot4.shm.control import ControlBlock
-from bot4.shm.owners import process_start, self_start
+from bot4.shm.owners import self_start
 from bot4.shm.stats import instance_ring_snapshots
 
-_CTX = mp.get_context("spawn")
 LOOK_EVERY_S = 0.1  # ring cursors are read this often for the liveness verdicts
-STARTUP_STOP_S = 10.0  # stages asked to stop while starting are killed after this
 EXIT_DRAIN_FAILED, EXIT_HALTED, EXIT_FORCED = 1, 3, 130
 _LOG = logging.getLogger("bot4.supervisor")
 
 
-@contextlib.contextmanager
-def _children_ignore_sigint():
-    """Start processes with SIGINT ignored: ``SIG_IGN`` survives fork and exec, and Python
-    keeps a SIGINT it finds ignored ignored, so a spawned stage never sees the terminal's
-    Ctrl-C, not even while it imports numba. SIGINT is blocked meanwhile so one arriving
-    here stays pending for the supervisor's own handler instead of being lost."""
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-
-
-def _stage_entry(topology, name: str) -> None:
-    # before any import that can take seconds (numba): Ctrl-C is the supervisor's to act
-    # on (it arrives ignored already, see _children_ignore_sigint; this keeps it so)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    import ctypes
-
-    from bot4.stages.entry import stage_main
-
-    # a stage never outlives its supervisor: no orphan writer on a ring nobody supervises
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() == 1:
-        sys.exit(3)
-
-    sys.exit(stage_main(topology, name))
-
-
-@dataclass
-class _Slot:
-    name: str
-    index: int
-    proc: object = None
-    restarts: int = 0
-    restart_times: list = field(default_factory=list)
-    restart_at: float | None = None
-    finished: bool = False
-    last_records: int = 0
-    live_ring: str = ""  # ring name last written to the control block
-    hb_blocked_on: str = ""  # stale heartbeat, but blocked on this full ring: said once
-
-
-class Supervisor:
+class Supervisor(StageProcesses):
     def __init__(
         self,
         topology,
@@ -173,40 +127,6 @@ class Supervisor:
             _LOG.makeRecord(_LOG.name, level, "", 0, msg, (), None, extra=extra)
         )
         print(("\r\033[K" if self.live else "") + line, file=self.out, flush=True)
-
-    def _members(self, slot: _Slot) -> list[_Slot]:
-        """Every slot of the process ``slot`` runs in: its group's members, or itself."""
-        g = self.t.group_of(slot.name)
-        return [slot] if g is None else [s for s in self.slots if s.name in g.members]
-
-    def _start(self, slot: _Slot) -> None:
-        """Start the process of ``slot``'s unit (a stage, or its whole group)."""
-        g = self.t.group_of(slot.name)
-        unit = slot.name if g is None else g.name
-        p = _CTX.Process(
-            target=_stage_entry, args=(self.t, unit), name=f"bot4-{unit}", daemon=False
-        )
-        with _children_ignore_sigint():
-            p.start()
-        now = time.monotonic_ns()
-        for m in self._members(slot):
-            m.proc = p
-            m.restart_at = None
-            blk = self.cb.stage(m.index)
-            blk[C.S_PID_START] = process_start(p.pid) or 0
-            blk[C.S_PID] = p.pid
-            blk[C.S_CORE] = self.t.stage(m.name).core
-            blk[C.S_RESTARTS] = m.restarts
-            blk[C.S_STARTED_NS] = now
-
-    def _kill_and_reap(self, slot: _Slot) -> None:
-        p = slot.proc
-        if p is None:
-            return
-        if p.exitcode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGKILL)
-        p.join()  # reaped: its pid can no longer be a live owner of a ring side
 
     def _schedule_restart(self, slot: _Slot, reason: str) -> None:
         """Kill and reap ``slot``'s process, then restart it (with its whole group) after
@@ -425,63 +345,6 @@ class Supervisor:
         self.stop_requested = True
         if self.signals > 1:
             self.force_stop = True
-
-    def _wait_running(self) -> str:
-        """``running`` once every stage runs, ``stopped`` when a signal came first,
-        ``failed`` (with ``halt_reason``) when a stage kept failing or the start timed out."""
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self.stop_requested:
-                return "stopped"
-            for slot in self.slots:
-                self._check(slot, False)
-            if self.halt_reason:
-                return "failed"
-            states = [int(self.cb.stage(s.index)[C.S_STATE]) for s in self.slots]
-            if all(st in (C.STAGE_RUNNING, C.STAGE_STOPPED) for st in states):
-                return "stopped" if self.stop_requested else "running"
-            time.sleep(0.02)
-        waiting = [
-            s.name for s in self.slots if int(self.cb.stage(s.index)[C.S_STATE]) != C.STAGE_RUNNING
-        ]
-        self.halt_reason = (
-            f"stages {waiting} did not report running within {self.start_timeout:g} s"
-        )
-        return "failed"
-
-    def _stop_starting(self) -> None:
-        """Stop a pipeline interrupted before every stage ran: no drain (nothing has
-        flowed: sources hold while the pipeline starts) and no restarts. The pipeline state
-        goes to ``stopped`` (a stage that reaches its loop leaves at once), every live
-        process gets SIGTERM (one still importing ends there), and what is left after
-        ``STARTUP_STOP_S`` or a second signal is killed."""
-        self._say(
-            "interrupted while starting: stopping the stages (no restarts)",
-            logging.WARNING,
-            "start_interrupted",
-        )
-        self.cb.words[C.W_PIPE_STATE] = C.PIPE_STOPPED
-        procs = {id(s.proc): s.proc for s in self.slots if s.proc is not None}
-        for p in procs.values():
-            if p.exitcode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.pid, signal.SIGTERM)
-        deadline = time.monotonic() + STARTUP_STOP_S
-        while any(p.exitcode is None for p in procs.values()):
-            if self.force_stop or time.monotonic() >= deadline:
-                left = sorted(s.name for s in self.slots if s.proc and s.proc.exitcode is None)
-                why = "a second interrupt" if self.force_stop else f"{STARTUP_STOP_S:g} s"
-                self._say(
-                    f"stages {left} still starting after {why}: killed",
-                    logging.WARNING,
-                    "start_interrupted",
-                    stages=left,
-                )
-                break
-            time.sleep(0.02)
-        for slot in self.slots:
-            slot.restart_at = None
-            self._kill_and_reap(slot)
 
     def _supervise(self) -> None:
         t0 = last = time.monotonic()
