@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                          "bot4.gateways.ouch_server")),
     ("stages", ("bot4.stages",)),
     ("services", ("bot4.db", "bot4.gateways", "bot4.ops_stats", "bot4.ops_stats_view",
-                  "bot4.ops_metrics")),
+                  "bot4.ops_metrics", "bot4.ops_metrics_collector")),
     ("domain", ("bot4.oms", "bot4.risk", "bot4.venue", "bot4.marketdata", "bot4.models",
                 "bot4.signals")),
     ("journal", ("bot4.journal", "bot4.journal_repair")),

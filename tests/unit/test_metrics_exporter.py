@@ -36,7 +36,7 @@ def test_every_mapping_is_read_only_and_a_write_through_it_faults(instance):
         f"""
         import ctypes, numpy as np
         from bot4.shm.segment import Segment
-        from bot4.ops_metrics import Bot4Collector
+        from bot4.ops_metrics_collector import Bot4Collector
         kept = []
         real_attach, real_close = Segment.attach, Segment.close
         def attach(name, *, readonly=False, min_size=0):
@@ -72,7 +72,8 @@ def test_every_mapping_is_read_only_and_a_write_through_it_faults(instance):
 
 
 def test_latency_histograms_are_cumulative_le_buckets_in_seconds(instance):
-    from bot4.ops_metrics import LATENCY_BUCKETS_S, Exporter
+    from bot4.ops_metrics import Exporter
+    from bot4.ops_metrics_collector import LATENCY_BUCKETS_S
 
     _make(instance)
     try:
@@ -224,6 +225,7 @@ def test_a_scrape_that_fails_is_a_500_and_one_line_not_a_traceback(monkeypatch, 
     import urllib.request
 
     import bot4.ops_metrics as OM
+    import bot4.ops_metrics_collector as OMC
 
     def gone(*a, **kw):
         raise OSError("segment vanished\nsecond line")
@@ -234,7 +236,8 @@ def test_a_scrape_that_fails_is_a_500_and_one_line_not_a_traceback(monkeypatch, 
     t.start()
     base = f"http://127.0.0.1:{srv.server_address[1]}"
     try:
-        monkeypatch.setattr(OM, "snapshot", gone)
+        monkeypatch.setattr(OM, "snapshot", gone)  # /readyz
+        monkeypatch.setattr(OMC, "snapshot", gone)  # /metrics (the collector)
         for path in ("/metrics", "/readyz"):
             try:
                 urllib.request.urlopen(base + path, timeout=30)
