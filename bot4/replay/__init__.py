@@ -22,7 +22,8 @@ from bot4.replay.latency import (
     LoadSpike,
     parse_latency,
 )
-from bot4.replay.report import Report, equity_metrics, report_from_journal
+from bot4.replay.report import Report, report_from_journal
+from bot4.replay.report_metrics import equity_metrics
 from bot4.replay.runner import ReplayOutcome, replay
 from bot4.replay.sources import DataSource, ReplayInputError, SyntheticSource, open_source
 

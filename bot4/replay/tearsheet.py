@@ -251,7 +251,7 @@ def _models_section(m) -> list[str]:
 
 def render(rep) -> str:
     """The tearsheet of ``rep`` (a :class:`bot4.replay.report.Report`)."""
-    from bot4.replay.report import drawdown_series
+    from bot4.replay.report_metrics import drawdown_series
     from bot4.replay.svg import bar_chart, time_chart
 
     doc, s = rep.doc, rep.scale

@@ -136,7 +136,7 @@ class ReplayRun:
         """The equity curve: time, ts_ns, equity and drawdown (currency)."""
         import pandas as pd
 
-        from bot4.replay.report import drawdown_series
+        from bot4.replay.report_metrics import drawdown_series
 
         s = self.report.scale
         e = self.report.equity_units

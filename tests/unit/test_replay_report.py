@@ -21,12 +21,8 @@ from bot4.records import (
     RISK_DECISION,
 )
 from bot4.records.errors import Code
-from bot4.replay.report import (
-    PERIODS_PER_YEAR_NS,
-    equity_metrics,
-    latency_stats,
-    report_from_journal,
-)
+from bot4.replay.report import report_from_journal
+from bot4.replay.report_metrics import PERIODS_PER_YEAR_NS, equity_metrics, latency_stats
 
 MIN = 60_000_000_000
 
