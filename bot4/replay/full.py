@@ -26,9 +26,9 @@ from bot4.pipeline.supervisor import Supervisor
 from bot4.pipeline.topology import Topology
 from bot4.records import MD_QUOTE
 from bot4.records.errors import Bot4Error, Code
-from bot4.replay.engine import SOURCE_KINDS
 from bot4.replay.progress import Progress
 from bot4.replay.sources import DataSource
+from bot4.replay.wiring import SOURCE_KINDS
 from bot4.shm import control as C
 
 __all__ = ["FullResult", "final_marks", "run_full"]

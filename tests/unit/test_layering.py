@@ -77,10 +77,14 @@ CYCLE_EXCEPTIONS: dict[tuple[str, str], str] = {
 KIND_SWITCH_EXCEPTIONS: dict[str, str] = {
     "bot4.warm.catalogue": "per-kind warm-up recipes (engineer D, issue 17, in progress)",
     "bot4.warm.recipes": "as bot4.warm.catalogue's",
-    "bot4.replay.full": "as bot4.replay.engine's (engineer C)",
-    "bot4.replay.engine": (
+    "bot4.replay.full": "as bot4.replay.wiring's (engineer C)",
+    "bot4.replay.wiring": (
         "the deterministic harness's per-kind overrides and its source kinds (engineer C, "
         "issue 17, in progress); Stage.source is the capability for the latter"
+    ),
+    "bot4.replay.engine": (
+        "as bot4.replay.wiring's (engineer C): the run closes and drains the persistence "
+        "stages last"
     ),
 }
 #: db may not import risk: exceptions
