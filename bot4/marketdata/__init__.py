@@ -1,9 +1,10 @@
 """Market data from recorded files, and the books rebuilt from it.
 
 Modules: :mod:`~bot4.marketdata.lobster` (LOBSTER message / orderbook files: pair
-discovery, byte parsers, bad-input accounting) and :mod:`~bot4.marketdata.builder` (the
-product's one book implementation: per-instrument price levels and order map built from
-order messages, numba kernels; the md stage and the ITCH gateway both use it). Also here:
+discovery, bad-input accounting; its numba byte parsers are in ``lobster_parsers``) and
+:mod:`~bot4.marketdata.builder` (the product's one book implementation: per-instrument
+price levels and order map built from order messages, numba kernels; the md stage and the
+ITCH gateway both use it). Also here:
 ``files`` (recorded CSV / Parquet ticks), ``replay`` (a LOBSTER pair as the stage publishes
 it: books built from its messages by ``builder``) and ``report`` (their bad-input report).
 :mod:`~bot4.marketdata.book` is the tests' independent reference book, not product code.
@@ -48,14 +49,16 @@ def warm() -> int:
     returns how many entry points ran. For ``bot4 warm``."""
     import numpy as np
 
-    from bot4.marketdata import lobster
+    from bot4.marketdata import lobster_parsers
     from bot4.records import MARKET_DATA, MD_BOOK_ADD, SIDE_BUY
 
     row = np.frombuffer(b"34200.5,1,7,100,5853300,1\n", dtype=np.uint8)
     cols = [np.zeros(2, np.int64) for _ in range(7)]
     cols[2] = np.zeros(2, np.uint64)
-    lobster._parse_messages(row, *cols)
-    lobster._parse_int_rows(np.frombuffer(b"1,2,3,4\n", dtype=np.uint8), np.zeros((1, 4), np.int64))
+    lobster_parsers._parse_messages(row, *cols)
+    lobster_parsers._parse_int_rows(
+        np.frombuffer(b"1,2,3,4\n", dtype=np.uint8), np.zeros((1, 4), np.int64)
+    )
     rec = np.zeros(2, MARKET_DATA)
     rec["kind"], rec["side"], rec["price"], rec["qty"] = MD_BOOK_ADD, SIDE_BUY, 100, 1
     rec["order_id"], rec["seq"] = [1, 2], [1, 2]

@@ -37,7 +37,8 @@ row before it makes the whole file refused
 (:class:`~bot4.marketdata.report.UnsortedInputError`, ``docs/inputs.md``). A missing,
 empty or unnamed file, or an unknown ticker, is a :class:`LobsterError` before any
 parsing; so is a pair whose orderbook does not have one row per message line. The byte
-parsers are numba kernels; everything around them is vectorised numpy.
+parsers are numba kernels (``bot4.marketdata.lobster_parsers``); everything around them
+is vectorised numpy.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
-from numba import njit
 
+from bot4.marketdata.lobster_parsers import _NS_PER_S, _OK, _parse_int_rows, _parse_messages
 from bot4.marketdata.report import BadInputReport, check_sorted
 from bot4.records import (
     DEFAULT_INSTRUMENTS,
@@ -93,23 +94,7 @@ _NAME = re.compile(
     r"^(?P<ticker>[^_/\\]+)_(?P<day>\d{4}-\d{2}-\d{2})_(?P<start>\d+)_(?P<end>\d+)_"
     r"(?P<role>message|orderbook)_(?P<levels>\d+)\.csv$"
 )
-_NS_PER_S = 1_000_000_000
 _NS_PER_HOUR = 3600 * _NS_PER_S
-
-# Row status written by the parser kernels: 0 or a Code value (numba reads these as
-# compile-time constants).
-_OK = 0
-_MALFORMED = int(Code.MALFORMED_ROW)
-_TRUNCATED = int(Code.TRUNCATED_FILE)
-_UNKNOWN_KIND = int(Code.UNKNOWN_KIND)
-_NEGATIVE_PRICE = int(Code.NEGATIVE_PRICE)
-_INVALID_QTY = int(Code.INVALID_QTY)
-_COMMA = 44
-_NL = 10
-_CR = 13
-_DOT = 46
-_MINUS = 45
-_ZERO = 48
 
 
 class LobsterError(Bot4Error, ValueError):
@@ -328,175 +313,6 @@ def _load(f: LobsterFile) -> bytes:
     if not data.strip():
         raise LobsterError(f, "file holds no rows (only whitespace)", Code.TRUNCATED_FILE)
     return data
-
-
-# --- the byte parsers (numba) -------------------------------------------------------------
-
-
-@njit(nogil=True, cache=True)
-def _int_field(buf, i, end, max_digits):
-    """Signed decimal at ``buf[i:]`` up to ',' or ``end``: (value, stop index, ok)."""
-    neg = False
-    if i < end and buf[i] == _MINUS:
-        neg = True
-        i += 1
-    v = np.int64(0)
-    nd = 0
-    while i < end and buf[i] != _COMMA:
-        d = np.int64(buf[i]) - _ZERO
-        if d < 0 or d > 9:
-            return v, i, False
-        v = v * 10 + d
-        nd += 1
-        i += 1
-    if nd == 0 or nd > max_digits:
-        return v, i, False
-    return (-v if neg else v), i, True
-
-
-@njit(nogil=True, cache=True)
-def _uint_field(buf, i, end):
-    """Unsigned decimal of at most 19 digits (fits u8) up to ',' or ``end``."""
-    v = np.uint64(0)
-    nd = 0
-    while i < end and buf[i] != _COMMA:
-        d = np.int64(buf[i]) - _ZERO
-        if d < 0 or d > 9:
-            return v, i, False
-        v = v * np.uint64(10) + np.uint64(d)
-        nd += 1
-        i += 1
-    return v, i, 0 < nd <= 19
-
-
-@njit(nogil=True, cache=True)
-def _time_field(buf, i, end):
-    """``SECONDS[.FRACTION]`` -> ns; fraction digits past the 9th are truncated."""
-    sec = np.int64(0)
-    nd = 0
-    while i < end and buf[i] != _COMMA and buf[i] != _DOT:
-        d = np.int64(buf[i]) - _ZERO
-        if d < 0 or d > 9:
-            return sec, i, False
-        sec = sec * 10 + d
-        nd += 1
-        i += 1
-    if nd == 0 or nd > 6:
-        return sec, i, False
-    frac = np.int64(0)
-    nf = 0
-    if i < end and buf[i] == _DOT:
-        i += 1
-        while i < end and buf[i] != _COMMA:
-            d = np.int64(buf[i]) - _ZERO
-            if d < 0 or d > 9:
-                return sec, i, False
-            if nf < 9:
-                frac = frac * 10 + d
-            nf += 1
-            i += 1
-        if nf == 0:
-            return sec, i, False
-        for _ in range(min(nf, 9), 9):
-            frac *= 10
-    return sec * _NS_PER_S + frac, i, True
-
-
-@njit(nogil=True, cache=True)
-def _message_line(buf, i, end, r, ts, kind, oid, qty, price, side):
-    """Parse one message row ``buf[i:end]`` into slot ``r``; returns its status."""
-    t, i, ok = _time_field(buf, i, end)
-    if not ok or i >= end:
-        return _MALFORMED
-    k, i, ok = _int_field(buf, i + 1, end, 3)
-    if not ok or i >= end:
-        return _MALFORMED
-    o, i, ok = _uint_field(buf, i + 1, end)
-    if not ok or i >= end:
-        return _MALFORMED
-    s, i, ok = _int_field(buf, i + 1, end, 18)
-    if not ok or i >= end:
-        return _MALFORMED
-    p, i, ok = _int_field(buf, i + 1, end, 18)
-    if not ok or i >= end:
-        return _MALFORMED
-    d, i, ok = _int_field(buf, i + 1, end, 2)
-    if not ok or i != end:
-        return _MALFORMED
-    ts[r] = t
-    kind[r] = k
-    oid[r] = o
-    qty[r] = s
-    price[r] = p
-    side[r] = d
-    if k < 1 or k > 7:
-        return _UNKNOWN_KIND
-    if k == MD_TRADING_HALT:
-        return _OK if -1 <= p <= 1 else _MALFORMED
-    if d != 1 and d != -1:
-        return _MALFORMED
-    if p < 0:
-        return _NEGATIVE_PRICE
-    if s <= 0:
-        return _INVALID_QTY
-    return _OK
-
-
-@njit(nogil=True, cache=True)
-def _parse_messages(buf, ts, kind, oid, qty, price, side, status):
-    """Every line of ``buf`` into slot (line - 1); returns the number of lines.
-
-    A final empty segment (after the last newline) is not a line. An unterminated last
-    line that does not parse is TRUNCATED_FILE rather than MALFORMED_ROW.
-    """
-    n = buf.size
-    pos = 0
-    r = 0
-    while pos < n:
-        end = pos
-        while end < n and buf[end] != _NL:
-            end += 1
-        stop = end
-        if stop > pos and buf[stop - 1] == _CR:
-            stop -= 1
-        st = _message_line(buf, pos, stop, r, ts, kind, oid, qty, price, side)
-        if st == _MALFORMED and end == n:
-            st = _TRUNCATED
-        status[r] = st
-        r += 1
-        pos = end + 1
-    return r
-
-
-@njit(nogil=True, cache=True)
-def _parse_int_rows(buf, out):
-    """Rows of ``out.shape[1]`` comma-separated int64 into ``out``.
-
-    Returns (rows, bad_line, bad_status): bad_line is the 1-based line of the first row
-    that does not parse (0 if none), bad_status MALFORMED_ROW or TRUNCATED_FILE.
-    """
-    n = buf.size
-    ncols = out.shape[1]
-    pos = 0
-    r = 0
-    while pos < n:
-        end = pos
-        while end < n and buf[end] != _NL:
-            end += 1
-        stop = end
-        if stop > pos and buf[stop - 1] == _CR:
-            stop -= 1
-        i = pos
-        for c in range(ncols):
-            v, i, ok = _int_field(buf, i, stop, 18)
-            last = c == ncols - 1
-            if not ok or (last and i != stop) or (not last and i >= stop):
-                return r, r + 1, (_TRUNCATED if end == n else _MALFORMED)
-            out[r, c] = v
-            i += 1
-        r += 1
-        pos = end + 1
-    return r, 0, _OK
 
 
 # --- messages -------------------------------------------------------------------------------
