@@ -120,7 +120,7 @@ from bot4.shm.breakers import (
 from bot4.shm.atomics import load_acquire, monotonic_ns
 from bot4.shm.segment import PREFIX, SHM_DIR, Segment, instance_segments
 from bot4.shm.trading_state import TradingState
-from bot4.oms.kernels import orders_kernel
+from bot4.oms.from_risk import orders_kernel
 from bot4.oms.state import C_NEW_SENT, oms_new
 
 from numba import njit  # noqa: E402  (after bot4)

@@ -11,8 +11,12 @@ Modules, one idea each:
 * ``reconcile`` — the rule for the venue's answers to a restarted OMS's status queries
 * ``state``   — ``Oms``, the one state object the OMS kernels take (``oms_new``), its
   counters, id words and reasons
-* ``kernels`` — the per-record work: ``orders_kernel`` (risk's orders), ``execs_kernel``
-  (the venue's reports), ``emit_queries``, ``emit_cancel_all``, ``mark_cancel_all``
+* ``from_risk`` — the per-record work of input 0: ``orders_kernel`` (risk's orders),
+  ``mark_cancel_all``
+* ``from_venue`` — the per-record work of input 1: ``execs_kernel`` (the venue's reports,
+  busts, restart reconciliation's status answers)
+* ``emit``    — records sent outside an input batch: ``emit_queries``, ``emit_cancel_all``
+* ``helpers`` — what those share: the record writers, ``borrowed`` (the state as views)
 
 Everything is preallocated numpy arrays grouped in namedtuples; the per-record work is
 numba kernels. All of it is owned by the one orders stage process.

@@ -1,7 +1,8 @@
 """The OMS state: one named object, :data:`Oms`, that every OMS kernel takes.
 
 The orders stage's state (:mod:`bot4.stages.orders`): preallocated by :func:`oms_new`,
-read and written by the kernels of :mod:`bot4.oms.kernels`, which take it as one argument::
+read and written by the OMS kernels (:mod:`bot4.oms.from_risk`, :mod:`bot4.oms.from_venue`,
+:mod:`bot4.oms.emit`), which take it as one argument::
 
     Oms field        array                      meaning
     table            [states, events] int8      the order state machine (bot4.oms.states)

@@ -58,7 +58,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from bot4.oms.kernels import execs_kernel, orders_kernel
+from bot4.oms.from_risk import orders_kernel
+from bot4.oms.from_venue import execs_kernel
 from bot4.shm.atomics import cpu_pause, load_relaxed, monotonic_ns, sched_yield, store_release
 from bot4.shm.control import (
     C_CURSOR,

@@ -90,7 +90,8 @@ Hooks beyond ``Stage``: ``input_ready(i, now_ns)`` (False: leave input i in its 
 input batch: the queries, the drain's CANCEL_ALL). The loop must call them; see the
 report accompanying this module.
 
-The per-record work is the OMS kernels of :mod:`bot4.oms.kernels`, over the state object
+The per-record work is the OMS kernels of :mod:`bot4.oms.from_risk` (input 0),
+:mod:`bot4.oms.from_venue` (input 1) and :mod:`bot4.oms.emit`, over the state object
 :data:`bot4.oms.state.Oms`; this module is the stage: params, setup, restart recovery and
 reconciliation, summary. ``orders_kernel`` and ``execs_kernel`` stay importable from here
 for the hot group's cycle (``bot4.stages.hotloop``).
@@ -108,13 +109,9 @@ from bot4.oms.book import (
     book_add,
     book_open,
 )
-from bot4.oms.kernels import (
-    emit_cancel_all,
-    emit_queries,
-    execs_kernel,
-    mark_cancel_all,
-    orders_kernel,
-)
+from bot4.oms.emit import emit_cancel_all, emit_queries
+from bot4.oms.from_risk import mark_cancel_all, orders_kernel
+from bot4.oms.from_venue import execs_kernel
 from bot4.oms.lru import (
     M_EVICTIONS,
     M_SIZE,
