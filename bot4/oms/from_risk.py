@@ -3,9 +3,10 @@
 :func:`orders_kernel` (NEW with the client-side self-trade prevention guard, CANCEL,
 CANCEL_ALL) and :func:`mark_cancel_all`, over the one state object
 :data:`bot4.oms.state.Oms`; what the orders stage (:mod:`bot4.stages.orders`, whose module
-doc has the rings, identity, self-trade prevention and restart rules) does per record.
-Each returns counts and the next ``seq``; none allocates. The stage class calls them, and
-so does the hot group's compiled cycle (``bot4.stages.hotloop``).
+doc has the rings, identity and self-trade prevention rules;
+:mod:`bot4.stages.orders_restart` has the restart's) does per record. Each returns counts
+and the next ``seq``; none allocates. The stage class calls them, and so does the hot
+group's compiled cycle (``bot4.stages.hotloop``).
 """
 
 from __future__ import annotations

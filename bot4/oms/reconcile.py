@@ -31,7 +31,7 @@ Everything else is a real difference, of two kinds:
 
 Silence is neither: a venue that does not answer (a loaded host, a venue restarting) holds
 new intents for one ``reconcile_timeout_ms`` only; the OMS then asks again while intents
-flow, and judges a late answer when it comes (``bot4.stages.orders``).
+flow, and judges a late answer when it comes (``bot4.stages.orders_restart``).
 
 The rule is written once here, as two small kernels the OMS calls per STATUS, and as the
 table ``docs/protocol.md`` shows.

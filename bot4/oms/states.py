@@ -33,7 +33,7 @@ Events: ``EV_SEND``, ``EV_ACK``, ``EV_PARTIAL_FILL``, ``EV_FILL``, ``EV_CANCEL_R
 ``EV_REPLACE_REQUEST``, ``EV_REPLACED``, ``EV_STP_DECREMENT``. Requests (send, cancel,
 replace) are ours; the
 others come from venue execution reports (``EVENT_OF_EXEC``); ``EXEC_STATUS`` is not an
-event (reconciliation compares it, see ``bot4.stages.orders``).
+event (reconciliation compares it, see ``bot4.stages.orders_restart``).
 
 Rules worth stating:
 

@@ -75,6 +75,7 @@ from bot4.records import (
 from bot4.records.errors import Code
 from bot4.records.identity import exec_content_hashes
 from bot4.stages import orders as O
+from bot4.stages import orders_restart as OR
 from bot4.stages.orders import OrdersStage
 
 B, SL = SIDE_BUY, SIDE_SELL
@@ -1052,13 +1053,13 @@ def test_reconciliation_timeout_releases_and_marks_unanswered():
     d.send(order(cid(1, 3)))
     d.run(5)
     assert st.reconciling and d.q[0]  # held until the first timeout
-    for _ in range(O.RECON_ATTEMPTS - 1):
+    for _ in range(OR.RECON_ATTEMPTS - 1):
         now[0] += 40_000_000
         d.run(5)  # a timeout: intents flow again, the unanswered are asked again
         d.run(5)  # (the loop polls pending() every cycle; the driver stops at an idle step)
         assert st.reconciling and not d.q[0]
     queries = [r for r in d.all(0) if r["action"] == ACTION_QUERY]
-    assert [int(r["client_order_id"]) for r in queries] == [a, b] * O.RECON_ATTEMPTS
+    assert [int(r["client_order_id"]) for r in queries] == [a, b] * OR.RECON_ATTEMPTS
     assert ACTION_NEW in d.all(0)["action"] and st.summary()["counters"]["unheld_intents"] == 0
     now[0] += 40_000_000
     d.run()
@@ -1185,7 +1186,7 @@ def test_a_restarted_oms_refuses_journalled_intents_and_reconciles_their_orders(
     rec = rebuild_from_journal(tmp_path / "j", 0)
     st2 = make_stage()
     for c in rec.risk_ids:
-        O.lru_put(st2.oms.seen, np.uint64(c), 0)
+        OR.lru_put(st2.oms.seen, np.uint64(c), 0)
     assert st2.restore_open_orders(rec.open_orders, rec.max_order_id + 1) == 4
     d2 = Driver(st2, v)
     d2.send(order(ids[0]), order(cid(1, 5)))  # a replayed intent, then a new one
