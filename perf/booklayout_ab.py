@@ -1,6 +1,8 @@
 """Book kernel A/B (issue 18): ``bot4.marketdata.builder.build_kernel`` as committed against a
 variant of it generated from its source at run time, on the same LOBSTER messages in the
-same process, rounds interleaved, medians of CPU time (``thread_time``).
+same process, rounds interleaved, medians of CPU time (``thread_time``). The variant
+rewrites both modules the kernel is made of, ``bot4/marketdata/book_step.py`` (the one
+book step and its level helpers) and ``bot4/marketdata/builder.py``.
 
 Variants (``--variant``):
 
@@ -33,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bot4.marketdata import book_step as step
 from bot4.marketdata import builder as old
 from bot4.marketdata.lobster import find_pairs, read_pair
 from bot4.records import BOOK_LEVEL, MARKET_DATA
@@ -64,21 +67,29 @@ ABLATIONS = {
 
 
 def load_variant(tmp: Path, variant: str):
-    """The builder module rewritten as ``variant``, imported from ``tmp``."""
-    src = Path(old.__file__).read_text()
+    """The book step and builder modules rewritten as ``variant``, imported from ``tmp``
+    (the builder variant imports the step variant); returns the builder variant."""
+    srcs = {"book_step": Path(step.__file__).read_text(), "builder": Path(old.__file__).read_text()}
     if variant == "interleaved":
-        src = interleave(src)
+        srcs = {k: interleave(v) for k, v in srcs.items()}
     else:
         edits = ABLATIONS[variant]
         for a, b in edits if isinstance(edits[0], tuple) else (edits,):
-            assert a in src, f"{variant}: {a!r} not in builder.py (changed?)"
-            src = src.replace(a, b)
-    path = tmp / "builder_variant.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location("builder_variant", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
+            assert any(a in v for v in srcs.values()), (
+                f"{variant}: {a!r} not in book_step.py or builder.py (changed?)"
+            )
+            srcs = {k: v.replace(a, b) for k, v in srcs.items()}
+    imp = "from bot4.marketdata.book_step import"
+    assert imp in srcs["builder"], "builder.py no longer imports the book step (changed?)"
+    srcs["builder"] = srcs["builder"].replace(imp, "from book_step_variant import")
+    mod = None
+    for name in ("book_step", "builder"):
+        path = tmp / f"{name}_variant.py"
+        path.write_text(srcs[name])
+        spec = importlib.util.spec_from_file_location(f"{name}_variant", path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
     return mod
 
 

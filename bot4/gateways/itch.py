@@ -18,7 +18,7 @@ decodes.
 Decoding (:func:`itch_decode_kernel`, numba) turns the messages of a MoldUDP64 stream into
 ``MARKET_DATA`` records and keeps, per configured instrument, the price levels and the
 order map of a :class:`bot4.marketdata.builder.BookBuilder`, each book event applied by
-the md stage's own step (:func:`bot4.marketdata.builder.apply_event`: one book
+the md stage's own step (:func:`bot4.marketdata.book_step.apply_event`: one book
 implementation in the product): E / C / X / D / U carry only the order reference, so the
 order map gives their price and side. Per message it emits (``MAX_RECORDS_PER_MESSAGE`` at
 most):
@@ -47,7 +47,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from bot4.marketdata.builder import ASK, BID, O_PX, O_QTY, apply_event, order_side
+from bot4.marketdata.book_step import ASK, BID, O_PX, O_QTY, apply_event, order_side
 from bot4.nbkit import map_find, unowned
 from bot4.records import (
     MARKET_DATA,
@@ -362,7 +362,7 @@ def _quotes(out, n, seq0, mseq, ts, recv, inst, px, qty, nlev, last_q):
 @njit(nogil=True, cache=True, inline="always")
 def _book_event(out, n, inst, px, qty, cnt, nlev, bstats, otab, live, dstats):
     """Apply the record just written at ``out[n - 1]`` to its instrument's book (the md
-    stage's step, :func:`bot4.marketdata.builder.apply_event`). False when an add did not
+    stage's step, :func:`bot4.marketdata.book_step.apply_event`). False when an add did not
     fit (the order map 3/4 full: the stage grows it between calls, so this is a guard)."""
     if out[n - 1].kind == MD_BOOK_ADD and live[0] + 1 > otab.shape[0] * 3 // 4:
         dstats[DS_TABLE_FULL] += 1

@@ -4,7 +4,8 @@ Modules: :mod:`~bot4.marketdata.lobster` (LOBSTER message / orderbook files: pai
 discovery, bad-input accounting; its numba byte parsers are in ``lobster_parsers``) and
 :mod:`~bot4.marketdata.builder` (the product's one book implementation: per-instrument
 price levels and order map built from order messages, numba kernels; the md stage and the
-ITCH gateway both use it). Also here:
+ITCH gateway both use it; its one book step, :func:`~bot4.marketdata.book_step.apply_event`,
+is in ``book_step``). Also here:
 ``files`` (recorded CSV / Parquet ticks), ``replay`` (a LOBSTER pair as the stage publishes
 it: books built from its messages by ``builder``) and ``report`` (their bad-input report).
 :mod:`~bot4.marketdata.book` is the tests' independent reference book, not product code.

@@ -1,0 +1,240 @@
+"""The one book step: an order-level event applied to one instrument's levels and orders.
+
+:func:`apply_event` applies a book event (a MARKET_DATA record, ``MD_BOOK_ADD`` /
+``CANCEL`` / ``DELETE`` / ``EXEC``) to instrument ``i``'s price levels (per side up to
+``window`` levels, best first, each with its aggregate visible size and order count) and
+to the order map (:mod:`bot4.nbkit`'s u64 map, one 32-byte row per order: remaining
+size, price, side, add seq), counting what it met in the ``BUILD_STATS`` slots. It is
+the product's one book implementation: the md stage's
+:func:`bot4.marketdata.builder.build_kernel` (LOBSTER) and md_gateway's ITCH decoder
+(:func:`bot4.gateways.itch.itch_decode_kernel`) both call it, on the arrays of a
+:class:`bot4.marketdata.builder.BookBuilder`. The level helpers here (find, insert,
+remove) are the builder's too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from bot4.nbkit import (
+    map_delete,
+    map_find,
+    map_put,
+)
+from bot4.records import (
+    MD_BOOK_ADD,
+    MD_BOOK_DELETE,
+    MD_BOOK_EXEC,
+    SIDE_BUY,
+    SIDE_SELL,
+)
+
+BID = 0  # side row of the book arrays
+ASK = 1
+
+# stats slots (counts of messages, except the *level* counts)
+B_EVENTS = 0  # book events applied (kinds 1-4 with a valid side)
+B_IGNORED = 1  # other kinds (hidden executions, crosses, halts): no visible change
+B_SEEDED = 2  # levels seeded from the first reference row (orders resting before the data)
+B_SLIDE_IN = 3  # levels taken from the reference when they entered a depth-limited window
+B_RESYNC = 4  # books re-seeded from a reference row after a gap
+B_UNKNOWN_ORDER = 5  # cancel / delete / exec of an id the map does not know (applied by price)
+B_DUPLICATE = 6  # add of an id already live (the new add replaces it in the map)
+B_DELETE_MISMATCH = 7  # delete whose size differs from the order's remaining size
+B_OVERFILL = 8  # cancel / exec larger than the order's remaining size
+B_ORDER_MISMATCH = 9  # message price / side differ from the known order's
+B_DROPPED = 10  # levels pushed out of the window by a better one
+B_BAD_SIDE = 11  # book event whose side is neither buy nor sell (ignored)
+B_MISSING_LEVEL = 12  # gap: reduction at a price with no level
+B_NEGATIVE_LEVEL = 13  # gap: reduction larger than the level
+B_UNKNOWN_GAP = 14  # gap: reduction of an unknown order without a price
+B_CHECK_MISMATCH = 15  # gap: the window differs from the reference row
+B_CROSSED = 16  # crossed or locked book (episodes)
+B_STALE_MESSAGES = 17  # messages published flagged MDF_BOOK_STALE
+B_CHECKED = 18  # messages whose window was compared with a reference row
+BUILD_STATS = (
+    "events",
+    "ignored",
+    "seeded",
+    "slide_in",
+    "resync",
+    "unknown_order",
+    "duplicate_order",
+    "delete_mismatch",
+    "overfill",
+    "order_mismatch",
+    "dropped_level",
+    "bad_side",
+    "missing_level",
+    "negative_level",
+    "unknown_order_gap",
+    "check_mismatch",
+    "crossed",
+    "stale_messages",
+    "checked",
+)
+#: the reasons that make a book inconsistent (stale)
+GAP_STATS = ("missing_level", "negative_level", "unknown_order_gap", "check_mismatch", "crossed")
+
+
+# --- levels ---------------------------------------------------------------------------------
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _better(s, a, b):
+    """Price ``a`` is better than ``b`` on side row ``s``."""
+    return a > b if s == BID else a < b
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _find(px, n, i, s, p):
+    """Position of price ``p`` on side ``s`` of instrument ``i``, or -(insertion point) - 1."""
+    m = n[i, s]
+    j = 0
+    while j < m and _better(s, px[i, s, j], p):
+        j += 1
+    if j < m and px[i, s, j] == p:
+        return j
+    return -j - 1
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _insert_level(px, qty, cnt, n, stats, window, i, s, j, p, q, c):
+    """Insert a level at position ``j`` (shifting worse ones back; the worst falls out of a
+    full window). Returns False when ``j`` is beyond the window (nothing inserted)."""
+    if j >= window:
+        return False
+    m = n[i, s]
+    if m >= window:
+        stats[B_DROPPED] += 1
+        m = window - 1
+    for k in range(m, j, -1):
+        px[i, s, k] = px[i, s, k - 1]
+        qty[i, s, k] = qty[i, s, k - 1]
+        cnt[i, s, k] = cnt[i, s, k - 1]
+    px[i, s, j] = p
+    qty[i, s, j] = q
+    cnt[i, s, j] = c
+    n[i, s] = m + 1
+    return True
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _remove_level(px, qty, cnt, n, i, s, j):
+    m = n[i, s]
+    for k in range(j, m - 1):
+        px[i, s, k] = px[i, s, k + 1]
+        qty[i, s, k] = qty[i, s, k + 1]
+        cnt[i, s, k] = cnt[i, s, k + 1]
+    n[i, s] = m - 1
+
+
+# --- the order map: bot4.nbkit's u64 map, one 32-byte row per order ---------------------------
+# otab[slot] = (id, remaining qty, price, seq * 4 + side + 1); id 0 = empty row. One row per
+# order keeps a hit to one cache line (a table of five parallel arrays touches five).
+O_ID, O_QTY, O_PX, O_SQ = range(4)
+NO = 4
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _oset(otab, k, q, p, side, seq):
+    otab[k, O_QTY] = q
+    otab[k, O_PX] = p
+    otab[k, O_SQ] = np.int64(seq) * 4 + side + 1
+
+
+@njit(nogil=True, cache=True, inline="always")
+def order_side(otab, k):
+    """Side (SIDE_BUY / SIDE_SELL) of the order in map row ``k``."""
+    return (otab[k, O_SQ] & 3) - 1
+
+
+# --- one message ----------------------------------------------------------------------------
+
+
+@njit(nogil=True, cache=True, inline="always")
+def apply_event(px, qty, cnt, n, stats, window, otab, live, i, r):
+    """Apply one book event (a MARKET_DATA record ``r``) to instrument ``i``'s levels and
+    the order map; returns True when it opened a gap. The one book step of the product:
+    :func:`build_kernel` (the md stage, LOBSTER) and the ITCH decoder
+    (:func:`bot4.gateways.itch.itch_decode_kernel`, md_gateway) both call it. An add
+    needs a free map row: callers keep ``live[0]`` below 3/4 of ``otab``'s rows."""
+    kind = r.kind
+    if kind < MD_BOOK_ADD or kind > MD_BOOK_EXEC:
+        stats[B_IGNORED] += 1
+        return False
+    side = r.side
+    p = r.price
+    q = r.qty
+    oid = r.order_id
+    if kind == MD_BOOK_ADD:
+        if side != SIDE_BUY and side != SIDE_SELL:
+            stats[B_BAD_SIDE] += 1
+            return False
+        if oid != 0:
+            k = map_find(otab, oid)
+            if k >= 0:
+                stats[B_DUPLICATE] += 1
+            else:
+                k = map_put(otab, oid)  # never -1: the kernel stops at 3/4 full
+                live[0] += 1
+            if k >= 0:
+                _oset(otab, k, q, p, side, r.seq)
+        s = BID if side == SIDE_BUY else ASK
+        j = _find(px, n, i, s, p)
+        if j >= 0:
+            qty[i, s, j] += q
+            cnt[i, s, j] += 1
+        else:
+            _insert_level(px, qty, cnt, n, stats, window, i, s, -j - 1, p, q, 1)
+        stats[B_EVENTS] += 1
+        return False
+    # cancel, delete, execution: by order id, the message's price and side when it has them
+    gone = kind == MD_BOOK_DELETE
+    k = map_find(otab, oid)  # id 0 is never found
+    if k >= 0:
+        o_side = order_side(otab, k)
+        if p == 0:
+            p = otab[k, O_PX]
+            side = o_side
+        elif otab[k, O_PX] != p or o_side != side:
+            stats[B_ORDER_MISMATCH] += 1
+        left = otab[k, O_QTY] - q
+        if kind == MD_BOOK_DELETE:
+            if left != 0:
+                stats[B_DELETE_MISMATCH] += 1
+            left = 0
+        if left < 0:
+            stats[B_OVERFILL] += 1
+        if left > 0:
+            otab[k, O_QTY] = left
+        else:
+            map_delete(otab, k)
+            live[0] -= 1
+            gone = True
+    else:
+        stats[B_UNKNOWN_ORDER] += 1
+        if p == 0:
+            stats[B_UNKNOWN_GAP] += 1
+            return True
+    if side != SIDE_BUY and side != SIDE_SELL:
+        stats[B_BAD_SIDE] += 1
+        return False
+    s = BID if side == SIDE_BUY else ASK
+    j = _find(px, n, i, s, p)
+    stats[B_EVENTS] += 1
+    if j < 0:
+        stats[B_MISSING_LEVEL] += 1
+        return True
+    left = qty[i, s, j] - q
+    if left > 0:
+        qty[i, s, j] = left
+        if gone and cnt[i, s, j] > 1:
+            cnt[i, s, j] -= 1
+        return False
+    _remove_level(px, qty, cnt, n, i, s, j)
+    if left < 0:
+        stats[B_NEGATIVE_LEVEL] += 1
+        return True
+    return False
