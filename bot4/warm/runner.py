@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 
 from bot4.warm import recipes
@@ -199,8 +201,18 @@ def run_jobs(
                 idle[0] -= 1
 
     try:
-        for p in procs:
-            p.start()
+        # the workers start with SIGINT ignored (an inherited SIG_IGN survives exec and
+        # Python keeps it): a Ctrl-C to the process group is this process's to handle (it
+        # ends them by pid below), never a KeyboardInterrupt traceback on the shared stderr
+        # from a worker still importing (seen under load)
+        main = threading.current_thread() is threading.main_thread()
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            for p in procs:
+                p.start()
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, old if old is not None else signal.SIG_DFL)
         dispatch()
         while len(finished) < len(jobs):
             try:
