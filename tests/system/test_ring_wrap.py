@@ -49,8 +49,11 @@ def test_default_pipeline_keeps_flowing_past_every_rings_wrap(
     assert out.returncode == 0, log
     final = json.loads(report.read_text())
     assert final["halted"] is None, log
+    # the run's warnings and errors first: a restart's reason must survive pytest's
+    # truncation of a long assertion message
+    alerts = "\n".join(ln for ln in log.splitlines() if " WARNING " in ln or " ERROR " in ln)
     for name, st in final["stages"].items():
-        assert st["state"] == "stopped" and st["restarts"] == 0, (name, st, log)
+        assert st["state"] == "stopped" and st["restarts"] == 0, (name, st, alerts, log)
     feedback = {"fills", "venue_execs"}  # replies after their reader drained may remain
     for name, ring in final["rings"].items():
         # drained: every record produced was consumed
