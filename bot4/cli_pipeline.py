@@ -82,13 +82,12 @@ def _database_for(t, args):
         dsn, ledger, server = resolve_dsns(args.dsn, args.ledger_dsn)
     finally:
         os.sched_setaffinity(0, allowed)
-    if server is not None and server.started and cores:
-        _LOG.info("embedded PostgreSQL on cores %s", ",".join(map(str, sorted(cores))))
     os.environ["BOT4_DSN"] = dsn
     if ledger:
         os.environ["BOT4_LEDGER_DSN"] = ledger
     if server is not None:
-        _LOG.info("embedded PostgreSQL under %s", server.data_dir)
+        where = f" on cores {','.join(map(str, sorted(cores)))}" if server.started and cores else ""
+        _LOG.info("embedded PostgreSQL under %s%s", server.data_dir, where)
         if server.adopted_from is not None:
             _LOG.warning(
                 "adopted the server left running by a dead run (%s): this run stops it when "
@@ -112,8 +111,7 @@ def database_cores(t) -> set[int] | None:
     allowed = os.sched_getaffinity(0)
     used, hot = set(), set()
     for name, members in t.units():
-        g = t.group(name)
-        core = g.core if g is not None else t.stage(name).core
+        core = t.unit_core(name)
         used.add(core)
         if any(t.stage(m).kind in HOT_KINDS for m in members):
             hot.add(core)

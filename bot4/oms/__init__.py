@@ -16,7 +16,7 @@ Modules, one idea each:
 * ``from_venue`` — the per-record work of input 1: ``execs_kernel`` (the venue's reports,
   busts, restart reconciliation's status answers)
 * ``emit``    — records sent outside an input batch: ``emit_queries``, ``emit_cancel_all``
-* ``helpers`` — what those share: the record writers, ``borrowed`` (the state as views)
+* ``helpers`` — what those share: the record writers
 
 Everything is preallocated numpy arrays grouped in namedtuples; the per-record work is
 numba kernels. All of it is owned by the one orders stage process.

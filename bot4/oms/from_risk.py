@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from bot4.nbkit import unowned
 from bot4.oms.book import (
     B_FREE,
     F_STP,
@@ -21,7 +22,7 @@ from bot4.oms.book import (
     book_find,
     book_set_alias,
 )
-from bot4.oms.helpers import _I0, _ST_NEW, _U0, _i, _report, _venue_msg, borrowed
+from bot4.oms.helpers import _I0, _ST_NEW, _U0, _i, _report, _venue_msg
 from bot4.oms.lru import (
     lru_contains,
     lru_put,
@@ -227,7 +228,9 @@ def orders_kernel(batch, venue, fills, seq, st, now):
     """Orders from risk -> venue messages (``venue``) and generated reports (``fills``),
     stamped ``ts_order_ns = now`` (the stage clock, ns). Returns ``(n_venue, n_fills, next
     seq)``."""
-    st = borrowed(st)  # helpers bind views: no reference counting per call
+    # helpers bind views: the state's 44 arrays are not reference-counted at every
+    # helper call (1.9 us per order before)
+    st = unowned(st)
     nv = _I0
     nf = _I0
     for i in range(batch.shape[0]):

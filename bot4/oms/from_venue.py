@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from bot4.nbkit import unowned
 from bot4.oms.book import (
     F_AWAIT_STATUS,
     F_STP,
@@ -20,7 +21,7 @@ from bot4.oms.book import (
     book_find,
     book_rekey,
 )
-from bot4.oms.helpers import _I0, _close, borrowed
+from bot4.oms.helpers import _I0, _close
 from bot4.oms.lru import (
     lru_contains,
     lru_get,
@@ -236,7 +237,9 @@ def execs_kernel(batch, fills, events, keep_events, seq, st):
     """Venue reports -> risk (``fills``) and persistence (``events`` if ``keep_events``).
     Returns ``(n_fills, n_events, next seq)``; a forwarded report and its event copy share
     their ``seq``."""
-    st = borrowed(st)  # helpers bind views: no reference counting per call
+    # helpers bind views: the state's 44 arrays are not reference-counted at every
+    # helper call (1.9 us per order before)
+    st = unowned(st)
     nf = _I0
     ne = _I0
     for i in range(batch.shape[0]):

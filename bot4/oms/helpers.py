@@ -1,9 +1,8 @@
-"""What the OMS kernels share: the record writers, closing an order, the borrowed state.
+"""What the OMS kernels share: the record writers and closing an order.
 
 :func:`_report` (an OMS-generated report about risk's ORDER), :func:`_venue_msg` (a venue
-message about one of our open orders), :func:`_close` (an order reached a terminal state)
-and :func:`borrowed` (the state object with every array an unowned view, for one kernel
-call), used by the input kernels (:mod:`bot4.oms.from_risk`, :mod:`bot4.oms.from_venue`)
+message about one of our open orders) and :func:`_close` (an order reached a terminal
+state), used by the input kernels (:mod:`bot4.oms.from_risk`, :mod:`bot4.oms.from_venue`)
 and the records sent outside an input batch (:mod:`bot4.oms.emit`).
 """
 
@@ -12,21 +11,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from bot4.nbkit import unowned
 from bot4.oms.book import (
     F_AWAIT_STATUS,
-    Book,
     book_remove,
 )
 from bot4.oms.lru import (
-    Lru,
     lru_put,
 )
 from bot4.oms.state import (
     C_FORWARDED,
     C_GENERATED,
     C_RECON_OUTSTANDING,
-    Oms,
 )
 from bot4.oms.states import ST_NEW
 
@@ -108,33 +103,3 @@ def _close(st, s, state):
     if o.flags & F_AWAIT_STATUS:
         st.ctr[C_RECON_OUTSTANDING] -= 1  # its closing report answers the query
     book_remove(st.book, s)
-
-
-@njit(nogil=True, cache=True)
-def _lru_view(m):
-    return Lru(
-        unowned(m.tab), unowned(m.keys), unowned(m.vals), unowned(m.prv), unowned(m.nxt),
-        unowned(m.meta),
-    )  # fmt: skip
-
-
-@njit(nogil=True, cache=True)
-def borrowed(st):
-    """``st`` with every array an :func:`~bot4.nbkit.unowned` view, for the rest of one
-    kernel call (its caller holds the arrays). The helpers take the state (44 arrays with
-    the book, its index and the three LRUs) and numba counts references on every array of it at
-    every helper call (NRT_incref/decref, a lock add each): 1.9 us per order before
-    (issue 13's state object; the risk check had the same, 176632d)."""
-    b = st.book
-    book = Book(
-        unowned(b.slots), unowned(b.nxt), unowned(b.prv), unowned(b.head), unowned(b.tail),
-        unowned(b.free), unowned(b.meta), _lru_view(b.index),
-    )  # fmt: skip
-    return Oms(
-        unowned(st.table), unowned(st.illegal), unowned(st.ctr), unowned(st.ids), book,
-        _lru_view(st.seen), _lru_view(st.execs), _lru_view(st.exec_conflicts),
-        unowned(st.policy), unowned(st.needs_operator), unowned(st.plan_makers),
-        unowned(st.plan_actions), unowned(st.plan_amounts), unowned(st.zero_order),
-        unowned(st.zero_exec), unowned(st.stp_where), unowned(st.stp_mode),
-        unowned(st.stp_group),
-    )  # fmt: skip

@@ -125,6 +125,12 @@ class Topology:
                 out.append((g.name, g.members))
         return out
 
+    def unit_core(self, name: str) -> int:
+        """The core process ``name`` of :meth:`units` is pinned to (a group's, or its
+        stage's)."""
+        g = self.group(name)
+        return g.core if g is not None else self.stage(name).core
+
     def stage(self, name: str) -> StageSpec:
         for s in self.stages:
             if s.name == name:

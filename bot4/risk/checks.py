@@ -189,7 +189,6 @@ from bot4.risk.layout import (
     X_LAST_MD_NS,
     X_NEXT_RESET_NS,
     X_OPEN_ORDERS,
-    RiskState,
 )
 from bot4.risk.positions import gross_qty, remark_of
 from bot4.shm.breakers import breaker_enter, breaker_release, breaker_state
@@ -212,30 +211,6 @@ def _strategy_row(slim, strategy):
     """The row of slim / tat for a strategy id (row 0: strategies without their own)."""
     srow = np.int64(strategy)
     return srow if srow < slim.shape[0] else np.int64(0)
-
-
-@njit(nogil=True, cache=True)
-def _borrowed(st):
-    """``st`` with every array an :func:`~bot4.nbkit.unowned` view, for the rest of one
-    kernel call (its caller holds the arrays)."""
-    return RiskState(
-        unowned(st.inst),
-        unowned(st.acct),
-        unowned(st.tat),
-        unowned(st.orders),
-        unowned(st.seen),
-        unowned(st.pend),
-        unowned(st.brk_seen),
-        unowned(st.counters),
-        unowned(st.scratch),
-        unowned(st.depth),
-        unowned(st.ilim),
-        unowned(st.slim),
-        unowned(st.alim),
-        unowned(st.brk_scope),
-        unowned(st.brk),
-        unowned(st.trading),
-    )
 
 
 @njit(nogil=True, cache=True)
@@ -438,7 +413,7 @@ def check_intents(st, intents, out_orders, out_decisions, seq, now_ns):
     after ``len(intents)`` slots is used for them); ``out_decisions`` for one per intent.
     Records are numbered from ``seq`` and use ``n_orders + n_decisions`` numbers.
     """
-    st = _borrowed(st)  # helpers bind views: no reference counting per call (issue 13)
+    st = unowned(st)  # helpers bind views: no reference counting per call (issue 13)
     maybe_reset(st, now_ns)
     poll_states(st)
     k_in = intents.shape[0]

@@ -67,9 +67,7 @@ class GroupRunner:
         if g.idle not in ("busy-spin", "yield"):
             return g.idle
         for name, _members in self.topology.units():
-            other = self.topology.group(name)
-            core = other.core if other is not None else self.topology.stage(name).core
-            if name != g.name and core == g.core:
+            if name != g.name and self.topology.unit_core(name) == g.core:
                 log.info("group %s: core %d shared with %s: idle backoff, not %s",
                          g.name, g.core, name, g.idle)  # fmt: skip
                 return "backoff"

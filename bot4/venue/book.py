@@ -1,5 +1,5 @@
 """The books: order slots of the pool, price levels and their time-priority queues,
-the id maps; and the borrowed view of the state the per-record paths use.
+the id maps.
 
 A book is an instrument; each side's levels are kept in ascending key order (best last,
 :mod:`bot4.venue.layout`); a level's orders are a doubly linked list through the pool.
@@ -8,9 +8,7 @@ A book is an instrument; each side's levels are kept in ascending key order (bes
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 
 from bot4.nbkit.u64map import map_delete, map_find, map_put
 from bot4.records import SIDE_BUY
@@ -27,42 +25,7 @@ from bot4.venue.layout import (
     OWN_QUOTE,
     S_LEVELS_EVICTED,
     V_FREE_TOP,
-    VenueState,
 )
-
-
-@intrinsic
-def _unowned(typingctx, arr):
-    """The same array view without its NRT meminfo (and parent): references to it are not
-    counted. Every helper takes the whole state tuple, and numba increfs / decrefs each of
-    its ten arrays around each call (an atomic add each, ~60 ns per call in all); the
-    entry kernels hand the helpers borrowed views instead. Safe because the caller (the
-    stage or the replay, through :class:`Venue`) keeps the arrays alive for the call.
-
-    Passing the tuple still costs: its ~100 words go by value into every call. The
-    per-record market-data path therefore unpacks the arrays once per batch and calls the
-    ``_a_*`` helpers, which take only the arrays they use and are inlined
-    (``inline="always"``); the ``st`` helpers are thin wrappers around them."""
-    if not isinstance(arr, types.Array):
-        raise TypeError("_unowned takes an array")
-
-    def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        ary.meminfo = cgutils.get_null_value(ary.meminfo.type)
-        ary.parent = cgutils.get_null_value(ary.parent.type)
-        return ary._getvalue()
-
-    return arr(arr), codegen
-
-
-@njit(nogil=True, cache=True)
-def _borrow(st):
-    """The state with every array borrowed (see :func:`_unowned`)."""
-    return VenueState(
-        _unowned(st.pool), _unowned(st.free), _unowned(st.levels), _unowned(st.nlev),
-        _unowned(st.books), _unowned(st.ours), _unowned(st.ext), _unowned(st.hist),
-        _unowned(st.queue), _unowned(st.v),
-    )  # fmt: skip
 
 
 @njit(nogil=True, cache=True, inline="always")

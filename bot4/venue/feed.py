@@ -45,6 +45,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from bot4.nbkit import unowned
 from bot4.nbkit.u64map import map_find
 from bot4.records import (
     MD_BOOK_ADD,
@@ -67,7 +68,6 @@ from bot4.venue.book import (
     _a_unlink,
     _alloc,
     _append,
-    _borrow,
     _discard_external,
     _level_pos,
     _map_set,
@@ -438,7 +438,7 @@ def _md_batch(st, md, now_ns, event_time, until_report):
     ``until_report``, stops after the first record that queued a report. Returns the
     records applied. The one copy of the per-record loop every market data kernel calls
     (with non-literal flags: numba compiles a callee once per literal argument value)."""
-    st = _borrow(st)
+    st = unowned(st)  # borrowed: the caller holds the arrays; no counting per helper call
     pool = st.pool
     free = st.free
     levels = st.levels
@@ -505,7 +505,7 @@ def venue_md_release_kernel(st, md, now_ns, event_time, out, seq):
 def _md_reference_kernel(st, md, now_ns, event_time):
     """Every record through :func:`_md_one` (no fast path): the reference the tests hold
     :func:`venue_md_kernel` and :func:`venue_md_event_time_kernel` to, state and reports."""
-    st = _borrow(st)
+    st = unowned(st)  # borrowed: the caller holds the arrays; no counting per helper call
     v = st.v
     before = v[S_REPORTS]
     for i in range(md.shape[0]):

@@ -3,6 +3,8 @@ the stamp copy."""
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 import pytest
 from numba import njit
@@ -202,3 +204,23 @@ def test_unowned_view_shares_the_array_and_prefetch_changes_nothing():
     for ahead in (0, 1, 4, 100):
         assert _prefetched_sum(m, ahead) == int(m[:, 0].sum())
     assert _prefetched_sum(np.zeros((0, 3), np.int64), 4) == 0  # empty: nothing fetched
+
+
+_Inner = namedtuple("_Inner", "x y")
+_State = namedtuple("_State", "a inner")
+
+
+@njit(cache=True)
+def _borrowed_state_bump(st):
+    b = unowned(st)  # a state object: every array in it, nested ones too, borrowed
+    b.a[0] += 1
+    b.inner.x[1] += 2
+    b.inner.y[2] += 3
+    return b.a.sum() + b.inner.x.sum() + b.inner.y.sum()
+
+
+def test_unowned_state_object_borrows_every_array_and_writes_through():
+    st = _State(np.zeros(3, np.int64), _Inner(np.zeros(3, np.int64), np.zeros(3, np.int64)))
+    assert _borrowed_state_bump(st) == 6
+    assert st.a.tolist() == [1, 0, 0]
+    assert st.inner.x.tolist() == [0, 2, 0] and st.inner.y.tolist() == [0, 0, 3]
