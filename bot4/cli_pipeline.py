@@ -34,6 +34,7 @@ def cmd_run(args) -> int:
             max_backoff=args.max_backoff,
             drain_timeout=args.drain_timeout,
             ignore_stops_after=True,
+            cores=service_cores(t),
         )
         code = sup.run()
     finally:
@@ -74,7 +75,7 @@ def _database_for(t, args):
         return None
     from bot4.db.server import resolve_dsns
 
-    cores = database_cores(t)
+    cores = service_cores(t)
     allowed = os.sched_getaffinity(0)
     if cores:  # the server started now inherits it (pg_ctl -> postmaster -> backends)
         os.sched_setaffinity(0, cores)
@@ -97,13 +98,15 @@ def _database_for(t, args):
     return server
 
 
-def database_cores(t) -> set[int] | None:
-    """Where an embedded PostgreSQL started for topology ``t`` runs: the cores this process
-    may use that no stage is pinned to; else those not running a stage of the
+def service_cores(t) -> set[int] | None:
+    """Where ``bot4 run``'s own processes run for topology ``t``: the embedded PostgreSQL
+    it starts and the supervisor (this process, once the kernels are warm). The cores this
+    process may use that no stage is pinned to; else those not running a stage of the
     tick-to-order path (``bot4.stages.hotpath.HOT_KINDS``: signals, risk, orders); else
-    None (anywhere). Its backends' bursts of COPY work on the hot group's core were the
+    None (anywhere). On the hot group's core, PostgreSQL's bursts of COPY work were the
     default run's tick-to-order tail (p99 7.4 ms with the database, 2.2 ms without, the
-    same 2-core machine)."""
+    same 2-core machine), and the supervisor's liveness rounds (50 Hz, ~0.2 ms each)
+    about 1 % of that core's time."""
     import os
 
     from bot4.stages.hotpath import HOT_KINDS

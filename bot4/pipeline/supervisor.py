@@ -83,8 +83,13 @@ class Supervisor(StageProcesses):
         drain_timeout: float = 60.0,
         out=None,
         ignore_stops_after: bool = False,
+        cores: set[int] | None = None,
     ) -> None:
         self.t = topology
+        # where this process runs once the kernels are warm (bot4 run passes the cores off
+        # the tick-to-order path, bot4.cli_pipeline.service_cores): its 50 Hz liveness
+        # rounds (~0.2 ms of Python each) otherwise land on the hot group's core
+        self.cores = cores
         # a command that ends when run() returns ignores SIGINT/SIGTERM from the end of
         # run() on: a stop request that races the pipeline's own end (systemd's stop as
         # market data finishes) then changes nothing, instead of killing the process
@@ -260,7 +265,17 @@ class Supervisor(StageProcesses):
 
     # -- main -------------------------------------------------------------------------------
     def run(self) -> int:
-        self._warm()
+        self._warm()  # on every core this process may use: warm compiles in parallel
+        allowed = os.sched_getaffinity(0)
+        if self.cores and self.cores != allowed:
+            os.sched_setaffinity(0, self.cores)  # the stages pin themselves
+        try:
+            return self._run()
+        finally:
+            if self.cores and self.cores != allowed:
+                os.sched_setaffinity(0, allowed)
+
+    def _run(self) -> int:
         create_segments(self.t, say=self._say)  # refuses a live instance, replaces a dead one's
         self.cb = ControlBlock(self.t.instance)
         self.cb.words[C.W_SUPERVISOR_START] = self_start()  # (pid, start): pids are reused

@@ -15,11 +15,6 @@ from bot4.stages.process import quiet_gc
 log = logging.getLogger("bot4.stage")
 GROUP_PARK_NS = 1_000_000  # longest park of a group (its heartbeat and control-block reads)
 SOURCE_PARK_NS = 200_000  # ... of a group with a source, which is driven by the clock
-# a compiled group's members run their Python cycle this often (the compiled cycle's
-# deadline, hotloop.HOUSEKEEP_NS): a tick that arrives during the ~130 us round waits
-# for it, so the round is the tail of tick-to-order; at 1 ms it was the p99 (5 ms: the
-# kill switch's CANCEL_ALLs wait for this round, see hotloop.HOUSEKEEP_NS)
-PY_ROUND_NS = 5_000_000
 # a compiled group's spin before backoff parks: md's batches come ~250 us apart at 20 k
 # ticks/s, so a longer spin rarely catches one and was a third of the group's CPU
 BACKOFF_SPIN_NS = 10_000
@@ -74,7 +69,7 @@ class GroupRunner:
         return g.idle
 
     def run(self) -> int:
-        from bot4.stages.hotloop import R_BAIL, R_STATE
+        from bot4.stages.hotloop import HOUSEKEEP_NS, R_BAIL, R_IDLE, R_PENDING, R_STATE
         from bot4.stages.hotpath import HotPath
         from bot4.stages.idle import Idler
 
@@ -142,13 +137,15 @@ class GroupRunner:
                         raise
                     now = time.monotonic_ns()
                     # a housekeeping round (deadline, idle) leaves the inputs to the next
-                    # compiled call; a bail or a state change runs the members' steps
-                    steps = reason in (R_BAIL, R_STATE)
-                    if reason == R_BAIL:
+                    # compiled call; a bail, a state change or risk's queued CANCEL_ALLs
+                    # run the members' steps
+                    steps = reason in (R_BAIL, R_STATE, R_PENDING)
+                    if reason in (R_BAIL, R_PENDING):
                         work += 1  # a member wants its Python step now, not after idling
-                    elif reason != R_STATE and now - last_py < PY_ROUND_NS:
+                    elif reason == R_IDLE and now - last_py < HOUSEKEEP_NS:
                         # the members' Python round (housekeeping, pending records, drain)
-                        # runs at most every PY_ROUND_NS while the compiled cycle runs
+                        # runs at the compiled cycle's deadline (hotloop.HOUSEKEEP_NS, the
+                        # tail it puts on tick-to-order is explained there), not per idle
                         continue
                     last_py = now
                 if hot is not None:

@@ -26,14 +26,18 @@ where a futex wake of persistence sat inside the risk -> orders hop.
 The cycle returns to Python (the caller then runs one ordinary round of every member:
 housekeeping, heartbeats, the stages' ``pending``/``emit`` hooks, drain, logging):
 
-* ``R_DEADLINE`` — at ``deadline_ns`` (the caller passes now + ``HOUSEKEEP_NS``, 5 ms),
+* ``R_DEADLINE`` — at ``deadline_ns`` (the caller passes now + ``HOUSEKEEP_NS``, 50 ms,
+  or risk's next stale-data check if sooner),
   after the first round without work, at most ``HOUSEKEEP_NS`` later (the Python round
   never holds up a batch in flight): every stay in compiled code is bounded, so signals,
   SIGTERM and the supervisor still work;
 * ``R_STATE`` — the pipeline state word (control block, shared memory) left RUNNING;
 * ``R_IDLE`` — ``spin_ns`` passed without work and ``park`` is off;
 * ``R_BAIL`` — a step needs the Python path: an output without ``max_out_per_in``
-  contiguous slots (full, or at the wrap point where the loop copies across the wrap).
+  contiguous slots (full, or at the wrap point where the loop copies across the wrap);
+* ``R_PENDING`` — risk has CANCEL_ALLs queued (``bot4.risk.killswitch.poll_states``, run
+  after every round: the kill switch, a halting breaker): its ``pending``/``emit`` hook
+  sends them at once.
 
 While idle inside the cycle it spins with PAUSE (or ``sched_yield`` when ``yield_idle``)
 for ``spin_ns``, then, with ``park``, sleeps on every input ring fed from outside the
@@ -60,6 +64,9 @@ from numba import njit
 
 from bot4.oms.from_risk import orders_kernel
 from bot4.oms.from_venue import execs_kernel
+from bot4.risk.checks import check_intents
+from bot4.risk.killswitch import poll_states
+from bot4.risk.positions import apply_fills, apply_market_data
 from bot4.shm.atomics import cpu_pause, load_relaxed, monotonic_ns, sched_yield, store_release
 from bot4.shm.control import (
     C_CURSOR,
@@ -83,13 +90,17 @@ from bot4.shm.ring_ops import (
 from bot4.shm.waitv import announce, end_park, futex_waitv
 from bot4.signals.features import signals_kernel
 
-R_DEADLINE, R_STATE, R_IDLE, R_BAIL = 0, 1, 2, 3
-# longest stay in compiled code before Python's round: every return costs ~30 us of
-# argument unboxing and the members' Python round ~130 us (loaded VM); at 1 ms that put
-# one tick in eight behind them (the p99); at 5 ms about one in forty. Not longer: risk's
-# kill-switch CANCEL_ALLs and stale-data check run in that round, and a kill switch must
-# not wait tens of ms. The pipeline state word and the park bound stay per round.
-HOUSEKEEP_NS = 5_000_000
+R_DEADLINE, R_STATE, R_IDLE, R_BAIL, R_PENDING = 0, 1, 2, 3, 4
+# longest stay in compiled code before the members' Python round. Each return costs
+# ~20-30 us of argument unboxing (~110 arrays) and the round ~50 us (p50; p99 ~200 us):
+# a tick that arrives meanwhile waits for both. At 1 ms that was one tick in eight (the
+# p99), at 5 ms still 1-2 % of ticks behind ~100 us (the default run's p99 ~200 us). The
+# round's time-critical work moved into the cycle: the kill switch and open breakers are
+# polled every round (R_PENDING), and risk's stale-data check sets the deadline
+# (``HotPath.run``); what is left (heartbeats, counters for bot4 stats, the risk panel,
+# logging, systemd's watchdog) is fine at 50 ms. The pipeline state word and the park
+# bound stay per round.
+HOUSEKEEP_NS = 50_000_000
 PARK_NS = 1_000_000  # longest park inside the cycle before it polls the state word again
 
 # loop-state words of one member (u64)
@@ -109,84 +120,11 @@ _IN0 = np.int64(0)
 _IN1 = np.int64(1)
 _KEEP_EVENTS = np.bool_(True)  # the orders stage's type for keep_events (a Python bool)
 
-# The risk kernels take the risk book's state: one named tuple (``RiskBook.st``, issue 13's
-# layout of bot4.risk) or, before it, the book's arrays one by one. ``_risk_state(book)``
-# is what the risk member carries; the three adapters call the kernels with it.
-try:
-    from bot4.risk.book import RiskBook as _RiskBook  # noqa: F401  (the issue 13 layout)
-    from bot4.risk.checks import check_intents as _check_st
-    from bot4.risk.positions import apply_fills as _fills_st
-    from bot4.risk.positions import apply_market_data as _md_st
 
-    def _risk_state(book) -> tuple:
-        return (book.st,)
-
-    @njit(nogil=True, cache=True, inline="always")
-    def _risk_check(rs, intents, out_o, out_d, seq, now):
-        return _check_st(rs[0], intents, out_o, out_d, seq, now)
-
-    @njit(nogil=True, cache=True, inline="always")
-    def _risk_fills(rs, execs, out_o, seq, now):
-        return _fills_st(rs[0], execs, out_o, seq, now)
-
-    @njit(nogil=True, cache=True, inline="always")
-    def _risk_md(rs, md, out_o, seq, now):
-        return _md_st(rs[0], md, out_o, seq, now)
-
-except ImportError:  # the kernels of bot4.risk.checks with the book's arrays
-    from bot4.risk.checks import apply_fills, apply_market_data, check_intents
-
-    def _risk_state(book) -> tuple:
-        return (
-            book.inst, book.acct, book.tat, book.keys, book.vals, book.seen, book.pend,
-            book.brk_seen, book.counters, book.ilim, book.slim, book.alim, book.brk_scope,
-            book.brk, book.trading, book.md_scratch,
-        )  # fmt: skip
-
-    @njit(nogil=True, cache=True, inline="always")
-    def _risk_check(rs, intents, out_o, out_d, seq, now):
-        inst, acct, tat, keys, vals, seen, pend, brk_seen, ctr, ilim, slim, alim, sc, brk, tr, _ = (
-            rs
-        )
-        return check_intents(
-            intents, out_o, out_d, seq, now, inst, acct, tat, keys, vals, seen, pend,
-            brk_seen, ctr, ilim, slim, alim, sc, brk, tr,
-        )  # fmt: skip
-
-    @njit(nogil=True, cache=True, inline="always")
-    def _risk_fills(rs, execs, out_o, seq, now):
-        inst, acct, tat, keys, vals, seen, pend, brk_seen, ctr, ilim, slim, alim, sc, brk, tr, _ = (
-            rs
-        )
-        return apply_fills(
-            execs, out_o, seq, now, inst, acct, keys, vals, seen, pend, brk_seen, ctr, ilim,
-            alim, sc, brk, tr,
-        )  # fmt: skip
-
-    @njit(nogil=True, cache=True, inline="always")
-    def _risk_md(rs, md, out_o, seq, now):
-        (
-            inst,
-            acct,
-            tat,
-            keys,
-            vals,
-            seen,
-            pend,
-            brk_seen,
-            ctr,
-            ilim,
-            slim,
-            alim,
-            sc,
-            brk,
-            tr,
-            md_s,
-        ) = rs
-        return apply_market_data(
-            md, out_o, seq, now, inst, acct, seen, pend, brk_seen, ctr, ilim, alim, sc, brk, tr,
-            md_s,
-        )  # fmt: skip
+# The risk member carries the risk book's state (``RiskBook.st``, one named tuple of
+# arrays: bot4.risk) and the step calls its kernels with it.
+def _risk_state(book):
+    return book.st
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -337,11 +275,11 @@ def risk_step(m, i, batch):
     now = monotonic_ns()
     n_d = 0
     if i == 0:
-        n_o, n_d = _risk_check(rs, s0[ix : ix + k], out_o, os1[x1 : x1 + g1], seq, now)
+        n_o, n_d = check_intents(rs, s0[ix : ix + k], out_o, os1[x1 : x1 + g1], seq, now)
     elif i == 1:
-        n_o = _risk_fills(rs, s1[ix : ix + k], out_o, seq, now)
+        n_o = apply_fills(rs, s1[ix : ix + k], out_o, seq, now)
     else:
-        n_o = _risk_md(rs, s2[ix : ix + k], out_o, seq, now)
+        n_o = apply_market_data(rs, s2[ix : ix + k], out_o, seq, now)
     ls[L_CUR + i] = p + np.uint64(k)
     base = _buffer(ls)
     for j in range(3):
@@ -500,6 +438,11 @@ def hot_cycle(
         total += work
         if load_relaxed(words, W_PIPE_STATE) != PIPE_RUNNING:
             return R_STATE, total
+        # the kill switch or a breaker halted something: its CANCEL_ALLs go out from the
+        # risk member's Python hook now, not at the next deadline (one load when nothing
+        # changed; breakers only where breaker_action = "halt")
+        if poll_states(risk[5]) > 0:
+            return R_PENDING, total
         now = monotonic_ns()
         # housekeeping waits for a round without work (a batch in flight is not held up
         # by the members' Python round), at most one more HOUSEKEEP_NS

@@ -104,7 +104,8 @@ class HotPath:
     def run(
         self, spin_ns: int, yield_idle: bool, now_ns: int, park: bool = False
     ) -> tuple[int, int]:
-        """One call of :func:`hot_cycle` (at most ``HOUSEKEEP_NS`` from ``now_ns``);
+        """One call of :func:`hot_cycle` (at most ``HOUSEKEEP_NS`` from ``now_ns``, or
+        until the risk member's next stale-data check if that is sooner);
         returns ``(reason, records read)``. The members' Python mirrors (cursors,
         sequence numbers, counters) are brought up to date by :meth:`to_python`, which
         the caller calls before it runs a member's Python cycle; until then the loop-state
@@ -119,12 +120,16 @@ class HotPath:
                 ls[L_BATCHES] = ls[L_REC_IN] = ls[L_REC_OUT] = 0
             self.in_words = True
         sig, risk, oms = self.args
+        deadline = now_ns + HOUSEKEEP_NS
+        risk_stage = self.members[1].stage
+        due = risk_stage.timer_due_ns()  # its stale-data check runs in the Python round
+        if due is not None:
+            deadline = min(deadline, max(due, now_ns))
         reason, n = hot_cycle(
-            sig, risk, oms, self.words, self.batches, self.oms_mo, now_ns + HOUSEKEEP_NS,
+            sig, risk, oms, self.words, self.batches, self.oms_mo, deadline,
             spin_ns, yield_idle, park, self.waiters, self.addrs,
         )  # fmt: skip
         if n:
-            risk_stage = self.members[1].stage
             if risk_stage.book.reset_due:
                 risk_stage._schedule_reset()
             self.members[2].stage.after_reports()

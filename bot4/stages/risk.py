@@ -312,6 +312,12 @@ class RiskStage(Stage):
             },
         }
 
+    def timer_due_ns(self) -> int | None:
+        """When (CLOCK_MONOTONIC ns) :meth:`pending` next has timed work to do (the
+        stale-data check), None if it has none: a compiled group returns to its members'
+        Python round by then (``bot4.stages.hotpath``)."""
+        return self._stale_due if self.stale_every else None
+
     def pending(self, now_ns: int) -> int:
         """CANCEL_ALLs waiting to go out (loop hook: records sent outside an input batch,
         so the kill switch does not wait for the next input). Evaluates stale market data

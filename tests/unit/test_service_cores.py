@@ -1,4 +1,4 @@
-"""Where `bot4 run` starts its embedded PostgreSQL (``bot4.cli_pipeline.database_cores``):
+"""Where `bot4 run` starts its embedded PostgreSQL and runs its supervisor (``bot4.cli_pipeline.service_cores``):
 off the cores of the tick-to-order path, whose group it used to share on 2 cores (the
 default run's tick-to-order p99 7.7 ms with the database unpinned, 0.28 ms pinned)."""
 
@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from bot4.cli_pipeline import database_cores
+from bot4.cli_pipeline import service_cores
 from bot4.pipeline.topology import load_topology
 
 
@@ -24,16 +24,16 @@ def test_default_topology_on_two_cores_puts_the_database_beside_md_not_the_hot_g
     cpus(2)
     t = load_topology(None)
     assert t.group("hot").core == 1
-    assert database_cores(t) == {0}
+    assert service_cores(t) == {0}
 
 
 def test_free_cores_are_preferred_to_any_stage_core(cpus):
     cpus(4)  # md, venue, persistence on 0, the hot group on 1: 2 and 3 run no stage
-    assert database_cores(load_topology(None)) == {2, 3}
+    assert service_cores(load_topology(None)) == {2, 3}
 
 
 def test_only_hot_path_cores_allowed_leaves_the_database_unpinned(cpus, monkeypatch):
     cpus(2)
     t = load_topology(None)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1})  # the hot group's core
-    assert database_cores(t) is None
+    assert service_cores(t) is None
