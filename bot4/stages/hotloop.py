@@ -62,6 +62,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from bot4.nbkit import unowned
 from bot4.oms.from_risk import orders_kernel
 from bot4.oms.from_venue import execs_kernel
 from bot4.risk.checks import check_intents
@@ -411,6 +412,17 @@ def hot_cycle(
     ``words``: the control block's words; ``park``: after ``spin_ns`` without work, sleep
     on the external inputs (:func:`_park`) until data or the deadline instead of
     returning ``R_IDLE``. Returns ``(reason, records read)``."""
+    # every array borrowed once (bot4.nbkit.unowned): without it each round paid an NRT
+    # incref and decref (a lock add each) per array a step unpacked or passed on, ~2/3 of
+    # the group's samples (perf, default run) and the length of an idle round, which is
+    # what a tick arriving from md waits for on average
+    sig = unowned(sig)
+    risk = unowned(risk)
+    oms = unowned(oms)
+    words = unowned(words)
+    batches = unowned(batches)
+    waiters = unowned(waiters)
+    addrs = unowned(addrs)
     total = 0
     idle_since = np.int64(0)
     while True:
