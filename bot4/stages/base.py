@@ -246,7 +246,7 @@ class Stage:
 
     def awaiting_replies(self) -> bool:
         """True while the stage, draining, waits for answers to its shutdown records on a
-        feedback input (the loop keeps reading them, at most ``loop.DRAIN_REPLY_S``)."""
+        feedback input (the loop keeps reading them, at most ``loop_drain.DRAIN_REPLY_S``)."""
         return False
 
     def counter_values(self) -> list[int]:

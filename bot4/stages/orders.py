@@ -68,7 +68,7 @@ Self-trade prevention (``docs/stp.md``), chosen per venue with param ``stp``:
 Shutdown policy: when the stage drains, it sends ``ACTION_CANCEL_ALL`` (instrument 0, all)
 to the venue before it exits, so nothing of ours rests while no OMS runs; every open order
 is marked CANCEL_PENDING locally. The stage then keeps reading ``venue_execs`` until the
-venue's CANCELLED answers closed every open order (at most ``loop.DRAIN_REPLY_S``), so they
+venue's CANCELLED answers closed every open order (at most ``loop_drain.DRAIN_REPLY_S``), so they
 are journalled and loaded like any report.
 
 Restart recovery and reconciliation (a restarted OMS rebuilds from the journal, queries
