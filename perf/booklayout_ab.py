@@ -11,6 +11,9 @@ Variants (``--variant``):
   one 24-byte run (every ``px[...]``, ``qty[...]``, ``cnt[...]`` gets a fourth index 0/1/2,
   the kernel is handed the same 4-D array three times). Outputs (records, levels,
   counters) asserted byte-identical;
+* ``tree:DIR`` — the two modules as they are in another checkout (e.g. ``git worktree add
+  /tmp/old <commit>``): the committed kernel against an older or newer one, outputs
+  asserted byte-identical;
 * ablations, to see where the time goes (outputs differ, not compared): ``no-apply`` (no
   ``apply_event``: the book stays as seeded), ``no-map`` (no order map: adds not stored,
   reductions applied by the message's price), ``no-slide-in``, ``no-publish``,
@@ -72,6 +75,9 @@ def load_variant(tmp: Path, variant: str):
     srcs = {"book_step": Path(step.__file__).read_text(), "builder": Path(old.__file__).read_text()}
     if variant == "interleaved":
         srcs = {k: interleave(v) for k, v in srcs.items()}
+    elif variant.startswith("tree:"):
+        root = Path(variant[5:]) / "bot4" / "marketdata"
+        srcs = {k: (root / f"{k}.py").read_text() for k in srcs}
     else:
         edits = ABLATIONS[variant]
         for a, b in edits if isinstance(edits[0], tuple) else (edits,):
@@ -133,9 +139,14 @@ def main() -> int:
             "AMZN_2012-06-21_34200000_57600000_message_5",
         ],
     )
-    ap.add_argument("--variant", default="interleaved", choices=["interleaved", *ABLATIONS])
+    ap.add_argument(
+        "--variant", default="interleaved", help=f"interleaved, tree:DIR or one of {[*ABLATIONS]}"
+    )
     args = ap.parse_args()
+    if args.variant not in ("interleaved", *ABLATIONS) and not args.variant.startswith("tree:"):
+        ap.error(f"unknown variant {args.variant!r}")
     inter = args.variant == "interleaved"
+    same = inter or args.variant.startswith("tree:")  # outputs must be byte-identical
     with tempfile.TemporaryDirectory() as tmp:
         new = load_variant(Path(tmp), args.variant)
         pairs = [
@@ -155,12 +166,12 @@ def main() -> int:
                         dt, got = run(mod, rec, book, n_inst, window, depth, check, inter)
                         times[name].append(dt)
                         want = got if want is None else want
-                        assert got == want or not inter, f"{name} output differs"
+                        assert got == want or not same, f"{name} output differs"
                 a, b = (statistics.median(times[k]) for k in ("old", "new"))
                 print(
                     f"{pair.ticker}-{window:<3} {label:<12} committed {len(rec) / a:>12,.0f} msg/s"
                     f"  {args.variant} {len(rec) / b:>12,.0f} msg/s  {args.variant}/committed "
-                    f"{a / b:.2f}x" + ("  (outputs identical)" if inter else ""),
+                    f"{a / b:.2f}x" + ("  (outputs identical)" if same else ""),
                     flush=True,
                 )
     return 0

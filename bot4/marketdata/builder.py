@@ -171,14 +171,28 @@ def _seed(px, qty, cnt, n, window, i, ref, row):
 
 @njit(nogil=True, cache=True, inline="always")
 def _slide_in(px, qty, cnt, n, window, i, ref, row):
-    """Fill each side's window from the reference levels worse than its worst level."""
+    """Fill each side's window from the reference levels worse than its worst level.
+
+    A row's valid levels are a best-first prefix (LOBSTER's order), so the levels no
+    better than the window's worst that come before the first worse one are skipped
+    without reading them: the scan starts at the last one (found from position ``m``
+    back), usually one level, one cache line (the row's last, which the kernel
+    prefetched), instead of the whole row from the best level down."""
     levels = ref.shape[1] // 4
     added = 0
     for s in range(2):
         m = n[i, s]
         if m >= window:
             continue
-        for k in range(levels):
+        g = min(m, levels)
+        if m > 0:
+            w = px[i, s, m - 1]
+            while g > 0:
+                p, q = _ref_level(ref, row, s, g - 1)
+                if q != 0 and not _better(s, w, p):
+                    break  # level g - 1 is no better than the worst: all before it too
+                g -= 1
+        for k in range(g, levels):
             if m >= window:
                 break
             p, q = _ref_level(ref, row, s, k)
@@ -312,6 +326,7 @@ def build_kernel(
     limit = otab.shape[0] * 3 // 4
     omask = otab.shape[0] - 1
     ref_last = ref.shape[1] - 1
+    ref_first = 0 if check else 4 * max(min(window, ref.shape[1] // 4) - 2, 0)
     n_inst = px.shape[0]
     nm = counts[0]
     nl = counts[1]
@@ -328,8 +343,12 @@ def build_kernel(
             if a.order_id != 0:
                 prefetch(otab, map_home(a.order_id, omask), 0)
             if use_ref:
-                prefetch(ref, np.int64(a.seq) - 1, 0)
-                prefetch(ref, np.int64(a.seq) - 1, ref_last)
+                # what a slide-in reads: the levels from the window's second-worst on (two
+                # lines: a row starts anywhere in a line); the whole row when it is checked
+                ra = np.int64(a.seq) - 1
+                for c in range(ref_first, ref_last, 8):
+                    prefetch(ref, ra, c)
+                prefetch(ref, ra, ref_last)
         r = msgs[m]
         i = np.int64(r.instrument)
         flags = r.flags & ~MDF_LAST_IN_BATCH
