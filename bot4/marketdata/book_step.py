@@ -15,7 +15,10 @@ remove) are the builder's too.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from bot4.nbkit import (
     map_delete,
@@ -99,6 +102,57 @@ def _find(px, n, i, s, p):
     return -j - 1
 
 
+@intrinsic
+def _move(typingctx, arr, i, s, dst, src, count):
+    """``arr[i, s, dst:dst + count] = arr[i, s, src:src + count]`` for a C-contiguous 3-d
+    array, overlapping or not: one ``llvm.memmove`` (libc's vectorised memmove), where an
+    element loop pays the negative-index fix-up per element and is not vectorised. Nothing
+    is checked: the caller keeps both runs inside row ``arr[i, s]``."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 3 and arr.layout == "C"):
+        raise TypeError("_move takes a C-contiguous 3-d array")
+
+    def codegen(context, builder, sig, args):
+        aty = sig.args[0]
+        ary = context.make_array(aty)(context, builder, args[0])
+        i64 = ir.IntType(64)
+        ii, ss, d, c, n = (context.cast(builder, a, t, types.int64)
+                           for a, t in zip(args[1:], sig.args[1:], strict=True))  # fmt: skip
+        st0 = builder.extract_value(ary.strides, 0)
+        st1 = builder.extract_value(ary.strides, 1)
+        item = i64(aty.dtype.bitwidth // 8)
+        row = builder.add(builder.mul(ii, st0), builder.mul(ss, st1))
+        base = builder.bitcast(ary.data, cgutils.voidptr_t)
+        to = builder.gep(base, [builder.add(row, builder.mul(d, item))])
+        fr = builder.gep(base, [builder.add(row, builder.mul(c, item))])
+        with builder.if_then(builder.icmp_signed(">", n, i64(0))):
+            cgutils.raw_memmove(builder, to, fr, n, item)
+        return context.get_dummy_value()
+
+    return types.void(arr, i, s, dst, src, count), codegen
+
+
+SHORT = 8  # level shifts longer than this use _move (a call), shorter ones a loop
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _shift(px, qty, cnt, i, s, dst, src, count):
+    """Move ``count`` levels of instrument ``i``'s side ``s`` from ``src`` to ``dst``."""
+    if count > SHORT:
+        _move(px, i, s, dst, src, count)
+        _move(qty, i, s, dst, src, count)
+        _move(cnt, i, s, dst, src, count)
+    elif dst > src:
+        for k in range(count - 1, -1, -1):
+            px[i, s, dst + k] = px[i, s, src + k]
+            qty[i, s, dst + k] = qty[i, s, src + k]
+            cnt[i, s, dst + k] = cnt[i, s, src + k]
+    else:
+        for k in range(count):
+            px[i, s, dst + k] = px[i, s, src + k]
+            qty[i, s, dst + k] = qty[i, s, src + k]
+            cnt[i, s, dst + k] = cnt[i, s, src + k]
+
+
 @njit(nogil=True, cache=True, inline="always")
 def _insert_level(px, qty, cnt, n, stats, window, i, s, j, p, q, c):
     """Insert a level at position ``j`` (shifting worse ones back; the worst falls out of a
@@ -109,10 +163,7 @@ def _insert_level(px, qty, cnt, n, stats, window, i, s, j, p, q, c):
     if m >= window:
         stats[B_DROPPED] += 1
         m = window - 1
-    for k in range(m, j, -1):
-        px[i, s, k] = px[i, s, k - 1]
-        qty[i, s, k] = qty[i, s, k - 1]
-        cnt[i, s, k] = cnt[i, s, k - 1]
+    _shift(px, qty, cnt, i, s, j + 1, j, m - j)
     px[i, s, j] = p
     qty[i, s, j] = q
     cnt[i, s, j] = c
@@ -123,10 +174,7 @@ def _insert_level(px, qty, cnt, n, stats, window, i, s, j, p, q, c):
 @njit(nogil=True, cache=True, inline="always")
 def _remove_level(px, qty, cnt, n, i, s, j):
     m = n[i, s]
-    for k in range(j, m - 1):
-        px[i, s, k] = px[i, s, k + 1]
-        qty[i, s, k] = qty[i, s, k + 1]
-        cnt[i, s, k] = cnt[i, s, k + 1]
+    _shift(px, qty, cnt, i, s, j, j + 1, m - 1 - j)
     n[i, s] = m - 1
 
 
