@@ -104,12 +104,12 @@ def _find(px, n, i, s, p):
 
 @intrinsic
 def _move(typingctx, arr, i, s, dst, src, count):
-    """``arr[i, s, dst:dst + count] = arr[i, s, src:src + count]`` for a C-contiguous 3-d
-    array, overlapping or not: one ``llvm.memmove`` (libc's vectorised memmove), where an
-    element loop pays the negative-index fix-up per element and is not vectorised. Nothing
-    is checked: the caller keeps both runs inside row ``arr[i, s]``."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 3 and arr.layout == "C"):
-        raise TypeError("_move takes a C-contiguous 3-d array")
+    """``arr[i, s, dst:dst + count] = arr[i, s, src:src + count]`` for a C-contiguous array
+    of 3 or more dimensions, overlapping or not: one ``llvm.memmove`` (libc's vectorised
+    memmove), where an element loop pays the negative-index fix-up per element and is not
+    vectorised. Nothing is checked: the caller keeps both runs inside ``arr[i, s]``."""
+    if not (isinstance(arr, types.Array) and arr.ndim >= 3 and arr.layout == "C"):
+        raise TypeError("_move takes a C-contiguous array of 3 or more dimensions")
 
     def codegen(context, builder, sig, args):
         aty = sig.args[0]
@@ -119,7 +119,7 @@ def _move(typingctx, arr, i, s, dst, src, count):
                            for a, t in zip(args[1:], sig.args[1:], strict=True))  # fmt: skip
         st0 = builder.extract_value(ary.strides, 0)
         st1 = builder.extract_value(ary.strides, 1)
-        item = i64(aty.dtype.bitwidth // 8)
+        item = builder.extract_value(ary.strides, 2)  # bytes per level
         row = builder.add(builder.mul(ii, st0), builder.mul(ss, st1))
         base = builder.bitcast(ary.data, cgutils.voidptr_t)
         to = builder.gep(base, [builder.add(row, builder.mul(d, item))])
