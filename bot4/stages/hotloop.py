@@ -4,13 +4,15 @@
 which runs them back to back in numba without returning to the interpreter between
 batches. One round is one batch from every input of every member:
 
-    signals   ticks (md)                       -> intents
-    risk      intents, fills, risk_md (md)     -> orders, decisions
-    orders    orders, venue_execs (venue)      -> venue_orders, fills, order_events,
-                                                  exec_events
+    signals   ticks (md) [, depth (md)]                     -> intents
+    risk      intents, fills, risk_md (md) [, depth (md)]   -> orders, decisions
+    orders    orders, venue_execs (venue)                   -> venue_orders, fills,
+                                                               order_events, exec_events
 
 the order path first (signals' ticks, risk's intents, orders' orders; then risk's fills
-and market data, orders' venue reports), so a tick crosses the two in-group hops
+and market data, orders' venue reports; then signals' and risk's depth inputs, the md
+stage's BOOK_LEVEL rings, where wired: ``sdep`` / ``rdep``, None otherwise, one compiled
+specialisation per wiring), so a tick crosses the two in-group hops
 (intents, orders) within the round it arrived in: an in-group hop is a function call and
 a hand-off through the ring's slots, no scheduler. Per batch a step does exactly what ``StageRunner._step`` does, in the same
 order — peek the input; claim ``k * max_out_per_in`` contiguous slots on every output;
@@ -60,14 +62,15 @@ their state, copying the loop-state words in and out) is ``bot4.stages.hotpath``
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from bot4.nbkit import unowned
 from bot4.oms.from_risk import orders_kernel
 from bot4.oms.from_venue import execs_kernel
 from bot4.risk.checks import check_intents
 from bot4.risk.killswitch import poll_states
-from bot4.risk.positions import apply_fills, apply_market_data
+from bot4.risk.positions import apply_book_levels, apply_fills, apply_market_data
 from bot4.shm.atomics import cpu_pause, load_relaxed, monotonic_ns, sched_yield, store_release
 from bot4.shm.control import (
     C_CURSOR,
@@ -79,7 +82,7 @@ from bot4.shm.control import (
     S_CURSOR_B,
     W_PIPE_STATE,
 )
-from bot4.shm.ring_layout import W_CAPACITY, W_WAIT, WAIT_SPIN_PARK
+from bot4.shm.ring_layout import W_CAPACITY, W_PRODUCER_OWN_POSITION, W_WAIT, WAIT_SPIN_PARK
 from bot4.shm.ring_ops import (
     consumer_peek,
     consumer_release_nowake,
@@ -89,7 +92,7 @@ from bot4.shm.ring_ops import (
     wake_producer,
 )
 from bot4.shm.waitv import announce, end_park, futex_waitv
-from bot4.signals.features import signals_kernel
+from bot4.signals.features import depth_kernel, signals_kernel
 
 R_DEADLINE, R_STATE, R_IDLE, R_BAIL, R_PENDING = 0, 1, 2, 3, 4
 # longest stay in compiled code before the members' Python round. Each return costs
@@ -126,6 +129,19 @@ _KEEP_EVENTS = np.bool_(True)  # the orders stage's type for keep_events (a Pyth
 # arrays: bot4.risk) and the step calls its kernels with it.
 def _risk_state(book):
     return book.st
+
+
+def _borrow(part):
+    """:func:`~bot4.nbkit.unowned` of an optional part of :func:`hot_cycle`'s arguments
+    (a depth input's tuple), None where it is not wired (compiled code only)."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(_borrow)
+def _borrow_impl(part):
+    if isinstance(part, types.NoneType):
+        return lambda part: part
+    return lambda part: unowned(part)
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -179,15 +195,18 @@ def _wake_ring(ls, word, bit, hdr, out):
 
 
 @njit(nogil=True, cache=True)
-def _wake_peers(sig, risk, oms):
+def _wake_peers(sig, risk, oms, sdep, rdep):
     """Wake the processes outside the group that sleep on a ring the members committed
     to or released since the last call (``ring_ops``: a caller that publishes with the
     ``nowake`` calls wakes each ring once before it idles, waits or returns; a sleeper
-    is woken at most one round late, never lost)."""
+    is woken at most one round late, never lost). ``sdep``, ``rdep``: the depth inputs
+    of signals and risk, None where not wired."""
     ls = sig[0]
     if ls[L_WAKE_OUT] | ls[L_WAKE_IN]:
         ih, _isl, oh, _osl = sig[4]
         _wake_ring(ls, L_WAKE_IN, 0, ih, False)
+        if sdep is not None:
+            _wake_ring(ls, L_WAKE_IN, 1, sdep[0], False)
         _wake_ring(ls, L_WAKE_OUT, 0, oh, True)
         ls[L_WAKE_OUT] = 0
         ls[L_WAKE_IN] = 0
@@ -197,6 +216,8 @@ def _wake_peers(sig, risk, oms):
         _wake_ring(ls, L_WAKE_IN, 0, h0, False)
         _wake_ring(ls, L_WAKE_IN, 1, h1, False)
         _wake_ring(ls, L_WAKE_IN, 2, h2, False)
+        if rdep is not None:
+            _wake_ring(ls, L_WAKE_IN, 3, rdep[0], False)
         _wake_ring(ls, L_WAKE_OUT, 0, oh0, True)
         _wake_ring(ls, L_WAKE_OUT, 1, oh1, True)
         ls[L_WAKE_OUT] = 0
@@ -221,10 +242,12 @@ def _done(ls, k, n_out):
     ls[L_REC_OUT] += np.uint64(n_out)
 
 
-# --- signals: input 0 ticks -> output 0 intents ---------------------------------------------
+# --- signals: input 0 ticks -> output 0 intents; optional input 1 depth ---------------------
 @njit(nogil=True, cache=True)
-def signals_step(m, batch):
-    """One batch of the signals member; records read, 0 when empty, -1 to bail."""
+def signals_step(m, batch, dep):
+    """One batch of the signals member's ticks; records read, 0 when empty, -1 to bail.
+    ``dep``: the depth input (:func:`signals_depth_step`), None where it is not wired
+    (the branch is compiled out)."""
     ls, blk, wake_in, wake_out, rings, state = m
     ih, isl, oh, osl = rings
     st, g, mean, WT, model, cfg, tick, x, z, counters = state
@@ -245,6 +268,8 @@ def signals_step(m, batch):
     ls[L_CUR] = p + np.uint64(k)
     base = _buffer(ls)
     blk[base + C_CURSOR] = ls[L_CUR]
+    if dep is not None:  # every input's cursor: the buffer is the whole truth
+        blk[base + C_CURSOR + 1] = ls[L_CUR + 1]
     blk[base + C_VALID_AT] = c0 + np.uint64(n)
     _seal(blk, base, ls, seq + n)
     _commit(ls, 0, oh, n, wake_out[0])
@@ -253,10 +278,40 @@ def signals_step(m, batch):
     return k
 
 
-# --- risk: inputs 0 intents, 1 fills, 2 market data -> outputs 0 orders, 1 decisions --------
 @njit(nogil=True, cache=True)
-def risk_step(m, i, batch):
-    """One batch of the risk member's input ``i``; records read, 0 when empty, -1 to bail."""
+def signals_depth_step(m, dep, batch):
+    """One batch of the signals member's depth input (1, BOOK_LEVEL; ``SignalsStage.process``
+    for input 1): the depth state only, no output, so no claim and never a bail. Its
+    cursor buffer still says everything ``StageRunner.recover`` reads: every input's
+    cursor, the output's unchanged ``valid_at`` (its producer position), ``next_seq``.
+    ``dep``: (ring header, slots, ``dq``, depth feature on, records applied (counter),
+    park address)."""
+    ls, blk, wake_in, _wake_out, rings, state = m
+    _ih, _isl, oh, _osl = rings
+    dh, dsl, dq, on, applied, _addr = dep
+    p, k = consumer_peek(dh, batch)
+    if k == 0:
+        return 0
+    ix = _index(dh, p)
+    if on:
+        applied[0] += depth_kernel(dsl[ix : ix + k], dq, state[0])
+    ls[L_CUR + 1] = p + np.uint64(k)
+    base = _buffer(ls)
+    blk[base + C_CURSOR] = ls[L_CUR]
+    blk[base + C_CURSOR + 1] = ls[L_CUR + 1]
+    blk[base + C_VALID_AT] = oh[W_PRODUCER_OWN_POSITION]
+    _seal(blk, base, ls, ls[L_NEXT_SEQ])
+    _release(ls, 1, dh, k, wake_in[1])
+    _done(ls, k, 0)
+    return k
+
+
+# --- risk: inputs 0 intents, 1 fills, 2 market data, optional 3 depth -> outputs 0 orders,
+# 1 decisions
+@njit(nogil=True, cache=True)
+def risk_step(m, i, batch, dep):
+    """One batch of the risk member's input ``i`` (0-2); records read, 0 when empty, -1 to
+    bail. ``dep``: the depth input (:func:`risk_depth_step`), None where it is not wired."""
     ls, blk, wake_in, wake_out, rings, rs = m
     h0, s0, h1, s1, h2, s2, oh0, os0, oh1, os1 = rings
     ih = h0 if i == 0 else (h1 if i == 1 else h2)
@@ -285,6 +340,8 @@ def risk_step(m, i, batch):
     base = _buffer(ls)
     for j in range(3):
         blk[base + C_CURSOR + j] = ls[L_CUR + j]
+    if dep is not None:
+        blk[base + C_CURSOR + 3] = ls[L_CUR + 3]
     blk[base + C_VALID_AT] = c0 + np.uint64(n_o)
     blk[base + C_VALID_AT + 1] = c1 + np.uint64(n_d)
     _seal(blk, base, ls, seq + n_o + n_d)
@@ -292,6 +349,31 @@ def risk_step(m, i, batch):
     _commit(ls, 1, oh1, n_d, wake_out[1])
     _release(ls, i, ih, k, wake_in[i])
     _done(ls, k, n_o + n_d)
+    return k
+
+
+@njit(nogil=True, cache=True)
+def risk_depth_step(m, dep, batch):
+    """One batch of the risk member's depth input (3, BOOK_LEVEL: the liquidity check's
+    book, ``RiskBook.book_levels``): no output, no claim, never a bail; the cursor buffer
+    as :func:`signals_depth_step` writes it. ``dep``: (ring header, slots, park address)."""
+    ls, blk, wake_in, _wake_out, rings, rs = m
+    _h0, _s0, _h1, _s1, _h2, _s2, oh0, _os0, oh1, _os1 = rings
+    dh, dsl, _addr = dep
+    p, k = consumer_peek(dh, batch)
+    if k == 0:
+        return 0
+    ix = _index(dh, p)
+    apply_book_levels(rs, dsl[ix : ix + k])
+    ls[L_CUR + 3] = p + np.uint64(k)
+    base = _buffer(ls)
+    for j in range(4):
+        blk[base + C_CURSOR + j] = ls[L_CUR + j]
+    blk[base + C_VALID_AT] = oh0[W_PRODUCER_OWN_POSITION]
+    blk[base + C_VALID_AT + 1] = oh1[W_PRODUCER_OWN_POSITION]
+    _seal(blk, base, ls, ls[L_NEXT_SEQ])
+    _release(ls, 3, dh, k, wake_in[3])
+    _done(ls, k, 0)
     return k
 
 
@@ -356,11 +438,12 @@ def orders_step(m, i, batch, mo):
 
 
 @njit(nogil=True, cache=True)
-def _park(sig, risk, oms, waiters, addrs, deadline_ns):
+def _park(sig, risk, oms, waiters, addrs, deadline_ns, sdep, rdep):
     """Sleep on every input ring fed from outside the group (``futex_waitv``) until a
     producer publishes or ``deadline_ns``; at once when one of them holds a record.
     ``addrs``: the data-signal addresses of the inputs in member order (signals 0; risk
-    0, 1, 2; orders 0, 1)."""
+    0, 1, 2; orders 0, 1); a depth input's is in its tuple (``sdep``, ``rdep``: last),
+    ``waiters`` has room for every input."""
     s_in = sig[2]
     r_in = risk[2]
     o_in = oms[2]
@@ -387,6 +470,12 @@ def _park(sig, risk, oms, waiters, addrs, deadline_ns):
     if ok and o_in[1]:
         ok = announce(orr[2], waiters, n, addrs[5])
         n += 1
+    if sdep is not None and ok and s_in[1]:
+        ok = announce(sdep[0], waiters, n, sdep[5])
+        n += 1
+    if rdep is not None and ok and r_in[3]:
+        ok = announce(rdep[0], waiters, n, rdep[2])
+        n += 1
     if ok and n > 0:
         futex_waitv(waiters, n, deadline_ns)
     if s_in[0]:
@@ -401,17 +490,26 @@ def _park(sig, risk, oms, waiters, addrs, deadline_ns):
         end_park(orr[0])
     if o_in[1]:
         end_park(orr[2])
+    if sdep is not None and s_in[1]:
+        end_park(sdep[0])
+    if rdep is not None and r_in[3]:
+        end_park(rdep[0])
 
 
 @njit(nogil=True, cache=True)
 def hot_cycle(
-    sig, risk, oms, words, batches, oms_mo, deadline_ns, spin_ns, yld, park, waiters, addrs
-):
+    sig, risk, oms, words, batches, oms_mo, deadline_ns, spin_ns, yld, park, waiters, addrs,
+    sdep, rdep,
+):  # fmt: skip
     """Rounds of the signals, risk and orders members until a return condition (module
     docstring). ``batches``: each member's batch size (records per input per round);
     ``words``: the control block's words; ``park``: after ``spin_ns`` without work, sleep
     on the external inputs (:func:`_park`) until data or the deadline instead of
-    returning ``R_IDLE``. Returns ``(reason, records read)``."""
+    returning ``R_IDLE``; ``sdep``, ``rdep``: the depth inputs of signals
+    (:func:`signals_depth_step`) and risk (:func:`risk_depth_step`), each None where it
+    is not wired: numba compiles one ``hot_cycle`` per wiring, and a None's branches are
+    pruned at compile time (the default wiring's rounds are what they were without
+    them). Returns ``(reason, records read)``."""
     # every array borrowed once (bot4.nbkit.unowned): without it each round paid an NRT
     # incref and decref (a lock add each) per array a step unpacked or passed on, ~2/3 of
     # the group's samples (perf, default run) and the length of an idle round, which is
@@ -423,6 +521,10 @@ def hot_cycle(
     batches = unowned(batches)
     waiters = unowned(waiters)
     addrs = unowned(addrs)
+    # a new name: numba prunes the branches of an argument that is None, not of a
+    # variable assigned in the function
+    sd = _borrow(sdep)
+    rd = _borrow(rdep)
     total = 0
     idle_since = np.int64(0)
     while True:
@@ -431,22 +533,28 @@ def hot_cycle(
         # tick's order leaves before the round applies fills and market data
         for k in range(6):
             if k == 0:
-                r = signals_step(sig, batches[0])
+                r = signals_step(sig, batches[0], sd)
             elif k == 1:
-                r = risk_step(risk, _IN0, batches[1])
+                r = risk_step(risk, _IN0, batches[1], rd)
             elif k == 2:
                 r = orders_step(oms, _IN0, batches[2], oms_mo)
             elif k < 5:
-                r = risk_step(risk, np.int64(k - 2), batches[1])
+                r = risk_step(risk, np.int64(k - 2), batches[1], rd)
             else:
                 r = orders_step(oms, _IN1, batches[2], oms_mo)
             if r < 0:
-                _wake_peers(sig, risk, oms)
+                _wake_peers(sig, risk, oms, sd, rd)
                 return R_BAIL, total + work
             work += r
             if k == 2:  # the order went to the venue: wake it (and persistence) now
-                _wake_peers(sig, risk, oms)
-        _wake_peers(sig, risk, oms)
+                _wake_peers(sig, risk, oms, sd, rd)
+        # the depth inputs last, like fills and market data: they write no output (never
+        # a bail) and move only state the next tick's batch reads
+        if sdep is not None:
+            work += signals_depth_step(sig, sd, batches[0])
+        if rdep is not None:
+            work += risk_depth_step(risk, rd, batches[1])
+        _wake_peers(sig, risk, oms, sd, rd)
         total += work
         if load_relaxed(words, W_PIPE_STATE) != PIPE_RUNNING:
             return R_STATE, total
@@ -468,7 +576,7 @@ def hot_cycle(
         elif now - idle_since >= spin_ns:
             if not park:
                 return R_IDLE, total
-            _park(sig, risk, oms, waiters, addrs, min(deadline_ns, now + PARK_NS))
+            _park(sig, risk, oms, waiters, addrs, min(deadline_ns, now + PARK_NS), sd, rd)
             continue
         if yld:
             sched_yield()

@@ -26,19 +26,32 @@ from bot4.stages.hotloop import (
 )
 
 HOT_KINDS = ("signals", "risk", "orders")
+#: (inputs, outputs) of each member the compiled cycle takes: the default wiring, and
+#: signals and risk each with or without its depth input (BOOK_LEVEL, the last input)
+HOT_SHAPES = (((1, 1), (2, 1)), ((3, 2), (4, 2)), ((2, 4),))
+#: the default wiring's input count per member (a depth input comes after them)
+BASE_INPUTS = (1, 3, 2)
 
 
-def _rings(runner) -> tuple:
+def _rings(runner, n_in: int) -> tuple:
+    """(header, slots) of the member's first ``n_in`` inputs and its outputs, flat."""
     out = []
-    for side in (*runner.ins, *runner.outs):
+    for side in (*runner.ins[:n_in], *runner.outs):
         out += [side.hdr, side.slots]
     return tuple(out)
+
+
+def depth_wiring(members: list) -> tuple[bool, bool]:
+    """Whether signals and risk read a depth input (one more than ``BASE_INPUTS``)."""
+    return len(members[0].ins) > BASE_INPUTS[0], len(members[1].ins) > BASE_INPUTS[1]
 
 
 class HotPath:
     """The compiled cycle bound to one group's three members (built by :meth:`of`).
 
-    ``run`` copies each member's cursors and sequence number into its loop-state words,
+    Signals' and risk's depth inputs, where wired, are passed apart from the members'
+    tuples (``sdep``, ``rdep``; None otherwise), so the default wiring's tuples and
+    compiled cycle stay as they were. ``run`` copies each member's cursors and sequence number into its loop-state words,
     runs :func:`hot_cycle`, copies them back and adds the batches and records done; then
     the stages' Python follow-ups their ``process`` makes after a batch (risk: schedule
     the next daily reset once one was applied; orders: ``after_reports``).
@@ -49,10 +62,10 @@ class HotPath:
         sig, risk, oms = members
         self.ls = [np.zeros(LS_WORDS, np.uint64) for _ in members]
         args = []
-        for m, ls in zip(members, self.ls, strict=True):
+        for m, ls, n_in in zip(members, self.ls, BASE_INPUTS, strict=True):
             wake_in = np.array([r.producer not in group_names for r in m.in_specs], np.uint8)
             wake_out = np.array([r.consumer not in group_names for r in m.out_specs], np.uint8)
-            args.append([ls, m.blk, wake_in, wake_out, _rings(m)])
+            args.append([ls, m.blk, wake_in, wake_out, _rings(m, n_in)])
         s = sig.stage
         args[0].append((s.st, s.g, s.mean, s.WT, s.model, s.cfg, s.tick, s.x, s.z, s.counters))
         args[1].append(_risk_state(risk.stage.book))
@@ -62,23 +75,53 @@ class HotPath:
         self.batches = np.array([m.spec.batch for m in members], np.int64)
         self.oms_mo = int(oms.stage.max_out_per_in)
         self.in_words = False  # the loop-state words, not the members, hold the truth
-        self.waiters = np.zeros(3 * 6, np.uint64)
+        self.calls = 0  # run calls, and the records they read (the group's closing log line)
+        self.records = 0
         self.addrs = np.zeros(6, np.uint64)
         for k, (m, i) in enumerate(((sig, 0), (risk, 0), (risk, 1), (risk, 2), (oms, 0), (oms, 1))):
             self.addrs[k] = signal_address(m.ins[i].hdr)
+        s_depth, r_depth = self.depth = depth_wiring(members)
+        self.waiters = np.zeros(3 * (6 + s_depth + r_depth), np.uint64)
+        # signals' depth: the ring, its feature state (dq; the imbalance goes to s.st),
+        # whether the feature is on (imbalance_levels > 1), the records applied (added to
+        # the stage's depth_updates by to_python) and the ring's park address
+        self.depth_applied = np.zeros(1, np.int64)
+        self.sdep = None
+        if s_depth:
+            d = sig.ins[1]
+            self.sdep = (d.hdr, d.slots, s.dq, np.bool_(s.depth_on), self.depth_applied,
+                         np.uint64(signal_address(d.hdr)))  # fmt: skip
+        self.rdep = None
+        if r_depth:
+            d = risk.ins[3]
+            self.rdep = (d.hdr, d.slots, np.uint64(signal_address(d.hdr)))
 
     @classmethod
     def of(cls, members: list, group_names: set[str]) -> HotPath | None:
         """A HotPath when the started members are exactly signals, risk and orders wired as
-        in the default topology (signals 1 -> 1 ring, risk 3 -> 2, orders 2 -> 4), else
-        None (the group runs its members' Python duty cycles)."""
+        in the default topology (signals 1 -> 1 ring, risk 3 -> 2, orders 2 -> 4), signals
+        and risk each optionally with a depth input (BOOK_LEVEL, the md stage's
+        ``book_level`` ring: signals 2 -> 1, risk 4 -> 2), else None (the group runs its
+        members' Python duty cycles)."""
         if [m.stage.kind for m in members] != list(HOT_KINDS):
             return None
         sig, risk, oms = members
-        shape = [(len(m.ins), len(m.outs)) for m in members]
-        if shape != [(1, 1), (3, 2), (2, 4)] or sig.stage.router is not None:
+        for m, shapes, n_in in zip(members, HOT_SHAPES, BASE_INPUTS, strict=True):
+            if (len(m.ins), len(m.outs)) not in shapes:
+                return None
+            if any(r.type != "BOOK_LEVEL" for r in m.in_specs[n_in:]):
+                return None
+        if sig.stage.router is not None:
             return None
         return cls(members, group_names)
+
+    def describe(self) -> str:
+        """The wiring in a few words (the group's log line)."""
+        s_depth, r_depth = self.depth
+        parts = [f"signals {'ticks, depth' if s_depth else 'ticks'}"]
+        parts.append(f"risk intents, fills, market data{', depth' if r_depth else ''}")
+        parts.append("orders orders, venue reports")
+        return "; ".join(parts)
 
     def ready(self) -> bool:
         """Every member on its steady path: no output muted after a restart, the OMS not
@@ -98,7 +141,7 @@ class HotPath:
         sig, risk, oms = self.args
         hot_cycle(
             sig, risk, oms, self.words, np.zeros(3, np.int64), self.oms_mo, 0, 0, False, True,
-            self.waiters, self.addrs,
+            self.waiters, self.addrs, self.sdep, self.rdep,
         )  # fmt: skip
 
     def run(
@@ -127,8 +170,10 @@ class HotPath:
             deadline = min(deadline, max(due, now_ns))
         reason, n = hot_cycle(
             sig, risk, oms, self.words, self.batches, self.oms_mo, deadline,
-            spin_ns, yield_idle, park, self.waiters, self.addrs,
+            spin_ns, yield_idle, park, self.waiters, self.addrs, self.sdep, self.rdep,
         )  # fmt: skip
+        self.calls += 1
+        self.records += int(n)
         if n:
             if risk_stage.book.reset_due:
                 risk_stage._schedule_reset()
@@ -147,12 +192,19 @@ class HotPath:
             m.batches += int(ls[L_BATCHES])
             m.records_in += int(ls[L_REC_IN])
             m.records_out += int(ls[L_REC_OUT])
+        if self.depth_applied[0]:
+            self.members[0].stage.depth_updates += int(self.depth_applied[0])
+            self.depth_applied[0] = 0
         self.in_words = False
 
 
-def _bench_members(capacity: int = 4096):
+def _bench_members(
+    capacity: int = 4096, signals_depth: bool = False, risk_depth: bool = False, levels: int = 5
+):
     """The three members on process-local rings and state (``warm``, ``perf``, tests): stand-ins
-    for ``StageRunner`` with what :class:`HotPath` reads. Returns ``(members, rings)``,
+    for ``StageRunner`` with what :class:`HotPath` reads. ``signals_depth``, ``risk_depth``:
+    the md stage's depth wired into signals (ring ``depth``, input 1, ``imbalance_levels =
+    levels``) and / or risk (ring ``risk_depth``, input 3). Returns ``(members, rings)``,
     rings by name as ``(hdr, slots)``."""
     from types import SimpleNamespace
 
@@ -174,6 +226,8 @@ def _bench_members(capacity: int = 4096):
         "venue_orders": ("orders", "venue", "ORDER"),
         "order_events": ("orders", "persistence", "ORDER"),
         "exec_events": ("orders", "persistence", "EXEC_REPORT"),
+        "depth": ("md", "signals", "BOOK_LEVEL"),
+        "risk_depth": ("md", "risk", "BOOK_LEVEL"),
     }
     specs = {n: RingSpec(n, a, b, t, capacity, 0, 0, False) for n, (a, b, t) in wiring.items()}
     rings = {}
@@ -183,10 +237,12 @@ def _bench_members(capacity: int = 4096):
         rings[n] = SimpleNamespace(hdr=hdr, slots=np.zeros(capacity, RECORD_TYPES[t]))
     words = np.zeros(64, np.uint64)
     words[W_PIPE_STATE] = PIPE_RUNNING
+    sig_params = {"imbalance_levels": levels} if signals_depth else {}
     layout = (
-        (SignalsStage, "signals", ["ticks"], ["intents"], {}),
-        (RiskStage, "risk", ["intents", "fills", "risk_md"], ["orders", "decisions"],
-         {"shared": False}),
+        (SignalsStage, "signals", ["ticks"] + ["depth"] * signals_depth, ["intents"],
+         sig_params),
+        (RiskStage, "risk", ["intents", "fills", "risk_md"] + ["risk_depth"] * risk_depth,
+         ["orders", "decisions"], {"shared": False}),
         (OrdersStage, "orders", ["orders", "venue_execs"],
          ["venue_orders", "fills", "order_events", "exec_events"], {}),
     )  # fmt: skip
@@ -208,8 +264,9 @@ def _bench_members(capacity: int = 4096):
     return members, {n: (r.hdr, r.slots) for n, r in rings.items()}
 
 
-def warm() -> int:
-    """Compile (or load from numba's cache) :func:`hot_cycle` for the default wiring."""
-    members, _rings = _bench_members(64)
+def warm(signals_depth: bool = False, risk_depth: bool = False) -> int:
+    """Compile (or load from numba's cache) :func:`hot_cycle` for one wiring: the default,
+    or with the depth input of signals and / or risk (one specialisation each)."""
+    members, _rings = _bench_members(64, signals_depth, risk_depth)
     HotPath(members, {"signals", "risk", "orders"}).prime()
     return 1
