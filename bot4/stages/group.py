@@ -84,6 +84,7 @@ class GroupRunner:
             hot = HotPath.of(self.members, set(g.members))
             if hot is not None:
                 hot.prime()
+                log.info("group %s: compiled duty cycle (%s)", g.name, hot.describe())
             quiet_gc()
             for m in self.members:
                 m._housekeep()
@@ -192,6 +193,11 @@ class GroupRunner:
                     continue
                 idler.idle(idle_iter)
                 idle_iter += 1
+            if hot is not None:
+                log.info(
+                    "group %s: compiled duty cycle read %d records in %d calls",
+                    g.name, hot.records, hot.calls,
+                )  # fmt: skip
             self.notifier.send("STOPPING=1")
             return 0
         except BaseException:
