@@ -112,10 +112,11 @@ def jobs_for(topology) -> list[Job]:
     for g in topology.groups:
         stage_jobs = [j for j in jobs if j.fn == "_job_stage"]
         kinds = [topology.stage(m).kind for m in g.members]
-        if "hot path" not in seen and kinds == ["signals", "risk", "orders"]:
-            seen.add("hot path")  # bot4.stages.hotpath.HOT_KINDS, wired as the default
+        wiring = _hot_wiring(topology, g)
+        if wiring is not None and ("hot path", wiring) not in seen:
+            seen.add(("hot path", wiring))
             after = tuple(j.name for j in stage_jobs if j.args[0] in kinds)
-            jobs.append(Job("hot path group cycle", "_job_hot_path", (), 45.0, after=after))
+            jobs.append(_hot_path_job(wiring, after))
     types = sorted({r.type for r in topology.rings})
     if types:
         jobs.append(
@@ -156,7 +157,10 @@ def all_jobs() -> list[Job]:
     ]
     hot = ("signals", "risk", "orders")
     after = tuple(j.name for j in jobs if j.fn == "_job_stage" and j.args[0] in hot)
-    jobs.append(Job("hot path group cycle", "_job_hot_path", (), 45.0, after=after))
+    jobs.append(_hot_path_job((False, False), after))
+    # and the depth wiring the system tests run (book_level into signals); a topology
+    # with risk reading depth compiles its own specialisation when it is first warmed
+    jobs.append(_hot_path_job((True, False), after))
     # and the default topology's own jobs, so that its first `bot4 run` finds them warm
     from bot4.pipeline.topology import load_topology
 
@@ -176,6 +180,40 @@ def all_jobs() -> list[Job]:
     # the replay runs the default topology's stages in-process: after they are cached
     jobs.append(Job("replay engine", "_job_replay", (), 2.0, after=tuple(j.name for j in jobs)))
     return jobs
+
+
+def _hot_wiring(topology, group) -> tuple[bool, bool] | None:
+    """The hot path cycle's wiring for a group (``bot4.stages.hotpath.HotPath.of``):
+    (signals reads depth, risk reads depth), None where the group's members do not run
+    the compiled cycle (not signals, risk, orders in topology order, another shape, a
+    signals stage routed through the model registry)."""
+    from bot4.stages.hotpath import BASE_INPUTS, HOT_KINDS, HOT_SHAPES
+
+    order = topology.order()
+    names = sorted(group.members, key=order.index)
+    if [topology.stage(m).kind for m in names] != list(HOT_KINDS):
+        return None
+    for name, shapes, n_in in zip(names, HOT_SHAPES, BASE_INPUTS, strict=True):
+        ins, outs = topology.inputs_of(name), topology.outputs_of(name)
+        if (len(ins), len(outs)) not in shapes:
+            return None
+        if any(r.type != "BOOK_LEVEL" for r in ins[n_in:]):
+            return None
+    if topology.stage(names[0]).params.get("model_slot"):
+        return None
+    return (
+        len(topology.inputs_of(names[0])) > BASE_INPUTS[0],
+        len(topology.inputs_of(names[1])) > BASE_INPUTS[1],
+    )
+
+
+def _hot_path_job(wiring: tuple[bool, bool], after: tuple[str, ...] = ()) -> Job:
+    """The hot path group cycle's job for one wiring (the default: no args, its name
+    unchanged; a depth wiring compiles its own specialisation of ``hot_cycle``)."""
+    if not any(wiring):
+        return Job("hot path group cycle", "_job_hot_path", (), 45.0, after=after)
+    which = ", ".join(m for m, on in zip(("signals", "risk"), wiring, strict=True) if on)
+    return Job(f"hot path group cycle (depth: {which})", "_job_hot_path", wiring, 45.0, after)
 
 
 def _kernel_params(kind: str, params: dict) -> tuple:

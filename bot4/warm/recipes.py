@@ -104,13 +104,14 @@ def _job_rings(*types: str) -> int:
     return n
 
 
-def _job_hot_path() -> int:
+def _job_hot_path(signals_depth: bool = False, risk_depth: bool = False) -> int:
     """The compiled duty cycle of a signals -> risk -> orders group
-    (``bot4.stages.hotloop``), for the default wiring; after those stages' own jobs, so
-    their kernels load from the cache."""
+    (``bot4.stages.hotloop``), for the topology's wiring (the default, or signals and / or
+    risk reading the md stage's depth: one specialisation each); after those stages' own
+    jobs, so their kernels load from the cache."""
     from bot4.stages import hotpath
 
-    return hotpath.warm()
+    return hotpath.warm(signals_depth, risk_depth)
 
 
 def _job_operator_log() -> int:

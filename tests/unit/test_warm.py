@@ -45,6 +45,34 @@ def test_default_topology_jobs_are_its_stages_and_ring_types_only():
     )
 
 
+def test_the_hot_path_job_follows_the_topologys_depth_wiring():
+    """One job, for the wiring the group runs: the default topology's is the default
+    specialisation only; book_level into signals and / or risk, that one's."""
+    import re
+    import tomllib
+    from importlib import resources
+
+    from bot4.pipeline.topology import parse_topology
+
+    default = resources.files("bot4.config").joinpath("default.toml").read_text()
+    (hot,) = [j for j in warm.jobs_for(load_topology(None)) if j.fn == "_job_hot_path"]
+    assert hot.args == () and hot.name == "hot path group cycle"
+    ring = (
+        '\n[[ring]]\nname = "{n}"\nfrom = "md"\nto = "{to}"\ntype = "book_level"\ncapacity = 1024\n'
+    )
+    for to, want in (
+        (("signals",), (True, False)),
+        (("risk",), (False, True)),
+        (("signals", "risk"), (True, True)),
+    ):
+        text = default + "".join(ring.format(n=f"d_{t}", to=t) for t in to)
+        jobs = warm.jobs_for(parse_topology(tomllib.loads(text), "t.toml"))
+        (hot,) = [j for j in jobs if j.fn == "_job_hot_path"]
+        assert hot.args == want and re.search(r"\(depth: [a-z, ]+\)$", hot.name)
+    names = [j.name for j in warm.all_jobs() if j.fn == "_job_hot_path"]
+    assert names == ["hot path group cycle", "hot path group cycle (depth: signals)"]
+
+
 def test_all_jobs_cover_every_kind_and_record_type_and_the_replay_runs_last():
     from bot4.stages import KINDS
 
