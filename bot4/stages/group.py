@@ -195,8 +195,9 @@ class GroupRunner:
                 idle_iter += 1
             if hot is not None:
                 log.info(
-                    "group %s: compiled duty cycle read %d records in %d calls",
-                    g.name, hot.records, hot.calls,
+                    "group %s: compiled duty cycle read %d records in %d calls (returns: "
+                    "%d deadline, %d state, %d idle, %d bail, %d pending)",
+                    g.name, hot.records, hot.calls, *hot.reasons,
                 )  # fmt: skip
             self.notifier.send("STOPPING=1")
             return 0

@@ -77,6 +77,7 @@ class HotPath:
         self.in_words = False  # the loop-state words, not the members, hold the truth
         self.calls = 0  # run calls, and the records they read (the group's closing log line)
         self.records = 0
+        self.reasons = [0] * 5  # calls by return reason (hotloop.R_*)
         self.addrs = np.zeros(6, np.uint64)
         for k, (m, i) in enumerate(((sig, 0), (risk, 0), (risk, 1), (risk, 2), (oms, 0), (oms, 1))):
             self.addrs[k] = signal_address(m.ins[i].hdr)
@@ -174,6 +175,7 @@ class HotPath:
         )  # fmt: skip
         self.calls += 1
         self.records += int(n)
+        self.reasons[int(reason)] += 1
         if n:
             if risk_stage.book.reset_due:
                 risk_stage._schedule_reset()
