@@ -118,6 +118,7 @@ class GroupRunner:
             while active or trailing:
                 work = 0
                 steps = True
+                reason = None
                 compiled = (
                     hot is not None
                     and not self.local_stop
@@ -188,7 +189,11 @@ class GroupRunner:
                         m.stopped()
                     else:
                         work += n
-                if work or compiled:  # the compiled cycle idles by itself (HOT_IDLE)
+                # the compiled cycle idles by itself (HOT_IDLE), except when it came back
+                # for the pipeline state: while STARTING (seconds, as other stages load
+                # their kernels) it returns after every round, and without this idle the
+                # group spun through Python rounds on its core (3294 returns in a second)
+                if work or (compiled and reason != R_STATE):
                     idle_iter = 0
                     continue
                 idler.idle(idle_iter)
