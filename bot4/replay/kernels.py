@@ -5,9 +5,12 @@ calling the stages' own kernels in the order the Python scheduler calls them."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
+from bot4.nbkit import unowned
 from bot4.records import MD_QUOTE
 from bot4.venue.matching import V_LATENCY, V_Q_HEAD, V_Q_TAIL, venue_md_until_report_kernel
 
@@ -29,6 +32,7 @@ __all__ = [
     "Q_SINK",
     "Q_STARTED",
     "Q_VENUE",
+    "QuietState",
     "quiet_steps",
 ]
 
@@ -40,7 +44,27 @@ IO_CS, IO_CV, IO_INT, IO_ORD_N, IO_DEC_N, IO_SEQ, IO_NOW_R, IO_VNOW = 0, 1, 2, 3
 IO_STALE_DUE, IO_T, IO_STEPS, IO_CALLS, IO_IN, IO_OUT, IO_WANT, IO_NEED_O, IO_NEED_D = (
     8, 9, 10, 11, 12, 13, 14, 15, 16,
 )  # fmt: skip
-IO_STEP_S, IO_FILLS, IO_WORDS = 17, 18, 19
+IO_STEP_S, IO_FILLS = 17, 18
+# ... and its inputs that are not arrays, set by the caller before each call
+IO_OFF, IO_STALE_EVERY, IO_WINDOW, IO_NEXT_PART, IO_INT_FIRST, IO_MO = 19, 20, 21, 22, 23, 24
+IO_SINK_BASE, IO_SINK_BATCH, IO_BOUND, IO_WORDS = 25, 26, 27, 28
+
+
+class QuietState(NamedTuple):
+    """What :func:`quiet_steps` reads and writes besides the delay lines and the output
+    buffers, in one object (numba's dispatcher pays per state object passed, not per
+    array in it): built by ``bot4.replay.quiet.QuietPath`` at setup and again when the
+    feed refills. ``io`` is the path's own; the rest belong to the engine (the feed) and
+    to the stages (risk, venue), borrowed for the call."""
+
+    io: np.ndarray  # int64[IO_WORDS]: cursors, clocks, counts (in and out) and the scalars
+    rst: tuple  # the risk stage's RiskState (bot4.risk.layout)
+    ilim: np.ndarray  # the risk stage's per-instrument limits (L_* columns)
+    vst: tuple  # the venue's state (bot4.venue.matching)
+    buf: np.ndarray  # the buffered feed (bot4.replay.feed): MARKET_DATA records
+    recv: np.ndarray  # int64 ns: each feed record's receive time
+    event: np.ndarray  # int64 ns: each feed record's event time
+
 
 # why quiet_steps returned: before any work for the next event ...
 Q_BOUND = 0  # the next event is not a quiet one (or there is none): the scheduler's
@@ -136,22 +160,45 @@ def _first_at(times, lo, n, t):
 
 
 @njit(nogil=True, cache=True)
-def quiet_steps(
-    buf, recv, event, io, rst, ilim, off, stale_every, window, due, recs, next_part,
-    int_first, fdue, frecs, ord_buf, dec_buf, mo, sink_base, sink_batch, vst, bound,
-):  # fmt: skip
+def quiet_steps(qs, due, recs, fdue, frecs, ord_buf, dec_buf):
     """Event-exact steps where only the risk stage has work, in one call: the events of a
     default chain (intents at their market data's receive time, the risk stage's
-    staleness checks), in time order, before ``bound`` (the next time anything else can
-    happen: a record due in another delay line, a flagged record, the daily reset, the
-    end of the buffered feed). Each does what the scheduler does (``bot4.replay.engine``):
-    the venue's market data window up to the event (stopping where a report is queued),
-    the risk stage's market data window before it (arrival stamps restamped), then at the
-    event's time the risk stage's intents due, its market data received at that instant
-    and its ``pending`` (staleness at ``stale_due``, the kill switch's poll). The other
-    stages are idle at such a step (their clocks are moved by the caller). Stops, with
-    the reason, at the first step that is not quiet (module's ``Q_*``); the cursors,
-    clocks, counts and times are in ``io`` (``IO_*``)."""
+    staleness checks), in time order, before the bound (``IO_BOUND``: the next time
+    anything else can happen: a record due in another delay line, a flagged record, the
+    daily reset, the end of the buffered feed). Each does what the scheduler does
+    (``bot4.replay.engine``): the venue's market data window up to the event (stopping
+    where a report is queued), the risk stage's market data window before it (arrival
+    stamps restamped), then at the event's time the risk stage's intents due, its market
+    data received at that instant and its ``pending`` (staleness at ``stale_due``, the
+    kill switch's poll). The other stages are idle at such a step (their clocks are moved
+    by the caller). Stops, with the reason, at the first step that is not quiet (module's
+    ``Q_*``); the cursors, clocks, counts and times are in ``io`` (``IO_*``).
+
+    ``qs`` is the :class:`QuietState`; its ``io`` also holds the call's scalars:
+    ``IO_OFF`` the risk stage's offset from the feed's receive time, ns;
+    ``IO_STALE_EVERY`` its staleness period, ns, 0 none; ``IO_WINDOW`` market data records
+    per stage call; ``IO_NEXT_PART`` when the intents' next part is due, ns;
+    ``IO_INT_FIRST`` 1 when the risk stage reads its intents before its market data;
+    ``IO_MO`` its most output records per input; ``IO_SINK_BASE`` / ``IO_SINK_BATCH``
+    the sink's records not in ``dec_buf`` / its batch; ``IO_BOUND`` the bound, ns.
+    ``due`` / ``recs`` and ``fdue`` / ``frecs``: the intents' and the fills' delay line
+    head parts (due times in ns, records); ``ord_buf`` / ``dec_buf`` the risk stage's two
+    output channels' buffers, written from ``IO_ORD_N`` / ``IO_DEC_N``. All arrays are the
+    caller's, borrowed for the call."""
+    qs = unowned(qs)  # helpers bind views: no reference counting per call (issue 13)
+    due, recs, fdue, frecs = unowned(due), unowned(recs), unowned(fdue), unowned(frecs)
+    ord_buf, dec_buf = unowned(ord_buf), unowned(dec_buf)
+    io, rst, ilim, vst = qs.io, qs.rst, qs.ilim, qs.vst
+    buf, recv, event = qs.buf, qs.recv, qs.event
+    off = io[IO_OFF]
+    stale_every = io[IO_STALE_EVERY]
+    window = io[IO_WINDOW]
+    next_part = io[IO_NEXT_PART]
+    int_first = io[IO_INT_FIRST] != 0
+    mo = io[IO_MO]
+    sink_base = io[IO_SINK_BASE]
+    sink_batch = io[IO_SINK_BATCH]
+    bound = io[IO_BOUND]
     n = buf.shape[0]
     cs = io[IO_CS]
     cv = io[IO_CV]

@@ -23,6 +23,7 @@ import numpy as np
 
 from bot4.records import EXEC_REPORT
 from bot4.replay.kernels import (
+    IO_BOUND,
     IO_CALLS,
     IO_CS,
     IO_CV,
@@ -30,18 +31,26 @@ from bot4.replay.kernels import (
     IO_FILLS,
     IO_IN,
     IO_INT,
+    IO_INT_FIRST,
+    IO_MO,
     IO_NEED_D,
     IO_NEED_O,
+    IO_NEXT_PART,
     IO_NOW_R,
+    IO_OFF,
     IO_ORD_N,
     IO_OUT,
     IO_SEQ,
+    IO_SINK_BASE,
+    IO_SINK_BATCH,
     IO_STALE_DUE,
+    IO_STALE_EVERY,
     IO_STEP_S,
     IO_STEPS,
     IO_T,
     IO_VNOW,
     IO_WANT,
+    IO_WINDOW,
     IO_WORDS,
     Q_BOUND,
     Q_POLL,
@@ -49,6 +58,7 @@ from bot4.replay.kernels import (
     Q_STARTED,
     Q_VENUE,
     WINDOW,
+    QuietState,
     quiet_steps,
 )
 from bot4.venue.matching import next_release_ns
@@ -145,6 +155,19 @@ class QuietPath:
         # a window takes the records received at the step's time too)
         self.int_first = any(ch is intents for ch in risk.first)
         self.calls = 0  # kernel calls (perf figures)
+        # the kernel's state (bot4.replay.kernels.QuietState): the io words (the scalars
+        # that do not change set here), the risk stage's and the venue's state objects
+        # and the feed's arrays; built at the first call and when the feed refills
+        rs = risk.stage
+        self.qs = None
+        self._ilim = rs.arrays.ilim
+        self.io[IO_OFF] = risk.off
+        self.io[IO_STALE_EVERY] = int(rs.stale_every)
+        self.io[IO_WINDOW] = WINDOW
+        self.io[IO_NEXT_PART] = _FAR
+        self.io[IO_INT_FIRST] = int(self.int_first)
+        self.io[IO_MO] = int(rs.max_out_per_in)
+        self.io[IO_SINK_BATCH] = eng.sink_batch
 
     def _ready(self) -> bool:
         """Nothing makes every record an event now, and the idle stages are idle."""
@@ -231,16 +254,15 @@ class QuietPath:
             io[IO_IN] = risk.records_in
             io[IO_OUT] = risk.records_out
             sink_base = sum(len(c) for _i, code, c in self.sink.plan if code == 2) - out_d.n
+            io[IO_SINK_BASE] = sink_base
+            io[IO_BOUND] = bound
             book = st.book
-            status = int(
-                quiet_steps(
-                    eng.buf, eng.recv, eng.event, io, book.st, st.arrays.ilim, risk.off,
-                    int(st.stale_every), WINDOW, due, recs, _FAR, self.int_first, fdue, frecs,
-                    out_o.buf, out_d.buf,
-                    int(st.max_out_per_in), sink_base, eng.sink_batch, v.stage.state,
-                    bound,
+            qs = self.qs
+            if qs is None or qs.buf is not eng.buf:  # the feed refilled
+                qs = self.qs = QuietState(
+                    io, self.rst, self._ilim, v.stage.state, eng.buf, eng.recv, eng.event
                 )
-            )  # fmt: skip
+            status = int(quiet_steps(qs, due, recs, fdue, frecs, out_o.buf, out_d.buf))
             self.calls += 1
             # what the kernel moved
             self._took(self.intents, i0, int(io[IO_INT]), len(due))
