@@ -43,6 +43,7 @@ from bot4.signals.routing import (  # noqa: F401  (re-exported)
     SM_TS_RECV,
     SPLIT_INSTRUMENT,
     SPLIT_TICK,
+    RoutedState,
     read_shadow_log,
     shadow_kernel,
     signals_routed_kernel,
@@ -82,7 +83,18 @@ class ModelRouter:
         self.shadow_path = (
             self.registry.root / "shadow" / f"{stage.instance}.{stage.spec.name}.{slot}.intents"
         )
+        self.state = self.rs = None  # the kernels' RoutedState (_bind)
         self.load()
+
+    def _bind(self) -> None:
+        """(Re)build the kernels' state object: the stage's arrays (fixed after its
+        setup) and the router's current ones."""
+        s = self.stage
+        self.state = RoutedState(
+            s.st, s.g, s.mean, s.WT, s.cfg, s.tick, s.x, s.z, s.counters, self.route, self.rc,
+            self.champ, self.chall, self.shadow_rows, self.cool, self.log,
+        )  # fmt: skip
+        self.rs = tuple(self.state)  # what the kernels get (RoutedState's doc: why)
 
     # -- assignment ------------------------------------------------------------------
     def load(self) -> None:
@@ -117,6 +129,7 @@ class ModelRouter:
         self.route[R_SPLIT] = SPLIT_INSTRUMENT if a.split == "instrument" else SPLIT_TICK
         self.route[R_CHAMPION] = a.champion
         self.route[R_CHALLENGER] = a.challenger or a.champion
+        self._bind()
         if self.generation >= 0:
             self.swaps += 1
             log.info("signals: slot %s generation %d: champion %d, challenger %d (%s %.2f%%)",
@@ -136,11 +149,8 @@ class ModelRouter:
             self.shadow_pass()
         if len(batch) > self.shadow_rows.shape[0]:
             self.shadow_rows = np.zeros((len(batch), self.shadow_rows.shape[1]))
-        st = self.stage
-        n, ns = signals_routed_kernel(
-            batch, out, seq, st.st, st.g, st.mean, st.WT, self.champ, self.chall, self.route,
-            st.cfg, st.tick, st.x, st.z, st.counters, self.rc, self.shadow_rows, st.clock(),
-        )  # fmt: skip
+            self._bind()
+        n, ns = signals_routed_kernel(batch, out, seq, self.rs, self.stage.clock())
         self.n_rows = ns
         return n
 
@@ -152,14 +162,9 @@ class ModelRouter:
             self.flush_shadow()
 
     def _score_shadow(self) -> None:
-        st = self.stage
         if self.n_rows and self.route[R_MODE] == MODE_SHADOW:
             n0 = self.n_log
-            self.n_log = shadow_kernel(
-                self.shadow_rows, self.n_rows, self.chall, self.route[R_CHALLENGER], self.cool,
-                st.mean, st.WT, st.cfg, st.tick, st.x, st.z, self.log, self.n_log, st.clock(),
-                self.rc,
-            )  # fmt: skip
+            self.n_log = shadow_kernel(self.rs, self.n_rows, self.n_log, self.stage.clock())
             if self.on_shadow is not None and self.n_log > n0:
                 self.on_shadow(self.log[n0 : self.n_log])
         self.n_rows = 0
