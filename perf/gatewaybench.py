@@ -135,14 +135,11 @@ def decode_split() -> None:
     feed = lobster_to_itch([AMZN])
     n, buf, offs = feed.messages, feed.buf, feed.offsets
     cap = 1 << 17
-    msgs = np.zeros((cap, mold.SLOT), np.uint8)
-    lens, seqs, recvs = (np.zeros(cap, np.int64) for _ in range(3))
-    have = np.zeros(cap, np.bool_)
-    res = np.zeros(mold.INGEST_WORDS, np.int64)
+    store = mold.new_store(cap)
+    msgs, lens, seqs, recvs = store.msgs, store.lens, store.seqs, store.recvs
     for s0, p in mold.packets(b"X         ", 1, buf, offs, 0, n):
         body = np.frombuffer(p, np.uint8, offset=mold.HEADER_BYTES)
-        mold.mold_ingest_kernel(body, s0, int.from_bytes(p[18:20], "big"), msgs, lens, seqs,
-                                recvs, have, 1, 0, res)  # fmt: skip
+        mold.mold_ingest_kernel(body, s0, int.from_bytes(p[18:20], "big"), store, 1, 0)
     out = np.zeros(4 * n, MARKET_DATA)
     raw = buf.tobytes()
     best_py = float("inf")

@@ -24,8 +24,12 @@ already stored are dropped (counted as duplicates); messages too far ahead of th
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
+
+from bot4.nbkit import unowned
 
 HEADER = np.dtype([("session", "S10"), ("seq", ">u8"), ("count", ">u2")])
 HEADER_BYTES = 20
@@ -102,12 +106,42 @@ IN_HIGH = 5  # highest sequence number stored + 1 (unchanged if nothing stored)
 INGEST_WORDS = 6
 
 
+class MoldStore(NamedTuple):
+    """The fixed-slot message store (module doc) and its ingest counters, one slot per
+    sequence number modulo the capacity (a power of two). Owned by the gateway's process
+    (``bot4.stages.md_gateway``), which builds it once at setup; the ITCH decoder reads the
+    slots, :func:`mold_release_kernel` frees them.
+
+    :func:`mold_ingest_kernel` takes it or ``tuple()`` of it (per packet, the gateway
+    passes the plain tuple: numba's dispatcher takes about 1 us longer to type a named
+    tuple argument, see ``bot4.signals.routing.RoutedState``)."""
+
+    msgs: np.ndarray  # uint8[cap, SLOT]: message bytes
+    lens: np.ndarray  # int64[cap]: message length, bytes
+    seqs: np.ndarray  # int64[cap]: the sequence number in the slot
+    recvs: np.ndarray  # int64[cap]: receive time of its packet, ns
+    have: np.ndarray  # bool[cap]: the slot holds a message not yet consumed
+    res: np.ndarray  # int64[INGEST_WORDS]: ingest outcome counters (IN_*)
+
+
+def new_store(cap: int) -> MoldStore:
+    """An empty store of ``cap`` slots (a power of two)."""
+    if cap <= 0 or cap & (cap - 1):
+        raise ValueError(f"MoldUDP64 store capacity {cap} is not a power of two")
+    z = np.zeros
+    return MoldStore(z((cap, SLOT), np.uint8), z(cap, np.int64), z(cap, np.int64),
+                     z(cap, np.int64), z(cap, np.bool_), z(INGEST_WORDS, np.int64))  # fmt: skip
+
+
 @njit(nogil=True, cache=True)
-def mold_ingest_kernel(pkt, seq0, count, msgs, lens, seqs, recvs, have, consumed, recv_ns, res):
+def mold_ingest_kernel(pkt, seq0, count, store, consumed, recv_ns):
     """Store the ``count`` message blocks of ``pkt`` (the bytes after the 20-byte header),
-    first sequence ``seq0``, into the store (see the module doc). ``consumed``: the next
-    sequence the consumer will read (everything below is done). ``res`` int64[INGEST_WORDS]
+    first sequence ``seq0``, received at ``recv_ns`` (ns), into ``store`` (a
+    :class:`MoldStore` or ``tuple()`` of it; see the module doc). ``consumed``: the next
+    sequence the consumer will read (everything below is done). ``store.res``
     accumulates the outcome. Never reads past ``pkt``."""
+    st = unowned(MoldStore(*store))
+    msgs, lens, seqs, recvs, have, res = st.msgs, st.lens, st.seqs, st.recvs, st.have, st.res
     cap = msgs.shape[0]
     mask = cap - 1
     off = 0

@@ -171,11 +171,12 @@ class MdGatewayStage(Stage):
         self.sym_keys = np.array([itch.stock_key(s) for s in symbols], np.uint64)
         self.sym_ids = np.array(ids, np.int64)
         cap = int(p.get("store", 1 << 16))
-        self.msgs = np.zeros((cap, mold.SLOT), np.uint8)
-        self.lens = np.zeros(cap, np.int64)
-        self.seqs = np.zeros(cap, np.int64)
-        self.recvs = np.zeros(cap, np.int64)
-        self.have = np.zeros(cap, np.bool_)
+        # the message store (bot4.gateways.mold.MoldStore), once; its arrays by name for
+        # the decoder and the store's other kernels, the plain tuple for the ingest kernel
+        self.store = mold.new_store(cap)
+        self.store_t = tuple(self.store)
+        self.msgs, self.lens, self.seqs = self.store.msgs, self.store.lens, self.store.seqs
+        self.recvs, self.have = self.store.recvs, self.store.have
         self.cap = cap
         # the md stage's book implementation (bot4.marketdata.builder); the order map starts
         # small enough to stay in cache (its lookups are the decoder's main cost) and is
@@ -184,7 +185,7 @@ class MdGatewayStage(Stage):
                                                 int(p.get("orders", 4096)))  # fmt: skip
         self.locate_map = np.zeros(1 << 16, np.int64)
         self.dstats = np.zeros(len(itch.DECODER_STATS), np.int64)
-        self.ingest = np.zeros(mold.INGEST_WORDS, np.int64)
+        self.ingest = self.store.res
         self.scratch = itch.decode_scratch(4096)
         self.rerequest_ns = int(float(p.get("rerequest_ms", 20)) * 1e6)
         self.max_request = int(p.get("max_request", 2000))
@@ -212,8 +213,7 @@ class MdGatewayStage(Stage):
 
     def _warm_kernels(self) -> None:
         m = mold
-        m.mold_ingest_kernel(np.zeros(0, np.uint8), 1, 0, self.msgs, self.lens, self.seqs,
-                             self.recvs, self.have, 1, 0, self.ingest)  # fmt: skip
+        m.mold_ingest_kernel(np.zeros(0, np.uint8), 1, 0, self.store_t, 1, 0)
         m.mold_contiguous_kernel(self.have, self.seqs, 1, 0)
         m.mold_release_kernel(self.have, 1, 0)
         m.mold_hole_kernel(self.have, self.seqs, 1, 0)
@@ -362,8 +362,7 @@ class MdGatewayStage(Stage):
             res = self.ingest
             res[mold.IN_HIGH] = 0
             before = int(res[mold.IN_TRUNCATED])
-            mold.mold_ingest_kernel(body, seq0, count, self.msgs, self.lens, self.seqs,
-                                    self.recvs, self.have, self.next_seq_in, now, res)  # fmt: skip
+            mold.mold_ingest_kernel(body, seq0, count, self.store_t, self.next_seq_in, now)
             if int(res[mold.IN_TRUNCATED]) != before:
                 c["bad_packets"] += 1
             self.known_end = max(self.known_end, seq0 + count)

@@ -106,15 +106,12 @@ class _Store:
     """A message store and books as md_gateway keeps them, for the decoder."""
 
     def __init__(self, cap=64):
-        self.msgs = np.zeros((cap, mold.SLOT), np.uint8)
-        self.lens = np.zeros(cap, np.int64)
-        self.seqs = np.zeros(cap, np.int64)
-        self.recvs = np.zeros(cap, np.int64)
-        self.have = np.zeros(cap, np.bool_)
+        self.store = mold.new_store(cap)
+        self.msgs, self.lens, self.seqs = self.store.msgs, self.store.lens, self.store.seqs
+        self.recvs, self.have, self.res = self.store.recvs, self.store.have, self.store.res
         self.book, self.last_q = itch.new_books(5, 64, 64)
         self.locate = np.zeros(1 << 16, np.int64)
         self.stats = np.zeros(len(itch.DECODER_STATS), np.int64)
-        self.res = np.zeros(mold.INGEST_WORDS, np.int64)
         self.next = 1
 
     def packet(self, seq0: int, messages: list[bytes]) -> bytes:
@@ -124,8 +121,7 @@ class _Store:
     def ingest(self, pkt: bytes, recv: int = 7) -> None:
         _s, seq0, count = mold.parse_header(pkt)
         body = np.frombuffer(pkt, np.uint8, offset=mold.HEADER_BYTES)
-        mold.mold_ingest_kernel(body, seq0, count, self.msgs, self.lens, self.seqs, self.recvs,
-                                self.have, self.next, recv, self.res)  # fmt: skip
+        mold.mold_ingest_kernel(body, seq0, count, self.store, self.next, recv)
 
     def decode(self, count: int) -> np.ndarray:
         out = itch.decode_scratch(count)
