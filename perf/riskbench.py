@@ -86,7 +86,7 @@ import time
 import numpy as np
 
 import bot4  # noqa: F401  (configures numba's CPU features before numba is imported)
-from bot4.oms.book import book_add, book_find, book_new, book_remove
+from bot4.oms.book import book_add, book_find, book_new, book_remove, open_order
 from bot4.oms.states import ST_ACKNOWLEDGED, TABLE
 from bot4.oms.stp_guard import GUARD_DECREMENT_BOTH, guard_plan
 from bot4.records import (
@@ -531,8 +531,12 @@ class RiskBench:
             for side, px in ((SIDE_SELL, BID + 100 * (j + 1)), (SIDE_BUY, BID - 100 * (j + 1))):
                 cl = np.uint64(1000 + 2 * j + (side == SIDE_BUY))
                 book_add(
-                    self.book, cl, cl, np.uint64(cl), 1, side, px, 0, 100, 0, 1, OT_LIMIT,
-                    TIF_DAY, ST_ACKNOWLEDGED, T0,
+                    self.book,
+                    open_order(
+                        client_order_id=cl, risk_client_order_id=cl, order_id=cl, instrument=1,
+                        side=side, price=px, qty=100, leaves_qty=100, strategy=1,
+                        order_type=OT_LIMIT, tif=TIF_DAY, state=ST_ACKNOWLEDGED, ts_order_ns=T0,
+                    ),
                 )  # fmt: skip
         # incoming: buy @BID (crosses none), buy 50 @+100 (1), buy 150 @+200 (2),
         # sell 250 @-300 (3)

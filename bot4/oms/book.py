@@ -38,12 +38,15 @@ __all__ = [
     "OPEN_ORDER",
     "Book",
     "book_add",
+    "book_claim",
+    "book_commit",
     "book_find",
     "book_list",
     "book_new",
     "book_open",
     "book_remove",
     "book_rests",
+    "open_order",
 ]
 
 OPEN_ORDER = np.dtype(
@@ -168,57 +171,55 @@ def _unlink(book, s):
     o.flags &= ~np.uint8(F_LINKED)
 
 
-@njit(nogil=True, cache=True)
-def book_add(
-    book,
-    client_order_id,
-    risk_client_order_id,
-    order_id,
-    instrument,
-    side,
-    price,
-    stop_price,
-    qty,
-    cum_qty,
-    strategy,
-    order_type,
-    tif,
-    state,
-    ts_order_ns,
-):
-    """Add an open order; its slot, or -1 when the book is full or the instrument id is
-    outside the book. ``leaves_qty`` is ``qty - cum_qty``."""
+@njit(nogil=True, cache=True, inline="always")
+def book_claim(book, instrument):
+    """A free slot for a new open order on ``instrument``, or -1 when the book is full or
+    the instrument id is outside the book. The caller writes the order's fields into
+    ``book.slots[s]`` (every field but the book's own: ``arrival``,
+    ``alias_client_order_id``, ``flags``), then :func:`book_commit` it before anything
+    else reads the book (the ring's claim-then-publish, in one process)."""
     if book.meta[B_FREE] == 0 or instrument <= 0 or instrument >= book.head.shape[0]:
         return np.int64(-1)
     book.meta[B_FREE] -= 1
-    s = np.int64(book.free[book.meta[B_FREE]])
+    return np.int64(book.free[book.meta[B_FREE]])
+
+
+@njit(nogil=True, cache=True, inline="always")
+def book_commit(book, s):
+    """Open the order written into claimed slot ``s``: its time priority (``arrival``),
+    no replace in flight, no flags, indexed by its ``client_order_id``, and linked into
+    its (instrument, side) list when it can rest."""
     o = book.slots[s]
-    o.client_order_id = client_order_id
-    o.risk_client_order_id = risk_client_order_id
     o.alias_client_order_id = 0
-    o.order_id = order_id
     o.arrival = book.meta[B_ARRIVAL]
     book.meta[B_ARRIVAL] += 1
-    o.ts_order_ns = ts_order_ns
-    o.qty = qty
-    o.cum_qty = cum_qty
-    o.leaves_qty = qty - cum_qty
-    o.price = price
-    o.stop_price = stop_price
-    o.instrument = instrument
-    o.strategy = strategy
-    o.side = side
-    o.state = state
-    o.order_type = order_type
-    o.tif = tif
     o.flags = 0
     book.prv[s] = -1
     book.nxt[s] = -1
-    lru_put(book.index, client_order_id, s)
-    if book_rests(order_type, tif):
+    lru_put(book.index, o.client_order_id, s)
+    if book_rests(o.order_type, o.tif):
         _link(book, s)
     book.meta[B_OPEN] += 1
+
+
+def book_add(book: Book, row) -> int:
+    """Add the open order ``row`` (an ``OPEN_ORDER`` record, from Python: a restart's
+    snapshot, tests, benchmarks): :func:`book_claim`, copy, :func:`book_commit`. Its slot,
+    or -1 when the book is full or the instrument id is outside the book. ``arrival``,
+    ``alias_client_order_id`` and ``flags`` are the book's (the row's are ignored)."""
+    s = int(book_claim(book, np.int64(row["instrument"])))
+    if s >= 0:
+        book.slots[s] = row
+        book_commit(book, np.int64(s))
     return s
+
+
+def open_order(**fields) -> np.void:
+    """An ``OPEN_ORDER`` record with the given fields (the rest 0), for :func:`book_add`."""
+    r = np.zeros(1, OPEN_ORDER)
+    for k, v in fields.items():
+        r[k] = v
+    return r[0]
 
 
 @njit(nogil=True, cache=True)

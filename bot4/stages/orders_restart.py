@@ -36,6 +36,7 @@ from bot4.logs import log_event
 from bot4.oms.book import (
     F_AWAIT_STATUS,
     book_add,
+    open_order,
 )
 from bot4.oms.emit import emit_cancel_all, emit_queries
 from bot4.oms.lru import lru_put
@@ -141,20 +142,21 @@ class OrdersRestart:
             state = int(row["state"])
             if not IS_OPEN[state]:
                 continue
-            s = book_add(
-                st.book, np.uint64(row["client_order_id"]),
-                np.uint64(row["risk_client_order_id"] or row["client_order_id"]),
-                np.uint64(row["order_id"]), int(row["instrument"]), int(row["side"]),
-                int(row["price"]), int(row["stop_price"]), int(row["qty"]),
-                int(row["cum_qty"]), int(row["strategy"]), int(row["order_type"]),
-                int(row["tif"]), state, int(row["ts_order_ns"]),
+            rec = open_order(
+                client_order_id=row["client_order_id"],
+                risk_client_order_id=row["risk_client_order_id"] or row["client_order_id"],
+                order_id=row["order_id"], instrument=row["instrument"], side=row["side"],
+                price=row["price"], stop_price=row["stop_price"], qty=row["qty"],
+                cum_qty=row["cum_qty"], leaves_qty=row["leaves_qty"], strategy=row["strategy"],
+                order_type=row["order_type"], tif=row["tif"], state=state,
+                ts_order_ns=row["ts_order_ns"],
             )  # fmt: skip
+            s = book_add(st.book, rec)
             if s < 0:
                 raise ValueError(
                     f"snapshot order {int(row['client_order_id'])}: book full or instrument "
                     f"{int(row['instrument'])} outside the book"
                 )
-            st.book.slots["leaves_qty"][s] = int(row["leaves_qty"])
             st.book.slots["flags"][s] |= F_AWAIT_STATUS  # until its EXEC_STATUS, or it closes
             lru_put(st.seen, np.uint64(st.book.slots["risk_client_order_id"][s]), 0)
             slots.append(s)

@@ -13,7 +13,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as hs
 
 from bot4.oms import states as S
-from bot4.oms.book import book_add, book_find, book_list, book_new
+from bot4.oms.book import book_add, book_find, book_list, book_new, open_order
 from bot4.oms.lru import (
     M_EVICTIONS,
     M_ZERO,
@@ -335,8 +335,12 @@ def _book_with(makers):
         side, px, qty, cum, state = m[:5]
         ot, tif, inst = (list(m[5:]) + [OT_LIMIT, TIF_DAY, 1][len(m) - 5 :])[:3]
         s = book_add(
-            book, np.uint64(100 + k), np.uint64(100 + k), np.uint64(k + 1), inst, side, px, 0,
-            qty, cum, 1, ot, tif, state, 0,
+            book,
+            open_order(
+                client_order_id=100 + k, risk_client_order_id=100 + k, order_id=k + 1,
+                instrument=inst, side=side, price=px, qty=qty, cum_qty=cum,
+                leaves_qty=qty - cum, strategy=1, order_type=ot, tif=tif, state=state,
+            ),
         )  # fmt: skip
         assert s == k
     return book
