@@ -33,11 +33,13 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
 from bot4.marketdata.report import BadInputReport
+from bot4.nbkit import unowned
 from bot4.records import (
     DEFAULT_INSTRUMENTS,
     MARKET_DATA,
@@ -334,14 +336,30 @@ def _mix(a, b):
     return z ^ (z >> np.uint64(29))
 
 
+class SynthWalk(NamedTuple):
+    """The synthetic stream's parameters and its random walk, carried from chunk to chunk
+    (built once per pass over the source: chunks must come in order). Prices in price
+    units, times in ns."""
+
+    mids: np.ndarray  # int64[instruments]: each instrument's mid (moves as chunks go)
+    base: np.ndarray  # int64[instruments]: its starting mid; a mid never falls below half
+    seed: np.uint64  # the stream's seed
+    t0_ns: int  # event time of record 0
+    dt_ns: int  # between events
+    half: int  # half the spread: quotes at mid -/+ half
+
+
 @njit(nogil=True, cache=True)
-def _synth(out, start, seed, t0, dt_ns, n_inst, mids, half, base_px):
+def _synth(out, start, w):
     """Records ``start .. start + len(out) - 1`` of the synthetic stream into ``out``.
 
     Per instrument (round robin): a mid on a 1-cent grid that moves +-1 tick with
     probability 1/8 per event; each event is a quote of one side (85 %) with a random size,
     or a trade print (15 %) at the touch (aggressor random), or one tick through it after
-    a move. ``mids`` carries the walk between chunks: chunks must come in order."""
+    a move. ``w`` (:class:`SynthWalk`) carries the walk between chunks."""
+    w = unowned(w)
+    mids, base_px, seed, t0, dt_ns, half = w.mids, w.base, w.seed, w.t0_ns, w.dt_ns, w.half
+    n_inst = mids.shape[0]
     for k in range(out.shape[0]):
         pos = np.uint64(start + k)
         inst = np.int64(pos % np.uint64(n_inst))
@@ -397,13 +415,12 @@ class SyntheticSource(DataSource):
 
     def chunks(self, size: int = CHUNK) -> Iterator[np.ndarray]:
         base = np.array([100 * 10_000 * (1 + i) for i in range(self.instruments)], np.int64)
-        mids = base + 50  # mid half a cent off the grid: bid and ask on whole cents
+        # mid half a cent off the grid: bid and ask on whole cents
+        w = SynthWalk(base + 50, base, np.uint64(self.seed), np.int64(self.t0_ns),
+                      np.int64(self.dt_ns), np.int64(50))  # fmt: skip
         for start in range(0, self.total, size):
             out = np.zeros(min(size, self.total - start), MARKET_DATA)
-            _synth(
-                out, start, np.uint64(self.seed), self.t0_ns, self.dt_ns, self.instruments,
-                mids, np.int64(50), base,
-            )  # fmt: skip
+            _synth(out, start, w)
             yield out
 
     def describe(self) -> dict:
