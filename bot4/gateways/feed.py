@@ -347,14 +347,14 @@ def synthetic_to_itch(
     takes them all. ``lobster_row`` is -1 throughout (no reference book)."""
     from bot4.marketdata.lobster import local_to_utc_ns
     from bot4.records import DEFAULT_INSTRUMENTS, MD_QUOTE, MD_TRADE
-    from bot4.stages.standins import _md_kernel
+    from bot4.stages.standins import MdWalk, _md_kernel
 
     day = day or date.today()
     n = int(instruments)
     recs = np.zeros(int(messages), MARKET_DATA)
     mids = np.array([100.0 * 10_000 * (1 + 0.5 * i) for i in range(n)])
-    _md_kernel(recs, 0, len(recs), 1, 0, np.uint64(seed), mids, np.full(n, 1e-8),
-               np.full(n, 100, np.int64), n)  # fmt: skip
+    walk = MdWalk(mids, np.full(n, 1e-8), np.full(n, 100, np.int64), np.uint64(seed))
+    _md_kernel(recs, 0, len(recs), 1, 0, tuple(walk))
     midnight = int(local_to_utc_ns(day, np.zeros(1, np.int64))[0])
     t_open = 34_200 * 1_000_000_000
     counts = {"quotes": 0, "trades": 0, "crossed": 0}

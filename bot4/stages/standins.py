@@ -22,12 +22,13 @@ instruments' base prices; signal EWMAs restart empty; risk positions restart fla
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
 from bot4.logs import log_event
-from bot4.nbkit import splitmix64
+from bot4.nbkit import splitmix64, unowned
 from bot4.records import (
     ACTION_NEW,
     EXEC_BROKEN,
@@ -72,8 +73,36 @@ def _normal(seed, p, salt):
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
 
 
+class MdWalk(NamedTuple):
+    """The synthetic market data stand-in's GARCH-like walk, built at setup, owned by its
+    stage."""
+
+    mids: np.ndarray  # float64[instruments]: mid per instrument, price units (1e-4 $)
+    var: np.ndarray  # float64[instruments]: return variance per instrument
+    tick: np.ndarray  # int64[instruments]: tick per instrument, price units
+    seed: np.uint64  # the stream's seed
+
+
+class StandinSignals(NamedTuple):
+    """The signals stand-in's EWMAs and parameters, built at setup, owned by its stage."""
+
+    ewma: np.ndarray  # float64[64]: price EWMA per instrument - 1, price units
+    count: np.ndarray  # int64[64]: quotes seen per instrument - 1
+    every: int  # intents only on every ``every``-th record of an instrument
+    threshold_bp: float  # least deviation from the EWMA for an intent, bp
+    stop_bp: float  # stop distance, bp of the price
+    qty: int  # intent quantity, lots
+
+
 @njit(nogil=True, cache=True)
-def _md_kernel(out, position, k, seq, now, seed, mids, var, tick, n_inst):
+def _md_kernel(out, position, k, seq, now, w):
+    """Records ``position .. position + k - 1`` of the walk ``w`` (:class:`MdWalk` or
+    ``tuple()`` of it: the stage passes the plain tuple, which numba's dispatcher types
+    ~1 us faster, see ``bot4.signals.routing.RoutedState``) into ``out``, numbered from
+    ``seq``, stamped ``now`` (ns); returns the next seq."""
+    w = unowned(MdWalk(*w))
+    seed, mids, var, tick = w.seed, w.mids, w.var, w.tick
+    n_inst = mids.shape[0]
     omega, alpha, beta = 1e-10, 0.08, 0.9
     for i in range(k):
         p = position + i
@@ -132,11 +161,13 @@ class SyntheticMarketData(Stage):
         self.count = int(self.params.get("count", 0))
         n = int(self.params.get("instruments", 3))
         self.seed = np.uint64(int(self.params.get("seed", 1)))
-        self.mids = np.array(
-            [100.0 * 10_000 * (1 + 0.5 * i) for i in range(n)]
-        )  # price units (1e-4 $)
-        self.var = np.full(n, 1e-8)
-        self.tick = np.full(n, 100, np.int64)  # $0.01 at scale 1e4
+        self.walk = MdWalk(
+            np.array([100.0 * 10_000 * (1 + 0.5 * i) for i in range(n)]),
+            np.full(n, 1e-8),
+            np.full(n, 100, np.int64),  # $0.01 at scale 1e4
+            self.seed,
+        )
+        self.walk_t = tuple(self.walk)  # what the kernel gets (_md_kernel's doc)
         self.n = n
         self.t_last = self.clock()
         self.tokens = 0.0
@@ -158,18 +189,7 @@ class SyntheticMarketData(Stage):
         return k
 
     def generate(self, position, n, outs, counts, seq):
-        nxt = _md_kernel(
-            outs[0],
-            position,
-            n,
-            seq,
-            self.clock(),
-            self.seed,
-            self.mids,
-            self.var,
-            self.tick,
-            self.n,
-        )
+        nxt = _md_kernel(outs[0], position, n, seq, self.clock(), self.walk_t)
         for j in range(1, len(outs)):
             outs[j][:n] = outs[0][:n]
         counts[: len(outs)] = n
@@ -177,7 +197,13 @@ class SyntheticMarketData(Stage):
 
 
 @njit(nogil=True, cache=True)
-def _signals_kernel(inp, out, seq, ewma, count, every, threshold_bp, stop_bp, qty, now):
+def _signals_kernel(inp, out, seq, sp, now):
+    """Intents from ``inp`` into ``out`` (numbered from ``seq``, stamped ``now``, ns) by
+    the stand-in's rule over its :class:`StandinSignals` ``sp`` (or ``tuple()`` of it, as
+    :func:`_md_kernel`); returns how many."""
+    sp = unowned(StandinSignals(*sp))
+    ewma, count, every, threshold_bp = sp.ewma, sp.count, sp.every, sp.threshold_bp
+    stop_bp, qty = sp.stop_bp, sp.qty
     n = 0
     for i in range(inp.shape[0]):
         r = inp[i]
@@ -230,26 +256,18 @@ class SignalsStandin(Stage):
         check_number(params, "qty", integer=True, lo=1)
 
     def setup(self) -> None:
-        self.ewma = np.zeros(64)
-        self.cnt = np.zeros(64, np.int64)
-        self.every = int(self.params.get("every", 10))
-        self.threshold = float(self.params.get("threshold_bp", 0.5))
-        self.stop_bp = float(self.params.get("stop_bp", 100))
-        self.qty = int(self.params.get("qty", 100))
+        self.sp = StandinSignals(
+            np.zeros(64),
+            np.zeros(64, np.int64),
+            int(self.params.get("every", 10)),
+            float(self.params.get("threshold_bp", 0.5)),
+            float(self.params.get("stop_bp", 100)),
+            int(self.params.get("qty", 100)),
+        )
+        self.sp_t = tuple(self.sp)  # what the kernel gets (_md_kernel's doc)
 
     def process(self, i, batch, outs, counts, seq):
-        n = _signals_kernel(
-            batch,
-            outs[0],
-            seq,
-            self.ewma,
-            self.cnt,
-            self.every,
-            self.threshold,
-            self.stop_bp,
-            self.qty,
-            self.clock(),
-        )
+        n = _signals_kernel(batch, outs[0], seq, self.sp_t, self.clock())
         counts[0] = n
         return seq + n
 
