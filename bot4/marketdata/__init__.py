@@ -54,9 +54,7 @@ def warm() -> int:
     from bot4.records import MARKET_DATA, MD_BOOK_ADD, SIDE_BUY
 
     row = np.frombuffer(b"34200.5,1,7,100,5853300,1\n", dtype=np.uint8)
-    cols = [np.zeros(2, np.int64) for _ in range(7)]
-    cols[2] = np.zeros(2, np.uint64)
-    lobster_parsers._parse_messages(row, *cols)
+    lobster_parsers._parse_messages(row, lobster_parsers.MessageColumns.new(2))
     lobster_parsers._parse_int_rows(
         np.frombuffer(b"1,2,3,4\n", dtype=np.uint8), np.zeros((1, 4), np.int64)
     )

@@ -55,7 +55,13 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from bot4.marketdata.lobster_parsers import _NS_PER_S, _OK, _parse_int_rows, _parse_messages
+from bot4.marketdata.lobster_parsers import (
+    _NS_PER_S,
+    _OK,
+    MessageColumns,
+    _parse_int_rows,
+    _parse_messages,
+)
 from bot4.marketdata.report import BadInputReport, check_sorted
 from bot4.records import (
     DEFAULT_INSTRUMENTS,
@@ -413,17 +419,9 @@ def read_messages(
 
     buf = np.frombuffer(data, dtype=np.uint8)
     cap = data.count(b"\n") + 1
-    ts = np.zeros(cap, np.int64)
-    kind = np.zeros(cap, np.int64)
-    oid = np.zeros(cap, np.uint64)
-    qty = np.zeros(cap, np.int64)
-    price = np.zeros(cap, np.int64)
-    side = np.zeros(cap, np.int64)
-    status = np.zeros(cap, np.int64)
-    rows = _parse_messages(buf, ts, kind, oid, qty, price, side, status)
-    ts, kind, oid, qty, price, side, status = (
-        a[:rows] for a in (ts, kind, oid, qty, price, side, status)
-    )
+    cols = MessageColumns.new(cap)
+    rows = _parse_messages(buf, cols)
+    ts, kind, oid, qty, price, side, status = (a[:rows] for a in cols)
 
     ok = status == _OK
     # out of time order among the rows that parse: the whole file is refused

@@ -5,9 +5,12 @@ into column arrays with a status per row, orderbook rows into an int64 table. Th
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
+from bot4.nbkit import unowned
 from bot4.records import MD_TRADING_HALT
 from bot4.records.errors import Code
 
@@ -101,9 +104,31 @@ def _time_field(buf, i, end):
     return sec * _NS_PER_S + frac, i, True
 
 
+class MessageColumns(NamedTuple):
+    """A LOBSTER message file parsed into columns, one slot per line (``new`` sizes them
+    for a file); owned by the caller that parses the file."""
+
+    ts: np.ndarray  # int64: seconds after midnight as ns (exchange local time)
+    kind: np.ndarray  # int64: LOBSTER event type 1..7
+    oid: np.ndarray  # uint64: order id
+    qty: np.ndarray  # int64: size, shares
+    price: np.ndarray  # int64: price, 1e-4 $
+    side: np.ndarray  # int64: 1 buy, -1 sell
+    status: np.ndarray  # int64: the line's parse status (_OK, _MALFORMED, ...)
+
+    @classmethod
+    def new(cls, n: int) -> MessageColumns:
+        """Empty columns for ``n`` lines."""
+        z = np.zeros
+        return cls(z(n, np.int64), z(n, np.int64), z(n, np.uint64), z(n, np.int64),
+                   z(n, np.int64), z(n, np.int64), z(n, np.int64))  # fmt: skip
+
+
 @njit(nogil=True, cache=True)
-def _message_line(buf, i, end, r, ts, kind, oid, qty, price, side):
-    """Parse one message row ``buf[i:end]`` into slot ``r``; returns its status."""
+def _message_line(buf, i, end, r, cols):
+    """Parse one message row ``buf[i:end]`` into slot ``r`` of the
+    :class:`MessageColumns` ``cols``; returns its status."""
+    ts, kind, oid, qty, price, side = cols.ts, cols.kind, cols.oid, cols.qty, cols.price, cols.side
     t, i, ok = _time_field(buf, i, end)
     if not ok or i >= end:
         return _MALFORMED
@@ -142,12 +167,15 @@ def _message_line(buf, i, end, r, ts, kind, oid, qty, price, side):
 
 
 @njit(nogil=True, cache=True)
-def _parse_messages(buf, ts, kind, oid, qty, price, side, status):
-    """Every line of ``buf`` into slot (line - 1); returns the number of lines.
+def _parse_messages(buf, cols):
+    """Every line of ``buf`` into slot (line - 1) of the :class:`MessageColumns` ``cols``
+    (borrowed for the call); returns the number of lines.
 
     A final empty segment (after the last newline) is not a line. An unterminated last
     line that does not parse is TRUNCATED_FILE rather than MALFORMED_ROW.
     """
+    cols = unowned(cols)
+    status = cols.status
     n = buf.size
     pos = 0
     r = 0
@@ -158,7 +186,7 @@ def _parse_messages(buf, ts, kind, oid, qty, price, side, status):
         stop = end
         if stop > pos and buf[stop - 1] == _CR:
             stop -= 1
-        st = _message_line(buf, pos, stop, r, ts, kind, oid, qty, price, side)
+        st = _message_line(buf, pos, stop, r, cols)
         if st == _MALFORMED and end == n:
             st = _TRUNCATED
         status[r] = st
