@@ -37,12 +37,13 @@ arrays of a book.
 from __future__ import annotations
 
 import operator
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
 from bot4.marketdata.lobster import DUMMY_ASK_PRICE, DUMMY_BID_PRICE
-from bot4.nbkit import map_delete, map_find, map_new, map_put, map_rehash
+from bot4.nbkit import map_delete, map_find, map_new, map_put, map_rehash, unowned
 from bot4.records import (
     MARKET_DATA,
     MD_BOOK_ADD,
@@ -221,8 +222,21 @@ def book_seed_kernel(keys, sizes, n, row):
     return ok
 
 
+class Levels(NamedTuple):
+    """A :class:`LevelBook`'s arrays as one state object (the LevelBook owns them)."""
+
+    keys: np.ndarray  # int64[2, capacity]: level keys per side, ascending, best last
+    sizes: np.ndarray  # int64[2, capacity]: aggregated size per level, shares
+    n: np.ndarray  # int64[2]: levels in use per side
+    stats: np.ndarray  # int64[len(LEVEL_STATS)]: counters ST_*
+
+
 @njit(nogil=True, cache=True)
-def _one_step_kernel(records, rows, orderbook, depth, keys, sizes, n, stats, match, emptied):
+def _one_step_kernel(records, rows, orderbook, depth, lv, match, emptied):
+    """:func:`one_step_check`'s loop over ``records`` with the LevelBook state ``lv``
+    (:class:`Levels`, borrowed for the call); writes ``match`` / ``emptied``."""
+    lv = unowned(lv)
+    keys, sizes, n, stats = lv.keys, lv.sizes, lv.n, lv.stats
     width = 4 * depth
     top = np.empty(width, np.int64)
     for i in range(records.size):
@@ -266,6 +280,7 @@ class LevelBook:
         self.sizes = np.zeros((2, capacity), np.int64)
         self.n = np.zeros(2, np.int64)
         self.stats = np.zeros(len(LEVEL_STATS), np.int64)
+        self.state = Levels(self.keys, self.sizes, self.n, self.stats)  # the kernels' view
 
     @property
     def capacity(self) -> int:
@@ -349,9 +364,7 @@ def one_step_check(
     book = LevelBook(capacity=max(levels, 1))
     match = np.zeros(records.size, dtype=np.bool_)
     emptied = np.zeros(records.size, dtype=np.bool_)
-    _one_step_kernel(
-        records, rows, orderbook, depth, book.keys, book.sizes, book.n, book.stats, match, emptied
-    )
+    _one_step_kernel(records, rows, orderbook, depth, book.state, match, emptied)
     return match, emptied
 
 
