@@ -223,13 +223,11 @@ def loop_breaker(n, zero, words, index, now):
 
 
 @njit(nogil=True, cache=True)
-def loop_stp(n, zero, book, table, inst, side, px, qty, policy, makers, actions, amounts):
+def loop_stp(n, zero, book, table, incoming, policy, plan):
     acc = np.int64(0)
     for i in range(n):
         j = (i + (acc & zero)) & 3
-        n_act, after, outcome = guard_plan(
-            book, table, inst, side[j], px[j], False, qty[j], policy, makers, actions, amounts
-        )
+        n_act, after, outcome = guard_plan(book, table, incoming[j], policy, plan)
         acc += n_act + after + outcome
     return acc
 
@@ -546,6 +544,12 @@ class RiskBench:
         self.makers = np.zeros(7, np.int64)
         self.actions = np.zeros(7, np.int8)
         self.amounts = np.zeros(7, np.int64)
+        self.plan = (self.makers, self.actions, self.amounts)
+        self.stp_in = np.zeros(4, ORDER)  # the incoming orders, limit on instrument 1
+        self.stp_in["instrument"] = 1
+        self.stp_in["order_type"] = OT_LIMIT
+        self.stp_in["side"], self.stp_in["limit_price"] = self.stp_side, self.stp_px
+        self.stp_in["qty"] = self.stp_qty
         self.stp_each = [self._stp_one(j) for j in range(4)]
         if [p[0] for p in self.stp_each] != [0, 1, 2, 3]:
             raise MeasureError(f"STP plans cross {[p[0] for p in self.stp_each]} makers")
@@ -614,9 +618,8 @@ class RiskBench:
 
     def _stp_one(self, j: int) -> tuple[int, int, int]:
         n, after, outcome = guard_plan(
-            self.book, TABLE, 1, self.stp_side[j], self.stp_px[j], False, self.stp_qty[j],
-            GUARD_DECREMENT_BOTH, self.makers, self.actions, self.amounts,
-        )  # fmt: skip
+            self.book, TABLE, self.stp_in[j], GUARD_DECREMENT_BOTH, self.plan
+        )
         return int(n), int(after), int(outcome)
 
     # -- measuring ----------------------------------------------------------------------
@@ -657,9 +660,8 @@ class RiskBench:
             ok = acc == iters and breaker_state(self.brk, 0) == CLOSED
         elif name == "stp":
             acc = loop_stp(
-                n, z, self.book, TABLE, np.int64(1), self.stp_side, self.stp_px, self.stp_qty,
-                np.int64(GUARD_DECREMENT_BOTH), self.makers, self.actions, self.amounts,
-            )  # fmt: skip
+                n, z, self.book, TABLE, self.stp_in, np.int64(GUARD_DECREMENT_BOTH), self.plan
+            )
             wall = time.perf_counter() - t
             each = [sum(p) for p in self.stp_each]
             ok = acc == sum(each[i] for i in range(iters % 4)) + (iters // 4) * sum(each)

@@ -84,7 +84,6 @@ from bot4.records import (
     OS_EXPIRED,
     OS_PENDING_NEW,
     OS_REJECTED,
-    OT_MARKET,
     OT_STOP,
     OT_STOP_LIMIT,
     SIDE_BUY,
@@ -160,20 +159,8 @@ def _on_new(batch, i, venue, fills, nv, nf, seq, now, st):
     outcome = OUT_NONE
     guard = st.stp_where[0] == STP_AT_CLIENT
     if guard and r.order_type != OT_STOP and r.order_type != OT_STOP_LIMIT:
-        is_market = r.order_type == OT_MARKET or r.limit_price == 0
-        n_act, qty, outcome = guard_plan(
-            book,
-            st.table,
-            np.int64(r.instrument),
-            r.side,
-            r.limit_price,
-            is_market,
-            r.qty,
-            st.policy[r.strategy],
-            st.plan_makers,
-            st.plan_actions,
-            st.plan_amounts,
-        )
+        plan = (st.plan_makers, st.plan_actions, st.plan_amounts)
+        n_act, qty, outcome = guard_plan(book, st.table, r, st.policy[r.strategy], plan)
     if outcome == OUT_FALLBACK:
         st.ctr[C_STP_FALLBACK] += 1
     for k in range(n_act):

@@ -51,7 +51,7 @@ from bot4.oms.states import (
     ST_CANCEL_PENDING_PARTIAL,
     transition,
 )
-from bot4.records import SIDE_BUY, SIDE_SELL
+from bot4.records import OT_MARKET, SIDE_BUY, SIDE_SELL
 
 __all__ = [
     "A_CANCEL",
@@ -100,17 +100,24 @@ def parse_guard_policy(name) -> int:
 
 
 @njit(nogil=True, cache=True)
-def guard_plan(
-    book, table, instrument, side, limit_price, is_market, qty, policy, makers, actions, amounts
-):
-    """Plan self-trade prevention for an incoming order of ``qty`` on ``instrument`` /
-    ``side`` at ``limit_price`` (ignored if ``is_market``).
+def guard_plan(book, table, r, policy, plan):
+    """Plan self-trade prevention under guard ``policy`` for the incoming ORDER ``r``
+    (its ``qty`` on ``instrument`` / ``side`` at ``limit_price``; a market order, or a
+    limit price of 0, crosses every price) against our ``book``, with the order state
+    ``table``.
 
-    Writes up to ``len(makers)`` actions: ``makers[k]`` a book slot, ``actions[k]``
-    ``A_CANCEL`` or ``A_DECREMENT``, ``amounts[k]`` the quantity taken off the maker's
-    leaves (all of them for a cancel). Returns ``(n_actions, qty_after, outcome)``:
-    ``qty_after`` is what to send of the incoming order (0 = expire it).
+    ``plan`` is the OMS's (makers, actions, amounts) (``Oms.plan_*``): writes up to
+    ``len(makers)`` actions: ``makers[k]`` a book slot, ``actions[k]`` ``A_CANCEL`` or
+    ``A_DECREMENT``, ``amounts[k]`` the quantity taken off the maker's leaves (all of
+    them for a cancel). Returns ``(n_actions, qty_after, outcome)``: ``qty_after`` is
+    what to send of the incoming order (0 = expire it).
     """
+    makers, actions, amounts = plan
+    instrument = np.int64(r.instrument)
+    side = r.side
+    limit_price = r.limit_price
+    qty = r.qty
+    is_market = r.order_type == OT_MARKET or limit_price == 0
     max_makers = makers.shape[0]
     if instrument <= 0 or instrument >= book.head.shape[0]:
         return 0, qty, OUT_NONE

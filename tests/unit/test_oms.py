@@ -352,9 +352,12 @@ def _book_with(makers):
 def test_guard_plan(name, makers, incoming, policy, want):
     book = _book_with(makers)
     side, px, qty, market = incoming
+    r = np.zeros(1, ORDER)[0]
+    r["instrument"], r["side"], r["limit_price"], r["qty"] = 1, side, px, qty
+    r["order_type"] = OT_MARKET if market else OT_LIMIT
     cap = 3
     mk, act, amt = np.zeros(cap, np.int64), np.zeros(cap, np.int8), np.zeros(cap, np.int64)
-    n, after, outcome = guard_plan(book, S.TABLE, 1, side, px, market, qty, policy, mk, act, amt)
+    n, after, outcome = guard_plan(book, S.TABLE, r, policy, (mk, act, amt))
     got = [(int(mk[k]), int(act[k]), int(amt[k])) for k in range(n)]
     assert (outcome, after, got) == want
 
