@@ -28,8 +28,7 @@ where a futex wake of persistence sat inside the risk -> orders hop.
 The cycle returns to Python (the caller then runs one ordinary round of every member:
 housekeeping, heartbeats, the stages' ``pending``/``emit`` hooks, drain, logging):
 
-* ``R_DEADLINE`` — at ``deadline_ns`` (the caller passes now + ``HOUSEKEEP_NS``, 50 ms,
-  or risk's next stale-data check if sooner),
+* ``R_DEADLINE`` — at ``deadline_ns`` (the caller passes now + ``HOUSEKEEP_NS``, 0.5 s),
   after the first round without work, at most ``HOUSEKEEP_NS`` later (the Python round
   never holds up a batch in flight): every stay in compiled code is bounded, so signals,
   SIGTERM and the supervisor still work;
@@ -69,7 +68,7 @@ from bot4.nbkit import unowned
 from bot4.oms.from_risk import orders_kernel
 from bot4.oms.from_venue import execs_kernel
 from bot4.risk.checks import check_intents
-from bot4.risk.killswitch import poll_states
+from bot4.risk.killswitch import check_staleness, poll_states
 from bot4.risk.positions import apply_book_levels, apply_fills, apply_market_data
 from bot4.shm.atomics import cpu_pause, load_relaxed, monotonic_ns, sched_yield, store_release
 from bot4.shm.control import (
@@ -95,16 +94,16 @@ from bot4.shm.waitv import announce, end_park, futex_waitv
 from bot4.signals.features import depth_kernel, signals_kernel
 
 R_DEADLINE, R_STATE, R_IDLE, R_BAIL, R_PENDING = 0, 1, 2, 3, 4
-# longest stay in compiled code before the members' Python round. Each return costs
-# ~20-30 us of argument unboxing (~110 arrays) and the round ~50 us (p50; p99 ~200 us):
-# a tick that arrives meanwhile waits for both. At 1 ms that was one tick in eight (the
-# p99), at 5 ms still 1-2 % of ticks behind ~100 us (the default run's p99 ~200 us). The
-# round's time-critical work moved into the cycle: the kill switch and open breakers are
-# polled every round (R_PENDING), and risk's stale-data check sets the deadline
-# (``HotPath.run``); what is left (heartbeats, counters for bot4 stats, the risk panel,
-# logging, systemd's watchdog) is fine at 50 ms. The pipeline state word and the park
-# bound stay per round.
-HOUSEKEEP_NS = 50_000_000
+# longest stay in compiled code before the members' Python round. The round is ~40 us
+# when the interpreter is warm but 0.5 ms (p50) to 4 ms (p99) after 50 ms of compiled
+# spinning (caches cold; measured per round in a default run), plus ~20-30 us re-entering
+# (~110 array arguments unboxed), and a tick arriving meanwhile waits for it: at 5 ms and
+# 50 ms that was the tick-to-order p99. What must be prompt is done in the cycle: the kill
+# switch and halting breakers (poll_states, R_PENDING), risk's stale-data check (every
+# ``stale_every``, ``timers``), the pipeline state (R_STATE). The round keeps what a
+# second is fine for: heartbeats (timeout 5 s), systemd's watchdog (WatchdogSec 5 s),
+# counters for bot4 stats, the risk panel, logging.
+HOUSEKEEP_NS = 500_000_000
 PARK_NS = 1_000_000  # longest park inside the cycle before it polls the state word again
 
 # loop-state words of one member (u64)
@@ -499,13 +498,15 @@ def _park(sig, risk, oms, waiters, addrs, deadline_ns, sdep, rdep):
 @njit(nogil=True, cache=True)
 def hot_cycle(
     sig, risk, oms, words, batches, oms_mo, deadline_ns, spin_ns, yld, park, waiters, addrs,
-    sdep, rdep,
+    timers, sdep, rdep,
 ):  # fmt: skip
     """Rounds of the signals, risk and orders members until a return condition (module
     docstring). ``batches``: each member's batch size (records per input per round);
     ``words``: the control block's words; ``park``: after ``spin_ns`` without work, sleep
     on the external inputs (:func:`_park`) until data or the deadline instead of
-    returning ``R_IDLE``; ``sdep``, ``rdep``: the depth inputs of signals
+    returning ``R_IDLE``; ``timers``: int64 ``[stale_every, next_due]`` (ns, risk's
+    stale-data check, run here every ``stale_every`` when it is > 0; the group owns
+    ``next_due``); ``sdep``, ``rdep``: the depth inputs of signals
     (:func:`signals_depth_step`) and risk (:func:`risk_depth_step`), each None where it
     is not wired: numba compiles one ``hot_cycle`` per wiring, and a None's branches are
     pruned at compile time (the default wiring's rounds are what they were without
@@ -521,6 +522,7 @@ def hot_cycle(
     batches = unowned(batches)
     waiters = unowned(waiters)
     addrs = unowned(addrs)
+    timers = unowned(timers)
     # a new name: numba prunes the branches of an argument that is None, not of a
     # variable assigned in the function
     sd = _borrow(sdep)
@@ -558,12 +560,18 @@ def hot_cycle(
         total += work
         if load_relaxed(words, W_PIPE_STATE) != PIPE_RUNNING:
             return R_STATE, total
-        # the kill switch or a breaker halted something: its CANCEL_ALLs go out from the
-        # risk member's Python hook now, not at the next deadline (one load when nothing
-        # changed; breakers only where breaker_action = "halt")
+        now = monotonic_ns()
+        # risk's stale-data check (RiskStage.pending's, same kernel), so the Python round
+        # need not come this often; the stage logs the episodes it started from its
+        # counters
+        if timers[0] > 0 and now >= timers[1]:
+            timers[1] = now + timers[0]
+            check_staleness(risk[5], now)
+        # the kill switch, a breaker or stale data halted something: its CANCEL_ALLs go
+        # out from the risk member's Python hook now, not at the next deadline (one load
+        # when nothing changed; breakers only where breaker_action = "halt")
         if poll_states(risk[5]) > 0:
             return R_PENDING, total
-        now = monotonic_ns()
         # housekeeping waits for a round without work (a batch in flight is not held up
         # by the members' Python round), at most one more HOUSEKEEP_NS
         if now >= deadline_ns and (work == 0 or now - deadline_ns >= HOUSEKEEP_NS):

@@ -83,6 +83,8 @@ class HotPath:
             self.addrs[k] = signal_address(m.ins[i].hdr)
         s_depth, r_depth = self.depth = depth_wiring(members)
         self.waiters = np.zeros(3 * (6 + s_depth + r_depth), np.uint64)
+        # risk's stale-data check, run by the cycle: [every (ns, 0 = off), next due]
+        self.timers = np.array([int(risk.stage.stale_every), 0], np.int64)
         # signals' depth: the ring, its feature state (dq; the imbalance goes to s.st),
         # whether the feature is on (imbalance_levels > 1), the records applied (added to
         # the stage's depth_updates by to_python) and the ring's park address
@@ -142,14 +144,13 @@ class HotPath:
         sig, risk, oms = self.args
         hot_cycle(
             sig, risk, oms, self.words, np.zeros(3, np.int64), self.oms_mo, 0, 0, False, True,
-            self.waiters, self.addrs, self.sdep, self.rdep,
+            self.waiters, self.addrs, np.zeros(2, np.int64), self.sdep, self.rdep,
         )  # fmt: skip
 
     def run(
         self, spin_ns: int, yield_idle: bool, now_ns: int, park: bool = False
     ) -> tuple[int, int]:
-        """One call of :func:`hot_cycle` (at most ``HOUSEKEEP_NS`` from ``now_ns``, or
-        until the risk member's next stale-data check if that is sooner);
+        """One call of :func:`hot_cycle` (at most ``HOUSEKEEP_NS`` from ``now_ns``);
         returns ``(reason, records read)``. The members' Python mirrors (cursors,
         sequence numbers, counters) are brought up to date by :meth:`to_python`, which
         the caller calls before it runs a member's Python cycle; until then the loop-state
@@ -164,14 +165,11 @@ class HotPath:
                 ls[L_BATCHES] = ls[L_REC_IN] = ls[L_REC_OUT] = 0
             self.in_words = True
         sig, risk, oms = self.args
-        deadline = now_ns + HOUSEKEEP_NS
         risk_stage = self.members[1].stage
-        due = risk_stage.timer_due_ns()  # its stale-data check runs in the Python round
-        if due is not None:
-            deadline = min(deadline, max(due, now_ns))
         reason, n = hot_cycle(
-            sig, risk, oms, self.words, self.batches, self.oms_mo, deadline,
-            spin_ns, yield_idle, park, self.waiters, self.addrs, self.sdep, self.rdep,
+            sig, risk, oms, self.words, self.batches, self.oms_mo, now_ns + HOUSEKEEP_NS,
+            spin_ns, yield_idle, park, self.waiters, self.addrs, self.timers, self.sdep,
+            self.rdep,
         )  # fmt: skip
         self.calls += 1
         self.records += int(n)

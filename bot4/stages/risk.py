@@ -62,7 +62,7 @@ from bot4.records import (
 from bot4.records.errors import Bot4Error, Code
 from bot4.risk import create_risk_segments
 from bot4.risk.book import RiskBook
-from bot4.risk.layout import C_BROKEN_FILLS, C_CANCEL_ALL
+from bot4.risk.layout import C_BROKEN_FILLS, C_CANCEL_ALL, C_FEED_GONE, C_STALE
 from bot4.risk.limits import (
     A_FEED_GONE_NS,
     L_BREAKER,
@@ -214,6 +214,8 @@ class RiskStage(Stage):
         if not has_md:
             self.stale_every = 0  # no market data input: nothing can go stale
         self._stale_due = 0
+        # stale and feed-gone episodes logged (the counters', as restored)
+        self._stale_logged = self._stale_episodes()
         self.scratch = np.zeros(max(1, self.spec.batch) * self.max_out_per_in, RISK_DECISION)
         self._no_md = np.zeros(0, MARKET_DATA)
         self._schedule_reset()
@@ -312,11 +314,9 @@ class RiskStage(Stage):
             },
         }
 
-    def timer_due_ns(self) -> int | None:
-        """When (CLOCK_MONOTONIC ns) :meth:`pending` next has timed work to do (the
-        stale-data check), None if it has none: a compiled group returns to its members'
-        Python round by then (``bot4.stages.hotpath``)."""
-        return self._stale_due if self.stale_every else None
+    def _stale_episodes(self) -> int:
+        c = self.book.st.counters
+        return int(c[C_STALE]) + int(c[C_FEED_GONE])
 
     def pending(self, now_ns: int) -> int:
         """CANCEL_ALLs waiting to go out (loop hook: records sent outside an input batch,
@@ -324,15 +324,19 @@ class RiskStage(Stage):
         first, at most every ``stale_every`` ns."""
         if self.stale_every and now_ns >= self._stale_due:
             self._stale_due = now_ns + self.stale_every
-            started = self.book.staleness(now_ns)
-            if started:
-                st = self.book.stale()
-                log.warning(
-                    "risk: market data stale (%d new): instruments %s%s",
-                    started,
-                    [self.table.symbol_of(i) for i in st["instruments"]],
-                    ", feed gone: global HALTED" if st["feed_gone"] else "",
-                )
+            self.book.staleness(now_ns)
+        # logged from the counters: a compiled hot group runs the same check itself
+        # (bot4.stages.hotloop), so the episodes it started show up here
+        episodes = self._stale_episodes()
+        if episodes > self._stale_logged:
+            st = self.book.stale()
+            log.warning(
+                "risk: market data stale (%d new): instruments %s%s",
+                episodes - self._stale_logged,
+                [self.table.symbol_of(i) for i in st["instruments"]],
+                ", feed gone: global HALTED" if st["feed_gone"] else "",
+            )
+        self._stale_logged = episodes
         if self.state_log is not None:
             self.state_log.poll(now_ns)
         if self._panel is not None and now_ns >= self._panel_due:
