@@ -28,7 +28,8 @@ where a futex wake of persistence sat inside the risk -> orders hop.
 The cycle returns to Python (the caller then runs one ordinary round of every member:
 housekeeping, heartbeats, the stages' ``pending``/``emit`` hooks, drain, logging):
 
-* ``R_DEADLINE`` — at ``deadline_ns`` (the caller passes now + ``HOUSEKEEP_NS``, 0.5 s),
+* ``R_DEADLINE`` — at ``deadline_ns`` (the caller passes now + ``HOUSEKEEP_NS``, 5 s, or
+  half systemd's watchdog interval if sooner),
   after the first round without work, at most ``HOUSEKEEP_NS`` later (the Python round
   never holds up a batch in flight): every stay in compiled code is bounded, so signals,
   SIGTERM and the supervisor still work;
@@ -37,8 +38,9 @@ housekeeping, heartbeats, the stages' ``pending``/``emit`` hooks, drain, logging
 * ``R_BAIL`` — a step needs the Python path: an output without ``max_out_per_in``
   contiguous slots (full, or at the wrap point where the loop copies across the wrap);
 * ``R_PENDING`` — risk has CANCEL_ALLs queued (``bot4.risk.killswitch.poll_states``, run
-  after every round: the kill switch, a halting breaker): its ``pending``/``emit`` hook
-  sends them at once.
+  after every round: the kill switch, a halting breaker, stale data): its
+  ``pending``/``emit`` hook sends them at once; or the OMS counted a late reconciliation
+  disagreement or an exec-id conflict: the orders stage's ``after_reports`` acts on it.
 
 While idle inside the cycle it spins with PAUSE (or ``sched_yield`` when ``yield_idle``)
 for ``spin_ns``, then, with ``park``, sleeps on every input ring fed from outside the
@@ -67,22 +69,30 @@ from numba.extending import overload
 from bot4.nbkit import unowned
 from bot4.oms.from_risk import orders_kernel
 from bot4.oms.from_venue import execs_kernel
+from bot4.oms.state import C_EXEC_CONFLICT, C_RECON_MISMATCH
 from bot4.risk.checks import check_intents
 from bot4.risk.killswitch import check_staleness, poll_states
 from bot4.risk.positions import apply_book_levels, apply_fills, apply_market_data
 from bot4.shm.atomics import cpu_pause, load_relaxed, monotonic_ns, sched_yield, store_release
+from bot4.shm.breakers import breaker_state_word
 from bot4.shm.control import (
     C_CURSOR,
     C_GEN,
     C_NEXT_SEQ,
     C_VALID_AT,
     PIPE_RUNNING,
+    S_BATCHES,
     S_CURSOR_A,
     S_CURSOR_B,
+    S_HEARTBEAT_NS,
+    S_RECORDS_IN,
+    S_RECORDS_OUT,
     W_PIPE_STATE,
 )
 from bot4.shm.ring_layout import W_CAPACITY, W_PRODUCER_OWN_POSITION, W_WAIT, WAIT_SPIN_PARK
 from bot4.shm.ring_ops import (
+    beat_consumer,
+    beat_producer,
     consumer_peek,
     consumer_release_nowake,
     producer_claim,
@@ -90,20 +100,27 @@ from bot4.shm.ring_ops import (
     wake_consumer,
     wake_producer,
 )
+from bot4.shm.trading_state import state_generation
 from bot4.shm.waitv import announce, end_park, futex_waitv
 from bot4.signals.features import depth_kernel, signals_kernel
 
 R_DEADLINE, R_STATE, R_IDLE, R_BAIL, R_PENDING = 0, 1, 2, 3, 4
 # longest stay in compiled code before the members' Python round. The round is ~40 us
-# when the interpreter is warm but 0.5 ms (p50) to 4 ms (p99) after 50 ms of compiled
-# spinning (caches cold; measured per round in a default run), plus ~20-30 us re-entering
-# (~110 array arguments unboxed), and a tick arriving meanwhile waits for it: at 5 ms and
-# 50 ms that was the tick-to-order p99. What must be prompt is done in the cycle: the kill
-# switch and halting breakers (poll_states, R_PENDING), risk's stale-data check (every
-# ``stale_every``, ``timers``), the pipeline state (R_STATE). The round keeps what a
-# second is fine for: heartbeats (timeout 5 s), systemd's watchdog (WatchdogSec 5 s),
-# counters for bot4 stats, the risk panel, logging.
-HOUSEKEEP_NS = 500_000_000
+# when the interpreter is warm but ~2.5 ms (p50; ~4 ms p99) after 0.5 s of compiled
+# spinning (its code and data are out of the caches: to_python alone, a loop over ~30
+# ints, took 0.2-0.6 ms; measured per part in default runs), plus ~20-30 us re-entering
+# (~110 array arguments unboxed), and a tick arriving meanwhile waits for it: at 5 ms,
+# 50 ms and 0.5 s that was the tick-to-order p99 / p99.9 (every slow tick of a 0.5 s run
+# overlapped a round). What must be prompt is done in the cycle: the kill switch and
+# halting breakers (poll_states, R_PENDING), risk's stale-data check (``timers``), the
+# OMS's late disagreements and exec-id conflicts, trading-state and breaker changes for
+# risk's state log (R_PENDING), the pipeline state
+# (R_STATE), heartbeats and the control block's record counters (``_beat``, ``_done``).
+# The round keeps what seconds are fine for: the stages' own counters and the risk panel
+# in bot4 stats, logging, and systemd's watchdog (``HotPath.run`` comes back at half its
+# interval if that is sooner).
+HOUSEKEEP_NS = 5_000_000_000
+BEAT_NS = 100_000_000  # the cycle's heartbeats (bot4 stats flags one older than 1 s)
 PARK_NS = 1_000_000  # longest park inside the cycle before it polls the state word again
 
 # loop-state words of one member (u64)
@@ -235,10 +252,16 @@ def _wake_peers(sig, risk, oms, sdep, rdep):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _done(ls, k, n_out):
+def _done(ls, blk, k, n_out):
+    """Count a batch: the loop-state deltas the members' Python mirrors take in
+    (``HotPath.to_python``), and the control block's totals ``bot4 stats`` reads, kept
+    live between the (rare) Python rounds, which write the same totals again."""
     ls[L_BATCHES] += _ONE
     ls[L_REC_IN] += np.uint64(k)
     ls[L_REC_OUT] += np.uint64(n_out)
+    blk[S_BATCHES] += _ONE
+    blk[S_RECORDS_IN] += np.uint64(k)
+    blk[S_RECORDS_OUT] += np.uint64(n_out)
 
 
 # --- signals: input 0 ticks -> output 0 intents; optional input 1 depth ---------------------
@@ -273,7 +296,7 @@ def signals_step(m, batch, dep):
     _seal(blk, base, ls, seq + n)
     _commit(ls, 0, oh, n, wake_out[0])
     _release(ls, 0, ih, k, wake_in[0])
-    _done(ls, k, n)
+    _done(ls, blk, k, n)
     return k
 
 
@@ -301,7 +324,7 @@ def signals_depth_step(m, dep, batch):
     blk[base + C_VALID_AT] = oh[W_PRODUCER_OWN_POSITION]
     _seal(blk, base, ls, ls[L_NEXT_SEQ])
     _release(ls, 1, dh, k, wake_in[1])
-    _done(ls, k, 0)
+    _done(ls, blk, k, 0)
     return k
 
 
@@ -347,7 +370,7 @@ def risk_step(m, i, batch, dep):
     _commit(ls, 0, oh0, n_o, wake_out[0])
     _commit(ls, 1, oh1, n_d, wake_out[1])
     _release(ls, i, ih, k, wake_in[i])
-    _done(ls, k, n_o + n_d)
+    _done(ls, blk, k, n_o + n_d)
     return k
 
 
@@ -372,7 +395,7 @@ def risk_depth_step(m, dep, batch):
     blk[base + C_VALID_AT + 1] = oh1[W_PRODUCER_OWN_POSITION]
     _seal(blk, base, ls, ls[L_NEXT_SEQ])
     _release(ls, 3, dh, k, wake_in[3])
-    _done(ls, k, 0)
+    _done(ls, blk, k, 0)
     return k
 
 
@@ -432,7 +455,7 @@ def orders_step(m, i, batch, mo):
     _commit(ls, 2, oh2, n2, wake_out[2])
     _commit(ls, 3, oh3, n3, wake_out[3])
     _release(ls, i, ih, k, wake_in[i])
-    _done(ls, k, n0 + nf + n2 + n3)
+    _done(ls, blk, k, n0 + nf + n2 + n3)
     return k
 
 
@@ -496,6 +519,55 @@ def _park(sig, risk, oms, waiters, addrs, deadline_ns, sdep, rdep):
 
 
 @njit(nogil=True, cache=True)
+def _states_moved(rs, timers):
+    """Whether the trading-state generation or a breaker word differs from the one seen
+    last (``timers[5]``, ``timers[6 + b]``); updates what was seen. One load, plus one per
+    breaker."""
+    moved = False
+    g = state_generation(rs.trading)
+    if g != timers[5]:
+        timers[5] = g
+        moved = True
+    for b in range(rs.brk_scope.shape[0]):
+        w = np.int64(breaker_state_word(rs.brk, b))
+        if w != timers[6 + b]:
+            timers[6 + b] = w
+            moved = True
+    return moved
+
+
+@njit(nogil=True, cache=True)
+def _beat(sig, risk, oms, sd, rd, now):
+    """What ``StageRunner._housekeep`` beats, from the cycle (every ``BEAT_NS``): each
+    member's heartbeat in its control-block slot (the supervisor's liveness, timeout 5 s)
+    and its rings' consumer/producer heartbeats (ages in ``bot4 stats``)."""
+    t = np.uint64(now)
+    sig[1][S_HEARTBEAT_NS] = t
+    risk[1][S_HEARTBEAT_NS] = t
+    oms[1][S_HEARTBEAT_NS] = t
+    ih, _isl, oh, _osl = sig[4]
+    beat_consumer(ih)
+    beat_producer(oh)
+    h0, _s0, h1, _s1, h2, _s2, oh0, _os0, oh1, _os1 = risk[4]
+    beat_consumer(h0)
+    beat_consumer(h1)
+    beat_consumer(h2)
+    beat_producer(oh0)
+    beat_producer(oh1)
+    g0, _t0, g1, _t1, p0, _u0, p1, _u1, p2, _u2, p3, _u3 = oms[4]
+    beat_consumer(g0)
+    beat_consumer(g1)
+    beat_producer(p0)
+    beat_producer(p1)
+    beat_producer(p2)
+    beat_producer(p3)
+    if sd is not None:
+        beat_consumer(sd[0])
+    if rd is not None:
+        beat_consumer(rd[0])
+
+
+@njit(nogil=True, cache=True)
 def hot_cycle(
     sig, risk, oms, words, batches, oms_mo, deadline_ns, spin_ns, yld, park, waiters, addrs,
     timers, sdep, rdep,
@@ -504,9 +576,11 @@ def hot_cycle(
     docstring). ``batches``: each member's batch size (records per input per round);
     ``words``: the control block's words; ``park``: after ``spin_ns`` without work, sleep
     on the external inputs (:func:`_park`) until data or the deadline instead of
-    returning ``R_IDLE``; ``timers``: int64 ``[stale_every, next_due]`` (ns, risk's
-    stale-data check, run here every ``stale_every`` when it is > 0; the group owns
-    ``next_due``); ``sdep``, ``rdep``: the depth inputs of signals
+    returning ``R_IDLE``; ``timers``: int64 ``[stale_every, stale check due, beat due,
+    recon mismatches seen, exec-id conflicts seen, trading-state generation seen, then
+    each breaker's word seen]`` (ns; risk's stale-data check runs here every
+    ``stale_every`` when it is > 0; the group's process owns the array);
+    ``sdep``, ``rdep``: the depth inputs of signals
     (:func:`signals_depth_step`) and risk (:func:`risk_depth_step`), each None where it
     is not wired: numba compiles one ``hot_cycle`` per wiring, and a None's branches are
     pruned at compile time (the default wiring's rounds are what they were without
@@ -561,6 +635,9 @@ def hot_cycle(
         if load_relaxed(words, W_PIPE_STATE) != PIPE_RUNNING:
             return R_STATE, total
         now = monotonic_ns()
+        if now >= timers[2]:
+            timers[2] = now + BEAT_NS
+            _beat(sig, risk, oms, sd, rd, now)
         # risk's stale-data check (RiskStage.pending's, same kernel), so the Python round
         # need not come this often; the stage logs the episodes it started from its
         # counters
@@ -571,6 +648,17 @@ def hot_cycle(
         # out from the risk member's Python hook now, not at the next deadline (one load
         # when nothing changed; breakers only where breaker_action = "halt")
         if poll_states(risk[5]) > 0:
+            return R_PENDING, total
+        # the OMS found a late reconciliation disagreement or an exec-id conflict: the
+        # orders stage halts the instrument or alarms from Python now (after_reports)
+        ctr = oms[5].ctr
+        if ctr[C_RECON_MISMATCH] != timers[3] or ctr[C_EXEC_CONFLICT] != timers[4]:
+            timers[3] = ctr[C_RECON_MISMATCH]
+            timers[4] = ctr[C_EXEC_CONFLICT]
+            return R_PENDING, total
+        # a trading state or a breaker changed (operator, another stage): risk's state log
+        # records the transition now, not only the net change at the next deadline
+        if _states_moved(risk[5], timers):
             return R_PENDING, total
         # housekeeping waits for a round without work (a batch in flight is not held up
         # by the members' Python round), at most one more HOUSEKEEP_NS

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from bot4.oms.state import C_EXEC_CONFLICT, C_RECON_MISMATCH
+from bot4.shm.breakers import breaker_state_word
 from bot4.shm.control import PIPE_RUNNING, W_PIPE_STATE
 from bot4.shm.ring_layout import W_CAPACITY
+from bot4.shm.trading_state import state_generation
 from bot4.shm.waitv import signal_address
 from bot4.stages.hotloop import (
     HOUSEKEEP_NS,
@@ -21,6 +24,7 @@ from bot4.stages.hotloop import (
     L_REC_IN,
     L_REC_OUT,
     LS_WORDS,
+    R_PENDING,
     _risk_state,
     hot_cycle,
 )
@@ -83,8 +87,23 @@ class HotPath:
             self.addrs[k] = signal_address(m.ins[i].hdr)
         s_depth, r_depth = self.depth = depth_wiring(members)
         self.waiters = np.zeros(3 * (6 + s_depth + r_depth), np.uint64)
-        # risk's stale-data check, run by the cycle: [every (ns, 0 = off), next due]
-        self.timers = np.array([int(risk.stage.stale_every), 0], np.int64)
+        # the cycle's timers and seen counters (hotloop.hot_cycle): risk's stale-data
+        # check [every (ns, 0 = off), next due], the next heartbeat, the OMS's recon
+        # mismatches and exec-id conflicts last acted on
+        ctr = oms.stage.oms.ctr
+        rs = risk.stage.book.st
+        n_brk = rs.brk_scope.shape[0]
+        self.timers = np.zeros(6 + n_brk, np.int64)
+        self.timers[0] = int(risk.stage.stale_every)
+        self.timers[3] = int(ctr[C_RECON_MISMATCH])
+        self.timers[4] = int(ctr[C_EXEC_CONFLICT])
+        self.timers[5] = int(state_generation(rs.trading))
+        for b in range(n_brk):
+            self.timers[6 + b] = np.uint64(breaker_state_word(rs.brk, b)).view(np.int64)
+        # the Python round comes at least this often: half systemd's watchdog interval
+        notifier = getattr(members[0], "notifier", None)
+        wd = int(getattr(notifier, "watchdog_interval_ns", 0) or 0)
+        self.round_ns = min(HOUSEKEEP_NS, wd) if wd else HOUSEKEEP_NS
         # signals' depth: the ring, its feature state (dq; the imbalance goes to s.st),
         # whether the feature is on (imbalance_levels > 1), the records applied (added to
         # the stage's depth_updates by to_python) and the ring's park address
@@ -142,9 +161,12 @@ class HotPath:
         """Load (or compile) :func:`hot_cycle` for these members' types: one round with
         batch sizes 0 and a deadline in the past reads, writes and commits nothing."""
         sig, risk, oms = self.args
+        quiet = self.timers.copy()  # no stale check, no beat: the round writes nothing
+        quiet[0] = 0
+        quiet[2] = np.iinfo(np.int64).max
         hot_cycle(
             sig, risk, oms, self.words, np.zeros(3, np.int64), self.oms_mo, 0, 0, False, True,
-            self.waiters, self.addrs, np.zeros(2, np.int64), self.sdep, self.rdep,
+            self.waiters, self.addrs, quiet, self.sdep, self.rdep,
         )  # fmt: skip
 
     def run(
@@ -167,14 +189,14 @@ class HotPath:
         sig, risk, oms = self.args
         risk_stage = self.members[1].stage
         reason, n = hot_cycle(
-            sig, risk, oms, self.words, self.batches, self.oms_mo, now_ns + HOUSEKEEP_NS,
+            sig, risk, oms, self.words, self.batches, self.oms_mo, now_ns + self.round_ns,
             spin_ns, yield_idle, park, self.waiters, self.addrs, self.timers, self.sdep,
             self.rdep,
         )  # fmt: skip
         self.calls += 1
         self.records += int(n)
         self.reasons[int(reason)] += 1
-        if n:
+        if n or reason == R_PENDING:
             if risk_stage.book.reset_due:
                 risk_stage._schedule_reset()
             self.members[2].stage.after_reports()

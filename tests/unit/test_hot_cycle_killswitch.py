@@ -17,11 +17,14 @@ from bot4.shm.trading_state import HALTED, SRC_OPERATOR, raise_state
 from bot4.stages import hotpath as P
 from bot4.stages.hotloop import R_IDLE, R_PENDING
 
+_RINGS = {}  # HotPath id -> its bench rings
+
 
 def _hot():
-    members, _rings = P._bench_members(256)
+    members, rings = P._bench_members(256)
     hp = P.HotPath(members, {"signals", "risk", "orders"})
     hp.prime()
+    _RINGS[id(hp)] = rings
     return members, hp
 
 
@@ -55,3 +58,25 @@ def test_stale_market_data_found_by_the_compiled_cycle_is_acted_on_and_logged(ca
         assert risk.pending(time.monotonic_ns()) == 1  # its CANCEL_ALL
     stale = [r.getMessage() for r in caplog.records if "market data stale" in r.getMessage()]
     assert len(stale) == 1 and "(1 new)" in stale[0], stale
+
+
+def test_the_compiled_cycle_keeps_heartbeats_and_record_counters_live():
+    """With the Python round seconds apart, the cycle itself beats every member's heartbeat
+    (the supervisor's liveness) and counts batches and records into the control block
+    (bot4 stats), the totals the Python round writes again later."""
+    from bot4.shm import control as C
+    from tests.unit.test_hot_cycle import _push, _quotes
+
+    members, hp = _hot()
+    members[1].stage.pending(time.monotonic_ns())
+    t0 = time.monotonic_ns()
+    quotes = _quotes(40, 1)
+    _push(_RINGS[id(hp)], "ticks", quotes)
+    reason, n = hp.run(0, False, t0)  # spin 0: back once the ticks are done
+    assert reason == R_IDLE and n == 40
+    sig = members[0]
+    assert int(sig.blk[C.S_HEARTBEAT_NS]) >= t0
+    assert int(sig.blk[C.S_RECORDS_IN]) == 40
+    assert int(sig.blk[C.S_BATCHES]) >= 1
+    hp.to_python()
+    assert sig.records_in == 40  # the Python mirror agrees once it catches up
