@@ -312,7 +312,7 @@ class QuietPath:
             eng.clock.t = risk.now
             want = 0  # Q_ORDERS, Q_SINK: the kill switch's poll found nothing
             if status == Q_STARTED:
-                self._log_stale(int(io[IO_WANT]))
+                self.risk.stage.log_stale()  # io[IO_WANT] episodes: the counters say so
                 want = book.poll()
             elif status == Q_POLL:
                 want = int(io[IO_WANT])
@@ -353,16 +353,3 @@ class QuietPath:
             ch.parts.popleft()
         else:
             ch.parts[0][2] = i1
-
-    def _log_stale(self, started: int) -> None:
-        """The risk stage's warning when a stale episode starts (``RiskStage.pending``)."""
-        from bot4.stages.risk import log as risk_log
-
-        st = self.risk.stage
-        s = st.book.stale()
-        risk_log.warning(
-            "risk: market data stale (%d new): instruments %s%s",
-            started,
-            [st.table.symbol_of(i) for i in s["instruments"]],
-            ", feed gone: global HALTED" if s["feed_gone"] else "",
-        )

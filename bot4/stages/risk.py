@@ -318,15 +318,11 @@ class RiskStage(Stage):
         c = self.book.st.counters
         return int(c[C_STALE]) + int(c[C_FEED_GONE])
 
-    def pending(self, now_ns: int) -> int:
-        """CANCEL_ALLs waiting to go out (loop hook: records sent outside an input batch,
-        so the kill switch does not wait for the next input). Evaluates stale market data
-        first, at most every ``stale_every`` ns."""
-        if self.stale_every and now_ns >= self._stale_due:
-            self._stale_due = now_ns + self.stale_every
-            self.book.staleness(now_ns)
-        # logged from the counters: a compiled hot group runs the same check itself
-        # (bot4.stages.hotloop), so the episodes it started show up here
+    def log_stale(self) -> None:
+        """The warning for stale episodes started since the last one logged, from the
+        counters: whoever ran the check (this stage's ``pending``, a compiled hot group,
+        bot4.stages.hotloop, or the replay's quiet steps, bot4.replay.quiet) each
+        episode is logged once, when the stage next looks."""
         episodes = self._stale_episodes()
         if episodes > self._stale_logged:
             st = self.book.stale()
@@ -337,6 +333,15 @@ class RiskStage(Stage):
                 ", feed gone: global HALTED" if st["feed_gone"] else "",
             )
         self._stale_logged = episodes
+
+    def pending(self, now_ns: int) -> int:
+        """CANCEL_ALLs waiting to go out (loop hook: records sent outside an input batch,
+        so the kill switch does not wait for the next input). Evaluates stale market data
+        first, at most every ``stale_every`` ns."""
+        if self.stale_every and now_ns >= self._stale_due:
+            self._stale_due = now_ns + self.stale_every
+            self.book.staleness(now_ns)
+        self.log_stale()
         if self.state_log is not None:
             self.state_log.poll(now_ns)
         if self._panel is not None and now_ns >= self._panel_due:
