@@ -14,8 +14,8 @@ from bot4.shm.control import PIPE_RUNNING, W_PIPE_STATE
 from bot4.shm.ring_layout import W_CAPACITY
 from bot4.shm.trading_state import state_generation
 from bot4.shm.waitv import signal_address
-from bot4.stages.hotloop import (
-    HOUSEKEEP_NS,
+from bot4.stages.hotloop import HOUSEKEEP_NS, R_PENDING, hot_cycle
+from bot4.stages.hotsteps import (
     L_BATCHES,
     L_CUR,
     L_GEN,
@@ -24,9 +24,7 @@ from bot4.stages.hotloop import (
     L_REC_IN,
     L_REC_OUT,
     LS_WORDS,
-    R_PENDING,
     _risk_state,
-    hot_cycle,
 )
 
 HOT_KINDS = ("signals", "risk", "orders")
