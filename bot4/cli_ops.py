@@ -14,35 +14,6 @@ import orjson
 from bot4.cli_common import _instance_of, _load, _usage
 
 
-def _beside_supervisor(instance: str) -> None:
-    """Run on the cores of the instance's supervisor (``bot4 run`` moves itself off the
-    tick-to-order path's cores: ``bot4.cli_pipeline.service_cores``) when it is alive and
-    they are cores this process may use: a refresh is a few ms of Python once a second,
-    and on the hot group's core every tick arriving meanwhile waits for it. Under systemd
-    (no supervisor) or when nothing is shared, this process stays where it was started."""
-    import os
-
-    from bot4.records.errors import Bot4Error
-    from bot4.shm import control as C
-    from bot4.shm.owners import alive
-
-    try:
-        cb = C.ControlBlock(instance, readonly=True)
-        try:
-            pid = int(cb.words[C.W_SUPERVISOR_PID])
-            start = int(cb.words[C.W_SUPERVISOR_START])
-        finally:
-            cb.close()
-        if pid <= 0 or not alive(pid, start):
-            return
-        mine = os.sched_getaffinity(0)
-        cores = os.sched_getaffinity(pid) & mine
-        if cores and cores != mine:
-            os.sched_setaffinity(0, cores)
-    except (OSError, ValueError, Bot4Error):  # stopped meanwhile: the view says so itself
-        return
-
-
 def cmd_stats(args) -> int:
     from bot4.ops_stats import snapshot, to_json
     from bot4.ops_stats_view import render
@@ -58,7 +29,6 @@ def cmd_stats(args) -> int:
     if not first["exists"]:
         print(f"bot4: error: instance {inst} has no segments (not running?)", file=sys.stderr)
         return 1
-    _beside_supervisor(inst)
     if args.json:
         sys.stdout.buffer.write(to_json(snapshot(inst, names, group_of)) + b"\n")
         return 0
