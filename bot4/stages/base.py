@@ -236,6 +236,12 @@ class Stage:
         """How many records the stage wants to send on its own, outside any input batch."""
         return 0
 
+    def observe(self, now_ns: int) -> None:
+        """Reporting that only reads the stage's state (logs from counters, panels): part
+        of ``pending``'s work, and in a compiled group run by its housekeeping thread
+        (``bot4.stages.hotkeeper``) while the kernels write that state: read only, and
+        tolerate values one batch old. Default: nothing."""
+
     def emit(self, outs: list[np.ndarray], counts: np.ndarray, seq: int) -> int:
         """Write up to ``len(outs[j])`` pending records to each output (``counts[j]``);
         returns the next sequence number. Called by the loop when ``pending`` > 0."""

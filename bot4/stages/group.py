@@ -9,6 +9,7 @@ import logging
 import time
 
 from bot4.shm import control as C
+from bot4.stages.hotkeeper import Keeper, keeper_cores
 from bot4.stages.loop import StageRunner
 from bot4.stages.process import quiet_gc
 
@@ -75,6 +76,7 @@ class GroupRunner:
 
         g = self.group
         started = []
+        keeper = None
         try:
             for m in self.members:
                 m.start(running=False)
@@ -85,6 +87,14 @@ class GroupRunner:
             if hot is not None:
                 hot.prime()
                 log.info("group %s: compiled duty cycle (%s)", g.name, hot.describe())
+                # what only reads runs beside the cycle, off the group's core
+                keeper = hot.keeper = Keeper(
+                    self.members,
+                    self.notifier,
+                    hot.poke,
+                    lambda: setattr(self, "local_stop", True),
+                    keeper_cores(self.topology, g.core),
+                )
             quiet_gc()
             for m in self.members:
                 m._housekeep()
@@ -111,6 +121,8 @@ class GroupRunner:
             # idles after it
             spin_ns, yield_idle, park = HOT_IDLE[strategy]
             active = list(self.members)
+            if keeper is not None:
+                keeper.start()
             # members that stopped but still read feedback from running members (trail)
             trailing = []
             idle_iter = 0
@@ -212,5 +224,7 @@ class GroupRunner:
                     m.fail()
             raise
         finally:
+            if keeper is not None:
+                keeper.stop()
             for m in started:
                 m.close()

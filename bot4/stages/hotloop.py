@@ -111,10 +111,16 @@ R_DEADLINE, R_STATE, R_IDLE, R_BAIL, R_PENDING = 0, 1, 2, 3, 4
 # OMS's late disagreements and exec-id conflicts, trading-state and breaker changes for
 # risk's state log (R_PENDING), the pipeline state
 # (R_STATE), heartbeats and the control block's record counters (``_beat``, ``_done``).
-# The round keeps what seconds are fine for: the stages' own counters and the risk panel
-# in bot4 stats, logging, and systemd's watchdog (``HotPath.run`` comes back at half its
-# interval if that is sooner).
-HOUSEKEEP_NS = 5_000_000_000
+# What only reads (the stages' own counters and the risk panel in bot4 stats, logging,
+# systemd's watchdog) runs beside the cycle on the group's housekeeping thread
+# (bot4.stages.hotkeeper), which pokes the cycle (``T_POKE``) for SIGTERM; the deadline
+# is a backstop (a round a minute: one tick in a minute may meet a cold round).
+HOUSEKEEP_NS = 60_000_000_000
+#: ``hot_cycle``'s ``timers`` words: risk's stale-data check interval (0: off) and next
+#: due time, the next beat, the OMS's recon mismatches and exec-id conflicts last acted
+#: on, the trading-state generation seen, the housekeeping thread's poke (non-zero:
+#: return R_PENDING), then each breaker's word seen (``T_BRK + b``)
+T_STALE_EVERY, T_STALE_DUE, T_BEAT_DUE, T_RECON, T_CONFLICT, T_GEN, T_POKE, T_BRK = range(8)
 BEAT_NS = 100_000_000  # the cycle's heartbeats (bot4 stats flags one older than 1 s)
 PARK_NS = 1_000_000  # longest park inside the cycle before it polls the state word again
 
@@ -245,17 +251,17 @@ def _park(sig, risk, oms, waiters, addrs, deadline_ns, sdep, rdep):
 @njit(nogil=True, cache=True)
 def _states_moved(rs, timers):
     """Whether the trading-state generation or a breaker word differs from the one seen
-    last (``timers[5]``, ``timers[6 + b]``); updates what was seen. One load, plus one per
+    last (``timers[T_GEN]``, ``timers[T_BRK + b]``); updates what was seen. One load, plus one per
     breaker."""
     moved = False
     g = state_generation(rs.trading)
-    if g != timers[5]:
-        timers[5] = g
+    if g != timers[T_GEN]:
+        timers[T_GEN] = g
         moved = True
     for b in range(rs.brk_scope.shape[0]):
         w = np.int64(breaker_state_word(rs.brk, b))
-        if w != timers[6 + b]:
-            timers[6 + b] = w
+        if w != timers[T_BRK + b]:
+            timers[T_BRK + b] = w
             moved = True
     return moved
 
@@ -300,10 +306,9 @@ def hot_cycle(
     docstring). ``batches``: each member's batch size (records per input per round);
     ``words``: the control block's words; ``park``: after ``spin_ns`` without work, sleep
     on the external inputs (:func:`_park`) until data or the deadline instead of
-    returning ``R_IDLE``; ``timers``: int64 ``[stale_every, stale check due, beat due,
-    recon mismatches seen, exec-id conflicts seen, trading-state generation seen, then
-    each breaker's word seen]`` (ns; risk's stale-data check runs here every
-    ``stale_every`` when it is > 0; the group's process owns the array);
+    returning ``R_IDLE``; ``timers``: int64, laid out by the ``T_*`` offsets (ns; risk's
+    stale-data check runs here every ``timers[T_STALE_EVERY]`` when it is > 0; the
+    group's process owns the array, its housekeeping thread writes ``T_POKE``);
     ``sdep``, ``rdep``: the depth inputs of signals
     (:func:`signals_depth_step`) and risk (:func:`risk_depth_step`), each None where it
     is not wired: numba compiles one ``hot_cycle`` per wiring, and a None's branches are
@@ -359,14 +364,14 @@ def hot_cycle(
         if load_relaxed(words, W_PIPE_STATE) != PIPE_RUNNING:
             return R_STATE, total
         now = monotonic_ns()
-        if now >= timers[2]:
-            timers[2] = now + BEAT_NS
+        if now >= timers[T_BEAT_DUE]:
+            timers[T_BEAT_DUE] = now + BEAT_NS
             _beat(sig, risk, oms, sd, rd, now)
         # risk's stale-data check (RiskStage.pending's, same kernel), so the Python round
         # need not come this often; the stage logs the episodes it started from its
         # counters
-        if timers[0] > 0 and now >= timers[1]:
-            timers[1] = now + timers[0]
+        if timers[T_STALE_EVERY] > 0 and now >= timers[T_STALE_DUE]:
+            timers[T_STALE_DUE] = now + timers[T_STALE_EVERY]
             check_staleness(risk[5], now)
         # the kill switch, a breaker or stale data halted something: its CANCEL_ALLs go
         # out from the risk member's Python hook now, not at the next deadline (one load
@@ -376,13 +381,17 @@ def hot_cycle(
         # the OMS found a late reconciliation disagreement or an exec-id conflict: the
         # orders stage halts the instrument or alarms from Python now (after_reports)
         ctr = oms[5].ctr
-        if ctr[C_RECON_MISMATCH] != timers[3] or ctr[C_EXEC_CONFLICT] != timers[4]:
-            timers[3] = ctr[C_RECON_MISMATCH]
-            timers[4] = ctr[C_EXEC_CONFLICT]
+        if ctr[C_RECON_MISMATCH] != timers[T_RECON] or ctr[C_EXEC_CONFLICT] != timers[T_CONFLICT]:
+            timers[T_RECON] = ctr[C_RECON_MISMATCH]
+            timers[T_CONFLICT] = ctr[C_EXEC_CONFLICT]
             return R_PENDING, total
         # a trading state or a breaker changed (operator, another stage): risk's state log
         # records the transition now, not only the net change at the next deadline
         if _states_moved(risk[5], timers):
+            return R_PENDING, total
+        # the group's housekeeping thread wants the members' Python (SIGTERM, its own
+        # failure: bot4.stages.hotkeeper); the caller clears the word
+        if timers[T_POKE]:
             return R_PENDING, total
         # housekeeping waits for a round without work (a batch in flight is not held up
         # by the members' Python round), at most one more HOUSEKEEP_NS

@@ -14,7 +14,18 @@ from bot4.shm.control import PIPE_RUNNING, W_PIPE_STATE
 from bot4.shm.ring_layout import W_CAPACITY
 from bot4.shm.trading_state import state_generation
 from bot4.shm.waitv import signal_address
-from bot4.stages.hotloop import HOUSEKEEP_NS, R_PENDING, hot_cycle
+from bot4.stages.hotloop import (
+    HOUSEKEEP_NS,
+    R_PENDING,
+    T_BEAT_DUE,
+    T_BRK,
+    T_CONFLICT,
+    T_GEN,
+    T_POKE,
+    T_RECON,
+    T_STALE_EVERY,
+    hot_cycle,
+)
 from bot4.stages.hotsteps import (
     L_BATCHES,
     L_CUR,
@@ -85,20 +96,21 @@ class HotPath:
             self.addrs[k] = signal_address(m.ins[i].hdr)
         s_depth, r_depth = self.depth = depth_wiring(members)
         self.waiters = np.zeros(3 * (6 + s_depth + r_depth), np.uint64)
-        # the cycle's timers and seen counters (hotloop.hot_cycle): risk's stale-data
-        # check [every (ns, 0 = off), next due], the next heartbeat, the OMS's recon
-        # mismatches and exec-id conflicts last acted on
+        # the cycle's timers and seen counters (hotloop.hot_cycle, the T_* offsets)
         ctr = oms.stage.oms.ctr
         rs = risk.stage.book.st
         n_brk = rs.brk_scope.shape[0]
-        self.timers = np.zeros(6 + n_brk, np.int64)
-        self.timers[0] = int(risk.stage.stale_every)
-        self.timers[3] = int(ctr[C_RECON_MISMATCH])
-        self.timers[4] = int(ctr[C_EXEC_CONFLICT])
-        self.timers[5] = int(state_generation(rs.trading))
+        self.timers = np.zeros(T_BRK + n_brk, np.int64)
+        self.timers[T_STALE_EVERY] = int(risk.stage.stale_every)
+        self.timers[T_RECON] = int(ctr[C_RECON_MISMATCH])
+        self.timers[T_CONFLICT] = int(ctr[C_EXEC_CONFLICT])
+        self.timers[T_GEN] = int(state_generation(rs.trading))
         for b in range(n_brk):
-            self.timers[6 + b] = np.uint64(breaker_state_word(rs.brk, b)).view(np.int64)
-        # the Python round comes at least this often: half systemd's watchdog interval
+            self.timers[T_BRK + b] = np.uint64(breaker_state_word(rs.brk, b)).view(np.int64)
+        self.poke = self.timers[T_POKE : T_POKE + 1]  # the housekeeping thread's word
+        self.keeper = None  # bot4.stages.hotkeeper.Keeper, when the group runs one
+        # without a keeper the Python round pings systemd's watchdog: it comes at least
+        # at half its interval
         notifier = getattr(members[0], "notifier", None)
         wd = int(getattr(notifier, "watchdog_interval_ns", 0) or 0)
         self.round_ns = min(HOUSEKEEP_NS, wd) if wd else HOUSEKEEP_NS
@@ -160,8 +172,9 @@ class HotPath:
         batch sizes 0 and a deadline in the past reads, writes and commits nothing."""
         sig, risk, oms = self.args
         quiet = self.timers.copy()  # no stale check, no beat: the round writes nothing
-        quiet[0] = 0
-        quiet[2] = np.iinfo(np.int64).max
+        quiet[T_STALE_EVERY] = 0
+        quiet[T_BEAT_DUE] = np.iinfo(np.int64).max
+        quiet[T_POKE] = 0
         hot_cycle(
             sig, risk, oms, self.words, np.zeros(3, np.int64), self.oms_mo, 0, 0, False, True,
             self.waiters, self.addrs, quiet, self.sdep, self.rdep,
@@ -186,11 +199,23 @@ class HotPath:
             self.in_words = True
         sig, risk, oms = self.args
         risk_stage = self.members[1].stage
-        reason, n = hot_cycle(
-            sig, risk, oms, self.words, self.batches, self.oms_mo, now_ns + self.round_ns,
-            spin_ns, yield_idle, park, self.waiters, self.addrs, self.timers, self.sdep,
-            self.rdep,
-        )  # fmt: skip
+        keeper = self.keeper
+        round_ns = HOUSEKEEP_NS if keeper is not None else self.round_ns
+        if keeper is not None:
+            keeper.lock.release()  # the members' Python objects: the keeper's meanwhile
+        try:
+            reason, n = hot_cycle(
+                sig, risk, oms, self.words, self.batches, self.oms_mo, now_ns + round_ns,
+                spin_ns, yield_idle, park, self.waiters, self.addrs, self.timers,
+                self.sdep, self.rdep,
+            )  # fmt: skip
+        finally:
+            if keeper is not None:
+                keeper.lock.acquire()
+        if self.poke[0]:
+            self.poke[0] = 0
+            if keeper is not None:
+                keeper.check()
         self.calls += 1
         self.records += int(n)
         self.reasons[int(reason)] += 1

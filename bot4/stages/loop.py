@@ -424,10 +424,15 @@ class StageRunner(Shutdown):
         a damaged word (a stray write, a bit flip) would otherwise have this stage read
         billions of phantom records. Raises ``ShmError`` naming the segment."""
         for side in (*self.ins, *self.outs):
-            prod = int(side.hdr[W_PRODUCER_POSITION])
+            # consumer, producer, consumer again: both may move meanwhile (the other
+            # process; in a compiled group this stage's own side too, as the check runs on
+            # the housekeeping thread), so an intact ring has the producer between the first
+            # consumer read and the second plus the capacity
             cons = int(side.hdr[W_CONSUMER_POSITION])
+            prod = int(side.hdr[W_PRODUCER_POSITION])
+            later = int(side.hdr[W_CONSUMER_POSITION])
             depth = (prod - cons) & _M64
-            if depth > side.capacity:
+            if depth > ((later - cons) & _M64) + side.capacity:
                 raise ShmError(
                     Code.RING_POSITIONS_CORRUPT,
                     side.name,

@@ -341,13 +341,18 @@ class RiskStage(Stage):
         if self.stale_every and now_ns >= self._stale_due:
             self._stale_due = now_ns + self.stale_every
             self.book.staleness(now_ns)
+        self.observe(now_ns)
+        return self.book.poll()
+
+    def observe(self, now_ns: int) -> None:
+        """Stale-data episodes and breaker / trading-state transitions into the log, the
+        risk panel into its segment (at most every ``metrics.RISK_PANEL_NS``)."""
         self.log_stale()
         if self.state_log is not None:
             self.state_log.poll(now_ns)
         if self._panel is not None and now_ns >= self._panel_due:
             self._panel_due = now_ns + M.RISK_PANEL_NS
             self._publish_panel()
-        return self.book.poll()
 
     def emit(self, outs, counts, seq: int) -> int:
         """Write waiting CANCEL_ALLs (at most ``len(outs[0])``) to output 0; next seq."""

@@ -15,7 +15,7 @@ import numpy as np
 from bot4.risk.layout import I_MD_NS, L_KNOWN, L_STALE_NS
 from bot4.shm.trading_state import HALTED, SRC_OPERATOR, raise_state
 from bot4.stages import hotpath as P
-from bot4.stages.hotloop import R_IDLE, R_PENDING
+from bot4.stages.hotloop import R_IDLE, R_PENDING, T_STALE_EVERY
 
 _RINGS = {}  # HotPath id -> its bench rings
 
@@ -51,7 +51,7 @@ def test_stale_market_data_found_by_the_compiled_cycle_is_acted_on_and_logged(ca
     inst = int(known[0])
     # its last market data 10 s ago, well past stale_after_ms
     st.inst[inst, I_MD_NS] = time.monotonic_ns() - 10_000_000_000
-    assert hp.timers[0] > 0  # the cycle runs the check
+    assert hp.timers[T_STALE_EVERY] > 0  # the cycle runs the check
     reason, n = hp.run(1 << 62, False, time.monotonic_ns())
     assert (reason, n) == (R_PENDING, 0)
     with caplog.at_level(logging.WARNING, logger="bot4.stage"):
