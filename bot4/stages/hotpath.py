@@ -83,10 +83,15 @@ class HotPath:
         args[0].append((s.st, s.g, s.mean, s.WT, s.model, s.cfg, s.tick, s.x, s.z, s.counters))
         args[1].append(_risk_state(risk.stage.book))
         args[2].append(oms.stage.oms)
-        self.args = tuple(tuple(a) for a in args)
         self.words = sig.cb.words
         self.batches = np.array([m.spec.batch for m in members], np.int64)
         self.oms_mo = int(oms.stage.max_out_per_in)
+        # each member's scratch, one array per output: where a batch's records go
+        # near the wrap point before they are copied across it (hotsteps._claim)
+        for k, m, mo in ((0, sig, 1), (1, risk, 2), (2, oms, self.oms_mo)):
+            n = int(self.batches[k]) * mo
+            args[k].append(tuple(np.zeros(n, o.slots.dtype) for o in m.outs))
+        self.args = tuple(tuple(a) for a in args)
         self.in_words = False  # the loop-state words, not the members, hold the truth
         self.calls = 0  # run calls, and the records they read (the group's closing log line)
         self.records = 0

@@ -8,7 +8,9 @@ On process-local rings (``hotpath._bench_members``), the default synthetic quote
 * after it, every member's effective cursor buffer (the highest generation) says what
   ``StageRunner.recover`` needs: each input's cursor at its consumer position, each
   output's ``valid_at`` at its producer position, ``next_seq`` after the last record;
-* an output without ``max_out_per_in`` contiguous slots hands the batch back to Python
+* near an output's wrap point (fewer than ``max_out_per_in`` contiguous slots, room
+  across it) the records are the same, copied across the wrap inside the cycle;
+* an output without ``max_out_per_in`` free slots hands the batch back to Python
   (``R_BAIL``) with nothing read, written or committed.
 """
 
@@ -50,18 +52,26 @@ def _push(rings, name, recs) -> None:
 
 
 def _drain(rings, name) -> np.ndarray:
+    """Everything in ring ``name``, across its wrap point."""
     hdr, slots = rings[name]
-    pos, k = ops.consumer_peek(hdr, len(slots))
-    ix = int(pos) & (len(slots) - 1)
-    out = slots[ix : ix + int(k)].copy()
-    ops.consumer_release(hdr, int(k))
-    return out
+    parts = []
+    while True:
+        pos, k = ops.consumer_peek(hdr, len(slots))
+        if not k:
+            return np.concatenate(parts) if parts else slots[:0].copy()
+        ix = int(pos) & (len(slots) - 1)
+        parts.append(slots[ix : ix + int(k)].copy())
+        ops.consumer_release(hdr, int(k))
 
 
 def _run(hp) -> None:
-    for _ in range(4):
-        reason, _n = hp.run(0, False, 0)  # deadline in the past: one round per call
+    """Rounds until one reads nothing (a signals batch one slot short of its output's
+    wrap reads one tick)."""
+    for _ in range(64):
+        reason, n = hp.run(0, False, 0)  # deadline in the past: one round per call
         assert reason in (H.R_DEADLINE, H.R_IDLE)
+        if n == 0:
+            break
     hp.to_python()
 
 
@@ -89,10 +99,21 @@ def stream():
     return _quotes(200, 1)
 
 
-def test_compiled_cycle_emits_what_the_stages_process_calls_emit(stream):
+@pytest.mark.parametrize("near_wrap", [False, True], ids=["mid-ring", "at-the-wrap"])
+def test_compiled_cycle_emits_what_the_stages_process_calls_emit(stream, near_wrap):
+    """Also with every output of the members one slot short of its wrap point: risk and
+    orders write to their scratch and copy across the wrap in the cycle, no bail (``_run``
+    asserts every return)."""
     members, rings = P._bench_members(1024)
     hp = P.HotPath(members, {"signals", "risk", "orders"})
     hp.prime()  # compiled (or loaded) before any record is timed by a stage clock
+    if near_wrap:
+        for m in members:
+            for r in m.outs:
+                _pos, got = ops.producer_claim(r.hdr, len(r.slots) - 1)
+                ops.producer_commit(r.hdr, int(got))  # positions only: then read
+                _pos, k = ops.consumer_peek(r.hdr, len(r.slots))
+                ops.consumer_release(r.hdr, int(k))
     _push(rings, "risk_md", stream)  # reference prices first, then the ticks
     _run(hp)
     _push(rings, "ticks", stream)
