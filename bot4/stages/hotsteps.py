@@ -83,7 +83,7 @@ def _index(hdr, pos):
     return np.int64(pos & (hdr[W_CAPACITY] - _ONE))
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def _claim(oh, osl, want, mo, sc):
     """Room for up to ``want`` records, ``mo`` per input, on an output (header ``oh``,
     slots ``osl``, scratch ``sc``): ``(position, count, view, wrapped)``. The ring's own
@@ -104,7 +104,7 @@ def _claim(oh, osl, want, mo, sc):
     return c, g, osl[x : x + g], False
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def _place(oh, osl, c, view, n, wrapped):
     """Copy ``n`` records a kernel wrote to the scratch ``view`` into the ring from
     position ``c``, across the wrap point (before the cursor buffer and the commit)."""
