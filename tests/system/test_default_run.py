@@ -1,5 +1,6 @@
-"""`bot4 run` on its built-in defaults: synthetic ticks become intents, orders and fills, and
-no order is left resting at the venue when it stops."""
+"""`bot4 run` on its built-in defaults: synthetic ticks become intents, orders and fills, the
+positions risk keeps equal the net of the fills persistence receives, per instrument, and no
+order is left resting at the venue when it stops."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import pytest
 
 from bot4.journal import JournalReader
 from bot4.oms.recovery import rebuild_from_journal
+from bot4.records import DEFAULT_INSTRUMENTS
 from bot4.shm.segment import instance_segments
 from tests.system.db_check import assert_exactly_once
 from tests.system.pipeline_util import BOT4
+from tests.system.test_trading_e2e import summary
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
 
@@ -57,6 +60,16 @@ def test_default_run_turns_synthetic_ticks_into_intents_orders_and_fills(
     log = out.stdout + out.stderr
     # nothing left resting (the venue's stage_summary event, its fields as JSON)
     assert "sending CANCEL_ALL" in log and '"live_orders":0' in log
+    # the positions risk keeps are the net of the fills persistence received, per
+    # instrument, and the venue filled what they add up to
+    risk = summary(log, "risk", "risk summary")
+    sink = summary(log, "persistence", "summary")
+    venue = summary(log, "venue", "venue summary")
+    net = {DEFAULT_INSTRUMENTS.symbol_of(k): v for k, v in sink["net_filled"].items()}
+    positions = {sym: p["position"] for sym, p in risk["positions"].items() if p["position"]}
+    assert venue["fills"] > 0 and net, "the default pipeline traded nothing"
+    assert positions == net
+    assert venue["live_orders"] == 0
     # every event persistence read is in its journal, once, intact
     journal = tmp_path / "bot4-data" / "journal" / instance
     rep = JournalReader(journal).verify()

@@ -13,7 +13,7 @@ default pipeline trades and loads into PostgreSQL. Afterwards:
 * the reconciliation the loader ran at the end of loading found no difference, and
   ``bot4 db load`` (again: nothing new) and ``bot4 db status`` agree (exit 0).
 
-Bounded: about 10 s of trading (issue 11: the default pipeline may stall after ~25 s).
+Bounded: a few seconds of trading (issue 11: the default pipeline may stall after ~25 s).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import pytest
 
 from bot4.journal import JournalReader
@@ -31,6 +32,7 @@ from bot4.records import RT_EXEC_REPORT, SIDE_BUY
 from tests.conftest import query
 from tests.system.db_check import assert_exactly_once
 from tests.system.pipeline_util import BOT4, stage_block, wait_running
+from tests.system.test_trading_e2e import trade_on
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
 
@@ -83,25 +85,44 @@ def journal_executions(journal) -> dict[int, set[tuple]]:
     return out
 
 
+def late_fill_journalled(journal, since_ns: int) -> bool:
+    """The journal (read beside its live writer) holds a venue fill made at ``since_ns`` or
+    later."""
+    for _pos, rtype, recs in JournalReader(journal):
+        if rtype == RT_EXEC_REPORT and np.any(
+            (recs["exec_id"] != 0) & (recs["last_qty"] > 0) & (recs["ts_venue_ns"] > since_ns)
+        ):
+            return True
+    return False
+
+
 def test_venue_and_orders_sigkilled_mid_run_no_execution_lost_or_merged(
     instance, procs, tmp_path, _pipeline_databases
 ):
     dsn, ledger = _pipeline_databases
     p = procs.add(start_run(instance, tmp_path))
     wait_running(instance)
-    time.sleep(2.0)
+    journal = tmp_path / "bot4-data" / "journal" / instance
+    # each kill once the pipeline has traded since the last (re)start, awaited rather than
+    # slept: whatever a loaded machine's pace, every kill lands mid-stream
+    trade_on(instance)
     kill(instance, VENUE)
     wait_restarted(instance, VENUE, 1)
     venue_back_ns = time.monotonic_ns()
-    time.sleep(2.0)
+    deadline = time.monotonic() + 90  # a fill of the restarted venue journalled (see below)
+    while not late_fill_journalled(journal, venue_back_ns):
+        assert time.monotonic() < deadline, "no fill of the restarted venue within 90 s"
+        time.sleep(0.1)
+    trade_on(instance)
     kill(instance, ORDERS)
     wait_restarted(instance, ORDERS, 1)
-    time.sleep(1.5)
+    trade_on(instance)
     kill(instance, VENUE)
     kill(instance, ORDERS)
     wait_restarted(instance, ORDERS, 2)
     wait_restarted(instance, VENUE, 2)
-    time.sleep(2.0)
+    trade_on(instance)
+    time.sleep(0.5)
     p.send_signal(signal.SIGINT)
     log, _ = p.communicate(timeout=120)
     assert p.returncode == 0, log[-4000:]
@@ -109,7 +130,6 @@ def test_venue_and_orders_sigkilled_mid_run_no_execution_lost_or_merged(
     assert report["stages"]["venue"]["restarts"] == 2, report["stages"]
     assert report["stages"]["orders"]["restarts"] == 2, report["stages"]
 
-    journal = tmp_path / "bot4-data" / "journal" / instance
     execs = journal_executions(journal)
     merged = {k: v for k, v in execs.items() if len(v) > 1}
     assert not merged, f"{len(merged)} exec ids carry two executions, e.g. {next(iter(merged))}"

@@ -30,7 +30,7 @@ from bot4.shm.segment import instance_segments
 from tests.data_paths import lobster_dir
 from tests.seeds import seeded_rng
 from tests.system.pipeline_util import stage_block, wait_running
-from tests.system.test_trading_e2e import replacement_running, start, summary
+from tests.system.test_trading_e2e import replacement_running, start, summary, trade_on
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(300)]
 
@@ -70,14 +70,16 @@ def test_depth_into_signals_runs_compiled_and_a_killed_group_resumes_exactly(
     rng, _seed = seeded_rng("hot group (depth) kill moments")
     kills = 2
     for k in range(1, kills + 1):
-        time.sleep(float(rng.uniform(1.5, 3.0)))
+        trade_on(instance, reports=10)  # orders and fills since the (re)start
+        time.sleep(float(rng.uniform(0.3, 1.5)))
         killed = stage_block(instance, HOT)["pid"]
         os.kill(killed, signal.SIGKILL)
         deadline = time.monotonic() + 90
         while not replacement_running(instance, HOT, killed, k):
             assert time.monotonic() < deadline, "hot group not restarted"
             time.sleep(0.02)
-    time.sleep(3.0)  # trading after the last restart
+    trade_on(instance, reports=10)  # trading after the last restart
+    time.sleep(1.0)
     p.send_signal(signal.SIGTERM)  # drain and stop (the duration is only a bound)
     log, _ = p.communicate(timeout=200)
     assert p.returncode == 0, log[-3000:]

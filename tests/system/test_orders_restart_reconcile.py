@@ -14,7 +14,7 @@ the instruments until an operator resumed them. Afterwards:
 * every journalled event is in the database exactly once, the database's positions equal
   the journal's fills, and the loader's reconciliation at the end found no difference.
 
-Bounded: ~12 s of trading.
+Bounded: a few seconds of trading, each kill once the (replacement) OMS has traded.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from bot4.journal import JournalReader
 from bot4.records import ACTION_NEW, ACTION_QUERY, EXEC_STATUS, OS_NONE, RT_EXEC_REPORT, RT_ORDER
 from tests.system.db_check import assert_exactly_once
 from tests.system.pipeline_util import BOT4, stage_block, wait_running
-from tests.system.test_trading_e2e import replacement_running, summary
+from tests.system.test_trading_e2e import replacement_running, summary, trade_on
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(300)]
 
@@ -48,6 +48,16 @@ def topology(path) -> str:
     assert text.count(old) == 1
     path.write_text(text.replace(old, "params = { latency_ns = 50000, disconnect_after_s = 0 }"))
     return str(path)
+
+
+def new_order_journalled(journal, since_ns: int) -> bool:
+    """The journal (read beside its live writer) holds an order sent at ``since_ns`` or later."""
+    for _pos, rtype, recs in JournalReader(journal):
+        if rtype == RT_ORDER and np.any(
+            (recs["action"] == ACTION_NEW) & (recs["ts_order_ns"] >= since_ns)
+        ):
+            return True
+    return False
 
 
 def test_orders_stage_sigkilled_with_orders_resting_reconciles_and_trades_on(
@@ -66,7 +76,9 @@ def test_orders_stage_sigkilled_with_orders_resting_reconciles_and_trades_on(
     p.group = True
     procs.add(p)
     wait_running(instance)
-    time.sleep(2.5)
+    journal = tmp_path / "bot4-data" / "journal" / instance
+    trade_on(instance)  # orders sent and resting at the venue
+    time.sleep(0.5)
     windows = []  # (replacement running, next kill) in CLOCK_MONOTONIC ns, as ts_order_ns
     for k in range(1, KILLS + 1):
         killed = stage_block(instance, ORDERS)["pid"]
@@ -79,7 +91,13 @@ def test_orders_stage_sigkilled_with_orders_resting_reconciles_and_trades_on(
             assert time.monotonic() < deadline, "orders stage not restarted"
             time.sleep(0.02)
         windows.append([time.monotonic_ns(), 0])
-        time.sleep(2.5)
+        # the replacement reconciled and sends new orders (the assertion below, awaited):
+        # then trade on a little, so that the next kill finds orders of its resting
+        deadline = time.monotonic() + 90
+        while not new_order_journalled(journal, windows[-1][0]):
+            assert time.monotonic() < deadline, f"no new order after restart {k} within 90 s"
+            time.sleep(0.1)
+        time.sleep(0.5)
     windows[-1][1] = time.monotonic_ns()
     p.send_signal(signal.SIGINT)
     log, _ = p.communicate(timeout=150)
@@ -92,7 +110,6 @@ def test_orders_stage_sigkilled_with_orders_resting_reconciles_and_trades_on(
     assert log.count("orders: reconciled; taking new intents") >= 1, log[-4000:]
     assert "venue and OMS disagree" not in log and "halted by oms" not in log, log[-4000:]
 
-    journal = tmp_path / "bot4-data" / "journal" / instance
     sent, answers = [], []
     for _pos, rtype, recs in JournalReader(journal):
         if rtype == RT_ORDER:
