@@ -28,7 +28,8 @@ import numpy as np
 import pytest
 
 from bot4.pipeline.topology import TopologyError, parse_topology
-from bot4.shm.segment import instance_segments
+from bot4.shm.segment import instance_segments, segment_name
+from bot4.shm.stats import RingReader
 from tests.system.pipeline_util import (
     BOT4,
     chain_topology,
@@ -134,22 +135,44 @@ def test_sigterm_drains_a_group_in_topology_order(instance, procs, sink, tmp_pat
     assert not instance_segments(instance)
 
 
-def test_default_topology_runs_on_one_core(instance, tmp_path):
+def _produced(instance: str, ring: str) -> int:
+    """Records ``ring`` has carried so far (a read-only snapshot)."""
+    r = RingReader(segment_name(instance, ring))
+    try:
+        return r.snapshot().produced
+    finally:
+        r.close()
+
+
+def test_default_topology_runs_on_one_core(instance, procs, tmp_path):
     text = resources.files("bot4.config").joinpath("default.toml").read_text()
     text = re.sub(r"(?m)^core = \d+", "core = 0", text)
     text = re.sub(r'(?m)^instance = ".*"', f'instance = "{instance}"', text)
     topo = tmp_path / "one-core.toml"
     topo.write_text(text)
     report = tmp_path / "report.json"
-    out = subprocess.run(
-        ["taskset", "-c", "0", *BOT4, "run", str(topo), "--duration", "6", "--quiet", "--no-db"]
-        + ["--report", str(report)],
-        capture_output=True,
-        text=True,
-        timeout=200,
-        start_new_session=True,
+    # the duration is only a bound: the run is stopped once the ticks ring has wrapped twice
+    # and risk has sent orders (what the checks below need), not after a fixed 6 s
+    p = procs.add(
+        subprocess.Popen(
+            ["taskset", "-c", "0", *BOT4, "run", str(topo), "--duration", "150", "--quiet"]
+            + ["--no-db", "--report", str(report)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
     )
-    assert out.returncode == 0, out.stdout + out.stderr
+    p.group = True
+    wait_running(instance)
+    deadline = time.monotonic() + 120
+    while not (_produced(instance, "ticks") > 2 * 8192 and _produced(instance, "orders") > 0):
+        assert p.poll() is None, p.communicate()[0][-4000:]
+        assert time.monotonic() < deadline, "no ticks past the wrap and orders within 120 s"
+        time.sleep(0.1)
+    p.send_signal(signal.SIGINT)  # drain and stop
+    log, _ = p.communicate(timeout=150)
+    assert p.returncode == 0, log
     final = json.loads(report.read_text())
     assert final["halted"] is None
     assert final["stages"]["orders"]["records_in"] > 0
