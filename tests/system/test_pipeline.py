@@ -114,7 +114,9 @@ def test_sigterm_mid_stream_drains_every_record_produced_before_the_stop(
 def test_stage_stopped_with_sigstop_is_detected_killed_and_restarted(
     instance, procs, sink, tmp_path
 ):
-    n = 600_000
+    # 300 k at 100 k/s: the source is still publishing when a is stopped (0.5 s in), and
+    # blocks on the full r1 until a's replacement reads again
+    n = 300_000
     log = sink(n + 2)
     p = start_pipeline(
         tmp_path, chain_topology(instance, count=n, rate=100_000, hb=1.0, batch=64), procs
@@ -140,8 +142,9 @@ def test_stage_stopped_with_sigstop_is_detected_killed_and_restarted(
 
 
 def test_stage_that_keeps_failing_halts_the_pipeline_with_a_clear_error(instance, procs, tmp_path):
-    # no sink log segments exist: the sink fails at attach, every time
-    p = start_pipeline(tmp_path, chain_topology(instance, count=1000), procs)
+    # no sink log segments exist: the sink fails at attach, every time. Two restarts are
+    # enough to show the bound (the default policy's five only add process starts)
+    p = start_pipeline(tmp_path, chain_topology(instance, count=1000), procs, "--max-restarts", "2")
     out, _ = p.communicate(timeout=120)
     assert p.returncode == 3, out  # halted by the restart policy
     assert "error: stage sink failed" in out and "halting the pipeline" in out
