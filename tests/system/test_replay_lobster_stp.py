@@ -5,7 +5,8 @@ The strategy takes liquidity (signals ``cross = true``: buy at the ask, sell at 
 its orders meet its own resting orders at the venue. For each day and mode: the report's
 positions equal the net of the journal's fills and the risk stage's positions; the venue's
 STP counts equal the STP reports in the journal and the OMS's; our orders never trade with
-each other unless the mode is none (and then they do); and a second run writes
+each other unless the mode is none (and then they do). For each mode, on one of the days
+(each day in turn: every mode and every day is covered), a second run writes
 byte-identical journals and the same report."""
 
 from __future__ import annotations
@@ -74,8 +75,20 @@ def digests(out_dir) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
+TICKERS = ["AAPL", "AMZN", "GOOG"]
+
+
+def repeats(ticker: str, profile: str, mode: str) -> bool:
+    """Whether this day and mode also checks run-to-run identity: one day per mode, the
+    days in turn (AAPL for modes 0 and 3, AMZN for 1 and 4, GOOG for 2 and 5). What could
+    make a run differ from the next is in the code a mode runs (the venue's STP actions,
+    the OMS's booking of them), which every mode still shows; a second replay of every
+    day in every mode doubled this module's time (18 more full days) for no other path."""
+    return MODES.index((profile, mode)) % len(TICKERS) == TICKERS.index(ticker)
+
+
 @pytest.mark.parametrize(("profile", "mode"), MODES, ids=[f"{p}-{m}" for p, m in MODES])
-@pytest.mark.parametrize("ticker", ["AAPL", "AMZN", "GOOG"])
+@pytest.mark.parametrize("ticker", TICKERS)
 def test_lobster_day_with_venue_stp_positions_are_the_fills_and_runs_repeat(
     ticker, profile, mode, tmp_path
 ):
@@ -111,6 +124,8 @@ def test_lobster_day_with_venue_stp_positions_are_the_fills_and_runs_repeat(
     if profile == "coinbase":
         assert decremented > 0
     assert venue["live_orders"] == 0
+    if not repeats(ticker, profile, mode):
+        return
     # run to run: the same bytes
     b = replay(z, tmp_path / "b", topology=topology(profile, mode), progress=None)
     assert digests(a.out_dir) == digests(b.out_dir)
