@@ -20,7 +20,8 @@ def _usage(message: str) -> NoReturn:
 def _load(path, instance, *, validate: bool = False):
     """The topology; ``validate``: also check the files its stages' params name (the
     commands that start stages do, before any segment exists)."""
-    from bot4.pipeline.topology import load_topology, validate_topology
+    from bot4.pipeline.topology import load_topology
+    from bot4.pipeline.validate import validate_topology
 
     t = load_topology(path, instance=instance)
     if validate:

@@ -17,7 +17,7 @@ _LOG = logging.getLogger("bot4")
 def cmd_run(args) -> int:
     from bot4.pipeline.segments import check_not_running
     from bot4.pipeline.supervisor import Supervisor
-    from bot4.pipeline.topology import validate_topology
+    from bot4.pipeline.validate import validate_topology
 
     t = _load(args.topology, args.instance)
     notes = validate_topology(t)  # bad input: said now, counted in the report at the end
@@ -193,7 +193,8 @@ def record_topology(args) -> dict:
 def cmd_record(args) -> int:
     from bot4.journal import JournalReader
     from bot4.pipeline.supervisor import Supervisor
-    from bot4.pipeline.topology import parse_topology, validate_topology
+    from bot4.pipeline.topology import parse_topology
+    from bot4.pipeline.validate import validate_topology
 
     doc = record_topology(args)
     out = doc["stage"][1]["params"]["dir"]

@@ -46,37 +46,28 @@ Every problem is a :class:`TopologyError` naming the file, the key and the reaso
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
+from bot4.pipeline.topology_tables import (
+    NAME_RE,
+    RING_KEYS,
+    STAGE_KEYS,
+    TOP_KEYS,
+    TopologyError,
+    choice,
+    parse_groups,
+    parse_log,
+    priority_of,
+    typed,
+    unusable,
+)
 from bot4.records import RECORD_TYPES
 from bot4.records.errors import Bot4Error, Code
 from bot4.shm.ring_layout import BACKPRESSURE_NAMES, WAIT_NAMES, is_power_of_two
 from bot4.spec import GroupSpec, RingSpec, StageSpec
-
-_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,48}$")
-TOP_KEYS = {"instance", "stage", "ring", "group", "log"}
-LOG_KEYS = {"level", "format"}
-GROUP_KEYS = {
-    "name", "members", "core", "idle", "heartbeat_timeout", "realtime", "priority", "mlock",
-}  # fmt: skip
-STAGE_KEYS = {
-    "name", "kind", "core", "wait", "heartbeat_timeout", "stall_timeout", "start_timeout",
-    "realtime", "priority", "mlock", "batch", "params",
-}  # fmt: skip
-RING_KEYS = {"name", "from", "to", "type", "capacity", "wait", "backpressure", "feedback"}
-
-
-class TopologyError(Bot4Error):
-    """A topology file is invalid; ``source``, ``key`` and ``reason`` say where and why."""
-
-    def __init__(self, source: str, key: str, reason: str) -> None:
-        super().__init__(f"{source}: {key}: {reason}", Code.TOPOLOGY_INVALID)
-        self.source, self.key, self.reason = source, key, reason
 
 
 class UnknownStageError(Bot4Error, KeyError):
@@ -190,37 +181,6 @@ def _toposort(t: Topology) -> list[str]:
     return out
 
 
-def _choice(src: str, key: str, value: Any, names: dict[str, int]) -> int:
-    if value not in names:
-        raise TopologyError(src, key, f"{value!r} is not one of {', '.join(names)}")
-    return names[value]
-
-
-def _typed(src: str, key: str, value: Any, typ: type | tuple) -> Any:
-    if isinstance(value, bool) and typ is not bool and typ != (int, float):
-        raise TopologyError(src, key, f"expected {getattr(typ, '__name__', typ)}, got a boolean")
-    if not isinstance(value, typ):
-        raise TopologyError(src, key, f"expected {getattr(typ, '__name__', typ)}, got {value!r}")
-    return value
-
-
-def _parse_log(source: str, raw: Any) -> tuple[str | None, str | None]:
-    """The ``[log]`` table: ``level`` and ``format`` as :mod:`bot4.logs` names them."""
-    from bot4.logs import LogConfigError, check_format, check_level
-
-    raw = _typed(source, "log", raw, dict)
-    for k in raw:
-        if k not in LOG_KEYS:
-            raise TopologyError(source, f"log.{k}", "unknown key (allowed: level, format)")
-    try:
-        level = check_level(raw["level"], "level") if "level" in raw else None
-        fmt = check_format(raw["format"], "format") if "format" in raw else None
-    except LogConfigError as exc:
-        key, _, reason = str(exc).partition(": ")
-        raise TopologyError(source, f"log.{key}", reason) from None
-    return level, fmt
-
-
 MAX_RING_BYTES = 1 << 32  # one ring's slots: beyond this it is a typo, not a buffer
 
 
@@ -238,22 +198,6 @@ def _reserved_segment_names() -> frozenset[str]:
     )
 
 
-def _priority(source: str, where: str, table: dict) -> int:
-    """``priority``: a SCHED_FIFO priority, 1..99 (Linux's range)."""
-    prio = _typed(source, f"{where}.priority", table.get("priority", 50), int)
-    if not 1 <= prio <= 99:
-        raise TopologyError(source, f"{where}.priority", f"must be in 1..99, got {prio}")
-    return prio
-
-
-def _unusable(exc: Exception) -> str:
-    """One line for a value a kind's checks did not expect (never a traceback)."""
-    text = " ".join(str(exc).split())[:200]
-    if isinstance(exc, Bot4Error):
-        return text
-    return f"cannot be used ({type(exc).__name__}: {text})" if text else type(exc).__name__
-
-
 def parse_topology(
     data: dict, source: str = "<topology>", *, cpu_count: int | None = None
 ) -> Topology:
@@ -267,20 +211,20 @@ def parse_topology(
             raise TopologyError(
                 source, k, "unknown key (allowed: instance, stage, ring, group, log)"
             )
-    log_level, log_format = _parse_log(source, data.get("log", {}))
-    instance = _typed(source, "instance", data.get("instance", "default"), str)
-    if not _NAME.match(instance):
-        raise TopologyError(source, "instance", f"{instance!r} must match {_NAME.pattern}")
-    raw_stages = _typed(source, "stage", data.get("stage", []), list)
+    log_level, log_format = parse_log(source, data.get("log", {}))
+    instance = typed(source, "instance", data.get("instance", "default"), str)
+    if not NAME_RE.match(instance):
+        raise TopologyError(source, "instance", f"{instance!r} must match {NAME_RE.pattern}")
+    raw_stages = typed(source, "stage", data.get("stage", []), list)
     if not raw_stages:
         raise TopologyError(source, "stage", "no stages declared")
-    groups = _parse_groups(source, data.get("group", []), cpus)
+    groups = parse_groups(source, data.get("group", []), cpus)
     group_core = {m: g.core for g in groups for m in g.members}
     stages: list[StageSpec] = []
     names: set[str] = set()
     for i, st in enumerate(raw_stages):
         where = f"stage[{i}]"
-        _typed(source, where, st, dict)
+        typed(source, where, st, dict)
         if isinstance(st.get("name"), str):
             where = f"stage[{i}] ({st['name']})"
         for k in st:
@@ -290,14 +234,14 @@ def parse_topology(
             grouped = isinstance(st.get("name"), str) and st["name"] in group_core
             if req not in st and not (req == "core" and grouped):
                 raise TopologyError(source, f"{where}.{req}", "missing")
-        name = _typed(source, f"{where}.name", st["name"], str)
+        name = typed(source, f"{where}.name", st["name"], str)
         where = f"stage[{i}] ({name})"
-        if not _NAME.match(name):
-            raise TopologyError(source, f"{where}.name", f"must match {_NAME.pattern}")
+        if not NAME_RE.match(name):
+            raise TopologyError(source, f"{where}.name", f"must match {NAME_RE.pattern}")
         if name in names:
             raise TopologyError(source, f"{where}.name", "declared twice")
         names.add(name)
-        kind = _typed(source, f"{where}.kind", st["kind"], str)
+        kind = typed(source, f"{where}.kind", st["kind"], str)
         if kind not in KINDS:
             raise TopologyError(
                 source,
@@ -310,51 +254,51 @@ def parse_topology(
                 f"{where}.core",
                 f"member of a group on core {group_core[name]}: omit core or give the group's",
             )
-        core = _typed(source, f"{where}.core", st.get("core", group_core.get(name)), int)
+        core = typed(source, f"{where}.core", st.get("core", group_core.get(name)), int)
         if not 0 <= core < cpus:
             raise TopologyError(
                 source,
                 f"{where}.core",
                 f"core {core} does not exist on this machine (cores 0..{cpus - 1})",
             )
-        batch = _typed(source, f"{where}.batch", st.get("batch", 256), int)
+        batch = typed(source, f"{where}.batch", st.get("batch", 256), int)
         if not 1 <= batch <= 65536:
             raise TopologyError(source, f"{where}.batch", "must be in 1..65536")
         hb = float(
-            _typed(
+            typed(
                 source, f"{where}.heartbeat_timeout", st.get("heartbeat_timeout", 5.0), (int, float)
             )
         )
         if not 0 < hb < float("inf"):  # NaN too: it would never time out
             raise TopologyError(source, f"{where}.heartbeat_timeout", "must be a positive number")
         stall = float(
-            _typed(source, f"{where}.stall_timeout", st.get("stall_timeout", 5.0), (int, float))
+            typed(source, f"{where}.stall_timeout", st.get("stall_timeout", 5.0), (int, float))
         )
         if not 0 < stall < float("inf"):
             raise TopologyError(source, f"{where}.stall_timeout", "must be a positive number")
         start_to = float(
-            _typed(source, f"{where}.start_timeout", st.get("start_timeout", 120.0), (int, float))
+            typed(source, f"{where}.start_timeout", st.get("start_timeout", 120.0), (int, float))
         )
         if not 0 < start_to < float("inf"):
             raise TopologyError(source, f"{where}.start_timeout", "must be a positive number")
-        params = dict(_typed(source, f"{where}.params", st.get("params", {}), dict))
+        params = dict(typed(source, f"{where}.params", st.get("params", {}), dict))
         try:
             KINDS[kind].check_params(params)
         except ParamError as exc:
             raise TopologyError(source, f"stage {name}: params.{exc.key}", exc.reason) from None
         except Exception as exc:  # a value of a shape the kind's checks did not expect
-            raise TopologyError(source, f"stage {name}: params", _unusable(exc)) from None
+            raise TopologyError(source, f"stage {name}: params", unusable(exc)) from None
         stages.append(
             StageSpec(
                 name=name,
                 kind=kind,
                 core=core,
                 index=i,
-                wait=_choice(source, f"{where}.wait", st.get("wait", "park"), WAIT_NAMES),
+                wait=choice(source, f"{where}.wait", st.get("wait", "park"), WAIT_NAMES),
                 heartbeat_timeout=hb,
-                realtime=_typed(source, f"{where}.realtime", st.get("realtime", False), bool),
-                priority=_priority(source, where, st),
-                mlock=_typed(source, f"{where}.mlock", st.get("mlock", False), bool),
+                realtime=typed(source, f"{where}.realtime", st.get("realtime", False), bool),
+                priority=priority_of(source, where, st),
+                mlock=typed(source, f"{where}.mlock", st.get("mlock", False), bool),
                 batch=batch,
                 params=params,
                 stall_timeout=stall,
@@ -364,9 +308,9 @@ def parse_topology(
     rings: list[RingSpec] = []
     ring_names: set[str] = set()
     reserved = _reserved_segment_names()
-    for i, rg in enumerate(_typed(source, "ring", data.get("ring", []), list)):
+    for i, rg in enumerate(typed(source, "ring", data.get("ring", []), list)):
         where = f"ring[{i}]"
-        _typed(source, where, rg, dict)
+        typed(source, where, rg, dict)
         if isinstance(rg.get("name"), str):
             where = f"ring[{i}] ({rg['name']})"
         for k in rg:
@@ -375,13 +319,13 @@ def parse_topology(
         for req in ("name", "from", "to", "type", "capacity"):
             if req not in rg:
                 raise TopologyError(source, f"{where}.{req}", "missing")
-        name = _typed(source, f"{where}.name", rg["name"], str)
+        name = typed(source, f"{where}.name", rg["name"], str)
         where = f"ring[{i}] ({name})"
-        if not _NAME.match(name) or name in reserved:
+        if not NAME_RE.match(name) or name in reserved:
             raise TopologyError(
                 source,
                 f"{where}.name",
-                f"must match {_NAME.pattern} and not be one of {', '.join(sorted(reserved))} "
+                f"must match {NAME_RE.pattern} and not be one of {', '.join(sorted(reserved))} "
                 "(the instance's own segments)",
             )
         if name in ring_names:
@@ -401,21 +345,21 @@ def parse_topology(
                         f"a ring has exactly one {what}, got {len(v)}: {v}",
                     )
                 v = v[0]
-            _typed(source, f"{where}.{end}", v, str)
+            typed(source, f"{where}.{end}", v, str)
             if v not in names:
                 raise TopologyError(source, f"{where}.{end}", f"stage {v!r} does not exist")
         prod = rg["from"][0] if isinstance(rg["from"], list) else rg["from"]
         cons = rg["to"][0] if isinstance(rg["to"], list) else rg["to"]
         if prod == cons:
             raise TopologyError(source, f"{where}.to", "a ring cannot loop a stage onto itself")
-        rtype = _typed(source, f"{where}.type", rg["type"], str)
+        rtype = typed(source, f"{where}.type", rg["type"], str)
         if rtype.upper() not in RECORD_TYPES:
             raise TopologyError(
                 source,
                 f"{where}.type",
                 f"unknown record type {rtype!r} (known: {', '.join(k.lower() for k in RECORD_TYPES)})",
             )
-        cap = _typed(source, f"{where}.capacity", rg["capacity"], int)
+        cap = typed(source, f"{where}.capacity", rg["capacity"], int)
         if not is_power_of_two(cap):
             raise TopologyError(source, f"{where}.capacity", f"{cap} is not a power of two")
         size = cap * RECORD_TYPES[rtype.upper()].itemsize
@@ -445,14 +389,14 @@ def parse_topology(
                 consumer=cons,
                 type=rtype.upper(),
                 capacity=cap,
-                wait=_choice(source, f"{where}.wait", rg.get("wait", "park"), WAIT_NAMES),
-                backpressure=_choice(
+                wait=choice(source, f"{where}.wait", rg.get("wait", "park"), WAIT_NAMES),
+                backpressure=choice(
                     source,
                     f"{where}.backpressure",
                     rg.get("backpressure", "block"),
                     BACKPRESSURE_NAMES,
                 ),
-                feedback=_typed(source, f"{where}.feedback", rg.get("feedback", False), bool),
+                feedback=typed(source, f"{where}.feedback", rg.get("feedback", False), bool),
             )
         )
     for g in groups:
@@ -489,106 +433,6 @@ def parse_topology(
         if problem:
             raise TopologyError(source, f"stage[{s.index}] ({s.name})", problem)
     return t
-
-
-def _parse_groups(source: str, raw: Any, cpus: int) -> tuple[GroupSpec, ...]:
-    """The ``[[group]]`` tables; members are checked against the stages by the caller."""
-    from bot4.stages.idle import IDLE_NAMES
-
-    out: list[GroupSpec] = []
-    seen: dict[str, str] = {}
-    for i, g in enumerate(_typed(source, "group", raw, list)):
-        where = f"group[{i}]"
-        _typed(source, where, g, dict)
-        if isinstance(g.get("name"), str):
-            where = f"group[{i}] ({g['name']})"
-        for k in g:
-            if k not in GROUP_KEYS:
-                raise TopologyError(source, f"{where}.{k}", "unknown key")
-        for req in ("name", "members", "core"):
-            if req not in g:
-                raise TopologyError(source, f"{where}.{req}", "missing")
-        name = _typed(source, f"{where}.name", g["name"], str)
-        if not _NAME.match(name):
-            raise TopologyError(source, f"{where}.name", f"must match {_NAME.pattern}")
-        if any(o.name == name for o in out):
-            raise TopologyError(source, f"{where}.name", "declared twice")
-        members = _typed(source, f"{where}.members", g["members"], list)
-        if not members:
-            raise TopologyError(source, f"{where}.members", "a group needs at least one member")
-        for m in members:
-            _typed(source, f"{where}.members", m, str)
-            if m in seen:
-                raise TopologyError(
-                    source, f"{where}.members", f"stage {m!r} is already in group {seen[m]!r}"
-                )
-            seen[m] = name
-        if len(set(members)) != len(members):
-            raise TopologyError(source, f"{where}.members", "a stage is listed twice")
-        core = _typed(source, f"{where}.core", g["core"], int)
-        if not 0 <= core < cpus:
-            raise TopologyError(
-                source,
-                f"{where}.core",
-                f"core {core} does not exist on this machine (cores 0..{cpus - 1})",
-            )
-        idle = _typed(source, f"{where}.idle", g.get("idle", "backoff"), str)
-        if idle not in IDLE_NAMES:
-            raise TopologyError(
-                source, f"{where}.idle", f"{idle!r} is not one of {', '.join(IDLE_NAMES)}"
-            )
-        hb = g.get("heartbeat_timeout", 5.0)
-        hb = float(_typed(source, f"{where}.heartbeat_timeout", hb, (int, float)))
-        if not hb > 0 or hb != hb or hb == float("inf"):
-            raise TopologyError(source, f"{where}.heartbeat_timeout", "must be a positive number")
-        out.append(
-            GroupSpec(
-                name=name,
-                members=tuple(members),
-                core=core,
-                idle=idle,
-                heartbeat_timeout=hb,
-                realtime=_typed(source, f"{where}.realtime", g.get("realtime", False), bool),
-                priority=_priority(source, where, g),
-                mlock=_typed(source, f"{where}.mlock", g.get("mlock", False), bool),
-            )
-        )
-    return tuple(out)
-
-
-class ValidationNotes(list):
-    """:func:`validate_topology`'s notes (strings, to print), and ``bad_input``: stage name
-    -> the counts by reason of its recorded input (``BadInputReport.as_dict()``, as
-    ``bot4 replay``'s report has them), for each input that loaded with rows kept out."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bad_input: dict[str, dict] = {}
-
-
-def validate_topology(t: Topology) -> ValidationNotes:
-    """Check what every stage's params point at (data files, parameter files) before any
-    segment exists; the first problem is a :class:`TopologyError`
-    ``FILE: stage NAME: params.KEY: REASON``. Called by the commands that start stages.
-    Returns the notes the stages' checks made (``stage NAME: bad input: ...`` when a
-    recorded input loads with rows kept out), for the command to print once."""
-    from bot4.stages import KINDS
-    from bot4.stages.base import ParamError
-
-    notes = ValidationNotes()
-    for s in t.stages:
-        try:
-            note = KINDS[s.kind].validate(s.params)
-        except ParamError as exc:
-            raise TopologyError(t.source, f"stage {s.name}: params.{exc.key}", exc.reason) from None
-        except Exception as exc:  # a file or value the kind's checks did not expect
-            raise TopologyError(t.source, f"stage {s.name}: params", _unusable(exc)) from None
-        if isinstance(note, str):
-            notes.append(f"stage {s.name}: {note}")
-            report = getattr(note, "report", None)
-            if report is not None:
-                notes.bad_input[s.name] = report.as_dict()
-    return notes
 
 
 def load_topology(

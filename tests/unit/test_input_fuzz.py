@@ -233,7 +233,8 @@ def test_fuzzed_topologies_are_accepted_or_refused_in_one_line(tmp_path):
     and every param key of the stage's kind): a TopologyError naming file and key, or a
     topology that passed every check. (That an accepted one also starts is the probe in
     the commit message; here: never another exception.)"""
-    from bot4.pipeline.topology import TopologyError, parse_topology, validate_topology
+    from bot4.pipeline.topology import TopologyError, parse_topology
+    from bot4.pipeline.validate import validate_topology
     from bot4.stages import KINDS
 
     rng, _seed = seeded_rng("fuzzed topology")

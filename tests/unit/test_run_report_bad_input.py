@@ -8,7 +8,8 @@ import orjson
 
 from bot4 import cli, cli_pipeline
 from bot4.marketdata.files import read_table
-from bot4.pipeline.topology import parse_topology, validate_topology
+from bot4.pipeline.topology import parse_topology
+from bot4.pipeline.validate import validate_topology
 from tests.damage import CLEAN_CSV
 
 BAD_LINES = (3, 6)  # 1-based lines of CLEAN_CSV made unusable: a malformed row, a negative price

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot4.pipeline.topology import TopologyError, load_topology, parse_topology, validate_topology
+from bot4.pipeline.topology import TopologyError, load_topology, parse_topology
+from bot4.pipeline.validate import validate_topology
 from bot4.records import Code
 
 GOOD = {
