@@ -71,8 +71,8 @@ from bot4.db.rows import (
     table_stream,
 )
 from bot4.db.twophase import Branches
-from bot4.records.dtypes import RT_EXEC_REPORT, RT_OPERATOR_ACTION, RT_ORDER
 from bot4.records.errors import Code
+from bot4.records.types import RT_EXEC_REPORT, RT_OPERATOR_ACTION, RT_ORDER
 
 if TYPE_CHECKING:
     import psycopg

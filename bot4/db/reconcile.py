@@ -44,8 +44,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bot4.journal import JournalTail
-from bot4.records.dtypes import EXEC_BROKEN, RT_EXEC_REPORT, SIDE_BUY
+from bot4.records.dtypes import EXEC_BROKEN, SIDE_BUY
 from bot4.records.identity import exec_content_hashes
+from bot4.records.types import RT_EXEC_REPORT
 
 if TYPE_CHECKING:
     import psycopg

@@ -35,12 +35,14 @@ from bot4.records.dtypes import (
     OPERATOR_ACTION,
     ORDER,
     RISK_DECISION,
+)
+from bot4.records.errors import Bot4Error, Code
+from bot4.records.types import (
     RT_EXEC_REPORT,
     RT_OPERATOR_ACTION,
     RT_ORDER,
     RT_RISK_DECISION,
 )
-from bot4.records.errors import Bot4Error, Code
 
 __all__ = [
     "ADVANCE_SQL",

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from bot4.db.pool import db_errors
 from bot4.db.rows import INSTRUMENT_SQL, LAYOUTS, LOADED_TYPES
 from bot4.journal.tail import JournalBehindDatabase, journal_created_ns
-from bot4.records.dtypes import RT_EXEC_REPORT
 from bot4.records.errors import Bot4Error, Code
+from bot4.records.types import RT_EXEC_REPORT
 
 if TYPE_CHECKING:
     import psycopg

@@ -51,13 +51,13 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot4.records.dtypes import (
+from bot4.records.errors import Bot4Error, Code
+from bot4.records.types import (
     RECORD_TYPE_IDS,
     dtype_by_record_type,
     dtype_fingerprint,
     readable_fingerprints,
 )
-from bot4.records.errors import Bot4Error, Code
 
 __all__ = [
     "DEFAULT_MAX_BYTES",

@@ -22,7 +22,7 @@ from bot4.journal.format import (
     list_segments,
 )
 from bot4.journal.scan import _scan_segment, _SegmentScan
-from bot4.records.dtypes import (
+from bot4.records.types import (
     RECORD_TYPES,
     dtype_by_record_type,
 )

@@ -35,8 +35,8 @@ from bot4.journal.format import (
     segment_name,
 )
 from bot4.journal.scan import classify_bad_frame
-from bot4.records.dtypes import dtype_by_record_type
 from bot4.records.errors import Bot4Error, Code
+from bot4.records.types import dtype_by_record_type
 
 __all__ = ["MAX_READ_FRAMES", "JournalBehindDatabase", "JournalTail", "journal_created_ns"]
 

@@ -50,10 +50,10 @@ from bot4.journal.format import (
     segment_name,
 )
 from bot4.journal.scan import _scan_segment
-from bot4.records.dtypes import (
+from bot4.records.errors import Bot4Error, Code
+from bot4.records.types import (
     record_type_of,
 )
-from bot4.records.errors import Bot4Error, Code
 
 __all__ = [
     "JournalWriter",

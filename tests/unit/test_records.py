@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import bot4.records as records_module
 from bot4.records import (
     BOOK_TOP,
     COMMON_FIELDS,
@@ -49,7 +50,6 @@ from bot4.records import (
     to_fixed,
     validate_price,
 )
-from bot4.records import dtypes as dtypes_module
 
 REPO = Path(__file__).resolve().parents[2]
 ALL_RECORDS = list(RECORD_TYPES.items())
@@ -108,9 +108,9 @@ def test_zeroed_market_data_slot_round_trips_fields() -> None:
 
 
 def test_kind_constants_are_plain_ints() -> None:
-    for name in dir(dtypes_module):
+    for name in dir(records_module):
         if name.split("_")[0] in {"MD", "MDF", "SIDE", "OT", "TIF", "ACTION", "EXEC", "OS", "RT"}:
-            value = getattr(dtypes_module, name)
+            value = getattr(records_module, name)
             if not isinstance(value, np.dtype):
                 assert type(value) is int, name
     assert SIDE_BUY == 1 and SIDE_SELL == -1
@@ -119,9 +119,9 @@ def test_kind_constants_are_plain_ints() -> None:
 @pytest.mark.parametrize("prefix", ["MD_", "MDF_", "OT_", "TIF_", "ACTION_", "EXEC_", "OS_", "RT_"])
 def test_constants_in_a_group_are_distinct(prefix: str) -> None:
     group = {
-        n: getattr(dtypes_module, n)
-        for n in dir(dtypes_module)
-        if n.startswith(prefix) and type(getattr(dtypes_module, n)) is int
+        n: getattr(records_module, n)
+        for n in dir(records_module)
+        if n.startswith(prefix) and type(getattr(records_module, n)) is int
     }
     assert len(group) >= 3
     assert len(set(group.values())) == len(group), group
@@ -481,7 +481,7 @@ def test_docs_list_every_record_layout_with_its_current_fingerprint():
 
 def test_records_v1_layouts_read_as_v2_with_new_fields_unset():
     """The legacy fingerprints are those of the v1 layouts, and v1 bytes read as v2."""
-    from bot4.records import dtypes as d
+    import bot4.records as d
 
     def v1(dt, keep: int):
         names = list(dt.names[:keep])
