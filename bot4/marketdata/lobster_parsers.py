@@ -166,6 +166,20 @@ def _message_line(buf, i, end, r, cols):
     return _OK
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _line_at(buf, pos):
+    """The line starting at ``pos``: ``(end, stop)``, ``end`` its newline (or the buffer's
+    end), ``stop`` the end of its text (a CRLF's CR left out)."""
+    n = buf.size
+    end = pos
+    while end < n and buf[end] != _NL:
+        end += 1
+    stop = end
+    if stop > pos and buf[stop - 1] == _CR:
+        stop -= 1
+    return end, stop
+
+
 @njit(nogil=True, cache=True)
 def _parse_messages(buf, cols):
     """Every line of ``buf`` into slot (line - 1) of the :class:`MessageColumns` ``cols``
@@ -180,12 +194,7 @@ def _parse_messages(buf, cols):
     pos = 0
     r = 0
     while pos < n:
-        end = pos
-        while end < n and buf[end] != _NL:
-            end += 1
-        stop = end
-        if stop > pos and buf[stop - 1] == _CR:
-            stop -= 1
+        end, stop = _line_at(buf, pos)
         st = _message_line(buf, pos, stop, r, cols)
         if st == _MALFORMED and end == n:
             st = _TRUNCATED
@@ -207,12 +216,7 @@ def _parse_int_rows(buf, out):
     pos = 0
     r = 0
     while pos < n:
-        end = pos
-        while end < n and buf[end] != _NL:
-            end += 1
-        stop = end
-        if stop > pos and buf[stop - 1] == _CR:
-            stop -= 1
+        end, stop = _line_at(buf, pos)
         i = pos
         for c in range(ncols):
             v, i, ok = _int_field(buf, i, stop, 18)

@@ -61,6 +61,7 @@ from bot4.pipeline.topology_tables import (
     parse_groups,
     parse_log,
     priority_of,
+    table_where,
     typed,
     unusable,
 )
@@ -223,13 +224,7 @@ def parse_topology(
     stages: list[StageSpec] = []
     names: set[str] = set()
     for i, st in enumerate(raw_stages):
-        where = f"stage[{i}]"
-        typed(source, where, st, dict)
-        if isinstance(st.get("name"), str):
-            where = f"stage[{i}] ({st['name']})"
-        for k in st:
-            if k not in STAGE_KEYS:
-                raise TopologyError(source, f"{where}.{k}", "unknown key")
+        where = table_where(source, "stage", i, st, STAGE_KEYS)
         for req in ("name", "kind", "core"):
             grouped = isinstance(st.get("name"), str) and st["name"] in group_core
             if req not in st and not (req == "core" and grouped):
@@ -309,13 +304,7 @@ def parse_topology(
     ring_names: set[str] = set()
     reserved = _reserved_segment_names()
     for i, rg in enumerate(typed(source, "ring", data.get("ring", []), list)):
-        where = f"ring[{i}]"
-        typed(source, where, rg, dict)
-        if isinstance(rg.get("name"), str):
-            where = f"ring[{i}] ({rg['name']})"
-        for k in rg:
-            if k not in RING_KEYS:
-                raise TopologyError(source, f"{where}.{k}", "unknown key")
+        where = table_where(source, "ring", i, rg, RING_KEYS)
         for req in ("name", "from", "to", "type", "capacity"):
             if req not in rg:
                 raise TopologyError(source, f"{where}.{req}", "missing")

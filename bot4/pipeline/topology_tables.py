@@ -46,6 +46,19 @@ def typed(src: str, key: str, value: Any, typ: type | tuple) -> Any:
     return value
 
 
+def table_where(source: str, kind: str, i: int, table: Any, keys: set[str]) -> str:
+    """Check entry ``i`` of the ``[[kind]]`` tables is a table with only ``keys``; returns
+    where it is for messages (``stage[3] (md)``, or ``stage[3]`` while it has no name)."""
+    where = f"{kind}[{i}]"
+    typed(source, where, table, dict)
+    if isinstance(table.get("name"), str):
+        where = f"{kind}[{i}] ({table['name']})"
+    for k in table:
+        if k not in keys:
+            raise TopologyError(source, f"{where}.{k}", "unknown key")
+    return where
+
+
 def parse_log(source: str, raw: Any) -> tuple[str | None, str | None]:
     """The ``[log]`` table: ``level`` and ``format`` as :mod:`bot4.logs` names them."""
     from bot4.logs import LogConfigError, check_format, check_level
@@ -86,13 +99,7 @@ def parse_groups(source: str, raw: Any, cpus: int) -> tuple[GroupSpec, ...]:
     out: list[GroupSpec] = []
     seen: dict[str, str] = {}
     for i, g in enumerate(typed(source, "group", raw, list)):
-        where = f"group[{i}]"
-        typed(source, where, g, dict)
-        if isinstance(g.get("name"), str):
-            where = f"group[{i}] ({g['name']})"
-        for k in g:
-            if k not in GROUP_KEYS:
-                raise TopologyError(source, f"{where}.{k}", "unknown key")
+        where = table_where(source, "group", i, g, GROUP_KEYS)
         for req in ("name", "members", "core"):
             if req not in g:
                 raise TopologyError(source, f"{where}.{req}", "missing")

@@ -306,6 +306,22 @@ class DeterministicReplay(WiringMixin, FeedMixin, ExactMixin):
                 node.records_out += k
 
     # -- the run ------------------------------------------------------------------------------
+    def _run_step(self, order: list, t: int, hop, feeds: tuple, steps: int) -> int:
+        """Step ``steps + 1`` at time ``t``: the rollout's clock, then every node in
+        ``order`` on ``feeds`` (:meth:`_step_feeds`) with hop latencies ``hop``; returns
+        the steps run."""
+        feed, vfeed = feeds
+        if self.rollout is not None:
+            self.clock.t = t
+            self.rollout.step(t)
+        for node in order:
+            self._run_node(node, t, hop, feed, vfeed)
+        steps += 1
+        self.delivered += len(feed)
+        if self.progress is not None and steps & 63 == 0:
+            self.progress.update(self.base + self.cs)
+        return steps
+
     def _next_time(self, T: int) -> int | None:
         if self.exact:
             return self._next_exact(T)
@@ -420,29 +436,9 @@ class DeterministicReplay(WiringMixin, FeedMixin, ExactMixin):
                 e0 = s0 + self.max_batch
                 Tn = max(int(self.recv[e0 - 1]), T + 1)
             T = Tn
-            feed = self.buf[s0:e0]
-            self._pinned = self._cur
-            self.cs = e0
-            if self.venue is not None:
-                v0, v1 = self._feed_upto(T, "cv")
-                vfeed = self.buf[v0:v1]
-                self.cv = v1
-            else:
-                self.cv = self.cs
-                vfeed = feed[:0]
-            if len(feed):
-                self._sample_marks(int(feed["ts_recv_ns"][0]) - 1)
-                self._track_quotes(feed)
+            feeds = self._step_feeds(s0, e0, T)
             hop_ns = compute.sample(self.rng_compute, n_hops) if use_compute else None
-            if self.rollout is not None:
-                self.clock.t = T
-                self.rollout.step(T)
-            for node in order:
-                self._run_node(node, T, hop_ns, feed, vfeed)
-            steps += 1
-            self.delivered += len(feed)
-            if self.progress is not None and steps & 63 == 0:
-                self.progress.update(self.base + self.cs)
+            steps = self._run_step(order, T, hop_ns, feeds, steps)
         return T, steps
 
     def _final_mark(self, inst: int) -> int:

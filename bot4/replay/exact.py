@@ -275,28 +275,7 @@ class ExactMixin:
             s0, e0 = self._feed_upto(T, "cs")
             if e0 > self.ca:
                 self._ahead_all()
-            feed = self.buf[s0:e0]
-            self._pinned = self._cur
-            self.cs = e0
-            if self.venue is not None:
-                v0, v1 = self._feed_upto(T, "cv")
-                vfeed = self.buf[v0:v1]
-                self.cv = v1
-            else:
-                self.cv = self.cs
-                vfeed = feed[:0]
-            if len(feed):
-                self._sample_marks(int(feed["ts_recv_ns"][0]) - 1)
-                self._track_quotes(feed)
-            if self.rollout is not None:
-                self.clock.t = T
-                self.rollout.step(T)
-            for node in order:
-                self._run_node(node, T, hop, feed, vfeed)
-            steps += 1
-            self.delivered += len(feed)
-            if self.progress is not None and steps & 63 == 0:
-                self.progress.update(self.base + self.cs)
+            steps = self._run_step(order, T, hop, self._step_feeds(s0, e0, T), steps)
         if len(self.buf):  # the last record's time ends the run, as a 1 ns step has it
             T = max(T, int(self.recv[-1]))
             if self.venue is not None:

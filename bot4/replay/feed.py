@@ -143,6 +143,25 @@ class FeedMixin:
                 break
         return getattr(self, cursor), end
 
+    def _step_feeds(self, s0: int, e0: int, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """A step's feeds: the strategy's records ``buf[s0:e0]`` (its cursor moves to
+        ``e0``) and the venue's, by event time up to ``t`` (none without a venue: its
+        cursor follows the strategy's); the marks sampled and quotes tracked up to them."""
+        feed = self.buf[s0:e0]
+        self._pinned = self._cur
+        self.cs = e0
+        if self.venue is not None:
+            v0, v1 = self._feed_upto(t, "cv")
+            vfeed = self.buf[v0:v1]
+            self.cv = v1
+        else:
+            self.cv = self.cs
+            vfeed = feed[:0]
+        if len(feed):
+            self._sample_marks(int(feed["ts_recv_ns"][0]) - 1)
+            self._track_quotes(feed)
+        return feed, vfeed
+
     def _sample_marks(self, upto: int) -> None:
         """Last bid / ask per instrument from the strategy feed delivered so far; a mark
         (mid, price units) per instrument at every interval boundary passed."""
