@@ -167,22 +167,6 @@ def test_cursor_buffers_after_the_cycle_are_what_recover_reads(stream):
     assert members[0].records_in == len(stream) and members[1].records_in >= len(stream)
 
 
-def test_an_output_without_room_hands_the_batch_back_to_python(stream):
-    members, rings = P._bench_members(64)
-    hp = P.HotPath(members, {"signals", "risk", "orders"})
-    hp.prime()  # compiled (or loaded) before any record is timed by a stage clock
-    hdr, _slots = rings["decisions"]  # persistence's: fill it so risk cannot claim 2 slots
-    _push(rings, "decisions", np.zeros(63, rings["decisions"][1].dtype))
-    _push(rings, "risk_md", stream[:10])
-    before = [int(r.hdr[W_PRODUCER_POSITION]) for r in members[1].outs]
-    reason, n = hp.run(0, False, 0)
-    hp.to_python()
-    assert reason == H.R_BAIL and n == 0
-    assert int(rings["risk_md"][0][W_CONSUMER_POSITION]) == 0  # nothing read
-    assert [int(r.hdr[W_PRODUCER_POSITION]) for r in members[1].outs] == before
-    assert members[1].gen == 0 and not members[1].blk.any()
-
-
 # --- the depth wirings (issue 18): signals and / or risk read the md stage's book_level ---
 WIRINGS = [(False, False), (True, False), (False, True), (True, True)]
 WIRING_IDS = ["default", "signals-depth", "risk-depth", "both-depth"]
@@ -341,25 +325,27 @@ def test_cursor_buffers_with_depth_are_what_recover_reads(wiring):
             assert m.cur[-1] == 140  # every depth record read
 
 
-@pytest.mark.parametrize("wiring", WIRINGS[1:], ids=WIRING_IDS[1:])
-def test_an_output_without_room_with_depth_wired_hands_the_batch_back(wiring):
-    """As without depth: a full ``decisions`` stops the round at risk's market data with
-    nothing of that batch read, written or committed (the depth inputs come after it)."""
+@pytest.mark.parametrize("wiring", WIRINGS, ids=WIRING_IDS)
+def test_an_output_without_room_hands_the_batch_back_to_python(wiring):
+    """A full ``decisions`` (persistence's: risk cannot claim its 2 slots) stops the round
+    at risk's market data with nothing of that batch read, written or committed; the depth
+    inputs, when wired, come after it and are not read either."""
     stream = _fresh_stream(wiring)
     members, rings = P._bench_members(64, *wiring)
     hp = P.HotPath(members, {"signals", "risk", "orders"})
-    hp.prime()
+    hp.prime()  # compiled (or loaded) before any record is timed by a stage clock
     _push(rings, "decisions", np.zeros(63, rings["decisions"][1].dtype))
     _push(rings, "risk_md", stream[:10])
     for name, on in zip(("depth", "risk_depth"), wiring, strict=True):
         if on:
             _push(rings, name, _levels(10, 3))
+    before = [int(r.hdr[W_PRODUCER_POSITION]) for r in members[1].outs]
     reason, n = hp.run(0, False, 0)
     hp.to_python()
     assert reason == H.R_BAIL and n == 0
-    assert int(rings["risk_md"][0][W_CONSUMER_POSITION]) == 0
-    assert int(rings["depth"][0][W_CONSUMER_POSITION]) == 0
-    assert int(rings["risk_depth"][0][W_CONSUMER_POSITION]) == 0
+    for name in ("risk_md", "depth", "risk_depth"):  # nothing read
+        assert int(rings[name][0][W_CONSUMER_POSITION]) == 0, name
+    assert [int(r.hdr[W_PRODUCER_POSITION]) for r in members[1].outs] == before
     assert members[1].gen == 0 and not members[1].blk.any()
 
 
