@@ -109,14 +109,16 @@ def garch_loglik(eps, omega, alpha, beta, backcast, sigma2):
 
 
 @njit(nogil=True, cache=True)
-def _neg_loglik_grad(y, mu, omega, alpha, beta, backcast, var_bounds, sigma2, grad):
-    """Negative log-likelihood at ``(mu, omega, alpha, beta)`` and its gradient.
+def _neg_loglik_grad(y, theta, backcast, var_bounds, sigma2, grad):
+    """Negative log-likelihood at ``theta = (mu, omega, alpha, beta)`` (a tuple of floats)
+    and its gradient.
 
     Residuals are ``y - mu``; each variance goes through arch's bounds check (below the lower
     bound: the bound; above the upper bound ``u``: ``u + log(s2 / u)``), differentiated
     alongside. ``grad`` (4,) receives d/d(mu, omega, alpha, beta); the backcast does not
     depend on ``mu``. One pass, no allocation.
     """
+    mu, omega, alpha, beta = theta
     prev_eps = 0.0
     prev_eps2 = backcast
     prev_sigma2 = backcast
@@ -326,7 +328,7 @@ def _starting_values(resids: np.ndarray, backcast: float, var_bounds: np.ndarray
         for alpha in SV_ALPHAS:
             sv = ((1.0 - agb) * target, alpha, agb - alpha)
             level.append(
-                (_neg_loglik_grad(resids, 0.0, *sv, backcast, var_bounds, sigma2, grad), sv)
+                (_neg_loglik_grad(resids, (0.0, *sv), backcast, var_bounds, sigma2, grad), sv)
             )
         levels.append(min(level, key=lambda s: s[0]))
     arch_start = min(levels[: len(SV_PERSISTENCE)], key=lambda s: s[0])
@@ -373,7 +375,8 @@ def fit_garch(returns: np.ndarray, mean: str = "zero") -> GarchFit:
 
     def objective(x):
         mu = x[0] if has_mu else 0.0
-        nll = _neg_loglik_grad(ys, mu, x[-3], x[-2], x[-1], backcast_s, var_bounds_s, sigma2, grad)
+        theta = (mu, x[-3], x[-2], x[-1])
+        nll = _neg_loglik_grad(ys, theta, backcast_s, var_bounds_s, sigma2, grad)
         return nll / nobs, grad[first:] / nobs
 
     c = np.zeros(4 - first)
@@ -424,7 +427,7 @@ def fit_garch(returns: np.ndarray, mean: str = "zero") -> GarchFit:
     alpha, beta = float(x[-2]), float(x[-1])
     backcast = garch_backcast(resids0)
     nll = _neg_loglik_grad(
-        y, mu, omega, alpha, beta, backcast, variance_bounds(resids0), sigma2, grad
+        y, (mu, omega, alpha, beta), backcast, variance_bounds(resids0), sigma2, grad
     )
     return GarchFit(
         mu=mu,

@@ -129,8 +129,10 @@ def _set_mode(st, b, mode):
 
 
 @njit(nogil=True, cache=True)
-def _external(st, b, side, price, qty, owner, ext_id, now, pseq):
-    """A new external / quote order: trades, then rests. Returns its slot or -1."""
+def _external(st, b, order, now, pseq):
+    """A new external / quote order ``(side, price, qty, owner, ext_id)`` in book ``b``:
+    trades, then rests. Returns its slot or -1."""
+    side, price, qty, owner, ext_id = order
     v = st.v
     m = _alloc(st)
     if m < 0:
@@ -144,7 +146,7 @@ def _external(st, b, side, price, qty, owner, ext_id, now, pseq):
     o.instrument = b
     o.side = side
     o.owner = owner
-    _take(st, b, np.int64(side), price, qty, m, np.int64(AT_LIMIT_ALL), np.int64(-1), now, pseq)
+    _take(st, b, (np.int64(side), price, qty, m), np.int64(AT_LIMIT_ALL), np.int64(-1), now, pseq)
     if o.leaves == 0:
         _release_slot(st, m)
         return -1
@@ -206,7 +208,7 @@ def _md_one(st, r, now):
                 _discard_external(st, old)
                 v[S_EXT_DUPLICATE] += 1
             owner = OWN_SNAPSHOT if snapshot else OWN_EXTERNAL
-            m = _external(st, b, side, r.price, r.qty, owner, r.order_id, now, r.seq)
+            m = _external(st, b, (side, r.price, r.qty, owner, r.order_id), now, r.seq)
             if m >= 0:
                 if r.order_id != 0:
                     _map_set(st.ext, r.order_id, m)
@@ -228,10 +230,7 @@ def _md_one(st, r, now):
             rem = _take(
                 st,
                 b,
-                -np.int64(o.side),
-                o.price,
-                r.qty,
-                np.int64(-1),
+                (-np.int64(o.side), o.price, r.qty, np.int64(-1)),
                 np.int64(AT_LIMIT_UNTIL),
                 x,
                 now,
@@ -243,7 +242,13 @@ def _md_one(st, r, now):
                 v[S_EXT_UNKNOWN] += 1
             mode = AT_LIMIT_SNAPSHOT if k == MD_BOOK_EXEC else AT_LIMIT_FRONT
             _take(
-                st, b, -np.int64(side), r.price, r.qty, np.int64(-1), mode, np.int64(-1), now, r.seq
+                st,
+                b,
+                (-np.int64(side), r.price, r.qty, np.int64(-1)),
+                mode,
+                np.int64(-1),
+                now,
+                r.seq,
             )
         return
     if k != MD_QUOTE and k != MD_TRADE:
@@ -278,10 +283,7 @@ def _md_one(st, r, now):
             _take(
                 st,
                 b,
-                aside,
-                r.price,
-                r.qty,
-                np.int64(-1),
+                (aside, r.price, r.qty, np.int64(-1)),
                 np.int64(AT_LIMIT_ALL),
                 np.int64(-1),
                 now,
@@ -312,7 +314,7 @@ def _md_one(st, r, now):
     if through:
         m = _quote_through(st, b, side, r.price, r.qty, now, r.seq)
     else:
-        m = _external(st, b, side, r.price, r.qty, np.int64(OWN_QUOTE), np.uint64(0), now, r.seq)
+        m = _external(st, b, (side, r.price, r.qty, np.int64(OWN_QUOTE), np.uint64(0)), now, r.seq)
     if m >= 0:
         books[b, BK_QUOTE + s] = m
 

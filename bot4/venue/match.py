@@ -96,9 +96,10 @@ def _crosses(aside, px, limit):
 
 
 @njit(nogil=True, cache=True)
-def _take(st, b, aside, limit, qty, taker, at_limit, stop, now, pseq):
-    """An aggressor of side ``aside`` takes up to ``qty`` shares at prices crossing
-    ``limit`` from book ``b``, best price first, in time order within a price.
+def _take(st, b, aggressor, at_limit, stop, now, pseq):
+    """An aggressor ``(aside, limit, qty, taker)`` (int64 each) of side ``aside`` takes up
+    to ``qty`` shares at prices crossing ``limit`` from book ``b``, best price first, in
+    time order within a price.
 
     ``taker`` is the aggressor's pool slot (ours: reports, self-trade prevention;
     external: no reports) or -1 for an execution seen in market data. ``at_limit`` says
@@ -110,6 +111,7 @@ def _take(st, b, aside, limit, qty, taker, at_limit, stop, now, pseq):
     order (the one actually met, in priority order; liquidity ahead of it has traded); the
     taker's fills of the level so far are reported first. An expired taker stops here.
     """
+    aside, limit, qty, taker = aggressor
     pool = st.pool
     levels = st.levels
     nlev = st.nlev
@@ -363,10 +365,7 @@ def _work(st, m, tif, now, pseq):
     _take(
         st,
         b,
-        np.int64(o.side),
-        o.price,
-        o.leaves,
-        m,
+        (np.int64(o.side), o.price, o.leaves, m),
         np.int64(AT_LIMIT_ALL),
         np.int64(-1),
         now,

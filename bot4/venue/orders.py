@@ -102,9 +102,7 @@ def _reject(st, now, r, reason, remember):
         r.seq,
         r,
         r,
-        np.int64(EXEC_REJECTED),
-        np.int64(OS_REJECTED),
-        reason,
+        (np.int64(EXEC_REJECTED), np.int64(OS_REJECTED), reason),
         np.int64(0),
         np.int64(0),
     )
@@ -212,7 +210,14 @@ def _answer(st, now, r, target, etype, reason_live, reason_done, reason_unknown)
     i = map_find(st.ours, target)
     if i < 0:
         k = _report(
-            st, now, r.seq, r, r, etype, np.int64(OS_NONE), reason_unknown, np.int64(0), np.int64(0)
+            st,
+            now,
+            r.seq,
+            r,
+            r,
+            (etype, np.int64(OS_NONE), reason_unknown),
+            np.int64(0),
+            np.int64(0),
         )
         if k >= 0:
             st.queue[k].client_order_id = target
@@ -221,11 +226,13 @@ def _answer(st, now, r, target, etype, reason_live, reason_done, reason_unknown)
     if val < 0:
         h = st.hist[-val - 1]
         _report(
-            st, now, r.seq, h, r, etype, np.int64(h.status), reason_done, h.cum_qty, np.int64(0)
+            st, now, r.seq, h, r, (etype, np.int64(h.status), reason_done), h.cum_qty, np.int64(0)
         )
         return
     o = st.pool[val]
-    _report(st, now, r.seq, o, r, etype, _live_status(o.cum_qty), reason_live, o.cum_qty, o.leaves)
+    _report(
+        st, now, r.seq, o, r, (etype, _live_status(o.cum_qty), reason_live), o.cum_qty, o.leaves
+    )
 
 
 @njit(nogil=True, cache=True)
@@ -252,9 +259,7 @@ def _on_cancel(st, r, now):
         r.seq,
         o,
         r,
-        np.int64(EXEC_CANCELLED),
-        np.int64(OS_CANCELLED),
-        np.int64(R_OK),
+        (np.int64(EXEC_CANCELLED), np.int64(OS_CANCELLED), np.int64(R_OK)),
         o.cum_qty,
         np.int64(0),
     )
@@ -344,9 +349,7 @@ def _cancel_ours(st, m, now, pseq, reason, stamps, own_stamps):
             pseq,
             o,
             o,
-            np.int64(EXEC_CANCELLED),
-            np.int64(OS_CANCELLED),
-            reason,
+            (np.int64(EXEC_CANCELLED), np.int64(OS_CANCELLED), reason),
             o.cum_qty,
             np.int64(0),
         )
@@ -357,9 +360,7 @@ def _cancel_ours(st, m, now, pseq, reason, stamps, own_stamps):
             pseq,
             o,
             stamps,
-            np.int64(EXEC_CANCELLED),
-            np.int64(OS_CANCELLED),
-            reason,
+            (np.int64(EXEC_CANCELLED), np.int64(OS_CANCELLED), reason),
             o.cum_qty,
             np.int64(0),
         )

@@ -89,10 +89,12 @@ def _claim(st, now, pseq, etype, status, reason):
 
 
 @njit(nogil=True, cache=True)
-def _report(st, now, pseq, x, stamps, etype, status, reason, cum, leaves):
+def _report(st, now, pseq, x, stamps, what, cum, leaves):
     """Queue a report on order ``x`` (an ORDER, RESTING or DONE record: ids, side,
-    instrument, strategy) with the stamps of ``stamps`` (ORDER or RESTING). Returns the
-    queue slot (to add a fill's amounts) or -1."""
+    instrument, strategy) with the stamps of ``stamps`` (ORDER or RESTING); ``what`` =
+    ``(exec_type, status, reason)``, int64 each. Returns the queue slot (to add a fill's
+    amounts) or -1."""
+    etype, status, reason = what
     k = _claim(st, now, pseq, etype, status, reason)
     if k >= 0:
         e = st.queue[k]
@@ -112,7 +114,7 @@ def _report_own(st, now, pseq, m, etype, status, reason):
     """Queue a report on our order in pool slot ``m``, with its own stamps."""
     o = st.pool[m]
     leaves = 0 if status in (OS_CANCELLED, OS_FILLED) else o.leaves
-    return _report(st, now, pseq, o, o, etype, status, reason, o.cum_qty, leaves)
+    return _report(st, now, pseq, o, o, (etype, status, reason), o.cum_qty, leaves)
 
 
 @njit(nogil=True, cache=True)
@@ -149,7 +151,7 @@ def _report_stp(st, now, pseq, m, etype, prevented):
     expired = etype == EXEC_STP_EXPIRED
     status = OS_EXPIRED if expired else _live_status(o.cum_qty)
     leaves = 0 if expired else o.leaves
-    k = _report(st, now, pseq, o, o, etype, status, np.int64(R_SELF_TRADE), o.cum_qty, leaves)
+    k = _report(st, now, pseq, o, o, (etype, status, np.int64(R_SELF_TRADE)), o.cum_qty, leaves)
     if k >= 0:
         st.queue[k].prevented_qty = prevented
     v = st.v

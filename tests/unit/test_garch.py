@@ -207,15 +207,15 @@ def test_analytic_gradient_matches_central_differences(theta):
     resids = r - r.mean()
     bc, vb = garch_backcast(resids), variance_bounds(resids)
     sigma2, grad, scratch = np.empty_like(r), np.empty(4), np.empty(4)
-    _neg_loglik_grad(r, *theta, bc, vb, sigma2, grad)
+    _neg_loglik_grad(r, theta, bc, vb, sigma2, grad)
     for i in range(4):
         h = 1e-6 * max(1.0, abs(theta[i]))
         up, dn = list(theta), list(theta)
         up[i] += h
         dn[i] -= h
         fd = (
-            _neg_loglik_grad(r, *up, bc, vb, sigma2, scratch)
-            - _neg_loglik_grad(r, *dn, bc, vb, sigma2, scratch)
+            _neg_loglik_grad(r, tuple(up), bc, vb, sigma2, scratch)
+            - _neg_loglik_grad(r, tuple(dn), bc, vb, sigma2, scratch)
         ) / (2 * h)
         assert grad[i] == pytest.approx(fd, rel=1e-5, abs=1e-4)
 
