@@ -165,10 +165,9 @@ def main() -> int:
         for _ in range(args.rounds):
             b = BookBuilder(n_inst, window, 0, check=False)  # the stage's order map size
             counts = np.zeros(2, np.int64)
-            done = timed(times["kernel"], build_kernel,
-                records, 0, book, b.cfg, b.px, b.qty, b.cnt, b.n, b.seeded, b.stale, b.qpx,
-                b.qqty, b.ppx, b.pqty, b.pcnt, b.otab, b.live, b.stats, out, counts, lv,
-            )  # fmt: skip
+            done = timed(
+                times["kernel"], build_kernel, records, 0, book, b.state(), out, counts, lv
+            )
             assert done == len(records), "order map too small for one kernel call"
             stream = out[: counts[0]]
             # what the md stage's setup runs: depth = the file's levels, cross-check on,

@@ -48,7 +48,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lobster
 
 ABLATIONS = {
     "no-apply": (
-        "gap = apply_event(px, qty, cnt, n, stats, window, otab, live, i, r)",
+        "gap = apply_event(b, window, i, r)",
         "gap = False",
     ),
     "no-map": (
@@ -61,8 +61,7 @@ ABLATIONS = {
         "pass",
     ),
     "no-publish": (
-        "nm, nl = _publish(r, i, flags, px, qty, cnt, n, depth, qpx, qqty, ppx, pqty, pcnt,\n"
-        "                              out, nm, lv, nl, ev)  # fmt: skip",
+        "nm, nl = _publish(st, r, flags, out, nm, lv, nl, ev)",
         "pass",
     ),
     "no-prefetch": ("if m + PREFETCH < msgs.shape[0]:", "if m + PREFETCH < 0:"),
@@ -114,6 +113,17 @@ def interleave(src: str) -> str:
     return src
 
 
+def state_args(mod, b, px, qty, cnt) -> tuple:
+    """``build_kernel``'s arguments between ``ref`` and ``out``: its state object
+    (``BuildState``, issue 13), or the loose arrays a tree from before it takes."""
+    if hasattr(mod, "BuildState"):
+        bk = mod.BookArrays(px, qty, cnt, b.n, b.stats, b.otab, b.live)
+        return (mod.BuildState(bk, b.cfg, b.seeded, b.stale, b.qpx, b.qqty, b.ppx, b.pqty,
+                               b.pcnt),)  # fmt: skip
+    return (b.cfg, px, qty, cnt, b.n, b.seeded, b.stale, b.qpx, b.qqty, b.ppx, b.pqty, b.pcnt,
+            b.otab, b.live, b.stats)  # fmt: skip
+
+
 def run(mod, rec, book, n_inst, window, depth, check, interleaved):
     b = mod.BookBuilder(n_inst, window, depth, check=check)  # each its own order-map size
     if mod is old or not interleaved:
@@ -126,10 +136,8 @@ def run(mod, rec, book, n_inst, window, depth, check, interleaved):
     t = time.thread_time()
     done = 0
     while True:
-        done = mod.build_kernel(
-            rec, done, book, b.cfg, px, qty, cnt, b.n, b.seeded, b.stale, b.qpx, b.qqty, b.ppx,
-            b.pqty, b.pcnt, b.otab, b.live, b.stats, out, counts, lv,
-        )  # fmt: skip
+        st = state_args(mod, b, px, qty, cnt)  # again after the order map grew
+        done = mod.build_kernel(rec, done, book, *st, out, counts, lv)
         if done == len(rec):
             break
         assert b.live[0] + 1 > b.otab.shape[0] * 3 // 4, "outputs too small"

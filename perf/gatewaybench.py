@@ -119,13 +119,13 @@ def decode_split() -> None:
 
     src = Path(itch.__file__).read_text().replace("cache=True", "cache=False")
     cut_book = (
-        "    apply_event(px, qty, cnt, nlev, bstats, px.shape[2], otab, live, inst, out[n - 1])",
+        "    apply_event(b, b.px.shape[2], inst, out[n - 1])",
         "    pass",
     )
 
     # every quote emission (add/execute/cancel paths alike) becomes a no-op
     cut_quotes = (
-        "w = _quotes(o, w, seq0, mseq, ts, recv, inst, px, qty, nlev, last_q)",
+        "w = _quotes(e, w, bk.px, bk.qty, bk.n, last_q)",
         "w = w",
     )
     variants = {"full": [], "no book step": [cut_book], "no quotes": [cut_quotes],
@@ -136,7 +136,6 @@ def decode_split() -> None:
     n, buf, offs = feed.messages, feed.buf, feed.offsets
     cap = 1 << 17
     store = mold.new_store(cap)
-    msgs, lens, seqs, recvs = store.msgs, store.lens, store.seqs, store.recvs
     for s0, p in mold.packets(b"X         ", 1, buf, offs, 0, n):
         body = np.frombuffer(p, np.uint8, offset=mold.HEADER_BYTES)
         mold.mold_ingest_kernel(body, s0, int.from_bytes(p[18:20], "big"), store, 1, 0)
@@ -167,10 +166,9 @@ def decode_split() -> None:
             lm[1] = 2
             lm[2:] = 0
             t0 = time.perf_counter()
-            m.itch_decode_kernel(msgs, lens, seqs, recvs, 1, n, 0, out, 1, lm,
-                                 np.zeros(1, np.uint64), np.zeros(1, np.int64), b.px, b.qty,
-                                 b.cnt, b.n, b.stats, lq, b.otab, b.live,
-                                 np.zeros(8, np.int64), True)  # fmt: skip
+            dec = m.ItchDecoder(lm, np.zeros(1, np.uint64), np.zeros(1, np.int64), lq,
+                                np.zeros(8, np.int64), b.arrays())  # fmt: skip
+            m.itch_decode_kernel(store, 1, n, 0, out, 1, dec, True)
             best = min(best, time.perf_counter() - t0)
         os.unlink(path)
         print(f"  {name:16s} {n / best / 1e6:8.2f}  {best_py / best:6.1f}x")

@@ -44,10 +44,13 @@ consistent after every message).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
-from bot4.marketdata.book_step import ASK, BID, O_PX, O_QTY, apply_event, order_side
+from bot4.gateways.mold import MoldStore
+from bot4.marketdata.book_step import ASK, BID, O_PX, O_QTY, BookArrays, apply_event, order_side
 from bot4.nbkit import map_find, unowned
 from bot4.records import (
     MARKET_DATA,
@@ -324,13 +327,47 @@ _B, _Y, _S_HALT, _Q_QUOTE = ord("B"), ord("Y"), ord("H"), ord("Q")
 _PAUSED = ord("P")
 
 
+class ItchDecoder(NamedTuple):
+    """:func:`itch_decode_kernel`'s state besides the message store: the instruments it
+    decodes, their books and its counters. Owned by md_gateway's process; its caller passes
+    ``tuple()`` of it (the book a plain tuple too: see :class:`bot4.gateways.mold.MoldStore`
+    on named tuples from Python) and builds it again after the order map grew."""
+
+    locate_map: np.ndarray  # int64[65536]: instrument of a locate code (0 = not configured)
+    sym_keys: np.ndarray  # uint64[k]: stock_key of each configured symbol
+    sym_ids: np.ndarray  # int64[k]: its instrument id
+    last_q: np.ndarray  # int64[books, 2, 2]: last quoted (price, size) per side
+    dstats: np.ndarray  # int64[len(DECODER_STATS)]: the DS_* counters
+    book: BookArrays  # the books (a BookBuilder's arrays), indexed by instrument id
+
+
+def decoder_state(locate_map, sym_keys, sym_ids, last_q, dstats, builder) -> tuple:
+    """``tuple()`` of an :class:`ItchDecoder` over ``builder``'s arrays as they are now (the
+    book a plain tuple too): what :func:`itch_decode_kernel` takes from Python."""
+    return (locate_map, sym_keys, sym_ids, last_q, dstats, tuple(builder.arrays()))
+
+
+class _Msg(NamedTuple):
+    """One message's record context inside the kernel: the output, the first record's
+    ``seq``, the message's sequence number, its event and receive stamps, its instrument."""
+
+    out: np.ndarray
+    seq0: int
+    mseq: int
+    ts: int
+    recv: int
+    inst: int
+
+
 @njit(nogil=True, cache=True)
-def _emit(out, n, seq0, mseq, ts, recv, inst, kind, side, price, qty, oid, flags):
-    r = out[n]
-    r.seq = seq0 + n
-    r.parent_seq = mseq
-    r.ts_event_ns = ts
-    r.ts_recv_ns = recv
+def _emit(e, n, kind, side, price, qty, oid, flags):
+    """Write record ``n`` of message ``e`` (:class:`_Msg`); returns ``n + 1``."""
+    inst = e.inst
+    r = e.out[n]
+    r.seq = e.seq0 + n
+    r.parent_seq = e.mseq
+    r.ts_event_ns = e.ts
+    r.ts_recv_ns = e.recv
     r.price = price
     r.qty = qty
     r.order_id = oid
@@ -342,8 +379,12 @@ def _emit(out, n, seq0, mseq, ts, recv, inst, kind, side, price, qty, oid, flags
 
 
 @njit(nogil=True, cache=True)
-def _quotes(out, n, seq0, mseq, ts, recv, inst, px, qty, nlev, last_q):
-    """MD_QUOTE per side whose best (price, size) moved since the last quote published."""
+def _quotes(e, n, px, qty, nlev, last_q):
+    """MD_QUOTE per side of message ``e``'s instrument whose best (price, size) in its
+    book's levels (``px``, ``qty``, ``nlev``: a :class:`BookArrays`' ``px``, ``qty``, ``n``)
+    moved since the last quote published. Called per message and not inlined: it takes the
+    three arrays it reads, not the whole book."""
+    inst = e.inst
     for s in (ASK, BID):
         p = np.int64(0)
         sz = np.int64(0)
@@ -355,44 +396,44 @@ def _quotes(out, n, seq0, mseq, ts, recv, inst, px, qty, nlev, last_q):
         last_q[inst, s, 0] = p
         last_q[inst, s, 1] = sz
         side = SIDE_SELL if s == ASK else SIDE_BUY
-        n = _emit(out, n, seq0, mseq, ts, recv, inst, MD_QUOTE, side, p, sz, 0, 0)
+        n = _emit(e, n, MD_QUOTE, side, p, sz, 0, 0)
     return n
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _book_event(out, n, inst, px, qty, cnt, nlev, bstats, otab, live, dstats):
-    """Apply the record just written at ``out[n - 1]`` to its instrument's book (the md
-    stage's step, :func:`bot4.marketdata.book_step.apply_event`). False when an add did not
-    fit (the order map 3/4 full: the stage grows it between calls, so this is a guard)."""
-    if out[n - 1].kind == MD_BOOK_ADD and live[0] + 1 > otab.shape[0] * 3 // 4:
+def _book_event(out, n, inst, b, dstats):
+    """Apply the record just written at ``out[n - 1]`` to its instrument's book in ``b``
+    (the md stage's step, :func:`bot4.marketdata.book_step.apply_event`). False when an add
+    did not fit (the order map 3/4 full: the stage grows it between calls, so this is a
+    guard)."""
+    if out[n - 1].kind == MD_BOOK_ADD and b.live[0] + 1 > b.otab.shape[0] * 3 // 4:
         dstats[DS_TABLE_FULL] += 1
         return False
-    apply_event(px, qty, cnt, nlev, bstats, px.shape[2], otab, live, inst, out[n - 1])
+    apply_event(b, b.px.shape[2], inst, out[n - 1])
     return True
 
 
 @njit(nogil=True, cache=True)
-def itch_decode_kernel(msgs, lens, seqs, recvs, start, count, day_ns, out, seq0, locate_map,
-                       sym_keys, sym_ids, px, qty, cnt, nlev, bstats, last_q, otab, live, dstats,
-                       emit):  # fmt: skip
-    """Decode messages ``start .. start + count - 1`` of the store (``msgs`` uint8[cap, 64],
+def itch_decode_kernel(store, start, count, day_ns, out, seq0, dec, emit):
+    """Decode messages ``start .. start + count - 1`` of the message store (a
+    :class:`~bot4.gateways.mold.MoldStore` or ``tuple()`` of it: ``msgs`` uint8[cap, 64],
     ``lens`` their lengths, ``seqs`` their MoldUDP64 sequence numbers, ``recvs`` receive
     stamps, ns; slot = index & (cap - 1)) into ``out`` (MARKET_DATA, room for
     ``MAX_RECORDS_PER_MESSAGE * count``), numbered from ``seq0``; returns the records
     written. ``emit`` False applies the messages to the books and writes nothing (a
     restarted gateway rebuilding its books from sequence 1). ``day_ns``: UTC epoch ns of
-    midnight exchange time. ``locate_map`` int64[65536]: instrument of a locate code (0 =
-    not configured), filled from R messages whose stock matches ``sym_keys``
-    (:func:`stock_key`) -> ``sym_ids``. Books: a
-    :class:`~bot4.marketdata.builder.BookBuilder`'s ``px`` / ``qty`` / ``cnt``
-    int64[books, 2, L] (best first), ``n`` (here ``nlev``) int64[books, 2], ``stats``
-    (here ``bstats``, ``BUILD_STATS``), ``otab`` (the order map) and ``live``, indexed by
-    instrument id; ``last_q`` int64[books, 2, 2] last quoted (price, size) per side."""
+    midnight exchange time. ``dec``: an :class:`ItchDecoder` or :func:`decoder_state`'s
+    tuple; its ``locate_map`` is filled from R messages whose stock matches ``sym_keys``
+    (:func:`stock_key`) -> ``sym_ids``; its books are a
+    :class:`~bot4.marketdata.builder.BookBuilder`'s arrays, indexed by instrument id."""
     # borrowed views (bot4.nbkit.borrow): no atomic reference counting per helper call
-    msgs, lens, seqs, recvs = unowned(msgs), unowned(lens), unowned(seqs), unowned(recvs)
-    out, px, qty, cnt = unowned(out), unowned(px), unowned(qty), unowned(cnt)
-    nlev, bstats, last_q, otab = unowned(nlev), unowned(bstats), unowned(last_q), unowned(otab)
-    live, dstats, locate_map = unowned(live), unowned(dstats), unowned(locate_map)
+    st = unowned(MoldStore(*store))
+    d = unowned(ItchDecoder(*dec))
+    bk = BookArrays(*d.book)
+    msgs, lens, seqs, recvs = st.msgs, st.lens, st.seqs, st.recvs
+    out, otab = unowned(out), bk.otab
+    locate_map, sym_keys, sym_ids, last_q, dstats = (d.locate_map, d.sym_keys, d.sym_ids,
+                                                     d.last_q, d.dstats)  # fmt: skip
     mask = msgs.shape[0] - 1
     n = 0
     for k in range(count):
@@ -429,14 +470,15 @@ def itch_decode_kernel(msgs, lens, seqs, recvs, start, count, day_ns, out, seq0,
         o = out
         n0 = n
         w = n if emit else 0  # without emit every message is written at out[0] and dropped
+        e = _Msg(o, seq0, mseq, ts, recv, inst)
         if t in (_A, _F):
             side = SIDE_BUY if b[19] == _B else SIDE_SELL
-            w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_ADD, side,
+            w = _emit(e, w, MD_BOOK_ADD, side,
                       np.int64(_u32(b, 32)), np.int64(_u32(b, 20)), _u64(b, 11), 0)  # fmt: skip
-            if not _book_event(o, w, inst, px, qty, cnt, nlev, bstats, otab, live, dstats):
+            if not _book_event(o, w, inst, bk, dstats):
                 w -= 1
                 continue
-            w = _quotes(o, w, seq0, mseq, ts, recv, inst, px, qty, nlev, last_q)
+            w = _quotes(e, w, bk.px, bk.qty, bk.n, last_q)
         elif t in (_E, _C, _X, _D, _U):
             ref = _u64(b, 11)
             j = map_find(otab, ref)
@@ -448,40 +490,40 @@ def itch_decode_kernel(msgs, lens, seqs, recvs, start, count, day_ns, out, seq0,
             left = otab[j, O_QTY]
             if t in (_E, _C):
                 q = np.int64(_u32(b, 19))
-                w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_EXEC, sd, opx, q, ref, 0)
-                _book_event(o, w, inst, px, qty, cnt, nlev, bstats, otab, live, dstats)
+                w = _emit(e, w, MD_BOOK_EXEC, sd, opx, q, ref, 0)
+                _book_event(o, w, inst, bk, dstats)
                 tpx = opx
                 printable = True
                 if t == _C:
                     tpx = np.int64(_u32(b, 32))
                     printable = b[31] == _Y
                 if printable:
-                    w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_TRADE, -sd, tpx, q, 0, 0)
+                    w = _emit(e, w, MD_TRADE, -sd, tpx, q, 0, 0)
             elif t == _X:
                 q = np.int64(_u32(b, 19))
-                w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_CANCEL, sd, opx, q, ref, 0)
-                _book_event(o, w, inst, px, qty, cnt, nlev, bstats, otab, live, dstats)
+                w = _emit(e, w, MD_BOOK_CANCEL, sd, opx, q, ref, 0)
+                _book_event(o, w, inst, bk, dstats)
             elif t == _D:
-                w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_DELETE, sd, opx, left, ref, 0)
-                _book_event(o, w, inst, px, qty, cnt, nlev, bstats, otab, live, dstats)
+                w = _emit(e, w, MD_BOOK_DELETE, sd, opx, left, ref, 0)
+                _book_event(o, w, inst, bk, dstats)
             else:  # U: the old order leaves the book, the new one joins at the back
-                w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_DELETE, sd, opx, left, ref, 0)
-                _book_event(o, w, inst, px, qty, cnt, nlev, bstats, otab, live, dstats)
-                w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_ADD, sd,
+                w = _emit(e, w, MD_BOOK_DELETE, sd, opx, left, ref, 0)
+                _book_event(o, w, inst, bk, dstats)
+                w = _emit(e, w, MD_BOOK_ADD, sd,
                           np.int64(_u32(b, 31)), np.int64(_u32(b, 27)), _u64(b, 19), 0)  # fmt: skip
-                if not _book_event(o, w, inst, px, qty, cnt, nlev, bstats, otab, live, dstats):
+                if not _book_event(o, w, inst, bk, dstats):
                     w -= 1
-            w = _quotes(o, w, seq0, mseq, ts, recv, inst, px, qty, nlev, last_q)
+            w = _quotes(e, w, bk.px, bk.qty, bk.n, last_q)
         elif t == _P:
             sd = SIDE_BUY if b[19] == _B else SIDE_SELL
             tpx = np.int64(_u32(b, 32))
             q = np.int64(_u32(b, 20))
-            w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_BOOK_HIDDEN_EXEC, sd, tpx, q, 0, 0)
-            w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_TRADE, -sd, tpx, q, 0, 0)
+            w = _emit(e, w, MD_BOOK_HIDDEN_EXEC, sd, tpx, q, 0, 0)
+            w = _emit(e, w, MD_TRADE, -sd, tpx, q, 0, 0)
         elif t == _Q:
             q = np.int64(_u64(b, 11))
             tpx = np.int64(_u32(b, 27))
-            w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_CROSS_TRADE, 0, tpx, q, 0, 0)
+            w = _emit(e, w, MD_CROSS_TRADE, 0, tpx, q, 0, 0)
         else:  # H
             st = b[19]
             fl = MDF_RESUME
@@ -489,7 +531,7 @@ def itch_decode_kernel(msgs, lens, seqs, recvs, start, count, day_ns, out, seq0,
                 fl = MDF_HALT
             elif st == _Q_QUOTE:
                 fl = MDF_QUOTING
-            w = _emit(o, w, seq0, mseq, ts, recv, inst, MD_TRADING_HALT, 0, 0, 0, 0, fl)
+            w = _emit(e, w, MD_TRADING_HALT, 0, 0, 0, 0, fl)
         if emit:
             if w > n0:
                 out[w - 1].flags |= MDF_LAST_IN_BATCH

@@ -14,6 +14,8 @@ remove) are the builder's too.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -79,6 +81,21 @@ BUILD_STATS = (
 )
 #: the reasons that make a book inconsistent (stale)
 GAP_STATS = ("missing_level", "negative_level", "unknown_order_gap", "check_mismatch", "crossed")
+
+
+class BookArrays(NamedTuple):
+    """What the book step reads and writes: a :class:`bot4.marketdata.builder.BookBuilder`'s
+    levels, counters and order map (``BookBuilder.arrays()``), one state object for
+    :func:`apply_event` and the level helpers. Owned by the one process that feeds the
+    builder. Rebuilt after the order map grows (``otab`` is a new array then)."""
+
+    px: np.ndarray  # int64[books, 2, window]: level prices, best first (row BID / ASK)
+    qty: np.ndarray  # int64[books, 2, window]: aggregate visible size per level, lots
+    cnt: np.ndarray  # int64[books, 2, window]: orders per level
+    n: np.ndarray  # int64[books, 2]: levels in use per side
+    stats: np.ndarray  # int64[len(BUILD_STATS)]: the B_* counters
+    otab: np.ndarray  # the order map (nbkit u64 map, O_* columns)
+    live: np.ndarray  # int64[1]: live orders in the map
 
 
 # --- levels ---------------------------------------------------------------------------------
@@ -154,14 +171,16 @@ def _shift(px, qty, cnt, i, s, dst, src, count):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _insert_level(px, qty, cnt, n, stats, window, i, s, j, p, q, c):
-    """Insert a level at position ``j`` (shifting worse ones back; the worst falls out of a
-    full window). Returns False when ``j`` is beyond the window (nothing inserted)."""
+def _insert_level(b, window, i, s, j, p, q, c):
+    """Insert a level at position ``j`` of book ``b`` (:class:`BookArrays`), shifting worse
+    ones back; the worst falls out of a full window. Returns False when ``j`` is beyond the
+    window (nothing inserted)."""
     if j >= window:
         return False
+    px, qty, cnt, n = b.px, b.qty, b.cnt, b.n
     m = n[i, s]
     if m >= window:
-        stats[B_DROPPED] += 1
+        b.stats[B_DROPPED] += 1
         m = window - 1
     _shift(px, qty, cnt, i, s, j + 1, j, m - j)
     px[i, s, j] = p
@@ -202,12 +221,14 @@ def order_side(otab, k):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def apply_event(px, qty, cnt, n, stats, window, otab, live, i, r):
+def apply_event(b, window, i, r):
     """Apply one book event (a MARKET_DATA record ``r``) to instrument ``i``'s levels and
-    the order map; returns True when it opened a gap. The one book step of the product:
+    the order map of book ``b`` (:class:`BookArrays`, ``window`` levels per side kept);
+    returns True when it opened a gap. The one book step of the product:
     :func:`build_kernel` (the md stage, LOBSTER) and the ITCH decoder
     (:func:`bot4.gateways.itch.itch_decode_kernel`, md_gateway) both call it. An add
     needs a free map row: callers keep ``live[0]`` below 3/4 of ``otab``'s rows."""
+    px, qty, cnt, n, stats, otab, live = b.px, b.qty, b.cnt, b.n, b.stats, b.otab, b.live
     kind = r.kind
     if kind < MD_BOOK_ADD or kind > MD_BOOK_EXEC:
         stats[B_IGNORED] += 1
@@ -235,7 +256,7 @@ def apply_event(px, qty, cnt, n, stats, window, otab, live, i, r):
             qty[i, s, j] += q
             cnt[i, s, j] += 1
         else:
-            _insert_level(px, qty, cnt, n, stats, window, i, s, -j - 1, p, q, 1)
+            _insert_level(b, window, i, s, -j - 1, p, q, 1)
         stats[B_EVENTS] += 1
         return False
     # cancel, delete, execution: by order id, the message's price and side when it has them

@@ -65,6 +65,8 @@ this module is the LOBSTER kernel around it (reference rows, publishing) and the
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
@@ -81,6 +83,7 @@ from bot4.marketdata.book_step import (
     BUILD_STATS,
     GAP_STATS,
     NO,
+    BookArrays,
     _better,
     _find,
     _insert_level,
@@ -113,7 +116,9 @@ from bot4.records import (
 __all__ = [
     "BUILD_STATS",
     "GAP_STATS",
+    "BookArrays",
     "BookBuilder",
+    "BuildState",
     "apply_event",
     "build_kernel",
     "order_side",
@@ -131,6 +136,22 @@ CFG_REFERENCE = 3  # 1: reference rows seed, slide in and resync
 NCFG = 4
 
 PREFETCH = 10  # messages ahead whose order-map and reference rows the kernel prefetches
+
+
+class BuildState(NamedTuple):
+    """:func:`build_kernel`'s state object: the book (:class:`BookArrays`) and what the
+    LOBSTER kernel keeps around it, per instrument (``BookBuilder.state()``). Owned by the
+    builder's one caller; rebuilt after the order map grows."""
+
+    book: BookArrays  # levels, counters, order map
+    cfg: np.ndarray  # int64[NCFG]: CFG_* settings
+    seeded: np.ndarray  # int64[books]: 1 once seeded from a reference row
+    stale: np.ndarray  # int64[books]: STALE_* bits
+    qpx: np.ndarray  # int64[books, 2]: last quote published (price; -1 = none)
+    qqty: np.ndarray  # int64[books, 2]: its size (-1 = none)
+    ppx: np.ndarray  # int64[books, 2, depth]: last BOOK_LEVEL published per position
+    pqty: np.ndarray  # int64[books, 2, depth]
+    pcnt: np.ndarray  # int64[books, 2, depth]
 
 
 # --- levels against a reference row (LOBSTER's orderbook file) ------------------------
@@ -223,9 +244,11 @@ def _matches(px, qty, n, window, i, ref, row):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _unapply(px, qty, cnt, n, stats, window, i, kind, side, p, q):
-    """Take one message back out of instrument ``i``'s book (the seed: row 1 is the book
-    *after* message 1)."""
+def _unapply(b, window, i, r):
+    """Take message ``r`` back out of instrument ``i``'s book ``b`` (the seed: row 1 is the
+    book *after* message 1)."""
+    kind, side, p, q = r.kind, r.side, r.price, r.qty
+    px, qty, cnt, n = b.px, b.qty, b.cnt, b.n
     if kind < MD_BOOK_ADD or kind > MD_BOOK_EXEC or (side != SIDE_BUY and side != SIDE_SELL):
         return
     s = BID if side == SIDE_BUY else ASK
@@ -240,14 +263,18 @@ def _unapply(px, qty, cnt, n, stats, window, i, kind, side, p, q):
     elif j >= 0:
         qty[i, s, j] += q
     else:
-        _insert_level(px, qty, cnt, n, stats, window, i, s, -j - 1, p, q, 1)
+        _insert_level(b, window, i, s, -j - 1, p, q, 1)
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _publish(r, i, flags, px, qty, cnt, n, depth, qpx, qqty, ppx, pqty, pcnt, out, nm, lv, nl,
-             parent):  # fmt: skip
-    """Quotes (into ``out`` from ``nm``) and levels (into ``lv`` from ``nl``) that differ
-    from what was last published; returns the new (nm, nl)."""
+def _publish(st, r, flags, out, nm, lv, nl, parent):
+    """Quotes (into ``out`` from ``nm``) and levels (into ``lv`` from ``nl``) of message
+    ``r``'s instrument that differ from what was last published (``st``: the
+    :class:`BuildState`); returns the new (nm, nl)."""
+    i = np.int64(r.instrument)
+    px, qty, cnt, n = st.book.px, st.book.qty, st.book.cnt, st.book.n
+    qpx, qqty, ppx, pqty, pcnt = st.qpx, st.qqty, st.ppx, st.pqty, st.pcnt
+    depth = st.cfg[CFG_DEPTH]
     for s in (ASK, BID):
         have = n[i, s] > 0
         p = px[i, s, 0] if have else 0
@@ -298,12 +325,10 @@ def _publish(r, i, flags, px, qty, cnt, n, depth, qpx, qqty, ppx, pqty, pcnt, ou
 
 
 @njit(nogil=True, cache=True)
-def build_kernel(
-    msgs, start, ref, cfg, px, qty, cnt, n, seeded, stale, qpx, qqty, ppx, pqty, pcnt,
-    otab, live, stats, out, counts, lv,
-):  # fmt: skip
-    """Apply ``msgs[start:]`` in order, writing what is published to ``out`` (MARKET_DATA)
-    and ``lv`` (BOOK_LEVEL) from ``counts[0]`` / ``counts[1]`` on (advanced).
+def build_kernel(msgs, start, ref, st, out, counts, lv):
+    """Apply ``msgs[start:]`` in order to the books of ``st`` (:class:`BuildState`),
+    writing what is published to ``out`` (MARKET_DATA) and ``lv`` (BOOK_LEVEL) from
+    ``counts[0]`` / ``counts[1]`` on (advanced).
 
     ``ref``: int64 (rows, 4 x levels) reference rows, record ``r`` -> row ``r.seq - 1``
     (0 rows: none). A BOOK_LEVEL's ``parent_seq`` is the index in ``out`` of the event it
@@ -313,12 +338,17 @@ def build_kernel(
     """
     # borrowed views (bot4.nbkit.borrow): the helpers below take these arrays once per
     # message, and counting their references was ~20 % of the kernel's time
-    msgs, ref, px, qty, cnt, n = (unowned(msgs), unowned(ref), unowned(px), unowned(qty),
-                                  unowned(cnt), unowned(n))  # fmt: skip
-    seeded, stale, qpx, qqty = unowned(seeded), unowned(stale), unowned(qpx), unowned(qqty)
-    ppx, pqty, pcnt, otab = unowned(ppx), unowned(pqty), unowned(pcnt), unowned(otab)
-    live, stats, out, counts = unowned(live), unowned(stats), unowned(out), unowned(counts)
-    lv = unowned(lv)
+    msgs, ref, out, counts, lv = (
+        unowned(msgs),
+        unowned(ref),
+        unowned(out),
+        unowned(counts),
+        unowned(lv),
+    )
+    st = unowned(st)
+    b = st.book
+    px, qty, cnt, n, stats, otab, live = b.px, b.qty, b.cnt, b.n, b.stats, b.otab, b.live
+    cfg, seeded, stale = st.cfg, st.seeded, st.stale
     window = cfg[CFG_WINDOW]
     depth = cfg[CFG_DEPTH]
     check = cfg[CFG_CHECK] != 0
@@ -372,8 +402,8 @@ def build_kernel(
         if has_row and seeded[i] == 0:
             seeded[i] = 1
             stats[B_SEEDED] += _seed(px, qty, cnt, n, window, i, ref, row)
-            _unapply(px, qty, cnt, n, stats, window, i, r.kind, r.side, r.price, r.qty)
-        gap = apply_event(px, qty, cnt, n, stats, window, otab, live, i, r)
+            _unapply(b, window, i, r)
+        gap = apply_event(b, window, i, r)
         if has_row:
             stats[B_SLIDE_IN] += _slide_in(px, qty, cnt, n, window, i, ref, row)
             if check:
@@ -398,8 +428,7 @@ def build_kernel(
             stats[B_STALE_MESSAGES] += 1
             flags |= MDF_BOOK_STALE
         else:
-            nm, nl = _publish(r, i, flags, px, qty, cnt, n, depth, qpx, qqty, ppx, pqty, pcnt,
-                              out, nm, lv, nl, ev)  # fmt: skip
+            nm, nl = _publish(st, r, flags, out, nm, lv, nl, ev)
         for k in range(ev, nm):
             out[k].flags = flags
         if r.flags & MDF_LAST_IN_BATCH:
@@ -496,6 +525,16 @@ class BookBuilder:
             self._alloc_orders(2 * old.shape[0])
             map_rehash(old, self.otab)
 
+    def arrays(self) -> BookArrays:
+        """The book step's state object over this builder's arrays (the order map as it is
+        now: build it again after :meth:`reserve` grew it)."""
+        return BookArrays(self.px, self.qty, self.cnt, self.n, self.stats, self.otab, self.live)
+
+    def state(self) -> BuildState:
+        """:func:`build_kernel`'s state object (as :meth:`arrays`, rebuilt after growth)."""
+        return BuildState(self.arrays(), self.cfg, self.seeded, self.stale, self.qpx, self.qqty,
+                          self.ppx, self.pqty, self.pcnt)  # fmt: skip
+
     @property
     def window(self) -> int:
         return int(self.cfg[CFG_WINDOW])
@@ -529,11 +568,7 @@ class BookBuilder:
         counts = np.zeros(2, np.int64)
         m = 0
         while True:
-            m = build_kernel(
-                msgs, m, ref, self.cfg, self.px, self.qty, self.cnt, self.n, self.seeded,
-                self.stale, self.qpx, self.qqty, self.ppx, self.pqty, self.pcnt, self.otab,
-                self.live, self.stats, out, counts, lv,
-            )  # fmt: skip
+            m = build_kernel(msgs, m, ref, self.state(), out, counts, lv)
             if m >= len(msgs):
                 break
             if counts[1] + 2 * self.depth > len(lv):

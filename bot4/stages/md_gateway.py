@@ -172,11 +172,10 @@ class MdGatewayStage(Stage):
         self.sym_ids = np.array(ids, np.int64)
         cap = int(p.get("store", 1 << 16))
         # the message store (bot4.gateways.mold.MoldStore), once; its arrays by name for
-        # the decoder and the store's other kernels, the plain tuple for the ingest kernel
+        # the store's slot kernels, the plain tuple for the ingest kernel and the decoder
         self.store = mold.new_store(cap)
         self.store_t = tuple(self.store)
-        self.msgs, self.lens, self.seqs = self.store.msgs, self.store.lens, self.store.seqs
-        self.recvs, self.have = self.store.recvs, self.store.have
+        self.seqs, self.have = self.store.seqs, self.store.have
         self.cap = cap
         # the md stage's book implementation (bot4.marketdata.builder); the order map starts
         # small enough to stay in cache (its lookups are the decoder's main cost) and is
@@ -187,6 +186,7 @@ class MdGatewayStage(Stage):
         self.dstats = np.zeros(len(itch.DECODER_STATS), np.int64)
         self.ingest = self.store.res
         self.scratch = itch.decode_scratch(4096)
+        self.dec = self.dec_otab = None  # the decoder's state (itch.ItchDecoder, a plain tuple)
         self.rerequest_ns = int(float(p.get("rerequest_ms", 20)) * 1e6)
         self.max_request = int(p.get("max_request", 2000))
         self.next_seq_in = 1  # the next sequence the duty cycle consumes (store window base)
@@ -222,13 +222,15 @@ class MdGatewayStage(Stage):
     def _decode(self, start: int, count: int, out: np.ndarray, seq0: int, emit: bool) -> int:
         b = self.book
         b.reserve(count)  # at most one add per message
+        if self.dec is None or self.dec_otab is not b.otab:  # built again once the map grew
+            self.dec_otab = b.otab
+            self.dec = itch.decoder_state(self.locate_map, self.sym_keys, self.sym_ids,
+                                          self.last_q, self.dstats, b)  # fmt: skip
         return int(
             itch.itch_decode_kernel(
-                self.msgs, self.lens, self.seqs, self.recvs, start, count, self.day_ns, out,
-                seq0, self.locate_map, self.sym_keys, self.sym_ids, b.px, b.qty, b.cnt, b.n,
-                b.stats, self.last_q, b.otab, b.live, self.dstats, emit,
-            )
-        )  # fmt: skip
+                self.store_t, start, count, self.day_ns, out, seq0, self.dec, emit
+            )  # fmt: skip
+        )
 
     # -- network (event loop) ---------------------------------------------------------------
     def bind(self, runner, waker) -> None:

@@ -127,11 +127,9 @@ class _Store:
         out = itch.decode_scratch(count)
         b = self.book
         b.reserve(count)
-        n = itch.itch_decode_kernel(
-            self.msgs, self.lens, self.seqs, self.recvs, self.next, count, 1_000, out, 100,
-            self.locate, np.array([itch.stock_key("AMZN")], np.uint64), np.array([2], np.int64),
-            b.px, b.qty, b.cnt, b.n, b.stats, self.last_q, b.otab, b.live, self.stats, True,
-        )  # fmt: skip
+        dec = itch.ItchDecoder(self.locate, np.array([itch.stock_key("AMZN")], np.uint64),
+                               np.array([2], np.int64), self.last_q, self.stats, b.arrays())  # fmt: skip
+        n = itch.itch_decode_kernel(self.store, self.next, count, 1_000, out, 100, dec, True)
         mold.mold_release_kernel(self.have, self.next, count)
         self.next += count
         return out[:n]
