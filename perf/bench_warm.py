@@ -78,6 +78,9 @@ def _cpu_children() -> float:
 def _env(src: Path, cache: Path, data: Path) -> dict:
     return dict(
         os.environ,
+        # each warm worker's compiles, one JSON line each (bot4/warm/runner.py, _Trace):
+        # read by _profile() (older trees ignore it)
+        BOT4_WARM_PROFILE=str(cache.parent / "profile"),
         PYTHONPATH=str(src),
         NUMBA_CACHE_DIR=str(cache),
         BOT4_DATA_DIR=str(data),
@@ -119,6 +122,41 @@ def _job_seconds(stderr: str) -> dict[str, float]:
     return {m[1]: float(m[2]) for m in map(done.search, stderr.splitlines()) if m}
 
 
+def _profile(d: Path, top: int = 12) -> dict:
+    """What ``BOT4_WARM_PROFILE`` recorded in ``d``: compile seconds (exclusive of callees'
+    compiles, wall and CPU) in all, per job, the ``top`` kernels, and the compiles of one
+    kernel and argument types done by more than one worker (work done twice)."""
+    from collections import defaultdict
+
+    rows = []
+    for f in sorted(d.glob("worker-*.jsonl")):
+        for line in f.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                rows.append({**json.loads(line), "worker": f.stem})
+    if not rows:
+        return {}
+    per_job, per_kernel, who = defaultdict(float), defaultdict(float), defaultdict(set)
+    for r in rows:
+        per_job[r["job"]] += r["cpu_s"]
+        per_kernel[r["kernel"]] += r["cpu_s"]
+        who[(r["kernel"], r["args"])].add(r["worker"])
+    twice = {k: r for k, r in who.items() if len(r) > 1}
+    twice_s = sum(r["cpu_s"] for r in rows if (r["kernel"], r["args"]) in twice)
+    return {
+        "compiles": len(rows),
+        "compile_cpu_s": round(sum(r["cpu_s"] for r in rows), 1),
+        "compile_wall_s": round(sum(r["wall_s"] for r in rows), 1),
+        "per_job_cpu_s": {
+            k: round(v, 1) for k, v in sorted(per_job.items(), key=lambda kv: -kv[1])
+        },
+        "top_kernels_cpu_s": {
+            k: round(v, 2) for k, v in sorted(per_kernel.items(), key=lambda kv: -kv[1])[:top]
+        },
+        "compiled_in_two_workers": len(twice),
+        "compiled_in_two_workers_cpu_s": round(twice_s, 1),
+    }
+
+
 def _compare(args, work: Path, j: list[str]) -> list[dict]:
     """``bot4 warm`` (the default topology, every CPU) of ``--rev`` and ``--compare``
     alternately from empty caches: rows, then the ratio of each back-to-back pair."""
@@ -136,6 +174,9 @@ def _compare(args, work: Path, j: list[str]) -> list[dict]:
             row = _timed([py, "-m", "bot4.cli", "warm", *j], env, f"{side} {rev}", 1800)
             row["jobs"] = _job_seconds((d / "stderr.txt").read_text())
             print(json.dumps({"run": row["run"], "job_s": row["jobs"]}), flush=True)
+            prof = _profile(d / "profile")
+            if prof:
+                print(json.dumps({"run": row["run"], "profile": prof}), flush=True)
             rows.append(row)
             pair[side] = row
         ratio = pair["old"]["wall_s"] / max(pair["new"]["wall_s"], 1e-9)
@@ -292,6 +333,9 @@ def main() -> int:
                 argv = [py, "-m", "bot4.cli", "warm", *j]
                 argv += {"serial": ["-j", "1"], "all": ["--all"]}.get(what, [])
             rows.append(_timed(argv, env, what, timeout=1800))
+            prof = _profile(d / "profile")
+            if prof:
+                print(json.dumps({"run": what, "profile": prof}), flush=True)
         if "startup" in runs:
             d = work / "after"
             env = _env(d / "src", d / "cache", d / "data")

@@ -61,6 +61,7 @@ def _job_stage(kind: str, ins: tuple, outs: tuple, only: tuple | None, params: t
         st.pending(0)
         st.emit(views, counts, seq)
         st.on_drain()
+    st.summary()  # what the stage logs as it stops (risk: daily_loss, compiled there before)
     return 1
 
 

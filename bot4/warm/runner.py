@@ -50,6 +50,7 @@ def _worker(wid: int, tasks, events, parent: int = 0) -> None:
     logging.disable(logging.CRITICAL)
     depth = [0]
     compiled = [0]  # outermost compiles (cache misses) during the current job
+    trace = _Trace(wid)
 
     class _Compiling(event.Listener):
         def on_start(self, ev) -> None:
@@ -57,9 +58,11 @@ def _worker(wid: int, tasks, events, parent: int = 0) -> None:
                 compiled[0] += 1
                 events.put(("kernel", wid, nbcache.compiled_name(ev.data["dispatcher"])))
             depth[0] += 1
+            trace.start(ev)
 
         def on_end(self, ev) -> None:
             depth[0] -= 1
+            trace.end(ev)
 
     event.register("numba:compile", _Compiling())
     while True:
@@ -67,6 +70,7 @@ def _worker(wid: int, tasks, events, parent: int = 0) -> None:
         if job is None:
             return
         events.put(("start", wid, job.name))
+        trace.job = job.name
         t0 = time.monotonic()
         compiled[0] = 0
         try:
@@ -77,6 +81,50 @@ def _worker(wid: int, tasks, events, parent: int = 0) -> None:
             text = str(exc).strip()
             msg = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
             events.put(("done", wid, job.name, 0, time.monotonic() - t0, msg, compiled[0]))
+
+
+class _Trace:
+    """Each compile's exclusive seconds (wall and this process's CPU, its callees'
+    compiles subtracted), one JSON line per compile in ``$BOT4_WARM_PROFILE/worker-N.jsonl``
+    when that variable names a directory (``perf/bench_warm.py --profile``); otherwise
+    nothing is measured."""
+
+    def __init__(self, wid: int) -> None:
+        where = os.environ.get("BOT4_WARM_PROFILE")
+        self.out = None
+        self.job = ""
+        self.stack: list[list] = []
+        if where:
+            with contextlib.suppress(OSError):
+                os.makedirs(where, exist_ok=True)
+                self.out = open(os.path.join(where, f"worker-{wid}-{os.getpid()}.jsonl"), "a")  # noqa: SIM115
+
+    def start(self, ev) -> None:
+        if self.out is not None:
+            self.stack.append([time.perf_counter(), time.process_time(), 0.0, 0.0])
+
+    def end(self, ev) -> None:
+        if self.out is None or not self.stack:
+            return
+        import json
+
+        from bot4 import nbcache
+
+        t0, c0, child_t, child_c = self.stack.pop()
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
+        if self.stack:
+            self.stack[-1][2] += dt
+            self.stack[-1][3] += dc
+        row = {
+            "job": self.job,
+            "kernel": nbcache.compiled_name(ev.data["dispatcher"]),
+            "args": str(ev.data.get("args"))[:400],
+            "wall_s": round(dt - child_t, 3),
+            "cpu_s": round(dc - child_c, 3),
+            "depth": len(self.stack),
+        }
+        self.out.write(json.dumps(row) + "\n")
+        self.out.flush()
 
 
 class WarmReport:

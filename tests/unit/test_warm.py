@@ -199,3 +199,85 @@ def test_a_sigterm_to_a_compiling_warm_takes_its_workers_with_it(tmp_path):
         for c in seen:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(c, signal.SIGKILL)
+
+
+def test_progress_says_what_compiles_how_many_are_left_and_the_time_so_far():
+    """The plain progress lines (stderr not a terminal, a supervisor's log) and the line
+    redrawn in place on a terminal: the job done, jobs done and left, seconds elapsed,
+    and what each worker is compiling (job and kernel)."""
+    import io
+    import re
+
+    plain = io.StringIO()
+    p = warm.Progress(3, stream=plain, live=False)
+    p.event(("start", 0, "stage orders"))
+    p.event(("start", 1, "stage venue setup"))
+    p.event(("kernel", 0, "bot4.oms.from_risk.orders_kernel"))
+    p.event(("done", 1, "stage venue setup", 1, 2.5, None, 4))
+    p.event(("done", 0, "stage orders", 1, 9.0, "RuntimeError: boom", 1))
+    lines = plain.getvalue().splitlines()
+    assert re.fullmatch(
+        r"bot4: warm: \[1/3 done, 2 left, \d+ s\] stage venue setup: 2\.5 s "
+        r"\(compiling: stage orders\)",
+        lines[0],
+    ), lines
+    assert lines[1] == "bot4: warm: stage orders: failed: RuntimeError: boom", lines
+    live = io.StringIO()
+    p = warm.Progress(4, stream=live, live=True)
+    p.event(("start", 0, "hot path group cycle"))
+    p.event(("kernel", 0, "bot4.stages.hotloop.hot_cycle"))
+    p.draw(force=True)
+    last = live.getvalue().split("\r\033[K")[-1]
+    assert re.fullmatch(
+        r"bot4: warm \[\.{20}\] 0/4 done, 4 left, \d+ s \| hot path group cycle: hot_cycle",
+        last,
+    ), last
+    p.close()
+    assert live.getvalue().endswith("\r\033[K")  # the line is cleared at the end
+
+
+def test_a_stage_job_runs_what_the_stage_runs_as_it_stops(monkeypatch):
+    """A stage's warm job ends with its ``summary`` (logged as the stage stops): risk's
+    calls ``daily_loss`` (through ``daily_pnl``), which the first default run after a
+    warm compiled there."""
+    from bot4.risk.book import RiskBook
+    from bot4.warm import recipes
+
+    called = []
+    orig = RiskBook.daily_pnl
+    monkeypatch.setattr(RiskBook, "daily_pnl", lambda self: called.append(1) or orig(self))
+    ins, outs = ("ORDER_INTENT", "EXEC_REPORT", "MARKET_DATA"), ("ORDER", "RISK_DECISION")
+    assert recipes._job_stage("risk", ins, outs, None, (("shared", False),)) == 1
+    assert called == [1]
+
+
+@pytest.mark.timeout(300)
+def test_bot4_warm_profile_has_each_compile_with_its_own_seconds(tmp_path, monkeypatch):
+    """``BOT4_WARM_PROFILE``: every worker writes one JSON line per compile (job, kernel,
+    argument types, wall and CPU seconds without its callees' compiles, nesting depth);
+    a second run finds the cache warm and compiles, so writes, nothing."""
+    import json
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
+    monkeypatch.setenv("BOT4_WARM_PROFILE", str(tmp_path / "prof"))
+    job = warm.Job("latency histogram", "_job_histogram", (), 0.5)
+    rep = warm.run_jobs([job], 1)
+    assert rep.failed == {} and rep.compiled >= 2, vars(rep)
+    rows = [
+        json.loads(ln)
+        for f in (tmp_path / "prof").glob("worker-0-*.jsonl")
+        for ln in f.read_text().splitlines()
+    ]
+    kernels = {r["kernel"] for r in rows}
+    assert {"bot4.shm.histogram.record_many", "bot4.shm.histogram.record_many_latency"} <= kernels
+    for r in rows:
+        assert r["job"] == "latency histogram" and r["cpu_s"] >= 0 and r["wall_s"] >= 0
+        assert r["depth"] >= 0 and r["args"]
+    assert any(r["depth"] > 0 for r in rows)  # callees' compiles are lines of their own
+    n = len(rows)
+    rep = warm.run_jobs([job], 1)
+    assert rep.failed == {} and rep.compiled == 0
+    after = sum(
+        len(f.read_text().splitlines()) for f in (tmp_path / "prof").glob("worker-0-*.jsonl")
+    )
+    assert after == n
