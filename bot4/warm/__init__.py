@@ -6,7 +6,7 @@ kernels at the same moment (seconds to minutes each, on every core). ``bot4 warm
 :func:`ensure_warm`) runs each kernel once on small inputs of every record type it handles.
 
 Work is cut into **jobs**, one per distinct stage (kind and ring types) of the topology,
-one for the ring operations of its ring types, and a few for what only tools use (the
+one for the ring operations its stage loops call, and a few for what only tools use (the
 replay engine, the LOBSTER readers, the latency histogram): :func:`jobs_for` (a topology)
 and :func:`all_jobs` (every kind and record type, for CI and tools). A stage kind that
 is slow to compile and has several inputs (the venue) is split into one job per input,

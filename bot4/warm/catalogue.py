@@ -87,7 +87,7 @@ def _stage_jobs(
 
 def jobs_for(topology) -> list[Job]:
     """What the stage processes of ``topology`` run: each distinct stage (kind, input and
-    output record types), the ring operations of its ring types, the depth kernels if a
+    output record types), the ring operations its stage loops call, the depth kernels if a
     ring carries BOOK_LEVEL records, the LOBSTER/file readers if a market data stage reads
     recorded data. Longest first."""
     jobs: list[Job] = []
@@ -118,15 +118,8 @@ def jobs_for(topology) -> list[Job]:
             after = tuple(j.name for j in stage_jobs if j.args[0] in kinds)
             jobs.append(_hot_path_job(wiring, after))
     types = sorted({r.type for r in topology.rings})
-    if types:
-        jobs.append(
-            Job(
-                f"ring operations ({len(types)} types)",
-                "_job_rings",
-                tuple(types),
-                1.0 * len(types),
-            )
-        )
+    if types:  # the stage loops' operations: on the header words, whatever the type
+        jobs.append(Job("ring operations", "_job_ring_loop", (), 2.0))
     if "BOOK_LEVEL" in types:
         jobs.append(Job("depth kernels", "_job_depth", (), 1.0))
     return _longest_first(jobs)

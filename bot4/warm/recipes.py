@@ -66,7 +66,23 @@ def _job_stage(kind: str, ins: tuple, outs: tuple, only: tuple | None, params: t
 
 
 def _job_rings(*types: str) -> int:
-    """Every ring operation a stage loop calls, on a real 8-slot ring of each type."""
+    """Every ring operation, on a real 8-slot ring of each type: what a stage loop calls
+    (:func:`_job_ring_loop`) and the Python API's single-record ``try_push`` /
+    ``push_wait`` / ``try_pop``, compiled once per record type (tests and tools use them;
+    no stage of a topology does: ``bot4 warm --all`` only)."""
+    return _rings(types, single=True)
+
+
+def _job_ring_loop() -> int:
+    """The ring operations a topology's stage processes call (``bot4.stages.loop``'s
+    ``_prime``, ``Producer`` / ``Consumer``, the beats, the multi-input park): all on the
+    header words, one signature whatever the record type, so on one ring. A default
+    ``bot4 run`` loads these and no record-typed one (checked with strace on its
+    cache files, docs/compile.md)."""
+    return _rings(("MARKET_DATA",), single=False)
+
+
+def _rings(types, single: bool) -> int:
     from bot4.shm import Consumer, Producer, Segment, create_ring, segment_name
     from bot4.shm import ring_ops as ops
     from bot4.shm.multipark import announce_park, end_park
@@ -81,11 +97,13 @@ def _job_rings(*types: str) -> int:
         create_ring(name, dt, 8, wait=WAIT_SPIN_PARK)
         try:
             with Producer(name, dt) as p, Consumer(name, dt) as c:
-                rec = np.zeros((), dt)[()]
-                ops.try_push(p.hdr, p.slots, rec)
-                ops.push_wait(p.hdr, p.slots, rec, 1000)
-                out = np.zeros(1, dt)
-                ops.try_pop(c.hdr, c.slots, out, 0)
+                if single:
+                    rec = np.zeros((), dt)[()]
+                    ops.try_push(p.hdr, p.slots, rec)
+                    ops.push_wait(p.hdr, p.slots, rec, 1000)
+                    out = np.zeros(1, dt)
+                    ops.try_pop(c.hdr, c.slots, out, 0)
+                    n += 3
                 ops.wait_peek(c.hdr, 1, 1000)
                 ops.wait_claim(p.hdr, 1, 1000)
                 ops.producer_room(p.hdr, 2)
@@ -99,7 +117,7 @@ def _job_rings(*types: str) -> int:
                 c.beat()
                 announce_park(c.hdr, np.uint64(0))  # a stage parking on several inputs
                 end_park(c.hdr)
-                n += 14
+                n += 11
         finally:
             Segment.unlink(name)
     return n

@@ -96,7 +96,7 @@ def test_first_run_on_an_empty_cache_compiles_once_before_the_stages_start(tmp_p
         from bot4 import warm
         from bot4.pipeline.topology import load_topology
         jobs = warm.jobs_for(load_topology({str(topo)!r}))
-        rings = [j for j in jobs if j.fn == "_job_rings"][0]
+        rings = [j for j in jobs if j.fn == "_job_ring_loop"][0]
         p = warm.manifest._manifest_path(rings)
         m = json.loads(p.read_text())
         m["modules"]["bot4.shm.ring_ops"] += "0"  # as if ring_ops' key had changed
@@ -108,4 +108,4 @@ def test_first_run_on_an_empty_cache_compiles_once_before_the_stages_start(tmp_p
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == [j.name for j in jobs if j.fn == "_job_rings"]
+    assert json.loads(out.stdout) == [j.name for j in jobs if j.fn == "_job_ring_loop"]
