@@ -11,7 +11,9 @@
 * :mod:`~bot4.nbkit.borrow` — ``unowned``: an array view whose references numba does not
   count (an entry kernel's arrays handed to inlined helpers in a per-record loop);
 * :mod:`~bot4.nbkit.prefetch` — ``prefetch``: a software prefetch hint of one array row
-  (an order map's home row a few records ahead).
+  (an order map's home row a few records ahead);
+* :mod:`~bot4.nbkit.inner` — ``inner``: ``@njit(cache=True)`` for a helper only kernels
+  call, without numba's CPython wrapper (less to compile; a call from Python raises).
 
 Layering: imports numpy, numba and :mod:`bot4.records` only; every package above may use
 it, :mod:`bot4.shm` included (its layer sits between shm and records). Nothing here allocates after setup or holds state of its own.
