@@ -1,0 +1,210 @@
+"""Same-process A/B of two source trees' book builder and ITCH decoder (issue 13), both loaded
+modules of their own (neither is the installed package), rounds interleaved, A/B order
+alternating each round; medians of CPU time (thread_time); outputs asserted identical."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from bot4.gateways import mold
+from bot4.gateways.feed import lobster_to_itch
+from bot4.marketdata.lobster import find_pairs, read_pair
+from bot4.records import BOOK_LEVEL, MARKET_DATA
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lobster-2012-06-21"
+AMZN = str(DATA / "amzn_level1")
+
+
+def load(root: Path, tmp: Path, tag: str):
+    srcs = {
+        n: (root / p).read_text()
+        for n, p in (
+            ("book_step", "bot4/marketdata/book_step.py"),
+            ("builder", "bot4/marketdata/builder.py"),
+            ("itch", "bot4/gateways/itch.py"),
+        )
+    }
+    for n in ("builder", "itch"):
+        srcs[n] = srcs[n].replace(
+            "from bot4.marketdata.book_step import", f"from book_step_{tag} import"
+        )
+    srcs["itch"] = srcs["itch"].replace(
+        "from bot4.marketdata.builder import", f"from builder_{tag} import"
+    )
+    mods = {}
+    for n in ("book_step", "builder", "itch"):
+        p = tmp / f"{n}_{tag}.py"
+        p.write_text(srcs[n])
+        spec = importlib.util.spec_from_file_location(f"{n}_{tag}", p)
+        m = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = m
+        spec.loader.exec_module(m)
+        mods[n] = m
+    return mods
+
+
+def book_run(mods, rec, book, n_inst, window, depth, check):
+    B = mods["builder"]
+    b = B.BookBuilder(n_inst, window, depth, check=check)
+    out = np.zeros(4 * len(rec) + 8, MARKET_DATA)
+    lv = np.zeros(max(8, 2 * depth * len(rec) + 8), BOOK_LEVEL)
+    counts = np.zeros(2, np.int64)
+    t = time.thread_time()
+    done = 0
+    while True:
+        if hasattr(B, "BuildState"):
+            done = B.build_kernel(rec, done, book, b.state(), out, counts, lv)
+        else:
+            done = B.build_kernel(
+                rec,
+                done,
+                book,
+                b.cfg,
+                b.px,
+                b.qty,
+                b.cnt,
+                b.n,
+                b.seeded,
+                b.stale,
+                b.qpx,
+                b.qqty,
+                b.ppx,
+                b.pqty,
+                b.pcnt,
+                b.otab,
+                b.live,
+                b.stats,
+                out,
+                counts,
+                lv,
+            )
+        if done == len(rec):
+            break
+        b.reserve(1)
+    dt = time.thread_time() - t
+    return dt, (out[: counts[0]].tobytes(), lv[: counts[1]].tobytes(), b.stats.tolist())
+
+
+def itch_run(mods, store, n, out):
+    im = mods["itch"]
+    b, lq = im.new_books(5, 1024, 1 << 17)
+    lm = np.zeros(1 << 16, np.int64)
+    lm[1] = 2
+    ds = np.zeros(8, np.int64)
+    keys, ids = np.zeros(1, np.uint64), np.zeros(1, np.int64)
+    t = time.thread_time()
+    if hasattr(im, "ItchDecoder"):
+        k = im.itch_decode_kernel(
+            tuple(store), 1, n, 0, out, 1, im.decoder_state(lm, keys, ids, lq, ds, b), True
+        )
+    else:
+        k = im.itch_decode_kernel(
+            store.msgs,
+            store.lens,
+            store.seqs,
+            store.recvs,
+            1,
+            n,
+            0,
+            out,
+            1,
+            lm,
+            keys,
+            ids,
+            b.px,
+            b.qty,
+            b.cnt,
+            b.n,
+            b.stats,
+            lq,
+            b.otab,
+            b.live,
+            ds,
+            True,
+        )
+    dt = time.thread_time() - t
+    return dt, (
+        out[:k].tobytes(),
+        ds.tolist(),
+        b.px.tobytes(),
+        b.n.tobytes(),
+        b.stats.tolist(),
+        lq.tobytes(),
+    )
+
+
+def ab(label, n, fa, fb, rounds):
+    ta, tb, want = [], [], None
+    for r in range(rounds):
+        for name in ("A", "B") if r % 2 == 0 else ("B", "A"):
+            dt, got = (fa if name == "A" else fb)()
+            (ta if name == "A" else tb).append(dt)
+            want = got if want is None else want
+            assert got == want, f"{label}: {name} output differs"
+    a, b = statistics.median(ta), statistics.median(tb)
+    print(
+        f"{label:<22} A {n / a / 1e6:7.2f} M/s  B {n / b / 1e6:7.2f} M/s  B/A speed {a / b:.2f}x  "
+        f"(median of {rounds}; outputs identical)",
+        flush=True,
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--a", required=True)
+    ap.add_argument("--b", required=True)
+    ap.add_argument("--rounds", type=int, default=7)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        A = load(Path(args.a), Path(tmp), "a")
+        B = load(Path(args.b), Path(tmp), "b")
+        feed = lobster_to_itch([AMZN])
+        n = feed.messages
+        store = mold.new_store(1 << 17)
+        for s0, p in mold.packets(b"X         ", 1, feed.buf, feed.offsets, 0, n):
+            body = np.frombuffer(p, np.uint8, offset=mold.HEADER_BYTES)
+            mold.mold_ingest_kernel(body, s0, int.from_bytes(p[18:20], "big"), store, 1, 0)
+        out = np.zeros(4 * n, MARKET_DATA)
+        for m in (A, B):
+            itch_run(m, store, 100, out)
+        ab(
+            "itch decode AMZN-1",
+            n,
+            lambda: itch_run(A, store, n, out),
+            lambda: itch_run(B, store, n, out),
+            args.rounds,
+        )
+        names = [
+            "GOOG_2012-06-21_34200000_57600000_message_10",
+            "AMZN_2012-06-21_34200000_57600000_message_5",
+        ]
+        for pair in [
+            p for p in find_pairs(DATA, recursive=True) if p.message.filename[:-4] in names
+        ]:
+            rec, book, _ = read_pair(pair)
+            w = pair.levels
+            ni = int(rec["instrument"].max()) + 1
+            for m in (A, B):
+                book_run(m, rec[:100], book, ni, w, w, True)
+            for label, depth, check in (("kernel", 0, False), ("depth+check", w, True)):
+                ab(
+                    f"book {pair.ticker}-{w} {label}",
+                    len(rec),
+                    partial(book_run, A, rec, book, ni, w, depth, check),
+                    partial(book_run, B, rec, book, ni, w, depth, check),
+                    args.rounds,
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
