@@ -159,9 +159,7 @@ def series_features(r_bp, st, g, cfg, X, inst):
             px *= np.exp(r_bp[i - 1] / 1e4)
         st[inst, S.S_ASK] = px * (1.0 + 1e-7)
         st[inst, S.S_ASKQ] = 1.0
-        if S.update_features(
-            st, g, inst, px * (1.0 - 1e-7), 1.0, 1, cfg[0], cfg[1], cfg[2], cfg[3], x
-        ):
+        if S.update_features(st, g, inst, px * (1.0 - 1e-7), 1.0, 1, cfg, x):
             X[n, :] = x
             n += 1
     return n

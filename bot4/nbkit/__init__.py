@@ -7,7 +7,7 @@
   deletion);
 * :mod:`~bot4.nbkit.sat` — saturating int64 arithmetic (money that must not wrap);
 * :mod:`~bot4.nbkit.stamps` — ``copy_stamps``: a derived record takes the ``ts_*_ns``
-  stamps of the record it came from;
+  stamps of the record it came from; ``copy_terms``: an order's terms likewise;
 * :mod:`~bot4.nbkit.borrow` — ``unowned``: an array view whose references numba does not
   count (an entry kernel's arrays handed to inlined helpers in a per-record loop);
 * :mod:`~bot4.nbkit.prefetch` — ``prefetch``: a software prefetch hint of one array row
@@ -23,7 +23,7 @@ from bot4.nbkit.borrow import unowned
 from bot4.nbkit.hash import splitmix64
 from bot4.nbkit.prefetch import prefetch
 from bot4.nbkit.sat import add_sat, mul_sat
-from bot4.nbkit.stamps import STAMP_FIELDS, copy_stamps
+from bot4.nbkit.stamps import STAMP_FIELDS, TERM_FIELDS, copy_stamps, copy_terms
 from bot4.nbkit.u64map import (
     map_capacity_for,
     map_delete,
@@ -36,8 +36,10 @@ from bot4.nbkit.u64map import (
 
 __all__ = [
     "STAMP_FIELDS",
+    "TERM_FIELDS",
     "add_sat",
     "copy_stamps",
+    "copy_terms",
     "map_capacity_for",
     "map_delete",
     "map_find",

@@ -11,6 +11,11 @@ derived record numbers itself, a passed-through one keeps both.
 
 The caller stamps after the copy: a field both records have but the derived one owns
 (an EXEC_REPORT's ``ts_order_ns`` made from an ORDER that had none yet) is overwritten.
+
+``copy_terms(dst, src)`` is the same copy for an order's terms (``TERM_FIELDS``: quantity,
+prices, instrument, strategy, side, type, time in force), the fields an ORDER takes from
+its intent, the OMS's book slot from risk's ORDER and a venue message from the slot; a
+caller that changes one (the slot's ``qty`` after the client guard) sets it after.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from numba.extending import overload
 
 from bot4.records import RECORD_TYPES
 
-__all__ = ["STAMP_FIELDS", "copy_stamps", "stamp_fields"]
+__all__ = ["STAMP_FIELDS", "TERM_FIELDS", "copy_stamps", "copy_terms", "stamp_fields"]
 
 #: every stamp field a record type declares, in declaration order
 STAMP_FIELDS: tuple[str, ...] = tuple(
@@ -33,9 +38,20 @@ STAMP_FIELDS: tuple[str, ...] = tuple(
 )
 
 
+#: an order's terms, as ORDER_INTENT, ORDER and the OMS's book slot name them
+TERM_FIELDS: tuple[str, ...] = (
+    "qty", "limit_price", "price", "stop_price", "instrument", "strategy", "side", "order_type",
+    "tif",
+)  # fmt: skip
+
+
+def _shared(fields, dst_names, src_names) -> tuple[str, ...]:
+    return tuple(f for f in fields if f in dst_names and f in src_names)
+
+
 def stamp_fields(dst_names, src_names) -> tuple[str, ...]:
     """The stamps ``copy_stamps`` copies between records with these field names."""
-    return tuple(f for f in STAMP_FIELDS if f in dst_names and f in src_names)
+    return _shared(STAMP_FIELDS, dst_names, src_names)
 
 
 def copy_stamps(dst, src) -> None:
@@ -45,12 +61,29 @@ def copy_stamps(dst, src) -> None:
         dst[f] = src[f]
 
 
-@overload(copy_stamps, inline="always")
-def _copy_stamps_overload(dst, src):
+def copy_terms(dst, src) -> None:
+    """Copy the order terms (``TERM_FIELDS``) ``dst`` and ``src`` share (numpy record
+    scalars here; inside a kernel the compiled overload below)."""
+    for f in _shared(TERM_FIELDS, dst.dtype.names, src.dtype.names):
+        dst[f] = src[f]
+
+
+def _copier(fields, dst, src):
+    """The compiled copy of ``fields`` that record types ``dst`` and ``src`` share."""
     if not isinstance(dst, types.Record) or not isinstance(src, types.Record):
         return None
-    names = stamp_fields(dst.fields, src.fields)
+    names = _shared(fields, dst.fields, src.fields)
     body = "".join(f"    dst.{f} = src.{f}\n" for f in names) or "    pass\n"
     scope: dict = {}
     exec(f"def impl(dst, src):\n{body}", scope)  # noqa: S102 - field names from the dtypes
     return scope["impl"]
+
+
+@overload(copy_stamps, inline="always")
+def _copy_stamps_overload(dst, src):
+    return _copier(STAMP_FIELDS, dst, src)
+
+
+@overload(copy_terms, inline="always")
+def _copy_terms_overload(dst, src):
+    return _copier(TERM_FIELDS, dst, src)

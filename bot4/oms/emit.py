@@ -34,7 +34,7 @@ def emit_queries(st, slots, start, k, out, seq, now):
         o = st.book.slots[s]
         if o.state == 0 or not (o.flags & F_AWAIT_STATUS):
             continue
-        _venue_msg(out, n, seq + n, none, st, s, _i(ACTION_QUERY), o.client_order_id, o.qty, now)
+        _venue_msg(out, n, seq + n, none, st, s, (_i(ACTION_QUERY), o.client_order_id, o.qty), now)
         n += 1
     st.ctr[C_QUERIES_SENT] += n
     return n, seq + n

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from bot4.nbkit import unowned
+from bot4.nbkit import copy_terms, unowned
 from bot4.oms.book import (
     B_FREE,
     F_STP,
@@ -105,28 +105,23 @@ def _open(book, r, cl, oid, qty, state, now):
     o.risk_client_order_id = cl
     o.order_id = oid
     o.ts_order_ns = now
+    copy_terms(o, r)  # the terms of risk's ORDER; the quantity after the guard below
     o.qty = qty
     o.cum_qty = 0
     o.leaves_qty = qty
     o.price = r.limit_price
-    o.stop_price = r.stop_price
-    o.instrument = r.instrument
-    o.strategy = r.strategy
-    o.side = r.side
     o.state = state
-    o.order_type = r.order_type
-    o.tif = r.tif
     book_commit(book, s)
 
 
 @njit(nogil=True, cache=True)
-def _on_new(batch, i, venue, fills, nv, nf, seq, now, st):
+def _on_new(batch, i, venue, fills, cur, now, st):
     """A NEW from risk (``batch[i]``): refused (a report into ``fills[nf]``), or past the
     client guard into the book and to the venue (``venue[nv]``, with the guard's cancels
-    / replaces before it). Returns the new ``(nv, nf, seq)``. Nine parameters: the
-    batch and index, not a one-record slice (building the slice per order cost ~4 % of
-    order creation, perf/riskbench.py); the rest are the kernel's outputs, cursors,
-    clock and state."""
+    / replaces before it). ``cur``: the kernel's cursors ``(nv, nf, seq)``; returns them
+    moved on. The batch and index, not a one-record slice (building the slice per order
+    cost ~4 % of order creation, perf/riskbench.py)."""
+    nv, nf, seq = cur
     r = batch[i]
     book = st.book
     cl = r.client_order_id
@@ -141,7 +136,7 @@ def _on_new(batch, i, venue, fills, nv, nf, seq, now, st):
         reason = R_DUPLICATE_ORDER
     if reason != 0:
         st.ctr[C_DUPLICATE_INTENT if reason == R_DUPLICATE_ORDER else C_INVALID] += 1
-        _report(fills, nf, seq, r, _U0, _i(EXEC_REJECTED), _i(OS_REJECTED), _I0, reason, now, st)
+        _report(fills, nf, seq, r, _U0, (_i(EXEC_REJECTED), _i(OS_REJECTED), _I0, reason), now, st)
         return nv, nf + 1, seq + 1
     oid = st.ids[I_NEXT_ORDER_ID]
     st.ids[I_NEXT_ORDER_ID] += np.uint64(1)
@@ -149,10 +144,8 @@ def _on_new(batch, i, venue, fills, nv, nf, seq, now, st):
         transition_counted(st.table, _ST_NEW, np.int8(EV_REJECT), st.illegal)
         lru_put(st.seen, cl, _i(ST_REJECTED))
         st.ctr[C_BOOK_FULL] += 1
-        _report(
-            fills, nf, seq, r, oid, _i(EXEC_REJECTED), _i(OS_REJECTED), _I0, _i(R_MAX_OPEN_ORDERS),
-            now, st,
-        )  # fmt: skip
+        what = (_i(EXEC_REJECTED), _i(OS_REJECTED), _I0, _i(R_MAX_OPEN_ORDERS))
+        _report(fills, nf, seq, r, oid, what, now, st)
         return nv, nf + 1, seq + 1
     qty = r.qty
     n_act = 0
@@ -169,10 +162,8 @@ def _on_new(batch, i, venue, fills, nv, nf, seq, now, st):
         m.flags |= F_STP
         if st.plan_actions[k] == A_CANCEL:
             m.state = transition_counted(st.table, m.state, np.int8(EV_CANCEL_REQUEST), st.illegal)
-            _venue_msg(
-                venue, nv, seq, batch[i : i + 1], st, s, _i(ACTION_CANCEL), m.client_order_id,
-                m.leaves_qty, now,
-            )  # fmt: skip
+            msg = (_i(ACTION_CANCEL), m.client_order_id, m.leaves_qty)
+            _venue_msg(venue, nv, seq, batch[i : i + 1], st, s, msg, now)
             st.ctr[C_STP_MAKER_CANCEL] += 1
             st.ctr[C_CANCEL_SENT] += 1
         else:
@@ -180,10 +171,8 @@ def _on_new(batch, i, venue, fills, nv, nf, seq, now, st):
             st.ids[I_NEXT_ALIAS] += np.uint64(1)
             m.state = transition_counted(st.table, m.state, np.int8(EV_REPLACE_REQUEST), st.illegal)
             book_set_alias(book, s, alias)
-            _venue_msg(
-                venue, nv, seq, batch[i : i + 1], st, s, _i(ACTION_REPLACE), alias,
-                m.qty - st.plan_amounts[k], now,
-            )  # fmt: skip
+            msg = (_i(ACTION_REPLACE), alias, m.qty - st.plan_amounts[k])
+            _venue_msg(venue, nv, seq, batch[i : i + 1], st, s, msg, now)
             st.ctr[C_STP_MAKER_DECREMENT] += 1
             st.ctr[C_REPLACE_SENT] += 1
         nv += 1
@@ -192,16 +181,13 @@ def _on_new(batch, i, venue, fills, nv, nf, seq, now, st):
         state = transition_counted(st.table, _ST_NEW, np.int8(EV_EXPIRE), st.illegal)
         lru_put(st.seen, cl, state)
         st.ctr[C_STP_EXPIRED] += 1
-        _report(
-            fills, nf, seq, r, oid, _i(EXEC_EXPIRED), _i(OS_EXPIRED), _I0, _i(R_SELF_TRADE), now, st
-        )
+        what = (_i(EXEC_EXPIRED), _i(OS_EXPIRED), _I0, _i(R_SELF_TRADE))
+        _report(fills, nf, seq, r, oid, what, now, st)
         return nv, nf + 1, seq + 1
     if qty < r.qty:
         st.ctr[C_STP_AMENDED] += 1
-        _report(
-            fills, nf, seq, r, oid, _i(EXEC_REPLACED), _i(OS_PENDING_NEW), qty, _i(R_SELF_TRADE),
-            now, st,
-        )  # fmt: skip
+        what = (_i(EXEC_REPLACED), _i(OS_PENDING_NEW), qty, _i(R_SELF_TRADE))
+        _report(fills, nf, seq, r, oid, what, now, st)
         nf += 1
         seq += 1
     state = transition_counted(st.table, _ST_NEW, np.int8(EV_SEND), st.illegal)
@@ -256,7 +242,7 @@ def orders_kernel(batch, venue, fills, seq, st, now):
         st.ctr[C_INTENTS] += 1
         a = r.action
         if a == ACTION_NEW:
-            nv, nf, seq = _on_new(batch, i, venue, fills, nv, nf, seq, now, st)
+            nv, nf, seq = _on_new(batch, i, venue, fills, (nv, nf, seq), now, st)
         elif a == ACTION_CANCEL_ALL:
             venue[nv] = r
             v = venue[nv]
@@ -278,10 +264,8 @@ def orders_kernel(batch, venue, fills, seq, st, now):
                 st.ctr[C_ILLEGAL] += 1
                 continue
             o.state = nxt
-            _venue_msg(
-                venue, nv, seq, batch[i : i + 1], st, s, _i(ACTION_CANCEL), o.client_order_id,
-                o.leaves_qty, now,
-            )  # fmt: skip
+            msg = (_i(ACTION_CANCEL), o.client_order_id, o.leaves_qty)
+            _venue_msg(venue, nv, seq, batch[i : i + 1], st, s, msg, now)
             st.ctr[C_CANCEL_SENT] += 1
             nv += 1
             seq += 1

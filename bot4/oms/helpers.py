@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from bot4.nbkit import copy_terms
 from bot4.oms.book import (
     F_AWAIT_STATUS,
     book_remove,
@@ -39,8 +40,10 @@ _ST_NEW = np.uint8(ST_NEW)
 
 # --- record writers ---------------------------------------------------------------------------
 @njit(nogil=True, cache=True)
-def _report(out, k, seq, r, order_id, exec_type, status, leaves, reason, now, st):
-    """An OMS-generated report about risk's ORDER ``r`` (exec_id 0, no venue time)."""
+def _report(out, k, seq, r, order_id, what, now, st):
+    """An OMS-generated report about risk's ORDER ``r`` (exec_id 0, no venue time) into
+    ``out[k]``; ``what`` = ``(exec_type, status, leaves, reason)``, int64 each."""
+    exec_type, status, leaves, reason = what
     out[k] = st.zero_exec[0]
     e = out[k]
     e.seq = seq
@@ -62,9 +65,11 @@ def _report(out, k, seq, r, order_id, exec_type, status, leaves, reason, now, st
 
 
 @njit(nogil=True, cache=True)
-def _venue_msg(out, k, seq, parent, st, s, action, client_order_id, qty, now):
-    """A venue message about our open order in slot ``s``; stamps copied from ``parent``
-    (the record that caused it) when given."""
+def _venue_msg(out, k, seq, parent, st, s, msg, now):
+    """A venue message about our open order in slot ``s`` into ``out[k]``: ``msg`` =
+    ``(action, client_order_id, qty)`` (int64, uint64, int64); stamps copied from
+    ``parent`` (the record that caused it) when given."""
+    action, client_order_id, qty = msg
     o = st.book.slots[s]
     out[k] = st.zero_order[0]
     v = out[k]
@@ -80,14 +85,9 @@ def _venue_msg(out, k, seq, parent, st, s, action, client_order_id, qty, now):
     v.client_order_id = client_order_id
     v.orig_client_order_id = o.client_order_id
     v.order_id = o.order_id
+    copy_terms(v, o)  # the slot's terms; the message's own quantity below
     v.qty = qty
     v.limit_price = o.price
-    v.stop_price = o.stop_price
-    v.instrument = o.instrument
-    v.strategy = o.strategy
-    v.side = o.side
-    v.order_type = o.order_type
-    v.tif = o.tif
     v.action = action
 
 

@@ -112,7 +112,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from bot4.nbkit import add_sat, copy_stamps, map_find, map_put, mul_sat, unowned
+from bot4.nbkit import add_sat, copy_stamps, copy_terms, map_find, map_put, mul_sat, unowned
 from bot4.records import ACTION_NEW, DECISION_ACCEPT, DECISION_DENY
 from bot4.risk.killswitch import (
     clear_order,
@@ -393,14 +393,7 @@ def _order(o, r, s, now_ns, coid):
     copy_stamps(o, r)
     o.ts_risk_ns = now_ns
     o.client_order_id = coid
-    o.qty = r.qty
-    o.limit_price = r.limit_price
-    o.stop_price = r.stop_price
-    o.instrument = r.instrument
-    o.strategy = r.strategy
-    o.side = r.side
-    o.order_type = r.order_type
-    o.tif = r.tif
+    copy_terms(o, r)
     o.model_id = r.model_version  # which model decided travels with the order
     o.action = ACTION_NEW
 

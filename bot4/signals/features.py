@@ -62,21 +62,24 @@ def ewma_alpha(half_life: float) -> float:
 
 
 @njit(nogil=True, cache=True)
-def update_features(st, g, inst, price, qty, side, a_fast, a_mid, a_slow, a_rv, x):
+def update_features(st, g, inst, price, qty, side, cfg, x):
     """Apply one quote to instrument ``inst``'s state; write its features into ``x``.
+    ``cfg``: the kernels' configuration (:func:`default_cfg`; its EWMA coefficients).
 
     Returns True when both sides are known (x is valid).
     """
-    if not update_state(st, g, inst, price, qty, side, a_fast, a_mid, a_slow, a_rv):
+    if not update_state(st, g, inst, price, qty, side, cfg):
         return False
     features_of(st, inst, x)
     return True
 
 
 @njit(nogil=True, cache=True, inline="always")
-def update_state(st, g, inst, price, qty, side, a_fast, a_mid, a_slow, a_rv):
+def update_state(st, g, inst, price, qty, side, cfg):
     """The state part of :func:`update_features` (no ``x``); True when both sides are
-    known."""
+    known. ``cfg[0:4]``: the EWMA coefficients (fast, mid, slow returns; realised
+    variance)."""
+    a_fast, a_mid, a_slow, a_rv = cfg[0], cfg[1], cfg[2], cfg[3]
     if side > 0:
         st[inst, S_BID] = price
         st[inst, S_BIDQ] = qty
@@ -182,6 +185,42 @@ def orthogonalise(x, mean, WT, z):
             z[k] += WT[j, k] * d
 
 
+@njit(nogil=True, cache=True, inline="always")
+def intent_stamp(o, seq, parent, ts_event, ts_recv, now, inst, model_id):
+    """An intent's identity and stamps: its own ``seq``, the quote's (``parent``) and the
+    quote's event / receive times and the signal time ``now`` (ns)."""
+    o.seq = seq
+    o.parent_seq = parent
+    o.ts_event_ns = ts_event
+    o.ts_recv_ns = ts_recv
+    o.ts_signal_ns = now
+    o.instrument = inst
+    o.strategy = 1
+    o.order_type = OT_LIMIT
+    o.tif = TIF_DAY
+    o.model_version = np.uint32(model_id)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def intent_price(o, s, cfg, bid, ask, mid, t, vol):
+    """An intent's side, qty, limit and stop from the signal ``s`` and the quote: ``bid``,
+    ``ask``, ``mid`` and the tick ``t`` in price units, ``vol`` the realised vol (bp)."""
+    o.qty = np.int64(cfg[5])
+    o.signal_value = s
+    dist = max(cfg[6] * vol * mid / 1e4, cfg[7] * t)
+    dist = min(dist, cfg[8] * mid / 1e4)
+    dist_units = np.int64(np.ceil(dist / t)) * t
+    cross = cfg[12] != 0.0
+    if s > 0:
+        o.side = SIDE_BUY
+        o.limit_price = np.int64(ask if cross else bid)
+        o.stop_price = o.limit_price - dist_units
+    else:
+        o.side = SIDE_SELL
+        o.limit_price = np.int64(bid if cross else ask)
+        o.stop_price = o.limit_price + dist_units
+
+
 @njit(nogil=True, cache=True)
 def signals_kernel(inp, out, seq, st, g, mean, WT, model, cfg, tick, x, z, counters, now):
     """One batch: MARKET_DATA in, ORDER_INTENT out. Returns the number of intents.
@@ -202,9 +241,7 @@ def signals_kernel(inp, out, seq, st, g, mean, WT, model, cfg, tick, x, z, count
             counters[1] += 1
             continue
         counters[0] += 1
-        if not update_state(
-            st, g, inst, float(r.price), float(r.qty), r.side, cfg[0], cfg[1], cfg[2], cfg[3]
-        ):
+        if not update_state(st, g, inst, float(r.price), float(r.qty), r.side, cfg):
             continue
         if st[inst, S_COOL] > 0.0:
             st[inst, S_COOL] -= 1.0
@@ -222,32 +259,8 @@ def signals_kernel(inp, out, seq, st, g, mean, WT, model, cfg, tick, x, z, count
             continue
         st[inst, S_COOL] = cfg[9]
         o = out[n]
-        o.seq = seq + n
-        o.parent_seq = r.seq
-        o.ts_event_ns = r.ts_event_ns
-        o.ts_recv_ns = r.ts_recv_ns
-        o.ts_signal_ns = now
-        o.instrument = r.instrument
-        o.strategy = 1
-        o.order_type = OT_LIMIT
-        o.tif = TIF_DAY
-        o.qty = np.int64(cfg[5])
-        o.signal_value = s
-        o.model_version = np.uint32(cfg[11])
-        mid = st[inst, S_MID]
-        t = tick[inst]
-        dist = max(cfg[6] * x[7] * mid / 1e4, cfg[7] * t)
-        dist = min(dist, cfg[8] * mid / 1e4)
-        dist_units = np.int64(np.ceil(dist / t)) * t
-        cross = cfg[12] != 0.0
-        if s > 0:
-            o.side = SIDE_BUY
-            o.limit_price = np.int64(st[inst, S_ASK] if cross else st[inst, S_BID])
-            o.stop_price = o.limit_price - dist_units
-        else:
-            o.side = SIDE_SELL
-            o.limit_price = np.int64(st[inst, S_BID] if cross else st[inst, S_ASK])
-            o.stop_price = o.limit_price + dist_units
+        intent_stamp(o, seq + n, r.seq, r.ts_event_ns, r.ts_recv_ns, now, r.instrument, cfg[11])
+        intent_price(o, s, cfg, st[inst, S_BID], st[inst, S_ASK], st[inst, S_MID], tick[inst], x[7])
         n += 1
     counters[2] += n
     return n
@@ -265,9 +278,7 @@ def features_kernel(inp, st, g, cfg, X, insts):
         inst = np.int64(r.instrument)
         if r.kind != MD_QUOTE or inst <= 0 or inst >= n_inst or r.price <= 0 or r.qty < 0:
             continue
-        if update_features(
-            st, g, inst, float(r.price), float(r.qty), r.side, cfg[0], cfg[1], cfg[2], cfg[3], x
-        ):
+        if update_features(st, g, inst, float(r.price), float(r.qty), r.side, cfg, x):
             X[n, :] = x
             insts[n] = inst
             n += 1

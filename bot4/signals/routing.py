@@ -37,7 +37,7 @@ from numba import njit
 
 from bot4.models.scoring import score
 from bot4.nbkit import splitmix64, unowned
-from bot4.records import MD_QUOTE, ORDER_INTENT, OT_LIMIT, SIDE_BUY, SIDE_SELL, TIF_DAY
+from bot4.records import MD_QUOTE, ORDER_INTENT
 from bot4.signals import features as F
 
 # route words (int64)
@@ -96,42 +96,6 @@ def to_challenger(route, inst, tick_seq):
     return splitmix64(key) % np.uint64(10000) < np.uint64(route[R_PCT_BP])
 
 
-@njit(nogil=True, cache=True, inline="always")
-def _stamp(o, seq, parent, ts_event, ts_recv, now, inst, model_id):
-    """An intent's identity and stamps: its own ``seq``, the quote's (``parent``) and the
-    quote's event / receive times and the signal time ``now`` (ns)."""
-    o.seq = seq
-    o.parent_seq = parent
-    o.ts_event_ns = ts_event
-    o.ts_recv_ns = ts_recv
-    o.ts_signal_ns = now
-    o.instrument = inst
-    o.strategy = 1
-    o.order_type = OT_LIMIT
-    o.tif = TIF_DAY
-    o.model_version = np.uint32(model_id)
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _price(o, s, cfg, bid, ask, mid, t, vol):
-    """An intent's side, qty, limit and stop from the signal ``s`` and the quote: ``bid``,
-    ``ask``, ``mid`` and the tick ``t`` in price units, ``vol`` the realised vol (bp)."""
-    o.qty = np.int64(cfg[5])
-    o.signal_value = s
-    dist = max(cfg[6] * vol * mid / 1e4, cfg[7] * t)
-    dist = min(dist, cfg[8] * mid / 1e4)
-    dist_units = np.int64(np.ceil(dist / t)) * t
-    cross = cfg[12] != 0.0
-    if s > 0:
-        o.side = SIDE_BUY
-        o.limit_price = np.int64(ask if cross else bid)
-        o.stop_price = o.limit_price - dist_units
-    else:
-        o.side = SIDE_SELL
-        o.limit_price = np.int64(bid if cross else ask)
-        o.stop_price = o.limit_price + dist_units
-
-
 @njit(nogil=True, cache=True)
 def signals_routed_kernel(inp, out, seq, rs, now):
     """One batch, as ``signals_kernel`` with the decider chosen per quote by the route
@@ -158,9 +122,7 @@ def signals_routed_kernel(inp, out, seq, rs, now):
             counters[1] += 1
             continue
         counters[0] += 1
-        if not F.update_state(
-            st, g, inst, float(r.price), float(r.qty), r.side, cfg[0], cfg[1], cfg[2], cfg[3]
-        ):
+        if not F.update_state(st, g, inst, float(r.price), float(r.qty), r.side, cfg):
             continue
         if shadow and st[inst, F.S_N] >= cfg[10]:
             F.features_of(st, inst, x)
@@ -195,8 +157,10 @@ def signals_routed_kernel(inp, out, seq, rs, now):
             continue
         st[inst, F.S_COOL] = cfg[9]
         o = out[n]
-        _stamp(o, seq + n, r.seq, r.ts_event_ns, r.ts_recv_ns, now, r.instrument, model_id)
-        _price(o, s, cfg, st[inst, F.S_BID], st[inst, F.S_ASK], st[inst, F.S_MID], tick[inst], x[7])
+        F.intent_stamp(o, seq + n, r.seq, r.ts_event_ns, r.ts_recv_ns, now, r.instrument, model_id)
+        F.intent_price(
+            o, s, cfg, st[inst, F.S_BID], st[inst, F.S_ASK], st[inst, F.S_MID], tick[inst], x[7]
+        )
         if model_id == route[R_CHAMPION]:
             rc[RC_CHAMPION] += 1
         else:
@@ -235,11 +199,13 @@ def shadow_kernel(rs, nrows, n_log, now):
             continue
         cool[inst] = cfg[9]
         o = log_out[n_log]
-        _stamp(
+        F.intent_stamp(
             o, n_log + 1, np.uint64(row[nf + SM_SEQ]), np.int64(row[nf + SM_TS_EVENT]),
             np.int64(row[nf + SM_TS_RECV]), now, inst, model_id,
         )  # fmt: skip
-        _price(o, s, cfg, row[nf + SM_BID], row[nf + SM_ASK], row[nf + SM_MID], tick[inst], x[7])
+        F.intent_price(
+            o, s, cfg, row[nf + SM_BID], row[nf + SM_ASK], row[nf + SM_MID], tick[inst], x[7]
+        )
         rc[RC_SHADOW] += 1
         n_log += 1
     return n_log

@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit
 
 from bot4.logs import log_event
-from bot4.nbkit import splitmix64, unowned
+from bot4.nbkit import copy_stamps, copy_terms, splitmix64, unowned
 from bot4.records import (
     ACTION_NEW,
     EXEC_BROKEN,
@@ -37,10 +37,8 @@ from bot4.records import (
     MD_QUOTE,
     MD_TRADE,
     OS_FILLED,
-    OT_LIMIT,
     SIDE_BUY,
     SIDE_SELL,
-    TIF_DAY,
 )
 from bot4.records.errors import Bot4Error
 from bot4.shm.histogram import summary as hist_summary
@@ -53,6 +51,7 @@ from bot4.shm.metrics import (
     record_execs,
     record_orders,
 )
+from bot4.signals.features import intent_stamp
 from bot4.stages.base import Stage, check_number
 
 log = logging.getLogger("bot4.stage")
@@ -219,22 +218,13 @@ def _signals_kernel(inp, out, seq, sp, now):
         if count[inst] % every != 0 or abs(dev_bp) < threshold_bp:
             continue
         o = out[n]
-        o.seq = seq + n
-        o.parent_seq = r.seq
-        o.ts_event_ns = r.ts_event_ns
-        o.ts_recv_ns = r.ts_recv_ns
-        o.ts_signal_ns = now
-        o.instrument = r.instrument
-        o.strategy = 1
+        intent_stamp(o, seq + n, r.seq, r.ts_event_ns, r.ts_recv_ns, now, r.instrument, np.int64(0))
         o.side = SIDE_SELL if dev_bp > 0 else SIDE_BUY
-        o.order_type = OT_LIMIT
-        o.tif = TIF_DAY
         o.qty = qty
         o.limit_price = r.price
         stop = np.int64(px * stop_bp / 1e4)
         o.stop_price = r.price + stop if o.side == SIDE_SELL else r.price - stop
         o.signal_value = -dev_bp
-        o.model_version = 0
         n += 1
     return n
 
@@ -286,20 +276,11 @@ def _risk_intents(inp, out, seq, position, open_qty, limit, now):
         o = out[n]
         o.seq = seq + n
         o.parent_seq = r.seq
-        o.ts_event_ns = r.ts_event_ns
-        o.ts_recv_ns = r.ts_recv_ns
-        o.ts_signal_ns = r.ts_signal_ns
+        copy_stamps(o, r)
         o.ts_risk_ns = now
         o.client_order_id = r.seq
-        o.instrument = r.instrument
-        o.strategy = r.strategy
-        o.side = r.side
-        o.order_type = r.order_type
-        o.tif = r.tif
+        copy_terms(o, r)
         o.action = ACTION_NEW
-        o.qty = r.qty
-        o.limit_price = r.limit_price
-        o.stop_price = r.stop_price
         n += 1
     return n
 
