@@ -68,6 +68,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from bot4.nbkit import unowned
+from bot4.nbkit.inner import inner
 from bot4.oms.state import C_EXEC_CONFLICT, C_RECON_MISMATCH
 from bot4.risk.killswitch import check_staleness, poll_states
 from bot4.shm.atomics import cpu_pause, load_relaxed, monotonic_ns, sched_yield
@@ -148,7 +149,7 @@ def _wake_ring(ls, word, bit, hdr, out):
             wake_producer(hdr)
 
 
-@njit(nogil=True, cache=True)
+@inner
 def _wake_peers(sig, risk, oms, sdep, rdep):
     """Wake the processes outside the group that sleep on a ring the members committed
     to or released since the last call (``ring_ops``: a caller that publishes with the
@@ -189,7 +190,7 @@ def _wake_peers(sig, risk, oms, sdep, rdep):
         ls[L_WAKE_IN] = 0
 
 
-@njit(nogil=True, cache=True)
+@inner
 def _park(sig, risk, oms, waiters, addrs, deadline_ns, sdep, rdep):
     """Sleep on every input ring fed from outside the group (``futex_waitv``) until a
     producer publishes or ``deadline_ns``; at once when one of them holds a record.
@@ -248,7 +249,7 @@ def _park(sig, risk, oms, waiters, addrs, deadline_ns, sdep, rdep):
         end_park(rdep[0])
 
 
-@njit(nogil=True, cache=True)
+@inner
 def _states_moved(rs, timers):
     """Whether the trading-state generation or a breaker word differs from the one seen
     last (``timers[T_GEN]``, ``timers[T_BRK + b]``); updates what was seen. One load, plus one per
@@ -266,7 +267,7 @@ def _states_moved(rs, timers):
     return moved
 
 
-@njit(nogil=True, cache=True)
+@inner
 def _beat(sig, risk, oms, sd, rd, now):
     """What ``StageRunner._housekeep`` beats, from the cycle (every ``BEAT_NS``): each
     member's heartbeat in its control-block slot (the supervisor's liveness, timeout 5 s)
