@@ -131,7 +131,7 @@ def _fair_kernel():
     from bot4.signals.features import signals_kernel
 
     @njit
-    def fair(hbt, md, local, st, g, mean, WT, model, cfg, tick, x, z, counters, out):
+    def fair(hbt, md, local, sig, out):
         """Every feed wake-up: each event received by hftbacktest's current time (its
         ``local`` receive time; hftbacktest applies the rows of one instant in one wake-up)
         runs bot4's signals kernel on that one record at that time; on an intent the
@@ -147,16 +147,14 @@ def _fair_kernel():
                 continue
             now = hbt.current_timestamp
             while n < md.shape[0] and local[n] <= now:
-                n, sent, oid = _one(hbt, md, n, sent, oid, st, g, mean, WT, model, cfg, tick,
-                                    x, z, counters, out, now)  # fmt: skip
+                n, sent, oid = _one(hbt, md, n, sent, oid, sig, out, now)
         return n, sent
 
     @njit
-    def _one(hbt, md, n, sent, oid, st, g, mean, WT, model, cfg, tick, x, z, counters, out, now):
+    def _one(hbt, md, n, sent, oid, sig, out, now):
         if True:
             a = np.int64(md[n].instrument) - 1
-            k = signals_kernel(md[n : n + 1], out, n, st, g, mean, WT, model, cfg, tick, x, z,
-                               counters, now)  # fmt: skip
+            k = signals_kernel(md[n : n + 1], out, n, sig, now)
             n += 1
             if k == 0:
                 return n, sent, oid
@@ -203,8 +201,7 @@ def run_hbt_fair(md: np.ndarray, rows: list[np.ndarray], is_event: np.ndarray) -
     out = np.zeros(4, ORDER_INTENT)
     t0 = time.perf_counter()
     local = md["ts_event_ns"].astype(np.int64) + FEED_NS
-    n, sent = _FAIR(hbt, md, local, s.st, s.g, s.mean, s.WT, s.model, s.cfg, s.tick, s.x,
-                    s.z, s.counters, out)  # fmt: skip
+    n, sent = _FAIR(hbt, md, local, s.kernel_state(), out)
     wall = time.perf_counter() - t0
     hbt.close()
     return {"events": int(n), "rows": len(is_event), "wall_s": wall,

@@ -67,26 +67,13 @@ class NumbaSignals:
         self.z = np.zeros(S.NF)
         self.counters = np.zeros(3, np.int64)
         self.out = np.zeros(256, ORDER_INTENT)
+        self.state = S.SignalsState(self.st, self.g, self.mean, self.WT, self.model, self.cfg,
+                                    self.tick, self.x, self.z, self.counters)  # fmt: skip
 
     def run(self, recs: np.ndarray, batch: int = 256) -> None:
         self.st[:] = 0
         for i in range(0, len(recs), batch):
-            S.signals_kernel(
-                recs[i : i + batch],
-                self.out,
-                1,
-                self.st,
-                self.g,
-                self.mean,
-                self.WT,
-                self.model,
-                self.cfg,
-                self.tick,
-                self.x,
-                self.z,
-                self.counters,
-                0,
-            )
+            S.signals_kernel(recs[i : i + batch], self.out, 1, self.state, 0)
 
 
 def numpy_signals(recs: np.ndarray, ortho: Orthogonaliser, g=(0.05, 0.05, 0.9, 0.0)) -> np.ndarray:

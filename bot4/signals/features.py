@@ -26,11 +26,13 @@ State is owned by the one process that runs the stage; nothing here allocates pe
 from __future__ import annotations
 
 import json
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
 from numba import njit
 
+from bot4.nbkit import unowned
 from bot4.records import MD_QUOTE, OT_LIMIT, SIDE_BUY, SIDE_SELL, TIF_DAY
 
 FEATURES = (
@@ -221,15 +223,24 @@ def intent_price(o, s, cfg, bid, ask, mid, t, vol):
         o.stop_price = o.limit_price + dist_units
 
 
+#: The signals kernel's state (one named tuple, issue 13): the per-instrument state ``st``
+#: (rows by instrument id), the GARCH parameters ``g``, the orthogonalisation's ``mean``
+#: and ``WT``, the model's weights, ``cfg`` (see :func:`signals_kernel`), the tick sizes,
+#: two feature scratch vectors ``x`` and ``z`` and the counters. Owned by the stage
+#: (``SignalsStage.kernel_state``); the arrays are the stage's, not copies.
+SignalsState = namedtuple("SignalsState", "st g mean WT model cfg tick x z counters")
+
+
 @njit(nogil=True, cache=True)
-def signals_kernel(inp, out, seq, st, g, mean, WT, model, cfg, tick, x, z, counters, now):
+def signals_kernel(inp, out, seq, sig, now):
     """One batch: MARKET_DATA in, ORDER_INTENT out. Returns the number of intents.
 
-    cfg: [a_fast, a_mid, a_slow, a_rv, threshold, qty, stop_vols, min_stop_ticks,
-    max_stop_bp, cooldown, warmup, model_version, cross]; counters: [quotes, skipped,
-    intents];
+    ``sig``: the stage's :class:`SignalsState`. Its cfg: [a_fast, a_mid, a_slow, a_rv,
+    threshold, qty, stop_vols, min_stop_ticks, max_stop_bp, cooldown, warmup,
+    model_version, cross]; counters: [quotes, skipped, intents];
     ``now``: the stage clock (ns) stamped as ``ts_signal_ns``.
     """
+    st, g, mean, WT, model, cfg, tick, x, z, counters = unowned(sig)
     n = 0
     n_inst = st.shape[0]
     for i in range(inp.shape[0]):

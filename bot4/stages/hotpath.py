@@ -80,7 +80,7 @@ class HotPath:
             wake_out = np.array([r.consumer not in group_names for r in m.out_specs], np.uint8)
             args.append([ls, m.blk, wake_in, wake_out, _rings(m, n_in)])
         s = sig.stage
-        args[0].append((s.st, s.g, s.mean, s.WT, s.model, s.cfg, s.tick, s.x, s.z, s.counters))
+        args[0].append(s.kernel_state())
         args[1].append(_risk_state(risk.stage.book))
         args[2].append(oms.stage.oms)
         self.words = sig.cb.words

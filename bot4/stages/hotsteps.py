@@ -175,7 +175,6 @@ def signals_step(m, batch, dep):
     (the branch is compiled out)."""
     ls, blk, wake_in, wake_out, rings, state, sc = m
     ih, isl, oh, osl = rings
-    st, g, mean, WT, model, cfg, tick, x, z, counters = state
     p, k = consumer_peek(ih, batch)
     if k == 0:
         return 0
@@ -185,10 +184,7 @@ def signals_step(m, batch, dep):
     k = min(k, g0)
     ix = _index(ih, p)
     seq = np.int64(ls[L_NEXT_SEQ])
-    n = signals_kernel(
-        isl[ix : ix + k], out, seq, st, g, mean, WT, model, cfg, tick, x, z, counters,
-        monotonic_ns(),
-    )  # fmt: skip
+    n = signals_kernel(isl[ix : ix + k], out, seq, state, monotonic_ns())
     _place(oh, osl, c0, out, n, w0)
     ls[L_CUR] = p + np.uint64(k)
     base = _buffer(ls)

@@ -41,6 +41,7 @@ from bot4.signals.features import (  # noqa: F401  (re-exported: the stage's pub
     S_MID,
     S_N,
     S_RV,
+    SignalsState,
     default_cfg,
     default_garch,
     depth_kernel,
@@ -217,24 +218,15 @@ class SignalsStage(Stage):
             n = self.router.process(batch, outs[0], seq)
             counts[0] = n
             return seq + n
-        n = signals_kernel(
-            batch,
-            outs[0],
-            seq,
-            self.st,
-            self.g,
-            self.mean,
-            self.WT,
-            self.model,
-            self.cfg,
-            self.tick,
-            self.x,
-            self.z,
-            self.counters,
-            self.clock(),
-        )
+        n = signals_kernel(batch, outs[0], seq, self.kernel_state(), self.clock())
         counts[0] = n
         return seq + n
+
+    def kernel_state(self) -> SignalsState:
+        """The kernel's state object over this stage's arrays (built per call: a model
+        reload replaces ``model``)."""
+        return SignalsState(self.st, self.g, self.mean, self.WT, self.model, self.cfg,
+                            self.tick, self.x, self.z, self.counters)  # fmt: skip
 
     def pending(self, now_ns: int) -> int:
         if self.router is not None and self.router.n_rows:

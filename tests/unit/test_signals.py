@@ -180,16 +180,16 @@ from bot4.records import ORDER_INTENT
 from bot4.stages.signals import signals_kernel
 
 @njit
-def many(k, recs, out, st, g, mean, WT, model, cfg, tick, x, z, counters):
+def many(k, recs, out, sig):
     n = 0
     for _ in range(k):
-        n += signals_kernel(recs, out, 1, st, g, mean, WT, model, cfg, tick, x, z, counters, 0)
+        n += signals_kernel(recs, out, 1, sig, 0)
     return n
 
 s = make_stage(threshold=0.05)
 recs = quotes(n=2000)
 out = np.zeros(len(recs), ORDER_INTENT)
-args = (recs, out, s.st, s.g, s.mean, s.WT, s.model, s.cfg, s.tick, s.x, s.z, s.counters)
+args = (recs, out, s.kernel_state())
 many(1, *args)  # compile: may allocate
 # the call itself (boxing arguments) allocates the same amount whatever k is, so compare
 # a short run with a long one: the kernels' own allocations would grow with k
