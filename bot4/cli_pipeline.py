@@ -112,13 +112,12 @@ def service_cores(t) -> set[int] | None:
     from bot4.stages.hotpath import HOT_KINDS
 
     allowed = os.sched_getaffinity(0)
-    used, hot = set(), set()
-    for name, members in t.units():
-        core = t.unit_core(name)
-        used.add(core)
-        if any(t.stage(m).kind in HOT_KINDS for m in members):
-            hot.add(core)
-    return (allowed - used) or (allowed - hot) or None
+    hot = {
+        t.unit_core(name)
+        for name, members in t.units()
+        if any(t.stage(m).kind in HOT_KINDS for m in members)
+    }
+    return (allowed - t.pinned_cores()) or (allowed - hot) or None
 
 
 def _trading_report(t, final: dict, args) -> None:

@@ -91,10 +91,17 @@ def load_variant(tmp: Path, variant: str):
     for name in ("book_step", "builder"):
         path = tmp / f"{name}_variant.py"
         path.write_text(srcs[name])
-        spec = importlib.util.spec_from_file_location(f"{name}_variant", path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod
-        spec.loader.exec_module(mod)
+        mod = load_module(f"{name}_variant", path)
+    return mod
+
+
+def load_module(name: str, path) -> object:
+    """Import the source file ``path`` as module ``name`` (registered in ``sys.modules``,
+    so a later variant file can import it by that name); the perf A/B scripts' loader."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
     return mod
 
 

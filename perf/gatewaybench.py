@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import multiprocessing as mp
 import os
 import socket
@@ -30,6 +29,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from booklayout_ab import load_module  # perf/ (this script's directory)
 
 AMZN = str(
     Path(__file__).resolve().parents[1].parent / "shared/data/lobster-2012-06-21/amzn_level1"
@@ -156,9 +156,7 @@ def decode_split() -> None:
         path = f"/tmp/bot4_itch_{os.getpid()}_{len(cuts)}_{abs(hash(name))}.py"
         with open(path, "w") as f:
             f.write(text)
-        spec = importlib.util.spec_from_file_location("itch_variant", path)
-        m = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(m)
+        m = load_module("itch_variant", path)
         best = float("inf")
         for _ in range(3):
             b, lq = itch.new_books(5, 1024, 4096)

@@ -5,15 +5,14 @@ alternating each round; medians of CPU time (thread_time); outputs asserted iden
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
-import sys
 import tempfile
 import time
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+from booklayout_ab import load_module  # perf/ (this script's directory)
 
 from bot4.gateways import mold
 from bot4.gateways.feed import lobster_to_itch
@@ -44,11 +43,7 @@ def load(root: Path, tmp: Path, tag: str):
     for n in ("book_step", "builder", "itch"):
         p = tmp / f"{n}_{tag}.py"
         p.write_text(srcs[n])
-        spec = importlib.util.spec_from_file_location(f"{n}_{tag}", p)
-        m = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = m
-        spec.loader.exec_module(m)
-        mods[n] = m
+        mods[n] = load_module(f"{n}_{tag}", p)
     return mods
 
 

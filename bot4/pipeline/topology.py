@@ -123,6 +123,10 @@ class Topology:
         g = self.group(name)
         return g.core if g is not None else self.stage(name).core
 
+    def pinned_cores(self) -> set[int]:
+        """The cores a process of this topology (a stage or a group) is pinned to."""
+        return {self.unit_core(name) for name, _members in self.units()}
+
     def stage(self, name: str) -> StageSpec:
         for s in self.stages:
             if s.name == name:

@@ -50,8 +50,7 @@ def keeper_cores(topology, group_core: int) -> set[int] | None:
     every core but the group's, else None (a one-core machine: it stays on the group's).
     The group's own affinity (one core) is no guide: a thread inherits it."""
     machine = set(range(os.cpu_count() or 1))
-    used = {topology.unit_core(name) for name, _ in topology.units()}
-    return (machine - used) or (machine - {group_core}) or None
+    return (machine - topology.pinned_cores()) or (machine - {group_core}) or None
 
 
 class Keeper:
@@ -130,15 +129,12 @@ class Keeper:
                 self.lock.release()
 
     def _pass(self, now: int) -> None:
-        """What ``StageRunner._housekeep`` and the stages' ``pending`` do that only reads
-        (the cycle writes heartbeats, ring beats and record totals itself)."""
+        """What ``StageRunner._housekeep`` (its ``report``) and the stages' ``pending``
+        (``observe``) do that only reads; the cycle writes heartbeats, ring beats and
+        record totals itself."""
         fresh = True
         for m in self.members:
-            if m.stage.counter_names:
-                C.write_counter_values(m.blk, m.stage.counter_values())
-            m._check_positions()
-            if m._full_log is not None:
-                m._full_log.poll(now)
+            m.report(now)
             m.stage.observe(now)
             fresh = fresh and now - int(m.blk[C.S_HEARTBEAT_NS]) < FRESH_NS
         if fresh:

@@ -408,16 +408,23 @@ class StageRunner(Shutdown):
         blk[C.S_BATCHES] = self.batches
         blk[C.S_RECORDS_IN] = self.records_in
         blk[C.S_RECORDS_OUT] = self.records_out
-        if self.stage.counter_names:
-            C.write_counter_values(blk, self.stage.counter_values())
         for c in self.ins:
             ops.beat_consumer(c.hdr)
         for p in self.outs:
             ops.beat_producer(p.hdr)
+        self.report(now)
+        self.notifier.watchdog(now)
+
+    def report(self, now: int) -> None:
+        """The housekeeping that only reads the rings and the stage (a compiled group's
+        housekeeping thread runs it beside the kernels, ``bot4.stages.hotkeeper``): the
+        stage's own counters into its control-block slot, the ring-position check,
+        ring-full episodes into the log."""
+        if self.stage.counter_names:
+            C.write_counter_values(self.blk, self.stage.counter_values())
         self._check_positions()
         if self._full_log is not None:
             self._full_log.poll(now)
-        self.notifier.watchdog(now)
 
     def _check_positions(self) -> None:
         """Positions read from shared memory are trusted only within the ring's capacity:

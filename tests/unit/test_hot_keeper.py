@@ -18,11 +18,12 @@ from bot4.stages.hotkeeper import keeper_cores
 
 _CHILD = textwrap.dedent(
     """
-    import json, os, signal, threading, time
+    import json, os, signal, threading, time, types
     import numpy as np
     from bot4.shm import control as C
     from bot4.stages import hotpath as P
     from bot4.stages.hotkeeper import Keeper
+    from bot4.stages.loop import StageRunner
     from bot4.shm.ring_layout import W_CONSUMER_POSITION
     from bot4.stages.hotloop import R_PENDING, T_STALE_EVERY
 
@@ -30,11 +31,12 @@ _CHILD = textwrap.dedent(
     hp = P.HotPath(members, {"signals", "risk", "orders"})
     hp.prime()
     seen = {"observe": 0, "checks": 0, "term": 0, "watchdog": 0}
-    for m in members:
+    for m in members:  # the runner's own report over the bench members, checks counted
         m._full_log = None
         def check(seen=seen):
             seen["checks"] += 1
         m._check_positions = check
+        m.report = types.MethodType(StageRunner.report, m)
     risk = members[1].stage
     observe = risk.observe
     def counted(now, observe=observe):
@@ -111,6 +113,9 @@ class _Topo:
 
     def unit_core(self, name):
         return int(name[1:])
+
+    def pinned_cores(self):
+        return set(self.cores)
 
 
 def test_keeper_runs_off_the_groups_core(monkeypatch):
