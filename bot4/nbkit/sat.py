@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from bot4.nbkit.hot import hot
 
 __all__ = ["INT64_MAX", "INT64_MIN", "add_sat", "mul_sat"]
 
@@ -15,7 +16,7 @@ INT64_MAX = np.iinfo(np.int64).max
 INT64_MIN = np.iinfo(np.int64).min
 
 
-@njit(nogil=True, cache=True)
+@hot
 def mul_sat(a, b):
     """a * b (int64), saturating at ±INT64_MAX instead of wrapping."""
     if a == 0 or b == 0:
@@ -26,7 +27,7 @@ def mul_sat(a, b):
     return a * b
 
 
-@njit(nogil=True, cache=True)
+@hot
 def add_sat(a, b):
     """a + b (int64), saturating at ±INT64_MAX instead of wrapping.
 

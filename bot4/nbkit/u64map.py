@@ -30,6 +30,7 @@ import numpy as np
 from numba import njit
 
 from bot4.nbkit.hash import splitmix64
+from bot4.nbkit.hot import hot
 
 __all__ = [
     "map_capacity_for",
@@ -82,7 +83,7 @@ def map_find(tab, key):
     return np.int64(-1)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def map_put(tab, key):
     """Row of ``key``, claiming an empty one (key written, value columns zeroed) if it is
     absent; -1 if the table is full or ``key`` is 0. The caller writes the values."""
@@ -105,7 +106,7 @@ def map_put(tab, key):
     return np.int64(-1)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def map_delete(tab, i):
     """Empty row ``i`` (a row :func:`map_find` / :func:`map_put` returned), shifting the
     later members of its probe run back over it; other rows' numbers may change."""

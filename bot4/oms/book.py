@@ -31,6 +31,7 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
+from bot4.nbkit.hot import hot
 from bot4.oms.lru import lru_new, lru_peek, lru_put, lru_remove
 from bot4.records import OT_LIMIT, SIDE_BUY, TIF_FOK, TIF_IOC
 
@@ -104,13 +105,13 @@ def book_new(capacity: int, n_instruments: int) -> Book:
     )
 
 
-@njit(nogil=True, cache=True)
+@hot
 def book_rests(order_type, tif):
     """Whether an order of this type / time in force can rest in the venue's book."""
     return order_type == OT_LIMIT and tif != TIF_IOC and tif != TIF_FOK
 
 
-@njit(nogil=True, cache=True)
+@hot
 def book_find(book, client_order_id):
     """Slot of the open order known by ``client_order_id`` (or its replace id), -1 if none."""
     found, s = lru_peek(book.index, client_order_id)
@@ -122,7 +123,7 @@ def _col(side):
     return 0 if side == SIDE_BUY else 1
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _link(book, s):
     """Insert slot ``s`` into its list after every order of better or equal priority."""
     o = book.slots[s]
@@ -151,7 +152,7 @@ def _link(book, s):
     o.flags |= F_LINKED
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _unlink(book, s):
     o = book.slots[s]
     inst = np.int64(o.instrument)
@@ -222,7 +223,7 @@ def open_order(**fields) -> np.void:
     return r[0]
 
 
-@njit(nogil=True, cache=True)
+@hot
 def book_remove(book, s):
     """Free slot ``s``: out of its list and the index (both ids), back on the free stack."""
     o = book.slots[s]
@@ -241,14 +242,14 @@ def book_remove(book, s):
     book.meta[B_OPEN] -= 1
 
 
-@njit(nogil=True, cache=True)
+@hot
 def book_set_alias(book, s, alias):
     """Register the id of a replace in flight for slot ``s``."""
     book.slots[s].alias_client_order_id = alias
     lru_put(book.index, alias, s)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def book_drop_alias(book, s):
     """The replace was refused: forget its id."""
     o = book.slots[s]
@@ -257,7 +258,7 @@ def book_drop_alias(book, s):
         o.alias_client_order_id = 0
 
 
-@njit(nogil=True, cache=True)
+@hot
 def book_rekey(book, s):
     """The replace went through: the order is now known by the replace id only."""
     o = book.slots[s]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from numba import njit
 
+from bot4.nbkit.hot import hot
 from bot4.oms.book import F_AWAIT_STATUS
 from bot4.oms.from_risk import mark_cancel_all
 from bot4.oms.helpers import _I0, _i, _venue_msg
@@ -22,7 +23,7 @@ from bot4.records import (
 
 
 # --- records sent outside an input batch ----------------------------------------------------
-@njit(nogil=True, cache=True)
+@hot
 def emit_queries(st, slots, start, k, out, seq, now):
     """ACTION_QUERY for the orders of ``slots[start : start + k]`` still awaiting one (a
     restored order may have closed, its slot even been reused, before its query went out)

@@ -12,9 +12,9 @@ group's compiled cycle (``bot4.stages.hotloop``).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from bot4.nbkit import copy_terms, unowned
+from bot4.nbkit.hot import hot
 from bot4.oms.book import (
     B_FREE,
     F_STP,
@@ -92,7 +92,7 @@ from bot4.records import (
 
 
 # --- input 0: orders from risk --------------------------------------------------------------
-@njit(nogil=True, cache=True)
+@hot
 def _open(book, r, cl, oid, qty, state, now):
     """Our new order for risk's ORDER ``r`` into the book: client order id ``cl`` (risk's
     id too), OMS order id ``oid``, ``qty`` after the guard, order ``state``, sent at
@@ -114,7 +114,7 @@ def _open(book, r, cl, oid, qty, state, now):
     book_commit(book, s)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _on_new(batch, i, venue, fills, cur, now, st):
     """A NEW from risk (``batch[i]``): refused (a report into ``fills[nf]``), or past the
     client guard into the book and to the venue (``venue[nv]``, with the guard's cancels
@@ -209,7 +209,7 @@ def _on_new(batch, i, venue, fills, cur, now, st):
     return nv + 1, nf, seq + 1
 
 
-@njit(nogil=True, cache=True)
+@hot
 def mark_cancel_all(st, instrument):
     """Apply a CANCEL_ALL of ``instrument`` (0 = all) to local state: every open order that
     can take a cancel request goes cancel-pending. Returns how many did."""
@@ -227,7 +227,7 @@ def mark_cancel_all(st, instrument):
     return n
 
 
-@njit(nogil=True, cache=True)
+@hot
 def orders_kernel(batch, venue, fills, seq, st, now):
     """Orders from risk -> venue messages (``venue``) and generated reports (``fills``),
     stamped ``ts_order_ns = now`` (the stage clock, ns). Returns ``(n_venue, n_fills, next

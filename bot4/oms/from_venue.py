@@ -11,9 +11,9 @@ returns counts and the next ``seq``; it does not allocate. The orders stage
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from bot4.nbkit import unowned
+from bot4.nbkit.hot import hot
 from bot4.oms.book import (
     F_AWAIT_STATUS,
     F_STP,
@@ -80,7 +80,7 @@ from bot4.records.identity import exec_content_hash
 
 
 # --- input 1: execution reports from the venue ----------------------------------------------
-@njit(nogil=True, cache=True)
+@hot
 def _closed_status(st, r):
     """An EXEC_STATUS for an order not open here: finished (its end in the LRU) or
     unknown. A finished order working at the venue, or ended otherwise, is a genuine
@@ -95,7 +95,7 @@ def _closed_status(st, r):
             st.needs_operator[r.instrument] += 1
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _on_status(st, r, fills, events, keep_events, nf, ne, seq):
     """An EXEC_STATUS answer (restart reconciliation, ``bot4.oms.reconcile``): journalled
     as received; where the venue's view is adopted, a correction follows it to risk and to
@@ -170,7 +170,7 @@ def _on_status(st, r, fills, events, keep_events, nf, ne, seq):
     return nf, ne, seq
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _apply_exec(st, r):
     """Apply one (non-duplicate) report; returns (forward to risk, client order id for risk)."""
     book = st.book
@@ -220,7 +220,7 @@ def _apply_exec(st, r):
     return changes_open, risk_cl
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _on_broken(st, r):
     """A trade bust (EXEC_BROKEN): the order's state and filled quantity stay as they are
     (a venue does not reopen a busted order); counted, and forwarded to risk (which
@@ -232,7 +232,7 @@ def _on_broken(st, r):
     return r.last_qty > 0, r.client_order_id
 
 
-@njit(nogil=True, cache=True)
+@hot
 def execs_kernel(batch, fills, events, keep_events, seq, st):
     """Venue reports -> risk (``fills``) and persistence (``events`` if ``keep_events``).
     Returns ``(n_fills, n_events, next seq)``; a forwarded report and its event copy share

@@ -9,9 +9,9 @@ and the records sent outside an input batch (:mod:`bot4.oms.emit`).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from bot4.nbkit import copy_terms
+from bot4.nbkit.hot import hot
 from bot4.oms.book import (
     F_AWAIT_STATUS,
     book_remove,
@@ -39,7 +39,7 @@ _ST_NEW = np.uint8(ST_NEW)
 
 
 # --- record writers ---------------------------------------------------------------------------
-@njit(nogil=True, cache=True)
+@hot
 def _report(out, k, seq, r, order_id, what, now, st):
     """An OMS-generated report about risk's ORDER ``r`` (exec_id 0, no venue time) into
     ``out[k]``; ``what`` = ``(exec_type, status, leaves, reason)``, int64 each."""
@@ -64,7 +64,7 @@ def _report(out, k, seq, r, order_id, what, now, st):
     st.ctr[C_FORWARDED] += 1
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _venue_msg(out, k, seq, parent, st, s, msg, now):
     """A venue message about our open order in slot ``s`` into ``out[k]``: ``msg`` =
     ``(action, client_order_id, qty)`` (int64, uint64, int64); stamps copied from
@@ -91,7 +91,7 @@ def _venue_msg(out, k, seq, parent, st, s, msg, now):
     v.action = action
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _close(st, s, state):
     """Order in slot ``s`` reached terminal ``state``: remember it by every id it had."""
     o = st.book.slots[s]

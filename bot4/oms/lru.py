@@ -34,9 +34,9 @@ from __future__ import annotations
 from collections import namedtuple
 
 import numpy as np
-from numba import njit
 
 from bot4.nbkit import map_delete, map_find, map_new, map_put
+from bot4.nbkit.hot import hot
 
 __all__ = [
     "Lru",
@@ -86,7 +86,7 @@ def lru_new(capacity: int) -> Lru:
     )
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _find(lru, key):
     """The key's entry, -1 if absent."""
     if np.uint64(key) == 0:
@@ -95,7 +95,7 @@ def _find(lru, key):
     return lru.tab[row, 1] if row >= 0 else np.int64(-1)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _unlink(lru, e):
     p = lru.prv[e]
     n = lru.nxt[e]
@@ -109,7 +109,7 @@ def _unlink(lru, e):
         lru.meta[M_TAIL] = p
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _push_front(lru, e):
     h = lru.meta[M_HEAD]
     lru.prv[e] = -1
@@ -121,7 +121,7 @@ def _push_front(lru, e):
     lru.meta[M_HEAD] = e
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _index_remove(lru, key):
     if np.uint64(key) == 0:
         lru.meta[M_ZERO] = -1
@@ -129,7 +129,7 @@ def _index_remove(lru, key):
         map_delete(lru.tab, map_find(lru.tab, key))
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _index_add(lru, key, e):
     if np.uint64(key) == 0:
         lru.meta[M_ZERO] = e
@@ -137,7 +137,7 @@ def _index_add(lru, key, e):
         lru.tab[map_put(lru.tab, key), 1] = e  # never full: T >= 2 * capacity
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _drop(lru, e):
     _index_remove(lru, lru.keys[e])
     _unlink(lru, e)
@@ -147,13 +147,13 @@ def _drop(lru, e):
     lru.meta[M_SIZE] -= 1
 
 
-@njit(nogil=True, cache=True)
+@hot
 def lru_contains(lru, key):
     """Whether ``key`` is present (recency unchanged)."""
     return _find(lru, key) >= 0
 
 
-@njit(nogil=True, cache=True)
+@hot
 def lru_peek(lru, key):
     """``(found, value)`` without touching recency (value 0 when not found)."""
     e = _find(lru, key)
@@ -162,7 +162,7 @@ def lru_peek(lru, key):
     return True, lru.vals[e]
 
 
-@njit(nogil=True, cache=True)
+@hot
 def lru_get(lru, key):
     """``(found, value)``; a found key becomes the most recently used."""
     e = _find(lru, key)
@@ -174,7 +174,7 @@ def lru_get(lru, key):
     return True, lru.vals[e]
 
 
-@njit(nogil=True, cache=True)
+@hot
 def lru_put(lru, key, value):
     """Set ``key`` to ``value`` as the most recently used; PUT_INSERTED, PUT_UPDATED or
     PUT_EVICTED (inserted after evicting the least recently used key)."""
@@ -200,7 +200,7 @@ def lru_put(lru, key, value):
     return res
 
 
-@njit(nogil=True, cache=True)
+@hot
 def lru_remove(lru, key):
     """Remove ``key``; whether it was present."""
     e = _find(lru, key)

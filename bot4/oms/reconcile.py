@@ -39,8 +39,7 @@ table ``docs/protocol.md`` shows.
 
 from __future__ import annotations
 
-from numba import njit
-
+from bot4.nbkit.hot import hot
 from bot4.oms.states import (
     IS_TERMINAL,
     ST_CANCEL_PENDING,
@@ -77,12 +76,12 @@ V_HALT = 3  # fills differ, or a finished order works: take the venue's view and
 VERDICT_NAMES = {V_AGREE: "agree", V_IN_FLIGHT: "in_flight", V_ADOPT: "adopt", V_HALT: "halt"}
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _venue_final(status) -> bool:
     return status in (OS_FILLED, OS_CANCELLED, OS_REJECTED, OS_EXPIRED)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def open_order_verdict(state, cum_qty, leaves_qty, v_status, v_cum_qty, v_leaves_qty) -> int:
     """Verdict on the venue's STATUS (``v_*``: ``OS_*`` status, cum, leaves) for an order the
     OMS holds open in ``state`` (``bot4.oms.states``) with ``cum_qty`` / ``leaves_qty``.
@@ -120,7 +119,7 @@ def open_order_verdict(state, cum_qty, leaves_qty, v_status, v_cum_qty, v_leaves
     return V_ADOPT  # working either way, same quantities: a status word we did not see
 
 
-@njit(nogil=True, cache=True)
+@hot
 def closed_order_verdict(state, v_status) -> int:
     """Verdict on the venue's STATUS for an order the OMS has finished in terminal
     ``state`` (its open-order row is gone: no quantities to compare). The venue not

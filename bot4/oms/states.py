@@ -53,8 +53,8 @@ Rules worth stating:
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from bot4.nbkit.hot import hot
 from bot4.records import (
     EXEC_ACK,
     EXEC_CANCEL_REJECTED,
@@ -254,7 +254,7 @@ for _a in (TABLE, IS_TERMINAL, IS_OPEN, STATUS_OF, EVENT_OF_EXEC):
     _a.setflags(write=False)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def transition(table, state, event):
     """Next state of ``state`` on ``event``, or -1 if the event is illegal there."""
     if state < 0 or state >= table.shape[0] or event < 0 or event >= table.shape[1]:
@@ -262,7 +262,7 @@ def transition(table, state, event):
     return np.int64(table[state, event])
 
 
-@njit(nogil=True, cache=True)
+@hot
 def transition_counted(table, state, event, illegal):
     """:func:`transition`, counting a refusal in ``illegal[event]`` (int64 per event)."""
     nxt = transition(table, state, event)
@@ -271,7 +271,7 @@ def transition_counted(table, state, event, illegal):
     return nxt
 
 
-@njit(nogil=True, cache=True)
+@hot
 def state_from_status(status, cum_qty):
     """The state a venue status (``OS_*``) stands for, -1 for ``OS_NONE`` / unknown.
 

@@ -41,8 +41,8 @@ no maker is touched. Stop orders are not checked (not active until triggered).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from bot4.nbkit.hot import hot
 from bot4.oms.book import book_rests
 from bot4.oms.states import (
     EV_CANCEL_REQUEST,
@@ -99,7 +99,7 @@ def parse_guard_policy(name) -> int:
     raise ValueError(f"unknown self-trade prevention policy {name!r}; one of {GUARD_POLICY_NAMES}")
 
 
-@njit(nogil=True, cache=True)
+@hot
 def guard_plan(book, table, r, policy, plan):
     """Plan self-trade prevention under guard ``policy`` for the incoming ORDER ``r``
     (its ``qty`` on ``instrument`` / ``side`` at ``limit_price``; a market order, or a

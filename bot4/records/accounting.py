@@ -20,7 +20,7 @@ from __future__ import annotations
 from numba import njit
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)  # bot4.nbkit.hot (records sit below the kit)
 def pro_rata(cost, q, n):
     """``cost * q / n`` truncated toward zero, without forming ``cost * q`` (q <= n)."""
     a = abs(cost)
@@ -28,7 +28,7 @@ def pro_rata(cost, q, n):
     return part if cost >= 0 else -part
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)  # bot4.nbkit.hot (records sit below the kit)
 def average_cost_fill(pos, cost, signed_qty, px):
     """One fill of ``signed_qty`` shares (+ buy, - sell) at ``px`` on a position of
     ``pos`` shares with basis ``cost``: ``(pos, cost, realised, closed)`` after it, where

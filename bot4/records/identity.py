@@ -60,7 +60,7 @@ def _mix(h, x):
     return z ^ (z >> np.uint64(31))
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)  # bot4.nbkit.hot (records sit below the kit)
 def exec_content_hash(r) -> np.int64:
     """64-bit hash of ``r``'s :data:`EXEC_CONTENT_FIELDS` (an EXEC_REPORT record), as an
     int64 (the OMS keeps it as an LRU value). Signed fields enter by their int64 bit

@@ -113,6 +113,7 @@ import numpy as np
 from numba import njit
 
 from bot4.nbkit import add_sat, copy_stamps, copy_terms, map_find, map_put, mul_sat, unowned
+from bot4.nbkit.hot import hot
 from bot4.records import ACTION_NEW, DECISION_ACCEPT, DECISION_DENY
 from bot4.risk.killswitch import (
     clear_order,
@@ -206,7 +207,7 @@ __all__ = [
 ]
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _strategy_row(slim, strategy):
     """The row of slim / tat for a strategy id (row 0: strategies without their own)."""
     srow = np.int64(strategy)
@@ -347,7 +348,7 @@ def _check(r, now_ns, coid, st):
     return R_OK, 0, 0, px, ticket
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _track(o, coid, r):
     """Enter an accepted intent in open-order table ``o``; its row, -1 if the table is full."""
     slot = map_put(o, coid)
@@ -359,7 +360,7 @@ def _track(o, coid, r):
     return slot
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _decision(d, r, s, now_ns, producer, verdict, pos):
     """The RISK_DECISION on intent ``r``: ``verdict`` is what :func:`_check` returned."""
     reason, checked, limit, px, _ticket = verdict
@@ -385,7 +386,7 @@ def _decision(d, r, s, now_ns, producer, verdict, pos):
         d.reserved[j] = 0
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _order(o, r, s, now_ns, coid):
     """The ORDER (``ACTION_NEW``) of accepted intent ``r`` (``o`` cleared by the caller)."""
     o.seq = s
@@ -398,7 +399,7 @@ def _order(o, r, s, now_ns, coid):
     o.action = ACTION_NEW
 
 
-@njit(nogil=True, cache=True)
+@hot
 def check_intents(st, intents, out_orders, out_decisions, seq, now_ns):
     """Decide every intent; returns (orders written, decisions written).
 

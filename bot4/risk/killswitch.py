@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from bot4.nbkit.hot import hot
 from bot4.records import ACTION_CANCEL_ALL
 from bot4.risk.layout import (
     A_BREAKER_HALTS,
@@ -86,7 +87,7 @@ def daily_loss(st):
     return a[X_DAY_START] - (a[X_REALISED] + a[X_UNREALISED])
 
 
-@njit(nogil=True, cache=True)
+@hot
 def daily_guard_of(acct, alim, trading):
     """:func:`daily_guard` on the three arrays it reads (the per-intent check's form: a
     helper handed the whole state binds every one of its arrays)."""
@@ -100,13 +101,13 @@ def daily_guard_of(acct, alim, trading):
     return loss
 
 
-@njit(nogil=True, cache=True)
+@hot
 def daily_guard(st):
     """Escalate global trading if the loss since the reset reached a limit; returns the loss."""
     return daily_guard_of(st.acct, st.alim, st.trading)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def maybe_reset(st, now_ns):
     """Apply the scheduled daily reset once ``now_ns`` passed it."""
     a = st.acct
@@ -119,13 +120,13 @@ def maybe_reset(st, now_ns):
         st.counters[C_RESETS] += 1
 
 
-@njit(nogil=True, cache=True)
+@hot
 def is_stale_halt(w):
     """The state word is exactly the halt the stale-data rule sets (HALTED, stale, risk)."""
     return word_state(w) == HALTED and word_reason(w) == R_STALE_FEED and word_source(w) == SRC_RISK
 
 
-@njit(nogil=True, cache=True)
+@hot
 def stale_halt(trading, target):
     """Halt ``target`` for stale data; returns its stale flag: 1 + the state to relax to."""
     w = state_word(trading, target)
@@ -137,7 +138,7 @@ def stale_halt(trading, target):
     return 1 + ACTIVE
 
 
-@njit(nogil=True, cache=True)
+@hot
 def md_arrived(st, inst, now_ns):
     """Stamp a market-data arrival for ``inst``; end its stale episode and a feed-gone one."""
     t = max(now_ns, np.int64(1))
@@ -156,7 +157,7 @@ def md_arrived(st, inst, now_ns):
             st.counters[C_STALE_RELAXED] += 1
 
 
-@njit(nogil=True, cache=True)
+@hot
 def check_staleness(st, now_ns):
     """Halt the instruments whose market data stopped (``L_STALE_NS``) and global trading if
     all of it stopped (``A_FEED_GONE_NS``); returns the stale episodes started now. The
@@ -180,7 +181,7 @@ def check_staleness(st, now_ns):
     return started
 
 
-@njit(nogil=True, cache=True)
+@hot
 def poll_states(st):
     """Breakers newly OPEN halt what they guard (``breaker_action = "halt"``); targets that
     became HALTED queue a CANCEL_ALL. Returns the CANCEL_ALLs queued."""
@@ -216,7 +217,7 @@ def poll_states(st):
     return st.acct[X_PENDING]
 
 
-@njit(nogil=True, cache=True)
+@hot
 def clear_order(o):
     """Zero every field of an ORDER slot the writers below do not set (ring slots are
     reused: nothing of an earlier record may leak)."""
@@ -243,7 +244,7 @@ def clear_order(o):
         o.reserved2[j] = 0
 
 
-@njit(nogil=True, cache=True)
+@hot
 def emit_cancels(st, out, n, end, s, now_ns):
     """Write queued CANCEL_ALLs into ``out[n:end]``, numbered from ``s``; returns (n, s)
     after them."""
@@ -277,7 +278,7 @@ def emit_cancels(st, out, n, end, s, now_ns):
     return n, s
 
 
-@njit(nogil=True, cache=True)
+@hot
 def after_batch(st, out_orders, seq, now_ns):
     """What every batch that moves PnL or state ends with: the daily-loss guard, the state
     poll, and the CANCEL_ALLs they call for; returns the number of orders written."""

@@ -8,9 +8,9 @@ Every kernel takes the process's :class:`~bot4.risk.layout.RiskState` (``st``) f
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from bot4.nbkit import add_sat, map_delete, map_find, mul_sat
+from bot4.nbkit.hot import hot
 from bot4.records import (
     EXEC_ACK,
     EXEC_BROKEN,
@@ -82,19 +82,19 @@ __all__ = [
 ]
 
 
-@njit(nogil=True, cache=True)
+@hot
 def gross_qty(pos, open_buy, open_sell):
     """Worst-case |position| with every open order on one side filled, shares."""
     return max(abs(pos + open_buy), abs(pos - open_sell))
 
 
-@njit(nogil=True, cache=True)
+@hot
 def remark(st, inst):
     """Recompute the instrument's unrealised PnL and gross exposure, and the totals."""
     remark_of(st.inst, st.acct, inst)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def remark_of(i_st, acct, inst):
     """:func:`remark` on the two arrays it touches (the per-intent check's form)."""
     mark = i_st[inst, I_REF]
@@ -111,7 +111,7 @@ def remark_of(i_st, acct, inst):
     i_st[inst, I_GROSS] = gross
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _apply_fill(st, inst, side, qty, px, fee):
     i_st = st.inst
     before = i_st[inst, I_REALISED]
@@ -126,7 +126,7 @@ def _apply_fill(st, inst, side, qty, px, fee):
     st.acct[X_REALISED] += i_st[inst, I_REALISED] - before
 
 
-@njit(nogil=True, cache=True)
+@hot
 def apply_book_levels(st, levels):
     """BOOK_LEVEL records into ``st.depth`` (ids, 2, max levels) int64 sizes per position
     (row 0 bids, 1 asks), keeping ``I_DEPTH_BID`` / ``I_DEPTH_ASK`` the sums over them.
@@ -152,7 +152,7 @@ def apply_book_levels(st, levels):
         st.counters[C_BOOK_LEVELS] += 1
 
 
-@njit(nogil=True, cache=True)
+@hot
 def apply_fills(st, execs, out_orders, seq, now_ns):
     """Apply execution reports; returns the CANCEL_ALLs written to ``out_orders``.
 
@@ -215,7 +215,7 @@ def apply_fills(st, execs, out_orders, seq, now_ns):
     return after_batch(st, out_orders, seq, now_ns)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def apply_market_data(st, md, out_orders, seq, now_ns):
     """Update reference prices and marks; returns the CANCEL_ALLs written to ``out_orders``.
 

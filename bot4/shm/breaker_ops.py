@@ -39,6 +39,7 @@ import numpy as np
 from numba import njit
 
 from bot4.nbkit.borrow import unowned
+from bot4.nbkit.hot import hot
 from bot4.shm.atomics import compare_exchange, load_acquire, store_relaxed
 from bot4.shm.breaker_layout import (
     B_BUCKETS,
@@ -83,17 +84,17 @@ from bot4.shm.breaker_layout import (
 )
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _block(words, i):
     return BLOCK_WORDS * (1 + np.int64(words[W_COUNT]) + i)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _load(words, k):
     return np.int64(load_acquire(words, k))
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _add(words, k, n):
     while True:
         old = _load(words, k)
@@ -101,7 +102,7 @@ def _add(words, k, n):
             return
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _store_max(words, k, value):
     while True:
         old = _load(words, k)
@@ -109,12 +110,12 @@ def _store_max(words, k, value):
             return
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _next_word(st, state, flags):
     return (((st >> EPOCH_SHIFT) + 1) << EPOCH_SHIFT) | (flags << FLAGS_SHIFT) | state
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _to_open(words, b, st, now_ns, flags):
     """CAS from exactly ``st`` to OPEN; opened_at is stamped first. True if this call did it."""
     _store_max(words, b + B_OPENED_NS, now_ns)
@@ -125,21 +126,21 @@ def _to_open(words, b, st, now_ns, flags):
     return False
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _to_half_open(words, b, st, now_ns):
     _store_max(words, b + B_HALF_OPEN_NS, now_ns)
     _store_max(words, b + B_PROBE_ACTIVITY_NS, now_ns)
     return compare_exchange(words, b + B_STATE, st, _next_word(st, HALF_OPEN, 0))
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _to_closed(words, b, st):
     for j in range(MAX_BUCKETS):
         store_relaxed(words, b + B_BUCKETS + j, 0)
     return compare_exchange(words, b + B_STATE, st, _next_word(st, CLOSED, 0))
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _window_add(words, b, r, ok, now_ns):
     nb = np.int64(words[r + C_BUCKETS])
     slot = now_ns // np.int64(words[r + C_BUCKET_NS])
@@ -160,7 +161,7 @@ def _window_add(words, b, r, ok, now_ns):
             return
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _window_sum(words, b, r, now_ns):
     nb = np.int64(words[r + C_BUCKETS])
     cur = (now_ns // np.int64(words[r + C_BUCKET_NS])) & TAG_MASK
@@ -174,7 +175,7 @@ def _window_sum(words, b, r, now_ns):
     return calls, fails
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _decide(words, b, r, st, results, fails, now_ns):
     """HALF_OPEN episode ``st`` with these probe counts: reopen, close, or keep probing."""
     n = np.int64(words[r + C_PROBE_WINDOW])
@@ -185,7 +186,7 @@ def _decide(words, b, r, st, results, fails, now_ns):
         _to_closed(words, b, st)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _admit_probe(words, b, r, st, now_ns):
     """1 admitted, 0 refused, -1 the state changed under us (caller re-reads it)."""
     tag = (st >> EPOCH_SHIFT) & PTAG_MASK
@@ -214,7 +215,7 @@ def _admit_probe(words, b, r, st, now_ns):
             return -1
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _probe_result(words, b, r, st, ok, now_ns):
     tag = (st >> EPOCH_SHIFT) & PTAG_MASK
     while True:
@@ -251,7 +252,7 @@ def _probe_result(words, b, r, st, ok, now_ns):
     _decide(words, b, r, st, results, fails, now_ns)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _enter_slow(words, i, b, st, now_ns):
     r = BLOCK_WORDS * (1 + i)
     while True:
@@ -275,7 +276,7 @@ def _enter_slow(words, i, b, st, now_ns):
         st = _load(words, b + B_STATE)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def breaker_enter(words, i, now_ns):
     """Ask breaker ``i`` to admit a call. Returns a ticket for ``breaker_exit`` (0 = refused).
 
@@ -306,7 +307,7 @@ def breaker_allow(words, i, now_ns):
     return _enter_slow(w, i, b, st, now_ns) != 0
 
 
-@njit(nogil=True, cache=True)
+@hot
 def breaker_exit(words, i, ticket, ok, now_ns):
     """Record the outcome of a call admitted with ``ticket`` (``TICKET_ANY``: no ticket).
 
@@ -335,13 +336,13 @@ def breaker_exit(words, i, ticket, ok, now_ns):
             _probe_result(words, b, r, st, ok, now_ns)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def breaker_record(words, i, ok, now_ns):
     """Record the outcome of a call through breaker ``i``, judged by the state now."""
     breaker_exit(words, i, TICKET_ANY, ok, now_ns)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def breaker_release(words, i, ticket):
     """Give back a probe admitted with ``ticket`` whose call was not made (no result)."""
     if ticket & 3 != T_PROBE:
@@ -356,7 +357,7 @@ def breaker_release(words, i, ticket):
             return
 
 
-@njit(nogil=True, cache=True)
+@hot
 def breaker_state_word(words, i):
     """The raw state word: state (byte 0), flags (byte 1), epoch (bits 16..62)."""
     return _load(words, _block(words, i) + B_STATE)
@@ -375,7 +376,7 @@ def breaker_word_epoch(w):
     return w >> EPOCH_SHIFT
 
 
-@njit(nogil=True, cache=True)
+@hot
 def breaker_state(words, i):
     """CLOSED, OPEN or HALF_OPEN."""
     return breaker_state_word(words, i) & STATE_MASK

@@ -50,6 +50,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from bot4.nbkit.hot import hot
 from bot4.shm.atomics import (
     add_pair,
     compare_exchange,
@@ -88,7 +89,7 @@ from bot4.shm.wait import idle_consumer, idle_producer
 _ONE = np.uint64(1)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def producer_claim(hdr, n):
     """Up to ``n`` free contiguous slots: ``(position, count)``; count 0 when full."""
     pos = hdr[W_PRODUCER_OWN_POSITION]
@@ -104,7 +105,7 @@ def producer_claim(hdr, n):
     return pos, np.int64(min(want, cap - (pos - cons), to_wrap))
 
 
-@njit(nogil=True, cache=True)
+@hot
 def producer_room(hdr, n):
     """Up to ``n`` free slots *across* the wrap: ``(position, count)``; count 0 when full.
 
@@ -125,7 +126,7 @@ def producer_room(hdr, n):
     return pos, np.int64(min(want, cap - (pos - cons)))
 
 
-@njit(nogil=True, cache=True)
+@hot
 def producer_commit_nowake(hdr, count):
     """Publish ``count`` claimed slots (release store) and count the batch; never wakes.
     The own position and the batch count move first (one store), then the published one.
@@ -142,7 +143,7 @@ def producer_commit(hdr, count):
         wake_consumer(hdr)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def wake_consumer(hdr):
     """After publishing: wake the consumer if it sleeps (parking rings). The fence orders
     the position store before the load of the parked flag (see ``wait``)."""
@@ -152,7 +153,7 @@ def wake_consumer(hdr):
         futex_wake(hdr, W_DATA_SIGNAL, 1)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def consumer_peek(hdr, n):
     """Up to ``n`` readable contiguous slots: ``(position, count)``; count 0 when empty."""
     pos = load_relaxed(hdr, W_CONSUMER_POSITION)
@@ -173,7 +174,7 @@ def consumer_peek(hdr, n):
     return pos, np.int64(min(want, avail, to_wrap))
 
 
-@njit(nogil=True, cache=True)
+@hot
 def consumer_release_nowake(hdr, count):
     """Hand ``count`` read slots back (release store) and count the batch; never wakes.
 
@@ -191,7 +192,7 @@ def consumer_release(hdr, count):
         wake_producer(hdr)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def wake_producer(hdr):
     """After releasing: wake the producer if it sleeps on a full ring (parking rings)."""
     fence_seq_cst()
@@ -298,12 +299,12 @@ def note_high_water(hdr, pos):
         store_relaxed(hdr, W_PRODUCER_HIGH_WATER, depth)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def beat_producer(hdr):
     store_relaxed(hdr, W_PRODUCER_HEARTBEAT_NS, monotonic_ns())
 
 
-@njit(nogil=True, cache=True)
+@hot
 def beat_consumer(hdr):
     store_relaxed(hdr, W_CONSUMER_HEARTBEAT_NS, monotonic_ns())
 

@@ -37,6 +37,7 @@ import time
 import numpy as np
 from numba import njit
 
+from bot4.nbkit.hot import hot
 from bot4.records.errors import Bot4Error, Code
 from bot4.shm.atomics import compare_exchange, load_acquire
 from bot4.shm.segment import attach_checked, create_initialised, segment_name
@@ -147,7 +148,7 @@ def word_source(w):
     return (w >> SOURCE_SHIFT) & SOURCE_MASK
 
 
-@njit(nogil=True, cache=True)
+@hot
 def state_word(words, target):
     """Raw state word of ``target`` (0 = global, k = instrument k)."""
     return np.int64(load_acquire(words, BLOCK_WORDS * (1 + target)))
@@ -159,7 +160,7 @@ def state_of(words, target):
     return state_word(words, target) & STATE_MASK
 
 
-@njit(nogil=True, cache=True)
+@hot
 def effective_state(words, inst):
     """The state instrument ``inst`` trades under: max(global, its own). Two acquire loads."""
     g = state_word(words, np.int64(0)) & STATE_MASK
@@ -167,13 +168,13 @@ def effective_state(words, inst):
     return max(g, s)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def state_generation(words):
     """Bumped after every change of any state word."""
     return np.int64(load_acquire(words, W_GENERATION))
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _replace(words, k, old, state, reason, source):
     changes = ((old >> CHANGES_SHIFT) + 1) & CHANGES_MASK
     new = (changes << CHANGES_SHIFT) | (source << SOURCE_SHIFT) | (reason << REASON_SHIFT) | state
@@ -199,7 +200,7 @@ def set_state(words, target, state, reason, source):
             return old & STATE_MASK
 
 
-@njit(nogil=True, cache=True)
+@hot
 def raise_state(words, target, state, reason, source):
     """Escalate ``target`` to ``state`` if it is below it; returns the previous state.
 
@@ -214,7 +215,7 @@ def raise_state(words, target, state, reason, source):
             return old & STATE_MASK
 
 
-@njit(nogil=True, cache=True)
+@hot
 def relax_state(words, target, from_state, reason, source, to_state):
     """Move ``target`` from ``from_state`` to ``to_state`` only if it is still in the state
     that ``source`` set for ``reason``; True if it did."""

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from bot4.nbkit.hot import hot
 from bot4.shm.atomics import (
     CLOCK_MONOTONIC,
     _check_u64,
@@ -75,7 +76,7 @@ def futex_waitv(typingctx, waiters, n, deadline_ns):
     return types.int64(waiters, n, deadline_ns), codegen
 
 
-@njit(nogil=True, cache=True)
+@hot
 def announce(hdr, waiters, k, uaddr):
     """Consumer side, ring ``hdr`` as waiter ``k``: False when a record is already there
     (do not sleep). Leaves ``parked`` set either way; :func:`end_park` clears it."""
@@ -90,7 +91,7 @@ def announce(hdr, waiters, k, uaddr):
     return True
 
 
-@njit(nogil=True, cache=True)
+@hot
 def end_park(hdr):
     store_release(hdr, W_CONSUMER_PARKED, 0)
 

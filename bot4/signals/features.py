@@ -33,6 +33,7 @@ import numpy as np
 from numba import njit
 
 from bot4.nbkit import unowned
+from bot4.nbkit.hot import hot
 from bot4.records import MD_QUOTE, OT_LIMIT, SIDE_BUY, SIDE_SELL, TIF_DAY
 
 FEATURES = (
@@ -138,7 +139,7 @@ def features_of(st, inst, x):
     x[7] = np.sqrt(st[inst, S_G2])
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _depth_imbalance(dq, st, inst):
     b = 0.0
     a = 0.0
@@ -150,7 +151,7 @@ def _depth_imbalance(dq, st, inst):
         st[inst, S_DEPTH] = 1.0
 
 
-@njit(nogil=True, cache=True)
+@hot
 def depth_kernel(levels, dq, st):
     """Apply BOOK_LEVEL records to ``dq`` (n_inst, 2, N): bid / ask size per position,
     positions >= N ignored; then each touched instrument's imbalance over the N levels,
@@ -175,7 +176,7 @@ def depth_kernel(levels, dq, st):
     return n
 
 
-@njit(nogil=True, cache=True)
+@hot
 def orthogonalise(x, mean, WT, z):
     """z = W (x - mean), as a sum of W's columns (WT is W transposed): lanes are features,
     no reduction is reassociated, so any SIMD width gives identical bits."""
@@ -231,7 +232,7 @@ def intent_price(o, s, cfg, bid, ask, mid, t, vol):
 SignalsState = namedtuple("SignalsState", "st g mean WT model cfg tick x z counters")
 
 
-@njit(nogil=True, cache=True)
+@hot
 def signals_kernel(inp, out, seq, sig, now):
     """One batch: MARKET_DATA in, ORDER_INTENT out. Returns the number of intents.
 

@@ -68,6 +68,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from bot4.nbkit import unowned
+from bot4.nbkit.hot import hot
 from bot4.nbkit.inner import inner
 from bot4.oms.state import C_EXEC_CONFLICT, C_RECON_MISMATCH
 from bot4.risk.killswitch import check_staleness, poll_states
@@ -149,7 +150,7 @@ def _wake_ring(ls, word, bit, hdr, out):
             wake_producer(hdr)
 
 
-@inner
+@inner(_nrt=False)
 def _wake_peers(sig, risk, oms, sdep, rdep):
     """Wake the processes outside the group that sleep on a ring the members committed
     to or released since the last call (``ring_ops``: a caller that publishes with the
@@ -190,7 +191,7 @@ def _wake_peers(sig, risk, oms, sdep, rdep):
         ls[L_WAKE_IN] = 0
 
 
-@inner
+@inner(_nrt=False)
 def _park(sig, risk, oms, waiters, addrs, deadline_ns, sdep, rdep):
     """Sleep on every input ring fed from outside the group (``futex_waitv``) until a
     producer publishes or ``deadline_ns``; at once when one of them holds a record.
@@ -249,7 +250,7 @@ def _park(sig, risk, oms, waiters, addrs, deadline_ns, sdep, rdep):
         end_park(rdep[0])
 
 
-@inner
+@inner(_nrt=False)
 def _states_moved(rs, timers):
     """Whether the trading-state generation or a breaker word differs from the one seen
     last (``timers[T_GEN]``, ``timers[T_BRK + b]``); updates what was seen. One load, plus one per
@@ -267,7 +268,7 @@ def _states_moved(rs, timers):
     return moved
 
 
-@inner
+@inner(_nrt=False)
 def _beat(sig, risk, oms, sd, rd, now):
     """What ``StageRunner._housekeep`` beats, from the cycle (every ``BEAT_NS``): each
     member's heartbeat in its control-block slot (the supervisor's liveness, timeout 5 s)
@@ -298,7 +299,7 @@ def _beat(sig, risk, oms, sd, rd, now):
         beat_consumer(rd[0])
 
 
-@njit(nogil=True, cache=True)
+@hot
 def hot_cycle(
     sig, risk, oms, words, batches, oms_mo, deadline_ns, spin_ns, yld, park, waiters, addrs,
     timers, sdep, rdep,

@@ -168,7 +168,7 @@ def _done(ls, blk, k, n_out):
 
 
 # --- signals: input 0 ticks -> output 0 intents; optional input 1 depth ---------------------
-@inner
+@inner(_nrt=False)
 def signals_step(m, batch, dep):
     """One batch of the signals member's ticks; records read, 0 when empty, -1 to bail.
     ``dep``: the depth input (:func:`signals_depth_step`), None where it is not wired
@@ -199,7 +199,7 @@ def signals_step(m, batch, dep):
     return k
 
 
-@inner
+@inner(_nrt=False)
 def signals_depth_step(m, dep, batch):
     """One batch of the signals member's depth input (1, BOOK_LEVEL; ``SignalsStage.process``
     for input 1): the depth state only, no output, so no claim and never a bail. Its
@@ -229,7 +229,7 @@ def signals_depth_step(m, dep, batch):
 
 # --- risk: inputs 0 intents, 1 fills, 2 market data, optional 3 depth -> outputs 0 orders,
 # 1 decisions
-@inner
+@inner(_nrt=False)
 def risk_step(m, i, batch, dep):
     """One batch of the risk member's input ``i`` (0-2); records read, 0 when empty, -1 to
     bail. ``dep``: the depth input (:func:`risk_depth_step`), None where it is not wired."""
@@ -273,7 +273,7 @@ def risk_step(m, i, batch, dep):
     return k
 
 
-@inner
+@inner(_nrt=False)
 def risk_depth_step(m, dep, batch):
     """One batch of the risk member's depth input (3, BOOK_LEVEL: the liquidity check's
     book, ``RiskBook.book_levels``): no output, no claim, never a bail; the cursor buffer
@@ -299,7 +299,7 @@ def risk_depth_step(m, dep, batch):
 
 
 # --- orders: inputs 0 orders, 1 venue reports -> venue, fills, order and exec events --------
-@inner
+@inner(_nrt=False)
 def orders_step(m, i, batch, mo):
     """One batch of the orders member's input ``i`` (``mo`` = its ``max_out_per_in``);
     records read, 0 when empty, -1 to bail."""
