@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from bot4.nbkit.hot import hot
 from bot4.nbkit.u64map import map_delete, map_find, map_put
 from bot4.records import SIDE_BUY
 from bot4.venue.layout import (
@@ -36,7 +37,7 @@ def _map_set(tab, key, val):
         tab[i, 1] = val
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _alloc(st):
     return _a_alloc(st.pool, st.free, st.v)
 
@@ -65,7 +66,7 @@ def _a_alloc(pool, free, v):
     return m
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _release_slot(st, m):
     _a_release_slot(st.pool, st.free, st.v, m)
 
@@ -77,12 +78,12 @@ def _a_release_slot(pool, free, v, m):
     v[V_FREE_TOP] += 1
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _row(side):
     return BID if side == SIDE_BUY else ASK
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _level_pos(levels, nlev, b, s, key):
     """Insertion point of ``key`` in side ``s`` of book ``b`` (binary search)."""
     lo = 0
@@ -104,7 +105,7 @@ def _a_level_of(pool, levels, nlev, m):
     return s, _level_pos(levels, nlev, np.int64(o.instrument), s, key)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _unlink(st, m):
     """Take resting slot ``m`` out of its level's queue (the level goes when empty)."""
     _a_unlink(st.pool, st.levels, st.nlev, m)
@@ -134,7 +135,7 @@ def _a_unlink(pool, levels, nlev, m):
         nlev[b, s] = n - 1
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _discard_external(st, m):
     """Forget external / quote slot ``m`` (already unlinked or never rested)."""
     _a_discard_external(st.pool, st.free, st.books, st.ext, st.v, m)
@@ -155,7 +156,7 @@ def _a_discard_external(pool, free, books, ext, v, m):
     _a_release_slot(pool, free, v, m)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _a_evict_worst(pool, free, levels, nlev, books, ext, v, b, s):
     """Drop the worst level of a full side if it holds no order of ours."""
     m = levels[b, s, 0, LH]
@@ -173,7 +174,7 @@ def _a_evict_worst(pool, free, levels, nlev, books, ext, v, b, s):
     return True
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _append(st, m):
     """Rest slot ``m`` at the back of its price level; False if no level can be had."""
     return _a_append(st.pool, st.free, st.levels, st.nlev, st.books, st.ext, st.v, m)
@@ -213,7 +214,7 @@ def _a_append(pool, free, levels, nlev, books, ext, v, m):
     return True
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _resize(st, m, new_leaves):
     """Change the working size of resting slot ``m`` in place (keeps its priority)."""
     _a_resize(st.pool, st.levels, st.nlev, m, new_leaves)

@@ -46,6 +46,7 @@ import numpy as np
 from numba import njit
 
 from bot4.nbkit import unowned
+from bot4.nbkit.hot import hot
 from bot4.nbkit.u64map import map_find
 from bot4.records import (
     MD_BOOK_ADD,
@@ -114,7 +115,7 @@ from bot4.venue.queue_model import queue_model_requeue
 from bot4.venue.reports import venue_release_kernel
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _set_mode(st, b, mode):
     books = st.books
     if books[b, BK_MODE] == mode:
@@ -128,7 +129,7 @@ def _set_mode(st, b, mode):
     books[b, BK_MODE] = mode
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _external(st, b, order, now, pseq):
     """A new external / quote order ``(side, price, qty, owner, ext_id)`` in book ``b``:
     trades, then rests. Returns its slot or -1."""
@@ -157,7 +158,7 @@ def _external(st, b, order, now, pseq):
     return m
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _shrink_snapshot(st, b, side, price, qty):
     """A cancel / delete of an order the venue never saw: taken from the initial-book
     (snapshot) orders at that price, front first."""
@@ -183,7 +184,7 @@ def _shrink_snapshot(st, b, side, price, qty):
         m = nxt
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _md_one(st, r, now):
     v = st.v
     books = st.books
@@ -432,7 +433,7 @@ def _md_quote_fast(pool, free, levels, nlev, books, ext, v, r):
     return True
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _md_batch(st, md, now_ns, event_time, until_report):
     """MARKET_DATA records in order: the common quote-mode cases on the unpacked arrays
     (:func:`_md_quote_fast`), the rest through :func:`_md_one`, each at ``now_ns`` or, with
@@ -474,7 +475,7 @@ def venue_md_until_report_kernel(st, md, now_ns):
     return _md_batch(st, md, now_ns, np.bool_(True), np.bool_(True))
 
 
-@njit(nogil=True, cache=True)
+@hot
 def venue_md_kernel(st, md, now_ns):
     """Apply MARKET_DATA records in order (other participants' liquidity, see the module
     doc); fills of our resting orders go to the delay queue. Returns reports queued."""
@@ -483,7 +484,7 @@ def venue_md_kernel(st, md, now_ns):
     return st.v[S_REPORTS] - before
 
 
-@njit(nogil=True, cache=True)
+@hot
 def venue_md_event_time_kernel(st, md, now_ns):
     """``venue_md_kernel`` on the exchange's clock: each record is applied at its own
     ``ts_event_ns`` (``now_ns`` for a record without one), so the reports it causes carry
@@ -494,7 +495,7 @@ def venue_md_event_time_kernel(st, md, now_ns):
     return st.v[S_REPORTS] - before
 
 
-@njit(nogil=True, cache=True)
+@hot
 def venue_md_release_kernel(st, md, now_ns, event_time, out, seq):
     """``venue_md_event_time_kernel`` (``event_time``) or ``venue_md_kernel``, then
     ``venue_release_kernel`` into ``out`` at ``now_ns``, in one call (the stage's market

@@ -31,8 +31,8 @@ orders) have no self-trade to prevent.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from bot4.nbkit.hot import hot
 from bot4.records import (
     EXEC_CANCELLED,
     EXEC_STP_DECREMENTED,
@@ -90,12 +90,12 @@ from bot4.venue.reports import (
 )
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _crosses(aside, px, limit):
     return px <= limit if aside == SIDE_BUY else px >= limit
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _take(st, b, aggressor, at_limit, stop, now, pseq):
     """An aggressor ``(aside, limit, qty, taker)`` (int64 each) of side ``aside`` takes up
     to ``qty`` shares at prices crossing ``limit`` from book ``b``, best price first, in
@@ -185,7 +185,7 @@ def _take(st, b, aggressor, at_limit, stop, now, pseq):
     return rem
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _taker_fill(st, taker, qty, px, now, pseq):
     """Our taker in slot ``taker`` filled ``qty`` shares at ``px``: book it, report it."""
     t = st.pool[taker]
@@ -194,7 +194,7 @@ def _taker_fill(st, taker, qty, px, now, pseq):
     _report_fill(st, now, pseq, taker, qty, px, st.v[V_TAKER_FEE])
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _stp_expire_resting(st, m, prevented, now, pseq):
     """Our resting order in slot ``m`` expires by self-trade prevention."""
     _unlink(st, m)
@@ -202,7 +202,7 @@ def _stp_expire_resting(st, m, prevented, now, pseq):
     _retire(st, m, np.int64(OS_EXPIRED))
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _stp_expire_taker(st, taker, prevented, now, pseq):
     """Our taker in slot ``taker`` (not resting) expires: reported now, retired EXPIRED by
     its caller (``RF_STP_EXPIRED``)."""
@@ -212,7 +212,7 @@ def _stp_expire_taker(st, taker, prevented, now, pseq):
     _report_stp(st, now, pseq, taker, np.int64(EXEC_STP_EXPIRED), prevented)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _prevent(st, m, taker, mode, now, pseq):
     """Our taker (slot ``taker``, mode ``mode``) meets our resting order in slot ``m`` of
     its STP group: a prevented match. Reports go resting order first, then taker. Returns
@@ -255,7 +255,7 @@ def _prevent(st, m, taker, mode, now, pseq):
     return t.leaves
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _through(st, b, aside, limit, qty, now, pseq):
     """Trade-through fills (``QF_TRADE_THROUGH``): an aggressor of side ``aside`` at price
     ``limit`` fills our resting orders on the other side at prices strictly better than
@@ -293,7 +293,7 @@ def _through(st, b, aside, limit, qty, now, pseq):
     return rem
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _quote_through(st, b, side, price, qty, now, pseq):
     """A new quote order in ``QF_TRADE_THROUGH`` mode: fill ours strictly through its price
     completely, drop the opposite quote order it touches or crosses, rest it unmatched.
@@ -326,7 +326,7 @@ def _quote_through(st, b, side, price, qty, now, pseq):
     return m
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _available(st, b, aside, limit, want, mode, group):
     """Shares our aggressor (STP ``mode``, ``group``) could *fill* up to ``limit``, in
     priority order (stops counting at ``want``): prevented quantity is not filled. Our
@@ -357,7 +357,7 @@ def _available(st, b, aside, limit, want, mode, group):
     return total
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _work(st, m, tif, now, pseq):
     """Our order in slot ``m`` (not resting) trades what it can, then rests or ends."""
     o = st.pool[m]

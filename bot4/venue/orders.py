@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from bot4.nbkit.hot import hot
 from bot4.nbkit.stamps import copy_stamps
 from bot4.nbkit.u64map import map_find
 from bot4.records import (
@@ -93,7 +94,7 @@ from bot4.venue.reports import (
 )
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _reject(st, now, r, reason, remember):
     """REJECTED for request ``r``; remembered (so a repeat is a duplicate) if asked."""
     _report(
@@ -110,7 +111,7 @@ def _reject(st, now, r, reason, remember):
         _hist_add(st, r, np.int64(0), r.qty, r.limit_price, np.int64(OS_REJECTED))
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _on_new(st, r, now):
     pool = st.pool
     v = st.v
@@ -183,7 +184,7 @@ def _on_new(st, r, now):
     _work(st, m, np.int64(tif), now, r.seq)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _stp_allowed(v, mode):
     """May an order carry STP ``mode``? 0 (the venue's default) always may."""
     if mode == STP_NONE:
@@ -193,7 +194,7 @@ def _stp_allowed(v, mode):
     return (v[V_STP_ALLOWED] >> np.int64(mode)) & 1 == 1
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _live_slot(st, clid):
     """Pool slot of our live order ``clid``, or -1."""
     i = map_find(st.ours, clid)
@@ -202,7 +203,7 @@ def _live_slot(st, clid):
     return st.ours[i, 1]
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _answer(st, now, r, target, etype, reason_live, reason_done, reason_unknown):
     """Report ``etype`` on ``target`` as the venue knows it, answering request ``r``: a
     live order (``reason_live``), a finished one (``reason_done``; leaves 0) or an unknown
@@ -235,7 +236,7 @@ def _answer(st, now, r, target, etype, reason_live, reason_done, reason_unknown)
     )
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _on_cancel(st, r, now):
     target = r.orig_client_order_id
     m = _live_slot(st, target)
@@ -266,7 +267,7 @@ def _on_cancel(st, r, now):
     _retire(st, m, np.int64(OS_CANCELLED))
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _refuse_replace(st, now, r, target, reason):
     _answer(
         st,
@@ -280,7 +281,7 @@ def _refuse_replace(st, now, r, target, reason):
     )
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _on_replace(st, r, now):
     target = r.orig_client_order_id
     m = _live_slot(st, target)
@@ -321,7 +322,7 @@ def _on_replace(st, r, now):
     _report_own(st, now, r.seq, m, np.int64(EXEC_REPLACED), status, np.int64(R_OK))
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _on_query(st, r, now):
     target = r.client_order_id if r.client_order_id != 0 else r.orig_client_order_id
     _answer(
@@ -336,7 +337,7 @@ def _on_query(st, r, now):
     )
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _cancel_ours(st, m, now, pseq, reason, stamps, own_stamps):
     """Cancel our resting order in slot ``m``; the report carries the stamps of record
     ``stamps``, or the order's own (``own_stamps``)."""
@@ -367,7 +368,7 @@ def _cancel_ours(st, m, now, pseq, reason, stamps, own_stamps):
     _retire(st, m, np.int64(OS_CANCELLED))
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _cancel_all(st, inst, now, pseq, reason, stamps, own_stamps):
     """Cancel every resting order of ours in book ``inst`` (0 = every book), book by book,
     bids then asks, best level first, time order within a level (see _cancel_ours for the
@@ -391,7 +392,7 @@ def _cancel_all(st, inst, now, pseq, reason, stamps, own_stamps):
     return n
 
 
-@njit(nogil=True, cache=True)
+@hot
 def venue_order_kernel(st, orders, now_ns):
     """Handle ORDER records in order (NEW, CANCEL, REPLACE, QUERY, CANCEL_ALL); reports
     go to the delay queue. Returns the number of reports queued."""

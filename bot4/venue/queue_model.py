@@ -4,10 +4,10 @@ apart likewise): where a quote order whose size changes at an unchanged price st
 
 from __future__ import annotations
 
-from numba import njit
+from bot4.nbkit.hot import hot
 
 
-@njit(nogil=True, cache=True)
+@hot
 def queue_model_requeue(old_qty, new_qty):
     """Queue-position model hook: does a quote order whose size changes at an unchanged
     price go to the back of its level (True) or keep its place (False)?

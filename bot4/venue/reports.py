@@ -20,8 +20,8 @@ Ownership: the arrays belong to the one process (the venue stage, or a replay) t
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from bot4.nbkit.hot import hot
 from bot4.nbkit.stamps import copy_stamps
 from bot4.nbkit.u64map import map_delete, map_find
 from bot4.records import (
@@ -58,7 +58,7 @@ from bot4.venue.layout import (
 )
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _claim(st, now, pseq, etype, status, reason):
     """Queue slot of a new report with the venue's fields set and every amount zero; -1
     when the queue is full (the report is lost, and counted)."""
@@ -88,7 +88,7 @@ def _claim(st, now, pseq, etype, status, reason):
     return k
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _report(st, now, pseq, x, stamps, what, cum, leaves):
     """Queue a report on order ``x`` (an ORDER, RESTING or DONE record: ids, side,
     instrument, strategy) with the stamps of ``stamps`` (ORDER or RESTING); ``what`` =
@@ -109,7 +109,7 @@ def _report(st, now, pseq, x, stamps, what, cum, leaves):
     return k
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _report_own(st, now, pseq, m, etype, status, reason):
     """Queue a report on our order in pool slot ``m``, with its own stamps."""
     o = st.pool[m]
@@ -117,7 +117,7 @@ def _report_own(st, now, pseq, m, etype, status, reason):
     return _report(st, now, pseq, o, o, (etype, status, reason), o.cum_qty, leaves)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _report_fill(st, now, pseq, m, qty, price, fee_per_share):
     """Queue the fill of ``qty`` shares at ``price`` of our order in slot ``m`` (its
     cum_qty / leaves already updated)."""
@@ -136,12 +136,12 @@ def _report_fill(st, now, pseq, m, qty, price, fee_per_share):
     v[S_FILLED_QTY] += qty
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _live_status(cum):
     return OS_PARTIALLY_FILLED if cum > 0 else OS_NEW
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _report_stp(st, now, pseq, m, etype, prevented):
     """Queue a self-trade prevention report on our order in slot ``m`` (its leaves / qty
     already reduced): ``EXEC_STP_EXPIRED`` (status EXPIRED, leaves 0) or
@@ -159,7 +159,7 @@ def _report_stp(st, now, pseq, m, etype, prevented):
     v[S_STP_PREVENTED_QTY] += prevented
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _hist_add(st, x, cum, qty, price, status):
     """Remember a finished order of ours (ids, side, instrument, strategy from record
     ``x``), forgetting the oldest remembered one; maps its client order id there."""
@@ -185,7 +185,7 @@ def _hist_add(st, x, cum, qty, price, status):
     _map_set(st.ours, x.client_order_id, code)
 
 
-@njit(nogil=True, cache=True)
+@hot
 def _retire(st, m, status):
     """Our order in slot ``m`` (unlinked) is done: into the history, slot freed."""
     o = st.pool[m]
@@ -205,7 +205,7 @@ def next_release_ns(st) -> int:
     return int(q["ts_venue_ns"][head & (q.shape[0] - 1)]) + int(v[V_LATENCY])
 
 
-@njit(nogil=True, cache=True)
+@hot
 def venue_release_kernel(st, out, now_ns, seq):
     """Move the reports due at ``now_ns`` (oldest first, as many as ``out`` holds) into
     ``out``, numbering them ``seq, seq + 1, ...``; a report's ``exec_id`` is its ``seq``.
