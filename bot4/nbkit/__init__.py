@@ -14,6 +14,10 @@
   (an order map's home row a few records ahead);
 * :mod:`~bot4.nbkit.inner` — ``inner``: ``@njit(cache=True)`` for a helper only kernels
   call, without numba's CPython wrapper (less to compile; a call from Python raises).
+* :mod:`~bot4.nbkit.hot` — ``hot``: ``@njit(nogil=True, cache=True)`` without numba's
+  reference counting, for kernels that allocate nothing and return no array (the hot path
+  group's tree and the venue's: no ``NRT_incref`` / ``NRT_decref`` calls per array at
+  every call boundary).
 
 Layering: imports numpy, numba and :mod:`bot4.records` only; every package above may use
 it, :mod:`bot4.shm` included (its layer sits between shm and records). Nothing here allocates after setup or holds state of its own.
