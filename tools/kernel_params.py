@@ -3,7 +3,7 @@
 Issue 13 asks for no kernel signature over ~8 parameters: kernels take one named state
 object (a namedtuple of arrays, as ``bot4/oms/book.py`` does) instead of loose arrays.
 This walks every module under ``bot4/`` with ``ast`` (nothing is imported or compiled) and
-prints each function decorated with ``njit`` / ``numba.njit`` / ``jit`` (bare or called)
+prints each function decorated with ``njit`` / ``numba.njit`` / ``jit`` / bot4.nbkit's ``hot`` and ``inner`` (bare or called)
 whose positional + keyword parameter count exceeds the limit, widest first.
 
     python tools/kernel_params.py            # limit 8
@@ -18,7 +18,7 @@ import pathlib
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-JIT_NAMES = {"njit", "jit", "generated_jit"}
+JIT_NAMES = {"njit", "jit", "generated_jit", "hot", "inner"}  # bot4.nbkit.hot, .inner
 
 
 def _is_jit(dec: ast.expr) -> bool:

@@ -300,34 +300,32 @@ def _beat(sig, risk, oms, sd, rd, now):
 
 
 @hot
-def hot_cycle(
-    sig, risk, oms, words, batches, oms_mo, deadline_ns, spin_ns, yld, park, waiters, addrs,
-    timers, sdep, rdep,
-):  # fmt: skip
+def hot_cycle(sig, risk, oms, arrays, how, sdep, rdep):
     """Rounds of the signals, risk and orders members until a return condition (module
-    docstring). ``batches``: each member's batch size (records per input per round);
-    ``words``: the control block's words; ``park``: after ``spin_ns`` without work, sleep
-    on the external inputs (:func:`_park`) until data or the deadline instead of
-    returning ``R_IDLE``; ``timers``: int64, laid out by the ``T_*`` offsets (ns; risk's
+    docstring). ``arrays``: the cycle's own arrays, ``(words, batches, waiters, addrs,
+    timers)`` (:meth:`bot4.stages.hotpath.HotPath.cycle_arrays`, owned by the group's
+    process): the control block's words; each member's batch size (records per input per
+    round); room for the park's futex_waitv entries and their data-signal addresses
+    (:func:`_park`); int64 ``timers`` laid out by the ``T_*`` offsets (ns; risk's
     stale-data check runs here every ``timers[T_STALE_EVERY]`` when it is > 0; the
-    group's process owns the array, its housekeeping thread writes ``T_POKE``);
-    ``sdep``, ``rdep``: the depth inputs of signals
-    (:func:`signals_depth_step`) and risk (:func:`risk_depth_step`), each None where it
-    is not wired: numba compiles one ``hot_cycle`` per wiring, and a None's branches are
-    pruned at compile time (the default wiring's rounds are what they were without
-    them). Returns ``(reason, records read)``."""
+    housekeeping thread writes ``T_POKE``). ``how``: this call's ``(deadline_ns,
+    spin_ns, yld, park, oms_mo)``: the deadline (ns, monotonic), the spin before idling
+    (ns), ``sched_yield`` between empty rounds, ``park``: after ``spin_ns`` without work,
+    sleep on the external inputs until data or the deadline instead of returning
+    ``R_IDLE``, and the orders member's ``max_out_per_in``. ``sdep``, ``rdep``: the depth
+    inputs of signals (:func:`signals_depth_step`) and risk (:func:`risk_depth_step`),
+    each None where it is not wired: numba compiles one ``hot_cycle`` per wiring, and a
+    None's branches are pruned at compile time (the default wiring's rounds are what they
+    were without them; why they stay separate arguments). Returns ``(reason, records
+    read)``."""
     # every array borrowed once (bot4.nbkit.unowned): without it each round paid an NRT
-    # incref and decref (a lock add each) per array a step unpacked or passed on, ~2/3 of
-    # the group's samples (perf, default run) and the length of an idle round, which is
-    # what a tick arriving from md waits for on average
+    # incref and decref (a lock add each) per array a step unpacked or passed on; the
+    # whole tree is also compiled without reference counting (bot4.nbkit.hot)
     sig = unowned(sig)
     risk = unowned(risk)
     oms = unowned(oms)
-    words = unowned(words)
-    batches = unowned(batches)
-    waiters = unowned(waiters)
-    addrs = unowned(addrs)
-    timers = unowned(timers)
+    words, batches, waiters, addrs, timers = unowned(arrays)
+    deadline_ns, spin_ns, yld, park, oms_mo = how
     # a new name: numba prunes the branches of an argument that is None, not of a
     # variable assigned in the function
     sd = _borrow(sdep)

@@ -113,6 +113,8 @@ class HotPath:
         for b in range(n_brk):
             self.timers[T_BRK + b] = np.uint64(breaker_state_word(rs.brk, b)).view(np.int64)
         self.poke = self.timers[T_POKE : T_POKE + 1]  # the housekeeping thread's word
+        # hot_cycle's own arrays, in its order (one argument: hotloop.hot_cycle)
+        self.arrays = (self.words, self.batches, self.waiters, self.addrs, self.timers)
         self.keeper = None  # bot4.stages.hotkeeper.Keeper, when the group runs one
         # without a keeper the Python round pings systemd's watchdog: it comes at least
         # at half its interval
@@ -180,10 +182,8 @@ class HotPath:
         quiet[T_STALE_EVERY] = 0
         quiet[T_BEAT_DUE] = np.iinfo(np.int64).max
         quiet[T_POKE] = 0
-        hot_cycle(
-            sig, risk, oms, self.words, np.zeros(3, np.int64), self.oms_mo, 0, 0, False, True,
-            self.waiters, self.addrs, quiet, self.sdep, self.rdep,
-        )  # fmt: skip
+        arrays = (self.words, np.zeros(3, np.int64), self.waiters, self.addrs, quiet)
+        hot_cycle(sig, risk, oms, arrays, (0, 0, False, True, self.oms_mo), self.sdep, self.rdep)
 
     def run(
         self, spin_ns: int, yield_idle: bool, now_ns: int, park: bool = False
@@ -209,11 +209,8 @@ class HotPath:
         if keeper is not None:
             keeper.lock.release()  # the members' Python objects: the keeper's meanwhile
         try:
-            reason, n = hot_cycle(
-                sig, risk, oms, self.words, self.batches, self.oms_mo, now_ns + round_ns,
-                spin_ns, yield_idle, park, self.waiters, self.addrs, self.timers,
-                self.sdep, self.rdep,
-            )  # fmt: skip
+            how = (now_ns + round_ns, spin_ns, yield_idle, park, self.oms_mo)
+            reason, n = hot_cycle(sig, risk, oms, self.arrays, how, self.sdep, self.rdep)
         finally:
             if keeper is not None:
                 keeper.lock.acquire()
