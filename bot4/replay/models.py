@@ -172,3 +172,51 @@ class ReplayRollout:
         if self.off:
             s["rollout_off"] = self.off
         return s
+
+
+def model_lines(m: dict | None) -> list[str]:
+    """The rollout of a replay with ``model_slot`` (``doc["models"]``): the assignment at
+    start and end, each rollback with its reason and who took the inventory, and per model
+    orders, fills and PnL (price units) of its virtual sub-positions."""
+    if not m:
+        return []
+
+    def assign(a: dict) -> str:
+        if not a["challenger"]:
+            return f"champion {a['champion']}"
+        return f"champion {a['champion']}, challenger {a['challenger']} ({a['mode']} {a['pct']:g}%)"
+
+    out = [f"models: slot {m['slot']}: {assign(m['start'])} -> {assign(m['end'])}"]
+    for look in m["looks"]:
+        if look["rollback"] and look.get("shadow"):
+            out.append(
+                f"  ROLLBACK of shadow model {look['challenger']} at checkpoint "
+                f"{look['checkpoint']} ({look['trades']['challenger']} would-be trades): "
+                f"{look['reason']}"
+            )
+        elif look["rollback"]:
+            out.append(
+                f"  ROLLBACK of model {look['challenger']} at checkpoint {look['checkpoint']} "
+                f"({look['trades']['challenger']} challenger trades): {look['reason']}; "
+                f"{look['cancelled_orders']} open order(s) cancelled, inventory to model "
+                f"{look['inventory_to']}"
+            )
+        elif look["action"] != "none":
+            out.append(
+                f"  checkpoint {look['checkpoint']} passed ({look['trades']['challenger']} "
+                f"challenger trades): {look['action']}"
+            )
+    for mid, r in m["models"].items():
+        wb = ""
+        if "would_be_intents" in r:
+            wb = f"  would-be intents {r['would_be_intents']} (fills {r['would_be_fills']})"
+        out.append(
+            f"  model {mid}: orders {r['orders']}  fills {r['fills']}  trades {r['trades']}  "
+            f"pnl {r['pnl_units']} units{wb}"
+            + (
+                f"  (took the inventory of {r['took_inventory_of']})"
+                if r["took_inventory_of"]
+                else ""
+            )
+        )
+    return out

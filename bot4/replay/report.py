@@ -73,6 +73,7 @@ from bot4.records import (
     InstrumentTable,
 )
 from bot4.records.errors import Bot4Error, Code
+from bot4.replay.models import model_lines
 from bot4.replay.report_metrics import (
     _Book,
     _money,
@@ -154,73 +155,6 @@ class Report:
         from bot4.replay.tearsheet import render
 
         return render(self)
-
-
-def model_lines(m: dict | None) -> list[str]:
-    """The rollout of a replay with ``model_slot`` (``doc["models"]``): the assignment at
-    start and end, each rollback with its reason and who took the inventory, and per model
-    orders, fills and PnL (price units) of its virtual sub-positions."""
-    if not m:
-        return []
-
-    def assign(a: dict) -> str:
-        if not a["challenger"]:
-            return f"champion {a['champion']}"
-        return f"champion {a['champion']}, challenger {a['challenger']} ({a['mode']} {a['pct']:g}%)"
-
-    out = [f"models: slot {m['slot']}: {assign(m['start'])} -> {assign(m['end'])}"]
-    for look in m["looks"]:
-        if look["rollback"] and look.get("shadow"):
-            out.append(
-                f"  ROLLBACK of shadow model {look['challenger']} at checkpoint "
-                f"{look['checkpoint']} ({look['trades']['challenger']} would-be trades): "
-                f"{look['reason']}"
-            )
-        elif look["rollback"]:
-            out.append(
-                f"  ROLLBACK of model {look['challenger']} at checkpoint {look['checkpoint']} "
-                f"({look['trades']['challenger']} challenger trades): {look['reason']}; "
-                f"{look['cancelled_orders']} open order(s) cancelled, inventory to model "
-                f"{look['inventory_to']}"
-            )
-        elif look["action"] != "none":
-            out.append(
-                f"  checkpoint {look['checkpoint']} passed ({look['trades']['challenger']} "
-                f"challenger trades): {look['action']}"
-            )
-    for mid, r in m["models"].items():
-        wb = ""
-        if "would_be_intents" in r:
-            wb = f"  would-be intents {r['would_be_intents']} (fills {r['would_be_fills']})"
-        out.append(
-            f"  model {mid}: orders {r['orders']}  fills {r['fills']}  trades {r['trades']}  "
-            f"pnl {r['pnl_units']} units{wb}"
-            + (
-                f"  (took the inventory of {r['took_inventory_of']})"
-                if r["took_inventory_of"]
-                else ""
-            )
-        )
-    return out
-
-
-def _cell(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4f}"
-    return str(v)
-
-
-def _ns_label(ns: int) -> str:
-    ns = int(ns)
-    if ns >= 1_000_000_000:
-        return f"{ns / 1e9:g}s"
-    if ns >= 1_000_000:
-        return f"{ns / 1e6:g}ms"
-    if ns >= 1_000:
-        return f"{ns / 1e3:g}us"
-    return f"{ns}ns"
 
 
 def _read_journal(journal_dir: Path, session: int | None):

@@ -78,9 +78,14 @@ def _cell(v) -> str:
 
 
 def _ns_label(ns: int) -> str:
-    from bot4.replay.report import _ns_label as lab
-
-    return lab(ns)
+    ns = int(ns)
+    if ns >= 1_000_000_000:
+        return f"{ns / 1e9:g}s"
+    if ns >= 1_000_000:
+        return f"{ns / 1e6:g}ms"
+    if ns >= 1_000:
+        return f"{ns / 1e3:g}us"
+    return f"{ns}ns"
 
 
 # --- CSV exports ----------------------------------------------------------------------------
@@ -235,10 +240,10 @@ def _position_charts(rep, t0: int, t1: int) -> list[str]:
 
 def _models_section(m) -> list[str]:
     """A replay with ``model_slot``: its rollout (``doc["models"]``), as the terminal
-    summary gives it (``bot4.replay.report.model_lines``)."""
+    summary gives it (``bot4.replay.models.model_lines``)."""
     if not m:
         return []
-    from bot4.replay.report import model_lines
+    from bot4.replay.models import model_lines
 
     return [
         "<h2>Models: routing and rollout</h2>",

@@ -68,11 +68,7 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ("bot4.replay", "bot4.research.api"): "bot4.replay(...) calls the notebook API (F)",
 }
 #: edges left out of the cycle check: (importer, imported) -> why
-CYCLE_EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("bot4.replay.report", "bot4.replay.tearsheet"): (
-        "the report renders its tearsheet, which reads the report's helpers (engineer F, issue 20)"
-    ),
-}
+CYCLE_EXCEPTIONS: dict[tuple[str, str], str] = {}
 #: modules still switching on stage kind names: module -> why
 KIND_SWITCH_EXCEPTIONS: dict[str, str] = {
     "bot4.warm.catalogue": "per-kind warm-up recipes (engineer D, issue 17, in progress)",
