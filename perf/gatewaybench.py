@@ -9,7 +9,7 @@
    packet at ``--rate`` packets/s, stamping its CLOCK_MONOTONIC send time into the ITCH
    timestamp; the receiver publishes the decoded records and stamps the time they are
    ready. Two receivers in the same run: md_gateway's path (datagram callback on uvloop,
-   the duty cycle woken by it, as bot4.gateways.runner does) and a plain non-blocking
+   the duty cycle woken by it, as bot4.stages.loop_async does) and a plain non-blocking
    ``recv`` busy loop with the same kernels (the baseline: what uvloop's per-datagram cost
    adds). p50 / p99 / max in µs. The ring commit itself (~100 ns) is not included.
 
@@ -228,7 +228,7 @@ def run_uvloop(port: int, packets: int, rate: float) -> list[int]:
     proc = mp.Process(target=sender, args=(port, packets, rate, start))
 
     async def main():
-        from bot4.gateways.runner import Waker
+        from bot4.stages.loop_async import Waker
 
         loop = asyncio.get_running_loop()
         waker = Waker(loop)

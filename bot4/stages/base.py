@@ -96,6 +96,9 @@ class Stage:
     #: produces records from outside the pipeline (a feed, a file, a generator): it has no
     #: input rings, the loop drives it without input, and its rate is its records out
     source: bool = False
+    #: runs its own asyncio event loop (a network gateway): its process is
+    #: ``bot4.stages.loop_async``'s, never a ``[[group]]`` member's
+    event_loop: bool = False
     max_out_per_in: int = 1
     restart_state: str = "stateless: nothing is lost on restart"
     #: (min inputs, max inputs, min outputs, max outputs)

@@ -1,6 +1,6 @@
 """Which loop runs a stage's process: the stage loop's dedicated or group mode
 (:func:`loop_main`: ``bot4.stages.loop``, ``bot4.stages.group``), or the kind's own
-(``Stage.process_main``: the gateways' uvloop driver, :mod:`bot4.gateways.runner`)."""
+(a kind with ``Stage.event_loop``: the gateways' uvloop driver, :mod:`bot4.stages.loop_async`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from bot4 import logs
 from bot4.shm.segment import ShmError
 from bot4.stages.group import GroupRunner
 from bot4.stages.loop import StageRunner
+from bot4.stages.loop_async import gateway_main
 from bot4.stages.process import apply_process_settings
 
 log = logging.getLogger("bot4.stage")
@@ -25,11 +26,10 @@ def stage_main(topology, name: str) -> int:
     _say_when_cold(name)
     group = topology.group(name)
     if group is None:
-        main = getattr(KINDS[topology.stage(name).kind], "process_main", None)
-        if main is not None:
-            return main(topology, name)
+        if KINDS[topology.stage(name).kind].event_loop:
+            return gateway_main(topology, name)
     else:
-        own = [m for m in group.members if hasattr(KINDS[topology.stage(m).kind], "process_main")]
+        own = [m for m in group.members if KINDS[topology.stage(m).kind].event_loop]
         if own:
             print(f"bot4: error: group {name}: stage {own[0]} runs its own event loop "
                   "and cannot share a process", file=sys.stderr)  # fmt: skip

@@ -3,7 +3,7 @@
 A source stage whose position is the MoldUDP64 message sequence number minus one: the
 records of message ``s`` are produced when the source reaches position ``s - 1``, in
 sequence order, whatever order the datagrams came in. Datagrams are received on the
-gateway's event loop (uvloop, :mod:`bot4.gateways.runner`) into a fixed-slot message store
+gateway's event loop (uvloop, :mod:`bot4.stages.loop_async`) into a fixed-slot message store
 (:mod:`bot4.gateways.mold`); the duty cycle decodes the contiguous run from its position
 (:func:`bot4.gateways.itch.itch_decode_kernel`) and publishes every record to each output
 ring (ticks, risk_md, ...), ``ts_recv_ns`` = the datagram's receive stamp, ``parent_seq`` =
@@ -85,6 +85,7 @@ class _Feed(asyncio.DatagramProtocol):
 class MdGatewayStage(Stage):
     kind = "md_gateway"
     source = True
+    event_loop = True  # its process runs bot4.stages.loop_async
     arity = (0, 0, 1, 4)
     output_types = ("MARKET_DATA",)
     max_out_per_in = itch.MAX_RECORDS_PER_MESSAGE
@@ -115,12 +116,6 @@ class MdGatewayStage(Stage):
             "gap_flag_ms",
         }
     )
-
-    @staticmethod
-    def process_main(topology, name: str) -> int:
-        from bot4.gateways.runner import gateway_main
-
-        return gateway_main(topology, name)
 
     @classmethod
     def check_params(cls, params):

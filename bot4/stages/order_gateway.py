@@ -92,6 +92,7 @@ log = logging.getLogger("bot4.stage")
 
 class OrderGatewayStage(SoupSession, OuchCodec, Stage):
     kind = "order_gateway"
+    event_loop = True  # its process runs bot4.stages.loop_async
     arity = (1, 1, 1, 1)
     input_types = ("ORDER",)
     output_types = ("EXEC_REPORT",)
@@ -120,12 +121,6 @@ class OrderGatewayStage(SoupSession, OuchCodec, Stage):
             "firm",
         }  # fmt: skip
     )
-
-    @staticmethod
-    def process_main(topology, name: str) -> int:
-        from bot4.gateways.runner import gateway_main
-
-        return gateway_main(topology, name)
 
     @classmethod
     def check_params(cls, params):

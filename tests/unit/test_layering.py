@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                "bot4.gateways.cli")),
     ("harness", ("bot4.replay",)),
     ("pipeline", ("bot4.pipeline",)),
-    ("gateway servers", ("bot4.gateways.runner", "bot4.gateways.exchange", "bot4.gateways.feed",
+    ("gateway servers", ("bot4.gateways.exchange", "bot4.gateways.feed",
                          "bot4.gateways.bookcheck", "bot4.gateways.faults",
                          "bot4.gateways.md_publisher", "bot4.gateways.order_entry",
                          "bot4.gateways.ouch_server")),
@@ -55,11 +55,6 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
         "bot4.warm.ensure_warm (engineer D, issue 17, in progress): ensure_warm belongs "
         "below pipeline/"
     ),
-    ("bot4.stages.md_gateway", "bot4.gateways.runner"): (
-        "the gateway stages run an asyncio loop (gateways.runner) that drives StageRunner; "
-        "it moves with the agent runner from stages/loop.py to pipeline/ (engineer B)"
-    ),
-    ("bot4.stages.order_gateway", "bot4.gateways.runner"): "as md_gateway's",
     ("bot4", "bot4.research.api"): (
         "the notebook API's bot4.sweep / bot4.replay (engineer F, issue 20): lazy attribute "
         "imports of the top layer from the package root"
