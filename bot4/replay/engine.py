@@ -378,7 +378,7 @@ class DeterministicReplay(WiringMixin, FeedMixin, ExactMixin):
         self.mark_v: dict[int, list[int]] = {}
         self.next_mark = (self.source.first_ns // self.interval_ns + 1) * self.interval_ns
         order = list(self.nodes.values())
-        persist = [n for n in order if n.kind == "persistence"]
+        persist = [n for n in order if type(n.stage).drains_last]
         self.delivered = 0
         try:
             if self.exact:
@@ -452,7 +452,7 @@ class DeterministicReplay(WiringMixin, FeedMixin, ExactMixin):
         empty = np.zeros(0, MARKET_DATA)
         self.flush_sinks = True
         for node in order:
-            if node.kind == "persistence":
+            if type(node.stage).drains_last:
                 continue
             self.clock.t = max(node.now, T)
             node.stage.on_drain()

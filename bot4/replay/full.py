@@ -28,8 +28,9 @@ from bot4.records import MD_QUOTE
 from bot4.records.errors import Bot4Error, Code
 from bot4.replay.progress import Progress
 from bot4.replay.sources import DataSource
-from bot4.replay.wiring import SOURCE_KINDS
+from bot4.replay.wiring import feed_sources
 from bot4.shm import control as C
+from bot4.stages import KINDS
 
 __all__ = ["FullResult", "final_marks", "run_full"]
 
@@ -113,8 +114,8 @@ def run_full(
     journal = out / "journal"
     if journal.exists() and any(journal.iterdir()):
         raise Bot4Error(f"{journal}: not empty; choose another --out", Code.CONFIG_INVALID)
-    md = [s for s in topology.stages if s.kind in SOURCE_KINDS]
-    if len(md) != 1 or md[0].kind != "md":
+    md = feed_sources(topology)
+    if len(md) != 1 or not KINDS[md[0].kind].reads_recorded:
         raise Bot4Error(
             f"{topology.source}: a full replay needs exactly one stage of kind 'md'",
             Code.TOPOLOGY_INVALID,
@@ -125,11 +126,8 @@ def run_full(
         if s is md[0]:
             keep = {k: p[k] for k in ("depth", "book_check") if k in p}  # the book's shape
             p = {**source.md_params, **keep, "speed": float(speed)}
-        elif s.kind == "persistence":
-            p["dir"] = str(journal)
-            p["database"] = False  # a backtest's events stay in its own journal
-        elif s.kind == "venue":
-            p.setdefault("quote_fill", "trade_through")
+        else:  # persistence into out/journal, the venue's quote fills (Stage.replay_params)
+            p = KINDS[s.kind].replay_params(p, str(journal), False)
         stages.append(replace(s, params=p))
     inst = instance or f"rp{os.getpid()}"
     topo = Topology(inst, tuple(stages), topology.rings, topology.source)

@@ -1,8 +1,10 @@
 """The deterministic replay's wiring (``bot4.replay.engine``): the topology's stages built
-with the harness's per-kind overrides (risk unshared, the venue on the exchange's clock,
-persistence into ``out/journal``, a signals stage's own registry copy), the one market data
-source stage replaced by the feed, and a channel per ring (a delay line for orders to the
-venue, the venue's reports and feedback rings; a direct ring otherwise). A mixin of
+with the params each kind runs with in a backtest (``Stage.replay_params``: risk unshared,
+the venue on the exchange's clock, persistence into ``out/journal``) and, for a stage
+deciding with a registry slot (``Stage.routes_models``), the replay's own registry copy;
+the one market data source stage (``Stage.replay_feed``) replaced by the feed, and a
+channel per ring (a delay line for orders to the exchange, ``Stage.exchange``, its
+reports and feedback rings; a direct ring otherwise). A mixin of
 :class:`~bot4.replay.engine.DeterministicReplay`."""
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from bot4.pipeline.topology import RingSpec, StageSpec
 from bot4.records import RECORD_TYPES
 from bot4.records.errors import Bot4Error, Code
 from bot4.replay.channels import _Delay, _Direct
+from bot4.stages import KINDS
 from bot4.stages.base import Stage
 
-__all__ = ["SOURCE_KINDS", "WiringMixin"]
+__all__ = ["WiringMixin", "feed_sources"]
 
 
-SOURCE_KINDS = ("md", "synthetic-md", "test-source")
+def feed_sources(topology) -> list[StageSpec]:
+    """The market data source stages of ``topology`` a replay stands in for with its feed."""
+    return [s for s in topology.stages if KINDS[s.kind].replay_feed]
 
 
 @dataclass
@@ -54,28 +59,17 @@ class WiringMixin:
 
     # -- wiring -------------------------------------------------------------------------------
     def _spec(self, s: StageSpec) -> StageSpec:
-        p = dict(s.params)
-        if s.kind == "risk":
-            p["shared"] = False
-        elif s.kind == "venue":
-            p["md_time"] = "event"
-            p.setdefault("quote_fill", "trade_through")
-            p["orders_stage_index"] = -1
-        elif s.kind == "persistence":
-            p["dir"] = str(self.journal_dir)
-            p["fsync"] = "none"
-            p["database"] = False  # a backtest's events stay in its own journal
-        elif s.kind == "signals" and p.get("model_slot"):
+        cls = KINDS[s.kind]
+        p = cls.replay_params(dict(s.params), str(self.journal_dir), True)
+        if cls.routes_models(p):
             from bot4.replay.models import local_registry
 
             p = local_registry(p, self.out_dir)  # the replay's own registry copy
         return replace(s, params=p)
 
     def _build(self) -> None:
-        from bot4.stages import KINDS
-
         t = self.topology
-        sources = [s for s in t.stages if s.kind in SOURCE_KINDS]
+        sources = feed_sources(t)
         if len(sources) != 1:
             raise Bot4Error(
                 f"{t.source}: a replay needs exactly one market data source stage, found "
@@ -113,7 +107,7 @@ class WiringMixin:
             ins = t.inputs_of(node.name)
             for r in ins:
                 if r.producer == self.src_name:
-                    node.inputs.append("vfeed" if node.kind == "venue" else "feed")
+                    node.inputs.append("vfeed" if type(node.stage).exchange else "feed")
                 else:
                     node.inputs.append(self.channels[r.name])
             node.outputs = [self.channels[r.name] for r in t.outputs_of(node.name)]
@@ -135,10 +129,10 @@ class WiringMixin:
                 next((i for i, c in enumerate(node.inputs) if c in ("feed", "vfeed")), None),
             )
         self.delays = [c for c in self.channels.values() if isinstance(c, _Delay)]
-        self.venue = next((n for n in self.nodes.values() if n.kind == "venue"), None)
+        self.venue = next((n for n in self.nodes.values() if type(n.stage).exchange), None)
         self.rollout = None  # a signals stage with model_slot: its automatic rollout
         for node in self.nodes.values():
-            if node.kind == "signals" and node.stage.spec.params.get("model_slot"):
+            if type(node.stage).routes_models(node.stage.spec.params):
                 if self.rollout is not None:
                     raise Bot4Error(
                         f"{t.source}: a replay runs the automatic rollout of one signals "
@@ -151,13 +145,13 @@ class WiringMixin:
 
     def _channel(self, r: RingSpec):
         dtype = RECORD_TYPES[r.type]
-        prod = self.topology.stage(r.producer).kind
-        cons = self.topology.stage(r.consumer).kind
-        if r.type == "ORDER" and cons == "venue":
+        prod = KINDS[self.topology.stage(r.producer).kind]
+        cons = KINDS[self.topology.stage(r.consumer).kind]
+        if r.type == "ORDER" and cons.exchange:
             ch = _Delay(dtype, self.latency.order, self.rng_order, "ts_order_ns", 0)
             ch.load_of = self._load_at
             return ch
-        if r.type == "EXEC_REPORT" and prod == "venue":
+        if r.type == "EXEC_REPORT" and prod.exchange:
             vlat = int(self.topology.stage(r.producer).params.get("latency_ns", 0))
             ch = _Delay(dtype, self.latency.report_model, self.rng_report, "ts_venue_ns", vlat)
             ch.load_of = self._load_at

@@ -114,6 +114,28 @@ class Stage:
     #: at every housekeeping, ``bot4 stats`` and the exporter show them
     counter_names: tuple[str, ...] = ()
 
+    # what the tools ask (the replay harness, ``bot4.warm``), instead of the kind's name:
+    #: a market data source the deterministic replay stands in for with its feed of the
+    #: recorded data (``md_gateway`` is a source of the network's records: not one)
+    replay_feed: bool = False
+    #: reads recorded market data itself (params ``source``, ``path``): a full replay runs
+    #: it on the data
+    reads_recorded: bool = False
+    #: the exchange, across the network from the pipeline (the simulated venue): a replay
+    #: delays the orders to it and its reports by its latency models and feeds it the
+    #: market data on the exchange's side
+    exchange: bool = False
+    #: journals what the other stages emit: a run drains it last, then closes its journal
+    drains_last: bool = False
+    #: warm: the expected cold-compile seconds of its job, for longest-first scheduling
+    #: (measured with perf/bench_warm.py on a 2-core VM, lightly loaded)
+    warm_seconds: float = 2.0
+    #: warm: its kernel trees per input are independent and long, so each compiles as a
+    #: job of its own after one running ``setup`` alone
+    warm_split_inputs: bool = False
+    #: warm: the kind whose jobs compile this kind's kernels (None: its own)
+    warm_as: str | None = None
+
     def __init__(self, spec, inputs, outputs, instance: str = "default", topology=None) -> None:
         self.spec = spec
         self.instance = instance
@@ -201,6 +223,54 @@ class Stage:
         exists: ``bot4 run``, ``bot4 record``, ``bot4 stage`` and ``bot4 shm create`` call
         it once per stage, so a missing file is one line at start, not a crash per restart.
         ParamError on a problem; :meth:`check_params` has already passed."""
+
+    @classmethod
+    def replay_params(
+        cls, params: dict[str, Any], journal_dir: str, deterministic: bool
+    ) -> dict[str, Any]:
+        """The params a stage built with ``params`` runs with in a backtest whose journal is
+        ``journal_dir`` (``deterministic``: the one-process replay on a simulated clock;
+        else the full multi-process one). Default: unchanged."""
+        return params
+
+    @classmethod
+    def routes_models(cls, params: Mapping[str, Any]) -> bool:
+        """A stage built with ``params`` decides with a model registry slot
+        (``model_slot``): a replay runs it on its own copy of the registry."""
+        return False
+
+    @classmethod
+    def warm_params(cls, params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+        """The params of a stage built with ``params`` that choose which kernels it calls,
+        as ``(key, value)`` pairs for its warm job; the others stay at their defaults (a
+        warm job must not read files or attach segments a param names)."""
+        return ()
+
+    @classmethod
+    def warm_parts(cls, params: Mapping[str, Any]) -> tuple[str, ...]:
+        """The warm jobs a stage built with ``params`` needs besides its own, by the name
+        ``bot4.warm`` gives them (``"operator log"``, ``"market data readers"``)."""
+        return ()
+
+    @classmethod
+    def warm_shapes(cls, ring_types) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+        """The (input, output) record types its warm jobs compile for without a topology
+        (``bot4 warm --all``; ``ring_types``: every type a ring carries): one shape, from
+        the arity and the declared types."""
+        lo_i, hi_i, lo_o, hi_o = cls.arity
+        ins = list(cls.input_types or ())[: max(hi_i, 0)] if hi_i else []
+        outs = (list(cls.output_types or ()) * max(lo_o, 1))[: max(lo_o, 1)] if hi_o else []
+        return [(tuple(ins), tuple(outs))]
+
+    @classmethod
+    def warm_alone(cls) -> int:
+        """For a kind whose ``setup`` needs what another process creates: run its kernels
+        on small inputs without building a stage; how many ran (0: build it as usual)."""
+        return 0
+
+    def warm_live(self) -> None:
+        """In a warm job, after ``setup`` on process-local rings: give the stage what it
+        has live and the job does not, so the job compiles the live kernels."""
 
     @classmethod
     def out_per_in(cls, params: Mapping[str, Any]) -> int:

@@ -187,6 +187,8 @@ def _input_problem(path, exc: Exception) -> str:
 class MarketDataStage(Stage):
     kind = "md"
     source = True
+    replay_feed = True
+    reads_recorded = True
     arity = (0, 0, 1, 6)
     output_types = ("MARKET_DATA", "*")  # then market_data or book_level (depth; lobster)
     restart_state = (
@@ -228,6 +230,11 @@ class MarketDataStage(Stage):
         if "MARKET_DATA" not in out_types:
             return "kind 'md' needs a market_data output"
         return None
+
+    @classmethod
+    def warm_parts(cls, params):
+        recorded = params.get("source", "synthetic") != "synthetic"
+        return ("market data readers",) if recorded else ()
 
     @classmethod
     def check_params(cls, params):

@@ -86,6 +86,7 @@ class MdGatewayStage(Stage):
     kind = "md_gateway"
     source = True
     event_loop = True  # its process runs bot4.stages.loop_async
+    warm_seconds = 8.0
     arity = (0, 0, 1, 4)
     output_types = ("MARKET_DATA",)
     max_out_per_in = itch.MAX_RECORDS_PER_MESSAGE

@@ -178,6 +178,7 @@ class OrdersStage(OrdersRestart, Stage):
     ``reconcile_timeout_ms`` (2000)."""
 
     kind = "orders"
+    warm_seconds = 60.0
     arity = (2, 2, 2, 4)
     input_types = ("ORDER", "EXEC_REPORT")
     output_types = ("ORDER", "EXEC_REPORT", "ORDER", "EXEC_REPORT")

@@ -113,6 +113,8 @@ RECONCILE_EVERY_S = 30.0  # journal-vs-database reconciliation while loading, at
 
 class PersistenceStage(CountSink):
     kind = "persistence"
+    drains_last = True
+    warm_as = "count-sink"  # its kernels are count-sink's, plus a journal file
     restart_state = "summary counts cover one process; the journal itself survives everything"
     params_keys = frozenset(
         {"dir", "fsync", "max_mb", "database", "dsn", "ledger_dsn", "drain_db_s"}
@@ -137,6 +139,18 @@ class PersistenceStage(CountSink):
     @classmethod
     def uses_database(cls, params) -> bool:
         return bool(params.get("database", True))
+
+    @classmethod
+    def replay_params(cls, params, journal_dir, deterministic):
+        params["dir"] = journal_dir
+        if deterministic:
+            params["fsync"] = "none"
+        params["database"] = False  # a backtest's events stay in its own journal
+        return params
+
+    @classmethod
+    def warm_parts(cls, params):
+        return ("operator log",)
 
     def setup(self) -> None:
         super().setup()

@@ -104,6 +104,7 @@ class RiskStage(Stage):
     ``shared`` (default true: attach the instance's breaker and trading-state segments)."""
 
     kind = "risk"
+    warm_seconds = 30.0
     arity = (2, 4, 1, 2)
     input_types = ("ORDER_INTENT", "EXEC_REPORT", "MARKET_DATA", "BOOK_LEVEL")
     output_types = ("ORDER", "RISK_DECISION")
@@ -118,6 +119,16 @@ class RiskStage(Stage):
         "(data resuming ends them)"
     )
     params_keys = param_keys() | {"shared", "recover"}
+
+    @classmethod
+    def replay_params(cls, params, journal_dir, deterministic):
+        if deterministic:
+            params["shared"] = False  # one process: no breaker or trading-state segments
+        return params
+
+    @classmethod
+    def warm_params(cls, params):
+        return (("shared", False),)  # process-local state: no shared segments to attach
 
     @classmethod
     def check_params(cls, params):

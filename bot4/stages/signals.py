@@ -104,6 +104,10 @@ class SignalsStage(Stage):
     )
 
     @classmethod
+    def routes_models(cls, params):
+        return bool(params.get("model_slot"))
+
+    @classmethod
     def check_params(cls, params):
         super().check_params(params)
         check_type(params, "params_file", str, "a path string")

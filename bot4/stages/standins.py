@@ -142,6 +142,7 @@ class SyntheticMarketData(Stage):
 
     kind = "synthetic-md"
     source = True
+    replay_feed = True
     arity = (0, 0, 1, 4)
     output_types = ("MARKET_DATA",)
     restart_state = "the mid-price walk restarts from the base prices"
@@ -398,6 +399,11 @@ class CountSink(Stage):
 
     kind = "count-sink"
     arity = (1, 8, 0, 0)
+
+    @classmethod
+    def warm_shapes(cls, ring_types):
+        return [(tuple(ring_types), ())]  # one job, every type on an input
+
     input_types = ("*",)
     restart_state = (
         "counts cover the current process; the metrics segment's cover the session"

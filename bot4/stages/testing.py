@@ -16,6 +16,7 @@ import time
 import numpy as np
 from numba import njit
 
+from bot4.records import MARKET_DATA
 from bot4.shm import Segment, segment_name
 from bot4.shm.atomics import load_acquire, monotonic_ns, store_release
 from bot4.stages.base import Stage, check_number, check_type
@@ -89,6 +90,7 @@ class TestSource(Stage):
 
     kind = "test-source"
     source = True
+    replay_feed = True
     arity = (0, 0, 1, 1)
     output_types = ("MARKET_DATA",)
     params_keys = frozenset({"count", "rate"})
@@ -144,6 +146,10 @@ class Relay(Stage):
             return f"kind 'relay' passes records through: input carries {in_types[0].lower()}, output {out_types[0].lower()}"
         return problem
 
+    @classmethod
+    def warm_shapes(cls, ring_types):
+        return [((t,), (t,)) for t in ring_types]  # a specialisation per record type
+
     def setup(self) -> None:
         self.spin_ns = int(float(self.params.get("spin_us", 0)) * 1000)
 
@@ -167,6 +173,13 @@ class TestSink(Stage):
         "ring's positions, so a restarted sink skips what it logged but had not released"
     )
     params_keys = frozenset({"log", "log_instance"})
+
+    @classmethod
+    def warm_alone(cls) -> int:
+        """Its setup attaches the reader's segments: the kernel alone."""
+        md = np.zeros(2, MARKET_DATA)
+        _sink_kernel(md, np.zeros(8, np.uint64), np.zeros(8, np.uint64))
+        return 1
 
     @classmethod
     def check_params(cls, params):

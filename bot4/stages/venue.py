@@ -117,6 +117,9 @@ def stp_settings(params: dict) -> tuple[int, tuple[int, ...]]:
 
 class VenueStage(Stage):
     kind = "venue"
+    exchange = True
+    warm_seconds = 50.0  # in its three jobs
+    warm_split_inputs = True
     arity = (1, 2, 1, 1)
     input_types = ("ORDER", "MARKET_DATA")
     output_types = ("EXEC_REPORT",)
@@ -168,6 +171,29 @@ class VenueStage(Stage):
         check_number(params, "max_out_per_in", integer=True, lo=1, hi=1 << 16)
         check_number(params, "orders_stage_index", integer=True, lo=-1)
         check_number(params, "disconnect_after_s", lo=0)
+
+    @classmethod
+    def replay_params(cls, params, journal_dir, deterministic):
+        """On the simulated clock: the exchange's time is the data's event time and no
+        orders stage's heartbeat is watched; fills on quote data by trade-through unless
+        the topology chooses."""
+        if deterministic:
+            params["md_time"] = "event"
+        params.setdefault("quote_fill", "trade_through")
+        if deterministic:
+            params["orders_stage_index"] = -1
+        return params
+
+    @classmethod
+    def warm_params(cls, params):
+        return tuple((k, params[k]) for k in ("md_time", "disconnect_after_s") if k in params)
+
+    def warm_live(self) -> None:
+        """As in a live topology, watching the orders stage's heartbeat (0: "not started
+        yet"): its market data and release kernels are the live ones, not the replay's,
+        unless ``disconnect_after_s`` is 0."""
+        if float(self.params.get("disconnect_after_s", 2.0)) > 0:
+            self.heartbeat = np.zeros(1, np.uint64)
 
     @classmethod
     def check_in_topology(cls, params, topology) -> str | None:

@@ -40,15 +40,14 @@ from __future__ import annotations
 import sys
 
 from bot4.warm import recipes
-from bot4.warm.catalogue import KIND_WEIGHT, RING_TYPES, SPLIT_KINDS, Job, all_jobs, jobs_for
+from bot4.warm.catalogue import PARTS, RING_TYPES, Job, all_jobs, jobs_for
 from bot4.warm.manifest import MANIFEST_DIR, cold_jobs, is_warm
 from bot4.warm.runner import Progress, WarmReport, default_jobs, run_jobs
 
 __all__ = [
-    "KIND_WEIGHT",
     "MANIFEST_DIR",
+    "PARTS",
     "RING_TYPES",
-    "SPLIT_KINDS",
     "Job",
     "Progress",
     "WarmReport",

@@ -13,14 +13,18 @@ from bot4.records import RECORD_TYPES
 #: record types that travel on rings (TXN_DECISION lives only in the 2PC decision log)
 RING_TYPES = {k: v for k, v in RECORD_TYPES.items() if k != "TXN_DECISION"}
 
-#: rough cold-compile seconds per stage kind (this 2-core VM, lightly loaded), for
-#: longest-first scheduling only (measured with perf/bench_warm.py: orders 58 s, hot path
+#: The stage kinds say what their jobs are (``bot4.stages.base.Stage``'s warm
+#: capabilities): ``warm_seconds``, the rough cold-compile seconds for longest-first
+#: scheduling (perf/bench_warm.py on this 2-core VM, lightly loaded: orders 58 s, hot path
 #: cycle 43 s, risk 27 s, the venue 51 s in its three jobs since its kernels compile once
-#: per signature, no longer once per literal argument value: docs/compile.md)
-KIND_WEIGHT = {"venue": 50.0, "orders": 60.0, "risk": 30.0, "md_gateway": 8.0}
-#: kinds whose inputs compile as separate jobs after one running the setup alone (their
-#: kernel trees per input are independent and about as long as a whole other stage)
-SPLIT_KINDS = frozenset({"venue"})
+#: per signature: docs/compile.md); ``warm_split_inputs``, one job per input after one
+#: running the setup alone (the venue: its kernel trees per input are independent and
+#: about as long as a whole other stage); ``warm_as``, ``warm_params``, ``warm_parts``,
+#: ``warm_shapes``. The jobs a stage may ask for besides its own, by name:
+PARTS = {
+    "operator log": ("_job_operator_log", (), 1.0),
+    "market data readers": ("_job_marketdata", (), 15.0),
+}
 
 
 @dataclass(frozen=True)
@@ -64,13 +68,15 @@ def _stage_jobs(
     kind: str, ins: tuple[str, ...], outs: tuple[str, ...], params: tuple = ()
 ) -> list[Job]:
     """The jobs of one stage kind with these input and output record types and these
-    kernel-selecting ``params`` (``(key, value)`` pairs, see :func:`_kernel_params`)."""
+    kernel-selecting ``params`` (``(key, value)`` pairs: ``Stage.warm_params``)."""
+    from bot4.stages import KINDS
+
     label = kind
     if ins or outs:
         label += f" ({','.join(t.lower() for t in ins) or '-'} -> "
         label += f"{','.join(t.lower() for t in outs) or '-'})"
-    w = KIND_WEIGHT.get(kind, 2.0)
-    if kind not in SPLIT_KINDS or len(ins) < 2:
+    w = KINDS[kind].warm_seconds
+    if not KINDS[kind].warm_split_inputs or len(ins) < 2:
         return [Job(f"stage {label}", "_job_stage", (kind, ins, outs, None, params), w)]
     first = Job(f"stage {kind} setup", "_job_stage", (kind, ins, outs, (), params), w * 0.05)
     return [first] + [
@@ -90,25 +96,25 @@ def jobs_for(topology) -> list[Job]:
     output record types), the ring operations its stage loops call, the depth kernels if a
     ring carries BOOK_LEVEL records, the LOBSTER/file readers if a market data stage reads
     recorded data. Longest first."""
+    from bot4.stages import KINDS
+
     jobs: list[Job] = []
     seen = set()
     for s in topology.stages:
+        cls = KINDS[s.kind]
         ins = tuple(r.type for r in topology.inputs_of(s.name))
         outs = tuple(r.type for r in topology.outputs_of(s.name))
-        if s.kind in ("persistence", "count-sink"):  # persistence runs count-sink's kernels
-            key = ("count-sink", ins, ())
+        if cls.warm_as:  # its kernels are another kind's (persistence: count-sink's)
+            key = (cls.warm_as, ins, (), KINDS[cls.warm_as].warm_params(s.params))
         else:
-            key = (s.kind, ins, outs, _kernel_params(s.kind, s.params))
+            key = (s.kind, ins, outs, cls.warm_params(s.params))
         if key not in seen:
             seen.add(key)
             jobs += _stage_jobs(*key)
-        if s.kind == "persistence" and "operator log" not in seen:
-            seen.add("operator log")
-            jobs.append(Job("operator log", "_job_operator_log", (), 1.0))
-        recorded = s.kind == "md" and s.params.get("source", "synthetic") != "synthetic"
-        if recorded and "marketdata" not in seen:
-            seen.add("marketdata")
-            jobs.append(Job("market data readers", "_job_marketdata", (), 15.0))
+        for part in cls.warm_parts(s.params):
+            if part not in seen:
+                seen.add(part)
+                jobs.append(Job(part, *PARTS[part]))
     for g in topology.groups:
         stage_jobs = [j for j in jobs if j.fn == "_job_stage"]
         kinds = [topology.stage(m).kind for m in g.members]
@@ -131,16 +137,14 @@ def all_jobs() -> list[Job]:
     market data readers, the hot path group's cycle, the default topology's jobs, then
     a short replay through the default topology."""
     from bot4.stages import KINDS
+    from bot4.stages.hotpath import HOT_KINDS
 
     jobs: list[Job] = []
-    for kind in KINDS:
-        if kind == "persistence":
-            continue  # count-sink's kernels plus a journal file: nothing else to compile
-        ins, outs = _default_types(kind)
-        if kind == "relay":
-            jobs += [j for t in RING_TYPES for j in _stage_jobs(kind, (t,), (t,))]
-        else:
-            jobs += _stage_jobs(kind, ins, outs, _kernel_params(kind, {}))
+    for kind, cls in KINDS.items():
+        if cls.warm_as:
+            continue  # another kind's kernels (persistence: count-sink's plus a journal file)
+        for ins, outs in cls.warm_shapes(tuple(RING_TYPES)):
+            jobs += _stage_jobs(kind, ins, outs, cls.warm_params({}))
     jobs += [
         Job(f"ring operations ({len(RING_TYPES)} types)", "_job_rings", tuple(RING_TYPES), 9.0),
         Job("market data readers", "_job_marketdata", (), 15.0),
@@ -148,8 +152,7 @@ def all_jobs() -> list[Job]:
         Job("latency histogram", "_job_histogram", (), 0.5),
         Job("operator log", "_job_operator_log", (), 1.0),
     ]
-    hot = ("signals", "risk", "orders")
-    after = tuple(j.name for j in jobs if j.fn == "_job_stage" and j.args[0] in hot)
+    after = tuple(j.name for j in jobs if j.fn == "_job_stage" and j.args[0] in HOT_KINDS)
     jobs.append(_hot_path_job((False, False), after))
     # and the depth wiring the system tests run (book_level into signals); a topology
     # with risk reading depth compiles its own specialisation when it is first warmed
@@ -209,16 +212,6 @@ def _hot_path_job(wiring: tuple[bool, bool], after: tuple[str, ...] = ()) -> Job
     return Job(f"hot path group cycle (depth: {which})", "_job_hot_path", wiring, 45.0, after)
 
 
-def _kernel_params(kind: str, params: dict) -> tuple:
-    """The params of a stage that choose which kernels it calls, as ``(key, value)``
-    pairs for its warm job (the others stay at their defaults: a warm job must not read
-    files or attach segments a param names)."""
-    if kind == "risk":
-        return (("shared", False),)  # process-local state: no shared segments to attach
-    keys = {"venue": ("md_time", "disconnect_after_s")}.get(kind, ())
-    return tuple((k, params[k]) for k in keys if k in params)
-
-
 def _longest_first(jobs: list[Job]) -> list[Job]:
     return sorted(jobs, key=lambda j: -j.weight)
 
@@ -228,18 +221,3 @@ def _priority(job: Job, jobs: list[Job]) -> float:
     waiting for it (critical path first: the venue's setup before a longer lone job)."""
     after = [_priority(j, jobs) for j in jobs if job.name in j.after]
     return job.weight + max(after, default=0.0)
-
-
-def _default_types(kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """A kind's input and output record types without a topology (from its arity)."""
-    from bot4.stages import KINDS
-
-    cls = KINDS[kind]
-    if kind == "count-sink":
-        return tuple(RING_TYPES), ()
-    in_types = list(cls.input_types or ())
-    out_types = list(cls.output_types or ())
-    lo_i, hi_i, lo_o, hi_o = cls.arity
-    ins = in_types[: max(hi_i, 0)] if hi_i else []
-    outs = (out_types * max(lo_o, 1))[: max(lo_o, 1)] if hi_o else []
-    return tuple(ins), tuple(outs)

@@ -19,27 +19,24 @@ def _job_stage(kind: str, ins: tuple, outs: tuple, only: tuple | None, params: t
     """Set up stage ``kind`` (with ``params``) on process-local rings of these types, hand
     it a two-record batch on each input (``only``: on these inputs; ``()``: setup alone),
     then what the stage loop calls besides: ``pending``/``emit``, and again after
-    ``on_drain``. A venue is set up as in a live topology (watching the orders stage's
-    heartbeat: its market data and release kernels are the live ones, not the replay's)
-    unless ``disconnect_after_s`` is 0."""
+    ``on_drain``. The stage is given what it has live after ``setup`` (``warm_live``: the
+    venue watches the orders stage's heartbeat, so its market data and release kernels
+    are the live ones, not the replay's); a kind that cannot be set up alone runs its
+    kernels by itself (``warm_alone``)."""
     from bot4.pipeline.topology import RingSpec, StageSpec
     from bot4.stages import KINDS
 
-    if kind == "test-sink":
-        from bot4.stages.testing import _sink_kernel
-
-        md = np.zeros(2, RECORD_TYPES["MARKET_DATA"])
-        _sink_kernel(md, np.zeros(8, np.uint64), np.zeros(8, np.uint64))
-        return 1
     cls = KINDS[kind]
+    n = cls.warm_alone()
+    if n:
+        return n
     p = dict(params)
     spec = StageSpec(name="warm", kind=kind, core=0, index=0, params=p)
     rin = [RingSpec(f"i{k}", "a", "warm", t, 8, 2, 0, False) for k, t in enumerate(ins)]
     rout = [RingSpec(f"o{k}", "warm", "b", t, 8, 2, 0, False) for k, t in enumerate(outs)]
     st = cls(spec, rin, rout, "warm")
     st.setup()
-    if kind == "venue" and float(p.get("disconnect_after_s", 2.0)) > 0:
-        st.heartbeat = np.zeros(1, np.uint64)  # a live venue's; 0: "not started yet"
+    st.warm_live()
     views = [np.zeros(8, RECORD_TYPES[t]) for t in outs]
     counts = np.zeros(max(1, len(outs)), np.int64)
     if only == ():

@@ -65,19 +65,7 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
 #: edges left out of the cycle check: (importer, imported) -> why
 CYCLE_EXCEPTIONS: dict[tuple[str, str], str] = {}
 #: modules still switching on stage kind names: module -> why
-KIND_SWITCH_EXCEPTIONS: dict[str, str] = {
-    "bot4.warm.catalogue": "per-kind warm-up recipes (engineer D, issue 17, in progress)",
-    "bot4.warm.recipes": "as bot4.warm.catalogue's",
-    "bot4.replay.full": "as bot4.replay.wiring's (engineer C)",
-    "bot4.replay.wiring": (
-        "the deterministic harness's per-kind overrides and its source kinds (engineer C, "
-        "issue 17, in progress); Stage.source is the capability for the latter"
-    ),
-    "bot4.replay.engine": (
-        "as bot4.replay.wiring's (engineer C): the run closes and drains the persistence "
-        "stages last"
-    ),
-}
+KIND_SWITCH_EXCEPTIONS: dict[str, str] = {}
 #: db may not import risk: exceptions
 DB_RISK_EXCEPTIONS: dict[tuple[str, str], str] = {}
 

@@ -40,3 +40,51 @@ def test_journal_and_database_capabilities():
 def test_only_a_shared_risk_stage_makes_instance_segments():
     assert KINDS["risk"].create_shared_segments({"shared": False}, "never-created") == []
     assert KINDS["persistence"].create_shared_segments({}, "never-created") == []
+
+
+def _with(attr: str) -> set[str]:
+    return {kind for kind, cls in KINDS.items() if getattr(cls, attr)}
+
+
+def test_what_the_replay_harness_and_the_gateway_process_ask():
+    # the replay's feed stands in for recorded-data sources, never for a network gateway
+    assert _with("replay_feed") == {"md", "synthetic-md", "test-source"}
+    assert _with("replay_feed") <= _with("source")
+    assert _with("reads_recorded") == {"md"} and _with("reads_recorded") <= _with("replay_feed")
+    assert _with("exchange") == {"venue"}
+    assert _with("drains_last") == {"persistence"}
+    assert _with("event_loop") == {"md_gateway", "order_gateway"}
+    assert KINDS["signals"].routes_models({"model_slot": "s"})
+    assert not KINDS["signals"].routes_models({})
+
+
+def test_the_params_a_kind_runs_with_in_a_backtest():
+    def rp(kind, params, deterministic):
+        return KINDS[kind].replay_params(dict(params), "/out/journal", deterministic)
+
+    assert rp("persistence", {"fsync": "batch"}, True) == {
+        "fsync": "none", "dir": "/out/journal", "database": False,
+    }  # fmt: skip
+    assert rp("persistence", {"fsync": "batch"}, False) == {
+        "fsync": "batch", "dir": "/out/journal", "database": False,
+    }  # fmt: skip
+    assert rp("venue", {"quote_fill": "touch"}, True) == {
+        "quote_fill": "touch", "md_time": "event", "orders_stage_index": -1,
+    }  # fmt: skip
+    assert rp("venue", {}, False) == {"quote_fill": "trade_through"}
+    assert rp("risk", {}, True) == {"shared": False} and rp("risk", {}, False) == {}
+    assert rp("orders", {"x": 1}, True) == {"x": 1}
+
+
+def test_warm_capabilities_name_kinds_and_parts_that_exist():
+    from bot4.warm.catalogue import PARTS, RING_TYPES
+
+    for kind, cls in KINDS.items():
+        if cls.warm_as:
+            assert cls.warm_as in KINDS and not KINDS[cls.warm_as].warm_as, kind
+        assert set(cls.warm_parts({"source": "lobster"})) <= PARTS.keys(), kind
+        for ins, outs in cls.warm_shapes(tuple(RING_TYPES)):
+            assert cls.check_arity(len(ins), len(outs), list(ins), list(outs)) is None, kind
+    assert KINDS["persistence"].warm_as == "count-sink"
+    assert KINDS["md"].warm_parts({}) == () and KINDS["persistence"].warm_parts({})
+    assert _with("warm_split_inputs") == {"venue"}
