@@ -78,7 +78,7 @@ def _cpu_children() -> float:
 def _env(src: Path, cache: Path, data: Path) -> dict:
     return dict(
         os.environ,
-        # each warm worker's compiles, one JSON line each (bot4/warm/runner.py, _Trace):
+        # each warm worker's compiles, one JSON line each (bot4/pipeline/warm/runner.py, _Trace):
         # read by _profile() (older trees ignore it)
         BOT4_WARM_PROFILE=str(cache.parent / "profile"),
         PYTHONPATH=str(src),

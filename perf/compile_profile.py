@@ -66,6 +66,7 @@ def main() -> int:
 
     import bot4.warm as W
     from bot4.pipeline.topology import load_topology
+    from bot4.pipeline.warm.runner import recipe
 
     print(f"cache {os.environ['NUMBA_CACHE_DIR']}")
     jobs = W.jobs_for(load_topology(None))
@@ -74,7 +75,7 @@ def main() -> int:
         for job in jobs:
             if word in job.name:
                 t0 = time.perf_counter()
-                getattr(W.recipes, job.fn)(*job.args)
+                recipe(job.fn)(*job.args)
                 print(f"job {job.name}: {time.perf_counter() - t0:.1f} s", flush=True)
     print(f"all: {time.perf_counter() - t_all:.1f} s, {sum(nsig.values())} compilations")
     print(f"{'excl s':>8}{'incl s':>8}{'sigs':>6}  dispatcher")

@@ -346,8 +346,8 @@ class Supervisor(StageProcesses):
     def _warm(self) -> None:
         """Compile what the stages would otherwise each compile at once on every core
         (and past ``start_timeout``) before any starts, in parallel with a progress line
-        (``bot4.warm.ensure_warm``); a few ms when the cache has everything."""
-        from bot4.warm import ensure_warm
+        (``bot4.pipeline.warm.ensure_warm``); a few ms when the cache has everything."""
+        from bot4.pipeline.warm import ensure_warm
 
         ensure_warm(
             self.t, stream=self.out, live=self.live, say=lambda m: self._say(m, event="warm")

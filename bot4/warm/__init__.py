@@ -1,95 +1,88 @@
-"""Compile numba kernels ahead of the stages, in parallel, into numba's on-disk cache.
+"""``bot4 warm``: compile numba kernels ahead of the stages, in parallel, into numba's
+on-disk cache (the machinery, and the warm-up ``bot4 run`` does itself, are
+:mod:`bot4.pipeline.warm`'s: jobs, recipes, manifests, worker processes).
 
-Stage processes start with the spawn method and would otherwise all compile the same
-kernels at the same moment (seconds to minutes each, on every core). ``bot4 warm`` (and
-``bot4 run`` itself, for a topology whose kernels are not cached yet: see
-:func:`ensure_warm`) runs each kernel once on small inputs of every record type it handles.
-
-Work is cut into **jobs**, one per distinct stage (kind and ring types) of the topology,
-one for the ring operations its stage loops call, and a few for what only tools use (the
-replay engine, the LOBSTER readers, the latency histogram): :func:`jobs_for` (a topology)
-and :func:`all_jobs` (every kind and record type, for CI and tools). A stage kind that
-is slow to compile and has several inputs (the venue) is split into one job per input,
-after a job running its ``setup`` alone, so its two kernel trees compile on two cores.
-
-:func:`run_jobs` runs them longest first on ``jobs`` spawned worker processes (default:
-the CPUs this process may use). numba's compiler holds a process-wide lock, so threads
-would not help; processes share the cache through files, and concurrent writers of one
-function's index are serialised by ``bot4.nbcache`` (numba's own update of the index is
-not safe across processes). Each worker says on a queue which kernel it is compiling, and
-the parent draws a progress line on stderr (what compiles, how many jobs are left,
-elapsed time), redrawn in place on a terminal and as plain lines otherwise.
-
-A job that completed writes a **manifest** under the cache root,
-``.warm/<job id>.json``: the key directory of every kernel module its process looked a
-kernel up in (this job's and, conservatively, earlier jobs' of the same worker).
-The job is warm while every one of those still exists under its current key
-(``bot4.nbcache``: source, imports, toolchain, CPU), so :func:`ensure_warm` knows without
-starting a process that nothing needs compiling (a few ms), and an edit re-runs exactly
-the jobs whose kernels' sources changed. The job id covers the job and this package's
-sources.
-
-Modules: :mod:`~bot4.warm.catalogue` (the jobs: :func:`jobs_for`, :func:`all_jobs`),
-:mod:`~bot4.warm.recipes` (what each job runs), :mod:`~bot4.warm.manifest` (which jobs are
-warm), :mod:`~bot4.warm.runner` (worker processes, scheduling, the progress line); this
-module: :func:`ensure_warm`, :func:`warm_command` and :func:`warm`.
+This package adds what only the tools need: :func:`all_jobs` (every kernel bot4 has:
+every stage kind and record type, the tools' kernels and the replay engine, for CI and
+``bot4 warm --all``), the replay engine's recipes (:mod:`bot4.warm.recipes`),
+:func:`warm_command` (the command) and :func:`warm` (every job in this process).
 """
 
 from __future__ import annotations
 
 import sys
 
-from bot4.warm import recipes
-from bot4.warm.catalogue import PARTS, RING_TYPES, Job, all_jobs, jobs_for
-from bot4.warm.manifest import MANIFEST_DIR, cold_jobs, is_warm
-from bot4.warm.runner import Progress, WarmReport, default_jobs, run_jobs
+from bot4.pipeline import warm as _pipeline_warm
+from bot4.pipeline.warm import *  # noqa: F403 - this facade offers the pipeline's warm too
+from bot4.pipeline.warm import (
+    RING_TYPES,
+    Job,
+    Progress,
+    cold_jobs,
+    default_jobs,
+    jobs_for,
+    run_jobs,
+)
+from bot4.pipeline.warm.catalogue import hot_path_job, longest_first, stage_jobs
+from bot4.pipeline.warm.runner import recipe
 
-__all__ = [
-    "MANIFEST_DIR",
-    "PARTS",
-    "RING_TYPES",
-    "Job",
-    "Progress",
-    "WarmReport",
-    "all_jobs",
-    "cold_jobs",
-    "default_jobs",
-    "ensure_warm",
-    "is_warm",
-    "jobs_for",
-    "run_jobs",
-    "warm",
-    "warm_command",
-]
+__all__ = [*_pipeline_warm.__all__, "all_jobs", "warm", "warm_command"]
 
 
-def ensure_warm(
-    topology, *, workers: int | None = None, stream=None, live=None, say=None
-) -> WarmReport | None:
-    """Before a pipeline's stages start: compile what ``topology`` runs and is not cached
-    yet, on ``workers`` processes, with the progress display; None when everything is
-    warm (the manifests say so; no process is started)."""
-    cold = cold_jobs(jobs_for(topology))
-    if not cold:
-        return None
-    from bot4 import nbcache
+def all_jobs() -> list[Job]:
+    """Every kernel bot4 has: every stage kind (relay and count-sink for every record
+    type), every ring type's ring operations, the depth and histogram kernels, the
+    market data readers, the hot path group's cycle, the default topology's jobs, then
+    a short replay through the default topology."""
+    from bot4.pipeline.topology import load_topology
+    from bot4.stages import KINDS
+    from bot4.stages.hotpath import HOT_KINDS
 
-    say = say or (lambda msg: print(f"bot4: {msg}", file=stream or sys.stderr, flush=True))
-    n = min(workers or default_jobs(), len(cold))
-    say(
-        f"numba kernels of {len(cold)} parts of this topology not known to be cached "
-        f"({', '.join(j.name for j in cold)}): compiling them on {n} processes before the "
-        f"stages start (cache {nbcache.cache_root()}; `bot4 warm` does this ahead of time)"
+    jobs: list[Job] = []
+    for kind, cls in KINDS.items():
+        if cls.warm_as:
+            continue  # another kind's kernels (persistence: count-sink's plus a journal file)
+        for ins, outs in cls.warm_shapes(tuple(RING_TYPES)):
+            jobs += stage_jobs(kind, ins, outs, cls.warm_params({}))
+    jobs += [
+        Job(f"ring operations ({len(RING_TYPES)} types)", "_job_rings", tuple(RING_TYPES), 9.0),
+        Job("market data readers", "_job_marketdata", (), 15.0),
+        Job("depth kernels", "_job_depth", (), 1.0),
+        Job("latency histogram", "_job_histogram", (), 0.5),
+        Job("operator log", "_job_operator_log", (), 1.0),
+    ]
+    after = tuple(j.name for j in jobs if j.fn == "_job_stage" and j.args[0] in HOT_KINDS)
+    jobs.append(hot_path_job((False, False), after))
+    # and the depth wiring the system tests run (book_level into signals); a topology
+    # with risk reading depth compiles its own specialisation when it is first warmed
+    jobs.append(hot_path_job((True, False), after))
+    # and the default topology's own jobs, so that its first `bot4 run` finds them warm
+    have = {j.ident for j in jobs}
+    names = {j.name for j in jobs}
+    for j in jobs_for(load_topology(None)):
+        if j.ident not in have:
+            name = j.name if j.name not in names else f"{j.name} (default topology)"
+            after = tuple(a if a not in names else f"{a} (default topology)" for a in j.after)
+            jobs.append(Job(name, j.fn, j.args, j.weight, after))
+    # the replay's kernels at the other SIMD width a host offers (512-bit vectors where it
+    # has AVX-512, else 256): numba's cache keys them apart, and the suite's SIMD-width
+    # test replays at both (tests/system/test_replay_simd.py). Independent of the jobs
+    # above (its own cache entries), so it starts with them
+    jobs.append(
+        Job("replay engine (other SIMD width)", "bot4.warm.recipes:_job_replay_width", (), 60.0)
     )
-    progress = Progress(len(cold), stream=stream, live=live, say=lambda m: say(f"warm: {m}"))
-    rep = run_jobs(cold, n, progress)
-    say(
-        f"warm: {len(rep.done)} parts ready in {rep.seconds:.1f} s "
-        f"({rep.compiled} kernels compiled, the rest loaded from the cache)"
+    jobs = longest_first(jobs)
+    # the replay runs the default topology's stages in-process: after they are cached
+    jobs.append(
+        Job(
+            "replay engine",
+            "bot4.warm.recipes:_job_replay",
+            (),
+            2.0,
+            after=tuple(j.name for j in jobs),
+        )
     )
-    for name, why in rep.failed.items():
-        say(f"warm: {name}: {why} (the stage compiles what it needs itself)")
-    return rep
+    return jobs
 
 
 def warm() -> int:
@@ -97,7 +90,7 @@ def warm() -> int:
     returns how many entry points ran (for tools that want a warm node, e.g. research)."""
     n = 0
     for j in all_jobs():
-        n += getattr(recipes, j.fn)(*j.args)
+        n += recipe(j.fn)(*j.args)
     return n
 
 

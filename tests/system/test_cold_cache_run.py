@@ -95,9 +95,10 @@ def test_first_run_on_an_empty_cache_compiles_once_before_the_stages_start(tmp_p
         import json
         from bot4 import warm
         from bot4.pipeline.topology import load_topology
+        from bot4.pipeline.warm import manifest
         jobs = warm.jobs_for(load_topology({str(topo)!r}))
         rings = [j for j in jobs if j.fn == "_job_ring_loop"][0]
-        p = warm.manifest._manifest_path(rings)
+        p = manifest._manifest_path(rings)
         m = json.loads(p.read_text())
         m["modules"]["bot4.shm.ring_ops"] += "0"  # as if ring_ops' key had changed
         p.write_text(json.dumps(m))

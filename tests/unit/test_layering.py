@@ -50,11 +50,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 
 #: (importer, imported) -> why it is still there
 EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("bot4.pipeline.supervisor", "bot4.warm"): (
-        "the supervisor warms the kernels before starting stages through "
-        "bot4.warm.ensure_warm (engineer D, issue 17, in progress): ensure_warm belongs "
-        "below pipeline/"
-    ),
     ("bot4", "bot4.research.api"): (
         "the notebook API's bot4.sweep / bot4.replay (engineer F, issue 20): lazy attribute "
         "imports of the top layer from the package root"

@@ -77,7 +77,7 @@ def test_the_params_a_kind_runs_with_in_a_backtest():
 
 
 def test_warm_capabilities_name_kinds_and_parts_that_exist():
-    from bot4.warm.catalogue import PARTS, RING_TYPES
+    from bot4.pipeline.warm.catalogue import PARTS, RING_TYPES
 
     for kind, cls in KINDS.items():
         if cls.warm_as:

@@ -1,4 +1,4 @@
-"""bot4 warm (bot4/warm/): only what a topology runs, in parallel worker processes, a
+"""bot4 warm (bot4/pipeline/warm/, bot4/warm/): only what a topology runs, in parallel worker processes, a
 manifest per job so a warm cache is known without compiling, and a process that
 compiles says so once."""
 
@@ -14,6 +14,7 @@ import pytest
 
 from bot4 import warm
 from bot4.pipeline.topology import load_topology
+from bot4.pipeline.warm import catalogue
 
 
 def test_default_topology_jobs_are_its_stages_and_ring_types_only():
@@ -37,11 +38,9 @@ def test_default_topology_jobs_are_its_stages_and_ring_types_only():
     assert all(j.after == (setup[0].name,) for j in venue if j is not setup[0])
     # critical path first: the orders stage, then the hot path cycle that waits for it, is
     # the longest chain; the venue's setup goes before either of its halves
-    first = max(jobs, key=lambda j: warm.catalogue._priority(j, jobs))
+    first = max(jobs, key=lambda j: catalogue._priority(j, jobs))
     assert first.args[:1] == ("orders",) and hot.name in {j.name for j in jobs}
-    assert warm.catalogue._priority(setup[0], jobs) > max(
-        j.weight for j in venue if j is not setup[0]
-    )
+    assert catalogue._priority(setup[0], jobs) > max(j.weight for j in venue if j is not setup[0])
 
 
 def test_the_hot_path_job_follows_the_topologys_depth_wiring():
@@ -80,7 +79,9 @@ def test_all_jobs_cover_every_kind_and_record_type_and_the_replay_runs_last():
     assert kinds == set(KINDS) - {"persistence"}
     relayed = {j.args[1] for j in jobs if j.args[:1] == ("relay",)}
     assert relayed == {(t,) for t in warm.RING_TYPES}
-    assert jobs[-1].fn == "_job_replay" and set(jobs[-1].after) == {j.name for j in jobs[:-1]}
+    assert jobs[-1].fn == "bot4.warm.recipes:_job_replay" and set(jobs[-1].after) == {
+        j.name for j in jobs[:-1]
+    }
 
 
 @pytest.mark.timeout(300)
@@ -239,8 +240,8 @@ def test_a_stage_job_runs_what_the_stage_runs_as_it_stops(monkeypatch):
     """A stage's warm job ends with its ``summary`` (logged as the stage stops): risk's
     calls ``daily_loss`` (through ``daily_pnl``), which the first default run after a
     warm compiled there."""
+    from bot4.pipeline.warm import recipes
     from bot4.risk.book import RiskBook
-    from bot4.warm import recipes
 
     called = []
     orig = RiskBook.daily_pnl

@@ -1,6 +1,7 @@
-"""The warm job catalogue: which kernels a topology's stages run (:func:`jobs_for`) or
-bot4 has at all (:func:`all_jobs`), cut into :class:`Job` s with their expected cold
-seconds and the jobs they wait for (the package's docstring: :mod:`bot4.warm`).
+"""The warm job catalogue: which kernels a topology's stages run (:func:`jobs_for`), cut
+into :class:`Job` s with their expected cold seconds and the jobs they wait for (the
+package's docstring: :mod:`bot4.pipeline.warm`; every kernel bot4 has, tools included:
+``bot4.warm.all_jobs``).
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ PARTS = {
 class Job:
     """One unit of warm work, run in a worker process.
 
-    ``name`` is what the progress line shows; ``fn`` a function of :mod:`bot4.warm.recipes`
-    called with ``args``; ``weight`` the expected cold seconds (longest first); ``after``: names of jobs
+    ``name`` is what the progress line shows; ``fn`` a function of
+    :mod:`bot4.pipeline.warm.recipes` (or ``module:function`` of a tool's:
+    :func:`~bot4.pipeline.warm.runner.recipe`) called with ``args``; ``weight`` the expected cold seconds (longest first); ``after``: names of jobs
     that must be done before this one starts (their kernels then load from the cache).
     """
 
@@ -53,18 +55,21 @@ class Job:
 
 @functools.lru_cache(maxsize=1)
 def _own_digest() -> str:
-    """The warm package's sources (as the one ``bot4/warm.py`` was before it split): an
-    edit to any recipe, the catalogue or the runner re-runs every job."""
+    """The warm packages' sources, this one's and the tools' ``bot4/warm`` (as the one
+    ``bot4/warm.py`` was before it split), read as files: an edit to any recipe, the
+    catalogue or the runner re-runs every job."""
     import hashlib
     from pathlib import Path
 
+    here = Path(__file__).parent
     h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(path.read_bytes())
+    for d in (here, here.parent.parent / "warm"):
+        for path in sorted(d.glob("*.py")):
+            h.update(path.read_bytes())
     return h.hexdigest()
 
 
-def _stage_jobs(
+def stage_jobs(
     kind: str, ins: tuple[str, ...], outs: tuple[str, ...], params: tuple = ()
 ) -> list[Job]:
     """The jobs of one stage kind with these input and output record types and these
@@ -110,72 +115,25 @@ def jobs_for(topology) -> list[Job]:
             key = (s.kind, ins, outs, cls.warm_params(s.params))
         if key not in seen:
             seen.add(key)
-            jobs += _stage_jobs(*key)
+            jobs += stage_jobs(*key)
         for part in cls.warm_parts(s.params):
             if part not in seen:
                 seen.add(part)
                 jobs.append(Job(part, *PARTS[part]))
     for g in topology.groups:
-        stage_jobs = [j for j in jobs if j.fn == "_job_stage"]
+        staged = [j for j in jobs if j.fn == "_job_stage"]
         kinds = [topology.stage(m).kind for m in g.members]
         wiring = _hot_wiring(topology, g)
         if wiring is not None and ("hot path", wiring) not in seen:
             seen.add(("hot path", wiring))
-            after = tuple(j.name for j in stage_jobs if j.args[0] in kinds)
-            jobs.append(_hot_path_job(wiring, after))
+            after = tuple(j.name for j in staged if j.args[0] in kinds)
+            jobs.append(hot_path_job(wiring, after))
     types = sorted({r.type for r in topology.rings})
     if types:  # the stage loops' operations: on the header words, whatever the type
         jobs.append(Job("ring operations", "_job_ring_loop", (), 2.0))
     if "BOOK_LEVEL" in types:
         jobs.append(Job("depth kernels", "_job_depth", (), 1.0))
-    return _longest_first(jobs)
-
-
-def all_jobs() -> list[Job]:
-    """Every kernel bot4 has: every stage kind (relay and count-sink for every record
-    type), every ring type's ring operations, the depth and histogram kernels, the
-    market data readers, the hot path group's cycle, the default topology's jobs, then
-    a short replay through the default topology."""
-    from bot4.stages import KINDS
-    from bot4.stages.hotpath import HOT_KINDS
-
-    jobs: list[Job] = []
-    for kind, cls in KINDS.items():
-        if cls.warm_as:
-            continue  # another kind's kernels (persistence: count-sink's plus a journal file)
-        for ins, outs in cls.warm_shapes(tuple(RING_TYPES)):
-            jobs += _stage_jobs(kind, ins, outs, cls.warm_params({}))
-    jobs += [
-        Job(f"ring operations ({len(RING_TYPES)} types)", "_job_rings", tuple(RING_TYPES), 9.0),
-        Job("market data readers", "_job_marketdata", (), 15.0),
-        Job("depth kernels", "_job_depth", (), 1.0),
-        Job("latency histogram", "_job_histogram", (), 0.5),
-        Job("operator log", "_job_operator_log", (), 1.0),
-    ]
-    after = tuple(j.name for j in jobs if j.fn == "_job_stage" and j.args[0] in HOT_KINDS)
-    jobs.append(_hot_path_job((False, False), after))
-    # and the depth wiring the system tests run (book_level into signals); a topology
-    # with risk reading depth compiles its own specialisation when it is first warmed
-    jobs.append(_hot_path_job((True, False), after))
-    # and the default topology's own jobs, so that its first `bot4 run` finds them warm
-    from bot4.pipeline.topology import load_topology
-
-    have = {j.ident for j in jobs}
-    names = {j.name for j in jobs}
-    for j in jobs_for(load_topology(None)):
-        if j.ident not in have:
-            name = j.name if j.name not in names else f"{j.name} (default topology)"
-            after = tuple(a if a not in names else f"{a} (default topology)" for a in j.after)
-            jobs.append(Job(name, j.fn, j.args, j.weight, after))
-    # the replay's kernels at the other SIMD width a host offers (512-bit vectors where it
-    # has AVX-512, else 256): numba's cache keys them apart, and the suite's SIMD-width
-    # test replays at both (tests/system/test_replay_simd.py). Independent of the jobs
-    # above (its own cache entries), so it starts with them
-    jobs.append(Job("replay engine (other SIMD width)", "_job_replay_width", (), 60.0))
-    jobs = _longest_first(jobs)
-    # the replay runs the default topology's stages in-process: after they are cached
-    jobs.append(Job("replay engine", "_job_replay", (), 2.0, after=tuple(j.name for j in jobs)))
-    return jobs
+    return longest_first(jobs)
 
 
 def _hot_wiring(topology, group) -> tuple[bool, bool] | None:
@@ -203,7 +161,7 @@ def _hot_wiring(topology, group) -> tuple[bool, bool] | None:
     )
 
 
-def _hot_path_job(wiring: tuple[bool, bool], after: tuple[str, ...] = ()) -> Job:
+def hot_path_job(wiring: tuple[bool, bool], after: tuple[str, ...] = ()) -> Job:
     """The hot path group cycle's job for one wiring (the default: no args, its name
     unchanged; a depth wiring compiles its own specialisation of ``hot_cycle``)."""
     if not any(wiring):
@@ -212,7 +170,7 @@ def _hot_path_job(wiring: tuple[bool, bool], after: tuple[str, ...] = ()) -> Job
     return Job(f"hot path group cycle (depth: {which})", "_job_hot_path", wiring, 45.0, after)
 
 
-def _longest_first(jobs: list[Job]) -> list[Job]:
+def longest_first(jobs: list[Job]) -> list[Job]:
     return sorted(jobs, key=lambda j: -j.weight)
 
 

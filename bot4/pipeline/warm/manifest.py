@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from bot4.warm.catalogue import Job
+from bot4.pipeline.warm.catalogue import Job
 
 MANIFEST_DIR = ".warm"
 

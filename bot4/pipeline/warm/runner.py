@@ -13,9 +13,21 @@ import sys
 import threading
 import time
 
-from bot4.warm import recipes
-from bot4.warm.catalogue import Job, _priority
-from bot4.warm.manifest import _write_manifest
+from bot4.pipeline.warm import recipes
+from bot4.pipeline.warm.catalogue import Job, _priority
+from bot4.pipeline.warm.manifest import _write_manifest
+
+
+def recipe(fn: str):
+    """The function a job's ``fn`` names: one of :mod:`bot4.pipeline.warm.recipes`, or
+    ``module:function`` of a layer above that made the job (the tools' replay jobs:
+    ``bot4.warm.recipes``), imported where it runs."""
+    if ":" not in fn:
+        return getattr(recipes, fn)
+    import importlib
+
+    module, name = fn.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -74,7 +86,7 @@ def _worker(wid: int, tasks, events, parent: int = 0) -> None:
         t0 = time.monotonic()
         compiled[0] = 0
         try:
-            n = getattr(recipes, job.fn)(*job.args)
+            n = recipe(job.fn)(*job.args)
             _write_manifest(job)
             events.put(("done", wid, job.name, n, time.monotonic() - t0, None, compiled[0]))
         except BaseException as exc:  # reported by the parent, one line
