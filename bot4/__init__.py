@@ -1,14 +1,18 @@
 """bot4: a low-latency trading pipeline of pinned processes joined by shared-memory rings.
 
-The package is layered (see docs/DESIGN.md in the shared folder): ``records`` (dtypes,
-fixed point, error taxonomy) < ``shm`` (segments, atomics, the SPSC ring) < ``stages`` <
-``pipeline`` < ``cli``. Lower layers never import higher ones.
-"""
+The package is layered (docs/ARCHITECTURE.md): ``records`` (dtypes, fixed point, error
+taxonomy) < ``shm`` (segments, atomics, the SPSC ring) < ``stages`` < ``pipeline`` <
+``replay`` < the tools (``cli``, ``research``). Lower layers never import higher ones.
 
-__version__ = "0.1.0"
+This module, the package root, is the notebook facade (``bot4.replay(...)``,
+``bot4.sweep(...)``) and so belongs to the top layer: no module below the tools imports
+it. What every module needs from it at import, numba's SIMD width and cache keys, is
+done here by the foundation modules ``simd`` and ``nbcache``.
+"""
 
 from bot4 import nbcache as _nbcache
 from bot4 import simd as _simd
+from bot4.version import __version__ as __version__
 
 SIMD_MODE = _simd.configure()  # before anything imports numba
 _nbcache.install()  # before any kernel module: numba's cache keyed by its dependencies

@@ -7,7 +7,10 @@ against the simulated venue, with a report (``bot4 replay``, docs/replay.md).
 * :func:`open_source` / :class:`SyntheticSource` — checked, streamed input
   (``bot4.replay.sources``);
 * :class:`LatencyConfig` and the models (``bot4.replay.latency``);
-* :func:`report_from_journal` / :class:`Report` (``bot4.replay.report``).
+* :func:`report_from_journal` / :class:`Report` (``bot4.replay.report``);
+* ``bot4.replay(...)`` itself — one replay as DataFrames for notebooks
+  (``bot4.replay.notebook``; the parameter keys it shares with the sweep:
+  ``bot4.replay.points``).
 """
 
 import sys as _sys
@@ -29,13 +32,13 @@ from bot4.replay.sources import DataSource, ReplayInputError, SyntheticSource, o
 
 
 class _CallableModule(_types.ModuleType):
-    """``bot4.replay(...)`` — the notebook API's replay (``bot4.research.api.replay``),
+    """``bot4.replay(...)`` — the notebook replay (:func:`bot4.replay.notebook.replay`),
     while ``bot4.replay`` stays this package."""
 
     def __call__(self, *args, **kwargs):
-        from bot4.research.api import replay as api_replay
+        from bot4.replay.notebook import replay as notebook_replay
 
-        return api_replay(*args, **kwargs)
+        return notebook_replay(*args, **kwargs)
 
 
 _sys.modules[__name__].__class__ = _CallableModule

@@ -25,8 +25,9 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
+
+from bot4.replay.notebook import metrics_of
 
 __all__ = [
     "METRICS",
@@ -169,10 +170,10 @@ def code_version() -> str:
     version alone for an installed package."""
     global _CODE_VERSION
     if _CODE_VERSION is None:
-        import bot4
+        from bot4.version import __version__
 
-        root = Path(bot4.__file__).resolve().parents[1]
-        _CODE_VERSION = version_of_checkout(root, bot4.__version__)
+        root = Path(__file__).resolve().parents[2]  # the checkout holding bot4/
+        _CODE_VERSION = version_of_checkout(root, __version__)
     return _CODE_VERSION
 
 
@@ -200,40 +201,6 @@ def version_of_checkout(root: Path, version: str) -> str:
         return version
     clean = h.digest() == hashlib.sha256(b"").digest()
     return f"{version}+g{commit}" + ("" if clean else f"-dirty.{h.hexdigest()[:8]}")
-
-
-def _num(text) -> float | None:
-    return None if text is None else float(Decimal(str(text)))
-
-
-def metrics_of(doc: dict) -> dict:
-    """The table's metric columns from a report document (``Report.doc``)."""
-    s, m = doc["summary"], doc["metrics"]
-    t2o = doc["latency"]["tick_to_order"]
-    return {
-        "total_pnl": _num(s["total_pnl"]),
-        "realised": _num(s["realised"]),
-        "unrealised": _num(s["unrealised"]),
-        "fees": _num(s["fees"]),
-        "turnover": _num(s["turnover"]),
-        "max_drawdown": _num(s["max_drawdown"]),
-        "fills": s["fills"],
-        "partial_fills": s["partial_fills"],
-        "orders": s["orders"],
-        "shares_traded": s["shares_traded"],
-        "round_trips": s["round_trips"],
-        "winning_round_trips": s["winning_round_trips"],
-        "hit_rate": s["hit_rate"],
-        "profit_factor": s["profit_factor"],
-        "sharpe": m["sharpe"],
-        "sortino": m["sortino"],
-        "sharpe_annualised": m["sharpe_annualised"],
-        "intervals": m["intervals"],
-        "denials": doc["denials"]["total"],
-        "events": doc["run"].get("events"),
-        "tick_to_order_p50_ns": t2o.get("p50_ns"),
-        "tick_to_order_p99_ns": t2o.get("p99_ns"),
-    }
 
 
 def _one_line(exc: BaseException) -> str:
