@@ -258,7 +258,20 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point (exit codes: :func:`bot4.cli_support.run_parsed`)."""
-    return run_parsed(build_parser, sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if _runs_pipeline(argv):
+        from bot4.pipeline.zygote import start_early
+
+        # the stage processes' zygote imports numba beside this process's own imports (the
+        # parser's modules, the supervisor's): bot4.pipeline.zygote
+        start_early()
+    return run_parsed(build_parser, argv)
+
+
+def _runs_pipeline(argv: list[str]) -> bool:
+    """``bot4 run ...`` (not its help): the command that starts a supervisor."""
+    words = [a for a in argv if not a.startswith("-")]
+    return bool(words) and words[0] == "run" and not {"-h", "--help"} & set(argv)
 
 
 if __name__ == "__main__":

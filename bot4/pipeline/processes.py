@@ -1,8 +1,9 @@
 """The stage processes of :class:`bot4.pipeline.supervisor.Supervisor`: starting them,
 waiting for them to run, stopping them while they start, killing and reaping them.
 
-Each stage (or each group of stages, shared mode) runs in one ``spawn``-ed process whose
-body is :func:`_stage_entry`: SIGINT ignored from its first instruction (the terminal's
+Each stage (or each group of stages, shared mode) runs in one process whose body is
+:func:`_stage_entry`, forked by the zygote (:mod:`bot4.pipeline.zygote`: imported once,
+forked per stage) or, without one, ``spawn``-ed: SIGINT ignored from its first instruction (the terminal's
 Ctrl-C is the supervisor's), ``PR_SET_PDEATHSIG`` so it never outlives the supervisor,
 then :func:`bot4.stages.entry.stage_main`. A process is always reaped after it is killed,
 so its pid can no longer be a live owner of a ring side when its replacement attaches.
@@ -17,33 +18,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing as mp
 import os
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
 
+from bot4.pipeline.zygote import SPAWN
+from bot4.pipeline.zygote import children_ignore_sigint as _children_ignore_sigint
 from bot4.shm import control as C
 from bot4.shm.owners import process_start
 
-_CTX = mp.get_context("spawn")
+_CTX = SPAWN
 STARTUP_STOP_S = 10.0  # stages asked to stop while starting are killed after this
-
-
-@contextlib.contextmanager
-def _children_ignore_sigint():
-    """Start processes with SIGINT ignored: ``SIG_IGN`` survives fork and exec, and Python
-    keeps a SIGINT it finds ignored ignored, so a spawned stage never sees the terminal's
-    Ctrl-C, not even while it imports numba. SIGINT is blocked meanwhile so one arriving
-    here stays pending for the supervisor's own handler instead of being lost."""
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _stage_entry(topology, name: str) -> None:
@@ -86,14 +73,18 @@ class StageProcesses:
         return [slot] if g is None else [s for s in self.slots if s.name in g.members]
 
     def _start(self, slot: _Slot) -> None:
-        """Start the process of ``slot``'s unit (a stage, or its whole group)."""
+        """Start the process of ``slot``'s unit (a stage, or its whole group): forked by
+        the zygote (``bot4.pipeline.zygote``) when there is one, else spawned."""
         g = self.t.group_of(slot.name)
         unit = slot.name if g is None else g.name
-        p = _CTX.Process(
-            target=_stage_entry, args=(self.t, unit), name=f"bot4-{unit}", daemon=False
-        )
-        with _children_ignore_sigint():
-            p.start()
+        z = getattr(self, "zygote", None)
+        p = z.fork(self.t, unit) if z is not None else None
+        if p is None:
+            p = _CTX.Process(
+                target=_stage_entry, args=(self.t, unit), name=f"bot4-{unit}", daemon=False
+            )
+            with _children_ignore_sigint():
+                p.start()
         now = time.monotonic_ns()
         for m in self._members(slot):
             m.proc = p

@@ -57,6 +57,8 @@ from bot4 import logs
 from bot4.pipeline.liveness import CursorReader, ProgressWatch, Verdict
 from bot4.pipeline.processes import StageProcesses, _Slot
 from bot4.pipeline.segments import create_segments, destroy_segments
+from bot4.pipeline.zygote import Zygote
+from bot4.pipeline.zygote import take as take_zygote
 from bot4.records.errors import EXIT_INPUT_REFUSED, Code
 from bot4.shm import control as C
 from bot4.shm.control import ControlBlock
@@ -118,6 +120,7 @@ class Supervisor(StageProcesses):
         self.log_cfg = logs.resolve(topology=topology)  # the stages resolve the same way
         self._fmt = logs.formatter(self.log_cfg, "supervisor", stream=self.out, tool=True)
         self.final: dict = {}
+        self.zygote: Zygote | None = None
 
     # -- process management -----------------------------------------------------------------
     def _say(self, msg: str, level: int = logging.INFO, event: str | None = None, **fields) -> None:
@@ -265,15 +268,22 @@ class Supervisor(StageProcesses):
 
     # -- main -------------------------------------------------------------------------------
     def run(self) -> int:
-        self._warm()  # on every core this process may use: warm compiles in parallel
-        allowed = os.sched_getaffinity(0)
-        if self.cores and self.cores != allowed:
-            os.sched_setaffinity(0, self.cores)  # the stages pin themselves
+        # the stages' zygote imports what they import while this process checks the cache
+        # and creates the segments (bot4.pipeline.zygote)
+        self.zygote = take_zygote()
         try:
-            return self._run()
-        finally:
+            self._warm()  # on every core this process may use: warm compiles in parallel
+            allowed = os.sched_getaffinity(0)
             if self.cores and self.cores != allowed:
-                os.sched_setaffinity(0, allowed)
+                os.sched_setaffinity(0, self.cores)  # the stages pin themselves
+            try:
+                return self._run()
+            finally:
+                if self.cores and self.cores != allowed:
+                    os.sched_setaffinity(0, allowed)
+        finally:
+            if self.zygote is not None:
+                self.zygote.close()
 
     def _run(self) -> int:
         create_segments(self.t, say=self._say)  # refuses a live instance, replaces a dead one's

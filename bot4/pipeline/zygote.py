@@ -1,0 +1,285 @@
+"""The stage processes' zygote (``bot4 run``): one process imports what every stage process
+imports (numpy, numba and its CPU target, every stage kind) once, then forks the stage
+processes from that state.
+
+Why: a spawned stage process spends ~1 CPU-second before it can attach (interpreter,
+numpy, numba, the stage kinds ~0.5 s; numba's typing and target registries at the first
+cache load ~0.4 s, scipy included: numba's BLAS check imports it), and the default
+topology's four processes did it at once on two cores, after the supervisor's own
+imports. Forked, each costs only its own kernels' cache loads and its setup.
+
+What stays as with ``spawn`` (the start method of :mod:`bot4.pipeline.processes`, still
+used when the zygote is off or gone):
+
+* the child runs :func:`bot4.pipeline.processes._stage_entry` exactly as a spawned stage
+  does (SIGINT ignored, ``PR_SET_PDEATHSIG`` — its parent is the zygote, which dies with
+  the supervisor — then ``stage_main``), and ends through the interpreter's normal exit
+  (``atexit``, logging's flush), with the exit code ``sys.exit`` gave;
+* its environment and working directory are the supervisor's at the moment of the start
+  (sent with each request), not the zygote's at its own start; SIGTERM is back to the
+  default action until the stage loop installs its handler (a stage stopped while
+  starting ends there);
+* the supervisor sees a process handle with ``pid``, ``exitcode`` and ``join()``: the
+  zygote reaps its children and reports each exit code over its pipe, so a stage killed
+  and joined is reaped (its pid can no longer be a live ring owner).
+
+The zygote itself ignores SIGINT and SIGTERM (stops are the supervisor's to coordinate:
+systemd's stop reaches every process of the unit, and the zygote's death would kill
+every stage by ``PR_SET_PDEATHSIG`` before its drain); it ends when the supervisor closes
+its pipe or dies (``PR_SET_PDEATHSIG`` again). It is single-threaded when it forks (idle
+in ``select``), numba has compiled nothing in it and no kernel has been loaded, so a
+child's numba starts from a clean JIT state; its objects are frozen (``gc.freeze``)
+before the first fork, so a child's collections do not touch (and copy) the inherited
+heap. If it cannot be reached, the supervisor spawns the process as before.
+
+``bot4 stage`` (systemd's units) does not use it. ``BOT4_ZYGOTE=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import gc
+import multiprocessing as mp
+import os
+import select
+import signal
+import sys
+import time
+
+SPAWN = mp.get_context("spawn")
+ENV = "BOT4_ZYGOTE"
+PRELOAD = ("bot4.stages.entry", "bot4.stages.group", "bot4.stages.hotpath")
+
+
+@contextlib.contextmanager
+def children_ignore_sigint():
+    """Start processes with SIGINT ignored: ``SIG_IGN`` survives fork and exec, and Python
+    keeps a SIGINT it finds ignored ignored, so a spawned stage never sees the terminal's
+    Ctrl-C, not even while it imports numba. SIGINT is blocked meanwhile so one arriving
+    here stays pending for the supervisor's own handler instead of being lost."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def enabled() -> bool:
+    return os.environ.get(ENV, "1").strip().lower() not in ("0", "no", "off", "false")
+
+
+_early: Zygote | None = None
+
+
+def start_early() -> None:
+    """Start the zygote now, for the supervisor this process is about to run (``bot4 run``
+    calls it before its own imports, so both import on their own core); the supervisor
+    takes it over (:func:`take`). Closed at exit if nobody did."""
+    global _early
+    if _early is None and enabled():
+        _early = Zygote()
+
+
+def take() -> Zygote | None:
+    """The zygote for a supervisor's run: the one started early, else a new one; None
+    when ``BOT4_ZYGOTE=0``."""
+    global _early
+    z, _early = _early, None
+    if z is not None and z.alive:
+        return z
+    return Zygote() if enabled() else None
+
+
+class Zygote:
+    """The supervisor's side: start the zygote, ask it for stage processes."""
+
+    def __init__(self) -> None:
+        self._conn, child = SPAWN.Pipe()  # a socket pair: both ways
+        self.proc = SPAWN.Process(target=_zygote_main, args=(child,), name="bot4-zygote")
+        with children_ignore_sigint():  # as for a stage: Ctrl-C is the supervisor's
+            self.proc.start()
+        child.close()
+        self.exits: dict[int, int] = {}
+        self.pending: set[int] = set()
+        self.alive = True
+        # before multiprocessing's own exit handler (atexit runs last-registered first),
+        # which joins its children: the zygote ends only once its pipe is closed
+        atexit.register(self.close)
+
+    def fork(self, topology, unit: str) -> Forked | None:
+        """A forked process running ``unit`` (a stage or a group), or None when the zygote
+        is gone (the caller spawns one instead)."""
+        if not self.alive:
+            return None
+        try:
+            self._conn.send((topology, unit, dict(os.environ), os.getcwd()))
+            while True:
+                msg = self._conn.recv()
+                if msg[0] == "pid":
+                    self.pending.add(msg[1])
+                    return Forked(self, msg[1])
+                self._note(msg)
+        except (EOFError, OSError):
+            self._gone()
+            return None
+
+    def _note(self, msg) -> None:
+        _, pid, code = msg
+        self.exits[pid] = code
+        self.pending.discard(pid)
+
+    def poll(self, timeout: float = 0.0) -> None:
+        """Take in the exit codes the zygote reported (waiting up to ``timeout`` for one)."""
+        if not self.alive:
+            return
+        try:
+            while self._conn.poll(timeout):
+                self._note(self._conn.recv())
+                timeout = 0.0
+        except (EOFError, OSError):
+            self._gone()
+
+    def _gone(self) -> None:
+        """The zygote died: its children die with it (``PR_SET_PDEATHSIG``); make sure,
+        and wait until each is gone, so none can still write when it counts as exited."""
+        self.alive = False
+        for pid in self.pending:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10.0
+        for pid in self.pending:
+            while _exists(pid) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            self.exits[pid] = -signal.SIGKILL
+        self.pending.clear()
+
+    def close(self) -> None:
+        """End the zygote (its pipe closed: it exits) and reap it."""
+        atexit.unregister(self.close)
+        self.alive = False
+        with contextlib.suppress(OSError):
+            self._conn.close()
+        self.proc.join(10)
+        if self.proc.exitcode is None:
+            self.proc.kill()
+            self.proc.join()
+
+
+def _exists(pid: int) -> bool:
+    """``pid`` names a process that is not a zombie (a zombie cannot run any more)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+class Forked:
+    """A stage process the zygote forked: what the supervisor uses of a ``Process``."""
+
+    def __init__(self, zygote: Zygote, pid: int) -> None:
+        self._z = zygote
+        self.pid = pid
+
+    @property
+    def exitcode(self) -> int | None:
+        if self.pid not in self._z.exits:
+            self._z.poll()
+        return self._z.exits.get(self.pid)
+
+    def is_alive(self) -> bool:
+        return self.exitcode is None
+
+    def join(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.exitcode is None:
+            left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+            if left <= 0:
+                return
+            self._z.poll(left)
+
+
+def _zygote_main(conn) -> None:
+    import ctypes
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: never outlive the supervisor
+    if os.getppid() == 1:
+        sys.exit(3)
+    for name in PRELOAD:
+        # a module that fails to import here fails again in the stage, which says why
+        with contextlib.suppress(Exception):
+            __import__(name)
+    with contextlib.suppress(Exception):
+        from numba.core.registry import cpu_target
+
+        cpu_target.target_context.refresh()  # the typing and lowering registries
+    gc.collect()
+    gc.freeze()
+    job = _serve(conn)
+    if job is None:
+        return  # the supervisor closed the pipe
+    from bot4.pipeline.processes import _stage_entry
+
+    _stage_entry(*job)  # the forked child: a stage process from here on
+
+
+def _after_fork(unit: str) -> None:
+    """What multiprocessing's own fork start does in a child: drop the parent's
+    finalizers, run the after-fork hooks; and the process name a spawned stage has."""
+    import multiprocessing as mp
+    from multiprocessing import util
+
+    with contextlib.suppress(AttributeError):
+        util._finalizer_registry.clear()
+        util._run_after_forkers()
+    mp.current_process().name = f"bot4-{unit}"
+
+
+def _serve(conn):
+    """Fork a child per request, report each child's exit; returns ``(topology, unit)``
+    in a child, None in the zygote when the supervisor is gone."""
+    sig_r, sig_w = os.pipe()
+    os.set_blocking(sig_r, False)
+    os.set_blocking(sig_w, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(sig_w)
+    try:
+        while True:
+            ready, _, _ = select.select([conn, sig_r], [], [])
+            if sig_r in ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(sig_r, 4096)
+                while True:
+                    try:
+                        pid, status = os.waitpid(-1, os.WNOHANG)
+                    except ChildProcessError:
+                        break
+                    if pid == 0:
+                        break
+                    conn.send(("exit", pid, os.waitstatus_to_exitcode(status)))
+            if conn in ready:
+                try:
+                    topology, unit, env, cwd = conn.recv()
+                except EOFError:
+                    return None
+                pid = os.fork()
+                if pid == 0:
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                    os.close(sig_r)
+                    os.close(sig_w)
+                    conn.close()
+                    os.environ.clear()
+                    os.environ.update(env)
+                    os.chdir(cwd)
+                    _after_fork(unit)
+                    return topology, unit
+                conn.send(("pid", pid))
+    except (BrokenPipeError, ConnectionResetError):
+        return None  # the supervisor is gone: the children die with this process
