@@ -22,7 +22,14 @@ with ``NUMBA_CACHE_DIR`` an empty directory, so nothing compiled earlier (the tr
   ``bot4/warm.py`` did to a fresh install's ``bot4 warm``;
 * ``startup`` — with ``after``'s cache: ``bot4 run --no-db`` of the default topology,
   twice, each from its start to the first record on the ``ticks`` ring (read-only
-  attachment, polled every ms); the run's log is checked for a stage that compiled.
+  attachment, polled every ms); the run's log is checked for a stage that compiled;
+* ``startup-compare`` — the same start-up of ``--rev`` and of ``--compare`` alternately,
+  ``--repeat`` pairs, from one cache both warmed first (``--cache DIR``, default a new
+  one under the work directory: a first ``bot4 warm`` from empty takes a minute), after
+  one unmeasured run of each (bytecode written, stale warm manifests re-checked): each
+  pair's ratio old/new and the median. ``--compare-env K=V`` sets a variable for the
+  ``--compare`` side only (``--rev worktree --compare worktree --compare-env
+  BOT4_ZYGOTE=0``: the zygote against spawned stages in one tree).
 
 The package is ``git archive`` of ``--rev`` (default HEAD: others' uncommitted edits in
 a shared working tree are not measured), or the working tree with ``--rev worktree``.
@@ -34,6 +41,7 @@ after each run: the machine is shared, so compare CPU seconds when the load move
     .venv/bin/python perf/bench_warm.py                  # before, after, startup
     .venv/bin/python perf/bench_warm.py --runs after,startup --keep /tmp/bw
     .venv/bin/python perf/bench_warm.py --runs compare --rev worktree --compare HEAD
+    .venv/bin/python perf/bench_warm.py --runs startup-compare --compare HEAD~1 --repeat 5
 """
 
 from __future__ import annotations
@@ -263,17 +271,77 @@ def _first_tick(env: dict, instance: str, ring: str, duration: float) -> dict:
     return row
 
 
+def _startup_compare(args, work: Path) -> list[dict]:
+    """Start-up to the first tick of ``--rev`` and ``--compare`` alternately from one warm
+    cache: rows, then each back-to-back pair's ratio old/new and their median."""
+    import statistics
+
+    py = sys.executable
+    cache = Path(args.cache) if args.cache else work / "cache"
+    sides = {}
+    for side, rev in (("new", args.rev), ("old", args.compare)):
+        d = work / side
+        shutil.rmtree(d, ignore_errors=True)
+        src = _copy_tree(d / "src", None if rev == "worktree" else rev)
+        env = _env(src, cache / "x", d / "data")
+        env["NUMBA_CACHE_DIR"] = str(cache)
+        if side == "old":
+            env.update(kv.split("=", 1) for kv in args.compare_env)
+        (cache / "x").mkdir(parents=True, exist_ok=True)  # _timed keeps stderr beside it
+        _timed([py, "-m", "bot4.cli", "warm"], env, f"warm {side} {rev}", 1800)
+        _first_tick(env, f"bw{os.getpid()}{side}", "ticks", args.duration)  # unmeasured
+        sides[side] = (rev, env)
+    rows, ratios, seconds = [], [], {"old": [], "new": []}
+    for k in range(args.repeat):
+        pair = {}
+        for side in ("old", "new") if k % 2 == 0 else ("new", "old"):
+            rev, env = sides[side]
+            row = _first_tick(env, f"bw{os.getpid()}{side}{k}", "ticks", args.duration)
+            row["run"] = f"startup {side} {rev}"
+            rows.append(row)
+            pair[side] = row["to_first_tick_s"]
+            if pair[side]:
+                seconds[side].append(pair[side])
+        if pair["old"] and pair["new"]:
+            ratios.append(pair["old"] / pair["new"])
+            print(json.dumps({"pair": k, "old_over_new": round(ratios[-1], 2)}), flush=True)
+    med = {s: statistics.median(v) if v else None for s, v in seconds.items()}
+    print(
+        json.dumps(
+            {
+                "startup_compare": f"{args.rev} vs {args.compare} {' '.join(args.compare_env)}",
+                "pairs": len(ratios),
+                "median_old_over_new": round(statistics.median(ratios), 2) if ratios else None,
+                "median_old_s": med["old"],
+                "median_new_s": med["new"],
+            }
+        ),
+        flush=True,
+    )
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
-        "--runs", default="before,after,startup", help="before,serial,after,all,compare,startup"
+        "--runs",
+        default="before,after,startup",
+        help="before,serial,after,all,compare,startup,startup-compare",
     )
     ap.add_argument(
         "--compare",
         default="HEAD~1",
         help="compare: the git revision to measure --rev against (default HEAD~1)",
     )
-    ap.add_argument("--repeat", type=int, default=3, help="compare: pairs of runs")
+    ap.add_argument("--repeat", type=int, default=3, help="compare, startup-compare: pairs")
+    ap.add_argument(
+        "--compare-env",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="startup-compare: an environment variable for the --compare side only",
+    )
+    ap.add_argument("--cache", help="startup-compare: the numba cache (default: a new one)")
     ap.add_argument("--jobs", type=int, help="bot4 warm -j (default: its own)")
     ap.add_argument(
         "--rev",
@@ -303,13 +371,16 @@ def main() -> int:
     print(json.dumps({"cpus": len(os.sched_getaffinity(0)), "rev": rev, "work": str(work)}))
     rows = []
     try:
-        if "compare" in runs:
+        if ("compare" in runs or "startup-compare" in runs) and args.compare != "worktree":
             args.compare = subprocess.run(
                 ["git", "-C", str(ROOT), "rev-parse", "--short", args.compare],
                 capture_output=True,
                 text=True,
             ).stdout.strip()
+        if "compare" in runs:
             rows += _compare(args, work / "compare", j)
+        if "startup-compare" in runs:
+            rows += _startup_compare(args, work / "startup-compare")
         for what in ("before", "serial", "after", "all"):
             if what not in runs and not (what == "after" and "startup" in runs):
                 continue

@@ -1,11 +1,11 @@
 """The stage processes of :class:`bot4.pipeline.supervisor.Supervisor`: starting them,
 waiting for them to run, stopping them while they start, killing and reaping them.
 
-Each stage (or each group of stages, shared mode) runs in one process whose body is
-:func:`_stage_entry`, forked by the zygote (:mod:`bot4.pipeline.zygote`: imported once,
-forked per stage) or, without one, ``spawn``-ed: SIGINT ignored from its first instruction (the terminal's
-Ctrl-C is the supervisor's), ``PR_SET_PDEATHSIG`` so it never outlives the supervisor,
-then :func:`bot4.stages.entry.stage_main`. A process is always reaped after it is killed,
+Each stage (or each group of stages, shared mode) runs in one process, forked by the
+zygote (:mod:`bot4.pipeline.zygote`: imported once, forked per stage) or, without one,
+``spawn``-ed, whose body is :func:`bot4.pipeline.zygote.stage_entry`: SIGINT ignored from
+its first instruction (the terminal's Ctrl-C is the supervisor's), ``PR_SET_PDEATHSIG``
+so it never outlives the supervisor, then :func:`bot4.stages.entry.stage_main`. A process is always reaped after it is killed,
 so its pid can no longer be a live owner of a ring side when its replacement attaches.
 
 :class:`StageProcesses` is a part of ``Supervisor`` (whose ``__init__`` sets what it reads:
@@ -20,34 +20,17 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 
 from bot4.pipeline.zygote import SPAWN
 from bot4.pipeline.zygote import children_ignore_sigint as _children_ignore_sigint
+from bot4.pipeline.zygote import stage_entry as _stage_entry
 from bot4.shm import control as C
 from bot4.shm.owners import process_start
 
 _CTX = SPAWN
 STARTUP_STOP_S = 10.0  # stages asked to stop while starting are killed after this
-
-
-def _stage_entry(topology, name: str) -> None:
-    # before any import that can take seconds (numba): Ctrl-C is the supervisor's to act
-    # on (it arrives ignored already, see _children_ignore_sigint; this keeps it so)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    import ctypes
-
-    from bot4.stages.entry import stage_main
-
-    # a stage never outlives its supervisor: no orphan writer on a ring nobody supervises
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() == 1:
-        sys.exit(3)
-
-    sys.exit(stage_main(topology, name))
 
 
 @dataclass

@@ -11,9 +11,9 @@ imports. Forked, each costs only its own kernels' cache loads and its setup.
 What stays as with ``spawn`` (the start method of :mod:`bot4.pipeline.processes`, still
 used when the zygote is off or gone):
 
-* the child runs :func:`bot4.pipeline.processes._stage_entry` exactly as a spawned stage
-  does (SIGINT ignored, ``PR_SET_PDEATHSIG`` — its parent is the zygote, which dies with
-  the supervisor — then ``stage_main``), and ends through the interpreter's normal exit
+* the child runs :func:`stage_entry` exactly as a spawned stage does (SIGINT ignored,
+  ``PR_SET_PDEATHSIG`` — its parent is the zygote, which dies with the supervisor — then
+  ``stage_main``), and ends through the interpreter's normal exit
   (``atexit``, logging's flush), with the exit code ``sys.exit`` gave;
 * its environment and working directory are the supervisor's at the moment of the start
   (sent with each request), not the zygote's at its own start; SIGTERM is back to the
@@ -65,6 +65,26 @@ def children_ignore_sigint():
     finally:
         signal.signal(signal.SIGINT, handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def stage_entry(topology, name: str) -> None:
+    """The body of a stage process, spawned or forked: SIGINT ignored from its first
+    instruction, never outliving its parent (the supervisor, or the zygote that dies with
+    it), then :func:`bot4.stages.entry.stage_main`."""
+    # before any import that can take seconds (numba): Ctrl-C is the supervisor's to act
+    # on (it arrives ignored already, see _children_ignore_sigint; this keeps it so)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    import ctypes
+
+    from bot4.stages.entry import stage_main
+
+    # a stage never outlives its supervisor: no orphan writer on a ring nobody supervises
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:
+        sys.exit(3)
+
+    sys.exit(stage_main(topology, name))
 
 
 def enabled() -> bool:
@@ -223,9 +243,7 @@ def _zygote_main(conn) -> None:
     job = _serve(conn)
     if job is None:
         return  # the supervisor closed the pipe
-    from bot4.pipeline.processes import _stage_entry
-
-    _stage_entry(*job)  # the forked child: a stage process from here on
+    stage_entry(*job)  # the forked child: a stage process from here on
 
 
 def _after_fork(unit: str) -> None:
