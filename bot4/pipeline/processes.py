@@ -61,7 +61,7 @@ class StageProcesses:
         g = self.t.group_of(slot.name)
         unit = slot.name if g is None else g.name
         z = getattr(self, "zygote", None)
-        p = z.fork(self.t, unit) if z is not None else None
+        p = z.fork(self.t, unit, self.start_timeout) if z is not None else None
         if p is None:
             p = _CTX.Process(
                 target=_stage_entry, args=(self.t, unit), name=f"bot4-{unit}", daemon=False

@@ -123,23 +123,30 @@ class Zygote:
             self.proc.start()
         child.close()
         self.exits: dict[int, int] = {}
-        self.pending: set[int] = set()
+        self.pending: dict[int, int | None] = {}  # pid -> its start (clock ticks after boot)
         self.alive = True
         # before multiprocessing's own exit handler (atexit runs last-registered first),
         # which joins its children: the zygote ends only once its pipe is closed
         atexit.register(self.close)
 
-    def fork(self, topology, unit: str) -> Forked | None:
+    def fork(self, topology, unit: str, timeout: float) -> Forked | None:
         """A forked process running ``unit`` (a stage or a group), or None when the zygote
-        is gone (the caller spawns one instead)."""
+        is gone or did not answer within ``timeout`` seconds (its imports hang: it is
+        killed, with anything it forked); the caller then spawns the process."""
         if not self.alive:
             return None
         try:
             self._conn.send((topology, unit, dict(os.environ), os.getcwd()))
+            deadline = time.monotonic() + timeout
             while True:
+                if not self._conn.poll(max(0.0, min(0.1, deadline - time.monotonic()))):
+                    if time.monotonic() < deadline:
+                        continue
+                    self.proc.kill()
+                    raise EOFError
                 msg = self._conn.recv()
                 if msg[0] == "pid":
-                    self.pending.add(msg[1])
+                    self.pending[msg[1]] = _start_of(msg[1])
                     return Forked(self, msg[1])
                 self._note(msg)
         except (EOFError, OSError):
@@ -149,7 +156,7 @@ class Zygote:
     def _note(self, msg) -> None:
         _, pid, code = msg
         self.exits[pid] = code
-        self.pending.discard(pid)
+        self.pending.pop(pid, None)
 
     def poll(self, timeout: float = 0.0) -> None:
         """Take in the exit codes the zygote reported (waiting up to ``timeout`` for one)."""
@@ -166,35 +173,41 @@ class Zygote:
         """The zygote died: its children die with it (``PR_SET_PDEATHSIG``); make sure,
         and wait until each is gone, so none can still write when it counts as exited."""
         self.alive = False
-        for pid in self.pending:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10.0
-        for pid in self.pending:
-            while _exists(pid) and time.monotonic() < deadline:
-                time.sleep(0.005)
+        for pid, start in self.pending.items():
+            # the same process (pid and start time): a pid the zygote reaped unreported
+            # may name another process by now
+            if start is not None and _start_of(pid) == start:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                while _start_of(pid) == start and time.monotonic() < deadline:
+                    time.sleep(0.005)
             self.exits[pid] = -signal.SIGKILL
         self.pending.clear()
 
     def close(self) -> None:
-        """End the zygote (its pipe closed: it exits) and reap it."""
+        """End the zygote and reap it (after the supervisor reaped every stage; a zygote
+        still importing, as after a ``bot4 run`` that failed early, is not waited for)."""
         atexit.unregister(self.close)
         self.alive = False
         with contextlib.suppress(OSError):
-            self._conn.close()
-        self.proc.join(10)
+            self._conn.close()  # EOF: the zygote leaves
+        if self.pending:
+            self.proc.join(10)  # its children die with it: not before they were reaped
         if self.proc.exitcode is None:
             self.proc.kill()
-            self.proc.join()
+        self.proc.join()
 
 
-def _exists(pid: int) -> bool:
-    """``pid`` names a process that is not a zombie (a zombie cannot run any more)."""
+def _start_of(pid: int) -> int | None:
+    """The start (clock ticks after boot) of live process ``pid``; None when there is no
+    such process or it is a zombie (it cannot run any more)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
 class Forked:
@@ -240,7 +253,10 @@ def _zygote_main(conn) -> None:
         cpu_target.target_context.refresh()  # the typing and lowering registries
     gc.collect()
     gc.freeze()
-    job = _serve(conn)
+    try:
+        job = _serve(conn)
+    except Exception:
+        os._exit(1)  # quietly: the supervisor sees the pipe close and spawns the stages
     if job is None:
         return  # the supervisor closed the pipe
     stage_entry(*job)  # the forked child: a stage process from here on
