@@ -269,9 +269,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _runs_pipeline(argv: list[str]) -> bool:
-    """``bot4 run ...`` (not its help): the command that starts a supervisor."""
+    """``bot4 run ...`` or ``bot4 record ...`` (not their help): the commands that start a
+    supervisor."""
     words = [a for a in argv if not a.startswith("-")]
-    return bool(words) and words[0] == "run" and not {"-h", "--help"} & set(argv)
+    return bool(words) and words[0] in ("run", "record") and not {"-h", "--help"} & set(argv)
 
 
 if __name__ == "__main__":
