@@ -23,7 +23,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from bot4.pipeline.zygote import SPAWN
+from bot4.pipeline.zygote import SPAWN, Forked
 from bot4.pipeline.zygote import children_ignore_sigint as _children_ignore_sigint
 from bot4.pipeline.zygote import stage_entry as _stage_entry
 from bot4.shm import control as C
@@ -31,6 +31,17 @@ from bot4.shm.owners import process_start
 
 _CTX = SPAWN
 STARTUP_STOP_S = 10.0  # stages asked to stop while starting are killed after this
+
+
+def _send(p, sig: int) -> None:
+    """``sig`` to stage process ``p`` unless it is gone: a forked one through its pidfd
+    (the zygote reaps its children: their pids may be reused before the supervisor reads
+    their exit), a spawned one by pid (unreaped until joined, so not reused)."""
+    with contextlib.suppress(ProcessLookupError):
+        if isinstance(p, Forked):
+            p.send_signal(sig)
+        else:
+            os.kill(p.pid, sig)
 
 
 @dataclass
@@ -84,8 +95,7 @@ class StageProcesses:
         if p is None:
             return
         if p.exitcode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGKILL)
+            _send(p, signal.SIGKILL)
         p.join()  # reaped: its pid can no longer be a live owner of a ring side
 
     def _wait_running(self) -> str:
@@ -126,8 +136,7 @@ class StageProcesses:
         procs = {id(s.proc): s.proc for s in self.slots if s.proc is not None}
         for p in procs.values():
             if p.exitcode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.pid, signal.SIGTERM)
+                _send(p, signal.SIGTERM)
         deadline = time.monotonic() + STARTUP_STOP_S
         while any(p.exitcode is None for p in procs.values()):
             if self.force_stop or time.monotonic() >= deadline:

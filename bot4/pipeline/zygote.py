@@ -46,6 +46,7 @@ import select
 import signal
 import sys
 import time
+from multiprocessing import reduction
 
 SPAWN = mp.get_context("spawn")
 ENV = "BOT4_ZYGOTE"
@@ -124,6 +125,10 @@ class Zygote:
         child.close()
         self.exits: dict[int, int] = {}
         self.pending: dict[int, int | None] = {}  # pid -> its start (clock ticks after boot)
+        # pid -> a pidfd of that very process (opened by the zygote before it could reap
+        # it): signals never reach another process that reuses the pid after the zygote
+        # reaped it and before the supervisor read its exit
+        self.pidfds: dict[int, int] = {}
         self.alive = True
         # before multiprocessing's own exit handler (atexit runs last-registered first),
         # which joins its children: the zygote ends only once its pipe is closed
@@ -146,8 +151,11 @@ class Zygote:
                     raise EOFError
                 msg = self._conn.recv()
                 if msg[0] == "pid":
-                    self.pending[msg[1]] = _start_of(msg[1])
-                    return Forked(self, msg[1])
+                    _, pid, has_fd = msg
+                    self.pending[pid] = _start_of(pid)
+                    if has_fd:
+                        self.pidfds[pid] = reduction.recv_handle(self._conn)
+                    return Forked(self, pid)
                 self._note(msg)
         except (EOFError, OSError):
             self._gone()
@@ -157,6 +165,21 @@ class Zygote:
         _, pid, code = msg
         self.exits[pid] = code
         self.pending.pop(pid, None)
+        fd = self.pidfds.pop(pid, None)
+        if fd is not None:
+            os.close(fd)
+
+    def send_signal(self, pid: int, sig: int) -> None:
+        """``sig`` to forked process ``pid`` while it has not been reported exited
+        (``ProcessLookupError`` once it is gone)."""
+        self.poll()
+        if pid in self.exits:
+            raise ProcessLookupError(pid)
+        fd = self.pidfds.get(pid)
+        if fd is None:
+            os.kill(pid, sig)
+        else:
+            signal.pidfd_send_signal(fd, sig)
 
     def poll(self, timeout: float = 0.0) -> None:
         """Take in the exit codes the zygote reported (waiting up to ``timeout`` for one)."""
@@ -174,16 +197,19 @@ class Zygote:
         and wait until each is gone, so none can still write when it counts as exited."""
         self.alive = False
         deadline = time.monotonic() + 10.0
-        for pid, start in self.pending.items():
-            # the same process (pid and start time): a pid the zygote reaped unreported
-            # may name another process by now
+        for pid, start in list(self.pending.items()):
+            # the same process (its pidfd, else pid and start time): a pid the zygote
+            # reaped unreported may name another process by now
             if start is not None and _start_of(pid) == start:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                    fd = self.pidfds.get(pid)
+                    if fd is None:
+                        os.kill(pid, signal.SIGKILL)
+                    else:
+                        signal.pidfd_send_signal(fd, signal.SIGKILL)
                 while _start_of(pid) == start and time.monotonic() < deadline:
                     time.sleep(0.005)
-            self.exits[pid] = -signal.SIGKILL
-        self.pending.clear()
+            self._note(("exit", pid, -signal.SIGKILL))
 
     def close(self) -> None:
         """End the zygote and reap it (after the supervisor reaped every stage; a zygote
@@ -197,6 +223,9 @@ class Zygote:
         if self.proc.exitcode is None:
             self.proc.kill()
         self.proc.join()
+        for fd in self.pidfds.values():
+            os.close(fd)
+        self.pidfds.clear()
 
 
 def _start_of(pid: int) -> int | None:
@@ -225,6 +254,11 @@ class Forked:
 
     def is_alive(self) -> bool:
         return self.exitcode is None
+
+    def send_signal(self, sig: int) -> None:
+        """``sig`` to this very process (its pidfd), never to a later owner of its pid;
+        ``ProcessLookupError`` once it exited."""
+        self._z.send_signal(self.pid, sig)
 
     def join(self, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -314,6 +348,13 @@ def _serve(conn):
                     os.chdir(cwd)
                     _after_fork(unit)
                     return topology, unit
-                conn.send(("pid", pid))
+                try:  # before this loop can reap it: the pidfd is of this child
+                    fd = os.pidfd_open(pid)
+                except (AttributeError, OSError):
+                    fd = None
+                conn.send(("pid", pid, fd is not None))
+                if fd is not None:
+                    reduction.send_handle(conn, fd, 0)
+                    os.close(fd)
     except (BrokenPipeError, ConnectionResetError):
         return None  # the supervisor is gone: the children die with this process
