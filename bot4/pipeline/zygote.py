@@ -21,7 +21,9 @@ used when the zygote is off or gone):
   starting ends there);
 * the supervisor sees a process handle with ``pid``, ``exitcode`` and ``join()``: the
   zygote reaps its children and reports each exit code over its pipe, so a stage killed
-  and joined is reaped (its pid can no longer be a live ring owner).
+  and joined is reaped (its pid can no longer be a live ring owner); the supervisor
+  signals it through a pidfd the zygote opened at the fork, since a pid the zygote has
+  reaped could name another process before the supervisor reads the exit.
 
 The zygote itself ignores SIGINT and SIGTERM (stops are the supervisor's to coordinate:
 systemd's stop reaches every process of the unit, and the zygote's death would kill
@@ -299,7 +301,6 @@ def _zygote_main(conn) -> None:
 def _after_fork(unit: str) -> None:
     """What multiprocessing's own fork start does in a child: drop the parent's
     finalizers, run the after-fork hooks; and the process name a spawned stage has."""
-    import multiprocessing as mp
     from multiprocessing import util
 
     with contextlib.suppress(AttributeError):
