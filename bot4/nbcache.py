@@ -367,18 +367,30 @@ class _PatchingLoader:
 
     def exec_module(self, module) -> None:
         self._inner.exec_module(module)
-        _patch(module)
-        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _NumbaCachingHook)]
+        _PATCHES[module.__name__](module)
+        if all(name in sys.modules for name in _PATCHES):
+            sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _NumbaCachingHook)]
 
     def __getattr__(self, name):
         return getattr(self._inner, name)
 
 
+def _patch_inliner(module) -> None:
+    from bot4 import nbpatch
+
+    nbpatch.apply(module)
+
+
+#: numba modules patched as they are imported: the cache (keys, locked index writes) and
+#: the ``inline='always'`` inliner's IR copy (:mod:`bot4.nbpatch`: same IR, less work)
+_PATCHES = {"numba.core.caching": _patch, "numba.core.inline_closurecall": _patch_inliner}
+
+
 class _NumbaCachingHook:
-    """A meta path finder for ``numba.core.caching`` only; everything else passes by."""
+    """A meta path finder for the numba modules of ``_PATCHES``; everything else passes by."""
 
     def find_spec(self, fullname, path, target=None):
-        if fullname != "numba.core.caching":
+        if fullname not in _PATCHES:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -397,14 +409,17 @@ class _NumbaCachingHook:
 
 
 def install() -> None:
-    """Key bot4's numba cache from now on in this process (idempotent, cheap).
+    """Key bot4's numba cache from now on in this process (idempotent, cheap), and patch
+    numba's inliner's IR copy (:mod:`bot4.nbpatch`).
 
     Must run before the first bot4 kernel module is imported; ``bot4/__init__.py`` does.
     """
-    caching = sys.modules.get("numba.core.caching")
-    if caching is not None:
-        _patch(caching)
-    elif not any(isinstance(f, _NumbaCachingHook) for f in sys.meta_path):
+    for name, patch in _PATCHES.items():
+        module = sys.modules.get(name)
+        if module is not None:
+            patch(module)
+    missing = any(name not in sys.modules for name in _PATCHES)
+    if missing and not any(isinstance(f, _NumbaCachingHook) for f in sys.meta_path):
         sys.meta_path.insert(0, _NumbaCachingHook())
 
 

@@ -4,9 +4,12 @@ Runs the named warm jobs of the default topology (``bot4.warm.jobs_for``; a job 
 when its name contains one of the words given, e.g. ``"stage orders"``) one after another
 in this process, with ``NUMBA_CACHE_DIR`` an empty temporary directory unless it is set,
 and listens to numba's ``numba:compile`` events. Prints each job's seconds, then per
-dispatcher: exclusive seconds (its own typing, lowering and LLVM work; the compiles of
-the callees it triggered taken out), inclusive seconds, and how many signatures it was
-compiled for. Then every bot4 function compiled for more than one signature, and each
+dispatcher, in CPU seconds of this process: exclusive seconds (its own typing, lowering
+and LLVM work; the compiles of the callees it triggered taken out), the part of those
+spent holding numba's LLVM lock (``numba:llvm_lock`` events: LLVM's optimisation passes,
+module linking and machine code; the rest is numba's Python frontend: type inference,
+``inline='always'`` inlining, lowering), inclusive seconds, and how many signatures it
+was compiled for. Then every bot4 function compiled for more than one signature, and each
 argument typed as a *literal* (``Literal[int](0)``: a bare constant argument, compiled
 once per distinct value, docs/compile.md).
 
@@ -42,26 +45,42 @@ def main() -> int:
         os.environ["NUMBA_CACHE_DIR"] = tmp.name
     from numba.core import event  # after NUMBA_CACHE_DIR: numba reads it on import
 
-    stack: list[list] = []
+    stack: list[list] = []  # [dispatcher, cpu at start, callees' cpu, llvm cpu]
     excl: dict[str, float] = collections.defaultdict(float)
+    llvm: dict[str, float] = collections.defaultdict(float)
+    lock: list[float] = []
     incl: dict[str, float] = collections.defaultdict(float)
     nsig: collections.Counter = collections.Counter()
 
     class Listener(event.Listener):
         def on_start(self, ev) -> None:
-            stack.append([ev.data["dispatcher"], time.perf_counter(), 0.0])
+            stack.append([ev.data["dispatcher"], time.process_time(), 0.0, 0.0])
 
         def on_end(self, ev) -> None:
-            disp, t0, inner = stack.pop()
-            dt = time.perf_counter() - t0
+            disp, t0, inner, in_llvm = stack.pop()
+            dt = time.process_time() - t0
             name = f"{disp.py_func.__module__}.{disp.py_func.__qualname__}"
             excl[name] += dt - inner
+            llvm[name] += in_llvm
             incl[name] += dt
             nsig[name] += 1
             if stack:
                 stack[-1][2] += dt
 
+    class LlvmListener(event.Listener):
+        """numba takes its LLVM lock around every llvmlite call (optimisation passes,
+        linking, machine code): its CPU time is charged to the compile under way."""
+
+        def on_start(self, ev) -> None:
+            lock.append(time.process_time())
+
+        def on_end(self, ev) -> None:
+            t0 = lock.pop()
+            if stack and not lock:
+                stack[-1][3] += time.process_time() - t0
+
     event.register("numba:compile", Listener())
+    event.register("numba:llvm_lock", LlvmListener())
     from numba.core.dispatcher import Dispatcher
 
     import bot4.warm as W
@@ -77,10 +96,14 @@ def main() -> int:
                 t0 = time.perf_counter()
                 recipe(job.fn)(*job.args)
                 print(f"job {job.name}: {time.perf_counter() - t0:.1f} s", flush=True)
-    print(f"all: {time.perf_counter() - t_all:.1f} s, {sum(nsig.values())} compilations")
-    print(f"{'excl s':>8}{'incl s':>8}{'sigs':>6}  dispatcher")
+    print(
+        f"all: {time.perf_counter() - t_all:.1f} s, {sum(nsig.values())} compilations, "
+        f"compile CPU {sum(excl.values()):.1f} s of which LLVM {sum(llvm.values()):.1f} s "
+        f"(NUMBA_OPT={os.environ.get('NUMBA_OPT', '3')})"
+    )
+    print(f"{'excl s':>8}{'llvm s':>8}{'incl s':>8}{'sigs':>6}  dispatcher (CPU seconds)")
     for name, sec in sorted(excl.items(), key=lambda kv: -kv[1])[: args.top]:
-        print(f"{sec:8.2f}{incl[name]:8.2f}{nsig[name]:6d}  {name}")
+        print(f"{sec:8.2f}{llvm[name]:8.2f}{incl[name]:8.2f}{nsig[name]:6d}  {name}")
     literal = 0
     seen = set()
     for d in gc.get_objects():
