@@ -7,6 +7,7 @@ line (:class:`Progress`).
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -43,6 +44,18 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _quiet_gc() -> None:
+    """Fewer cyclic garbage collections while compiling (issue 17). numba's IR and
+    typing objects are cyclic and numerous, so Python's default thresholds ran ~30 full
+    collections over the orders and hot cycle jobs, each scanning every object the
+    imports made: 7.5 of 71 CPU-seconds (``gc.callbacks``, one process). Frozen imports
+    and higher thresholds: 2.5 s, the jobs 0.95x the CPU, peak RSS 524 -> 572 MB; the
+    worker collects once after each job instead. Compile processes only: the stage
+    processes keep Python's defaults."""
+    gc.freeze()  # what the imports made: never scanned again
+    gc.set_threshold(10_000, 50, 1_000)
+
+
 def _worker(wid: int, tasks, events, parent: int = 0) -> None:
     """A spawned worker: run jobs from ``tasks`` until None; report on ``events``."""
     import logging
@@ -77,6 +90,7 @@ def _worker(wid: int, tasks, events, parent: int = 0) -> None:
             trace.end(ev)
 
     event.register("numba:compile", _Compiling())
+    _quiet_gc()
     while True:
         job = tasks.get()
         if job is None:
@@ -93,6 +107,7 @@ def _worker(wid: int, tasks, events, parent: int = 0) -> None:
             text = str(exc).strip()
             msg = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
             events.put(("done", wid, job.name, 0, time.monotonic() - t0, msg, compiled[0]))
+        gc.collect()  # the job's compile garbage, once, instead of during it
 
 
 class _Trace:
