@@ -47,7 +47,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("numba kit", ("bot4.nbkit",)),
     ("records", ("bot4.records",)),
     ("foundation", ("bot4.version", "bot4.logs", "bot4.paths", "bot4.extras", "bot4.simd",
-                    "bot4.nbcache", "bot4.nbcache_keys", "bot4.nbcache_prune", "bot4.config")),
+                    "bot4.nbcache", "bot4.nbcache_keys", "bot4.nbcache_prune", "bot4.nbpatch",
+                    "bot4.config")),
 ]  # fmt: skip
 
 #: (importer, imported) -> why it is still there
