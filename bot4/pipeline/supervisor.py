@@ -276,6 +276,8 @@ class Supervisor(StageProcesses):
             allowed = os.sched_getaffinity(0)
             if self.cores and self.cores != allowed:
                 os.sched_setaffinity(0, self.cores)  # the stages pin themselves
+                if self.zygote is not None:
+                    self.zygote.pin(self.cores)
             try:
                 return self._run()
             finally:

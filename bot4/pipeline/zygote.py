@@ -136,6 +136,13 @@ class Zygote:
         # which joins its children: the zygote ends only once its pipe is closed
         atexit.register(self.close)
 
+    def pin(self, cores: set[int]) -> None:
+        """Keep the zygote off the hot path's cores (the supervisor's own service cores).
+        Started before the supervisor pins itself, it could be scheduled on the hot
+        group's core; its forked stages pin themselves to their own cores."""
+        with contextlib.suppress(OSError, AttributeError, TypeError):
+            os.sched_setaffinity(self.proc.pid, cores)
+
     def fork(self, topology, unit: str, timeout: float) -> Forked | None:
         """A forked process running ``unit`` (a stage or a group), or None when the zygote
         is gone or did not answer within ``timeout`` seconds (its imports hang: it is
