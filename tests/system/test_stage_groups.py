@@ -27,7 +27,7 @@ from importlib import resources
 import numpy as np
 import pytest
 
-from bot4.pipeline.topology import TopologyError, parse_topology
+from bot4.pipeline.topology import TopologyError, load_topology, parse_topology
 from bot4.shm.segment import instance_segments, segment_name
 from bot4.shm.stats import RingReader
 from tests.system.pipeline_util import (
@@ -150,6 +150,7 @@ def test_default_topology_runs_on_one_core(instance, procs, tmp_path):
     text = re.sub(r'(?m)^instance = ".*"', f'instance = "{instance}"', text)
     topo = tmp_path / "one-core.toml"
     topo.write_text(text)
+    cap = next(r.capacity for r in load_topology(topo).rings if r.name == "ticks")
     report = tmp_path / "report.json"
     # the duration is only a bound: the run is stopped once the ticks ring has wrapped twice
     # and risk has sent orders (what the checks below need), not after a fixed 6 s
@@ -166,7 +167,7 @@ def test_default_topology_runs_on_one_core(instance, procs, tmp_path):
     p.group = True
     wait_running(instance)
     deadline = time.monotonic() + 120
-    while not (_produced(instance, "ticks") > 2 * 8192 and _produced(instance, "orders") > 0):
+    while not (_produced(instance, "ticks") > 2 * cap and _produced(instance, "orders") > 0):
         assert p.poll() is None, p.communicate()[0][-4000:]
         assert time.monotonic() < deadline, "no ticks past the wrap and orders within 120 s"
         time.sleep(0.1)
@@ -176,7 +177,7 @@ def test_default_topology_runs_on_one_core(instance, procs, tmp_path):
     final = json.loads(report.read_text())
     assert final["halted"] is None
     assert final["stages"]["orders"]["records_in"] > 0
-    assert final["rings"]["ticks"]["produced"] > 8192  # past the first wrap
+    assert final["rings"]["ticks"]["produced"] > cap  # past the first wrap
     assert all(s["state"] == "stopped" for s in final["stages"].values())
     # the drain read everything: risk (in the group, before orders) still reads the fills
     # ring while orders cancels what rests and forwards the venue's CANCELLED reports
