@@ -389,7 +389,12 @@ class Soak:
         b = self._block(s.index)
         pid = b["pid"] if b else 0
         st = _proc_stat(pid) if pid else None
-        if not pid or st is None or st[0] != self.proc.pid:
+        # the supervisor's child, or its zygote's (bot4.pipeline.zygote forks the stages)
+        parent = _proc_stat(st[0]) if st is not None else None
+        ours = st is not None and (
+            st[0] == self.proc.pid or (parent is not None and parent[0] == self.proc.pid)
+        )
+        if not pid or not ours:
             k = Kill(now, s.name, pid, [s.name], error=f"pid {pid} is not a live stage of the run")
             self.kills.append(k)
             return None
