@@ -51,6 +51,24 @@ class ProcessRegistry:
                 proc.join(5) if hasattr(proc, "join") else proc.wait(5)
 
 
+LOG_TAIL = 6000  # characters of each log a failure report shows
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test shows the tail of every ``*.log`` in its tmp_path (the pipelines and
+    servers it started write there: ``LoggedPopen``), so a CI failure explains itself."""
+    outcome = yield
+    rep = outcome.get_result()
+    tmp = getattr(item, "funcargs", {}).get("tmp_path")
+    if not rep.failed or tmp is None:
+        return
+    for log in sorted(Path(tmp).glob("*.log")):
+        with contextlib.suppress(OSError):
+            text = log.read_text(errors="replace")
+            rep.sections.append((f"{log.name} (last {LOG_TAIL} characters)", text[-LOG_TAIL:]))
+
+
 @pytest.fixture(autouse=True)
 def _data_dir(tmp_path, monkeypatch):
     """Journals and other data of pipelines a test starts go under its own tmp dir."""

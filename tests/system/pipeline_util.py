@@ -16,6 +16,34 @@ from bot4.shm import control as C
 BOT4 = [sys.executable, "-m", "bot4.cli"]
 
 
+class LoggedPopen(subprocess.Popen):
+    """A process whose stdout and stderr go to a file (``log_path``, under the test's
+    tmp_path), never to a pipe: a pipe nobody reads until the end holds 64 KiB, and past
+    that every stage's next log line blocks in ``write`` — the gateway that logs each
+    broken trade stopped heartbeating and was killed, a flow stopped for good. The file
+    also outlives a failed test: the conftest hook prints the tail of every ``*.log`` in
+    tmp_path with the failure. ``communicate`` waits and returns ``(output, None)``."""
+
+    def __init__(self, args, log_path: Path, **kw) -> None:
+        for key in ("stdout", "stderr", "text"):
+            kw.pop(key, None)
+        path = Path(log_path)
+        n = 1
+        while path.exists():  # a second run in one test keeps the first one's log
+            n += 1
+            path = Path(log_path).with_name(f"{Path(log_path).stem}-{n}.log")
+        self.log_path = path
+        with open(path, "wb") as out:  # the child keeps its own descriptor
+            super().__init__(args, stdout=out, stderr=subprocess.STDOUT, **kw)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def communicate(self, input=None, timeout=None):  # noqa: A002 - Popen's own signature
+        self.wait(timeout)
+        return self.log_text(), None
+
+
 def chain_topology(
     instance, *, count=0, rate=0, hb=5.0, spin_us=0, wait="park", capacity=4096, batch=256, a_core=1
 ):
@@ -127,12 +155,10 @@ def start_pipeline(tmp_path: Path, text: str, procs, *extra: str) -> subprocess.
     topo = tmp_path / "topology.toml"
     topo.write_text(text)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    p = subprocess.Popen(
+    p = LoggedPopen(
         [*BOT4, "run", str(topo), "--quiet", "--report", str(tmp_path / "report.json"), *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        tmp_path / "pipeline.log",
         env=env,
-        text=True,
         start_new_session=True,
     )
     p.group = True

@@ -31,7 +31,7 @@ from bot4.journal import JournalReader
 from bot4.records import RT_EXEC_REPORT, SIDE_BUY
 from tests.conftest import query
 from tests.system.db_check import assert_exactly_once
-from tests.system.pipeline_util import BOT4, stage_block, wait_running
+from tests.system.pipeline_util import BOT4, LoggedPopen, stage_block, wait_running
 from tests.system.test_trading_e2e import trade_on
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
@@ -45,12 +45,10 @@ CONTENT = (
 
 
 def start_run(instance, tmp_path):
-    p = subprocess.Popen(
+    p = LoggedPopen(
         [*BOT4, "run", "--instance", instance, "--quiet", "--duration", "120"]
         + ["--max-restarts", "20", "--max-backoff", "0.2", "--report", str(tmp_path / "r.json")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        tmp_path / "pipeline.log",
         start_new_session=True,
     )
     p.group = True

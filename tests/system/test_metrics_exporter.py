@@ -63,7 +63,7 @@ def _wait_ready(base: str, want: int, timeout: float, p) -> str:
     deadline = time.monotonic() + timeout
     code, body = _get(base + "/readyz")
     while code != want:
-        assert p.poll() is None, p.stdout.read()
+        assert p.poll() is None, p.log_text()[-4000:]
         assert time.monotonic() < deadline, f"/readyz stayed {code}: {body}"
         time.sleep(0.2)
         code, body = _get(base + "/readyz")

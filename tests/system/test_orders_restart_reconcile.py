@@ -32,7 +32,7 @@ import pytest
 from bot4.journal import JournalReader
 from bot4.records import ACTION_NEW, ACTION_QUERY, EXEC_STATUS, OS_NONE, RT_EXEC_REPORT, RT_ORDER
 from tests.system.db_check import assert_exactly_once
-from tests.system.pipeline_util import BOT4, stage_block, wait_running
+from tests.system.pipeline_util import BOT4, LoggedPopen, stage_block, wait_running
 from tests.system.test_trading_e2e import replacement_running, summary, trade_on
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(300)]
@@ -64,13 +64,11 @@ def test_orders_stage_sigkilled_with_orders_resting_reconciles_and_trades_on(
     instance, procs, tmp_path, _pipeline_databases
 ):
     dsn, ledger = _pipeline_databases
-    p = subprocess.Popen(
+    p = LoggedPopen(
         [*BOT4, "run", topology(tmp_path / "t.toml"), "--instance", instance, "--quiet"]
         + ["--duration", "120", "--max-restarts", "10", "--max-backoff", "0.2"]
         + ["--report", str(tmp_path / "r.json")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        tmp_path / "pipeline.log",
         start_new_session=True,
     )
     p.group = True

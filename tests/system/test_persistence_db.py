@@ -26,7 +26,7 @@ from bot4.shm.breakers import Breakers
 from tests.conftest import create_database, drop_database
 from tests.seeds import seeded_rng
 from tests.system.db_check import assert_exactly_once
-from tests.system.pipeline_util import BOT4, stage_block, wait_running
+from tests.system.pipeline_util import BOT4, LoggedPopen, stage_block, wait_running
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(300)]
 
@@ -35,12 +35,10 @@ EVENT_RINGS = ("decisions", "order_events", "exec_events")
 
 
 def start_run(instance, tmp_path, *extra):
-    p = subprocess.Popen(
+    p = LoggedPopen(
         [*BOT4, "run", "--instance", instance, "--quiet", "--duration", "240"]
         + ["--report", str(tmp_path / "r.json"), *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        tmp_path / "pipeline.log",
         start_new_session=True,
     )
     p.group = True

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
 import time
 import tomllib
 from importlib import resources
@@ -23,7 +22,7 @@ from bot4.journal import JournalReader
 from bot4.shm.segment import instance_segments, segment_name
 from bot4.shm.stats import RingReader
 from tests.system.db_check import assert_exactly_once
-from tests.system.pipeline_util import BOT4, wait_running
+from tests.system.pipeline_util import BOT4, LoggedPopen, wait_running
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
 
@@ -64,8 +63,7 @@ def test_default_pipeline_keeps_flowing_past_every_rings_wrap(
     cmd = [*BOT4, "run", str(topo), "--duration", "150", "--quiet", "--report", str(report)]
     if not db:
         cmd.append("--no-db")
-    p = procs.add(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, start_new_session=True))  # fmt: skip
+    p = procs.add(LoggedPopen(cmd, tmp_path / "pipeline.log", start_new_session=True))
     p.group = True
     wait_running(instance)
     deadline = time.monotonic() + 120

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
 from importlib import resources
 
@@ -32,6 +31,7 @@ from bot4.shm.segment import instance_segments, segment_name
 from bot4.shm.stats import RingReader
 from tests.system.pipeline_util import (
     BOT4,
+    LoggedPopen,
     chain_topology,
     stage_block,
     start_pipeline,
@@ -155,12 +155,10 @@ def test_default_topology_runs_on_one_core(instance, procs, tmp_path):
     # the duration is only a bound: the run is stopped once the ticks ring has wrapped twice
     # and risk has sent orders (what the checks below need), not after a fixed 6 s
     p = procs.add(
-        subprocess.Popen(
+        LoggedPopen(
             ["taskset", "-c", "0", *BOT4, "run", str(topo), "--duration", "150", "--quiet"]
             + ["--no-db", "--report", str(report)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            tmp_path / "pipeline.log",
             start_new_session=True,
         )
     )

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
 from importlib import resources
 from pathlib import Path
@@ -33,7 +32,7 @@ from bot4.shm import control as C
 from bot4.shm.segment import instance_segments, segment_name
 from bot4.shm.stats import RingReader
 from tests.seeds import seeded_rng
-from tests.system.pipeline_util import BOT4, stage_block, wait_running
+from tests.system.pipeline_util import BOT4, LoggedPopen, stage_block, wait_running
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(300)]
 
@@ -94,7 +93,7 @@ def trade_on(instance: str, reports: int = 40, timeout: float = 120) -> None:
 
 
 def start(instance, tmp_path, duration, *extra):
-    p = subprocess.Popen(
+    p = LoggedPopen(
         [
             *BOT4,
             "run",
@@ -107,9 +106,7 @@ def start(instance, tmp_path, duration, *extra):
             "--report",
             str(tmp_path / "r.json"),
         ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        tmp_path / "pipeline.log",
         start_new_session=True,
     )
     p.group = True

@@ -46,7 +46,7 @@ from bot4.shm.segment import instance_segments
 from tests.conftest import scalar
 from tests.data_paths import lobster_dir
 from tests.seeds import seeded_rng
-from tests.system.pipeline_util import BOT4, stage_block, wait_running
+from tests.system.pipeline_util import BOT4, LoggedPopen, stage_block, wait_running
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(400)]
 
@@ -141,7 +141,7 @@ def start_exchange(tmp_path, procs, *faults: str):
     ouch = free_port(socket.SOCK_STREAM)
     ready = tmp_path / "exchange.json"
     ex = procs.add(
-        subprocess.Popen(
+        LoggedPopen(
             [
                 *BOT4,
                 "exchange",
@@ -162,9 +162,7 @@ def start_exchange(tmp_path, procs, *faults: str):
                 "--start-on-login",  # the day starts with the pipeline, however slow its start
                 *faults,
             ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            tmp_path / "exchange.log",
             start_new_session=True,
         )  # fmt: skip
     )
@@ -185,10 +183,10 @@ def run_pipeline(
     log, exchange log, run report)."""
     topo = tmp_path / "wire.toml"
     topo.write_text(wire_topology(instance, md, rr, ouch, params))
-    p = subprocess.Popen(
+    p = LoggedPopen(
         [*BOT4, "run", str(topo), "--quiet", "--report", str(tmp_path / "r.json")]
         + ([] if db else ["--no-db"]),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        tmp_path / "pipeline.log", start_new_session=True,
     )  # fmt: skip
     p.group = True
     procs.add(p)
@@ -204,7 +202,6 @@ def run_pipeline(
     log, _ = p.communicate(timeout=300)
     ex.send_signal(signal.SIGTERM)
     exlog, _ = ex.communicate(timeout=60)
-    (tmp_path / "logs.txt").write_text(log + "\n===== exchange\n" + exlog)
     assert p.returncode == 0, log[-4000:]
     assert "Traceback" not in log + exlog
     return log, exlog, json.loads((tmp_path / "r.json").read_text())
