@@ -103,10 +103,14 @@ def test_itch_encoder_writes_the_golden_bytes():
 
 
 class _Store:
-    """A message store and books as md_gateway keeps them, for the decoder."""
+    """A message store and books as md_gateway keeps them, for the decoder: the kernels
+    get plain tuples, as md_gateway passes them (the named tuples would be another
+    signature, compiled here and nowhere else: 30 s on a CI machine whose cache
+    ``bot4 warm --all`` filled)."""
 
     def __init__(self, cap=64):
         self.store = mold.new_store(cap)
+        self.store_t = tuple(self.store)
         self.msgs, self.lens, self.seqs = self.store.msgs, self.store.lens, self.store.seqs
         self.recvs, self.have, self.res = self.store.recvs, self.store.have, self.store.res
         self.book, self.last_q = itch.new_books(5, 64, 64)
@@ -121,15 +125,15 @@ class _Store:
     def ingest(self, pkt: bytes, recv: int = 7) -> None:
         _s, seq0, count = mold.parse_header(pkt)
         body = np.frombuffer(pkt, np.uint8, offset=mold.HEADER_BYTES)
-        mold.mold_ingest_kernel(body, seq0, count, self.store, self.next, recv)
+        mold.mold_ingest_kernel(body, seq0, count, self.store_t, self.next, recv)
 
     def decode(self, count: int) -> np.ndarray:
         out = itch.decode_scratch(count)
         b = self.book
         b.reserve(count)
-        dec = itch.ItchDecoder(self.locate, np.array([itch.stock_key("AMZN")], np.uint64),
-                               np.array([2], np.int64), self.last_q, self.stats, b.arrays())  # fmt: skip
-        n = itch.itch_decode_kernel(self.store, self.next, count, 1_000, out, 100, dec, True)
+        dec = itch.decoder_state(self.locate, np.array([itch.stock_key("AMZN")], np.uint64),
+                                 np.array([2], np.int64), self.last_q, self.stats, b)  # fmt: skip
+        n = itch.itch_decode_kernel(self.store_t, self.next, count, 1_000, out, 100, dec, True)
         mold.mold_release_kernel(self.have, self.next, count)
         self.next += count
         return out[:n]
