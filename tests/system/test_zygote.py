@@ -3,11 +3,11 @@ four-stage chain (src -> a -> b -> sink; ``pipeline_util.chain_topology``).
 
 Scenarios and the outcomes they allow:
 
-* a run with ``BOT4_ZYGOTE=1``: every stage process is a child of one zygote process,
+* a run with the zygote (the default; ``BOT4_ZYGOTE`` unset): every stage process is a child of one zygote process,
   itself a child of the supervisor; the zygote SIGKILLed mid-run takes every stage with it, the supervisor
   restarts each (spawned now: children of the supervisor), the sink logs 1..N exactly
   once, in order, and a Ctrl-C then drains: exit 0, nothing left in /dev/shm;
-* ``BOT4_ZYGOTE=0`` (the default): every stage process is a child of the supervisor.
+* ``BOT4_ZYGOTE=0``: every stage process is a child of the supervisor.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def _stop(p) -> tuple[int, str]:
 def test_zygote_killed_mid_run_takes_its_stages_which_restart_spawned_and_lose_nothing(
     instance, procs, sink, tmp_path, monkeypatch
 ):
-    monkeypatch.setenv("BOT4_ZYGOTE", "1")  # opt-in (bot4.pipeline.zygote.enabled)
+    monkeypatch.delenv("BOT4_ZYGOTE", raising=False)  # the default (zygote.enabled)
     log = sink(20_000_000)
     p = start_pipeline(tmp_path, chain_topology(instance, count=0, rate=50_000), procs)
     wait_running(instance)
