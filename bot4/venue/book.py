@@ -157,8 +157,11 @@ def _a_discard_external(pool, free, books, ext, v, m):
 
 
 @hot
-def _a_evict_worst(pool, free, levels, nlev, books, ext, v, b, s):
-    """Drop the worst level of a full side if it holds no order of ours."""
+def _a_evict_worst(pool, free, levels, nlev, books, ext, v, incoming):
+    """Drop the worst level of the full side slot ``incoming`` is to rest on, if that level
+    holds no order of ours."""
+    b = np.int64(pool[incoming].instrument)
+    s = _row(pool[incoming].side)
     m = levels[b, s, 0, LH]
     while m >= 0:
         if pool[m].owner == OWN_OURS:
@@ -190,7 +193,7 @@ def _a_append(pool, free, levels, nlev, books, ext, v, m):
     if j >= nlev[b, s] or levels[b, s, j, LK] != key:
         cap = levels.shape[2]
         if nlev[b, s] == cap:
-            if j == 0 or not _a_evict_worst(pool, free, levels, nlev, books, ext, v, b, s):
+            if j == 0 or not _a_evict_worst(pool, free, levels, nlev, books, ext, v, m):
                 return False
             j -= 1
         n = nlev[b, s]
