@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot4.ops_stats import snapshot
-from tests.system.pipeline_util import BOT4, start_pipeline, wait_running
+from tests.system.pipeline_util import BOT4, LoggedPopen, start_pipeline, wait_running
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(300)]
 
@@ -73,15 +73,16 @@ def _wait_ready(base: str, want: int, timeout: float, p) -> str:
 def test_scrape_equals_stats_json_and_readyz_follows_a_frozen_stage(instance, procs, tmp_path):
     p = start_pipeline(tmp_path, _topology(instance), procs, "--no-db", "--duration", "240")
     wait_running(instance, timeout=240)
-    exp = subprocess.Popen(
+    exp = LoggedPopen(
         [*BOT4, "metrics", "serve", "--instance", instance, "--port", "0", "--no-db"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        tmp_path / "exporter.log",
     )
     procs.add(exp)
-    line = exp.stdout.readline()
-    assert "http://127.0.0.1:" in line, line
+    deadline = time.monotonic() + 120
+    while "http://127.0.0.1:" not in (line := exp.log_text().partition("\n")[0]):
+        assert exp.poll() is None, exp.log_text()[-4000:]
+        assert time.monotonic() < deadline, f"the exporter did not say where it serves: {line}"
+        time.sleep(0.05)
     base = line.split("on ", 1)[1].strip().rsplit("/", 1)[0]
     assert _get(base + "/healthz") == (200, "ok\n")
     _wait_ready(base, 200, 240, p)

@@ -38,6 +38,7 @@ import pytest
 
 from bot4.shm import control as C
 from bot4.shm.segment import instance_segments
+from tests.system.pipeline_util import LoggedPopen
 
 pytestmark = [pytest.mark.system]
 
@@ -223,7 +224,7 @@ def _pump(socks: dict[str, NotifySocket], until, timeout: float, procs_by_name=N
             raise AssertionError(f"notifications not received within {timeout} s; last: {got}")
         for name, p in (procs_by_name or {}).items():
             if p.poll() is not None and not until():
-                out = p.stdout.read() if p.stdout else ""
+                out = p.log_text() if isinstance(p, LoggedPopen) else ""
                 raise AssertionError(f"stage {name} exited {p.returncode} early:\n{out}")
         ready, _, _ = select.select(list(socks.values()), [], [], min(left, 0.05))
         for s in ready:
@@ -262,12 +263,10 @@ def test_stages_speak_sd_notify_ready_watchdog_stopping(instance, procs, tmp_pat
         for name in ("src", "sink"):
             socks[name] = NotifySocket(os.path.join(sockdir, f"{name}.sock"))
             stages[name] = procs.add(
-                subprocess.Popen(
+                LoggedPopen(
                     [BOT4, "stage", name, "--topology", str(topo)],
+                    tmp_path / f"{name}.log",
                     env=_stage_env(socks[name].path),
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
                 )
             )
 
