@@ -116,18 +116,22 @@ def wire_run(duration: float, rate: float) -> dict[str, np.ndarray]:
     with tempfile.TemporaryDirectory(prefix="bot4-wireb-") as tmp:
         env = dict(os.environ, BOT4_DATA_DIR=tmp)
         lat, ready = Path(tmp) / "lat.npz", Path(tmp) / "ready.json"
-        ex = subprocess.Popen(
-            [*BOT4, "exchange", "serve", AMZN, "--md-to", f"127.0.0.1:{md}",
-             "--rerequest-port", str(rr), "--ouch-port", str(ouch), "--rate", str(rate),
-             "--start-on-login", "--latency-log", str(lat), "--ready-file", str(ready)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
-            start_new_session=True,
-        )  # fmt: skip
+        # the exchange's log to a file: a pipe read only on failure fills at 64 KiB and
+        # blocks the exchange mid-run
+        exlog = Path(tmp) / "exchange.log"
+        with open(exlog, "w") as errf:
+            ex = subprocess.Popen(
+                [*BOT4, "exchange", "serve", AMZN, "--md-to", f"127.0.0.1:{md}",
+                 "--rerequest-port", str(rr), "--ouch-port", str(ouch), "--rate", str(rate),
+                 "--start-on-login", "--latency-log", str(lat), "--ready-file", str(ready)],
+                stdout=subprocess.DEVNULL, stderr=errf, env=env, cwd=ROOT,
+                start_new_session=True,
+            )  # fmt: skip
         try:
             deadline = time.monotonic() + 120
             while not ready.exists():
                 if ex.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"exchange not serving: {ex.stderr.read()[-2000:]}")
+                    raise RuntimeError(f"exchange not serving: {exlog.read_text()[-2000:]}")
                 time.sleep(0.1)
             topo = Path(tmp) / "wire.toml"
             topo.write_text(topology(inst, True, md, rr, ouch))
