@@ -282,6 +282,13 @@ class Stage:
     def setup(self) -> None:
         """Allocate state (numpy arrays) and warm kernels. Called once per process."""
 
+    def hot_tables(self) -> Any:
+        """The state the kernels probe at random, to prefault after :meth:`setup`
+        (``bot4.stages.prefault``: every page written once, not at the first record that
+        reaches it); None (the default) for none. Only tables no other thread of the stage
+        touches yet: the runner rewrites their bytes in place."""
+        return None
+
     def process(
         self, i: int, batch: np.ndarray, outs: list[np.ndarray], counts: np.ndarray, seq: int
     ) -> int:

@@ -86,7 +86,8 @@ class GroupRunner:
             hot = HotPath.of(self.members, set(g.members))
             if hot is not None:
                 hot.prime()
-                log.info("group %s: compiled duty cycle (%s)", g.name, hot.describe())
+                log.info("group %s: compiled duty cycle (%s); %.1f MB of tables prefaulted",
+                         g.name, hot.describe(), hot.prefaulted / 1e6)  # fmt: skip
                 # what only reads runs beside the cycle, off the group's core
                 keeper = hot.keeper = Keeper(
                     self.members,

@@ -37,6 +37,7 @@ from bot4.stages.hotsteps import (
     LS_WORDS,
     _risk_state,
 )
+from bot4.stages.prefault import prefault
 
 HOT_KINDS = ("signals", "risk", "orders")
 #: (inputs, outputs) of each member the compiled cycle takes: the default wiring, and
@@ -115,6 +116,7 @@ class HotPath:
         self.poke = self.timers[T_POKE : T_POKE + 1]  # the housekeeping thread's word
         # hot_cycle's own arrays, in its order (one argument: hotloop.hot_cycle)
         self.arrays = (self.words, self.batches, self.waiters, self.addrs, self.timers)
+        self.prefaulted = prefault((self.args, self.arrays))
         self.keeper = None  # bot4.stages.hotkeeper.Keeper, when the group runs one
         # without a keeper the Python round pings systemd's watchdog: it comes at least
         # at half its interval

@@ -54,6 +54,7 @@ from bot4.shm.ring_layout import (
 from bot4.shm.segment import ShmError
 from bot4.stages.loop_drain import Shutdown
 from bot4.stages.notify import Notifier
+from bot4.stages.prefault import prefault
 from bot4.stages.process import quiet_gc
 from bot4.stages.publish import publish_stamped
 from bot4.stages.ring_full import RingFullLog
@@ -134,6 +135,9 @@ class StageRunner(Shutdown):
             [(r.name, p.hdr) for r, p in zip(self.out_specs, self.outs, strict=True)],
         )
         self._prime()
+        # the stage's tables written once now, not a page at a time under the first
+        # records that reach them (bot4.stages.prefault)
+        prefault((self.stage.hot_tables(), self.scratch))
 
     def _prime(self) -> None:
         """Load every kernel this stage will call (numba's cache loads lazily, tens of ms

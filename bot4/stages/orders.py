@@ -251,6 +251,10 @@ class OrdersStage(OrdersRestart, Stage):
             except ValueError as exc:
                 raise ParamError(key, str(exc)) from None
 
+    def hot_tables(self):
+        """The OMS state (order slots, id maps, the exec-id set)."""
+        return self.oms
+
     def setup(self) -> None:
         p = self.params
         self.oms = oms_new(

@@ -175,6 +175,10 @@ class RiskStage(Stage):
         segment (the first one of the topology: ``bot4.shm.metrics``, risk panel)."""
         return bool(params.get("shared", True))
 
+    def hot_tables(self):
+        """The risk book's arrays (positions, the seen-id map, limits' counters)."""
+        return self.book.st
+
     def setup(self) -> None:
         params = dict(self.params)
         shared = params.pop("shared", True)

@@ -226,6 +226,9 @@ class SignalsStage(Stage):
         counts[0] = n
         return seq + n
 
+    def hot_tables(self) -> SignalsState:
+        return self.kernel_state()
+
     def kernel_state(self) -> SignalsState:
         """The kernel's state object over this stage's arrays (built per call: a model
         reload replaces ``model``)."""

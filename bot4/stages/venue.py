@@ -220,6 +220,10 @@ class VenueStage(Stage):
         if self.max_out_per_in < 1:
             raise ValueError(f"venue max_out_per_in must be >= 1, got {self.max_out_per_in}")
 
+    def hot_tables(self):
+        """The venue's book, order pool and id maps."""
+        return self.state
+
     def setup(self) -> None:
         p = self.params
         quote_fill = p.get("quote_fill", "queue")
