@@ -374,11 +374,20 @@ class Supervisor(StageProcesses):
             self.force_stop = True
 
     def _supervise(self) -> None:
+        from bot4.pipeline import corecheck
+
         t0 = last = time.monotonic()
+        # who else runs on the cores one process has to itself (bot4.pipeline.corecheck):
+        # sampled now and WINDOW_S later, one warning per shared core
+        shared = corecheck.sample() if corecheck.exclusive_cores(self.t) else None
         while not self.stop_requested and not self.halt_reason:
             now = time.monotonic()
             if self.duration is not None and now - t0 >= self.duration:
                 break
+            if shared is not None and now - t0 >= corecheck.WINDOW_S:
+                for line in corecheck.report(self.t, shared, corecheck.sample(), os.getpid()):
+                    self._say(line, logging.WARNING, "core_shared")
+                shared = None
             for slot in self.slots:
                 self._check(slot, False)
             self._look(now)

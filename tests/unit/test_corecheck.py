@@ -1,0 +1,79 @@
+"""bot4.pipeline.corecheck: which movable tasks ran on a core one bot4 process has to
+itself, and the supervisor's one-line warning about them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import tomllib
+
+import pytest
+
+from bot4.pipeline import corecheck
+from bot4.pipeline.corecheck import Task, exclusive_cores, sharers
+from bot4.pipeline.topology import load_topology, parse_topology
+from tests.system.pipeline_util import chain_topology
+
+
+def _t(pid, ns, cpu, aff=(0, 1), ppid=1, comm="x"):
+    return Task(pid, comm, ns, cpu, ppid, frozenset(aff))
+
+
+def test_sharers_are_movable_tasks_that_used_cpu_on_the_core():
+    before = {1: _t(1, 0, 1), 2: _t(2, 0, 1), 3: _t(3, 0, 1, aff=(1,)), 4: _t(4, 0, 0),
+              5: _t(5, 0, 1), 6: _t(6, 0, 1)}  # fmt: skip
+    after = {
+        1: _t(1, 5_000_000, 1, comm="daemon"),  # ran on core 1, may run anywhere: named
+        2: _t(2, 0, 1),  # used nothing
+        3: _t(3, 9_000_000, 1, aff=(1,)),  # a per-CPU kernel thread: not the operator's
+        4: _t(4, 9_000_000, 0),  # ran on core 0 only
+        5: _t(5, 7_000_000, 1),  # bot4's own
+        6: _t(6, 2_000_000, 0, comm="moved"),  # last on core 0 now, on core 1 before
+        7: _t(7, 9_000_000, 1),  # not in the first sample
+    }
+    assert sharers(before, after, 1, own={5}) == [("daemon", 1, 5_000_000), ("moved", 6, 2_000_000)]
+
+
+def test_exclusive_cores_are_those_one_process_is_pinned_to():
+    # the default: md, venue and persistence share core 0; the hot group has core 1
+    assert exclusive_cores(load_topology(None)) == {1: "group hot"}
+    # the test chain: src and b on core 0, a on a_core, sink on core 1
+    chain = tomllib.loads(chain_topology("x", a_core=3))
+    got = exclusive_cores(parse_topology(chain, "t.toml", cpu_count=4))
+    assert got == {1: "stage sink", 3: "stage a"}, got
+    chain = tomllib.loads(chain_topology("x", a_core=1))  # a and sink share core 1
+    assert exclusive_cores(parse_topology(chain, "t.toml", cpu_count=4)) == {}
+
+
+@pytest.mark.timeout(60)
+def test_a_task_that_ran_on_the_core_is_reported_and_bot4s_own_are_not():
+    if not {0, 1} <= os.sched_getaffinity(0):
+        pytest.skip("needs cores 0 and 1 (the default topology's)")
+    # a task that exists at both samples: between them it spins 50 ms on core 1, then
+    # may run anywhere and sleeps (its last CPU stays 1)
+    code = (
+        "import os, sys, time\n"
+        "sys.stdin.readline(); os.sched_setaffinity(0, {1}); t = time.monotonic()\n"
+        "while time.monotonic() - t < 0.05: pass\n"
+        "os.sched_setaffinity(0, {0, 1}); print('ok', flush=True); time.sleep(30)\n"
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(0.2)  # started, waiting on stdin
+        before = corecheck.sample()
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert p.stdout.readline() == "ok\n"
+        after = corecheck.sample()
+        named = sharers(before, after, 1, own=set())
+        assert p.pid in [pid for _c, pid, _ns in named], named
+        # under the supervisor's own tree it is bot4's, not a sharer
+        lines = corecheck.report(load_topology(None), before, after, own_root=os.getpid())
+        assert not any(f"pid {p.pid}," in ln for ln in lines), lines
+    finally:
+        p.kill()
+        p.wait(10)
