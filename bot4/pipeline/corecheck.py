@@ -7,7 +7,8 @@ gets the core at once and a tick waits behind it. On the 2-core VM, DAMON's ``kd
 and the host's agent process put 2-4 ms on the tick-to-order p99.9 this way; moved off
 the group's core, 0.2 ms (docs/hotpath.md, docs/systemd.md).
 
-:func:`sample` reads every task's CPU time, last CPU and affinity from ``/proc``;
+:func:`sample` reads every task's last CPU and affinity (psutil) and run time
+(``/proc/<pid>/schedstat``);
 :func:`sharers` compares two samples: the tasks that used CPU in between, last ran on the
 core, and could have run elsewhere (more than one core in their affinity: per-CPU kernel
 threads, bound to that core, are not the operator's to move), bot4's own processes
@@ -17,65 +18,52 @@ warning per shared core (``core_shared``); nothing is moved.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+
+import psutil
 
 
 @dataclass(frozen=True)
 class Task:
-    """One process (``pid``) as ``/proc`` shows it: ``comm``, CPU time used (ns, all its
-    threads), the CPU it last ran on, its parent, its affinity."""
+    """One process (``pid``): ``comm``, CPU time used (ns, its main thread's), the CPU it
+    last ran on, its affinity."""
 
     pid: int
     comm: str
-    ticks: int
+    cpu_ns: int
     cpu: int
-    ppid: int
     affinity: frozenset[int]
 
 
-def _read(pid: int) -> Task | None:
+def _cpu_ns(pid: int, fallback_s: float) -> int:
+    """``/proc/<pid>/schedstat``'s run time (ns): psutil's CPU times count 10 ms ticks,
+    in which a kernel thread's 2 ms wake-up is 0."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read().decode(errors="replace")
-        aff = frozenset(os.sched_getaffinity(pid))
-        try:  # CPU time in ns (stat's utime + stime count 10 ms ticks: a 2 ms wake is 0)
-            with open(f"/proc/{pid}/schedstat", "rb") as f:
-                ns = int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            ns = -1
-    except OSError:  # gone meanwhile, or not ours to read
-        return None
-    comm = raw[raw.index("(") + 1 : raw.rindex(")")]
-    rest = raw[raw.rindex(")") + 2 :].split()
-    # after comm: state ppid ...; utime, stime are stat's 14th and 15th fields (rest[11],
-    # rest[12]), processor its 39th (rest[36])
-    if ns < 0:
-        ns = (int(rest[11]) + int(rest[12])) * 10_000_000
-    return Task(pid, comm, ns, int(rest[36]), int(rest[1]), aff)
+        with open(f"/proc/{pid}/schedstat", "rb") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return int(fallback_s * 1e9)
 
 
 def sample() -> dict[int, Task]:
-    """Every process of the host, by pid (a few ms for a few hundred)."""
+    """Every process of the host we may read, by pid (a few ms for a few hundred)."""
     out = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit() and (t := _read(int(name))) is not None:
-            out[t.pid] = t
+    for p in psutil.process_iter(["name", "cpu_num", "cpu_affinity", "cpu_times"]):
+        i = p.info
+        if i["cpu_num"] is None or not i["cpu_affinity"]:
+            continue  # gone meanwhile, or not ours to read
+        t = i["cpu_times"]
+        ns = _cpu_ns(p.pid, t.user + t.system if t is not None else 0.0)
+        out[p.pid] = Task(p.pid, i["name"], ns, i["cpu_num"], frozenset(i["cpu_affinity"]))
     return out
 
 
-def descendants(tasks: dict[int, Task], root: int) -> set[int]:
+def own_processes(root: int) -> set[int]:
     """``root`` and every process below it (bot4's supervisor: its zygote, its stages)."""
-    children: dict[int, list[int]] = {}
-    for t in tasks.values():
-        children.setdefault(t.ppid, []).append(t.pid)
-    seen, stack = set(), [root]
-    while stack:
-        p = stack.pop()
-        if p not in seen:
-            seen.add(p)
-            stack.extend(children.get(p, ()))
-    return seen
+    try:
+        return {root} | {c.pid for c in psutil.Process(root).children(recursive=True)}
+    except psutil.Error:
+        return {root}
 
 
 def sharers(
@@ -88,7 +76,7 @@ def sharers(
         b = before.get(pid)
         if b is None or pid in own or core not in t.affinity or len(t.affinity) < 2:
             continue
-        used = t.ticks - b.ticks
+        used = t.cpu_ns - b.cpu_ns
         if used > 0 and core in (t.cpu, b.cpu):
             out.append((t.comm, pid, used))
     return sorted(out, key=lambda x: -x[2])
@@ -104,7 +92,7 @@ WINDOW_S = 5.0
 def report(topology, before: dict[int, Task], after: dict[int, Task], own_root: int) -> list[str]:
     """One line per exclusive core of ``topology`` that movable tasks shared between the
     samples (at most five named, most CPU first)."""
-    own = descendants(after, own_root)
+    own = own_processes(own_root)
     lines = []
     for core, what in sorted(exclusive_cores(topology).items()):
         found = [x for x in sharers(before, after, core, own) if x[2] >= MIN_NS]

@@ -86,8 +86,7 @@ class GroupRunner:
             hot = HotPath.of(self.members, set(g.members))
             if hot is not None:
                 hot.prime()
-                log.info("group %s: compiled duty cycle (%s); %.1f MB of tables prefaulted",
-                         g.name, hot.describe(), hot.prefaulted / 1e6)  # fmt: skip
+                log.info("group %s: compiled duty cycle (%s)", g.name, hot.describe())
                 # what only reads runs beside the cycle, off the group's core
                 keeper = hot.keeper = Keeper(
                     self.members,

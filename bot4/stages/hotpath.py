@@ -116,7 +116,8 @@ class HotPath:
         self.poke = self.timers[T_POKE : T_POKE + 1]  # the housekeeping thread's word
         # hot_cycle's own arrays, in its order (one argument: hotloop.hot_cycle)
         self.arrays = (self.words, self.batches, self.waiters, self.addrs, self.timers)
-        self.prefaulted = prefault((self.args, self.arrays))
+        # the members' tables were prefaulted by their runners: the group's own arrays
+        prefault((tuple(a[-1] for a in self.args), self.arrays))
         self.keeper = None  # bot4.stages.hotkeeper.Keeper, when the group runs one
         # without a keeper the Python round pings systemd's watchdog: it comes at least
         # at half its interval

@@ -37,8 +37,8 @@ def _private(a: np.ndarray) -> np.ndarray | None:
 
 def prefault(obj) -> int:
     """Write every page of the private numpy arrays reachable from ``obj`` (tuples, named
-    tuples, lists, dicts, and the attributes of bot4's own objects) once; returns the bytes
-    covered (each array once)."""
+    tuples, lists, dicts: a kernel's state object) once; returns the bytes covered (each
+    array once)."""
     seen: set[int] = set()
     covered = 0
     stack = [obj]
@@ -65,6 +65,4 @@ def prefault(obj) -> int:
             stack.extend(o)
         elif isinstance(o, dict):
             stack.extend(o.values())
-        elif type(o).__module__.startswith("bot4.") and hasattr(o, "__dict__"):
-            stack.extend(vars(o).values())
     return covered
