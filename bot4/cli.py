@@ -14,8 +14,16 @@ they share in :mod:`bot4.cli_common`; the sub-CLIs in their packages (``db/cli.p
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+if __name__ == "__main__":
+    # ``python -m bot4.cli``: a Ctrl-C during the imports below is counted, not raised
+    # (bot4.interrupts); the ``bot4`` script does this in bot4.__main__
+    from bot4.interrupts import defer
+
+    defer()
+
+import argparse
 import time
 
 from bot4.cli_common import _load, _usage
@@ -259,13 +267,21 @@ def _version() -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point (exit codes: :func:`bot4.cli_support.run_parsed`)."""
     argv = sys.argv[1:] if argv is None else argv
-    if _runs_pipeline(argv):
-        from bot4.pipeline.zygote import start_early
+    from bot4 import interrupts
 
-        # the stage processes' zygote imports numba beside this process's own imports (the
-        # parser's modules, the supervisor's): bot4.pipeline.zygote
-        start_early()
-    return run_parsed(build_parser, argv)
+    # a Ctrl-C while the command's modules import is counted, not raised (a raise there
+    # can be swallowed or turned into an ImportError): run_parsed raises it once they are in
+    before = interrupts.defer()
+    try:
+        if _runs_pipeline(argv):
+            from bot4.pipeline.zygote import start_early
+
+            # the stage processes' zygote imports numba beside this process's own imports
+            # (the parser's modules, the supervisor's): bot4.pipeline.zygote
+            start_early()
+        return run_parsed(build_parser, argv)
+    finally:
+        interrupts.restore(before)
 
 
 def _runs_pipeline(argv: list[str]) -> bool:

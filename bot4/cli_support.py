@@ -90,6 +90,11 @@ def run_parsed(build_parser, argv: list[str]) -> int:
 
         args = build_parser().parse_args(argv)
         configure_logging(args)
+        # a SIGINT counted while the modules imported (bot4.interrupts) is raised
+        # here, and later ones as usual
+        from bot4.interrupts import arm
+
+        arm()
         try:
             return args.fn(args) or 0
         except Bot4Error as exc:

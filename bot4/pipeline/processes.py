@@ -23,8 +23,8 @@ import signal
 import time
 from dataclasses import dataclass, field
 
+from bot4.interrupts import children_block_sigint
 from bot4.pipeline.zygote import SPAWN, Forked
-from bot4.pipeline.zygote import children_ignore_sigint as _children_ignore_sigint
 from bot4.pipeline.zygote import stage_entry as _stage_entry
 from bot4.shm import control as C
 from bot4.shm.owners import process_start
@@ -77,7 +77,7 @@ class StageProcesses:
             p = _CTX.Process(
                 target=_stage_entry, args=(self.t, unit), name=f"bot4-{unit}", daemon=False
             )
-            with _children_ignore_sigint():
+            with children_block_sigint():
                 p.start()
         now = time.monotonic_ns()
         for m in self._members(slot):

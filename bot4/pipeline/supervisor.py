@@ -53,7 +53,7 @@ import signal
 import sys
 import time
 
-from bot4 import logs
+from bot4 import interrupts, logs
 from bot4.pipeline.liveness import CursorReader, ProgressWatch, Verdict
 from bot4.pipeline.processes import StageProcesses, _Slot
 from bot4.pipeline.segments import create_segments, destroy_segments
@@ -295,12 +295,17 @@ class Supervisor(StageProcesses):
         self.cb.words[C.W_PIPE_STATE] = C.PIPE_STARTING
         old_int = signal.signal(signal.SIGINT, self._on_signal)
         old_term = signal.signal(signal.SIGTERM, self._on_signal)
+        if interrupts.pending():
+            # a Ctrl-C before this handler was raised as KeyboardInterrupt where something
+            # swallowed it (a weakref callback, seen): it still stops the run
+            self._on_signal(signal.SIGINT, None)
         code = 0
         try:
             self.cursors = CursorReader(self.t.instance, [r.name for r in self.t.rings])
             self.watch = ProgressWatch.for_topology(self.t)
             for slot in self.slots:
-                if slot.proc is None:  # a group's process starts once, for all members
+                # a group's process starts once, for all members; none after a stop request
+                if slot.proc is None and not self.stop_requested:
                     self._start(slot)
             started = self._wait_running()
             if started == "stopped":

@@ -51,24 +51,11 @@ import sys
 import time
 from multiprocessing import reduction
 
+from bot4.interrupts import children_block_sigint, ignore_in_child
+
 SPAWN = mp.get_context("spawn")
 ENV = "BOT4_ZYGOTE"
 PRELOAD = ("bot4.stages.entry", "bot4.stages.group", "bot4.stages.hotpath")
-
-
-@contextlib.contextmanager
-def children_ignore_sigint():
-    """Start processes with SIGINT ignored: ``SIG_IGN`` survives fork and exec, and Python
-    keeps a SIGINT it finds ignored ignored, so a spawned stage never sees the terminal's
-    Ctrl-C, not even while it imports numba. SIGINT is blocked meanwhile so one arriving
-    here stays pending for the supervisor's own handler instead of being lost."""
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def stage_entry(topology, name: str) -> None:
@@ -76,9 +63,8 @@ def stage_entry(topology, name: str) -> None:
     instruction, never outliving its parent (the supervisor, or the zygote that dies with
     it), then :func:`bot4.stages.entry.stage_main`."""
     # before any import that can take seconds (numba): Ctrl-C is the supervisor's to act
-    # on (it arrives ignored already, see _children_ignore_sigint; this keeps it so)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    # on (the process starts with SIGINT blocked: bot4.interrupts)
+    ignore_in_child()
     import ctypes
 
     from bot4.stages.entry import stage_main
@@ -126,7 +112,7 @@ class Zygote:
     def __init__(self) -> None:
         self._conn, child = SPAWN.Pipe()  # a socket pair: both ways
         self.proc = SPAWN.Process(target=_zygote_main, args=(child,), name="bot4-zygote")
-        with children_ignore_sigint():  # as for a stage: Ctrl-C is the supervisor's
+        with children_block_sigint():  # as for a stage: Ctrl-C is the supervisor's
             self.proc.start()
         child.close()
         self.exits: dict[int, int] = {}
@@ -285,7 +271,7 @@ class Forked:
 def _zygote_main(conn) -> None:
     import ctypes
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_in_child()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: never outlive the supervisor
     if os.getppid() == 1:

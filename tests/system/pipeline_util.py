@@ -13,7 +13,7 @@ import numpy as np
 from bot4.shm import Segment, segment_name
 from bot4.shm import control as C
 
-BOT4 = [sys.executable, "-m", "bot4.cli"]
+BOT4 = [sys.executable, "-m", "bot4"]
 
 
 class LoggedPopen(subprocess.Popen):

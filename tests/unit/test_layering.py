@@ -25,7 +25,7 @@ ROOT = Path(bot4.__file__).parent
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # the package root is the notebook facade (bot4.replay(...), bot4.sweep(...)), not a
     # foundation: what it does at import is simd's and nbcache's; no lower module imports it
-    ("tools", ("bot4", "bot4.cli", "bot4.cli_common", "bot4.cli_pipeline", "bot4.cli_ops",
+    ("tools", ("bot4", "bot4.__main__", "bot4.cli", "bot4.cli_common", "bot4.cli_pipeline", "bot4.cli_ops",
                "bot4.cli_journal", "bot4.warm", "bot4.calibrate", "bot4.metrics_cli",
                "bot4.research", "bot4.db.cli", "bot4.replay.cli", "bot4.models.cli",
                "bot4.gateways.cli")),
@@ -48,7 +48,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("records", ("bot4.records",)),
     ("foundation", ("bot4.version", "bot4.logs", "bot4.paths", "bot4.extras", "bot4.simd",
                     "bot4.nbcache", "bot4.nbcache_keys", "bot4.nbcache_prune", "bot4.nbpatch",
-                    "bot4.config")),
+                    "bot4.config", "bot4.interrupts")),
 ]  # fmt: skip
 
 #: (importer, imported) -> why it is still there

@@ -9,11 +9,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import signal
 import sys
-import threading
 import time
 
+from bot4.interrupts import children_block_sigint, ignore_in_child
 from bot4.pipeline.warm import recipes
 from bot4.pipeline.warm.catalogue import Job, _priority
 from bot4.pipeline.warm.manifest import _write_manifest
@@ -58,6 +57,7 @@ def _quiet_gc() -> None:
 
 def _worker(wid: int, tasks, events, parent: int = 0) -> None:
     """A spawned worker: run jobs from ``tasks`` until None; report on ``events``."""
+    ignore_in_child()  # Ctrl-C is the parent's (it starts us with SIGINT blocked)
     import logging
     import warnings
 
@@ -276,18 +276,13 @@ def run_jobs(
                 idle[0] -= 1
 
     try:
-        # the workers start with SIGINT ignored (an inherited SIG_IGN survives exec and
-        # Python keeps it): a Ctrl-C to the process group is this process's to handle (it
-        # ends them by pid below), never a KeyboardInterrupt traceback on the shared stderr
-        # from a worker still importing (seen under load)
-        main = threading.current_thread() is threading.main_thread()
-        old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
-        try:
+        # the workers start with SIGINT blocked and ignore it before anything else
+        # (bot4.interrupts): a Ctrl-C to the process group is this process's to
+        # handle (it ends them by pid below), never a KeyboardInterrupt traceback on the
+        # shared stderr from a worker still importing (seen under load)
+        with children_block_sigint():
             for p in procs:
                 p.start()
-        finally:
-            if main:
-                signal.signal(signal.SIGINT, old if old is not None else signal.SIG_DFL)
         dispatch()
         while len(finished) < len(jobs):
             try:
