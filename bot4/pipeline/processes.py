@@ -71,10 +71,6 @@ class StageProcesses:
         the zygote (``bot4.pipeline.zygote``) when there is one, else spawned."""
         g = self.t.group_of(slot.name)
         unit = slot.name if g is None else g.name
-        for m in self._members(slot):
-            # before the process exists: a forked one attaches within milliseconds and
-            # reads its restart count there (the test hooks of bot4.stages.testing)
-            self.cb.stage(m.index)[C.S_RESTARTS] = m.restarts
         z = getattr(self, "zygote", None)
         p = z.fork(self.t, unit, self.start_timeout) if z is not None else None
         if p is None:
@@ -91,6 +87,7 @@ class StageProcesses:
             blk[C.S_PID_START] = process_start(p.pid) or 0
             blk[C.S_PID] = p.pid
             blk[C.S_CORE] = self.t.stage(m.name).core
+            blk[C.S_RESTARTS] = m.restarts
             blk[C.S_STARTED_NS] = now
 
     def _kill_and_reap(self, slot: _Slot) -> None:

@@ -58,7 +58,7 @@ from bot4.stages.prefault import prefault
 from bot4.stages.process import quiet_gc
 from bot4.stages.publish import publish_stamped
 from bot4.stages.ring_full import RingFullLog
-from bot4.stages.testing import hang_requested, stall_requested
+from bot4.stages.testing import hang_requested, hook_restarts, stall_requested
 
 log = logging.getLogger("bot4.stage")
 _M64 = (1 << 64) - 1
@@ -100,8 +100,9 @@ class StageRunner(Shutdown):
         self.blk[C.S_PID_SEEN] = os.getpid()
         self.blk[C.S_STATE] = C.STAGE_STARTING
         C.write_counter_names(self.blk, self.stage.counter_names)
-        self.test_stall = stall_requested(self.spec.name, int(self.blk[C.S_RESTARTS]))
-        while hang_requested(self.spec.name, int(self.blk[C.S_RESTARTS])):
+        restarts = hook_restarts(self.blk)  # 0 at once unless a test hook is set
+        self.test_stall = stall_requested(self.spec.name, restarts)
+        while hang_requested(self.spec.name, restarts):
             time.sleep(1)  # test hook: a restart stuck while starting
         self.ins = [
             Consumer(segment_name(inst, r.name), RECORD_TYPES[r.type], r.capacity)

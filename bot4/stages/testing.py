@@ -67,6 +67,22 @@ def _sink_kernel(inp, log, lat):
     store_release(log, 0, n + np.uint64(inp.shape[0]))
 
 
+def hook_restarts(blk) -> int:
+    """The restart count the test hooks below are keyed by, read once the supervisor has
+    written this process's pid into its block (``blk``, the stage's control-block words):
+    it writes the count and the pid after the start, and a forked process attaches within
+    milliseconds, so reading at once gave the previous process's count. 0 at once when no
+    hook is set; after 10 s without a supervisor's word, what is there."""
+    if not (os.environ.get("BOT4_TEST_STALL_STAGE") or os.environ.get("BOT4_TEST_HANG_START")):
+        return 0
+    from bot4.shm import control as C
+
+    deadline = time.monotonic() + 10.0
+    while int(blk[C.S_PID]) != os.getpid() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return int(blk[C.S_RESTARTS])
+
+
 def stall_requested(name: str, restarts: int) -> bool:
     """Test hook: ``BOT4_TEST_STALL_STAGE=NAME`` (or ``NAME:N``) makes stage NAME's loop do
     nothing with its input while it keeps beating (every process of it, or only while it
