@@ -265,23 +265,17 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point (exit codes: :func:`bot4.cli_support.run_parsed`)."""
+    """Entry point (exit codes: :func:`bot4.cli_support.run_parsed`). A Ctrl-C is deferred
+    before this is imported (``bot4.__main__``, or the top of this module for
+    ``python -m bot4.cli``: :mod:`bot4.interrupts`); called in-process, it is not."""
     argv = sys.argv[1:] if argv is None else argv
-    from bot4 import interrupts
+    if _runs_pipeline(argv):
+        from bot4.pipeline.zygote import start_early
 
-    # a Ctrl-C while the command's modules import is counted, not raised (a raise there
-    # can be swallowed or turned into an ImportError): run_parsed raises it once they are in
-    before = interrupts.defer()
-    try:
-        if _runs_pipeline(argv):
-            from bot4.pipeline.zygote import start_early
-
-            # the stage processes' zygote imports numba beside this process's own imports
-            # (the parser's modules, the supervisor's): bot4.pipeline.zygote
-            start_early()
-        return run_parsed(build_parser, argv)
-    finally:
-        interrupts.restore(before)
+        # the stage processes' zygote imports numba beside this process's own imports (the
+        # parser's modules, the supervisor's): bot4.pipeline.zygote
+        start_early()
+    return run_parsed(build_parser, argv)
 
 
 def _runs_pipeline(argv: list[str]) -> bool:

@@ -12,6 +12,8 @@ import argparse
 import contextlib
 import sys
 
+from bot4.interrupts import arm
+
 __all__ = [
     "EXIT_BROKEN_PIPE",
     "EXIT_FAILURE",
@@ -92,8 +94,6 @@ def run_parsed(build_parser, argv: list[str]) -> int:
         configure_logging(args)
         # a SIGINT counted while the modules imported (bot4.interrupts) is raised
         # here, and later ones as usual
-        from bot4.interrupts import arm
-
         arm()
         try:
             return args.fn(args) or 0

@@ -15,7 +15,7 @@ a seeded loop of interrupts at random moments, docs/ARCHITECTURE.md "Ctrl-C"):
 
 So, from the first line of bot4's own code that runs (:func:`defer`: in ``bot4.__main__``
 for the ``bot4`` script and ``python -m bot4``, at the top of ``bot4.cli`` for
-``python -m bot4.cli``, again in ``bot4.cli.main``), a SIGINT is only counted while the
+``python -m bot4.cli``), a SIGINT is only counted while the
 command's modules import; :func:`arm` then raises it once, synchronously, and after that a
 SIGINT raises as usual (long phases such as a cold compile or the database's start stay
 interruptible) but is counted too, so a raise that something swallowed is still seen:
@@ -52,9 +52,6 @@ def defer():
     Returns the handler it replaced, for :func:`restore`."""
     global _armed, _count
     if threading.current_thread() is not threading.main_thread():
-        return None
-    if signal.getsignal(signal.SIGINT) is _handler:
-        _armed = False  # deferred already (the entry point did it): keep the count
         return None
     _armed, _count = False, 0
     return signal.signal(signal.SIGINT, _handler)

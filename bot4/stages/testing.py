@@ -18,6 +18,7 @@ from numba import njit
 
 from bot4.records import MARKET_DATA
 from bot4.shm import Segment, segment_name
+from bot4.shm import control as C
 from bot4.shm.atomics import load_acquire, monotonic_ns, store_release
 from bot4.stages.base import Stage, check_number, check_type
 
@@ -75,8 +76,6 @@ def hook_restarts(blk) -> int:
     hook is set; after 10 s without a supervisor's word, what is there."""
     if not (os.environ.get("BOT4_TEST_STALL_STAGE") or os.environ.get("BOT4_TEST_HANG_START")):
         return 0
-    from bot4.shm import control as C
-
     deadline = time.monotonic() + 10.0
     while int(blk[C.S_PID]) != os.getpid() and time.monotonic() < deadline:
         time.sleep(0.001)
@@ -217,7 +216,6 @@ class TestSink(Stage):
         # records), lat[-1] which creation of the instance's segments lat[0] belongs to
         # (the control block's creation ns; a log can outlive segments and go on in a new
         # run): everything between the released position and the log's end is skipped.
-        from bot4.shm import control as C
         from bot4.shm.stats import RingReader
 
         cb = C.ControlBlock(self.instance, readonly=True)
