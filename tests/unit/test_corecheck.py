@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import tomllib
 
 import pytest
@@ -68,6 +67,7 @@ def test_a_task_that_ran_on_the_core_is_reported_and_bot4s_own_are_not():
     # may run on either and sleeps (its last CPU stays `core`)
     code = (
         "import os, sys, time\n"
+        "print('ready', flush=True)\n"
         f"sys.stdin.readline(); os.sched_setaffinity(0, {{{core}}}); t = time.monotonic()\n"
         "while time.monotonic() - t < 0.05: pass\n"
         f"os.sched_setaffinity(0, {{{other}, {core}}}); print('ok', flush=True)\n"
@@ -77,7 +77,8 @@ def test_a_task_that_ran_on_the_core_is_reported_and_bot4s_own_are_not():
         [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
-        time.sleep(0.2)  # started, waiting on stdin
+        # in the first sample: up and waiting on stdin (a fixed sleep lost that race under load)
+        assert p.stdout.readline() == "ready\n"
         before = corecheck.sample()
         p.stdin.write("go\n")
         p.stdin.flush()
