@@ -58,6 +58,26 @@ ENV = "BOT4_ZYGOTE"
 PRELOAD = ("bot4.stages.entry", "bot4.stages.group", "bot4.stages.hotpath")
 
 
+def own_session() -> None:
+    """Make this stage process the leader of a session of its own (``setsid``).
+
+    Why: Linux's autogroup scheduling (``CONFIG_SCHED_AUTOGROUP``, on when
+    ``/proc/sys/kernel/sched_autogroup_enabled`` is 1) schedules each session as one
+    entity. With every stage in ``bot4 run``'s session, a stage that sleeps and wakes
+    thousands of times a second and one that backs off with ``sched_yield`` made one
+    entity that starved the processes of other sessions pinned to the same core: the
+    embedded PostgreSQL's backends (each its own session) got under 50 ms of CPU in the
+    first 18 s of a first run, so the loader migrated and loaded nothing until the drain
+    (kernel 6.18; docs/ARCHITECTURE.md "Sessions", ``perf/sessionstarve.py`` shows it
+    without bot4). A session per stage process
+    makes each stage its own entity, as a systemd unit per stage already is. Nothing
+    else changes: the terminal's Ctrl-C was never the stages' (they ignore SIGINT) and
+    they still die with their parent (``PR_SET_PDEATHSIG``). A process that already
+    leads its process group (``setsid`` refuses it) keeps its session."""
+    with contextlib.suppress(OSError):
+        os.setsid()
+
+
 def stage_entry(topology, name: str) -> None:
     """The body of a stage process, spawned or forked: SIGINT ignored from its first
     instruction, never outliving its parent (the supervisor, or the zygote that dies with
@@ -65,6 +85,7 @@ def stage_entry(topology, name: str) -> None:
     # before any import that can take seconds (numba): Ctrl-C is the supervisor's to act
     # on (the process starts with SIGINT blocked: bot4.interrupts)
     ignore_in_child()
+    own_session()
     import ctypes
 
     from bot4.stages.entry import stage_main

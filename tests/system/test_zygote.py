@@ -7,7 +7,8 @@ Scenarios and the outcomes they allow:
   itself a child of the supervisor; the zygote SIGKILLed mid-run takes every stage with it, the supervisor
   restarts each (spawned now: children of the supervisor), the sink logs 1..N exactly
   once, in order, and a Ctrl-C then drains: exit 0, nothing left in /dev/shm;
-* ``BOT4_ZYGOTE=0``: every stage process is a child of the supervisor.
+* ``BOT4_ZYGOTE=0``: every stage process is a child of the supervisor;
+* either way each stage process leads a session of its own.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ STAGES = range(4)  # src, a, b, sink
 def _ppid(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def _own_sessions(pids: list[int], supervisor: int) -> None:
+    """Each stage process leads a session of its own (``zygote.own_session``: the kernel's
+    autogroup scheduling then treats each stage as one entity, not the whole pipeline)."""
+    assert all(os.getsid(pid) == pid for pid in pids), [(pid, os.getsid(pid)) for pid in pids]
+    assert os.getsid(supervisor) not in pids
 
 
 def _wait(what: str, cond, proc, timeout: float = 120) -> None:
@@ -58,6 +66,7 @@ def test_zygote_killed_mid_run_takes_its_stages_which_restart_spawned_and_lose_n
     assert len(zygotes) == 1, zygotes
     zygote = zygotes.pop()
     assert zygote != p.pid and _ppid(zygote) == p.pid
+    _own_sessions(pids, p.pid)
     _wait("records flow", lambda: log.count > 20_000, p)
     os.kill(zygote, signal.SIGKILL)
 
@@ -69,6 +78,7 @@ def test_zygote_killed_mid_run_takes_its_stages_which_restart_spawned_and_lose_n
     assert all(_ppid(stage_block(instance, i)["pid"]) == p.pid for i in STAGES)
     seen = log.count
     _wait("records flow again", lambda: log.count > seen + 20_000, p)
+    _own_sessions([stage_block(instance, i)["pid"] for i in STAGES], p.pid)  # they run
     code, out = _stop(p)
     assert code == 0, out
     assert "Traceback" not in out, out
@@ -85,7 +95,9 @@ def test_without_the_zygote_stages_are_the_supervisors_children(
     text = text.replace('params = { log = "sink", log_instance = "' + instance + 'x" }', "")
     p = start_pipeline(tmp_path, text.replace('kind = "test-sink"', 'kind = "count-sink"'), procs)
     wait_running(instance)
-    assert all(_ppid(stage_block(instance, i)["pid"]) == p.pid for i in STAGES)
+    pids = [stage_block(instance, i)["pid"] for i in STAGES]
+    assert all(_ppid(pid) == p.pid for pid in pids)
+    _own_sessions(pids, p.pid)
     code, out = _stop(p)
     assert code == 0, out
     assert not instance_segments(instance)
