@@ -24,6 +24,7 @@ array parameters, aliased ``s``, with ``rid``, ``frame``, ``idx`` and the record
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -38,6 +39,7 @@ class _Column(Protocol):
     def sql(self) -> str: ...
 
 
+@functools.cache  # a pure function of the loader's fixed column specs: built once
 def exec_conflicts_sql(columns: Sequence[_Column], source: str) -> str:
     """The statement keeping ``source``'s rows ``rid`` in [%(lo)s, %(hi)s) that conflict
     with ``exec_reports``; returns ``(exec_id, src_frame, src_index, differs, kept_journal,

@@ -55,7 +55,6 @@ from bot4.db.positions import (
 )
 from bot4.db.rows import (
     ADVANCE_SQL,
-    CREATES_ORDER,
     LAYOUTS,
     LEDGER_COLUMNS,
     LEDGER_SQL,
@@ -65,6 +64,7 @@ from bot4.db.rows import (
     Outcome,
     Part,
     Table,
+    creates_order,
     fills_of,
     inserted,
     ledger_stream,
@@ -301,7 +301,7 @@ class BatchPaths:
             return np.ones(len(records), dtype=bool)
         known = self._inst.known(records["instrument"])
         if rtype == RT_ORDER:
-            creates = np.isin(records["action"], CREATES_ORDER)
+            creates = creates_order(records["action"])
             known |= (records["instrument"] == 0) & ~creates
         return known
 

@@ -10,6 +10,7 @@ parameters, :class:`StageLayout`). The ledger's legs of a batch's fills as one C
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 
@@ -109,6 +110,12 @@ ORDER_SPEC = (
 CREATES_ORDER = (ACTION_NEW, ACTION_REPLACE)
 
 
+def creates_order(actions: np.ndarray) -> np.ndarray:
+    """Mask of the ORDER ``actions`` that create an order (:data:`CREATES_ORDER`); two
+    comparisons, not ``np.isin`` (~10x its cost on a batch of a few records)."""
+    return (actions == ACTION_NEW) | (actions == ACTION_REPLACE)
+
+
 @dataclass(frozen=True)
 class Table:
     """A real table fed from one record type. ``creates`` routes ORDER records: True for
@@ -128,9 +135,10 @@ class Table:
     def route(self, records: np.ndarray) -> np.ndarray | None:
         if self.creates is None:
             return None
-        creates = np.isin(records["action"], CREATES_ORDER)
+        creates = creates_order(records["action"])
         return creates if self.creates else ~creates
 
+    @functools.cache  # noqa: B019 - the tables are module constants; the text never changes
     def insert_sql(self, source: str) -> str:
         """Rows of ``source`` (the staging table, or the array parameters, aliased ``s``)
         -> table, ON CONFLICT DO NOTHING, over rows ``rid`` in [%(lo)s, %(hi)s), in
@@ -241,6 +249,7 @@ class StageLayout:
         digest = hashlib.sha1(self.columns_sql().encode()).hexdigest()[:8]
         return f"bot4_stage.{self.kind}_{journal_key}_{digest}"
 
+    @functools.cache  # noqa: B019 - the layouts are module constants; the text never changes
     def array_source(self) -> str:
         """The staging columns read from the array parameters of :meth:`array_params`
         (``%(m)s``: the integers as ``bigint[][]``, field by row; ``%(b)s``: the bytes

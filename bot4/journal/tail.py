@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
+import time
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,10 @@ __all__ = ["MAX_READ_FRAMES", "JournalBehindDatabase", "JournalTail", "journal_c
 log = logging.getLogger(__name__)
 
 MAX_READ_FRAMES = 50_000  # frames one read returns at most
+# a directory listing taken this long after the directory's mtime stays valid while the
+# mtime does not move (file systems stamp with a coarse clock: a file created within the
+# same tick as the mtime would not move it)
+LISTING_SETTLED_NS = 50_000_000
 
 
 class JournalBehindDatabase(Bot4Error):
@@ -81,6 +87,7 @@ class JournalTail:
         #: ((offset, file size, later segment), TornTail) of the torn frame the tail waits at
         self._bad: tuple | None = None
         self.torn_tail: TornTail | None = None  # where the last read stopped short, if it did
+        self._listing: tuple[int, int, list[tuple[int, Path]]] | None = None
         self.seek(start_frame)
 
     @property
@@ -114,13 +121,35 @@ class JournalTail:
         self._bad = None
         return True
 
+    def _segments(self) -> list[tuple[int, Path]]:
+        """``list_segments`` of the directory ([] when it is not one), listed again only
+        when the directory may have changed: a read at the end of the journal looks for
+        the next segment and for a gap each time, and the loader reads there after every
+        batch (a listing cost ~10 % of a one-record batch's CPU). A listing is reused while
+        the directory's mtime is the one seen before it and was :data:`LISTING_SETTLED_NS`
+        older than it (creating or renaming a segment moves the mtime)."""
+        try:
+            st = os.stat(self.directory)
+        except OSError:
+            return []
+        if not stat.S_ISDIR(st.st_mode):
+            return []
+        cached = self._listing
+        if cached is not None and cached[0] == st.st_mtime_ns:
+            return cached[2]
+        listed_ns = time.time_ns()
+        segments = list_segments(self.directory)
+        if listed_ns - st.st_mtime_ns > LISTING_SETTLED_NS:
+            self._listing = (st.st_mtime_ns, listed_ns, segments)
+        else:
+            self._listing = None
+        return segments
+
     def _later_segment(self) -> tuple[int, Path] | None:
         """The first segment after the open one (with none open: at or after the next
         frame), or None."""
-        if not self.directory.is_dir():
-            return None
         after = self._first if self._fd >= 0 else self._next - 1
-        later = [(f, p) for f, p in list_segments(self.directory) if f > after]
+        later = [(f, p) for f, p in self._segments() if f > after]
         return later[0] if later else None
 
     def _check_gap(self) -> None:
@@ -173,8 +202,9 @@ class JournalTail:
 
     def _next_segment(self) -> bool:
         """Open the segment that starts at the next frame (the writer rotated), if any."""
-        path = self.directory / segment_name(self._next)
-        if path == self._path or not path.exists():
+        name = segment_name(self._next)
+        path = next((p for _f, p in self._segments() if p.name == name), None)
+        if path is None or path == self._path:
             return False
         current, old_fd = self._path, self._fd
         if not self._open(self._next, path, current):  # raises before changing anything
