@@ -80,6 +80,10 @@ WITH kept AS (
           SELECT 1 FROM exec_conflicts x
           WHERE x.exec_id = e.exec_id AND x.venue = e.venue AND x.exec_session = e.exec_session
             AND ({", ".join(f"x.{c.name}" for c in content)}) IS NOT DISTINCT FROM ({theirs}))
+      -- a one-time gate: skip the join when the executions' INSERT just before (same
+      -- transaction, same rows) inserted every row: then none met an existing one
+      AND coalesce(nullif(current_setting('bot4.inserted_execs', true), '')::bigint, -1)
+          < (SELECT count(*) FROM {source} WHERE s.rid >= %(lo)s AND s.rid < %(hi)s)
     ON CONFLICT DO NOTHING
     RETURNING exec_id, src_frame, src_index, differs, kept_journal, kept_frame, kept_index
 )
@@ -132,6 +136,9 @@ WITH legs AS (
                          AND e.exec_id = n.exec_id AND e.leg = n.leg
     WHERE (e.account, e.instrument, e.strategy, e.debit, e.credit)
           IS DISTINCT FROM (n.account, n.instrument, n.strategy, n.debit, n.credit)
+      -- a one-time gate: every leg inserted means none met an existing leg (the join
+      -- reads the table as it was before this statement, as the INSERT's conflicts do)
+      AND (SELECT count(*) FROM inserted) < (SELECT count(*) FROM legs)
     ON CONFLICT DO NOTHING
     RETURNING 1
 )

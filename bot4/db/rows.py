@@ -163,7 +163,7 @@ class Table:
             "SELECT count(*), array_agg(src_frame) FILTER (WHERE last_qty > 0), "
             "array_agg(src_index) FILTER (WHERE last_qty > 0), "
             "set_config('bot4.inserted_fills', (count(*) FILTER (WHERE last_qty > 0))::text, "
-            "true) FROM ins"
+            "true), set_config('bot4.inserted_execs', count(*)::text, true) FROM ins"
         )
 
     def copy_sql(self) -> str:
