@@ -150,7 +150,7 @@ class PersistenceStage(CountSink):
 
     @classmethod
     def warm_parts(cls, params):
-        return ("operator log",)
+        return ("operator log", "database breaker")
 
     def setup(self) -> None:
         super().setup()

@@ -50,6 +50,7 @@ def all_jobs() -> list[Job]:
         Job("depth kernels", "_job_depth", (), 1.0),
         Job("latency histogram", "_job_histogram", (), 0.5),
         Job("operator log", "_job_operator_log", (), 1.0),
+        Job("database breaker", "_job_db_breaker", (), 0.5),
     ]
     after = tuple(j.name for j in jobs if j.fn == "_job_stage" and j.args[0] in HOT_KINDS)
     jobs.append(hot_path_job((False, False), after))

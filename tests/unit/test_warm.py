@@ -29,6 +29,7 @@ def test_default_topology_jobs_are_its_stages_and_ring_types_only():
     assert rings.args == () and "_job_rings" not in {j.fn for j in jobs}
     assert not {"_job_replay", "_job_marketdata", "_job_histogram"} & {j.fn for j in jobs}
     assert "_job_operator_log" in {j.fn for j in jobs}  # what persistence reads
+    assert "_job_db_breaker" in {j.fn for j in jobs}  # what its database loader calls
     (hot,) = [j for j in jobs if j.fn == "_job_hot_path"]  # the [[group]] hot
     assert {n.split()[1] for n in hot.after} == {"signals", "risk", "orders"}
     # the venue's two inputs compile on two workers, after its setup alone
@@ -41,6 +42,16 @@ def test_default_topology_jobs_are_its_stages_and_ring_types_only():
     first = max(jobs, key=lambda j: catalogue._priority(j, jobs))
     assert first.args[:1] == ("orders",) and hot.name in {j.name for j in jobs}
     assert catalogue._priority(setup[0], jobs) > max(j.weight for j in venue if j is not setup[0])
+
+
+def test_the_database_breaker_job_compiles_what_the_loader_calls_through_its_breaker():
+    from bot4.pipeline.warm import recipes
+    from bot4.shm import breaker_ops
+
+    assert recipes._job_db_breaker() == 2
+    # guard() calls both from Python: a first `bot4 run` compiled breaker_exit in the
+    # loader thread at its first batch before this job existed
+    assert breaker_ops.breaker_enter.signatures and breaker_ops.breaker_exit.signatures
 
 
 def test_the_hot_path_job_follows_the_topologys_depth_wiring():

@@ -24,6 +24,7 @@ RING_TYPES = {k: v for k, v in RECORD_TYPES.items() if k != "TXN_DECISION"}
 #: ``warm_shapes``. The jobs a stage may ask for besides its own, by name:
 PARTS = {
     "operator log": ("_job_operator_log", (), 1.0),
+    "database breaker": ("_job_db_breaker", (), 0.5),
     "market data readers": ("_job_marketdata", (), 15.0),
 }
 

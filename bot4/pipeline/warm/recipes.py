@@ -7,6 +7,7 @@ recipes are the tools' (``bot4.warm.recipes``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -150,6 +151,25 @@ def _job_operator_log() -> int:
     finally:
         Segment.unlink(name)
     return 3
+
+
+def _job_db_breaker() -> int:
+    """What persistence's database loader runs through the instance's ``db`` breaker
+    (``bot4.shm.breakers.guard``: enter, and exit as a success and as a failure), on a
+    process-local breaker: a first ``bot4 run`` compiled ``breaker_exit`` in the loader
+    thread at its first batch."""
+    import time
+
+    from bot4.shm.breakers import BreakerConfig, BreakerHandle, breakers_bytes, guard, init_breakers
+
+    words = np.zeros(breakers_bytes(1) // 8, np.uint64)
+    init_breakers(words, [BreakerConfig(name="db")], time.monotonic_ns())
+    handle = BreakerHandle(words, 0)
+    with guard(handle):
+        pass
+    with contextlib.suppress(RuntimeError), guard(handle):
+        raise RuntimeError("warm: a failed call")
+    return 2
 
 
 def _job_marketdata() -> int:
