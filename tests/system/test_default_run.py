@@ -67,7 +67,9 @@ def test_default_run_turns_synthetic_ticks_into_intents_orders_and_fills(
     venue = summary(log, "venue", "venue summary")
     net = {DEFAULT_INSTRUMENTS.symbol_of(k): v for k, v in sink["net_filled"].items()}
     positions = {sym: p["position"] for sym, p in risk["positions"].items() if p["position"]}
-    assert venue["fills"] > 0 and net, "the default pipeline traded nothing"
+    assert venue["fills"] > 0, "the default pipeline traded nothing"
+    # (its fills may net to zero on every instrument by the end: then both maps are empty,
+    # as they were in one run of the suite beside a busy loop, 402 fills)
     assert positions == net
     assert venue["live_orders"] == 0
     # every event persistence read is in its journal, once, intact
@@ -82,6 +84,8 @@ def test_default_run_turns_synthetic_ticks_into_intents_orders_and_fills(
     # alone, nothing of ours is left open
     left = rebuild_from_journal(journal, 1)
     assert left.orders > 0 and len(left.open_orders) == 0, left.open_orders
+    # and the fills the journal holds net to what persistence counted
+    assert left.net_filled == {int(k): v for k, v in sink["net_filled"].items()}
     for rtype, ss in seqs.items():
         assert ss == sorted(set(ss)), f"record type {rtype}: journal out of order or duplicated"
         # the first session of this data dir numbers from 1 << 32 (unique across sessions)
