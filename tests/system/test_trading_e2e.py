@@ -270,6 +270,7 @@ def test_hot_group_sigkilled_while_persistence_lags_rebuilds_every_fill_once(
     sink = summary(log, "persistence", "summary")
     net = {DEFAULT_INSTRUMENTS.symbol_of(k): v for k, v in sink["net_filled"].items()}
     positions = {sym: p["position"] for sym, p in risk["positions"].items() if p["position"]}
-    assert net, "nothing filled"
+    # fills, whatever they net to (every instrument at zero makes both maps empty)
+    assert summary(log, "venue", "venue summary")["fills"] > 0, "nothing filled"
     assert positions == net
     assert not instance_segments(instance)
