@@ -49,6 +49,10 @@ MAX_READ_FRAMES = 50_000  # frames one read returns at most
 # mtime does not move (file systems stamp with a coarse clock: a file created within the
 # same tick as the mtime would not move it)
 LISTING_SETTLED_NS = 50_000_000
+# and is listed again after this long whatever the mtime says (a file server whose clock
+# or timestamp granularity differs from ours can leave it unmoved): a new segment is seen
+# within this bound in every case
+LISTING_MAX_AGE_NS = 1_000_000_000
 
 
 class JournalBehindDatabase(Bot4Error):
@@ -127,7 +131,8 @@ class JournalTail:
         the next segment and for a gap each time, and the loader reads there after every
         batch (a listing cost ~10 % of a one-record batch's CPU). A listing is reused while
         the directory's mtime is the one seen before it and was :data:`LISTING_SETTLED_NS`
-        older than it (creating or renaming a segment moves the mtime)."""
+        older than it (creating or renaming a segment moves the mtime), for at most
+        :data:`LISTING_MAX_AGE_NS`."""
         try:
             st = os.stat(self.directory)
         except OSError:
@@ -135,12 +140,17 @@ class JournalTail:
         if not stat.S_ISDIR(st.st_mode):
             return []
         cached = self._listing
-        if cached is not None and cached[0] == st.st_mtime_ns:
+        now = time.monotonic_ns()  # the age; the mtime is compared with the wall clock
+        if (
+            cached is not None
+            and cached[0] == st.st_mtime_ns
+            and now - cached[1] < LISTING_MAX_AGE_NS
+        ):
             return cached[2]
-        listed_ns = time.time_ns()
+        listed_wall_ns = time.time_ns()
         segments = list_segments(self.directory)
-        if listed_ns - st.st_mtime_ns > LISTING_SETTLED_NS:
-            self._listing = (st.st_mtime_ns, listed_ns, segments)
+        if listed_wall_ns - st.st_mtime_ns > LISTING_SETTLED_NS:
+            self._listing = (st.st_mtime_ns, now, segments)
         else:
             self._listing = None
         return segments

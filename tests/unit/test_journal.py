@@ -571,3 +571,47 @@ def test_repair_cuts_a_damaged_or_torn_tail_and_audits_it(tmp_path: Path, capsys
     frames = read_all(tmp_path)
     assert [p for p, _, _ in frames] == list(range(N_FRAMES - 1))
     assert all(r.tobytes() == batches[p].tobytes() for p, _, r in frames)
+
+
+# --- the tail's directory listing (bot4.journal.tail: listed again only when it changed) -----
+
+
+def test_the_tail_sees_a_new_segment_at_once_when_the_mtime_moves_and_within_a_bound_if_not(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from bot4.journal import tail as tail_mod
+
+    # no age bound until the end: a slow machine must not expire the listing meanwhile
+    monkeypatch.setattr(tail_mod, "LISTING_MAX_AGE_NS", 10**15)
+    batches = [make_batch(MARKET_DATA, 1 + i * BATCH, BATCH) for i in range(5)]
+    writer = JournalWriter(tmp_path, max_bytes=PER_SEGMENT)  # two frames per segment
+    try:
+        for b in batches[:2]:
+            writer.append(b)
+        writer.flush()
+        settled = time.time() - 10
+        os.utime(tmp_path, (settled, settled))  # long settled: the listing is kept
+        tail = tail_mod.JournalTail(tmp_path, 0)
+        assert [f for f, _rt, _r in tail.read(10_000)] == [0, 1]
+        assert tail.read(10_000) == [] and tail._listing is not None  # at the end, kept
+        # the writer rotates: journal-2 moves the directory's mtime, read at once
+        writer.append(batches[2])
+        writer.flush()
+        assert [f for f, _rt, _r in tail.read(10_000)] == [2]
+        # a file server that leaves the mtime where it was: journal-4 appears ...
+        os.utime(tmp_path, (settled, settled))
+        assert tail.read(10_000) == [] and tail._listing is not None
+        for b in batches[3:]:
+            writer.append(b)
+        writer.flush()
+        assert (tmp_path / segment_name(4)).exists()
+        os.utime(tmp_path, (settled, settled))
+        # ... frame 3 (journal-2) is read, journal-4 waits for the listing's age bound
+        assert [f for f, _rt, _r in tail.read(10_000)] == [3]
+        assert tail.read(10_000) == []
+        monkeypatch.setattr(tail_mod, "LISTING_MAX_AGE_NS", 0)
+        got = tail.read(10_000)
+        assert [f for f, _rt, _r in got] == [4]
+        assert np.array_equal(got[0][2], batches[4])
+    finally:
+        writer.close()
