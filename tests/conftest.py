@@ -43,7 +43,9 @@ class ProcessRegistry:
             if pid is None:
                 continue
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                if getattr(proc, "group", False):  # a `bot4 run`: its stages share its group
+                if getattr(proc, "group", False):  # a `bot4 run` and its zygote; each
+                    # stage leads a session of its own and dies with its parent
+                    # (PR_SET_PDEATHSIG: bot4.pipeline.zygote)
                     os.killpg(pid, signal.SIGKILL)
                 else:
                     os.kill(pid, signal.SIGKILL)
