@@ -38,12 +38,14 @@ Adding a benchmark (pipeline, signals kernel): give it a subject factory in ``SU
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import signal
 import statistics
 import sys
 import time
 from dataclasses import dataclass
+from multiprocessing import process as mp_process
 
 import numpy as np
 import ringbench as rb
@@ -488,7 +490,7 @@ def print_info(medians: dict[str, dict[str, float]]) -> None:
 
 
 def _terminate(signum, frame):
-    if _HELD[0] is not None:  # kernels are compiling or loading: act right after
+    if _HELD[0] is not None:  # kernels compiling or loading, a peer starting: act right after
         _HELD[0].append(signum)
         return
     if signum == signal.SIGALRM:  # the budget ran out: say so (exit 142 alone says nothing)
@@ -502,8 +504,38 @@ def _terminate(signum, frame):
 
 
 _BUDGET = [BUDGET_S]  # this run's --budget, for the message above
-#: signals that arrived while held (a list while the kernels compile or load, else None)
+#: signals that arrived while held (a list while the kernels compile or load or a peer
+#: process starts, else None)
 _HELD: list[list[int] | None] = [None]
+
+
+@contextlib.contextmanager
+def _holding_signals():
+    """Note SIGTERM / SIGHUP / SIGALRM instead of acting on them inside the block, then act
+    on the first one right after it (nested blocks: the outermost acts)."""
+    if _HELD[0] is not None:
+        yield
+        return
+    _HELD[0] = []
+    try:
+        yield
+    finally:
+        held, _HELD[0] = _HELD[0], None
+    if held:
+        _terminate(held[0], None)
+
+
+def _start_holding_signals(start):
+    """``multiprocessing`` process start with the stop signals held: raised in the middle
+    of a spawn, the budget's SystemExit cut the child's start-up data short, and the child
+    printed an ``EOFError: Ran out of input`` traceback (test_gate_pyperf's one-second
+    budget, by chance). Started whole, the peer is ended by the bench's clean-up."""
+
+    def start_held(self):
+        with _holding_signals():
+            return start(self)
+
+    return start_held
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -527,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds = max(args.rounds, MIN_ROUNDS)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
         signal.signal(sig, _terminate)
+    mp_process.BaseProcess.start = _start_holding_signals(mp_process.BaseProcess.start)
     _BUDGET[0] = args.budget
     signal.alarm(max(1, int(args.budget)))  # a hung peer ends the gate (exit 142), cleaned up
     t_start = time.monotonic()
@@ -540,13 +573,8 @@ def main(argv: list[str] | None = None) -> int:
         # handler only notes the signal, which acts right after. (Blocking the signals with
         # pthread_sigmask did not hold: a process-directed SIGALRM went to another thread,
         # whose C handler still queued the Python handler for the main thread.)
-        _HELD[0] = []
-        try:
+        with _holding_signals():
             warm = rb.warm_numba_cache()
-        finally:
-            held, _HELD[0] = _HELD[0], None
-        if held:
-            _terminate(held[0], None)
         print(f"numba kernels ready in {warm:.1f} s")
         attempts = 1 if args.no_retry else 2
         scale = args.scale
