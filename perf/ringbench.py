@@ -721,7 +721,8 @@ class Setup:
 
 
 _pair_ids = itertools.count()
-_OUR_SEGMENT = re.compile(rf"^{re.escape(PREFIX)}perf(\d+)\.")
+# the pairs' instances (perf<pid>) and ttobench's default runs (tto<pid>)
+_OUR_SEGMENT = re.compile(rf"^{re.escape(PREFIX)}(?:perf|tto)(\d+)\.")
 
 
 def default_instance() -> str:
@@ -738,10 +739,12 @@ def sweep_segments(instance: str | None = None) -> list[str]:
 
 
 def sweep_stale_segments() -> list[str]:
-    """Unlink ``bot4.perf<pid>.*`` segments whose creating process is gone.
+    """Unlink ``bot4.perf<pid>.*`` and ``bot4.tto<pid>.*`` segments whose creating process
+    is gone.
 
-    Segments normally live only until both peers attach; this removes the few a SIGKILL
-    during pair setup can leave behind."""
+    Segments normally live only until both peers attach (a ``bot4 run`` unlinks its own);
+    this removes the few a SIGKILL during pair setup or during ttobench's run can leave
+    behind."""
     try:
         entries = os.listdir(SHM_DIR)
     except FileNotFoundError:

@@ -33,9 +33,11 @@ measured before and after each default run; ratios use the median of its p50s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -57,6 +59,20 @@ def default_text(rate: int | None = None) -> str:
         if n != 1:
             raise RuntimeError("the default topology has no md rate to replace")
     return text
+
+
+def _end_run(proc: subprocess.Popen, inst: str) -> None:
+    """A run cut short: SIGKILL its process group (``bot4 run`` and its zygote; the stages,
+    each in a session of its own, die with their parent: PR_SET_PDEATHSIG) and unlink the
+    instance's segments, which the supervisor had no chance to (before, every gate stopped
+    by its budget during this run left 16 segments in /dev/shm)."""
+    from bot4.shm.segment import Segment, instance_segments
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for name in instance_segments(inst):
+        Segment.unlink(name)
 
 
 def run_default(
@@ -86,18 +102,24 @@ def run_default(
             text = re.sub(r"\brate = \d+", f"rate = {int(rate)}", text, count=1)
         topo.write_text(text)
         report = Path(tmp) / "report.json"
-        out = subprocess.run(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "bot4.cli", "run", str(topo), "--duration", str(duration)]
             + ["--instance", inst, "--quiet", "--report", str(report)]
             + ([] if db else ["--no-db"]),
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             env=env,
             cwd=ROOT,
-            timeout=300,
+            start_new_session=True,
         )
-        if out.returncode != 0:
-            raise RuntimeError(f"bot4 run failed ({out.returncode}): {out.stderr[-2000:]}")
+        try:
+            _out, err = proc.communicate(timeout=300)
+        except BaseException:  # the gate's budget or a Ctrl-C: end the run, leave nothing
+            _end_run(proc, inst)
+            raise
+        if proc.returncode != 0:
+            raise RuntimeError(f"bot4 run failed ({proc.returncode}): {err[-2000:]}")
         if info is not None:
             final = json.loads(report.read_text())
             info["full_waits"] = {k: r["full_waits"] for k, r in final["rings"].items()}
