@@ -69,11 +69,11 @@ def own_session() -> None:
     embedded PostgreSQL's backends (each its own session) got under 50 ms of CPU in the
     first 18 s of a first run, so the loader migrated and loaded nothing until the drain
     (kernel 6.18; docs/ARCHITECTURE.md "Sessions", ``perf/sessionstarve.py`` shows it
-    without bot4). A session per stage process
-    makes each stage its own entity, as a systemd unit per stage already is. Nothing
-    else changes: the terminal's Ctrl-C was never the stages' (they ignore SIGINT) and
-    they still die with their parent (``PR_SET_PDEATHSIG``). A process that already
-    leads its process group (``setsid`` refuses it) keeps its session."""
+    without bot4). A session per stage process makes each stage its own entity, as a
+    systemd unit per stage already is. Nothing else changes: the terminal's Ctrl-C was
+    never the stages' (they ignore SIGINT) and they still die with their parent
+    (``PR_SET_PDEATHSIG``). A process that already leads its process group (``setsid``
+    refuses it) keeps its session."""
     with contextlib.suppress(OSError):
         os.setsid()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 
 import numpy as np
 
@@ -158,8 +159,6 @@ def _job_db_breaker() -> int:
     (``bot4.shm.breakers.guard``: enter, and exit as a success and as a failure), on a
     process-local breaker: a first ``bot4 run`` compiled ``breaker_exit`` in the loader
     thread at its first batch."""
-    import time
-
     from bot4.shm.breakers import BreakerConfig, BreakerHandle, breakers_bytes, guard, init_breakers
 
     words = np.zeros(breakers_bytes(1) // 8, np.uint64)
