@@ -66,13 +66,12 @@ def _end_run(proc: subprocess.Popen, inst: str) -> None:
     each in a session of its own, die with their parent: PR_SET_PDEATHSIG) and unlink the
     instance's segments, which the supervisor had no chance to (before, every gate stopped
     by its budget during this run left 16 segments in /dev/shm)."""
-    from bot4.shm.segment import Segment, instance_segments
+    from bot4.pipeline.segments import destroy_segments
 
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    for name in instance_segments(inst):
-        Segment.unlink(name)
+    destroy_segments(inst)
 
 
 def run_default(

@@ -181,7 +181,7 @@ class JournalTail:
         self._next = frame
         self._last_crc = 0
         self.torn_tail = None
-        segments = list_segments(self.directory) if self.directory.is_dir() else []
+        segments = self._segments()
         below = [(first, path) for first, path in segments if first <= frame]
         if not below:
             if segments:

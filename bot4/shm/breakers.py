@@ -135,6 +135,7 @@ __all__ = [
     "create_breakers",
     "guard",
     "init_breakers",
+    "local_breakers",
     "snapshot",
 ]
 
@@ -219,6 +220,14 @@ def init_breakers(words: np.ndarray, configs: Sequence[BreakerConfig], created_n
         raw = c.name.encode("ascii").ljust(NAME_BYTES, b"\0")
         words[r + C_NAME : r + C_NAME + NAME_BYTES // 8] = np.frombuffer(raw, np.uint64)
     words[W_MAGIC] = MAGIC
+
+
+def local_breakers(configs: Sequence[BreakerConfig], created_ns: int) -> np.ndarray:
+    """Breakers in a process-local u64 array (a stage without the instance's segment, a
+    warm job), laid out as :func:`init_breakers` lays out a segment."""
+    words = np.zeros(breakers_bytes(len(configs)) // 8, np.uint64)
+    init_breakers(words, configs, created_ns)
+    return words
 
 
 def create_breakers(instance: str, configs: Sequence[BreakerConfig]) -> str:

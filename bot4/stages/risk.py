@@ -75,7 +75,7 @@ from bot4.risk.limits import (
     param_keys,
 )
 from bot4.shm import metrics as M
-from bot4.shm.breakers import Breakers, breakers_bytes, init_breakers
+from bot4.shm.breakers import Breakers, local_breakers
 from bot4.shm.operator_log import create_operator_log
 from bot4.shm.segment import Segment
 from bot4.shm.trading_state import TradingState, init_trading_state, trading_bytes
@@ -211,8 +211,7 @@ class RiskStage(Stage):
                 )
             brk_words, ts_words = brk.words, ts.words
         else:
-            brk_words = np.zeros(breakers_bytes(len(self.limits.breakers)) // 8, np.uint64)
-            init_breakers(brk_words, self.limits.breakers, self.clock())
+            brk_words = local_breakers(self.limits.breakers, self.clock())
             ts_words = np.zeros(trading_bytes(max_id) // 8, np.uint64)
             init_trading_state(ts_words, max_id, self.clock())
         self.book = RiskBook(self.arrays, brk_words, ts_words, self.limits.max_tracked_orders)

@@ -159,11 +159,9 @@ def _job_db_breaker() -> int:
     (``bot4.shm.breakers.guard``: enter, and exit as a success and as a failure), on a
     process-local breaker: a first ``bot4 run`` compiled ``breaker_exit`` in the loader
     thread at its first batch."""
-    from bot4.shm.breakers import BreakerConfig, BreakerHandle, breakers_bytes, guard, init_breakers
+    from bot4.shm.breakers import BreakerConfig, BreakerHandle, guard, local_breakers
 
-    words = np.zeros(breakers_bytes(1) // 8, np.uint64)
-    init_breakers(words, [BreakerConfig(name="db")], time.monotonic_ns())
-    handle = BreakerHandle(words, 0)
+    handle = BreakerHandle(local_breakers([BreakerConfig(name="db")], time.monotonic_ns()), 0)
     with guard(handle):
         pass
     with contextlib.suppress(RuntimeError), guard(handle):
