@@ -54,6 +54,7 @@ import sys
 import time
 
 from bot4 import interrupts, logs
+from bot4.pipeline import corecheck
 from bot4.pipeline.liveness import CursorReader, ProgressWatch, Verdict
 from bot4.pipeline.processes import StageProcesses, _Slot
 from bot4.pipeline.segments import create_segments, destroy_segments
@@ -275,14 +276,14 @@ class Supervisor(StageProcesses):
             self._warm()  # on every core this process may use: warm compiles in parallel
             allowed = os.sched_getaffinity(0)
             if self.cores and self.cores != allowed:
-                os.sched_setaffinity(0, self.cores)  # the stages pin themselves
+                corecheck.pin_process(0, self.cores)  # the stages pin themselves
                 if self.zygote is not None:
                     self.zygote.pin(self.cores)
             try:
                 return self._run()
             finally:
                 if self.cores and self.cores != allowed:
-                    os.sched_setaffinity(0, allowed)
+                    corecheck.pin_process(0, allowed)
         finally:
             if self.zygote is not None:
                 self.zygote.close()
@@ -379,8 +380,6 @@ class Supervisor(StageProcesses):
             self.force_stop = True
 
     def _supervise(self) -> None:
-        from bot4.pipeline import corecheck
-
         t0 = last = time.monotonic()
         # who else runs on the cores one process has to itself (bot4.pipeline.corecheck):
         # sampled now and WINDOW_S later, one warning per shared core

@@ -52,6 +52,7 @@ import time
 from multiprocessing import reduction
 
 from bot4.interrupts import children_block_sigint, ignore_in_child
+from bot4.pipeline.corecheck import pin_process
 
 SPAWN = mp.get_context("spawn")
 ENV = "BOT4_ZYGOTE"
@@ -152,7 +153,7 @@ class Zygote:
         Started before the supervisor pins itself, it could be scheduled on the hot
         group's core; its forked stages pin themselves to their own cores."""
         with contextlib.suppress(OSError, AttributeError, TypeError):
-            os.sched_setaffinity(self.proc.pid, cores)
+            pin_process(self.proc.pid, cores)
 
     def fork(self, topology, unit: str, timeout: float) -> Forked | None:
         """A forked process running ``unit`` (a stage or a group), or None when the zygote

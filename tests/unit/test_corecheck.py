@@ -93,3 +93,45 @@ def test_a_task_that_ran_on_the_core_is_reported_and_bot4s_own_are_not():
     finally:
         p.kill()
         p.wait(10)
+
+
+@pytest.mark.timeout(60)
+def test_a_thread_that_ran_on_the_core_names_its_process_though_the_main_thread_did_not():
+    # a daemon's worker threads run where its idle main thread never does (the VM agent's
+    # tokio workers on the hot core while its main thread was pinned elsewhere)
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("this process may use one core only: no task here could be movable")
+    core, other = cores[-1], cores[0]
+    code = (
+        "import os, sys, threading, time\n"
+        f"os.sched_setaffinity(0, {{{other}}})  # the main thread only: never on `core`\n"
+        "go = threading.Event()\n"
+        "def work():\n"
+        "    go.wait()\n"
+        f"    os.sched_setaffinity(0, {{{core}}}); t = time.monotonic()\n"
+        "    while time.monotonic() - t < 0.05: pass\n"
+        f"    os.sched_setaffinity(0, {{{other}, {core}}}); print('ok', flush=True)\n"
+        "    time.sleep(30)\n"
+        "th = threading.Thread(target=work, daemon=True); th.start()  # in the first sample\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline(); go.set(); th.join()\n"
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert p.stdout.readline() == "ready\n"
+        before = corecheck.sample()
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert p.stdout.readline() == "ok\n"
+        after = corecheck.sample()
+        assert after[p.pid].affinity == frozenset({other})  # the main thread
+        named = {pid: (comm, ns) for comm, pid, ns in sharers(before, after, core, own=set())}
+        assert p.pid in named, named
+        assert named[p.pid][0] == after[p.pid].comm  # named as the process
+        assert named[p.pid][1] >= 40_000_000, named[p.pid]  # the thread's ~50 ms of spinning
+    finally:
+        p.kill()
+        p.wait(10)
