@@ -64,7 +64,13 @@ def exec_conflicts_sql(columns: Sequence[_Column], source: str) -> str:
          f"array_remove(ARRAY[{differs}]::text[], NULL)", "e.src_journal", "e.src_frame",
          "e.src_index"]
     )  # fmt: skip
-    return f"""
+    # the last condition is a one-time gate: skip the join when the executions' INSERT just
+    # before (same transaction, same rows) inserted every row: then none met an existing
+    # one. The source's rids are 0..n-1 and 0 <= lo <= hi <= n, so [lo, hi) holds hi - lo
+    # rows (a wider range only opens the gate). The text is sent with its runs of spaces
+    # collapsed: under 4096 bytes psycopg caches its parse of the placeholders (it has no
+    # string literal that a collapse would change)
+    sql = f"""
 WITH kept AS (
     INSERT INTO exec_conflicts ({cols})
     SELECT {exprs}
@@ -80,15 +86,14 @@ WITH kept AS (
           SELECT 1 FROM exec_conflicts x
           WHERE x.exec_id = e.exec_id AND x.venue = e.venue AND x.exec_session = e.exec_session
             AND ({", ".join(f"x.{c.name}" for c in content)}) IS NOT DISTINCT FROM ({theirs}))
-      -- a one-time gate: skip the join when the executions' INSERT just before (same
-      -- transaction, same rows) inserted every row: then none met an existing one
       AND coalesce(nullif(current_setting('bot4.inserted_execs', true), '')::bigint, -1)
-          < (SELECT count(*) FROM {source} WHERE s.rid >= %(lo)s AND s.rid < %(hi)s)
+          < %(hi)s::bigint - %(lo)s::bigint
     ON CONFLICT DO NOTHING
     RETURNING exec_id, src_frame, src_index, differs, kept_journal, kept_frame, kept_index
 )
 SELECT * FROM kept ORDER BY src_frame, src_index
 """
+    return " ".join(sql.split())
 
 
 #: the ledger legs of ``{source}``'s fills (see the ledger migrations), inserted once, and

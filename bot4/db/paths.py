@@ -54,7 +54,6 @@ from bot4.db.positions import (
     positions_moved,
 )
 from bot4.db.rows import (
-    ADVANCE_SQL,
     LAYOUTS,
     LEDGER_COLUMNS,
     LEDGER_SQL,
@@ -110,7 +109,7 @@ class BatchPaths:
                 fills = out.fills
                 if fills is not None:
                     out.moved = self._move_positions(ev, fills)
-                ev.execute(ADVANCE_SQL, self._advance_params(batch))
+                self._advance(ev, batch, one_phase=lg is None or fills is None)
                 if ledger_branch is not None:
                     out.ledger_rows, out.ledger_conflicts = ledger_branch.result()
                 elif fills is not None:
@@ -389,7 +388,7 @@ class BatchPaths:
                     read = ev.cursor()
                     read.execute(POSITIONS_READ_SQL, position_keys(maybe))
                 else:  # no fill: nothing below depends on the results
-                    ev.execute(ADVANCE_SQL, self._advance_params(batch))
+                    self._advance(ev, batch, one_phase=True)
                     self._commit_one_phase(ev)
             collect()
             if maybe is None:
@@ -474,7 +473,7 @@ class BatchPaths:
                     queue()
                 if fills is not None and lg is None:
                     ledger = self._queue_ledger(ev, fills)
-                ev.execute(ADVANCE_SQL, self._advance_params(batch))
+                self._advance(ev, batch, one_phase=not two_phase)
                 if two_phase:
                     txn.queue_decision(ev, len(fills))
                 else:

@@ -46,6 +46,7 @@ from bot4.records.types import (
 )
 
 __all__ = [
+    "ADVANCE_ASYNC_SQL",
     "ADVANCE_SQL",
     "INSTRUMENT_SQL",
     "SRC_COLUMNS",
@@ -310,6 +311,12 @@ LAYOUTS = {
 
 
 ADVANCE_SQL = "SELECT bot4_advance(%(journal)s, %(first)s, %(end)s, %(records)s, %(created)s)"
+#: the same, and this transaction's commit not waiting for its WAL flush (``set_config``
+#: with ``is_local``: ``SET LOCAL synchronous_commit TO OFF`` without a statement of its own)
+ADVANCE_ASYNC_SQL = (
+    "SELECT bot4_advance(%(journal)s, %(first)s, %(end)s, %(records)s, %(created)s), "
+    "set_config('synchronous_commit', 'off', true)"
+)
 FENCED = "B4001"  # bot4_advance: the stored position is not where this batch starts
 REJECT_SQL = """
 INSERT INTO rejected_rows (src_journal, src_frame, src_index, record_type, code, sqlstate,

@@ -13,7 +13,13 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from bot4.db.pool import db_errors
-from bot4.db.rows import INSTRUMENT_SQL, LAYOUTS, LOADED_TYPES
+from bot4.db.rows import (
+    ADVANCE_ASYNC_SQL,
+    ADVANCE_SQL,
+    INSTRUMENT_SQL,
+    LAYOUTS,
+    LOADED_TYPES,
+)
 from bot4.journal.tail import JournalBehindDatabase, journal_created_ns
 from bot4.records.errors import Bot4Error, Code
 from bot4.records.types import RT_EXEC_REPORT
@@ -103,13 +109,19 @@ class Session:
                 with contextlib.suppress(Exception):
                     pool.putconn(conn)
 
+    def _advance(self, conn: psycopg.Connection, batch, one_phase: bool) -> None:
+        """Queue the fenced advance of ``batch``; for a one-phase commit, unless
+        ``synchronous_commit``, the same statement sets this transaction's commit not to wait
+        for its WAL flush (:meth:`_commit_one_phase` says why), one statement less."""
+        sql = ADVANCE_ASYNC_SQL if one_phase and not self.synchronous_commit else ADVANCE_SQL
+        conn.execute(sql, self._advance_params(batch))
+
     def _commit_one_phase(self, conn: psycopg.Connection) -> None:
-        """COMMIT of a batch that touches one database. Unless ``synchronous_commit``, the
-        commit does not wait for its WAL flush: the journal already holds the batch
-        durably, and a server crash that takes back the last commits takes their load
-        position back with them (one WAL stream), so those frames load again."""
-        if not self.synchronous_commit:
-            conn.execute("SET LOCAL synchronous_commit TO OFF")
+        """COMMIT of a batch that touches one database, after :meth:`_advance` with
+        ``one_phase``. Unless ``synchronous_commit``, the commit does not wait for its WAL
+        flush: the journal already holds the batch durably, and a server crash that takes
+        back the last commits takes their load position back with them (one WAL stream),
+        so those frames load again."""
         conn.execute("COMMIT")
 
     def _read_position(self, ev: psycopg.Connection, check: bool = True) -> int:

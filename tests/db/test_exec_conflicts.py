@@ -171,3 +171,18 @@ def test_ledger_legs_unlike_the_ones_under_their_key_are_kept_as_ledger_conflict
     assert scalar(lg, "SELECT count(*) FROM ledger_conflicts") == kept
     assert scalar(lg, "SELECT count(*) FROM ledger_entries") >= legs
     assert ledger_check(lg)["unbalanced"] == 0
+
+
+def test_the_pipelined_conflict_check_is_short_enough_for_psycopgs_parse_cache():
+    # psycopg caches its parse of a statement's placeholders only for texts up to 4096
+    # bytes; the check runs in every batch with executions, parsed again each time if longer
+    from psycopg import _queries
+
+    from bot4.db.conflicts import exec_conflicts_sql
+    from bot4.db.rows import LAYOUTS, TABLES
+    from bot4.records import RT_EXEC_REPORT
+
+    layout = LAYOUTS[RT_EXEC_REPORT]
+    (table,) = [t for t in TABLES[RT_EXEC_REPORT] if t.rtype == RT_EXEC_REPORT]
+    text = exec_conflicts_sql(table.columns, layout.array_source()).encode()
+    assert len(text) <= _queries.MAX_CACHED_STATEMENT_LENGTH, len(text)

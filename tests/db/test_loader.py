@@ -583,3 +583,75 @@ def test_follow_in_a_background_thread_keeps_up_and_waits_out_a_missing_database
     assert ledger_check(lg) == {"fills": len(everything.fills), "unbalanced": 0}
     for admin, name in zip(admin_dsns, names, strict=True):
         drop_database(admin, name)
+
+
+def _record_commit_settings(dsn: str) -> None:
+    """Migrate ``dsn``, make ``synchronous_commit`` on its default (the test server runs
+    with it off) and record the setting every COMMIT that moves a load position uses."""
+    from psycopg import sql
+
+    from bot4.db.migrate import migrate
+
+    migrate(dsn, ("events",))
+    name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(
+            sql.SQL("ALTER DATABASE {} SET synchronous_commit = on").format(sql.Identifier(name))
+        )
+        c.execute(_RECORD_COMMIT_SETTING)
+
+
+_RECORD_COMMIT_SETTING = """
+CREATE TABLE commit_settings (setting text NOT NULL);
+CREATE FUNCTION record_commit_setting() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO commit_settings VALUES (current_setting('synchronous_commit'));
+    RETURN NULL;
+END $$;
+-- deferred: runs at COMMIT, so it sees the setting the commit itself uses
+CREATE CONSTRAINT TRIGGER record_commit_setting AFTER INSERT OR UPDATE ON load_positions
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION record_commit_setting();
+"""
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(small_batch=10_000), dict(small_batch=0, fast_path=True), dict(small_batch=0)],
+    ids=["pipeline", "fast", "staging"],
+)
+@pytest.mark.parametrize("sync", [False, True], ids=["default", "synchronous_commit"])
+def test_one_database_batches_commit_without_waiting_for_the_wal_flush_unless_asked(
+    tmp_path, new_db, kwargs, sync
+):
+    # the journal holds every batch durably, so a one-phase COMMIT need not wait for its WAL
+    # flush (Loader(synchronous_commit=False), the default); what the COMMIT used is read at
+    # the COMMIT itself by a deferred trigger on the load position every batch advances
+    ev = new_db()
+    _record_commit_settings(ev)
+    flow = make_flow(40, seed=5)
+    write_flow(tmp_path / "j", flow, frame_size=16)
+    with Loader(
+        tmp_path / "j", ev, None, journal_id="s", batch_records=40, synchronous_commit=sync,
+        **kwargs,
+    ) as loader:  # fmt: skip
+        loader.load_available()
+        batches = loader.stats.batches
+    got = [r[0] for r in query(ev, "SELECT setting FROM commit_settings")]
+    assert batches > 1 and len(got) == batches, (batches, got)
+    assert set(got) == {"on" if sync else "off"}, got
+
+
+def test_two_phase_batches_commit_their_events_branch_synchronously(tmp_path, dbs):
+    # the events COMMIT is the two-phase commit point: it waits for its WAL flush; a batch
+    # without a fill touches the events database only and commits as a one-phase batch
+    ev, lg = dbs
+    _record_commit_settings(ev)
+    flow = make_flow(40, seed=6)
+    write_flow(tmp_path / "j", flow, frame_size=4)
+    with Loader(tmp_path / "j", ev, lg, journal_id="t", batch_records=4) as loader:
+        loader.load_available()
+        st = loader.stats
+        assert st.twophase > 0 and st.batches > st.twophase, st
+        twophase, batches = st.twophase, st.batches
+    got = [r[0] for r in query(ev, "SELECT setting FROM commit_settings")]
+    assert got.count("on") == twophase and got.count("off") == batches - twophase, got
