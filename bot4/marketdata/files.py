@@ -32,9 +32,10 @@ bad row counted once under the first reason that applies (:class:`BadInputReport
 
 A file that cannot be used at all — missing, empty, unreadable, a header that is not
 UTF-8 text, a column missing or named twice, a Parquet column of a type that cannot hold
-its field — raises :class:`MarketDataFileError` before any row is read. Parquet is read
-row group by row group (:func:`iter_parquet`), checked with state carried across batches,
-so a replay can stream it and still get exactly the checks the stage gets.
+its field — raises :class:`MarketDataFileError` before any row is read. Both are read a
+batch at a time (:func:`iter_csv`, :func:`iter_parquet`), checked with state carried
+across batches, so a replay can stream them and still get exactly the checks the stage
+gets.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from bot4.records.errors import Bot4Error, Code
 
 COLUMNS = ("ts_event_ns", "symbol", "kind", "side", "price", "qty")
 MAX_QTY = 10**12  # shares per row; more is a damaged number, not a market
-CHUNK = 1 << 16  # Parquet rows per batch
+CHUNK = 1 << 16  # rows (Parquet) or lines (CSV) read per batch
 _INT64_MAX = 2**63 - 1
 _INT = re.compile(r"\s*([+-]?)([0-9]{1,19})\s*", re.ASCII)
 _DEC = re.compile(r"\s*([+-]?)([0-9]{1,19})(?:\.([0-9]*))?\s*", re.ASCII)
@@ -315,55 +316,90 @@ def _split(text: str) -> list[str] | None:
 
 
 def _read_csv(p: Path, report: BadInputReport, table) -> np.ndarray:
+    chunks = list(iter_csv(p, report, table))
+    return np.concatenate(chunks) if chunks else np.zeros(0, MARKET_DATA)
+
+
+def iter_csv(
+    path: str | os.PathLike,
+    report: BadInputReport | None = None,
+    instruments=None,
+    size: int = CHUNK,
+) -> Iterator[np.ndarray]:
+    """MARKET_DATA batches of a CSV tick file, ``size`` lines read per batch (at most
+    ``size`` records), checked (module doc) with state carried across batches, as
+    :func:`iter_parquet` does: memory stays flat however long the file. MarketDataFileError
+    before the first batch for a file that cannot be used (unreadable, a header that is not
+    UTF-8 text, a column missing or named twice); UnsortedInputError at the batch where
+    the order breaks."""
+    import itertools
+
+    from bot4.records import DEFAULT_INSTRUMENTS
+
+    table = instruments or DEFAULT_INSTRUMENTS
+    p = Path(path)
+    report = report if report is not None else BadInputReport(str(p))
     try:
-        data = p.read_bytes()
+        f = open(p, "rb")  # noqa: SIM115 - closed below, also when the caller stops early
     except OSError as exc:
         raise MarketDataFileError(p, f"cannot read: {exc.strerror or exc}") from None
-    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark (spreadsheets)
-    truncated_last = not data.endswith(b"\n")
-    lines = data.split(b"\n")
-    if not truncated_last:
-        lines.pop()  # the empty piece after the final newline
-    first = lines[0].removesuffix(b"\r") if lines else b""
-    try:
-        head = first.decode("utf-8")
-    except UnicodeDecodeError:
-        raise MarketDataFileError(p, "header row is not UTF-8 text") from None
-    names = _split(head) if "\x00" not in head else None
-    if not names or not any(n.strip() for n in names):
-        raise MarketDataFileError(p, f"no header row (expected {','.join(COLUMNS)})")
-    idx = _header(p, [h.strip() for h in names])
-    width = len(names)
-    good: list[list[str]] = []
-    where: list[int] = []
-    last = len(lines)
-    for ln, raw in enumerate(lines[1:], start=2):
-        raw = raw.removesuffix(b"\r")
-        row = None
-        if b"\x00" not in raw:
-            with contextlib.suppress(UnicodeDecodeError):  # not UTF-8: malformed
-                row = _split(raw.decode("utf-8"))
-        if row is None or len(row) != width:
-            report.rows += 1
-            cut = ln == last and truncated_last
-            report.add(Code.TRUNCATED_FILE if cut else Code.MALFORMED_ROW, ln)
-            continue
-        good.append(row)
-        where.append(ln)
-    cols = {h: [r[k] for r in good] for h, k in idx.items()}
-    ts, ts_ok = _ints(cols["ts_event_ns"])
-    qty, qty_ok = _ints(cols["qty"])
-    if "price" in cols:
-        price_of = _decimal_prices(cols["price"])
-    else:
-        units, units_ok = _ints(cols["price_units"])
-        price_of = lambda ids, scale, known: (units, units_ok)  # noqa: E731
-    by_symbol, kinds, sides = _codes(table)
-    return _checked(
-        str(p), report, _State.new(table), table, np.asarray(where, np.int64), ts, ts_ok,
-        _words(cols["symbol"], by_symbol, fold=False), _words(cols["kind"], kinds),
-        _words(cols["side"], sides), qty, qty_ok, price_of, "line",
-    )  # fmt: skip
+    with f:
+        try:
+            first = f.readline()
+        except OSError as exc:
+            raise MarketDataFileError(p, f"cannot read: {exc.strerror or exc}") from None
+        # a UTF-8 byte-order mark (spreadsheets), then the line without its end
+        first = first.removeprefix(b"\xef\xbb\xbf").removesuffix(b"\n").removesuffix(b"\r")
+        try:
+            head = first.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MarketDataFileError(p, "header row is not UTF-8 text") from None
+        names = _split(head) if "\x00" not in head else None
+        if not names or not any(n.strip() for n in names):
+            raise MarketDataFileError(p, f"no header row (expected {','.join(COLUMNS)})")
+        idx = _header(p, [h.strip() for h in names])
+        width = len(names)
+        state = _State.new(table)
+        by_symbol, kinds, sides = _codes(table)
+        ln = 1
+        while True:
+            try:
+                lines = list(itertools.islice(f, size))
+            except OSError as exc:
+                raise MarketDataFileError(
+                    p, f"cannot read the lines after line {ln} ({exc})"
+                ) from None
+            if not lines:
+                return
+            good: list[list[str]] = []
+            where: list[int] = []
+            for raw in lines:
+                ln += 1
+                cut = not raw.endswith(b"\n")  # only the file's last line lacks one
+                raw = raw.removesuffix(b"\n").removesuffix(b"\r")
+                row = None
+                if b"\x00" not in raw:
+                    with contextlib.suppress(UnicodeDecodeError):  # not UTF-8: malformed
+                        row = _split(raw.decode("utf-8"))
+                if row is None or len(row) != width:
+                    report.rows += 1
+                    report.add(Code.TRUNCATED_FILE if cut else Code.MALFORMED_ROW, ln)
+                    continue
+                good.append(row)
+                where.append(ln)
+            cols = {h: [r[k] for r in good] for h, k in idx.items()}
+            ts, ts_ok = _ints(cols["ts_event_ns"])
+            qty, qty_ok = _ints(cols["qty"])
+            if "price" in cols:
+                price_of = _decimal_prices(cols["price"])
+            else:
+                units, units_ok = _ints(cols["price_units"])
+                price_of = lambda ids, scale, known, u=units, o=units_ok: (u, o)  # noqa: E731
+            yield _checked(
+                str(p), report, state, table, np.asarray(where, np.int64), ts, ts_ok,
+                _words(cols["symbol"], by_symbol, fold=False), _words(cols["kind"], kinds),
+                _words(cols["side"], sides), qty, qty_ok, price_of, "line",
+            )  # fmt: skip
 
 
 # --- Parquet ----------------------------------------------------------------------------------

@@ -7,9 +7,9 @@
   files are a day of one ticker), with the initial book first as ``MDF_SNAPSHOT`` adds
   (:func:`bot4.stages.marketdata.lobster_snapshot`), so the venue's queue model starts from
   the real book;
-* a CSV or Parquet tick file (columns of :mod:`bot4.marketdata.files`). CSV is read whole
-  by that module; Parquet is streamed batch by batch through the same checks
-  (:func:`bot4.marketdata.files.iter_parquet`), so memory stays flat however long the
+* a CSV or Parquet tick file (columns of :mod:`bot4.marketdata.files`), streamed batch
+  by batch through the stage's checks (:func:`bot4.marketdata.files.iter_csv`,
+  :func:`~bot4.marketdata.files.iter_parquet`), so memory stays flat however long the
   file is;
 * a journal directory (``journal-*.bj4``) holding MARKET_DATA frames (``bot4 record``),
   streamed frame by frame;
@@ -61,6 +61,9 @@ __all__ = [
 ]
 
 CHUNK = 1 << 16  # records per chunk a source yields at most
+#: a CSV or Parquet file whose checked records fit (64 MB) is kept from the check's pass
+#: and not read twice; a longer one is read again, a batch at a time, by the replay
+HOLD_RECORDS = 1 << 20
 
 _PROBLEM_CODES = {
     "missing": Code.INPUT_MISSING,
@@ -96,6 +99,7 @@ class DataSource:
     report: BadInputReport | None = None
     md_params: dict | None = None
     _data: np.ndarray | None = field(default=None, repr=False)
+    _held: list[np.ndarray] | None = field(default=None, repr=False)
 
     def chunks(self, size: int = CHUNK) -> Iterator[np.ndarray]:
         """MARKET_DATA chunks of at most ``size`` records, in event-time order."""
@@ -103,8 +107,13 @@ class DataSource:
             for i in range(0, len(self._data), size):
                 yield self._data[i : i + size]
             return
-        if self.kind == "parquet":
-            yield from _parquet_chunks(Path(self.path), size)
+        if self._held is not None:
+            for c in self._held:
+                for i in range(0, len(c), size):
+                    yield c[i : i + size]
+            return
+        if self.kind in ("parquet", "file"):
+            yield from _file_chunks(Path(self.path), self.kind, size)
         elif self.kind == "journal":
             yield from _journal_chunks(Path(self.path), size)
         else:  # pragma: no cover - every other kind holds its data
@@ -199,46 +208,58 @@ def _open(p: Path) -> DataSource:
             f"unknown format {suffix!r}: expected .csv, .parquet, a LOBSTER "
             "pair or a journal directory",
         )
-    from bot4.marketdata.files import read_table
-
     try:
-        data, report = read_table(p)
+        return _open_streamed(p, "file")
     except MarketDataFileError as exc:
         text = str(exc)
         problem = "columns" if "missing columns" in text or "header" in text else "empty"
-        if "no data rows" in text:
-            problem = "empty"
+        if "cannot read" in text:
+            problem = "missing"
         raise ReplayInputError(p, problem, text.split(": ", 1)[-1]) from None
-    return _checked(p, "file", data, report, {"source": "file", "path": str(p)})
 
 
-# --- Parquet, streamed ----------------------------------------------------------------------
+# --- CSV and Parquet, streamed -------------------------------------------------------------------
 
 
 def _open_parquet(p: Path) -> DataSource:
-    """One pass over the file through the stage's checks: the bad-row report, the kept
-    count and the first and last event times; :meth:`DataSource.chunks` reads it again
-    through the same checks (they are a function of the file)."""
-    from bot4.marketdata.files import iter_parquet
+    return _open_streamed(p, "parquet")
 
+
+def _iter_file(p: Path, kind: str):
+    """The stage's reader of a ``kind`` ("file": CSV, or "parquet") tick file."""
+    from bot4.marketdata.files import iter_csv, iter_parquet
+
+    return iter_parquet if kind == "parquet" else iter_csv
+
+
+def _open_streamed(p: Path, kind: str) -> DataSource:
+    """One pass over a CSV ("file") or Parquet tick file through the stage's checks: the
+    bad-row report, the kept count and the first and last event times. Up to
+    :data:`HOLD_RECORDS` checked records are kept from it; beyond that
+    :meth:`DataSource.chunks` reads the file again through the same checks (they are a
+    function of the file), so a replay holds one batch of a long file at a time."""
     report = BadInputReport(str(p))
     n = 0
     first = last = None
-    for recs in iter_parquet(p, report):
+    held: list[np.ndarray] | None = []
+    for recs in _iter_file(p, kind)(p, report):
         if len(recs):
             first = int(recs["ts_event_ns"][0]) if first is None else first
             last = int(recs["ts_event_ns"][-1])
             n += len(recs)
+            if held is not None:
+                held.append(recs)
+                if n > HOLD_RECORDS:
+                    held = None  # too long to keep: read again, a batch at a time
     if report.rows == 0 or n == 0:
         what = "no data rows" if report.rows == 0 else "no usable rows: " + report.summary()
         raise ReplayInputError(p, "empty", what)
-    return DataSource("parquet", str(p), n, first, last, report, {"source": "file", "path": str(p)})
+    params = {"source": "file", "path": str(p)}
+    return DataSource(kind, str(p), n, first, last, report, params, _held=held)
 
 
-def _parquet_chunks(p: Path, size: int) -> Iterator[np.ndarray]:
-    from bot4.marketdata.files import iter_parquet
-
-    for recs in iter_parquet(p, size=size):  # at most ``size``: bad rows only shrink it
+def _file_chunks(p: Path, kind: str, size: int) -> Iterator[np.ndarray]:
+    for recs in _iter_file(p, kind)(p, size=size):  # at most ``size``: bad rows only shrink it
         if len(recs):
             yield recs
 

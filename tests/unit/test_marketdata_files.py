@@ -130,3 +130,48 @@ def test_parquet_reads_the_same_columns(tmp_path):
     with pytest.raises(MarketDataFileError, match="not a readable Parquet file"):
         read_table(tmp_path / "bad.parquet")
     assert np.all(recs["flags"] == 4)  # MDF_REPLAY
+
+
+@pytest.mark.parametrize("size", [1, 3, 7, 64])
+def test_csv_read_a_batch_at_a_time_equals_the_file_read_at_once(tmp_path, size):
+    # iter_csv carries the checks' state across batches (the touch for crossed quotes, the
+    # last time for order, line numbers): any batch size gives the records and the report
+    # of one pass; bad rows at batch edges included
+    from bot4.marketdata.files import iter_csv
+
+    rng = np.random.default_rng(11)
+    print("seed 11")
+    lines, t = [], 1000
+    for _ in range(120):
+        t += int(rng.integers(0, 3))
+        bid = 585.00 + float(rng.integers(0, 20)) / 100
+        r = rng.random()
+        if r < 0.1:
+            lines.append(f"{t},AAPL,quote,bid,58x.33,100")  # malformed
+        elif r < 0.2:
+            lines.append(f"{t},AAPL,quote,bid,{bid + 0.5:.2f},100")  # may cross the ask
+        elif r < 0.25:
+            lines.append(f'{t},"AAPL","quote","ask",{bid + 0.3:.2f},"100"')  # quoted fields
+        else:
+            lines.append(f"{t},AAPL,quote,{'bid' if r < 0.6 else 'ask'},{bid:.2f},{int(r * 900)}")
+    p = write(tmp_path, lines + ["99999,AAPL,quote,bid,585.0"], newline=False)  # cut last line
+    whole, rep = read_table(p)
+    from bot4.marketdata.report import BadInputReport
+
+    got_rep = BadInputReport(str(p))
+    parts = list(iter_csv(p, got_rep, size=size))
+    assert all(len(c) <= size for c in parts) and len(parts) >= 121 // size
+    got = np.concatenate(parts)
+    assert got.tobytes() == whole.tobytes() and len(whole) > 40
+    assert got_rep.counts == rep.counts and rep.counts[Code.TRUNCATED_FILE] == 1
+    assert got_rep.first_lines == rep.first_lines and got_rep.rows == rep.rows == 121
+
+
+def test_csv_order_is_checked_across_batches(tmp_path):
+    from bot4.marketdata.files import iter_csv
+
+    lines = [f"{1000 + k},AAPL,trade,buy,585.00,10" for k in range(10)]
+    lines[6] = "1000,AAPL,trade,buy,585.00,10"  # earlier than line 7's 1005
+    p = write(tmp_path, lines)
+    with pytest.raises(UnsortedInputError, match="line 8"):
+        list(iter_csv(p, size=3))  # lines 7 and 8 sit in different batches

@@ -177,3 +177,43 @@ def test_lobster_not_a_pair(tmp_path):
     (tmp_path / "AAPL_2012-06-21_34200000_57600000_orderbook_1.csv").write_text("")
     e = err(p)
     assert e.problem == "empty" and "empty" in str(e)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_tick_file_longer_than_what_is_held_is_read_again_a_batch_at_a_time(
+    tmp_path, monkeypatch, fmt
+):
+    # what a replay reads is the same whether the check's pass kept the records (a short
+    # file) or the replay reads the file again batch by batch (a long one: flat memory)
+    import bot4.replay.sources as sources
+
+    chunks = list(SyntheticSource(5000, instruments=2).chunks(1000))
+    p = tmp_path / f"t.{fmt}"
+    write_parquet(tmp_path / "t.parquet", chunks, row_group=600)
+    if fmt == "csv":
+        import pyarrow as pa
+        import pyarrow.csv as pc
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(tmp_path / "t.parquet")
+        t = t.cast(
+            pa.schema(
+                [
+                    (f.name, pa.string() if pa.types.is_dictionary(f.type) else f.type)
+                    for f in t.schema
+                ]
+            )
+        )
+        pc.write_csv(t, p)
+    held = open_source(p)
+    monkeypatch.setattr(sources, "HOLD_RECORDS", 999)
+    streamed = open_source(p)
+    assert held._held is not None and streamed._held is None
+    assert (held.kind, held.total, held.report.counts) == (
+        streamed.kind, streamed.total, streamed.report.counts
+    )  # fmt: skip
+    a, b = list(held.chunks(700)), list(streamed.chunks(700))
+    assert all(len(c) <= 700 for c in a + b)
+    assert np.concatenate(a).tobytes() == np.concatenate(b).tobytes()
+    want = _not_crossed(np.concatenate(chunks))
+    assert held.total == len(want) and (np.concatenate(a)["price"] == want["price"]).all()
