@@ -485,8 +485,10 @@ def topology_beside(args):
     env = {**os.environ, "BOT4_DATA_DIR": data}
     log_path = os.path.join(data, "run.log")
     with open(log_path, "wb") as out:
+        cpus = getattr(args, "all_cpus", None)
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+                                start_new_session=True,  # the stages pin themselves
+                                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)  # fmt: skip
     try:
         time.sleep(args.beside_warmup)  # stages up and trading before the first sample
         if proc.poll() is not None:
@@ -586,6 +588,12 @@ def main() -> None:
         help="run the default topology (bot4 run) beside the latency sampler",
     )
     ap.add_argument(
+        "--service-cpus",
+        help="run the sampler and the embedded server on these CPUs (e.g. 0), as bot4 run "
+        "places its loader and server off the hot group's core; --beside's bot4 run "
+        "keeps every CPU",
+    )
+    ap.add_argument(
         "--beside-warmup",
         type=float,
         default=15.0,
@@ -594,6 +602,9 @@ def main() -> None:
     for name in ("events-dsn", "ledger-dsn-db", "raw-events-dsn", "raw-ledger-dsn"):
         ap.add_argument(f"--{name}", help=argparse_hidden())
     args = runner.parse_args()
+    args.all_cpus = os.sched_getaffinity(0)
+    if args.service_cpus and not args.worker:
+        os.sched_setaffinity(0, {int(c) for c in args.service_cpus.split(",")})
     keys = [k for k in TITLES if not args.only or any(s in k for s in args.only)]
     if args.worker:
         args.ledger_dsn = args.ledger_dsn_db
