@@ -3,6 +3,7 @@ itself, and the supervisor's one-line warning about them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -57,6 +58,27 @@ def test_report_is_one_line_per_shared_exclusive_core_above_a_millisecond():
     assert corecheck.report(topo, before, before, own_root=2**22 + 1) == []
 
 
+@contextlib.contextmanager
+def _samples_around(code: str):
+    """Run ``code`` (prints 'ready', waits for a line on stdin, works, prints 'ok'): the
+    child and corecheck's samples before the line is sent and after 'ok'. The child is in
+    the first sample because it is up and waiting (a fixed sleep lost that race under
+    load); it is killed and reaped at the end."""
+    p = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert p.stdout.readline() == "ready\n"
+        before = corecheck.sample()
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert p.stdout.readline() == "ok\n"
+        yield p, before, corecheck.sample()
+    finally:
+        p.kill()
+        p.wait(10)
+
+
 @pytest.mark.timeout(60)
 def test_a_task_that_ran_on_the_core_is_reported_and_bot4s_own_are_not():
     cores = sorted(os.sched_getaffinity(0))
@@ -73,26 +95,13 @@ def test_a_task_that_ran_on_the_core_is_reported_and_bot4s_own_are_not():
         f"os.sched_setaffinity(0, {{{other}, {core}}}); print('ok', flush=True)\n"
         "time.sleep(30)\n"
     )
-    p = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        # in the first sample: up and waiting on stdin (a fixed sleep lost that race under load)
-        assert p.stdout.readline() == "ready\n"
-        before = corecheck.sample()
-        p.stdin.write("go\n")
-        p.stdin.flush()
-        assert p.stdout.readline() == "ok\n"
-        after = corecheck.sample()
+    with _samples_around(code) as (p, before, after):
         named = sharers(before, after, core, own=set())
         assert p.pid in [pid for _c, pid, _ns in named], named
         # a child of the supervisor (here: of this process) is bot4's own, never named
         own = corecheck.own_processes(os.getpid())
         assert p.pid in own
         assert p.pid not in [pid for _c, pid, _ns in sharers(before, after, core, own)]
-    finally:
-        p.kill()
-        p.wait(10)
 
 
 @pytest.mark.timeout(60)
@@ -117,21 +126,9 @@ def test_a_thread_that_ran_on_the_core_names_its_process_though_the_main_thread_
         "print('ready', flush=True)\n"
         "sys.stdin.readline(); go.set(); th.join()\n"
     )
-    p = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert p.stdout.readline() == "ready\n"
-        before = corecheck.sample()
-        p.stdin.write("go\n")
-        p.stdin.flush()
-        assert p.stdout.readline() == "ok\n"
-        after = corecheck.sample()
+    with _samples_around(code) as (p, before, after):
         assert after[p.pid].affinity == frozenset({other})  # the main thread
         named = {pid: (comm, ns) for comm, pid, ns in sharers(before, after, core, own=set())}
         assert p.pid in named, named
         assert named[p.pid][0] == after[p.pid].comm  # named as the process
         assert named[p.pid][1] >= 50_000_000, named[p.pid]  # the thread's 50 ms of spinning
-    finally:
-        p.kill()
-        p.wait(10)
