@@ -10,9 +10,9 @@ the group's core, 0.2 ms (docs/hotpath.md, docs/systemd.md).
 :func:`sample` reads every task's (thread's) last CPU, affinity and run time from
 ``/proc/<pid>/task/<tid>``;
 :func:`sharers` compares two samples: the processes whose threads used CPU in between,
-last ran on the core, and could have run elsewhere (more than one core in their affinity: per-CPU kernel
-threads, bound to that core, are not the operator's to move), bot4's own processes
-excluded. The supervisor samples at ``running`` and a few seconds later and logs one
+last ran on the core, and could have run elsewhere (more than one core in their affinity:
+per-CPU kernel threads, bound to that core, are not the operator's to move), bot4's own
+processes excluded. The supervisor samples at ``running`` and a few seconds later and logs one
 warning per shared core (``core_shared``); nothing is moved.
 
 :func:`pin_process` moves every thread of a process (the supervisor and the zygote to the
