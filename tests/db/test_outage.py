@@ -9,7 +9,6 @@ import functools
 import time
 import uuid
 
-import numpy as np
 import pytest
 
 from bot4.db.loader import DatabaseUnavailable, Loader
@@ -21,9 +20,8 @@ from bot4.shm.breakers import (
     BreakerHandle,
     BreakerOpenError,
     breaker_state,
-    breakers_bytes,
     guard,
-    init_breakers,
+    local_breakers,
 )
 from tests.db.conftest import (
     concat_flows,
@@ -48,9 +46,7 @@ def db_breaker() -> BreakerHandle:
         name="db", min_calls=2, open_failure_pct=50, close_failure_pct=0, cooldown_ns=300_000_000,
         max_probes=1, probe_window=1,
     )  # fmt: skip
-    words = np.zeros(breakers_bytes(1) // 8, dtype=np.uint64)
-    init_breakers(words, [config], time.monotonic_ns())
-    return BreakerHandle(words, 0)
+    return BreakerHandle(local_breakers([config], time.monotonic_ns()), 0)
 
 
 @pytest.fixture

@@ -36,10 +36,7 @@ STATE = {"C": B.CLOSED, "O": B.OPEN, "H": B.HALF_OPEN}
 
 
 def breakers(*configs: B.BreakerConfig) -> np.ndarray:
-    configs = configs or (CFG,)
-    words = np.zeros(B.breakers_bytes(len(configs)) // 8, np.uint64)
-    B.init_breakers(words, configs, 0)
-    return words
+    return B.local_breakers(configs or (CFG,), 0)
 
 
 def states_after_each(words, outcomes: str, now: int = T0, i: int = 0) -> str:

@@ -187,8 +187,7 @@ def test_breaker_and_trading_state_changes_logged_once_at_their_level(caplog):
     from bot4.stages.state_log import POLL_NS, SharedStateLog
 
     cfgs = [B.BreakerConfig(name="venue"), B.BreakerConfig(name="db")]
-    brk = np.zeros(B.breakers_bytes(len(cfgs)) // 8, np.uint64)
-    B.init_breakers(brk, cfgs, 1)
+    brk = B.local_breakers(cfgs, 1)
     ts = np.zeros(T.trading_bytes(3) // 8, np.uint64)
     T.init_trading_state(ts, 3, 1)
     watch = SharedStateLog(brk, ts, lambda i: f"SYM{i}")

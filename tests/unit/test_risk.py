@@ -119,8 +119,7 @@ class Desk:
             {**BASE, "instruments_file": instruments_file, **params}
         )
         arrays = build_arrays(self.limits, self.limits.instrument_table(), risk_producer=RISK_ID)
-        self.brk = np.zeros(B.breakers_bytes(len(self.limits.breakers)) // 8, np.uint64)
-        B.init_breakers(self.brk, self.limits.breakers, 0)
+        self.brk = B.local_breakers(self.limits.breakers, 0)
         self.ts = np.zeros(T.trading_bytes(4) // 8, np.uint64)
         T.init_trading_state(self.ts, 4, 0)
         self.book = RiskBook(arrays, self.brk, self.ts, self.limits.max_tracked_orders)
