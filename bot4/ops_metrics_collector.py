@@ -89,6 +89,16 @@ class Bot4Collector:
         yield from self._latency(snap)
         yield from self._flow(snap)
         yield from self._risk(snap)
+        steal = (snap.get("host") or {}).get("steal_ns")
+        if steal:
+            fam = CounterMetricFamily(
+                "bot4_host_steal_seconds",
+                "time the hypervisor did not run this runnable vCPU, since boot (/proc/stat)",
+                labels=["bot4_instance", "cpu"],
+            )
+            for cpu, ns in enumerate(steal):
+                fam.add_metric([inst, str(cpu)], _sec(ns))
+            yield fam
         took = GaugeMetricFamily(
             "bot4_exporter_scrape_duration_seconds",
             "time this scrape took to read the segments",

@@ -38,6 +38,11 @@ frames written, loaded and behind, None without one). Heartbeat ages are taken a
 clock read after the heartbeat word (never negative); a stage restarted but not yet
 beating shows none (``None``), not its predecessor's.
 
+``host``: the machine's steal time per CPU since boot (``steal_ns``, ns; ``/proc/stat``):
+time a hypervisor did not run a runnable vCPU. Nothing in the guest avoids it, and on a
+VM it is where ~100 ms pauses of the whole pipeline come from (docs/systemd.md); the
+table shows the last interval's and the total. None where ``/proc/stat`` has no steal.
+
 Groups (shared mode, several stages in one process): each stage's ``group`` (the topology's
 group name when a topology is given, else ``pid N`` for stages the control block shows in
 one live process; None for a stage in a process of its own), and ``groups``: per group its
@@ -278,6 +283,22 @@ def _groups(stages: list[dict], group_of: dict[str, str] | None) -> list[dict]:
     return list(groups.values())
 
 
+def host_steal_ns() -> list[int] | None:
+    """Steal time per CPU since boot, ns (``/proc/stat``: the 8th value of each ``cpuN``
+    line, in USER_HZ ticks), CPUs in order; None where it cannot be read."""
+    import os
+
+    try:
+        with open("/proc/stat", "rb") as f:
+            lines = f.read().split(b"\n")
+        tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+        return [
+            int(ln.split()[8]) * tick_ns for ln in lines if ln[:3] == b"cpu" and ln[3:4].isdigit()
+        ]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def snapshot(
     instance: str,
     stage_names: list[str] | None = None,
@@ -304,7 +325,10 @@ def snapshot(
         "latency": {},
         "flow": None,
         "risk": None,
+        "host": None,
     }
+    steal = host_steal_ns()
+    out["host"] = {"steal_ns": steal} if steal else None
     met = metrics_snapshot(instance)
     names = list(stage_names or [])
     if met is not None:

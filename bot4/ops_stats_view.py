@@ -136,6 +136,7 @@ def render(
         )
         lines.append(_mark(row, r["depth"] >= r["capacity"], color))
     lines += _render_latency(snap, prev)
+    lines += _render_steal(snap, prev, color)
     lag = (snap.get("flow") or {}).get("loader")
     if lag:
         lines.append(
@@ -185,6 +186,32 @@ def _render_latency(snap: dict, prev: dict | None) -> list[str]:
         )
         out.append(f"{name:<16}{ivs} |{tot}")
     return out
+
+
+def _render_steal(snap: dict, prev: dict | None, color: bool = False) -> list[str]:
+    """The host's steal time (a hypervisor not running a vCPU): in the last interval the
+    CPUs that had any, in ms (most first: two named, the rest counted), highlighted; since
+    boot the sum over the CPUs, in s. Nothing when there was none since boot, or it is
+    unknown."""
+    now = (snap.get("host") or {}).get("steal_ns")
+    if not now or not any(now):
+        return []
+    was = ((prev or {}).get("host") or {}).get("steal_ns")
+    d = (
+        [max(0, a - b) for a, b in zip(now, was, strict=True)]
+        if was and len(was) == len(now)
+        else []
+    )
+    hit = sorted(((x, -i) for i, x in enumerate(d) if x), reverse=True)
+    iv = (
+        ", ".join(f"cpu{-i} {x / 1e6:,.0f} ms" for x, i in hit[:2])
+        if hit
+        else ("none" if d else "-")
+    )
+    if len(hit) > 2:
+        iv += f" +{len(hit) - 2} CPUs"
+    line = f"host steal       interval {iv} | since boot {sum(now) / 1e9:,.1f} s"
+    return [_mark(line, bool(hit), color)]
 
 
 def _money(x: float) -> str:

@@ -76,13 +76,10 @@ class StealWatch:
 
     @staticmethod
     def read() -> list[int]:
-        """Steal ticks per CPU (``cpuN`` lines, field 8); [] where /proc/stat has none."""
-        try:
-            with open("/proc/stat", "rb") as f:
-                lines = f.read().split(b"\n")
-        except OSError:
-            return []
-        return [int(ln.split()[8]) for ln in lines if ln[:3] == b"cpu" and ln[3:4].isdigit()]
+        """Steal per CPU since boot, ns (``bot4 stats`` reads the same); [] if unknown."""
+        from bot4.ops_stats import host_steal_ns
+
+        return host_steal_ns() or []
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -105,7 +102,7 @@ class StealWatch:
         for (t0, a), (t1, b) in zip(self.samples, self.samples[1:], strict=False):
             for cpu, (x, y) in enumerate(zip(a, b, strict=False)):
                 if y > x:
-                    d = (y - x) * self.tick_ns
+                    d = y - x
                     out.append((cpu, t0 - d - self.tick_ns, t1, d))
         return out
 

@@ -4,6 +4,7 @@ are cumulative in seconds, and /readyz follows the supervisor's verdicts."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -107,6 +108,10 @@ def test_latency_histograms_are_cumulative_le_buckets_in_seconds(instance):
             for x in fams["bot4_stage_restarts"].samples  # the parser drops _total
         }
         assert stage_names == {"src", "sink"}
+        # the host's steal per CPU, from the same snapshot (/proc/stat since boot)
+        steal = {x.labels["cpu"]: x.value for x in fams["bot4_host_steal_seconds"].samples}
+        assert sorted(steal) == [str(c) for c in range(os.cpu_count())], steal
+        assert all(v >= 0 for v in steal.values())
     finally:
         _drop(instance)
 

@@ -223,3 +223,37 @@ def test_once_shows_rates_over_one_interval(instance, monkeypatch, capsys):
     finally:
         seg.close()
         _drop(instance)
+
+
+def test_host_steal_is_read_per_cpu_and_shown_over_the_interval(instance, monkeypatch):
+    # a hypervisor not running a vCPU pauses everything on it (~100 ms on the 2-core VM):
+    # the table names it, per CPU, for the last interval and since boot
+    import os
+
+    import bot4.ops_stats as S
+    from bot4.ops_stats_view import _render_steal
+
+    got = S.host_steal_ns()
+    assert got is not None and len(got) == os.cpu_count(), got  # this host's /proc/stat
+    snap = snapshot(instance)
+    later = snap["host"]["steal_ns"]
+    assert len(later) == len(got) and all(b >= a for a, b in zip(got, later, strict=True))
+    import orjson
+
+    assert len(orjson.loads(to_json(snap))["host"]["steal_ns"]) == len(got)
+    prev = {"host": {"steal_ns": [1_000_000_000, 50_000_000, 0]}}
+    now = {"host": {"steal_ns": [1_100_000_000, 50_000_000, 30_000_000]}}
+    (line,) = _render_steal(now, prev)
+    assert line == "host steal       interval cpu0 100 ms, cpu2 30 ms | since boot 1.2 s", line
+    assert len(line) <= WIDTH
+    (marked,) = _render_steal(now, prev, color=True)
+    assert marked != line and line in marked  # highlighted: the interval had steal
+    (quiet,) = _render_steal(now, now, color=True)
+    assert quiet == "host steal       interval none | since boot 1.2 s"
+    (first,) = _render_steal(now, None)  # no interval yet
+    assert first == "host steal       interval - | since boot 1.2 s"
+    assert _render_steal({"host": {"steal_ns": [0, 0]}}, None) == []  # none since boot
+    assert _render_steal({"host": None}, None) == []
+    many = {"host": {"steal_ns": [10**13 + 10**9] * 128}}  # ~3 h each, 1 s in the interval
+    (wide,) = _render_steal(many, {"host": {"steal_ns": [10**13] * 128}})
+    assert len(wide) <= WIDTH and "+126 CPUs" in wide, wide
