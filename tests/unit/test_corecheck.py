@@ -58,6 +58,14 @@ def test_report_is_one_line_per_shared_exclusive_core_above_a_millisecond():
     assert corecheck.report(topo, before, before, own_root=2**22 + 1) == []
 
 
+def _two_cores() -> tuple[int, int]:
+    """(the core a task runs on, another one) of this process's; skips on one core."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("this process may use one core only: no task here could be movable")
+    return cores[-1], cores[0]
+
+
 @contextlib.contextmanager
 def _samples_around(code: str):
     """Run ``code`` (prints 'ready', waits for a line on stdin, works, prints 'ok'): the
@@ -81,10 +89,7 @@ def _samples_around(code: str):
 
 @pytest.mark.timeout(60)
 def test_a_task_that_ran_on_the_core_is_reported_and_bot4s_own_are_not():
-    cores = sorted(os.sched_getaffinity(0))
-    if len(cores) < 2:
-        pytest.skip("this process may use one core only: no task here could be movable")
-    core, other = cores[-1], cores[0]
+    core, other = _two_cores()
     # a task that exists at both samples: between them it spins 50 ms on `core`, then
     # may run on either and sleeps (its last CPU stays `core`)
     code = (
@@ -108,10 +113,7 @@ def test_a_task_that_ran_on_the_core_is_reported_and_bot4s_own_are_not():
 def test_a_thread_that_ran_on_the_core_names_its_process_though_the_main_thread_did_not():
     # a daemon's worker threads run where its idle main thread never does (the VM agent's
     # tokio workers on the hot core while its main thread was pinned elsewhere)
-    cores = sorted(os.sched_getaffinity(0))
-    if len(cores) < 2:
-        pytest.skip("this process may use one core only: no task here could be movable")
-    core, other = cores[-1], cores[0]
+    core, other = _two_cores()
     code = (
         "import os, sys, threading, time\n"
         f"os.sched_setaffinity(0, {{{other}}})  # the main thread only: never on `core`\n"
