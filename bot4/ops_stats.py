@@ -51,6 +51,7 @@ name, pid, core and members in stage order. The table lists them under the stage
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -286,8 +287,6 @@ def _groups(stages: list[dict], group_of: dict[str, str] | None) -> list[dict]:
 def host_steal_ns() -> list[int] | None:
     """Steal time per CPU since boot, ns (``/proc/stat``: the 8th value of each ``cpuN``
     line, in USER_HZ ticks), CPUs in order; None where it cannot be read."""
-    import os
-
     try:
         with open("/proc/stat", "rb") as f:
             lines = f.read().split(b"\n")

@@ -112,9 +112,12 @@ CREATES_ORDER = (ACTION_NEW, ACTION_REPLACE)
 
 
 def creates_order(actions: np.ndarray) -> np.ndarray:
-    """Mask of the ORDER ``actions`` that create an order (:data:`CREATES_ORDER`); two
-    comparisons, not ``np.isin`` (~10x its cost on a batch of a few records)."""
-    return (actions == ACTION_NEW) | (actions == ACTION_REPLACE)
+    """Mask of the ORDER ``actions`` that create an order (:data:`CREATES_ORDER`); one
+    comparison per action, not ``np.isin`` (~10x their cost on a batch of a few records)."""
+    mask = np.zeros(len(actions), bool)
+    for action in CREATES_ORDER:
+        mask |= actions == action
+    return mask
 
 
 @dataclass(frozen=True)

@@ -225,7 +225,7 @@ def _open_parquet(p: Path) -> DataSource:
     return _open_streamed(p, "parquet")
 
 
-def _iter_file(p: Path, kind: str):
+def _iter_file(kind: str):
     """The stage's reader of a ``kind`` ("file": CSV, or "parquet") tick file."""
     from bot4.marketdata.files import iter_csv, iter_parquet
 
@@ -242,7 +242,7 @@ def _open_streamed(p: Path, kind: str) -> DataSource:
     n = 0
     first = last = None
     held: list[np.ndarray] | None = []
-    for recs in _iter_file(p, kind)(p, report):
+    for recs in _iter_file(kind)(p, report):
         if len(recs):
             first = int(recs["ts_event_ns"][0]) if first is None else first
             last = int(recs["ts_event_ns"][-1])
@@ -259,7 +259,7 @@ def _open_streamed(p: Path, kind: str) -> DataSource:
 
 
 def _file_chunks(p: Path, kind: str, size: int) -> Iterator[np.ndarray]:
-    for recs in _iter_file(p, kind)(p, size=size):  # at most ``size``: bad rows only shrink it
+    for recs in _iter_file(kind)(p, size=size):  # at most ``size``: bad rows only shrink it
         if len(recs):
             yield recs
 
