@@ -5,6 +5,8 @@ hftbacktest on the same events when it is importable.
     .venv/bin/python perf/replaybench.py                    # quick look: 1 M events
     .venv/bin/python perf/replaybench.py --events 10000000  # the issue's size
     .venv/bin/python perf/replaybench.py --rss 1000000      # one run, prints peak RSS (MB)
+    .venv/bin/python perf/replaybench.py --rss 10000000 --step 0 \
+        --lobster-rss ../shared/data/lobster-2012-06-21/amzn_level1  # a LOBSTER day, tiled
     .venv/bin/python perf/replaybench.py --stages           # where the time goes, per stage
     .venv/bin/python perf/replaybench.py --lobster ../shared/data/lobster-2012-06-21/zips/LOBSTER_SampleFile_GOOG_2012-06-21_1.zip
         # event-exact: quiet steps' kernel vs the Python scheduler alone, same run
@@ -91,6 +93,26 @@ def parquet_file(n: int, dt_ns: int = DT_NS, directory: str | None = None) -> Pa
         write_parquet(tmp, source(n, dt_ns).chunks())
         tmp.rename(p)
     return p
+
+
+def tiled_pair(pair: str, n: int) -> str:
+    """The LOBSTER ``pair`` tiled (``tile_pair``) to at least ``n`` replay events, written
+    once under the temporary directory; the message file's path."""
+    from bot4.marketdata.lobster_stream import iter_lobster_stream, one_pair, tile_pair
+
+    base = one_pair(pair)
+    per_copy = sum(len(c) for c in iter_lobster_stream(base))
+    copies = max(1, -(-n // per_copy))
+    d = (
+        Path(tempfile.gettempdir())
+        / f"bot4-replaybench-lobster-{base.ticker}-{base.levels}-{copies}"
+    )
+    if not d.exists():
+        tmp = d.with_suffix(".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tile_pair(base, tmp, copies)
+        tmp.rename(d)
+    return str(one_pair(d).message)
 
 
 # --- hftbacktest on the same events ---------------------------------------------------------
@@ -302,6 +324,13 @@ def main() -> None:
     ap.add_argument("--step", type=int, default=STEP_NS, help="replay step, ns (0: event-exact)")
     ap.add_argument("--rss", type=int, help="run N events once and print the peak RSS (MB)")
     ap.add_argument("--parquet", action="store_true", help="with --rss: read the Parquet file")
+    ap.add_argument(
+        "--lobster-rss",
+        metavar="PAIR",
+        help="with --rss N: replay the LOBSTER pair PAIR tiled to at least N events "
+        "(bot4.marketdata.lobster_stream.tile_pair; written by a child, under /tmp)",
+    )
+    ap.add_argument("--tile", nargs=2, metavar=("PAIR", "N"), help=argparse.SUPPRESS)
     ap.add_argument("--stages", action="store_true", help="time per stage (one run)")
     ap.add_argument("--write", type=int, help="write the Parquet file of N events and exit")
     ap.add_argument(
@@ -321,7 +350,18 @@ def main() -> None:
         for f in args.lobster:
             lobster_quiet(f)
         return
+    if args.tile:
+        print(tiled_pair(args.tile[0], int(args.tile[1])))
+        return
     if args.rss:
+        if args.lobster_rss:  # written by a child: the measured process only reads it
+            import subprocess
+
+            cmd = [sys.executable, __file__, "--tile", args.lobster_rss, str(args.rss)]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            r = run_replay(open_source(out.strip()), args.step)
+            print(f"{peak_rss_mb():.1f} {r['events']} {r['wall_s']:.2f}")
+            return
         if args.parquet:  # written by a child: the measured process only reads it
             import subprocess
 

@@ -47,10 +47,12 @@ import os
 import posixpath
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -191,6 +193,26 @@ class LobsterFile:
                 return zf.getinfo(self.member).file_size
             except KeyError:
                 raise LobsterError(self, "no such member in the zip") from None
+
+    @contextmanager
+    def open(self) -> Iterator[BinaryIO]:
+        """The file as a binary stream (a zip member decompressed as it is read), for
+        readers that take it a block at a time; LobsterError when it cannot be opened."""
+        if self.member is None:
+            try:
+                fh = open(self.path, "rb")  # noqa: SIM115 - closed below
+            except OSError as e:
+                raise LobsterError(self, f"cannot read: {e.strerror or e}") from e
+            with fh:
+                yield fh
+            return
+        with _open_zip(self.path) as zf:
+            try:
+                fh = zf.open(self.member)
+            except (KeyError, zipfile.BadZipFile, OSError) as e:
+                raise LobsterError(self, f"cannot read from the zip: {e}") from e
+            with fh:
+                yield fh
 
     def read_bytes(self) -> bytes:
         if self.member is None:
@@ -384,6 +406,71 @@ def _count_reasons(status: np.ndarray, keep_lines: int) -> tuple[dict, dict]:
     return counts, first
 
 
+def message_records(
+    f: object,
+    cols: MessageColumns,
+    rows: int,
+    line0: int,
+    instrument: int,
+    day: date,
+    zone: ZoneInfo,
+    prev: tuple[int | None, int] = (None, 0),
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(records, status)`` of the first ``rows`` slots of ``cols``, parsed from the file's
+    lines ``line0 + 1 ..``: the kept rows as MARKET_DATA (module doc; ``MDF_LAST_IN_BATCH``
+    as if nothing followed) and every line's parse status. ``prev``: the (local time, line)
+    of the latest kept row before ``line0``, for the sort check (UnsortedInputError)."""
+    ts, kind, oid, qty, price, side, status = (a[:rows] for a in cols)
+    ok = status == _OK
+    # out of time order among the rows that parse: the whole file is refused
+    check_sorted(str(f), ts[ok], np.flatnonzero(ok) + 1 + line0, "line", *prev)
+    keep = np.flatnonzero(ok)
+    out = np.zeros(keep.size, dtype=MARKET_DATA)
+    out["seq"] = keep + 1 + line0
+    out["ts_event_ns"] = local_to_utc_ns(day, ts[keep], zone)
+    out["instrument"] = instrument
+    k = kind[keep]
+    out["kind"] = k
+    halt = k == MD_TRADING_HALT
+    out["order_id"] = oid[keep]
+    out["qty"] = np.where(halt, 0, qty[keep])
+    out["price"] = np.where(halt, 0, price[keep])
+    out["side"] = np.where(halt, 0, side[keep])
+    flags = np.full(keep.size, MDF_REPLAY, dtype=np.uint16)
+    hp = price[keep]
+    flags[halt & (hp == -1)] |= MDF_HALT
+    flags[halt & (hp == 0)] |= MDF_QUOTING
+    flags[halt & (hp == 1)] |= MDF_RESUME
+    if keep.size:
+        t = out["ts_event_ns"]
+        last = np.ones(keep.size, dtype=bool)
+        last[:-1] = t[1:] != t[:-1]
+        flags[last] |= MDF_LAST_IN_BATCH
+    out["flags"] = flags
+    return out, status
+
+
+def message_file(
+    source: str | os.PathLike[str] | LobsterFile | LobsterPair,
+    instruments: InstrumentTable | Mapping[str, int] = DEFAULT_INSTRUMENTS,
+    symbol: str | None = None,
+    day: date | None = None,
+    tz: str | ZoneInfo = EXCHANGE_TZ,
+) -> tuple[LobsterFile, int, date, ZoneInfo]:
+    """``(file, instrument id, day, zone)`` of a message file (:func:`read_messages`'
+    arguments), checked before reading it: LobsterError as there."""
+    f = _as_file(source, "message")
+    info = f.info
+    if info is not None and info.role != "message":
+        raise LobsterError(f, "is an orderbook file, not a message file")
+    symbol = symbol or (info.ticker if info else None)
+    day = day or (info.day if info else None)
+    if symbol is None or day is None:
+        raise LobsterError(f, "not a LOBSTER file name: pass symbol= and day=")
+    instrument = _instrument_id(symbol, instruments, f)
+    return f, instrument, day, tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
+
+
 def read_messages(
     source: str | os.PathLike[str] | LobsterFile | LobsterPair,
     *,
@@ -405,53 +492,15 @@ def read_messages(
     parsing, when the file is missing or empty, the symbol or day is unknown, or the file
     is an orderbook file.
     """
-    f = _as_file(source, "message")
-    info = f.info
-    if info is not None and info.role != "message":
-        raise LobsterError(f, "is an orderbook file, not a message file")
-    symbol = symbol or (info.ticker if info else None)
-    day = day or (info.day if info else None)
-    if symbol is None or day is None:
-        raise LobsterError(f, "not a LOBSTER file name: pass symbol= and day=")
-    instrument = _instrument_id(symbol, instruments, f)
-    zone = tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
+    f, instrument, day, zone = message_file(source, instruments, symbol, day, tz)
     data = _load(f)
 
     buf = np.frombuffer(data, dtype=np.uint8)
-    cap = data.count(b"\n") + 1
-    cols = MessageColumns.new(cap)
+    cols = MessageColumns.new(data.count(b"\n") + 1)
     rows = _parse_messages(buf, cols)
-    ts, kind, oid, qty, price, side, status = (a[:rows] for a in cols)
-
-    ok = status == _OK
-    # out of time order among the rows that parse: the whole file is refused
-    check_sorted(str(f), ts[ok], np.flatnonzero(ok) + 1, "line")
+    out, status = message_records(f, cols, rows, 0, instrument, day, zone)
     counts, first = _count_reasons(status, keep_lines)
-
-    keep = np.flatnonzero(ok)
-    out = np.zeros(keep.size, dtype=MARKET_DATA)
-    out["seq"] = keep + 1
-    out["ts_event_ns"] = local_to_utc_ns(day, ts[keep], zone)
-    out["instrument"] = instrument
-    k = kind[keep]
-    out["kind"] = k
-    halt = k == MD_TRADING_HALT
-    out["order_id"] = oid[keep]
-    out["qty"] = np.where(halt, 0, qty[keep])
-    out["price"] = np.where(halt, 0, price[keep])
-    out["side"] = np.where(halt, 0, side[keep])
-    flags = np.full(keep.size, MDF_REPLAY, dtype=np.uint16)
-    hp = price[keep]
-    flags[halt & (hp == -1)] |= MDF_HALT
-    flags[halt & (hp == 0)] |= MDF_QUOTING
-    flags[halt & (hp == 1)] |= MDF_RESUME
-    if keep.size:
-        t = out["ts_event_ns"]
-        last = np.ones(keep.size, dtype=bool)
-        last[:-1] = t[1:] != t[:-1]
-        flags[last] |= MDF_LAST_IN_BATCH
-    out["flags"] = flags
-    return out, BadInputReport(str(f), rows, int(keep.size), counts, first)
+    return out, BadInputReport(str(f), rows, len(out), counts, first)
 
 
 # --- orderbook ------------------------------------------------------------------------------
@@ -473,18 +522,33 @@ def read_orderbook(
     if info is not None and info.role != "orderbook":
         raise LobsterError(f, "is a message file, not an orderbook file")
     data = _load(f)
+    levels = orderbook_levels(f, data, levels)
+    return orderbook_rows(f, data, levels)
+
+
+def orderbook_levels(f: LobsterFile, data: bytes, levels: int | None = None) -> int:
+    """The levels of the orderbook file ``f`` whose text starts with ``data``: ``levels``,
+    else the file name's, else the first row's column count / 4; LobsterError when the
+    first row does not have 4 x that many columns."""
     first_line = data[: data.find(b"\n")] if b"\n" in data else data
     ncols = first_line.count(b",") + 1
     if levels is None:
+        info = f.info
         levels = info.levels if info is not None else ncols // 4
     if levels < 1 or ncols != 4 * levels:
         raise LobsterError(
             f, f"first row has {ncols} columns, expected 4 x {levels} levels", Code.MALFORMED_ROW
         )
+    return levels
+
+
+def orderbook_rows(f: LobsterFile, data: bytes, levels: int, line0: int = 0) -> np.ndarray:
+    """int64 (rows, 4 x ``levels``) of the orderbook lines ``data`` (the file's lines
+    ``line0 + 1 ..``); LobsterError naming the first line that does not parse."""
     out = np.empty((data.count(b"\n") + 1, 4 * levels), dtype=np.int64)
     rows, bad_line, bad_status = _parse_int_rows(np.frombuffer(data, dtype=np.uint8), out)
     if bad_line:
-        raise LobsterError(f, f"line {bad_line} does not parse", Code(bad_status))
+        raise LobsterError(f, f"line {line0 + bad_line} does not parse", Code(bad_status))
     return out[:rows]
 
 
@@ -503,11 +567,16 @@ def read_pair(
     records, report = read_messages(pair, **kwargs)
     book = read_orderbook(pair)
     if len(book) != report.rows:
-        # row k of the orderbook is the book after message k: a file cut short (or one
-        # from another pair) would put every quote after the cut on the wrong message
-        raise LobsterError(
-            pair.orderbook,
-            f"has {len(book)} rows but its message file {pair.message.filename} has "
-            f"{report.rows}: not a matching pair (one orderbook row per message)",
-        )
+        raise pair_mismatch(pair, len(book), report.rows)
     return records, book, report
+
+
+def pair_mismatch(pair: LobsterPair, book_rows: int, message_rows: int) -> LobsterError:
+    """The error for a pair whose files differ in length."""
+    # row k of the orderbook is the book after message k: a file cut short (or one from
+    # another pair) would put every quote after the cut on the wrong message
+    return LobsterError(
+        pair.orderbook,
+        f"has {book_rows} rows but its message file {pair.message.filename} has "
+        f"{message_rows}: not a matching pair (one orderbook row per message)",
+    )

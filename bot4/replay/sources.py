@@ -3,10 +3,11 @@
 :func:`open_source` recognises ``DATA``:
 
 * a LOBSTER pair — a message or orderbook CSV named like LOBSTER's files (its partner
-  beside it), a LOBSTER zip, or a directory holding exactly one pair. Read whole (the
-  files are a day of one ticker), with the initial book first as ``MDF_SNAPSHOT`` adds
-  (:func:`bot4.stages.marketdata.lobster_snapshot`), so the venue's queue model starts from
-  the real book;
+  beside it), a LOBSTER zip, or a directory holding exactly one pair: the md stage's
+  records (books built from the messages), with the initial book first as
+  ``MDF_SNAPSHOT`` adds (:func:`bot4.stages.marketdata.lobster_snapshot`), so the venue's
+  queue model starts from the real book; both files streamed a block of lines at a time
+  (:func:`bot4.marketdata.lobster_stream.iter_lobster_stream`);
 * a CSV or Parquet tick file (columns of :mod:`bot4.marketdata.files`), streamed batch
   by batch through the stage's checks (:func:`bot4.marketdata.files.iter_csv`,
   :func:`~bot4.marketdata.files.iter_parquet`), so memory stays flat however long the
@@ -61,8 +62,8 @@ __all__ = [
 ]
 
 CHUNK = 1 << 16  # records per chunk a source yields at most
-#: a CSV or Parquet file whose checked records fit (64 MB) is kept from the check's pass
-#: and not read twice; a longer one is read again, a batch at a time, by the replay
+#: a CSV, Parquet or LOBSTER input whose checked records fit (64 MB) is kept from the
+#: check's pass and not read twice; a longer one is read again, a batch at a time
 HOLD_RECORDS = 1 << 20
 
 _PROBLEM_CODES = {
@@ -112,11 +113,11 @@ class DataSource:
                 for i in range(0, len(c), size):
                     yield c[i : i + size]
             return
-        if self.kind in ("parquet", "file"):
+        if self.kind in ("parquet", "file", "lobster"):
             yield from _file_chunks(Path(self.path), self.kind, size)
         elif self.kind == "journal":
             yield from _journal_chunks(Path(self.path), size)
-        else:  # pragma: no cover - every other kind holds its data
+        else:  # pragma: no cover - synthetic holds its data
             raise AssertionError(self.kind)
 
     def describe(self) -> dict:
@@ -124,34 +125,6 @@ class DataSource:
         if self.report is not None:
             d["bad_input"] = self.report.as_dict()
         return d
-
-
-def _unsorted(path, ts: np.ndarray, offset: int = 0, what: str = "row") -> None:
-    back = np.flatnonzero(ts[1:] < ts[:-1])
-    if back.size:
-        first = int(back[0]) + 1 + offset
-        raise ReplayInputError(
-            path,
-            "unsorted",
-            f"timestamps not sorted: {back.size} {what}s earlier than the one before "
-            f"(first at {what} {first + 1}); sort the data by event time",
-        )
-
-
-def _checked(path, kind: str, data: np.ndarray, report, md_params) -> DataSource:
-    if len(data) == 0:
-        raise ReplayInputError(path, "empty", "no market data events to replay")
-    _unsorted(path, data["ts_event_ns"], what="record")
-    return DataSource(
-        kind,
-        str(path),
-        len(data),
-        int(data["ts_event_ns"][0]),
-        int(data["ts_event_ns"][-1]),
-        report,
-        md_params,
-        data,
-    )
 
 
 def open_source(path: str | os.PathLike) -> DataSource:
@@ -174,20 +147,16 @@ def _open(p: Path) -> DataSource:
         return _open_journal(p)
     lobster = p.is_dir() or p.suffix.lower() == ".zip" or LobsterName.parse(p.name) is not None
     if lobster:
-        from bot4.stages.marketdata import load_recorded
-
         try:
             pairs = find_pairs(p)
             if len(pairs) != 1:
                 raise ReplayInputError(
                     p, "missing", f"holds {len(pairs)} LOBSTER pairs; name one message file"
                 )
-            data, report = load_recorded("lobster", str(p), snapshot=True)
+            return _open_streamed(p, "lobster")
         except LobsterError as exc:
             problem = "empty" if exc.code == Code.TRUNCATED_FILE else "missing"
             raise ReplayInputError(p, problem, exc.problem) from None
-        params = {"source": "lobster", "path": str(p), "snapshot": True}
-        return _checked(p, "lobster", data, report, params)
     if not p.is_file():
         raise ReplayInputError(p, "missing", "not a file, a journal or a LOBSTER directory")
     if p.stat().st_size == 0:
@@ -226,18 +195,39 @@ def _open_parquet(p: Path) -> DataSource:
 
 
 def _iter_file(kind: str):
-    """The stage's reader of a ``kind`` ("file": CSV, or "parquet") tick file."""
+    """The reader of a ``kind`` input ("file": a CSV tick file, "parquet", "lobster": a
+    LOBSTER pair, its books built from the messages), called ``(path, report)`` or
+    ``(path, size=)``."""
     from bot4.marketdata.files import iter_csv, iter_parquet
 
+    if kind == "lobster":
+        return _iter_lobster
     return iter_parquet if kind == "parquet" else iter_csv
 
 
+def _iter_lobster(p: Path, report: BadInputReport | None = None, size: int = CHUNK):
+    """A LOBSTER pair's stream as the md stage publishes it with ``snapshot`` on (the
+    venue's queue model starts from the real book), a block of lines at a time."""
+    from bot4.marketdata.lobster_stream import iter_lobster_stream
+
+    rest = None  # the blocks' records re-cut to ``size``: a short chunk costs the replay a step
+    for c in iter_lobster_stream(p, report):
+        if rest is not None:
+            c = np.concatenate([rest, c])
+        cut = len(c) - len(c) % size
+        for i in range(0, cut, size):
+            yield c[i : i + size]
+        rest = c[cut:] if cut < len(c) else None
+    if rest is not None:
+        yield rest
+
+
 def _open_streamed(p: Path, kind: str) -> DataSource:
-    """One pass over a CSV ("file") or Parquet tick file through the stage's checks: the
-    bad-row report, the kept count and the first and last event times. Up to
-    :data:`HOLD_RECORDS` checked records are kept from it; beyond that
-    :meth:`DataSource.chunks` reads the file again through the same checks (they are a
-    function of the file), so a replay holds one batch of a long file at a time."""
+    """One pass over a CSV ("file") or Parquet tick file or a LOBSTER pair through the
+    stage's checks: the bad-row report, the kept count and the first and last event times.
+    Up to :data:`HOLD_RECORDS` checked records are kept from it; beyond that
+    :meth:`DataSource.chunks` reads the input again through the same checks (they are a
+    function of the input), so a replay holds one batch of a long input at a time."""
     report = BadInputReport(str(p))
     n = 0
     first = last = None
@@ -254,7 +244,10 @@ def _open_streamed(p: Path, kind: str) -> DataSource:
     if report.rows == 0 or n == 0:
         what = "no data rows" if report.rows == 0 else "no usable rows: " + report.summary()
         raise ReplayInputError(p, "empty", what)
-    params = {"source": "file", "path": str(p)}
+    if kind == "lobster":
+        params = {"source": "lobster", "path": str(p), "snapshot": True}
+    else:
+        params = {"source": "file", "path": str(p)}
     return DataSource(kind, str(p), n, first, last, report, params, _held=held)
 
 

@@ -84,6 +84,17 @@ def lobster_snapshot(path: str) -> np.ndarray:
     Orders deeper than the file's levels stay unknown; the venue takes executions of
     unknown ids from these snapshot orders (``bot4.venue.matching``)."""
     from bot4.marketdata.lobster import read_pair
+    from bot4.records import MARKET_DATA
+
+    msgs, book, _report = read_pair(path)
+    if len(msgs) == 0 or len(book) == 0:
+        return np.zeros(0, MARKET_DATA)
+    return snapshot_of(msgs[0], book[int(msgs[0]["seq"]) - 1])
+
+
+def snapshot_of(first, row: np.ndarray) -> np.ndarray:
+    """:func:`lobster_snapshot` from the pair's first kept message ``first`` (a MARKET_DATA
+    record) and its orderbook ``row`` (int64[4 x levels])."""
     from bot4.records import (
         MARKET_DATA,
         MD_BOOK_ADD,
@@ -96,11 +107,6 @@ def lobster_snapshot(path: str) -> np.ndarray:
         SIDE_SELL,
     )
 
-    msgs, book, _report = read_pair(path)
-    if len(msgs) == 0 or len(book) == 0:
-        return np.zeros(0, MARKET_DATA)
-    first = msgs[0]
-    row = book[int(first["seq"]) - 1]
     levels: dict[tuple[int, int], int] = {}
     for i in range(len(row) // 4):
         ask_px, ask_q, bid_px, bid_q = (int(x) for x in row[4 * i : 4 * i + 4])

@@ -217,3 +217,36 @@ def test_a_tick_file_longer_than_what_is_held_is_read_again_a_batch_at_a_time(
     assert np.concatenate(a).tobytes() == np.concatenate(b).tobytes()
     want = _not_crossed(np.concatenate(chunks))
     assert held.total == len(want) and (np.concatenate(a)["price"] == want["price"]).all()
+
+
+def test_a_lobster_day_longer_than_what_is_held_is_read_again_a_block_at_a_time(
+    tmp_path, monkeypatch
+):
+    # a LOBSTER pair is streamed like a tick file (bot4.marketdata.lobster_stream): the
+    # same records as the md stage's whole-file read, whether held or read twice
+    import bot4.replay.sources as sources
+    from bot4.stages.marketdata import load_recorded
+
+    msgs = [f"34200.{i:03d},1,{i},{10 + i},{2238000 - 100 * (i % 7)},1" for i in range(1, 400)]
+    msgs[57] = "34200.058,9,58,10,2238000,1"  # an unknown type: counted, not replayed
+    book = [f"9999999999,0,2238000,{10 * i}" for i in range(1, 400)]
+    for name, rows in (("message", msgs), ("orderbook", book)):
+        p = tmp_path / f"AMZN_2012-06-21_34200000_57600000_{name}_1.csv"
+        p.write_text("\n".join(rows) + "\n")
+    p = tmp_path / "AMZN_2012-06-21_34200000_57600000_message_1.csv"
+    want, report = load_recorded("lobster", str(p), snapshot=True)
+    held = open_source(p)
+    monkeypatch.setattr(sources, "HOLD_RECORDS", 100)
+    streamed = open_source(p)
+    assert held._held is not None and streamed._held is None
+    for s in (held, streamed):
+        assert (s.kind, s.total, s.report.as_dict()) == ("lobster", len(want), report.as_dict())
+        assert s.md_params == {"source": "lobster", "path": str(p), "snapshot": True}
+        assert (s.first_ns, s.last_ns) == (
+            int(want["ts_event_ns"][0]),
+            int(want["ts_event_ns"][-1]),
+        )
+        got = list(s.chunks(70))
+        assert all(len(c) <= 70 for c in got)
+        assert np.concatenate(got).tobytes() == want.tobytes()
+    assert report.counts == {Code.UNKNOWN_KIND: 1}
