@@ -215,18 +215,25 @@ class MdGatewayStage(Stage):
         m.mold_hole_kernel(self.have, self.seqs, 1, 0)
         self._decode(1, 0, self.scratch, 1, False)
 
+    #: messages per decoder call: the order map is grown to fit this many more adds before
+    #: each call, so a long backlog (a restart's rebuild, a burst) does not size it for the
+    #: whole backlog at once (a map many times the live orders misses the cache per lookup)
+    DECODE_SLICE = 4096
+
     def _decode(self, start: int, count: int, out: np.ndarray, seq0: int, emit: bool) -> int:
         b = self.book
-        b.reserve(count)  # at most one add per message
-        if self.dec is None or self.dec_otab is not b.otab:  # built again once the map grew
-            self.dec_otab = b.otab
-            self.dec = itch.decoder_state(self.locate_map, self.sym_keys, self.sym_ids,
-                                          self.last_q, self.dstats, b)  # fmt: skip
-        return int(
-            itch.itch_decode_kernel(
-                self.store_t, start, count, self.day_ns, out, seq0, self.dec, emit
-            )  # fmt: skip
-        )
+        w = 0
+        for a in range(0, count, self.DECODE_SLICE):
+            k = min(self.DECODE_SLICE, count - a)
+            b.reserve(k)  # at most one add per message
+            if self.dec is None or self.dec_otab is not b.otab:  # again once the map grew
+                self.dec_otab = b.otab
+                self.dec = itch.decoder_state(self.locate_map, self.sym_keys, self.sym_ids,
+                                              self.last_q, self.dstats, b)  # fmt: skip
+            dst = out[w:] if emit else out
+            w += int(itch.itch_decode_kernel(self.store_t, start + a, k, self.day_ns, dst,
+                                             seq0 + w, self.dec, emit))  # fmt: skip
+        return w
 
     # -- network (event loop) ---------------------------------------------------------------
     def bind(self, runner, waker) -> None:

@@ -421,3 +421,43 @@ def test_itch_decoder_reads_an_add_with_mpid_attribution():
     assert (quote["kind"], quote["side"], quote["price"], quote["qty"]) == (
         MD_QUOTE, SIDE_SELL, 2206600, 200)  # fmt: skip
     assert len(s.book) == 1 and s.stats[itch.DS_MESSAGES] == 2
+
+
+@pytest.mark.parametrize("slice_", [777, 1 << 30])
+def test_md_gateway_decodes_a_backlog_in_slices_as_in_one_call(monkeypatch, slice_):
+    # a backlog (a burst, a restart) is decoded DECODE_SLICE messages per kernel call, the
+    # order map grown for that many adds each time, not for the whole backlog: the records
+    # and counters are those of one call, and the map stays near the live orders' size
+    from types import SimpleNamespace
+
+    from bot4.gateways.feed import lobster_to_itch
+    from bot4.records import MARKET_DATA
+    from bot4.stages.md_gateway import MdGatewayStage
+    from tests.data_paths import lobster_dir
+
+    feed = lobster_to_itch([f"{lobster_dir()}/amzn_level1"])
+    n = feed.messages
+    outs = {}
+    for size in (4096, slice_):
+        monkeypatch.setattr(MdGatewayStage, "DECODE_SLICE", size)
+        st = MdGatewayStage(SimpleNamespace(name="md_gateway", params={
+            "symbols": ["AMZN"], "date": str(feed.day), "store": 1 << 17}),
+            [], [SimpleNamespace(type="MARKET_DATA")], "test")  # fmt: skip
+        st.setup()
+        for _s, p in mold.packets(b"BOT4SIM   ", 1, feed.buf, feed.offsets, 0, n):
+            st.on_packet(p)
+        out = np.zeros(itch.MAX_RECORDS_PER_MESSAGE * n, MARKET_DATA)
+        k = st.source_ready(0, 0)
+        used, seq = st.generate(0, k, [out], np.zeros(1, np.int64), 1)
+        assert (k, used) == (n, n)
+        d = dict(zip(itch.DECODER_STATS, st.dstats.tolist(), strict=True))
+        assert d["table_full"] == 0 and d["messages"] == n and seq == 1 + d["records"]
+        recs = out[: d["records"]]
+        assert (recs["ts_recv_ns"] > 0).all()
+        recs["ts_recv_ns"] = 0  # when the packets arrived: differs between the two feeds
+        outs[size] = (recs.tobytes(), d, st.book.otab.shape[0], len(st.book))
+    (a, da, rows_a, live), (b, db, rows_b, _) = outs[4096], outs[slice_]
+    assert a == b and da == db
+    assert rows_a <= 4 * (live + 4096), (rows_a, live)
+    if slice_ > n:
+        assert rows_b >= n, "one call sizes the map for the whole backlog"
