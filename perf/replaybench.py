@@ -115,6 +115,34 @@ def tiled_pair(pair: str, n: int) -> str:
     return str(one_pair(d).message)
 
 
+def csv_file(n: int, dt_ns: int = DT_NS) -> Path:
+    """The synthetic events as a CSV tick file with decimal prices (from the Parquet one;
+    written once, reused)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    p = parquet_file(n, dt_ns).with_suffix(".csv")
+    if not p.exists():
+        t = pq.read_table(parquet_file(n, dt_ns))
+        cols = {f.name: t[f.name] for f in t.schema}
+        units = cols.pop("price_units")
+        whole = pc.cast(pc.divide(units, 10_000), pa.string())
+        frac = pc.utf8_lpad(
+            pc.cast(pc.subtract(units, pc.multiply(pc.divide(units, 10_000), 10_000)), pa.string()),
+            4,
+            "0",
+        )
+        cols["price"] = pc.binary_join_element_wise(whole, frac, ".")
+        out = pa.table({k: (pc.cast(v, pa.string()) if pa.types.is_dictionary(v.type) else v)
+                        for k, v in cols.items()})  # fmt: skip
+        tmp = p.with_suffix(".tmp")
+        pcsv.write_csv(out, tmp, pcsv.WriteOptions(quoting_style="none"))
+        tmp.rename(p)
+    return p
+
+
 # --- hftbacktest on the same events ---------------------------------------------------------
 
 
@@ -324,6 +352,7 @@ def main() -> None:
     ap.add_argument("--step", type=int, default=STEP_NS, help="replay step, ns (0: event-exact)")
     ap.add_argument("--rss", type=int, help="run N events once and print the peak RSS (MB)")
     ap.add_argument("--parquet", action="store_true", help="with --rss: read the Parquet file")
+    ap.add_argument("--csv", action="store_true", help="with --rss: read the CSV tick file")
     ap.add_argument(
         "--lobster-rss",
         metavar="PAIR",
@@ -344,7 +373,7 @@ def main() -> None:
         stage_split(args.events, args.dt, args.step)
         return
     if args.write:
-        parquet_file(args.write, args.dt)
+        (csv_file if args.csv else parquet_file)(args.write, args.dt)
         return
     if args.lobster:
         for f in args.lobster:
@@ -362,16 +391,18 @@ def main() -> None:
             r = run_replay(open_source(out.strip()), args.step)
             print(f"{peak_rss_mb():.1f} {r['events']} {r['wall_s']:.2f}")
             return
-        if args.parquet:  # written by a child: the measured process only reads it
+        if args.parquet or args.csv:  # written by a child: the measured process only reads
             import subprocess
 
             cmd = [sys.executable, __file__, "--write", str(args.rss), "--dt", str(args.dt)]
-            subprocess.run(cmd, check=True)
-        src = (
-            open_source(parquet_file(args.rss, args.dt))
-            if args.parquet
-            else source(args.rss, args.dt)
-        )
+            subprocess.run(cmd + (["--csv"] if args.csv else []), check=True)
+        if args.parquet or args.csv:
+            f = csv_file if args.csv else parquet_file
+            t0 = time.perf_counter()
+            src = open_source(f(args.rss, args.dt))
+            print(f"open_source: {time.perf_counter() - t0:.2f} s", file=sys.stderr)
+        else:
+            src = source(args.rss, args.dt)
         r = run_replay(src, args.step)
         print(f"{peak_rss_mb():.1f} {r['events']} {r['wall_s']:.2f}")
         return
