@@ -69,4 +69,12 @@ def warm() -> int:
     b.build(rec)
     b.top(0, 1)
     b.reserve(64)
-    return 6
+    from bot4.marketdata.csv_fast import FastLines
+    from bot4.marketdata.files import _codes
+    from bot4.records import DEFAULT_INSTRUMENTS
+
+    idx = {"ts_event_ns": 0, "symbol": 1, "kind": 2, "side": 3, "price": 4, "qty": 5}
+    FastLines(idx, 6, DEFAULT_INSTRUMENTS, *_codes(DEFAULT_INSTRUMENTS)).read(
+        [b"1,AAPL,quote,bid,1.5,1\n"]
+    )
+    return 7

@@ -174,9 +174,11 @@ def iter_lobster_stream(
     lines: int = LINES,
     keep_lines: int = 5,
     instruments=DEFAULT_INSTRUMENTS,
+    counters: dict | None = None,
 ) -> Iterator[np.ndarray]:
     """MARKET_DATA chunks of the pair at ``path`` (module doc); ``report`` is filled as
-    :func:`~bot4.marketdata.lobster.read_messages` fills its own (complete at the end)."""
+    :func:`~bot4.marketdata.lobster.read_messages` fills its own (complete at the end), and
+    ``counters`` (when given) with the builder's ``BUILD_STATS`` at the end."""
     pair = path if isinstance(path, LobsterPair) else one_pair(path)
     report = BadInputReport("") if report is None else report
     report.source = str(pair.message)  # as read_messages names it
@@ -187,7 +189,7 @@ def iter_lobster_stream(
         if builder is None:
             builder = BookBuilder(int(recs["instrument"][0]) + 1, window, 0, check=check)
             if snapshot:
-                from bot4.stages.marketdata import snapshot_of
+                from bot4.marketdata.replay import snapshot_of
 
                 yield snapshot_of(recs[0], ref[int(recs[0]["seq"]) - 1 - line0])
         if pending is not None:
@@ -197,6 +199,8 @@ def iter_lobster_stream(
         pending = (recs, ref, line0)
     if pending is not None:
         yield _built(builder, *pending)
+    if counters is not None and builder is not None:
+        counters.update(builder.counters())
 
 
 def _built(builder: BookBuilder, recs: np.ndarray, ref: np.ndarray, line0: int) -> np.ndarray:

@@ -78,3 +78,47 @@ def read_lobster_stream(path, **kwargs) -> tuple[np.ndarray, BadInputReport]:
     """Records for the one message/orderbook pair at ``path`` (file, zip or directory)."""
     b = build_lobster_stream(path, **kwargs)
     return b.stream, b.report
+
+
+def snapshot_of(first, row: np.ndarray) -> np.ndarray:
+    """:func:`bot4.stages.marketdata.lobster_snapshot` from the pair's first kept message ``first`` (a MARKET_DATA
+    record) and its orderbook ``row`` (int64[4 x levels])."""
+    from bot4.records import (
+        MARKET_DATA,
+        MD_BOOK_ADD,
+        MD_BOOK_CANCEL,
+        MD_BOOK_DELETE,
+        MD_BOOK_EXEC,
+        MDF_REPLAY,
+        MDF_SNAPSHOT,
+        SIDE_BUY,
+        SIDE_SELL,
+    )
+
+    levels: dict[tuple[int, int], int] = {}
+    for i in range(len(row) // 4):
+        ask_px, ask_q, bid_px, bid_q = (int(x) for x in row[4 * i : 4 * i + 4])
+        if ask_q > 0 and 0 < ask_px < 9_999_999_999:
+            levels[(SIDE_SELL, ask_px)] = ask_q
+        if bid_q > 0 and 0 < bid_px < 9_999_999_999:
+            levels[(SIDE_BUY, bid_px)] = bid_q
+    key = (int(first["side"]), int(first["price"]))
+    kind, q = int(first["kind"]), int(first["qty"])
+    if kind == MD_BOOK_ADD and key in levels:
+        levels[key] -= q
+    elif kind in (MD_BOOK_CANCEL, MD_BOOK_DELETE, MD_BOOK_EXEC):
+        levels[key] = levels.get(key, 0) + q
+    order = sorted(
+        ((s, px, q) for (s, px), q in levels.items() if q > 0),
+        key=lambda t: (-t[0], -t[1] if t[0] == SIDE_BUY else t[1]),
+    )
+    out = np.zeros(len(order), MARKET_DATA)
+    for k, (s, px, q) in enumerate(order):
+        out[k]["ts_event_ns"] = first["ts_event_ns"]
+        out[k]["instrument"] = first["instrument"]
+        out[k]["kind"] = MD_BOOK_ADD
+        out[k]["side"] = s
+        out[k]["price"] = px
+        out[k]["qty"] = q
+        out[k]["flags"] = MDF_SNAPSHOT | MDF_REPLAY
+    return out

@@ -61,10 +61,9 @@ __all__ = [
     "write_parquet",
 ]
 
-CHUNK = 1 << 16  # records per chunk a source yields at most
-#: a CSV, Parquet or LOBSTER input whose checked records fit (64 MB) is kept from the
-#: check's pass and not read twice; a longer one is read again, a batch at a time
-HOLD_RECORDS = 1 << 20
+#: records per chunk a source yields at most; checked records a CSV, Parquet or LOBSTER
+#: input keeps from its check's pass (bot4.marketdata.streamed)
+from bot4.marketdata.streamed import CHUNK, HOLD_RECORDS, Streamed  # noqa: E402
 
 _PROBLEM_CODES = {
     "missing": Code.INPUT_MISSING,
@@ -100,7 +99,7 @@ class DataSource:
     report: BadInputReport | None = None
     md_params: dict | None = None
     _data: np.ndarray | None = field(default=None, repr=False)
-    _held: list[np.ndarray] | None = field(default=None, repr=False)
+    _streamed: Streamed | None = field(default=None, repr=False)
 
     def chunks(self, size: int = CHUNK) -> Iterator[np.ndarray]:
         """MARKET_DATA chunks of at most ``size`` records, in event-time order."""
@@ -108,13 +107,8 @@ class DataSource:
             for i in range(0, len(self._data), size):
                 yield self._data[i : i + size]
             return
-        if self._held is not None:
-            for c in self._held:
-                for i in range(0, len(c), size):
-                    yield c[i : i + size]
-            return
-        if self.kind in ("parquet", "file", "lobster"):
-            yield from _file_chunks(Path(self.path), self.kind, size)
+        if self._streamed is not None:
+            yield from self._streamed.chunks(size)
         elif self.kind == "journal":
             yield from _journal_chunks(Path(self.path), size)
         else:  # pragma: no cover - synthetic holds its data
@@ -194,67 +188,25 @@ def _open_parquet(p: Path) -> DataSource:
     return _open_streamed(p, "parquet")
 
 
-def _iter_file(kind: str):
-    """The reader of a ``kind`` input ("file": a CSV tick file, "parquet", "lobster": a
-    LOBSTER pair, its books built from the messages), called ``(path, report)`` or
-    ``(path, size=)``."""
-    from bot4.marketdata.files import iter_csv, iter_parquet
-
-    if kind == "lobster":
-        return _iter_lobster
-    return iter_parquet if kind == "parquet" else iter_csv
-
-
-def _iter_lobster(p: Path, report: BadInputReport | None = None, size: int = CHUNK):
-    """A LOBSTER pair's stream as the md stage publishes it with ``snapshot`` on (the
-    venue's queue model starts from the real book), a block of lines at a time."""
-    from bot4.marketdata.lobster_stream import iter_lobster_stream
-
-    rest = None  # the blocks' records re-cut to ``size``: a short chunk costs the replay a step
-    for c in iter_lobster_stream(p, report):
-        if rest is not None:
-            c = np.concatenate([rest, c])
-        cut = len(c) - len(c) % size
-        for i in range(0, cut, size):
-            yield c[i : i + size]
-        rest = c[cut:] if cut < len(c) else None
-    if rest is not None:
-        yield rest
-
-
 def _open_streamed(p: Path, kind: str) -> DataSource:
     """One pass over a CSV ("file") or Parquet tick file or a LOBSTER pair through the
-    stage's checks: the bad-row report, the kept count and the first and last event times.
-    Up to :data:`HOLD_RECORDS` checked records are kept from it; beyond that
-    :meth:`DataSource.chunks` reads the input again through the same checks (they are a
-    function of the input), so a replay holds one batch of a long input at a time."""
-    report = BadInputReport(str(p))
-    n = 0
-    first = last = None
-    held: list[np.ndarray] | None = []
-    for recs in _iter_file(kind)(p, report):
-        if len(recs):
-            first = int(recs["ts_event_ns"][0]) if first is None else first
-            last = int(recs["ts_event_ns"][-1])
-            n += len(recs)
-            if held is not None:
-                held.append(recs)
-                if n > HOLD_RECORDS:
-                    held = None  # too long to keep: read again, a batch at a time
-    if report.rows == 0 or n == 0:
-        what = "no data rows" if report.rows == 0 else "no usable rows: " + report.summary()
+    stage's checks (:func:`bot4.marketdata.streamed.open_streamed`): the bad-row report,
+    the kept count and the first and last event times. Up to ``HOLD_RECORDS`` checked
+    records are kept from it; beyond that :meth:`DataSource.chunks` reads the input again
+    through the same checks, so a replay holds one batch of a long input at a time."""
+    from bot4.marketdata.streamed import open_streamed
+
+    opts = {"snapshot": True} if kind == "lobster" else {}
+    s = open_streamed(p, kind, HOLD_RECORDS, **opts)
+    if s.report.rows == 0 or s.total == 0:
+        what = "no data rows" if s.report.rows == 0 else "no usable rows: " + s.report.summary()
         raise ReplayInputError(p, "empty", what)
     if kind == "lobster":
         params = {"source": "lobster", "path": str(p), "snapshot": True}
     else:
         params = {"source": "file", "path": str(p)}
-    return DataSource(kind, str(p), n, first, last, report, params, _held=held)
-
-
-def _file_chunks(p: Path, kind: str, size: int) -> Iterator[np.ndarray]:
-    for recs in _iter_file(kind)(p, size=size):  # at most ``size``: bad rows only shrink it
-        if len(recs):
-            yield recs
+    return DataSource(kind, str(p), s.total, s.first_ns, s.last_ns, s.report, params,
+                      _streamed=s)  # fmt: skip
 
 
 def write_parquet(path: str | os.PathLike, chunks, row_group: int = CHUNK) -> int:

@@ -559,4 +559,9 @@ def test_order_table_matches_a_dict_model(events):
 
 
 def test_warm_compiles_every_kernel():
-    assert warm() == 6
+    from bot4.marketdata import csv_fast, lobster_parsers
+    from bot4.marketdata.builder import build_kernel
+
+    assert warm() == 7
+    for k in (csv_fast._read_lines, lobster_parsers._parse_messages, build_kernel):
+        assert k.signatures, k

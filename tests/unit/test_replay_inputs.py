@@ -208,7 +208,7 @@ def test_a_tick_file_longer_than_what_is_held_is_read_again_a_batch_at_a_time(
     held = open_source(p)
     monkeypatch.setattr(sources, "HOLD_RECORDS", 999)
     streamed = open_source(p)
-    assert held._held is not None and streamed._held is None
+    assert held._streamed.held and not streamed._streamed.held
     assert (held.kind, held.total, held.report.counts) == (
         streamed.kind, streamed.total, streamed.report.counts
     )  # fmt: skip
@@ -238,7 +238,7 @@ def test_a_lobster_day_longer_than_what_is_held_is_read_again_a_block_at_a_time(
     held = open_source(p)
     monkeypatch.setattr(sources, "HOLD_RECORDS", 100)
     streamed = open_source(p)
-    assert held._held is not None and streamed._held is None
+    assert held._streamed.held and not streamed._streamed.held
     for s in (held, streamed):
         assert (s.kind, s.total, s.report.as_dict()) == ("lobster", len(want), report.as_dict())
         assert s.md_params == {"source": "lobster", "path": str(p), "snapshot": True}
