@@ -21,9 +21,14 @@ params:
   ``MDF_BOOK_STALE``, the book re-seeded from the row);
 * synthetic: ``rate`` (ticks/s), ``instruments``, ``seed``, ``count``.
 
-Recorded data is read, validated and normalised once at start-up: bad rows are counted by
-reason, logged, and never reach signals (``summary()`` carries the counts). A LOBSTER
-pair's books are built from its order messages at start-up, per instrument
+Recorded data is read, validated and normalised at start-up: bad rows are counted by
+reason, logged, and never reach signals (``summary()`` carries the counts). CSV, Parquet
+and LOBSTER inputs (without ``book_level`` outputs) are checked in one pass and then
+published from a cursor over one chunk at a time (:mod:`bot4.marketdata.streamed`; an
+input of up to ``HOLD_RECORDS`` records is kept from the check's pass, a longer one read
+again as it is published), so the stage's memory stays flat however long the file; a
+journal, and a LOBSTER pair with depth outputs (its level updates indexed by position),
+are held whole. A LOBSTER pair's books are built from its order messages, per instrument
 (:mod:`bot4.marketdata.builder`): the quotes and depth published come from that book, not
 from LOBSTER's orderbook file, which seeds the book (orders resting before the data
 starts), supplies the levels that slide into its depth-limited window, and cross-checks
@@ -123,6 +128,21 @@ def load_lobster(path: str, *, snapshot: bool = False, depth: int = 0, check: bo
         b.stream = np.concatenate([snap, b.stream])
         b.levels["parent_seq"] += len(snap)
     return b
+
+
+def _stream_kind(mode: str, path) -> str:
+    """The :mod:`bot4.marketdata.streamed` reader of a recorded source."""
+    from bot4.marketdata.streamed import file_kind
+
+    return "lobster" if mode == "lobster" else file_kind(path)
+
+
+def _stream_opts(params: dict) -> dict:
+    """A LOBSTER source's reader options from the stage's params (snapshot, book_check)."""
+    if params.get("source") != "lobster":
+        return {}
+    return {"snapshot": bool(params.get("snapshot", False)),
+            "check": bool(params.get("book_check", True))}  # fmt: skip
 
 
 def _load_other(source: str, path: str):
@@ -251,15 +271,23 @@ class MarketDataStage(Stage):
         from bot4.marketdata.report import bad_input_line
 
         try:
-            data, report = load_recorded(mode, str(p), snapshot=bool(params.get("snapshot")))
+            if mode == "journal":
+                data, report = load_recorded(mode, str(p))
+                total = len(data)
+            else:  # one checking pass that keeps nothing (bot4.marketdata.streamed)
+                from bot4.marketdata.streamed import open_streamed
+
+                s = open_streamed(p, _stream_kind(mode, p), 0, **_stream_opts(params))
+                report, total = s.report, s.total
         except Exception as exc:  # any reader failure is one line, never a traceback
             raise ParamError("path", _input_problem(p, exc)) from None
-        if len(data) == 0:
+        if total == 0:
             raise ParamError("path", f"no usable rows: {report.summary()}")
         return bad_input_line(report)
 
     def setup(self) -> None:
-        """Read the input (recorded sources: whole, checked, once). A recorded input that
+        """Read the input (recorded sources: checked, then held or streamed; module doc).
+        A recorded input that
         cannot be used ends the process after one ERROR line with ``EXIT_INPUT_REFUSED``:
         every restart would read the same file, so the supervisor halts the pipeline
         naming this stage instead of restarting it (``bot4 run`` read the file before any
@@ -285,7 +313,29 @@ class MarketDataStage(Stage):
             return
         self.levels = None
         self.book_counters: dict[str, int] | None = None
-        if self.mode == "lobster":
+        if self.mode != "journal" and not self.level_outs:
+            from bot4.marketdata.streamed import RecordCursor, open_streamed
+
+            t0 = time.perf_counter()
+            path = p["path"]
+            s = open_streamed(path, _stream_kind(self.mode, path), **_stream_opts(p))
+            if self.mode == "file" and s.report.rows == 0:
+                from bot4.marketdata.files import MarketDataFileError
+
+                raise MarketDataFileError(path, "no data rows")
+            self.report, self.total, self.cursor = s.report, s.total, RecordCursor(s)
+            if self.mode == "lobster":
+                from bot4.marketdata.builder import GAP_STATS
+
+                self.book_counters = s.counters
+                gaps = {k: s.counters[k] for k in GAP_STATS if s.counters.get(k)}
+                log.info("market data books built from %d messages in %.0f ms, read included "
+                         "(%s): %s%s", int(s.report.kept), 1e3 * (time.perf_counter() - t0),
+                         "held" if s.held else "checked, then read again as it is published",
+                         ", ".join(f"{k} {v}" for k, v in s.counters.items() if v),
+                         f"; GAPS {gaps}" if gaps else "; no gaps")  # fmt: skip
+            first = s.first_ns
+        elif self.mode == "lobster":
             from bot4.paths import session_seq_base
 
             t0 = time.perf_counter()
@@ -315,30 +365,37 @@ class MarketDataStage(Stage):
             )
         else:
             self.data, self.report = load_recorded(self.mode, p["path"])
+        if self.mode == "journal" or self.level_outs:  # held whole: a cursor over it
+            from bot4.marketdata.streamed import RecordCursor, Streamed
+
+            self.total = len(self.data)
+            self.cursor = RecordCursor(Streamed(self.mode, p["path"], self.total, None, None,
+                                                self.report, _held=[self.data]))  # fmt: skip
+            first = int(self.data["ts_event_ns"][0]) if len(self.data) else None
         log_event(
             log, logging.INFO, "input_report", "market data input", report=self.report.summary()
         )
         self.speed = float(p.get("speed", 0))
         self.t0: int | None = None
-        self.ev0 = int(self.data["ts_event_ns"][0]) if len(self.data) else 0
+        self.ev0 = first if first is not None else 0
 
     def source_done(self, position: int) -> bool:
         if self.mode == "synthetic":
             return self.synth.source_done(position)
-        return position >= len(self.data)
+        return position >= self.total
 
     def source_ready(self, position: int, now_ns: int) -> int:
         if self.mode == "synthetic":
             return self.synth.source_ready(position, now_ns)
-        left = len(self.data) - position
         if self.speed <= 0:
-            return left
+            return self.total - position  # generate publishes what the cursor's chunk holds
+        w = self.cursor.window(position)["ts_event_ns"]
+        if len(w) == 0:
+            return 0
         if self.t0 is None:
-            self.t0 = now_ns - int(
-                (int(self.data["ts_event_ns"][position]) - self.ev0) / self.speed
-            )
+            self.t0 = now_ns - int((int(w[0]) - self.ev0) / self.speed)
         due_ev = self.ev0 + (now_ns - self.t0) * self.speed
-        return int(np.searchsorted(self.data["ts_event_ns"], due_ev, side="right")) - position
+        return int(np.searchsorted(w, due_ev, side="right"))  # at most to the chunk's end
 
     def generate(self, position, n, outs, counts, seq):
         if self.mode == "synthetic":
@@ -358,9 +415,13 @@ class MarketDataStage(Stage):
             n = min(n, fit)
             if n <= 0:
                 return 0, seq
+        w = self.cursor.window(position)  # the records from position, one chunk at most
+        n = min(n, len(w))
+        if n <= 0:
+            return 0, seq
         now = self.clock()
         first = self.md_outs[0]
-        nxt = _emit(self.data, outs[first], position, n, seq, now)
+        nxt = _emit(w, outs[first], 0, n, seq, now)
         for j in self.md_outs[1:]:
             outs[j][:n] = outs[first][:n]
         counts[self.md_outs] = n
