@@ -7,7 +7,9 @@ and keeps up to :data:`HOLD_RECORDS` checked records from that pass; a longer in
 read again by :meth:`Streamed.chunks` through the same reader (its records are a function
 of the input). Kinds: ``file`` (CSV, :func:`bot4.marketdata.files.iter_csv`),
 ``parquet`` (:func:`~bot4.marketdata.files.iter_parquet`), ``lobster`` (a LOBSTER pair, its
-books built from the messages, :func:`bot4.marketdata.lobster_stream.iter_lobster_stream`).
+books built from the messages, :func:`bot4.marketdata.lobster_stream.iter_lobster_stream`),
+``journal`` (the MARKET_DATA frames of a journal directory,
+:func:`bot4.marketdata.journaled.iter_journal_market_data`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ def _reader(kind: str, opts: dict):
 
     if kind == "lobster":
         return lambda p, report=None, size=CHUNK: _iter_lobster(p, report, size, **opts)
+    if kind == "journal":
+        from bot4.marketdata.journaled import iter_journal_market_data
+
+        return iter_journal_market_data
     return iter_parquet if kind == "parquet" else iter_csv
 
 

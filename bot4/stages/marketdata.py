@@ -22,13 +22,12 @@ params:
 * synthetic: ``rate`` (ticks/s), ``instruments``, ``seed``, ``count``.
 
 Recorded data is read, validated and normalised at start-up: bad rows are counted by
-reason, logged, and never reach signals (``summary()`` carries the counts). CSV, Parquet
-and LOBSTER inputs (without ``book_level`` outputs) are checked in one pass and then
-published from a cursor over one chunk at a time (:mod:`bot4.marketdata.streamed`; an
-input of up to ``HOLD_RECORDS`` records is kept from the check's pass, a longer one read
-again as it is published), so the stage's memory stays flat however long the file; a
-journal, and a LOBSTER pair with depth outputs (its level updates indexed by position),
-are held whole. A LOBSTER pair's books are built from its order messages, per instrument
+reason, logged, and never reach signals (``summary()`` carries the counts). Every
+recorded input is checked in one pass and then published from a cursor over one chunk at
+a time (:mod:`bot4.marketdata.streamed`; an input of up to ``HOLD_RECORDS`` records is
+kept from the check's pass, a longer one read again as it is published), so the stage's
+memory stays flat however long the file; except a LOBSTER pair with depth outputs (its
+level updates are indexed by position), held whole. A LOBSTER pair's books are built from its order messages, per instrument
 (:mod:`bot4.marketdata.builder`): the quotes and depth published come from that book, not
 from LOBSTER's orderbook file, which seeds the book (orders resting before the data
 starts), supplies the levels that slide into its depth-limited window, and cross-checks
@@ -134,7 +133,7 @@ def _stream_kind(mode: str, path) -> str:
     """The :mod:`bot4.marketdata.streamed` reader of a recorded source."""
     from bot4.marketdata.streamed import file_kind
 
-    return "lobster" if mode == "lobster" else file_kind(path)
+    return mode if mode in ("lobster", "journal") else file_kind(path)
 
 
 def _stream_opts(params: dict) -> dict:
@@ -270,15 +269,11 @@ class MarketDataStage(Stage):
             raise ParamError("path", f"{p}: file is empty")
         from bot4.marketdata.report import bad_input_line
 
-        try:
-            if mode == "journal":
-                data, report = load_recorded(mode, str(p))
-                total = len(data)
-            else:  # one checking pass that keeps nothing (bot4.marketdata.streamed)
-                from bot4.marketdata.streamed import open_streamed
+        try:  # one checking pass that keeps nothing (bot4.marketdata.streamed)
+            from bot4.marketdata.streamed import open_streamed
 
-                s = open_streamed(p, _stream_kind(mode, p), 0, **_stream_opts(params))
-                report, total = s.report, s.total
+            s = open_streamed(p, _stream_kind(mode, p), 0, **_stream_opts(params))
+            report, total = s.report, s.total
         except Exception as exc:  # any reader failure is one line, never a traceback
             raise ParamError("path", _input_problem(p, exc)) from None
         if total == 0:
@@ -313,7 +308,7 @@ class MarketDataStage(Stage):
             return
         self.levels = None
         self.book_counters: dict[str, int] | None = None
-        if self.mode != "journal" and not self.level_outs:
+        if not self.level_outs:
             from bot4.marketdata.streamed import RecordCursor, open_streamed
 
             t0 = time.perf_counter()
@@ -365,7 +360,7 @@ class MarketDataStage(Stage):
             )
         else:
             self.data, self.report = load_recorded(self.mode, p["path"])
-        if self.mode == "journal" or self.level_outs:  # held whole: a cursor over it
+        if self.level_outs:  # held whole: a cursor over it
             from bot4.marketdata.streamed import RecordCursor, Streamed
 
             self.total = len(self.data)

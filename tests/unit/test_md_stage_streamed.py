@@ -57,7 +57,14 @@ def _inputs(tmp_path) -> dict[str, dict]:
     csv = tmp_path / "t.csv"
     pcsv.write_csv(t, csv)
     amzn = f"{lobster_dir()}/amzn_level1"
+    from bot4.journal import JournalWriter
+
+    with JournalWriter(tmp_path / "j", fsync="none") as w:
+        for c in chunks:
+            w.append(c[: len(c) // 2])  # frames of different lengths
+            w.append(c[len(c) // 2 :])
     return {
+        "journal": {"source": "journal", "path": str(tmp_path / "j")},
         "csv": {"source": "file", "path": str(csv)},
         "parquet": {"source": "file", "path": str(pq)},
         "lobster": {"source": "lobster", "path": amzn},
