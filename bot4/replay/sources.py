@@ -40,6 +40,10 @@ import numpy as np
 from numba import njit
 
 from bot4.marketdata.report import BadInputReport
+
+# CHUNK: records per chunk a source yields at most; HOLD_RECORDS: checked records a CSV,
+# Parquet or LOBSTER input keeps from its check's pass
+from bot4.marketdata.streamed import CHUNK, HOLD_RECORDS, Streamed
 from bot4.nbkit import unowned
 from bot4.records import (
     DEFAULT_INSTRUMENTS,
@@ -60,10 +64,6 @@ __all__ = [
     "open_source",
     "write_parquet",
 ]
-
-#: records per chunk a source yields at most; checked records a CSV, Parquet or LOBSTER
-#: input keeps from its check's pass (bot4.marketdata.streamed)
-from bot4.marketdata.streamed import CHUNK, HOLD_RECORDS, Streamed  # noqa: E402
 
 _PROBLEM_CODES = {
     "missing": Code.INPUT_MISSING,
