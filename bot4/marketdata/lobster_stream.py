@@ -41,10 +41,10 @@ from bot4.marketdata.lobster import (
 )
 from bot4.marketdata.lobster_parsers import _OK, MessageColumns, _parse_messages
 from bot4.marketdata.report import BadInputReport
-from bot4.records import MDF_LAST_IN_BATCH
+from bot4.records import BOOK_LEVEL, MDF_LAST_IN_BATCH
 from bot4.records.errors import Code
 
-__all__ = ["LINES", "iter_lobster_stream", "one_pair"]
+__all__ = ["LINES", "iter_lobster_depth", "iter_lobster_stream", "one_pair", "tile_pair"]
 
 LINES = 1 << 16  # lines of each file per chunk
 _OPEN_NS = 34_200 * 10**9  # 9:30, ns after midnight (tile_pair)
@@ -179,35 +179,65 @@ def iter_lobster_stream(
     """MARKET_DATA chunks of the pair at ``path`` (module doc); ``report`` is filled as
     :func:`~bot4.marketdata.lobster.read_messages` fills its own (complete at the end), and
     ``counters`` (when given) with the builder's ``BUILD_STATS`` at the end."""
+    for stream, _levels in iter_lobster_depth(
+        path, report, snapshot=snapshot, check=check, lines=lines, keep_lines=keep_lines,
+        instruments=instruments, counters=counters,
+    ):  # fmt: skip
+        yield stream
+
+
+def iter_lobster_depth(
+    path: str | os.PathLike[str] | LobsterPair,
+    report: BadInputReport | None = None,
+    *,
+    depth: int = 0,
+    snapshot: bool = True,
+    check: bool = True,
+    lines: int = LINES,
+    keep_lines: int = 5,
+    instruments=DEFAULT_INSTRUMENTS,
+    counters: dict | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """:func:`iter_lobster_stream` with the BOOK_LEVEL updates of ``depth`` positions per
+    side (capped at the file's levels): ``(records, levels)`` per chunk, each level's
+    ``parent_seq`` the index of its event in the whole stream (snapshot included), as
+    :func:`bot4.stages.marketdata.load_lobster` gives them."""
     pair = path if isinstance(path, LobsterPair) else one_pair(path)
     report = BadInputReport("") if report is None else report
     report.source = str(pair.message)  # as read_messages names it
     builder = None
     pending = None
+    done = 0  # records yielded so far: the stream index of the next chunk's first
     for recs, ref, line0, window in _parsed(pair, report, lines, keep_lines,
                                            instruments=instruments):  # fmt: skip
         if builder is None:
-            builder = BookBuilder(int(recs["instrument"][0]) + 1, window, 0, check=check)
+            builder = BookBuilder(int(recs["instrument"][0]) + 1, window, min(depth, window),
+                                  check=check)  # fmt: skip
             if snapshot:
                 from bot4.marketdata.replay import snapshot_of
 
-                yield snapshot_of(recs[0], ref[int(recs[0]["seq"]) - 1 - line0])
+                snap = snapshot_of(recs[0], ref[int(recs[0]["seq"]) - 1 - line0])
+                done += len(snap)
+                yield snap, np.zeros(0, BOOK_LEVEL)
         if pending is not None:
             if pending[0]["ts_event_ns"][-1] == recs["ts_event_ns"][0]:
                 pending[0]["flags"][-1] &= np.uint16(~MDF_LAST_IN_BATCH & 0xFFFF)
-            yield _built(builder, *pending)
+            stream, levels = _built(builder, *pending, done)
+            done += len(stream)
+            yield stream, levels
         pending = (recs, ref, line0)
     if pending is not None:
-        yield _built(builder, *pending)
+        yield _built(builder, *pending, done)
     if counters is not None and builder is not None:
         counters.update(builder.counters())
 
 
-def _built(builder: BookBuilder, recs: np.ndarray, ref: np.ndarray, line0: int) -> np.ndarray:
+def _built(builder: BookBuilder, recs: np.ndarray, ref: np.ndarray, line0: int, done: int):
     recs["seq"] -= line0  # the builder finds a record's row at seq - 1 of the rows given
-    stream, _levels = builder.build(recs, ref)
+    stream, levels = builder.build(recs, ref)
     stream["seq"] = 0  # as build_lobster_stream: the stage numbers what it publishes
-    return stream
+    levels["parent_seq"] += np.uint64(done)  # index in this chunk -> in the whole stream
+    return stream, levels
 
 
 def tile_pair(pair: LobsterPair, directory: str | os.PathLike[str], copies: int) -> LobsterPair:

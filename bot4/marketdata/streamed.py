@@ -7,7 +7,9 @@ and keeps up to :data:`HOLD_RECORDS` checked records from that pass; a longer in
 read again by :meth:`Streamed.chunks` through the same reader (its records are a function
 of the input). Kinds: ``file`` (CSV, :func:`bot4.marketdata.files.iter_csv`),
 ``parquet`` (:func:`~bot4.marketdata.files.iter_parquet`), ``lobster`` (a LOBSTER pair, its
-books built from the messages, :func:`bot4.marketdata.lobster_stream.iter_lobster_stream`),
+books built from the messages, :func:`bot4.marketdata.lobster_stream.iter_lobster_stream`;
+with a ``depth`` option, ``(records, levels)`` per block of the pair,
+:func:`~bot4.marketdata.lobster_stream.iter_lobster_depth`),
 ``journal`` (the MARKET_DATA frames of a journal directory,
 :func:`bot4.marketdata.journaled.iter_journal_market_data`).
 """
@@ -40,6 +42,11 @@ def _reader(kind: str, opts: dict):
     """The reader of ``kind``, called ``(path, report)`` or ``(path, size=)``."""
     from bot4.marketdata.files import iter_csv, iter_parquet
 
+    if kind == "lobster" and opts.get("depth"):
+        from bot4.marketdata.lobster_stream import iter_lobster_depth
+
+        # (records, levels) per block, not re-cut: a level's parent is a stream index
+        return lambda p, report=None, size=CHUNK: iter_lobster_depth(p, report, **opts)
     if kind == "lobster":
         return lambda p, report=None, size=CHUNK: _iter_lobster(p, report, size, **opts)
     if kind == "journal":
@@ -87,15 +94,19 @@ class Streamed:
         return self._held is not None
 
     def chunks(self, size: int = CHUNK) -> Iterator[np.ndarray]:
-        """The checked records in chunks of at most ``size``, in order."""
+        """The checked records in chunks of at most ``size``, in order; for a LOBSTER pair
+        read with ``depth``, ``(records, levels)`` per block of the pair instead."""
         if self._held is not None:
             for c in self._held:
+                if isinstance(c, tuple):
+                    yield c
+                    continue
                 for i in range(0, len(c), size):
                     yield c[i : i + size]
             return
-        for recs in _reader(self.kind, self.opts)(Path(self.path), size=size):
-            if len(recs):  # at most ``size``: bad rows only shrink a batch
-                yield recs
+        for item in _reader(self.kind, self.opts)(Path(self.path), size=size):
+            if len(_records(item)):  # at most ``size``: bad rows only shrink a batch
+                yield item
 
 
 def open_streamed(path: str | os.PathLike, kind: str, hold: int | None = None, **opts) -> Streamed:
@@ -109,16 +120,22 @@ def open_streamed(path: str | os.PathLike, kind: str, hold: int | None = None, *
     first = last = None
     held: list[np.ndarray] | None = []
     pass_opts = {**opts, "counters": counters} if kind == "lobster" else {}
-    for recs in _reader(kind, pass_opts)(p, report):
+    for item in _reader(kind, pass_opts)(p, report):
+        recs = _records(item)
         if len(recs):
             first = int(recs["ts_event_ns"][0]) if first is None else first
             last = int(recs["ts_event_ns"][-1])
             n += len(recs)
             if held is not None:
-                held.append(recs)
+                held.append(item)
                 if n > hold:
                     held = None  # too long to keep: read again, a batch at a time
     return Streamed(kind, str(p), n, first, last, report, counters, opts, held)
+
+
+def _records(item) -> np.ndarray:
+    """The MARKET_DATA records of a reader's item (a records array, or records and levels)."""
+    return item[0] if isinstance(item, tuple) else item
 
 
 class RecordCursor:
@@ -132,6 +149,11 @@ class RecordCursor:
         self._chunks = source.chunks(size)
         self.base = 0  # stream position of buf[0]
         self.buf = np.zeros(0, dtype=np.dtype([("ts_event_ns", "<i8")]))
+        # a LOBSTER pair read with depth: the chunk's BOOK_LEVEL updates, the index in all
+        # the levels of levels[0], and lv_off[k] = the first level of record buf[k]
+        self.levels: np.ndarray | None = None
+        self.lv_base = 0
+        self.lv_off = np.zeros(1, np.int64)
 
     def window(self, position: int) -> np.ndarray:
         """Records ``position ..`` to the end of the chunk holding ``position`` (empty at or
@@ -142,5 +164,13 @@ class RecordCursor:
             if self.base + len(self.buf) >= self.total:
                 return self.buf[:0]
             self.base += len(self.buf)
-            self.buf = next(self._chunks)
+            item = next(self._chunks)
+            if isinstance(item, tuple):
+                self.buf, levels = item
+                self.lv_base += 0 if self.levels is None else len(self.levels)
+                self.levels = levels
+                parents = levels["parent_seq"].astype(np.int64) - self.base
+                self.lv_off = np.searchsorted(parents, np.arange(len(self.buf) + 1))
+            else:
+                self.buf = item
         return self.buf[position - self.base :]

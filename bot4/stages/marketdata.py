@@ -26,8 +26,8 @@ reason, logged, and never reach signals (``summary()`` carries the counts). Ever
 recorded input is checked in one pass and then published from a cursor over one chunk at
 a time (:mod:`bot4.marketdata.streamed`; an input of up to ``HOLD_RECORDS`` records is
 kept from the check's pass, a longer one read again as it is published), so the stage's
-memory stays flat however long the file; except a LOBSTER pair with depth outputs (its
-level updates are indexed by position), held whole. A LOBSTER pair's books are built from its order messages, per instrument
+memory stays flat however long the file; a LOBSTER pair's BOOK_LEVEL updates come with
+their chunk (:func:`bot4.marketdata.lobster_stream.iter_lobster_depth`). A LOBSTER pair's books are built from its order messages, per instrument
 (:mod:`bot4.marketdata.builder`): the quotes and depth published come from that book, not
 from LOBSTER's orderbook file, which seeds the book (orders resting before the data
 starts), supplies the levels that slide into its depth-limited window, and cross-checks
@@ -306,67 +306,37 @@ class MarketDataStage(Stage):
             self.synth.setup()
             self.report = None
             return
-        self.levels = None
         self.book_counters: dict[str, int] | None = None
-        if not self.level_outs:
-            from bot4.marketdata.streamed import RecordCursor, open_streamed
+        from bot4.marketdata.streamed import RecordCursor, open_streamed
 
-            t0 = time.perf_counter()
-            path = p["path"]
-            s = open_streamed(path, _stream_kind(self.mode, path), **_stream_opts(p))
-            if self.mode == "file" and s.report.rows == 0:
-                from bot4.marketdata.files import MarketDataFileError
-
-                raise MarketDataFileError(path, "no data rows")
-            self.report, self.total, self.cursor = s.report, s.total, RecordCursor(s)
-            if self.mode == "lobster":
-                from bot4.marketdata.builder import GAP_STATS
-
-                self.book_counters = s.counters
-                gaps = {k: s.counters[k] for k in GAP_STATS if s.counters.get(k)}
-                log.info("market data books built from %d messages in %.0f ms, read included "
-                         "(%s): %s%s", int(s.report.kept), 1e3 * (time.perf_counter() - t0),
-                         "held" if s.held else "checked, then read again as it is published",
-                         ", ".join(f"{k} {v}" for k, v in s.counters.items() if v),
-                         f"; GAPS {gaps}" if gaps else "; no gaps")  # fmt: skip
-            first = s.first_ns
-        elif self.mode == "lobster":
+        t0 = time.perf_counter()
+        path = p["path"]
+        opts = _stream_opts(p)
+        # a LOBSTER pair's BOOK_LEVEL updates ride with its records (book_level outputs);
+        # other sources publish none
+        self.depth_levels = self.mode == "lobster" and bool(self.level_outs)
+        if self.depth_levels:
             from bot4.paths import session_seq_base
 
-            t0 = time.perf_counter()
-            b = load_lobster(
-                p["path"],
-                snapshot=bool(p.get("snapshot", False)),
-                depth=int(p.get("depth", self.DEFAULT_DEPTH)) if self.level_outs else 0,
-                check=bool(p.get("book_check", True)),
-            )
-            self.data, self.report = b.stream, b.report
-            self.book_counters = b.counters
-            if self.level_outs:
-                self.levels = b.levels
-                parents = b.levels["parent_seq"].astype(np.int64)
-                # levels of stream positions [p, q): levels[lv_off[p]:lv_off[q]]
-                self.lv_off = np.searchsorted(parents, np.arange(len(self.data) + 1))
-                self.lv_seq = session_seq_base(self.session)
-            gaps = {k: v for k, v in b.gaps().items() if v}
-            log.info(
-                "market data books built from %d messages in %.0f ms, read included "
-                "(window %d levels): %s%s",
-                int(b.report.kept),
-                1e3 * (time.perf_counter() - t0),
-                b.window,
-                ", ".join(f"{k} {v}" for k, v in b.counters.items() if v),
-                f"; GAPS {gaps}" if gaps else "; no gaps",
-            )
-        else:
-            self.data, self.report = load_recorded(self.mode, p["path"])
-        if self.level_outs:  # held whole: a cursor over it
-            from bot4.marketdata.streamed import RecordCursor, Streamed
+            opts["depth"] = int(p.get("depth", self.DEFAULT_DEPTH))
+            self.lv_seq = session_seq_base(self.session)
+        s = open_streamed(path, _stream_kind(self.mode, path), **opts)
+        if self.mode == "file" and s.report.rows == 0:
+            from bot4.marketdata.files import MarketDataFileError
 
-            self.total = len(self.data)
-            self.cursor = RecordCursor(Streamed(self.mode, p["path"], self.total, None, None,
-                                                self.report, _held=[self.data]))  # fmt: skip
-            first = int(self.data["ts_event_ns"][0]) if len(self.data) else None
+            raise MarketDataFileError(path, "no data rows")
+        self.report, self.total, self.cursor = s.report, s.total, RecordCursor(s)
+        if self.mode == "lobster":
+            from bot4.marketdata.builder import GAP_STATS
+
+            self.book_counters = s.counters
+            gaps = {k: s.counters[k] for k in GAP_STATS if s.counters.get(k)}
+            log.info("market data books built from %d messages in %.0f ms, read included "
+                     "(%s): %s%s", int(s.report.kept), 1e3 * (time.perf_counter() - t0),
+                     "held" if s.held else "checked, then read again as it is published",
+                     ", ".join(f"{k} {v}" for k, v in s.counters.items() if v),
+                     f"; GAPS {gaps}" if gaps else "; no gaps")  # fmt: skip
+        first = s.first_ns
         log_event(
             log, logging.INFO, "input_report", "market data input", report=self.report.summary()
         )
@@ -401,17 +371,16 @@ class MarketDataStage(Stage):
             counts[self.md_outs] = sub
             counts[self.level_outs] = 0
             return k, nxt
-        if self.levels is not None:
+        w = self.cursor.window(position)  # the records from position, one chunk at most
+        n = min(n, len(w))
+        c = self.cursor
+        k = position - c.base
+        if self.depth_levels and n > 0:
             # never more level updates than the level views hold (a book_level ring needs a
             # capacity of at least 2 x depth, the most one position carries)
             room = min(len(outs[j]) for j in self.level_outs)
-            a = int(self.lv_off[position])
-            fit = int(np.searchsorted(self.lv_off, a + room, side="right")) - 1 - position
+            fit = int(np.searchsorted(c.lv_off, c.lv_off[k] + room, side="right")) - 1 - k
             n = min(n, fit)
-            if n <= 0:
-                return 0, seq
-        w = self.cursor.window(position)  # the records from position, one chunk at most
-        n = min(n, len(w))
         if n <= 0:
             return 0, seq
         now = self.clock()
@@ -421,11 +390,12 @@ class MarketDataStage(Stage):
             outs[j][:n] = outs[first][:n]
         counts[self.md_outs] = n
         for j in self.level_outs:
-            if self.levels is None:
+            if not self.depth_levels:
                 counts[j] = 0
                 continue
-            a, b = int(self.lv_off[position]), int(self.lv_off[position + n])
-            counts[j] = _emit_levels(self.levels, outs[j], a, b, self.lv_seq, position, seq, now)
+            a, b = int(c.lv_off[k]), int(c.lv_off[k + n])
+            counts[j] = _emit_levels(c.levels, outs[j], a, b, self.lv_seq + c.lv_base,
+                                     position, seq, now)  # fmt: skip
         return n, nxt
 
     def summary(self) -> dict:

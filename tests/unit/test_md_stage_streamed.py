@@ -20,9 +20,11 @@ from tests.data_paths import lobster_dir
 FIELDS = ["ts_event_ns", "price", "qty", "order_id", "instrument", "kind", "side", "flags"]
 
 
-def _stage(params: dict) -> MarketDataStage:
-    st = MarketDataStage(SimpleNamespace(name="md", params=params), [],
-                         [SimpleNamespace(type="MARKET_DATA")], "test")  # fmt: skip
+def _stage(params: dict, depth: bool = False) -> MarketDataStage:
+    outs = [SimpleNamespace(type="MARKET_DATA")]
+    if depth:
+        outs.append(SimpleNamespace(type="BOOK_LEVEL"))
+    st = MarketDataStage(SimpleNamespace(name="md", params=params), [], outs, "test")
     st.setup()
     return st
 
@@ -115,3 +117,42 @@ def test_paced_publishing_releases_records_as_their_time_comes(tmp_path, monkeyp
     due = int((ts <= ts[1200]).sum())
     got = st.source_ready(0, later)
     assert got == min(due, 500), (got, due)  # never past the cursor's chunk
+
+
+@pytest.mark.parametrize("hold", [streamed.HOLD_RECORDS, 1000])
+def test_book_levels_ride_with_their_records(monkeypatch, hold):
+    # a LOBSTER pair with a book_level output: each position's level updates are published
+    # with it, numbered and parented as from the pair read whole, across the pair's blocks
+    import bot4.marketdata.lobster_stream as ls
+    from bot4.records import BOOK_LEVEL
+    from bot4.stages.marketdata import load_lobster
+
+    seed = random.SystemRandom().randrange(2**32)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    monkeypatch.setattr(streamed, "HOLD_RECORDS", hold)
+    blocks = {**ls.iter_lobster_depth.__kwdefaults__, "lines": 300}  # blocks of 300 lines
+    monkeypatch.setattr(ls.iter_lobster_depth, "__kwdefaults__", blocks)
+    params = {"source": "lobster", "path": f"{lobster_dir()}/aapl_level10_first999",
+              "snapshot": True, "depth": 4}  # fmt: skip
+    whole = load_lobster(params["path"], snapshot=True, depth=4)
+    st = _stage(params, depth=True)
+    assert st.total == len(whole.stream)
+    pos, seq, got, lv = 0, 1, [], []
+    buf, lbuf = np.zeros(64, MARKET_DATA), np.zeros(64, BOOK_LEVEL)
+    while not st.source_done(pos):
+        counts = np.zeros(2, np.int64)
+        k, nseq = st.generate(pos, rng.randint(1, 64), [buf, lbuf], counts, seq)
+        assert k > 0 and counts[0] == k
+        got.append(buf[:k].copy())
+        lv.append(lbuf[: counts[1]].copy())
+        for r in lbuf[: counts[1]]:  # parent: the seq this stage gave the level's event
+            assert seq <= r["parent_seq"] < nseq
+        pos, seq = pos + k, nseq
+    got, lv = np.concatenate(got), np.concatenate(lv)
+    assert (got[FIELDS] == whole.stream[FIELDS]).all()
+    cols = ["ts_event_ns", "price", "qty", "instrument", "orders", "side", "level", "flags"]
+    assert len(lv) == len(whole.levels) and (lv[cols] == whole.levels[cols]).all()
+    assert (lv["parent_seq"] - 1 == whole.levels["parent_seq"]).all()  # stream index + seq 1
+    assert (np.diff(lv["seq"].astype(np.int64)) == 1).all()
+    assert st.cursor.lv_base > 0, "the pair was one block: the test did not cross a seam"
