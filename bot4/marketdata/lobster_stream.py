@@ -166,23 +166,13 @@ def _parsed(pair: LobsterPair, report: BadInputReport, lines: int, keep_lines: i
 
 
 def iter_lobster_stream(
-    path: str | os.PathLike[str] | LobsterPair,
-    report: BadInputReport | None = None,
-    *,
-    snapshot: bool = True,
-    check: bool = True,
-    lines: int = LINES,
-    keep_lines: int = 5,
-    instruments=DEFAULT_INSTRUMENTS,
-    counters: dict | None = None,
+    path: str | os.PathLike[str] | LobsterPair, report: BadInputReport | None = None, **opts
 ) -> Iterator[np.ndarray]:
     """MARKET_DATA chunks of the pair at ``path`` (module doc); ``report`` is filled as
-    :func:`~bot4.marketdata.lobster.read_messages` fills its own (complete at the end), and
-    ``counters`` (when given) with the builder's ``BUILD_STATS`` at the end."""
-    for stream, _levels in iter_lobster_depth(
-        path, report, snapshot=snapshot, check=check, lines=lines, keep_lines=keep_lines,
-        instruments=instruments, counters=counters,
-    ):  # fmt: skip
+    :func:`~bot4.marketdata.lobster.read_messages` fills its own (complete at the end).
+    ``opts``: :func:`iter_lobster_depth`'s (``snapshot``, ``check``, ``lines``,
+    ``keep_lines``, ``instruments``, ``counters``), without ``depth``."""
+    for stream, _levels in iter_lobster_depth(path, report, **opts):
         yield stream
 
 
@@ -201,7 +191,9 @@ def iter_lobster_depth(
     """:func:`iter_lobster_stream` with the BOOK_LEVEL updates of ``depth`` positions per
     side (capped at the file's levels): ``(records, levels)`` per chunk, each level's
     ``parent_seq`` the index of its event in the whole stream (snapshot included), as
-    :func:`bot4.stages.marketdata.load_lobster` gives them."""
+    :func:`bot4.stages.marketdata.load_lobster` gives them. ``snapshot``: the initial book
+    first; ``check``: the builder's per-row cross-check; ``lines`` per block; ``counters``
+    (when given): the builder's ``BUILD_STATS`` at the end."""
     pair = path if isinstance(path, LobsterPair) else one_pair(path)
     report = BadInputReport("") if report is None else report
     report.source = str(pair.message)  # as read_messages names it
