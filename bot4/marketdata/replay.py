@@ -81,8 +81,8 @@ def read_lobster_stream(path, **kwargs) -> tuple[np.ndarray, BadInputReport]:
 
 
 def snapshot_of(first, row: np.ndarray) -> np.ndarray:
-    """:func:`bot4.stages.marketdata.lobster_snapshot` from the pair's first kept message ``first`` (a MARKET_DATA
-    record) and its orderbook ``row`` (int64[4 x levels])."""
+    """:func:`bot4.stages.marketdata.lobster_snapshot` from the pair's first kept message
+    ``first`` (a MARKET_DATA record) and its orderbook ``row`` (int64[4 x levels])."""
     from bot4.records import (
         MARKET_DATA,
         MD_BOOK_ADD,

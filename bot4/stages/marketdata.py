@@ -27,16 +27,17 @@ recorded input is checked in one pass and then published from a cursor over one 
 a time (:mod:`bot4.marketdata.streamed`; an input of up to ``HOLD_RECORDS`` records is
 kept from the check's pass, a longer one read again as it is published), so the stage's
 memory stays flat however long the file; a LOBSTER pair's BOOK_LEVEL updates come with
-their chunk (:func:`bot4.marketdata.lobster_stream.iter_lobster_depth`). A LOBSTER pair's books are built from its order messages, per instrument
-(:mod:`bot4.marketdata.builder`): the quotes and depth published come from that book, not
-from LOBSTER's orderbook file, which seeds the book (orders resting before the data
-starts), supplies the levels that slide into its depth-limited window, and cross-checks
-it; the builder's counts by reason are logged and in ``summary()``. Each record
-is stamped with this stage's sequence number and its receive time (``ts_recv_ns``) as it is
-published, in batches: live, where every output carries MARKET_DATA, by the compiled
-publish call just before the commit (``bot4.stages.publish``); otherwise when ``generate``
-builds the batch. A restarted stage resumes at the position its cursors say: the
-records of a file are a pure function of their position.
+their chunk (:func:`bot4.marketdata.lobster_stream.iter_lobster_depth`). A LOBSTER pair's
+books are built from its order messages, per instrument (:mod:`bot4.marketdata.builder`):
+the quotes and depth published come from that book, not from LOBSTER's orderbook file,
+which seeds the book (orders resting before the data starts), supplies the levels that
+slide into its depth-limited window, and cross-checks it; the builder's counts by reason
+are logged and in ``summary()``. Each record is stamped with this stage's sequence number
+and its receive time (``ts_recv_ns``) as it is published, in batches: live, where every
+output carries MARKET_DATA, by the compiled publish call just before the commit
+(``bot4.stages.publish``); otherwise when ``generate`` builds the batch. A restarted stage
+resumes at the position its cursors say: the records of a file are a pure function of
+their position (the cursor reads forward to it).
 """
 
 from __future__ import annotations
@@ -282,11 +283,11 @@ class MarketDataStage(Stage):
 
     def setup(self) -> None:
         """Read the input (recorded sources: checked, then held or streamed; module doc).
-        A recorded input that
-        cannot be used ends the process after one ERROR line with ``EXIT_INPUT_REFUSED``:
-        every restart would read the same file, so the supervisor halts the pipeline
-        naming this stage instead of restarting it (``bot4 run`` read the file before any
-        segment existed: this is what is left for a file changed since)."""
+        A recorded input that cannot be used ends the process after one ERROR line with
+        ``EXIT_INPUT_REFUSED``: every restart would read the same file, so the supervisor
+        halts the pipeline naming this stage instead of restarting it (``bot4 run`` read
+        the file before any segment existed: this is what is left for a file changed
+        since)."""
         from bot4.records.errors import EXIT_INPUT_REFUSED
 
         try:
