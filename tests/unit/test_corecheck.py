@@ -90,12 +90,14 @@ def _samples_around(code: str):
 @pytest.mark.timeout(60)
 def test_a_task_that_ran_on_the_core_is_reported_and_bot4s_own_are_not():
     core, other = _two_cores()
-    # a task that exists at both samples: between them it spins 50 ms on `core`, then
-    # may run on either and sleeps (its last CPU stays `core`)
+    # a task that exists at both samples: it waits for the first pinned to `core` (so its
+    # last CPU there is `core`, whatever runs beside it), spins 50 ms on `core`, then may
+    # run on either and sleeps (under load it may end on the other core: the first
+    # sample's CPU is what makes it a sharer deterministically)
     code = (
         "import os, sys, time\n"
-        "print('ready', flush=True)\n"
-        f"sys.stdin.readline(); os.sched_setaffinity(0, {{{core}}}); t = time.monotonic()\n"
+        f"os.sched_setaffinity(0, {{{core}}}); print('ready', flush=True)\n"
+        "sys.stdin.readline(); t = time.monotonic()\n"
         "while time.monotonic() - t < 0.05: pass\n"
         f"os.sched_setaffinity(0, {{{other}, {core}}}); print('ok', flush=True)\n"
         "time.sleep(30)\n"
@@ -117,15 +119,18 @@ def test_a_thread_that_ran_on_the_core_names_its_process_though_the_main_thread_
     code = (
         "import os, sys, threading, time\n"
         f"os.sched_setaffinity(0, {{{other}}})  # the main thread only: never on `core`\n"
-        "go = threading.Event()\n"
+        "go, parked = threading.Event(), threading.Event()\n"
         "def work():\n"
-        "    go.wait()\n"
-        f"    os.sched_setaffinity(0, {{{core}}}); t = time.thread_time()\n"
+        # waits pinned to `core`: its last CPU at the first sample is `core` (a thread
+        # that waited movable could be migrated under load, and its second sample's CPU
+        # may be either core once it is movable again)
+        f"    os.sched_setaffinity(0, {{{core}}}); parked.set(); go.wait()\n"
+        "    t = time.thread_time()\n"
         "    while time.thread_time() - t < 0.05: pass  # 50 ms of this thread's CPU\n"
         f"    os.sched_setaffinity(0, {{{other}, {core}}}); print('ok', flush=True)\n"
         "    time.sleep(30)\n"
         "th = threading.Thread(target=work, daemon=True); th.start()  # in the first sample\n"
-        "print('ready', flush=True)\n"
+        "parked.wait(); print('ready', flush=True)\n"
         "sys.stdin.readline(); go.set(); th.join()\n"
     )
     with _samples_around(code) as (p, before, after):
