@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bot4.marketdata.report import BadInputReport
+from bot4.records import MARKET_DATA
 
 __all__ = ["CHUNK", "HOLD_RECORDS", "RecordCursor", "Streamed", "file_kind", "open_streamed"]
 
@@ -148,7 +149,7 @@ class RecordCursor:
         self.total = source.total
         self._chunks = source.chunks(size)
         self.base = 0  # stream position of buf[0]
-        self.buf = np.zeros(0, dtype=np.dtype([("ts_event_ns", "<i8")]))
+        self.buf = np.zeros(0, MARKET_DATA)
         # a LOBSTER pair read with depth: the chunk's BOOK_LEVEL updates, the index in all
         # the levels of levels[0], and lv_off[k] = the first level of record buf[k]
         self.levels: np.ndarray | None = None

@@ -4,7 +4,6 @@ holds one block, not the day."""
 
 from __future__ import annotations
 
-import os
 import random
 import tracemalloc
 from pathlib import Path
@@ -18,20 +17,15 @@ from bot4.marketdata.report import BadInputReport, UnsortedInputError
 from bot4.records import MD_BOOK_ADD, MDF_LAST_IN_BATCH
 from bot4.records.errors import Code
 from bot4.stages.marketdata import load_recorded
+from tests.data_paths import lobster_dir
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "lobster-2012-06-21"
 NAME = "AMZN_2012-06-21_34200000_57600000_{}_1.csv"
 
 
 @pytest.fixture(scope="module")
 def pairs():
-    if not DATA.is_dir():
-        why = f"LOBSTER sample data not found at {DATA} (expected beside the repository)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(why)
-        pytest.skip(why)
     return {f"{p.ticker}-{p.levels}-{p.message.member is None}": p
-            for p in find_pairs(DATA, recursive=True)}  # fmt: skip
+            for p in find_pairs(lobster_dir(), recursive=True)}  # fmt: skip
 
 
 def streamed(path, lines: int, **kw) -> tuple[np.ndarray, BadInputReport]:

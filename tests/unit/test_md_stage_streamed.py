@@ -16,6 +16,7 @@ from bot4.records import MARKET_DATA
 from bot4.replay.sources import SyntheticSource, write_parquet
 from bot4.stages.marketdata import MarketDataStage, load_recorded
 from tests.data_paths import lobster_dir
+from tests.unit.tickfiles import csv_of_parquet
 
 FIELDS = ["ts_event_ns", "price", "qty", "order_id", "instrument", "kind", "side", "flags"]
 
@@ -49,15 +50,7 @@ def _inputs(tmp_path) -> dict[str, dict]:
     chunks = list(SyntheticSource(30_000, instruments=3).chunks(4096))
     pq = tmp_path / "t.parquet"
     write_parquet(pq, chunks, row_group=3000)
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as ppq
-
-    t = ppq.read_table(pq)
-    t = t.cast(pa.schema([(f.name, pa.string() if pa.types.is_dictionary(f.type) else f.type)
-                          for f in t.schema]))  # fmt: skip
-    csv = tmp_path / "t.csv"
-    pcsv.write_csv(t, csv)
+    csv = csv_of_parquet(pq, tmp_path / "t.csv")
     amzn = f"{lobster_dir()}/amzn_level1"
     from bot4.journal import JournalWriter
 

@@ -10,6 +10,7 @@ from bot4.journal import JournalWriter
 from bot4.records import EXEC_REPORT, MARKET_DATA, MD_QUOTE
 from bot4.records.errors import Code
 from bot4.replay.sources import ReplayInputError, SyntheticSource, open_source, write_parquet
+from tests.unit.tickfiles import csv_of_parquet
 
 HEADER = "ts_event_ns,symbol,kind,side,price,qty\n"
 
@@ -191,20 +192,7 @@ def test_a_tick_file_longer_than_what_is_held_is_read_again_a_batch_at_a_time(
     p = tmp_path / f"t.{fmt}"
     write_parquet(tmp_path / "t.parquet", chunks, row_group=600)
     if fmt == "csv":
-        import pyarrow as pa
-        import pyarrow.csv as pc
-        import pyarrow.parquet as pq
-
-        t = pq.read_table(tmp_path / "t.parquet")
-        t = t.cast(
-            pa.schema(
-                [
-                    (f.name, pa.string() if pa.types.is_dictionary(f.type) else f.type)
-                    for f in t.schema
-                ]
-            )
-        )
-        pc.write_csv(t, p)
+        csv_of_parquet(tmp_path / "t.parquet", p)
     held = open_source(p)
     monkeypatch.setattr(sources, "HOLD_RECORDS", 999)
     streamed = open_source(p)
