@@ -130,8 +130,9 @@ def itch_run(mods, store, n, out):
     return dt, (
         out[:k].tobytes(),
         ds.tolist(),
-        b.px.tobytes(),
-        b.n.tobytes(),
+        # the books level by level, best first (not the arrays: trees may store them in
+        # different orders)
+        [b.top(i, b.window).tobytes() for i in range(b.n.shape[0])],
         b.stats.tolist(),
         lq.tobytes(),
     )

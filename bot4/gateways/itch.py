@@ -388,9 +388,10 @@ def _quotes(e, n, px, qty, nlev, last_q):
     for s in (ASK, BID):
         p = np.int64(0)
         sz = np.int64(0)
-        if nlev[inst, s] > 0:
-            p = px[inst, s, 0]
-            sz = qty[inst, s, 0]
+        top = nlev[inst, s] - 1  # the best level's index: sides are stored worst first
+        if top >= 0:
+            p = px[inst, s, top]
+            sz = qty[inst, s, top]
         if p == last_q[inst, s, 0] and sz == last_q[inst, s, 1]:
             continue
         last_q[inst, s, 0] = p

@@ -2,14 +2,20 @@
 
 :func:`apply_event` applies a book event (a MARKET_DATA record, ``MD_BOOK_ADD`` /
 ``CANCEL`` / ``DELETE`` / ``EXEC``) to instrument ``i``'s price levels (per side up to
-``window`` levels, best first, each with its aggregate visible size and order count) and
-to the order map (:mod:`bot4.nbkit`'s u64 map, one 32-byte row per order: remaining
+``window`` levels, each with its aggregate visible size and order count) and to the
+order map (:mod:`bot4.nbkit`'s u64 map, one 32-byte row per order: remaining
 size, price, side, add seq), counting what it met in the ``BUILD_STATS`` slots. It is
 the product's one book implementation: the md stage's
 :func:`bot4.marketdata.builder.build_kernel` (LOBSTER) and md_gateway's ITCH decoder
 (:func:`bot4.gateways.itch.itch_decode_kernel`) both call it, on the arrays of a
 :class:`bot4.marketdata.builder.BookBuilder`. The level helpers here (find, insert,
 remove) are the builder's too.
+
+**Storage order**: each side's levels are stored *worst first*, the best at index
+``n - 1`` (:func:`top_index` maps a level, 0 = best, to its index). Nearly every add,
+cancel and execution lands at or next to the best, so a level created or emptied there
+moves nothing, where best-first storage moved every level behind it (md_gateway's sides
+hold hundreds of levels). Readers go through ``top_index`` or ``top_kernel``.
 """
 
 from __future__ import annotations
@@ -89,7 +95,7 @@ class BookArrays(NamedTuple):
     :func:`apply_event` and the level helpers. Owned by the one process that feeds the
     builder. Rebuilt after the order map grows (``otab`` is a new array then)."""
 
-    px: np.ndarray  # int64[books, 2, window]: level prices, best first (row BID / ASK)
+    px: np.ndarray  # int64[books, 2, window]: level prices, worst first (best at n - 1)
     qty: np.ndarray  # int64[books, 2, window]: aggregate visible size per level, lots
     cnt: np.ndarray  # int64[books, 2, window]: orders per level
     n: np.ndarray  # int64[books, 2]: levels in use per side
@@ -109,14 +115,22 @@ def _better(s, a, b):
 
 @njit(nogil=True, cache=True, inline="always")
 def _find(px, n, i, s, p):
-    """Position of price ``p`` on side ``s`` of instrument ``i``, or -(insertion point) - 1."""
-    m = n[i, s]
-    j = 0
-    while j < m and _better(s, px[i, s, j], p):
-        j += 1
-    if j < m and px[i, s, j] == p:
+    """Storage index of price ``p`` on side ``s`` of instrument ``i``, or -(insertion
+    index) - 1: the index the new level takes, the better levels from it on moving up one.
+    Scans from the best (index ``n - 1``) down, where the activity is."""
+    j = n[i, s] - 1
+    while j >= 0 and _better(s, px[i, s, j], p):
+        j -= 1
+    if j >= 0 and px[i, s, j] == p:
         return j
-    return -j - 1
+    return -(j + 1) - 1
+
+
+@njit(nogil=True, cache=True, inline="always")
+def top_index(n, i, s, k):
+    """Storage index of level ``k`` (0 = best) of side ``s`` of instrument ``i`` (valid
+    for ``k < n[i, s]``): sides are stored worst first."""
+    return n[i, s] - 1 - k
 
 
 @intrinsic
@@ -172,26 +186,30 @@ def _shift(px, qty, cnt, i, s, dst, src, count):
 
 @njit(nogil=True, cache=True, inline="always")
 def _insert_level(b, window, i, s, j, p, q, c):
-    """Insert a level at position ``j`` of book ``b`` (:class:`BookArrays`), shifting worse
-    ones back; the worst falls out of a full window. Returns False when ``j`` is beyond the
+    """Insert a level at storage index ``j`` of book ``b`` (:class:`BookArrays`; ``j``
+    as :func:`_find` gives it), moving the better ones up; the worst (index 0) falls out
+    of a full window. Returns False when the new level would itself be the one beyond the
     window (nothing inserted)."""
-    if j >= window:
-        return False
     px, qty, cnt, n = b.px, b.qty, b.cnt, b.n
     m = n[i, s]
     if m >= window:
+        if j == 0:
+            return False
         b.stats[B_DROPPED] += 1
-        m = window - 1
-    _shift(px, qty, cnt, i, s, j + 1, j, m - j)
+        _shift(px, qty, cnt, i, s, 0, 1, j - 1)  # the worst leaves, the rest move down
+        j -= 1
+    else:
+        _shift(px, qty, cnt, i, s, j + 1, j, m - j)
+        n[i, s] = m + 1
     px[i, s, j] = p
     qty[i, s, j] = q
     cnt[i, s, j] = c
-    n[i, s] = m + 1
     return True
 
 
 @njit(nogil=True, cache=True, inline="always")
 def _remove_level(px, qty, cnt, n, i, s, j):
+    """Remove the level at storage index ``j`` (the best, ``n - 1``, moves nothing)."""
     m = n[i, s]
     _shift(px, qty, cnt, i, s, j, j + 1, m - 1 - j)
     n[i, s] = m - 1

@@ -3,10 +3,11 @@
 The md stage's books are built here from order-level events (``MD_BOOK_ADD`` / ``CANCEL``
 / ``DELETE`` / ``EXEC`` records), never copied from a reference book: LOBSTER through
 :func:`build_kernel`, and md_gateway's ITCH decoder, which applies each event with the same
-step (:func:`apply_event`): the product's one book implementation. Per instrument and side the book keeps up to ``window`` price levels,
-best first, each with its aggregate visible size and an order count, plus one order map
-(id -> remaining size, price, side, add seq; open addressing, one 32-byte row per order)
-to apply executes, partial cancels and deletes by order id.
+step (:func:`apply_event`): the product's one book implementation. Per instrument and
+side the book keeps up to ``window`` price levels (stored worst first: see
+:mod:`bot4.marketdata.book_step`), each with its aggregate visible size and an order
+count, plus one order map (id -> remaining size, price, side, add seq; open addressing,
+one 32-byte row per order) to apply executes, partial cancels and deletes by order id.
 
 For each message, in order, :func:`build_kernel` writes the records the stage publishes:
 
@@ -88,6 +89,7 @@ from bot4.marketdata.book_step import (
     _find,
     _insert_level,
     _remove_level,
+    _shift,
     apply_event,
     order_side,
 )
@@ -173,21 +175,47 @@ def _ref_level(ref, row, s, k):
 @njit(nogil=True, cache=True, inline="always")
 def _seed(px, qty, cnt, n, window, i, ref, row):
     """Replace instrument ``i``'s book with a reference row (each level one order)."""
-    levels = ref.shape[1] // 4
+    levels = min(ref.shape[1] // 4, window)
     seeded = 0
     for s in range(2):
         m = 0
-        for k in range(min(levels, window)):
+        for k in range(levels):
+            if _ref_level(ref, row, s, k)[1] != 0:
+                m += 1
+        n[i, s] = m
+        seeded += m
+        for k in range(levels):  # best first from the row, stored worst first
             p, q = _ref_level(ref, row, s, k)
             if q == 0:
                 continue
+            m -= 1
             px[i, s, m] = p
             qty[i, s, m] = q
             cnt[i, s, m] = 1
-            m += 1
-        n[i, s] = m
-        seeded += m
     return seeded
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _worse_levels(ref, row, s, g, w, has_w, room, px, qty, cnt, i, top):
+    """The reference levels from ``g`` on that are worse than ``w`` (and each other), at
+    most ``room``: counted, and written at storage indices ``top``, ``top - 1``, ... when
+    ``top`` >= 0. Returns how many."""
+    levels = ref.shape[1] // 4
+    a = 0
+    for k in range(g, levels):
+        if a >= room:
+            break
+        p, q = _ref_level(ref, row, s, k)
+        if q == 0 or (has_w and not _better(s, w, p)):
+            continue
+        if top >= 0:
+            px[i, s, top - a] = p
+            qty[i, s, top - a] = q
+            cnt[i, s, top - a] = 1
+        w = p
+        has_w = True
+        a += 1
+    return a
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -198,7 +226,8 @@ def _slide_in(px, qty, cnt, n, window, i, ref, row):
     better than the window's worst that come before the first worse one are skipped
     without reading them: the scan starts at the last one (found from position ``m``
     back), usually one level, one cache line (the row's last, which the kernel
-    prefetched), instead of the whole row from the best level down."""
+    prefetched), instead of the whole row from the best level down. The levels found go
+    below the worst (index 0: the window moves up by as many)."""
     levels = ref.shape[1] // 4
     added = 0
     for s in range(2):
@@ -206,25 +235,20 @@ def _slide_in(px, qty, cnt, n, window, i, ref, row):
         if m >= window:
             continue
         g = min(m, levels)
+        w = px[i, s, 0]
         if m > 0:
-            w = px[i, s, m - 1]
             while g > 0:
                 p, q = _ref_level(ref, row, s, g - 1)
                 if q != 0 and not _better(s, w, p):
                     break  # level g - 1 is no better than the worst: all before it too
                 g -= 1
-        for k in range(g, levels):
-            if m >= window:
-                break
-            p, q = _ref_level(ref, row, s, k)
-            if q == 0 or (m > 0 and not _better(s, px[i, s, m - 1], p)):
-                continue
-            px[i, s, m] = p
-            qty[i, s, m] = q
-            cnt[i, s, m] = 1
-            m += 1
-            added += 1
-        n[i, s] = m
+        a = _worse_levels(ref, row, s, g, w, m > 0, window - m, px, qty, cnt, i, -1)
+        if a == 0:
+            continue
+        _shift(px, qty, cnt, i, s, a, 0, m)
+        _worse_levels(ref, row, s, g, w, m > 0, a, px, qty, cnt, i, a - 1)
+        n[i, s] = m + a
+        added += a
     return added
 
 
@@ -233,10 +257,11 @@ def _matches(px, qty, n, window, i, ref, row):
     """The window of instrument ``i`` equals the reference row's (prices and sizes)."""
     levels = ref.shape[1] // 4
     for s in range(2):
+        m = n[i, s]
         for k in range(min(levels, window)):
             p, q = _ref_level(ref, row, s, k)
-            if k < n[i, s]:
-                if px[i, s, k] != p or qty[i, s, k] != q:
+            if k < m:
+                if px[i, s, m - 1 - k] != p or qty[i, s, m - 1 - k] != q:
                     return False
             elif q != 0:
                 return False
@@ -276,9 +301,10 @@ def _publish(st, r, flags, out, nm, lv, nl, parent):
     qpx, qqty, ppx, pqty, pcnt = st.qpx, st.qqty, st.ppx, st.pqty, st.pcnt
     depth = st.cfg[CFG_DEPTH]
     for s in (ASK, BID):
-        have = n[i, s] > 0
-        p = px[i, s, 0] if have else 0
-        q = qty[i, s, 0] if have else 0
+        top = n[i, s] - 1  # the best level's index (sides are stored worst first)
+        have = top >= 0
+        p = px[i, s, top] if have else 0
+        q = qty[i, s, top] if have else 0
         if p != qpx[i, s] or q != qqty[i, s]:
             # an empty side is quoted (qty 0) only once it had been quoted
             if have or qqty[i, s] > 0:
@@ -298,11 +324,12 @@ def _publish(st, r, flags, out, nm, lv, nl, parent):
             qpx[i, s] = p
             qqty[i, s] = q
     for s in (ASK, BID):
+        top = n[i, s] - 1
         for k in range(depth):
-            have = k < n[i, s]
-            p = px[i, s, k] if have else 0
-            q = qty[i, s, k] if have else 0
-            c = cnt[i, s, k] if have else 0
+            have = k <= top
+            p = px[i, s, top - k] if have else 0
+            q = qty[i, s, top - k] if have else 0
+            c = cnt[i, s, top - k] if have else 0
             if p == ppx[i, s, k] and q == pqty[i, s, k] and c == pcnt[i, s, k]:
                 continue
             ppx[i, s, k] = p
@@ -417,7 +444,8 @@ def build_kernel(msgs, start, ref, st, out, counts, lv):
                 _seed(px, qty, cnt, n, window, i, ref, row)
                 stats[B_RESYNC] += 1
                 stale[i] &= ~STALE_GAP
-        if n[i, BID] > 0 and n[i, ASK] > 0 and px[i, BID, 0] >= px[i, ASK, 0]:
+        nb, na = n[i, BID], n[i, ASK]
+        if nb > 0 and na > 0 and px[i, BID, nb - 1] >= px[i, ASK, na - 1]:
             if stale[i] & STALE_CROSSED == 0:
                 stats[B_CROSSED] += 1
             stale[i] |= STALE_CROSSED
@@ -445,16 +473,17 @@ def top_kernel(px, qty, n, i, levels, out):
     """Instrument ``i``'s best ``levels`` levels into ``out`` (int64[4 * levels]) in
     LOBSTER's column order: AskPrice, AskSize, BidPrice, BidSize per level, best first;
     missing levels as LOBSTER's dummies."""
+    na, nb = n[i, ASK], n[i, BID]
     for k in range(levels):
-        if k < n[i, ASK]:
-            out[4 * k] = px[i, ASK, k]
-            out[4 * k + 1] = qty[i, ASK, k]
+        if k < na:
+            out[4 * k] = px[i, ASK, na - 1 - k]
+            out[4 * k + 1] = qty[i, ASK, na - 1 - k]
         else:
             out[4 * k] = DUMMY_ASK_PRICE
             out[4 * k + 1] = 0
-        if k < n[i, BID]:
-            out[4 * k + 2] = px[i, BID, k]
-            out[4 * k + 3] = qty[i, BID, k]
+        if k < nb:
+            out[4 * k + 2] = px[i, BID, nb - 1 - k]
+            out[4 * k + 3] = qty[i, BID, nb - 1 - k]
         else:
             out[4 * k + 2] = DUMMY_BID_PRICE
             out[4 * k + 3] = 0
