@@ -24,6 +24,9 @@ pytestmark = pytest.mark.timeout(600)
     [
         ("aapl_level10_first999", 5, 50_000, 65536),
         ("amzn_level1", 100, 50_000, 65536),
+        # the deep windows from the wire: every level of a level-5 and a level-10 day
+        ("zips/LOBSTER_SampleFile_AMZN_2012-06-21_5.zip", 100, 100_000, 65536),
+        ("zips/LOBSTER_SampleFile_GOOG_2012-06-21_10.zip", 100, 100_000, 65536),
         # flat out into a 1024-message store: the receiver cannot keep up, messages beyond
         # the store are dropped (UDP is not back-pressured) and fetched again
         ("amzn_level1", 100, 0, 1024),
