@@ -1,6 +1,8 @@
 """Same-process A/B of two source trees' book builder and ITCH decoder (issue 13), both loaded
 modules of their own (neither is the installed package), rounds interleaved, A/B order
-alternating each round; medians of CPU time (thread_time); outputs asserted identical."""
+alternating each round; medians of CPU time (thread_time); outputs asserted identical. Besides
+the LOBSTER days, ``book deep sides``: the builder on a full-depth book's random flow
+(:func:`deep_flow`, sides of hundreds of levels, changes far from the best)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,15 @@ from booklayout_ab import load_module  # perf/ (this script's directory)
 from bot4.gateways import mold
 from bot4.gateways.feed import lobster_to_itch
 from bot4.marketdata.lobster import find_pairs, read_pair
-from bot4.records import BOOK_LEVEL, MARKET_DATA
+from bot4.records import (
+    BOOK_LEVEL,
+    MARKET_DATA,
+    MD_BOOK_ADD,
+    MD_BOOK_DELETE,
+    MDF_LAST_IN_BATCH,
+    SIDE_BUY,
+    SIDE_SELL,
+)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lobster-2012-06-21"
 AMZN = str(DATA / "amzn_level1")
@@ -138,6 +148,42 @@ def itch_run(mods, store, n, out):
     )
 
 
+def deep_flow(n: int = 200_000, seed: int = 7) -> np.ndarray:
+    """A full-depth book's flow (md_gateway's case): adds at prices uniform over 1000 ticks
+    a side and deletes by id of random live orders (up to 3000 live), so most changes land
+    far from the best (sides of several hundred levels). MARKET_DATA, instrument 1."""
+    rng = np.random.default_rng(seed)
+    live: dict[int, tuple[int, int]] = {}
+    ids: list[int] = []
+    out = np.zeros(n, MARKET_DATA)
+    nxt = 1
+    for m in range(n):
+        if len(ids) < 3000 and (not ids or rng.random() < 0.55):
+            side = SIDE_BUY if rng.random() < 0.5 else SIDE_SELL
+            lo = 100_000 if side == SIDE_BUY else 101_000
+            price, q = int(rng.integers(lo, lo + 1000)), int(rng.integers(1, 50))
+            live[nxt] = (side, q)
+            ids.append(nxt)
+            out[m] = (m + 1, 0, m, 0, price, q, nxt, 1, MD_BOOK_ADD, side, MDF_LAST_IN_BATCH)
+            nxt += 1
+        else:
+            k = int(rng.integers(len(ids)))
+            oid = ids[k]
+            ids[k] = ids[-1]
+            ids.pop()
+            _side, q = live.pop(oid)
+            out[m] = (m + 1, 0, m, 0, 0, q, oid, 1, MD_BOOK_DELETE, 0, MDF_LAST_IN_BATCH)
+    return out
+
+
+def deep_run(mods, msgs):
+    b = mods["builder"].BookBuilder(2, 2048, 0, reference=False, orders=1 << 14)
+    t = time.thread_time()
+    stream, _ = b.build(msgs)
+    dt = time.thread_time() - t
+    return dt, (stream.tobytes(), b.top(1, 2048).tobytes(), b.stats.tolist())
+
+
 def ab(label, n, fa, fb, rounds):
     ta, tb, want = [], [], None
     for r in range(rounds):
@@ -177,6 +223,14 @@ def main() -> int:
             n,
             lambda: itch_run(A, store, n, out),
             lambda: itch_run(B, store, n, out),
+            args.rounds,
+        )
+        deep = deep_flow()
+        ab(
+            "book deep sides",
+            len(deep),
+            partial(deep_run, A, deep),
+            partial(deep_run, B, deep),
             args.rounds,
         )
         names = [

@@ -348,3 +348,45 @@ def test_builder_matches_a_dict_model_on_random_order_flow():
             assert got == want[m][j], (m, rows[m])
     assert b.gaps() == dict.fromkeys(GAP_STATS, 0)
     assert len(BUILD_STATS) == len(set(BUILD_STATS))
+
+
+def test_deep_sides_match_a_dict_model_level_by_level():
+    """Sides of ~300 levels (md_gateway's full-depth books): random adds, partial cancels,
+    deletes and executions anywhere in the book, most of them past the ``NEAR`` levels
+    ``_find`` scans before it bisects. After every message every level (price and size,
+    best first) equals a dict of the live orders aggregated."""
+    from bot4.marketdata.book_step import NEAR
+
+    rng, _seed = seeded_rng("builder deep sides")
+    live: dict[int, list[int]] = {}  # id -> [side, price, qty]
+    b = BookBuilder(2, 1024, 0, reference=False)
+    nxt, deep = 1, 0
+    for m in range(2500):
+        if not live or rng.random() < 0.55:
+            side = SIDE_BUY if rng.random() < 0.5 else SIDE_SELL
+            lo = 1000 if side == SIDE_BUY else 1300
+            price = int(rng.integers(lo, lo + 300))
+            q = int(rng.integers(1, 50))
+            live[nxt] = [side, price, q]
+            row = (MD_BOOK_ADD, nxt, side, price, q)
+            nxt += 1
+        else:
+            oid = int(rng.choice(list(live)))
+            side, price, q = live[oid]
+            better = {p for sd, p, _ in live.values() if sd == side and (p - price) * side > 0}
+            deep += len(better) >= NEAR
+            kind = int(rng.choice([MD_BOOK_CANCEL, MD_BOOK_DELETE, MD_BOOK_EXEC]))
+            take = q if kind == MD_BOOK_DELETE else int(rng.integers(1, q + 1))
+            row = (kind, oid, 0, 0, take)  # ITCH-style: by id only
+            live[oid][2] -= take
+            if live[oid][2] == 0:
+                del live[oid]
+        b.build(_msgs([row]))
+        top = b.top(1, 400).reshape(400, 4)
+        for side, cols in ((SIDE_BUY, (2, 3)), (SIDE_SELL, (0, 1))):
+            want = [(p, q) for p, q, _ in _model_levels(live, side)]
+            got = [(int(r[cols[0]]), int(r[cols[1]])) for r in top if r[cols[1]] > 0]
+            assert got == want, (m, row)
+    assert deep > 500, f"only {deep} reductions past the {NEAR} best levels"
+    assert b.gaps() == dict.fromkeys(GAP_STATS, 0)
+    assert b.counters()["dropped_level"] == 0
