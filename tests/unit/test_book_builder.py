@@ -299,18 +299,17 @@ def _model_levels(live: dict[int, list[int]], side: int) -> list[tuple[int, int,
     return sorted(((p, *v) for p, v in model.items()), reverse=side > 0)
 
 
-def test_builder_matches_a_dict_model_on_random_order_flow():
-    """Random adds, partial cancels, deletes and executions (by id, with and without the
-    price on the message) on a window wider than the prices used: after every message the
-    builder's levels (size and order count) equal a dict of live orders aggregated."""
-    rng, _seed = seeded_rng("builder dict model")
-    live: dict[int, list[int]] = {}  # id -> [side, price, qty]
-    rows, want = [], []
+def _random_flow(rng, live, count, p_add, bids, asks, by_id):
+    """``count`` random order messages (kind, order_id, side, price, qty): adds (share
+    ``p_add``) at prices uniform in ``bids`` / ``asks`` (half-open ranges), else a partial
+    cancel, delete or execution of a random live order, by id only (price and side 0) with
+    probability ``by_id``. ``live`` (id -> [side, price, qty]) is kept up to date; yields
+    (row, the order's price) after applying each."""
     nxt = 1
-    for _ in range(3000):
-        if not live or rng.random() < 0.45:
+    for _ in range(count):
+        if not live or rng.random() < p_add:
             side = SIDE_BUY if rng.random() < 0.5 else SIDE_SELL
-            price = int(rng.integers(90, 100)) if side == SIDE_BUY else int(rng.integers(100, 110))
+            price = int(rng.integers(*(bids if side == SIDE_BUY else asks)))
             q = int(rng.integers(1, 50))
             live[nxt] = [side, price, q]
             row = (MD_BOOK_ADD, nxt, side, price, q)
@@ -320,11 +319,22 @@ def test_builder_matches_a_dict_model_on_random_order_flow():
             side, price, q = live[oid]
             kind = int(rng.choice([MD_BOOK_CANCEL, MD_BOOK_DELETE, MD_BOOK_EXEC]))
             take = q if kind == MD_BOOK_DELETE else int(rng.integers(1, q + 1))
-            by_id = rng.random() < 0.3
-            row = (kind, oid, 0 if by_id else side, 0 if by_id else price, take)
+            anon = rng.random() < by_id
+            row = (kind, oid, 0 if anon else side, 0 if anon else price, take)
             live[oid][2] -= take
             if live[oid][2] == 0:
                 del live[oid]
+        yield row, price
+
+
+def test_builder_matches_a_dict_model_on_random_order_flow():
+    """Random adds, partial cancels, deletes and executions (by id, with and without the
+    price on the message) on a window wider than the prices used: after every message the
+    builder's levels (size and order count) equal a dict of live orders aggregated."""
+    rng, _seed = seeded_rng("builder dict model")
+    live: dict[int, list[int]] = {}  # id -> [side, price, qty]
+    rows, want = [], []
+    for row, _price in _random_flow(rng, live, 3000, 0.45, (90, 100), (100, 110), by_id=0.3):
         rows.append(row)
         want.append([_model_levels(live, side) for side in (SIDE_BUY, SIDE_SELL)])
     # the book after every message, from the BOOK_LEVEL updates it published (every
@@ -360,27 +370,13 @@ def test_deep_sides_match_a_dict_model_level_by_level():
     rng, _seed = seeded_rng("builder deep sides")
     live: dict[int, list[int]] = {}  # id -> [side, price, qty]
     b = BookBuilder(2, 1024, 0, reference=False)
-    nxt, deep = 1, 0
-    for m in range(2500):
-        if not live or rng.random() < 0.55:
-            side = SIDE_BUY if rng.random() < 0.5 else SIDE_SELL
-            lo = 1000 if side == SIDE_BUY else 1300
-            price = int(rng.integers(lo, lo + 300))
-            q = int(rng.integers(1, 50))
-            live[nxt] = [side, price, q]
-            row = (MD_BOOK_ADD, nxt, side, price, q)
-            nxt += 1
-        else:
-            oid = int(rng.choice(list(live)))
-            side, price, q = live[oid]
+    deep = 0
+    flow = _random_flow(rng, live, 2500, 0.55, (1000, 1300), (1300, 1600), by_id=1.0)
+    for m, (row, price) in enumerate(flow):
+        if row[0] != MD_BOOK_ADD:
+            side = SIDE_BUY if price < 1300 else SIDE_SELL
             better = {p for sd, p, _ in live.values() if sd == side and (p - price) * side > 0}
             deep += len(better) >= NEAR
-            kind = int(rng.choice([MD_BOOK_CANCEL, MD_BOOK_DELETE, MD_BOOK_EXEC]))
-            take = q if kind == MD_BOOK_DELETE else int(rng.integers(1, q + 1))
-            row = (kind, oid, 0, 0, take)  # ITCH-style: by id only
-            live[oid][2] -= take
-            if live[oid][2] == 0:
-                del live[oid]
         b.build(_msgs([row]))
         top = b.top(1, 400).reshape(400, 4)
         for side, cols in ((SIDE_BUY, (2, 3)), (SIDE_SELL, (0, 1))):
