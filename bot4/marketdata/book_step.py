@@ -64,6 +64,7 @@ B_CHECK_MISMATCH = 15  # gap: the window differs from the reference row
 B_CROSSED = 16  # crossed or locked book (episodes)
 B_STALE_MESSAGES = 17  # messages published flagged MDF_BOOK_STALE
 B_CHECKED = 18  # messages whose window was compared with a reference row
+B_BEYOND = 19  # reductions of known orders resting beyond a full window (no gap)
 BUILD_STATS = (
     "events",
     "ignored",
@@ -84,6 +85,7 @@ BUILD_STATS = (
     "crossed",
     "stale_messages",
     "checked",
+    "beyond_window",
 )
 #: the reasons that make a book inconsistent (stale)
 GAP_STATS = ("missing_level", "negative_level", "unknown_order_gap", "check_mismatch", "crossed")
@@ -330,6 +332,11 @@ def apply_event(b, window, i, r):
     j = _find(px, n, i, s, p)
     stats[B_EVENTS] += 1
     if j < 0:
+        if k >= 0 and n[i, s] >= window and _better(s, px[i, s, 0], p):
+            # a known order whose level lies beyond a full window (added there, or pushed
+            # out by better levels): the book never held it, nothing is inconsistent
+            stats[B_BEYOND] += 1
+            return False
         stats[B_MISSING_LEVEL] += 1
         return True
     left = qty[i, s, j] - q

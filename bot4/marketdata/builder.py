@@ -50,7 +50,11 @@ is published from its book; the first message after which it is consistent again
 publishes every side and position that differs from what was last published. References
 to orders the map does not know, applied by the message's price (orders resting before
 the data started, or placed beyond a depth-limited window), are counted
-(``unknown_order``) but are no gap: the level's size covers them.
+(``unknown_order``) but are no gap: the level's size covers them. Nor is a reduction of
+a known order whose price lies beyond a full window (added there, or pushed out by better
+levels; md_gateway's full-depth books keep ``levels`` a side): the book never held that
+level (``beyond_window``). Such levels do not come back when better ones empty: a side
+would have to lose its whole window before the quote was affected.
 
 Ownership: a :class:`BookBuilder` and its arrays belong to the one stage (or test) that
 feeds it; ``build_kernel`` is the hot path (``@njit(nogil=True, cache=True)``). It hands

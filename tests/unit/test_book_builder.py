@@ -386,3 +386,26 @@ def test_deep_sides_match_a_dict_model_level_by_level():
     assert deep > 500, f"only {deep} reductions past the {NEAR} best levels"
     assert b.gaps() == dict.fromkeys(GAP_STATS, 0)
     assert b.counters()["dropped_level"] == 0
+
+
+def test_orders_beyond_a_full_window_are_no_gap():
+    """A window of 4 bid levels: the 5th and 6th adds lie beyond it (kept in the order map
+    only), a better add then pushes a tracked level out. Reducing those orders later finds
+    no level: counted ``beyond_window``, not a gap, and the book is never stale. A
+    reduction at a missing price the window covers still is a gap."""
+    b = BookBuilder(2, 4, 0, reference=False)
+    rows = [(MD_BOOK_ADD, k, SIDE_BUY, 100 - k, 10) for k in range(1, 7)]  # 99 .. 94
+    rows += [(MD_BOOK_ADD, 7, SIDE_BUY, 100, 1)]  # 96 falls out
+    rows += [
+        (MD_BOOK_DELETE, 6, 0, 0, 10),
+        (MD_BOOK_EXEC, 4, 0, 0, 3),
+        (MD_BOOK_CANCEL, 5, 0, 0, 2),
+    ]
+    stream, _ = b.build(_msgs(rows))
+    assert b.top(1, 4).tolist()[2::4] == [100, 99, 98, 97]
+    c = b.counters()
+    assert c["beyond_window"] == 3 and c["dropped_level"] == 1
+    assert b.gaps() == dict.fromkeys(GAP_STATS, 0) and c["stale_messages"] == 0
+    assert not (stream["flags"] & MDF_BOOK_STALE).any()
+    b.build(_msgs([(MD_BOOK_CANCEL, 0, SIDE_BUY, 101, 1)]))  # a price the window covers
+    assert b.counters()["missing_level"] == 1 and b.counters()["beyond_window"] == 3
