@@ -285,6 +285,34 @@ def test_a_gap_with_reference_rows_is_resynced_from_the_next_row():
     assert b.top(1, 2).tolist() == [102, 5, 101, 1, 9999999999, 0, 100, 10]
 
 
+def test_a_resync_that_moved_the_other_side_is_published_by_the_next_message():
+    """The gap's row has the ask moved (a change no message described): the book is
+    re-seeded from it while the gap's message is flagged stale, so the next message, a bid
+    add, publishes the ask's quote and levels too, not only its own side's."""
+    msgs = _msgs([*BASE, (MD_BOOK_DELETE, 78, SIDE_BUY, 98, 3), (MD_BOOK_ADD, 4, SIDE_BUY, 101, 1)])
+    ref = np.array(
+        [
+            [102, 0, 100, 10, 0, 0, 0, 0],
+            [102, 5, 100, 10, 0, 0, 0, 0],
+            [102, 5, 100, 10, 0, 0, 99, 7],
+            [103, 8, 100, 10, 0, 0, 99, 7],  # the ask moved behind the messages' back
+            [103, 8, 101, 1, 0, 0, 100, 10],
+        ],
+        np.int64,
+    )
+    b = BookBuilder(2, 2, 2, reference=True, check=True)
+    stream, levels = b.build(msgs, ref)
+    assert b.counters()["resync"] == 1 and b.counters()["check_mismatch"] == 1
+    at = message_of(stream)
+    quotes = stream[(at == 4) & (stream["kind"] == MD_QUOTE)]
+    assert {(int(q["side"]), int(q["price"]), int(q["qty"])) for q in quotes} == {
+        (SIDE_SELL, 103, 8),
+        (SIDE_BUY, 101, 1),
+    }
+    asks = levels[(at[levels["parent_seq"].astype(np.int64)] == 4) & (levels["side"] == SIDE_SELL)]
+    assert [(int(r["level"]), int(r["price"]), int(r["qty"])) for r in asks] == [(0, 103, 8)]
+
+
 # --- against a dict model -------------------------------------------------------------------
 
 
