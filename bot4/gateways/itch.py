@@ -32,6 +32,10 @@ most):
   paused), ``MDF_QUOTING`` (quotation only) or ``MDF_RESUME`` (trading);
 * after a book change, an ``MD_QUOTE`` for each side whose best price or size changed
   (price 0 / qty 0 when the side emptied);
+* with a depth, a ``BOOK_LEVEL`` per position 0..depth-1 of each side whose (price, size,
+  orders) changed since last published (``parent_seq`` the seq of the message's first
+  record; the message's last update flagged ``MDF_LAST_IN_BATCH``), as the md stage
+  publishes a LOBSTER pair's depth;
 * R (stock directory) binds its locate code to the instrument of its symbol; S (system
   event) and every other type produce nothing; messages of instruments not configured are
   skipped (counted).
@@ -53,6 +57,7 @@ from bot4.gateways.mold import MoldStore
 from bot4.marketdata.book_step import ASK, BID, O_PX, O_QTY, BookArrays, apply_event, order_side
 from bot4.nbkit import map_find, unowned
 from bot4.records import (
+    BOOK_LEVEL,
     MARKET_DATA,
     MD_BOOK_ADD,
     MD_BOOK_CANCEL,
@@ -339,12 +344,32 @@ class ItchDecoder(NamedTuple):
     last_q: np.ndarray  # int64[books, 2, 2]: last quoted (price, size) per side
     dstats: np.ndarray  # int64[len(DECODER_STATS)]: the DS_* counters
     book: BookArrays  # the books (a BookBuilder's arrays), indexed by instrument id
+    pub: np.ndarray  # int64[books, 2, depth, 3]: last BOOK_LEVEL published per position
+    lv: np.ndarray  # BOOK_LEVEL: where this call writes its level updates
+    lvc: np.ndarray  # int64[2]: level updates written to lv, the next one's seq
 
 
-def decoder_state(locate_map, sym_keys, sym_ids, last_q, dstats, builder) -> tuple:
+def decoder_state(locate_map, sym_keys, sym_ids, last_q, dstats, builder, pub=None, lv=None,
+                  lvc=None) -> tuple:  # fmt: skip
     """``tuple()`` of an :class:`ItchDecoder` over ``builder``'s arrays as they are now (the
-    book a plain tuple too): what :func:`itch_decode_kernel` takes from Python."""
-    return (locate_map, sym_keys, sym_ids, last_q, dstats, tuple(builder.arrays()))
+    book a plain tuple too): what :func:`itch_decode_kernel` takes from Python. Without
+    ``pub`` (:func:`new_published`) no BOOK_LEVEL update is written."""
+    if pub is None:
+        pub = new_published(last_q.shape[0], 0)
+    if lv is None:
+        lv = np.zeros(0, BOOK_LEVEL)
+    if lvc is None:
+        lvc = np.zeros(2, np.int64)
+    return (locate_map, sym_keys, sym_ids, last_q, dstats, tuple(builder.arrays()), pub, lv,
+            lvc)  # fmt: skip
+
+
+def new_published(books: int, depth: int) -> np.ndarray:
+    """The decoder's last published levels: int64[books, 2, depth, 3] (price, size,
+    orders per position, row BID / ASK), -1 at first so an instrument's first book change
+    publishes every position, empty ones included (after a restart too: what consumers
+    hold from before it is overwritten)."""
+    return np.full((books, 2, depth, 3), -1, np.int64)
 
 
 class _Msg(NamedTuple):
@@ -401,6 +426,47 @@ def _quotes(e, n, px, qty, nlev, last_q):
     return n
 
 
+@njit(nogil=True, cache=True)
+def _levels(e, parent, bk, pub, lv, lvc):
+    """BOOK_LEVEL per position 0..depth-1 of each side of message ``e``'s instrument whose
+    (price, size, orders) in book ``bk`` differs from what was last published (``pub``),
+    into ``lv`` from ``lvc[0]``, numbered from ``lvc[1]``; ``parent`` the seq of the
+    message's first record. The message's last update is flagged ``MDF_LAST_IN_BATCH``."""
+    inst = e.inst
+    px, qty, cnt, nlev = bk.px, bk.qty, bk.cnt, bk.n
+    w0 = lvc[0]
+    w = w0
+    for s in (ASK, BID):
+        top = nlev[inst, s] - 1  # the best level's index: sides are stored worst first
+        for k in range(pub.shape[2]):
+            have = k <= top
+            p = px[inst, s, top - k] if have else 0
+            q = qty[inst, s, top - k] if have else 0
+            c = cnt[inst, s, top - k] if have else 0
+            if p == pub[inst, s, k, 0] and q == pub[inst, s, k, 1] and c == pub[inst, s, k, 2]:
+                continue
+            pub[inst, s, k, 0] = p
+            pub[inst, s, k, 1] = q
+            pub[inst, s, k, 2] = c
+            o = lv[w]
+            o.seq = lvc[1]
+            o.parent_seq = parent
+            o.ts_event_ns = e.ts
+            o.ts_recv_ns = e.recv
+            o.price = p
+            o.qty = q
+            o.instrument = inst
+            o.orders = np.uint32(min(c, 0xFFFFFFFF))
+            o.side = SIDE_SELL if s == ASK else SIDE_BUY
+            o.level = k
+            o.flags = 0
+            lvc[1] += 1
+            w += 1
+    if w > w0:
+        lv[w - 1].flags = MDF_LAST_IN_BATCH
+    lvc[0] = w
+
+
 @njit(nogil=True, cache=True, inline="always")
 def _book_event(out, n, inst, b, dstats):
     """Apply the record just written at ``out[n - 1]`` to its instrument's book in ``b``
@@ -426,7 +492,10 @@ def itch_decode_kernel(store, start, count, day_ns, out, seq0, dec, emit):
     midnight exchange time. ``dec``: an :class:`ItchDecoder` or :func:`decoder_state`'s
     tuple; its ``locate_map`` is filled from R messages whose stock matches ``sym_keys``
     (:func:`stock_key`) -> ``sym_ids``; its books are a
-    :class:`~bot4.marketdata.builder.BookBuilder`'s arrays, indexed by instrument id."""
+    :class:`~bot4.marketdata.builder.BookBuilder`'s arrays, indexed by instrument id. With
+    a depth (``pub``'s third axis) > 0 and ``emit``, each message that changed a book also
+    writes its BOOK_LEVEL updates to ``lv`` (room for ``2 x depth`` a message), counted in
+    ``lvc[0]``."""
     # borrowed views (bot4.nbkit.borrow): no atomic reference counting per helper call
     st = unowned(MoldStore(*store))
     d = unowned(ItchDecoder(*dec))
@@ -435,6 +504,8 @@ def itch_decode_kernel(store, start, count, day_ns, out, seq0, dec, emit):
     out, otab = unowned(out), bk.otab
     locate_map, sym_keys, sym_ids, last_q, dstats = (d.locate_map, d.sym_keys, d.sym_ids,
                                                      d.last_q, d.dstats)  # fmt: skip
+    pub, lv, lvc = d.pub, unowned(d.lv), d.lvc
+    depth = pub.shape[2]
     mask = msgs.shape[0] - 1
     n = 0
     for k in range(count):
@@ -480,6 +551,8 @@ def itch_decode_kernel(store, start, count, day_ns, out, seq0, dec, emit):
                 w -= 1
                 continue
             w = _quotes(e, w, bk.px, bk.qty, bk.n, last_q)
+            if depth > 0 and emit:
+                _levels(e, seq0 + n0, bk, pub, lv, lvc)
         elif t in (_E, _C, _X, _D, _U):
             ref = _u64(b, 11)
             j = map_find(otab, ref)
@@ -515,6 +588,8 @@ def itch_decode_kernel(store, start, count, day_ns, out, seq0, dec, emit):
                 if not _book_event(o, w, inst, bk, dstats):
                     w -= 1
             w = _quotes(e, w, bk.px, bk.qty, bk.n, last_q)
+            if depth > 0 and emit:
+                _levels(e, seq0 + n0, bk, pub, lv, lvc)
         elif t == _P:
             sd = SIDE_BUY if b[19] == _B else SIDE_SELL
             tpx = np.int64(_u32(b, 32))

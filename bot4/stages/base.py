@@ -342,3 +342,35 @@ class Stage:
     def summary(self) -> dict:
         """Figures for the end-of-run report."""
         return {}
+
+
+class DepthSource:
+    """Mixin of the market data sources that can publish depth (``md``, ``md_gateway``):
+    outputs of type market_data or book_level (at least one market_data), split into
+    ``md_outs`` / ``level_outs`` (indices); with a book_level output every output gets
+    ``out_per_in(params)`` slots an input (the most one position can write on any of
+    them), which the kind defines. List it before :class:`Stage`."""
+
+    DEFAULT_DEPTH = 5  # BOOK_LEVEL positions a side, with a book_level output
+
+    def __init__(self, spec, inputs, outputs, instance="default", topology=None) -> None:
+        super().__init__(spec, inputs, outputs, instance, topology)
+        self.level_outs = [j for j, r in enumerate(self.outputs) if r.type == "BOOK_LEVEL"]
+        self.md_outs = [j for j in range(len(self.outputs)) if j not in self.level_outs]
+        if self.level_outs:
+            self.max_out_per_in = self.out_per_in(self.params)
+
+    @classmethod
+    def check_arity(cls, n_in, n_out, in_types, out_types):
+        err = super().check_arity(n_in, n_out, in_types, out_types)
+        if err:
+            return err
+        for k, t in enumerate(out_types):
+            if t not in ("MARKET_DATA", "BOOK_LEVEL"):
+                return (
+                    f"kind {cls.kind!r} output {k} must carry market_data or book_level, "
+                    f"topology gives {t.lower()}"
+                )
+        if "MARKET_DATA" not in out_types:
+            return f"kind {cls.kind!r} needs a market_data output"
+        return None

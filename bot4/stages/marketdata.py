@@ -49,7 +49,7 @@ import numpy as np
 from numba import njit
 
 from bot4.logs import log_event
-from bot4.stages.base import ParamError, Stage, check_number, check_type
+from bot4.stages.base import DepthSource, ParamError, Stage, check_number, check_type
 from bot4.stages.standins import SyntheticMarketData
 
 log = logging.getLogger("bot4.stage")
@@ -167,7 +167,7 @@ def _input_problem(path, exc: Exception) -> str:
     return f"{path}: cannot be read ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
 
 
-class MarketDataStage(Stage):
+class MarketDataStage(DepthSource, Stage):
     kind = "md"
     source = True
     replay_feed = True
@@ -182,37 +182,13 @@ class MarketDataStage(Stage):
         frozenset({"source", "path", "speed", "snapshot", "depth", "book_check"})
         | SyntheticMarketData.params_keys
     )
-    DEFAULT_DEPTH = 5
     #: live, ``ts_recv_ns`` is stamped as the batch is published (``bot4.stages.publish``),
     #: not when ``generate`` built it: the stamp is the instant the tick reaches the rings
     stamp_on_publish = True
 
-    def __init__(self, spec, inputs, outputs, instance="default", topology=None) -> None:
-        super().__init__(spec, inputs, outputs, instance, topology)
-        self.level_outs = [j for j, r in enumerate(self.outputs) if r.type == "BOOK_LEVEL"]
-        self.md_outs = [j for j, r in enumerate(self.outputs) if r.type != "BOOK_LEVEL"]
-        if self.level_outs:
-            # one position (a message's event record) carries up to 2 x depth level updates
-            self.max_out_per_in = self.out_per_in(self.params)
-
     @classmethod
     def out_per_in(cls, params) -> int:
         return max(1, 2 * int(params.get("depth", cls.DEFAULT_DEPTH)))
-
-    @classmethod
-    def check_arity(cls, n_in, n_out, in_types, out_types):
-        err = super().check_arity(n_in, n_out, in_types, out_types)
-        if err:
-            return err
-        for k, t in enumerate(out_types):
-            if t not in ("MARKET_DATA", "BOOK_LEVEL"):
-                return (
-                    f"kind 'md' output {k} must carry market_data or book_level, "
-                    f"topology gives {t.lower()}"
-                )
-        if "MARKET_DATA" not in out_types:
-            return "kind 'md' needs a market_data output"
-        return None
 
     @classmethod
     def warm_parts(cls, params):

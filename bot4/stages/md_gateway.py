@@ -1,4 +1,5 @@
-"""``md_gateway``: NASDAQ TotalView-ITCH 5.0 over MoldUDP64 (UDP) in, MARKET_DATA out.
+"""``md_gateway``: NASDAQ TotalView-ITCH 5.0 over MoldUDP64 (UDP) in, MARKET_DATA (and
+BOOK_LEVEL depth) out.
 
 A source stage whose position is the MoldUDP64 message sequence number minus one: the
 records of message ``s`` are produced when the source reaches position ``s - 1``, in
@@ -7,7 +8,11 @@ gateway's event loop (uvloop, :mod:`bot4.stages.loop_async`) into a fixed-slot m
 (:mod:`bot4.gateways.mold`); the duty cycle decodes the contiguous run from its position
 (:func:`bot4.gateways.itch.itch_decode_kernel`) and publishes every record to each output
 ring (ticks, risk_md, ...), ``ts_recv_ns`` = the datagram's receive stamp, ``parent_seq`` =
-the message's sequence number.
+the message's sequence number. Outputs of type ``book_level`` receive, for each message
+that changed a book, a BOOK_LEVEL per position 0..``depth``-1 of each side that differs
+from what was last published (as the md stage publishes a LOBSTER pair's depth, so the
+signals' depth features and risk's liquidity check work over the wire too); a restarted
+gateway republishes every position of an instrument at its first change.
 
 **Gaps.** A message beyond the contiguous run (a later packet, or a heartbeat announcing a
 higher next sequence) reveals a gap: the gateway asks the re-request server for the hole
@@ -47,7 +52,9 @@ to; a multicast group address joins that group on ``interface``, ``"127.0.0.1"``
 (``"BOT4SIM"``), ``symbols`` (every instrument of the instrument table), ``date`` (the
 feed's trading day, ``YYYY-MM-DD``: ITCH timestamps are ns since midnight US/Eastern;
 default today), ``store`` (65536 messages, a power of two), ``levels`` (1024 per side),
-``orders`` (4096: initial order table capacity; it doubles before it could fill), ``rerequest_ms`` (20), ``max_request`` (2000), ``gap_flag_ms`` (50; 0: never flag).
+``orders`` (4096: initial order table capacity; it doubles before it could fill), ``rerequest_ms`` (20), ``max_request`` (2000), ``gap_flag_ms`` (50; 0: never flag),
+``depth`` (5: BOOK_LEVEL positions a side, with a ``book_level`` output; <= ``levels``;
+every output ring then needs room for ``2 x depth`` records a message).
 """
 
 from __future__ import annotations
@@ -62,7 +69,8 @@ from datetime import date
 import numpy as np
 
 from bot4.gateways import itch, mold
-from bot4.stages.base import ParamError, Stage, check_number, check_type
+from bot4.records import BOOK_LEVEL
+from bot4.stages.base import DepthSource, ParamError, Stage, check_number, check_type
 
 log = logging.getLogger("bot4.stage")
 
@@ -82,13 +90,13 @@ class _Feed(asyncio.DatagramProtocol):
         self.stage.on_packet(data)
 
 
-class MdGatewayStage(Stage):
+class MdGatewayStage(DepthSource, Stage):
     kind = "md_gateway"
     source = True
     event_loop = True  # its process runs bot4.stages.loop_async
     warm_seconds = 8.0
     arity = (0, 0, 1, 4)
-    output_types = ("MARKET_DATA",)
+    output_types = ("MARKET_DATA", "*")  # then market_data or book_level (depth)
     max_out_per_in = itch.MAX_RECORDS_PER_MESSAGE
     restart_state = (
         "the books and order table: rebuilt at start from sequence 1 through the "
@@ -115,8 +123,16 @@ class MdGatewayStage(Stage):
             "rerequest_ms",
             "max_request",
             "gap_flag_ms",
+            "depth",
         }
     )
+
+    @classmethod
+    def out_per_in(cls, params) -> int:
+        """A message writes at most 4 market data records and, with a book_level output,
+        one update per position of each side (2 x depth); every output gets that room."""
+        depth = int(params.get("depth", cls.DEFAULT_DEPTH))
+        return max(itch.MAX_RECORDS_PER_MESSAGE, 2 * depth)
 
     @classmethod
     def check_params(cls, params):
@@ -150,6 +166,9 @@ class MdGatewayStage(Stage):
         check_number(params, "rerequest_ms", lo=1)
         check_number(params, "max_request", integer=True, lo=1, hi=65534)
         check_number(params, "gap_flag_ms", lo=0, hi=3_600_000)
+        check_number(params, "depth", integer=True, lo=1, hi=255)
+        if int(params.get("depth", cls.DEFAULT_DEPTH)) > int(params.get("levels", 1024)):
+            raise ParamError("depth", "cannot exceed levels (the levels a book keeps a side)")
 
     def setup(self) -> None:
         from bot4.marketdata.lobster import local_to_utc_ns
@@ -178,6 +197,13 @@ class MdGatewayStage(Stage):
         # grown between duty cycles before it can fill (see _decode)
         self.book, self.last_q = itch.new_books(max(ids), int(p.get("levels", 1024)),
                                                 int(p.get("orders", 4096)))  # fmt: skip
+        # BOOK_LEVEL updates (book_level outputs): the last published per position (-1 at
+        # first: a restarted gateway republishes every position, empty ones included),
+        # written / next seq
+        depth = int(p.get("depth", self.DEFAULT_DEPTH)) if self.level_outs else 0
+        self.pub = itch.new_published(self.last_q.shape[0], depth)
+        self.lvc = np.zeros(2, np.int64)
+        self.no_levels = np.zeros(0, BOOK_LEVEL)
         self.locate_map = np.zeros(1 << 16, np.int64)
         self.dstats = np.zeros(len(itch.DECODER_STATS), np.int64)
         self.ingest = self.store.res
@@ -220,19 +246,29 @@ class MdGatewayStage(Stage):
     #: whole backlog at once (a map many times the live orders misses the cache per lookup)
     DECODE_SLICE = 4096
 
-    def _decode(self, start: int, count: int, out: np.ndarray, seq0: int, emit: bool) -> int:
+    def _decode(self, start: int, count: int, out: np.ndarray, seq0: int, emit: bool,
+                lv: np.ndarray | None = None) -> int:  # fmt: skip
+        """Decode ``count`` messages from ``start`` into ``out`` (numbered from ``seq0``)
+        and, with ``lv``, their BOOK_LEVEL updates into ``lv`` (``self.lvc[0]`` of them,
+        numbered on from ``self.lvc[1]``); returns the market data records written."""
         b = self.book
         w = 0
+        self.lvc[0] = 0
+        levels = self.no_levels if lv is None else lv
         for a in range(0, count, self.DECODE_SLICE):
             k = min(self.DECODE_SLICE, count - a)
             b.reserve(k)  # at most one add per message
             if self.dec is None or self.dec_otab is not b.otab:  # again once the map grew
                 self.dec_otab = b.otab
                 self.dec = itch.decoder_state(self.locate_map, self.sym_keys, self.sym_ids,
-                                              self.last_q, self.dstats, b)  # fmt: skip
+                                              self.last_q, self.dstats, b, self.pub,
+                                              self.no_levels, self.lvc)  # fmt: skip
+            dec = self.dec
+            if lv is not None and emit:
+                dec = dec[:7] + (levels, self.lvc)  # this call's level view
             dst = out[w:] if emit else out
             w += int(itch.itch_decode_kernel(self.store_t, start + a, k, self.day_ns, dst,
-                                             seq0 + w, self.dec, emit))  # fmt: skip
+                                             seq0 + w, dec, emit))  # fmt: skip
         return w
 
     # -- network (event loop) ---------------------------------------------------------------
@@ -425,10 +461,17 @@ class MdGatewayStage(Stage):
         if n <= 0 or not outs:
             return 0, seq
         start = position + 1
-        w = self._decode(start, n, outs[0], seq, True)
-        for j in range(1, len(outs)):
-            outs[j][:w] = outs[0][:w]
-        counts[: len(outs)] = w
+        first = self.md_outs[0]
+        lv = outs[self.level_outs[0]] if self.level_outs else None
+        w = self._decode(start, n, outs[first], seq, True, lv)
+        for j in self.md_outs[1:]:
+            outs[j][:w] = outs[first][:w]
+        counts[self.md_outs] = w
+        if self.level_outs:
+            nl = int(self.lvc[0])
+            for j in self.level_outs[1:]:
+                outs[j][:nl] = lv[:nl]
+            counts[self.level_outs] = nl
         mold.mold_release_kernel(self.have, start, n)
         self.next_seq_in = start + n
         return n, seq + w
