@@ -199,25 +199,29 @@ def _seed(px, qty, cnt, n, window, i, ref, row):
     return seeded
 
 
+NONE_WORSE = np.int64(1) << 62  # no level yet: every price is worse than +this (bid) / -this
+
+
 @njit(nogil=True, cache=True, inline="always")
-def _worse_levels(ref, row, s, g, w, has_w, room, px, qty, cnt, i, top):
-    """The reference levels from ``g`` on that are worse than ``w`` (and each other), at
-    most ``room``: counted, and written at storage indices ``top``, ``top - 1``, ... when
-    ``top`` >= 0. Returns how many."""
+def _worse_levels(ref, row, s, g, w, room, rows, top):
+    """The reference levels from ``g`` on that are worse than price ``w`` (and each other;
+    ``w`` = +/-``NONE_WORSE`` for an empty side), at most ``room``: counted, and written
+    into ``rows`` (the side's price, size and count rows) at indices ``top``, ``top - 1``,
+    ... when ``top`` >= 0. Returns how many."""
     levels = ref.shape[1] // 4
+    ps, qs, cs = rows
     a = 0
     for k in range(g, levels):
         if a >= room:
             break
         p, q = _ref_level(ref, row, s, k)
-        if q == 0 or (has_w and not _better(s, w, p)):
+        if q == 0 or not _better(s, w, p):
             continue
         if top >= 0:
-            px[i, s, top - a] = p
-            qty[i, s, top - a] = q
-            cnt[i, s, top - a] = 1
+            ps[top - a] = p
+            qs[top - a] = q
+            cs[top - a] = 1
         w = p
-        has_w = True
         a += 1
     return a
 
@@ -246,11 +250,14 @@ def _slide_in(px, qty, cnt, n, window, i, ref, row):
                 if q != 0 and not _better(s, w, p):
                     break  # level g - 1 is no better than the worst: all before it too
                 g -= 1
-        a = _worse_levels(ref, row, s, g, w, m > 0, window - m, px, qty, cnt, i, -1)
+        if m == 0:
+            w = NONE_WORSE if s == BID else -NONE_WORSE
+        rows = (px[i, s], qty[i, s], cnt[i, s])
+        a = _worse_levels(ref, row, s, g, w, window - m, rows, -1)
         if a == 0:
             continue
         _shift(px, qty, cnt, i, s, a, 0, m)
-        _worse_levels(ref, row, s, g, w, m > 0, a, px, qty, cnt, i, a - 1)
+        _worse_levels(ref, row, s, g, w, a, rows, a - 1)
         n[i, s] = m + a
         added += a
     return added
