@@ -72,15 +72,18 @@ def _word(buf, a, b, words, wlen, wcode, fold):
 
 
 @njit(nogil=True, cache=True)
-def _read_lines(buf, ends, spec, syms, slen, sid, kinds, klen, kcode, sides, slen2, scode,
-                digits, out):  # fmt: skip
+def _read_lines(buf, ends, spec, symw, kindw, sidew, digits, out):
     """Lines ``buf[ends[k-1]:ends[k]]`` (each with its newline, the last maybe without):
     ``out[k]`` = (claimed, ts, qty, instrument, kind, side, price, price_ok, ts_ok, qty_ok)
     for the lines the fast path claims (both oks 1), claimed 0 for the others (module
     doc). ``spec``: width and the
     field index of ts, symbol, kind, side, price, qty, then 1 when the price is
-    ``price_units``. ``digits[id]``: the instrument's price scale as a power of ten (-1:
-    not one)."""
+    ``price_units``. ``symw``, ``kindw``, ``sidew``: the symbol, kind and side word tables
+    (words, lengths, codes; :func:`_word`). ``digits[id]``: the instrument's price scale as
+    a power of ten (-1: not one)."""
+    syms, slen, sid = symw
+    kinds, klen, kcode = kindw
+    sides, slen2, scode = sidew
     width = spec[0]
     f_ts, f_sym, f_kind, f_side, f_px, f_qty, units = (spec[1], spec[2], spec[3], spec[4],
                                                        spec[5], spec[6], spec[7])  # fmt: skip
@@ -229,5 +232,5 @@ class FastLines:
         buf = np.frombuffer(b"".join(lines), np.uint8)
         ends = np.cumsum(np.fromiter(map(len, lines), np.int64, len(lines)))
         out = np.empty((len(lines), self.COLUMNS), np.int64)
-        _read_lines(buf, ends, self.spec, *self.syms, *self.kinds, *self.sides, self.digits, out)
+        _read_lines(buf, ends, self.spec, self.syms, self.kinds, self.sides, self.digits, out)
         return out
