@@ -367,8 +367,7 @@ def decoder_state(locate_map, sym_keys, sym_ids, last_q, dstats, builder, pub=No
 def new_published(books: int, depth: int) -> np.ndarray:
     """The decoder's last published levels: int64[books, 2, depth, 3] (price, size,
     orders per position, row BID / ASK), -1 at first so an instrument's first book change
-    publishes every position, empty ones included (after a restart too: what consumers
-    hold from before it is overwritten)."""
+    publishes every position, empty ones included."""
     return np.full((books, 2, depth, 3), -1, np.int64)
 
 
@@ -427,11 +426,13 @@ def _quotes(e, n, px, qty, nlev, last_q):
 
 
 @njit(nogil=True, cache=True)
-def _levels(e, parent, bk, pub, lv, lvc):
+def _levels(e, parent, bk, pub, lv, lvc, write):
     """BOOK_LEVEL per position 0..depth-1 of each side of message ``e``'s instrument whose
     (price, size, orders) in book ``bk`` differs from what was last published (``pub``),
     into ``lv`` from ``lvc[0]``, numbered from ``lvc[1]``; ``parent`` the seq of the
-    message's first record. The message's last update is flagged ``MDF_LAST_IN_BATCH``."""
+    message's first record. The message's last update is flagged ``MDF_LAST_IN_BATCH``.
+    ``write`` False (a restart's rebuild) only advances ``pub`` and the numbering, so what
+    follows is what the gateway would have published had it never stopped."""
     inst = e.inst
     px, qty, cnt, nlev = bk.px, bk.qty, bk.cnt, bk.n
     w0 = lvc[0]
@@ -448,8 +449,11 @@ def _levels(e, parent, bk, pub, lv, lvc):
             pub[inst, s, k, 0] = p
             pub[inst, s, k, 1] = q
             pub[inst, s, k, 2] = c
+            lvc[1] += 1
+            if not write:
+                continue
             o = lv[w]
-            o.seq = lvc[1]
+            o.seq = lvc[1] - 1
             o.parent_seq = parent
             o.ts_event_ns = e.ts
             o.ts_recv_ns = e.recv
@@ -460,7 +464,6 @@ def _levels(e, parent, bk, pub, lv, lvc):
             o.side = SIDE_SELL if s == ASK else SIDE_BUY
             o.level = k
             o.flags = 0
-            lvc[1] += 1
             w += 1
     if w > w0:
         lv[w - 1].flags = MDF_LAST_IN_BATCH
@@ -495,7 +498,7 @@ def itch_decode_kernel(store, start, count, day_ns, out, seq0, dec, emit):
     :class:`~bot4.marketdata.builder.BookBuilder`'s arrays, indexed by instrument id. With
     a depth (``pub``'s third axis) > 0 and ``emit``, each message that changed a book also
     writes its BOOK_LEVEL updates to ``lv`` (room for ``2 x depth`` a message), counted in
-    ``lvc[0]``."""
+    ``lvc[0]``; without ``emit`` it keeps ``pub`` and their numbering as if it had."""
     # borrowed views (bot4.nbkit.borrow): no atomic reference counting per helper call
     st = unowned(MoldStore(*store))
     d = unowned(ItchDecoder(*dec))
@@ -551,8 +554,8 @@ def itch_decode_kernel(store, start, count, day_ns, out, seq0, dec, emit):
                 w -= 1
                 continue
             w = _quotes(e, w, bk.px, bk.qty, bk.n, last_q)
-            if depth > 0 and emit:
-                _levels(e, seq0 + n0, bk, pub, lv, lvc)
+            if depth > 0:
+                _levels(e, seq0 + n0, bk, pub, lv, lvc, emit)
         elif t in (_E, _C, _X, _D, _U):
             ref = _u64(b, 11)
             j = map_find(otab, ref)
@@ -588,8 +591,8 @@ def itch_decode_kernel(store, start, count, day_ns, out, seq0, dec, emit):
                 if not _book_event(o, w, inst, bk, dstats):
                     w -= 1
             w = _quotes(e, w, bk.px, bk.qty, bk.n, last_q)
-            if depth > 0 and emit:
-                _levels(e, seq0 + n0, bk, pub, lv, lvc)
+            if depth > 0:
+                _levels(e, seq0 + n0, bk, pub, lv, lvc, emit)
         elif t == _P:
             sd = SIDE_BUY if b[19] == _B else SIDE_SELL
             tpx = np.int64(_u32(b, 32))

@@ -11,8 +11,11 @@ ring (ticks, risk_md, ...), ``ts_recv_ns`` = the datagram's receive stamp, ``par
 the message's sequence number. Outputs of type ``book_level`` receive, for each message
 that changed a book, a BOOK_LEVEL per position 0..``depth``-1 of each side that differs
 from what was last published (as the md stage publishes a LOBSTER pair's depth, so the
-signals' depth features and risk's liquidity check work over the wire too); a restarted
-gateway republishes every position of an instrument at its first change.
+signals' depth features and risk's liquidity check work over the wire too). A gateway
+starts with nothing published, so an instrument's first change publishes every position
+(empty ones as zeros); a restart's rebuild re-derives what was published along with the
+books, so the updates after it are those an uninterrupted gateway would have sent, numbered
+the same.
 
 **Gaps.** A message beyond the contiguous run (a later packet, or a heartbeat announcing a
 higher next sequence) reveals a gap: the gateway asks the re-request server for the hole
@@ -198,8 +201,8 @@ class MdGatewayStage(DepthSource, Stage):
         self.book, self.last_q = itch.new_books(max(ids), int(p.get("levels", 1024)),
                                                 int(p.get("orders", 4096)))  # fmt: skip
         # BOOK_LEVEL updates (book_level outputs): the last published per position (-1 at
-        # first: a restarted gateway republishes every position, empty ones included),
-        # written / next seq
+        # first: an instrument's first change publishes every position, empty ones
+        # included; a restart's rebuild advances it as the books), written / next seq
         depth = int(p.get("depth", self.DEFAULT_DEPTH)) if self.level_outs else 0
         self.pub = itch.new_published(self.last_q.shape[0], depth)
         self.lvc = np.zeros(2, np.int64)

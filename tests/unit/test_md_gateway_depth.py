@@ -94,9 +94,9 @@ def test_published_depth_equals_the_gateways_book_after_every_message(pair, symb
     assert lv2.tobytes() == one.tobytes()
 
 
-def test_a_restarted_gateway_republishes_every_position_at_the_first_change():
-    """A new gateway (a restart) knows nothing of what its consumers hold: an instrument's
-    first book change after it publishes all 2 x depth positions, empty ones as zeros."""
+def test_a_new_gateway_publishes_every_position_at_the_first_change():
+    """A gateway starts with nothing published: an instrument's first book change
+    publishes all 2 x depth positions, empty ones as zeros."""
     feed = lobster_to_itch([f"{lobster_dir()}/aapl_level10_first999"])
     st = _stage(feed, "AAPL", 10)
     first = next(lv for _md, lv in _run(st, feed.messages, 1) if len(lv))
@@ -104,6 +104,36 @@ def test_a_restarted_gateway_republishes_every_position_at_the_first_change():
     assert sorted(zip(first["side"].tolist(), first["level"].tolist(), strict=True)) == sorted(
         (sd, k) for sd in (SIDE_BUY, SIDE_SELL) for k in range(10)
     )
+
+
+@pytest.mark.parametrize("at", [1, 37, 500, 1000])
+def test_a_restarted_gateway_publishes_what_an_uninterrupted_one_does(at):
+    """A gateway restarted at position ``at`` rebuilds its books (and what it had
+    published) from messages 1 .. at without publishing, then sends the very updates, seqs
+    included, that one which never stopped sends after ``at``."""
+    feed = lobster_to_itch([f"{lobster_dir()}/aapl_level10_first999"])
+    n = feed.messages
+    whole = _stage(feed, "AAPL", 10)
+    per = list(_run(whole, n, 1))
+    md_seq = int(per[at][0]["seq"][0]) if len(per[at][0]) else None
+    want = np.concatenate([lv for _md, lv in per[at:]])
+    again = _stage(feed, "AAPL", 10)
+    assert again.source_ready(at, 0) > 0  # the restart: rebuild 1 .. at, nothing published
+    assert again.counters["rebuilt"] == at
+    mo = again.max_out_per_in
+    md, lv = np.zeros(mo * (n - at), MARKET_DATA), np.zeros(mo * (n - at), BOOK_LEVEL)
+    counts = np.zeros(2, np.int64)
+    seq = md_seq if md_seq is not None else 1
+    used, _ = again.generate(at, n - at, [md, lv], counts, seq)
+    got = lv[: counts[1]].copy()
+    assert used == n - at and len(got) == len(want) > 0
+    for x in (got, want):
+        x["ts_recv_ns"] = 0  # when the packets arrived
+    if md_seq is not None:
+        assert got.tobytes() == want.tobytes()
+    else:  # message ``at`` made no record: compare all but the parents' numbering
+        assert (got[["seq", "price", "qty", "side", "level", "orders"]]
+                == want[["seq", "price", "qty", "side", "level", "orders"]]).all()  # fmt: skip
 
 
 def test_depth_params_and_outputs_are_checked():
