@@ -12,10 +12,11 @@ the product's one book implementation: the md stage's
 remove) are the builder's too.
 
 **Storage order**: each side's levels are stored *worst first*, the best at index
-``n - 1`` (:func:`top_index` maps a level, 0 = best, to its index). Nearly every add,
-cancel and execution lands at or next to the best, so a level created or emptied there
-moves nothing, where best-first storage moved every level behind it (md_gateway's sides
-hold hundreds of levels). Readers go through ``top_index`` or ``top_kernel``.
+``n - 1``: level ``k`` (0 = best) is at index ``n - 1 - k``. Nearly every add, cancel and
+execution lands at or next to the best, so a level created or emptied there moves
+nothing, where best-first storage moved every level behind it (md_gateway's sides hold
+hundreds of levels). Outside the kernels, read the levels best first through
+:func:`bot4.marketdata.builder.top_kernel` (``BookBuilder.top``).
 """
 
 from __future__ import annotations
@@ -144,13 +145,6 @@ def _find(px, n, i, s, p):
     if j >= 0 and px[i, s, j] == p:
         return j
     return -(j + 1) - 1
-
-
-@njit(nogil=True, cache=True, inline="always")
-def top_index(n, i, s, k):
-    """Storage index of level ``k`` (0 = best) of side ``s`` of instrument ``i`` (valid
-    for ``k < n[i, s]``): sides are stored worst first."""
-    return n[i, s] - 1 - k
 
 
 @intrinsic
